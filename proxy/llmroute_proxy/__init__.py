@@ -1,0 +1,3 @@
+"""llmroute sidecar: one OpenAI-compatible API in, every provider's native API out."""
+
+__version__ = "0.1.0"

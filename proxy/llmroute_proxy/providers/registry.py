@@ -1,0 +1,22 @@
+"""Provider type → the module that speaks its API. A new provider is one line here."""
+
+from __future__ import annotations
+
+from llmroute_proxy.providers.anthropic import AnthropicProvider
+from llmroute_proxy.providers.azure_openai import AzureOpenAIProvider
+from llmroute_proxy.providers.base import Provider
+from llmroute_proxy.providers.gemini import GeminiProvider
+from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider
+from llmroute_proxy.table import ProviderType
+
+PROVIDERS: dict[ProviderType, Provider] = {
+    ProviderType.OPENAI: OpenAIProvider(),
+    ProviderType.OPENAI_COMPATIBLE: OpenAICompatibleProvider(),
+    ProviderType.AZURE_OPENAI: AzureOpenAIProvider(),
+    ProviderType.ANTHROPIC: AnthropicProvider(),
+    ProviderType.GEMINI: GeminiProvider(),
+}
+
+
+def provider_for(provider_type: ProviderType) -> Provider:
+    return PROVIDERS[provider_type]

@@ -1,0 +1,65 @@
+"""Incremental Server-Sent Events parsing: bytes in any split → (event, data) pairs.
+
+Accepts LF, CRLF and CR line ends (Gemini sends CRLF). Comment lines and `id`/`retry`
+fields are ignored; multi-line `data` fields are joined with LF as the spec says.
+"""
+
+from __future__ import annotations
+
+
+class SSEParser:
+    __slots__ = ("_buffer", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event: bytes | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        """Return every event completed by `chunk`: (event name or None, data bytes)."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            # a lone CR at the end might be the first half of CRLF: keep it for the next chunk
+            keep_cr = buffer.endswith(b"\r")
+            if keep_cr:
+                buffer = buffer[:-1]
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if keep_cr:
+                buffer += b"\r"
+        events: list[tuple[str | None, bytes]] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            self._line(buffer[start:end], events)
+            start = end + 1
+        self._buffer = buffer[start:]
+        return events
+
+    def close(self) -> list[tuple[str | None, bytes]]:
+        """End of body: a last event not followed by a blank line still counts."""
+        events: list[tuple[str | None, bytes]] = []
+        if self._buffer:
+            self._line(self._buffer.rstrip(b"\r"), events)
+            self._buffer = b""
+        self._line(b"", events)
+        return events
+
+    def _line(self, line: bytes, events: list[tuple[str | None, bytes]]) -> None:
+        if not line:
+            if self._data:
+                event = self._event.decode() if self._event is not None else None
+                events.append((event, b"\n".join(self._data)))
+            self._data = []
+            self._event = None
+            return
+        if line[0] == 58:  # ":" comment
+            return
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value

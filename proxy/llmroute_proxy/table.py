@@ -1,0 +1,223 @@
+"""The compiled routing table: immutable, versioned, free of Kubernetes types.
+
+A table is what one sidecar routes by. The compiler (`compiler.py`) builds it from
+`LLMProvider`/`LLMRoute` specs for one pod (its region, its share of global limits);
+the sidecar swaps whole tables atomically and never mutates one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NewType
+
+TargetId = NewType("TargetId", str)
+
+
+class Secret:
+    """A credential value that never shows itself in logs, reprs, traces or status."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+class ProviderType(str, Enum):
+    OPENAI = "openai"
+    OPENAI_COMPATIBLE = "openai-compatible"
+    AZURE_OPENAI = "azure-openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+
+
+class Strategy(str, Enum):
+    WEIGHTED = "weighted"
+    LEAST_OUTSTANDING = "least-outstanding"
+    LEAST_LATENCY = "least-latency"
+
+
+class BudgetPeriod(str, Enum):
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """USD per million tokens. Cached input falls back to the input price when not given."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """This sidecar's share of a provider's limits; None means unlimited."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One provider endpoint serving one model: the unit that is balanced, ejected and billed."""
+
+    id: TargetId  # "{provider}/{model}@{region}"
+    provider: str  # the LLMProvider's name
+    provider_type: ProviderType
+    model: str  # the upstream model (Azure: the deployment name)
+    url: str  # base URL as the provider's official SDK takes it
+    region: str
+    credential: Secret | None = None
+    weight: int = 1
+    priority: int = 0
+    context_window: int | None = None
+    pricing: Pricing = Pricing()
+    options: Mapping[str, str] = field(default_factory=dict)  # provider-specific, e.g. azure apiVersion
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    name: str  # lower-case
+    value: str | None = None  # None: the header is present with any value
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """Every condition given must hold (AND); an empty match holds always."""
+
+    max_prompt_tokens: int | None = None
+    min_prompt_tokens: int | None = None
+    contains_code: bool | None = None
+    keywords: tuple[str, ...] = ()  # lower-case; any one of them matches
+    header: HeaderMatch | None = None
+    model: str | None = None  # the requested model (an alias); `*` globs allowed
+    has_tools: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str  # the rule's `name`, or "rules[i]"
+    when: RuleMatch
+    tier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    targets: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    """Send `percent` of a tier's traffic to other targets, sticky by a request key."""
+
+    name: str
+    tier: str
+    percent: float
+    targets: tuple[Target, ...]
+    sticky_by: str | None = None  # "user" (the OpenAI `user` field) or "header:<name>"
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackPolicy:
+    max_attempts: int = 3
+    per_try_timeout: float = 120.0
+    first_byte_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    overall_timeout: float = 300.0
+    on_errors: frozenset[str] | None = None  # FailureKind values that fail over; None: every recoverable kind
+    fallback_tiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancing:
+    strategy: Strategy = Strategy.WEIGHTED
+    prefer_region: str = "local"  # "local" or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetection:
+    consecutive_failures: int = 5
+    base_ejection: float = 30.0
+    max_ejection: float = 300.0
+    max_ejection_percent: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    limit_usd: float
+    period: BudgetPeriod = BudgetPeriod.DAY
+    alert_at_percent: float = 80.0
+    on_exceeded: str = "alert"  # "alert" | "reject" | "downgrade"
+    downgrade_tier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    tiers: Mapping[str, Tier]
+    rules: tuple[Rule, ...]
+    default_tier: str
+    fallback: FallbackPolicy = FallbackPolicy()
+    load_balancing: LoadBalancing = LoadBalancing()
+    outlier_detection: OutlierDetection = OutlierDetection()
+    experiments: tuple[Experiment, ...] = ()
+    budget: Budget | None = None
+
+    def models(self) -> dict[str, tuple[Target, ...]]:
+        """Concrete upstream model names → the targets serving them, in tier order."""
+        out: dict[str, list[Target]] = {}
+        for tier in self.tiers.values():
+            for target in tier.targets:
+                bucket = out.setdefault(target.model, [])
+                if target not in bucket:
+                    bucket.append(target)
+        return {name: tuple(targets) for name, targets in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """Everything one sidecar routes by. `version` is a content hash."""
+
+    version: str
+    region: str
+    routes: tuple[Route, ...]  # the first is the default route
+    provider_limits: Mapping[str, Limits] = field(default_factory=dict)
+
+    def route(self, name: str | None) -> Route | None:
+        if name is None:
+            return self.routes[0] if self.routes else None
+        return next((r for r in self.routes if r.name == name), None)
+
+    def targets(self) -> dict[TargetId, Target]:
+        out: dict[TargetId, Target] = {}
+        for route in self.routes:
+            for tier in route.tiers.values():
+                for t in tier.targets:
+                    out.setdefault(t.id, t)
+            for exp in route.experiments:
+                for t in exp.targets:
+                    out.setdefault(t.id, t)
+        return out
