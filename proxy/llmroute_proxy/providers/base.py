@@ -85,8 +85,8 @@ class ChatRequest:
 class UpstreamRequest:
     method: str
     url: str
-    headers: dict[str, str]
-    body: bytes | None
+    headers: dict[str, str] = field(repr=False)  # carries the credential: never printed
+    body: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
