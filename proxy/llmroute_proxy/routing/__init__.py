@@ -1,0 +1,1 @@
+"""Pure routing decisions: which tier, which target, when to fail over."""

@@ -1,0 +1,236 @@
+"""The attempt planner: which target each upstream attempt of one request goes to, and when to stop.
+
+The server's dispatch loop owns the I/O and follows this plan: `next_attempt`, send (after
+`delay_s`), then `record_failure` or `record_success`, and `limits.release` once the attempt is
+over. The planner decides everything else, from the tier's targets, the health and load books,
+the local limits and the retry budget, so that every rule below is tested without a network:
+
+1. Candidates are the tier's targets (or an override) ranked by `order_targets`; ejected,
+   cooling, saturated and already tried targets are skipped. A half-open target is taken as
+   the probe when this request wins it.
+2. A recoverable failure moves to the next candidate at once; a failure that does not fail over
+   (or is not in `onErrors`) stops. Context-length failures only go to strictly larger windows.
+3. An exhausted tier continues with each of `fallbackTiers` in order.
+4. Panic: when every target of a tier is unavailable in the health book (ejected, awaiting its
+   probe, or cooling) and no other candidate is left anywhere, the one out longest is tried
+   anyway (one per tier), so the sidecar never makes a total outage by itself.
+5. Only when no other target is left is the same target retried, after full-jitter back-off
+   (0.5 s × 2^k, at most 8 s) or its Retry-After; a longer hint stops the plan instead.
+6. `max_attempts` bounds every attempt; each after the first needs the retry budget.
+
+Choosing a target acquires its provider's local limits; the planner counts the request in the
+retry budget when it is created and each later attempt as a retry. It leaves the load book's
+counters to the caller (`started`/`finished`), who knows the time to first token.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.routing.balance import LoadBook, order_targets
+from llmroute_proxy.routing.health import HealthBook
+from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.table import Route, Target, TargetId
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    target: Target
+    number: int  # 1-based
+    delay_s: float  # wait before sending; > 0 only when retrying the same target
+    reason: str  # why this target, for headers, traces and the status page
+    tier: str = ""  # the tier the target was taken from
+    probe: bool = False  # this attempt is the half-open probe of an ejected target
+
+
+@dataclass(slots=True)
+class _TierPlan:
+    name: str
+    targets: tuple[Target, ...]
+    peers: tuple[TargetId, ...]
+    ordered: list[Target] | None = None
+    panicked: bool = False
+
+
+@dataclass(slots=True)
+class _Search:
+    """What one look for a candidate found in the way."""
+
+    limit_waits: list[float] = field(default_factory=list)
+
+
+class AttemptPlanner:
+    """The plan of one request; create one per request, with the books shared by the sidecar."""
+
+    def __init__(self, route: Route, tier: str, *, targets: Sequence[Target] | None = None,
+                 health: HealthBook, load: LoadBook, limits: LimitBook, retry_budget: RetryBudget,
+                 rng: random.Random, local_region: str, prompt_tokens: int, now: float) -> None:
+        self.route = route
+        self.saturated_retry_after: float | None = None
+        self.tiers_tried: list[str] = []
+        self.attempts: list[Attempt] = []
+        self._health = health
+        self._load = load
+        self._limits = limits
+        self._retry_budget = retry_budget
+        self._rng = rng
+        self._local_region = local_region
+        self._prompt_tokens = prompt_tokens
+        self._tiers = self._tier_plans(route, tier, targets)
+        self._tried: set[TargetId] = set()
+        self._last_error: UpstreamError | None = None
+        self._same_target_retries = 0
+        self._min_context_window: float | None = None  # set by a context-length failure
+        self._stopped = False
+        retry_budget.on_request(now)
+
+    def next_attempt(self, now: float) -> Attempt | None:
+        if self._stopped:
+            return None
+        number = len(self.attempts) + 1
+        if number > max(1, self.route.fallback.max_attempts):
+            return self._stop()
+        if number > 1 and not self._retry_budget.can_retry(now):
+            return self._stop()
+        search = _Search()
+        attempt = (self._fresh_target(number, now, search)
+                   or self._panic_target(number, now, search)
+                   or self._same_target(number, now, search))
+        if attempt is None:
+            if search.limit_waits:
+                self.saturated_retry_after = min(search.limit_waits)
+            return self._stop()
+        if number > 1:
+            self._retry_budget.on_retry(now)
+        self.attempts.append(attempt)
+        self._tried.add(attempt.target.id)
+        if attempt.tier not in self.tiers_tried:
+            self.tiers_tried.append(attempt.tier)
+        return attempt
+
+    def record_failure(self, attempt: Attempt, error: UpstreamError, now: float) -> None:
+        kind = error.kind
+        self._health.on_failure(attempt.target.id, kind, now, error.retry_after,
+                                self.route.outlier_detection, self._peers(attempt.tier))
+        self._last_error = error
+        on_errors = self.route.fallback.on_errors
+        if not kind.fails_over or (on_errors is not None and kind.value not in on_errors):
+            self._stopped = True
+        elif kind is FailureKind.CONTEXT_LENGTH:
+            window = attempt.target.context_window
+            floor = float("inf") if window is None else float(window)
+            self._min_context_window = max(self._min_context_window or 0.0, floor)
+
+    def record_success(self, attempt: Attempt, now: float) -> None:
+        self._health.on_success(attempt.target.id, now, self.route.outlier_detection)
+        self._stopped = True
+
+    def _stop(self) -> Attempt | None:
+        """End the plan: every later `next_attempt` answers None."""
+        self._stopped = True
+        return None
+
+    @staticmethod
+    def _tier_plans(route: Route, tier: str, override: Sequence[Target] | None) -> list[_TierPlan]:
+        primary = tuple(override) if override is not None else _tier_targets(route, tier)
+        plans = [_TierPlan(tier, primary, tuple(t.id for t in primary))]
+        for name in route.fallback.fallback_tiers:
+            if name != tier and name in route.tiers and all(p.name != name for p in plans):
+                targets = route.tiers[name].targets
+                plans.append(_TierPlan(name, targets, tuple(t.id for t in targets)))
+        return plans
+
+    def _peers(self, tier: str) -> tuple[TargetId, ...]:
+        return next((p.peers for p in self._tiers if p.name == tier), ())
+
+    def _ordered(self, plan: _TierPlan) -> list[Target]:
+        if plan.ordered is None:
+            plan.ordered = order_targets(plan.targets, policy=self.route.load_balancing,
+                                         local_region=self._local_region, load=self._load, rng=self._rng,
+                                         key=f"{self.route.name}/{plan.name}")
+        return plan.ordered
+
+    def _fits_context(self, target: Target) -> bool:
+        floor = self._min_context_window
+        return floor is None or (target.context_window is not None and target.context_window > floor)
+
+    def _fresh_target(self, number: int, now: float, search: _Search) -> Attempt | None:
+        for plan in self._tiers:
+            for target in self._ordered(plan):
+                if target.id in self._tried or not self._fits_context(target):
+                    continue
+                probe = not self._health.is_available(target.id, now)
+                if probe and not self._health.can_probe(target.id, now):
+                    continue
+                if not self._acquire(target, now, search):
+                    continue
+                if probe:
+                    self._health.begin_probe(target.id, now)
+                return Attempt(target, number, 0.0, self._reason(plan, number, probe), plan.name, probe)
+        return None
+
+    def _panic_target(self, number: int, now: float, search: _Search) -> Attempt | None:
+        for plan in self._tiers:
+            if plan.panicked or any(self._health.is_available(t.id, now) for t in plan.targets):
+                continue
+            left = [t for t in plan.targets if t.id not in self._tried and self._fits_context(t)]
+            left.sort(key=lambda t: self._out_since(t.id, now))
+            for target in left:
+                if self._acquire(target, now, search):
+                    plan.panicked = True
+                    return Attempt(target, number, 0.0, "panic: all ejected", plan.name)
+        return None
+
+    def _same_target(self, number: int, now: float, search: _Search) -> Attempt | None:
+        error = self._last_error
+        if error is None or not self.attempts or error.kind is FailureKind.CONTEXT_LENGTH:
+            return None
+        last = self.attempts[-1]
+        state = self._health.snapshot(last.target.id, now)
+        if error.kind.ejects_for_long or state.state in ("ejected", "probing"):
+            return None
+        if error.retry_after is not None:
+            delay = error.retry_after
+        else:
+            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** self._same_target_retries)
+            delay = self._rng.uniform(0.0, ceiling)
+        if state.state == "cooling":
+            delay = max(delay, state.until)
+        if delay > BACKOFF_CAP_S or not self._acquire(last.target, now, search):
+            return None
+        self._same_target_retries += 1
+        return Attempt(last.target, number, delay, "retry same target (only one left)", last.tier)
+
+    def _acquire(self, target: Target, now: float, search: _Search) -> bool:
+        wait = self._limits.try_acquire(target.provider, self._prompt_tokens, now)
+        if wait > 0:
+            search.limit_waits.append(wait)
+            return False
+        return True
+
+    def _out_since(self, target: TargetId, now: float) -> float:
+        since = self._health.unavailable_since(target, now)
+        return float("-inf") if since is None else since
+
+    def _reason(self, plan: _TierPlan, number: int, probe: bool) -> str:
+        error = self._last_error
+        previous = self.attempts[-1].target.id if self.attempts else None
+        after = f" after {error.kind.value} on {previous}" if error is not None and previous else ""
+        if plan is not self._tiers[0]:
+            reason = f"fallback tier '{plan.name}'{after}"
+        elif number == 1:
+            reason = "primary"
+        else:
+            reason = f"failover{after}"
+        return f"{reason} (half-open probe)" if probe else reason
+
+
+def _tier_targets(route: Route, tier: str) -> tuple[Target, ...]:
+    found = route.tiers.get(tier)
+    return found.targets if found is not None else ()

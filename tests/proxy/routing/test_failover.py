@@ -1,0 +1,378 @@
+"""The attempt planner, driven the way the server's dispatch loop drives it, on virtual time."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.routing.balance import LoadBook
+from llmroute_proxy.routing.failover import BACKOFF_CAP_S, Attempt, AttemptPlanner
+from llmroute_proxy.routing.health import HealthBook
+from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.table import (
+    FallbackPolicy,
+    Limits,
+    OutlierDetection,
+    ProviderType,
+    Route,
+    Target,
+    TargetId,
+    Tier,
+)
+
+
+def target(name: str, *, priority: int = 0, window: int | None = None, provider: str | None = None) -> Target:
+    return Target(id=TargetId(name), provider=provider or name, provider_type=ProviderType.OPENAI, model=name,
+                  url="http://127.0.0.1:1", region="eu", priority=priority, context_window=window)
+
+
+def route(*tiers: Tier, fallback: FallbackPolicy | None = None) -> Route:
+    return Route(name="r", tiers={t.name: t for t in tiers}, rules=(), default_tier=tiers[0].name,
+                 fallback=fallback or FallbackPolicy())
+
+
+def ordered_tier(*names: str, name: str = "fast") -> Tier:
+    """Targets at rising priorities, so the planner's order is the order given."""
+    return Tier(name, tuple(target(n, priority=i) for i, n in enumerate(names)))
+
+
+def error(kind: FailureKind, retry_after: float | None = None) -> UpstreamError:
+    return UpstreamError(kind, f"upstream said {kind.value}", retry_after=retry_after)
+
+
+@dataclass
+class Books:
+    health: HealthBook = field(default_factory=HealthBook)
+    load: LoadBook = field(default_factory=LoadBook)
+    limits: LimitBook = field(default_factory=LimitBook)
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
+
+    def planner(self, r: Route, tier: str | None = None, *, targets: Sequence[Target] | None = None,
+                now: float = 0.0, seed: int = 1) -> AttemptPlanner:
+        return AttemptPlanner(r, tier or r.default_tier, targets=targets, health=self.health, load=self.load,
+                              limits=self.limits, retry_budget=self.retry_budget, rng=random.Random(seed),
+                              local_region="eu", prompt_tokens=100, now=now)
+
+    def eject(self, r: Route, name: str, now: float) -> None:
+        peers = [t.id for tier in r.tiers.values() for t in tier.targets]
+        self.health.on_failure(TargetId(name), FailureKind.AUTH, now, None, OutlierDetection(), peers)
+
+
+def run(planner: AttemptPlanner, failures: Sequence[UpstreamError], now: float = 0.0) -> list[Attempt]:
+    """Fail each attempt with the next failure until the plan or the failures end."""
+    attempts: list[Attempt] = []
+    for failure in failures:
+        attempt = planner.next_attempt(now)
+        if attempt is None:
+            break
+        attempts.append(attempt)
+        planner.record_failure(attempt, failure, now)
+    return attempts
+
+
+def ids(attempts: Sequence[Attempt]) -> list[str]:
+    return [a.target.id for a in attempts]
+
+
+SERVER_ERROR = error(FailureKind.SERVER_ERROR)
+
+
+def test_the_first_attempt_is_the_primary() -> None:
+    attempt = Books().planner(route(ordered_tier("a", "b"))).next_attempt(0.0)
+    assert attempt is not None
+    assert (attempt.target.id, attempt.number, attempt.delay_s, attempt.reason, attempt.tier) == (
+        "a", 1, 0.0, "primary", "fast")
+
+
+def test_a_recoverable_failure_moves_to_the_next_target_at_once() -> None:
+    planner = Books().planner(route(ordered_tier("a", "b", "c")))
+    attempts = run(planner, [error(FailureKind.RATE_LIMITED), SERVER_ERROR, SERVER_ERROR])
+    assert ids(attempts) == ["a", "b", "c"]
+    assert [a.delay_s for a in attempts] == [0.0, 0.0, 0.0]
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert attempts[1].reason == "failover after rate_limited on a"
+    assert attempts[2].reason == "failover after server_error on b"
+    assert planner.next_attempt(0.0) is None  # max_attempts 3
+
+
+@pytest.mark.parametrize("kind", [FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER])
+def test_a_request_error_is_never_failed_over(kind: FailureKind) -> None:
+    planner = Books().planner(route(ordered_tier("a", "b")))
+    assert ids(run(planner, [error(kind), SERVER_ERROR])) == ["a"]
+    assert planner.next_attempt(0.0) is None
+    assert planner.saturated_retry_after is None
+
+
+def test_on_errors_limits_which_failures_fail_over() -> None:
+    r = route(ordered_tier("a", "b", "c"), fallback=FallbackPolicy(on_errors=frozenset({"rate_limited"})))
+    planner = Books().planner(r)
+    assert ids(run(planner, [error(FailureKind.RATE_LIMITED), SERVER_ERROR, SERVER_ERROR])) == ["a", "b"]
+
+
+def test_context_length_fails_over_only_to_strictly_larger_windows() -> None:
+    tier = Tier("fast", (target("small", window=8000), target("same", window=8000, priority=1),
+                         target("unknown", priority=2), target("large", window=32000, priority=3)))
+    planner = Books().planner(route(tier, fallback=FallbackPolicy(max_attempts=5)))
+    overflow = error(FailureKind.CONTEXT_LENGTH)
+    assert ids(run(planner, [overflow, overflow, overflow])) == ["small", "large"]
+    assert planner.next_attempt(0.0) is None  # never the same target again either
+
+
+def test_context_length_on_a_target_of_unknown_window_stops_the_plan() -> None:
+    tier = Tier("fast", (target("unknown"), target("large", window=32000, priority=1)))
+    planner = Books().planner(route(tier))
+    assert ids(run(planner, [error(FailureKind.CONTEXT_LENGTH), SERVER_ERROR])) == ["unknown"]
+
+
+def test_context_length_does_not_eject_the_target() -> None:
+    books = Books()
+    r = route(Tier("fast", (target("a", window=10),)))
+    for _ in range(10):
+        run(books.planner(r), [error(FailureKind.CONTEXT_LENGTH)])
+    assert books.health.is_available(TargetId("a"), 0.0)
+
+
+def test_an_exhausted_tier_continues_with_each_fallback_tier_in_order() -> None:
+    r = route(ordered_tier("a"), ordered_tier("x", name="cheap"), ordered_tier("y", name="local"),
+              fallback=FallbackPolicy(max_attempts=3, fallback_tiers=("cheap", "local")))
+    planner = Books().planner(r)
+    attempts = run(planner, [SERVER_ERROR] * 5)
+    assert ids(attempts) == ["a", "x", "y"]
+    assert attempts[1].reason == "fallback tier 'cheap' after server_error on a"
+    assert attempts[2].tier == "local"
+    assert planner.tiers_tried == ["fast", "cheap", "local"]
+
+
+def test_a_fallback_tier_does_not_repeat_a_target_already_tried() -> None:
+    r = route(ordered_tier("a", "b"), ordered_tier("b", "c", name="cheap"),
+              fallback=FallbackPolicy(max_attempts=4, fallback_tiers=("cheap",)))
+    attempts = run(Books().planner(r), [SERVER_ERROR] * 5)
+    assert ids(attempts) == ["a", "b", "c", "c"]
+    assert attempts[3].reason == "retry same target (only one left)"
+
+
+def test_the_same_target_is_retried_with_growing_jittered_back_off_only_when_alone() -> None:
+    planner = Books().planner(route(ordered_tier("a"), fallback=FallbackPolicy(max_attempts=4)))
+    attempts = run(planner, [SERVER_ERROR] * 4)
+    assert ids(attempts) == ["a", "a", "a", "a"]
+    assert attempts[1].reason == "retry same target (only one left)"
+    assert 0.0 <= attempts[1].delay_s <= 0.5
+    assert 0.0 <= attempts[2].delay_s <= 1.0
+    assert 0.0 <= attempts[3].delay_s <= 2.0
+    assert len({a.delay_s for a in attempts[1:]}) == 3  # jittered
+
+
+def test_back_off_is_full_jitter_up_to_the_ceiling() -> None:
+    delays = []
+    for seed in range(300):
+        planner = Books().planner(route(ordered_tier("a")), seed=seed)
+        attempts = run(planner, [SERVER_ERROR] * 2)
+        delays.append(attempts[1].delay_s)
+    assert max(delays) <= 0.5
+    assert min(delays) < 0.05 and max(delays) > 0.45
+
+
+def test_no_same_target_retry_while_another_target_is_left() -> None:
+    planner = Books().planner(route(ordered_tier("a", "b"), fallback=FallbackPolicy(max_attempts=3)))
+    attempts = run(planner, [SERVER_ERROR] * 3)
+    assert ids(attempts) == ["a", "b", "b"]
+    assert [a.delay_s > 0 or a.reason.startswith("retry") for a in attempts] == [False, False, True]
+
+
+def test_a_retry_after_hint_is_the_retry_delay_and_cools_the_target() -> None:
+    books = Books()
+    planner = books.planner(route(ordered_tier("a")))
+    attempts = run(planner, [error(FailureKind.RATE_LIMITED, retry_after=2.5)] * 2)
+    assert [a.delay_s for a in attempts] == [0.0, 2.5]
+    assert books.health.snapshot(TargetId("a"), 0.0).state == "cooling"
+
+
+def test_a_retry_after_beyond_the_cap_stops_instead_of_waiting() -> None:
+    planner = Books().planner(route(ordered_tier("a")))
+    assert ids(run(planner, [error(FailureKind.RATE_LIMITED, retry_after=BACKOFF_CAP_S + 1)] * 2)) == ["a"]
+
+
+def test_a_429_without_a_hint_waits_at_least_for_the_cooldown() -> None:
+    planner = Books().planner(route(ordered_tier("a")))
+    attempts = run(planner, [error(FailureKind.RATE_LIMITED)] * 2)
+    assert attempts[1].delay_s >= 1.0
+
+
+def test_a_target_ejected_for_its_credentials_is_not_retried() -> None:
+    planner = Books().planner(route(ordered_tier("a")))
+    assert ids(run(planner, [error(FailureKind.AUTH)] * 2)) == ["a"]
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 4])
+def test_max_attempts_bounds_every_attempt(max_attempts: int) -> None:
+    r = route(ordered_tier("a", "b", "c", "d", "e"), fallback=FallbackPolicy(max_attempts=max_attempts))
+    planner = Books().planner(r)
+    assert len(run(planner, [SERVER_ERROR] * 10)) == max_attempts
+
+
+def test_attempts_after_the_first_need_the_retry_budget() -> None:
+    books = Books(retry_budget=RetryBudget(min_retries=0))
+    planner = books.planner(route(ordered_tier("a", "b")))
+    assert ids(run(planner, [SERVER_ERROR] * 2)) == ["a"]
+
+
+def test_failover_attempts_are_counted_as_retries() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    run(books.planner(r), [SERVER_ERROR] * 2)
+    run(books.planner(r), [SERVER_ERROR] * 2)
+    run(books.planner(r), [SERVER_ERROR] * 2)
+    assert ids(run(books.planner(r), [SERVER_ERROR] * 2)) == ["a"]  # 3 retries spent on 4 requests
+
+
+def test_ejected_and_cooling_targets_are_skipped() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b", "c"))
+    books.eject(r, "a", 0.0)
+    books.health.on_failure(TargetId("b"), FailureKind.RATE_LIMITED, 0.0, 10.0, OutlierDetection(),
+                            [TargetId("b")])
+    attempt = books.planner(r).next_attempt(1.0)
+    assert attempt is not None
+    assert (attempt.target.id, attempt.reason) == ("c", "primary")
+
+
+def test_failures_recorded_by_the_planner_eject_the_target() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    for _ in range(5):
+        run(books.planner(r), [SERVER_ERROR])
+    assert books.health.snapshot(TargetId("a"), 0.0).state == "ejected"
+    attempt = books.planner(r).next_attempt(0.0)
+    assert attempt is not None and attempt.target.id == "b"
+
+
+def test_one_request_probes_a_target_whose_ejection_ended_and_the_others_skip_it() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    books.eject(r, "a", 0.0)
+    now = 301.0
+    probe = books.planner(r, now=now).next_attempt(now)
+    other = books.planner(r, now=now).next_attempt(now)
+    assert probe is not None and other is not None
+    assert (probe.target.id, probe.probe, probe.reason) == ("a", True, "primary (half-open probe)")
+    assert (other.target.id, other.probe) == ("b", False)
+
+
+def test_a_successful_probe_brings_the_target_back() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    books.eject(r, "a", 0.0)
+    planner = books.planner(r, now=301.0)
+    probe = planner.next_attempt(301.0)
+    assert probe is not None
+    planner.record_success(probe, 302.0)
+    assert planner.next_attempt(302.0) is None
+    assert books.health.is_available(TargetId("a"), 302.0)
+
+
+def test_panic_tries_the_target_ejected_longest_ago_when_the_whole_tier_is_out() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b", "c"))
+    for name, when in (("b", 0.0), ("a", 5.0), ("c", 10.0)):
+        books.eject(r, name, when)
+    planner = books.planner(r, now=20.0)
+    attempt = planner.next_attempt(20.0)
+    assert attempt is not None
+    assert (attempt.target.id, attempt.reason) == ("b", "panic: all ejected")
+    planner.record_failure(attempt, SERVER_ERROR, 20.0)
+    assert planner.next_attempt(20.0) is None  # one panic attempt per tier
+
+
+def test_a_healthy_fallback_tier_is_preferred_to_panic() -> None:
+    books = Books()
+    r = route(ordered_tier("a"), ordered_tier("x", name="cheap"),
+              fallback=FallbackPolicy(fallback_tiers=("cheap",)))
+    books.eject(r, "a", 0.0)
+    attempt = books.planner(r).next_attempt(1.0)
+    assert attempt is not None
+    assert (attempt.target.id, attempt.reason) == ("x", "fallback tier 'cheap'")
+
+
+def test_no_panic_while_one_target_of_the_tier_is_available() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    books.eject(r, "b", 0.0)
+    planner = books.planner(r)
+    attempts = run(planner, [SERVER_ERROR] * 3)
+    assert ids(attempts) == ["a", "a", "a"]
+    assert not any(a.reason.startswith("panic") for a in attempts)
+
+
+def test_a_saturated_provider_is_skipped_for_another_one() -> None:
+    books = Books()
+    books.limits.configure({"a": Limits(max_concurrency=1)})
+    r = route(ordered_tier("a", "b"))
+    first = books.planner(r).next_attempt(0.0)
+    second = books.planner(r).next_attempt(0.0)
+    assert first is not None and second is not None
+    assert (first.target.id, second.target.id) == ("a", "b")
+    assert books.limits.in_flight("a") == 1 and books.limits.in_flight("b") == 1
+
+
+def test_when_every_target_is_saturated_the_plan_stops_with_the_soonest_retry_after() -> None:
+    books = Books()
+    books.limits.configure({"a": Limits(requests_per_minute=1), "b": Limits(requests_per_minute=2)})
+    r = route(ordered_tier("a", "b"))
+    assert books.limits.try_acquire("a", 1, 0.0) == 0.0
+    assert books.limits.try_acquire("b", 1, 0.0) == 0.0
+    assert books.limits.try_acquire("b", 1, 0.0) == 0.0
+    planner = books.planner(r)
+    assert planner.next_attempt(0.0) is None
+    assert planner.saturated_retry_after == pytest.approx(30.0)  # b refills one request in 30 s
+    assert planner.tiers_tried == []
+
+
+def test_a_plan_that_ends_for_another_reason_reports_no_saturation() -> None:
+    planner = Books().planner(route(ordered_tier("a")))
+    run(planner, [error(FailureKind.AUTH)] * 2)
+    assert planner.next_attempt(0.0) is None
+    assert planner.saturated_retry_after is None
+
+
+def test_an_override_replaces_the_tiers_targets() -> None:
+    r = route(ordered_tier("a", "b"))
+    planner = Books().planner(r, targets=[target("arm-1"), target("arm-2", priority=1)])
+    assert ids(run(planner, [SERVER_ERROR] * 2)) == ["arm-1", "arm-2"]
+    assert planner.tiers_tried == ["fast"]
+
+
+def test_an_unknown_tier_plans_nothing() -> None:
+    planner = Books().planner(route(ordered_tier("a")), "missing")
+    assert planner.next_attempt(0.0) is None
+    assert planner.saturated_retry_after is None
+
+
+def test_targets_of_equal_priority_are_balanced_across_requests() -> None:
+    books = Books()
+    r = route(Tier("fast", (target("a"), target("b"))))
+    firsts = []
+    for _ in range(4):
+        attempt = books.planner(r).next_attempt(0.0)
+        assert attempt is not None
+        firsts.append(attempt.target.id)
+    assert firsts == ["a", "b", "a", "b"]
+
+
+def test_a_failure_that_takes_out_the_last_available_target_lets_panic_try_the_rest() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    books.eject(r, "b", 0.0)
+    attempts = run(books.planner(r), [error(FailureKind.AUTH)] * 3)
+    assert ids(attempts) == ["a", "b"]
+    assert attempts[1].reason == "panic: all ejected"
+
+
+def test_a_same_target_retry_acquires_the_providers_limits_again() -> None:
+    books = Books()
+    planner = books.planner(route(ordered_tier("a")))
+    run(planner, [SERVER_ERROR] * 2)
+    assert books.limits.in_flight("a") == 2  # the caller releases once per attempt
