@@ -1,0 +1,473 @@
+"""The Anthropic dialect of the front door: `POST /v1/messages` in, Messages answers out.
+
+Routing, budgets and every non-Anthropic target work on the canonical OpenAI request this
+module derives; Anthropic targets get the client's own body instead (the server keeps it as
+`ChatRequest.anthropic_body`), so what cannot be said in OpenAI's terms — thinking blocks,
+`cache_control` — is dropped here without loss. A block or tool that would change the
+answer if dropped (server tools, URL documents) is refused with a 400 naming its path.
+
+Answers go the other way: a canonical `chat.completion` becomes a Messages response, and a
+canonical chunk stream becomes Anthropic's named SSE events, in the order the official SDK's
+stream accumulator expects (one block open at a time, usage totals in `message_delta`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.providers.base import Usage
+
+JSON = dict[str, Any]
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "function_call": "tool_use", "content_filter": "refusal"}
+_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+_DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+_FALLBACK_MESSAGE_ID = "msg_llmroute"
+
+
+# ---- request: Messages → canonical -------------------------------------------------------
+
+
+def request_to_canonical(body: Any) -> JSON:
+    """The canonical OpenAI request for a Messages request; `BadRequest` names what is wrong."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("`model` is required and must be a string.", param="model")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise BadRequest("`max_tokens` is required and must be an integer of at least 1.", param="max_tokens")
+    out: JSON = {"model": model, "messages": _system(body.get("system")) + _messages(body.get("messages")),
+                 "max_completion_tokens": max_tokens}
+    _sampling(body, out)
+    _tooling(body, out)
+    _reasoning(body.get("thinking"), out)
+    _output_format(body.get("output_config"), out)
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
+        out["user"] = metadata["user_id"]
+    if body.get("stream") is True:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def _system(system: Any) -> list[JSON]:
+    if system is None or system == "":
+        return []
+    if isinstance(system, str):
+        return [{"role": "system", "content": system}]
+    if not isinstance(system, list):
+        raise BadRequest("`system` must be a string or an array of text blocks.", param="system")
+    parts = [_text_part(block, f"system[{k}]") for k, block in enumerate(system)]
+    return [{"role": "system", "content": _collapse(parts)}] if parts else []
+
+
+def _messages(messages: Any) -> list[JSON]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty array.", param="messages")
+    out: list[JSON] = []
+    for i, message in enumerate(messages):
+        path = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise BadRequest("Each message must be an object.", param=path)
+        role, content = message.get("role"), message.get("content")
+        if role not in ("user", "assistant"):
+            raise BadRequest("`role` must be user or assistant.", param=f"{path}.role")
+        if not isinstance(content, (str, list)):
+            raise BadRequest("`content` must be a string or an array of blocks.", param=f"{path}.content")
+        if role == "user":
+            out.extend(_user_messages(content, f"{path}.content"))
+        else:
+            out.append(_assistant_message(content, f"{path}.content"))
+    return out
+
+
+def _block_type(block: Any, path: str) -> str:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if not isinstance(kind, str):
+        raise BadRequest("Each content block needs a string `type`.", param=f"{path}.type")
+    return kind
+
+
+def _user_messages(content: str | list[Any], path: str) -> list[JSON]:
+    """Tool results become `tool` messages first (OpenAI wants them right after the call)."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    tool_messages: list[JSON] = []
+    parts: list[JSON] = []
+    for j, block in enumerate(content):
+        block_path = f"{path}[{j}]"
+        kind = _block_type(block, block_path)
+        if kind == "tool_result":
+            tool_messages.append(_tool_message(block, block_path, parts))
+        elif kind not in _DROPPED_BLOCKS:
+            parts.append(_user_part(kind, block, block_path))
+    if parts:
+        tool_messages.append({"role": "user", "content": _collapse(parts)})
+    return tool_messages
+
+
+def _user_part(kind: str, block: JSON, path: str) -> JSON:
+    if kind == "text":
+        return _text_part(block, path)
+    if kind == "image":
+        return _image_part(block, path)
+    if kind == "document":
+        return _document_part(block, path)
+    raise BadRequest(f"Content block type {kind!r} cannot be translated for this route.", param=f"{path}.type")
+
+
+def _text_part(block: Any, path: str) -> JSON:
+    if _block_type(block, path) != "text":
+        raise BadRequest("Only text blocks are allowed here.", param=f"{path}.type")
+    if not isinstance(block.get("text"), str):
+        raise BadRequest("A text block needs a string `text`.", param=f"{path}.text")
+    return {"type": "text", "text": block["text"]}
+
+
+def _collapse(parts: list[JSON]) -> str | list[JSON]:
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return str(parts[0]["text"])
+    return parts
+
+
+def _source(block: JSON, path: str) -> JSON:
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") not in ("base64", "url", "text"):
+        raise BadRequest("`source.type` must be base64 or url.", param=f"{path}.source.type")
+    return source
+
+
+def _image_part(block: JSON, path: str) -> JSON:
+    source = _source(block, path)
+    if source["type"] == "url" and isinstance(source.get("url"), str):
+        return {"type": "image_url", "image_url": {"url": source["url"]}}
+    if source["type"] == "base64" and isinstance(source.get("media_type"), str) \
+            and isinstance(source.get("data"), str):
+        return {"type": "image_url", "image_url": {"url": f"data:{source['media_type']};base64,{source['data']}"}}
+    raise BadRequest("An image needs a base64 source (media_type, data) or a url source.",
+                     param=f"{path}.source")
+
+
+def _document_part(block: JSON, path: str) -> JSON:
+    source = _source(block, path)
+    if source["type"] == "text" and isinstance(source.get("data"), str):
+        return {"type": "text", "text": source["data"]}
+    if source["type"] == "base64" and source.get("media_type") == "application/pdf" \
+            and isinstance(source.get("data"), str):
+        return {"type": "file", "file": {"filename": str(block.get("title") or "document.pdf"),
+                                         "file_data": f"data:application/pdf;base64,{source['data']}"}}
+    raise BadRequest("Only base64 PDF and plain-text documents can be translated for this route.",
+                     param=f"{path}.source")
+
+
+def _tool_message(block: JSON, path: str, parts: list[JSON]) -> JSON:
+    """Images inside a tool result join the user message after the tool messages."""
+    call_id = block.get("tool_use_id")
+    if not isinstance(call_id, str):
+        raise BadRequest("A tool_result block needs `tool_use_id`.", param=f"{path}.tool_use_id")
+    content = block.get("content")
+    if content is None or isinstance(content, str):
+        return {"role": "tool", "tool_call_id": call_id, "content": content or ""}
+    if not isinstance(content, list):
+        raise BadRequest("`content` must be a string or an array of blocks.", param=f"{path}.content")
+    texts: list[JSON] = []
+    for k, inner in enumerate(content):
+        inner_path = f"{path}.content[{k}]"
+        if _block_type(inner, inner_path) == "image":
+            parts.append(_image_part(inner, inner_path))
+        else:
+            texts.append(_text_part(inner, inner_path))
+    return {"role": "tool", "tool_call_id": call_id, "content": _collapse(texts) if texts else ""}
+
+
+def _assistant_message(content: str | list[Any], path: str) -> JSON:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts: list[str] = []
+    calls: list[JSON] = []
+    for j, block in enumerate(content):
+        block_path = f"{path}[{j}]"
+        kind = _block_type(block, block_path)
+        if kind == "text":
+            texts.append(_text_part(block, block_path)["text"])
+        elif kind == "tool_use":
+            calls.append(_tool_call(block, block_path))
+        elif kind not in _DROPPED_BLOCKS:
+            raise BadRequest(f"Content block type {kind!r} cannot be translated for this route.",
+                             param=f"{block_path}.type")
+    message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tool_call(block: JSON, path: str) -> JSON:
+    for name in ("id", "name"):
+        if not isinstance(block.get(name), str):
+            raise BadRequest(f"A tool_use block needs a string `{name}`.", param=f"{path}.{name}")
+    tool_input = block.get("input")
+    if not isinstance(tool_input, dict):
+        raise BadRequest("A tool_use block needs an `input` object.", param=f"{path}.input")
+    return {"id": block["id"], "type": "function",
+            "function": {"name": block["name"], "arguments": orjson.dumps(tool_input).decode()}}
+
+
+def _sampling(body: JSON, out: JSON) -> None:
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    stop = body.get("stop_sequences")
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise BadRequest("`stop_sequences` must be an array of strings.", param="stop_sequences")
+        if stop:
+            out["stop"] = stop
+
+
+def _tooling(body: JSON, out: JSON) -> None:
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise BadRequest("`tools` must be an array.", param="tools")
+        if tools:
+            out["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(tools)]
+    choice = body.get("tool_choice")
+    if choice is None:
+        return
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif isinstance(kind, str) and kind in _TOOL_CHOICES:
+        out["tool_choice"] = _TOOL_CHOICES[kind]
+    else:
+        raise BadRequest("`tool_choice.type` must be auto, any, tool (with a name) or none.",
+                         param="tool_choice.type")
+    if choice.get("disable_parallel_tool_use") is True:
+        out["parallel_tool_calls"] = False
+
+
+def _tool(tool: Any, path: str) -> JSON:
+    if not isinstance(tool, dict):
+        raise BadRequest("Each tool must be an object.", param=path)
+    if tool.get("type") not in (None, "custom"):
+        raise BadRequest(f"The server tool {tool.get('type')!r} runs only on Anthropic and cannot be "
+                         "translated for this route.", param=f"{path}.type")
+    if not isinstance(tool.get("name"), str):
+        raise BadRequest("A tool needs a string `name`.", param=f"{path}.name")
+    schema = tool.get("input_schema")
+    if not isinstance(schema, dict):
+        raise BadRequest("A tool needs an `input_schema` object.", param=f"{path}.input_schema")
+    function: JSON = {"name": tool["name"], "parameters": schema}
+    if isinstance(tool.get("description"), str):
+        function["description"] = tool["description"]
+    if tool.get("strict") is True:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def _reasoning(thinking: Any, out: JSON) -> None:
+    """A rough mapping: OpenAI has effort levels where Anthropic has a token budget."""
+    if not isinstance(thinking, dict):
+        return
+    if thinking.get("type") == "adaptive":
+        out["reasoning_effort"] = "medium"
+    elif thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        budget = budget if isinstance(budget, int) else 0
+        out["reasoning_effort"] = "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+
+
+def _output_format(config: Any, out: JSON) -> None:
+    output_format = config.get("format") if isinstance(config, dict) else None
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema" \
+            and isinstance(output_format.get("schema"), dict):
+        out["response_format"] = {"type": "json_schema",
+                                  "json_schema": {"name": "output", "schema": output_format["schema"]}}
+
+
+# ---- response: canonical → Messages ------------------------------------------------------
+
+
+def response_from_canonical(result: JSON, requested_model: str) -> JSON:
+    """A Messages response for a canonical `chat.completion`.
+
+    `model` is the model that answered when the canonical answer names one, as Anthropic does.
+    """
+    choices = result.get("choices") or [{}]
+    choice = choices[0]
+    message = choice.get("message") or {}
+    return {"id": result.get("id") or _FALLBACK_MESSAGE_ID, "type": "message", "role": "assistant",
+            "model": result.get("model") or requested_model, "content": _content_blocks(message),
+            "stop_reason": stop_reason(choice.get("finish_reason")), "stop_sequence": None,
+            "usage": anthropic_usage(Usage.from_openai(result.get("usage")))}
+
+
+def stop_reason(finish_reason: Any) -> str:
+    return STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+
+
+def anthropic_usage(usage: Usage) -> JSON:
+    """Anthropic counts cache reads and writes outside `input_tokens`; OpenAI counts them inside."""
+    fresh = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+    return {"input_tokens": max(fresh, 0), "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cached_input_tokens}
+
+
+def _content_blocks(message: JSON) -> list[JSON]:
+    blocks: list[JSON] = []
+    text = _message_text(message.get("content")) or message.get("refusal")
+    if isinstance(text, str) and text:
+        blocks.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        blocks.append({"type": "tool_use", "id": call.get("id") or "", "name": function.get("name") or "",
+                       "input": tool_input(function.get("arguments"))})
+    return blocks
+
+
+def _message_text(content: Any) -> str | None:
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else None
+
+
+def tool_input(arguments: Any) -> JSON:
+    """Tool `input` from OpenAI `arguments`; text that is not a JSON object is kept, not lost."""
+    if not arguments:
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except (orjson.JSONDecodeError, TypeError):
+        value = None
+    return value if isinstance(value, dict) else {"_unparsed_arguments": str(arguments)}
+
+
+# ---- stream: canonical chunks → Messages events -------------------------------------------
+
+
+def sse_event(name: str, payload: JSON) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class AnthropicStreamEncoder:
+    """Canonical `chat.completion.chunk`s → Anthropic SSE events, one content block open at a time.
+
+    `message_start` goes out with the first chunk (or `finish`); the stop reason and usage
+    wait for `finish`, because OpenAI streams send usage after the finish chunk.
+    OpenAI tool-call fragments for a call whose block is already closed (interleaved
+    parallel calls, rare) still go to that call's block index, which the SDK accepts.
+    """
+
+    def __init__(self, model: str, message_id: str | None = None, input_tokens: int = 0) -> None:
+        self._model = model
+        self._id = message_id
+        self._input_tokens = input_tokens
+        self._started = False
+        self._finished = False
+        self._blocks = 0
+        self._open: int | None = None
+        self._open_is_text = False
+        self._tool_blocks: dict[int, int] = {}
+        self._stop_reason: str | None = None
+        self._usage: Usage | None = None
+
+    def encode(self, chunk: JSON) -> bytes:
+        if self._finished:
+            return b""
+        out: list[bytes] = []
+        if not self._started:
+            self._start(chunk.get("id"), chunk.get("model"), out)
+        if chunk.get("usage"):
+            self._usage = Usage.from_openai(chunk["usage"])
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) == 0:
+                self._choice(choice, out)
+        return b"".join(out)
+
+    def finish(self, usage: Usage | None = None) -> bytes:
+        if self._finished:
+            return b""
+        self._finished = True
+        out: list[bytes] = []
+        if not self._started:
+            self._start(None, None, out)
+        self._close_block(out)
+        totals = anthropic_usage(usage or self._usage or Usage())
+        out.append(sse_event("message_delta", {
+            "type": "message_delta",
+            "delta": {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None},
+            "usage": totals}))
+        out.append(sse_event("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
+
+    def relay(self, native: bytes) -> bytes:
+        """Pass an Anthropic upstream's own event bytes through; that stream then ends itself,
+        so `finish` adds nothing."""
+        self._started = self._finished = True
+        return native
+
+    def error(self, message: str, error_type: str) -> bytes:
+        self._finished = True
+        return sse_event("error", {"type": "error", "error": {"type": error_type, "message": message}})
+
+    def _start(self, chunk_id: Any, chunk_model: Any, out: list[bytes]) -> None:
+        self._started = True
+        self._id = self._id or (chunk_id if isinstance(chunk_id, str) and chunk_id else _FALLBACK_MESSAGE_ID)
+        model = chunk_model if isinstance(chunk_model, str) and chunk_model else self._model
+        out.append(sse_event("message_start", {"type": "message_start", "message": {
+            "id": self._id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0}}}))
+
+    def _choice(self, choice: JSON, out: list[bytes]) -> None:
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or delta.get("refusal")
+        if isinstance(text, str) and text:
+            self._text(text, out)
+        for call in delta.get("tool_calls") or ():
+            self._tool_call(call, out)
+        if choice.get("finish_reason"):
+            self._stop_reason = stop_reason(choice["finish_reason"])
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        if self._open is None or not self._open_is_text:
+            self._open_block({"type": "text", "text": ""}, out)
+            self._open_is_text = True
+        out.append(sse_event("content_block_delta", {"type": "content_block_delta", "index": self._open,
+                                                     "delta": {"type": "text_delta", "text": text}}))
+
+    def _tool_call(self, call: JSON, out: list[bytes]) -> None:
+        tool_index = call.get("index", 0)
+        function = call.get("function") or {}
+        block = self._tool_blocks.get(tool_index)
+        if block is None:
+            block = self._open_block({"type": "tool_use", "id": call.get("id") or f"toolu_{tool_index}",
+                                      "name": function.get("name") or "", "input": {}}, out)
+            self._tool_blocks[tool_index] = block
+        arguments = function.get("arguments")
+        if arguments:
+            out.append(sse_event("content_block_delta", {
+                "type": "content_block_delta", "index": block,
+                "delta": {"type": "input_json_delta", "partial_json": arguments}}))
+
+    def _open_block(self, content_block: JSON, out: list[bytes]) -> int:
+        self._close_block(out)
+        index = self._open = self._blocks
+        self._blocks += 1
+        self._open_is_text = False
+        out.append(sse_event("content_block_start", {"type": "content_block_start", "index": index,
+                                                     "content_block": content_block}))
+        return index
+
+    def _close_block(self, out: list[bytes]) -> None:
+        if self._open is not None:
+            out.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": self._open}))
+            self._open = None
