@@ -1,0 +1,90 @@
+"""Azure OpenAI: OpenAI's wire format behind Azure's URLs, key header and content filters.
+
+Only the addressing differs from OpenAI (providers.md §4.1), so bodies, error classification
+and stream translation are the OpenAI module's. A target's `url` is either the resource endpoint
+(`https://{resource}.openai.azure.com`: the classic form, deployment in the path, dated
+`api-version`) or a v1 base URL (`…/openai/v1`: the deployment goes in the body's `model`).
+Azure adds content-filter chunks to streams that carry nothing for the client; they are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, ClassVar, NamedTuple
+from urllib.parse import quote, urlsplit
+
+from llmroute_proxy.errors import UpstreamError
+from llmroute_proxy.providers.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.providers.openai import (
+    OpenAIStreamTranslator,
+    chat_body,
+    classify_openai_error,
+    embeddings_body,
+    parse_chat_completion,
+    parse_embeddings,
+)
+from llmroute_proxy.table import ProviderType, Secret, Target
+
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+class AzureURLs(NamedTuple):
+    chat: str
+    embeddings: str
+
+
+@lru_cache(maxsize=1024)
+def azure_urls(url: str, deployment: str, api_version: str | None) -> AzureURLs:
+    """Both URL forms; `api_version` None means the default (and none at all in the v1 form)."""
+    base = url.rstrip("/")
+    if "/openai/v1" in urlsplit(base).path:
+        query = f"?api-version={quote(api_version, safe='')}" if api_version else ""
+        return AzureURLs(f"{base}/chat/completions{query}", f"{base}/embeddings{query}")
+    base = base.removesuffix("/openai")
+    prefix = f"{base}/openai/deployments/{quote(deployment, safe='')}"
+    query = f"?api-version={quote(api_version or DEFAULT_API_VERSION, safe='')}"
+    return AzureURLs(f"{prefix}/chat/completions{query}", f"{prefix}/embeddings{query}")
+
+
+def target_urls(target: Target) -> AzureURLs:
+    return azure_urls(target.url, target.model, target.options.get("api_version"))
+
+
+def api_key_headers(credential: Secret | None) -> dict[str, str]:
+    if credential:
+        return {"Content-Type": "application/json", "api-key": credential.reveal()}
+    return {"Content-Type": "application/json"}
+
+
+class AzureStreamTranslator(OpenAIStreamTranslator):
+    """Drops the prompt-filter chunk (`choices: []`) and filter annotations (choices without delta)."""
+
+    __slots__ = ()
+
+    drops_annotations: ClassVar[bool] = True
+
+
+class AzureOpenAIProvider:
+    type: ClassVar[str] = ProviderType.AZURE_OPENAI.value
+
+    def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        return UpstreamRequest("POST", target_urls(target).chat, api_key_headers(target.credential),
+                               chat_body(request, target.model))
+
+    def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
+        return parse_chat_completion(body)
+
+    def chat_stream(self, request: ChatRequest, target: Target) -> AzureStreamTranslator:
+        return AzureStreamTranslator()
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        return UpstreamRequest("POST", target_urls(target).embeddings, api_key_headers(target.credential),
+                               embeddings_body(body, target.model))
+
+    def embeddings_response(self, body: bytes, request_body: dict[str, Any],
+                            target: Target) -> tuple[dict[str, Any], Usage]:
+        return parse_embeddings(body)
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        return classify_openai_error(status, headers, body)
