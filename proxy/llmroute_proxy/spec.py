@@ -1,0 +1,987 @@
+"""LLMProvider and LLMRoute documents → validated, frozen specs, with every problem reported at once.
+
+Parsing is kept apart from compiling because the operator validates resources (to explain them in
+`Accepted=False`) long before it compiles a table for any pod, and because one pass that names every
+problem with its field path beats a fix-one-rerun loop. Sub-policies that have an identical twin in the
+table (fallback, load balancing, outlier detection, budget, pricing, limits) reuse the table's
+dataclasses, so each default lives in one place. Nothing here reads files, secrets or the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from enum import Enum
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from llmroute_proxy.errors import FailureKind
+from llmroute_proxy.table import (
+    Budget,
+    BudgetPeriod,
+    FallbackPolicy,
+    Limits,
+    LoadBalancing,
+    OutlierDetection,
+    Pricing,
+    ProviderType,
+    Strategy,
+)
+
+API_VERSION = "llmroute.dev/v1alpha1"
+PROVIDER_KIND = "LLMProvider"
+ROUTE_KIND = "LLMRoute"
+RESERVED_TIER_NAMES = frozenset({"auto"})  # `model: auto` asks the rules to choose
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_AZURE_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest")
+_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_HINT = "a duration such as '500ms', '2s', '1m' or '1h'"
+_GEMINI_API_VERSIONS = ("v1beta", "v1")
+_PREFER_REGION = ("local", "none")
+_ON_EXCEEDED = ("alert", "reject", "downgrade:TIER")
+
+_E = TypeVar("_E", bound=Enum)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecError:
+    kind: str  # LLMProvider, LLMRoute, or "" for a problem with the file or an unrecognised document
+    name: str  # metadata.name, "<document N>" when it has none, or the file
+    path: str  # inside the document: spec.tiers.fast.targets[1].provider
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.kind}/{self.name}" if self.kind else self.name
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    """A key of a Kubernetes Secret in the resource's namespace; only the operator resolves it."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvCredential:
+    variable: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileCredential:
+    path: str
+
+
+Credentials = SecretKeyRef | EnvCredential | FileCredential
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    region: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    context_window: int | None = None
+    pricing: Pricing = field(default_factory=Pricing)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    name: str
+    type: ProviderType
+    endpoints: tuple[Endpoint, ...]
+    credentials: Credentials | None = None
+    limits: Limits = field(default_factory=Limits)  # global, across every sidecar
+    models: tuple[ModelSpec, ...] = ()
+    api_version: str | None = None  # azure.apiVersion or gemini.apiVersion
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    provider: str
+    model: str
+    weight: int = 1
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    name: str
+    targets: tuple[TargetSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderCondition:
+    name: str
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionSpec:
+    """A rule's `when`, as written (the compiler lower-cases keywords and header names)."""
+
+    max_prompt_tokens: int | None = None
+    min_prompt_tokens: int | None = None
+    contains_code: bool | None = None
+    keywords: tuple[str, ...] = ()
+    header: HeaderCondition | None = None
+    model: str | None = None
+    has_tools: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    name: str | None
+    when: ConditionSpec
+    tier: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSpec:
+    name: str
+    tier: str
+    percent: float
+    targets: tuple[TargetSpec, ...]
+    sticky_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    tiers: Mapping[str, TierSpec]  # in document order
+    default_tier: str
+    rules: tuple[RuleSpec, ...] = ()
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
+    load_balancing: LoadBalancing = field(default_factory=LoadBalancing)
+    outlier_detection: OutlierDetection = field(default_factory=OutlierDetection)
+    experiments: tuple[ExperimentSpec, ...] = ()
+    budget: Budget | None = None
+    pod_selector: Mapping[str, Any] = field(default_factory=dict)  # for the operator; the sidecar ignores it
+
+
+@dataclass(frozen=True, slots=True)
+class Specs:
+    """The valid documents of a set, and every error of the invalid ones."""
+
+    providers: tuple[ProviderSpec, ...]
+    routes: tuple[RouteSpec, ...]
+    errors: tuple[SpecError, ...]
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in `500ms`, `2s`, `1.5m`, `1h`, `1m30s`; None when it is not such a string."""
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(float(amount) * _UNIT_SECONDS[unit] for amount, unit in _DURATION_PART.findall(text))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Documents
+
+
+def parse_documents(documents: Iterable[object]) -> Specs:
+    """Every document of a set, cross-checked: routes may only name valid providers of the same set.
+
+    `providers` and `routes` hold the documents free of errors (so they compile), in document order.
+    Empty documents (None, as a stray `---` gives) are skipped but keep their place in the numbering.
+    """
+    opened = [_open(index, document) for index, document in enumerate(documents) if document is not None]
+    providers: dict[str, ProviderSpec | None] = {}
+    for doc in opened:
+        if doc.kind == PROVIDER_KIND:
+            _register(doc, providers, _provider_spec(doc) if doc.parse else None)
+    routes: dict[str, RouteSpec | None] = {}
+    for doc in opened:
+        if doc.kind == ROUTE_KIND:
+            _register(doc, routes, _route_spec(doc, providers) if doc.parse else None)
+    return Specs(
+        providers=tuple(p for p in providers.values() if p is not None),
+        routes=tuple(r for r in routes.values() if r is not None),
+        errors=tuple(error for doc in opened for error in doc.sink.errors),
+    )
+
+
+def parse_provider(document: object) -> tuple[ProviderSpec | None, list[SpecError]]:
+    doc = _open(0, document)
+    spec = _provider_spec(doc) if _expect(doc, PROVIDER_KIND) else None
+    return (spec if not doc.sink.errors else None), doc.sink.errors
+
+
+def parse_route(
+    document: object, providers: Mapping[str, ProviderSpec | None]
+) -> tuple[RouteSpec | None, list[SpecError]]:
+    """`providers` holds every provider name in scope; None marks one that exists but is invalid."""
+    doc = _open(0, document)
+    spec = _route_spec(doc, providers) if _expect(doc, ROUTE_KIND) else None
+    return (spec if not doc.sink.errors else None), doc.sink.errors
+
+
+class _Sink:
+    __slots__ = ("errors", "kind", "name")
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.errors: list[SpecError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(SpecError(self.kind, self.name, path, message))
+
+
+@dataclass(slots=True)
+class _Opened:
+    kind: str | None  # a known kind, else None
+    name: str
+    sink: _Sink
+    spec: object
+    parse: bool  # header valid enough to read the spec
+
+
+def _open(index: int, document: object) -> _Opened:
+    placeholder = f"<document {index + 1}>"
+    if not isinstance(document, Mapping):
+        sink = _Sink("", placeholder)
+        sink.error("", f"expected a mapping with apiVersion, kind, metadata and spec, found {_found(document)}")
+        return _Opened(None, placeholder, sink, None, parse=False)
+    kind = document.get("kind")
+    metadata = document.get("metadata")
+    raw_name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    name = raw_name if isinstance(raw_name, str) and raw_name else placeholder
+    if kind not in (PROVIDER_KIND, ROUTE_KIND):
+        sink = _Sink("", name)
+        sink.error("kind", _unknown_kind(kind))
+        return _Opened(None, name, sink, None, parse=False)
+    assert isinstance(kind, str)
+    sink = _Sink(kind, name)
+    top = _Fields(sink, "", document, ("apiVersion", "kind", "metadata", "spec", "status"))
+    version_ok = document.get("apiVersion") == API_VERSION
+    if not version_ok:
+        found = document.get("apiVersion")
+        sink.error("apiVersion", f"unsupported apiVersion {_shown(found)} for {kind} (expected {API_VERSION})")
+    _check_name(sink, metadata, raw_name)
+    spec = top.require("spec")
+    if spec is not None and not isinstance(spec, Mapping):
+        sink.error("spec", f"expected a mapping, found {_found(spec)}")
+    return _Opened(kind, name, sink, spec, parse=version_ok and isinstance(spec, Mapping))
+
+
+def _unknown_kind(kind: object) -> str:
+    expected = f"expected {PROVIDER_KIND} or {ROUTE_KIND}"
+    if kind is None:
+        return f"missing kind ({expected})"
+    if not isinstance(kind, str):
+        return f"{expected}, found {_found(kind)}"
+    return f"unknown kind '{kind}'{_did_you_mean(kind, (PROVIDER_KIND, ROUTE_KIND))} ({expected})"
+
+
+def _check_name(sink: _Sink, metadata: object, name: object) -> None:
+    if not isinstance(metadata, Mapping):
+        sink.error("metadata", "missing required field" if metadata is None else
+                   f"expected a mapping, found {_found(metadata)}")
+    elif name is None:
+        sink.error("metadata.name", "missing required field")
+    elif not isinstance(name, str):
+        sink.error("metadata.name", f"expected a string, found {_found(name)}")
+    elif len(name) > 253 or not _NAME.fullmatch(name):
+        sink.error("metadata.name", f"'{name}' is not a valid name (lower-case letters, digits, '-' and '.')")
+
+
+def _register(doc: _Opened, seen: dict[str, Any], spec: object) -> None:
+    """Keep the first document of each name; an invalid one is kept as None, so it is still known."""
+    if doc.name.startswith("<"):
+        return
+    if doc.name in seen:
+        doc.sink.error("metadata.name", f"duplicate {doc.kind} name '{doc.name}'")
+    else:
+        seen[doc.name] = None if doc.sink.errors else spec
+
+
+def _expect(doc: _Opened, kind: str) -> bool:
+    if doc.kind is not None and doc.kind != kind:
+        doc.sink.error("kind", f"expected {kind}, found {doc.kind}")
+    return doc.kind == kind and doc.parse
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading fields
+
+
+class _Fields:
+    """One mapping of a document. Unknown keys are reported as soon as it is opened."""
+
+    __slots__ = ("data", "path", "redact", "sink")
+
+    def __init__(self, sink: _Sink, path: str, value: object, allowed: Sequence[str],
+                 *, redact: bool = False) -> None:
+        self.sink = sink
+        self.path = path
+        self.redact = redact  # never echo values (credentials)
+        self.data: Mapping[Any, Any] = value if isinstance(value, Mapping) else {}
+        if not isinstance(value, Mapping):
+            sink.error(path, f"expected a mapping, found {_found(value, redact)}")
+            return
+        for key in value:
+            if key not in allowed:
+                self._unknown(key, allowed)
+
+    def _unknown(self, key: object, allowed: Sequence[str]) -> None:
+        if self.redact:
+            self.sink.error(self.path, f"unknown field (expected one of: {', '.join(allowed)})")
+            return
+        hint = _did_you_mean(str(key), allowed) or f" (expected one of: {', '.join(allowed)})"
+        self.sink.error(_join(self.path, str(key)), f"unknown field '{key}'{hint}")
+
+    def at(self, key: str) -> str:
+        return _join(self.path, key)
+
+    def error(self, key: str, message: str) -> None:
+        self.sink.error(self.at(key), message)
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def require(self, key: str) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            self.error(key, "missing required field")
+        return value
+
+    def _value(self, key: str, required: bool) -> Any:
+        return self.require(key) if required else self.data.get(key)
+
+    def _wrong(self, key: str, expected: str, value: object) -> None:
+        hint = ""
+        if expected == "a string" and isinstance(value, bool | int | float | date):
+            hint = " (quote it in YAML to keep it a string)"
+        self.error(key, f"expected {expected}, found {_found(value, self.redact)}{hint}")
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value = self._value(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self._wrong(key, "a string", value)
+            return None
+        if not value.strip():
+            self.error(key, "must not be empty")
+            return None
+        return value
+
+    def integer(self, key: str, *, minimum: int | None = None, maximum: int | None = None,
+                required: bool = False) -> int | None:
+        value = self._value(key, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._wrong(key, "an integer", value)
+            return None
+        return value if self._in_range(key, value, minimum, maximum) else None
+
+    def number(self, key: str, *, minimum: float | None = None, maximum: float | None = None,
+               positive: bool = False, required: bool = False) -> float | None:
+        value = self._value(key, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self._wrong(key, "a number", value)
+            return None
+        if positive and value <= 0:
+            self.error(key, f"must be greater than 0, found {value}")
+            return None
+        return float(value) if self._in_range(key, value, minimum, maximum) else None
+
+    def _in_range(self, key: str, value: float, minimum: float | None, maximum: float | None) -> bool:
+        if minimum is not None and value < minimum:
+            self.error(key, f"must be at least {minimum}, found {value}")
+            return False
+        if maximum is not None and value > maximum:
+            self.error(key, f"must be at most {maximum}, found {value}")
+            return False
+        return True
+
+    def boolean(self, key: str) -> bool | None:
+        value = self.data.get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self._wrong(key, "true or false", value)
+        return None
+
+    def duration(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.error(key, f"expected {_DURATION_HINT}, found {_found(value)}; "
+                            f"durations need a unit, e.g. '{value}s'")
+            return None
+        seconds = parse_duration(value) if isinstance(value, str) else None
+        if seconds is None:
+            self.error(key, f"expected {_DURATION_HINT}, found {_found(value)}")
+            return None
+        if seconds <= 0:
+            self.error(key, f"must be longer than 0, found '{value}'")
+            return None
+        return seconds
+
+    def choice(self, key: str, choices: Sequence[str], *, required: bool = False) -> str | None:
+        value = self._value(key, required)
+        if value is None:
+            return None
+        if isinstance(value, str) and value in choices:
+            return value
+        hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+        self.error(key, f"expected one of: {', '.join(choices)}; found {_found(value)}{hint}")
+        return None
+
+    def enum(self, key: str, choices: type[_E], *, required: bool = False) -> _E | None:
+        value = self.choice(key, [str(member.value) for member in choices], required=required)
+        return None if value is None else choices(value)
+
+    def mapping(self, key: str, allowed: Sequence[str], *, required: bool = False,
+                redact: bool = False) -> _Fields | None:
+        value = self._value(key, required)
+        return None if value is None else _Fields(self.sink, self.at(key), value, allowed, redact=redact)
+
+    def items(self, key: str, *, required: bool = False, nonempty: bool = False) -> list[tuple[str, Any]]:
+        """The list's items with their paths; [] when absent or not a list."""
+        value = self._value(key, required)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self._wrong(key, "a list", value)
+            return []
+        if nonempty and not value:
+            self.error(key, "must not be empty")
+        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(value)]
+
+    def strings(self, key: str, *, nonempty: bool = False) -> list[tuple[str, str]]:
+        out = []
+        for path, item in self.items(key, nonempty=nonempty):
+            if isinstance(item, str) and item.strip():
+                out.append((path, item))
+            else:
+                self.sink.error(path, "must not be empty" if isinstance(item, str) else
+                                f"expected a string, found {_found(item)}")
+        return out
+
+
+def _join(path: str, key: str) -> str:
+    part = key if _SIMPLE_KEY.fullmatch(key) else f'"{key}"'
+    if not path:
+        return part
+    return f"{path}.{part}" if _SIMPLE_KEY.fullmatch(key) else f"{path}[{part}]"
+
+
+def _found(value: object, redact: bool = False) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, bool):
+        kind, shown = "a boolean", "true" if value else "false"
+    elif isinstance(value, int):
+        kind, shown = "an integer", str(value)
+    elif isinstance(value, float):
+        kind, shown = "a number", str(value)
+    elif isinstance(value, str):
+        kind, shown = "a string", _shown(value)
+    elif isinstance(value, date):
+        kind, shown = "a date", value.isoformat()
+    else:
+        return type(value).__name__
+    return kind if redact else f"{kind} ({shown})"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "...'"
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    by_lower = {option.lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
+
+
+def _unknown_ref(what: str, value: str, known: Collection[str]) -> str:
+    listed = ", ".join(known) if known else "none"
+    return f"unknown {what} '{value}' (known: {listed})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# LLMProvider
+
+_PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini")
+
+
+def _provider_spec(doc: _Opened) -> ProviderSpec:
+    f = _Fields(doc.sink, "spec", doc.spec, _PROVIDER_FIELDS)
+    provider_type = f.enum("type", ProviderType, required=True)
+    return ProviderSpec(
+        name=doc.name,
+        type=provider_type or ProviderType.OPENAI,
+        endpoints=_endpoints(f),
+        credentials=_credentials(f, provider_type),
+        limits=_limits(f),
+        models=_models(f),
+        api_version=_api_version(f, provider_type),
+    )
+
+
+def _endpoints(spec: _Fields) -> tuple[Endpoint, ...]:
+    out: list[Endpoint] = []
+    seen: dict[str, str] = {}
+    for path, item in spec.items("endpoints", required=True, nonempty=True):
+        f = _Fields(spec.sink, path, item, ("region", "url"))
+        region = f.string("region", required=True)
+        if region is not None and not _REGION.fullmatch(region):
+            f.error("region", f"'{region}' is not a valid region (letters, digits, '.', '_' and '-')")
+        elif region is not None and region in seen:
+            f.error("region", f"duplicate region '{region}' (also in {seen[region]}): "
+                              "a target is identified by provider, model and region")
+        elif region is not None:
+            seen[region] = path
+        url = _url(f)
+        out.append(Endpoint(region or "", url or ""))
+    return tuple(out)
+
+
+def _url(f: _Fields) -> str | None:
+    url = f.string("url", required=True)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        f.error("url", f"expected an http:// or https:// URL, found {_shown(url)}")
+        return None
+    if parts.username is not None or parts.password is not None:
+        f.error("url", "must not carry credentials (user:password@); use spec.credentials")
+        return None
+    return url
+
+
+def _credentials(spec: _Fields, provider_type: ProviderType | None) -> Credentials | None:
+    if spec.get("credentials") is None:
+        if provider_type not in (None, ProviderType.OPENAI_COMPATIBLE):
+            spec.error("credentials", f"missing required field (type {provider_type.value} needs a key; "
+                                      "only openai-compatible may go without)")
+        return None
+    choices = ("secretRef", "env", "file")
+    f = spec.mapping("credentials", choices, redact=True)
+    if f is None or not isinstance(spec.get("credentials"), Mapping):
+        return None
+    given = [key for key in choices if f.get(key) is not None]
+    if len(given) != 1:
+        found = ", ".join(given) if given else "none"
+        spec.error("credentials", f"give exactly one of secretRef, env, file (found: {found})")
+        return None
+    if given == ["env"]:
+        return _env_credential(f)
+    if given == ["file"]:
+        path = f.string("file")
+        return FileCredential(path) if path else None
+    ref = f.mapping("secretRef", ("name", "key"), redact=True)
+    assert ref is not None
+    name, key = ref.string("name", required=True), ref.string("key", required=True)
+    return SecretKeyRef(name, key) if name and key else None
+
+
+def _env_credential(f: _Fields) -> EnvCredential | None:
+    variable = f.string("env")
+    if variable is not None and not _ENV_NAME.fullmatch(variable):
+        # do not echo it: a key pasted here by mistake must not end up in a log
+        f.error("env", "is not an environment variable name (give the name of the variable "
+                       "that holds the key, not the key itself)")
+        return None
+    return EnvCredential(variable) if variable else None
+
+
+def _limits(spec: _Fields) -> Limits:
+    f = spec.mapping("limits", ("requestsPerMinute", "tokensPerMinute", "maxConcurrency"))
+    if f is None:
+        return Limits()
+    return Limits(
+        requests_per_minute=f.number("requestsPerMinute", positive=True),
+        tokens_per_minute=f.number("tokensPerMinute", positive=True),
+        max_concurrency=f.integer("maxConcurrency", minimum=1),
+    )
+
+
+def _models(spec: _Fields) -> tuple[ModelSpec, ...]:
+    out: list[ModelSpec] = []
+    seen: set[str] = set()
+    for path, item in spec.items("models"):
+        f = _Fields(spec.sink, path, item, ("name", "contextWindow", "pricing"))
+        name = f.string("name", required=True)
+        if name is not None and name in seen:
+            f.error("name", f"duplicate model '{name}'")
+        seen.add(name or "")
+        out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f)))
+    return tuple(out)
+
+
+def _pricing(model: _Fields) -> Pricing:
+    f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok"))
+    if f is None:
+        return Pricing()
+    return Pricing(
+        input_per_mtok=f.number("inputPerMTok", minimum=0) or 0.0,
+        output_per_mtok=f.number("outputPerMTok", minimum=0) or 0.0,
+        cached_input_per_mtok=f.number("cachedInputPerMTok", minimum=0),
+    )
+
+
+def _api_version(spec: _Fields, provider_type: ProviderType | None) -> str | None:
+    versions: str | None = None
+    for key, owner in (("azure", ProviderType.AZURE_OPENAI), ("gemini", ProviderType.GEMINI)):
+        if spec.get(key) is None:
+            continue
+        if provider_type is not None and provider_type is not owner:
+            spec.error(key, f"only for type {owner.value} (this provider is {provider_type.value})")
+            continue
+        f = spec.mapping(key, ("apiVersion",))
+        assert f is not None
+        versions = _azure_version(f) if owner is ProviderType.AZURE_OPENAI else \
+            f.choice("apiVersion", _GEMINI_API_VERSIONS, required=True)
+    return versions
+
+
+def _azure_version(f: _Fields) -> str | None:
+    value = f.get("apiVersion")
+    if isinstance(value, date):  # YAML reads an unquoted 2024-10-21 as a date
+        value = value.isoformat()
+    if value is None:
+        f.require("apiVersion")
+        return None
+    if not isinstance(value, str) or not _AZURE_API_VERSION.fullmatch(value):
+        f.error("apiVersion", f"expected an Azure OpenAI api-version such as '2024-10-21', "
+                              f"'2025-04-01-preview' or 'v1', found {_found(value)}")
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# LLMRoute
+
+_ROUTE_FIELDS = ("podSelector", "tiers", "rules", "defaultTier", "fallback", "loadBalancing",
+                 "outlierDetection", "experiments", "budget")
+_CONDITION_FIELDS = ("maxPromptTokens", "minPromptTokens", "containsCode", "keywords", "header", "model",
+                     "hasTools")
+_FALLBACK_FIELDS = ("maxAttempts", "perTryTimeout", "firstByteTimeout", "idleTimeout", "overallTimeout",
+                    "onErrors", "fallbackTiers")
+
+
+class _Scope:
+    """The providers a route may name. One that is invalid is reported once per route, not per use."""
+
+    __slots__ = ("providers", "reported")
+
+    def __init__(self, providers: Mapping[str, ProviderSpec | None]) -> None:
+        self.providers = providers
+        self.reported: set[str] = set()
+
+
+def _route_spec(doc: _Opened, providers: Mapping[str, ProviderSpec | None]) -> RouteSpec:
+    f = _Fields(doc.sink, "spec", doc.spec, _ROUTE_FIELDS)
+    scope = _Scope(providers)
+    tiers = _tiers(f, scope)
+    known = tuple(tiers) or None
+    default_tier = f.string("defaultTier", required=True)
+    _tier_ref(f, "defaultTier", default_tier, known)
+    return RouteSpec(
+        name=doc.name,
+        tiers=tiers,
+        default_tier=default_tier or "",
+        rules=_rules(f, known),
+        fallback=_fallback(f, known),
+        load_balancing=_load_balancing(f),
+        outlier_detection=_outlier_detection(f),
+        experiments=_experiments(f, known, scope),
+        budget=_budget(f, known),
+        pod_selector=_pod_selector(f),
+    )
+
+
+def _tier_ref(f: _Fields, key: str, tier: str | None, known: Collection[str] | None) -> None:
+    """`known` is None when the tiers themselves are unreadable: then no reference is judged."""
+    if tier is not None and known is not None and tier not in known:
+        f.error(key, _unknown_ref("tier", tier, known))
+
+
+def _pod_selector(spec: _Fields) -> dict[str, Any]:
+    f = spec.mapping("podSelector", ("matchLabels", "matchExpressions"))
+    if f is None:
+        return {}
+    labels = f.get("matchLabels")
+    if labels is not None and not isinstance(labels, Mapping):
+        f.error("matchLabels", f"expected a mapping of label names to values, found {_found(labels)}")
+    elif labels is not None:
+        for key, value in labels.items():
+            if not isinstance(value, str):
+                f.sink.error(_join(f.at("matchLabels"), str(key)), f"expected a string, found {_found(value)}")
+    f.items("matchExpressions")
+    return dict(f.data)
+
+
+def _tiers(spec: _Fields, scope: _Scope) -> dict[str, TierSpec]:
+    raw = spec.require("tiers")
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        spec.error("tiers", f"expected a mapping of tier names to tiers, found {_found(raw)}")
+        return {}
+    if not raw:
+        spec.error("tiers", "must define at least one tier")
+    out: dict[str, TierSpec] = {}
+    for name, item in raw.items():
+        path = _join(spec.at("tiers"), str(name))
+        if not isinstance(name, str) or not name.strip():
+            spec.sink.error(path, "a tier name must be a non-empty string")
+            continue
+        if name in RESERVED_TIER_NAMES:
+            spec.sink.error(path, f"'{name}' is reserved (model '{name}' lets the rules choose)")
+        f = _Fields(spec.sink, path, item, ("targets",))
+        out[name] = TierSpec(name, _targets(f, scope))
+    return out
+
+
+def _targets(owner: _Fields, scope: _Scope) -> tuple[TargetSpec, ...]:
+    out: list[TargetSpec] = []
+    seen: dict[tuple[str, str], str] = {}
+    for path, item in owner.items("targets", required=True, nonempty=True):
+        target = _target(_Fields(owner.sink, path, item, ("provider", "model", "weight", "priority")), scope)
+        pair = (target.provider, target.model)
+        if all(pair) and pair in seen:
+            owner.sink.error(path, f"duplicate target {target.provider}/{target.model} (also {seen[pair]})")
+        seen.setdefault(pair, path)
+        out.append(target)
+    if out and all(t.weight == 0 for t in out):
+        owner.error("targets", "every target has weight 0; at least one needs a positive weight")
+    return tuple(out)
+
+
+def _target(f: _Fields, scope: _Scope) -> TargetSpec:
+    provider = f.string("provider", required=True)
+    model = f.string("model", required=True)
+    if provider is not None and provider not in scope.providers:
+        f.error("provider", _unknown_ref("provider", provider, scope.providers))
+    elif provider is not None and scope.providers[provider] is None and provider not in scope.reported:
+        scope.reported.add(provider)
+        f.error("provider", f"provider '{provider}' is invalid (see its own errors)")
+    spec = scope.providers.get(provider) if provider is not None else None
+    if spec is not None and spec.models and model is not None and spec.model(model) is None:
+        listed = ", ".join(m.name for m in spec.models)
+        f.error("model", f"model '{model}' is not listed by provider '{provider}' (listed: {listed})")
+    weight = f.integer("weight", minimum=0)
+    priority = f.integer("priority", minimum=0)
+    return TargetSpec(provider or "", model or "", 1 if weight is None else weight,
+                      0 if priority is None else priority)
+
+
+def _rules(spec: _Fields, tiers: Collection[str] | None) -> tuple[RuleSpec, ...]:
+    out: list[RuleSpec] = []
+    names: set[str] = set()
+    for path, item in spec.items("rules"):
+        f = _Fields(spec.sink, path, item, ("name", "when", "tier"))
+        name = f.string("name")
+        if name is not None and name in names:
+            f.error("name", f"duplicate rule name '{name}'")
+        names.add(name or "")
+        tier = f.string("tier", required=True)
+        _tier_ref(f, "tier", tier, tiers)
+        when = _condition(f)
+        if when.header is not None and name is None and f.get("name") is None:
+            f.error("name", "missing required field (a rule with a header condition needs a name)")
+        out.append(RuleSpec(name, when, tier or ""))
+    return tuple(out)
+
+
+def _condition(rule: _Fields) -> ConditionSpec:
+    f = rule.mapping("when", _CONDITION_FIELDS)
+    if f is None:
+        return ConditionSpec()
+    low = f.integer("minPromptTokens", minimum=0)
+    high = f.integer("maxPromptTokens", minimum=0)
+    if low is not None and high is not None and low > high:
+        f.error("minPromptTokens", f"is greater than maxPromptTokens ({low} > {high}): the rule never matches")
+    keywords = f.strings("keywords", nonempty=True)
+    return ConditionSpec(
+        max_prompt_tokens=high,
+        min_prompt_tokens=low,
+        contains_code=f.boolean("containsCode"),
+        keywords=tuple(word for _, word in keywords),
+        header=_header(f),
+        model=f.string("model"),
+        has_tools=f.boolean("hasTools"),
+    )
+
+
+def _header(when: _Fields) -> HeaderCondition | None:
+    f = when.mapping("header", ("name", "value"))
+    if f is None:
+        return None
+    name = f.string("name", required=True)
+    if name is not None and not _HEADER_NAME.fullmatch(name):
+        f.error("name", f"{_shown(name)} is not a valid HTTP header name")
+    return HeaderCondition(name or "", f.string("value"))
+
+
+def _fallback(spec: _Fields, tiers: Collection[str] | None) -> FallbackPolicy:
+    f = spec.mapping("fallback", _FALLBACK_FIELDS)
+    default = FallbackPolicy()
+    if f is None:
+        return default
+    fallback_tiers: list[str] = []
+    for path, tier in f.strings("fallbackTiers"):
+        if tiers is not None and tier not in tiers:
+            f.sink.error(path, _unknown_ref("tier", tier, tiers))
+        elif tier in fallback_tiers:
+            f.sink.error(path, f"duplicate tier '{tier}'")
+        fallback_tiers.append(tier)
+    return FallbackPolicy(
+        max_attempts=_or(f.integer("maxAttempts", minimum=1, maximum=10), default.max_attempts),
+        per_try_timeout=_or(f.duration("perTryTimeout"), default.per_try_timeout),
+        first_byte_timeout=_or(f.duration("firstByteTimeout"), default.first_byte_timeout),
+        idle_timeout=_or(f.duration("idleTimeout"), default.idle_timeout),
+        overall_timeout=_or(f.duration("overallTimeout"), default.overall_timeout),
+        on_errors=_on_errors(f),
+        fallback_tiers=tuple(dict.fromkeys(fallback_tiers)),
+    )
+
+
+def _on_errors(f: _Fields) -> frozenset[str] | None:
+    if f.get("onErrors") is None:
+        return None
+    recoverable = [kind.value for kind in FailureKind if kind.fails_over]
+    kinds: set[str] = set()
+    for path, value in f.strings("onErrors"):
+        if value in recoverable:
+            kinds.add(value)
+        elif value in {kind.value for kind in FailureKind}:
+            f.sink.error(path, f"'{value}' is never failed over: it is the request's own fault")
+        else:
+            f.sink.error(path, f"unknown error kind '{value}'{_did_you_mean(value, recoverable)} "
+                               f"(expected one of: {', '.join(recoverable)})")
+    return frozenset(kinds)
+
+
+def _load_balancing(spec: _Fields) -> LoadBalancing:
+    f = spec.mapping("loadBalancing", ("strategy", "preferRegion"))
+    default = LoadBalancing()
+    if f is None:
+        return default
+    return LoadBalancing(
+        strategy=_or(f.enum("strategy", Strategy), default.strategy),
+        prefer_region=_or(f.choice("preferRegion", _PREFER_REGION), default.prefer_region),
+    )
+
+
+def _outlier_detection(spec: _Fields) -> OutlierDetection:
+    f = spec.mapping("outlierDetection", ("consecutiveFailures", "baseEjection", "maxEjection",
+                                          "maxEjectionPercent"))
+    default = OutlierDetection()
+    if f is None:
+        return default
+    result = OutlierDetection(
+        consecutive_failures=_or(f.integer("consecutiveFailures", minimum=1), default.consecutive_failures),
+        base_ejection=_or(f.duration("baseEjection"), default.base_ejection),
+        max_ejection=_or(f.duration("maxEjection"), default.max_ejection),
+        max_ejection_percent=_or(f.integer("maxEjectionPercent", minimum=0, maximum=100),
+                                 default.max_ejection_percent),
+    )
+    if result.base_ejection > result.max_ejection:
+        f.error("baseEjection", f"is longer than maxEjection ({result.base_ejection:g}s > "
+                                f"{result.max_ejection:g}s)")
+    return result
+
+
+def _experiments(spec: _Fields, tiers: Collection[str] | None, scope: _Scope) -> tuple[ExperimentSpec, ...]:
+    out: list[ExperimentSpec] = []
+    names: set[str] = set()
+    percent_by_tier: dict[str, float] = {}
+    for path, item in spec.items("experiments"):
+        f = _Fields(spec.sink, path, item, ("name", "tier", "percent", "targets", "stickyBy"))
+        name = f.string("name", required=True)
+        if name is not None and name in names:
+            f.error("name", f"duplicate experiment name '{name}'")
+        names.add(name or "")
+        tier = f.string("tier", required=True)
+        _tier_ref(f, "tier", tier, tiers)
+        percent = f.number("percent", minimum=0, maximum=100, required=True)
+        if tier is not None and percent is not None:
+            total = percent_by_tier[tier] = percent_by_tier.get(tier, 0.0) + percent
+            if total > 100:
+                f.error("percent", f"experiments on tier '{tier}' add up to {total:g}% (more than 100%)")
+        out.append(ExperimentSpec(name or "", tier or "", percent or 0.0, _targets(f, scope),
+                                  _sticky_by(f)))
+    return tuple(out)
+
+
+def _sticky_by(f: _Fields) -> str | None:
+    value = f.string("stickyBy")
+    if value is None or value == "user":
+        return value
+    header = value.removeprefix("header:")
+    if value.startswith("header:") and _HEADER_NAME.fullmatch(header):
+        return value
+    f.error("stickyBy", f"expected 'user' or 'header:<name>', found {_shown(value)}")
+    return None
+
+
+def _budget(spec: _Fields, tiers: Collection[str] | None) -> Budget | None:
+    f = spec.mapping("budget", ("limitUSD", "period", "alertAtPercent", "onExceeded"))
+    if f is None:
+        return None
+    default = Budget(limit_usd=1.0)
+    on_exceeded, downgrade_tier = _on_exceeded(f, tiers)
+    return Budget(
+        limit_usd=f.number("limitUSD", positive=True, required=True) or 1.0,
+        period=_or(f.enum("period", BudgetPeriod), default.period),
+        alert_at_percent=_or(f.number("alertAtPercent", positive=True, maximum=100), default.alert_at_percent),
+        on_exceeded=on_exceeded,
+        downgrade_tier=downgrade_tier,
+    )
+
+
+def _on_exceeded(f: _Fields, tiers: Collection[str] | None) -> tuple[str, str | None]:
+    value = f.string("onExceeded")
+    if value is None or value in ("alert", "reject"):
+        return value or "alert", None
+    tier = value.removeprefix("downgrade:")
+    if value.startswith("downgrade:") and tier:
+        _tier_ref(f, "onExceeded", tier, tiers)
+        return "downgrade", tier
+    f.error("onExceeded", f"expected one of: {', '.join(_ON_EXCEEDED)}; found {_shown(value)}"
+                          f"{_did_you_mean(value, ('alert', 'reject', 'downgrade:'))}")
+    return "alert", None
+
+
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
