@@ -1,0 +1,5 @@
+import sys
+
+from llmroute_proxy.cli import main
+
+sys.exit(main())

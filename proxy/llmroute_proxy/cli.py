@@ -1,0 +1,110 @@
+"""`llmroute-proxy`: serve, demo, validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from llmroute_proxy import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmroute-proxy", description="The llmroute LLM routing sidecar.")
+    parser.add_argument("--version", action="version", version=f"llmroute-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--config", type=Path, help="a file of LLMProvider and LLMRoute documents (standalone)")
+    _listen_arguments(serve)
+    serve.add_argument("--region", default=os.environ.get("LLMROUTE_REGION", ""),
+                       help="this sidecar's region, preferred when routing (default: $LLMROUTE_REGION)")
+
+    demo = commands.add_parser("demo", help="the sidecar plus three simulated providers, to try it out")
+    _listen_arguments(demo)
+    demo.add_argument("--no-flaky", action="store_true", help="make every simulated provider reliable")
+
+    validate = commands.add_parser("validate", help="check a config file; list every error")
+    validate.add_argument("file", type=Path)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level if "log_level" in args else "INFO").upper()),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "validate":
+        return _validate(args.file)
+    if args.command == "demo":
+        from llmroute_proxy.demo import run_demo
+
+        return asyncio.run(run_demo(_listen(args), flaky=not args.no_flaky))
+    return _serve(args)
+
+
+def _listen_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="data plane address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=15400, help="data plane port (default 15400)")
+    parser.add_argument("--admin-host", default="127.0.0.1", help="admin plane address (default 127.0.0.1)")
+    parser.add_argument("--admin-port", type=int, default=15401, help="admin plane port (default 15401)")
+    parser.add_argument("--log-level", default=os.environ.get("LLMROUTE_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
+    parser.add_argument("--max-body-bytes", type=int,
+                        default=int(os.environ.get("LLMROUTE_MAX_BODY_BYTES", 16 * 1024 * 1024)),
+                        help="largest accepted request body (default 16 MiB; larger gets 413)")
+
+
+def _listen(args: argparse.Namespace) -> object:
+    from llmroute_proxy.server.runner import Listen
+
+    return Listen(args.host, args.port, args.admin_host, args.admin_port)
+
+
+def _validate(path: Path) -> int:
+    from llmroute_proxy.config import validate_file
+
+    errors = validate_file(path)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llmroute_proxy.config import ConfigError, load_table
+    from llmroute_proxy.server.runner import Listen, build_sidecar, serve_until_stopped, watch_config
+    from llmroute_proxy.server.state import Settings
+
+    if os.environ.get("LLMROUTE_OPERATOR_URL"):
+        print("cluster mode (LLMROUTE_OPERATOR_URL) is not available in this version; use --config",
+              file=sys.stderr)
+        return 2
+    if args.config is None:
+        print("serve needs --config FILE (standalone mode)", file=sys.stderr)
+        return 2
+    try:
+        table = load_table(args.config, region=args.region)
+    except ConfigError as error:
+        print(f"{args.config}: refused:\n{error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"{args.config}: cannot read: {error.strerror}", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        sidecar = build_sidecar(Settings(max_body_bytes=args.max_body_bytes))
+        sidecar.install(table)
+        await serve_until_stopped(
+            sidecar, Listen(args.host, args.port, args.admin_host, args.admin_port),
+            background=[lambda: watch_config(sidecar, args.config, args.region)],
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The data plane: the OpenAI- and Anthropic-compatible API that applications call on localhost."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmroute_proxy.errors import (
+    BadRequest,
+    BodyTooLarge,
+    LLMRouteError,
+    NoTableLoaded,
+    UpstreamError,
+)
+from llmroute_proxy.frontends.anthropic import request_to_canonical
+from llmroute_proxy.providers.base import ChatRequest
+from llmroute_proxy.routing.budget import BudgetDecision
+from llmroute_proxy.routing.cost import estimate_cost_usd
+from llmroute_proxy.routing.experiments import choose_arm
+from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
+from llmroute_proxy.server.accesslog import log_access
+from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
+from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
+from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.table import Route, Table
+from llmroute_proxy.validation import validate_chat, validate_embeddings
+
+log = logging.getLogger("llmroute.proxy")
+
+SIDECAR = web.AppKey("sidecar", Sidecar)
+ROUTE_HEADER = "x-llmroute-route"
+
+
+def create_app(sidecar: Sidecar) -> web.Application:
+    # aiohttp's own limit is set above ours so that we answer 413 in the client's error shape
+    app = web.Application(client_max_size=sidecar.settings.max_body_bytes + 1)
+    app[SIDECAR] = sidecar
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_get("/v1/models", list_models)
+    return app
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    try:
+        chat = ChatRequest(validate_chat(await _read_json(request, sidecar)))
+    except LLMRouteError as error:
+        return _error_response(OpenAIEncoder(None), error)
+    return await _serve(request, sidecar, chat, OpenAIEncoder(chat), "chat")
+
+
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    body: Any = None
+    try:
+        body = await _read_json(request, sidecar)
+        chat = ChatRequest(validate_chat(request_to_canonical(body)), anthropic_body=body)
+    except LLMRouteError as error:
+        model = body.get("model") if isinstance(body, dict) else None
+        return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error)
+    return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    try:
+        body = validate_embeddings(await _read_json(request, sidecar))
+    except LLMRouteError as error:
+        return _error_response(OpenAIEncoder(None), error)
+    return await _serve(request, sidecar, ChatRequest(body), OpenAIEncoder(None), "embeddings")
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    try:
+        route = _route(request, _table(sidecar))
+    except LLMRouteError as error:
+        return _error_response(OpenAIEncoder(None), error)
+    created = int(sidecar.table_loaded_at or 0)
+    names = [*route.tiers, "auto", *(m for m in route.models() if m not in route.tiers)]
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "llmroute"} for name in names]
+    return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, encoder: Encoder,
+                 operation: str) -> web.StreamResponse:
+    if sidecar.draining:
+        return _error_response(encoder, _Draining())
+    try:
+        table = _table(sidecar)
+        route = _route(request, table)
+        facts = RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
+                             bool(chat.body.get("tools")), _user(chat.body))
+        choice = choose_tier(route, facts)
+    except LLMRouteError as error:
+        return _error_response(encoder, error)
+    experiment = None
+    if route.experiments and choice.targets is None:
+        experiment = choose_arm(route, choice.tier, facts, sidecar.rng.random())
+    prompt_tokens = facts.prompt_tokens if _needs_prompt_tokens(table, route) else 0
+    reservation, choice = _reserve_budget(sidecar, route, choice, chat, prompt_tokens)
+    scope = sidecar.telemetry.start_request(operation, request.headers)
+    scope.routed(route.name, choice.tier, choice.rule, experiment.name if experiment else None)
+    now = sidecar.clock()
+    ex = Exchange(request, chat, route, choice, experiment, encoder, scope,
+                  deadline=now + route.fallback.overall_timeout, prompt_tokens=prompt_tokens,
+                  embeddings=operation == "embeddings")
+    sidecar.in_flight += 1
+    response: web.StreamResponse | None = None
+    try:
+        if reservation is not None and not reservation.allowed:
+            raise _BudgetSpent(route, reservation)
+        response = await dispatch_chat(sidecar, ex)
+        return response
+    except LLMRouteError as error:
+        ex.status = error.status if not isinstance(error, UpstreamError) else error.client_status
+        response = _error_response(encoder, error, ex.headers())
+        return response
+    finally:
+        sidecar.in_flight -= 1
+        if reservation is not None and reservation.reservation is not None:
+            if ex.cost is None:
+                sidecar.ledger.release(reservation.reservation)
+            else:
+                sidecar.ledger.settle(reservation.reservation, ex.cost, sidecar.wallclock())
+        status = response.status if response is not None else 499
+        scope.end(status, None if status < 400 else str(status), ex.usage, ex.cost)
+        _remember(sidecar, ex, choice, status, now)
+        log_access(ex, status, sidecar.clock() - now, scope.trace_id)
+
+
+def _reserve_budget(sidecar: Sidecar, route: Route, choice: TierChoice, chat: ChatRequest,
+                    prompt_tokens: int) -> tuple[BudgetDecision | None, TierChoice]:
+    if route.budget is None:
+        return None, choice
+    tier = route.tiers[choice.tier]
+    max_output = chat.max_output_tokens or sidecar.settings.default_max_output_tokens
+    estimate = max(estimate_cost_usd(prompt_tokens, max_output, t.pricing) for t in tier.targets)
+    decision = sidecar.ledger.reserve(route.name, route.budget, estimate, sidecar.wallclock())
+    if decision.alert:
+        log.warning("route %s crossed %g%% of its %s budget of %g USD", route.name,
+                    route.budget.alert_at_percent, route.budget.period.value, route.budget.limit_usd)
+    if decision.downgrade_to and decision.downgrade_to in route.tiers and decision.downgrade_to != choice.tier:
+        choice = TierChoice(decision.downgrade_to, "budget",
+                            f"budget exceeded: downgraded from '{choice.tier}' to '{decision.downgrade_to}'")
+    return decision, choice
+
+
+def _needs_prompt_tokens(table: Table, route: Route) -> bool:
+    return route.budget is not None or any(
+        limits.tokens_per_minute is not None for limits in table.provider_limits.values()
+    )
+
+
+def _remember(sidecar: Sidecar, ex: Exchange, choice: TierChoice, status: int, started: float) -> None:
+    sidecar.decisions.append({
+        "at": sidecar.wallclock(),
+        "route": ex.route.name,
+        "model": ex.requested_model,
+        "tier": choice.tier,
+        "rule": choice.rule,
+        "reason": choice.reason,
+        "experiment": ex.experiment.name if ex.experiment else None,
+        "target": ex.target.id if ex.target else None,
+        "attempts": [{"target": a.target, "status": a.status, "reason": a.reason} for a in ex.attempts],
+        "status": status,
+        "latency_ms": round((sidecar.clock() - started) * 1000, 2),
+        "cost_usd": ex.cost,
+    })
+
+
+class _Draining(LLMRouteError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "draining"
+
+    def __init__(self) -> None:
+        super().__init__("This llmroute sidecar is shutting down and takes no new requests.")
+
+
+class _BudgetSpent(LLMRouteError):
+    status = 429
+    error_type = "rate_limit_error"
+    code = "budget_exceeded"
+
+    def __init__(self, route: Route, decision: BudgetDecision) -> None:
+        assert route.budget is not None
+        super().__init__(f"Route '{route.name}' has spent its {route.budget.period.value} budget of "
+                         f"{route.budget.limit_usd:g} USD; it resets in {decision.retry_after:.0f}s.")
+        self.retry_after = decision.retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, int(self.retry_after + 0.999))), "x-should-retry": "false"}
+
+
+async def _read_json(request: web.Request, sidecar: Sidecar) -> Any:
+    limit = sidecar.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(limit) from None
+    if len(raw) > limit:
+        raise BodyTooLarge(limit)
+    if not raw:
+        raise BadRequest("The request body is empty; a JSON object was expected.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "utf-8" in str(exc).lower():
+            raise BadRequest("The request body is not valid UTF-8.") from None
+        raise BadRequest(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}.") from None
+
+
+def _table(sidecar: Sidecar) -> Table:
+    if sidecar.table is None:
+        raise NoTableLoaded()
+    return sidecar.table
+
+
+def _route(request: web.Request, table: Table) -> Route:
+    name = request.headers.get(ROUTE_HEADER)
+    route = table.route(name)
+    if route is None:
+        known = ", ".join(r.name for r in table.routes) or "none"
+        raise BadRequest(f"Unknown route '{name}' in {ROUTE_HEADER}; known routes: {known}.", param=ROUTE_HEADER,
+                         code="route_not_found")
+    return route
+
+
+def _user(body: dict[str, Any]) -> str | None:
+    user = body.get("user") or body.get("safety_identifier")
+    return user if isinstance(user, str) else None
+
+
+def _error_response(encoder: Encoder, error: LLMRouteError, headers: dict[str, str] | None = None) -> web.Response:
+    status = error.client_status if isinstance(error, UpstreamError) else error.status
+    out = {**(headers or {}), **error.headers(), "Content-Type": "application/json"}
+    return web.Response(status=status, body=encoder.error_body(error, status), headers=out)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,309 @@
+"""The attempt loop: carry out the planner's decisions against real upstreams.
+
+The planner (pure) says which target to try next; this module sends the request, bounds it
+with the per-attempt deadlines (first token, idle gap between chunks, total) and the overall
+request deadline, feeds each outcome back, and writes the answer in the client's dialect.
+
+Streams are primed: nothing reaches the client before the first chunk that carries output,
+so a stream that fails before its first token fails over invisibly. After that the response
+is committed, and a failure ends it with an explicit in-band error, never with a clean end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from aiohttp import web
+
+from llmroute_proxy.errors import (
+    AttemptRecord,
+    AttemptsExhausted,
+    FailureKind,
+    UpstreamError,
+)
+from llmroute_proxy.providers.base import (
+    ChatRequest,
+    ChatResult,
+    Provider,
+    StreamChunk,
+    StreamTranslator,
+    UpstreamRequest,
+    Usage,
+    carries_output,
+)
+from llmroute_proxy.providers.registry import provider_for
+from llmroute_proxy.routing.cost import cost_usd
+from llmroute_proxy.routing.failover import Attempt, AttemptPlanner
+from llmroute_proxy.routing.rules import TierChoice
+from llmroute_proxy.server.encoders import Encoder
+from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
+from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
+from llmroute_proxy.table import Experiment, Route, Target
+
+log = logging.getLogger("llmroute.proxy")
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One client request on its way through the attempt loop, and what it has cost so far."""
+
+    http: web.Request
+    chat: ChatRequest
+    route: Route
+    choice: TierChoice
+    experiment: Experiment | None
+    encoder: Encoder
+    scope: RequestScope
+    deadline: float
+    prompt_tokens: int
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    usage: Usage | None = None
+    cost: float | None = None
+    target: Target | None = None
+    status: int = 200
+    embeddings: bool = False
+    soonest_retry_at: float | None = None  # when the first rate-limited target said it would take requests
+
+    @property
+    def requested_model(self) -> str:
+        model = self.chat.body.get("model")
+        return model if isinstance(model, str) else ""
+
+    def headers(self) -> dict[str, str]:
+        out = {
+            "x-llmroute-route": self.route.name,
+            "x-llmroute-tier": self.choice.tier,
+            "x-llmroute-attempts": str(len(self.attempts)),
+        }
+        if self.target is not None:
+            out["x-llmroute-provider"] = self.target.provider
+            out["x-llmroute-model"] = self.target.model
+        if self.experiment is not None:
+            out["x-llmroute-experiment"] = self.experiment.name
+        return out
+
+
+def format_usd(amount: float) -> str:
+    """Decimal USD, unrounded and without exponent (the float's shortest exact repr)."""
+    return format(Decimal(repr(amount)), "f")
+
+
+@dataclass(slots=True)
+class _Run:
+    """One attempt in progress."""
+
+    attempt: Attempt
+    provider: Provider
+    scope: AttemptScope
+    started: float
+    ttft: float | None = None
+
+
+async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
+    planner = AttemptPlanner(
+        ex.route, ex.choice.tier,
+        targets=ex.experiment.targets if ex.experiment is not None else ex.choice.targets,
+        health=sidecar.health, load=sidecar.load, limits=sidecar.limits,
+        retry_budget=sidecar.retry_budget, rng=sidecar.rng,
+        local_region=sidecar.table.region if sidecar.table else "",
+        prompt_tokens=ex.prompt_tokens, now=sidecar.clock(),
+    )
+    last_error: UpstreamError | None = None
+    while True:
+        now = sidecar.clock()
+        if now >= ex.deadline:
+            raise AttemptsExhausted(ex.attempts, deadline_passed=True)
+        attempt = planner.next_attempt(now)
+        if attempt is None:
+            if last_error is not None and last_error.kind is FailureKind.CONTEXT_LENGTH:
+                raise last_error  # no larger window left: the prompt is the client's to shorten
+            raise AttemptsExhausted(ex.attempts, retry_after=_soonest(planner.saturated_retry_after,
+                                                                      ex.soonest_retry_at, now))
+        target = attempt.target
+        run = _Run(attempt, provider_for(target.provider_type),
+                   ex.scope.attempt(target, attempt.number, ex.requested_model, ex.chat.stream), now)
+        sidecar.load.started(target.id)
+        try:
+            if attempt.delay_s > 0:
+                if now + attempt.delay_s >= ex.deadline:
+                    raise AttemptsExhausted(ex.attempts, deadline_passed=True)
+                await asyncio.sleep(attempt.delay_s)
+                run.started = sidecar.clock()
+            if ex.embeddings:
+                upstream_request = run.provider.embeddings_request(ex.chat.body, target)
+            else:
+                upstream_request = run.provider.chat_request(ex.chat, target)
+            if ex.chat.stream:
+                return await _stream_attempt(sidecar, ex, planner, run, upstream_request)
+            result = await _unary_attempt(sidecar, ex, run, upstream_request)
+        except UpstreamError as error:
+            last_error = error
+            _failed(sidecar, ex, planner, run, error)
+            if not error.kind.fails_over or not _allowed_to_fail_over(ex.route, error):
+                raise
+            continue
+        except BaseException:
+            run.scope.end(None, None, (), None, None)
+            raise
+        finally:
+            sidecar.limits.release(target.provider)
+            sidecar.load.finished(target.id, sidecar.clock(), run.ttft)
+        return _unary_response(sidecar, ex, planner, run, result)
+
+
+def _soonest(saturated_after: float | None, retry_at: float | None, now: float) -> float | None:
+    candidates = [w for w in (saturated_after, None if retry_at is None else retry_at - now) if w is not None]
+    return max(0.0, min(candidates)) if candidates else None
+
+
+def _allowed_to_fail_over(route: Route, error: UpstreamError) -> bool:
+    allowed = route.fallback.on_errors
+    return allowed is None or error.kind.value in allowed
+
+
+async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
+                         upstream_request: UpstreamRequest) -> ChatResult:
+    target = run.attempt.target
+    budget = min(ex.route.fallback.per_try_timeout, ex.deadline - run.started)
+    try:
+        async with asyncio.timeout(budget):
+            upstream = await sidecar.upstream.send(upstream_request, target.id)
+            async with upstream:
+                if upstream.status >= 300:
+                    raise await _classified(run.provider, upstream)
+                body = await upstream.read()
+    except TimeoutError:
+        raise UpstreamError(FailureKind.TIMEOUT, f"no answer within {budget:.3g}s") from None
+    run.ttft = sidecar.clock() - run.started
+    if ex.embeddings:
+        data, usage = run.provider.embeddings_response(body, ex.chat.body, target)
+        return ChatResult(data, usage)
+    return run.provider.chat_response(body, ex.chat, target)
+
+
+def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
+                    result: ChatResult) -> web.Response:
+    _succeeded(sidecar, ex, planner, run, result.usage, _finish_reasons(result), result.data.get("model"))
+    headers = ex.headers()
+    if ex.cost is not None:
+        headers["x-llmroute-cost-usd"] = format_usd(ex.cost)
+    headers["Content-Type"] = "application/json"
+    return web.Response(body=ex.encoder.unary(result), headers=headers)
+
+
+async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
+                          upstream_request: UpstreamRequest) -> web.StreamResponse:
+    target = run.attempt.target
+    policy = ex.route.fallback
+    attempt_deadline = min(run.started + policy.per_try_timeout, ex.deadline)
+    first_token_budget = min(policy.first_byte_timeout, attempt_deadline - run.started)
+    translator = run.provider.chat_stream(ex.chat, target)
+    upstream: UpstreamResponse | None = None
+    try:
+        try:
+            async with asyncio.timeout(first_token_budget):
+                upstream = await sidecar.upstream.send(upstream_request, target.id)
+                if upstream.status >= 300:
+                    raise await _classified(run.provider, upstream)
+                body = upstream.chunks(policy.idle_timeout)
+                primed, ended = await _prime(body, translator)
+        except TimeoutError:
+            raise UpstreamError(FailureKind.TIMEOUT, f"no first token within {first_token_budget:.3g}s") from None
+        run.ttft = sidecar.clock() - run.started
+        run.scope.first_chunk()
+        ex.target = target
+        response = web.StreamResponse(headers={**SSE_HEADERS, **ex.headers()})
+        await response.prepare(ex.http)
+        await response.write(ex.encoder.chunks(primed))
+        try:
+            if not ended:
+                async with asyncio.timeout(attempt_deadline - sidecar.clock()):
+                    async for data in body:
+                        out = translator.feed(data)
+                        if out:
+                            await response.write(ex.encoder.chunks(out))
+                    await response.write(ex.encoder.chunks(translator.close()))
+        except (UpstreamError, TimeoutError) as exc:
+            error = exc if isinstance(exc, UpstreamError) else UpstreamError(
+                FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline")
+            _failed(sidecar, ex, planner, run, error, committed=True, usage=translator.usage)
+            await response.write(ex.encoder.stream_error(error))
+            return response
+        _succeeded(sidecar, ex, planner, run, translator.usage,
+                   (translator.finish_reason,) if translator.finish_reason else (), None)
+        await response.write(ex.encoder.end(ex.usage))
+        await response.write_eof()
+        return response
+    finally:
+        if upstream is not None:
+            upstream.close()
+
+
+async def _prime(body: object, translator: StreamTranslator) -> tuple[list[StreamChunk], bool]:
+    """Read until the first chunk that shows output. Returns (chunks so far, stream ended)."""
+    primed: list[StreamChunk] = []
+    async for data in body:  # type: ignore[attr-defined]
+        out = translator.feed(data)
+        primed.extend(out)
+        if any(carries_output(chunk.data) for chunk in out):
+            return primed, False
+    primed.extend(translator.close())
+    if not any(carries_output(chunk.data) for chunk in primed):
+        raise UpstreamError(FailureKind.STREAM_BROKEN, "stream ended without any output")
+    return primed, True
+
+
+async def _classified(provider: Provider, upstream: UpstreamResponse) -> UpstreamError:
+    body = await upstream.read(MAX_ERROR_BODY)
+    return provider.classify_error(upstream.status, upstream.headers, body)
+
+
+def _finish_reasons(result: ChatResult) -> tuple[str, ...]:
+    return tuple(c.get("finish_reason") or "" for c in result.data.get("choices") or ())
+
+
+def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, usage: Usage | None,
+               finish_reasons: tuple[str, ...], response_model: object) -> None:
+    target = run.attempt.target
+    now = sidecar.clock()
+    planner.record_success(run.attempt, now)
+    ex.target = target
+    ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
+    ex.usage = usage
+    ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
+    sidecar.counters_for(target.id).requests += 1
+    run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
+                  None)
+
+
+def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, error: UpstreamError,
+            committed: bool = False, usage: Usage | None = None) -> None:
+    target = run.attempt.target
+    now = sidecar.clock()
+    planner.record_failure(run.attempt, error, now)
+    if error.retry_after is not None:
+        retry_at = now + error.retry_after
+        if ex.soonest_retry_at is None or retry_at < ex.soonest_retry_at:
+            ex.soonest_retry_at = retry_at
+    ex.attempts.append(AttemptRecord(target.id, error.status, error.kind, error.message, now - run.started))
+    counters = sidecar.counters_for(target.id)
+    counters.requests += 1
+    if error.kind.counts_against_target:
+        counters.failures += 1
+        counters.last_error = f"{error.kind.value}: {error.message}"[:300]
+    if committed:
+        ex.usage = usage
+        ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
+        ex.status = 200
+    if error.kind.ejects_for_long:
+        log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
+                  target.id, error.kind.value, error.message)
+    else:
+        log.info("attempt %d on %s failed: %s %s", run.attempt.number, target.id, error.kind.value, error.message)
+    run.scope.end(usage, ex.cost if committed else None, (), None, error)

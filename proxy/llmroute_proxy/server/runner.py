@@ -1,0 +1,116 @@
+"""Running the sidecar: both listeners, the table source, and a graceful stop.
+
+On SIGTERM the sidecar stops taking new requests (503), lets the ones in flight finish
+within the grace period, then closes. A table source that fails keeps the last good table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from llmroute_proxy.config import ConfigError, load_table
+from llmroute_proxy.server.admin import admin_app
+from llmroute_proxy.server.app import create_app
+from llmroute_proxy.server.state import Settings, Sidecar
+from llmroute_proxy.server.status import status_document
+from llmroute_proxy.server.telemetry import Telemetry
+from llmroute_proxy.server.upstream import UpstreamClient
+
+log = logging.getLogger("llmroute.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 15400
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 15401
+    grace_s: float = 25.0
+
+
+def build_sidecar(settings: Settings | None = None, telemetry: Telemetry | None = None) -> Sidecar:
+    return Sidecar(upstream=UpstreamClient.create(), telemetry=telemetry or Telemetry.from_env(),
+                   settings=settings or Settings())
+
+
+async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunner]:
+    data = web.AppRunner(create_app(sidecar), handler_cancellation=True, access_log=None)
+    admin = web.AppRunner(
+        admin_app(lambda: status_document(sidecar), sidecar.telemetry, lambda: sidecar.table is not None),
+        access_log=None,
+    )
+    runners = []
+    for runner, host, port in ((data, listen.host, listen.port), (admin, listen.admin_host, listen.admin_port)):
+        await runner.setup()
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        runners.append(runner)
+    return runners
+
+
+async def watch_config(sidecar: Sidecar, path: Path, region: str, interval_s: float = 1.0) -> None:
+    """Re-read the file when it changes; bad content is logged and the old table kept."""
+    seen: tuple[float, int] | None = _stat(path)
+    while True:
+        await asyncio.sleep(interval_s)
+        current = _stat(path)
+        if current == seen:
+            continue
+        seen = current
+        try:
+            sidecar.install(load_table(path, region=region))
+        except ConfigError as error:
+            log.error("config %s refused, keeping table %s:\n%s", path,
+                      sidecar.table.version if sidecar.table else "none", error)
+        except OSError as error:
+            log.error("config %s unreadable (%s), keeping the current table", path, error.strerror)
+
+
+def _stat(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
+
+
+async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
+                              background: list[Callable[[], Awaitable[None]]] | None = None,
+                              on_ready: Callable[[], None] | None = None) -> None:
+    runners = await start_listeners(sidecar, listen)
+    tasks = [asyncio.create_task(job()) for job in background or ()]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    log.info("llmroute sidecar serving on http://%s:%d/v1 (admin http://%s:%d/)", listen.host, listen.port,
+             listen.admin_host, listen.admin_port)
+    if on_ready is not None:
+        on_ready()
+    try:
+        await stop.wait()
+    finally:
+        await drain(sidecar, listen.grace_s)
+        for task in tasks:
+            task.cancel()
+        for runner in runners:
+            await runner.cleanup()
+        await sidecar.upstream.close()
+        sidecar.telemetry.shutdown()
+
+
+async def drain(sidecar: Sidecar, grace_s: float) -> None:
+    sidecar.draining = True
+    deadline = sidecar.clock() + grace_s
+    while sidecar.in_flight > 0 and sidecar.clock() < deadline:
+        await asyncio.sleep(0.05)
+    if sidecar.in_flight:
+        log.warning("stopping with %d requests still in flight after %gs", sidecar.in_flight, grace_s)

@@ -1,0 +1,79 @@
+"""The sidecar's live state: the current table and everything that outlives one request.
+
+Health, load, limits and budgets are keyed by target/provider/route names, so they survive
+a table swap: a target that keeps its id keeps its circuit state and its load.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmroute_proxy.routing.balance import LoadBook
+from llmroute_proxy.routing.budget import BudgetLedger
+from llmroute_proxy.routing.health import HealthBook
+from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.server.telemetry import Telemetry
+from llmroute_proxy.server.upstream import UpstreamClient
+from llmroute_proxy.table import Table, TargetId
+
+log = logging.getLogger("llmroute.proxy")
+
+RECENT_DECISIONS = 50
+
+
+@dataclass(slots=True)
+class TargetCounters:
+    requests: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class Settings:
+    max_body_bytes: int = 16 * 1024 * 1024
+    default_max_output_tokens: int = 4096
+    capture_content: bool = False
+
+
+@dataclass
+class Sidecar:
+    """Everything a request handler needs besides the request itself."""
+
+    upstream: UpstreamClient
+    telemetry: Telemetry
+    settings: Settings = field(default_factory=Settings)
+    clock: Callable[[], float] = time.monotonic
+    wallclock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    health: HealthBook = field(default_factory=HealthBook)
+    load: LoadBook = field(default_factory=LoadBook)
+    limits: LimitBook = field(default_factory=LimitBook)
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    ledger: BudgetLedger = field(default_factory=BudgetLedger)
+    table: Table | None = None
+    table_loaded_at: float | None = None
+    draining: bool = False
+    in_flight: int = 0
+    counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
+    decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+
+    def install(self, table: Table) -> None:
+        """Swap the routing table atomically; requests in flight finish on the old one."""
+        self.limits.configure(table.provider_limits)
+        previous = self.table.version if self.table else None
+        self.table = table
+        self.table_loaded_at = self.wallclock()
+        if previous != table.version:
+            log.info("routing table %s installed (was %s)", table.version, previous or "none")
+
+    def counters_for(self, target: TargetId) -> TargetCounters:
+        counters = self.counters.get(target)
+        if counters is None:
+            counters = self.counters[target] = TargetCounters()
+        return counters

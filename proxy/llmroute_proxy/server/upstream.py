@@ -1,0 +1,134 @@
+"""The one seam through which the sidecar talks to providers.
+
+Every upstream call goes through `UpstreamClient`, and every aiohttp failure is mapped here,
+in one place, to an `UpstreamError` whose `kind` drives failover. Tests replace the whole
+client, or point it at simulated providers on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+import aiohttp
+
+from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.providers.base import UpstreamRequest
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_RESPONSE_BODY = 64 * 1024 * 1024
+
+
+class UpstreamResponse:
+    """An open upstream response. Close it (or use `async with`) to free the connection."""
+
+    __slots__ = ("_response", "_target", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, target: str) -> None:
+        self._response = response
+        self._target = target
+        self.status = response.status
+        self.headers = response.headers
+
+    async def read(self, limit: int = MAX_RESPONSE_BODY) -> bytes:
+        with _mapped(self._target):
+            body = await self._response.content.read(limit + 1)
+        if len(body) > limit:
+            raise UpstreamError(FailureKind.SERVER_ERROR, f"{self._target}: response larger than {limit} bytes")
+        return body
+
+    async def chunks(self, idle_timeout: float) -> AsyncIterator[bytes]:
+        """The body as it arrives; a gap longer than `idle_timeout` is a TIMEOUT failure."""
+        content = self._response.content
+        while True:
+            with _mapped(self._target):
+                try:
+                    async with asyncio.timeout(idle_timeout):
+                        data = await content.readany()
+                except TimeoutError:
+                    raise UpstreamError(
+                        FailureKind.TIMEOUT, f"{self._target}: no data for {idle_timeout:g}s (idle timeout)"
+                    ) from None
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        self._response.close()
+
+    def release(self) -> None:
+        self._response.release()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc is None:
+            self.release()
+        else:
+            self.close()
+
+
+class UpstreamClient:
+    """Sends `UpstreamRequest`s over one pooled keep-alive session."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    @classmethod
+    def create(cls) -> UpstreamClient:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
+                                        skip_auto_headers=("User-Agent",), raise_for_status=False)
+        return cls(session)
+
+    async def send(self, request: UpstreamRequest, target: str) -> UpstreamResponse:
+        """Send and wait for the response headers; the caller bounds the wait with its deadlines."""
+        with _mapped(target):
+            response = await self._session.request(
+                request.method, request.url, data=request.body, headers=request.headers,
+                allow_redirects=False,
+            )
+        return UpstreamResponse(response, target)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class _mapped:
+    """Turn aiohttp/OS failures into classified `UpstreamError`s, naming the target but no URL secret."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        if exc is None or isinstance(exc, UpstreamError | asyncio.CancelledError):
+            return False
+        if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | socket.gaierror):
+            raise UpstreamError(FailureKind.CONNECTION, f"{self._target}: cannot connect ({_describe(exc)})") from exc
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
+                      | aiohttp.ClientOSError | ConnectionResetError):
+            raise UpstreamError(FailureKind.CONNECTION,
+                                f"{self._target}: connection lost ({_describe(exc)})") from exc
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            raise UpstreamError(FailureKind.TIMEOUT, f"{self._target}: timed out") from exc
+        if isinstance(exc, aiohttp.ClientError):
+            raise UpstreamError(FailureKind.CONNECTION, f"{self._target}: {_describe(exc)}") from exc
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error.strerror or type(exc.os_error).__name__
+    text = str(exc) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,54 @@
+"""A running stack (sidecar + simulated providers) shared by a module's tests, reset per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmroute_proxy.routing.balance import LoadBook
+from llmroute_proxy.routing.health import HealthBook
+from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.sim import sim_state
+from tests.proxy.stack import Stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(request: pytest.FixtureRequest) -> None:
+    """Every test starts with healthy targets, no faults and empty simulator stats."""
+    if "stack" not in request.fixturenames:
+        return
+    stack: Stack = request.getfixturevalue("stack")
+
+    def reset() -> None:
+        sidecar = stack.sidecar
+        sidecar.health = HealthBook()
+        sidecar.load = LoadBook()
+        sidecar.limits = LimitBook()
+        sidecar.retry_budget = RetryBudget()
+        if sidecar.table is not None:
+            sidecar.limits.configure(sidecar.table.provider_limits)
+        for plan in stack.faults.values():
+            plan.clear()
+        for sim in stack.sims.values():
+            sim_state(sim.app).stats.reset()
+
+    stack.call(reset)
+
+
+def sim_requests(stack: Stack, name: str) -> int:
+    return stack.call(lambda: sim_state(stack.sims[name].app).stats.total)
+
+
+def last_request(stack: Stack, name: str):  # type: ignore[no-untyped-def]
+    return stack.call(lambda: sim_state(stack.sims[name].app).stats.last)
+
+
+__all__ = ["Path", "last_request", "sim_requests"]

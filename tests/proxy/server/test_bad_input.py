@@ -1,0 +1,143 @@
+"""Bad requests get a clear error naming what and where, and nobody else is disturbed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import anthropic
+import openai
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from llmroute_proxy.server.app import create_app
+from llmroute_proxy.server.runner import build_sidecar
+from llmroute_proxy.sim import Fault, FaultKind
+from tests.proxy.stack import Stack
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+async def post(stack: Stack, path: str, data: bytes, headers: dict[str, str] | None = None
+               ) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as session, session.post(
+            stack.url + path, data=data, headers={"content-type": "application/json", **(headers or {})}) as r:
+        return r.status, orjson.loads(await r.read())
+
+
+@pytest.mark.parametrize(("body", "param", "words"), [
+    (b'{"model": "openai", "messages": [', None, "not valid JSON"),
+    (b"", None, "empty"),
+    (b"[1, 2]", None, "must be a JSON object"),
+    (b'{"model": "openai"}', "messages", "'messages' is required"),
+    (b'{"model": "openai", "messages": []}', "messages", "non-empty"),
+    (b'{"messages": [{"role": "user", "content": "x"}]}', "model", "'model' is required"),
+    (b'{"model": "openai", "messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role", "must be one of"),
+    (b'{"model": "openai", "messages": [{"role": "user", "content": 5}]}', "messages[0].content", "string or an array"),
+    (b'{"model": "openai", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}', "temperature",
+     "must be a number"),
+    (b'{"model": "openai", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens",
+     "at least 1"),
+    (b'{"model": "openai", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream",
+     "must be a boolean"),
+    (b'{"model": "openai", "messages": [{"role": "user", "content": "\xff\xfe"}]}', None, "not valid UTF-8"),
+], ids=["truncated-json", "empty", "array", "no-messages", "empty-messages", "no-model", "bad-role",
+        "bad-content", "temperature-type", "max-tokens-zero", "stream-type", "invalid-utf8"])
+async def test_malformed_chat_requests_get_a_400_naming_the_field(
+        stack: Stack, body: bytes, param: str | None, words: str) -> None:
+    status, answer = await post(stack, "/v1/chat/completions", body)
+    assert status == 400
+    error = answer["error"]
+    assert isinstance(error, dict)
+    assert words in error["message"]
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+
+
+async def test_a_body_over_the_limit_gets_413(stack: Stack) -> None:
+    limit = stack.sidecar.settings.max_body_bytes
+    status, answer = await post(stack, "/v1/chat/completions", b" " * (limit + 1))
+    assert status == 413
+    assert str(limit) in answer["error"]["message"]  # type: ignore[index]
+
+
+def test_an_unknown_model_gets_404_listing_what_exists(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-17", messages=HELLO)  # type: ignore[arg-type]
+    message = caught.value.message
+    assert "gpt-17" in message
+    for name in ("openai", "anthropic", "auto", "gpt-4o-mini"):
+        assert name in message
+
+
+@pytest.mark.parametrize(("tier", "extra", "param"), [
+    ("anthropic", {"temperature": 1.5}, "temperature"),
+    ("anthropic", {"n": 2}, "n"),
+    ("gemini", {"logit_bias": {"50256": -100}}, "logit_bias"),
+])
+def test_a_parameter_the_chosen_provider_cannot_honour_is_refused_by_name(
+        stack: Stack, tier: str, extra: dict[str, object], param: str) -> None:
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=tier, messages=HELLO, **extra)  # type: ignore[call-overload]
+    assert param in caught.value.message
+    assert caught.value.body["param"] == param  # type: ignore[index]
+
+
+def test_messages_endpoint_errors_come_in_anthropics_shape(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(model="nope", max_tokens=10, messages=HELLO)  # type: ignore[arg-type]
+    assert caught.value.body["type"] == "error"  # type: ignore[index]
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+
+async def test_a_messages_request_without_max_tokens_is_refused_in_anthropics_shape(stack: Stack) -> None:
+    status, answer = await post(stack, "/v1/messages", orjson.dumps({"model": "openai", "messages": HELLO}))
+    assert status == 400
+    assert answer["type"] == "error"
+    assert answer["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "max_tokens" in answer["error"]["message"]  # type: ignore[index]
+
+
+async def test_a_client_that_disconnects_mid_stream_cancels_upstream_and_leaks_nothing(stack: Stack) -> None:
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.SLOW_STREAM, seconds=0.5)))
+    session = aiohttp.ClientSession()
+    response = await session.post(stack.url + "/v1/chat/completions",
+                                  json={"model": "openai", "messages": HELLO, "stream": True})
+    first = await response.content.readany()
+    assert first.startswith(b"data: ")
+    assert stack.sidecar.in_flight == 1
+    response.close()
+    await session.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (stack.sidecar.in_flight or stack.sidecar.load.outstanding(
+            next(iter(stack.sidecar.table.routes[0].tiers["openai"].targets)).id)):  # type: ignore[union-attr]
+        await asyncio.sleep(0.02)
+    assert stack.sidecar.in_flight == 0
+    target = stack.sidecar.table.routes[0].tiers["openai"].targets[0]  # type: ignore[union-attr]
+    assert stack.sidecar.load.outstanding(target.id) == 0
+    assert stack.call(lambda: stack.sidecar.limits.in_flight(target.provider)) == 0
+    stack.call(lambda: stack.faults["oai"].clear())
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
+    assert client.chat.completions.create(model="openai", messages=HELLO).choices  # others are still served
+
+
+async def test_without_a_table_the_sidecar_answers_503_and_is_not_ready(aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    sidecar = build_sidecar()
+    client: TestClient = await aiohttp_client(create_app(sidecar))
+    response = await client.post("/v1/chat/completions", json={"model": "x", "messages": HELLO})
+    assert response.status == 503
+    assert (await response.json())["error"]["code"] == "no_routing_table"
+    await sidecar.upstream.close()
+
+
+async def test_an_unknown_route_header_is_a_clear_400(stack: Stack) -> None:
+    status, answer = await post(stack, "/v1/chat/completions", orjson.dumps({"model": "openai", "messages": HELLO}),
+                                {"x-llmroute-route": "nope"})
+    assert status == 400
+    assert "known routes: main" in answer["error"]["message"]  # type: ignore[index]

@@ -1,0 +1,162 @@
+"""A whole sidecar with simulated providers, running in a background thread.
+
+The official SDKs' sync clients block, so the sidecar cannot share the test's event loop:
+the stack runs its own loop in a thread, and tests talk to it over loopback like an app would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from llmroute_proxy.config import load_table
+from llmroute_proxy.server.runner import Listen, build_sidecar, start_listeners
+from llmroute_proxy.server.state import Settings, Sidecar
+from llmroute_proxy.server.telemetry import Telemetry
+from llmroute_proxy.sim import FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
+
+T = TypeVar("T")
+
+KEYS = {"oai": "sk-test-oai", "oai-b": "sk-test-oai-b", "claude": "sk-ant-test", "gem": "gem-test-key"}
+
+CONFIG = """
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: oai}}
+spec:
+  type: openai
+  endpoints: [{{region: here, url: "{oai}/v1"}}]
+  credentials: {{env: TEST_OAI_KEY}}
+  models:
+    - {{name: gpt-4o-mini, contextWindow: 8000, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0, cachedInputPerMTok: 0.5}}}}
+    - {{name: text-embedding-3-small, pricing: {{inputPerMTok: 0.02}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: oai-b}}
+spec:
+  type: openai-compatible
+  endpoints: [{{region: there, url: "{oai_b}/v1"}}]
+  credentials: {{env: TEST_OAI_B_KEY}}
+  models:
+    - {{name: gpt-4o-mini, contextWindow: 16000, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: claude}}
+spec:
+  type: anthropic
+  endpoints: [{{region: here, url: "{claude}"}}]
+  credentials: {{env: TEST_CLAUDE_KEY}}
+  models:
+    - {{name: claude-sonnet-4-5, contextWindow: 200000, pricing: {{inputPerMTok: 3.0, outputPerMTok: 15.0}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: gem}}
+spec:
+  type: gemini
+  endpoints: [{{region: here, url: "{gem}"}}]
+  credentials: {{env: TEST_GEM_KEY}}
+  models:
+    - {{name: gemini-2.5-flash, contextWindow: 1000000, pricing: {{inputPerMTok: 0.3, outputPerMTok: 2.5}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: main}}
+spec:
+  tiers:
+    openai: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
+    anthropic: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
+    gemini: {{targets: [{{provider: gem, model: gemini-2.5-flash}}]}}
+    ha:
+      targets:
+        - {{provider: oai, model: gpt-4o-mini}}
+        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
+    embed: {{targets: [{{provider: oai, model: text-embedding-3-small}}]}}
+  rules:
+    - {{name: code, when: {{containsCode: true}}, tier: anthropic}}
+    - {{name: gemini-word, when: {{keywords: [gemini]}}, tier: gemini}}
+  defaultTier: openai
+  fallback: {{maxAttempts: 3, perTryTimeout: 3s, firstByteTimeout: 2s, idleTimeout: 2s, overallTimeout: 10s}}
+  outlierDetection: {{consecutiveFailures: 2, baseEjection: 30s}}
+"""
+
+
+class Stack:
+    """Simulators `oai`, `oai-b`, `claude`, `gem` and a sidecar routing to them."""
+
+    def __init__(self, tmp: Path, settings: Settings | None = None, telemetry: Telemetry | None = None,
+                 config: str = CONFIG) -> None:
+        self._tmp = tmp
+        self._settings = settings
+        self._telemetry = telemetry
+        self._config = config
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.faults: dict[str, FaultPlan] = {name: FaultPlan() for name in KEYS}
+        self.sims: dict[str, SimServer] = {}
+        self._runners: list[web.AppRunner] = []
+        self.sidecar: Sidecar
+        self.url = ""
+        self.admin_url = ""
+
+    def __enter__(self) -> Stack:
+        self._thread.start()
+        self.run(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        async def wrapper() -> T:
+            return fn()
+
+        return self.run(wrapper())
+
+    @property
+    def config_path(self) -> Path:
+        return self._tmp / "llmroute.yaml"
+
+    async def _start(self) -> None:
+        apps = {
+            "oai": openai_app(KEYS["oai"], name="sim-oai", faults=self.faults["oai"]),
+            "oai-b": openai_app(KEYS["oai-b"], name="sim-oai-b", faults=self.faults["oai-b"]),
+            "claude": anthropic_app(KEYS["claude"], faults=self.faults["claude"]),
+            "gem": gemini_app(KEYS["gem"], faults=self.faults["gem"]),
+        }
+        for name, app in apps.items():
+            self.sims[name] = await SimServer.start(app, host="127.0.0.1", port=0)
+        self.config_path.write_text(self._config.format(
+            oai=self.sims["oai"].url, oai_b=self.sims["oai-b"].url, claude=self.sims["claude"].url,
+            gem=self.sims["gem"].url))
+        environ = {"TEST_OAI_KEY": KEYS["oai"], "TEST_OAI_B_KEY": KEYS["oai-b"],
+                   "TEST_CLAUDE_KEY": KEYS["claude"], "TEST_GEM_KEY": KEYS["gem"]}
+        self.sidecar = build_sidecar(self._settings, self._telemetry)
+        self.sidecar.install(load_table(self.config_path, region="here", environ=environ))
+        self._runners = await start_listeners(self.sidecar, Listen(port=0, admin_port=0))
+        data_port = self._runners[0].addresses[0][1]
+        admin_port = self._runners[1].addresses[0][1]
+        self.url = f"http://127.0.0.1:{data_port}"
+        self.admin_url = f"http://127.0.0.1:{admin_port}"
+
+    async def _stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.sidecar.upstream.close()
+        for sim in self.sims.values():
+            await sim.close()
