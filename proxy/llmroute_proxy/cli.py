@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from llmroute_proxy import __version__
+from llmroute_proxy.server.runner import Listen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +55,7 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest accepted request body (default 16 MiB; larger gets 413)")
 
 
-def _listen(args: argparse.Namespace) -> object:
-    from llmroute_proxy.server.runner import Listen
+def _listen(args: argparse.Namespace) -> Listen:
 
     return Listen(args.host, args.port, args.admin_host, args.admin_port)
 
@@ -75,7 +75,7 @@ def _validate(path: Path) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from llmroute_proxy.config import ConfigError, load_table
-    from llmroute_proxy.server.runner import Listen, build_sidecar, serve_until_stopped, watch_config
+    from llmroute_proxy.server.runner import build_sidecar, serve_until_stopped, watch_config
     from llmroute_proxy.server.state import Settings
 
     if os.environ.get("LLMROUTE_OPERATOR_URL"):

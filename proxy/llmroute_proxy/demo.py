@@ -6,7 +6,6 @@ with no key and no network: the simulators speak the real OpenAI, Anthropic and 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import sys

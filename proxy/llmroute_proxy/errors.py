@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     """How an upstream attempt failed, which decides failover, breaker and cooldown."""
 
     RATE_LIMITED = "rate_limited"  # 429 short window: fail over, cool the target for Retry-After

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import NewType
 
 TargetId = NewType("TargetId", str)
@@ -41,7 +41,7 @@ class Secret:
         return bool(self._value)
 
 
-class ProviderType(str, Enum):
+class ProviderType(StrEnum):
     OPENAI = "openai"
     OPENAI_COMPATIBLE = "openai-compatible"
     AZURE_OPENAI = "azure-openai"
@@ -49,13 +49,13 @@ class ProviderType(str, Enum):
     GEMINI = "gemini"
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     WEIGHTED = "weighted"
     LEAST_OUTSTANDING = "least-outstanding"
     LEAST_LATENCY = "least-latency"
 
 
-class BudgetPeriod(str, Enum):
+class BudgetPeriod(StrEnum):
     HOUR = "hour"
     DAY = "day"
     MONTH = "month"
@@ -143,10 +143,10 @@ class Experiment:
 @dataclass(frozen=True, slots=True)
 class FallbackPolicy:
     max_attempts: int = 3
-    per_try_timeout: float = 120.0
+    per_try_timeout: float = 300.0
     first_byte_timeout: float = 30.0
     idle_timeout: float = 30.0
-    overall_timeout: float = 300.0
+    overall_timeout: float = 600.0
     on_errors: frozenset[str] | None = None  # FailureKind values that fail over; None: every recoverable kind
     fallback_tiers: tuple[str, ...] = ()
 

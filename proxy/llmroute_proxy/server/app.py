@@ -104,8 +104,9 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         experiment = choose_arm(route, choice.tier, facts, sidecar.rng.random())
     prompt_tokens = facts.prompt_tokens if _needs_prompt_tokens(table, route) else 0
     reservation, choice = _reserve_budget(sidecar, route, choice, chat, prompt_tokens)
-    scope = sidecar.telemetry.start_request(operation, request.headers)
-    scope.routed(route.name, choice.tier, choice.rule, experiment.name if experiment else None)
+    scope = sidecar.telemetry.start_request(operation, request.headers, path=request.path)
+    scope.routed(route.name, choice.tier, choice.rule, experiment.name if experiment else None,
+                 input_messages=chat.body.get("messages") if sidecar.telemetry.capture_content else None)
     now = sidecar.clock()
     ex = Exchange(request, chat, route, choice, experiment, encoder, scope,
                   deadline=now + route.fallback.overall_timeout, prompt_tokens=prompt_tokens,

@@ -148,8 +148,10 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
             if not error.kind.fails_over or not _allowed_to_fail_over(ex.route, error):
                 raise
             continue
-        except BaseException:
-            run.scope.end(None, None, (), None, None)
+        except BaseException as exc:
+            if attempt.probe:
+                sidecar.health.abandon_probe(target.id)
+            run.scope.end(None, None, (), None, exc)  # type: ignore[arg-type]
             raise
         finally:
             sidecar.limits.release(target.provider)
@@ -286,7 +288,10 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
             committed: bool = False, usage: Usage | None = None) -> None:
     target = run.attempt.target
     now = sidecar.clock()
+    was_ejected = sidecar.health.snapshot(target.id, now).state == "ejected"
     planner.record_failure(run.attempt, error, now)
+    if not was_ejected and sidecar.health.snapshot(target.id, now).state == "ejected":
+        sidecar.telemetry.ejected(target.id, error.kind.value)
     if error.retry_after is not None:
         retry_at = now + error.retry_after
         if ex.soonest_retry_at is None or retry_at < ex.soonest_retry_at:

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -82,7 +83,7 @@ def _stat(path: Path) -> tuple[float, int] | None:
 
 
 async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
-                              background: list[Callable[[], Awaitable[None]]] | None = None,
+                              background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
                               on_ready: Callable[[], None] | None = None) -> None:
     runners = await start_listeners(sidecar, listen)
     tasks = [asyncio.create_task(job()) for job in background or ()]
@@ -104,7 +105,7 @@ async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
         for runner in runners:
             await runner.cleanup()
         await sidecar.upstream.close()
-        sidecar.telemetry.shutdown()
+        await asyncio.to_thread(sidecar.telemetry.shutdown)
 
 
 async def drain(sidecar: Sidecar, grace_s: float) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmroute_proxy.routing.balance import LoadBook
-from llmroute_proxy.routing.budget import BudgetLedger
+from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.server.telemetry import Telemetry
@@ -38,7 +38,6 @@ class TargetCounters:
 class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     default_max_output_tokens: int = 4096
-    capture_content: bool = False
 
 
 @dataclass
@@ -63,14 +62,32 @@ class Sidecar:
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
     decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
 
+    def __post_init__(self) -> None:
+        self.telemetry.register_circuits(self._circuit_states)
+        self.telemetry.register_budgets(self._budget_states)
+
     def install(self, table: Table) -> None:
         """Swap the routing table atomically; requests in flight finish on the old one."""
         self.limits.configure(table.provider_limits)
+        self.ledger.configure({route.name: route.budget for route in table.routes if route.budget})
+        self.telemetry.set_table_version(table.version)
         previous = self.table.version if self.table else None
         self.table = table
         self.table_loaded_at = self.wallclock()
         if previous != table.version:
             log.info("routing table %s installed (was %s)", table.version, previous or "none")
+
+    def _circuit_states(self) -> list[tuple[str, str]]:
+        table, now = self.table, self.clock()
+        if table is None:
+            return []
+        return [(target, self.health.snapshot(target, now).state) for target in table.targets()]
+
+    def _budget_states(self) -> list[tuple[str, BudgetStatus]]:
+        table, now = self.table, self.wallclock()
+        if table is None:
+            return []
+        return [(r.name, self.ledger.snapshot(r.name, now, r.budget)) for r in table.routes if r.budget]
 
     def counters_for(self, target: TargetId) -> TargetCounters:
         counters = self.counters.get(target)

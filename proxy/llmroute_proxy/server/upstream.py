@@ -11,6 +11,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import Literal
 
 import aiohttp
 
@@ -111,7 +112,7 @@ class _mapped:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+                 tb: TracebackType | None) -> Literal[False]:
         if exc is None or isinstance(exc, UpstreamError | asyncio.CancelledError):
             return False
         if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | socket.gaierror):
