@@ -1,0 +1,278 @@
+"""A simulated Anthropic Messages API: `/v1/messages` (streamed and not) and `/v1/models`.
+
+Follows providers.md §2: `max_tokens` and `anthropic-version` are required, auth is
+`x-api-key` or `Authorization: Bearer` (the 2.14 SDK sends the latter), streams are named
+SSE events, and a fault can end a 200 stream with `event: error`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+
+from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.server import (
+    SIM_CALL,
+    Dialect,
+    SimCall,
+    SimConfig,
+    SimState,
+    SimStream,
+    build_app,
+    count_tokens,
+    fit_tokens,
+    reply_text,
+    split_even,
+    split_words,
+    sse_event,
+    tool_arguments,
+    tool_reply_text,
+)
+
+DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
+MODEL_CREATED_AT = "2025-09-29T00:00:00Z"
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_ERROR_MESSAGES = {
+    "rate_limit_error": "Number of request tokens has exceeded your per-minute rate limit.",
+    "overloaded_error": "Overloaded",
+    "api_error": "Internal server error",
+    "authentication_error": "invalid x-api-key",
+}
+
+
+class AnthropicDialect(Dialect):
+    overloaded_status = 529
+    request_id_header = "request-id"
+    static_headers: ClassVar[dict[str, str]] = {
+        "anthropic-ratelimit-requests-limit": "4000",
+        "anthropic-ratelimit-requests-remaining": "3999",
+        "anthropic-ratelimit-requests-reset": "2025-01-01T00:00:00Z",
+    }
+
+    def authorized(self, request: web.Request, api_key: str) -> bool:
+        expected = api_key.encode()
+        if hmac.compare_digest(request.headers.get("x-api-key", "").encode(), expected):
+            return True
+        return hmac.compare_digest(request.headers.get("Authorization", "").encode(), b"Bearer " + expected)
+
+    def unauthorized(self, request: web.Request) -> web.Response:
+        return request[SIM_CALL].state.error(401)
+
+    def error_body(self, status: int, code: str | None, message: str | None,
+                   fault: Fault | None) -> dict[str, Any]:
+        kind = code or _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return _error(kind, message or _ERROR_MESSAGES.get(kind, f"Error {status}"))
+
+    def in_band_error(self, body: dict[str, Any]) -> bytes:
+        return sse_event("error", body)
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _bad_request(call: SimCall, message: str) -> web.Response:
+    return call.state.json(_error("invalid_request_error", message), 400)
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    text: str | None
+    tool_name: str | None
+    tool_input: dict[str, Any]
+    stop_reason: str
+    input_tokens: int
+    output_tokens: int
+
+
+def _blocks_text(content: Any) -> str:
+    """The text of a content string or block list, tool results included."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts: list[str] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "tool_result":
+            texts.append(_blocks_text(block.get("content")))
+    return " ".join(texts)
+
+
+def _tool_result(content: Any) -> dict[str, Any] | None:
+    if not isinstance(content, list):
+        return None
+    results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+    return results[-1] if results else None
+
+
+def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    choice = body.get("tool_choice")
+    kind = choice.get("type") if isinstance(choice, dict) else "auto"
+    if not tools or kind == "none":
+        return None
+    if kind == "tool" and isinstance(choice, dict):
+        return next((t for t in tools if t["name"] == choice.get("name")), None)
+    return tools[0]
+
+
+def _answer(state: SimState, body: dict[str, Any]) -> _Answer:
+    messages: list[Any] = body["messages"]
+    model, name = str(body["model"]), state.config.name
+    texts = [_blocks_text(body.get("system"))]
+    texts += [_blocks_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    prompt = count_tokens(" ".join(texts))
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    result = _tool_result(last.get("content"))
+    tool = _chosen_tool(body) if last.get("role") == "user" and result is None else None
+    if tool is not None:
+        arguments = tool_arguments(tool.get("input_schema"))
+        return _Answer(None, tool["name"], arguments, "tool_use", prompt,
+                       count_tokens(f"{tool['name']} {orjson.dumps(arguments).decode()}"))
+    if result is not None:
+        text = tool_reply_text(name, model, _blocks_text(result.get("content")))
+    else:
+        said = next((_blocks_text(m.get("content")) for m in reversed(messages)
+                     if isinstance(m, dict) and m.get("role") == "user"), "")
+        text = reply_text(name, model, said)
+    text, cut = fit_tokens(text, body["max_tokens"])
+    return _Answer(text, None, {}, "max_tokens" if cut else "end_turn", prompt, count_tokens(text))
+
+
+def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> dict[str, Any]:
+    return {
+        "input_tokens": answer.input_tokens,
+        "output_tokens": answer.output_tokens if output_tokens is None else output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "service_tier": "standard",
+    }
+
+
+def _validate(request: web.Request, body: Any) -> str | None:
+    if not request.headers.get("anthropic-version"):
+        return "anthropic-version: header is required"
+    if not isinstance(body, dict):
+        return "There was an error parsing the body of your request as JSON."
+    for field in ("model", "max_tokens", "messages"):
+        if body.get(field) is None:
+            return f"{field}: Field required"
+    if isinstance(body["max_tokens"], bool) or not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+        return "max_tokens: Input should be a valid integer greater than or equal to 1"
+    if not isinstance(body["messages"], list) or not body["messages"]:
+        return "messages: at least one message is required"
+    return None
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    call = request[SIM_CALL]
+    problem = _validate(request, call.body)
+    if problem is not None:
+        return _bad_request(call, problem)
+    body: dict[str, Any] = call.body
+    state = call.state
+    answer = _answer(state, body)
+    message_id = state.new_id("msg_")
+    if body.get("stream") is True:
+        return await _stream(request, call, answer, message_id, str(body["model"]))
+    content: list[dict[str, Any]] = (
+        [{"type": "text", "text": answer.text}] if answer.tool_name is None
+        else [{"type": "tool_use", "id": state.new_id("toolu_"), "name": answer.tool_name,
+               "input": answer.tool_input}])
+    return state.json({
+        "id": message_id, "type": "message", "role": "assistant", "model": body["model"],
+        "content": content, "stop_reason": answer.stop_reason, "stop_sequence": None,
+        "usage": _usage(answer, state.config.cached_tokens),
+    })
+
+
+async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_id: str,
+                  model: str) -> web.StreamResponse:
+    state = call.state
+    cached = state.config.cached_tokens
+    stream = await SimStream.open(request)
+    await stream.send(sse_event("message_start", {"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "stop_sequence": None, "usage": _usage(answer, cached, output_tokens=1)}}))
+    if answer.tool_name is None:
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": piece}
+                  for piece in split_words(answer.text or "", state.config.chunks)]
+    else:
+        block = {"type": "tool_use", "id": state.new_id("toolu_"), "name": answer.tool_name, "input": {}}
+        arguments = orjson.dumps(answer.tool_input).decode()
+        deltas = [{"type": "input_json_delta", "partial_json": fragment}
+                  for fragment in split_even(arguments, state.config.chunks)]
+    await stream.send(sse_event("content_block_start",
+                                {"type": "content_block_start", "index": 0, "content_block": block}))
+    await stream.send(sse_event("ping", {"type": "ping"}))
+    if answer.tool_name is not None:
+        await stream.send(_delta({"type": "input_json_delta", "partial_json": ""}))
+    for delta in deltas:
+        await stream.send(_delta(delta), content=True)
+    await stream.send(sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    usage = _usage(answer, cached)
+    del usage["cache_creation"], usage["service_tier"]
+    await stream.send(sse_event("message_delta", {
+        "type": "message_delta", "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
+        "usage": usage}))
+    await stream.send(sse_event("message_stop", {"type": "message_stop"}))
+    return await stream.finish()
+
+
+def _delta(delta: dict[str, Any]) -> bytes:
+    return sse_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+
+
+# --- models ------------------------------------------------------------------------------------
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request[SIM_CALL].state
+    models = state.config.models
+    return state.json({
+        "data": [{"type": "model", "id": m, "display_name": m, "created_at": MODEL_CREATED_AT} for m in models],
+        "has_more": False,
+        "first_id": models[0] if models else None,
+        "last_id": models[-1] if models else None,
+    })
+
+
+def anthropic_app(
+    api_key: str | None = None,
+    *,
+    name: str = "sim-anthropic",
+    faults: FaultPlan | None = None,
+    chunks: int = 8,
+    cached_tokens: int = 0,
+    models: Sequence[str] = DEFAULT_MODELS,
+) -> web.Application:
+    """An Anthropic-style provider; `api_key` None accepts any key."""
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models))
+    app = build_app(config, faults, AnthropicDialect())
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_get("/v1/models", list_models)
+    return app

@@ -1,0 +1,339 @@
+"""A simulated Gemini Developer API: generate (streamed and not), embed, models.
+
+Follows providers.md §3: both `v1` (the google-genai 3.x default) and `v1beta` are served;
+auth is `x-goog-api-key` or `?key=`, and a bad key is a 400 `API_KEY_INVALID` as on the
+real API; streams are CRLF-separated data-only SSE with a running `usageMetadata`;
+function calls arrive whole; errors are Google RPC statuses with `RetryInfo` on 429.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.server import (
+    SIM_CALL,
+    Dialect,
+    SimCall,
+    SimConfig,
+    SimState,
+    SimStream,
+    build_app,
+    count_tokens,
+    embedding_vector,
+    fit_tokens,
+    reply_text,
+    split_words,
+    sse_data,
+    tool_arguments,
+    tool_reply_text,
+)
+
+DEFAULT_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001")
+CRLF2 = b"\r\n\r\n"
+
+_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_MESSAGES = {
+    "RESOURCE_EXHAUSTED": "Resource has been exhausted (e.g. check quota).",
+    "UNAVAILABLE": "The model is overloaded. Please try again later.",
+    "INTERNAL": "An internal error has occurred. Please retry or report in "
+                "https://developers.generativeai.google/guide/troubleshooting",
+    "DEADLINE_EXCEEDED": "The request timed out. Please try again.",
+}
+_TYPE = "type.googleapis.com/google.rpc."
+
+
+class GeminiDialect(Dialect):
+    overloaded_status = 503
+
+    def authorized(self, request: web.Request, api_key: str) -> bool:
+        sent = request.headers.get("x-goog-api-key") or request.query.get("key", "")
+        return hmac.compare_digest(sent.encode(), api_key.encode())
+
+    def unauthorized(self, request: web.Request) -> web.Response:
+        return request[SIM_CALL].state.json({"error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": _TYPE + "ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+                         "metadata": {"service": "generativelanguage.googleapis.com"}}],
+        }}, 400)
+
+    def error_body(self, status: int, code: str | None, message: str | None,
+                   fault: Fault | None) -> dict[str, Any]:
+        rpc_status = code or _STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+        error: dict[str, Any] = {"code": status, "message": message or _MESSAGES.get(rpc_status, f"Error {status}"),
+                                 "status": rpc_status}
+        details = _details(status, fault)
+        if details:
+            error["details"] = details
+        return {"error": error}
+
+    def error_headers(self, fault: Fault) -> dict[str, str]:
+        return {}
+
+    def in_band_error(self, body: dict[str, Any]) -> bytes:
+        return sse_data(body, CRLF2)
+
+
+def _details(status: int, fault: Fault | None) -> list[dict[str, Any]]:
+    details: list[dict[str, Any]] = []
+    if status == 429:
+        quota_id = (fault.quota_id if fault else None) or "GenerateRequestsPerMinutePerProjectPerModel"
+        details.append({"@type": _TYPE + "QuotaFailure", "violations": [{
+            "quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_model", "quotaId": quota_id}]})
+    delay = _retry_delay(fault)
+    if delay is not None:
+        details.append({"@type": _TYPE + "RetryInfo", "retryDelay": delay})
+    return details
+
+
+def _retry_delay(fault: Fault | None) -> str | None:
+    if fault is None:
+        return None
+    if fault.retry_after is not None:
+        seconds = float(fault.retry_after)
+    elif fault.retry_after_ms is not None:
+        seconds = fault.retry_after_ms / 1000
+    else:
+        return None
+    return f"{int(seconds)}s" if seconds.is_integer() else f"{seconds}s"
+
+
+@cache
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def field(message: Any, name: str) -> Any:
+    """A field by its JSON (camelCase) or proto (snake_case) name: the API accepts both, and the SDK sends some
+    fields, such as `parameters_json_schema`, in snake case."""
+    if not isinstance(message, dict):
+        return None
+    value = message.get(name)
+    return value if value is not None else message.get(_snake(name))
+
+
+def _error(call: SimCall, status: int, message: str) -> web.Response:
+    return call.state.json({"error": {"code": status, "message": message, "status": _STATUSES[status]}}, status)
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    text: str | None
+    call: dict[str, Any] | None
+    finish_reason: str
+    prompt_tokens: int
+    output_tokens: int
+
+
+def _parts_text(content: Any) -> str:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ""
+    texts: list[str] = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(response := field(part, "functionResponse"), dict):
+            texts.append(orjson.dumps(response.get("response")).decode())
+    return " ".join(texts)
+
+
+def _function_response(content: Any) -> dict[str, Any] | None:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    responses = [r for p in parts or [] if isinstance(p, dict)
+                 and isinstance(r := field(p, "functionResponse"), dict)]
+    return responses[-1] if responses else None
+
+
+def _chosen_function(body: dict[str, Any]) -> dict[str, Any] | None:
+    declarations = [d for tool in body.get("tools") or [] if isinstance(tool, dict)
+                    for d in field(tool, "functionDeclarations") or []
+                    if isinstance(d, dict) and isinstance(d.get("name"), str)]
+    config = field(field(body, "toolConfig") or {}, "functionCallingConfig") or {}
+    if not declarations or config.get("mode") == "NONE":
+        return None
+    allowed = field(config, "allowedFunctionNames")
+    if isinstance(allowed, list) and allowed:
+        return next((d for d in declarations if d["name"] in allowed), None)
+    return declarations[0]
+
+
+def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
+    contents: list[Any] = body["contents"]
+    name = state.config.name
+    texts = [_parts_text(field(body, "systemInstruction"))] + [_parts_text(c) for c in contents]
+    prompt = count_tokens(" ".join(texts)) + state.config.cached_tokens
+    last = contents[-1]
+    result = _function_response(last)
+    is_user = isinstance(last, dict) and last.get("role", "user") == "user"
+    function = _chosen_function(body) if is_user and result is None else None
+    if function is not None:
+        schema = function.get("parameters") or field(function, "parametersJsonSchema")
+        call = {"name": function["name"], "args": tool_arguments(schema)}
+        return _Answer(None, call, "STOP", prompt, count_tokens(f"{call['name']} {orjson.dumps(call['args']).decode()}"))
+    if result is not None:
+        text = tool_reply_text(name, model, orjson.dumps(result.get("response")).decode())
+    else:
+        said = next((_parts_text(c) for c in reversed(contents)
+                     if isinstance(c, dict) and c.get("role", "user") == "user"), "")
+        text = reply_text(name, model, said)
+    limit = field(field(body, "generationConfig") or {}, "maxOutputTokens")
+    text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
+    return _Answer(text, None, "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
+
+
+def _usage(prompt: int, output: int, cached: int) -> dict[str, Any]:
+    usage: dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": output,
+                             "totalTokenCount": prompt + output,
+                             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+    return usage
+
+
+def _response(answer: _Answer, parts: list[dict[str, Any]], output_tokens: int, final: bool,
+              model: str, response_id: str, cached: int) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if final:
+        candidate["finishReason"] = answer.finish_reason
+    return {"candidates": [candidate], "usageMetadata": _usage(answer.prompt_tokens, output_tokens, cached),
+            "modelVersion": model, "responseId": response_id}
+
+
+async def _generate(request: web.Request, call: SimCall, model: str, stream: bool) -> web.StreamResponse:
+    body = call.body
+    if not isinstance(body, dict):
+        return _error(call, 400, "Invalid JSON payload received.")
+    if not isinstance(body.get("contents"), list) or not body["contents"]:
+        return _error(call, 400, "* GenerateContentRequest.contents: contents is not specified\n")
+    state = call.state
+    answer = _answer(state, model, body)
+    response_id = state.new_id("resp")
+    cached = state.config.cached_tokens
+    if answer.call is not None:
+        pieces: list[tuple[dict[str, Any], int]] = [({"functionCall": answer.call}, answer.output_tokens)]
+    else:
+        text = answer.text or ""
+        split = split_words(text, state.config.chunks) if stream else [text]
+        pieces = [({"text": piece}, count_tokens("".join(split[: i + 1]))) for i, piece in enumerate(split)]
+    chunks = [_response(answer, [part], tokens, i == len(pieces) - 1, model, response_id, cached)
+              for i, (part, tokens) in enumerate(pieces)]
+    if not stream:
+        return state.json(chunks[0])
+    if request.query.get("alt") != "sse":
+        return state.json(chunks)
+    sse = await SimStream.open(request)
+    for chunk in chunks:
+        await sse.send(sse_data(chunk, CRLF2), content=True)
+    return await sse.finish()
+
+
+# --- embeddings, tokens, models ----------------------------------------------------------------
+
+def _embedding(model: str, request: Any, dims: int) -> dict[str, Any] | None:
+    if not isinstance(request, dict) or not isinstance(request.get("content"), dict):
+        return None
+    size = field(request, "outputDimensionality")
+    size = size if isinstance(size, int) and size > 0 else dims
+    return {"values": embedding_vector(model, _parts_text(request["content"]), size)}
+
+
+async def _embed(call: SimCall, model: str, batch: bool) -> web.Response:
+    body, dims = call.body, call.state.config.embedding_dims
+    if not isinstance(body, dict):
+        return _error(call, 400, "Invalid JSON payload received.")
+    if not batch:
+        embedding = _embedding(model, body, dims)
+        if embedding is None:
+            return _error(call, 400, "* EmbedContentRequest.content: content is not specified\n")
+        return call.state.json({"embedding": embedding})
+    requests = body.get("requests")
+    embeddings = [_embedding(model, r, dims) for r in requests] if isinstance(requests, list) and requests else []
+    if not embeddings or any(e is None for e in embeddings):
+        return _error(call, 400, "* BatchEmbedContentsRequest.requests: content is not specified\n")
+    return call.state.json({"embeddings": embeddings})
+
+
+async def model_action(request: web.Request) -> web.StreamResponse:
+    call = request[SIM_CALL]
+    model, _, action = request.match_info["target"].rpartition(":")
+    if action in ("generateContent", "streamGenerateContent"):
+        return await _generate(request, call, model, action == "streamGenerateContent")
+    if action in ("embedContent", "batchEmbedContents"):
+        return await _embed(call, model, action == "batchEmbedContents")
+    if action == "countTokens" and isinstance(call.body, dict):
+        contents = call.body.get("contents") or []
+        text = " ".join(_parts_text(c) for c in contents) if isinstance(contents, list) else ""
+        return call.state.json({"totalTokens": count_tokens(text)})
+    return _error(call, 404, f"Method not found: {action or request.match_info['target']}.")
+
+
+def _model(model: str) -> dict[str, Any]:
+    embedding = "embedding" in model
+    return {
+        "name": f"models/{model}",
+        "version": "001",
+        "displayName": model,
+        "description": f"Simulated {model}",
+        "inputTokenLimit": 2048 if embedding else 1048576,
+        "outputTokenLimit": 1 if embedding else 65536,
+        "supportedGenerationMethods": ["embedContent"] if embedding
+        else ["generateContent", "countTokens"],
+    }
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request[SIM_CALL].state
+    return state.json({"models": [_model(m) for m in state.config.models]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    call = request[SIM_CALL]
+    model = request.match_info["target"]
+    if model not in call.state.config.models:
+        return _error(call, 404, f"models/{model} is not found for API version {request.match_info['version']}.")
+    return call.state.json(_model(model))
+
+
+def gemini_app(
+    api_key: str | None = None,
+    *,
+    name: str = "sim-gemini",
+    faults: FaultPlan | None = None,
+    chunks: int = 8,
+    cached_tokens: int = 0,
+    models: Sequence[str] = DEFAULT_MODELS,
+    embedding_dims: int = 16,
+) -> web.Application:
+    """A Gemini-style provider on `/v1` and `/v1beta`; `api_key` None accepts any key."""
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims)
+    app = build_app(config, faults, GeminiDialect())
+    app.router.add_get("/{version:v1|v1beta}/models", list_models)
+    app.router.add_get("/{version:v1|v1beta}/models/{target}", get_model)
+    app.router.add_post("/{version:v1|v1beta}/models/{target}", model_action)
+    return app

@@ -1,0 +1,247 @@
+"""The Anthropic simulator, as the official `anthropic` SDK (and the raw wire) sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import anthropic
+import pytest
+
+from llmroute_proxy.sim import SimServer, anthropic_app, sim_state
+from tests.proxy.sim import SimPool
+
+KEY = "sk-ant-sim-test-key"
+MODEL = "claude-sonnet-4-6"
+QUESTION = "What is the weather like in Paris today?"
+ANSWER = f"[sim-anthropic {MODEL}] You said: {QUESTION}"
+MESSAGES: list[Any] = [{"role": "user", "content": QUESTION}]
+INPUT_TOKENS = 10  # 8 words × 1.3
+OUTPUT_TOKENS = 16  # 12 words × 1.3
+WEATHER_TOOL: Any = {
+    "name": "get_weather", "description": "Current weather",
+    "input_schema": {"type": "object", "required": ["city", "days"], "properties": {
+        "city": {"type": "string"}, "days": {"type": "number"}, "unit": {"type": "string"}}}}
+TIME_TOOL: Any = {
+    "name": "get_time", "input_schema": {"type": "object", "required": ["utc"],
+                                         "properties": {"utc": {"type": "boolean"}}}}
+WEATHER_INPUT = {"city": "sim", "days": 1}
+HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": KEY}
+
+Client = Callable[..., anthropic.AsyncAnthropic]
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[SimPool]:
+    pool = SimPool()
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def sim(sims: SimPool) -> SimServer:
+    return await sims.start(anthropic_app(KEY, chunks=4))
+
+
+@pytest.fixture
+def client(sims: SimPool) -> Client:
+    """An async SDK client for a simulator, closed after the test."""
+    def connect(server: SimServer, key: str = KEY) -> anthropic.AsyncAnthropic:
+        api = anthropic.AsyncAnthropic(api_key=key, base_url=server.url, max_retries=0, timeout=5)
+        sims.on_close(api.close)
+        return api
+    return connect
+
+
+async def raw_post(server: SimServer, body: Any, headers: dict[str, str] = HEADERS) -> tuple[int, str]:
+    async with aiohttp.ClientSession(headers=headers) as session, session.post(
+            server.url + "/v1/messages", json=body) as response:
+        return response.status, await response.text()
+
+
+async def test_a_message_answers_deterministically_with_counted_usage(sim: SimServer, client: Client) -> None:
+    message = await client(sim).messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+
+    assert message.id.startswith("msg_") and message.type == "message" and message.role == "assistant"
+    assert message.model == MODEL and message.stop_reason == "end_turn"
+    assert len(message.content) == 1 and message.content[0].type == "text"
+    assert message.content[0].text == ANSWER
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS)
+    assert message.usage.cache_read_input_tokens == 0
+
+
+async def test_the_sdk_authenticates_with_bearer_and_raw_callers_with_x_api_key(
+        sim: SimServer, client: Client) -> None:
+    await client(sim).messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    sent = sim_state(sim.app).stats.last
+    status, _ = await raw_post(sim, {"model": MODEL, "max_tokens": 100, "messages": MESSAGES})
+
+    assert sent is not None and sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.headers["anthropic-version"]
+    assert status == 200
+
+
+async def test_the_sync_client_gets_the_same_answer(sim: SimServer) -> None:
+    with anthropic.Anthropic(api_key=KEY, base_url=sim.url, max_retries=0, timeout=5) as sync:
+        message = await asyncio.to_thread(sync.messages.create, model=MODEL, max_tokens=100, messages=MESSAGES)
+
+    assert message.content[0].type == "text" and message.content[0].text == ANSWER
+
+
+async def test_system_and_block_content_count_toward_the_input(sim: SimServer, client: Client) -> None:
+    message = await client(sim).messages.create(
+        model=MODEL, max_tokens=100, system=[{"type": "text", "text": "Be very brief."}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION}]}])
+
+    assert message.content[0].type == "text" and message.content[0].text == ANSWER
+    assert message.usage.input_tokens == 14  # 11 words × 1.3
+
+
+async def test_cached_tokens_are_reported_as_cache_reads_outside_input_tokens(
+        sims: SimPool, client: Client) -> None:
+    sim = await sims.start(anthropic_app(KEY, cached_tokens=64))
+
+    message = await client(sim).messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    async with client(sim).messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:
+        streamed = await stream.get_final_message()
+
+    for usage in (message.usage, streamed.usage):
+        assert (usage.input_tokens, usage.cache_read_input_tokens) == (INPUT_TOKENS, 64)
+
+
+async def test_max_tokens_cuts_the_answer_with_stop_reason_max_tokens(sim: SimServer, client: Client) -> None:
+    message = await client(sim).messages.create(model=MODEL, max_tokens=4, messages=MESSAGES)
+
+    assert message.stop_reason == "max_tokens"
+    assert message.content[0].type == "text" and ANSWER.startswith(message.content[0].text)
+    assert 1 <= message.usage.output_tokens <= 4
+
+
+async def test_a_stream_gives_the_same_message_in_the_configured_number_of_deltas(
+        sim: SimServer, client: Client) -> None:
+    async with client(sim).messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:
+        pieces = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
+
+    assert len(pieces) == 4 and "".join(pieces) == ANSWER
+    assert final.content[0].type == "text" and final.content[0].text == ANSWER
+    assert final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS)
+
+
+async def test_the_stream_wire_is_named_events_in_the_documented_order(sim: SimServer) -> None:
+    status, text = await raw_post(sim, {"model": MODEL, "max_tokens": 100, "messages": MESSAGES, "stream": True})
+
+    events = [event.split("\n") for event in text.strip("\n").split("\n\n")]
+    names = [lines[0].removeprefix("event: ") for lines in events]
+    payloads = [json.loads(lines[1].removeprefix("data: ")) for lines in events]
+    assert status == 200
+    assert names == ["message_start", "content_block_start", "ping", *["content_block_delta"] * 4,
+                     "content_block_stop", "message_delta", "message_stop"]
+    assert [p["type"] for p in payloads] == names
+    assert payloads[0]["message"]["stop_reason"] is None and payloads[0]["message"]["content"] == []
+    assert payloads[-2]["usage"]["output_tokens"] == OUTPUT_TOKENS
+
+
+async def test_offered_tools_are_used_with_input_from_required_properties(sim: SimServer, client: Client) -> None:
+    message = await client(sim).messages.create(
+        model=MODEL, max_tokens=100, messages=MESSAGES, tools=[WEATHER_TOOL, TIME_TOOL])
+
+    assert message.stop_reason == "tool_use"
+    block = message.content[0]
+    assert block.type == "tool_use" and block.id.startswith("toolu_")
+    assert (block.name, block.input) == ("get_weather", WEATHER_INPUT)
+
+
+@pytest.mark.parametrize(("tool_choice", "expected"), [
+    ({"type": "any"}, ("get_weather", WEATHER_INPUT)),
+    ({"type": "tool", "name": "get_time"}, ("get_time", {"utc": True})),
+    ({"type": "none"}, None),
+])
+async def test_tool_choice_picks_the_tool_or_none(
+        sim: SimServer, client: Client, tool_choice: Any, expected: tuple[str, Any] | None) -> None:
+    message = await client(sim).messages.create(
+        model=MODEL, max_tokens=100, messages=MESSAGES, tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=tool_choice)
+
+    block = message.content[0]
+    if expected is None:
+        assert block.type == "text" and block.text == ANSWER
+    else:
+        assert block.type == "tool_use" and (block.name, block.input) == expected
+
+
+async def test_streamed_tool_input_comes_in_json_fragments_the_sdk_accumulates(
+        sim: SimServer, client: Client) -> None:
+    fragments: list[str] = []
+    async with client(sim).messages.stream(
+            model=MODEL, max_tokens=100, messages=MESSAGES, tools=[WEATHER_TOOL]) as stream:
+        async for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                fragments.append(event.delta.partial_json)
+        final = await stream.get_final_message()
+
+    assert len([f for f in fragments if f]) == 4 and json.loads("".join(fragments)) == WEATHER_INPUT
+    block = final.content[0]
+    assert block.type == "tool_use" and (block.name, block.input) == ("get_weather", WEATHER_INPUT)
+    assert final.stop_reason == "tool_use"
+
+
+async def test_a_tool_result_is_quoted_in_a_text_answer(sim: SimServer, client: Client) -> None:
+    messages: list[Any] = [
+        *MESSAGES,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                           "input": WEATHER_INPUT}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": [{"type": "text", "text": "18C and cloudy"}]}]},
+    ]
+
+    message = await client(sim).messages.create(model=MODEL, max_tokens=100, messages=messages,
+                                                tools=[WEATHER_TOOL])
+
+    assert message.content[0].type == "text"
+    assert message.content[0].text == f"[sim-anthropic {MODEL}] Tool said: 18C and cloudy"
+    assert message.stop_reason == "end_turn"
+
+
+async def test_models_are_listed(sim: SimServer, client: Client) -> None:
+    models = [model async for model in client(sim).models.list()]
+
+    assert [(m.id, m.type) for m in models] == [("claude-sonnet-4-6", "model"), ("claude-haiku-4-5", "model")]
+
+
+@pytest.mark.parametrize("headers", [
+    {"anthropic-version": "2023-06-01", "x-api-key": "sk-wrong-secret"},
+    {"anthropic-version": "2023-06-01", "Authorization": "Bearer sk-wrong-secret"},
+    {"anthropic-version": "2023-06-01"},
+])
+async def test_a_wrong_or_missing_key_is_a_401_authentication_error(sim: SimServer, headers: dict[str, str]) -> None:
+    status, text = await raw_post(sim, {"model": MODEL, "max_tokens": 10, "messages": MESSAGES}, headers)
+
+    assert status == 401
+    assert json.loads(text)["error"]["type"] == "authentication_error" and "sk-wrong-secret" not in text
+
+
+async def test_the_sdk_sees_a_wrong_key_as_an_authentication_error(sim: SimServer, client: Client) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        await client(sim, key="sk-wrong").messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+
+    assert caught.value.status_code == 401
+
+
+@pytest.mark.parametrize(("body", "headers", "message"), [
+    ({"model": MODEL, "max_tokens": 10, "messages": MESSAGES}, {"x-api-key": KEY}, "anthropic-version"),
+    ({"model": MODEL, "messages": MESSAGES}, HEADERS, "max_tokens"),
+    ({"max_tokens": 10, "messages": MESSAGES}, HEADERS, "model"),
+    ({"model": MODEL, "max_tokens": 10}, HEADERS, "messages"),
+    ({"model": MODEL, "max_tokens": 10, "messages": []}, HEADERS, "messages"),
+])
+async def test_invalid_requests_are_400s_in_anthropic_shape(
+        sim: SimServer, body: Any, headers: dict[str, str], message: str) -> None:
+    status, text = await raw_post(sim, body, headers)
+
+    parsed = json.loads(text)
+    assert status == 400 and parsed["type"] == "error"
+    assert parsed["error"]["type"] == "invalid_request_error" and message in parsed["error"]["message"]
