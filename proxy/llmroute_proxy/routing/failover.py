@@ -115,6 +115,7 @@ class AttemptPlanner:
         return attempt
 
     def record_failure(self, attempt: Attempt, error: UpstreamError, now: float) -> None:
+        self._attempt_over(attempt)
         kind = error.kind
         self._health.on_failure(attempt.target.id, kind, now, error.retry_after,
                                 self.route.outlier_detection, self._peers(attempt.tier))
@@ -128,8 +129,20 @@ class AttemptPlanner:
             self._min_context_window = max(self._min_context_window or 0.0, floor)
 
     def record_success(self, attempt: Attempt, now: float) -> None:
+        self._attempt_over(attempt)
         self._health.on_success(attempt.target.id, now, self.route.outlier_detection)
         self._stopped = True
+
+    def record_abandoned(self, attempt: Attempt) -> None:
+        """The attempt ended without a verdict (the client went away): free what it held."""
+        self._attempt_over(attempt)
+        if attempt.probe:
+            self._health.abandon_probe(attempt.target.id)
+        self._stopped = True
+
+    def _attempt_over(self, attempt: Attempt) -> None:
+        if attempt.number > 1:
+            self._retry_budget.retry_finished()
 
     def _stop(self) -> Attempt | None:
         """End the plan: every later `next_attempt` answers None."""

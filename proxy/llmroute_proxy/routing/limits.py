@@ -135,28 +135,40 @@ class LimitBook:
 
 
 class RetryBudget:
-    """Attempts beyond each request's first stay within `ratio` of the requests of the last
-    `window_s` seconds, but `min_retries` are always allowed per window so that low traffic can
-    still fail over. Counts live in `buckets` time slices of the window."""
+    """Envoy's retry budget: an attempt beyond a request's first is allowed while fewer than
+    `min_concurrent` such attempts are in flight, or while the retries of the last `window_s`
+    seconds stay within `ratio` of its requests. So failover at low traffic is always possible,
+    and an outage under load adds at most `ratio` more attempts. Counts live in `buckets` slices."""
 
-    __slots__ = ("_epochs", "_min_retries", "_ratio", "_requests", "_retries", "_slice")
+    __slots__ = ("_active", "_epochs", "_min_concurrent", "_ratio", "_requests", "_retries", "_slice")
 
-    def __init__(self, ratio: float = 0.2, window_s: float = 10.0, min_retries: int = 3,
+    def __init__(self, ratio: float = 0.2, window_s: float = 10.0, min_concurrent: int = 3,
                  buckets: int = 10) -> None:
         self._ratio = ratio
-        self._min_retries = min_retries
+        self._min_concurrent = min_concurrent
         self._slice = window_s / buckets
         self._epochs = [-1] * buckets
         self._requests = [0] * buckets
         self._retries = [0] * buckets
+        self._active = 0
 
     def on_request(self, now: float) -> None:
         self._requests[self._slot(now)] += 1
 
     def on_retry(self, now: float) -> None:
         self._retries[self._slot(now)] += 1
+        self._active += 1
+
+    def retry_finished(self) -> None:
+        self._active = max(0, self._active - 1)
+
+    @property
+    def in_flight(self) -> int:
+        return self._active
 
     def can_retry(self, now: float) -> bool:
+        if self._active < self._min_concurrent:
+            return True
         epoch = self._epoch(now)
         oldest = epoch - len(self._epochs)
         requests = retries = 0
@@ -164,7 +176,7 @@ class RetryBudget:
             if oldest < slot_epoch <= epoch:
                 requests += self._requests[i]
                 retries += self._retries[i]
-        return retries < self._min_retries or retries + 1 <= self._ratio * requests + 1e-9
+        return retries + 1 <= self._ratio * requests + 1e-9
 
     def _epoch(self, now: float) -> int:
         return math.floor(now / self._slice)

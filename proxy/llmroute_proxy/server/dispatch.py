@@ -149,8 +149,7 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
                 raise
             continue
         except BaseException as exc:
-            if attempt.probe:
-                sidecar.health.abandon_probe(target.id)
+            planner.record_abandoned(attempt)
             run.scope.end(None, None, (), None, exc)  # type: ignore[arg-type]
             raise
         finally:

@@ -215,18 +215,31 @@ def test_max_attempts_bounds_every_attempt(max_attempts: int) -> None:
 
 
 def test_attempts_after_the_first_need_the_retry_budget() -> None:
-    books = Books(retry_budget=RetryBudget(min_retries=0))
+    books = Books(retry_budget=RetryBudget(min_concurrent=0))
     planner = books.planner(route(ordered_tier("a", "b")))
     assert ids(run(planner, [SERVER_ERROR] * 2)) == ["a"]
 
 
-def test_failover_attempts_are_counted_as_retries() -> None:
+def test_failover_at_low_traffic_is_never_refused_by_the_budget() -> None:
     books = Books()
     r = route(ordered_tier("a", "b"))
-    run(books.planner(r), [SERVER_ERROR] * 2)
-    run(books.planner(r), [SERVER_ERROR] * 2)
-    run(books.planner(r), [SERVER_ERROR] * 2)
-    assert ids(run(books.planner(r), [SERVER_ERROR] * 2)) == ["a"]  # 3 retries spent on 4 requests
+    for _ in range(10):  # each request finishes before the next: no retry is ever in flight twice
+        assert len(run(books.planner(r), [SERVER_ERROR, SERVER_ERROR])) == 2
+
+
+def test_retries_beyond_the_minimum_in_flight_need_the_ratio() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    held = []
+    for _ in range(3):  # three requests whose failover attempt is still running
+        planner = books.planner(r)
+        first = planner.next_attempt(0.0)
+        assert first is not None
+        planner.record_failure(first, SERVER_ERROR, 0.0)
+        held.append(planner.next_attempt(0.0))
+    assert all(a is not None and a.number == 2 for a in held)
+    assert ids(run(books.planner(r), [SERVER_ERROR, SERVER_ERROR])) == ["a"]  # 4 requests allow no 4th
+
 
 
 def test_ejected_and_cooling_targets_are_skipped() -> None:

@@ -132,12 +132,23 @@ def test_removing_a_providers_limits_lifts_them() -> None:
     assert book.try_acquire("p", 1, 0.0) == 0.0
 
 
-def test_the_retry_budget_always_allows_the_minimum() -> None:
+def test_the_retry_budget_always_allows_the_minimum_in_flight() -> None:
     budget = RetryBudget()
     for _ in range(3):
         assert budget.can_retry(0.0)
         budget.on_retry(0.0)
     assert not budget.can_retry(0.0)
+    budget.retry_finished()
+    assert budget.can_retry(0.0)
+
+
+def test_sequential_retries_at_low_traffic_are_never_refused() -> None:
+    budget = RetryBudget()
+    for i in range(50):
+        budget.on_request(i * 0.1)
+        assert budget.can_retry(i * 0.1)
+        budget.on_retry(i * 0.1)
+        budget.retry_finished()
 
 
 def test_the_retry_budget_allows_a_fifth_of_requests_as_retries() -> None:
@@ -152,7 +163,7 @@ def test_the_retry_budget_allows_a_fifth_of_requests_as_retries() -> None:
 
 
 def test_the_retry_budget_window_slides() -> None:
-    budget = RetryBudget()
+    budget = RetryBudget(min_concurrent=0)
     for _ in range(100):
         budget.on_request(0.0)
     for _ in range(20):
@@ -164,14 +175,20 @@ def test_the_retry_budget_window_slides() -> None:
     for _ in range(2):
         budget.on_retry(9.9)
     assert not budget.can_retry(9.9)
-    assert budget.can_retry(10.0)  # the first second's requests and retries left the window
+    for _ in range(5):
+        budget.on_request(10.0)
+    assert budget.can_retry(10.0)  # the first second left the window: 15 requests, 2 retries
     budget.on_retry(10.0)
-    assert not budget.can_retry(10.0)  # 10 requests and 2 retries remain: back to the minimum of 3
+    assert not budget.can_retry(10.0)  # 3 retries is the most 15 requests allow
 
 
 def test_the_retry_budget_forgets_a_window_it_skipped_entirely() -> None:
-    budget = RetryBudget()
-    for _ in range(3):
-        budget.on_retry(0.0)
+    budget = RetryBudget(min_concurrent=0)
+    for _ in range(10):
+        budget.on_request(0.0)
+    budget.on_retry(0.0)
+    budget.on_retry(0.0)
     assert not budget.can_retry(0.0)
-    assert budget.can_retry(100.0)
+    for _ in range(10):
+        budget.on_request(100.0)
+    assert budget.can_retry(100.0)  # the old retries are out of the window
