@@ -62,14 +62,14 @@ spec:
       targets:
         - {provider: openai, model: gpt-4o-mini}
         - {provider: gemini, model: gemini-2.5-flash, priority: 1}
-    smart:
-      targets:
-        - {provider: anthropic, model: claude-sonnet-4-5}
-        - {provider: openai, model: gpt-4o, priority: 1}
-    code:
+    smart:                     # Anthropic first; Gemini when Anthropic fails
       targets:
         - {provider: anthropic, model: claude-sonnet-4-5}
         - {provider: gemini, model: gemini-2.5-flash, priority: 1}
+    code:
+      targets:
+        - {provider: anthropic, model: claude-sonnet-4-5}
+        - {provider: openai, model: gpt-4o, priority: 1}
   rules:
     - {name: code, when: {containsCode: true}, tier: code}
     - {name: thinking-words, when: {keywords: [analyze, prove, "step by step"]}, tier: smart}
@@ -95,7 +95,7 @@ llmroute demo is up. The sidecar listens on http://127.0.0.1:{port}/v1
   curl -sN localhost:{port}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{{"model":"smart","stream":true,"stream_options":{{"include_usage":true}},"messages":[{{"role":"user","content":"Tell me a story"}}]}}'
 
-  # break Anthropic (every call 529 overloaded), then ask the smart tier: it fails over to OpenAI
+  # break Anthropic (every call 529 overloaded), then ask the smart tier: it fails over to Gemini
   curl -s -X POST localhost:{anthropic}/_sim/faults -d '{{"mode":"always","fault":{{"kind":"status","status":529}}}}'
   curl -si localhost:{port}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{{"model":"smart","messages":[{{"role":"user","content":"Analyze this"}}]}}'
