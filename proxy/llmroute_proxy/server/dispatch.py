@@ -22,6 +22,7 @@ from llmroute_proxy.errors import (
     AttemptRecord,
     AttemptsExhausted,
     FailureKind,
+    LocalLimitExceeded,
     UpstreamError,
 )
 from llmroute_proxy.providers.base import (
@@ -123,6 +124,10 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         if attempt is None:
             if last_error is not None and last_error.kind is FailureKind.CONTEXT_LENGTH:
                 raise last_error  # no larger window left: the prompt is the client's to shorten
+            if not ex.attempts and planner.saturated_retry_after is not None:
+                raise LocalLimitExceeded(
+                    f"Every target of tier '{ex.choice.tier}' is at its local rate or concurrency limit.",
+                    planner.saturated_retry_after)
             raise AttemptsExhausted(ex.attempts, retry_after=_soonest(planner.saturated_retry_after,
                                                                       ex.soonest_retry_at, now))
         target = attempt.target

@@ -1,0 +1,166 @@
+"""Experiments, local limits, context windows, budgets and deadlines through a running sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from llmroute_proxy.sim import Fault, FaultKind
+from tests.proxy.server.conftest import sim_requests
+from tests.proxy.stack import CONFIG, Stack
+
+ROUTES = """
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: limited}}
+spec:
+  type: openai-compatible
+  endpoints: [{{region: there, url: "{oai_b}/v1"}}]
+  credentials: {{env: TEST_OAI_B_KEY}}
+  limits: {{maxConcurrency: 1, requestsPerMinute: 3}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: features}}
+spec:
+  tiers:
+    ab: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
+    limited: {{targets: [{{provider: limited, model: gpt-4o-mini}}]}}
+    ctx:
+      targets:
+        - {{provider: oai, model: gpt-4o-mini}}
+        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
+  defaultTier: ab
+  experiments:
+    - {{name: canary, tier: ab, percent: 50, stickyBy: "header:x-user",
+       targets: [{{provider: oai-b, model: gpt-4o-mini}}]}}
+  fallback: {{maxAttempts: 3, perTryTimeout: 3s, firstByteTimeout: 2s, overallTimeout: 10s}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: hurried}}
+spec:
+  tiers:
+    only: {{targets: [{{provider: oai, model: gpt-4o-mini}}, {{provider: oai-b, model: gpt-4o-mini, priority: 1}}]}}
+  defaultTier: only
+  fallback: {{perTryTimeout: 5s, overallTimeout: 600ms}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: frugal}}
+spec:
+  tiers:
+    premium: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
+    cheap: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
+  defaultTier: premium
+  budget: {{limitUSD: 0.001, period: day, onExceeded: "downgrade:cheap"}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: capped}}
+spec:
+  tiers:
+    premium: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
+  defaultTier: premium
+  budget: {{limitUSD: 0.001, period: day, onExceeded: reject}}
+"""
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("features"), config=CONFIG + ROUTES) as running:
+        yield running
+
+
+def client(stack: Stack, route: str = "features", **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0,
+                         default_headers={"x-llmroute-route": route, **headers})
+
+
+def test_an_experiment_takes_its_percent_sticky_by_user(stack: Stack) -> None:
+    arms: dict[str, str] = {}
+    for i in range(60):
+        raw = client(stack, **{"x-user": f"user-{i}"}).chat.completions.with_raw_response.create(
+            model="ab", messages=HELLO)
+        arms[f"user-{i}"] = raw.headers.get("x-llmroute-experiment", "control")
+        expected = "oai-b" if arms[f"user-{i}"] == "canary" else "oai"
+        assert raw.headers["x-llmroute-provider"] == expected
+    canary = sum(arm == "canary" for arm in arms.values())
+    assert 15 <= canary <= 45  # 50 % of 60, far from either extreme
+    for user in ("user-1", "user-2", "user-3"):
+        again = client(stack, **{"x-user": user}).chat.completions.with_raw_response.create(
+            model="ab", messages=HELLO)
+        assert again.headers.get("x-llmroute-experiment", "control") == arms[user]
+
+
+def test_requests_over_a_providers_local_rpm_get_429_with_retry_after(stack: Stack) -> None:
+    limited = client(stack)
+    for _ in range(3):
+        limited.chat.completions.create(model="limited", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as caught:
+        limited.chat.completions.create(model="limited", messages=HELLO)
+    assert "local rate or concurrency limit" in caught.value.message
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert caught.value.response.headers["x-llmroute-attempts"] == "0"
+
+
+async def test_a_provider_at_its_max_concurrency_refuses_the_next_request(stack: Stack) -> None:
+    stack.call(lambda: stack.sidecar.limits.configure({}))  # fresh RPM bucket for this test
+    stack.call(lambda: stack.sidecar.limits.configure(stack.sidecar.table.provider_limits))  # type: ignore[union-attr]
+    stack.call(lambda: stack.faults["oai-b"].next(Fault(FaultKind.LATENCY, seconds=1.0)))
+    slow = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0,
+                              default_headers={"x-llmroute-route": "features"})
+    holder = asyncio.create_task(slow.chat.completions.create(model="limited", messages=HELLO))
+    await asyncio.sleep(0.3)
+    with pytest.raises(openai.RateLimitError):
+        await slow.chat.completions.create(model="limited", messages=HELLO)
+    assert (await holder).choices
+    await slow.close()
+
+
+def test_a_context_length_error_moves_only_to_a_larger_window(stack: Stack) -> None:
+    too_long = Fault(FaultKind.STATUS, status=400, code="context_length_exceeded",
+                     message="This model's maximum context length is 8000 tokens.")
+    stack.call(lambda: stack.faults["oai"].always(too_long))
+    raw = client(stack).chat.completions.with_raw_response.create(model="ctx", messages=HELLO)
+    assert raw.headers["x-llmroute-provider"] == "oai-b"  # 16000 > 8000
+    stack.call(lambda: stack.faults["oai-b"].always(too_long))
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(stack).chat.completions.create(model="ctx", messages=HELLO)
+    assert caught.value.code == "context_length_exceeded"
+
+
+def test_the_overall_deadline_answers_504(stack: Stack) -> None:
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.HANG)))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(stack, route="hurried").chat.completions.create(model="only", messages=HELLO)
+    assert caught.value.status_code == 504
+    assert sim_requests(stack, "oai-b") == 0
+
+
+def test_a_spent_budget_downgrades_to_the_cheap_tier(stack: Stack) -> None:
+    frugal = client(stack, route="frugal")
+    tiers = [frugal.chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=10)
+             .headers["x-llmroute-tier"] for _ in range(12)]
+    premium = tiers.index("cheap")
+    assert premium >= 1
+    assert tiers == ["premium"] * premium + ["cheap"] * (12 - premium)
+    spent = stack.call(lambda: stack.sidecar.ledger.snapshot("frugal", stack.sidecar.wallclock()).spent_usd)
+    assert spent <= 0.001
+    assert spent > 0.001 - 0.0002  # it switched only when one more premium answer might not fit
+
+
+def test_a_spent_budget_with_reject_answers_429_until_the_period_ends(stack: Stack) -> None:
+    capped = client(stack, route="capped")
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(12):
+            capped.chat.completions.create(model="auto", messages=HELLO, max_tokens=10)
+    assert "budget" in caught.value.message
+    assert caught.value.code == "budget_exceeded"
+    assert 0 < int(caught.value.response.headers["retry-after"]) <= 86400
