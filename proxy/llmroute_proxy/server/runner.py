@@ -57,21 +57,30 @@ async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunne
 
 
 async def watch_config(sidecar: Sidecar, path: Path, region: str, interval_s: float = 1.0) -> None:
-    """Re-read the file when it changes; bad content is logged and the old table kept."""
-    seen: tuple[float, int] | None = _stat(path)
+    """Re-read the file when it changes; bad content is logged and the old table kept.
+
+    The first look always reads the file, so a change made between the initial load and the
+    watcher's start is not missed; an unchanged table (same version) is not reinstalled.
+    """
+    seen: tuple[float, int] | None = None
     while True:
-        await asyncio.sleep(interval_s)
         current = _stat(path)
-        if current == seen:
-            continue
-        seen = current
-        try:
-            sidecar.install(load_table(path, region=region))
-        except ConfigError as error:
-            log.error("config %s refused, keeping table %s:\n%s", path,
-                      sidecar.table.version if sidecar.table else "none", error)
-        except OSError as error:
-            log.error("config %s unreadable (%s), keeping the current table", path, error.strerror)
+        if current is not None and current != seen:
+            seen = current
+            _reload(sidecar, path, region)
+        await asyncio.sleep(interval_s)
+
+
+def _reload(sidecar: Sidecar, path: Path, region: str) -> None:
+    try:
+        table = load_table(path, region=region)
+        if sidecar.table is None or table.version != sidecar.table.version:
+            sidecar.install(table)
+    except ConfigError as error:
+        log.error("config %s refused, keeping table %s:\n%s", path,
+                  sidecar.table.version if sidecar.table else "none", error)
+    except OSError as error:
+        log.error("config %s unreadable (%s), keeping the current table", path, error.strerror)
 
 
 def _stat(path: Path) -> tuple[float, int] | None:

@@ -1,0 +1,51 @@
+"""`llmroute-proxy validate` prints every error with its document and field path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmroute_proxy.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "standalone.yaml"
+
+BROKEN = """
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {name: openai}
+spec:
+  type: opneai
+  endpoints: [{region: us, url: "https://api.openai.com/v1"}]
+  credentials: {env: OPENAI_API_KEY}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: chat}
+spec:
+  tiers: {fast: {targets: [{provider: openai, model: gpt-4o-mini, weight: -1}]}}
+  defaultTier: smart
+"""
+
+
+def test_validate_accepts_the_shipped_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_validate_lists_every_error_with_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "LLMProvider/openai: spec.type" in err and "opneai" in err
+    assert "LLMRoute/chat: spec.defaultTier" in err
+    assert "3 error(s)" in err or "error(s)" in err
+    assert err.count("\n") >= 3
+
+
+def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    assert main(["serve", "--config", str(path), "--port", "0", "--admin-port", "0"]) == 1
+    assert "refused" in capsys.readouterr().err
