@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from llmroute_proxy.demo import run_demo
 
-        return asyncio.run(run_demo(_listen(args), flaky=not args.no_flaky))
+        return asyncio.run(run_demo(_listen(args), flaky=not args.no_flaky, max_body_bytes=args.max_body_bytes))
     return _serve(args)
 
 
@@ -53,11 +53,14 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int,
                         default=int(os.environ.get("LLMROUTE_MAX_BODY_BYTES", 16 * 1024 * 1024)),
                         help="largest accepted request body (default 16 MiB; larger gets 413)")
+    parser.add_argument("--drain-seconds", type=float,
+                        default=float(os.environ.get("LLMROUTE_DRAIN_SECONDS", 25)),
+                        help="on SIGTERM, how long requests in flight may take to finish (default 25)")
 
 
 def _listen(args: argparse.Namespace) -> Listen:
 
-    return Listen(args.host, args.port, args.admin_host, args.admin_port)
+    return Listen(args.host, args.port, args.admin_host, args.admin_port, args.drain_seconds)
 
 
 def _validate(path: Path) -> int:
@@ -98,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         sidecar = build_sidecar(Settings(max_body_bytes=args.max_body_bytes))
         sidecar.install(table)
         await serve_until_stopped(
-            sidecar, Listen(args.host, args.port, args.admin_host, args.admin_port),
+            sidecar, _listen(args),
             background=[lambda: watch_config(sidecar, args.config, args.region)],
         )
 

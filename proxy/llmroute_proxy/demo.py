@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmroute_proxy.config import load_table
 from llmroute_proxy.server.runner import Listen, build_sidecar, serve_until_stopped
+from llmroute_proxy.server.state import Settings
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
 
 SIM_PORTS = {"openai": 15410, "anthropic": 15411, "gemini": 15412}
@@ -81,7 +82,7 @@ spec:
 
 CHEAT_SHEET = """
 llmroute demo is up. The sidecar listens on http://127.0.0.1:{port}/v1
-(three simulated providers run on ports {openai}, {anthropic}, {gemini}; the OpenAI one fails ~30% of calls).
+(three simulated providers run on ports {openai}, {anthropic}, {gemini}{flaky_note}).
 
   # a short prompt: the 'short' rule picks the fast tier (watch x-llmroute-* headers)
   curl -si localhost:{port}/v1/chat/completions -H 'content-type: application/json' \\
@@ -114,7 +115,7 @@ Ctrl-C stops everything.
 """
 
 
-async def run_demo(listen: Listen, flaky: bool = True) -> int:
+async def run_demo(listen: Listen, flaky: bool = True, max_body_bytes: int = Settings().max_body_bytes) -> int:
     for name, value in DEMO_KEYS.items():
         os.environ.setdefault(name, value)
     openai_faults = FaultPlan(rng=random.Random(7))
@@ -129,12 +130,13 @@ async def run_demo(listen: Listen, flaky: bool = True) -> int:
     with tempfile.TemporaryDirectory(prefix="llmroute-demo-") as tmp:
         config = Path(tmp) / "demo.yaml"
         config.write_text(DEMO_CONFIG)
-        sidecar = build_sidecar()
+        sidecar = build_sidecar(Settings(max_body_bytes=max_body_bytes))
         sidecar.install(load_table(config, region="demo"))
 
         def ready() -> None:
-            print(CHEAT_SHEET.format(port=listen.port, admin=listen.admin_port, **SIM_PORTS), file=sys.stderr,
-                  flush=True)
+            note = "; the OpenAI one fails ~30% of calls" if flaky else ""
+            print(CHEAT_SHEET.format(port=listen.port, admin=listen.admin_port, flaky_note=note, **SIM_PORTS),
+                  file=sys.stderr, flush=True)
 
         try:
             await serve_until_stopped(sidecar, listen, on_ready=ready)

@@ -76,11 +76,12 @@ class Exchange:
         model = self.chat.body.get("model")
         return model if isinstance(model, str) else ""
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, attempt_in_progress: bool = False) -> dict[str, str]:
+        """The x-llmroute-* headers; a stream sends them while its attempt is still running."""
         out = {
             "x-llmroute-route": self.route.name,
             "x-llmroute-tier": self.choice.tier,
-            "x-llmroute-attempts": str(len(self.attempts)),
+            "x-llmroute-attempts": str(len(self.attempts) + attempt_in_progress),
         }
         if self.target is not None:
             out["x-llmroute-provider"] = self.target.provider
@@ -150,8 +151,10 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         except UpstreamError as error:
             last_error = error
             _failed(sidecar, ex, planner, run, error)
-            if not error.kind.fails_over or not _allowed_to_fail_over(ex.route, error):
-                raise
+            if not error.kind.fails_over:
+                raise  # the request's own fault: the client gets it as the provider said it
+            if not _allowed_to_fail_over(ex.route, error):
+                raise AttemptsExhausted(ex.attempts, retry_after=error.retry_after) from error
             continue
         except BaseException as exc:
             planner.record_abandoned(attempt)
@@ -224,7 +227,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         run.ttft = sidecar.clock() - run.started
         run.scope.first_chunk()
         ex.target = target
-        response = web.StreamResponse(headers={**SSE_HEADERS, **ex.headers()})
+        response = web.StreamResponse(headers={**SSE_HEADERS, **ex.headers(attempt_in_progress=True)})
         await response.prepare(ex.http)
         await response.write(ex.encoder.chunks(primed))
         try:
@@ -283,6 +286,8 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
     ex.usage = usage
     ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
+    if usage is not None:
+        sidecar.limits.settle_tokens(target.provider, ex.prompt_tokens, usage.total_tokens, now)
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
                   None)

@@ -45,7 +45,8 @@ def build_sidecar(settings: Settings | None = None, telemetry: Telemetry | None 
 async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunner]:
     data = web.AppRunner(create_app(sidecar), handler_cancellation=True, access_log=None)
     admin = web.AppRunner(
-        admin_app(lambda: status_document(sidecar), sidecar.telemetry, lambda: sidecar.table is not None),
+        admin_app(lambda: status_document(sidecar), sidecar.telemetry,
+                  lambda: sidecar.table is not None and not sidecar.draining),
         access_log=None,
     )
     runners = []
@@ -63,8 +64,13 @@ async def watch_config(sidecar: Sidecar, path: Path, region: str, interval_s: fl
     watcher's start is not missed; an unchanged table (same version) is not reinstalled.
     """
     seen: tuple[float, int] | None = None
+    missing = False
     while True:
         current = _stat(path)
+        if current is None and not missing:
+            log.warning("config %s is gone; keeping table %s until it is back", path,
+                        sidecar.table.version if sidecar.table else "none")
+        missing = current is None
         if current is not None and current != seen:
             seen = current
             _reload(sidecar, path, region)

@@ -87,8 +87,30 @@ def test_a_stream_that_fails_before_its_first_token_fails_over_invisibly(stack: 
     response = client(stack).with_options(timeout=20).chat.completions.with_raw_response.create(
         model="ha", messages=HELLO, stream=True)
     assert response.headers["x-llmroute-provider"] == "oai-b"
+    assert response.headers["x-llmroute-attempts"] == "2"
     text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert "sim-oai-b" in text
+
+
+def test_a_stream_served_first_time_counts_one_attempt(stack: Stack) -> None:
+    response = client(stack).chat.completions.with_raw_response.create(model="ha", messages=HELLO, stream=True)
+    assert response.headers["x-llmroute-attempts"] == "1"
+    assert response.headers["x-llmroute-provider"] == "oai"
+    assert any(c.choices for c in response.parse())
+
+
+async def test_a_draining_sidecar_refuses_new_requests_and_is_not_ready(stack: Stack) -> None:
+    stack.call(lambda: setattr(stack.sidecar, "draining", True))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(stack.admin_url + "/readyz") as ready:
+                assert ready.status == 503
+            async with session.post(stack.url + "/v1/chat/completions",
+                                    json={"model": "ha", "messages": HELLO}) as refused:
+                assert refused.status == 503
+                assert (await refused.json())["error"]["code"] == "draining"
+    finally:
+        stack.call(lambda: setattr(stack.sidecar, "draining", False))
 
 
 async def test_a_stream_that_breaks_after_its_first_token_ends_with_an_error_event_not_done(

@@ -42,6 +42,15 @@ spec:
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMRoute
+metadata: {{name: strict}}
+spec:
+  tiers:
+    only: {{targets: [{{provider: oai, model: gpt-4o-mini}}, {{provider: oai-b, model: gpt-4o-mini, priority: 1}}]}}
+  defaultTier: only
+  fallback: {{onErrors: [rate_limited]}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
 metadata: {{name: hurried}}
 spec:
   tiers:
@@ -164,3 +173,15 @@ def test_a_spent_budget_with_reject_answers_429_until_the_period_ends(stack: Sta
     assert "budget" in caught.value.message
     assert caught.value.code == "budget_exceeded"
     assert 0 < int(caught.value.response.headers["retry-after"]) <= 86400
+
+
+def test_a_failure_left_out_of_on_errors_ends_the_request_with_502_not_a_failover(stack: Stack) -> None:
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=503)))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(stack, route="strict").chat.completions.create(model="only", messages=HELLO)
+    assert caught.value.status_code == 502
+    assert "oai/gpt-4o-mini@here: 503" in caught.value.message
+    assert sim_requests(stack, "oai-b") == 0
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=429)))
+    raw = client(stack, route="strict").chat.completions.with_raw_response.create(model="only", messages=HELLO)
+    assert raw.headers["x-llmroute-provider"] == "oai-b"
