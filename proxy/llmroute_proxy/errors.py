@@ -184,7 +184,7 @@ class AttemptsExhausted(LLMRouteError):
     code = "all_targets_failed"
 
     def __init__(self, attempts: Sequence[AttemptRecord], deadline_passed: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, note: str | None = None) -> None:
         self.attempts = tuple(attempts)
         self.retry_after = retry_after
         tried = "; ".join(
@@ -203,7 +203,8 @@ class AttemptsExhausted(LLMRouteError):
         else:
             self.status = 502
             head = "All targets failed"
-        super().__init__(f"{head} ({len(self.attempts)} attempts): {tried or 'no target was available'}")
+        tail = f"; {note}" if note else ""
+        super().__init__(f"{head} ({len(self.attempts)} attempts): {tried or 'no target was available'}{tail}")
 
     def headers(self) -> dict[str, str]:
         out = {"x-should-retry": "false"}

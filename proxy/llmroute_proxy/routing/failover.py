@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.routing.balance import LoadBook, order_targets
@@ -47,6 +47,7 @@ class Attempt:
     reason: str  # why this target, for headers, traces and the status page
     tier: str = ""  # the tier the target was taken from
     probe: bool = False  # this attempt is the half-open probe of an ejected target
+    retry: bool = False  # charged to the retry budget: a same-target retry or a panic attempt
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class AttemptPlanner:
                  rng: random.Random, local_region: str, prompt_tokens: int, now: float) -> None:
         self.route = route
         self.saturated_retry_after: float | None = None
+        self.stopped_by_retry_budget = False
         self.tiers_tried: list[str] = []
         self.attempts: list[Attempt] = []
         self._health = health
@@ -96,18 +98,22 @@ class AttemptPlanner:
         number = len(self.attempts) + 1
         if number > max(1, self.route.fallback.max_attempts):
             return self._stop()
-        if number > 1 and not self._retry_budget.can_retry(now):
-            return self._stop()
         search = _Search()
-        attempt = (self._fresh_target(number, now, search)
-                   or self._panic_target(number, now, search)
-                   or self._same_target(number, now, search))
+        # A first attempt on a target this request has not tried adds no load to a failing one
+        # and is bounded by the tier and maxAttempts: only attempts that do go to the budget.
+        attempt = self._fresh_target(number, now, search)
+        if attempt is None and number > 1 and not self._retry_budget.can_retry(now):
+            self.stopped_by_retry_budget = True
+            return self._stop()
+        if attempt is None:
+            attempt = self._panic_target(number, now, search) or self._same_target(number, now, search)
+            if attempt is not None and number > 1:
+                attempt = replace(attempt, retry=True)
+                self._retry_budget.on_retry(now)
         if attempt is None:
             if search.limit_waits:
                 self.saturated_retry_after = min(search.limit_waits)
             return self._stop()
-        if number > 1:
-            self._retry_budget.on_retry(now)
         self.attempts.append(attempt)
         self._tried.add(attempt.target.id)
         if attempt.tier not in self.tiers_tried:
@@ -141,7 +147,7 @@ class AttemptPlanner:
         self._stopped = True
 
     def _attempt_over(self, attempt: Attempt) -> None:
-        if attempt.number > 1:
+        if attempt.retry:
             self._retry_budget.retry_finished()
 
     def _stop(self) -> Attempt | None:

@@ -129,8 +129,10 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
                 raise LocalLimitExceeded(
                     f"Every target of tier '{ex.choice.tier}' is at its local rate or concurrency limit.",
                     planner.saturated_retry_after)
+            note = ("the retry budget stopped further retries (at most 20% of requests may be retries "
+                    "during an outage)") if planner.stopped_by_retry_budget else None
             raise AttemptsExhausted(ex.attempts, retry_after=_soonest(planner.saturated_retry_after,
-                                                                      ex.soonest_retry_at, now))
+                                                                      ex.soonest_retry_at, now), note=note)
         target = attempt.target
         run = _Run(attempt, provider_for(target.provider_type),
                    ex.scope.attempt(target, attempt.number, ex.requested_model, ex.chat.stream), now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -214,30 +214,38 @@ def test_max_attempts_bounds_every_attempt(max_attempts: int) -> None:
     assert len(run(planner, [SERVER_ERROR] * 10)) == max_attempts
 
 
-def test_attempts_after_the_first_need_the_retry_budget() -> None:
+def test_a_same_target_retry_needs_the_retry_budget() -> None:
     books = Books(retry_budget=RetryBudget(min_concurrent=0))
-    planner = books.planner(route(ordered_tier("a", "b")))
+    planner = books.planner(route(ordered_tier("a")))
     assert ids(run(planner, [SERVER_ERROR] * 2)) == ["a"]
+    assert planner.stopped_by_retry_budget
+
+
+def test_failover_to_an_untried_target_is_never_charged_to_the_budget() -> None:
+    books = Books(retry_budget=RetryBudget(min_concurrent=0))
+    attempts = run(books.planner(route(ordered_tier("a", "b", "c"))), [SERVER_ERROR] * 3)
+    assert ids(attempts) == ["a", "b", "c"]
+    assert not any(a.retry for a in attempts)
 
 
 def test_failover_at_low_traffic_is_never_refused_by_the_budget() -> None:
     books = Books()
-    r = route(ordered_tier("a", "b"))
+    r = replace(route(ordered_tier("a")), outlier_detection=OutlierDetection(max_ejection_percent=0))  # never ejected
     for _ in range(10):  # each request finishes before the next: no retry is ever in flight twice
         assert len(run(books.planner(r), [SERVER_ERROR, SERVER_ERROR])) == 2
 
 
 def test_retries_beyond_the_minimum_in_flight_need_the_ratio() -> None:
     books = Books()
-    r = route(ordered_tier("a", "b"))
+    r = route(ordered_tier("a"))
     held = []
-    for _ in range(3):  # three requests whose failover attempt is still running
+    for _ in range(3):  # three requests whose same-target retry is still running
         planner = books.planner(r)
         first = planner.next_attempt(0.0)
         assert first is not None
         planner.record_failure(first, SERVER_ERROR, 0.0)
         held.append(planner.next_attempt(0.0))
-    assert all(a is not None and a.number == 2 for a in held)
+    assert all(a is not None and a.number == 2 and a.retry for a in held)
     assert ids(run(books.planner(r), [SERVER_ERROR, SERVER_ERROR])) == ["a"]  # 4 requests allow no 4th
 
 
