@@ -17,6 +17,10 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
         """Return every event completed by `chunk`: (event name or None, data bytes)."""
+        if not self._buffer and not self._data and self._event is None and chunk.endswith(b"\n\n"):
+            fast = _whole_data_events(chunk)
+            if fast is not None:
+                return fast
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             # a lone CR at the end might be the first half of CRLF: keep it for the next chunk
@@ -63,3 +67,19 @@ class SSEParser:
             self._data.append(value)
         elif name == b"event":
             self._event = value
+
+
+def _whole_data_events(chunk: bytes) -> list[tuple[str | None, bytes]] | None:
+    """The common case on the hot path: whole events of one `data:` line each, LF-separated.
+
+    Returns None when the chunk is anything else (CR, comments, named or multi-line events),
+    which the line parser then handles.
+    """
+    if b"\r" in chunk:
+        return None
+    events: list[tuple[str | None, bytes]] = []
+    for block in chunk[:-2].split(b"\n\n"):
+        if not block.startswith(b"data:") or b"\n" in block:
+            return None
+        events.append((None, block[6:] if block[5:6] == b" " else block[5:]))
+    return events

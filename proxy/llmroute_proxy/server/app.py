@@ -24,7 +24,7 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
-from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.server.state import Decision, Sidecar
 from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
@@ -159,20 +159,10 @@ def _needs_prompt_tokens(table: Table, route: Route) -> bool:
 
 
 def _remember(sidecar: Sidecar, ex: Exchange, choice: TierChoice, status: int, started: float) -> None:
-    sidecar.decisions.append({
-        "at": sidecar.wallclock(),
-        "route": ex.route.name,
-        "model": ex.requested_model,
-        "tier": choice.tier,
-        "rule": choice.rule,
-        "reason": choice.reason,
-        "experiment": ex.experiment.name if ex.experiment else None,
-        "target": ex.target.id if ex.target else None,
-        "attempts": [{"target": a.target, "status": a.status, "reason": a.reason} for a in ex.attempts],
-        "status": status,
-        "latency_ms": round((sidecar.clock() - started) * 1000, 2),
-        "cost_usd": ex.cost,
-    })
+    sidecar.decisions.append(Decision(
+        sidecar.wallclock(), ex.route.name, ex.requested_model, choice.tier, choice.rule, choice.reason,
+        ex.experiment.name if ex.experiment else None, ex.target.id if ex.target else None, ex.attempts,
+        status, sidecar.clock() - started, ex.cost))
 
 
 class _Draining(LLMRouteError):

@@ -93,7 +93,8 @@ class Exchange:
 
 def format_usd(amount: float) -> str:
     """Decimal USD, unrounded and without exponent (the float's shortest exact repr)."""
-    return format(Decimal(repr(amount)), "f")
+    text = repr(amount)
+    return text if "e" not in text else format(Decimal(text), "f")
 
 
 @dataclass(slots=True)
@@ -222,8 +223,9 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 upstream = await sidecar.upstream.send(upstream_request, target.id)
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
-                body = upstream.chunks(policy.idle_timeout)
+                body = upstream.chunks()
                 primed, ended = await _prime(body, translator)
+                upstream.idle_timeout = policy.idle_timeout
         except TimeoutError:
             raise UpstreamError(FailureKind.TIMEOUT, f"no first token within {first_token_budget:.3g}s") from None
         run.ttft = sidecar.clock() - run.started

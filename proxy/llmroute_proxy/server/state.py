@@ -10,10 +10,11 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmroute_proxy.errors import AttemptRecord
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
@@ -32,6 +33,32 @@ class TargetCounters:
     requests: int = 0
     failures: int = 0
     last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One routing decision, kept for /status; turned into JSON only when someone looks."""
+
+    at: float
+    route: str
+    model: str
+    tier: str
+    rule: str
+    reason: str
+    experiment: str | None
+    target: str | None
+    attempts: Sequence[AttemptRecord]
+    status: int
+    latency_s: float
+    cost_usd: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at, "route": self.route, "model": self.model, "tier": self.tier, "rule": self.rule,
+            "reason": self.reason, "experiment": self.experiment, "target": self.target,
+            "attempts": [{"target": a.target, "status": a.status, "reason": a.reason} for a in self.attempts],
+            "status": self.status, "latency_ms": round(self.latency_s * 1000, 2), "cost_usd": self.cost_usd,
+        }
 
 
 @dataclass(slots=True)
@@ -60,7 +87,7 @@ class Sidecar:
     draining: bool = False
     in_flight: int = 0
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
-    decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
 
     def __post_init__(self) -> None:
         self.telemetry.register_circuits(self._circuit_states)

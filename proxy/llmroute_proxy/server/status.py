@@ -73,5 +73,5 @@ def status_document(sidecar: Sidecar) -> dict[str, Any]:
         "in_flight": sidecar.in_flight,
         "targets": targets,
         "budgets": budgets,
-        "decisions": list(reversed(sidecar.decisions)),
+        "decisions": [decision.to_json() for decision in reversed(sidecar.decisions)],
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
 from typing import Literal
 
@@ -25,11 +25,12 @@ MAX_RESPONSE_BODY = 64 * 1024 * 1024
 class UpstreamResponse:
     """An open upstream response. Close it (or use `async with`) to free the connection."""
 
-    __slots__ = ("_response", "_target", "headers", "status")
+    __slots__ = ("_response", "_target", "headers", "idle_timeout", "status")
 
     def __init__(self, response: aiohttp.ClientResponse, target: str) -> None:
         self._response = response
         self._target = target
+        self.idle_timeout: float | None = None
         self.status = response.status
         self.headers = response.headers
 
@@ -40,21 +41,25 @@ class UpstreamResponse:
             raise UpstreamError(FailureKind.SERVER_ERROR, f"{self._target}: response larger than {limit} bytes")
         return body
 
-    async def chunks(self, idle_timeout: float) -> AsyncIterator[bytes]:
-        """The body as it arrives; a gap longer than `idle_timeout` is a TIMEOUT failure."""
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives. Once `idle_timeout` is set, waiting longer than that for data
+        is a TIMEOUT failure (streams set it after their first token: a model may think long
+        before it, which the first-token deadline bounds instead).
+
+        One watchdog timer per stream, re-armed lazily from the time of the last data, instead of
+        a timeout context per read: a long stream makes thousands of reads.
+        """
         content = self._response.content
-        while True:
-            with _mapped(self._target):
-                try:
-                    async with asyncio.timeout(idle_timeout):
-                        data = await content.readany()
-                except TimeoutError:
-                    raise UpstreamError(
-                        FailureKind.TIMEOUT, f"{self._target}: no data for {idle_timeout:g}s (idle timeout)"
-                    ) from None
-            if not data:
-                return
-            yield data
+        watchdog = _IdleWatchdog(self)
+        try:
+            while True:
+                with _mapped(self._target):
+                    data = await watchdog.guard(content.readany())
+                if not data:
+                    return
+                yield data
+        finally:
+            watchdog.stop()
 
     def close(self) -> None:
         self._response.close()
@@ -71,6 +76,51 @@ class UpstreamResponse:
             self.release()
         else:
             self.close()
+
+
+class _IdleWatchdog:
+    """Cancels the reading task once it has waited `idle_s` for upstream data."""
+
+    __slots__ = ("_fired", "_handle", "_loop", "_response", "_task", "_waiting_since")
+
+    def __init__(self, response: UpstreamResponse) -> None:
+        self._response = response
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._waiting_since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+
+    async def guard(self, read: Awaitable[bytes]) -> bytes:
+        self._waiting_since = self._loop.time()
+        idle = self._response.idle_timeout
+        if self._handle is None and idle is not None:
+            self._handle = self._loop.call_at(self._waiting_since + idle, self._check)
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if self._fired and self._task is not None and self._task.uncancel() == 0:
+                raise UpstreamError(FailureKind.TIMEOUT, f"no data for {idle:g}s (idle timeout)") from None
+            raise
+        finally:
+            self._waiting_since = None
+
+    def _check(self) -> None:
+        since = self._waiting_since
+        now = self._loop.time()
+        idle = self._response.idle_timeout or 0.0
+        if since is not None and now - since >= idle and self._task is not None:
+            self._fired = True
+            self._handle = None
+            self._task.cancel()
+            return
+        # data came meanwhile (or we are not reading): look again when the current wait could expire
+        self._handle = self._loop.call_at((since if since is not None else now) + idle, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class UpstreamClient:

@@ -42,6 +42,15 @@ spec:
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMRoute
+metadata: {{name: patient}}
+spec:
+  tiers:
+    only: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
+  defaultTier: only
+  fallback: {{firstByteTimeout: 5s, idleTimeout: 600ms}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
 metadata: {{name: strict}}
 spec:
   tiers:
@@ -185,3 +194,21 @@ def test_a_failure_left_out_of_on_errors_ends_the_request_with_502_not_a_failove
     stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=429)))
     raw = client(stack, route="strict").chat.completions.with_raw_response.create(model="only", messages=HELLO)
     assert raw.headers["x-llmroute-provider"] == "oai-b"
+
+
+async def test_a_slow_first_token_is_bounded_by_the_first_token_deadline_and_later_gaps_by_idle(
+        stack: Stack) -> None:
+    import aiohttp
+    import orjson
+
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.SLOW_STREAM, seconds=1.0)))
+    async with aiohttp.ClientSession() as session, session.post(
+            stack.url + "/v1/chat/completions", headers={"x-llmroute-route": "patient"},
+            json={"model": "only", "messages": HELLO, "stream": True}) as response:
+        body = await response.read()
+    assert response.status == 200  # the first token came after 1 s, inside the 5 s first-token deadline
+    events = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+    assert any(b'"content"' in e for e in events[:-1])
+    assert b"[DONE]" not in events
+    error = orjson.loads(events[-1])["error"]
+    assert "idle timeout" in error["message"]
