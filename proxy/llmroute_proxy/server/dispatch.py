@@ -292,9 +292,15 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
     if usage is not None:
         sidecar.limits.settle_tokens(target.provider, ex.prompt_tokens, usage.total_tokens, now)
+        _spent(sidecar, ex, target, usage)
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
                   None)
+
+
+def _spent(sidecar: Sidecar, ex: Exchange, target: Target, usage: Usage) -> None:
+    sidecar.record_spend(usage, ex.cost or 0.0, ex.route.name, ex.choice.tier, target.id,
+                         ex.experiment.name if ex.experiment else None)
 
 
 def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, error: UpstreamError,
@@ -319,6 +325,8 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
         ex.usage = usage
         ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
         ex.status = 200
+        if usage is not None:
+            _spent(sidecar, ex, target, usage)
     if error.kind.ejects_for_long:
         log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
                   target.id, error.kind.value, error.message)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmroute_proxy.errors import AttemptRecord
+from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
@@ -33,6 +34,26 @@ class TargetCounters:
     requests: int = 0
     failures: int = 0
     last_error: str | None = None
+
+
+@dataclass(slots=True)
+class Spend:
+    """What one route, tier, target or experiment has cost since the sidecar started."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, usage: Usage, cost_usd: float) -> None:
+        self.requests += 1
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += cost_usd
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requests": self.requests, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "cost_usd": self.cost_usd}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +109,7 @@ class Sidecar:
     in_flight: int = 0
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
 
     def __post_init__(self) -> None:
         self.telemetry.register_circuits(self._circuit_states)
@@ -115,6 +137,17 @@ class Sidecar:
         if table is None:
             return []
         return [(r.name, self.ledger.snapshot(r.name, now, r.budget)) for r in table.routes if r.budget]
+
+    def record_spend(self, usage: Usage, cost_usd: float, route: str, tier: str, target: str,
+                     experiment: str | None) -> None:
+        keys = [("route", route), ("tier", f"{route}/{tier}"), ("target", target)]
+        if experiment is not None:
+            keys.append(("experiment", f"{route}/{experiment}"))
+        for key in keys:
+            spend = self.spend.get(key)
+            if spend is None:
+                spend = self.spend[key] = Spend()
+            spend.add(usage, cost_usd)
 
     def counters_for(self, target: TargetId) -> TargetCounters:
         counters = self.counters.get(target)

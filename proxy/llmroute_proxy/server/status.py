@@ -73,5 +73,14 @@ def status_document(sidecar: Sidecar) -> dict[str, Any]:
         "in_flight": sidecar.in_flight,
         "targets": targets,
         "budgets": budgets,
+        "spend": _spend(sidecar),
         "decisions": [decision.to_json() for decision in reversed(sidecar.decisions)],
     }
+
+
+def _spend(sidecar: Sidecar) -> dict[str, dict[str, Any]]:
+    """Tokens and USD since start, per route, tier ("route/tier"), target and experiment."""
+    out: dict[str, dict[str, Any]] = {"routes": {}, "tiers": {}, "targets": {}, "experiments": {}}
+    for (kind, name), spend in sidecar.spend.items():
+        out[kind + "s"][name] = spend.to_json()
+    return out

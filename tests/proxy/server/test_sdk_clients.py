@@ -159,3 +159,18 @@ def test_a_concrete_model_name_picks_the_targets_serving_it(stack: Stack) -> Non
         model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
     assert raw.headers["x-llmroute-provider"] == "claude"
     assert raw.headers["x-llmroute-model"] == "claude-sonnet-4-5"
+
+
+def test_status_totals_spend_per_route_tier_and_target(stack: Stack) -> None:
+    import json as _json
+    import urllib.request
+
+    client = openai_client(stack)
+    raw = client.chat.completions.with_raw_response.create(model="anthropic", messages=[{"role": "user", "content": "hi"}])
+    cost = float(raw.headers["x-llmroute-cost-usd"])
+    with urllib.request.urlopen(stack.admin_url + "/status") as response:
+        spend = _json.loads(response.read())["spend"]
+    target = spend["targets"]["claude/claude-sonnet-4-5@here"]
+    assert target["cost_usd"] >= cost > 0 and target["requests"] >= 1 and target["output_tokens"] > 0
+    assert spend["tiers"]["main/anthropic"]["cost_usd"] >= cost
+    assert spend["routes"]["main"]["cost_usd"] >= spend["tiers"]["main/anthropic"]["cost_usd"]
