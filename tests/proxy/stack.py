@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.sim import FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
 
 T = TypeVar("T")
+SimFactory = Callable[[FaultPlan], web.Application]
 
 KEYS = {"oai": "sk-test-oai", "oai-b": "sk-test-oai-b", "claude": "sk-ant-test", "gem": "gem-test-key"}
 
@@ -90,17 +91,24 @@ spec:
 
 
 class Stack:
-    """Simulators `oai`, `oai-b`, `claude`, `gem` and a sidecar routing to them."""
+    """Simulators `oai`, `oai-b`, `claude`, `gem` and a sidecar routing to them.
+
+    `extra_sims` adds simulators by name, each made from its own `FaultPlan`; the config names
+    its URL `{name}` (with `-` as `_`). `environ` adds environment variables for credentials.
+    """
 
     def __init__(self, tmp: Path, settings: Settings | None = None, telemetry: Telemetry | None = None,
-                 config: str = CONFIG) -> None:
+                 config: str = CONFIG, extra_sims: Mapping[str, SimFactory] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self._tmp = tmp
         self._settings = settings
         self._telemetry = telemetry
         self._config = config
+        self._extra_sims = dict(extra_sims or {})
+        self._environ = dict(environ or {})
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.faults: dict[str, FaultPlan] = {name: FaultPlan() for name in KEYS}
+        self.faults: dict[str, FaultPlan] = {name: FaultPlan() for name in [*KEYS, *self._extra_sims]}
         self.sims: dict[str, SimServer] = {}
         self._runners: list[web.AppRunner] = []
         self.sidecar: Sidecar
@@ -138,14 +146,14 @@ class Stack:
             "oai-b": openai_app(KEYS["oai-b"], name="sim-oai-b", faults=self.faults["oai-b"]),
             "claude": anthropic_app(KEYS["claude"], faults=self.faults["claude"]),
             "gem": gemini_app(KEYS["gem"], faults=self.faults["gem"]),
+            **{name: factory(self.faults[name]) for name, factory in self._extra_sims.items()},
         }
         for name, app in apps.items():
             self.sims[name] = await SimServer.start(app, host="127.0.0.1", port=0)
         self.config_path.write_text(self._config.format(
-            oai=self.sims["oai"].url, oai_b=self.sims["oai-b"].url, claude=self.sims["claude"].url,
-            gem=self.sims["gem"].url))
+            **{name.replace("-", "_"): sim.url for name, sim in self.sims.items()}))
         environ = {"TEST_OAI_KEY": KEYS["oai"], "TEST_OAI_B_KEY": KEYS["oai-b"],
-                   "TEST_CLAUDE_KEY": KEYS["claude"], "TEST_GEM_KEY": KEYS["gem"]}
+                   "TEST_CLAUDE_KEY": KEYS["claude"], "TEST_GEM_KEY": KEYS["gem"], **self._environ}
         self.sidecar = build_sidecar(self._settings, self._telemetry)
         self.sidecar.install(load_table(self.config_path, region="here", environ=environ))
         self._runners = await start_listeners(self.sidecar, Listen(port=0, admin_port=0))

@@ -27,6 +27,7 @@ from llmroute_proxy.providers.openai import (
 from llmroute_proxy.table import ProviderType, Secret, Target
 
 DEFAULT_API_VERSION = "2024-10-21"
+FIRST_VERSION_WITH_STREAM_USAGE = "2024-09-01"  # older dated versions reject `stream_options`
 
 
 class AzureURLs(NamedTuple):
@@ -51,6 +52,13 @@ def target_urls(target: Target) -> AzureURLs:
     return azure_urls(target.url, target.model, target.options.get("api_version"))
 
 
+def streams_usage(target: Target) -> bool:
+    """Whether the target's api-version accepts `stream_options` (dated versions from 2024-09-01,
+    and the undated v1/preview/latest)."""
+    version = target.options.get("api_version")
+    return version is None or not version[:1].isdigit() or version >= FIRST_VERSION_WITH_STREAM_USAGE
+
+
 def api_key_headers(credential: Secret | None) -> dict[str, str]:
     if credential:
         return {"Content-Type": "application/json", "api-key": credential.reveal()}
@@ -70,7 +78,7 @@ class AzureOpenAIProvider:
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
         return UpstreamRequest("POST", target_urls(target).chat, api_key_headers(target.credential),
-                               chat_body(request, target.model))
+                               chat_body(request, target.model, stream_usage=streams_usage(target)))
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         return parse_chat_completion(body)

@@ -24,14 +24,17 @@ from llmroute_proxy.table import ProviderType, Secret, Target
 # --- requests -------------------------------------------------------------------------------------
 
 
-def chat_body(request: ChatRequest, model: str) -> bytes:
+def chat_body(request: ChatRequest, model: str, stream_usage: bool = True) -> bytes:
     """The client's body aimed at `model`.
 
     A stream always asks for usage: billing and budgets need it, and the server hides the
-    usage chunk from a client that did not ask for it.
+    usage chunk from a client that did not ask for it. An upstream that rejects
+    `stream_options` (`stream_usage=False`) gets none, and its streams go unmetered.
     """
     body = {**request.body, "model": model}
-    if request.stream:
+    if request.stream and not stream_usage:
+        body.pop("stream_options", None)
+    elif request.stream:
         options = body.get("stream_options")
         body["stream_options"] = (
             {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}

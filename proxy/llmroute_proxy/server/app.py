@@ -17,7 +17,7 @@ from llmroute_proxy.errors import (
 )
 from llmroute_proxy.frontends.anthropic import request_to_canonical
 from llmroute_proxy.providers.base import ChatRequest
-from llmroute_proxy.routing.budget import BudgetDecision
+from llmroute_proxy.routing.budget import BudgetDecision, Reservation
 from llmroute_proxy.routing.cost import estimate_cost_usd
 from llmroute_proxy.routing.experiments import choose_arm
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
@@ -125,10 +125,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     finally:
         sidecar.in_flight -= 1
         if reservation is not None and reservation.reservation is not None:
-            if ex.cost is None:
-                sidecar.ledger.release(reservation.reservation)
-            else:
-                sidecar.ledger.settle(reservation.reservation, ex.cost, sidecar.wallclock())
+            _settle_budget(sidecar, reservation.reservation, ex)
         status = response.status if response is not None else 499
         scope.end(status, None if status < 400 else str(status), ex.usage, ex.cost)
         _remember(sidecar, ex, choice, status, now)
@@ -150,6 +147,17 @@ def _reserve_budget(sidecar: Sidecar, route: Route, choice: TierChoice, chat: Ch
         choice = TierChoice(decision.downgrade_to, "budget",
                             f"budget exceeded: downgraded from '{choice.tier}' to '{decision.downgrade_to}'")
     return decision, choice
+
+
+def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> None:
+    """Real cost when known; nothing when no answer came; the estimate when an answer came
+    without usage (an unmetered stream), so that a budget is never spent for free."""
+    if ex.cost is not None:
+        sidecar.ledger.settle(reservation, ex.cost, sidecar.wallclock())
+    elif ex.target is not None:
+        sidecar.ledger.settle(reservation, reservation.estimate_usd, sidecar.wallclock())
+    else:
+        sidecar.ledger.release(reservation)
 
 
 def _needs_prompt_tokens(table: Table, route: Route) -> bool:

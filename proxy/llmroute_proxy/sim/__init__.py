@@ -1,4 +1,4 @@
-"""Simulated OpenAI-, Anthropic- and Gemini-style providers for the demo, the tests and the benchmarks.
+"""Simulated OpenAI-, Azure OpenAI-, Anthropic- and Gemini-style providers for the demo, the tests and the benchmarks.
 
 Each factory returns an aiohttp `web.Application` that speaks its provider's wire format well
 enough for the official SDKs, answers deterministically from the request, and applies the
@@ -9,7 +9,7 @@ faults scripted in its `FaultPlan` (in process, or over HTTP at `/_sim/faults`).
 from llmroute_proxy.sim.anthropic import anthropic_app
 from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.gemini import gemini_app
-from llmroute_proxy.sim.openai import openai_app
+from llmroute_proxy.sim.openai import azure_openai_app, openai_app
 from llmroute_proxy.sim.server import RecordedRequest, SimServer, SimState, SimStats, sim_state
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "SimState",
     "SimStats",
     "anthropic_app",
+    "azure_openai_app",
     "gemini_app",
     "openai_app",
     "sim_state",

@@ -606,14 +606,17 @@ def main(argv: list[str] | None = None) -> None:
     from llmroute_proxy import sim
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("kind", choices=("openai", "anthropic", "gemini"))
+    parser.add_argument("kind", choices=("openai", "azure-openai", "anthropic", "gemini"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key-env", help="environment variable holding the expected API key")
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--cached-tokens", type=int, default=0)
     args = parser.parse_args(argv)
-    factory = {"openai": sim.openai_app, "anthropic": sim.anthropic_app, "gemini": sim.gemini_app}[args.kind]
+    factories: dict[str, Callable[..., web.Application]] = {
+        "openai": sim.openai_app, "azure-openai": sim.azure_openai_app, "anthropic": sim.anthropic_app,
+        "gemini": sim.gemini_app}
+    factory = factories[args.kind]
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     app = factory(api_key, chunks=args.chunks, cached_tokens=args.cached_tokens)
 

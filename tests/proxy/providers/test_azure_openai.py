@@ -176,3 +176,16 @@ def test_a_rejected_key_is_auth_and_the_key_is_not_in_the_message() -> None:
     error = AZURE.classify_error(401, {}, orjson.dumps(body))
     assert error.kind is FailureKind.AUTH
     assert KEY not in error.message
+
+
+@pytest.mark.parametrize(("api_version", "asks_usage"), [
+    ("2024-06-01", False), ("2024-08-01-preview", False), ("2024-09-01-preview", True), ("2024-10-21", True),
+    ("preview", True), (None, True),
+])
+def test_streams_ask_for_usage_only_where_the_api_version_accepts_stream_options(
+        api_version: str | None, asks_usage: bool) -> None:
+    target = Target(TargetId("az/gpt@eu"), "az", ProviderType.AZURE_OPENAI, "gpt", "https://r.openai.azure.com",
+                    "eu", Secret("k"), options={"api_version": api_version} if api_version else {})
+    request = ChatRequest({"model": "x", "messages": [], "stream": True, "stream_options": {"include_usage": True}})
+    body = orjson.loads(AzureOpenAIProvider().chat_request(request, target).body or b"{}")
+    assert ("stream_options" in body) is asks_usage
