@@ -34,12 +34,9 @@ import asyncio
 import contextlib
 import math
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,6 +45,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+
+from _processes import Harness, free_port, harness, llmroute_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -97,71 +96,13 @@ spec:
 
 # --- processes ------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def llmroute_command() -> list[str]:
-    found = ROOT / ".venv" / "bin" / "llmroute-proxy"
-    return [str(found)] if found.exists() else [shutil.which("llmroute-proxy") or "llmroute-proxy"]
-
-
-class Processes:
-    """Starts the bench's processes (pinned when `taskset` and two cores exist) and stops each by PID."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-        self._running: list[subprocess.Popen[bytes]] = []
-
-    def spawn(self, name: str, core: int, command: Sequence[str],
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        argv = ["taskset", "-c", str(core), *command] if self.pin else list(command)
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **(env or {})})
-        self._running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc in self._running:
-            self._running.remove(proc)
-
-    def close(self) -> None:
-        for proc in reversed(list(self._running)):
-            self.stop(proc)
-
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self._running if proc.poll() is None]
-
-    def log_tail(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-
 @contextlib.contextmanager
-def processes() -> Iterator[Processes]:
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="llmroute-failover-") as tmp:
-        procs = Processes(Path(tmp))
-        try:
-            yield procs
-        finally:
-            procs.close()
-            signal.signal(signal.SIGTERM, previous)
+def processes() -> Iterator[Harness]:
+    with harness(prefix="llmroute-failover-") as procs:
+        yield procs
 
 
-async def wait_ready(procs: Processes, name: str, proc: subprocess.Popen[bytes],
+async def wait_ready(procs: Harness, name: str, proc: subprocess.Popen[bytes],
                      ready: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -184,7 +125,7 @@ async def answers(session: aiohttp.ClientSession, url: str) -> bool:
 class Simulator:
     """One simulated provider process, restartable on its own port."""
 
-    def __init__(self, procs: Processes, session: aiohttp.ClientSession, name: str,
+    def __init__(self, procs: Harness, session: aiohttp.ClientSession, name: str,
                  latency_s: float = 0.0) -> None:
         self.procs = procs
         self.session = session
@@ -229,7 +170,7 @@ class Simulator:
 class CpuMeter:
     """CPU the machine spent outside this bench's processes: a shared machine makes latencies suspect."""
 
-    def __init__(self, procs: Processes) -> None:
+    def __init__(self, procs: Harness) -> None:
         self.procs = procs
 
     def reading(self) -> tuple[float, float, float]:
@@ -559,7 +500,7 @@ processes outside this bench (100 = one core); above ~10 the machine was shared 
 
 # --- main ---------------------------------------------------------------------------------------------
 
-async def run(args: argparse.Namespace, procs: Processes) -> tuple[list[Phase], list[Sample]]:
+async def run(args: argparse.Namespace, procs: Harness) -> tuple[list[Phase], list[Sample]]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         primary, fallback = (Simulator(procs, session, name, args.provider_latency) for name in ("primary", "fallback"))
@@ -586,7 +527,7 @@ async def run(args: argparse.Namespace, procs: Processes) -> tuple[list[Phase], 
     return bench.phases, outside
 
 
-async def start_sidecar(procs: Processes, session: aiohttp.ClientSession, args: argparse.Namespace,
+async def start_sidecar(procs: Harness, session: aiohttp.ClientSession, args: argparse.Namespace,
                         primary: str, fallback: str) -> tuple[str, str]:
     config = procs.workdir / "llmroute.yaml"
     config.write_text(SIDECAR_CONFIG.format(

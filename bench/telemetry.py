@@ -1,12 +1,18 @@
-"""What telemetry adds to one request: the six calls the server makes, timed in a tight loop.
+"""What telemetry and the access log add to one request: the calls the server makes, timed in a tight loop.
 
-Three configurations, measured in the same run against a baseline that does the same
-dictionary work without telemetry (so the numbers are comparable on any machine):
+Measured in the same run against a baseline that does the same dictionary work without
+telemetry (so the numbers are comparable on any machine):
 
 - baseline: build the attribute dicts a request carries, nothing recorded;
-- metrics only: no OTLP endpoint (the default) — no tracer, metrics to the Prometheus reader;
+- metrics only: no OTLP endpoint (the default) — no tracer, metrics aggregated for `/metrics`;
+- metrics over OTLP too: a metrics exporter is configured, so the SDK histograms are recorded
+  as well (an exporter that drops what it gets: the export itself runs in the SDK's thread);
 - in-memory spans: a real SDK tracer with a BatchSpanProcessor and an in-memory exporter,
-  which is what an OTLP endpoint costs on the request path (export runs in its own thread).
+  which is what an OTLP traces endpoint costs on the request path (export runs in its own thread);
+- access log: the JSON line of a request with a failover, with the logger off (WARNING), through
+  `logging` as the CLI configures it (a StreamHandler with its format, to a file, one write and
+  flush per line), and through `BufferedAccessLog` (same line, written every 64 KiB here: the
+  tight loop never yields to the event loop, so the 100 ms timer does not fire).
 
 Run: `.venv/bin/python bench/telemetry.py [--requests N]`.
 """
@@ -14,14 +20,21 @@ Run: `.venv/bin/python bench/telemetry.py [--requests N]`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import logging
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
 
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import Usage
+from llmroute_proxy.errors import AttemptRecord, FailureKind, UpstreamError
+from llmroute_proxy.providers.base import ChatRequest, Usage
+from llmroute_proxy.server import accesslog
 from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.table import ProviderType, Target, TargetId
 
@@ -60,6 +73,57 @@ def telemetry_request(telemetry: Telemetry, failover: bool) -> Callable[[int], o
     return run
 
 
+class DroppingMetricExporter(MetricExporter):
+    """An OTLP stand-in: takes every export and throws it away."""
+
+    def __init__(self) -> None:
+        super().__init__(preferred_temporality={}, preferred_aggregation={})
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        pass
+
+
+@dataclass
+class Named:
+    name: str
+
+
+@dataclass
+class Choice:
+    tier: str
+    rule: str | None
+
+
+@dataclass
+class Exchange:
+    """What the access line reads from the server's Exchange, for a streamed request with a failover."""
+
+    route: Named = field(default_factory=lambda: Named("default"))
+    choice: Choice = field(default_factory=lambda: Choice("smart", "long-prompts"))
+    experiment: Named | None = None
+    target: Target | None = PRIMARY
+    attempts: Sequence[AttemptRecord] = (AttemptRecord(BACKUP.id, 529, FailureKind.OVERLOADED, "overloaded", 0.12),
+                                         AttemptRecord(PRIMARY.id, 200, None, "ok", 0.8))
+    usage: Usage | None = field(default_factory=lambda: USAGE)
+    cost: float | None = 0.0042
+    requested_model: str = "auto"
+    chat: ChatRequest = field(default_factory=lambda: ChatRequest({"model": "auto", "stream": True, "messages": []}))
+
+
+EXCHANGE = Exchange()
+
+
+def access_request(i: int) -> object:
+    accesslog.log_access(EXCHANGE, 200, 0.93456, "4bf92f3577b34da6a3ce929d0e0e4736")
+    return i
+
+
 def measure(work: Callable[[int], object], requests: int, between: Callable[[], None] | None = None) -> float:
     """Best of five runs, in µs per request (the minimum is the least disturbed by the machine)."""
     best = float("inf")
@@ -74,6 +138,31 @@ def measure(work: Callable[[int], object], requests: int, between: Callable[[], 
     return best
 
 
+def access_log_rows(n: int, sink: IO[bytes]) -> list[tuple[str, float]]:
+    """The access line: off, through `logging` as the CLI sets it up, and buffered."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(open(sink.fileno(), "w", closefd=False))  # noqa: SIM115
+    handler.setFormatter(logging.Formatter(accesslog.LINE_FORMAT))
+    root.addHandler(handler)
+    access = logging.getLogger("llmroute.access")
+    try:
+        access.setLevel(logging.WARNING)
+        rows = [("access log: logger off (WARNING)", measure(access_request, n))]
+        access.setLevel(logging.INFO)
+        rows.append(("access log: through logging", measure(access_request, n)))
+
+        async def buffered() -> float:
+            writer = accesslog.buffer_access_log(sink)
+            try:
+                return measure(access_request, n, writer.flush)
+            finally:
+                writer.close()
+        rows.append(("access log: BufferedAccessLog", asyncio.run(buffered())))
+        return rows
+    finally:
+        root.removeHandler(handler)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5_000)
@@ -81,6 +170,8 @@ def main() -> None:
     n = args.requests
 
     metrics_only = Telemetry(TelemetrySettings())
+    otlp_metrics = Telemetry(TelemetrySettings(metric_export_interval_s=3600.0),
+                             metric_exporter=DroppingMetricExporter())
     exporter = InMemorySpanExporter()
     traced = Telemetry(TelemetrySettings(), span_exporter=exporter)
 
@@ -93,15 +184,18 @@ def main() -> None:
         ("baseline (dict work only)", base),
         ("metrics only, no exporter", measure(telemetry_request(metrics_only, False), n)),
         ("metrics only, with a failover", measure(telemetry_request(metrics_only, True), n)),
+        ("metrics over OTLP too", measure(telemetry_request(otlp_metrics, False), n)),
         ("in-memory span exporter", measure(telemetry_request(traced, False), n, drain)),
         ("in-memory spans, with a failover", measure(telemetry_request(traced, True), n, drain)),
     ]
-    print(f"telemetry per request, {n} requests, best of 5")
+    with tempfile.TemporaryFile() as sink:
+        rows += access_log_rows(n, sink)
+    print(f"telemetry and access log per request, {n} requests, best of 5")
     print(f"{'configuration':<36}{'µs/request':>12}{'× baseline':>12}{'added µs':>11}")
     for name, micros in rows:
         print(f"{name:<36}{micros:>12.2f}{micros / base:>12.1f}{micros - base:>11.2f}")
-    metrics_only.shutdown()
-    traced.shutdown()
+    for telemetry in (metrics_only, otlp_metrics, traced):
+        telemetry.shutdown()
 
 
 if __name__ == "__main__":
