@@ -537,14 +537,24 @@ _PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azu
 def _provider_spec(doc: _Opened) -> ProviderSpec:
     f = _Fields(doc.sink, "spec", doc.spec, _PROVIDER_FIELDS)
     provider_type = f.enum("type", ProviderType, required=True)
+    endpoints = _endpoints(f)
+    credentials = _credentials(f, provider_type)
+    limits = _limits(f)
+    models = _models(f)
+    api_version = _api_version(f, provider_type)
+    if provider_type is ProviderType.AZURE_OPENAI and api_version and api_version[:1].isdigit() and any(
+            "/openai/v1" in urlsplit(e.url).path for e in endpoints):
+        f.sink.error("spec.azure.apiVersion", f"the dated api-version '{api_version}' belongs to the classic form "
+                                    "(the resource endpoint as url); an .../openai/v1 endpoint takes "
+                                    "'v1', 'preview', 'latest' or none")
     return ProviderSpec(
         name=doc.name,
         type=provider_type or ProviderType.OPENAI,
-        endpoints=_endpoints(f),
-        credentials=_credentials(f, provider_type),
-        limits=_limits(f),
-        models=_models(f),
-        api_version=_api_version(f, provider_type),
+        endpoints=endpoints,
+        credentials=credentials,
+        limits=limits,
+        models=models,
+        api_version=api_version,
     )
 
 

@@ -581,3 +581,14 @@ def test_the_input_documents_are_not_modified() -> None:
     before = copy.deepcopy(docs)
     parse_documents(docs)
     assert docs == before
+
+
+def test_a_dated_azure_api_version_with_a_v1_endpoint_is_refused() -> None:
+    from llmroute_proxy.spec import parse_documents
+
+    doc = {"apiVersion": "llmroute.dev/v1alpha1", "kind": "LLMProvider", "metadata": {"name": "az"},
+           "spec": {"type": "azure-openai", "credentials": {"env": "AZ_KEY"},
+                    "endpoints": [{"region": "eu", "url": "https://r.openai.azure.com/openai/v1"}],
+                    "azure": {"apiVersion": "2024-10-21"}}}
+    errors = [str(e) for e in parse_documents([doc]).errors]
+    assert any("LLMProvider/az: spec.azure.apiVersion" in e and "classic form" in e for e in errors), errors

@@ -37,10 +37,17 @@ class AzureURLs(NamedTuple):
 
 @lru_cache(maxsize=1024)
 def azure_urls(url: str, deployment: str, api_version: str | None) -> AzureURLs:
-    """Both URL forms; `api_version` None means the default (and none at all in the v1 form)."""
+    """Both URL forms; `api_version` None means the default (and none at all in the v1 form).
+
+    An undated version (`v1`, `preview`, `latest`) selects the v1 form even when the url is
+    the resource endpoint; `preview`/`latest` travel as its api-version, `v1` needs none.
+    """
     base = url.rstrip("/")
+    undated = api_version is not None and not api_version[:1].isdigit()
+    if undated and "/openai/v1" not in urlsplit(base).path:
+        base = base.removesuffix("/openai") + "/openai/v1"
     if "/openai/v1" in urlsplit(base).path:
-        query = f"?api-version={quote(api_version, safe='')}" if api_version else ""
+        query = f"?api-version={quote(api_version, safe='')}" if api_version and api_version != "v1" else ""
         return AzureURLs(f"{base}/chat/completions{query}", f"{base}/embeddings{query}")
     base = base.removesuffix("/openai")
     prefix = f"{base}/openai/deployments/{quote(deployment, safe='')}"

@@ -189,3 +189,17 @@ def test_streams_ask_for_usage_only_where_the_api_version_accepts_stream_options
     request = ChatRequest({"model": "x", "messages": [], "stream": True, "stream_options": {"include_usage": True}})
     body = orjson.loads(AzureOpenAIProvider().chat_request(request, target).body or b"{}")
     assert ("stream_options" in body) is asks_usage
+
+
+@pytest.mark.parametrize(("url", "api_version", "chat_url"), [
+    ("https://r.openai.azure.com", "v1", "https://r.openai.azure.com/openai/v1/chat/completions"),
+    ("https://r.openai.azure.com", "preview", "https://r.openai.azure.com/openai/v1/chat/completions?api-version=preview"),
+    ("https://r.openai.azure.com/openai/v1", "v1", "https://r.openai.azure.com/openai/v1/chat/completions"),
+    ("https://r.openai.azure.com", "2024-10-21",
+     "https://r.openai.azure.com/openai/deployments/gpt/chat/completions?api-version=2024-10-21"),
+])
+def test_an_undated_api_version_selects_the_v1_form(url: str, api_version: str, chat_url: str) -> None:
+    target = Target(TargetId("az/gpt@eu"), "az", ProviderType.AZURE_OPENAI, "gpt", url, "eu", Secret("k"),
+                    options={"api_version": api_version})
+    request = ChatRequest({"model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert AzureOpenAIProvider().chat_request(request, target).url == chat_url
