@@ -4,13 +4,29 @@ The line says where the request went and what it cost: route, tier, rule, target
 attempt with its outcome, status, latency, tokens, cost and the trace id that joins it to
 its spans. It never holds prompt or completion text, header values or credentials: attempt
 reasons are failure kinds, not upstream messages (which may quote what the client sent).
+
+Whether a line is written is the logger's decision (its level, `LLMROUTE_LOG_LEVEL`): when
+`llmroute.access` is not enabled for INFO nothing is built. How it is written depends on the
+server. By default, one `logging` call per request. A served sidecar calls `buffer_access_log()`
+instead: a `logging` call, its record and formatter, then a synchronous write and flush to
+stderr cost 12–20 µs alone and 55–70 µs of throughput under load (one syscall per request on
+the event loop). `BufferedAccessLog` formats the same `time INFO llmroute.access {json}` line
+itself, keeps it in memory and writes everything at once, every 100 ms or 64 KiB, and at
+shutdown. The price: access lines may come up to 100 ms after the other loggers' lines that
+followed them (each line keeps its own time), and a process killed with SIGKILL loses the
+last 100 ms of lines. Handlers and filters attached to `llmroute.access` are not consulted
+while the buffer is installed; its level still is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
-from collections.abc import Sequence
-from typing import Any, Protocol
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -92,5 +108,104 @@ def access_entry(ex: ExchangeView, status: int, elapsed_s: float, trace_id: str)
 
 
 def log_access(ex: ExchangeView, status: int, elapsed_s: float, trace_id: str) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info("%s", orjson.dumps(access_entry(ex, status, elapsed_s, trace_id)).decode())
+    if not log.isEnabledFor(logging.INFO):
+        return
+    line = orjson.dumps(access_entry(ex, status, elapsed_s, trace_id))
+    buffered = _buffered
+    if buffered is None:
+        log.info("%s", line.decode())
+    else:
+        buffered.write(line)
+
+
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+"""The `logging` format the CLI configures; `BufferedAccessLog` writes its lines the same way."""
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+Scheduler = Callable[[float, Callable[[], None]], Timer]
+"""`loop.call_later`, or a test's stand-in."""
+
+
+class BufferedAccessLog:
+    """Access lines kept in memory and written to `stream` in one call per `interval_s`.
+
+    The first line after a write arms a timer (`call_later`, the running loop's by default:
+    build it on the loop); `max_bytes` bounds the memory and forces an earlier write. A
+    failing stream (closed, broken pipe) drops the lines: the access log never fails a request.
+    """
+
+    def __init__(self, stream: BinaryIO, *, interval_s: float = 0.1, max_bytes: int = 64 * 1024,
+                 wallclock: Callable[[], float] = time.time, call_later: Scheduler | None = None) -> None:
+        self._stream = stream
+        self._interval_s = interval_s
+        self._max_bytes = max_bytes
+        self._wallclock = wallclock
+        self._call_later = call_later or asyncio.get_running_loop().call_later
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._timer: Timer | None = None
+        self._second = -1
+        self._stamp = b""
+
+    def write(self, json_line: bytes) -> None:
+        now = self._wallclock()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)).encode()
+        line = b"%s,%03d INFO llmroute.access %s\n" % (self._stamp, int((now - second) * 1000), json_line)
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self._max_bytes:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._call_later(self._interval_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered line now (blocking, one write call)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        """Flush, and send later lines through `logging` again. Call it at shutdown, on the loop."""
+        global _buffered
+        if _buffered is self:
+            _buffered = None
+            atexit.unregister(self.flush)
+        self.flush()
+
+
+_buffered: BufferedAccessLog | None = None
+
+
+def buffer_access_log(stream: BinaryIO | None = None, *, interval_s: float = 0.1) -> BufferedAccessLog:
+    """Write access lines through a `BufferedAccessLog` on `stream` (stderr by default) from now on.
+
+    Call it on the running event loop after logging is configured; call `close()` on the result
+    at shutdown (an `atexit` hook flushes what is left if that call never comes).
+    """
+    global _buffered
+    if _buffered is not None:
+        _buffered.close()
+    _buffered = BufferedAccessLog(stream if stream is not None else sys.stderr.buffer, interval_s=interval_s)
+    atexit.register(_buffered.flush)
+    return _buffered

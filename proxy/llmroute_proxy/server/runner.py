@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from llmroute_proxy.config import ConfigError, load_table
+from llmroute_proxy.server.accesslog import buffer_access_log
 from llmroute_proxy.server.admin import admin_app
 from llmroute_proxy.server.app import create_app
 from llmroute_proxy.server.state import Settings, Sidecar
@@ -102,6 +103,7 @@ async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
                               background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
                               on_ready: Callable[[], None] | None = None) -> None:
     runners = await start_listeners(sidecar, listen)
+    access_log = buffer_access_log()
     tasks = [asyncio.create_task(job()) for job in background or ()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,6 +123,7 @@ async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
             task.cancel()
         for runner in runners:
             await runner.cleanup()
+        access_log.close()
         await sidecar.upstream.close()
         await asyncio.to_thread(sidecar.telemetry.shutdown)
 

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import orjson
 import pytest
 
 from llmroute_proxy.errors import AttemptRecord, FailureKind
 from llmroute_proxy.providers.base import ChatRequest, Usage
-from llmroute_proxy.server.accesslog import log_access
+from llmroute_proxy.server.accesslog import LINE_FORMAT, BufferedAccessLog, buffer_access_log, log_access
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 SECRET = "sk-proj-NEVER-LOG-ME"
@@ -98,3 +101,102 @@ def test_nothing_is_built_when_the_access_logger_is_off(caplog: pytest.LogCaptur
     exchange.attempts = None  # type: ignore[assignment]  # building the line would fail on this
     log_access(exchange, 200, 0.1, "")
     assert not [r for r in caplog.records if r.name == "llmroute.access"]
+
+
+class FakeTimers:
+    """`loop.call_later` in the test's hands: nothing fires until the test says so."""
+
+    def __init__(self) -> None:
+        self.armed: list[tuple[float, Callable[[], None]]] = []
+        self.cancelled = 0
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> FakeTimers:
+        self.armed.append((delay, callback))
+        return self
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+    def fire(self) -> None:
+        _, callback = self.armed.pop()
+        callback()
+
+
+NOW = 1_780_000_000.125  # a wall-clock time with 125 ms
+
+
+def buffered(stream: BinaryIO, timers: FakeTimers, **kwargs: Any) -> BufferedAccessLog:
+    return BufferedAccessLog(stream, wallclock=lambda: NOW, call_later=timers, **kwargs)
+
+
+def test_a_buffered_line_is_exactly_what_the_cli_logging_format_writes() -> None:
+    stream, timers = io.BytesIO(), FakeTimers()
+    writer = buffered(stream, timers)
+    writer.write(b'{"route":"default"}')
+    writer.flush()
+    record = logging.LogRecord("llmroute.access", logging.INFO, __file__, 1, "%s", ('{"route":"default"}',), None)
+    record.created, record.msecs = NOW, 125.0
+    assert stream.getvalue() == (logging.Formatter(LINE_FORMAT).format(record) + "\n").encode()
+
+
+def test_buffered_lines_are_written_together_when_the_timer_fires() -> None:
+    stream, timers = io.BytesIO(), FakeTimers()
+    writer = buffered(stream, timers, interval_s=0.1)
+    writer.write(b"{}")
+    writer.write(b"[]")
+    assert stream.getvalue() == b""
+    assert [delay for delay, _ in timers.armed] == [0.1]
+    timers.fire()
+    assert stream.getvalue().count(b" INFO llmroute.access ") == 2
+    assert stream.getvalue().endswith(b" INFO llmroute.access []\n")
+    writer.write(b"{}")
+    assert len(timers.armed) == 1
+
+
+def test_a_full_buffer_is_written_at_once_without_waiting_for_the_timer() -> None:
+    stream, timers = io.BytesIO(), FakeTimers()
+    writer = buffered(stream, timers, max_bytes=300)  # a line is 45 + 60 + 1 bytes
+    writer.write(b"x" * 60)
+    writer.write(b"x" * 60)
+    assert stream.getvalue() == b""
+    writer.write(b"x" * 60)
+    assert len(stream.getvalue().splitlines()) == 3
+    assert timers.cancelled == 1
+
+
+def test_a_broken_stream_drops_the_lines_and_raises_nothing() -> None:
+    stream, timers = io.BytesIO(), FakeTimers()
+    stream.close()
+    writer = buffered(stream, timers)
+    writer.write(b"{}")
+    writer.flush()
+    writer.write(b"{}")
+    assert len(timers.armed) == 2
+
+
+async def test_the_server_buffer_takes_the_lines_and_close_hands_them_back_to_logging(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "llmroute.access")
+    stream = io.BytesIO()
+    writer = buffer_access_log(stream)
+    try:
+        log_access(FakeExchange(chat()), 200, 0.1, "")
+        assert not [r for r in caplog.records if r.name == "llmroute.access"]
+        assert stream.getvalue() == b""
+    finally:
+        writer.close()
+    line = stream.getvalue().decode()
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert orjson.loads(line.split(" INFO llmroute.access ", 1)[1])["status"] == 200
+    assert PROMPT not in line and SECRET not in line
+    log_access(FakeExchange(chat()), 201, 0.1, "")
+    assert logged(caplog)["status"] == 201
+
+
+async def test_the_logger_level_still_decides_when_lines_are_buffered(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "llmroute.access")
+    stream = io.BytesIO()
+    writer = buffer_access_log(stream)
+    log_access(FakeExchange(chat()), 200, 0.1, "")
+    writer.close()
+    assert stream.getvalue() == b""

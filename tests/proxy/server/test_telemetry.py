@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,15 +23,30 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmroute_proxy import __version__
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.budget import BudgetStatus
-from llmroute_proxy.server.telemetry import DURATION_BUCKETS, TOKEN_BUCKETS, Telemetry, TelemetrySettings
+from llmroute_proxy.server.telemetry import (
+    CARDINALITY_LIMIT,
+    DURATION_BUCKETS,
+    TOKEN_BUCKETS,
+    Telemetry,
+    TelemetrySettings,
+)
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 SECRET = "sk-live-DO-NOT-LEAK-4242"
@@ -464,3 +484,157 @@ def test_flushing_spans_does_not_duplicate_the_prometheus_exposition(
     telemetry.flush()
     telemetry.flush()
     assert len(samples(telemetry, "gen_ai_client_operation_duration_seconds_count")) == 1
+
+
+SCOPE_LABELS = f'otel_scope_name="llmroute",otel_scope_schema_url="",otel_scope_version="{__version__}"'
+
+
+def test_the_exposition_keeps_the_opentelemetry_prometheus_exporter_format_byte_for_byte(clock: FakeClock) -> None:
+    """Captured from the OpenTelemetry Prometheus exporter (0.66b2) before metrics were aggregated
+    locally: dashboards and alerts keep working only if nothing here moves."""
+    telemetry = Telemetry(TelemetrySettings(service_name="golden"), clock=clock)
+    telemetry.set_table_version("v-1")
+    scope = telemetry.start_request("chat", {})
+    scope.routed("default", "smart", None)
+    clock.now += 0.25
+    scope.end(429, "429")
+    body = telemetry.prometheus_text()[0].decode()
+    telemetry.shutdown()
+    series = 'error_type="429",http_response_status_code="429",{}llmroute_route="default",' + SCOPE_LABELS
+    buckets = "".join("llmroute_request_duration_seconds_bucket{" + series.format(f'le="{bound}",') + "} " + count + "\n"
+                      for bound, count in zip([*DURATION_BUCKETS, "+Inf"], ["0.0"] * 5 + ["1.0"] * 10, strict=True))
+    assert re.sub(r'service_instance_id="[0-9a-f-]{36}",', "", body) == (
+        "# HELP target_info Target metadata\n"
+        "# TYPE target_info gauge\n"
+        f'target_info{{service_name="golden",service_version="{__version__}",telemetry_sdk_language="python",'
+        f'telemetry_sdk_name="opentelemetry",telemetry_sdk_version="{sdk_version}"}} 1.0\n'
+        "# HELP llmroute_request_duration_seconds Whole client request, every attempt included.\n"
+        "# TYPE llmroute_request_duration_seconds histogram\n"
+        + buckets
+        + "llmroute_request_duration_seconds_count{" + series.format("") + "} 1.0\n"
+        + "llmroute_request_duration_seconds_sum{" + series.format("") + "} 0.25\n"
+        "# HELP llmroute_requests_total Client requests answered.\n"
+        "# TYPE llmroute_requests_total counter\n"
+        'llmroute_requests_total{error_type="429",http_response_status_code="429",llmroute_route="default",'
+        f'llmroute_tier="smart",{SCOPE_LABELS}}} 1.0\n'
+        "# HELP llmroute_requests_in_flight Client requests being served.\n"
+        "# TYPE llmroute_requests_in_flight gauge\n"
+        f"llmroute_requests_in_flight{{{SCOPE_LABELS}}} 0.0\n"
+        "# HELP llmroute_table_info 1, with the routing table's version as an attribute.\n"
+        "# TYPE llmroute_table_info gauge\n"
+        f'llmroute_table_info{{llmroute_table_version="v-1",{SCOPE_LABELS}}} 1.0\n'
+    )
+
+
+def test_an_attribute_some_points_lack_is_an_empty_label_on_them(telemetry: Telemetry) -> None:
+    scope = telemetry.start_request("chat", {})
+    scope.attempt(PRIMARY, 1).end(error=UpstreamError(FailureKind.OVERLOADED, "overloaded", status=529))
+    scope.attempt(PRIMARY, 2).end(Usage(1, 1), None, (), "gpt-4o-2024-08-06", None)
+    scope.end(200)
+    found = {(lbls["error_type"], lbls["gen_ai_response_model"])
+             for lbls, _ in samples(telemetry, "gen_ai_client_operation_duration_seconds_count")}
+    assert found == {("overloaded", ""), ("", "gpt-4o-2024-08-06")}
+
+
+@pytest.mark.parametrize(("seconds", "first_bucket"), [
+    (0.0, "0.01"), (0.01, "0.01"), (0.0100001, "0.02"), (0.32, "0.32"), (81.92, "81.92"), (81.93, "+Inf"),
+])
+def test_a_duration_counts_in_the_first_bucket_whose_bound_it_does_not_exceed(
+        telemetry: Telemetry, clock: FakeClock, seconds: float, first_bucket: str) -> None:
+    clock.now = 0.0
+    scope = telemetry.start_request("chat", {})
+    clock.now = seconds
+    scope.end(200)
+    counts = {lbls["le"]: v for lbls, v in samples(telemetry, "llmroute_request_duration_seconds_bucket")}
+    bounds = [f"{b}" for b in DURATION_BUCKETS] + ["+Inf"]
+    assert [counts[b] for b in bounds] == [0.0] * bounds.index(first_bucket) + [1.0] * (
+        len(bounds) - bounds.index(first_bucket))
+    assert value(telemetry, "llmroute_request_duration_seconds_sum") == seconds
+
+
+def test_beyond_the_cardinality_limit_new_series_fold_into_one_overflow_series(telemetry: Telemetry) -> None:
+    for n in range(CARDINALITY_LIMIT + 5):
+        telemetry.ejected(f"t{n}", "server_error")
+    ejections = samples(telemetry, "llmroute_ejections_total")
+    assert len(ejections) == CARDINALITY_LIMIT + 1
+    assert value(telemetry, "llmroute_ejections_total", otel_metric_overflow="true") == 5
+    assert value(telemetry, "llmroute_ejections_total", llmroute_target="t0") == 1
+
+
+class CapturingMetricExporter(MetricExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports: list[MetricsData] = []
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.exports.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        pass
+
+
+PROMETHEUS_NAMES = {
+    "gen_ai.client.operation.duration": "gen_ai_client_operation_duration_seconds",
+    "gen_ai.client.token.usage": "gen_ai_client_token_usage",
+    "gen_ai.client.operation.time_to_first_chunk": "gen_ai_client_operation_time_to_first_chunk_seconds",
+    "llmroute.request.duration": "llmroute_request_duration_seconds",
+    "llmroute.requests": "llmroute_requests_total",
+    "llmroute.cost.usd": "llmroute_cost_usd_total",
+    "llmroute.attempts": "llmroute_attempts_total",
+    "llmroute.failovers": "llmroute_failovers_total",
+}
+SampleKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+def otlp_as_prometheus(data: MetricsData) -> dict[SampleKey, float]:
+    """The SDK's own aggregation of what OTLP sends, as the samples Prometheus would show."""
+    found: dict[SampleKey, float] = {}
+    for metric in (m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics):
+        name = PROMETHEUS_NAMES.get(metric.name)
+        for point in metric.data.data_points if name else ():
+            labels = frozenset((k.replace(".", "_"), str(v)) for k, v in (point.attributes or {}).items())
+            if isinstance(point, HistogramDataPoint):
+                found[(f"{name}_count", labels)] = point.count
+                found[(f"{name}_sum", labels)] = point.sum
+                bounds = [*(f"{b}" for b in point.explicit_bounds), "+Inf"]
+                for bound, cumulative in zip(bounds, itertools.accumulate(point.bucket_counts), strict=True):
+                    found[(f"{name}_bucket", labels | {("le", bound)})] = cumulative
+            elif isinstance(point, NumberDataPoint):
+                found[(f"{name}", labels)] = point.value
+    return found
+
+
+def shown_by_prometheus(telemetry: Telemetry) -> dict[SampleKey, float]:
+    body = telemetry.prometheus_text()[0].decode()
+    wanted = {s for name in PROMETHEUS_NAMES.values() for s in (name, f"{name}_count", f"{name}_sum", f"{name}_bucket")}
+    return {(s.name, frozenset((k, v) for k, v in s.labels.items() if v and not k.startswith("otel_scope"))): s.value
+            for family in text_string_to_metric_families(body) for s in family.samples if s.name in wanted}
+
+
+def test_otlp_exports_the_same_histograms_and_sums_that_metrics_shows(clock: FakeClock) -> None:
+    exporter = CapturingMetricExporter()
+    telemetry = Telemetry(TelemetrySettings(metric_export_interval_s=3600), metric_exporter=exporter, clock=clock)
+    serve_one(telemetry, clock, stream=True)
+    scope = telemetry.start_request("chat", {})
+    scope.attempt(BACKUP, 1).end(error=UpstreamError(FailureKind.OVERLOADED, "overloaded", status=529))
+    clock.now += 0.07
+    scope.attempt(PRIMARY, 2).end(Usage(5, 70), 0.5, (), None, None)
+    scope.end(200, None, Usage(5, 70), 0.5)
+    telemetry.flush()
+    shown = shown_by_prometheus(telemetry)
+    telemetry.shutdown()
+    assert otlp_as_prometheus(exporter.exports[-1]) == shown
+    assert {name for name, _ in shown} >= {f"{n}_bucket" for n in list(PROMETHEUS_NAMES.values())[:4]}
+
+
+def test_without_an_endpoint_no_otlp_exporter_nor_sdk_pipeline_is_imported() -> None:
+    probe = ("import sys; from llmroute_proxy.server.telemetry import Telemetry; t = Telemetry(); "
+             "t.prometheus_text(); print(sorted(m for m in sys.modules if 'otlp' in m "
+             "or m.startswith(('opentelemetry.sdk.metrics', 'opentelemetry.sdk.trace', 'opentelemetry.exporter'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": ""}).stdout
+    assert loaded.strip() == "[]"
