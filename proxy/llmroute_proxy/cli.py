@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from llmroute_proxy import __version__
+from llmroute_proxy.server.accesslog import LINE_FORMAT
 from llmroute_proxy.server.runner import Listen
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level if "log_level" in args else "INFO").upper()),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+                        format=LINE_FORMAT)
     if args.command == "validate":
         return _validate(args.file)
     if args.command == "demo":
