@@ -131,7 +131,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if request.app[ADMIN].ready():
         return web.Response(text="ready\n", headers=_NO_STORE)
-    return web.Response(status=503, text="no routing table loaded\n", headers=_NO_STORE)
+    return web.Response(status=503, text="not ready: no routing table loaded yet, or shutting down\n",
+                        headers=_NO_STORE)
 
 
 async def metrics(request: web.Request) -> web.Response:
