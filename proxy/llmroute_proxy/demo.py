@@ -90,7 +90,7 @@ llmroute demo is up. The sidecar listens on http://127.0.0.1:{port}/v1
 
   # code in the prompt goes to the code tier; a tier can also be named directly
   curl -si localhost:{port}/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{{"model":"auto","messages":[{{"role":"user","content":"Fix: def f(x): return x +"}}]}}'
+    -d '{{"model":"auto","messages":[{{"role":"user","content":"Why does this fail?\\ndef f(x):\\n    return x +"}}]}}'
 
   # streaming, with usage at the end
   curl -sN localhost:{port}/v1/chat/completions -H 'content-type: application/json' \\
