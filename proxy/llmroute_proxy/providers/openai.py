@@ -126,7 +126,9 @@ class OpenAIStreamTranslator:
 
     def feed(self, data: bytes) -> list[StreamChunk]:
         out: list[StreamChunk] = []
-        for event, payload in self._parser.feed(data):
+        single = self._parser.single_data(data)
+        events = [(None, single)] if single is not None else self._parser.feed(data)
+        for event, payload in events:
             try:
                 self._take(event, payload, out)
             except orjson.JSONDecodeError:

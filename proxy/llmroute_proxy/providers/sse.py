@@ -15,6 +15,14 @@ class SSEParser:
         self._event: bytes | None = None
         self._data: list[bytes] = []
 
+    def single_data(self, chunk: bytes) -> bytes | None:
+        """The payload when `chunk` is exactly one whole one-line `data:` event and nothing is
+        buffered: a token's arrival in a live stream, the hottest case. None otherwise."""
+        if (self._buffer or self._data or self._event is not None or not chunk.startswith(b"data:")
+                or chunk.find(b"\n") != len(chunk) - 2 or not chunk.endswith(b"\n\n") or b"\r" in chunk):
+            return None
+        return chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
+
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
         """Return every event completed by `chunk`: (event name or None, data bytes)."""
         if not self._buffer and not self._data and self._event is None and chunk.endswith(b"\n\n"):

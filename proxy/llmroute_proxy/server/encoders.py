@@ -41,13 +41,13 @@ class OpenAIEncoder:
         return result.raw if result.raw is not None else orjson.dumps(result.data)
 
     def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
+        hide_usage = not self._include_usage
         out: list[bytes] = []
         for chunk in chunks:
-            if not self._include_usage and is_usage_chunk(chunk.data):
+            if hide_usage and is_usage_chunk(chunk.data):
                 continue
-            out.append(b"data: ")
-            out.append(chunk.raw if chunk.raw is not None else orjson.dumps(chunk.data))
-            out.append(b"\n\n")
+            raw = chunk.raw
+            out.append(b"data: " + (raw if raw is not None else orjson.dumps(chunk.data)) + b"\n\n")
         return b"".join(out)
 
     def end(self, usage: Usage | None) -> bytes:
