@@ -521,3 +521,50 @@ def test_an_in_band_error_never_carries_an_echoed_key() -> None:
         OpenAIStreamTranslator().feed(b'data: {"error": {"message": "bad key sk-live-abcdefghijklmnop"}}\n\n')
     assert "sk-live-abcdefghijklmnop" not in caught.value.message
 
+
+
+def _event(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+_DELTA = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+          "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}], "usage": None}
+
+
+def test_plain_delta_reads_are_relayed_byte_for_byte() -> None:
+    translator = OpenAIStreamTranslator()
+    assert translator.relay(_event(_DELTA) * 3)
+    finish = {**_DELTA, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    usage = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+             "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
+    out = translator.feed(_event(finish) + _event(usage) + b"data: [DONE]\n\n") + translator.close()
+    assert translator.finish_reason == "stop"
+    assert translator.usage is not None and translator.usage.output_tokens == 2
+    assert out[-1].data["usage"]["total_tokens"] == 3
+
+
+@pytest.mark.parametrize("data", [
+    _event({**_DELTA, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+    _event({**_DELTA, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}),
+    _event({"error": {"message": "overloaded", "type": "server_error"}}),
+    _event({**_DELTA, "choices": []}),
+    b"data: [DONE]\n\n",
+    _event(_DELTA)[:-1],  # not a whole event
+    _event(_DELTA).replace(b"\n\n", b"\r\n\r\n"),
+    b": keep-alive\n\n" + _event(_DELTA),
+    b"event: delta\n" + _event(_DELTA),
+], ids=["finish", "usage", "error", "empty-choices", "done", "partial", "crlf", "comment", "named"])
+def test_reads_that_need_the_translator_are_not_relayed(data: bytes) -> None:
+    assert not OpenAIStreamTranslator().relay(data)
+
+
+def test_nothing_is_relayed_while_an_event_is_half_read() -> None:
+    translator = OpenAIStreamTranslator()
+    translator.feed(_event(_DELTA)[:10])
+    assert not translator.relay(_event(_DELTA))
+
+
+def test_azure_streams_are_never_relayed_because_their_filter_chunks_must_be_dropped() -> None:
+    from llmroute_proxy.providers.azure_openai import AzureStreamTranslator
+
+    assert not AzureStreamTranslator().relay(_event(_DELTA))
