@@ -32,6 +32,40 @@ _FALLBACK_MESSAGE_ID = "msg_llmroute"
 # ---- request: Messages → canonical -------------------------------------------------------
 
 
+
+class AnthropicOnly(BadRequest):
+    """A valid Messages request using what only Anthropic serves (server tools, URL documents,
+    block types without a canonical form): it can go to Anthropic targets only, natively."""
+
+
+def routing_summary(body: JSON) -> JSON:
+    """The least canonical request the router needs (model, the text of each turn, tools or not)
+    for a request that only Anthropic can serve; it is never sent to any provider."""
+    messages: list[JSON] = []
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        messages.append({"role": "system", "content": system})
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and message.get("role") in ("user", "assistant"):
+            messages.append({"role": message["role"], "content": _plain_text(message.get("content"))})
+    summary: JSON = {"model": body.get("model"), "messages": messages or [{"role": "user", "content": ""}]}
+    if isinstance(body.get("max_tokens"), int):
+        summary["max_tokens"] = body["max_tokens"]
+    if body.get("stream") is True:
+        summary["stream"] = True
+    if body.get("tools"):
+        summary["tools"] = [{"type": "function", "function": {"name": "anthropic_tool"}}]
+    return summary
+
+
+def _plain_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(b["text"] for b in content
+                         if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+    return ""
+
 def request_to_canonical(body: Any) -> JSON:
     """The canonical OpenAI request for a Messages request; `BadRequest` names what is wrong."""
     if not isinstance(body, dict):
@@ -120,7 +154,7 @@ def _user_part(kind: str, block: JSON, path: str) -> JSON:
         return _image_part(block, path)
     if kind == "document":
         return _document_part(block, path)
-    raise BadRequest(f"Content block type {kind!r} cannot be translated for this route.", param=f"{path}.type")
+    raise AnthropicOnly(f"Content block type {kind!r} cannot be translated for this route.", param=f"{path}.type")
 
 
 def _text_part(block: Any, path: str) -> JSON:
@@ -163,8 +197,8 @@ def _document_part(block: JSON, path: str) -> JSON:
             and isinstance(source.get("data"), str):
         return {"type": "file", "file": {"filename": str(block.get("title") or "document.pdf"),
                                          "file_data": f"data:application/pdf;base64,{source['data']}"}}
-    raise BadRequest("Only base64 PDF and plain-text documents can be translated for this route.",
-                     param=f"{path}.source")
+    raise AnthropicOnly("Only base64 PDF and plain-text documents can be translated for this route.",
+                        param=f"{path}.source")
 
 
 def _tool_message(block: JSON, path: str, parts: list[JSON]) -> JSON:
@@ -200,8 +234,8 @@ def _assistant_message(content: str | list[Any], path: str) -> JSON:
         elif kind == "tool_use":
             calls.append(_tool_call(block, block_path))
         elif kind not in _DROPPED_BLOCKS:
-            raise BadRequest(f"Content block type {kind!r} cannot be translated for this route.",
-                             param=f"{block_path}.type")
+            raise AnthropicOnly(f"Content block type {kind!r} cannot be translated for this route.",
+                                param=f"{block_path}.type")
     message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
@@ -257,8 +291,8 @@ def _tool(tool: Any, path: str) -> JSON:
     if not isinstance(tool, dict):
         raise BadRequest("Each tool must be an object.", param=path)
     if tool.get("type") not in (None, "custom"):
-        raise BadRequest(f"The server tool {tool.get('type')!r} runs only on Anthropic and cannot be "
-                         "translated for this route.", param=f"{path}.type")
+        raise AnthropicOnly(f"The server tool {tool.get('type')!r} runs only on Anthropic and cannot be "
+                            "translated for this route.", param=f"{path}.type")
     if not isinstance(tool.get("name"), str):
         raise BadRequest("A tool needs a string `name`.", param=f"{path}.name")
     schema = tool.get("input_schema")

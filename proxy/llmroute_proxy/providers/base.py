@@ -66,11 +66,14 @@ class ChatRequest:
     then forwards it natively (lossless), other providers use `body`.
     """
 
-    __slots__ = ("anthropic_body", "body", "client_wants_usage", "stream")
+    __slots__ = ("anthropic_body", "anthropic_only", "body", "client_wants_usage", "stream")
 
-    def __init__(self, body: dict[str, Any], anthropic_body: dict[str, Any] | None = None) -> None:
+    def __init__(self, body: dict[str, Any], anthropic_body: dict[str, Any] | None = None,
+                 anthropic_only: Exception | None = None) -> None:
         self.body = body
         self.anthropic_body = anthropic_body
+        # why only an Anthropic target can serve it natively (then `body` is a routing summary)
+        self.anthropic_only = anthropic_only
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.client_wants_usage = self.stream and isinstance(options, dict) and options.get("include_usage") is True

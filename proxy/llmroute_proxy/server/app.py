@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ from llmroute_proxy.errors import (
     NoTableLoaded,
     UpstreamError,
 )
-from llmroute_proxy.frontends.anthropic import request_to_canonical
+from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
 from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
 from llmroute_proxy.routing.cost import estimate_cost_usd
@@ -25,7 +26,7 @@ from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
 from llmroute_proxy.server.state import Decision, Sidecar
-from llmroute_proxy.table import Route, Table
+from llmroute_proxy.table import ProviderType, Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
 log = logging.getLogger("llmroute.proxy")
@@ -59,7 +60,10 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     body: Any = None
     try:
         body = await _read_json(request, sidecar)
-        chat = ChatRequest(validate_chat(request_to_canonical(body)), anthropic_body=body)
+        try:
+            chat = ChatRequest(validate_chat(request_to_canonical(body)), anthropic_body=body)
+        except AnthropicOnly as only:
+            chat = ChatRequest(validate_chat(routing_summary(body)), anthropic_body=body, anthropic_only=only)
     except LLMRouteError as error:
         model = body.get("model") if isinstance(body, dict) else None
         return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error)
@@ -97,10 +101,12 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         facts = RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
                              bool(chat.body.get("tools")), _user(chat.body))
         choice = choose_tier(route, facts)
+        if chat.anthropic_only is not None:
+            route, choice = _anthropic_targets_only(route, choice, chat.anthropic_only)
     except LLMRouteError as error:
         return _error_response(encoder, error)
     experiment = None
-    if route.experiments and choice.targets is None:
+    if route.experiments and choice.targets is None and chat.anthropic_only is None:
         experiment = choose_arm(route, choice.tier, facts, sidecar.rng.random())
     prompt_tokens = facts.prompt_tokens if _needs_prompt_tokens(table, route) else 0
     reservation, choice = _reserve_budget(sidecar, route, choice, chat, prompt_tokens)
@@ -130,6 +136,20 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         scope.end(status, None if status < 400 else str(status), ex.usage, ex.cost)
         _remember(sidecar, ex, choice, status, now)
         log_access(ex, status, sidecar.clock() - now, scope.trace_id)
+
+
+def _anthropic_targets_only(route: Route, choice: TierChoice, why: Exception) -> tuple[Route, TierChoice]:
+    """Narrow the choice to the tier's Anthropic targets, without fallback tiers (they would get a
+    request they cannot be sent); refuse with the untranslatable field when there are none."""
+    candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
+    native = tuple(t for t in candidates if t.provider_type is ProviderType.ANTHROPIC)
+    if not native:
+        assert isinstance(why, BadRequest)
+        raise BadRequest(f"{why.message} Tier '{choice.tier}' has no Anthropic target to send it to natively.",
+                         param=why.param)
+    narrowed = replace(route, fallback=replace(route.fallback, fallback_tiers=()))
+    return narrowed, replace(choice, targets=native,
+                             reason=f"{choice.reason}; Anthropic-only request: Anthropic targets only")
 
 
 def _reserve_budget(sidecar: Sidecar, route: Route, choice: TierChoice, chat: ChatRequest,

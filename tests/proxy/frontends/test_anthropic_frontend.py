@@ -387,3 +387,19 @@ async def test_the_sdk_raises_on_our_in_band_error_event(aiohttp_server: ServerF
         with pytest.raises(anthropic.APIStatusError, match="upstream died"):
             async with client.messages.stream(**REQUEST) as stream:
                 await stream.get_final_message()
+
+
+def test_a_request_only_anthropic_can_serve_is_marked_and_summarised_for_routing() -> None:
+    from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
+
+    body = {"model": "smart", "max_tokens": 50, "system": "Be brief.", "stream": True,
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "find"},
+                                                      {"type": "text", "text": "news"}]}]}
+    with pytest.raises(AnthropicOnly) as caught:
+        request_to_canonical(body)
+    assert caught.value.param == "tools[0].type"
+    summary = routing_summary(body)
+    assert summary["messages"] == [{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "find\nnews"}]
+    assert summary["model"] == "smart" and summary["stream"] is True and summary["tools"]

@@ -201,3 +201,26 @@ def test_plain_deltas_of_an_openai_stream_are_relayed_unparsed_and_the_client_se
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.endswith("You said: tell me a long story please")
     assert chunks[-1].usage is not None and chunks[-1].choices == []
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+
+
+def test_an_anthropic_only_messages_request_goes_natively_to_anthropic_targets(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model="anthropic", max_tokens=100, tools=[WEB_SEARCH],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "search the news"}])
+    assert raw.headers["x-llmroute-provider"] == "claude"
+    assert raw.parse().content
+    sent = last_request(stack, "claude").body
+    assert sent["tools"] == [WEB_SEARCH]  # forwarded as the client wrote it
+
+
+def test_an_anthropic_only_messages_request_is_refused_where_no_anthropic_target_exists(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="openai", max_tokens=100, tools=[WEB_SEARCH],  # type: ignore[list-item]
+                               messages=[{"role": "user", "content": "search the news"}])
+    assert "web_search" in caught.value.message and "no Anthropic target" in caught.value.message
+    assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
