@@ -137,31 +137,6 @@ class OpenAIStreamTranslator:
                     f"The upstream sent a stream event that is not JSON: {_excerpt(payload)}") from None
         return out
 
-    def relay(self, data: bytes) -> bool:
-        """Whether `data` may go to an OpenAI client byte for byte, skipping `feed`.
-
-        True only when it is whole `data: {...}` events, each a plain delta: no usage, no
-        finish, no error, no [DONE], nothing this translator would drop or rewrite, and no
-        partial event buffered. Mid-stream reads of a live stream are mostly that; the checks
-        are a few byte counts, against parsing every event.
-        """
-        if self.drops_annotations or self._done or not self._parser.idle or not data.endswith(b"\n\n"):
-            return False
-        events = data.count(b"\n\n")
-        if (not data.startswith(b"data: {") or data.count(b"data: {") != events
-                or data.count(b"\n") != 2 * events or b"\r" in data or b'"error"' in data
-                or b'"choices":[]' in data or b'"choices": []' in data):
-            return False
-        if data.count(b'"usage"') != data.count(b'"usage":null') + data.count(b'"usage": null'):
-            return False
-        finishes = data.count(b'"finish_reason"')
-        if finishes != data.count(b'"finish_reason":null') + data.count(b'"finish_reason": null'):
-            return False
-        if data.count(b'"choices"') != events or finishes == 0:
-            return False  # every event must be a chunk with choices, each with a null finish
-        self._ended = False
-        return True
-
     def close(self) -> list[StreamChunk]:
         out: list[StreamChunk] = []
         for event, payload in self._parser.close():

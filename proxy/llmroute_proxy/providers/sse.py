@@ -15,11 +15,6 @@ class SSEParser:
         self._event: bytes | None = None
         self._data: list[bytes] = []
 
-    @property
-    def idle(self) -> bool:
-        """Nothing buffered: the next byte starts a new event."""
-        return not self._buffer and not self._data and self._event is None
-
     def single_data(self, chunk: bytes) -> bytes | None:
         """The payload when `chunk` is exactly one whole one-line `data:` event and nothing is
         buffered: a token's arrival in a live stream, the hottest case. None otherwise."""

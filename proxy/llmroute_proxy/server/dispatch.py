@@ -39,7 +39,7 @@ from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.routing.cost import cost_usd
 from llmroute_proxy.routing.failover import Attempt, AttemptPlanner
 from llmroute_proxy.routing.rules import TierChoice
-from llmroute_proxy.server.encoders import Encoder, OpenAIEncoder
+from llmroute_proxy.server.encoders import Encoder
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
@@ -236,12 +236,8 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         await response.write(ex.encoder.chunks(primed))
         try:
             if not ended:
-                relay = getattr(translator, "relay", None) if isinstance(ex.encoder, OpenAIEncoder) else None
                 async with asyncio.timeout(attempt_deadline - sidecar.clock()):
                     async for data in body:
-                        if relay is not None and relay(data):
-                            await response.write(data)
-                            continue
                         out = translator.feed(data)
                         if out:
                             await response.write(ex.encoder.chunks(out))
