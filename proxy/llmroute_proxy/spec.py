@@ -9,17 +9,25 @@ dataclasses, so each default lives in one place. Nothing here reads files, secre
 
 from __future__ import annotations
 
-import difflib
-import math
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from llmroute_proxy.errors import FailureKind
+from llmroute_proxy.spec_fields import (
+    Fields,
+    Sink,
+    describe,
+    did_you_mean,
+    join_path,
+    quoted,
+    unknown_ref,
+)
+from llmroute_proxy.spec_fields import SpecError as SpecError
+from llmroute_proxy.spec_fields import parse_duration as parse_duration
 from llmroute_proxy.table import (
     Budget,
     BudgetPeriod,
@@ -42,28 +50,10 @@ _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _AZURE_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest")
-_SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_HINT = "a duration such as '500ms', '2s', '1m' or '1h'"
 _GEMINI_API_VERSIONS = ("v1beta", "v1")
 _PREFER_REGION = ("local", "none")
 _ON_EXCEEDED = ("alert", "reject", "downgrade:TIER")
 
-_E = TypeVar("_E", bound=Enum)
-
-
-@dataclass(frozen=True, slots=True)
-class SpecError:
-    kind: str  # LLMProvider, LLMRoute, or "" for a problem with the file or an unrecognised document
-    name: str  # metadata.name, "<document N>" when it has none, or the file
-    path: str  # inside the document: spec.tiers.fast.targets[1].provider
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.kind}/{self.name}" if self.kind else self.name
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +176,6 @@ class Specs:
     errors: tuple[SpecError, ...]
 
 
-def parse_duration(text: str) -> float | None:
-    """Seconds in `500ms`, `2s`, `1.5m`, `1h`, `1m30s`; None when it is not such a string."""
-    if not _DURATION.fullmatch(text):
-        return None
-    return sum(float(amount) * _UNIT_SECONDS[unit] for amount, unit in _DURATION_PART.findall(text))
-
-
 # ---------------------------------------------------------------------------------------------------
 # Documents
 
@@ -234,23 +217,11 @@ def parse_route(
     return (spec if not doc.sink.errors else None), doc.sink.errors
 
 
-class _Sink:
-    __slots__ = ("errors", "kind", "name")
-
-    def __init__(self, kind: str, name: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.errors: list[SpecError] = []
-
-    def error(self, path: str, message: str) -> None:
-        self.errors.append(SpecError(self.kind, self.name, path, message))
-
-
 @dataclass(slots=True)
 class _Opened:
     kind: str | None  # a known kind, else None
     name: str
-    sink: _Sink
+    sink: Sink
     spec: object
     parse: bool  # header valid enough to read the spec
 
@@ -258,28 +229,28 @@ class _Opened:
 def _open(index: int, document: object) -> _Opened:
     placeholder = f"<document {index + 1}>"
     if not isinstance(document, Mapping):
-        sink = _Sink("", placeholder)
-        sink.error("", f"expected a mapping with apiVersion, kind, metadata and spec, found {_found(document)}")
+        sink = Sink("", placeholder)
+        sink.error("", f"expected a mapping with apiVersion, kind, metadata and spec, found {describe(document)}")
         return _Opened(None, placeholder, sink, None, parse=False)
     kind = document.get("kind")
     metadata = document.get("metadata")
     raw_name = metadata.get("name") if isinstance(metadata, Mapping) else None
     name = raw_name if isinstance(raw_name, str) and raw_name else placeholder
     if kind not in (PROVIDER_KIND, ROUTE_KIND):
-        sink = _Sink("", name)
+        sink = Sink("", name)
         sink.error("kind", _unknown_kind(kind))
         return _Opened(None, name, sink, None, parse=False)
     assert isinstance(kind, str)
-    sink = _Sink(kind, name)
-    top = _Fields(sink, "", document, ("apiVersion", "kind", "metadata", "spec", "status"))
+    sink = Sink(kind, name)
+    top = Fields(sink, "", document, ("apiVersion", "kind", "metadata", "spec", "status"))
     version_ok = document.get("apiVersion") == API_VERSION
     if not version_ok:
         found = document.get("apiVersion")
-        sink.error("apiVersion", f"unsupported apiVersion {_shown(found)} for {kind} (expected {API_VERSION})")
+        sink.error("apiVersion", f"unsupported apiVersion {quoted(found)} for {kind} (expected {API_VERSION})")
     _check_name(sink, metadata, raw_name)
     spec = top.require("spec")
     if spec is not None and not isinstance(spec, Mapping):
-        sink.error("spec", f"expected a mapping, found {_found(spec)}")
+        sink.error("spec", f"expected a mapping, found {describe(spec)}")
     return _Opened(kind, name, sink, spec, parse=version_ok and isinstance(spec, Mapping))
 
 
@@ -288,18 +259,18 @@ def _unknown_kind(kind: object) -> str:
     if kind is None:
         return f"missing kind ({expected})"
     if not isinstance(kind, str):
-        return f"{expected}, found {_found(kind)}"
-    return f"unknown kind '{kind}'{_did_you_mean(kind, (PROVIDER_KIND, ROUTE_KIND))} ({expected})"
+        return f"{expected}, found {describe(kind)}"
+    return f"unknown kind '{kind}'{did_you_mean(kind, (PROVIDER_KIND, ROUTE_KIND))} ({expected})"
 
 
-def _check_name(sink: _Sink, metadata: object, name: object) -> None:
+def _check_name(sink: Sink, metadata: object, name: object) -> None:
     if not isinstance(metadata, Mapping):
         sink.error("metadata", "missing required field" if metadata is None else
-                   f"expected a mapping, found {_found(metadata)}")
+                   f"expected a mapping, found {describe(metadata)}")
     elif name is None:
         sink.error("metadata.name", "missing required field")
     elif not isinstance(name, str):
-        sink.error("metadata.name", f"expected a string, found {_found(name)}")
+        sink.error("metadata.name", f"expected a string, found {describe(name)}")
     elif len(name) > 253 or not _NAME.fullmatch(name):
         sink.error("metadata.name", f"'{name}' is not a valid name (lower-case letters, digits, '-' and '.')")
 
@@ -321,221 +292,13 @@ def _expect(doc: _Opened, kind: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Reading fields
-
-
-class _Fields:
-    """One mapping of a document. Unknown keys are reported as soon as it is opened."""
-
-    __slots__ = ("data", "path", "redact", "sink")
-
-    def __init__(self, sink: _Sink, path: str, value: object, allowed: Sequence[str],
-                 *, redact: bool = False) -> None:
-        self.sink = sink
-        self.path = path
-        self.redact = redact  # never echo values (credentials)
-        self.data: Mapping[Any, Any] = value if isinstance(value, Mapping) else {}
-        if not isinstance(value, Mapping):
-            sink.error(path, f"expected a mapping, found {_found(value, redact)}")
-            return
-        for key in value:
-            if key not in allowed:
-                self._unknown(key, allowed)
-
-    def _unknown(self, key: object, allowed: Sequence[str]) -> None:
-        if self.redact:
-            self.sink.error(self.path, f"unknown field (expected one of: {', '.join(allowed)})")
-            return
-        hint = _did_you_mean(str(key), allowed) or f" (expected one of: {', '.join(allowed)})"
-        self.sink.error(_join(self.path, str(key)), f"unknown field '{key}'{hint}")
-
-    def at(self, key: str) -> str:
-        return _join(self.path, key)
-
-    def error(self, key: str, message: str) -> None:
-        self.sink.error(self.at(key), message)
-
-    def get(self, key: str) -> Any:
-        return self.data.get(key)
-
-    def require(self, key: str) -> Any:
-        value = self.data.get(key)
-        if value is None:
-            self.error(key, "missing required field")
-        return value
-
-    def _value(self, key: str, required: bool) -> Any:
-        return self.require(key) if required else self.data.get(key)
-
-    def _wrong(self, key: str, expected: str, value: object) -> None:
-        hint = ""
-        if expected == "a string" and isinstance(value, bool | int | float | date):
-            hint = " (quote it in YAML to keep it a string)"
-        self.error(key, f"expected {expected}, found {_found(value, self.redact)}{hint}")
-
-    def string(self, key: str, *, required: bool = False) -> str | None:
-        value = self._value(key, required)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            self._wrong(key, "a string", value)
-            return None
-        if not value.strip():
-            self.error(key, "must not be empty")
-            return None
-        return value
-
-    def integer(self, key: str, *, minimum: int | None = None, maximum: int | None = None,
-                required: bool = False) -> int | None:
-        value = self._value(key, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._wrong(key, "an integer", value)
-            return None
-        return value if self._in_range(key, value, minimum, maximum) else None
-
-    def number(self, key: str, *, minimum: float | None = None, maximum: float | None = None,
-               positive: bool = False, required: bool = False) -> float | None:
-        value = self._value(key, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            self._wrong(key, "a number", value)
-            return None
-        if positive and value <= 0:
-            self.error(key, f"must be greater than 0, found {value}")
-            return None
-        return float(value) if self._in_range(key, value, minimum, maximum) else None
-
-    def _in_range(self, key: str, value: float, minimum: float | None, maximum: float | None) -> bool:
-        if minimum is not None and value < minimum:
-            self.error(key, f"must be at least {minimum}, found {value}")
-            return False
-        if maximum is not None and value > maximum:
-            self.error(key, f"must be at most {maximum}, found {value}")
-            return False
-        return True
-
-    def boolean(self, key: str) -> bool | None:
-        value = self.data.get(key)
-        if value is None or isinstance(value, bool):
-            return value
-        self._wrong(key, "true or false", value)
-        return None
-
-    def duration(self, key: str) -> float | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            self.error(key, f"expected {_DURATION_HINT}, found {_found(value)}; "
-                            f"durations need a unit, e.g. '{value}s'")
-            return None
-        seconds = parse_duration(value) if isinstance(value, str) else None
-        if seconds is None:
-            self.error(key, f"expected {_DURATION_HINT}, found {_found(value)}")
-            return None
-        if seconds <= 0:
-            self.error(key, f"must be longer than 0, found '{value}'")
-            return None
-        return seconds
-
-    def choice(self, key: str, choices: Sequence[str], *, required: bool = False) -> str | None:
-        value = self._value(key, required)
-        if value is None:
-            return None
-        if isinstance(value, str) and value in choices:
-            return value
-        hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
-        self.error(key, f"expected one of: {', '.join(choices)}; found {_found(value)}{hint}")
-        return None
-
-    def enum(self, key: str, choices: type[_E], *, required: bool = False) -> _E | None:
-        value = self.choice(key, [str(member.value) for member in choices], required=required)
-        return None if value is None else choices(value)
-
-    def mapping(self, key: str, allowed: Sequence[str], *, required: bool = False,
-                redact: bool = False) -> _Fields | None:
-        value = self._value(key, required)
-        return None if value is None else _Fields(self.sink, self.at(key), value, allowed, redact=redact)
-
-    def items(self, key: str, *, required: bool = False, nonempty: bool = False) -> list[tuple[str, Any]]:
-        """The list's items with their paths; [] when absent or not a list."""
-        value = self._value(key, required)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self._wrong(key, "a list", value)
-            return []
-        if nonempty and not value:
-            self.error(key, "must not be empty")
-        return [(f"{self.at(key)}[{i}]", item) for i, item in enumerate(value)]
-
-    def strings(self, key: str, *, nonempty: bool = False) -> list[tuple[str, str]]:
-        out = []
-        for path, item in self.items(key, nonempty=nonempty):
-            if isinstance(item, str) and item.strip():
-                out.append((path, item))
-            else:
-                self.sink.error(path, "must not be empty" if isinstance(item, str) else
-                                f"expected a string, found {_found(item)}")
-        return out
-
-
-def _join(path: str, key: str) -> str:
-    part = key if _SIMPLE_KEY.fullmatch(key) else f'"{key}"'
-    if not path:
-        return part
-    return f"{path}.{part}" if _SIMPLE_KEY.fullmatch(key) else f"{path}[{part}]"
-
-
-def _found(value: object, redact: bool = False) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, bool):
-        kind, shown = "a boolean", "true" if value else "false"
-    elif isinstance(value, int):
-        kind, shown = "an integer", str(value)
-    elif isinstance(value, float):
-        kind, shown = "a number", str(value)
-    elif isinstance(value, str):
-        kind, shown = "a string", _shown(value)
-    elif isinstance(value, date):
-        kind, shown = "a date", value.isoformat()
-    else:
-        return type(value).__name__
-    return kind if redact else f"{kind} ({shown})"
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "...'"
-
-
-def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    by_lower = {option.lower(): option for option in options}
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
-
-
-def _unknown_ref(what: str, value: str, known: Collection[str]) -> str:
-    listed = ", ".join(known) if known else "none"
-    return f"unknown {what} '{value}' (known: {listed})"
-
-
-# ---------------------------------------------------------------------------------------------------
 # LLMProvider
 
 _PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini")
 
 
 def _provider_spec(doc: _Opened) -> ProviderSpec:
-    f = _Fields(doc.sink, "spec", doc.spec, _PROVIDER_FIELDS)
+    f = Fields(doc.sink, "spec", doc.spec, _PROVIDER_FIELDS)
     provider_type = f.enum("type", ProviderType, required=True)
     endpoints = _endpoints(f)
     credentials = _credentials(f, provider_type)
@@ -558,11 +321,11 @@ def _provider_spec(doc: _Opened) -> ProviderSpec:
     )
 
 
-def _endpoints(spec: _Fields) -> tuple[Endpoint, ...]:
+def _endpoints(spec: Fields) -> tuple[Endpoint, ...]:
     out: list[Endpoint] = []
     seen: dict[str, str] = {}
     for path, item in spec.items("endpoints", required=True, nonempty=True):
-        f = _Fields(spec.sink, path, item, ("region", "url"))
+        f = Fields(spec.sink, path, item, ("region", "url"))
         region = f.string("region", required=True)
         if region is not None and not _REGION.fullmatch(region):
             f.error("region", f"'{region}' is not a valid region (letters, digits, '.', '_' and '-')")
@@ -576,7 +339,7 @@ def _endpoints(spec: _Fields) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
-def _url(f: _Fields) -> str | None:
+def _url(f: Fields) -> str | None:
     url = f.string("url", required=True)
     if url is None:
         return None
@@ -586,7 +349,7 @@ def _url(f: _Fields) -> str | None:
     except ValueError:
         valid = False
     if not valid:
-        f.error("url", f"expected an http:// or https:// URL, found {_shown(url)}")
+        f.error("url", f"expected an http:// or https:// URL, found {quoted(url)}")
         return None
     if parts.username is not None or parts.password is not None:
         f.error("url", "must not carry credentials (user:password@); use spec.credentials")
@@ -594,7 +357,7 @@ def _url(f: _Fields) -> str | None:
     return url
 
 
-def _credentials(spec: _Fields, provider_type: ProviderType | None) -> Credentials | None:
+def _credentials(spec: Fields, provider_type: ProviderType | None) -> Credentials | None:
     if spec.get("credentials") is None:
         if provider_type not in (None, ProviderType.OPENAI_COMPATIBLE):
             spec.error("credentials", f"missing required field (type {provider_type.value} needs a key; "
@@ -620,7 +383,7 @@ def _credentials(spec: _Fields, provider_type: ProviderType | None) -> Credentia
     return SecretKeyRef(name, key) if name and key else None
 
 
-def _env_credential(f: _Fields) -> EnvCredential | None:
+def _env_credential(f: Fields) -> EnvCredential | None:
     variable = f.string("env")
     if variable is not None and not _ENV_NAME.fullmatch(variable):
         # do not echo it: a key pasted here by mistake must not end up in a log
@@ -630,7 +393,7 @@ def _env_credential(f: _Fields) -> EnvCredential | None:
     return EnvCredential(variable) if variable else None
 
 
-def _limits(spec: _Fields) -> Limits:
+def _limits(spec: Fields) -> Limits:
     f = spec.mapping("limits", ("requestsPerMinute", "tokensPerMinute", "maxConcurrency"))
     if f is None:
         return Limits()
@@ -641,11 +404,11 @@ def _limits(spec: _Fields) -> Limits:
     )
 
 
-def _models(spec: _Fields) -> tuple[ModelSpec, ...]:
+def _models(spec: Fields) -> tuple[ModelSpec, ...]:
     out: list[ModelSpec] = []
     seen: set[str] = set()
     for path, item in spec.items("models"):
-        f = _Fields(spec.sink, path, item, ("name", "contextWindow", "pricing"))
+        f = Fields(spec.sink, path, item, ("name", "contextWindow", "pricing"))
         name = f.string("name", required=True)
         if name is not None and name in seen:
             f.error("name", f"duplicate model '{name}'")
@@ -654,7 +417,7 @@ def _models(spec: _Fields) -> tuple[ModelSpec, ...]:
     return tuple(out)
 
 
-def _pricing(model: _Fields) -> Pricing:
+def _pricing(model: Fields) -> Pricing:
     f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok"))
     if f is None:
         return Pricing()
@@ -665,7 +428,7 @@ def _pricing(model: _Fields) -> Pricing:
     )
 
 
-def _api_version(spec: _Fields, provider_type: ProviderType | None) -> str | None:
+def _api_version(spec: Fields, provider_type: ProviderType | None) -> str | None:
     versions: str | None = None
     for key, owner in (("azure", ProviderType.AZURE_OPENAI), ("gemini", ProviderType.GEMINI)):
         if spec.get(key) is None:
@@ -680,7 +443,7 @@ def _api_version(spec: _Fields, provider_type: ProviderType | None) -> str | Non
     return versions
 
 
-def _azure_version(f: _Fields) -> str | None:
+def _azure_version(f: Fields) -> str | None:
     value = f.get("apiVersion")
     if isinstance(value, date):  # YAML reads an unquoted 2024-10-21 as a date
         value = value.isoformat()
@@ -689,7 +452,7 @@ def _azure_version(f: _Fields) -> str | None:
         return None
     if not isinstance(value, str) or not _AZURE_API_VERSION.fullmatch(value):
         f.error("apiVersion", f"expected an Azure OpenAI api-version such as '2024-10-21', "
-                              f"'2025-04-01-preview' or 'v1', found {_found(value)}")
+                              f"'2025-04-01-preview' or 'v1', found {describe(value)}")
         return None
     return value
 
@@ -716,7 +479,7 @@ class _Scope:
 
 
 def _route_spec(doc: _Opened, providers: Mapping[str, ProviderSpec | None]) -> RouteSpec:
-    f = _Fields(doc.sink, "spec", doc.spec, _ROUTE_FIELDS)
+    f = Fields(doc.sink, "spec", doc.spec, _ROUTE_FIELDS)
     scope = _Scope(providers)
     tiers = _tiers(f, scope)
     known = tuple(tiers) or None
@@ -736,54 +499,54 @@ def _route_spec(doc: _Opened, providers: Mapping[str, ProviderSpec | None]) -> R
     )
 
 
-def _tier_ref(f: _Fields, key: str, tier: str | None, known: Collection[str] | None) -> None:
+def _tier_ref(f: Fields, key: str, tier: str | None, known: Collection[str] | None) -> None:
     """`known` is None when the tiers themselves are unreadable: then no reference is judged."""
     if tier is not None and known is not None and tier not in known:
-        f.error(key, _unknown_ref("tier", tier, known))
+        f.error(key, unknown_ref("tier", tier, known))
 
 
-def _pod_selector(spec: _Fields) -> dict[str, Any]:
+def _pod_selector(spec: Fields) -> dict[str, Any]:
     f = spec.mapping("podSelector", ("matchLabels", "matchExpressions"))
     if f is None:
         return {}
     labels = f.get("matchLabels")
     if labels is not None and not isinstance(labels, Mapping):
-        f.error("matchLabels", f"expected a mapping of label names to values, found {_found(labels)}")
+        f.error("matchLabels", f"expected a mapping of label names to values, found {describe(labels)}")
     elif labels is not None:
         for key, value in labels.items():
             if not isinstance(value, str):
-                f.sink.error(_join(f.at("matchLabels"), str(key)), f"expected a string, found {_found(value)}")
+                f.sink.error(join_path(f.at("matchLabels"), str(key)), f"expected a string, found {describe(value)}")
     f.items("matchExpressions")
     return dict(f.data)
 
 
-def _tiers(spec: _Fields, scope: _Scope) -> dict[str, TierSpec]:
+def _tiers(spec: Fields, scope: _Scope) -> dict[str, TierSpec]:
     raw = spec.require("tiers")
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        spec.error("tiers", f"expected a mapping of tier names to tiers, found {_found(raw)}")
+        spec.error("tiers", f"expected a mapping of tier names to tiers, found {describe(raw)}")
         return {}
     if not raw:
         spec.error("tiers", "must define at least one tier")
     out: dict[str, TierSpec] = {}
     for name, item in raw.items():
-        path = _join(spec.at("tiers"), str(name))
+        path = join_path(spec.at("tiers"), str(name))
         if not isinstance(name, str) or not name.strip():
             spec.sink.error(path, "a tier name must be a non-empty string")
             continue
         if name in RESERVED_TIER_NAMES:
             spec.sink.error(path, f"'{name}' is reserved (model '{name}' lets the rules choose)")
-        f = _Fields(spec.sink, path, item, ("targets",))
+        f = Fields(spec.sink, path, item, ("targets",))
         out[name] = TierSpec(name, _targets(f, scope))
     return out
 
 
-def _targets(owner: _Fields, scope: _Scope) -> tuple[TargetSpec, ...]:
+def _targets(owner: Fields, scope: _Scope) -> tuple[TargetSpec, ...]:
     out: list[TargetSpec] = []
     seen: dict[tuple[str, str], str] = {}
     for path, item in owner.items("targets", required=True, nonempty=True):
-        target = _target(_Fields(owner.sink, path, item, ("provider", "model", "weight", "priority")), scope)
+        target = _target(Fields(owner.sink, path, item, ("provider", "model", "weight", "priority")), scope)
         pair = (target.provider, target.model)
         if all(pair) and pair in seen:
             owner.sink.error(path, f"duplicate target {target.provider}/{target.model} (also {seen[pair]})")
@@ -794,11 +557,11 @@ def _targets(owner: _Fields, scope: _Scope) -> tuple[TargetSpec, ...]:
     return tuple(out)
 
 
-def _target(f: _Fields, scope: _Scope) -> TargetSpec:
+def _target(f: Fields, scope: _Scope) -> TargetSpec:
     provider = f.string("provider", required=True)
     model = f.string("model", required=True)
     if provider is not None and provider not in scope.providers:
-        f.error("provider", _unknown_ref("provider", provider, scope.providers))
+        f.error("provider", unknown_ref("provider", provider, scope.providers))
     elif provider is not None and scope.providers[provider] is None and provider not in scope.reported:
         scope.reported.add(provider)
         f.error("provider", f"provider '{provider}' is invalid (see its own errors)")
@@ -812,11 +575,11 @@ def _target(f: _Fields, scope: _Scope) -> TargetSpec:
                       0 if priority is None else priority)
 
 
-def _rules(spec: _Fields, tiers: Collection[str] | None) -> tuple[RuleSpec, ...]:
+def _rules(spec: Fields, tiers: Collection[str] | None) -> tuple[RuleSpec, ...]:
     out: list[RuleSpec] = []
     names: set[str] = set()
     for path, item in spec.items("rules"):
-        f = _Fields(spec.sink, path, item, ("name", "when", "tier"))
+        f = Fields(spec.sink, path, item, ("name", "when", "tier"))
         name = f.string("name")
         if name is not None and name in names:
             f.error("name", f"duplicate rule name '{name}'")
@@ -830,7 +593,7 @@ def _rules(spec: _Fields, tiers: Collection[str] | None) -> tuple[RuleSpec, ...]
     return tuple(out)
 
 
-def _condition(rule: _Fields) -> ConditionSpec:
+def _condition(rule: Fields) -> ConditionSpec:
     f = rule.mapping("when", _CONDITION_FIELDS)
     if f is None:
         return ConditionSpec()
@@ -850,17 +613,17 @@ def _condition(rule: _Fields) -> ConditionSpec:
     )
 
 
-def _header(when: _Fields) -> HeaderCondition | None:
+def _header(when: Fields) -> HeaderCondition | None:
     f = when.mapping("header", ("name", "value"))
     if f is None:
         return None
     name = f.string("name", required=True)
     if name is not None and not _HEADER_NAME.fullmatch(name):
-        f.error("name", f"{_shown(name)} is not a valid HTTP header name")
+        f.error("name", f"{quoted(name)} is not a valid HTTP header name")
     return HeaderCondition(name or "", f.string("value"))
 
 
-def _fallback(spec: _Fields, tiers: Collection[str] | None) -> FallbackPolicy:
+def _fallback(spec: Fields, tiers: Collection[str] | None) -> FallbackPolicy:
     f = spec.mapping("fallback", _FALLBACK_FIELDS)
     default = FallbackPolicy()
     if f is None:
@@ -868,7 +631,7 @@ def _fallback(spec: _Fields, tiers: Collection[str] | None) -> FallbackPolicy:
     fallback_tiers: list[str] = []
     for path, tier in f.strings("fallbackTiers"):
         if tiers is not None and tier not in tiers:
-            f.sink.error(path, _unknown_ref("tier", tier, tiers))
+            f.sink.error(path, unknown_ref("tier", tier, tiers))
         elif tier in fallback_tiers:
             f.sink.error(path, f"duplicate tier '{tier}'")
         fallback_tiers.append(tier)
@@ -883,7 +646,7 @@ def _fallback(spec: _Fields, tiers: Collection[str] | None) -> FallbackPolicy:
     )
 
 
-def _on_errors(f: _Fields) -> frozenset[str] | None:
+def _on_errors(f: Fields) -> frozenset[str] | None:
     if f.get("onErrors") is None:
         return None
     recoverable = [kind.value for kind in FailureKind if kind.fails_over]
@@ -894,12 +657,12 @@ def _on_errors(f: _Fields) -> frozenset[str] | None:
         elif value in {kind.value for kind in FailureKind}:
             f.sink.error(path, f"'{value}' is never failed over: it is the request's own fault")
         else:
-            f.sink.error(path, f"unknown error kind '{value}'{_did_you_mean(value, recoverable)} "
+            f.sink.error(path, f"unknown error kind '{value}'{did_you_mean(value, recoverable)} "
                                f"(expected one of: {', '.join(recoverable)})")
     return frozenset(kinds)
 
 
-def _load_balancing(spec: _Fields) -> LoadBalancing:
+def _load_balancing(spec: Fields) -> LoadBalancing:
     f = spec.mapping("loadBalancing", ("strategy", "preferRegion"))
     default = LoadBalancing()
     if f is None:
@@ -910,7 +673,7 @@ def _load_balancing(spec: _Fields) -> LoadBalancing:
     )
 
 
-def _outlier_detection(spec: _Fields) -> OutlierDetection:
+def _outlier_detection(spec: Fields) -> OutlierDetection:
     f = spec.mapping("outlierDetection", ("consecutiveFailures", "baseEjection", "maxEjection",
                                           "maxEjectionPercent"))
     default = OutlierDetection()
@@ -929,12 +692,12 @@ def _outlier_detection(spec: _Fields) -> OutlierDetection:
     return result
 
 
-def _experiments(spec: _Fields, tiers: Collection[str] | None, scope: _Scope) -> tuple[ExperimentSpec, ...]:
+def _experiments(spec: Fields, tiers: Collection[str] | None, scope: _Scope) -> tuple[ExperimentSpec, ...]:
     out: list[ExperimentSpec] = []
     names: set[str] = set()
     percent_by_tier: dict[str, float] = {}
     for path, item in spec.items("experiments"):
-        f = _Fields(spec.sink, path, item, ("name", "tier", "percent", "targets", "stickyBy"))
+        f = Fields(spec.sink, path, item, ("name", "tier", "percent", "targets", "stickyBy"))
         name = f.string("name", required=True)
         if name is not None and name in names:
             f.error("name", f"duplicate experiment name '{name}'")
@@ -951,18 +714,18 @@ def _experiments(spec: _Fields, tiers: Collection[str] | None, scope: _Scope) ->
     return tuple(out)
 
 
-def _sticky_by(f: _Fields) -> str | None:
+def _sticky_by(f: Fields) -> str | None:
     value = f.string("stickyBy")
     if value is None or value == "user":
         return value
     header = value.removeprefix("header:")
     if value.startswith("header:") and _HEADER_NAME.fullmatch(header):
         return value
-    f.error("stickyBy", f"expected 'user' or 'header:<name>', found {_shown(value)}")
+    f.error("stickyBy", f"expected 'user' or 'header:<name>', found {quoted(value)}")
     return None
 
 
-def _budget(spec: _Fields, tiers: Collection[str] | None) -> Budget | None:
+def _budget(spec: Fields, tiers: Collection[str] | None) -> Budget | None:
     f = spec.mapping("budget", ("limitUSD", "period", "alertAtPercent", "onExceeded"))
     if f is None:
         return None
@@ -977,7 +740,7 @@ def _budget(spec: _Fields, tiers: Collection[str] | None) -> Budget | None:
     )
 
 
-def _on_exceeded(f: _Fields, tiers: Collection[str] | None) -> tuple[str, str | None]:
+def _on_exceeded(f: Fields, tiers: Collection[str] | None) -> tuple[str, str | None]:
     value = f.string("onExceeded")
     if value is None or value in ("alert", "reject"):
         return value or "alert", None
@@ -985,8 +748,8 @@ def _on_exceeded(f: _Fields, tiers: Collection[str] | None) -> tuple[str, str | 
     if value.startswith("downgrade:") and tier:
         _tier_ref(f, "onExceeded", tier, tiers)
         return "downgrade", tier
-    f.error("onExceeded", f"expected one of: {', '.join(_ON_EXCEEDED)}; found {_shown(value)}"
-                          f"{_did_you_mean(value, ('alert', 'reject', 'downgrade:'))}")
+    f.error("onExceeded", f"expected one of: {', '.join(_ON_EXCEEDED)}; found {quoted(value)}"
+                          f"{did_you_mean(value, ('alert', 'reject', 'downgrade:'))}")
     return "alert", None
 
 
