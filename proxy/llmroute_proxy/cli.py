@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="the sidecar plus three simulated providers, to try it out")
     _listen_arguments(demo)
     demo.add_argument("--no-flaky", action="store_true", help="make every simulated provider reliable")
+    demo.add_argument("--sim-port-base", type=int, default=15410,
+                      help="the simulated providers listen on this port and the next two (default 15410)")
 
     validate = commands.add_parser("validate", help="check a config file; list every error")
     validate.add_argument("file", type=Path)
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from llmroute_proxy.demo import run_demo
 
-        return asyncio.run(run_demo(_listen(args), flaky=not args.no_flaky, max_body_bytes=args.max_body_bytes))
+        return asyncio.run(run_demo(_listen(args), flaky=not args.no_flaky, max_body_bytes=args.max_body_bytes,
+                                    sim_port_base=args.sim_port_base))
     return _serve(args)
 
 

@@ -17,11 +17,11 @@ from llmroute_proxy.server.runner import Listen, build_sidecar, serve_until_stop
 from llmroute_proxy.server.state import Settings
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
 
-SIM_PORTS = {"openai": 15410, "anthropic": 15411, "gemini": 15412}
+SIM_PORT_BASE = 15410  # OpenAI-style on the base port, Anthropic-style on +1, Gemini-style on +2
 DEMO_KEYS = {"DEMO_OPENAI_KEY": "sk-demo-openai", "DEMO_ANTHROPIC_KEY": "sk-ant-demo",
              "DEMO_GEMINI_KEY": "demo-gemini-key"}
 
-DEMO_CONFIG = """\
+DEMO_CONFIG_TEMPLATE = """\
 # The demo's routing: three providers (simulated on loopback), one route with three tiers.
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMProvider
@@ -78,7 +78,15 @@ spec:
   defaultTier: smart
   fallback: {maxAttempts: 3, firstByteTimeout: 5s, overallTimeout: 30s}
   budget: {limitUSD: 5, period: day, alertAtPercent: 80, onExceeded: "downgrade:fast"}
-""" % SIM_PORTS
+"""
+
+
+def sim_ports(base: int = SIM_PORT_BASE) -> dict[str, int]:
+    return {"openai": base, "anthropic": base + 1, "gemini": base + 2}
+
+
+def demo_config(ports: dict[str, int]) -> str:
+    return DEMO_CONFIG_TEMPLATE % ports
 
 CHEAT_SHEET = """
 llmroute demo is up. The sidecar listens on http://127.0.0.1:{port}/v1
@@ -115,7 +123,9 @@ Ctrl-C stops everything.
 """
 
 
-async def run_demo(listen: Listen, flaky: bool = True, max_body_bytes: int = Settings().max_body_bytes) -> int:
+async def run_demo(listen: Listen, flaky: bool = True, max_body_bytes: int = Settings().max_body_bytes,
+                   sim_port_base: int = SIM_PORT_BASE) -> int:
+    ports = sim_ports(sim_port_base)
     for name, value in DEMO_KEYS.items():
         os.environ.setdefault(name, value)
     openai_faults = FaultPlan(rng=random.Random(7))
@@ -123,19 +133,19 @@ async def run_demo(listen: Listen, flaky: bool = True, max_body_bytes: int = Set
         openai_faults.probability(Fault(FaultKind.STATUS, status=503), 0.3)
     sims = [
         await SimServer.start(openai_app(DEMO_KEYS["DEMO_OPENAI_KEY"], faults=openai_faults),
-                              port=SIM_PORTS["openai"]),
-        await SimServer.start(anthropic_app(DEMO_KEYS["DEMO_ANTHROPIC_KEY"]), port=SIM_PORTS["anthropic"]),
-        await SimServer.start(gemini_app(DEMO_KEYS["DEMO_GEMINI_KEY"]), port=SIM_PORTS["gemini"]),
+                              port=ports["openai"]),
+        await SimServer.start(anthropic_app(DEMO_KEYS["DEMO_ANTHROPIC_KEY"]), port=ports["anthropic"]),
+        await SimServer.start(gemini_app(DEMO_KEYS["DEMO_GEMINI_KEY"]), port=ports["gemini"]),
     ]
     with tempfile.TemporaryDirectory(prefix="llmroute-demo-") as tmp:
         config = Path(tmp) / "demo.yaml"
-        config.write_text(DEMO_CONFIG)
+        config.write_text(demo_config(ports))
         sidecar = build_sidecar(Settings(max_body_bytes=max_body_bytes))
         sidecar.install(load_table(config, region="demo"))
 
         def ready() -> None:
             note = "; the OpenAI one fails ~30% of calls" if flaky else ""
-            print(CHEAT_SHEET.format(port=listen.port, admin=listen.admin_port, flaky_note=note, **SIM_PORTS),
+            print(CHEAT_SHEET.format(port=listen.port, admin=listen.admin_port, flaky_note=note, **ports),
                   file=sys.stderr, flush=True)
 
         try:
