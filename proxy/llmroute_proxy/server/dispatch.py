@@ -233,15 +233,18 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         ex.target = target
         response = web.StreamResponse(headers={**SSE_HEADERS, **ex.headers(attempt_in_progress=True)})
         await response.prepare(ex.http)
-        await response.write(ex.encoder.chunks(primed))
+        # Writes are syscalls: what is ready when the stream ends goes out with its last chunk.
+        head, tail = ex.encoder.chunks(primed), b""
         try:
             if not ended:
+                await response.write(head)  # the first token, at once
+                head = b""
                 async with asyncio.timeout(attempt_deadline - sidecar.clock()):
                     async for data in body:
                         out = translator.feed(data)
                         if out:
                             await response.write(ex.encoder.chunks(out))
-                    await response.write(ex.encoder.chunks(translator.close()))
+                    tail = ex.encoder.chunks(translator.close())
         except (UpstreamError, TimeoutError) as exc:
             error = exc if isinstance(exc, UpstreamError) else UpstreamError(
                 FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline")
@@ -250,8 +253,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             return response
         _succeeded(sidecar, ex, planner, run, translator.usage,
                    (translator.finish_reason,) if translator.finish_reason else (), None)
-        await response.write(ex.encoder.end(ex.usage))
-        await response.write_eof()
+        await response.write_eof(head + tail + ex.encoder.end(ex.usage))
         return response
     finally:
         if upstream is not None:
