@@ -51,7 +51,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         chat = ChatRequest(validate_chat(await _read_json(request, sidecar)))
     except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error)
+        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, OpenAIEncoder(chat), "chat")
 
 
@@ -66,7 +66,8 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
             chat = ChatRequest(validate_chat(routing_summary(body)), anthropic_body=body, anthropic_only=only)
     except LLMRouteError as error:
         model = body.get("model") if isinstance(body, dict) else None
-        return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error)
+        return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error,
+                               _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
 
 
@@ -75,7 +76,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     try:
         body = validate_embeddings(await _read_json(request, sidecar))
     except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error)
+        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
     return await _serve(request, sidecar, ChatRequest(body), OpenAIEncoder(None), "embeddings")
 
 
@@ -84,7 +85,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     try:
         route = _route(request, _table(sidecar))
     except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error)
+        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
     created = int(sidecar.table_loaded_at or 0)
     names = [*route.tiers, "auto", *(m for m in route.models() if m not in route.tiers)]
     data = [{"id": name, "object": "model", "created": created, "owned_by": "llmroute"} for name in names]
@@ -94,7 +95,7 @@ async def list_models(request: web.Request) -> web.StreamResponse:
 async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, encoder: Encoder,
                  operation: str) -> web.StreamResponse:
     if sidecar.draining:
-        return _error_response(encoder, _Draining())
+        return _error_response(encoder, _Draining(), _early_headers(request, sidecar))
     try:
         table = _table(sidecar)
         route = _route(request, table)
@@ -104,7 +105,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         if chat.anthropic_only is not None:
             route, choice = _anthropic_targets_only(route, choice, chat.anthropic_only)
     except LLMRouteError as error:
-        return _error_response(encoder, error)
+        return _error_response(encoder, error, _early_headers(request, sidecar))
     experiment = None
     if route.experiments and choice.targets is None and chat.anthropic_only is None:
         experiment = choose_arm(route, choice.tier, facts, sidecar.rng.random())
@@ -257,6 +258,15 @@ def _route(request: web.Request, table: Table) -> Route:
 def _user(body: dict[str, Any]) -> str | None:
     user = body.get("user") or body.get("safety_identifier")
     return user if isinstance(user, str) else None
+
+
+def _early_headers(request: web.Request, sidecar: Sidecar) -> dict[str, str]:
+    """The x-llmroute-* headers known before any attempt: the route, when it can be told."""
+    headers = {"x-llmroute-attempts": "0"}
+    route = sidecar.table.route(request.headers.get(ROUTE_HEADER)) if sidecar.table is not None else None
+    if route is not None:
+        headers["x-llmroute-route"] = route.name
+    return headers
 
 
 def _error_response(encoder: Encoder, error: LLMRouteError, headers: dict[str, str] | None = None) -> web.Response:

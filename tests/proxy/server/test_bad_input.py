@@ -141,3 +141,16 @@ async def test_an_unknown_route_header_is_a_clear_400(stack: Stack) -> None:
                                 {"x-llmroute-route": "nope"})
     assert status == 400
     assert "known routes: main" in answer["error"]["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    (b'{"model": "openai", "messages": [', 400),
+    (b'{"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}', 404),
+])
+async def test_errors_before_any_attempt_still_name_the_route_and_zero_attempts(
+        stack: Stack, body: bytes, status: int) -> None:
+    async with aiohttp.ClientSession() as session, session.post(
+            stack.url + "/v1/chat/completions", data=body, headers={"content-type": "application/json"}) as r:
+        assert r.status == status
+        assert r.headers["x-llmroute-route"] == "main"
+        assert r.headers["x-llmroute-attempts"] == "0"
