@@ -1,0 +1,348 @@
+"""Canonical OpenAI chat request → Anthropic Messages body (providers.md §5.1–5.4).
+
+A canonical OpenAI request is translated field by field, and a field whose loss would change
+the answer (`n`, `seed`, penalties, JSON mode…) is refused with a 400 naming it rather than
+silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.errors import BadRequest
+
+DEFAULT_MAX_TOKENS = 4096
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+JSON = dict[str, Any]
+
+_UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("n", lambda v: v != 1, "Anthropic returns a single choice; `n` must be 1."),
+    ("logprobs", bool, "Anthropic does not return log probabilities."),
+    ("top_logprobs", lambda v: True, "Anthropic does not return log probabilities."),
+    ("logit_bias", bool, "Anthropic does not support `logit_bias`."),
+    ("seed", lambda v: True, "Anthropic does not support `seed`."),
+    ("presence_penalty", bool, "Anthropic does not support `presence_penalty`."),
+    ("frequency_penalty", bool, "Anthropic does not support `frequency_penalty`."),
+    ("audio", lambda v: True, "Anthropic does not produce audio."),
+    ("modalities", lambda v: v != ["text"], "Anthropic produces text only."),
+    ("web_search_options", lambda v: True, "`web_search_options` cannot be translated for Anthropic."),
+    ("functions", lambda v: True, "Use `tools`: the deprecated `functions` is not translated for Anthropic."),
+    ("function_call", lambda v: True, "Use `tool_choice`: the deprecated `function_call` is not translated."),
+)
+
+
+def messages_body(body: JSON, model: str) -> JSON:
+    """The Anthropic Messages body for a canonical OpenAI request (providers.md §5.1–5.4)."""
+    _refuse_unsupported(body)
+    system, turns = _turns(body.get("messages"))
+    out: JSON = {"model": model, "max_tokens": _max_tokens(body), "messages": turns}
+    if system:
+        out["system"] = system
+    _sampling(body, out)
+    _tooling(body, out)
+    _output_format(body, out)
+    _thinking(body, out)
+    user = body.get("user") or body.get("safety_identifier")
+    if isinstance(user, str):
+        out["metadata"] = {"user_id": user}
+    if body.get("stream") is True:
+        out["stream"] = True
+    return out
+
+
+def _refuse_unsupported(body: JSON) -> None:
+    for name, changes_meaning, reason in _UNSUPPORTED:
+        value = body.get(name)
+        if value is not None and changes_meaning(value):
+            raise BadRequest(reason, param=name, code="unsupported_parameter")
+
+
+def _max_tokens(body: JSON) -> int:
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    value = body.get(name)
+    if value is None:
+        return DEFAULT_MAX_TOKENS
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest(f"`{name}` must be a positive integer.", param=name)
+    return value
+
+
+def _sampling(body: JSON, out: JSON) -> None:
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, (int, float)) and temperature > 1:
+            raise BadRequest(f"Anthropic accepts a temperature from 0 to 1, not {temperature}.",
+                             param="temperature", code="invalid_value")
+        out["temperature"] = temperature
+    for name in ("top_p", "top_k"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    stop = body.get("stop")
+    if stop is not None:
+        sequences = [stop] if isinstance(stop, str) else stop
+        if not isinstance(sequences, list) or not all(isinstance(s, str) and s.strip() for s in sequences):
+            raise BadRequest("Anthropic needs each stop sequence to be a string with a non-whitespace "
+                             "character.", param="stop", code="invalid_value")
+        if sequences:
+            out["stop_sequences"] = sequences
+
+
+def _tooling(body: JSON, out: JSON) -> None:
+    tools = body.get("tools")
+    if not tools:
+        return
+    if not isinstance(tools, list):
+        raise BadRequest("`tools` must be an array.", param="tools")
+    out["tools"] = [_tool(tool, i) for i, tool in enumerate(tools)]
+    choice = _tool_choice(body.get("tool_choice"))
+    if body.get("parallel_tool_calls") is False:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    if choice is not None:
+        out["tool_choice"] = choice
+
+
+def _tool(tool: Any, i: int) -> JSON:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise BadRequest("Only function tools can be sent to Anthropic.", param=f"tools[{i}].type")
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise BadRequest("A function tool needs `function.name`.", param=f"tools[{i}].function.name")
+    entry: JSON = {"name": function["name"],
+                   "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+    if function.get("description"):
+        entry["description"] = function["description"]
+    if function.get("strict") is True:
+        entry["strict"] = True
+    if tool.get("cache_control") is not None:
+        entry["cache_control"] = tool["cache_control"]
+    return entry
+
+
+def _tool_choice(choice: Any) -> JSON | None:
+    if choice is None:
+        return None
+    simple = {"auto": "auto", "required": "any", "none": "none"}.get(choice) if isinstance(choice, str) else None
+    if simple is not None:
+        return {"type": simple}
+    function = choice.get("function") if isinstance(choice, dict) and choice.get("type") == "function" else None
+    if isinstance(function, dict) and isinstance(function.get("name"), str):
+        return {"type": "tool", "name": function["name"]}
+    raise BadRequest("Anthropic understands `tool_choice` auto, required, none or one named function.",
+                     param="tool_choice")
+
+
+def _output_format(body: JSON, out: JSON) -> None:
+    response_format = body.get("response_format")
+    if response_format is None:
+        return
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return
+    if kind == "json_object":
+        raise BadRequest("Anthropic has no JSON mode; use response_format json_schema with a schema instead.",
+                         param="response_format", code="unsupported_parameter")
+    spec = response_format.get("json_schema") if kind == "json_schema" else None
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise BadRequest("`response_format` must be text or json_schema with a `json_schema.schema` object.",
+                         param="response_format")
+    out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+
+
+def _thinking(body: JSON, out: JSON) -> None:
+    effort = body.get("reasoning_effort")
+    if effort is None or effort == "none":
+        return
+    budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
+    if budget is None:
+        raise BadRequest(f"Unknown reasoning_effort {effort!r}.", param="reasoning_effort")
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if out["max_tokens"] <= budget:
+        out["max_tokens"] += budget
+
+
+# ---- messages ----------------------------------------------------------------------------
+
+
+def _turns(messages: Any) -> tuple[str | list[JSON], list[JSON]]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty array.", param="messages")
+    system: list[JSON] = []
+    turns: list[JSON] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest("Each message must be an object.", param=f"messages[{i}]")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_text_blocks(message.get("content"), f"messages[{i}].content"))
+        elif role == "user":
+            _append_turn(turns, "user", _user_content(message.get("content"), f"messages[{i}].content"))
+        elif role == "assistant":
+            _append_turn(turns, "assistant", _assistant_content(message, i))
+        elif role == "tool":
+            _append_turn(turns, "user", [_tool_result(message, i)])
+        else:
+            raise BadRequest(f"Role {role!r} cannot be sent to Anthropic.", param=f"messages[{i}].role")
+    return _system(system), turns
+
+
+def _system(blocks: list[JSON]) -> str | list[JSON]:
+    if any("cache_control" in block for block in blocks):
+        return blocks
+    return "\n\n".join(block["text"] for block in blocks)
+
+
+def _append_turn(turns: list[JSON], role: str, content: str | list[JSON]) -> None:
+    """Anthropic wants user and assistant to alternate: a same-role neighbour is merged in."""
+    if not content:
+        return
+    if turns and turns[-1]["role"] == role:
+        last = turns[-1]
+        last["content"] = _as_blocks(last["content"]) + _as_blocks(content)
+    else:
+        turns.append({"role": role, "content": content})
+
+
+def _as_blocks(content: str | list[JSON]) -> list[JSON]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _text_blocks(content: Any, path: str) -> list[JSON]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise BadRequest("Content must be a string or an array of text parts.", param=path)
+    blocks = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise BadRequest("Only text parts are allowed here.", param=f"{path}[{j}]")
+        if part["text"]:
+            blocks.append(_text_block(part))
+    return blocks
+
+
+def _text_block(part: JSON) -> JSON:
+    block: JSON = {"type": "text", "text": part["text"]}
+    if part.get("cache_control") is not None:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _user_content(content: Any, path: str) -> str | list[JSON]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise BadRequest("User content must be a string or an array of parts.", param=path)
+    return [_user_block(part, f"{path}[{j}]") for j, part in enumerate(content)]
+
+
+def _user_block(part: Any, path: str) -> JSON:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text" and isinstance(part.get("text"), str):
+        return _text_block(part)
+    if kind == "image_url":
+        return _image_block(part.get("image_url"), f"{path}.image_url.url")
+    if kind == "file":
+        return _document_block(part.get("file"), f"{path}.file")
+    if kind == "input_audio":
+        raise BadRequest("Anthropic does not accept audio input.", param=f"{path}.type",
+                         code="unsupported_parameter")
+    raise BadRequest(f"Content part type {kind!r} cannot be sent to Anthropic.", param=f"{path}.type")
+
+
+def _image_block(image: Any, path: str) -> JSON:
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise BadRequest("An image part needs `image_url.url`.", param=path)
+    if url.startswith("data:"):
+        media_type, data = _data_url(url, path)
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise BadRequest(f"Anthropic accepts JPEG, PNG, GIF and WebP images, not {media_type!r}.", param=path)
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise BadRequest("An image URL must be https:// or a base64 data: URL.", param=path)
+
+
+def _document_block(file: Any, path: str) -> JSON:
+    file_data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(file_data, str) or not file_data.startswith("data:"):
+        raise BadRequest("Anthropic takes files as `file_data` (a base64 PDF data: URL); a `file_id` "
+                         "refers to OpenAI's file store.", param=path)
+    media_type, data = _data_url(file_data, f"{path}.file_data")
+    if media_type != "application/pdf":
+        raise BadRequest(f"Anthropic accepts PDF documents, not {media_type!r}.", param=f"{path}.file_data")
+    return {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def _data_url(url: str, path: str) -> tuple[str, str]:
+    header, comma, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not comma or encoding != "base64":
+        raise BadRequest("A data: URL must be base64-encoded (data:<type>;base64,<data>).", param=path)
+    return media_type, data
+
+
+def _assistant_content(message: JSON, i: int) -> str | list[JSON]:
+    content = message.get("content")
+    tool_calls = message.get("tool_calls")
+    if not tool_calls and isinstance(content, str):
+        return content
+    blocks: list[JSON] = []
+    if isinstance(content, str):
+        blocks = [{"type": "text", "text": content}] if content else []
+    elif isinstance(content, list):
+        parts = [part for part in content if isinstance(part, dict) and part.get("type") != "refusal"]
+        blocks = _text_blocks(parts, f"messages[{i}].content")
+    elif content is not None:
+        raise BadRequest("Assistant content must be a string, an array of parts or null.",
+                         param=f"messages[{i}].content")
+    if tool_calls:
+        if not isinstance(tool_calls, list):
+            raise BadRequest("`tool_calls` must be an array.", param=f"messages[{i}].tool_calls")
+        blocks.extend(_tool_use(call, f"messages[{i}].tool_calls[{j}]") for j, call in enumerate(tool_calls))
+    return blocks
+
+
+def _tool_use(call: Any, path: str) -> JSON:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise BadRequest("A tool call needs `function.name`.", param=f"{path}.function.name")
+    if not isinstance(call.get("id"), str):
+        raise BadRequest("A tool call needs an `id`.", param=f"{path}.id")
+    return {"type": "tool_use", "id": call["id"], "name": function["name"],
+            "input": _tool_input(function.get("arguments"), f"{path}.function.arguments")}
+
+
+def _tool_input(arguments: Any, path: str) -> JSON:
+    if arguments is None or arguments == "":
+        return {}
+    try:
+        value = orjson.loads(arguments) if isinstance(arguments, str) else None
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise BadRequest("Tool call arguments must be a JSON object encoded as a string.", param=path)
+    return value
+
+
+def _tool_result(message: JSON, i: int) -> JSON:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str):
+        raise BadRequest("A tool message needs `tool_call_id`.", param=f"messages[{i}].tool_call_id")
+    result: JSON = {"type": "tool_result", "tool_use_id": call_id}
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            result["content"] = content
+    elif content is not None:
+        result["content"] = _text_blocks(content, f"messages[{i}].content")
+    return result
+

@@ -1,0 +1,225 @@
+"""Anthropic Messages answers and stream events → canonical OpenAI ones (providers.md §5.5–5.7).
+
+Usage, cost and finish reasons of every Anthropic answer come from the canonical answer built
+here, whether or not the client also gets the native one.
+
+`created` in canonical answers is 0: providers get no clock, and Anthropic sends no time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.providers.anthropic_errors import _STATUS_BY_ERROR_TYPE, upstream_error
+from llmroute_proxy.providers.base import StreamChunk, Usage
+from llmroute_proxy.providers.common import body_excerpt, loads_object
+from llmroute_proxy.providers.sse import SSEParser
+
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+    "max_tokens": "length", "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls", "refusal": "content_filter",
+}
+
+JSON = dict[str, Any]
+
+
+def completion_from_message(message: JSON, model: str) -> tuple[JSON, Usage]:
+    texts: list[str] = []
+    thinking: list[str] = []
+    tool_calls: list[JSON] = []
+    for block in message.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            tool_calls.append(_tool_call(block))
+        elif kind == "thinking":
+            thinking.append(block.get("thinking") or "")
+    reply: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None,
+                   "refusal": None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    usage = usage_from_anthropic(message.get("usage"))
+    data = {"id": message.get("id") or "", "object": "chat.completion", "created": 0,
+            "model": message.get("model") or model,
+            "choices": [{"index": 0, "message": reply, "logprobs": None,
+                         "finish_reason": finish_reason(message.get("stop_reason"))}],
+            "usage": usage.to_openai()}
+    return data, usage
+
+
+def _tool_call(block: JSON) -> JSON:
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {"id": block.get("id") or "", "type": "function",
+            "function": {"name": block.get("name") or "", "arguments": arguments}}
+
+
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    cache_read = usage.get("cache_read_input_tokens") or 0
+    cache_write = usage.get("cache_creation_input_tokens") or 0
+    details = usage.get("output_tokens_details") or {}
+    return Usage(input_tokens=(usage.get("input_tokens") or 0) + cache_read + cache_write,
+                 output_tokens=usage.get("output_tokens") or 0,
+                 cached_input_tokens=cache_read, cache_write_tokens=cache_write,
+                 reasoning_tokens=details.get("thinking_tokens") or 0)
+
+
+# ---- stream ------------------------------------------------------------------------------
+
+
+class AnthropicStreamTranslator:
+    """Anthropic's named SSE events → OpenAI chunks (providers.md §5.7).
+
+    Anthropic numbers every content block; OpenAI numbers only tool calls, hence a separate
+    tool counter. Usage in `message_delta` is cumulative, so it overwrites.
+
+    With `native` set, every chunk has `native` bytes, so a relay never needs to re-encode:
+    an Anthropic event's bytes ride on the first chunk it produced and later ones carry
+    b""; an event producing none (ping, block stop, message_delta) gets a carrier chunk
+    with `choices: []` and no usage, which shows no output and exists only to carry them.
+    """
+
+    def __init__(self, model: str, native: bool = False) -> None:
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self._parser = SSEParser()
+        self._native = native
+        self._id = ""
+        self._model = model
+        self._counts: JSON = {}
+        self._stop_reason: str | None = None
+        self._tool_for_block: dict[int, int] = {}
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[StreamChunk]:
+        return self._chunks(self._parser.feed(data))
+
+    def close(self) -> list[StreamChunk]:
+        chunks = self._chunks(self._parser.close())
+        if not self._finished:
+            raise UpstreamError(FailureKind.STREAM_BROKEN, "The Anthropic stream ended before message_stop.")
+        return chunks
+
+    def _chunks(self, events: list[tuple[str | None, bytes]]) -> list[StreamChunk]:
+        chunks: list[StreamChunk] = []
+        for name, data in events:
+            if self._finished:
+                break
+            produced = self._translate(name, data)
+            if not self._native:
+                chunks.extend(StreamChunk(chunk) for chunk in produced)
+                continue
+            first = produced[0] if produced else self._chunk(None)
+            chunks.append(StreamChunk(first, native=_event_bytes(name, data)))
+            chunks.extend(StreamChunk(chunk, native=b"") for chunk in produced[1:])
+        return chunks
+
+    def _translate(self, name: str | None, data: bytes) -> list[JSON]:
+        event = loads_object(data)
+        if event is None:
+            raise UpstreamError(FailureKind.STREAM_BROKEN,
+                                f"Anthropic sent an unreadable stream event: {body_excerpt(data)}")
+        handler = _EVENT_HANDLERS.get(event.get("type") or name or "")
+        return handler(self, event) if handler is not None else []
+
+    def _chunk(self, delta: JSON | None, finish: str | None = None) -> JSON:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return {"id": self._id, "object": "chat.completion.chunk", "created": 0, "model": self._model,
+                "choices": choices}
+
+    def _absorb_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self._counts.update((k, v) for k, v in usage.items() if v is not None)
+            self.usage = usage_from_anthropic(self._counts)
+
+    def _message_start(self, event: JSON) -> list[JSON]:
+        message = event.get("message") or {}
+        self._id = message.get("id") or self._id
+        self._model = message.get("model") or self._model
+        self._absorb_usage(message.get("usage"))
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, event: JSON) -> list[JSON]:
+        block = event.get("content_block") or {}
+        kind = block.get("type")
+        if kind == "tool_use":
+            tool_index = len(self._tool_for_block)
+            self._tool_for_block[event.get("index", -1)] = tool_index
+            call = {"index": tool_index, "id": block.get("id") or "", "type": "function",
+                    "function": {"name": block.get("name") or "", "arguments": ""}}
+            return [self._chunk({"tool_calls": [call]})]
+        if kind == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if kind == "thinking" and block.get("thinking"):
+            return [self._chunk({"reasoning_content": block["thinking"]})]
+        return []
+
+    def _block_delta(self, event: JSON) -> list[JSON]:
+        delta = event.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            tool_index = self._tool_for_block.get(event.get("index", -1))
+            if tool_index is not None:
+                call = {"index": tool_index, "function": {"arguments": delta["partial_json"]}}
+                return [self._chunk({"tool_calls": [call]})]
+        if kind == "thinking_delta" and delta.get("thinking"):
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        return []
+
+    def _message_delta(self, event: JSON) -> list[JSON]:
+        stop_reason = (event.get("delta") or {}).get("stop_reason")
+        if stop_reason is not None:
+            self._stop_reason = stop_reason
+        self._absorb_usage(event.get("usage"))
+        return []
+
+    def _message_stop(self, event: JSON) -> list[JSON]:
+        self._finished = True
+        self.finish_reason = finish_reason(self._stop_reason)
+        usage = self.usage or Usage()
+        usage_chunk = {**self._chunk(None), "usage": usage.to_openai()}
+        return [self._chunk({}, self.finish_reason), usage_chunk]
+
+    def _error(self, event: JSON) -> list[JSON]:
+        error = event.get("error") or {}
+        error_type = str(error.get("type") or "api_error")
+        message = str(error.get("message") or error_type)
+        raise upstream_error(_STATUS_BY_ERROR_TYPE.get(error_type, 500), error_type, message, None)
+
+
+def _ignored(translator: AnthropicStreamTranslator, event: JSON) -> list[JSON]:
+    return []
+
+
+_EVENT_HANDLERS: dict[str, Callable[[AnthropicStreamTranslator, JSON], list[JSON]]] = {
+    "message_start": AnthropicStreamTranslator._message_start,
+    "content_block_start": AnthropicStreamTranslator._block_start,
+    "content_block_delta": AnthropicStreamTranslator._block_delta,
+    "content_block_stop": _ignored,
+    "message_delta": AnthropicStreamTranslator._message_delta,
+    "message_stop": AnthropicStreamTranslator._message_stop,
+    "ping": _ignored,
+    "error": AnthropicStreamTranslator._error,
+}
+
+
+def _event_bytes(name: str | None, data: bytes) -> bytes:
+    if b"\n" in data:
+        data = data.replace(b"\n", b"\ndata: ")
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + data + b"\n\n"
