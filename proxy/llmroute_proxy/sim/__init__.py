@@ -10,7 +10,8 @@ from llmroute_proxy.sim.anthropic import anthropic_app
 from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.gemini import gemini_app
 from llmroute_proxy.sim.openai import azure_openai_app, openai_app
-from llmroute_proxy.sim.server import RecordedRequest, SimServer, SimState, SimStats, sim_state
+from llmroute_proxy.sim.runtime import RecordedRequest, SimState, SimStats, sim_state
+from llmroute_proxy.sim.server import SimServer
 
 __all__ = [
     "Fault",

@@ -15,24 +15,18 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from llmroute_proxy.sim.faults import Fault, FaultPlan
-from llmroute_proxy.sim.server import (
-    SIM_CALL,
-    Dialect,
-    SimCall,
-    SimConfig,
-    SimState,
-    SimStream,
-    build_app,
+from llmroute_proxy.sim.answers import (
     count_tokens,
     fit_tokens,
     reply_text,
     split_even,
     split_words,
-    sse_event,
     tool_arguments,
     tool_reply_text,
 )
+from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
+from llmroute_proxy.sim.streaming import SimStream, sse_event
 
 DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
 MODEL_CREATED_AT = "2025-09-29T00:00:00Z"

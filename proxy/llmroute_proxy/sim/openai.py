@@ -19,25 +19,19 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from llmroute_proxy.sim.faults import Fault, FaultPlan
-from llmroute_proxy.sim.server import (
-    SIM_CALL,
-    Dialect,
-    SimCall,
-    SimConfig,
-    SimState,
-    SimStream,
-    build_app,
+from llmroute_proxy.sim.answers import (
     count_tokens,
     embedding_vector,
     fit_tokens,
     reply_text,
     split_even,
     split_words,
-    sse_data,
     tool_arguments,
     tool_reply_text,
 )
+from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
+from llmroute_proxy.sim.streaming import SimStream, sse_data
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 MODEL_CREATED = 1715367049

@@ -1,0 +1,104 @@
+"""The simulators' deterministic answers: the text they reply, how it is split for streaming,
+tool-call arguments and embedding vectors, all derived from the request alone (pure).
+
+Nothing here may import `llmroute_proxy.server`: the simulators stand in for the outside world.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+# --- deterministic answers (pure) -------------------------------------------------------------
+
+def count_tokens(text: str) -> int:
+    """The simulators' tokenizer: words × 1.3, rounded, at least 1."""
+    return max(1, round(len(text.split()) * 1.3))
+
+
+def reply_text(name: str, model: str, said: str) -> str:
+    return f"[{name} {model}] You said: {said[:60]}"
+
+
+def tool_reply_text(name: str, model: str, result: str) -> str:
+    return f"[{name} {model}] Tool said: {result[:60]}"
+
+
+def fit_tokens(text: str, limit: int | None) -> tuple[str, bool]:
+    """Cut `text` on a word boundary to at most `limit` tokens; True when it was cut."""
+    if limit is None or count_tokens(text) <= limit:
+        return text, False
+    words = text.split(" ")
+    keep = len(words)
+    while keep > 1 and count_tokens(" ".join(words[:keep])) > limit:
+        keep -= 1
+    return " ".join(words[:keep]), True
+
+
+def split_words(text: str, count: int) -> list[str]:
+    """Split on spaces into at most `count` pieces that concatenate back to `text`."""
+    words = text.split(" ")
+    count = max(1, min(count, len(words)))
+    base, extra = divmod(len(words), count)
+    pieces: list[str] = []
+    start = 0
+    for index in range(count):
+        end = start + base + (1 if index < extra else 0)
+        pieces.append(" ".join(words[start:end]) + (" " if end < len(words) else ""))
+        start = end
+    return pieces
+
+
+def split_even(text: str, count: int) -> list[str]:
+    """Split into at most `count` contiguous pieces of near-equal length (tool-argument fragments)."""
+    count = max(1, min(count, len(text)))
+    size = -(-len(text) // count)
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def tool_arguments(schema: Any) -> dict[str, Any]:
+    """Arguments for a tool call: every required property, strings "sim", numbers 1, booleans true."""
+    if not isinstance(schema, Mapping):
+        return {}
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, Mapping) else {}
+    required = schema.get("required")
+    if not isinstance(required, list):
+        return {}
+    return {name: _sample_value(properties.get(name)) for name in required if isinstance(name, str)}
+
+
+def _sample_value(schema: Any) -> Any:
+    if not isinstance(schema, Mapping):
+        return "sim"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if isinstance(k, str) and k.lower() != "null"), "string")
+    kind = kind.lower() if isinstance(kind, str) else "string"
+    if kind in ("integer", "number"):
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return tool_arguments(schema)
+    return "sim"
+
+
+def embedding_vector(model: str, text: str, dims: int) -> list[float]:
+    """A unit vector derived from a hash of (model, text): equal inputs, equal vectors."""
+    seed = hashlib.sha256(f"{model}\0{text}".encode()).digest()
+    raw: list[float] = []
+    block = 0
+    while len(raw) < dims:
+        digest = hashlib.sha256(seed + block.to_bytes(4, "little")).digest()
+        raw.extend((byte - 127.5) / 127.5 for byte in digest)
+        block += 1
+    raw = raw[:dims]
+    norm = sum(value * value for value in raw) ** 0.5 or 1.0
+    return [value / norm for value in raw]
