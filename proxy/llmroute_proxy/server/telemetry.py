@@ -43,41 +43,34 @@ reach this module: targets are described by id, provider, model, region and URL 
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import re
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import orjson
-from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import Metric
 
 from llmroute_proxy import __version__
-from llmroute_proxy.errors import UpstreamError
-from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.budget import BudgetStatus
-from llmroute_proxy.table import ProviderType, Target
+from llmroute_proxy.server.metrics_local import _SCOPE, _Gauge, _Histogram, _PrometheusCollector, _Tally
+from llmroute_proxy.server.metrics_local import CARDINALITY_LIMIT as CARDINALITY_LIMIT
+from llmroute_proxy.server.metrics_local import Attributes as Attributes
+from llmroute_proxy.server.metrics_local import Key as Key
+from llmroute_proxy.server.metrics_local import Point as Point
+from llmroute_proxy.server.telemetry_scopes import _ATTEMPT, _ATTEMPT_END, _TOKENS
+from llmroute_proxy.server.telemetry_scopes import PROVIDER_NAMES as PROVIDER_NAMES
+from llmroute_proxy.server.telemetry_scopes import AttemptScope as AttemptScope
+from llmroute_proxy.server.telemetry_scopes import RequestScope as RequestScope
+from llmroute_proxy.server.telemetry_scopes import error_type as error_type
+from llmroute_proxy.server.telemetry_scopes import provider_name as provider_name
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Histogram, Observation
+    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
     from opentelemetry.sdk.trace import TracerProvider
@@ -89,39 +82,16 @@ CAPTURE_CONTENT_ENV = "LLMROUTE_CAPTURE_CONTENT"
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
-CARDINALITY_LIMIT = 2000
-"""Series per metric before new attribute sets fold into one overflow series (the SDK's default)."""
-
-PROVIDER_NAMES = {
-    ProviderType.OPENAI: "openai",
-    ProviderType.ANTHROPIC: "anthropic",
-    ProviderType.GEMINI: "gcp.gemini",
-    ProviderType.AZURE_OPENAI: "azure.ai.openai",
-}
-"""`gen_ai.provider.name` per provider type; openai-compatible targets use their LLMProvider's name."""
-
 CIRCUIT_STATES = ("healthy", "probing", "cooling", "ejected")
 """The states `llmroute.circuit.state` reports, one series each (1 for the current one)."""
 
 _ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "embeddings": "/v1/embeddings"}
 _TRUE = frozenset({"1", "true", "yes", "on"})
-_SCOPE = "llmroute"
-
-_ATTEMPT = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "server.address",
-            "server.port", "llmroute.target")
-"""The attributes of every GenAI client metric point, in the order of an attempt's key."""
-_ATTEMPT_END = (*_ATTEMPT, "gen_ai.response.model", "error.type")
-_TOKENS = (*_ATTEMPT_END, "gen_ai.token.type")
 
 CircuitSource = Callable[[], Iterable[tuple[str, str]]]
 """(target id, circuit state) for every target of the current table."""
 BudgetSource = Callable[[], Iterable[tuple[str, BudgetStatus]]]
 """(route name, budget status) for every route with a budget."""
-
-Key = tuple[str | int, ...]
-"""Attribute values in the order of a metric's attribute names; "" means the attribute is absent."""
-Attributes = dict[str, str | int | bool]
-Point = tuple[Attributes, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,193 +136,6 @@ def _otlp_endpoint(env: Mapping[str, str], signal: str) -> str | None:
     base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
     return f"{base.rstrip('/')}/v1/{signal}" if base else None
 
-
-@functools.lru_cache(maxsize=1024)
-def _server(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-
-
-def provider_name(target: Target) -> str:
-    return PROVIDER_NAMES.get(target.provider_type, target.provider)
-
-
-def error_type(error: BaseException) -> str:
-    """Low-cardinality `error.type`: the failure kind for upstream errors, else the class name."""
-    return error.kind.value if isinstance(error, UpstreamError) else type(error).__qualname__
-
-
-# --- local aggregation ---------------------------------------------------------------
-
-_OVERFLOW: Key = ("\x00overflow",)
-_OVERFLOW_ATTRIBUTES: Attributes = {"otel.metric.overflow": True}
-
-
-class _Metric:
-    """What a metric is called and how its key's values map to attribute names."""
-
-    __slots__ = ("description", "name", "names", "unit")
-
-    def __init__(self, name: str, unit: str, description: str, names: tuple[str, ...] = ()) -> None:
-        self.name, self.unit, self.description, self.names = name, unit, description, names
-
-    def attributes(self, key: Key) -> Attributes:
-        if key is _OVERFLOW:
-            return dict(_OVERFLOW_ATTRIBUTES)
-        return {name: value for name, value in zip(self.names, key, strict=True) if value != ""}
-
-
-class _Tally(_Metric):
-    """A monotonic sum per attribute set: a dict update on the request path (~0.3 µs)."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, name: str, unit: str, description: str, names: tuple[str, ...]) -> None:
-        super().__init__(name, unit, description, names)
-        self._values: dict[Key, float] = {}
-
-    def add(self, amount: float, *key: str | int) -> None:
-        try:
-            self._values[key] += amount
-        except KeyError:
-            values = self._values
-            if len(values) >= CARDINALITY_LIMIT:
-                key = _OVERFLOW
-            values[key] = values.get(key, 0.0) + amount
-
-    def points(self) -> list[Point]:
-        """A snapshot; safe while the event loop adds (the OTLP reader calls it from its thread)."""
-        return [(self.attributes(key), value) for key, value in list(self._values.items())]
-
-
-class _Buckets:
-    __slots__ = ("counts", "total")
-
-    def __init__(self, size: int) -> None:
-        self.counts = [0] * size
-        self.total = 0.0
-
-
-class _Histogram(_Metric):
-    """Explicit-bucket counts, sum and count per attribute set (~0.5 µs a record).
-
-    Bucket i counts the values in (boundaries[i-1], boundaries[i]], as OpenTelemetry and
-    Prometheus (`le`) define them. `sdk` is the OTLP twin, recorded too when OTLP is on.
-    """
-
-    __slots__ = ("_series", "boundaries", "sdk")
-
-    def __init__(self, name: str, unit: str, description: str, names: tuple[str, ...],
-                 boundaries: Sequence[float]) -> None:
-        super().__init__(name, unit, description, names)
-        self.boundaries = tuple(boundaries)
-        self.sdk: Histogram | None = None
-        self._series: dict[Key, _Buckets] = {}
-
-    def record(self, value: float, key: Key) -> None:
-        series = self._series.get(key) or self._open(key)
-        series.counts[bisect_left(self.boundaries, value)] += 1
-        series.total += value
-        if self.sdk is not None:
-            self.sdk.record(value, self.attributes(key))
-
-    def _open(self, key: Key) -> _Buckets:
-        series = self._series
-        if len(series) >= CARDINALITY_LIMIT:
-            key = _OVERFLOW
-        return series.get(key) or series.setdefault(key, _Buckets(len(self.boundaries) + 1))
-
-    def series(self) -> list[tuple[Attributes, list[int], float]]:
-        return [(self.attributes(key), list(b.counts), b.total) for key, b in list(self._series.items())]
-
-
-class _Gauge(_Metric):
-    """A value read at collection time. `up_down`: an up-down counter in OTLP, a gauge everywhere."""
-
-    __slots__ = ("points", "up_down")
-
-    def __init__(self, name: str, unit: str, description: str, points: Callable[[], Iterable[Point]],
-                 up_down: bool = False) -> None:
-        super().__init__(name, unit, description)
-        self.points, self.up_down = points, up_down
-
-
-# --- Prometheus exposition -----------------------------------------------------------
-
-_UNIT_ANNOTATION = re.compile(r"\{.*\}")
-_PROMETHEUS_UNITS = {"": "", "s": "seconds"}
-_NOT_IN_NAME = re.compile(r"[^a-zA-Z0-9:]+")
-_NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9]+")
-
-
-def _prometheus_name(metric: _Metric) -> tuple[str, str]:
-    """(name, unit) as the OpenTelemetry exporter maps them; prometheus_client appends the unit."""
-    return _NOT_IN_NAME.sub("_", metric.name), _PROMETHEUS_UNITS[_UNIT_ANNOTATION.sub("", metric.unit)]
-
-
-@functools.cache
-def _label(attribute: str) -> str:
-    return _NOT_IN_LABEL.sub("_", attribute)
-
-
-def _label_value(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
-
-
-class _PrometheusCollector:
-    """A prometheus_client collector rendering the aggregates as the OpenTelemetry exporter did.
-
-    Metrics without a point are left out; label names are the union over a metric's points,
-    sorted, with "" where a point lacks one, plus the instrumentation-scope labels.
-    """
-
-    def __init__(self, telemetry: Telemetry, resource: Resource) -> None:
-        self._telemetry = telemetry
-        self._scope = {"otel_scope_name": _SCOPE, "otel_scope_schema_url": "", "otel_scope_version": __version__}
-        labels = {_label(key): _label_value(value) for key, value in resource.attributes.items()}
-        self._target_info = InfoMetricFamily("target", "Target metadata", labels=list(labels))
-        self._target_info.add_metric(list(labels), labels)
-
-    def collect(self) -> Iterator[Metric]:
-        yield self._target_info
-        t = self._telemetry
-        for histogram in t.histograms:
-            if series := histogram.series():
-                yield self._histogram(histogram, series)
-        for tally in t.tallies:
-            if points := tally.points():
-                yield self._family(CounterMetricFamily, tally, points)
-        for gauge in t.gauges:
-            if points := list(gauge.points()):
-                yield self._family(GaugeMetricFamily, gauge, points)
-
-    def _rows(self, points: Iterable[Attributes]) -> tuple[list[str], list[list[str]]]:
-        rows = [{**self._scope, **{_label(k): _label_value(v) for k, v in attributes.items()}}
-                for attributes in points]
-        names = sorted(set().union(*rows))
-        return names, [[row.get(name, "") for name in names] for row in rows]
-
-    def _family(self, kind: type[CounterMetricFamily | GaugeMetricFamily], metric: _Metric,
-                points: list[Point]) -> Metric:
-        name, unit = _prometheus_name(metric)
-        names, rows = self._rows(attributes for attributes, _ in points)
-        family = kind(name, metric.description, labels=names, unit=unit)
-        for row, (_, value) in zip(rows, points, strict=True):
-            family.add_metric(row, value)
-        return family
-
-    def _histogram(self, histogram: _Histogram, series: list[tuple[Attributes, list[int], float]]) -> Metric:
-        name, unit = _prometheus_name(histogram)
-        names, rows = self._rows(attributes for attributes, _, _ in series)
-        family = HistogramMetricFamily(name, histogram.description, labels=names, unit=unit)
-        bounds = [f"{b}" for b in histogram.boundaries] + ["+Inf"]
-        for row, (_, counts, total) in zip(rows, series, strict=True):
-            cumulative, buckets = 0, []
-            for bound, count in zip(bounds, counts, strict=True):
-                cumulative += count
-                buckets.append((bound, float(cumulative)))
-            family.add_metric(row, buckets, total)
-        return family
 
 
 # --- the sidecar's telemetry ---------------------------------------------------------
@@ -547,218 +330,3 @@ def _observer(points: Callable[[], Iterable[Point]]) -> Callable[[CallbackOption
     def observe(_: CallbackOptions) -> Iterable[Observation]:
         return [Observation(value, attributes) for attributes, value in points()]
     return observe
-
-
-def _incoming_trace_id(headers: Mapping[str, str]) -> str:
-    parent = headers.get("traceparent")
-    if not parent:
-        return ""
-    parts = parent.strip().split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
-        return parts[1].lower()
-    return ""
-
-
-class RequestScope:
-    """One client request: the SERVER span, the in-flight gauge and the request's metrics."""
-
-    __slots__ = ("_attempt_context", "_ended", "_failure", "_input", "_last_target", "_span", "_started",
-                 "_telemetry", "attempts", "experiment", "operation", "route", "rule", "tier", "trace_id")
-
-    def __init__(self, telemetry: Telemetry, operation: str, headers: Mapping[str, str], method: str,
-                 path: str) -> None:
-        self._telemetry = telemetry
-        self.operation = operation
-        self.route = ""
-        self.tier = ""
-        self.rule: str | None = None
-        self.experiment: str | None = None
-        self.attempts = 0
-        self._input: str | None = None
-        self._failure: str | None = None
-        self._last_target: str | None = None
-        self._ended = False
-        self._started = telemetry.clock()
-        self._span: Span | None = None
-        self._attempt_context: Context | None = None
-        tracer = telemetry._tracer
-        if tracer is None:
-            self.trace_id = _incoming_trace_id(headers)
-        else:
-            parent = telemetry._propagator.extract(headers) if "traceparent" in headers else None
-            self._span = tracer.start_span(f"{method} {path}", parent, SpanKind.SERVER, {
-                "http.request.method": method, "http.route": path, "gen_ai.operation.name": operation})
-            self._attempt_context = trace.set_span_in_context(self._span)
-            self.trace_id = format(self._span.get_span_context().trace_id, "032x")
-        telemetry.in_flight += 1
-
-    def routed(self, route: str, tier: str, rule: str | None, experiment: str | None = None,
-               input_messages: Sequence[Mapping[str, Any]] | None = None) -> None:
-        """Routing decided. `input_messages` (OpenAI form) is kept only when content capture is on."""
-        self.route, self.tier, self.rule, self.experiment = route, tier, rule, experiment
-        if input_messages is not None and self._telemetry.capture_content:
-            self._input = orjson.dumps([_message_parts(m) for m in input_messages]).decode()
-        if self._span is not None:
-            self._span.set_attributes(_routing_attributes(self))
-
-    def attempt(self, target: Target, number: int, requested_model: str = "", stream: bool = False) -> AttemptScope:
-        """An upstream attempt starts. `requested_model` is what the client asked for (an alias);
-        the span's `gen_ai.request.model` is the model actually sent upstream. An attempt after a
-        failure carries that failure as `llmroute.failover_reason`; `llmroute.failovers` counts
-        only moves to another target (a retry of the same target is an attempt, not a failover)."""
-        self.attempts += 1
-        reason, previous = self._failure, self._last_target
-        if reason is not None and previous is not None and previous != target.id:
-            self._telemetry.failovers.add(1.0, self.route, previous, reason)
-        self._last_target = target.id
-        return AttemptScope(self, target, number, requested_model, stream, reason)
-
-    def end(self, status: int, error_type: str | None = None, usage: Usage | None = None,
-            cost_usd: float | None = None) -> None:
-        """The response is complete (streams: after the last byte). Calling it again does nothing."""
-        if self._ended:
-            return
-        self._ended = True
-        telemetry = self._telemetry
-        telemetry.in_flight -= 1
-        telemetry.requests.add(1.0, self.route, self.tier, status, error_type or "")
-        telemetry.request_duration.record(telemetry.clock() - self._started, (self.route, status, error_type or ""))
-        span = self._span
-        if span is None:
-            return
-        span.set_attribute("http.response.status_code", status)
-        span.set_attribute("llmroute.attempts", self.attempts)
-        if error_type:
-            span.set_attribute("error.type", error_type)
-        if status >= 500:
-            span.set_status(Status(StatusCode.ERROR, error_type))
-        if usage is not None:
-            span.set_attributes(_usage_attributes(usage))
-        if cost_usd is not None:
-            span.set_attribute("llmroute.cost_usd", cost_usd)
-        span.end()
-
-
-class AttemptScope:
-    """One upstream attempt: the CLIENT span and the GenAI client metrics."""
-
-    __slots__ = ("_ended", "_first_chunk", "_key", "_scope", "_span", "_started", "stream", "target")
-
-    def __init__(self, scope: RequestScope, target: Target, number: int, requested_model: str, stream: bool,
-                 failover_reason: str | None) -> None:
-        self._scope = scope
-        self.target = target
-        self.stream = stream
-        self._ended = False
-        self._first_chunk: float | None = None
-        address, port = _server(target.url)
-        self._key: Key = (scope.operation, provider_name(target), target.model, address, port, target.id)
-        self._span: Span | None = None
-        telemetry = scope._telemetry
-        if telemetry._tracer is not None:
-            attributes: dict[str, Any] = {**dict(zip(_ATTEMPT, self._key, strict=True)), **_routing_attributes(scope),
-                                          "llmroute.attempt": number, "llmroute.region": target.region}
-            if requested_model:
-                attributes["llmroute.requested_model"] = requested_model
-            if failover_reason is not None:
-                attributes["llmroute.failover_reason"] = failover_reason
-            if scope._input is not None:
-                attributes["gen_ai.input.messages"] = scope._input
-            self._span = telemetry._tracer.start_span(f"{scope.operation} {target.model}",
-                                                      scope._attempt_context, SpanKind.CLIENT, attributes)
-        self._started = telemetry.clock()
-
-    def first_chunk(self) -> None:
-        """The first streamed chunk with output arrived (time to first chunk; streams only)."""
-        if self._first_chunk is not None or self._ended:
-            return
-        telemetry = self._scope._telemetry
-        self._first_chunk = telemetry.clock()
-        telemetry.time_to_first_chunk.record(self._first_chunk - self._started, self._key)
-
-    def end(self, usage: Usage | None = None, cost_usd: float | None = None, finish_reasons: Sequence[str] = (),
-            response_model: str | None = None, error: BaseException | None = None,
-            output_messages: Sequence[Mapping[str, Any]] | None = None) -> None:
-        """The attempt is over: success when `error` is None. Calling it again does nothing."""
-        if self._ended:
-            return
-        self._ended = True
-        scope = self._scope
-        telemetry = scope._telemetry
-        kind = error_type(error) if error is not None else None
-        if kind is not None:
-            scope._failure = kind
-        key = (*self._key, response_model or "", kind or "")
-        telemetry.operation_duration.record(telemetry.clock() - self._started, key)
-        telemetry.attempts.add(1.0, scope.route, self.target.id, kind or "ok")
-        if usage is not None:
-            telemetry.token_usage.record(usage.input_tokens, (*key, "input"))
-            telemetry.token_usage.record(usage.output_tokens, (*key, "output"))
-        if cost_usd:
-            telemetry.cost.add(cost_usd, scope.route, scope.tier, self.target.id, scope.experiment or "")
-        if self._span is not None:
-            self._end_span(self._span, usage, cost_usd, finish_reasons, response_model, error, kind,
-                           output_messages)
-    def _end_span(self, span: Span, usage: Usage | None, cost_usd: float | None, finish_reasons: Sequence[str],
-                  response_model: str | None, error: BaseException | None, kind: str | None,
-                  output_messages: Sequence[Mapping[str, Any]] | None) -> None:
-        if response_model:
-            span.set_attribute("gen_ai.response.model", response_model)
-        if usage is not None:
-            span.set_attributes(_usage_attributes(usage))
-        if finish_reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", list(finish_reasons))
-        if cost_usd is not None:
-            span.set_attribute("llmroute.cost_usd", cost_usd)
-        if kind is not None:
-            span.set_attribute("error.type", kind)
-            if isinstance(error, UpstreamError) and error.status is not None:
-                span.set_attribute("http.response.status_code", error.status)
-            span.set_status(Status(StatusCode.ERROR, kind))
-        if output_messages is not None and self._scope._telemetry.capture_content:
-            outputs = [_message_parts(m, finish_reasons[i] if i < len(finish_reasons) else "")
-                       for i, m in enumerate(output_messages)]
-            span.set_attribute("gen_ai.output.messages", orjson.dumps(outputs).decode())
-        span.end()
-
-
-def _routing_attributes(scope: RequestScope) -> dict[str, str]:
-    attributes = {"llmroute.route": scope.route, "llmroute.tier": scope.tier}
-    if scope.rule:
-        attributes["llmroute.rule"] = scope.rule
-    if scope.experiment:
-        attributes["llmroute.experiment"] = scope.experiment
-    return attributes
-
-
-def _usage_attributes(usage: Usage) -> dict[str, int]:
-    attributes = {"gen_ai.usage.input_tokens": usage.input_tokens,
-                  "gen_ai.usage.output_tokens": usage.output_tokens}
-    if usage.cached_input_tokens:
-        attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
-    if usage.cache_write_tokens:
-        attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
-    if usage.reasoning_tokens:
-        attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
-    return attributes
-
-
-def _message_parts(message: Mapping[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    """An OpenAI chat message in the spec's `{role, parts}` shape (text, tool calls, tool results)."""
-    parts: list[dict[str, Any]] = []
-    content = message.get("content")
-    if isinstance(content, str) and content:
-        parts.append({"type": "text", "content": content})
-    elif isinstance(content, list):
-        parts.extend({"type": "text", "content": item.get("text", "")} for item in content
-                     if isinstance(item, Mapping) and item.get("type") == "text")
-    if message.get("role") == "tool":
-        parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}]
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        parts.append({"type": "tool_call", "id": call.get("id"), "name": function.get("name"),
-                      "arguments": function.get("arguments")})
-    out: dict[str, Any] = {"role": message.get("role", "user"), "parts": parts}
-    if finish_reason is not None:
-        out["finish_reason"] = finish_reason
-    return out
