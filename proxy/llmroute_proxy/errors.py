@@ -16,6 +16,7 @@ Only `UpstreamError.kind` drives failover; the rest map straight to an HTTP answ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -116,13 +117,16 @@ class LocalLimitExceeded(LLMRouteError):
     status = 429
     error_type = "rate_limit_error"
 
-    def __init__(self, message: str, retry_after: float, code: str = "rate_limit_exceeded") -> None:
+    def __init__(self, message: str, retry_after: float, code: str = "rate_limit_exceeded",
+                 should_retry: bool = True) -> None:
         super().__init__(message)
         self.retry_after = max(0.0, retry_after)
         self.code = code
+        self.should_retry = should_retry  # false for a spent budget: nothing changes before it resets
 
     def headers(self) -> dict[str, str]:
-        return {"retry-after": str(max(1, round(self.retry_after + 0.4999))), "x-should-retry": "true"}
+        return {"retry-after": retry_after_header(self.retry_after),
+                "x-should-retry": "true" if self.should_retry else "false"}
 
 
 class NoTableLoaded(LLMRouteError):
@@ -209,8 +213,13 @@ class AttemptsExhausted(LLMRouteError):
     def headers(self) -> dict[str, str]:
         out = {"x-should-retry": "false"}
         if self.status == 429 and self.retry_after is not None:
-            out = {"retry-after": str(max(1, round(self.retry_after + 0.4999))), "x-should-retry": "true"}
+            out = {"retry-after": retry_after_header(self.retry_after), "x-should-retry": "true"}
         return out
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After takes whole seconds: round up, and never say 0."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def openai_error_body(error: LLMRouteError) -> dict[str, Any]:

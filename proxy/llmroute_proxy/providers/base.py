@@ -172,9 +172,3 @@ class Provider(Protocol):
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Classify a non-2xx answer (providers.md §6)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderCapabilities:
-    embeddings: bool = True
-    extra: Mapping[str, bool] = field(default_factory=dict)

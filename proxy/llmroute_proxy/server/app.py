@@ -13,6 +13,7 @@ from llmroute_proxy.errors import (
     BadRequest,
     BodyTooLarge,
     LLMRouteError,
+    LocalLimitExceeded,
     NoTableLoaded,
     UpstreamError,
 )
@@ -122,11 +123,10 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     response: web.StreamResponse | None = None
     try:
         if reservation is not None and not reservation.allowed:
-            raise _BudgetSpent(route, reservation)
+            raise _budget_spent(route, reservation)
         response = await dispatch_chat(sidecar, ex)
         return response
     except LLMRouteError as error:
-        ex.status = error.status if not isinstance(error, UpstreamError) else error.client_status
         response = _error_response(encoder, error, ex.headers())
         return response
     finally:
@@ -137,6 +137,14 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         scope.end(status, None if status < 400 else str(status), ex.usage, ex.cost)
         _remember(sidecar, ex, choice, status, now)
         log_access(ex, status, sidecar.clock() - now, scope.trace_id)
+
+
+def _budget_spent(route: Route, decision: BudgetDecision) -> LocalLimitExceeded:
+    assert route.budget is not None
+    return LocalLimitExceeded(
+        f"Route '{route.name}' has spent its {route.budget.period.value} budget of "
+        f"{route.budget.limit_usd:g} USD; it resets in {decision.retry_after:.0f}s.",
+        decision.retry_after, code="budget_exceeded", should_retry=False)
 
 
 def _anthropic_targets_only(route: Route, choice: TierChoice, why: Exception) -> tuple[Route, TierChoice]:
@@ -201,21 +209,6 @@ class _Draining(LLMRouteError):
 
     def __init__(self) -> None:
         super().__init__("This llmroute sidecar is shutting down and takes no new requests.")
-
-
-class _BudgetSpent(LLMRouteError):
-    status = 429
-    error_type = "rate_limit_error"
-    code = "budget_exceeded"
-
-    def __init__(self, route: Route, decision: BudgetDecision) -> None:
-        assert route.budget is not None
-        super().__init__(f"Route '{route.name}' has spent its {route.budget.period.value} budget of "
-                         f"{route.budget.limit_usd:g} USD; it resets in {decision.retry_after:.0f}s.")
-        self.retry_after = decision.retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"retry-after": str(max(1, int(self.retry_after + 0.999))), "x-should-retry": "false"}
 
 
 async def _read_json(request: web.Request, sidecar: Sidecar) -> Any:

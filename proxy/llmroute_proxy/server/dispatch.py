@@ -67,7 +67,6 @@ class Exchange:
     usage: Usage | None = None
     cost: float | None = None
     target: Target | None = None
-    status: int = 200
     embeddings: bool = False
     soonest_retry_at: float | None = None  # when the first rate-limited target said it would take requests
 
@@ -326,7 +325,6 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
     if committed:
         ex.usage = usage
         ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
-        ex.status = 200
         if usage is not None:
             _spent(sidecar, ex, target, usage)
     if error.kind.ejects_for_long:

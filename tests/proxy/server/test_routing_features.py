@@ -182,6 +182,7 @@ def test_a_spent_budget_with_reject_answers_429_until_the_period_ends(stack: Sta
     assert "budget" in caught.value.message
     assert caught.value.code == "budget_exceeded"
     assert 0 < int(caught.value.response.headers["retry-after"]) <= 86400
+    assert caught.value.response.headers["x-should-retry"] == "false"  # nothing changes before the reset
 
 
 def test_a_failure_left_out_of_on_errors_ends_the_request_with_502_not_a_failover(stack: Stack) -> None:
