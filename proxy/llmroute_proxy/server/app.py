@@ -110,7 +110,8 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     experiment = None
     if route.experiments and choice.targets is None and chat.anthropic_only is None:
         experiment = choose_arm(route, choice.tier, facts, sidecar.rng.random())
-    prompt_tokens = facts.prompt_tokens if _needs_prompt_tokens(table, route) else 0
+    needs_tokens = route.budget is not None or sidecar.tpm_limited
+    prompt_tokens = facts.prompt_tokens if needs_tokens else 0
     reservation, choice = _reserve_budget(sidecar, route, choice, chat, prompt_tokens)
     scope = sidecar.telemetry.start_request(operation, request.headers, path=request.path)
     scope.routed(route.name, choice.tier, choice.rule, experiment.name if experiment else None,
@@ -187,12 +188,6 @@ def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> 
         sidecar.ledger.settle(reservation, reservation.estimate_usd, sidecar.wallclock())
     else:
         sidecar.ledger.release(reservation)
-
-
-def _needs_prompt_tokens(table: Table, route: Route) -> bool:
-    return route.budget is not None or any(
-        limits.tokens_per_minute is not None for limits in table.provider_limits.values()
-    )
 
 
 def _remember(sidecar: Sidecar, ex: Exchange, choice: TierChoice, status: int, started: float) -> None:

@@ -106,6 +106,7 @@ class Sidecar:
     table: Table | None = None
     table_loaded_at: float | None = None
     draining: bool = False
+    tpm_limited: bool = False  # some provider has a tokens-per-minute limit: requests need a token count
     in_flight: int = 0
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
@@ -120,6 +121,7 @@ class Sidecar:
         self.limits.configure(table.provider_limits)
         self.ledger.configure({route.name: route.budget for route in table.routes if route.budget})
         self.telemetry.set_table_version(table.version)
+        self.tpm_limited = any(limits.tokens_per_minute is not None for limits in table.provider_limits.values())
         previous = self.table.version if self.table else None
         self.table = table
         self.table_loaded_at = self.wallclock()
