@@ -1,0 +1,1 @@
+"""The llmroute operator: LLMProvider/LLMRoute resources compiled per pod and pushed to the sidecars."""
