@@ -274,7 +274,7 @@ async def _prime(body: object, translator: StreamTranslator) -> tuple[list[Strea
 
 
 async def _classified(provider: Provider, upstream: UpstreamResponse) -> UpstreamError:
-    body = await upstream.read(MAX_ERROR_BODY)
+    body = await upstream.read_head(MAX_ERROR_BODY)
     return provider.classify_error(upstream.status, upstream.headers, body)
 
 

@@ -35,11 +35,37 @@ class UpstreamResponse:
         self.headers = response.headers
 
     async def read(self, limit: int = MAX_RESPONSE_BODY) -> bytes:
-        with _mapped(self._target):
-            body = await self._response.content.read(limit + 1)
-        if len(body) > limit:
+        """The whole body, however the network splits and delays it. A body larger than `limit`
+        (declared or found so) is a SERVER_ERROR failure, and no more of it is read."""
+        declared = self._response.content_length
+        if declared is not None and declared > limit:
+            raise UpstreamError(FailureKind.SERVER_ERROR, f"{self._target}: response larger than {limit} bytes")
+        body, more = await self._collect(limit)
+        if more:
             raise UpstreamError(FailureKind.SERVER_ERROR, f"{self._target}: response larger than {limit} bytes")
         return body
+
+    async def read_head(self, limit: int) -> bytes:
+        """The first `limit` bytes of the body (all of it when shorter): enough to classify an
+        error answer, whose status and leading fields matter and whose size does not."""
+        body, _ = await self._collect(limit)
+        return body
+
+    async def _collect(self, limit: int) -> tuple[bytes, bool]:
+        """Read to the end of the body or until past `limit`: (at most `limit` bytes, whether more came).
+
+        aiohttp's `content.read(n)` returns what is buffered so far, not `n` bytes: an answer
+        split across TCP segments would be cut short. Every body read goes through this loop.
+        """
+        parts: list[bytes] = []
+        size = 0
+        with _mapped(self._target):
+            async for data in self._response.content.iter_any():
+                parts.append(data)
+                size += len(data)
+                if size > limit:
+                    return b"".join(parts)[:limit], True
+        return b"".join(parts), False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Once `idle_timeout` is set, waiting longer than that for data
