@@ -17,8 +17,18 @@ def count_tokens(text: str) -> int:
     return max(1, round(len(text.split()) * 1.3))
 
 
-def reply_text(name: str, model: str, said: str) -> str:
-    return f"[{name} {model}] You said: {said[:60]}"
+LONG_ANSWER_FILLER = " — ünïcödé 日本語 🚀 long answer"
+"""What pads a long answer: characters of one to four UTF-8 bytes, so cuts fall inside them."""
+
+
+def reply_text(name: str, model: str, said: str, min_bytes: int = 0) -> str:
+    """The answer to `said`, padded to at least `min_bytes` UTF-8 bytes (a long answer)."""
+    text = f"[{name} {model}] You said: {said[:60]}"
+    missing = min_bytes - len(text.encode())
+    if missing <= 0:
+        return text
+    filler = LONG_ANSWER_FILLER.encode()
+    return text + LONG_ANSWER_FILLER * -(-missing // len(filler))
 
 
 def tool_reply_text(name: str, model: str, result: str) -> str:

@@ -151,7 +151,7 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer:
     else:
         said = next((_blocks_text(m.get("content")) for m in reversed(messages)
                      if isinstance(m, dict) and m.get("role") == "user"), "")
-        text = reply_text(name, model, said)
+        text = reply_text(name, model, said, state.config.answer_bytes)
     text, cut = fit_tokens(text, body["max_tokens"])
     return _Answer(text, None, {}, "max_tokens" if cut else "end_turn", prompt, count_tokens(text))
 
@@ -263,9 +263,10 @@ def anthropic_app(
     chunks: int = 8,
     cached_tokens: int = 0,
     models: Sequence[str] = DEFAULT_MODELS,
+    answer_bytes: int = 0,
 ) -> web.Application:
     """An Anthropic-style provider; `api_key` None accepts any key."""
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models))
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), answer_bytes=answer_bytes)
     app = build_app(config, faults, AnthropicDialect())
     app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", list_models)

@@ -195,7 +195,7 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
     else:
         said = next((_parts_text(c) for c in reversed(contents)
                      if isinstance(c, dict) and c.get("role", "user") == "user"), "")
-        text = reply_text(name, model, said)
+        text = reply_text(name, model, said, state.config.answer_bytes)
     limit = field(field(body, "generationConfig") or {}, "maxOutputTokens")
     text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
     return _Answer(text, None, "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
@@ -323,9 +323,11 @@ def gemini_app(
     cached_tokens: int = 0,
     models: Sequence[str] = DEFAULT_MODELS,
     embedding_dims: int = 16,
+    answer_bytes: int = 0,
 ) -> web.Application:
     """A Gemini-style provider on `/v1` and `/v1beta`; `api_key` None accepts any key."""
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims)
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims,
+                       answer_bytes=answer_bytes)
     app = build_app(config, faults, GeminiDialect())
     app.router.add_get("/{version:v1|v1beta}/models", list_models)
     app.router.add_get("/{version:v1|v1beta}/models/{target}", get_model)

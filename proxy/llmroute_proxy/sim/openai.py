@@ -183,7 +183,7 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer | str:
     if last.get("role") == "tool":
         text = tool_reply_text(name, model, _content_text(last.get("content")))
     else:
-        text = reply_text(name, model, _last_user_text(messages))
+        text = reply_text(name, model, _last_user_text(messages), state.config.answer_bytes)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
     return _Answer(text, None, "", "length" if cut else "stop", prompt, count_tokens(text))
@@ -388,9 +388,11 @@ def openai_app(
     cached_tokens: int = 0,
     models: Sequence[str] = DEFAULT_MODELS,
     embedding_dims: int = 16,
+    answer_bytes: int = 0,
 ) -> web.Application:
     """An OpenAI-style provider; `api_key` None accepts any key."""
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims)
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims,
+                       answer_bytes=answer_bytes)
     app = build_app(config, faults, OpenAIDialect())
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
@@ -549,6 +551,7 @@ def azure_openai_app(
     api_versions: Sequence[str] = AZURE_API_VERSIONS,
     async_filter: bool = False,
     embedding_dims: int = 16,
+    answer_bytes: int = 0,
 ) -> web.Application:
     """An Azure OpenAI resource, in both URL forms (providers.md §4.1).
 
@@ -557,7 +560,8 @@ def azure_openai_app(
     to an annotation chunk after the finish chunk, as Azure's asynchronous filter does. A prompt
     block is the fault `Fault(FaultKind.STATUS, status=400, code="content_filter")`.
     """
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(deployments or ()), embedding_dims)
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(deployments or ()), embedding_dims,
+                       answer_bytes=answer_bytes)
     app = build_app(config, faults, AzureOpenAIDialect())
     app[_AZURE] = AzureOptions(frozenset(api_versions), None if deployments is None else frozenset(deployments),
                                async_filter)

@@ -42,6 +42,8 @@ class SimConfig:
     """A cached prompt prefix reported on every answer (on top of the counted prompt)."""
     models: tuple[str, ...] = ()
     embedding_dims: int = 16
+    answer_bytes: int = 0
+    """Answers are padded to at least this many UTF-8 bytes (0: short answers)."""
     clock: Callable[[], float] = time.time
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
+from llmroute_proxy.sim.network import Delivery, DeliveryFront
 from llmroute_proxy.sim.runtime import (
     SIM_CALL,
     SIM_STATE,
@@ -79,19 +81,28 @@ __all__ = [
 # --- the runner --------------------------------------------------------------------------------
 
 class SimServer:
-    """A simulator on a real loopback port that can refuse connections and come back."""
+    """A simulator on a real loopback port that can refuse connections and come back.
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    With `delivery` its answers cross a `DeliveryFront` that fragments and delays them as real
+    networks do; with `ssl_context` it serves HTTPS (see `sim.tls.LocalCA`).
+    """
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, delivery: Delivery | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._runner = runner
         self._site: web.TCPSite | None = None
+        self._front: DeliveryFront | None = None
+        self._delivery = delivery
+        self._ssl = ssl_context
         self.host = host
         self.port = port
 
     @classmethod
-    async def start(cls, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> SimServer:
+    async def start(cls, app: web.Application, host: str = "127.0.0.1", port: int = 0, *,
+                    delivery: Delivery | None = None, ssl_context: ssl.SSLContext | None = None) -> SimServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        server = cls(runner, host, port)
+        server = cls(runner, host, port, delivery, ssl_context)
         try:
             await server.resume()
         except BaseException:
@@ -101,7 +112,7 @@ class SimServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._ssl is not None else 'http'}://{self.host}:{self.port}"
 
     @property
     def app(self) -> web.Application:
@@ -118,6 +129,9 @@ class SimServer:
             return
         await self._site.stop()
         self._site = None
+        if self._front is not None:
+            await self._front.stop()
+            self._front = None
         if self._runner.server is not None:
             for connection in self._runner.server.connections:
                 connection.force_close()
@@ -126,14 +140,25 @@ class SimServer:
         """Listen again, on the same port."""
         if self._site is not None:
             return
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        if self._delivery is None:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self._ssl)
+            await site.start()
+            self._site = site
+            if self.port == 0:
+                self.port = int(self._runner.addresses[0][1])
+            return
+        # the app listens on a port of its own; the front takes the public one and relays to it
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, reuse_address=True)
         await site.start()
         self._site = site
-        if self.port == 0:
-            self.port = int(self._runner.addresses[0][1])
+        self._front = DeliveryFront(int(self._runner.addresses[0][1]), self._delivery, self._ssl)
+        self.port = await self._front.listen(self.host, self.port)
 
     async def close(self) -> None:
         self._site = None
+        if self._front is not None:
+            await self._front.stop()
+            self._front = None
         await self._runner.cleanup()
 
     async def __aenter__(self) -> SimServer:
