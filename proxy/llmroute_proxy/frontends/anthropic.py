@@ -19,6 +19,7 @@ import orjson
 
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.providers.base import Usage
+from llmroute_proxy.validation import validate_messages
 
 JSON = dict[str, Any]
 
@@ -68,16 +69,9 @@ def _plain_text(content: Any) -> str:
 
 def request_to_canonical(body: Any) -> JSON:
     """The canonical OpenAI request for a Messages request; `BadRequest` names what is wrong."""
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("`model` is required and must be a string.", param="model")
-    max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise BadRequest("`max_tokens` is required and must be an integer of at least 1.", param="max_tokens")
-    out: JSON = {"model": model, "messages": _system(body.get("system")) + _messages(body.get("messages")),
-                 "max_completion_tokens": max_tokens}
+    body = validate_messages(body)
+    out: JSON = {"model": body["model"], "messages": _system(body.get("system")) + _messages(body["messages"]),
+                 "max_completion_tokens": body["max_tokens"]}
     _sampling(body, out)
     _tooling(body, out)
     _reasoning(body.get("thinking"), out)
