@@ -99,6 +99,7 @@ def _targets(spec: TargetSpec, provider: ProviderSpec,
             context_window=model.context_window if model else None,
             pricing=model.pricing if model else Pricing(),
             options=options,
+            ca_bundle=provider.tls.ca_bundle if provider.tls is not None else None,
         )
         for endpoint in provider.endpoints
     ]

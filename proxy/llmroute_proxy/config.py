@@ -7,6 +7,7 @@ the pure `spec` and `compiler`. Every problem is collected before anything is ra
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from llmroute_proxy.spec import (
     parse_documents,
 )
 from llmroute_proxy.table import Secret, Table
+from llmroute_proxy.trust import ca_bundle_problem
 
 
 class ConfigError(Exception):
@@ -49,10 +51,38 @@ def load_table(path: str | Path, *, region: str = "", environ: Mapping[str, str]
         raise ConfigError(errors)
     secrets, errors = resolve_credentials(specs.providers, os.environ if environ is None else environ,
                                           path.parent)
-    if errors:
-        raise ConfigError(errors)
-    return compile_table(specs.providers, specs.routes, region=region,
+    providers, trust_errors = resolve_ca_files(specs.providers, path.parent)
+    if errors or trust_errors:
+        raise ConfigError([*errors, *trust_errors])
+    return compile_table(providers, specs.routes, region=region,
                          credentials=lambda provider: secrets[provider.name])
+
+
+def resolve_ca_files(providers: Sequence[ProviderSpec], base_dir: Path) -> tuple[list[ProviderSpec], list[SpecError]]:
+    """Providers with `spec.tls.caFile` read into `caBundle` (a relative path is relative to the config file)."""
+    out: list[ProviderSpec] = []
+    errors: list[SpecError] = []
+    for provider in providers:
+        trust = provider.tls
+        if trust is None or trust.ca_file is None:
+            out.append(provider)
+            continue
+        bundle, problem = _read_ca_file(base_dir / Path(trust.ca_file).expanduser())
+        if problem is not None:
+            errors.append(SpecError("LLMProvider", provider.name, "spec.tls.caFile", problem))
+        out.append(dataclasses.replace(provider, tls=dataclasses.replace(trust, ca_bundle=bundle)))
+    return out, errors
+
+
+def _read_ca_file(path: Path) -> tuple[str | None, str | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, f"cannot read CA file {path}: {exc.strerror or type(exc).__name__}"
+    except UnicodeDecodeError:
+        return None, f"CA file {path} is not UTF-8 text"
+    problem = ca_bundle_problem(text)
+    return (text, None) if problem is None else (None, f"CA file {path} {problem}")
 
 
 def resolve_credentials(

@@ -39,6 +39,7 @@ from llmroute_proxy.table import (
     ProviderType,
     Strategy,
 )
+from llmroute_proxy.trust import ca_bundle_problem
 
 API_VERSION = "llmroute.dev/v1alpha1"
 PROVIDER_KIND = "LLMProvider"
@@ -84,6 +85,16 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustSpec:
+    """`spec.tls`: the CAs that alone verify the provider's endpoints (exactly one field is set)."""
+
+    ca_bundle: str | None = None
+    """PEM certificates, inline: travels with the table and is checked when parsed."""
+    ca_file: str | None = None
+    """A PEM file on the sidecar's disk; standalone mode reads it when the config loads."""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     name: str
     context_window: int | None = None
@@ -99,6 +110,7 @@ class ProviderSpec:
     limits: Limits = field(default_factory=Limits)  # global, across every sidecar
     models: tuple[ModelSpec, ...] = ()
     api_version: str | None = None  # azure.apiVersion or gemini.apiVersion
+    tls: TrustSpec | None = None  # None: the system's CAs (and SSL_CERT_FILE)
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
@@ -294,7 +306,7 @@ def _expect(doc: _Opened, kind: str) -> bool:
 # ---------------------------------------------------------------------------------------------------
 # LLMProvider
 
-_PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini")
+_PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini", "tls")
 
 
 def _provider_spec(doc: _Opened) -> ProviderSpec:
@@ -318,7 +330,26 @@ def _provider_spec(doc: _Opened) -> ProviderSpec:
         limits=limits,
         models=models,
         api_version=api_version,
+        tls=_trust(f),
     )
+
+
+def _trust(spec: Fields) -> TrustSpec | None:
+    f = spec.mapping("tls", ("caBundle", "caFile"))
+    if f is None or not isinstance(spec.get("tls"), Mapping):
+        return None
+    given = [key for key in ("caBundle", "caFile") if f.get(key) is not None]
+    if len(given) != 1:
+        spec.error("tls", "give exactly one of caBundle (PEM text) and caFile (a PEM file's path)")
+        return None
+    bundle, path = f.string("caBundle"), f.string("caFile")
+    if bundle is not None:
+        problem = ca_bundle_problem(bundle)
+        if problem is not None:
+            f.error("caBundle", problem)
+            return None
+        return TrustSpec(ca_bundle=bundle)
+    return TrustSpec(ca_file=path) if path is not None else None
 
 
 def _endpoints(spec: Fields) -> tuple[Endpoint, ...]:

@@ -95,6 +95,7 @@ class Target:
     context_window: int | None = None
     pricing: Pricing = Pricing()
     options: Mapping[str, str] = field(default_factory=dict)  # provider-specific, e.g. azure apiVersion
+    ca_bundle: str | None = None  # PEM: the CAs that alone verify this target's TLS (None: the system's)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ the stack runs its own loop in a thread, and tests talk to it over loopback like
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
@@ -19,7 +20,7 @@ from llmroute_proxy.config import load_table
 from llmroute_proxy.server.runner import Listen, build_sidecar, start_listeners
 from llmroute_proxy.server.state import Settings, Sidecar
 from llmroute_proxy.server.telemetry import Telemetry
-from llmroute_proxy.sim import FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
+from llmroute_proxy.sim import Delivery, FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
 
 T = TypeVar("T")
 SimFactory = Callable[[FaultPlan], web.Application]
@@ -99,8 +100,14 @@ class Stack:
 
     def __init__(self, tmp: Path, settings: Settings | None = None, telemetry: Telemetry | None = None,
                  config: str = CONFIG, extra_sims: Mapping[str, SimFactory] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, *, delivery: Delivery | None = None,
+                 ssl_context: ssl.SSLContext | None = None, answer_bytes: int = 0) -> None:
+        """`delivery`, `ssl_context`: how every simulator's answers cross the network (see `SimServer`);
+        `answer_bytes`: the built-in simulators pad their answers to that size."""
         self._tmp = tmp
+        self._delivery = delivery
+        self._ssl = ssl_context
+        self._answer_bytes = answer_bytes
         self._settings = settings
         self._telemetry = telemetry
         self._config = config
@@ -141,15 +148,17 @@ class Stack:
         return self._tmp / "llmroute.yaml"
 
     async def _start(self) -> None:
+        size = self._answer_bytes
         apps = {
-            "oai": openai_app(KEYS["oai"], name="sim-oai", faults=self.faults["oai"]),
-            "oai-b": openai_app(KEYS["oai-b"], name="sim-oai-b", faults=self.faults["oai-b"]),
-            "claude": anthropic_app(KEYS["claude"], faults=self.faults["claude"]),
-            "gem": gemini_app(KEYS["gem"], faults=self.faults["gem"]),
+            "oai": openai_app(KEYS["oai"], name="sim-oai", faults=self.faults["oai"], answer_bytes=size),
+            "oai-b": openai_app(KEYS["oai-b"], name="sim-oai-b", faults=self.faults["oai-b"], answer_bytes=size),
+            "claude": anthropic_app(KEYS["claude"], faults=self.faults["claude"], answer_bytes=size),
+            "gem": gemini_app(KEYS["gem"], faults=self.faults["gem"], answer_bytes=size),
             **{name: factory(self.faults[name]) for name, factory in self._extra_sims.items()},
         }
         for name, app in apps.items():
-            self.sims[name] = await SimServer.start(app, host="127.0.0.1", port=0)
+            self.sims[name] = await SimServer.start(app, host="127.0.0.1", port=0, delivery=self._delivery,
+                                                    ssl_context=self._ssl)
         self.config_path.write_text(self._config.format(
             **{name.replace("-", "_"): sim.url for name, sim in self.sims.items()}))
         environ = {"TEST_OAI_KEY": KEYS["oai"], "TEST_OAI_B_KEY": KEYS["oai-b"],

@@ -126,7 +126,7 @@ INVALID = [
      "unknown field 'regoin' (did you mean 'region'?)"),
     (PROVIDER, "spec.endpoint", [], "spec.endpoint", "unknown field 'endpoint' (did you mean 'endpoints'?)"),
     (PROVIDER, "spec.colour", "blue", "spec.colour",
-     "unknown field 'colour' (expected one of: type, endpoints, credentials, limits, models, azure, gemini)"),
+     "unknown field 'colour' (expected one of: type, endpoints, credentials, limits, models, azure, gemini, tls)"),
     (PROVIDER, "spec.credentials", DELETE, "spec.credentials",
      "missing required field (type openai needs a key; only openai-compatible may go without)"),
     (PROVIDER, "spec.credentials.file", "/run/key", "spec.credentials",

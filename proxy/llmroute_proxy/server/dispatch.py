@@ -184,7 +184,7 @@ async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
     budget = min(ex.route.fallback.per_try_timeout, ex.deadline - run.started)
     try:
         async with asyncio.timeout(budget):
-            upstream = await sidecar.upstream.send(upstream_request, target.id)
+            upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
             async with upstream:
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
@@ -219,7 +219,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
     try:
         try:
             async with asyncio.timeout(first_token_budget):
-                upstream = await sidecar.upstream.send(upstream_request, target.id)
+                upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
                 body = upstream.chunks()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
 from typing import Literal
@@ -17,9 +18,11 @@ import aiohttp
 
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.base import UpstreamRequest
+from llmroute_proxy.trust import client_context
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_RESPONSE_BODY = 64 * 1024 * 1024
+MAX_CA_BUNDLES = 64
 
 
 class UpstreamResponse:
@@ -150,10 +153,17 @@ class _IdleWatchdog:
 
 
 class UpstreamClient:
-    """Sends `UpstreamRequest`s over one pooled keep-alive session."""
+    """Sends `UpstreamRequest`s over one pooled keep-alive session.
+
+    TLS is verified with the system's CAs, as OpenSSL finds them when the client is created
+    (so `SSL_CERT_FILE` and `SSL_CERT_DIR` apply), or with a target's own CA bundle alone.
+    Connections are pooled per context: one verified against one bundle never serves another.
+    """
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        self._default_tls = client_context()
+        self._bundle_tls: dict[str, ssl.SSLContext] = {}
 
     @classmethod
     def create(cls) -> UpstreamClient:
@@ -163,14 +173,24 @@ class UpstreamClient:
                                         skip_auto_headers=("User-Agent",), raise_for_status=False)
         return cls(session)
 
-    async def send(self, request: UpstreamRequest, target: str) -> UpstreamResponse:
+    async def send(self, request: UpstreamRequest, target: str, *, ca_bundle: str | None = None) -> UpstreamResponse:
         """Send and wait for the response headers; the caller bounds the wait with its deadlines."""
         with _mapped(target):
             response = await self._session.request(
                 request.method, request.url, data=request.body, headers=request.headers,
-                allow_redirects=False,
+                allow_redirects=False, ssl=self._tls(ca_bundle),
             )
         return UpstreamResponse(response, target)
+
+    def _tls(self, ca_bundle: str | None) -> ssl.SSLContext:
+        if ca_bundle is None:
+            return self._default_tls
+        context = self._bundle_tls.get(ca_bundle)
+        if context is None:
+            if len(self._bundle_tls) >= MAX_CA_BUNDLES:  # bundles replaced by reloads: start afresh
+                self._bundle_tls.clear()
+            context = self._bundle_tls[ca_bundle] = client_context(ca_bundle)
+        return context
 
     async def close(self) -> None:
         await self._session.close()
@@ -191,6 +211,10 @@ class _mapped:
                  tb: TracebackType | None) -> Literal[False]:
         if exc is None or isinstance(exc, UpstreamError | asyncio.CancelledError):
             return False
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            reason = getattr(exc.certificate_error, "verify_message", None) or _describe(exc.certificate_error)
+            raise UpstreamError(FailureKind.CONNECTION,
+                                f"{self._target}: TLS certificate not trusted ({reason})") from exc
         if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | socket.gaierror):
             raise UpstreamError(FailureKind.CONNECTION, f"{self._target}: cannot connect ({_describe(exc)})") from exc
         if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
