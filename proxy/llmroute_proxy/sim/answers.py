@@ -40,10 +40,14 @@ def fit_tokens(text: str, limit: int | None) -> tuple[str, bool]:
     if limit is None or count_tokens(text) <= limit:
         return text, False
     words = text.split(" ")
-    keep = len(words)
-    while keep > 1 and count_tokens(" ".join(words[:keep])) > limit:
-        keep -= 1
-    return " ".join(words[:keep]), True
+    fits, too_many = 1, len(words)  # the most words that fit lies in [fits, too_many)
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        if count_tokens(" ".join(words[:middle])) <= limit:
+            fits = middle
+        else:
+            too_many = middle
+    return " ".join(words[:fits]), True
 
 
 def split_words(text: str, count: int) -> list[str]:

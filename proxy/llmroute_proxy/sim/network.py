@@ -35,8 +35,9 @@ class Delivery:
     jitter: bool = False
     """Fragment sizes drawn from 1..`fragment` (seeded), so cuts fall at arbitrary offsets."""
     gap: float = 0.0
-    """Seconds between fragments (0: still two event-loop turns, so that a client on the same
-    loop reads each fragment on its own)."""
+    """Seconds between fragments, or between the simulator's own writes when `fragment` is 0
+    (0 with fragments: still two event-loop turns, so that a client on the same loop reads each
+    fragment on its own)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -116,7 +117,7 @@ class DeliveryFront:
         first = True
         while data := await backend.read(READ_SIZE):
             for piece in self._delivery.fragments(data, self._rng):
-                if not first and self._delivery.fragment:
+                if not first and (self._delivery.fragment or gap):
                     await _pause(gap)
                 first = False
                 client.write(piece)

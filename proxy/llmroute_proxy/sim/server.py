@@ -180,16 +180,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key-env", help="environment variable holding the expected API key")
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--cached-tokens", type=int, default=0)
+    parser.add_argument("--answer-bytes", type=int, default=0, help="pad answers to at least this many bytes")
+    parser.add_argument("--fragment", type=int, default=0, help="largest write in bytes (0: whole writes)")
+    parser.add_argument("--jitter", action="store_true", help="fragment sizes drawn from 1..--fragment")
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds between fragments")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
     factories: dict[str, Callable[..., web.Application]] = {
         "openai": sim.openai_app, "azure-openai": sim.azure_openai_app, "anthropic": sim.anthropic_app,
         "gemini": sim.gemini_app}
     factory = factories[args.kind]
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    app = factory(api_key, chunks=args.chunks, cached_tokens=args.cached_tokens)
+    app = factory(api_key, chunks=args.chunks, cached_tokens=args.cached_tokens, answer_bytes=args.answer_bytes)
+    delivery = Delivery(args.fragment, args.jitter, args.gap) if args.fragment or args.gap else None
+    context: ssl.SSLContext | None = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
 
     async def serve() -> None:
-        server = await SimServer.start(app, args.host, args.port)
+        server = await SimServer.start(app, args.host, args.port, delivery=delivery, ssl_context=context)
         print(f"sim-{args.kind} listening on {server.url}", flush=True)
         try:
             await asyncio.Event().wait()

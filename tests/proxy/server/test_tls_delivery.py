@@ -142,6 +142,18 @@ def test_an_error_answer_is_read_whole_and_relayed(stack: Stack, tier: str) -> N
 
 
 @pytest.mark.parametrize("tier", TIERS)
+def test_an_error_answer_to_a_stream_request_is_read_whole_and_relayed(stack: Stack, tier: str) -> None:
+    message = "max_tokens is too large — ünïcödé 日本語 " + "détail " * 40
+    stack.call(lambda: stack.faults[TIERS[tier]].always(Fault(FaultKind.STATUS, status=400, message=message)))
+    client = anthropic_client(stack)
+    with pytest.raises(anthropic.BadRequestError) as caught, \
+            client.messages.stream(model=tier, max_tokens=200, messages=ask()) as stream:  # type: ignore[arg-type]
+        stream.get_final_message()
+    assert message.strip() in caught.value.message
+    assert caught.value.response.headers["x-llmroute-attempts"] == "1"
+
+
+@pytest.mark.parametrize("tier", TIERS)
 def test_a_retryable_error_read_in_fragments_fails_over_with_its_retry_after(stack: Stack, tier: str) -> None:
     stack.call(lambda: stack.faults[TIERS[tier]].always(Fault(FaultKind.STATUS, status=429, retry_after=30)))
     with pytest.raises(openai.RateLimitError) as caught:
@@ -150,11 +162,15 @@ def test_a_retryable_error_read_in_fragments_fails_over_with_its_retry_after(sta
     assert sim_requests(stack, TIERS[tier]) == 1
 
 
-@pytest.mark.parametrize("tier", ["openai", "anthropic"])
-def test_a_stream_cut_after_tokens_over_tls_ends_with_an_error_event(stack: Stack, tier: str) -> None:
-    stack.call(lambda: stack.faults[TIERS[tier]].always(Fault(FaultKind.BREAK_AFTER_TOKENS, tokens=2)))
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("kind", [FaultKind.BREAK_AFTER_TOKENS, FaultKind.ANTHROPIC_ERROR_EVENT])
+def test_a_stream_failing_after_tokens_ends_with_an_error_event(stack: Stack, tier: str, kind: FaultKind) -> None:
+    stack.call(lambda: stack.faults[TIERS[tier]].always(Fault(kind, tokens=2)))
+    seen: list[str] = []
     with pytest.raises(openai.APIError):
-        list(openai_client(stack).chat.completions.create(model=tier, messages=ask(), stream=True))
+        for chunk in openai_client(stack).chat.completions.create(model=tier, messages=ask(), stream=True):
+            seen.extend(c.delta.content or "" for c in chunk.choices)
+    assert "You said" in "".join(seen)
 
 
 # --- 512 KiB answers ----------------------------------------------------------------------------

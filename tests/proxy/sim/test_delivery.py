@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -170,3 +173,25 @@ async def test_a_front_that_stops_listening_refuses_and_comes_back(ca: LocalCA, 
 
 def _httpx_trusting(ca: LocalCA) -> openai.DefaultAsyncHttpxClient:
     return openai.DefaultAsyncHttpxClient(verify=client_context(ca))
+
+
+def test_the_command_line_serves_a_fragmented_long_answer_over_tls(ca: LocalCA, tmp_path: Path) -> None:
+    cert, key = ca.issue()
+    (tmp_path / "cert.pem").write_text(cert)
+    (tmp_path / "key.pem").write_text(key)
+    command = [sys.executable, "-c", "from llmroute_proxy.sim.server import main; main()", "anthropic",
+               "--fragment", "700", "--jitter", "--gap", "0.001", "--answer-bytes", "60000",
+               "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().split(" listening on ")[1].strip()
+            assert url.startswith("https://127.0.0.1:")
+            client = anthropic.Anthropic(api_key="any", base_url=url, max_retries=0,
+                                         http_client=anthropic.DefaultHttpxClient(verify=client_context(ca)))
+            message = client.messages.create(model="claude-sonnet-4-5", max_tokens=30_000, timeout=30,
+                                             messages=[{"role": "user", "content": QUESTION}])
+        finally:
+            process.terminate()
+    text = message.content[0].text  # type: ignore[union-attr]
+    assert len(text.encode()) >= 60_000 and QUESTION in text
