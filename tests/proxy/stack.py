@@ -25,6 +25,10 @@ from llmroute_proxy.sim import Delivery, FaultPlan, SimServer, anthropic_app, ge
 T = TypeVar("T")
 SimFactory = Callable[[FaultPlan], web.Application]
 
+NETWORK = Delivery(fragment=256, jitter=True)
+"""How simulators' answers reach the sidecar in every stack test unless one says otherwise: cut at
+arbitrary offsets, as real networks and TLS hand them over, never in the one piece loopback would."""
+
 KEYS = {"oai": "sk-test-oai", "oai-b": "sk-test-oai-b", "claude": "sk-ant-test", "gem": "gem-test-key"}
 
 CONFIG = """
@@ -100,7 +104,7 @@ class Stack:
 
     def __init__(self, tmp: Path, settings: Settings | None = None, telemetry: Telemetry | None = None,
                  config: str = CONFIG, extra_sims: Mapping[str, SimFactory] | None = None,
-                 environ: Mapping[str, str] | None = None, *, delivery: Delivery | None = None,
+                 environ: Mapping[str, str] | None = None, *, delivery: Delivery | None = NETWORK,
                  ssl_context: ssl.SSLContext | None = None, answer_bytes: int = 0) -> None:
         """`delivery`, `ssl_context`: how every simulator's answers cross the network (see `SimServer`);
         `answer_bytes`: the built-in simulators pad their answers to that size."""
