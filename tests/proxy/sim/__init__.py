@@ -6,18 +6,22 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from llmroute_proxy.sim import SimServer
+from llmroute_proxy.sim import Delivery, SimServer
+from tests.proxy.stack import NETWORK
 
 
 class SimPool:
-    """Starts simulators on loopback for one test and closes them (and SDK clients) after it."""
+    """Starts simulators on loopback for one test and closes them (and SDK clients) after it.
+
+    Their answers reach the SDKs cut at arbitrary offsets (`NETWORK`), as a real network delivers them.
+    """
 
     def __init__(self) -> None:
         self._servers: list[SimServer] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
-    async def start(self, app: web.Application) -> SimServer:
-        server = await SimServer.start(app)
+    async def start(self, app: web.Application, delivery: Delivery | None = NETWORK) -> SimServer:
+        server = await SimServer.start(app, delivery=delivery)
         self._servers.append(server)
         return server
 
