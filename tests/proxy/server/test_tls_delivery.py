@@ -173,6 +173,13 @@ def test_a_stream_failing_after_tokens_ends_with_an_error_event(stack: Stack, ti
     assert "You said" in "".join(seen)
 
 
+def test_embeddings_arrive_whole(stack: Stack) -> None:
+    raw = openai_client(stack).embeddings.with_raw_response.create(model="embed", input=[QUESTION, "two"])
+    result = raw.parse()
+    assert [len(item.embedding) for item in result.data] == [16, 16]
+    assert raw.headers["x-llmroute-attempts"] == "1"
+
+
 # --- 512 KiB answers ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
