@@ -86,9 +86,11 @@ def _serve(args: argparse.Namespace) -> int:
     from llmroute_proxy.server.state import Settings
 
     if os.environ.get("LLMROUTE_OPERATOR_URL"):
-        print("cluster mode (LLMROUTE_OPERATOR_URL) is not available in this version; use --config",
-              file=sys.stderr)
-        return 2
+        if args.config is not None:
+            print("--config and LLMROUTE_OPERATOR_URL exclude each other: the table comes from one source",
+                  file=sys.stderr)
+            return 2
+        return _serve_cluster(args)
     if args.config is None:
         print("serve needs --config FILE (standalone mode)", file=sys.stderr)
         return 2
@@ -108,6 +110,35 @@ def _serve(args: argparse.Namespace) -> int:
             sidecar, _listen(args),
             background=[lambda: watch_config(sidecar, args.config, args.region)],
         )
+
+    asyncio.run(run())
+    return 0
+
+
+def _serve_cluster(args: argparse.Namespace) -> int:
+    from llmroute_proxy.server.runner import build_sidecar, serve_until_stopped
+    from llmroute_proxy.server.state import Settings
+    from llmroute_proxy.sync.client import (
+        ClusterConfigError,
+        ClusterSettings,
+        OperatorClient,
+        restore_persisted,
+    )
+    from llmroute_proxy.sync.persist import TableStore
+
+    try:
+        settings = ClusterSettings.from_env(os.environ)
+    except ClusterConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        sidecar = build_sidecar(Settings(max_body_bytes=args.max_body_bytes))
+        store = TableStore(settings.state_dir)
+        restore_persisted(sidecar, store)
+        client = OperatorClient(settings, sidecar, store)
+        await serve_until_stopped(sidecar, _listen(args), background=[client.run],
+                                  on_drained=client.send_final_report)
 
     asyncio.run(run())
     return 0

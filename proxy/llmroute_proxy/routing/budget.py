@@ -9,6 +9,8 @@ each request costs no more than its estimate.
 
 Periods are UTC calendar hours, days or months; a new period starts from zero spend, while
 reservations still open when it starts are carried into it (their money is spent in it).
+In cluster mode the operator leases each sidecar a share of a route's budget: `lease` replaces the
+route's limit here (reserve-then-settle then runs against the share) without a table swap.
 Time is an epoch-seconds argument; the module does no I/O.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from llmroute_proxy.table import Budget, BudgetPeriod
@@ -87,6 +89,18 @@ class BudgetLedger:
     def __init__(self) -> None:
         self._accounts: dict[str, _Account] = {}
         self._ids: Iterator[int] = itertools.count(1)
+        self._leased: dict[str, float] = {}  # route → this sidecar's share of its limit, USD
+
+    def lease(self, limits_usd: Mapping[str, float], spent_floors: Mapping[str, float], now: float) -> None:
+        """Enforce these shares instead of the routes' own limits (routes not named keep theirs).
+        `spent_floors` is spend the operator already counted from this sidecar: a sidecar that
+        restarted (and so forgot its spend) starts the period from there, not from zero."""
+        self._leased = dict(limits_usd)
+        for route, floor in spent_floors.items():
+            account = self._accounts.get(route)
+            if account is not None:
+                current = self._current(route, self._leased_budget(route, account.budget), now)
+                current.spent = max(current.spent, floor)
 
     def configure(self, budgets: Mapping[str, Budget]) -> None:
         """Adopt a new table's budgets: spend is kept for routes that stay, others are dropped."""
@@ -100,7 +114,12 @@ class BudgetLedger:
             else:
                 account.budget = budget
 
+    def _leased_budget(self, route: str, budget: Budget) -> Budget:
+        share = self._leased.get(route)
+        return budget if share is None or share == budget.limit_usd else replace(budget, limit_usd=share)
+
     def reserve(self, route: str, budget: Budget, estimate_usd: float, now: float) -> BudgetDecision:
+        budget = self._leased_budget(route, budget)
         account = self._current(route, budget, now)
         estimate = max(estimate_usd, 0.0)
         committed = account.spent + account.reserved + estimate
@@ -138,7 +157,7 @@ class BudgetLedger:
             if known is None:
                 return BudgetStatus(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
             budget = known.budget
-        account = self._current(route, budget, now)
+        account = self._current(route, self._leased_budget(route, budget), now)
         limit = account.budget.limit_usd
         percent = account.spent / limit * 100.0 if limit > 0 else (100.0 if account.spent > 0 else 0.0)
         return BudgetStatus(account.spent, account.reserved, limit, percent,

@@ -20,10 +20,21 @@ from llmroute_proxy.table import Secret
 
 class TableStatus(TypedDict, total=False):
     version: str
+    source: str | None  # file | operator | persisted
+    pushed_version: str | None  # the operator's content hash of the pushed table (cluster mode)
     region: str
     loaded_at: float  # epoch seconds
     age_seconds: float
     routes: list[dict[str, Any]]  # {name, tiers: {tier: [target ids]}, default_tier}
+
+
+class OperatorStatus(TypedDict, total=False):
+    url: str
+    state: str  # connecting | connected | disconnected
+    since: float  # epoch seconds of the last state change
+    attempts: int  # failed connects since the last successful one
+    last_error: str | None
+    lease: str  # none | held | expired
 
 
 class TargetStatus(TypedDict, total=False):
@@ -83,6 +94,7 @@ class StatusDocument(TypedDict, total=False):
 
     version: str  # the sidecar's version
     table: TableStatus | None
+    operator: OperatorStatus | None  # cluster mode only
     draining: bool
     in_flight: int
     targets: list[TargetStatus]

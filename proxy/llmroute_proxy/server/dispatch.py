@@ -321,6 +321,7 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
     counters.requests += 1
     if error.kind.counts_against_target:
         counters.failures += 1
+        counters.errors[error.kind.value] = counters.errors.get(error.kind.value, 0) + 1
         counters.last_error = f"{error.kind.value}: {error.message}"[:300]
     if committed:
         ex.usage = usage

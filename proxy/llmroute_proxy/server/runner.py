@@ -101,7 +101,10 @@ def _stat(path: Path) -> tuple[float, int] | None:
 
 async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
                               background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
-                              on_ready: Callable[[], None] | None = None) -> None:
+                              on_ready: Callable[[], None] | None = None,
+                              on_drained: Callable[[], Coroutine[Any, Any, object]] | None = None) -> None:
+    """`on_drained` runs once requests have finished and before background jobs stop
+    (cluster mode sends its last usage report there)."""
     runners = await start_listeners(sidecar, listen)
     access_log = buffer_access_log()
     tasks = [asyncio.create_task(job()) for job in background or ()]
@@ -119,6 +122,8 @@ async def serve_until_stopped(sidecar: Sidecar, listen: Listen,
         await stop.wait()
     finally:
         await drain(sidecar, listen.grace_s)
+        if on_drained is not None:
+            await on_drained()
         for task in tasks:
             task.cancel()
         for runner in runners:

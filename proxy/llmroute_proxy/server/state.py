@@ -19,6 +19,7 @@ from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
+from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.server.upstream import UpstreamClient
@@ -34,6 +35,7 @@ class TargetCounters:
     requests: int = 0
     failures: int = 0
     last_error: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)  # failure kind → count, for usage reports
 
 
 @dataclass(slots=True)
@@ -103,8 +105,12 @@ class Sidecar:
     limits: LimitBook = field(default_factory=LimitBook)
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
     ledger: BudgetLedger = field(default_factory=BudgetLedger)
+    leases: LeaseHolder = field(default_factory=LeaseHolder)
     table: Table | None = None
     table_loaded_at: float | None = None
+    table_source: str | None = None  # file | operator | persisted
+    pushed_version: str | None = None  # the operator's version of the table (cluster mode)
+    operator_status: Callable[[], dict[str, Any]] | None = None  # the operator link, for /status
     draining: bool = False
     tpm_limited: bool = False  # some provider has a tokens-per-minute limit: requests need a token count
     in_flight: int = 0
@@ -116,10 +122,12 @@ class Sidecar:
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
 
-    def install(self, table: Table) -> None:
+    def install(self, table: Table, source: str = "file", pushed_version: str | None = None) -> None:
         """Swap the routing table atomically; requests in flight finish on the old one."""
-        self.limits.configure(table.provider_limits)
         self.ledger.configure({route.name: route.budget for route in table.routes if route.budget})
+        self._enforce_leases(table)
+        self.table_source = source
+        self.pushed_version = pushed_version
         self.telemetry.set_table_version(table.version)
         self.tpm_limited = any(limits.tokens_per_minute is not None for limits in table.provider_limits.values())
         previous = self.table.version if self.table else None
@@ -127,6 +135,23 @@ class Sidecar:
         self.table_loaded_at = self.wallclock()
         if previous != table.version:
             log.info("routing table %s installed (was %s)", table.version, previous or "none")
+
+    def grant_lease(self, lease: LeaseGrant) -> None:
+        """New shares from the operator: limits and budgets change, the table stays."""
+        self.leases.grant(lease)
+        if self.table is not None:
+            self._enforce_leases(self.table)
+
+    def expire_lease(self) -> None:
+        """Called when the lease's TTL may have passed: enforce the fallback shares."""
+        if self.table is not None:
+            self._enforce_leases(self.table)
+
+    def _enforce_leases(self, table: Table) -> None:
+        now = self.clock()
+        self.limits.configure(self.leases.limits(table.provider_limits, now))
+        shares = {r.name: self.leases.budget(r.name, r.budget, now).limit_usd for r in table.routes if r.budget}
+        self.ledger.lease(shares, self.leases.spent_floors(), self.wallclock())
 
     def _circuit_states(self) -> list[tuple[str, str]]:
         table, now = self.table, self.clock()

@@ -1,0 +1,199 @@
+"""The hub: the TLS WebSocket server in the operator process that every sidecar keeps a stream to.
+
+A sidecar connects to `/v1/sync` with its pod's projected service-account token. The hub asks its
+`TokenReviewer` who that is (a refusal is an HTTP 401/403 before the upgrade, with a JSON reason
+and never the token), then serves that pod, and only that pod, the table the `TableSource` has for
+it: at once, unless the sidecar's hello says it already runs that version, and again on every
+change — nothing when the version did not change. ACKs, NACKs and usage reports go to the
+`ReportSink`. One encoded message per table version is shared by every pod that runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from llmroute_operator.contracts import DesiredTable, PodRef, ReportSink, TableSource
+from llmroute_operator.tokenreview import Identity, Refused, TokenReviewer
+from llmroute_proxy.sync.protocol import (
+    SYNC_PATH,
+    Ack,
+    Hello,
+    Lease,
+    Nack,
+    ProtocolError,
+    TablePush,
+    UsageReport,
+    decode_up,
+    encode,
+)
+
+log = logging.getLogger("llmroute.hub")
+
+HELLO_TIMEOUT_S = 10.0
+ENCODED_TABLES_KEPT = 256
+
+
+@dataclass(slots=True)
+class Connection:
+    pod: PodRef
+    uid: str
+    ws: web.WebSocketResponse
+    sent: str | None = None  # the version it runs or was last sent
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Hub:
+    def __init__(self, source: TableSource, sink: ReportSink, reviewer: TokenReviewer, *,
+                 leases: Callable[[PodRef], Lease | None] | None = None,
+                 hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
+        self.source = source
+        self.sink = sink
+        self.reviewer = reviewer
+        self.lease_for = leases
+        self.hello_timeout_s = hello_timeout_s
+        self.connections: dict[PodRef, Connection] = {}
+        self._encoded: OrderedDict[str, str] = OrderedDict()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(SYNC_PATH, self.handle)
+        app.on_shutdown.append(self._close_all)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            identity = await self._authenticate(request)
+        except Refused as refusal:
+            peer = request.remote or "unknown peer"
+            log.warning("sidecar connection from %s refused: %s", peer, refusal.reason)
+            self.sink.refused(f"{peer}: {refusal.reason}")
+            return web.json_response({"error": refusal.reason}, status=refusal.status)
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        await self._serve(Connection(identity.pod, identity.uid, ws))
+        return ws
+
+    async def _authenticate(self, request: web.Request) -> Identity:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(401, "no bearer token")
+        return await self.reviewer.review(token.strip())
+
+    async def _serve(self, conn: Connection) -> None:
+        previous = self.connections.get(conn.pod)
+        if previous is not None:  # a reconnect while the old stream is not yet seen dead
+            await previous.ws.close(message=b"replaced by a newer connection")
+        self.connections[conn.pod] = conn
+        self.sink.connected(conn.pod)
+        try:
+            hello = await self._hello(conn)
+            if hello is None:
+                return
+            conn.sent = hello.version
+            pusher = asyncio.create_task(self._push(conn))
+            conn.tasks.append(pusher)
+            await self._receive(conn)
+        finally:
+            for task in conn.tasks:
+                task.cancel()
+            for task in conn.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.connections.get(conn.pod) is conn:
+                del self.connections[conn.pod]
+            self.sink.disconnected(conn.pod)
+
+    async def _hello(self, conn: Connection) -> Hello | None:
+        try:
+            message = await conn.ws.receive(timeout=self.hello_timeout_s)
+        except TimeoutError:
+            await conn.ws.close(message=b"no hello")
+            return None
+        if message.type is not WSMsgType.TEXT:
+            return None
+        try:
+            hello = decode_up(message.data)
+            if not isinstance(hello, Hello):
+                raise ProtocolError("type", "the first message must be hello")
+        except ProtocolError as error:
+            log.warning("sidecar %s broke the protocol: %s", conn.pod, error)
+            await conn.ws.close(message=str(error)[:120].encode())
+            return None
+        return hello
+
+    async def _push(self, conn: Connection) -> None:
+        """The pod's table now and after every change; its lease after each."""
+        said_in_hello = conn.sent
+        while not conn.ws.closed:
+            generation = self.source.generation()
+            desired = self.source.table_for(conn.pod)
+            if desired is not None and desired.version != conn.sent:
+                await conn.ws.send_str(self._encode(desired))
+                conn.sent = desired.version
+            elif desired is not None and desired.version == said_in_hello:
+                self.sink.acked(conn.pod, desired.version)  # it already runs it (persisted)
+            said_in_hello = None
+            await self.send_lease(conn)
+            await self.source.changed(generation)
+
+    async def send_lease(self, conn: Connection) -> None:
+        lease = self.lease_for(conn.pod) if self.lease_for is not None else None
+        if lease is not None and not conn.ws.closed:
+            await conn.ws.send_str(encode(lease))
+
+    async def _receive(self, conn: Connection) -> None:
+        async for message in conn.ws:
+            if message.type is not WSMsgType.TEXT:
+                continue
+            try:
+                up = decode_up(message.data)
+            except ProtocolError as error:
+                log.warning("sidecar %s sent a bad message, ignored: %s", conn.pod, error)
+                continue
+            match up:
+                case Ack(version):
+                    self.sink.acked(conn.pod, version)
+                case Nack(version, reason):
+                    log.warning("sidecar %s refused table %s: %s", conn.pod, version[:16], reason)
+                    self.sink.nacked(conn.pod, version, reason)
+                case UsageReport():
+                    self.sink.usage(conn.pod, orjson.loads(message.data))
+                case Hello():
+                    log.warning("sidecar %s said hello twice; ignored", conn.pod)
+
+    def _encode(self, desired: DesiredTable) -> str:
+        text = self._encoded.get(desired.version)
+        if text is None:
+            text = self._encoded[desired.version] = encode(TablePush(desired.version, desired.payload))
+            while len(self._encoded) > ENCODED_TABLES_KEPT:
+                self._encoded.popitem(last=False)
+        return text
+
+    async def _close_all(self, app: web.Application) -> None:
+        for conn in list(self.connections.values()):
+            await conn.ws.close(message=b"operator shutting down")
+
+
+def hub_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def start_hub(hub: Hub, host: str, port: int, ssl_context: ssl.SSLContext) -> web.AppRunner:
+    """Listening; `await runner.cleanup()` stops it and closes every stream."""
+    runner = web.AppRunner(hub.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=2048).start()
+    return runner

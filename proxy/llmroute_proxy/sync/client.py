@@ -1,0 +1,340 @@
+"""Cluster mode: the sidecar's stream to the operator.
+
+It connects over TLS with the pod's projected service-account token (re-read on every connect:
+the kubelet rotates it), says which table it runs, then applies every pushed table atomically or
+NACKs it and keeps the old one, persists the last good table, takes limit leases, and sends usage
+deltas on a timer and once more when the sidecar drains. When the stream breaks it reconnects
+with exponential backoff and full jitter while the sidecar keeps serving what it has.
+Clock, randomness and sleeping are injected, so tests drive all of it without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from llmroute_proxy import __version__
+from llmroute_proxy.routing.leases import BudgetShare, LeaseGrant
+from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.sync.persist import TableStore
+from llmroute_proxy.sync.protocol import (
+    Ack,
+    Hello,
+    Lease,
+    Nack,
+    ProtocolError,
+    TablePush,
+    TableRejected,
+    compile_payload,
+    decode_down,
+    encode,
+    payload_version,
+)
+from llmroute_proxy.sync.usage import Counters, UsageMark
+
+log = logging.getLogger("llmroute.sync")
+
+DEFAULT_TOKEN_FILE = "/var/run/secrets/llmroute.dev/token"
+DEFAULT_STATE_DIR = "/var/run/llmroute"
+
+
+class ClusterConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    url: str
+    ca_file: Path | None
+    token_file: Path
+    state_dir: Path
+    report_interval_s: float = 10.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ClusterSettings:
+        url = environ.get("LLMROUTE_OPERATOR_URL", "")
+        parts = urlsplit(url)
+        if parts.scheme != "wss" or not parts.hostname:
+            raise ClusterConfigError(f"LLMROUTE_OPERATOR_URL must be a wss:// URL, got {url!r}")
+        if parts.username or parts.password:
+            raise ClusterConfigError("LLMROUTE_OPERATOR_URL must not carry credentials")
+        ca = environ.get("LLMROUTE_OPERATOR_CA")
+        interval = environ.get("LLMROUTE_USAGE_REPORT_SECONDS", "10")
+        try:
+            report_interval = float(interval)
+        except ValueError:
+            raise ClusterConfigError(f"LLMROUTE_USAGE_REPORT_SECONDS must be a number, got {interval!r}") from None
+        if not report_interval > 0:
+            raise ClusterConfigError(f"LLMROUTE_USAGE_REPORT_SECONDS must be positive, got {interval!r}")
+        return cls(url=url, ca_file=Path(ca) if ca else None,
+                   token_file=Path(environ.get("LLMROUTE_TOKEN_FILE", DEFAULT_TOKEN_FILE)),
+                   state_dir=Path(environ.get("LLMROUTE_STATE_DIR", DEFAULT_STATE_DIR)),
+                   report_interval_s=report_interval)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniformly in [0, min(cap, base·2ⁿ)]."""
+
+    def __init__(self, base_s: float, cap_s: float, rng: random.Random) -> None:
+        self._base, self._cap, self._rng = base_s, cap_s, rng
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self._cap, self._base * 2 ** min(self.attempts, 32))
+        self.attempts += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class ConnectFailed(Exception):
+    """A connect attempt that failed before the stream was up; the message holds no secret."""
+
+
+def restore_persisted(sidecar: Sidecar, store: TableStore) -> bool:
+    """Serve the last good table right away, before the operator is reached."""
+    persisted = store.load()
+    if persisted is None:
+        return False
+    try:
+        table = compile_payload(persisted.payload)
+    except TableRejected as error:
+        log.warning("persisted table %s no longer compiles (%s); waiting for the operator",
+                    persisted.version[:16], error)
+        return False
+    sidecar.install(table, source="persisted", pushed_version=persisted.version)
+    return True
+
+
+def sidecar_counters(sidecar: Sidecar) -> Counters:
+    """The sidecar's cumulative counts, in the shape usage reports are made from."""
+    routes = {name: spend.to_json() for (kind, name), spend in sidecar.spend.items() if kind == "route"}
+    targets: dict[str, dict[str, float]] = {}
+    providers: dict[str, dict[str, float]] = {}
+    for target, counters in sidecar.counters.items():
+        spend = sidecar.spend.get(("target", target))
+        fields: dict[str, float] = {"requests": counters.requests, "failures": counters.failures,
+                                    **{f"errors.{k}": n for k, n in counters.errors.items()}}
+        if spend is not None:
+            fields |= {"input_tokens": spend.input_tokens, "output_tokens": spend.output_tokens,
+                       "cost_usd": spend.cost_usd}
+        targets[target] = fields
+        demand = providers.setdefault(target.split("/", 1)[0], {"requests": 0, "tokens": 0})
+        demand["requests"] += counters.requests
+        demand["tokens"] += fields.get("input_tokens", 0) + fields.get("output_tokens", 0)
+    return {"routes": routes, "targets": targets, "providers": providers}
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class OperatorClient:
+    def __init__(self, settings: ClusterSettings, sidecar: Sidecar, store: TableStore, *,
+                 rng: random.Random | None = None, sleep: Sleep = asyncio.sleep,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.sidecar = sidecar
+        self.store = store
+        self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s, rng or random.Random())
+        self._sleep = sleep
+        self._wallclock = wallclock
+        self._usage = UsageMark()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self.state = "connecting"
+        self.since = wallclock()
+        self.last_error: str | None = None
+        self.connects = 0
+        self.tables_received = 0
+        sidecar.operator_status = self.status
+
+    def status(self) -> dict[str, Any]:
+        parts = urlsplit(self.settings.url)
+        return {"url": f"{parts.scheme}://{parts.netloc}{parts.path}", "state": self.state, "since": self.since,
+                "attempts": self.backoff.attempts, "last_error": self.last_error,
+                "lease": self.sidecar.leases.state(self.sidecar.clock())}
+
+    async def run(self) -> None:
+        """Connect, serve the stream, and reconnect forever (until cancelled)."""
+        watcher = asyncio.create_task(self.watch_lease())
+        try:
+            await self._connect_forever()
+        finally:
+            watcher.cancel()
+
+    async def watch_lease(self) -> None:
+        """Connected or not, a lease whose TTL passes falls back to its safe shares."""
+        while True:
+            now, expiry = self.sidecar.clock(), self.sidecar.leases.expires_at()
+            if expiry is not None and now < expiry:
+                await self._sleep(expiry - now)
+                self.sidecar.expire_lease()
+            else:
+                await self._sleep(self.settings.report_interval_s)
+
+    async def _connect_forever(self) -> None:
+        while True:
+            self._set_state("connecting")
+            try:
+                await self.connect_once()
+            except asyncio.CancelledError:
+                raise
+            except ConnectFailed as error:
+                self._failed(str(error))
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                self._failed(_describe(error))
+            delay = self.backoff.next_delay()
+            log.info("operator stream down; reconnecting in %.2fs", delay)
+            await self._sleep(delay)
+
+    async def connect_once(self) -> None:
+        """One connection, until it closes; raises ConnectFailed when it cannot be opened."""
+        token = self._read_token()
+        ssl_context = self._ssl_context()
+        async with aiohttp.ClientSession() as session:
+            try:
+                ws = await session.ws_connect(self.settings.url, ssl=ssl_context, heartbeat=30.0,
+                                              headers={"Authorization": f"Bearer {token}"},
+                                              max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+            except aiohttp.WSServerHandshakeError as error:
+                raise ConnectFailed(f"operator refused the connection: HTTP {error.status}") from None
+            self._ws = ws
+            self.connects += 1
+            self.backoff.reset()
+            self._set_state("connected")
+            try:
+                await self._send(Hello(self.sidecar.pushed_version, __version__))
+                reporter = asyncio.create_task(self._report_periodically())
+                try:
+                    await self._read(ws)
+                finally:
+                    reporter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reporter
+            finally:
+                self._ws = None
+                await ws.close()
+        self._set_state("disconnected")
+
+    async def send_final_report(self, timeout_s: float = 2.0) -> bool:
+        """On drain: the last usage deltas, if the stream is up. True when they went out."""
+        if self._ws is None:
+            return False
+        try:
+            return await asyncio.wait_for(self._report(final=True), timeout_s)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError):
+            return False
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                down = decode_down(message.data)
+            except ProtocolError as error:
+                log.error("operator sent a message that breaks the protocol: %s", error)
+                continue
+            if isinstance(down, TablePush):
+                self.tables_received += 1
+                await self._send(self._apply(down))
+            elif isinstance(down, Lease):
+                self._take_lease(down)
+        self.last_error = f"stream closed by the operator (code {ws.close_code})"
+
+    def _apply(self, push: TablePush) -> Ack | Nack:
+        """Install the table, or refuse it and keep the one running."""
+        if push.version == self.sidecar.pushed_version and self.sidecar.table is not None:
+            return Ack(push.version)
+        if payload_version(push.table) != push.version:
+            return self._nack(push.version, "table.version: is not the sha256 of the canonical table")
+        try:
+            table = compile_payload(push.table)
+        except TableRejected as error:
+            return self._nack(push.version, str(error))
+        self.sidecar.install(table, source="operator", pushed_version=push.version)
+        try:
+            self.store.save(push.version, push.table)
+        except OSError as error:
+            log.error("cannot persist table %s under %s: %s", push.version[:16], self.store.directory,
+                      error.strerror)
+        return Ack(push.version)
+
+    def _nack(self, version: str, error: str) -> Nack:
+        running = self.sidecar.pushed_version
+        log.error("table %s refused, keeping %s: %s", version[:16], running[:16] if running else "none", error)
+        return Nack(version, error)
+
+    def _take_lease(self, lease: Lease) -> None:
+        limits = dict(lease.limits)
+        budgets = {name: BudgetShare(b.limit_usd, b.spent_usd) for name, b in lease.budgets.items()}
+        self.sidecar.grant_lease(LeaseGrant(self.sidecar.clock() + lease.ttl, limits, budgets))
+
+    async def _report_periodically(self) -> None:
+        while True:
+            await self._sleep(self.settings.report_interval_s)
+            await self._report()
+
+    async def _report(self, *, final: bool = False) -> bool:
+        current = sidecar_counters(self.sidecar)
+        report = self._usage.report(current, self.settings.report_interval_s, final=final)
+        if report.is_empty() and not final:
+            return True
+        await self._send(report)
+        self._usage.commit(current)  # only once it went out: unsent deltas stay for the next report
+        return True
+
+    async def _send(self, message: Ack | Nack | Hello | Any) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise ConnectionError("operator stream is closed")
+        async with self._send_lock:
+            await ws.send_str(encode(message))
+
+    def _read_token(self) -> str:
+        path = self.settings.token_file
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            raise ConnectFailed(f"cannot read the service-account token {path}: {reason}") from None
+        if not token:
+            raise ConnectFailed(f"the service-account token file {path} is empty")
+        return token
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ca = self.settings.ca_file
+        try:
+            return ssl.create_default_context(cafile=str(ca) if ca else None)
+        except (OSError, ssl.SSLError) as error:
+            raise ConnectFailed(f"cannot load the operator CA {ca}: {_describe(error)}") from None
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.since = self._wallclock()
+            if state == "connected":
+                log.info("connected to the operator at %s", self.status()["url"])
+
+    def _failed(self, reason: str) -> None:
+        self.last_error = reason
+        self._set_state("disconnected")
+        log.warning("operator connection failed: %s", reason)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"[:300]

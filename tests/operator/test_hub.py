@@ -1,0 +1,276 @@
+"""The hub and real sidecar clients over TLS: push, ACK/NACK, refusals, persistence, usage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from llmroute_operator.certs import CertFiles, write_self_signed
+from llmroute_operator.contracts import PodRef
+from llmroute_operator.hub import Hub
+from llmroute_operator.tokenreview import Refused
+from llmroute_proxy.server.runner import build_sidecar
+from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.server.status import status_document
+from llmroute_proxy.sync.client import ClusterSettings, OperatorClient, restore_persisted
+from llmroute_proxy.sync.persist import TableStore
+from tests.syncfakes import (
+    KEY,
+    FakeReviewer,
+    FakeSink,
+    FakeSource,
+    desired,
+    documents,
+    running_hub,
+    write_token,
+)
+
+POD = PodRef("team-a", "chat-0")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return write_self_signed(tmp_path_factory.mktemp("certs"))
+
+
+class Parts:
+    def __init__(self) -> None:
+        self.source = FakeSource()
+        self.sink = FakeSink()
+        self.reviewer = FakeReviewer()
+        self.hub = Hub(self.source, self.sink, self.reviewer)
+        self.url = ""
+
+
+@pytest.fixture
+async def parts(certs: CertFiles) -> AsyncIterator[Parts]:
+    p = Parts()
+    async with running_hub(p.hub, certs) as url:
+        p.url = url
+        yield p
+
+
+@pytest.fixture
+async def sidecar() -> AsyncIterator[Sidecar]:
+    car = build_sidecar()
+    yield car
+    await car.upstream.close()
+
+
+class NeverSleep:
+    """The injected sleep: whoever sleeps waits until the test is over (the reporter, the lease watch)."""
+
+    def __init__(self) -> None:
+        self.requested: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.requested.append(seconds)
+        await asyncio.Event().wait()
+
+
+def client_for(parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles, pod: PodRef = POD,
+               sleep: NeverSleep | None = None) -> OperatorClient:
+    settings = ClusterSettings(url=parts.url, ca_file=certs.ca, token_file=write_token(tmp_path / "token", pod),
+                               state_dir=tmp_path / "state")
+    return OperatorClient(settings, sidecar, TableStore(settings.state_dir), sleep=sleep or NeverSleep())
+
+
+async def test_a_table_is_pushed_at_once_applied_acked_and_persisted_0600(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    table = desired()
+    await parts.source.set(POD, table)
+    client = client_for(parts, sidecar, tmp_path, certs)
+    assert sidecar.table is None  # /readyz says 503 until now
+    task = asyncio.create_task(client.connect_once())
+    acked = await parts.sink.wait_for("acked")
+    assert acked == [("acked", POD, table.version)]
+    assert sidecar.table is not None and sidecar.table_source == "operator"
+    assert sidecar.pushed_version == table.version
+    route = sidecar.table.route("chat")
+    assert route is not None and route.tiers["fast"].targets[0].credential.reveal() == KEY
+    saved = tmp_path / "state" / "last-table.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert stat.S_IMODE(saved.parent.stat().st_mode) == 0o700
+    status = status_document(sidecar)
+    assert status["table"]["source"] == "operator" and status["table"]["pushed_version"] == table.version
+    assert status["operator"]["state"] == "connected" and status["operator"]["url"] == parts.url
+    task.cancel()
+
+
+async def test_every_change_is_pushed_and_an_unchanged_version_is_not_sent_again(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    await parts.source.set(POD, desired())
+    client = client_for(parts, sidecar, tmp_path, certs)
+    task = asyncio.create_task(client.connect_once())
+    await parts.sink.wait_for("acked")
+    await parts.source.set(POD, desired())  # a change elsewhere: same version for this pod
+    await parts.source.set(PodRef("team-a", "other"), desired(documents(model="gpt-4o")))
+    changed = desired(documents(model="gpt-4o"))
+    await parts.source.set(POD, changed)
+    acked = await parts.sink.wait_for("acked", 2)
+    assert acked[-1] == ("acked", POD, changed.version)
+    assert client.tables_received == 2
+    assert sidecar.table is not None and sidecar.table.route("chat").tiers["fast"].targets[0].model == "gpt-4o"  # type: ignore[union-attr]
+    task.cancel()
+
+
+async def test_a_broken_table_is_nacked_with_its_field_path_and_the_old_one_kept(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    good = desired()
+    await parts.source.set(POD, good)
+    client = client_for(parts, sidecar, tmp_path, certs)
+    task = asyncio.create_task(client.connect_once())
+    await parts.sink.wait_for("acked")
+    running = sidecar.table
+    broken_docs = documents()
+    broken_docs[1]["spec"]["tiers"]["fast"]["targets"][0]["provider"] = "nope"
+    broken = desired(broken_docs)
+    await parts.source.set(POD, broken)
+    [(_, pod, version, error)] = await parts.sink.wait_for("nacked")
+    assert (pod, version) == (POD, broken.version)
+    assert "spec.tiers.fast.targets[0].provider" in error
+    assert sidecar.table is running and sidecar.pushed_version == good.version
+    assert (tmp_path / "state" / "last-table.json").read_bytes().count(good.version.encode()) == 1
+    assert KEY not in caplog.text and KEY not in error
+    task.cancel()
+
+
+async def test_a_missing_credential_is_nacked_without_any_key_in_the_reason(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    table = desired(key="")
+    await parts.source.set(POD, table)
+    task = asyncio.create_task(client_for(parts, sidecar, tmp_path, certs).connect_once())
+    [(_, _, _, error)] = await parts.sink.wait_for("nacked")
+    assert error == "table.credentials.openai-main: missing for provider openai-main"
+    assert sidecar.table is None
+    task.cancel()
+
+
+@pytest.mark.parametrize("header, reason", [
+    ({}, "no bearer token"),
+    ({"Authorization": "Basic abc"}, "no bearer token"),
+    ({"Authorization": "Bearer forged-token-1234"}, "token not authenticated: invalid bearer token"),
+])
+async def test_a_bad_or_missing_token_is_refused_before_the_upgrade_and_never_logged(
+        parts: Parts, header: dict[str, str], reason: str, caplog: pytest.LogCaptureFixture,
+        certs: CertFiles) -> None:
+    caplog.set_level(logging.DEBUG)
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    async with aiohttp.ClientSession() as session, \
+            session.get(parts.url, headers=header, ssl=context) as response:
+        assert response.status == 401
+        assert await response.json() == {"error": reason}
+    [(_, logged)] = parts.sink.of("refused")
+    assert logged.endswith(reason) and "forged-token-1234" not in logged
+    assert "forged-token-1234" not in caplog.text
+    assert parts.sink.of("connected") == []
+
+
+@pytest.mark.parametrize("refusal", [
+    Refused(401, "token not authenticated: token has expired"),
+    Refused(401, "token is not for audience llmroute.dev"),
+    Refused(403, "token was issued for an earlier pod named team-a/chat-0"),
+])
+async def test_refusals_of_the_reviewer_reach_the_sidecar_as_http_status(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles, refusal: Refused) -> None:
+    client = client_for(parts, sidecar, tmp_path, certs)
+    parts.reviewer.refusals[f"pod:{POD.namespace}:{POD.name}"] = refusal
+    with pytest.raises(Exception, match=f"HTTP {refusal.status}"):
+        await client.connect_once()
+    assert parts.sink.of("refused") == [("refused", f"127.0.0.1: {refusal.reason}")]
+    assert sidecar.table is None
+
+
+async def test_each_pod_gets_only_its_own_table(parts: Parts, tmp_path: Path, certs: CertFiles) -> None:
+    other = PodRef("team-b", "batch-0")
+    mine, theirs = desired(), desired(documents(model="gpt-4o"))
+    await parts.source.set(POD, mine)
+    await parts.source.set(other, theirs)
+    cars = [build_sidecar(), build_sidecar()]
+    tasks = []
+    for i, (pod, car) in enumerate(zip((POD, other), cars, strict=True)):
+        (tmp_path / str(i)).mkdir()
+        tasks.append(asyncio.create_task(client_for(parts, car, tmp_path / str(i), certs, pod).connect_once()))
+    acked = await parts.sink.wait_for("acked", 2)
+    assert sorted(acked) == sorted([("acked", POD, mine.version), ("acked", other, theirs.version)])
+    assert [c.pushed_version for c in cars] == [mine.version, theirs.version]
+    for task in tasks:
+        task.cancel()
+    for car in cars:
+        await car.upstream.close()
+
+
+async def test_a_restarted_sidecar_serves_its_persisted_table_and_the_hub_does_not_resend_it(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    table = desired()
+    await parts.source.set(POD, table)
+    first = asyncio.create_task(client_for(parts, sidecar, tmp_path, certs).connect_once())
+    await parts.sink.wait_for("acked")
+    first.cancel()
+    await parts.sink.wait_for("disconnected")
+
+    restarted = build_sidecar()
+    try:
+        assert restore_persisted(restarted, TableStore(tmp_path / "state"))
+        assert restarted.table_source == "persisted" and restarted.pushed_version == table.version
+        client = client_for(parts, restarted, tmp_path, certs)
+        task = asyncio.create_task(client.connect_once())
+        await parts.sink.wait_for("acked", 2)
+        assert parts.sink.of("acked")[-1] == ("acked", POD, table.version)
+        assert client.tables_received == 0
+        task.cancel()
+    finally:
+        await restarted.upstream.close()
+
+
+async def test_the_token_file_is_read_again_on_every_connect(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    client = client_for(parts, sidecar, tmp_path, certs)
+    (tmp_path / "token").write_text("rotated-but-bad\n")
+    with pytest.raises(Exception, match="HTTP 401"):
+        await client.connect_once()
+    write_token(tmp_path / "token", POD)
+    await parts.source.set(POD, desired())
+    task = asyncio.create_task(client.connect_once())
+    await parts.sink.wait_for("acked")
+    assert parts.reviewer.calls == 2
+    task.cancel()
+
+
+async def test_usage_deltas_are_reported_and_what_was_not_sent_is_carried_over(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    from llmroute_proxy.providers.base import Usage
+    from llmroute_proxy.table import TargetId
+
+    await parts.source.set(POD, desired())
+    client = client_for(parts, sidecar, tmp_path, certs)
+    target = TargetId("openai-main/gpt-4o-mini@us")
+    sidecar.record_spend(Usage(100, 20), 0.5, "chat", "fast", target, None)
+    sidecar.counters_for(target).requests += 1
+    assert await client.send_final_report() is False  # not connected: nothing sent, nothing lost
+    task = asyncio.create_task(client.connect_once())
+    await parts.sink.wait_for("acked")
+    assert await client.send_final_report() is True
+    [(_, pod, report)] = await parts.sink.wait_for("usage")
+    assert pod == POD and report["final"] is True
+    assert report["routes"] == {"chat": {"requests": 1, "input_tokens": 100, "output_tokens": 20,
+                                         "cost_usd": 0.5}}
+    assert report["providers"] == {"openai-main": {"requests": 1, "tokens": 120}}
+    sidecar.record_spend(Usage(10, 5), 0.25, "chat", "fast", target, None)
+    sidecar.counters_for(target).requests += 1
+    sidecar.counters_for(target).failures += 1
+    sidecar.counters_for(target).errors["rate_limited"] = 1
+    await client.send_final_report()
+    [_, (_, _, second)] = await parts.sink.wait_for("usage", 2)
+    assert second["routes"]["chat"] == {"requests": 1, "input_tokens": 10, "output_tokens": 5, "cost_usd": 0.25}
+    assert second["targets"][target]["errors"] == {"rate_limited": 1}
+    assert second["targets"][target]["failures"] == 1
+    task.cancel()

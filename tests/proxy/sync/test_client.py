@@ -1,0 +1,120 @@
+"""The sidecar's side of cluster mode without an operator: settings, backoff, persistence, usage deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import stat
+from pathlib import Path
+
+import pytest
+
+from llmroute_proxy.server.runner import build_sidecar
+from llmroute_proxy.sync.client import (
+    Backoff,
+    ClusterConfigError,
+    ClusterSettings,
+    OperatorClient,
+    restore_persisted,
+)
+from llmroute_proxy.sync.persist import TableStore
+from llmroute_proxy.sync.protocol import payload_version, table_payload
+from llmroute_proxy.sync.usage import UsageMark
+from tests.syncfakes import KEY, documents
+
+
+def test_settings_come_from_the_environment_with_the_documented_defaults() -> None:
+    settings = ClusterSettings.from_env({"LLMROUTE_OPERATOR_URL": "wss://op.llmroute:15443/v1/sync"})
+    assert settings.token_file == Path("/var/run/secrets/llmroute.dev/token")
+    assert settings.state_dir == Path("/var/run/llmroute") and settings.ca_file is None
+    assert settings.report_interval_s == 10.0
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"LLMROUTE_OPERATOR_URL": "http://op:15443/v1/sync"}, "must be a wss:// URL"),
+    ({"LLMROUTE_OPERATOR_URL": "wss://u:p@op/v1/sync"}, "must not carry credentials"),
+    ({"LLMROUTE_OPERATOR_URL": "wss://op/v1/sync", "LLMROUTE_USAGE_REPORT_SECONDS": "x"}, "must be a number"),
+    ({"LLMROUTE_OPERATOR_URL": "wss://op/v1/sync", "LLMROUTE_USAGE_REPORT_SECONDS": "0"}, "must be positive"),
+])
+def test_bad_settings_are_refused_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ClusterConfigError, match=message):
+        ClusterSettings.from_env(env)
+
+
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap_and_resets() -> None:
+    backoff = Backoff(0.5, 8.0, random.Random(7))
+    delays = [backoff.next_delay() for _ in range(10)]
+    ceilings = [min(8.0, 0.5 * 2 ** n) for n in range(10)]
+    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert max(delays[5:]) > 2.0  # the ceiling did grow
+    assert len(set(delays)) == 10  # jittered, not fixed
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+async def test_the_client_reconnects_with_backoff_while_the_operator_is_unreachable(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    settings = ClusterSettings(url="wss://127.0.0.1:9/v1/sync", ca_file=None, token_file=token,
+                               state_dir=tmp_path / "state", backoff_base_s=1.0, backoff_cap_s=4.0)
+    slept: list[float] = []
+    done = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds == settings.report_interval_s:  # the lease watch: no lease, nothing to do
+            await asyncio.Event().wait()
+        slept.append(seconds)
+        if len(slept) >= 6:
+            done.set()
+            await asyncio.Event().wait()
+
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(settings.state_dir), rng=random.Random(1), sleep=sleep)
+    task = asyncio.create_task(client.run())
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    await sidecar.upstream.close()
+    assert all(0 <= d <= min(4.0, 2 ** n) for n, d in enumerate(slept))
+    assert client.state == "disconnected" and client.backoff.attempts == 6
+    assert client.last_error is not None and "Connect" in client.last_error
+
+
+async def test_an_unreadable_token_file_is_a_failed_connect_that_names_the_file(tmp_path: Path) -> None:
+    settings = ClusterSettings(url="wss://127.0.0.1:9/v1/sync", ca_file=None, token_file=tmp_path / "absent",
+                               state_dir=tmp_path)
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(tmp_path))
+    with pytest.raises(Exception, match=f"cannot read the service-account token {tmp_path / 'absent'}"):
+        await client.connect_once()
+    await sidecar.upstream.close()
+
+
+async def test_the_persisted_table_is_0600_and_restored_and_a_corrupt_one_is_ignored(tmp_path: Path) -> None:
+    store = TableStore(tmp_path / "state")
+    payload = table_payload("us", documents(), {"openai-main": KEY})
+    store.save(payload_version(payload), payload)
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    store.save(payload_version(payload), payload)  # replaced atomically, still 0600
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert [p.name for p in store.directory.iterdir()] == ["last-table.json"]
+    sidecar = build_sidecar()
+    assert restore_persisted(sidecar, store) and sidecar.table_source == "persisted"
+    store.path.write_text("{not json")
+    fresh = build_sidecar()
+    assert not restore_persisted(fresh, store) and fresh.table is None
+    await sidecar.upstream.close()
+    await fresh.upstream.close()
+
+
+def test_usage_reports_are_deltas_and_only_a_commit_moves_the_mark() -> None:
+    mark = UsageMark()
+    first = {"routes": {"chat": {"requests": 2, "cost_usd": 0.5}},
+             "targets": {"t": {"requests": 2, "failures": 1, "errors.timeout": 1}}}
+    report = mark.report(first, 10)
+    assert report.routes == {"chat": {"requests": 2, "cost_usd": 0.5}}
+    assert report.targets == {"t": {"requests": 2, "failures": 1, "errors": {"timeout": 1}}}
+    assert mark.report(first, 10) == report  # not sent: the same deltas again
+    mark.commit(first)
+    assert mark.report(first, 10).is_empty()
+    later = {"routes": {"chat": {"requests": 5, "cost_usd": 0.75}}, "targets": first["targets"]}
+    assert mark.report(later, 10).routes == {"chat": {"requests": 3, "cost_usd": 0.25}}

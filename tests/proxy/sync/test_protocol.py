@@ -1,0 +1,117 @@
+"""The wire protocol: every message round-trips; bad ones are refused naming what and where."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmroute_proxy.sync.protocol import (
+    Ack,
+    Hello,
+    Lease,
+    LeaseBudget,
+    Limits,
+    Nack,
+    ProtocolError,
+    TablePush,
+    TableRejected,
+    UsageReport,
+    compile_payload,
+    decode_down,
+    decode_up,
+    encode,
+    payload_version,
+    table_payload,
+)
+from tests.syncfakes import KEY, documents
+
+
+@pytest.mark.parametrize("message", [
+    Hello(None, "0.1.0"), Hello("abc", "0.1.0"), Ack("v1"), Nack("v1", "table.documents: bad"),
+    UsageReport(10.0, {"chat": {"requests": 1, "input_tokens": 2, "output_tokens": 3, "cost_usd": 0.5}},
+                {"p/m@us": {"requests": 2, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0,
+                            "failures": 1, "errors": {"timeout": 1}}},
+                {"p": {"requests": 2, "tokens": 5}}, final=True),
+])
+def test_up_messages_round_trip(message: object) -> None:
+    assert decode_up(encode(message)) == message  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("message", [
+    TablePush("v1", {"region": "us", "documents": [], "credentials": {}}),
+    Lease(30.0, {"openai": Limits(100.0, None, 4)}, {"chat": LeaseBudget(12.5, 2.0)}),
+])
+def test_down_messages_round_trip(message: object) -> None:
+    assert decode_down(encode(message)) == message  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, where, what", [
+    ("nope", "", "not JSON"),
+    ("[1]", "", "must be a JSON object, got an array"),
+    ('{"type":"table"}', "type", "must be one of 'hello', 'ack', 'nack', 'usage'"),
+    ('{"type":"ack"}', "ack.version", "must be a non-empty string, got null"),
+    ('{"type":"nack","version":"v","error":""}', "nack.error", "non-empty string"),
+    ('{"type":"hello","version":3,"sidecar":"x"}', "hello.version", "got a number"),
+    ('{"type":"usage","interval":1,"routes":{"chat":{"requests":-1}}}', "usage.routes.chat.requests",
+     "non-negative"),
+    ('{"type":"usage","interval":1,"targets":{"t":{"errors":[]}}}', "usage.targets.t.errors", "an array"),
+    ('{"type":"usage","interval":"1"}', "usage.interval", "must be a number"),
+])
+def test_bad_up_messages_say_what_and_where(text: str, where: str, what: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_up(text)
+    assert caught.value.where == where and what in caught.value.what
+
+
+@pytest.mark.parametrize("text, where, what", [
+    ('{"type":"table","version":"v","table":[]}', "table.table", "must be an object"),
+    ('{"type":"lease","ttl":0}', "lease.ttl", "must be positive"),
+    ('{"type":"lease","ttl":5,"limits":{"p":{"rpm":1}}}', "lease.limits.p.rpm", "unknown field"),
+    ('{"type":"lease","ttl":5,"limits":{"p":{"maxConcurrency":1.5}}}', "lease.limits.p.maxConcurrency",
+     "whole number"),
+    ('{"type":"lease","ttl":5,"limits":{"p":{"requestsPerMinute":-1}}}', "lease.limits.p.requestsPerMinute",
+     "must not be negative"),
+    ('{"type":"lease","ttl":5,"budgets":{"chat":{}}}', "lease.budgets.chat.limitUSD", "is required"),
+])
+def test_bad_down_messages_say_what_and_where(text: str, where: str, what: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_down(text)
+    assert caught.value.where == where and what in caught.value.what
+
+
+def test_the_version_is_the_sha256_of_the_canonical_payload_whatever_the_key_order() -> None:
+    a = table_payload("us", documents(), {"openai-main": KEY})
+    b = dict(reversed(list(a.items())))
+    assert payload_version(a) == payload_version(b) and len(payload_version(a)) == 64
+    assert payload_version(a) != payload_version(table_payload("eu", documents(), {"openai-main": KEY}))
+
+
+def test_a_payload_compiles_with_the_sidecars_own_compiler() -> None:
+    table = compile_payload(table_payload("us", documents(), {"openai-main": KEY}))
+    route = table.route("chat")
+    assert route is not None and table.region == "us"
+    assert route.tiers["fast"].targets[0].credential.reveal() == KEY  # type: ignore[union-attr]
+    assert table.provider_limits["openai-main"].requests_per_minute == 600
+
+
+@pytest.mark.parametrize("payload, expected", [
+    ({"region": 1, "documents": []}, "table.region: must be a string"),
+    ({"region": "us", "documents": {}}, "table.documents: must be an array"),
+    ({"region": "us", "documents": [], "credentials": {"p": 1}}, "table.credentials: must be an object"),
+    ({"region": "us", "documents": documents()[:1], "credentials": {"openai-main": KEY}},
+     "table.documents: holds no LLMRoute document"),
+])
+def test_payloads_that_cannot_become_a_table_are_rejected_with_the_reason(
+        payload: dict[str, object], expected: str) -> None:
+    with pytest.raises(TableRejected, match=expected):
+        compile_payload(payload)
+
+
+def test_every_problem_of_the_documents_is_named_with_its_path() -> None:
+    docs = documents()
+    docs[0]["spec"]["type"] = "openaj"
+    docs[1]["spec"]["defaultTier"] = "slow"
+    with pytest.raises(TableRejected) as caught:
+        compile_payload(table_payload("us", docs, {"openai-main": KEY}))
+    message = str(caught.value)
+    assert "LLMProvider/openai-main: spec.type" in message and "LLMRoute/chat: spec.defaultTier" in message
+    assert KEY not in message
