@@ -14,20 +14,22 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from llmroute_operator.contracts import DesiredTable, PodRef, ReportSink, TableSource
+from llmroute_operator.leases import LeaseBook
 from llmroute_operator.tokenreview import Identity, Refused, TokenReviewer
 from llmroute_proxy.sync.protocol import (
+    ROUTE_KIND,
     SYNC_PATH,
     Ack,
     Hello,
-    Lease,
     Nack,
     ProtocolError,
     TablePush,
@@ -35,6 +37,7 @@ from llmroute_proxy.sync.protocol import (
     decode_up,
     encode,
 )
+from llmroute_proxy.table import BudgetPeriod
 
 log = logging.getLogger("llmroute.hub")
 
@@ -53,21 +56,66 @@ class Connection:
 
 class Hub:
     def __init__(self, source: TableSource, sink: ReportSink, reviewer: TokenReviewer, *,
-                 leases: Callable[[PodRef], Lease | None] | None = None,
-                 hello_timeout_s: float = HELLO_TIMEOUT_S) -> None:
+                 leases: LeaseBook | None = None, hello_timeout_s: float = HELLO_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
         self.source = source
         self.sink = sink
         self.reviewer = reviewer
-        self.lease_for = leases
+        self.leases = leases
         self.hello_timeout_s = hello_timeout_s
+        self.clock = clock
+        self.wallclock = wallclock
         self.connections: dict[PodRef, Connection] = {}
         self._encoded: OrderedDict[str, str] = OrderedDict()
+        self._periods: dict[str, dict[str, BudgetPeriod]] = {}  # table version → route → budget period
+        self._lease_due = asyncio.Event()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(SYNC_PATH, self.handle)
         app.on_shutdown.append(self._close_all)
+        if self.leases is not None:
+            app.cleanup_ctx.append(self._lease_loop)
         return app
+
+    async def _lease_loop(self, app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.renew_leases_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def renew_leases_forever(self) -> None:
+        """Leases for every connected pod: when one connects or leaves, and every third of the TTL."""
+        assert self.leases is not None
+        while True:
+            await self.renew_leases()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lease_due.wait(), self.leases.ttl_s / 3)
+            self._lease_due.clear()
+
+    async def renew_leases(self) -> None:
+        if self.leases is None:
+            return
+        tables: dict[PodRef, DesiredTable] = {}
+        periods: dict[str, BudgetPeriod] = {}
+        for pod in list(self.connections):
+            desired = self.source.table_for(pod)
+            if desired is not None:
+                tables[pod] = desired
+                periods |= {f"{pod.namespace}/{r}": p for r, p in self._budget_periods(desired).items()}
+        granted = self.leases.leases(tables, self.clock(), self.wallclock(), periods)
+        for pod, lease in granted.items():
+            conn = self.connections.get(pod)
+            if conn is not None and not conn.ws.closed:
+                with contextlib.suppress(ConnectionError):
+                    await conn.ws.send_str(encode(lease))
+
+    def _budget_periods(self, desired: DesiredTable) -> Mapping[str, BudgetPeriod]:
+        periods = self._periods.get(desired.version)
+        if periods is None:
+            periods = self._periods[desired.version] = budget_periods(desired)
+        return periods
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -111,6 +159,9 @@ class Hub:
                     await task
             if self.connections.get(conn.pod) is conn:
                 del self.connections[conn.pod]
+                if self.leases is not None:
+                    self.leases.depart(conn.pod)
+                    self._lease_due.set()
             self.sink.disconnected(conn.pod)
 
     async def _hello(self, conn: Connection) -> Hello | None:
@@ -143,13 +194,8 @@ class Hub:
             elif desired is not None and desired.version == said_in_hello:
                 self.sink.acked(conn.pod, desired.version)  # it already runs it (persisted)
             said_in_hello = None
-            await self.send_lease(conn)
+            self._lease_due.set()
             await self.source.changed(generation)
-
-    async def send_lease(self, conn: Connection) -> None:
-        lease = self.lease_for(conn.pod) if self.lease_for is not None else None
-        if lease is not None and not conn.ws.closed:
-            await conn.ws.send_str(encode(lease))
 
     async def _receive(self, conn: Connection) -> None:
         async for message in conn.ws:
@@ -167,9 +213,19 @@ class Hub:
                     log.warning("sidecar %s refused table %s: %s", conn.pod, version[:16], reason)
                     self.sink.nacked(conn.pod, version, reason)
                 case UsageReport():
-                    self.sink.usage(conn.pod, orjson.loads(message.data))
+                    report = orjson.loads(message.data)
+                    self.sink.usage(conn.pod, report)
+                    self._observe(conn.pod, report)
                 case Hello():
                     log.warning("sidecar %s said hello twice; ignored", conn.pod)
+
+    def _observe(self, pod: PodRef, report: Mapping[str, object]) -> None:
+        if self.leases is None:
+            return
+        desired = self.source.table_for(pod)
+        periods = {} if desired is None else \
+            {f"{pod.namespace}/{r}": p for r, p in self._budget_periods(desired).items()}
+        self.leases.observe(pod, report, self.wallclock(), periods)
 
     def _encode(self, desired: DesiredTable) -> str:
         text = self._encoded.get(desired.version)
@@ -197,3 +253,15 @@ async def start_hub(hub: Hub, host: str, port: int, ssl_context: ssl.SSLContext)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=2048).start()
     return runner
+
+
+def budget_periods(desired: DesiredTable) -> dict[str, BudgetPeriod]:
+    """Route name → its budget period, read from the route documents of the payload."""
+    out: dict[str, BudgetPeriod] = {}
+    for document in desired.payload.get("documents") or ():
+        if not isinstance(document, Mapping) or document.get("kind") != ROUTE_KIND:
+            continue
+        budget = (document.get("spec") or {}).get("budget") or {}
+        with contextlib.suppress(ValueError, TypeError):
+            out[str((document.get("metadata") or {}).get("name"))] = BudgetPeriod(budget.get("period", "day"))
+    return out

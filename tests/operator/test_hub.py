@@ -274,3 +274,38 @@ async def test_usage_deltas_are_reported_and_what_was_not_sent_is_carried_over(
     assert second["targets"][target]["errors"] == {"rate_limited": 1}
     assert second["targets"][target]["failures"] == 1
     task.cancel()
+
+
+async def test_two_sidecars_get_leases_that_split_the_providers_global_limit(
+        certs: CertFiles, tmp_path: Path) -> None:
+    from llmroute_operator.contracts import DesiredTable, GlobalLimits
+    from llmroute_operator.leases import LeaseBook
+
+    parts = Parts()
+    parts.hub = Hub(parts.source, parts.sink, parts.reviewer, leases=LeaseBook(ttl_s=30))
+    base = desired()
+    table = DesiredTable(base.version, base.payload, {"team-a/openai-main": GlobalLimits(600.0, None, 8)})
+    pods = [POD, PodRef("team-a", "chat-1")]
+    cars = [build_sidecar(), build_sidecar()]
+    async with running_hub(parts.hub, certs) as url:
+        parts.url = url
+        tasks = []
+        for i, (pod, car) in enumerate(zip(pods, cars, strict=True)):
+            await parts.source.set(pod, table)
+            (tmp_path / str(i)).mkdir()
+            tasks.append(asyncio.create_task(client_for(parts, car, tmp_path / str(i), certs, pod).connect_once()))
+        await parts.sink.wait_for("acked", 2)
+
+        def shares() -> list[object]:
+            return [car.leases.limits(car.table.provider_limits, car.clock())["openai-main"]  # type: ignore[union-attr]
+                    for car in cars]
+
+        async with asyncio.timeout(10):
+            while shares() != [shares()[0]] * 2 or shares()[0].requests_per_minute != 300.0:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.02)
+        assert [car.leases.state(car.clock()) for car in cars] == ["held", "held"]
+        assert sum(s.max_concurrency for s in shares()) == 8  # type: ignore[attr-defined]
+        for task in tasks:
+            task.cancel()
+    for car in cars:
+        await car.upstream.close()

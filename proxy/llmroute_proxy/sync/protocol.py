@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from llmroute_proxy.compiler import compile_table
-from llmroute_proxy.spec import ROUTE_KIND, ProviderSpec, parse_documents
+from llmroute_proxy.spec import ROUTE_KIND as ROUTE_KIND
+from llmroute_proxy.spec import ProviderSpec, parse_documents
 from llmroute_proxy.table import Limits, Secret, Table
 
 SYNC_PATH = "/v1/sync"

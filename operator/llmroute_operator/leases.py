@@ -1,0 +1,185 @@
+"""Dividing global limits and budgets among the sidecars that use them. Pure: time is an argument.
+
+Every provider's global requestsPerMinute, tokensPerMinute and maxConcurrency, and every route's
+budget, is split among the sidecars whose tables use it: a floor (`floor_fraction` of the total,
+in equal parts, so a new sidecar is never starved) plus the rest in proportion to recent demand
+(an exponentially weighted rate from the usage reports). The shares never sum to more than the
+global figure: a sidecar that left keeps its last share counted until its lease would have run
+out, because it may still be using it. A route's budget share is what a sidecar has already
+spent this period plus its part of what is left, so the shares add up to the limit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from llmroute_operator.contracts import DesiredTable, GlobalLimits, PodRef
+from llmroute_proxy.routing.budget import period_bounds
+from llmroute_proxy.sync.protocol import Lease, LeaseBudget
+from llmroute_proxy.table import BudgetPeriod, Limits
+
+K = TypeVar("K", bound=Hashable)
+
+DEFAULT_TTL_S = 30.0
+FLOOR_FRACTION = 0.2
+HALF_LIFE_S = 60.0
+
+
+def divide(total: float, demands: Mapping[K, float], floor_fraction: float = FLOOR_FRACTION) -> dict[K, float]:
+    """`total` split over the keys of `demands`: equal floors plus the rest by demand; sum ≤ total."""
+    if not demands or total <= 0:
+        return {key: 0.0 for key in demands}
+    floor = total * floor_fraction / len(demands)
+    rest = total - floor * len(demands)
+    weight = math.fsum(max(d, 0.0) for d in demands.values())
+    shares = {key: floor + rest * (max(d, 0.0) / weight if weight > 0 else 1 / len(demands))
+              for key, d in demands.items()}
+    for _ in range(64):  # rounding may put the sum an ulp or two above the total
+        excess = math.fsum(shares.values()) - total
+        if excess <= 0:
+            break
+        shares = {key: max(s - excess / len(shares) * 2, 0.0) for key, s in shares.items()}
+    return shares
+
+
+def divide_whole(total: int, demands: Mapping[K, float], floor_fraction: float = FLOOR_FRACTION) -> dict[K, int]:
+    """The same for counts (concurrency): whole numbers by largest remainder, summing to `total`."""
+    exact = divide(float(total), demands, floor_fraction)
+    whole = {key: math.floor(share) for key, share in exact.items()}
+    left = max(total - sum(whole.values()), 0)
+    for key in sorted(exact, key=lambda k: exact[k] - whole[k], reverse=True)[:left]:
+        whole[key] += 1
+    return whole
+
+
+@dataclass(slots=True)
+class _Held:
+    expires_at: float
+    limits: dict[str, Limits] = field(default_factory=dict)  # provider key → share
+    budgets: dict[str, float] = field(default_factory=dict)  # route key → limit USD
+
+
+@dataclass(slots=True)
+class _Spend:
+    period_start: float
+    by_pod: dict[PodRef, float] = field(default_factory=dict)
+
+
+class LeaseBook:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, floor_fraction: float = FLOOR_FRACTION,
+                 half_life_s: float = HALF_LIFE_S) -> None:
+        self.ttl_s = ttl_s
+        self.floor_fraction = floor_fraction
+        self.half_life_s = half_life_s
+        self._rates: dict[tuple[PodRef, str, str], float] = {}  # (pod, provider|route, metric) → per minute
+        self._spend: dict[str, _Spend] = {}  # route key → this period's spend by pod
+        self._held: dict[PodRef, _Held] = {}
+        self._departed: dict[PodRef, _Held] = {}
+
+    def observe(self, pod: PodRef, report: Mapping[str, Any], now_wall: float,
+                periods: Mapping[str, BudgetPeriod] | None = None) -> None:
+        """A usage report (decoded JSON): demand rates per provider and route, and spend."""
+        interval = max(float(report.get("interval", 0) or 0), 1e-3)
+        alpha = 1 - math.exp(-interval / self.half_life_s)
+        for provider, counts in (report.get("providers") or {}).items():
+            for metric in ("requests", "tokens"):
+                self._ewma((pod, _key(pod, provider), metric), counts.get(metric, 0) * 60 / interval, alpha)
+        for route, counts in (report.get("routes") or {}).items():
+            key = _key(pod, route)
+            cost = float(counts.get("cost_usd", 0) or 0)
+            self._ewma((pod, key, "cost"), cost * 60 / interval, alpha)
+            spend = self._period(key, (periods or {}).get(key, BudgetPeriod.DAY), now_wall)
+            spend.by_pod[pod] = spend.by_pod.get(pod, 0.0) + cost
+
+    def depart(self, pod: PodRef) -> None:
+        """The pod's stream closed: its share stays counted until its lease runs out."""
+        held = self._held.pop(pod, None)
+        if held is not None:
+            self._departed[pod] = held
+
+    def leases(self, tables: Mapping[PodRef, DesiredTable], now: float, now_wall: float,
+               periods: Mapping[str, BudgetPeriod] | None = None) -> dict[PodRef, Lease]:
+        """New leases for every pod in `tables` (the connected ones), valid until now + ttl."""
+        self._departed = {p: h for p, h in self._departed.items() if h.expires_at > now and p not in tables}
+        self._held = {p: h for p, h in self._held.items() if p in tables}
+        granted = {pod: _Held(now + self.ttl_s) for pod in tables}
+        for provider, (limits, users) in _users(tables, "provider_limits").items():
+            self._divide_limits(provider, limits, users, granted)
+        for route, (limit_usd, users) in _users(tables, "route_budgets").items():
+            period = (periods or {}).get(route, BudgetPeriod.DAY)
+            self._divide_budget(route, limit_usd, period, users, granted, now_wall)
+        self._held.update(granted)
+        return {pod: _lease(held, self.ttl_s, self._spend, pod) for pod, held in granted.items()}
+
+    def _divide_limits(self, provider: str, limits: GlobalLimits, users: list[PodRef],
+                       granted: dict[PodRef, _Held]) -> None:
+        away = [h.limits[provider] for h in self._departed.values() if provider in h.limits]
+        requests = {pod: self._rates.get((pod, provider, "requests"), 0.0) for pod in users}
+        tokens = {pod: self._rates.get((pod, provider, "tokens"), 0.0) for pod in users}
+
+        def left(total: float | None, taken: list[float | None]) -> float | None:
+            return None if total is None else max(total - math.fsum(t or 0 for t in taken), 0.0)
+
+        rpm = left(limits.requests_per_minute, [a.requests_per_minute for a in away])
+        tpm = left(limits.tokens_per_minute, [a.tokens_per_minute for a in away])
+        conc = None if limits.max_concurrency is None else \
+            max(limits.max_concurrency - sum(a.max_concurrency or 0 for a in away), 0)
+        rpm_shares = None if rpm is None else divide(rpm, requests, self.floor_fraction)
+        tpm_shares = None if tpm is None else divide(tpm, tokens, self.floor_fraction)
+        conc_shares = None if conc is None else divide_whole(conc, requests, self.floor_fraction)
+        for pod in users:
+            granted[pod].limits[provider] = Limits(
+                None if rpm_shares is None else rpm_shares[pod],
+                None if tpm_shares is None else tpm_shares[pod],
+                None if conc_shares is None else conc_shares[pod])
+
+    def _divide_budget(self, route: str, limit_usd: float, period: BudgetPeriod, users: list[PodRef],
+                       granted: dict[PodRef, _Held], now_wall: float) -> None:
+        spend = self._period(route, period, now_wall)
+        spent_total = math.fsum(spend.by_pod.values())
+        away = math.fsum(max(h.budgets[route] - spend.by_pod.get(p, 0.0), 0.0)
+                         for p, h in self._departed.items() if route in h.budgets)
+        remaining = max(limit_usd - spent_total - away, 0.0)
+        demand = {pod: self._rates.get((pod, route, "cost"), 0.0) for pod in users}
+        for pod, share in divide(remaining, demand, self.floor_fraction).items():
+            granted[pod].budgets[route] = spend.by_pod.get(pod, 0.0) + share
+
+    def _period(self, route: str, period: BudgetPeriod, now_wall: float) -> _Spend:
+        start, _ = period_bounds(period, now_wall)
+        spend = self._spend.get(route)
+        if spend is None or spend.period_start != start:
+            spend = self._spend[route] = _Spend(start)
+        return spend
+
+    def _ewma(self, key: tuple[PodRef, str, str], rate: float, alpha: float) -> None:
+        self._rates[key] = self._rates.get(key, 0.0) * (1 - alpha) + rate * alpha
+
+    def forget_rates(self, pod: PodRef) -> None:
+        self._rates = {k: v for k, v in self._rates.items() if k[0] != pod}
+
+
+def _key(pod: PodRef, name: str) -> str:
+    return f"{pod.namespace}/{name}"
+
+
+def _users(tables: Mapping[PodRef, DesiredTable], attribute: str) -> dict[str, tuple[Any, list[PodRef]]]:
+    """Global figure key → (the figure, the pods whose tables use it)."""
+    out: dict[str, tuple[Any, list[PodRef]]] = {}
+    for pod, table in tables.items():
+        for key, figure in getattr(table, attribute).items():
+            out.setdefault(key, (figure, []))[1].append(pod)
+    return out
+
+
+def _lease(held: _Held, ttl_s: float, spend: Mapping[str, _Spend], pod: PodRef) -> Lease:
+    return Lease(ttl_s, {_local(k): v for k, v in held.limits.items()},
+                 {_local(k): LeaseBudget(v, spend[k].by_pod.get(pod, 0.0) if k in spend else 0.0)
+                  for k, v in held.budgets.items()})
+
+
+def _local(key: str) -> str:
+    """`namespace/name` → `name`: the sidecar knows its providers and routes by name only."""
+    return key.split("/", 1)[-1]

@@ -1,0 +1,108 @@
+"""Global limits and budgets divided among sidecars: never above the global figure, by demand, with a floor."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmroute_operator.contracts import DesiredTable, GlobalLimits, PodRef
+from llmroute_operator.leases import LeaseBook, divide, divide_whole
+
+PODS = [PodRef("ns", f"p{i}") for i in range(6)]
+demands = st.dictionaries(st.integers(0, 50), st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50)
+totals = st.floats(0, 1e12, allow_nan=False, allow_infinity=False)
+
+
+@given(totals, demands, st.floats(0, 1))
+def test_shares_never_sum_above_the_total(total: float, demand: dict[int, float], floor: float) -> None:
+    shares = divide(total, demand, floor)
+    assert set(shares) == set(demand)
+    assert math.fsum(shares.values()) <= total
+    assert all(s >= 0 for s in shares.values())
+
+
+@given(st.integers(0, 10_000), demands, st.floats(0, 1))
+def test_whole_shares_sum_exactly_to_the_total(total: int, demand: dict[int, float], floor: float) -> None:
+    shares = divide_whole(total, demand, floor)
+    assert sum(shares.values()) == total and all(s >= 0 for s in shares.values())
+
+
+@given(st.floats(1, 1e9), demands)
+def test_every_sidecar_gets_at_least_its_floor(total: float, demand: dict[int, float]) -> None:
+    shares = divide(total, demand, 0.2)
+    assert min(shares.values()) >= total * 0.2 / len(demand) * (1 - 1e-9)
+
+
+def test_shares_follow_demand_above_the_floor() -> None:
+    shares = divide(1000.0, {"busy": 90.0, "idle": 0.0, "some": 10.0}, 0.3)
+    assert math.isclose(shares["idle"], 100.0)
+    assert math.isclose(shares["busy"], 100.0 + 700.0 * 0.9) and math.isclose(shares["some"], 100.0 + 70.0)
+
+
+def table(rpm: float | None = 600, conc: int | None = 10, budget: float | None = None) -> DesiredTable:
+    return DesiredTable("v", {}, {"ns/openai": GlobalLimits(rpm, None, conc)},
+                        {} if budget is None else {"ns/chat": budget})
+
+
+def report(requests: int = 0, cost: float = 0.0) -> dict[str, object]:
+    return {"interval": 10, "providers": {"openai": {"requests": requests, "tokens": 0}},
+            "routes": {"chat": {"requests": requests, "cost_usd": cost}}}
+
+
+def rpm_of(leases: dict[PodRef, object], pod: PodRef) -> float:
+    return leases[pod].limits["openai"].requests_per_minute  # type: ignore[attr-defined, no-any-return]
+
+
+def test_leases_rebalance_as_sidecars_come_change_load_and_go() -> None:
+    book = LeaseBook(ttl_s=30, floor_fraction=0.2, half_life_s=10)
+    a, b, c = PODS[:3]
+    one = book.leases({a: table()}, now=0, now_wall=0)
+    assert rpm_of(one, a) == 600 and one[a].ttl == 30 and one[a].limits["openai"].max_concurrency == 10
+    two = book.leases({a: table(), b: table()}, now=1, now_wall=1)
+    assert rpm_of(two, a) == rpm_of(two, b) == 300  # no demand yet: equal
+    for _ in range(5):
+        book.observe(a, report(requests=100), now_wall=2)
+    busy = book.leases({a: table(), b: table()}, now=2, now_wall=2)
+    assert rpm_of(busy, a) > 500 and rpm_of(busy, b) >= 60  # the floor: 20 % in equal parts
+    assert rpm_of(busy, a) + rpm_of(busy, b) <= 600
+    three = book.leases({a: table(), b: table(), c: table()}, now=3, now_wall=3)
+    assert sum(rpm_of(three, p) for p in (a, b, c)) <= 600 and rpm_of(three, c) >= 40
+    assert sum(three[p].limits["openai"].max_concurrency for p in (a, b, c)) == 10  # type: ignore[misc]
+
+
+def test_a_departed_sidecars_share_stays_counted_until_its_lease_would_expire() -> None:
+    book = LeaseBook(ttl_s=30)
+    a, b = PODS[:2]
+    before = book.leases({a: table(), b: table()}, now=0, now_wall=0)
+    book.depart(b)
+    during = book.leases({a: table()}, now=10, now_wall=10)
+    assert rpm_of(during, a) + rpm_of(before, b) <= 600
+    after = book.leases({a: table()}, now=31, now_wall=31)
+    assert rpm_of(after, a) == 600
+
+
+def test_budget_shares_are_spend_plus_a_part_of_what_is_left_and_sum_to_the_limit() -> None:
+    book = LeaseBook(ttl_s=30, floor_fraction=0.2)
+    a, b = PODS[:2]
+    book.observe(a, report(requests=1, cost=30.0), now_wall=100)
+    leases = book.leases({a: table(budget=100), b: table(budget=100)}, now=0, now_wall=100)
+    share_a, share_b = leases[a].budgets["chat"], leases[b].budgets["chat"]
+    assert share_a.spent_usd == 30.0 and share_b.spent_usd == 0.0
+    assert share_a.limit_usd > 30.0 and share_b.limit_usd >= 70.0 * 0.1
+    assert math.isclose(share_a.limit_usd + share_b.limit_usd, 100.0)
+
+
+def test_a_new_budget_period_starts_from_zero_spend() -> None:
+    book = LeaseBook()
+    a = PODS[0]
+    book.observe(a, report(cost=80.0), now_wall=3600)
+    next_day = book.leases({a: table(budget=100)}, now=0, now_wall=86400 * 2)
+    assert next_day[a].budgets["chat"].limit_usd == 100.0 and next_day[a].budgets["chat"].spent_usd == 0.0
+
+
+def test_unlimited_figures_stay_unlimited() -> None:
+    leases = LeaseBook().leases({PODS[0]: table(rpm=None, conc=None)}, now=0, now_wall=0)
+    limits = leases[PODS[0]].limits["openai"]
+    assert limits.requests_per_minute is None and limits.max_concurrency is None
