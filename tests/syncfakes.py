@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from llmroute_operator.certs import CertFiles
-from llmroute_operator.contracts import DesiredTable, PodRef
+from llmroute_operator.contracts import DesiredTable, Generation, PodRef
 from llmroute_operator.hub import Hub, hub_ssl_context
 from llmroute_operator.tokenreview import Identity, Refused
 from llmroute_proxy.sync.protocol import payload_version, table_payload
@@ -45,8 +45,7 @@ def desired(docs: list[dict[str, Any]] | None = None, key: str = KEY) -> Desired
 class FakeSource:
     def __init__(self) -> None:
         self.tables: dict[PodRef, DesiredTable] = {}
-        self._generation = 0
-        self._changed = asyncio.Condition()
+        self._generation = Generation()
         self.lookups = 0
 
     def table_for(self, pod: PodRef) -> DesiredTable | None:
@@ -54,21 +53,17 @@ class FakeSource:
         return self.tables.get(pod)
 
     def generation(self) -> int:
-        return self._generation
+        return self._generation.value
 
     async def changed(self, since: int) -> int:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._generation > since)
-        return self._generation
+        return await self._generation.changed(since)
 
     async def set(self, pod: PodRef, table: DesiredTable | None) -> None:
         if table is None:
             self.tables.pop(pod, None)
         else:
             self.tables[pod] = table
-        async with self._changed:
-            self._generation += 1
-            self._changed.notify_all()
+        await self._generation.bump()
 
 
 @dataclass

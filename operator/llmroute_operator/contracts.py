@@ -8,6 +8,7 @@ Neither side imports the other: both meet here, so each is tested with a fake of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -77,3 +78,21 @@ class ReportSink(Protocol):
     def refused(self, reason: str) -> None:
         """A sidecar's handshake was refused; `reason` never contains the token."""
         ...
+
+
+class Generation:
+    """An awaitable change counter: the `generation()` / `changed()` half of a TableSource."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._condition = asyncio.Condition()
+
+    async def changed(self, since: int) -> int:
+        async with self._condition:
+            await self._condition.wait_for(lambda: self.value > since)
+        return self.value
+
+    async def bump(self) -> None:
+        async with self._condition:
+            self.value += 1
+            self._condition.notify_all()
