@@ -37,11 +37,9 @@ def divide(total: float, demands: Mapping[K, float], floor_fraction: float = FLO
     weight = math.fsum(max(d, 0.0) for d in demands.values())
     shares = {key: floor + rest * (max(d, 0.0) / weight if weight > 0 else 1 / len(demands))
               for key, d in demands.items()}
-    for _ in range(64):  # rounding may put the sum an ulp or two above the total
-        excess = math.fsum(shares.values()) - total
-        if excess <= 0:
-            break
-        shares = {key: max(s - excess / len(shares) * 2, 0.0) for key, s in shares.items()}
+    while (excess := math.fsum(shares.values()) - total) > 0:  # rounding: an ulp or two above the total
+        largest = max(shares, key=lambda key: shares[key])
+        shares[largest] = max(shares[largest] - max(excess, math.ulp(shares[largest])), 0.0)
     return shares
 
 
