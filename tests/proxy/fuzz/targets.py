@@ -1,0 +1,20 @@
+"""One target per provider type, for driving each provider's translators directly."""
+
+from __future__ import annotations
+
+from llmroute_proxy.providers.base import Provider
+from llmroute_proxy.providers.registry import provider_for
+from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
+
+URLS = {ProviderType.OPENAI: "https://api.openai.com/v1", ProviderType.OPENAI_COMPATIBLE: "http://127.0.0.1:9/v1",
+        ProviderType.AZURE_OPENAI: "https://r.openai.azure.com", ProviderType.ANTHROPIC: "https://api.anthropic.com",
+        ProviderType.GEMINI: "https://generativelanguage.googleapis.com"}
+
+
+def target(provider_type: ProviderType) -> Target:
+    return Target(id=TargetId(f"{provider_type.value}/m@here"), provider=provider_type.value,
+                  provider_type=provider_type, model="m", url=URLS[provider_type], region="here",
+                  credential=Secret("sk-fuzz-key"))
+
+
+PROVIDERS: list[tuple[Provider, Target]] = [(provider_for(kind), target(kind)) for kind in ProviderType]

@@ -1,0 +1,74 @@
+"""Fuzz: any request body gets through both front doors and every request translator as either a
+translated request or a `BadRequest` naming a field — never another exception."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given
+
+from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
+from llmroute_proxy.providers.base import ChatRequest
+from llmroute_proxy.table import ProviderType
+from llmroute_proxy.validation import validate_chat, validate_embeddings
+from tests.proxy.fuzz.strategies import FUZZ, chat_requests, embedding_requests, messages_requests
+from tests.proxy.fuzz.targets import PROVIDERS
+
+
+def translate_everywhere(chat: ChatRequest) -> None:
+    """Every provider either builds a JSON request or refuses with a BadRequest."""
+    for provider, target in PROVIDERS:
+        try:
+            upstream = provider.chat_request(chat, target)
+        except BadRequest as refused:
+            assert refused.message
+            continue
+        assert upstream.url.startswith(("http://", "https://"))
+        assert isinstance(orjson.loads(upstream.body or b"{}"), dict)
+
+
+@FUZZ
+@given(chat_requests)
+def test_any_chat_body_is_translated_or_refused_by_name(body: Any) -> None:
+    try:
+        checked = validate_chat(body)
+    except BadRequest as refused:
+        assert refused.message
+        return
+    translate_everywhere(ChatRequest(checked))
+
+
+@FUZZ
+@given(messages_requests)
+def test_any_messages_body_is_translated_or_refused_by_name(body: Any) -> None:
+    try:
+        canonical = request_to_canonical(body)
+    except AnthropicOnly:
+        chat = ChatRequest(validate_chat(routing_summary(body)), anthropic_body=body, anthropic_only=AnthropicOnly(""))
+        anthropic = [(p, t) for p, t in PROVIDERS if t.provider_type is ProviderType.ANTHROPIC]
+        for provider, target in anthropic:
+            assert isinstance(orjson.loads(provider.chat_request(chat, target).body or b"{}"), dict)
+        return
+    except BadRequest as refused:
+        assert refused.message
+        return
+    # what the front door derived must pass the same checks as a client's own OpenAI request
+    translate_everywhere(ChatRequest(validate_chat(canonical), anthropic_body=body))
+
+
+@FUZZ
+@given(embedding_requests)
+def test_any_embeddings_body_is_translated_or_refused_by_name(body: Any) -> None:
+    try:
+        checked = validate_embeddings(body)
+    except BadRequest:
+        return
+    for provider, target in PROVIDERS:
+        try:
+            upstream = provider.embeddings_request(checked, target)
+        except BadRequest as refused:
+            assert refused.message
+            continue
+        assert isinstance(orjson.loads(upstream.body or b"{}"), dict)
