@@ -61,7 +61,8 @@ class SSEParser:
     def _line(self, line: bytes, events: list[tuple[str | None, bytes]]) -> None:
         if not line:
             if self._data:
-                event = self._event.decode() if self._event is not None else None
+                # an upstream may send any bytes: a name that is not UTF-8 must not end the stream
+                event = self._event.decode(errors="replace") if self._event is not None else None
                 events.append((event, b"\n".join(self._data)))
             self._data = []
             self._event = None
