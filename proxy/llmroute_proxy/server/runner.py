@@ -29,6 +29,10 @@ from llmroute_proxy.server.upstream import UpstreamClient
 
 log = logging.getLogger("llmroute.proxy")
 
+# After the drain deadline, handlers still running get only this long to finish once cancelled;
+# aiohttp's own default (60 s) would let the process outlive the drain by a minute.
+SHUTDOWN_MARGIN_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class Listen:
@@ -45,11 +49,12 @@ def build_sidecar(settings: Settings | None = None, telemetry: Telemetry | None 
 
 
 async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunner]:
-    data = web.AppRunner(create_app(sidecar), handler_cancellation=True, access_log=None)
+    data = web.AppRunner(create_app(sidecar), handler_cancellation=True, access_log=None,
+                         shutdown_timeout=SHUTDOWN_MARGIN_S)
     admin = web.AppRunner(
         admin_app(lambda: status_document(sidecar), sidecar.telemetry,
                   lambda: sidecar.table is not None and not sidecar.draining),
-        access_log=None,
+        access_log=None, shutdown_timeout=SHUTDOWN_MARGIN_S,
     )
     runners = []
     for runner, host, port in ((data, listen.host, listen.port), (admin, listen.admin_host, listen.admin_port)):
