@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit bench clean k8s-binaries
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Kubernetes v1.20 binaries from Debian's source package for the real-API-server tests (tier B) and the
+# single-node cluster (tier C). Built once per machine (7-8 min on 2 cores), then read from ~/.cache/llmroute.
+k8s-binaries:
+	e2e/cluster/build-binaries.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
