@@ -1,6 +1,6 @@
 """Reading resource documents field by field, collecting every error with its exact path.
 
-The generic half of `spec`: typed getters for one mapping of a document (`Fields`), where each
+The generic half of the `spec` package: typed getters for one mapping of a document (`Fields`), where each
 problem becomes a `SpecError` naming the document and the field, with what was expected, what
 was found and, for a typo, what was meant. Pure: no I/O.
 """
@@ -261,3 +261,21 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 def unknown_ref(what: str, value: str, known: Collection[str]) -> str:
     listed = ", ".join(known) if known else "none"
     return f"unknown {what} '{value}' (known: {listed})"
+
+
+@dataclass(slots=True)
+class Opened:
+    """A document whose header has been read: its kind, name, error sink and spec mapping."""
+
+    kind: str | None  # a known kind, else None
+    name: str
+    sink: Sink
+    spec: object
+    parse: bool  # header valid enough to read the spec
+
+
+_T = TypeVar("_T")
+
+
+def or_default(value: _T | None, default: _T) -> _T:
+    return default if value is None else value

@@ -1,0 +1,260 @@
+"""LLMProvider documents → `ProviderSpec`: endpoints, credentials, limits, models, API versions, trust."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from urllib.parse import urlsplit
+
+from llmroute_proxy.spec.fields import Fields, Opened, describe, quoted
+from llmroute_proxy.table import Limits, Pricing, ProviderType
+from llmroute_proxy.trust import ca_bundle_problem
+
+_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_AZURE_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest")
+_GEMINI_API_VERSIONS = ("v1beta", "v1")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    """A key of a Kubernetes Secret in the resource's namespace; only the operator resolves it."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvCredential:
+    variable: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileCredential:
+    path: str
+
+
+Credentials = SecretKeyRef | EnvCredential | FileCredential
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    region: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSpec:
+    """`spec.tls`: the CAs that alone verify the provider's endpoints (exactly one field is set)."""
+
+    ca_bundle: str | None = None
+    """PEM certificates, inline: travels with the table and is checked when parsed."""
+    ca_file: str | None = None
+    """A PEM file on the sidecar's disk; standalone mode reads it when the config loads."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    context_window: int | None = None
+    pricing: Pricing = field(default_factory=Pricing)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    name: str
+    type: ProviderType
+    endpoints: tuple[Endpoint, ...]
+    credentials: Credentials | None = None
+    limits: Limits = field(default_factory=Limits)  # global, across every sidecar
+    models: tuple[ModelSpec, ...] = ()
+    api_version: str | None = None  # azure.apiVersion or gemini.apiVersion
+    tls: TrustSpec | None = None  # None: the system's CAs (and SSL_CERT_FILE)
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+
+_PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini", "tls")
+
+
+def provider_spec(doc: Opened) -> ProviderSpec:
+    f = Fields(doc.sink, "spec", doc.spec, _PROVIDER_FIELDS)
+    provider_type = f.enum("type", ProviderType, required=True)
+    endpoints = _endpoints(f)
+    credentials = _credentials(f, provider_type)
+    limits = _limits(f)
+    models = _models(f)
+    api_version = _api_version(f, provider_type)
+    if provider_type is ProviderType.AZURE_OPENAI and api_version and api_version[:1].isdigit() and any(
+            "/openai/v1" in urlsplit(e.url).path for e in endpoints):
+        f.sink.error("spec.azure.apiVersion", f"the dated api-version '{api_version}' belongs to the classic form "
+                                    "(the resource endpoint as url); an .../openai/v1 endpoint takes "
+                                    "'v1', 'preview', 'latest' or none")
+    return ProviderSpec(
+        name=doc.name,
+        type=provider_type or ProviderType.OPENAI,
+        endpoints=endpoints,
+        credentials=credentials,
+        limits=limits,
+        models=models,
+        api_version=api_version,
+        tls=_trust(f),
+    )
+
+
+def _trust(spec: Fields) -> TrustSpec | None:
+    f = spec.mapping("tls", ("caBundle", "caFile"))
+    if f is None or not isinstance(spec.get("tls"), Mapping):
+        return None
+    given = [key for key in ("caBundle", "caFile") if f.get(key) is not None]
+    if len(given) != 1:
+        spec.error("tls", "give exactly one of caBundle (PEM text) and caFile (a PEM file's path)")
+        return None
+    bundle, path = f.string("caBundle"), f.string("caFile")
+    if bundle is not None:
+        problem = ca_bundle_problem(bundle)
+        if problem is not None:
+            f.error("caBundle", problem)
+            return None
+        return TrustSpec(ca_bundle=bundle)
+    return TrustSpec(ca_file=path) if path is not None else None
+
+
+def _endpoints(spec: Fields) -> tuple[Endpoint, ...]:
+    out: list[Endpoint] = []
+    seen: dict[str, str] = {}
+    for path, item in spec.items("endpoints", required=True, nonempty=True):
+        f = Fields(spec.sink, path, item, ("region", "url"))
+        region = f.string("region", required=True)
+        if region is not None and not _REGION.fullmatch(region):
+            f.error("region", f"'{region}' is not a valid region (letters, digits, '.', '_' and '-')")
+        elif region is not None and region in seen:
+            f.error("region", f"duplicate region '{region}' (also in {seen[region]}): "
+                              "a target is identified by provider, model and region")
+        elif region is not None:
+            seen[region] = path
+        url = _url(f)
+        out.append(Endpoint(region or "", url or ""))
+    return tuple(out)
+
+
+def _url(f: Fields) -> str | None:
+    url = f.string("url", required=True)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        f.error("url", f"expected an http:// or https:// URL, found {quoted(url)}")
+        return None
+    if parts.username is not None or parts.password is not None:
+        f.error("url", "must not carry credentials (user:password@); use spec.credentials")
+        return None
+    return url
+
+
+def _credentials(spec: Fields, provider_type: ProviderType | None) -> Credentials | None:
+    if spec.get("credentials") is None:
+        if provider_type not in (None, ProviderType.OPENAI_COMPATIBLE):
+            spec.error("credentials", f"missing required field (type {provider_type.value} needs a key; "
+                                      "only openai-compatible may go without)")
+        return None
+    choices = ("secretRef", "env", "file")
+    f = spec.mapping("credentials", choices, redact=True)
+    if f is None or not isinstance(spec.get("credentials"), Mapping):
+        return None
+    given = [key for key in choices if f.get(key) is not None]
+    if len(given) != 1:
+        found = ", ".join(given) if given else "none"
+        spec.error("credentials", f"give exactly one of secretRef, env, file (found: {found})")
+        return None
+    if given == ["env"]:
+        return _env_credential(f)
+    if given == ["file"]:
+        path = f.string("file")
+        return FileCredential(path) if path else None
+    ref = f.mapping("secretRef", ("name", "key"), redact=True)
+    assert ref is not None
+    name, key = ref.string("name", required=True), ref.string("key", required=True)
+    return SecretKeyRef(name, key) if name and key else None
+
+
+def _env_credential(f: Fields) -> EnvCredential | None:
+    variable = f.string("env")
+    if variable is not None and not _ENV_NAME.fullmatch(variable):
+        # do not echo it: a key pasted here by mistake must not end up in a log
+        f.error("env", "is not an environment variable name (give the name of the variable "
+                       "that holds the key, not the key itself)")
+        return None
+    return EnvCredential(variable) if variable else None
+
+
+def _limits(spec: Fields) -> Limits:
+    f = spec.mapping("limits", ("requestsPerMinute", "tokensPerMinute", "maxConcurrency"))
+    if f is None:
+        return Limits()
+    return Limits(
+        requests_per_minute=f.number("requestsPerMinute", positive=True),
+        tokens_per_minute=f.number("tokensPerMinute", positive=True),
+        max_concurrency=f.integer("maxConcurrency", minimum=1),
+    )
+
+
+def _models(spec: Fields) -> tuple[ModelSpec, ...]:
+    out: list[ModelSpec] = []
+    seen: set[str] = set()
+    for path, item in spec.items("models"):
+        f = Fields(spec.sink, path, item, ("name", "contextWindow", "pricing"))
+        name = f.string("name", required=True)
+        if name is not None and name in seen:
+            f.error("name", f"duplicate model '{name}'")
+        seen.add(name or "")
+        out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f)))
+    return tuple(out)
+
+
+def _pricing(model: Fields) -> Pricing:
+    f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok"))
+    if f is None:
+        return Pricing()
+    return Pricing(
+        input_per_mtok=f.number("inputPerMTok", minimum=0) or 0.0,
+        output_per_mtok=f.number("outputPerMTok", minimum=0) or 0.0,
+        cached_input_per_mtok=f.number("cachedInputPerMTok", minimum=0),
+    )
+
+
+def _api_version(spec: Fields, provider_type: ProviderType | None) -> str | None:
+    versions: str | None = None
+    for key, owner in (("azure", ProviderType.AZURE_OPENAI), ("gemini", ProviderType.GEMINI)):
+        if spec.get(key) is None:
+            continue
+        if provider_type is not None and provider_type is not owner:
+            spec.error(key, f"only for type {owner.value} (this provider is {provider_type.value})")
+            continue
+        f = spec.mapping(key, ("apiVersion",))
+        assert f is not None
+        versions = _azure_version(f) if owner is ProviderType.AZURE_OPENAI else \
+            f.choice("apiVersion", _GEMINI_API_VERSIONS, required=True)
+    return versions
+
+
+def _azure_version(f: Fields) -> str | None:
+    value = f.get("apiVersion")
+    if isinstance(value, date):  # YAML reads an unquoted 2024-10-21 as a date
+        value = value.isoformat()
+    if value is None:
+        f.require("apiVersion")
+        return None
+    if not isinstance(value, str) or not _AZURE_API_VERSION.fullmatch(value):
+        f.error("apiVersion", f"expected an Azure OpenAI api-version such as '2024-10-21', "
+                              f"'2025-04-01-preview' or 'v1', found {describe(value)}")
+        return None
+    return value
