@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.table import Secret
@@ -125,8 +126,34 @@ _PAGE_HEADERS = {
 }
 
 
-def admin_app(status: StatusSource, telemetry: Telemetry, ready: Callable[[], bool]) -> web.Application:
-    app = web.Application()
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+# Probes and the Prometheus scrape arrive with the pod IP as Host and reveal nothing sensitive, so they
+# answer any Host; the status JSON and its page do not, so a DNS-rebinding page cannot read them.
+_HOST_CHECKED_PATHS = frozenset({"/status", "/"})
+
+
+def host_name(host_header: str) -> str:
+    """The name part of a Host header, lower-cased, without the port (`[::1]:15401` -> `[::1]`)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _host_guard(allowed: frozenset[str]) -> Middleware:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _HOST_CHECKED_PATHS and host_name(request.headers.get("Host", "")) not in allowed:
+            return web.Response(status=403, headers=_NO_STORE,
+                                text="forbidden: the admin status is served to loopback Host names only\n")
+        return await handler(request)
+    return guard
+
+
+def admin_app(status: StatusSource, telemetry: Telemetry, ready: Callable[[], bool],
+              extra_hosts: frozenset[str] = frozenset()) -> web.Application:
+    allowed = LOOPBACK_HOSTS | {host_name(h) for h in extra_hosts}
+    app = web.Application(middlewares=[_host_guard(allowed)])
     app[ADMIN] = _Admin(status, telemetry, ready)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -110,3 +110,26 @@ async def test_there_is_no_write_api(admin: Admin, method: str) -> None:
     client, _ = admin
     for path in ("/status", "/", "/readyz"):
         assert (await client.request(method, path)).status == 405
+
+
+async def test_status_refuses_a_foreign_host_so_dns_rebinding_cannot_read_it(admin: Admin) -> None:
+    client, sidecar = admin
+    sidecar.table = TABLE
+    for path in ("/status", "/"):
+        response = await client.get(path, headers={"Host": "evil.example:15401"})
+        assert response.status == 403, path
+        assert "claude" not in await response.text()
+    for host in ("localhost:15401", "127.0.0.1", "[::1]:15401"):
+        assert (await client.get("/status", headers={"Host": host})).status == 200, host
+
+
+async def test_probes_answer_the_pod_ip_as_host(admin: Admin) -> None:
+    client, _ = admin
+    assert (await client.get("/healthz", headers={"Host": "10.1.2.3:15401"})).status == 200
+
+
+async def test_configured_extra_host_may_read_status(aiohttp_client: Any, telemetry: Telemetry) -> None:
+    client = await aiohttp_client(admin_app(lambda: {}, telemetry, lambda: True,
+                                            extra_hosts=frozenset({"10.1.2.3"})))
+    assert (await client.get("/status", headers={"Host": "10.1.2.3:15401"})).status == 200
+    assert (await client.get("/status", headers={"Host": "10.1.2.4:15401"})).status == 403
