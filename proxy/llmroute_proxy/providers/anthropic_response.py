@@ -102,6 +102,7 @@ class AnthropicStreamTranslator:
         self._counts: JSON = {}
         self._stop_reason: str | None = None
         self._tool_for_block: dict[int, int] = {}
+        self._tools_with_arguments: set[int] = set()
         self._finished = False
 
     def feed(self, data: bytes) -> list[StreamChunk]:
@@ -175,11 +176,21 @@ class AnthropicStreamTranslator:
         if kind == "input_json_delta" and delta.get("partial_json"):
             tool_index = self._tool_for_block.get(event.get("index", -1))
             if tool_index is not None:
+                self._tools_with_arguments.add(tool_index)
                 call = {"index": tool_index, "function": {"arguments": delta["partial_json"]}}
                 return [self._chunk({"tool_calls": [call]})]
         if kind == "thinking_delta" and delta.get("thinking"):
             return [self._chunk({"reasoning_content": delta["thinking"]})]
         return []
+
+    def _block_stop(self, event: JSON) -> list[JSON]:
+        # Claude streams a call without parameters as `input: {}` plus one empty input_json_delta;
+        # OpenAI clients json-parse `arguments`, so an empty string must become "{}".
+        tool_index = self._tool_for_block.get(event.get("index", -1))
+        if tool_index is None or tool_index in self._tools_with_arguments:
+            return []
+        self._tools_with_arguments.add(tool_index)
+        return [self._chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": "{}"}}]})]
 
     def _message_delta(self, event: JSON) -> list[JSON]:
         stop_reason = (event.get("delta") or {}).get("stop_reason")
@@ -210,7 +221,7 @@ _EVENT_HANDLERS: dict[str, Callable[[AnthropicStreamTranslator, JSON], list[JSON
     "message_start": AnthropicStreamTranslator._message_start,
     "content_block_start": AnthropicStreamTranslator._block_start,
     "content_block_delta": AnthropicStreamTranslator._block_delta,
-    "content_block_stop": _ignored,
+    "content_block_stop": AnthropicStreamTranslator._block_stop,
     "message_delta": AnthropicStreamTranslator._message_delta,
     "message_stop": AnthropicStreamTranslator._message_stop,
     "ping": _ignored,

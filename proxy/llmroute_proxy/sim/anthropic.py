@@ -218,9 +218,11 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
                   for piece in split_words(answer.text or "", state.config.chunks)]
     else:
         block = {"type": "tool_use", "id": state.new_id("toolu_"), "name": answer.tool_name, "input": {}}
-        arguments = orjson.dumps(answer.tool_input).decode()
+        # Like Claude: a call without parameters streams no argument fragments at all, only the
+        # empty input_json_delta sent below.
+        arguments = orjson.dumps(answer.tool_input).decode() if answer.tool_input else ""
         deltas = [{"type": "input_json_delta", "partial_json": fragment}
-                  for fragment in split_even(arguments, state.config.chunks)]
+                  for fragment in split_even(arguments, state.config.chunks) if fragment]
     await stream.send(sse_event("content_block_start",
                                 {"type": "content_block_start", "index": 0, "content_block": block}))
     await stream.send(sse_event("ping", {"type": "ping"}))

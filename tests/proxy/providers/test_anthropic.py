@@ -417,6 +417,33 @@ def test_a_native_stream_carries_every_event_byte_for_byte() -> None:
     assert sum(is_usage_chunk(c.data) for c in chunks) == 1
 
 
+NO_PARAMETER_CALL = b"".join([
+    sse("message_start", {"type": "message_start", "message": {
+        "id": "msg_2", "type": "message", "role": "assistant", "content": [], "model": "claude-x",
+        "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+    sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+        "type": "tool_use", "id": "toolu_2", "name": "now", "input": {}}}),
+    sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                "delta": {"type": "input_json_delta", "partial_json": ""}}),
+    sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                          "usage": {"output_tokens": 9}}),
+    sse("message_stop", {"type": "message_stop"}),
+])
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_a_call_without_parameters_streams_arguments_as_an_empty_object(native: bool) -> None:
+    # What Claude really streams for a no-parameter tool: `input: {}` and one empty partial_json.
+    _, chunks = run(NO_PARAMETER_CALL, 7, native=native)
+    arguments = "".join(call["function"].get("arguments", "")
+                        for c in chunks if c.data["choices"]
+                        for call in c.data["choices"][0]["delta"].get("tool_calls", []))
+    assert arguments == "{}"
+    if native:
+        assert b"".join(c.native or b"" for c in chunks) == NO_PARAMETER_CALL
+
+
 def test_tool_indices_count_tool_calls_not_content_blocks() -> None:
     def tool_start(index: int) -> bytes:
         return sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
