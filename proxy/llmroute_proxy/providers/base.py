@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from llmroute_proxy.errors import UpstreamError
+from llmroute_proxy.errors import BadRequest, UpstreamError
 from llmroute_proxy.table import Target
 
 
@@ -69,7 +69,7 @@ class ChatRequest:
     __slots__ = ("anthropic_body", "anthropic_only", "body", "client_wants_usage", "stream")
 
     def __init__(self, body: dict[str, Any], anthropic_body: dict[str, Any] | None = None,
-                 anthropic_only: Exception | None = None) -> None:
+                 anthropic_only: BadRequest | None = None) -> None:
         self.body = body
         self.anthropic_body = anthropic_body
         # why only an Anthropic target can serve it natively (then `body` is a routing summary)

@@ -152,6 +152,10 @@ class RetryBudget:
         self._retries = [0] * buckets
         self._active = 0
 
+    @property
+    def ratio(self) -> float:
+        return self._ratio
+
     def on_request(self, now: float) -> None:
         self._requests[self._slot(now)] += 1
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -20,14 +19,13 @@ from llmroute_proxy.errors import (
 from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
 from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
-from llmroute_proxy.routing.cost import estimate_cost_usd
-from llmroute_proxy.routing.experiments import choose_arm
-from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
+from llmroute_proxy.routing.decide import BudgetInputs, decide
+from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
 from llmroute_proxy.server.state import Decision, Sidecar
-from llmroute_proxy.table import ProviderType, Route, Table
+from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
 log = logging.getLogger("llmroute.proxy")
@@ -98,30 +96,27 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     if sidecar.draining:
         return _error_response(encoder, _Draining(), _early_headers(request, sidecar))
     try:
-        table = _table(sidecar)
-        route = _route(request, table)
+        route = _route(request, _table(sidecar))
         facts = RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
                              bool(chat.body.get("tools")), _user(chat.body))
-        choice = choose_tier(route, facts)
-        if chat.anthropic_only is not None:
-            route, choice = _anthropic_targets_only(route, choice, chat.anthropic_only)
+        prompt_tokens = facts.prompt_tokens if route.budget is not None or sidecar.tpm_limited else 0
+        decision = decide(route, facts, roll=sidecar.rng.random(), anthropic_only=chat.anthropic_only,
+                          budget=_budget_inputs(sidecar, chat, prompt_tokens))
     except LLMRouteError as error:
         return _error_response(encoder, error, _early_headers(request, sidecar))
-    experiment = None
-    if route.experiments and choice.targets is None and chat.anthropic_only is None:
-        experiment = choose_arm(route, choice.tier, facts, sidecar.rng.random())
-    needs_tokens = route.budget is not None or sidecar.tpm_limited
-    prompt_tokens = facts.prompt_tokens if needs_tokens else 0
-    reservation, choice = _reserve_budget(sidecar, route, choice, chat, prompt_tokens)
+    if decision.budget is not None and decision.budget.alert:
+        _log_budget_alert(decision.route)
+    route, choice, experiment = decision.route, decision.choice, decision.experiment
     scope = sidecar.telemetry.start_request(operation, request.headers, path=request.path)
     scope.routed(route.name, choice.tier, choice.rule, experiment.name if experiment else None,
                  input_messages=chat.body.get("messages") if sidecar.telemetry.capture_content else None)
     now = sidecar.clock()
     ex = Exchange(request, chat, route, choice, experiment, encoder, scope,
                   deadline=now + route.fallback.overall_timeout, prompt_tokens=prompt_tokens,
-                  embeddings=operation == "embeddings")
+                  embeddings=operation == "embeddings", targets=decision.target_override)
     sidecar.in_flight += 1
     response: web.StreamResponse | None = None
+    reservation = decision.budget
     try:
         if reservation is not None and not reservation.allowed:
             raise _budget_spent(route, reservation)
@@ -148,35 +143,15 @@ def _budget_spent(route: Route, decision: BudgetDecision) -> LocalLimitExceeded:
         decision.retry_after, code="budget_exceeded", should_retry=False)
 
 
-def _anthropic_targets_only(route: Route, choice: TierChoice, why: Exception) -> tuple[Route, TierChoice]:
-    """Narrow the choice to the tier's Anthropic targets, without fallback tiers (they would get a
-    request they cannot be sent); refuse with the untranslatable field when there are none."""
-    candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
-    native = tuple(t for t in candidates if t.provider_type is ProviderType.ANTHROPIC)
-    if not native:
-        assert isinstance(why, BadRequest)
-        raise BadRequest(f"{why.message} Tier '{choice.tier}' has no Anthropic target to send it to natively.",
-                         param=why.param)
-    narrowed = replace(route, fallback=replace(route.fallback, fallback_tiers=()))
-    return narrowed, replace(choice, targets=native,
-                             reason=f"{choice.reason}; Anthropic-only request: Anthropic targets only")
-
-
-def _reserve_budget(sidecar: Sidecar, route: Route, choice: TierChoice, chat: ChatRequest,
-                    prompt_tokens: int) -> tuple[BudgetDecision | None, TierChoice]:
-    if route.budget is None:
-        return None, choice
-    tier = route.tiers[choice.tier]
+def _budget_inputs(sidecar: Sidecar, chat: ChatRequest, prompt_tokens: int) -> BudgetInputs:
     max_output = chat.max_output_tokens or sidecar.settings.default_max_output_tokens
-    estimate = max(estimate_cost_usd(prompt_tokens, max_output, t.pricing) for t in tier.targets)
-    decision = sidecar.ledger.reserve(route.name, route.budget, estimate, sidecar.wallclock())
-    if decision.alert:
-        log.warning("route %s crossed %g%% of its %s budget of %g USD", route.name,
-                    route.budget.alert_at_percent, route.budget.period.value, route.budget.limit_usd)
-    if decision.downgrade_to and decision.downgrade_to in route.tiers and decision.downgrade_to != choice.tier:
-        choice = TierChoice(decision.downgrade_to, "budget",
-                            f"budget exceeded: downgraded from '{choice.tier}' to '{decision.downgrade_to}'")
-    return decision, choice
+    return BudgetInputs(sidecar.ledger, sidecar.wallclock(), prompt_tokens, max_output)
+
+
+def _log_budget_alert(route: Route) -> None:
+    assert route.budget is not None
+    log.warning("route %s crossed %g%% of its %s budget of %g USD", route.name,
+                route.budget.alert_at_percent, route.budget.period.value, route.budget.limit_usd)
 
 
 def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> None:

@@ -68,6 +68,7 @@ class Exchange:
     cost: float | None = None
     target: Target | None = None
     embeddings: bool = False
+    targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
     soonest_retry_at: float | None = None  # when the first rate-limited target said it would take requests
 
     @property
@@ -110,7 +111,7 @@ class _Run:
 async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
     planner = AttemptPlanner(
         ex.route, ex.choice.tier,
-        targets=ex.experiment.targets if ex.experiment is not None else ex.choice.targets,
+        targets=ex.targets,
         health=sidecar.health, load=sidecar.load, limits=sidecar.limits,
         retry_budget=sidecar.retry_budget, rng=sidecar.rng,
         local_region=sidecar.table.region if sidecar.table else "",
@@ -129,8 +130,8 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
                 raise LocalLimitExceeded(
                     f"Every target of tier '{ex.choice.tier}' is at its local rate or concurrency limit.",
                     planner.saturated_retry_after)
-            note = ("the retry budget stopped further retries (at most 20% of requests may be retries "
-                    "during an outage)") if planner.stopped_by_retry_budget else None
+            note = (f"the retry budget stopped further retries (at most {sidecar.retry_budget.ratio:.0%} of "
+                    "requests may be retries during an outage)") if planner.stopped_by_retry_budget else None
             raise AttemptsExhausted(ex.attempts, retry_after=_soonest(planner.saturated_retry_after,
                                                                       ex.soonest_retry_at, now), note=note)
         target = attempt.target

@@ -79,6 +79,18 @@ spec:
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMRoute
+metadata: {{name: frugal-ab}}
+spec:
+  tiers:
+    premium: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
+    cheap: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
+  defaultTier: premium
+  experiments:
+    - {{name: challenger, tier: premium, percent: 100, targets: [{{provider: oai-b, model: gpt-4o-mini}}]}}
+  budget: {{limitUSD: 0.0001, period: day, onExceeded: "downgrade:cheap"}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
 metadata: {{name: capped}}
 spec:
   tiers:
@@ -172,6 +184,21 @@ def test_a_spent_budget_downgrades_to_the_cheap_tier(stack: Stack) -> None:
     spent = stack.call(lambda: stack.sidecar.ledger.snapshot("frugal", stack.sidecar.wallclock()).spent_usd)
     assert spent <= 0.001
     assert spent > 0.001 - 0.0002  # it switched only when one more premium answer might not fit
+
+
+def test_a_downgraded_request_goes_to_the_downgrade_tier_not_to_the_experiment_of_the_tier_it_left(
+        stack: Stack) -> None:
+    frugal = client(stack, route="frugal-ab")
+    answers = [frugal.chat.completions.with_raw_response.create(model="auto", messages=HELLO, max_tokens=10)
+               for _ in range(12)]
+    downgraded = [raw.headers for raw in answers if raw.headers["x-llmroute-tier"] == "cheap"]
+    assert downgraded, "the budget never ran out"
+    for headers in downgraded:
+        assert headers["x-llmroute-provider"] == "oai"
+        assert "x-llmroute-experiment" not in headers
+    first = answers[0].headers
+    assert (first["x-llmroute-tier"], first["x-llmroute-experiment"], first["x-llmroute-provider"]) == (
+        "premium", "challenger", "oai-b")
 
 
 def test_a_spent_budget_with_reject_answers_429_until_the_period_ends(stack: Stack) -> None:

@@ -1,0 +1,105 @@
+"""The whole routing decision for one request, made in one place.
+
+In order: the tier (rules, aliases, a concrete model), the narrowing of an Anthropic-only
+request to the tier's Anthropic targets, the experiment arm, and the budget: its worst-case
+estimate is taken over the targets that will really be tried (the arm's, the concrete model's,
+the Anthropic ones, or the tier's), and a downgrade is decided before the arm, so a downgraded
+request is sent to the downgrade tier's own targets (or to that tier's arm), never to an arm of
+the tier it left. The budget ledger is the only state touched: a reservation is opened here and
+settled by the caller when the request is over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.routing.budget import BudgetDecision, BudgetLedger
+from llmroute_proxy.routing.cost import estimate_cost_usd
+from llmroute_proxy.routing.experiments import choose_arm
+from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
+from llmroute_proxy.table import Experiment, ProviderType, Route, Target
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    route: Route  # narrowed to no fallback tiers for an Anthropic-only request
+    choice: TierChoice  # the tier served, and why (after any downgrade)
+    experiment: Experiment | None
+    targets: tuple[Target, ...]  # the candidates, before health and balancing order them
+    budget: BudgetDecision | None  # None when the route has no budget
+
+    @property
+    def target_override(self) -> tuple[Target, ...] | None:
+        """The candidates when they are not simply the tier's targets (for the attempt planner)."""
+        return None if self.targets == self.route.tiers[self.choice.tier].targets else self.targets
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetInputs:
+    ledger: BudgetLedger
+    now: float  # wall-clock epoch seconds: budget periods are calendar periods
+    prompt_tokens: int
+    max_output_tokens: int
+
+
+def decide(route: Route, facts: RequestFacts, *, roll: float, anthropic_only: BadRequest | None = None,
+           budget: BudgetInputs | None = None) -> RouteDecision:
+    """Raises `ModelNotFound` for an unknown model and `BadRequest` for an Anthropic-only request
+    whose tier has no Anthropic target; `roll` is a uniform draw in [0, 1) for unsticky arms."""
+    route, choice = _tier(route, facts, anthropic_only)
+    experiment = _arm(route, choice, facts, roll, anthropic_only)
+    targets = _candidates(route, choice, experiment)
+    if route.budget is None or budget is None:
+        return RouteDecision(route, choice, experiment, targets, None)
+    estimate = max(estimate_cost_usd(budget.prompt_tokens, budget.max_output_tokens, t.pricing) for t in targets)
+    verdict = budget.ledger.reserve(route.name, route.budget, estimate, budget.now)
+    downgrade = verdict.downgrade_to
+    if downgrade is None or downgrade not in route.tiers or downgrade == choice.tier:
+        return RouteDecision(route, choice, experiment, targets, verdict)
+    choice = TierChoice(downgrade, "budget", f"budget exceeded: downgraded from '{choice.tier}' to '{downgrade}'")
+    if anthropic_only is not None:
+        try:
+            choice = _anthropic_targets_only(route, choice, anthropic_only)[1]
+        except BadRequest:  # the downgrade tier cannot take it natively: the budget refuses it
+            if verdict.reservation is not None:
+                budget.ledger.release(verdict.reservation)
+            refused = BudgetDecision(allowed=False, retry_after=verdict.retry_after, exceeded=True)
+            return RouteDecision(route, choice, None, (), refused)
+    experiment = _arm(route, choice, facts, roll, anthropic_only)
+    return RouteDecision(route, choice, experiment, _candidates(route, choice, experiment), verdict)
+
+
+def _tier(route: Route, facts: RequestFacts, anthropic_only: BadRequest | None) -> tuple[Route, TierChoice]:
+    choice = choose_tier(route, facts)
+    if anthropic_only is None:
+        return route, choice
+    return _anthropic_targets_only(route, choice, anthropic_only)
+
+
+def _arm(route: Route, choice: TierChoice, facts: RequestFacts, roll: float,
+         anthropic_only: BadRequest | None) -> Experiment | None:
+    if not route.experiments or choice.targets is not None or anthropic_only is not None:
+        return None
+    return choose_arm(route, choice.tier, facts, roll)
+
+
+def _candidates(route: Route, choice: TierChoice, experiment: Experiment | None) -> tuple[Target, ...]:
+    if experiment is not None:
+        return experiment.targets
+    if choice.targets is not None:
+        return choice.targets
+    return route.tiers[choice.tier].targets
+
+
+def _anthropic_targets_only(route: Route, choice: TierChoice, why: BadRequest) -> tuple[Route, TierChoice]:
+    """Narrow the choice to the tier's Anthropic targets, without fallback tiers (they would get a
+    request they cannot be sent); refuse with the untranslatable field when there are none."""
+    candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
+    native = tuple(t for t in candidates if t.provider_type is ProviderType.ANTHROPIC)
+    if not native:
+        raise BadRequest(f"{why.message} Tier '{choice.tier}' has no Anthropic target to send it to natively.",
+                         param=why.param)
+    narrowed = replace(route, fallback=replace(route.fallback, fallback_tiers=()))
+    return narrowed, replace(choice, targets=native,
+                             reason=f"{choice.reason}; Anthropic-only request: Anthropic targets only")

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import pytest
+
+from llmroute_proxy.errors import BadRequest, ModelNotFound
+from llmroute_proxy.routing.budget import BudgetLedger
+from llmroute_proxy.routing.decide import BudgetInputs, decide
+from llmroute_proxy.routing.rules import RequestFacts
+from llmroute_proxy.table import (
+    Budget,
+    Experiment,
+    FallbackPolicy,
+    Pricing,
+    ProviderType,
+    Route,
+    Target,
+    TargetId,
+    Tier,
+)
+
+NOW = 1_780_000_000.0
+
+
+def target(model: str, price: float = 1.0, kind: ProviderType = ProviderType.OPENAI) -> Target:
+    provider = kind.value
+    return Target(id=TargetId(f"{provider}/{model}@eu"), provider=provider, provider_type=kind, model=model,
+                  url="https://example.invalid/v1", region="eu", pricing=Pricing(price, price))
+
+
+PREMIUM = target("premium", price=10.0)
+PREMIUM_ARM = target("premium-challenger", price=30.0)
+CHEAP = target("cheap", price=0.1)
+CHEAP_ARM = target("cheap-challenger", price=0.2)
+CLAUDE = target("claude", price=5.0, kind=ProviderType.ANTHROPIC)
+
+
+def route(budget: Budget | None = None, experiments: tuple[Experiment, ...] = (),
+          premium: tuple[Target, ...] = (PREMIUM,)) -> Route:
+    tiers = {"premium": Tier("premium", premium), "cheap": Tier("cheap", (CHEAP,))}
+    return Route(name="default", tiers=tiers, rules=(), default_tier="premium", experiments=experiments,
+                 budget=budget, fallback=FallbackPolicy(fallback_tiers=("cheap",)))
+
+
+def arm(tier: str, *targets: Target) -> Experiment:
+    return Experiment(name=f"{tier}-arm", tier=tier, percent=100.0, targets=targets)
+
+
+def facts(model: str = "auto") -> RequestFacts:
+    return RequestFacts(model, [{"role": "user", "content": "hi"}], {}, False, None)
+
+
+def spend(ledger: BudgetLedger, budget: Budget, usd: float) -> None:
+    decision = ledger.reserve("default", budget, usd, NOW)
+    assert decision.reservation is not None
+    ledger.settle(decision.reservation, usd, NOW)
+
+
+def inputs(ledger: BudgetLedger, prompt_tokens: int = 1000, max_output: int = 1000) -> BudgetInputs:
+    return BudgetInputs(ledger, NOW, prompt_tokens, max_output)
+
+
+def test_without_budget_or_experiment_the_tier_targets_are_the_candidates() -> None:
+    decision = decide(route(), facts(), roll=0.5)
+    assert decision.choice.tier == "premium"
+    assert decision.targets == (PREMIUM,)
+    assert decision.target_override is None
+    assert decision.budget is None
+
+
+def test_an_unknown_model_is_refused() -> None:
+    with pytest.raises(ModelNotFound):
+        decide(route(), facts("no-such-model"), roll=0.5)
+
+
+def test_a_request_in_an_arm_is_sent_to_the_arms_targets() -> None:
+    decision = decide(route(experiments=(arm("premium", PREMIUM_ARM),)), facts(), roll=0.5)
+    assert decision.experiment is not None and decision.experiment.name == "premium-arm"
+    assert decision.target_override == (PREMIUM_ARM,)
+
+
+def test_a_downgraded_request_goes_to_the_downgrade_tier_not_to_an_arm_of_the_tier_it_left() -> None:
+    budget = Budget(limit_usd=1.0, on_exceeded="downgrade", downgrade_tier="cheap")
+    ledger = BudgetLedger()
+    spend(ledger, budget, 1.0)
+    decision = decide(route(budget, experiments=(arm("premium", PREMIUM_ARM),)), facts(), roll=0.5,
+                      budget=inputs(ledger))
+    assert decision.choice.tier == "cheap"
+    assert decision.choice.rule == "budget"
+    assert decision.experiment is None
+    assert decision.targets == (CHEAP,)
+
+
+def test_a_downgraded_request_takes_the_downgrade_tiers_own_arm() -> None:
+    budget = Budget(limit_usd=1.0, on_exceeded="downgrade", downgrade_tier="cheap")
+    ledger = BudgetLedger()
+    spend(ledger, budget, 1.0)
+    experiments = (arm("premium", PREMIUM_ARM), arm("cheap", CHEAP_ARM))
+    decision = decide(route(budget, experiments=experiments), facts(), roll=0.5, budget=inputs(ledger))
+    assert decision.experiment is not None and decision.experiment.name == "cheap-arm"
+    assert decision.targets == (CHEAP_ARM,)
+
+
+def test_the_budget_estimate_is_taken_over_the_arms_targets_not_the_tiers() -> None:
+    budget = Budget(limit_usd=1000.0, on_exceeded="reject")
+    ledger = BudgetLedger()
+    decision = decide(route(budget, experiments=(arm("premium", PREMIUM_ARM),)), facts(), roll=0.5,
+                      budget=inputs(ledger, prompt_tokens=1_000_000, max_output=0))
+    assert decision.budget is not None and decision.budget.reservation is not None
+    assert decision.budget.reservation.estimate_usd == pytest.approx(30.0)  # the arm's price, not premium's 10
+
+
+def test_the_budget_estimate_is_taken_over_a_concrete_models_target_only() -> None:
+    budget = Budget(limit_usd=1000.0, on_exceeded="reject")
+    ledger = BudgetLedger()
+    small = target("gpt-small", price=1.0)
+    decision = decide(route(budget, premium=(small, PREMIUM_ARM)), facts("gpt-small"), roll=0.5,
+                      budget=inputs(ledger, prompt_tokens=1_000_000, max_output=0))
+    assert decision.targets == (small,)
+    assert decision.budget is not None and decision.budget.reservation is not None
+    assert decision.budget.reservation.estimate_usd == pytest.approx(1.0)  # not the tier's dearest, 30
+
+
+def test_an_exhausted_reject_budget_refuses_without_reserving() -> None:
+    budget = Budget(limit_usd=1.0, on_exceeded="reject")
+    ledger = BudgetLedger()
+    spend(ledger, budget, 1.0)
+    decision = decide(route(budget), facts(), roll=0.5, budget=inputs(ledger))
+    assert decision.budget is not None
+    assert not decision.budget.allowed and decision.budget.reservation is None
+
+
+ANTHROPIC_ONLY = BadRequest("web_search is served by Anthropic only.", param="tools")
+
+
+def test_an_anthropic_only_request_is_narrowed_to_anthropic_targets_without_fallback_tiers() -> None:
+    decision = decide(route(premium=(PREMIUM, CLAUDE)), facts(), roll=0.5, anthropic_only=ANTHROPIC_ONLY)
+    assert decision.targets == (CLAUDE,)
+    assert decision.route.fallback.fallback_tiers == ()
+
+
+def test_an_anthropic_only_request_with_no_anthropic_target_names_the_field() -> None:
+    with pytest.raises(BadRequest) as refused:
+        decide(route(), facts(), roll=0.5, anthropic_only=ANTHROPIC_ONLY)
+    assert refused.value.param == "tools"
+    assert "no Anthropic target" in refused.value.message
+
+
+def test_an_anthropic_only_request_the_downgrade_tier_cannot_take_is_refused_by_the_budget() -> None:
+    budget = Budget(limit_usd=1.0, on_exceeded="downgrade", downgrade_tier="cheap")
+    ledger = BudgetLedger()
+    spend(ledger, budget, 1.0)
+    decision = decide(route(budget, premium=(CLAUDE,)), facts(), roll=0.5, anthropic_only=ANTHROPIC_ONLY,
+                      budget=inputs(ledger))
+    assert decision.budget is not None and not decision.budget.allowed
+    assert ledger.snapshot("default", NOW).reserved_usd == 0.0  # the reservation taken before the downgrade was released
