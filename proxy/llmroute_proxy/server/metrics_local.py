@@ -26,14 +26,12 @@ from prometheus_client.metrics_core import Metric
 from llmroute_proxy import __version__
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Histogram
-
-    from llmroute_proxy.server.telemetry import Telemetry
+    from opentelemetry.metrics import Histogram as SdkHistogram
 
 CARDINALITY_LIMIT = 2000
 """Series per metric before new attribute sets fold into one overflow series (the SDK's default)."""
 
-_SCOPE = "llmroute"
+SCOPE_NAME = "llmroute"
 
 Key = tuple[str | int, ...]
 """Attribute values in the order of a metric's attribute names; "" means the attribute is absent."""
@@ -61,7 +59,7 @@ class _Metric:
         return {name: value for name, value in zip(self.names, key, strict=True) if value != ""}
 
 
-class _Tally(_Metric):
+class Tally(_Metric):
     """A monotonic sum per attribute set: a dict update on the request path (~0.3 µs)."""
 
     __slots__ = ("_values",)
@@ -92,7 +90,7 @@ class _Buckets:
         self.total = 0.0
 
 
-class _Histogram(_Metric):
+class Histogram(_Metric):
     """Explicit-bucket counts, sum and count per attribute set (~0.5 µs a record).
 
     Bucket i counts the values in (boundaries[i-1], boundaries[i]], as OpenTelemetry and
@@ -105,7 +103,7 @@ class _Histogram(_Metric):
                  boundaries: Sequence[float]) -> None:
         super().__init__(name, unit, description, names)
         self.boundaries = tuple(boundaries)
-        self.sdk: Histogram | None = None
+        self.sdk: SdkHistogram | None = None
         self._series: dict[Key, _Buckets] = {}
 
     def record(self, value: float, key: Key) -> None:
@@ -125,7 +123,7 @@ class _Histogram(_Metric):
         return [(self.attributes(key), list(b.counts), b.total) for key, b in list(self._series.items())]
 
 
-class _Gauge(_Metric):
+class Gauge(_Metric):
     """A value read at collection time. `up_down`: an up-down counter in OTLP, a gauge everywhere."""
 
     __slots__ = ("points", "up_down")
@@ -158,30 +156,30 @@ def _label_value(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-class _PrometheusCollector:
+class PrometheusCollector:
     """A prometheus_client collector rendering the aggregates as the OpenTelemetry exporter did.
 
     Metrics without a point are left out; label names are the union over a metric's points,
     sorted, with "" where a point lacks one, plus the instrumentation-scope labels.
     """
 
-    def __init__(self, telemetry: Telemetry, resource: Resource) -> None:
-        self._telemetry = telemetry
-        self._scope = {"otel_scope_name": _SCOPE, "otel_scope_schema_url": "", "otel_scope_version": __version__}
+    def __init__(self, histograms: Sequence[Histogram], tallies: Sequence[Tally], gauges: Sequence[Gauge],
+                 resource: Resource) -> None:
+        self._histograms, self._tallies, self._gauges = histograms, tallies, gauges
+        self._scope = {"otel_scope_name": SCOPE_NAME, "otel_scope_schema_url": "", "otel_scope_version": __version__}
         labels = {_label(key): _label_value(value) for key, value in resource.attributes.items()}
         self._target_info = InfoMetricFamily("target", "Target metadata", labels=list(labels))
         self._target_info.add_metric(list(labels), labels)
 
     def collect(self) -> Iterator[Metric]:
         yield self._target_info
-        t = self._telemetry
-        for histogram in t.histograms:
+        for histogram in self._histograms:
             if series := histogram.series():
                 yield self._histogram(histogram, series)
-        for tally in t.tallies:
+        for tally in self._tallies:
             if points := tally.points():
                 yield self._family(CounterMetricFamily, tally, points)
-        for gauge in t.gauges:
+        for gauge in self._gauges:
             if points := list(gauge.points()):
                 yield self._family(GaugeMetricFamily, gauge, points)
 
@@ -200,7 +198,7 @@ class _PrometheusCollector:
             family.add_metric(row, value)
         return family
 
-    def _histogram(self, histogram: _Histogram, series: list[tuple[Attributes, list[int], float]]) -> Metric:
+    def _histogram(self, histogram: Histogram, series: list[tuple[Attributes, list[int], float]]) -> Metric:
         name, unit = _prometheus_name(histogram)
         names, rows = self._rows(attributes for attributes, _, _ in series)
         family = HistogramMetricFamily(name, histogram.description, labels=names, unit=unit)

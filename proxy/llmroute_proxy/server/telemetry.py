@@ -17,10 +17,10 @@ one): otherwise no tracer is built and the hot path pays for metrics alone.
 Metrics are aggregated here, not in the OpenTelemetry SDK. The SDK's synchronous instruments
 validate and hash their attribute dict on every call: ~12 µs a `Histogram.record` with 7–8
 attributes, 60–110 µs a request, a quarter of the sidecar's CPU. A request instead adds to
-plain dicts keyed by a tuple of attribute values (`_Tally` for sums, `_Histogram` for bucket
+plain dicts keyed by a tuple of attribute values (`Tally` for sums, `Histogram` for bucket
 counts, sum and count): ~1 µs in all. Everything is read at collection time:
 
-- `/metrics` renders those aggregates with `_PrometheusCollector`, on a private
+- `/metrics` renders those aggregates with `PrometheusCollector`, on a private
   `CollectorRegistry`, exactly as the OpenTelemetry Prometheus exporter rendered them before:
   same names and unit suffixes, sorted and sanitised labels with the instrumentation-scope
   labels, absent attributes as "", the spec's bucket boundaries, `target_info` from the
@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -57,12 +58,16 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from llmroute_proxy import __version__
 from llmroute_proxy.routing.budget import BudgetStatus
-from llmroute_proxy.server.metrics_local import _SCOPE, _Gauge, _Histogram, _PrometheusCollector, _Tally
 from llmroute_proxy.server.metrics_local import CARDINALITY_LIMIT as CARDINALITY_LIMIT
+from llmroute_proxy.server.metrics_local import SCOPE_NAME, Gauge, Histogram, PrometheusCollector, Tally
 from llmroute_proxy.server.metrics_local import Attributes as Attributes
 from llmroute_proxy.server.metrics_local import Key as Key
 from llmroute_proxy.server.metrics_local import Point as Point
-from llmroute_proxy.server.telemetry_scopes import _ATTEMPT, _ATTEMPT_END, _TOKENS
+from llmroute_proxy.server.telemetry_scopes import (
+    ATTEMPT_ATTRIBUTES,
+    ATTEMPT_END_ATTRIBUTES,
+    TOKEN_ATTRIBUTES,
+)
 from llmroute_proxy.server.telemetry_scopes import PROVIDER_NAMES as PROVIDER_NAMES
 from llmroute_proxy.server.telemetry_scopes import AttemptScope as AttemptScope
 from llmroute_proxy.server.telemetry_scopes import RequestScope as RequestScope
@@ -154,17 +159,17 @@ class Telemetry:
         self._budgets: BudgetSource | None = None
         self._table_version: str | None = None
         self._closed = False
-        self._propagator = TraceContextTextMapPropagator()
+        self.propagator: TextMapPropagator = TraceContextTextMapPropagator()
         self._tracer_provider: TracerProvider | None = None
-        self._tracer: Tracer | None = None
+        self.tracer: Tracer | None = None
         self._meter_provider: MeterProvider | None = None
         self._otlp_metrics: PeriodicExportingMetricReader | None = None
-        self._prometheus: _PrometheusCollector | None = None
+        self._prometheus: PrometheusCollector | None = None
         self._instruments()
         if settings.disabled:
             return
         resource = Resource.create({"service.name": settings.service_name, "service.version": __version__})
-        self._prometheus = _PrometheusCollector(self, resource)
+        self._prometheus = PrometheusCollector(self.histograms, self.tallies, self.gauges, resource)
         self.registry.register(self._prometheus)
         if span_exporter is None and settings.traces_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -186,47 +191,47 @@ class Telemetry:
     @property
     def tracing(self) -> bool:
         """Whether spans are recorded at all (an exporter exists)."""
-        return self._tracer is not None
+        return self.tracer is not None
 
     def _instruments(self) -> None:
-        self.token_usage = _Histogram(
-            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.", _TOKENS,
+        self.token_usage = Histogram(
+            "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.", TOKEN_ATTRIBUTES,
             TOKEN_BUCKETS)
-        self.operation_duration = _Histogram(
+        self.operation_duration = Histogram(
             "gen_ai.client.operation.duration", "s", "GenAI operation duration (one upstream attempt).",
-            _ATTEMPT_END, DURATION_BUCKETS)
-        self.time_to_first_chunk = _Histogram(
+            ATTEMPT_END_ATTRIBUTES, DURATION_BUCKETS)
+        self.time_to_first_chunk = Histogram(
             "gen_ai.client.operation.time_to_first_chunk", "s",
-            "Time from sending a streamed request upstream to its first chunk with output.", _ATTEMPT,
+            "Time from sending a streamed request upstream to its first chunk with output.", ATTEMPT_ATTRIBUTES,
             DURATION_BUCKETS)
-        self.request_duration = _Histogram(
+        self.request_duration = Histogram(
             "llmroute.request.duration", "s", "Whole client request, every attempt included.",
             ("llmroute.route", "http.response.status_code", "error.type"), DURATION_BUCKETS)
-        self.requests = _Tally("llmroute.requests", "{request}", "Client requests answered.",
+        self.requests = Tally("llmroute.requests", "{request}", "Client requests answered.",
                                ("llmroute.route", "llmroute.tier", "http.response.status_code", "error.type"))
-        self.cost = _Tally("llmroute.cost.usd", "{USD}", "Money spent upstream, in USD.",
+        self.cost = Tally("llmroute.cost.usd", "{USD}", "Money spent upstream, in USD.",
                            ("llmroute.route", "llmroute.tier", "llmroute.target", "llmroute.experiment"))
-        self.attempts = _Tally("llmroute.attempts", "{attempt}", "Upstream attempts by outcome.",
+        self.attempts = Tally("llmroute.attempts", "{attempt}", "Upstream attempts by outcome.",
                                ("llmroute.route", "llmroute.target", "llmroute.outcome"))
-        self.failovers = _Tally("llmroute.failovers", "{failover}",
+        self.failovers = Tally("llmroute.failovers", "{failover}",
                                 "Requests moved away from a target, by the reason.",
                                 ("llmroute.route", "llmroute.target", "llmroute.failover_reason"))
-        self.ejections = _Tally("llmroute.ejections", "{ejection}", "Targets ejected by the breaker.",
+        self.ejections = Tally("llmroute.ejections", "{ejection}", "Targets ejected by the breaker.",
                                 ("llmroute.target", "llmroute.ejection_reason"))
         self.in_flight = 0
         self.histograms = (self.operation_duration, self.time_to_first_chunk, self.token_usage,
                            self.request_duration)
         self.tallies = (self.requests, self.cost, self.attempts, self.failovers, self.ejections)
         self.gauges = (
-            _Gauge("llmroute.requests.in_flight", "{request}", "Client requests being served.",
+            Gauge("llmroute.requests.in_flight", "{request}", "Client requests being served.",
                    self._in_flight_points, up_down=True),
-            _Gauge("llmroute.circuit.state", "", "1 for each target's current breaker state, 0 for the others.",
+            Gauge("llmroute.circuit.state", "", "1 for each target's current breaker state, 0 for the others.",
                    self._circuit_points),
-            _Gauge("llmroute.budget.spent.usd", "{USD}", "Spent in the current budget period, per route.",
+            Gauge("llmroute.budget.spent.usd", "{USD}", "Spent in the current budget period, per route.",
                    self._spent_points),
-            _Gauge("llmroute.budget.remaining.usd", "{USD}",
+            Gauge("llmroute.budget.remaining.usd", "{USD}",
                    "Left in the current budget period (limit - spent - reserved).", self._remaining_points),
-            _Gauge("llmroute.table.info", "", "1, with the routing table's version as an attribute.",
+            Gauge("llmroute.table.info", "", "1, with the routing table's version as an attribute.",
                    self._table_points),
         )
 
@@ -236,7 +241,7 @@ class Telemetry:
 
         self._tracer_provider = TracerProvider(resource=resource)
         self._tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
-        self._tracer = self._tracer_provider.get_tracer(_SCOPE, __version__)
+        self.tracer = self._tracer_provider.get_tracer(SCOPE_NAME, __version__)
 
     def _start_otlp_metrics(self, exporter: MetricExporter, resource: Resource) -> None:
         """The SDK pipeline for OTLP: its histograms recorded beside ours, the rest observed from ours."""
@@ -246,7 +251,7 @@ class Telemetry:
         self._otlp_metrics = PeriodicExportingMetricReader(
             exporter, export_interval_millis=self.settings.metric_export_interval_s * 1000.0)
         self._meter_provider = MeterProvider(resource=resource, metric_readers=[self._otlp_metrics])
-        meter = self._meter_provider.get_meter(_SCOPE, __version__)
+        meter = self._meter_provider.get_meter(SCOPE_NAME, __version__)
         for histogram in self.histograms:
             histogram.sdk = meter.create_histogram(histogram.name, histogram.unit, histogram.description,
                                                    explicit_bucket_boundaries_advisory=histogram.boundaries)

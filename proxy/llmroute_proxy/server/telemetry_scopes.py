@@ -7,22 +7,39 @@ at the points listed in `llmroute_proxy.server.telemetry`, which re-exports both
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.providers.base import Usage
-from llmroute_proxy.server.metrics_local import Key
+from llmroute_proxy.server.metrics_local import Histogram, Key, Tally
 from llmroute_proxy.table import ProviderType, Target
 
-if TYPE_CHECKING:
-    from llmroute_proxy.server.telemetry import Telemetry
+
+class TelemetrySink(Protocol):
+    """What a scope records into: the instruments and tracer of `llmroute_proxy.server.telemetry`
+    (its `Telemetry` is the one implementation; scopes import nothing from it)."""
+
+    clock: Callable[[], float]
+    capture_content: bool
+    in_flight: int
+    tracer: Tracer | None
+    propagator: TextMapPropagator
+    requests: Tally
+    request_duration: Histogram
+    failovers: Tally
+    attempts: Tally
+    cost: Tally
+    time_to_first_chunk: Histogram
+    operation_duration: Histogram
+    token_usage: Histogram
 
 PROVIDER_NAMES = {
     ProviderType.OPENAI: "openai",
@@ -32,11 +49,11 @@ PROVIDER_NAMES = {
 }
 """`gen_ai.provider.name` per provider type; openai-compatible targets use their LLMProvider's name."""
 
-_ATTEMPT = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "server.address",
+ATTEMPT_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "server.address",
             "server.port", "llmroute.target")
 """The attributes of every GenAI client metric point, in the order of an attempt's key."""
-_ATTEMPT_END = (*_ATTEMPT, "gen_ai.response.model", "error.type")
-_TOKENS = (*_ATTEMPT_END, "gen_ai.token.type")
+ATTEMPT_END_ATTRIBUTES = (*ATTEMPT_ATTRIBUTES, "gen_ai.response.model", "error.type")
+TOKEN_ATTRIBUTES = (*ATTEMPT_END_ATTRIBUTES, "gen_ai.token.type")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -70,7 +87,7 @@ class RequestScope:
     __slots__ = ("_attempt_context", "_ended", "_failure", "_input", "_last_target", "_span", "_started",
                  "_telemetry", "attempts", "experiment", "operation", "route", "rule", "tier", "trace_id")
 
-    def __init__(self, telemetry: Telemetry, operation: str, headers: Mapping[str, str], method: str,
+    def __init__(self, telemetry: TelemetrySink, operation: str, headers: Mapping[str, str], method: str,
                  path: str) -> None:
         self._telemetry = telemetry
         self.operation = operation
@@ -86,11 +103,11 @@ class RequestScope:
         self._started = telemetry.clock()
         self._span: Span | None = None
         self._attempt_context: Context | None = None
-        tracer = telemetry._tracer
+        tracer = telemetry.tracer
         if tracer is None:
             self.trace_id = _incoming_trace_id(headers)
         else:
-            parent = telemetry._propagator.extract(headers) if "traceparent" in headers else None
+            parent = telemetry.propagator.extract(headers) if "traceparent" in headers else None
             self._span = tracer.start_span(f"{method} {path}", parent, SpanKind.SERVER, {
                 "http.request.method": method, "http.route": path, "gen_ai.operation.name": operation})
             self._attempt_context = trace.set_span_in_context(self._span)
@@ -160,8 +177,8 @@ class AttemptScope:
         self._key: Key = (scope.operation, provider_name(target), target.model, address, port, target.id)
         self._span: Span | None = None
         telemetry = scope._telemetry
-        if telemetry._tracer is not None:
-            attributes: dict[str, Any] = {**dict(zip(_ATTEMPT, self._key, strict=True)), **_routing_attributes(scope),
+        if telemetry.tracer is not None:
+            attributes: dict[str, Any] = {**dict(zip(ATTEMPT_ATTRIBUTES, self._key, strict=True)), **_routing_attributes(scope),
                                           "llmroute.attempt": number, "llmroute.region": target.region}
             if requested_model:
                 attributes["llmroute.requested_model"] = requested_model
@@ -169,7 +186,7 @@ class AttemptScope:
                 attributes["llmroute.failover_reason"] = failover_reason
             if scope._input is not None:
                 attributes["gen_ai.input.messages"] = scope._input
-            self._span = telemetry._tracer.start_span(f"{scope.operation} {target.model}",
+            self._span = telemetry.tracer.start_span(f"{scope.operation} {target.model}",
                                                       scope._attempt_context, SpanKind.CLIENT, attributes)
         self._started = telemetry.clock()
 
