@@ -81,18 +81,23 @@ class ReportSink(Protocol):
 
 
 class Generation:
-    """An awaitable change counter: the `generation()` / `changed()` half of a TableSource."""
+    """An awaitable change counter: the `generation()` / `changed()` half of a TableSource.
+
+    `advance` is synchronous so that pure code (the cluster index) can move it without awaiting."""
 
     def __init__(self) -> None:
         self.value = 0
-        self._condition = asyncio.Condition()
+        self._moved = asyncio.Event()
 
     async def changed(self, since: int) -> int:
-        async with self._condition:
-            await self._condition.wait_for(lambda: self.value > since)
+        while self.value <= since:
+            await self._moved.wait()
         return self.value
 
+    def advance(self) -> None:
+        self.value += 1
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
     async def bump(self) -> None:
-        async with self._condition:
-            self.value += 1
-            self._condition.notify_all()
+        self.advance()
