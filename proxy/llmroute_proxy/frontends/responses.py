@@ -1,0 +1,420 @@
+"""The OpenAI Responses dialect of the front door: `POST /v1/responses` in, canonical chat out.
+
+A Responses request becomes the canonical chat-completions request, so routing, tiers,
+failover, budgets, limits, experiments and telemetry are exactly those of chat completions,
+and every provider module serves it unchanged. What the canonical form cannot carry is
+refused here with a 400 naming the field, never dropped: the built-in tools (web search,
+file search, code interpreter, computer use…), which need OpenAI's own servers; stored
+prompts, conversations, background runs; and every field this module does not know.
+
+Deliberately kept out of the upstream request: `store`, `metadata` and `previous_response_id`,
+which are the sidecar's business (its response store), not the provider's; and reasoning items
+passed back, which are accepted and left out because chat completions has no slot for them
+(the answer's reasoning is shown, not replayed).
+
+The answer side lives in `responses_output`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.validation import boolean, integer, number, optional_object, string
+
+JSON = dict[str, Any]
+
+BUILT_IN_TOOLS = frozenset({
+    "web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11",
+    "file_search", "code_interpreter", "computer", "computer_use_preview", "computer_use",
+    "image_generation", "mcp", "local_shell", "shell", "apply_patch", "custom", "tool_search",
+})
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+_KNOWN = frozenset({
+    "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "reasoning",
+    "max_output_tokens", "temperature", "top_p", "metadata", "user", "safety_identifier", "store", "stream",
+    "stream_options", "previous_response_id", "include", "truncation", "prompt_cache_key", "service_tier",
+    "background",
+})
+_REFUSED = {
+    "conversation": "conversations live on OpenAI's servers; use previous_response_id",
+    "prompt": "stored prompt templates live on OpenAI's servers",
+    "max_tool_calls": "built-in tool calls do not run here",
+    "top_logprobs": "log probabilities are not carried through the canonical chat form",
+    "context_management": "server-side compaction is OpenAI's own",
+    "prompt_cache_retention": "cache retention is OpenAI's own",
+}
+_INCLUDABLE = frozenset({"reasoning.encrypted_content", "message.output_text.logprobs"})
+_INCLUDE_NOTHING = frozenset({"reasoning.encrypted_content"})
+_MESSAGE_ROLES = ("user", "system", "developer", "assistant")
+_IGNORED_ITEM_FIELDS = frozenset({"id", "status"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesTurn:
+    """One Responses request, validated, and what the sidecar derived from it.
+
+    `canonical` is the chat request sent on; `conversation` its messages without the
+    instructions (which a later turn does not inherit), kept for `previous_response_id`.
+    """
+
+    body: JSON
+    canonical: JSON
+    conversation: tuple[JSON, ...]
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def store(self) -> bool:
+        return self.body.get("store") is not False
+
+
+def previous_response_id(body: Any) -> str | None:
+    """The id a request continues from, checked before its conversation is looked up."""
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    value = body.get("previous_response_id")
+    if value is not None and (not isinstance(value, str) or not value):
+        raise BadRequest("'previous_response_id' must be a non-empty string.", param="previous_response_id")
+    return value
+
+
+def request_to_canonical(body: Any, history: Sequence[JSON] = ()) -> ResponsesTurn:
+    """The canonical chat request for a Responses request continuing `history` (canonical
+    messages of the earlier turns); `BadRequest` names what is wrong or unsupported."""
+    previous_response_id(body)
+    _top_level(body)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a non-empty string.", param="model")
+    conversation = [*history, *_input(body.get("input"))]
+    if not conversation:
+        raise BadRequest("'input' is required: a string or a non-empty array of items.", param="input")
+    out: JSON = {"model": model, "messages": _instructions(body.get("instructions")) + conversation}
+    _tooling(body, out)
+    _text(body.get("text"), out)
+    _reasoning(body.get("reasoning"), out)
+    _scalars(body, out)
+    if boolean(body.get("stream"), "stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    elif body.get("stream_options") is not None:
+        raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+    return ResponsesTurn(body, out, tuple(conversation))
+
+
+def _top_level(body: JSON) -> None:
+    for name, value in body.items():
+        if name in _REFUSED and value is not None:
+            raise BadRequest(f"'{name}' is not supported by llmroute: {_REFUSED[name]}.", param=name,
+                             code="unsupported_parameter")
+        if name not in _KNOWN and name not in _REFUSED:
+            raise BadRequest(f"'{name}' is not a Responses API field llmroute knows; it was not sent on.",
+                             param=name, code="unknown_parameter")
+    if body.get("background") not in (None, False):
+        raise BadRequest("'background' responses are not supported: the sidecar answers in the request.",
+                         param="background", code="unsupported_parameter")
+    if body.get("truncation") not in (None, "disabled"):
+        raise BadRequest("'truncation' must be disabled: the sidecar does not drop input items.",
+                         param="truncation", code="unsupported_parameter")
+    if body.get("service_tier") not in (None, "auto", "default"):
+        raise BadRequest("'service_tier' can only be auto or default: tiers are llmroute's routing.",
+                         param="service_tier", code="unsupported_parameter")
+    for i, item in enumerate(_array(body.get("include"), "include")):
+        if item not in _INCLUDABLE:
+            raise BadRequest(f"include[{i}] {item!r} cannot be produced here; only "
+                             f"{', '.join(sorted(_INCLUDABLE))} are accepted.", param=f"include[{i}]",
+                             code="unsupported_parameter")
+        if item not in _INCLUDE_NOTHING:
+            raise BadRequest(f"include[{i}] {item!r}: log probabilities are not carried through the "
+                             "canonical chat form.", param=f"include[{i}]", code="unsupported_parameter")
+    options = optional_object(body.get("stream_options"), "stream_options") or {}
+    for name in options:
+        if name != "include_obfuscation":
+            raise BadRequest(f"'stream_options.{name}' is not supported.", param=f"stream_options.{name}",
+                             code="unsupported_parameter")
+
+
+def _array(value: Any, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"'{path}' must be an array.", param=path)
+    return value
+
+
+# ---- input --------------------------------------------------------------------------------
+
+
+def _instructions(instructions: Any) -> list[JSON]:
+    if string(instructions, "instructions"):
+        return [{"role": "system", "content": instructions}]
+    return []
+
+
+def _input(value: Any) -> list[JSON]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest("'input' must be a string or an array of items.", param="input")
+    out: list[JSON] = []
+    for i, item in enumerate(value):
+        path = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{path} must be an object.", param=path)
+        kind = item.get("type", "message")
+        if kind == "message":
+            _message(item, path, out)
+        elif kind == "function_call":
+            _function_call(item, path, out)
+        elif kind == "function_call_output":
+            out.append(_function_output(item, path))
+        elif kind == "reasoning":
+            continue  # the canonical chat form has no slot for reasoning passed back
+        elif isinstance(kind, str):
+            raise BadRequest(f"{path}.type {kind!r} cannot be sent through llmroute (built-in tool calls and "
+                             "item references need OpenAI's servers).", param=f"{path}.type",
+                             code="unsupported_parameter")
+        else:
+            raise BadRequest(f"{path}.type must be a string.", param=f"{path}.type")
+    return out
+
+
+def _message(item: JSON, path: str, out: list[JSON]) -> None:
+    role = item.get("role")
+    if role not in _MESSAGE_ROLES:
+        raise BadRequest(f"{path}.role must be one of {', '.join(_MESSAGE_ROLES)}.", param=f"{path}.role")
+    content = item.get("content")
+    if isinstance(content, str):
+        message: JSON = {"role": role, "content": content}
+    elif isinstance(content, list):
+        parts = [_part(part, role, f"{path}.content[{k}]") for k, part in enumerate(content)]
+        message = {"role": role, "content": _collapse(parts, role)}
+        refusals = [p["refusal"] for p in parts if p["type"] == "refusal"]
+        if refusals:
+            message = {"role": role, "content": _collapse([p for p in parts if p["type"] != "refusal"], role)
+                       or None, "refusal": "".join(refusals)}
+    else:
+        raise BadRequest(f"{path}.content must be a string or an array of parts.", param=f"{path}.content")
+    for name in item:
+        if name not in ("type", "role", "content", *_IGNORED_ITEM_FIELDS):
+            raise BadRequest(f"{path}.{name} is not supported.", param=f"{path}.{name}",
+                             code="unsupported_parameter")
+    out.append(message)
+
+
+def _collapse(parts: list[JSON], role: str) -> str | list[JSON]:
+    """Text-only content becomes a string: system and assistant messages take nothing else."""
+    if all(p["type"] == "text" for p in parts) and (role != "user" or len(parts) == 1):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _part(part: Any, role: str, path: str) -> JSON:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if not isinstance(kind, str):
+        raise BadRequest(f"{path}.type is required and must be a string.", param=f"{path}.type")
+    if kind in ("input_text", "output_text"):
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise BadRequest(f"{path}.text must be a string.", param=f"{path}.text")
+        return {"type": "text", "text": text}
+    if kind == "refusal" and role == "assistant" and isinstance(part.get("refusal"), str):
+        return {"type": "refusal", "refusal": part["refusal"]}
+    if role == "user" and kind == "input_image":
+        return _image(part, path)
+    if role == "user" and kind == "input_file":
+        return _file(part, path)
+    raise BadRequest(f"{path}.type {kind!r} is not allowed in a {role} message here.", param=f"{path}.type",
+                     code="unsupported_parameter")
+
+
+def _image(part: JSON, path: str) -> JSON:
+    url = part.get("image_url")
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"{path}.image_url is required (file_id refers to OpenAI's file store, which other "
+                         "providers cannot read).", param=f"{path}.image_url", code="unsupported_parameter")
+    image: JSON = {"url": url}
+    if part.get("detail") in ("low", "high", "auto"):
+        image["detail"] = part["detail"]
+    return {"type": "image_url", "image_url": image}
+
+
+def _file(part: JSON, path: str) -> JSON:
+    data = part.get("file_data")
+    if not isinstance(data, str) or not data:
+        raise BadRequest(f"{path}.file_data is required (file_id and file_url refer to OpenAI's servers).",
+                         param=f"{path}.file_data", code="unsupported_parameter")
+    return {"type": "file", "file": {"filename": str(part.get("filename") or "document.pdf"), "file_data": data}}
+
+
+def _function_call(item: JSON, path: str, out: list[JSON]) -> None:
+    """Consecutive calls (and the assistant text before them) make one assistant message."""
+    for name in ("call_id", "name", "arguments"):
+        if not isinstance(item.get(name), str):
+            raise BadRequest(f"{path}.{name} must be a string.", param=f"{path}.{name}")
+    call = {"id": item["call_id"], "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]}}
+    last = out[-1] if out else None
+    if last is not None and last["role"] == "assistant" and isinstance(last.get("content"), str | None):
+        last.setdefault("tool_calls", []).append(call)
+        if last.get("content") == "":
+            last["content"] = None
+    else:
+        out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def _function_output(item: JSON, path: str) -> JSON:
+    if not isinstance(item.get("call_id"), str):
+        raise BadRequest(f"{path}.call_id must be a string.", param=f"{path}.call_id")
+    output = item.get("output")
+    if isinstance(output, list):
+        texts = []
+        for k, part in enumerate(output):
+            if not isinstance(part, dict) or part.get("type") != "input_text" or not isinstance(part.get("text"), str):
+                raise BadRequest(f"{path}.output[{k}]: only input_text parts can be returned by a tool here.",
+                                 param=f"{path}.output[{k}]", code="unsupported_parameter")
+            texts.append(part["text"])
+        output = "".join(texts)
+    if not isinstance(output, str):
+        raise BadRequest(f"{path}.output must be a string or an array of input_text parts.", param=f"{path}.output")
+    return {"role": "tool", "tool_call_id": item["call_id"], "content": output}
+
+
+# ---- tools, formats, reasoning ---------------------------------------------------------------
+
+
+def _tooling(body: JSON, out: JSON) -> None:
+    tools = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(_array(body.get("tools"), "tools"))]
+    if tools:
+        out["tools"] = tools
+    choice = body.get("tool_choice")
+    if choice in ("none", "auto", "required"):
+        out["tool_choice"] = choice
+    elif isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif choice is not None:
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        if kind in BUILT_IN_TOOLS or kind in ("allowed_tools", "mcp"):
+            raise BadRequest(f"tool_choice.type {kind!r} is not supported: only function tools run here.",
+                             param="tool_choice.type", code="unsupported_parameter")
+        raise BadRequest("'tool_choice' must be none, auto, required or {type: function, name}.",
+                         param="tool_choice")
+    parallel = boolean(body.get("parallel_tool_calls"), "parallel_tool_calls")
+    if parallel is False and tools:
+        out["parallel_tool_calls"] = False
+
+
+def _tool(tool: Any, path: str) -> JSON:
+    if not isinstance(tool, dict):
+        raise BadRequest(f"{path} must be an object.", param=path)
+    kind = tool.get("type")
+    if kind in BUILT_IN_TOOLS:
+        raise BadRequest(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers; llmroute "
+                         "routes to any provider and runs function tools only.", param=f"{path}.type",
+                         code="unsupported_parameter")
+    if kind != "function":
+        raise BadRequest(f"{path}.type must be function.", param=f"{path}.type")
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"{path}.name is required and must be a non-empty string.", param=f"{path}.name")
+    function: JSON = {"name": name}
+    if string(tool.get("description"), f"{path}.description") is not None:
+        function["description"] = tool["description"]
+    if optional_object(tool.get("parameters"), f"{path}.parameters") is not None:
+        function["parameters"] = tool["parameters"]
+    if boolean(tool.get("strict"), f"{path}.strict") is not None:
+        function["strict"] = tool["strict"]
+    for field in tool:
+        if field not in ("type", "name", "description", "parameters", "strict", "defer_loading"):
+            raise BadRequest(f"{path}.{field} is not supported.", param=f"{path}.{field}",
+                             code="unsupported_parameter")
+    return {"type": "function", "function": function}
+
+
+def _text(text: Any, out: JSON) -> None:
+    text = optional_object(text, "text") or {}
+    for name in text:
+        if name not in ("format", "verbosity"):
+            raise BadRequest(f"'text.{name}' is not supported.", param=f"text.{name}", code="unsupported_parameter")
+    if text.get("verbosity") not in (None, "medium"):
+        raise BadRequest("'text.verbosity' other than medium is OpenAI's own.", param="text.verbosity",
+                         code="unsupported_parameter")
+    fmt = optional_object(text.get("format"), "text.format")
+    if fmt is None or fmt.get("type") == "text":
+        return
+    if fmt.get("type") == "json_object":
+        out["response_format"] = {"type": "json_object"}
+        return
+    if fmt.get("type") != "json_schema":
+        raise BadRequest("'text.format.type' must be text, json_object or json_schema.", param="text.format.type")
+    name = fmt.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("'text.format.name' is required for json_schema.", param="text.format.name")
+    schema = optional_object(fmt.get("schema"), "text.format.schema")
+    if schema is None:
+        raise BadRequest("'text.format.schema' is required for json_schema.", param="text.format.schema")
+    spec: JSON = {"name": name, "schema": schema}
+    if string(fmt.get("description"), "text.format.description") is not None:
+        spec["description"] = fmt["description"]
+    if boolean(fmt.get("strict"), "text.format.strict") is not None:
+        spec["strict"] = fmt["strict"]
+    out["response_format"] = {"type": "json_schema", "json_schema": spec}
+
+
+def _reasoning(reasoning: Any, out: JSON) -> None:
+    reasoning = optional_object(reasoning, "reasoning") or {}
+    for name in reasoning:
+        if name not in ("effort", "summary", "generate_summary"):
+            raise BadRequest(f"'reasoning.{name}' is not supported.", param=f"reasoning.{name}",
+                             code="unsupported_parameter")
+    effort = reasoning.get("effort")
+    if effort is not None:
+        if effort not in EFFORTS:
+            raise BadRequest(f"'reasoning.effort' must be one of {', '.join(EFFORTS)}.", param="reasoning.effort")
+        out["reasoning_effort"] = effort
+
+
+def _scalars(body: JSON, out: JSON) -> None:
+    if integer(body.get("max_output_tokens"), "max_output_tokens", minimum=16) is not None:
+        out["max_completion_tokens"] = body["max_output_tokens"]
+    if number(body.get("temperature"), "temperature", 0, 2) is not None:
+        out["temperature"] = body["temperature"]
+    if number(body.get("top_p"), "top_p", 0, 1) is not None:
+        out["top_p"] = body["top_p"]
+    for name in ("user", "safety_identifier", "prompt_cache_key"):
+        if string(body.get(name), name) is not None:
+            out[name] = body[name]
+    boolean(body.get("store"), "store")
+    metadata = optional_object(body.get("metadata"), "metadata") or {}
+    if len(metadata) > 16:
+        raise BadRequest("'metadata' has more than 16 keys.", param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str) or len(value) > 512 or len(key) > 64:
+            raise BadRequest(f"'metadata.{key}' must be a string of at most 512 characters (keys at most 64).",
+                             param=f"metadata.{key}")
+    string(body.get("instructions"), "instructions")
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+_CANONICAL_NAMES = (("response_format", "text.format"), ("reasoning_effort", "reasoning.effort"),
+                    ("max_completion_tokens", "max_output_tokens"), ("max_tokens", "max_output_tokens"),
+                    (".function.", "."))
+_TOOLS_FUNCTION = re.compile(r"^tools\[(\d+)\]\.function")
+_MESSAGES = re.compile(r"^messages\[\d+\]")
+
+
+def responses_field(text: str) -> str:
+    """A provider's refusal speaks of canonical fields; the client sent Responses fields."""
+    text = _MESSAGES.sub("input", _TOOLS_FUNCTION.sub(r"tools[\1]", text))
+    for canonical, own in _CANONICAL_NAMES:
+        text = text.replace(canonical, own)
+    return text

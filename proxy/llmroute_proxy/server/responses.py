@@ -1,0 +1,64 @@
+"""The Responses API's encoder: canonical answers written as Response objects and events.
+
+The route handler in `app` translates the request (frontends.responses) and hands this encoder
+to the same `_serve` as chat completions, so the attempt loop never knows which dialect it
+serves. Errors keep OpenAI's shape, which is the Responses API's too.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.errors import LLMRouteError, openai_error_body
+from llmroute_proxy.frontends.responses import ResponsesTurn, responses_field
+from llmroute_proxy.frontends.responses_output import response_from_canonical
+from llmroute_proxy.providers.base import ChatResult, StreamChunk, Usage
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def error_body(error: LLMRouteError) -> dict[str, Any]:
+    """OpenAI's error shape, with the canonical field names a translator used turned back into
+    the Responses names the client sent (`response_format` → `text.format`)."""
+    body = openai_error_body(error)
+    inner = body["error"]
+    inner["message"] = responses_field(inner["message"])
+    if isinstance(inner.get("param"), str):
+        inner["param"] = responses_field(inner["param"])
+    return body
+
+
+class ResponsesEncoder:
+    """One Responses answer; `response` is the Response object once it has been written."""
+
+    __slots__ = ("_created_at", "_turn", "response", "response_id")
+
+    def __init__(self, turn: ResponsesTurn | None, created_at: int = 0) -> None:
+        self._turn = turn
+        self._created_at = created_at
+        self.response_id = new_id("resp")
+        self.response: dict[str, object] | None = None
+
+    def error_body(self, error: LLMRouteError, status: int) -> bytes:
+        return orjson.dumps(error_body(error))
+
+    def unary(self, result: ChatResult) -> bytes:
+        assert self._turn is not None
+        self.response = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
+                                                self._created_at, new_id)
+        return orjson.dumps(self.response)
+
+    def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
+        raise NotImplementedError
+
+    def end(self, usage: Usage | None) -> bytes:
+        raise NotImplementedError
+
+    def stream_error(self, error: LLMRouteError) -> bytes:
+        raise NotImplementedError

@@ -1,0 +1,131 @@
+"""The Responses front door: requests → canonical (and on to each provider's body), canonical
+answers → Response objects, checked against golden files and refusals."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.frontends.responses import request_to_canonical
+from llmroute_proxy.frontends.responses_output import response_from_canonical
+from llmroute_proxy.providers.anthropic import messages_body
+from llmroute_proxy.providers.base import ChatRequest, Usage
+from llmroute_proxy.providers.gemini_request import build_generate_body
+from llmroute_proxy.providers.openai import chat_body
+from llmroute_proxy.validation import validate_chat
+
+GOLDEN = Path(__file__).parent / "golden" / "responses"
+
+
+def golden(name: str) -> dict[str, Any]:
+    return json.loads((GOLDEN / name).read_text())  # type: ignore[no-any-return]
+
+
+def counter_ids() -> Any:
+    count = itertools.count(1)
+    return lambda prefix: f"{prefix}_{next(count)}"
+
+
+def provider_bodies(canonical: dict[str, Any]) -> dict[str, Any]:
+    """What each provider type would be sent: the body, or the 400 its translator answers."""
+    chat = ChatRequest(validate_chat(canonical))
+    builders = {"openai": lambda: orjson.loads(chat_body(chat, "gpt-4o-mini")),
+                "anthropic": lambda: messages_body(chat.body, "claude-sonnet-4-5"),
+                "gemini": lambda: build_generate_body(chat)}
+    out: dict[str, Any] = {}
+    for name, build in builders.items():
+        try:
+            out[name] = build()
+        except BadRequest as refused:
+            out[name] = {"refused": {"param": refused.param, "message": refused.message}}
+    return out
+
+
+def translate_request(case: dict[str, Any]) -> dict[str, Any]:
+    turn = request_to_canonical(case["request"], case.get("history", ()))
+    return {"canonical": turn.canonical, "conversation": list(turn.conversation),
+            "upstream": provider_bodies(turn.canonical)}
+
+
+def translate_response(case: dict[str, Any]) -> dict[str, Any]:
+    turn = request_to_canonical(case["request"])
+    completion = case["completion"]
+    return response_from_canonical(completion, Usage.from_openai(completion["usage"]), turn, "resp_1", 1700000000,
+                                   counter_ids())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("request_*.json")))
+def test_requests_translate_as_the_golden_file_says(name: str) -> None:
+    case = golden(name)
+    assert translate_request(case) == case["expected"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("response_*.json")))
+def test_answers_become_the_golden_response(name: str) -> None:
+    case = golden(name)
+    assert translate_response(case) == case["expected"]
+
+
+BASE: dict[str, Any] = {"model": "auto", "input": "hi"}
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
+    ({"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}, "tools[0].type"),
+    ({"tools": [{"type": "computer_use_preview", "display_width": 1, "display_height": 1}]}, "tools[0].type"),
+    ({"tools": [{"type": "function", "name": "f"}, {"type": "mcp", "server_label": "x"}]}, "tools[1].type"),
+    ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice.type"),
+    ({"conversation": "conv_1"}, "conversation"),
+    ({"prompt": {"id": "pmpt_1"}}, "prompt"),
+    ({"background": True}, "background"),
+    ({"truncation": "auto"}, "truncation"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"include": ["file_search_call.results"]}, "include[0]"),
+    ({"frequency_penalty": 1}, "frequency_penalty"),
+    ({"messages": []}, "messages"),
+    ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
+    ({"reasoning": {"effort": "huge"}}, "reasoning.effort"),
+    ({"temperature": 3}, "temperature"),
+    ({"max_output_tokens": 0}, "max_output_tokens"),
+    ({"metadata": {"k": 1}}, "metadata.k"),
+    ({"input": [{"type": "web_search_call", "id": "ws_1"}]}, "input[0].type"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
+     "input[0].content[0].image_url"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x.test/a.pdf"}]}]},
+     "input[0].content[0].file_data"),
+    ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input[0].arguments"),
+    ({"input": []}, "input"),
+    ({"model": ""}, "model"),
+    ({"previous_response_id": 7}, "previous_response_id"),
+])
+def test_what_cannot_be_served_is_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        request_to_canonical({**BASE, **extra})
+    assert refused.value.param == param
+    assert param.split(".")[0].split("[")[0] in refused.value.message
+
+
+def test_reasoning_items_passed_back_are_accepted_and_left_out() -> None:
+    turn = request_to_canonical({**BASE, "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]}]})
+    assert turn.canonical["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]
+
+
+def test_store_metadata_and_the_previous_id_stay_in_the_sidecar() -> None:
+    turn = request_to_canonical({**BASE, "store": True, "metadata": {"a": "b"}, "previous_response_id": "resp_1"},
+                                history=[{"role": "user", "content": "earlier"}])
+    assert not {"store", "metadata", "previous_response_id"} & set(turn.canonical)
+    assert turn.conversation == ({"role": "user", "content": "earlier"}, {"role": "user", "content": "hi"})
+    assert turn.store
+    assert not request_to_canonical({**BASE, "store": False}).store
