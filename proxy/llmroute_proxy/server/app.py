@@ -16,6 +16,7 @@ from llmroute_proxy.errors import (
     NoTableLoaded,
     UpstreamError,
 )
+from llmroute_proxy.frontends import responses
 from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
 from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
@@ -24,6 +25,7 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
+from llmroute_proxy.server.responses import ResponsesEncoder
 from llmroute_proxy.server.state import Decision, Sidecar
 from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
@@ -41,6 +43,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/v1/responses", create_response)
     app.router.add_get("/v1/models", list_models)
     return app
 
@@ -68,6 +71,18 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
         return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error,
                                _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    try:
+        turn = responses.request_to_canonical(await _read_json(request, sidecar))
+        chat = ChatRequest(validate_chat(turn.canonical))
+        if chat.stream:
+            raise BadRequest("Streamed responses are not served yet; send stream: false.", param="stream")
+    except LLMRouteError as error:
+        return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
+    return await _serve(request, sidecar, chat, ResponsesEncoder(turn, int(sidecar.wallclock())), "chat")
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,114 @@
+"""The OpenAI SDK's Responses client calls the sidecar, which serves it from every provider type."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from llmroute_proxy.sim import Fault, FaultKind
+from tests.proxy.server.conftest import last_request, sim_requests
+from tests.proxy.stack import Stack
+
+TIERS = {"openai": "oai", "anthropic": "claude", "gemini": "gem"}
+WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                          "additionalProperties": False},
+           "strict": True}
+
+
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key-never-forwarded", max_retries=0)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_text_in_text_out_from_every_provider(stack: Stack, tier: str) -> None:
+    raw = client(stack).responses.with_raw_response.create(
+        model=tier, instructions="Be brief.", input="hello there", max_output_tokens=200, temperature=0.5,
+        metadata={"ticket": "T-1"}, user="u-1")
+    response = raw.parse()
+    assert response.id.startswith("resp_") and response.object == "response"
+    assert response.status == "completed" and response.incomplete_details is None
+    assert "You said: hello there" in response.output_text
+    message = response.output[0]
+    assert message.type == "message" and message.id.startswith("msg_") and message.role == "assistant"
+    assert response.usage is not None and response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    assert response.usage.total_tokens == response.usage.input_tokens + response.usage.output_tokens
+    assert response.metadata == {"ticket": "T-1"} and response.instructions == "Be brief."
+    routed = {name: raw.headers[f"x-llmroute-{name}"] for name in ("route", "tier", "provider", "attempts")}
+    assert routed == {"route": "main", "tier": tier, "provider": TIERS[tier], "attempts": "1"}
+    assert float(raw.headers["x-llmroute-cost-usd"]) > 0
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_function_tool_round_trips_through_every_provider(stack: Stack, tier: str) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model=tier, input="Weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].id is not None and calls[0].id.startswith("fc_")
+    assert calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "sim"}
+    second = sdk.responses.create(model=tier, tools=[WEATHER], input=[  # type: ignore[list-item]
+        {"role": "user", "content": "Weather in Paris?"},
+        *[item.model_dump(exclude_none=True) for item in first.output],  # type: ignore[misc]
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C and cloudy"}])
+    assert "18C and cloudy" in second.output_text
+
+
+def test_the_provider_gets_the_translated_request(stack: Stack) -> None:
+    client(stack).responses.create(
+        model="anthropic", instructions="Be brief.", input="hi", tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False,
+        max_output_tokens=100, reasoning={"effort": "low"}, store=False)
+    sent = last_request(stack, "claude").body
+    assert sent["system"] == "Be brief." and sent["messages"] == [{"role": "user", "content": "hi"}]
+    assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+    assert sent["thinking"]["type"] == "enabled"
+    assert not {"store", "metadata", "previous_response_id", "instructions"} & set(sent)
+
+
+@pytest.mark.parametrize("tier", ["openai", "gemini"])
+def test_structured_output_parses_in_the_sdk(stack: Stack, tier: str) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    response = client(stack).responses.create(
+        model=tier, input="Which city?",
+        text={"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}})
+    assert response.text.format.type == "json_schema"  # type: ignore[union-attr]
+    sent = last_request(stack, TIERS[tier]).body
+    assert json.dumps(schema, sort_keys=True) in json.dumps(sent, sort_keys=True)
+
+
+@pytest.mark.parametrize(("kwargs", "param"), [
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}, "tools[0].type"),
+    ({"conversation": "conv_1"}, "conversation"),
+    ({"extra_body": {"frobnicate": True}}, "frobnicate"),
+])
+def test_what_no_target_can_do_is_a_400_naming_the_field(stack: Stack, kwargs: dict[str, object],
+                                                          param: str) -> None:
+    before = sim_requests(stack, "oai")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(stack).responses.create(model="openai", input="hi", **kwargs)  # type: ignore[arg-type]
+    assert refused.value.param == param
+    assert refused.value.response.headers["x-llmroute-attempts"] == "0"
+    assert sim_requests(stack, "oai") == before
+
+
+def test_a_providers_refusal_names_the_responses_field(stack: Stack) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(stack).responses.create(model="anthropic", input="hi", text={"format": {"type": "json_object"}})
+    assert refused.value.param == "text.format"
+
+
+def test_a_failing_target_fails_over_like_chat_completions(stack: Stack) -> None:
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=500)))
+    raw = client(stack).responses.with_raw_response.create(model="ha", input="hello")
+    assert "sim-oai-b" in raw.parse().output_text
+    assert raw.headers["x-llmroute-provider"] == "oai-b" and raw.headers["x-llmroute-attempts"] == "2"
+
+
+def test_an_unknown_model_is_a_404_in_the_error_shape(stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(stack).responses.create(model="no-such-tier", input="hi")
+    assert missing.value.param == "model" and "Available" in missing.value.message
