@@ -49,7 +49,7 @@ LEAF, _ = CA.issue()
 BROKEN = "-----BEGIN CERTIFICATE-----\nMIIBnotbase64atall\n-----END CERTIFICATE-----\n"
 
 
-@pytest.mark.parametrize(("tls", "error"), [
+BAD_TLS = [
     ({}, "spec.tls: give exactly one of caBundle (PEM text) and caFile (a PEM file's path)"),
     ({"caBundle": CA.cert_pem, "caFile": "ca.pem"},
      "spec.tls: give exactly one of caBundle (PEM text) and caFile (a PEM file's path)"),
@@ -63,7 +63,10 @@ BROKEN = "-----BEGIN CERTIFICATE-----\nMIIBnotbase64atall\n-----END CERTIFICATE-
     ({"caFile": ""}, "spec.tls.caFile: must not be empty"),
     ({"cafile": "ca.pem"}, "spec.tls.cafile: unknown field 'cafile' (did you mean 'caFile'?)"),
     ("ca.pem", "spec.tls: expected a mapping, found a string ('ca.pem')"),
-])
+]
+
+
+@pytest.mark.parametrize(("tls", "error"), BAD_TLS)
 def test_a_bad_tls_block_is_refused_at_its_path(tls: object, error: str) -> None:
     assert f"LLMProvider/gw: {error}" in errors_of(tls)
     assert parse_provider(provider(tls))[0] is None
