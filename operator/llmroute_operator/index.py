@@ -326,6 +326,15 @@ class ClusterIndex:
         return [] if ns is None else sorted(name for name, r in ns.routes.items()
                                             if r.serving is not None and provider in r.serving.providers)
 
+    def provider_regions(self, namespace: str, provider: str) -> list[str]:
+        """The regions of the provider's endpoints as applied, in order, each once."""
+        ns = self._namespaces.get(namespace)
+        resource = None if ns is None else ns.providers.get(provider)
+        spec = resource.document.get("spec") if resource is not None else None
+        endpoints = spec.get("endpoints") if isinstance(spec, Mapping) else None
+        regions = [e.get("region") for e in endpoints or [] if isinstance(e, Mapping)]
+        return list(dict.fromkeys(r for r in regions if isinstance(r, str) and r))
+
     def compile_problems(self) -> list[str]:
         """Tables the sidecar's compiler refused (the pods kept their previous table)."""
         return [c.problem for c in self._cache.values() if c.problem is not None]

@@ -1,0 +1,329 @@
+"""What `kubectl get llmroutes` says: status documents and Events from the index and the sidecars' reports.
+
+Pure: time is an argument (`clock` for the report book, `now` for the computation). `StatusBook` is the
+hub's `ReportSink`: it remembers which pods are connected, which version each ACKed or NACKed, the
+spend each route's sidecars reported in the current budget period, and a sliding window of per-target
+failures. `compute` turns that and the index's verdicts into the `status` of every LLMRoute and
+LLMProvider (the shape of crds/*.yaml) and the Events that go with changes: a NACK, a budget crossing
+`alertAtPercent` or its limit, a provider turning degraded. The status writer patches only what differs
+from what it wrote last; conditions keep their `lastTransitionTime` until their status changes.
+
+Nothing here ever holds a credential in a message: NACK reasons come from the sidecars, which never
+put one there, and are scrubbed of the pod's own credentials anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from llmroute_operator.contracts import PodRef
+from llmroute_operator.index import ClusterIndex, Verdict
+from llmroute_proxy.routing.budget import period_bounds
+from llmroute_proxy.spec import ROUTE_KIND
+from llmroute_proxy.table import BudgetPeriod
+
+HEALTH_WINDOW_S = 120.0
+DEGRADED_RATIO = 0.5
+DEGRADED_MIN_FAILURES = 5
+MAX_MESSAGE = 2000
+
+ObjectRef = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to post about `involved` (kind, namespace, name)."""
+
+    involved: ObjectRef
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(slots=True)
+class _Spend:
+    period_start: float
+    by_pod: dict[PodRef, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Health:
+    at: float
+    target: str
+    requests: float
+    failures: float
+    errors: Mapping[str, float]
+
+
+class StatusBook:
+    """The `ReportSink`: what the sidecars told the hub, kept until the status writer reads it."""
+
+    def __init__(self, clock: Callable[[], float], health_window_s: float = HEALTH_WINDOW_S) -> None:
+        self.clock = clock
+        self.health_window_s = health_window_s
+        self.connected_pods: set[PodRef] = set()
+        self.acks: dict[PodRef, str] = {}
+        self.nacks: dict[PodRef, tuple[str, str]] = {}  # pod → (version, error)
+        self.refusals = 0
+        self.pending_events: list[tuple[PodRef, str, str]] = []  # NACKs not yet posted: (pod, version, error)
+        self._spend: dict[tuple[str, str], _Spend] = {}  # (namespace, route) → this period's spend
+        self._periods: dict[tuple[str, str], BudgetPeriod] = {}
+        self._health: dict[str, deque[_Health]] = {}  # namespace/provider → recent target reports
+        self.listeners: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    # ---- ReportSink --------------------------------------------------------------------------------
+
+    def connected(self, pod: PodRef) -> None:
+        self.connected_pods.add(pod)
+        self._changed()
+
+    def disconnected(self, pod: PodRef) -> None:
+        self.connected_pods.discard(pod)
+        self._changed()
+
+    def acked(self, pod: PodRef, version: str) -> None:
+        self.acks[pod] = version
+        if pod in self.nacks and self.nacks[pod][0] == version:
+            del self.nacks[pod]
+        self._changed()
+
+    def nacked(self, pod: PodRef, version: str, error: str) -> None:
+        self.nacks[pod] = (version, error)
+        self.pending_events.append((pod, version, error))
+        self._changed()
+
+    def usage(self, pod: PodRef, report: Mapping[str, Any]) -> None:
+        now = self.clock()
+        for route, counts in (report.get("routes") or {}).items():
+            cost = float(counts.get("cost_usd", 0) or 0)
+            if cost > 0:
+                spend = self._period(pod.namespace, str(route), now)
+                spend.by_pod[pod] = spend.by_pod.get(pod, 0.0) + cost
+        for target, counts in (report.get("targets") or {}).items():
+            provider = f"{pod.namespace}/{str(target).split('/', 1)[0]}"
+            window = self._health.setdefault(provider, deque())
+            window.append(_Health(now, str(target), float(counts.get("requests", 0) or 0),
+                                  float(counts.get("failures", 0) or 0), dict(counts.get("errors") or {})))
+        self._changed()
+
+    def refused(self, reason: str) -> None:
+        self.refusals += 1
+
+    # ---- what compute reads ---------------------------------------------------------------------------
+
+    def set_period(self, namespace: str, route: str, period: BudgetPeriod) -> None:
+        self._periods[(namespace, route)] = period
+
+    def seed_spend(self, namespace: str, route: str, period_start: float, usd: float) -> None:
+        """Spend read back from the route's own status after an operator restart (same period only)."""
+        key = (namespace, route)
+        if key not in self._spend and usd > 0:
+            self._spend[key] = _Spend(period_start, {PodRef(namespace, ""): usd})
+
+    def spend(self, namespace: str, route: str, now: float) -> tuple[float, float]:
+        """(period start, USD spent in it by every sidecar)."""
+        spend = self._period(namespace, route, now)
+        return spend.period_start, math.fsum(spend.by_pod.values())
+
+    def _period(self, namespace: str, route: str, now: float) -> _Spend:
+        key = (namespace, route)
+        start, _ = period_bounds(self._periods.get(key, BudgetPeriod.DAY), now)
+        spend = self._spend.get(key)
+        if spend is None or spend.period_start != start:
+            spend = self._spend[key] = _Spend(start)
+        return spend
+
+    def failing_targets(self, namespace: str, provider: str, now: float) -> list[str]:
+        """The provider's targets failing across sidecars in the window, each with its counts; [] if healthy."""
+        window = self._health.get(f"{namespace}/{provider}")
+        if not window:
+            return []
+        while window and window[0].at < now - self.health_window_s:
+            window.popleft()
+        requests: dict[str, float] = {}
+        failures: dict[str, float] = {}
+        errors: dict[str, dict[str, float]] = {}
+        for h in window:
+            requests[h.target] = requests.get(h.target, 0.0) + h.requests
+            failures[h.target] = failures.get(h.target, 0.0) + h.failures
+            for kind, n in h.errors.items():
+                errors.setdefault(h.target, {})[kind] = errors.get(h.target, {}).get(kind, 0.0) + n
+        total_requests, total_failures = math.fsum(requests.values()), math.fsum(failures.values())
+        if total_failures < DEGRADED_MIN_FAILURES or total_failures < DEGRADED_RATIO * total_requests:
+            return []
+        out = []
+        for target in sorted(requests):
+            if failures[target] > 0:
+                kinds = ", ".join(f"{k} {int(n)}" for k, n in sorted(errors.get(target, {}).items()))
+                out.append(f"{target}: {int(failures[target])} of {int(requests[target])} failed"
+                           + (f" ({kinds})" if kinds else ""))
+        return out
+
+
+# ---- computing status ---------------------------------------------------------------------------------
+
+def compute(index: ClusterIndex, book: StatusBook, previous: Mapping[ObjectRef, Mapping[str, Any]],
+            now: float) -> tuple[dict[ObjectRef, dict[str, Any]], list[Event]]:
+    """Every resource's status, and the Events its changes (and the NACKs since last time) call for."""
+    statuses: dict[ObjectRef, dict[str, Any]] = {}
+    events: list[Event] = []
+    for verdict in index.verdicts():
+        ref = (verdict.kind, verdict.namespace, verdict.name)
+        old = previous.get(ref) or {}
+        if verdict.kind == ROUTE_KIND:
+            status = route_status(index, book, verdict, old, now)
+        else:
+            status = provider_status(index, book, verdict, old, now)
+        events += transition_events(ref, old, status)
+        statuses[ref] = status
+    for pod, version, error in book.pending_events:
+        table = index.table_for(pod)
+        secrets = list((table.payload.get("credentials") or {}).values()) if table else []
+        message = scrub(f"pod {pod.name} refused table {version[:16]}: {error}", secrets)
+        for route in routes_of(index, pod):
+            events.append(Event((ROUTE_KIND, pod.namespace, route), "Warning", "TableRejected", message))
+    book.pending_events.clear()
+    return statuses, events
+
+
+def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: Mapping[str, Any],
+                 now: float) -> dict[str, Any]:
+    ns, name = verdict.namespace, verdict.name
+    spec = index.route_spec(ns, name)
+    conditions = [accepted(verdict), resolved_refs(verdict)]
+    selected = [pod for pod in index.selected_pods(ns, name) if pod in book.connected_pods]
+    wanted = {pod: table.version for pod in selected if (table := index.table_for(pod)) is not None}
+    synced = [pod for pod in selected if pod in wanted and book.acks.get(pod) == wanted[pod]]
+    nacked = sorted(pod.name for pod in selected if pod in book.nacks and book.nacks[pod][0] == wanted.get(pod))
+    conditions.append(synced_condition(len(synced), len(selected), nacked))
+    status: dict[str, Any] = {
+        "sidecars": {"selected": len(selected), "synced": len(synced), "summary": f"{len(synced)}/{len(selected)}",
+                     "nacked": nacked},
+    }
+    versions = sorted(set(wanted.values()))
+    if len(versions) == 1:
+        status["tableVersion"] = versions[0][:16]
+    elif versions:
+        status["tableVersion"] = f"{len(versions)} tables"
+    providers = sorted({t.provider for tier in spec.tiers.values() for t in tier.targets}) if spec else []
+    degraded = [p for p in providers if book.failing_targets(ns, p, now)]
+    status["degradedProviders"] = degraded
+    conditions.append(condition("Degraded", bool(degraded), "ProviderFailing" if degraded else "Healthy",
+                                f"failing across sidecars: {', '.join(degraded)}" if degraded else ""))
+    if spec is not None and spec.budget is not None:
+        budget = spec.budget
+        book.set_period(ns, name, budget.period)
+        start, spent = book.spend(ns, name, now)
+        percent = round(100 * spent / budget.limit_usd, 1) if budget.limit_usd > 0 else 0.0
+        status["spend"] = {"periodUSD": round(spent, 6), "percentOfBudget": percent, "periodStart": _iso(start)}
+        usage = f"{spent:.2f} of {budget.limit_usd:.2f} USD this {budget.period.value} ({percent}%)"
+        conditions.append(condition("BudgetWarning", percent >= budget.alert_at_percent,
+                                    "AlertThresholdReached" if percent >= budget.alert_at_percent else "WithinBudget",
+                                    f"{usage}; alert at {budget.alert_at_percent:g}%"))
+        conditions.append(condition("BudgetExceeded", percent >= 100, "LimitReached" if percent >= 100
+                                    else "WithinBudget", f"{usage}; on exceeded: {budget.on_exceeded}"))
+    status["observedGeneration"] = verdict.generation
+    status["conditions"] = merge_conditions(old.get("conditions") or [], conditions, verdict.generation, now)
+    return _without_none(status)
+
+
+def provider_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: Mapping[str, Any],
+                    now: float) -> dict[str, Any]:
+    failing = book.failing_targets(verdict.namespace, verdict.name, now)
+    conditions = [accepted(verdict),
+                  condition("Degraded", bool(failing), "TargetsFailing" if failing else "Healthy", "; ".join(failing))]
+    regions = index.provider_regions(verdict.namespace, verdict.name)
+    status = {"observedGeneration": verdict.generation, "regions": ",".join(regions),
+              "routes": index.routes_using(verdict.namespace, verdict.name),
+              "conditions": merge_conditions(old.get("conditions") or [], conditions, verdict.generation, now)}
+    return _without_none(status)
+
+
+def accepted(verdict: Verdict) -> dict[str, Any]:
+    if verdict.accepted:
+        return condition("Accepted", True, "Accepted", "")
+    problems = "; ".join(str(p) for p in (*verdict.problems, *verdict.unresolved))
+    kept = " (the previous accepted version keeps serving)" if verdict.serving else ""
+    reason = "Invalid" if verdict.problems else "UnresolvedRefs"
+    return condition("Accepted", False, reason, problems + kept)
+
+
+def resolved_refs(verdict: Verdict) -> dict[str, Any]:
+    if not verdict.unresolved:
+        return condition("ResolvedRefs", True, "ResolvedRefs", "")
+    return condition("ResolvedRefs", False, "UnresolvedRefs", "; ".join(str(p) for p in verdict.unresolved))
+
+
+def synced_condition(synced: int, selected: int, nacked: list[str]) -> dict[str, Any]:
+    if selected == 0:
+        return condition("Synced", False, "NoSidecars", "no connected sidecar of a selected pod")
+    message = f"{synced}/{selected} sidecars run the current table"
+    if nacked:
+        message += f"; refused by {', '.join(nacked)} (see Events)"
+    if synced == selected:
+        return condition("Synced", True, "AllSynced", message)
+    return condition("Synced", False, "Rejected" if nacked else "Syncing", message)
+
+
+def condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    text = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
+    return {"type": kind, "status": "True" if status else "False", "reason": reason, "message": text}
+
+
+def merge_conditions(old: Iterable[Mapping[str, Any]], new: list[dict[str, Any]], generation: int | None,
+                     now: float) -> list[dict[str, Any]]:
+    """A condition keeps its lastTransitionTime while its status stays the same."""
+    before = {c.get("type"): c for c in old if isinstance(c, Mapping)}
+    out = []
+    for c in new:
+        prior = before.get(c["type"])
+        same = prior is not None and prior.get("status") == c["status"] and prior.get("lastTransitionTime")
+        out.append({**c, "lastTransitionTime": prior["lastTransitionTime"] if same and prior else _iso(now),
+                    **({"observedGeneration": generation} if generation is not None else {})})
+    return out
+
+
+def transition_events(ref: ObjectRef, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
+    """Warnings when a budget alert, a budget limit, degradation or a rejection begins."""
+    before = {c.get("type"): c.get("status") for c in old.get("conditions") or []}
+    out = []
+    for c in new.get("conditions") or []:
+        kind, status = c["type"], c["status"]
+        if before.get(kind) == status:
+            continue
+        bad = (status == "True") if kind in ("BudgetWarning", "BudgetExceeded", "Degraded") else \
+            (status == "False" and kind == "Accepted")
+        if bad:
+            out.append(Event(ref, "Warning", c["reason"] if kind == "Accepted" else kind, c["message"]))
+    return out
+
+
+def routes_of(index: ClusterIndex, pod: PodRef) -> list[str]:
+    table = index.table_for(pod)
+    documents = table.payload.get("documents") or [] if table is not None else []
+    return [d["metadata"]["name"] for d in documents if d.get("kind") == ROUTE_KIND]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _without_none(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if v is not None}
+

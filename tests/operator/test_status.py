@@ -1,0 +1,230 @@
+"""Status documents and Events from the index's verdicts and the sidecars' ACKs, NACKs and usage reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from llmroute_operator.contracts import PodRef
+from llmroute_operator.index import ClusterIndex
+from llmroute_operator.status import Event, ObjectRef, StatusBook, compute
+from tests.operator.resources import KEY, node, pod, provider, route, secret
+
+DAY0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+ROUTE: ObjectRef = ("LLMRoute", "team-a", "chat")
+PROVIDER: ObjectRef = ("LLMProvider", "team-a", "openai-main")
+PODS = [PodRef("team-a", f"chat-{i}") for i in range(3)]
+
+
+class World:
+    def __init__(self, *extra: dict[str, Any]) -> None:
+        self.now = DAY0
+        self.index = ClusterIndex()
+        for body in (node(), provider(), secret(), route(budget_usd=10.0), *(pod(p.name) for p in PODS), *extra):
+            self.index.put(body)
+        self.book = StatusBook(clock=lambda: self.now)
+        self.statuses: dict[ObjectRef, dict[str, Any]] = {}
+
+    def compute(self) -> list[Event]:
+        self.statuses, events = compute(self.index, self.book, self.statuses, self.now)
+        return events
+
+    def route(self) -> dict[str, Any]:
+        self.compute()
+        return self.statuses[ROUTE]
+
+    def version(self, p: PodRef) -> str:
+        table = self.index.table_for(p)
+        assert table is not None
+        return table.version
+
+    def connect_all(self) -> None:
+        for p in PODS:
+            self.book.connected(p)
+
+    def spend(self, p: PodRef, usd: float) -> None:
+        self.book.usage(p, {"type": "usage", "interval": 10, "routes": {"chat": {"requests": 1, "cost_usd": usd}}})
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+
+
+def test_an_accepted_route_without_sidecars_is_not_synced() -> None:
+    status = World().route()
+    c = conditions(status)
+    assert c["Accepted"][:2] == ("True", "Accepted") and c["ResolvedRefs"][0] == "True"
+    assert c["Synced"][:2] == ("False", "NoSidecars")
+    assert status["sidecars"] == {"selected": 0, "synced": 0, "summary": "0/0", "nacked": []}
+    assert status["observedGeneration"] == 1 and "tableVersion" not in status
+    assert all(cond["observedGeneration"] == 1 for cond in status["conditions"])
+
+
+def test_synced_counts_the_connected_selected_sidecars_that_acked_their_current_table() -> None:
+    world = World()
+    world.connect_all()
+    world.book.acked(PODS[0], world.version(PODS[0]))
+    world.book.acked(PODS[1], world.version(PODS[1]))
+    world.book.acked(PODS[2], "an-older-version")
+    status = world.route()
+    assert status["sidecars"]["summary"] == "2/3"
+    assert conditions(status)["Synced"] == ("False", "Syncing", "2/3 sidecars run the current table")
+    assert status["tableVersion"] == world.version(PODS[0])[:16]
+    world.book.acked(PODS[2], world.version(PODS[2]))
+    status = world.route()
+    assert conditions(status)["Synced"][:2] == ("True", "AllSynced") and status["sidecars"]["synced"] == 3
+    world.book.disconnected(PODS[2])
+    assert world.route()["sidecars"]["summary"] == "2/2"
+
+
+def test_a_route_change_unsyncs_until_the_new_version_is_acked() -> None:
+    world = World()
+    world.connect_all()
+    for p in PODS:
+        world.book.acked(p, world.version(p))
+    assert conditions(world.route())["Synced"][0] == "True"
+    world.index.put(route(model="gpt-4o", budget_usd=10.0, generation=2))
+    status = world.route()
+    assert conditions(status)["Synced"][0] == "False" and status["observedGeneration"] == 2
+
+
+def test_a_nack_is_named_in_status_and_its_reason_goes_to_a_warning_event_without_secrets() -> None:
+    world = World()
+    world.connect_all()
+    version = world.version(PODS[1])
+    world.book.nacked(PODS[1], version, f"table.credentials.openai-main: bad key {KEY}")
+    events = world.compute()
+    status = world.statuses[ROUTE]
+    assert status["sidecars"]["nacked"] == ["chat-1"]
+    assert conditions(status)["Synced"][:2] == ("False", "Rejected")
+    nacks = [e for e in events if e.reason == "TableRejected"]
+    assert [(e.involved, e.type) for e in nacks] == [(ROUTE, "Warning")]
+    assert "chat-1" in nacks[0].message and KEY not in nacks[0].message and "[redacted]" in nacks[0].message
+    assert not [e for e in world.compute() if e.reason == "TableRejected"]  # posted once
+    world.book.acked(PODS[1], version)
+    assert world.route()["sidecars"]["nacked"] == []
+
+
+@pytest.mark.parametrize(("bad", "reason", "path", "refs"), [
+    (route(generation=2, defaultTier="slow"), "Invalid", "spec.defaultTier", "True"),
+    (route(generation=2, provider_name="nope"), "UnresolvedRefs", "spec.tiers.fast.targets[0].provider", "False"),
+])
+def test_a_bad_route_is_not_accepted_with_its_field_path_and_one_warning(
+        bad: dict[str, Any], reason: str, path: str, refs: str) -> None:
+    world = World()
+    world.compute()
+    world.index.put(bad)
+    events = world.compute()
+    c = conditions(world.statuses[ROUTE])
+    assert c["Accepted"][:2] == ("False", reason)
+    assert path in c["Accepted"][2] and "the previous accepted version keeps serving" in c["Accepted"][2]
+    assert c["ResolvedRefs"][0] == refs
+    assert world.statuses[ROUTE]["observedGeneration"] == 2
+    assert [(e.involved, e.reason) for e in events] == [(ROUTE, reason)]
+    assert world.compute() == []
+
+
+@pytest.mark.parametrize(("spent", "warning", "exceeded", "alerts"), [
+    ([1.0, 2.0], "False", "False", []),
+    ([4.0, 4.0], "True", "False", ["BudgetWarning"]),
+    ([6.0, 4.5], "True", "True", ["BudgetExceeded", "BudgetWarning"]),
+])
+def test_spend_is_summed_over_sidecars_and_alerts_at_thresholds(
+        spent: list[float], warning: str, exceeded: str, alerts: list[str]) -> None:
+    world = World()
+    world.compute()
+    for p, usd in zip(PODS, spent, strict=False):
+        world.spend(p, usd)
+    events = world.compute()
+    status = world.statuses[ROUTE]
+    assert status["spend"]["periodUSD"] == pytest.approx(sum(spent))
+    assert status["spend"]["percentOfBudget"] == pytest.approx(10 * sum(spent), abs=0.1)
+    assert status["spend"]["periodStart"] == "2026-05-28T00:00:00Z"
+    c = conditions(status)
+    assert (c["BudgetWarning"][0], c["BudgetExceeded"][0]) == (warning, exceeded)
+    assert sorted(e.reason for e in events) == alerts and all(e.type == "Warning" for e in events)
+
+
+def test_spend_starts_again_in_a_new_period() -> None:
+    world = World()
+    world.spend(PODS[0], 9.0)
+    assert world.route()["spend"]["percentOfBudget"] == 90.0
+    world.now += 86_400
+    assert world.route()["spend"] == {"periodUSD": 0.0, "percentOfBudget": 0.0, "periodStart": "2026-05-29T00:00:00Z"}
+
+
+def test_spend_read_back_after_a_restart_counts_in_the_same_period() -> None:
+    world = World()
+    world.book.seed_spend("team-a", "chat", 1_779_926_400.0, 3.0)  # 2026-05-28T00:00:00Z
+    world.spend(PODS[0], 1.0)
+    assert world.route()["spend"]["periodUSD"] == 4.0
+
+
+def failing(world: World, p: PodRef, requests: int, failures: int) -> None:
+    world.book.usage(p, {"type": "usage", "interval": 10, "targets": {
+        "openai-main/gpt-4o-mini@eu-west-1": {"requests": requests, "failures": failures,
+                                              "errors": {"rate_limited": failures}}}})
+
+
+def test_a_provider_failing_across_sidecars_is_degraded_until_the_window_passes() -> None:
+    world = World()
+    world.compute()
+    failing(world, PODS[0], 4, 3)
+    failing(world, PODS[1], 4, 3)
+    events = world.compute()
+    provider_c = conditions(world.statuses[PROVIDER])["Degraded"]
+    assert provider_c[:2] == ("True", "TargetsFailing")
+    assert provider_c[2] == "openai-main/gpt-4o-mini@eu-west-1: 6 of 8 failed (rate_limited 6)"
+    assert world.statuses[ROUTE]["degradedProviders"] == ["openai-main"]
+    assert conditions(world.statuses[ROUTE])["Degraded"][0] == "True"
+    assert sorted((e.involved[0], e.reason) for e in events) == [("LLMProvider", "Degraded"), ("LLMRoute", "Degraded")]
+    world.now += 121
+    world.compute()
+    assert conditions(world.statuses[PROVIDER])["Degraded"][0] == "False"
+
+
+@pytest.mark.parametrize(("requests", "failures", "degraded"), [(100, 10, False), (6, 4, False), (10, 5, True)])
+def test_degraded_needs_enough_failures_and_a_high_ratio(requests: int, failures: int, degraded: bool) -> None:
+    world = World()
+    failing(world, PODS[0], requests, failures)
+    world.compute()
+    assert (conditions(world.statuses[PROVIDER])["Degraded"][0] == "True") is degraded
+
+
+def test_provider_status_names_regions_and_the_routes_using_it() -> None:
+    world = World()
+    world.compute()
+    status = world.statuses[PROVIDER]
+    assert status["regions"] == "us-east-1,eu-west-1" and status["routes"] == ["chat"]
+    assert conditions(status)["Accepted"][0] == "True" and status["observedGeneration"] == 1
+
+
+def test_an_unchanged_world_computes_the_same_status_later() -> None:
+    world = World()
+    world.connect_all()
+    first = dict(world.route())
+    world.now += 30
+    assert world.route() == first
+
+
+def test_a_transition_moves_last_transition_time() -> None:
+    world = World()
+    before = {c["type"]: c["lastTransitionTime"] for c in world.route()["conditions"]}
+    world.now += 60
+    world.connect_all()
+    for p in PODS:
+        world.book.acked(p, world.version(p))
+    after = {c["type"]: c["lastTransitionTime"] for c in world.route()["conditions"]}
+    assert after["Synced"] != before["Synced"] and after["Accepted"] == before["Accepted"]
+
+
+def test_no_status_or_event_ever_holds_a_credential() -> None:
+    world = World()
+    world.connect_all()
+    world.book.nacked(PODS[0], world.version(PODS[0]), f"it was {KEY}")
+    world.index.put(provider(generation=2, type="nope"))
+    events = world.compute()
+    text = json.dumps([world.statuses[k] for k in sorted(world.statuses)]) + repr(events)
+    assert KEY not in text and "TableRejected" in text
