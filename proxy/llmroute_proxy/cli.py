@@ -11,10 +11,26 @@ from pathlib import Path
 
 from llmroute_proxy import __version__
 from llmroute_proxy.server.accesslog import LINE_FORMAT
+from llmroute_proxy.server.origins import parse_origins
 from llmroute_proxy.server.runner import Listen
+from llmroute_proxy.server.state import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level if "log_level" in args else "INFO").upper()),
+                        format=LINE_FORMAT)
+    if args.command == "validate":
+        return _validate(args.file)
+    if args.command == "demo":
+        from llmroute_proxy.demo import run_demo
+
+        return asyncio.run(run_demo(listen(args), flaky=not args.no_flaky, settings=settings(args),
+                                    sim_port_base=args.sim_port_base))
+    return _serve(args)
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmroute-proxy", description="The llmroute LLM routing sidecar.")
     parser.add_argument("--version", action="version", version=f"llmroute-proxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -33,18 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     validate = commands.add_parser("validate", help="check a config file; list every error")
     validate.add_argument("file", type=Path)
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level if "log_level" in args else "INFO").upper()),
-                        format=LINE_FORMAT)
-    if args.command == "validate":
-        return _validate(args.file)
-    if args.command == "demo":
-        from llmroute_proxy.demo import run_demo
-
-        return asyncio.run(run_demo(_listen(args), flaky=not args.no_flaky, max_body_bytes=args.max_body_bytes,
-                                    sim_port_base=args.sim_port_base))
-    return _serve(args)
+    return parser
 
 
 def _listen_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,11 +65,35 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-seconds", type=float,
                         default=float(os.environ.get("LLMROUTE_DRAIN_SECONDS", 25)),
                         help="on SIGTERM, how long requests in flight may take to finish (default 25)")
+    parser.add_argument("--allow-origins", type=_origins, default=os.environ.get("LLMROUTE_ALLOW_ORIGINS", ""),
+                        metavar="ORIGIN,...",
+                        help="browser origins (scheme://host[:port]) whose requests the data plane serves; "
+                             "requests from any other web page are refused with 403 (default: none; "
+                             "$LLMROUTE_ALLOW_ORIGINS)")
+    parser.add_argument("--admin-hosts", type=_names, default=os.environ.get("LLMROUTE_ADMIN_HOSTS", ""),
+                        metavar="HOST,...",
+                        help="Host names besides localhost, 127.0.0.1 and ::1 under which the admin plane shows "
+                             "/status and its page, e.g. the pod IP (default: none; $LLMROUTE_ADMIN_HOSTS)")
 
 
-def _listen(args: argparse.Namespace) -> Listen:
+def _names(text: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in text.split(",") if item.strip())
 
-    return Listen(args.host, args.port, args.admin_host, args.admin_port, args.drain_seconds)
+
+def _origins(text: str) -> frozenset[str]:
+    try:
+        return parse_origins(text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def listen(args: argparse.Namespace) -> Listen:
+    return Listen(args.host, args.port, args.admin_host, args.admin_port, args.drain_seconds,
+                  admin_hosts=args.admin_hosts)
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    return Settings(max_body_bytes=args.max_body_bytes, allow_origins=args.allow_origins)
 
 
 def _validate(path: Path) -> int:
@@ -83,7 +112,6 @@ def _validate(path: Path) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from llmroute_proxy.config import ConfigError, load_table
     from llmroute_proxy.server.runner import build_sidecar, serve_until_stopped, watch_config
-    from llmroute_proxy.server.state import Settings
 
     if os.environ.get("LLMROUTE_OPERATOR_URL"):
         if args.config is not None:
@@ -104,10 +132,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> None:
-        sidecar = build_sidecar(Settings(max_body_bytes=args.max_body_bytes))
+        sidecar = build_sidecar(settings(args))
         sidecar.install(table)
         await serve_until_stopped(
-            sidecar, _listen(args),
+            sidecar, listen(args),
             background=[lambda: watch_config(sidecar, args.config, args.region)],
         )
 
@@ -117,7 +145,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_cluster(args: argparse.Namespace) -> int:
     from llmroute_proxy.server.runner import build_sidecar, serve_until_stopped
-    from llmroute_proxy.server.state import Settings
     from llmroute_proxy.sync.client import (
         ClusterConfigError,
         ClusterSettings,
@@ -127,17 +154,17 @@ def _serve_cluster(args: argparse.Namespace) -> int:
     from llmroute_proxy.sync.persist import TableStore
 
     try:
-        settings = ClusterSettings.from_env(os.environ)
+        cluster = ClusterSettings.from_env(os.environ)
     except ClusterConfigError as error:
         print(error, file=sys.stderr)
         return 2
 
     async def run() -> None:
-        sidecar = build_sidecar(Settings(max_body_bytes=args.max_body_bytes))
-        store = TableStore(settings.state_dir)
+        sidecar = build_sidecar(settings(args))
+        store = TableStore(cluster.state_dir)
         restore_persisted(sidecar, store)
-        client = OperatorClient(settings, sidecar, store)
-        await serve_until_stopped(sidecar, _listen(args), background=[client.run],
+        client = OperatorClient(cluster, sidecar, store)
+        await serve_until_stopped(sidecar, listen(args), background=[client.run],
                                   on_drained=client.send_final_report)
 
     asyncio.run(run())

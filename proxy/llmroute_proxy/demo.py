@@ -123,7 +123,7 @@ Ctrl-C stops everything.
 """
 
 
-async def run_demo(listen: Listen, flaky: bool = True, max_body_bytes: int = Settings().max_body_bytes,
+async def run_demo(listen: Listen, flaky: bool = True, settings: Settings | None = None,
                    sim_port_base: int = SIM_PORT_BASE) -> int:
     ports = sim_ports(sim_port_base)
     for name, value in DEMO_KEYS.items():
@@ -140,7 +140,7 @@ async def run_demo(listen: Listen, flaky: bool = True, max_body_bytes: int = Set
     with tempfile.TemporaryDirectory(prefix="llmroute-demo-") as tmp:
         config = Path(tmp) / "demo.yaml"
         config.write_text(demo_config(ports))
-        sidecar = build_sidecar(Settings(max_body_bytes=max_body_bytes))
+        sidecar = build_sidecar(settings or Settings())
         sidecar.install(load_table(config, region="demo"))
 
         def ready() -> None:

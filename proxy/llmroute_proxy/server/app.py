@@ -25,6 +25,7 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
+from llmroute_proxy.server.origins import protect
 from llmroute_proxy.server.responses import ResponsesEncoder
 from llmroute_proxy.server.state import Decision, Sidecar
 from llmroute_proxy.table import Route, Table
@@ -40,6 +41,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     # aiohttp's own limit is set above ours so that we answer 413 in the client's error shape
     app = web.Application(client_max_size=sidecar.settings.max_body_bytes + 1)
     app[SIDECAR] = sidecar
+    protect(app, sidecar.settings.allow_origins, _refuse)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages", anthropic_messages)
@@ -245,6 +247,12 @@ def _early_headers(request: web.Request, sidecar: Sidecar) -> dict[str, str]:
     if route is not None:
         headers["x-llmroute-route"] = route.name
     return headers
+
+
+def _refuse(request: web.Request, error: LLMRouteError) -> web.Response:
+    """An answer before any handler ran, in the dialect of the endpoint asked for."""
+    encoder = AnthropicEncoder("") if request.path.startswith("/v1/messages") else OpenAIEncoder(None)
+    return _error_response(encoder, error, _early_headers(request, request.app[SIDECAR]))
 
 
 def _error_response(encoder: Encoder, error: LLMRouteError, headers: dict[str, str] | None = None) -> web.Response:

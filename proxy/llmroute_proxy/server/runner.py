@@ -41,6 +41,7 @@ class Listen:
     admin_host: str = "127.0.0.1"
     admin_port: int = 15401
     grace_s: float = 25.0
+    admin_hosts: frozenset[str] = frozenset()  # Host names besides loopback that may read /status
 
 
 def build_sidecar(settings: Settings | None = None, telemetry: Telemetry | None = None) -> Sidecar:
@@ -53,7 +54,7 @@ async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunne
                          shutdown_timeout=SHUTDOWN_MARGIN_S)
     admin = web.AppRunner(
         admin_app(lambda: status_document(sidecar), sidecar.telemetry,
-                  lambda: sidecar.table is not None and not sidecar.draining),
+                  lambda: sidecar.table is not None and not sidecar.draining, extra_hosts=listen.admin_hosts),
         access_log=None, shutdown_timeout=SHUTDOWN_MARGIN_S,
     )
     runners = []

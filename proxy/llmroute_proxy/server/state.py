@@ -88,6 +88,7 @@ class Decision:
 class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     default_max_output_tokens: int = 4096
+    allow_origins: frozenset[str] = frozenset()  # browser origins the data plane serves (see server/origins)
 
 
 @dataclass
