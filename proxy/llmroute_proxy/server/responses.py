@@ -16,6 +16,7 @@ import orjson
 from llmroute_proxy.errors import LLMRouteError, openai_error_body
 from llmroute_proxy.frontends.responses import ResponsesTurn, responses_field
 from llmroute_proxy.frontends.responses_output import response_from_canonical
+from llmroute_proxy.frontends.responses_stream import ResponsesStreamEncoder
 from llmroute_proxy.providers.base import ChatResult, StreamChunk, Usage
 
 
@@ -37,13 +38,14 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_created_at", "_turn", "response", "response_id")
+    __slots__ = ("_stream", "_turn", "created_at", "response", "response_id")
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0) -> None:
         self._turn = turn
-        self._created_at = created_at
+        self.created_at = created_at
         self.response_id = new_id("resp")
-        self.response: dict[str, object] | None = None
+        self.response: dict[str, Any] | None = None
+        self._stream = ResponsesStreamEncoder(turn, self.response_id, created_at, new_id) if turn else None
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
         return orjson.dumps(error_body(error))
@@ -51,14 +53,21 @@ class ResponsesEncoder:
     def unary(self, result: ChatResult) -> bytes:
         assert self._turn is not None
         self.response = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
-                                                self._created_at, new_id)
+                                                self.created_at, new_id)
         return orjson.dumps(self.response)
 
     def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
-        raise NotImplementedError
+        assert self._stream is not None
+        return b"".join(self._stream.encode(chunk.data) for chunk in chunks)
 
     def end(self, usage: Usage | None) -> bytes:
-        raise NotImplementedError
+        assert self._stream is not None
+        out = self._stream.finish(usage)
+        self.response = self._stream.response
+        return out
 
     def stream_error(self, error: LLMRouteError) -> bytes:
-        raise NotImplementedError
+        assert self._stream is not None
+        out = self._stream.fail(responses_field(error.message), error.code)
+        self.response = self._stream.response
+        return out

@@ -14,6 +14,7 @@ import pytest
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.frontends.responses import request_to_canonical
 from llmroute_proxy.frontends.responses_output import response_from_canonical
+from llmroute_proxy.frontends.responses_stream import ResponsesStreamEncoder
 from llmroute_proxy.providers.anthropic import messages_body
 from llmroute_proxy.providers.base import ChatRequest, Usage
 from llmroute_proxy.providers.gemini_request import build_generate_body
@@ -129,3 +130,30 @@ def test_store_metadata_and_the_previous_id_stay_in_the_sidecar() -> None:
     assert turn.conversation == ({"role": "user", "content": "earlier"}, {"role": "user", "content": "hi"})
     assert turn.store
     assert not request_to_canonical({**BASE, "store": False}).store
+
+
+def translate_stream(case: dict[str, Any]) -> list[dict[str, Any]]:
+    turn = request_to_canonical(case["request"])
+    encoder = ResponsesStreamEncoder(turn, "resp_1", 1700000000, counter_ids())
+    out = b"".join(encoder.encode(chunk) for chunk in case["chunks"])
+    if case["end"] == "finish":
+        out += encoder.finish()
+    else:
+        out += encoder.fail("attempt 1 on oai/gpt-4o-mini: stream broken after 2 chunks", "stream_broken")
+    assert encoder.finish() == b"" and encoder.encode(case["chunks"][0]) == b""  # nothing after the end
+    events = []
+    for block in out.decode().split("\n\n")[:-1]:
+        name, data = block.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert name == "event: " + event["type"]
+        events.append(event)
+    assert encoder.response == events[-1]["response"]
+    return events
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("stream_*.json")))
+def test_streams_become_the_golden_events(name: str) -> None:
+    case = golden(name)
+    events = translate_stream(case)
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert events == case["expected"]

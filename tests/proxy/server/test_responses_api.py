@@ -112,3 +112,73 @@ def test_an_unknown_model_is_a_404_in_the_error_shape(stack: Stack) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client(stack).responses.create(model="no-such-tier", input="hi")
     assert missing.value.param == "model" and "Available" in missing.value.message
+
+
+# ---- streams ---------------------------------------------------------------------------------
+
+TEXT_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
+               "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+               "response.content_part.done", "response.output_item.done", "response.completed"]
+CALL_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
+               "response.function_call_arguments.delta", "response.function_call_arguments.done",
+               "response.output_item.done", "response.completed"]
+
+
+def distinct_in_order(types: list[str]) -> list[str]:
+    return [kind for i, kind in enumerate(types) if i == 0 or types[i - 1] != kind]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_the_sdk_stream_helper_accumulates_text_from_every_provider(stack: Stack, tier: str) -> None:
+    with client(stack).responses.stream(model=tier, input="tell me a story", instructions="Be brief.") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert distinct_in_order([event.type for event in events]) == TEXT_EVENTS
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert "You said: tell me a story" in final.output_text and final.status == "completed"
+    assert final.usage is not None and final.usage.output_tokens > 0
+    assert final.id.startswith("resp_") and final.output[0].id.startswith("msg_")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_streamed_function_call_arguments_accumulate_in_the_sdk(stack: Stack, tier: str) -> None:
+    with client(stack).responses.stream(model=tier, input="Weather?", tools=[WEATHER]) as stream:  # type: ignore[list-item]
+        events = list(stream)
+        final = stream.get_final_response()
+    assert distinct_in_order([event.type for event in events]) == CALL_EVENTS
+    call = final.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "sim"}
+
+
+def test_a_raw_stream_says_where_it_was_routed(stack: Stack) -> None:
+    with client(stack).responses.with_streaming_response.create(model="gemini", input="hi", stream=True) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        assert raw.headers["x-llmroute-provider"] == "gem"
+        body = b"".join(raw.iter_bytes())
+    assert body.startswith(b"event: response.created\n") and b"event: response.completed\n" in body
+
+
+@pytest.mark.parametrize("kind", [FaultKind.BREAK_AFTER_TOKENS, FaultKind.ANTHROPIC_ERROR_EVENT])
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_failure_after_the_first_token_ends_the_stream_with_response_failed(stack: Stack, tier: str,
+                                                                               kind: FaultKind) -> None:
+    stack.call(lambda: stack.faults[TIERS[tier]].always(Fault(kind, tokens=2)))
+    with client(stack).responses.stream(model=tier, input="a long answer please, in many words") as stream:
+        events = list(stream)
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
+            stream.get_final_response()
+    types = [event.type for event in events]
+    assert types[-1] == "response.failed" and "response.completed" not in types
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.output[0].status == "incomplete" and failed.output[0].content[0].text  # type: ignore[union-attr]
+
+
+def test_failover_before_the_first_token_is_invisible(stack: Stack) -> None:
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.BREAK_BEFORE_FIRST_TOKEN)))
+    with client(stack).responses.stream(model="ha", input="hello") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert distinct_in_order([event.type for event in events]) == TEXT_EVENTS
+    assert "sim-oai-b" in final.output_text
