@@ -80,8 +80,6 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     try:
         turn = responses.request_to_canonical(await _read_json(request, sidecar))
         chat = ChatRequest(validate_chat(turn.canonical))
-        if chat.stream:
-            raise BadRequest("Streamed responses are not served yet; send stream: false.", param="stream")
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, ResponsesEncoder(turn, int(sidecar.wallclock())), "chat")
