@@ -75,11 +75,14 @@ class DeliveryFront:
         self._server = await asyncio.start_server(self._relay, host, port, ssl=self._ssl, reuse_address=True)
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop listening and drop every open connection."""
+    async def stop(self, *, drop_open: bool = True) -> None:
+        """Stop listening; drop every open connection, or with `drop_open=False` leave each to end
+        when its backend ends it."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        if not drop_open:
+            return
         for task in list(self._connections):
             task.cancel()
         for task in list(self._connections):

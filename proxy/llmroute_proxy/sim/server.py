@@ -80,6 +80,8 @@ __all__ = [
 
 # --- the runner --------------------------------------------------------------------------------
 
+IN_FLIGHT_GRACE_S = 30.0  # how long a request in flight may still run once the port stops taking work
+
 class SimServer:
     """A simulator on a real loopback port that can refuse connections and come back.
 
@@ -94,6 +96,7 @@ class SimServer:
         self._front: DeliveryFront | None = None
         self._delivery = delivery
         self._ssl = ssl_context
+        self._closing: set[asyncio.Task[None]] = set()
         self.host = host
         self.port = port
 
@@ -122,19 +125,30 @@ class SimServer:
     def listening(self) -> bool:
         return self._site is not None
 
-    async def stop_listening(self) -> None:
+    async def stop_listening(self, *, finish_in_flight: bool = False) -> None:
         """The provider goes down: the port refuses connections and open ones are dropped,
-        keep-alive connections in a client's pool and requests in flight alike."""
+        keep-alive connections in a client's pool and requests in flight alike.
+
+        With `finish_in_flight`, the provider stops taking work instead (a load balancer taking it
+        out of rotation): new connections are refused and idle ones closed, while each request
+        already in flight ends normally and then closes its connection."""
         if self._site is None:
             return
         await self._site.stop()
         self._site = None
         if self._front is not None:
-            await self._front.stop()
+            await self._front.stop(drop_open=not finish_in_flight)
             self._front = None
         if self._runner.server is not None:
             for connection in self._runner.server.connections:
-                connection.force_close()
+                if finish_in_flight:
+                    # close() wakes an idle connection; shutdown() lets a request in progress end, then closes
+                    connection.close()
+                    closing = asyncio.create_task(connection.shutdown(IN_FLIGHT_GRACE_S))
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+                else:
+                    connection.force_close()
 
     async def resume(self) -> None:
         """Listen again, on the same port."""

@@ -419,6 +419,45 @@ async def test_stopping_listening_cuts_a_stream_in_flight(sims: SimPool) -> None
     assert len(pieces) == 1
 
 
+async def test_taken_out_of_rotation_a_stream_in_flight_ends_whole_and_nothing_new_gets_in(
+        sims: SimPool) -> None:
+    server = await start(sims, "openai", Fault(FaultKind.SLOW_STREAM, seconds=0.05))
+    api = _openai(sims, server, 5)
+    stream = await api.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}], stream=True)
+    pieces: list[str] = []
+
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if not pieces:
+                await server.stop_listening(finish_in_flight=True)
+            pieces.append(chunk.choices[0].delta.content)
+
+    assert "".join(pieces) == ANSWERS["openai"]
+    with pytest.raises(openai.APIConnectionError) as refused:
+        await api.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}])
+    assert not isinstance(refused.value, openai.APITimeoutError)
+
+
+async def test_taken_out_of_rotation_idle_keep_alive_connections_are_closed(sims: SimPool) -> None:
+    server = await start(sims, "openai")
+    api = _openai(sims, server, 5)
+
+    async def ask() -> str:
+        completion = await api.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": QUESTION}])
+        return completion.choices[0].message.content or ""
+
+    assert await ask() == ANSWERS["openai"]
+    await server.stop_listening(finish_in_flight=True)
+    with pytest.raises(openai.APIConnectionError) as refused:
+        await ask()
+    assert not isinstance(refused.value, openai.APITimeoutError)
+    await server.resume()
+
+    assert await ask() == ANSWERS["openai"]
+
+
 async def test_the_gemini_sdk_sees_a_refused_port_as_a_connection_error(sims: SimPool) -> None:
     server = await start(sims, "gemini")
     await server.stop_listening()
