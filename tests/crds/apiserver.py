@@ -97,12 +97,16 @@ def prune(value: object, schema: Schema, path: str, pruned: list[str]) -> None:
                     pruned.append(f"{path}.{key}")
                     del value[key]
                 elif value[key] is None and not properties[key].get("nullable"):
-                    del value[key]
+                    del value[key]  # then defaulted, when the field has a default
                 else:
                     prune(value[key], properties[key], f"{path}.{key}", pruned)
         elif isinstance(schema.get("additionalProperties"), dict):
-            for key, item in value.items():
-                prune(item, schema["additionalProperties"], f"{path}.{key}", pruned)
+            extra = schema["additionalProperties"]
+            for key in list(value):
+                if value[key] is None and not extra.get("nullable") and "default" not in extra:
+                    del value[key]
+                else:
+                    prune(value[key], extra, f"{path}.{key}", pruned)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             prune(item, schema["items"], f"{path}[{index}]", pruned)
