@@ -276,6 +276,7 @@ def test_a_model_is_free_when_the_provider_lists_none() -> None:
 @pytest.mark.parametrize(("text", "seconds"), [
     ("500ms", 0.5), ("2s", 2.0), ("1.5s", 1.5), ("1m", 60.0), ("1h", 3600.0), ("1m30s", 90.0),
     ("0s", 0.0), ("2", None), ("1d", None), ("-1s", None), ("1 s", None), ("", None), ("s", None), (".5s", None),
+    ("\u0665s", None), ("1\u0660ms", None),  # digits are ASCII only, as Kubernetes' RE2 patterns have them
 ])
 def test_durations_need_a_unit(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
@@ -308,3 +309,11 @@ def test_a_dated_azure_api_version_with_a_v1_endpoint_is_refused() -> None:
                     "azure": {"apiVersion": "2024-10-21"}}}
     errors = [str(e) for e in parse_documents([doc]).errors]
     assert any("LLMProvider/az: spec.azure.apiVersion" in e and "classic form" in e for e in errors), errors
+
+
+def test_an_azure_api_version_has_ascii_digits_only() -> None:
+    doc = openai_doc()
+    doc["spec"]["type"] = "azure-openai"
+    doc["spec"]["azure"] = {"apiVersion": "\u0662\u0660\u0662\u0664-10-21"}  # Arabic-Indic 2024
+    _, errors = parse_provider(doc)
+    assert [e.path for e in errors] == ["spec.azure.apiVersion"]

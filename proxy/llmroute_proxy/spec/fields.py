@@ -17,8 +17,8 @@ from enum import Enum
 from typing import Any, TypeVar
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|h|m|s))+")  # ASCII digits, as in the CRD
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_HINT = "a duration such as '500ms', '2s', '1m' or '1h'"
 _E = TypeVar("_E", bound=Enum)

@@ -14,7 +14,7 @@ from llmroute_proxy.trust import ca_bundle_problem
 
 _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_AZURE_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest")
+_AZURE_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?|v1|preview|latest")
 _GEMINI_API_VERSIONS = ("v1beta", "v1")
 
 
