@@ -7,6 +7,7 @@
     │   └── BodyTooLarge        413
     ├── LocalLimitExceeded      429  llmroute's own budget or rate limit, with Retry-After
     ├── NoTableLoaded           503  the sidecar has no routing table yet
+    ├── DrainDeadlinePassed     503  SIGTERM's drain time ran out before the answer was complete
     ├── UpstreamError           one upstream attempt failed; `kind` classifies it (providers.md §6)
     └── AttemptsExhausted       every attempt failed: 502, or 429 when all were rate limited,
                                 or 504 when the overall deadline passed
@@ -136,6 +137,19 @@ class NoTableLoaded(LLMRouteError):
 
     def __init__(self) -> None:
         super().__init__("llmroute has no routing table loaded yet.")
+
+
+class DrainDeadlinePassed(LLMRouteError):
+    """The sidecar is stopping and its drain time ran out: what is still open ends with this,
+    in its own dialect (an in-band error event for a stream that has begun)."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "draining"
+
+    def __init__(self, drain_s: float) -> None:
+        super().__init__(f"This llmroute sidecar is shutting down: its drain time of {drain_s:g}s ran out "
+                         "before the answer was complete. Send the request again.")
 
 
 @dataclass(eq=False)

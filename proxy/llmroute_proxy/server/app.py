@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -130,6 +131,9 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
                   deadline=now + route.fallback.overall_timeout, prompt_tokens=prompt_tokens,
                   embeddings=operation == "embeddings", targets=decision.target_override)
     sidecar.in_flight += 1
+    task = asyncio.current_task()
+    if task is not None:
+        sidecar.handlers.add(task)
     response: web.StreamResponse | None = None
     reservation = decision.budget
     try:
@@ -140,8 +144,16 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     except LLMRouteError as error:
         response = _error_response(encoder, error, ex.headers())
         return response
+    except asyncio.CancelledError:
+        # a stream that has begun (a target answered) ends with its own in-band error in dispatch
+        if ex.target is not None or (cut := sidecar.take_drain_cut()) is None:
+            raise
+        response = _error_response(encoder, cut, ex.headers())
+        return response
     finally:
         sidecar.in_flight -= 1
+        if task is not None:
+            sidecar.handlers.discard(task)
         if reservation is not None and reservation.reservation is not None:
             _settle_budget(sidecar, reservation.reservation, ex)
         status = response.status if response is not None else 499

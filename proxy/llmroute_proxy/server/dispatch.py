@@ -21,6 +21,7 @@ from aiohttp import web
 from llmroute_proxy.errors import (
     AttemptRecord,
     AttemptsExhausted,
+    DrainDeadlinePassed,
     FailureKind,
     LocalLimitExceeded,
     UpstreamError,
@@ -169,6 +170,19 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         return _unary_response(sidecar, ex, planner, run, result)
 
 
+def _cut(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, error: DrainDeadlinePassed,
+         usage: Usage | None) -> None:
+    """The drain's deadline ended a committed stream: not the target's failure, but what was
+    streamed is paid for."""
+    target = run.attempt.target
+    planner.record_abandoned(run.attempt)
+    ex.usage = usage
+    ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
+    if usage is not None:
+        _spent(sidecar, ex, target, usage)
+    run.scope.end(usage, ex.cost, (), None, error)
+
+
 def _soonest(saturated_after: float | None, retry_at: float | None, now: float) -> float | None:
     candidates = [w for w in (saturated_after, None if retry_at is None else retry_at - now) if w is not None]
     return max(0.0, min(candidates)) if candidates else None
@@ -250,6 +264,12 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline")
             _failed(sidecar, ex, planner, run, error, committed=True, usage=translator.usage)
             await response.write(ex.encoder.stream_error(error))
+            return response
+        except asyncio.CancelledError:
+            if (cut := sidecar.take_drain_cut()) is None:
+                raise
+            _cut(sidecar, ex, planner, run, cut, translator.usage)
+            await response.write(ex.encoder.stream_error(cut))
             return response
         _succeeded(sidecar, ex, planner, run, translator.usage,
                    (translator.finish_reason,) if translator.finish_reason else (), None)

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from llmroute_proxy.config import ConfigError, load_table
+from llmroute_proxy.errors import DrainDeadlinePassed
 from llmroute_proxy.server.accesslog import buffer_access_log
 from llmroute_proxy.server.admin import admin_app
 from llmroute_proxy.server.app import create_app
@@ -152,9 +153,22 @@ def _settle_heap() -> None:
 
 
 async def drain(sidecar: Sidecar, grace_s: float) -> None:
+    """Let requests in flight finish within `grace_s`; then end those still open with an error
+    in their own dialect (an in-band error event for a stream that has begun)."""
     sidecar.draining = True
     deadline = sidecar.clock() + grace_s
     while sidecar.in_flight > 0 and sidecar.clock() < deadline:
         await asyncio.sleep(0.05)
     if sidecar.in_flight:
-        log.warning("stopping with %d requests still in flight after %gs", sidecar.in_flight, grace_s)
+        log.warning("the drain time of %gs ran out with %d requests in flight: ending them with an error",
+                    grace_s, sidecar.in_flight)
+        await _cut(sidecar, DrainDeadlinePassed(grace_s))
+
+
+async def _cut(sidecar: Sidecar, error: DrainDeadlinePassed) -> None:
+    sidecar.drain_cut = error
+    for task in list(sidecar.handlers):
+        task.cancel()
+    deadline = sidecar.clock() + SHUTDOWN_MARGIN_S
+    while sidecar.in_flight > 0 and sidecar.clock() < deadline:
+        await asyncio.sleep(0.01)

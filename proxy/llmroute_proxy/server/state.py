@@ -6,6 +6,7 @@ a table swap: a target that keeps its id keeps its circuit state and its load.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmroute_proxy.errors import AttemptRecord
+from llmroute_proxy.errors import AttemptRecord, DrainDeadlinePassed
 from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
@@ -115,6 +116,8 @@ class Sidecar:
     draining: bool = False
     tpm_limited: bool = False  # some provider has a tokens-per-minute limit: requests need a token count
     in_flight: int = 0
+    handlers: set[asyncio.Task[Any]] = field(default_factory=set)  # the requests in flight, to cut at the drain deadline
+    drain_cut: DrainDeadlinePassed | None = None  # set when the drain time ran out and open requests are cut
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
@@ -122,6 +125,16 @@ class Sidecar:
     def __post_init__(self) -> None:
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
+
+    def take_drain_cut(self) -> DrainDeadlinePassed | None:
+        """Inside `except CancelledError`: when the drain's cut cancelled this request, withdraw the
+        cancellation (so that the handler can still answer) and return the error to answer with."""
+        if self.drain_cut is None:
+            return None
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return self.drain_cut
 
     def install(self, table: Table, source: str = "file", pushed_version: str | None = None) -> None:
         """Swap the routing table atomically; requests in flight finish on the old one."""
