@@ -70,6 +70,13 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
                         help="browser origins (scheme://host[:port]) whose requests the data plane serves; "
                              "requests from any other web page are refused with 403 (default: none; "
                              "$LLMROUTE_ALLOW_ORIGINS)")
+    parser.add_argument("--responses-store-bytes", type=int,
+                        default=int(os.environ.get("LLMROUTE_RESPONSES_STORE_BYTES", 64 * 1024 * 1024)),
+                        help="memory cap of the store behind previous_response_id and GET /v1/responses/{id}; "
+                             "the oldest responses leave first (default 64 MiB; 0 keeps none)")
+    parser.add_argument("--responses-ttl-seconds", type=float,
+                        default=float(os.environ.get("LLMROUTE_RESPONSES_TTL_SECONDS", 3600)),
+                        help="how long a stored response can be read or continued (default 3600)")
     parser.add_argument("--admin-hosts", type=_names, default=os.environ.get("LLMROUTE_ADMIN_HOSTS", ""),
                         metavar="HOST,...",
                         help="Host names besides localhost, 127.0.0.1 and ::1 under which the admin plane shows "
@@ -93,7 +100,8 @@ def listen(args: argparse.Namespace) -> Listen:
 
 
 def settings(args: argparse.Namespace) -> Settings:
-    return Settings(max_body_bytes=args.max_body_bytes, allow_origins=args.allow_origins)
+    return Settings(max_body_bytes=args.max_body_bytes, allow_origins=args.allow_origins,
+                    responses_store_bytes=args.responses_store_bytes, responses_ttl_s=args.responses_ttl_seconds)
 
 
 def _validate(path: Path) -> int:

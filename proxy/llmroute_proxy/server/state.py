@@ -22,6 +22,7 @@ from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.server.upstream import UpstreamClient
 from llmroute_proxy.table import Table, TargetId
@@ -90,6 +91,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     default_max_output_tokens: int = 4096
     allow_origins: frozenset[str] = frozenset()  # browser origins the data plane serves (see server/origins)
+    responses_store_bytes: int = 64 * 1024 * 1024  # memory cap of the Responses store (0: keep nothing)
+    responses_ttl_s: float = 3600.0  # how long a stored Response can be read or continued
 
 
 @dataclass
@@ -121,8 +124,10 @@ class Sidecar:
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
+    responses: ResponseStore = field(init=False)  # POST /v1/responses with store (server/response_store)
 
     def __post_init__(self) -> None:
+        self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
 

@@ -77,6 +77,7 @@ def status_document(sidecar: Sidecar) -> dict[str, Any]:
         "targets": targets,
         "budgets": budgets,
         "spend": _spend(sidecar),
+        "responses_store": sidecar.responses.status(now),
         "decisions": [decision.to_json() for decision in reversed(sidecar.decisions)],
     }
 

@@ -1,0 +1,130 @@
+"""The sidecar's store of Responses: what `previous_response_id` and `GET /v1/responses/{id}`
+read, bounded in memory and in time.
+
+Each entry is the Response object as the client got it and the canonical conversation that
+produced it (the turn's messages plus the assistant's answer), both kept as JSON bytes: their
+size is what the memory cap counts, and they cannot change after the fact. Entries leave
+in the order they came: at their TTL, or the oldest first when a new one would pass the cap.
+
+The store lives in this process only. A restart, or a request that lands on another sidecar,
+finds nothing; the 404 then says so. A few thousand ids that left recently are remembered
+(as tombstones) so that the 404 can say whether the id expired, was evicted or deleted.
+Time is an argument (`now`, monotonic seconds): the store reads no clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.errors import RequestError
+
+ENTRY_OVERHEAD_BYTES = 400
+"""What an entry costs beyond its JSON bytes (the entry object, the dict slot, the id string)."""
+TOMBSTONES = 4096
+
+
+class ResponseNotFound(RequestError):
+    status = 404
+    code = "response_not_found"
+
+    def __init__(self, response_id: str, why: str, param: str | None) -> None:
+        super().__init__(f"No stored response '{response_id}': {why}.")
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    response: bytes
+    conversation: bytes
+    expires_at: float
+
+    @property
+    def size(self) -> int:
+        return len(self.response) + len(self.conversation) + ENTRY_OVERHEAD_BYTES
+
+
+class ResponseStore:
+    """At most `max_bytes` of responses, each kept `ttl_s` seconds (0 bytes: keep nothing)."""
+
+    def __init__(self, max_bytes: int, ttl_s: float) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[str, StoredResponse] = OrderedDict()
+        self._gone: OrderedDict[str, str] = OrderedDict()
+        self.bytes = 0
+        self.stored = 0
+        self.expired = 0
+        self.evicted = 0
+        self.too_large = 0
+
+    def put(self, response: dict[str, Any], conversation: Sequence[dict[str, Any]], now: float) -> bool:
+        """Keep a response; False when it alone is larger than the whole store."""
+        response_id = str(response["id"])
+        entry = StoredResponse(orjson.dumps(response), orjson.dumps(list(conversation)), now + self.ttl_s)
+        self._expire(now)
+        if entry.size > self.max_bytes:
+            self.too_large += 1
+            self._bury(response_id, "it was larger than the whole response store and was not kept")
+            return False
+        while self._entries and self.bytes + entry.size > self.max_bytes:
+            oldest_id, oldest = self._entries.popitem(last=False)
+            self.bytes -= oldest.size
+            self.evicted += 1
+            self._bury(oldest_id, "it was evicted to keep the response store within its memory cap")
+        self._entries[response_id] = entry
+        self.bytes += entry.size
+        self.stored += 1
+        return True
+
+    def response(self, response_id: str, now: float, param: str | None = None) -> bytes:
+        return self._get(response_id, now, param).response
+
+    def conversation(self, response_id: str, now: float) -> list[dict[str, Any]]:
+        """The canonical messages a new turn continues; `ResponseNotFound` says why there are none."""
+        conversation: list[dict[str, Any]] = orjson.loads(
+            self._get(response_id, now, "previous_response_id").conversation)
+        return conversation
+
+    def delete(self, response_id: str, now: float) -> None:
+        entry = self._get(response_id, now, None)
+        del self._entries[response_id]
+        self.bytes -= entry.size
+        self._bury(response_id, "it was deleted")
+
+    def status(self, now: float) -> dict[str, Any]:
+        self._expire(now)
+        return {"entries": len(self._entries), "bytes": self.bytes, "max_bytes": self.max_bytes,
+                "ttl_seconds": self.ttl_s, "stored": self.stored, "expired": self.expired,
+                "evicted": self.evicted, "too_large": self.too_large}
+
+    def _get(self, response_id: str, now: float, param: str | None) -> StoredResponse:
+        self._expire(now)
+        entry = self._entries.get(response_id)
+        if entry is not None:
+            return entry
+        why = self._gone.get(response_id) or (
+            "this sidecar never stored it (it was created with store: false, by another sidecar, or before "
+            "this sidecar restarted; responses live in the memory of the sidecar that answered them)")
+        raise ResponseNotFound(response_id, why, param)
+
+    def _expire(self, now: float) -> None:
+        """Entries expire in the order they were stored, so only the front needs looking at."""
+        while self._entries:
+            response_id, entry = next(iter(self._entries.items()))
+            if entry.expires_at > now:
+                return
+            self._entries.popitem(last=False)
+            self.bytes -= entry.size
+            self.expired += 1
+            self._bury(response_id, f"it expired ({self.ttl_s:g}s after it was created)")
+
+    def _bury(self, response_id: str, why: str) -> None:
+        self._gone[response_id] = why
+        self._gone.move_to_end(response_id)
+        while len(self._gone) > TOMBSTONES:
+            self._gone.popitem(last=False)
