@@ -47,6 +47,8 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages", anthropic_messages)
     app.router.add_post("/v1/responses", create_response)
+    app.router.add_get("/v1/responses/{response_id}", get_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
     app.router.add_get("/v1/models", list_models)
     return app
 
@@ -79,11 +81,34 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
 async def create_response(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     try:
-        turn = responses.request_to_canonical(await _read_json(request, sidecar))
+        body = await _read_json(request, sidecar)
+        previous = responses.previous_response_id(body)
+        history = sidecar.responses.conversation(previous, sidecar.clock()) if previous else ()
+        turn = responses.request_to_canonical(body, history)
         chat = ChatRequest(validate_chat(turn.canonical))
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
-    return await _serve(request, sidecar, chat, ResponsesEncoder(turn, int(sidecar.wallclock())), "chat")
+    encoder = ResponsesEncoder(turn, int(sidecar.wallclock()), sidecar.responses, sidecar.clock)
+    return await _serve(request, sidecar, chat, encoder, "chat")
+
+
+async def get_response(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    try:
+        stored = sidecar.responses.response(request.match_info["response_id"], sidecar.clock())
+    except LLMRouteError as error:
+        return _error_response(ResponsesEncoder(None), error)
+    return web.Response(body=stored, content_type="application/json")
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    response_id = request.match_info["response_id"]
+    try:
+        sidecar.responses.delete(response_id, sidecar.clock())
+    except LLMRouteError as error:
+        return _error_response(ResponsesEncoder(None), error)
+    return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True}, dumps=_dumps)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:

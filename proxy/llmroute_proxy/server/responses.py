@@ -8,16 +8,17 @@ serves. Errors keep OpenAI's shape, which is the Responses API's too.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 
 from llmroute_proxy.errors import LLMRouteError, openai_error_body
 from llmroute_proxy.frontends.responses import ResponsesTurn, responses_field
-from llmroute_proxy.frontends.responses_output import response_from_canonical
+from llmroute_proxy.frontends.responses_output import assistant_message, response_from_canonical
 from llmroute_proxy.frontends.responses_stream import ResponsesStreamEncoder
 from llmroute_proxy.providers.base import ChatResult, StreamChunk, Usage
+from llmroute_proxy.server.response_store import ResponseStore
 
 
 def new_id(prefix: str) -> str:
@@ -38,10 +39,14 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_stream", "_turn", "created_at", "response", "response_id")
+    __slots__ = ("_clock", "_store", "_stream", "_turn", "created_at", "response", "response_id")
 
-    def __init__(self, turn: ResponsesTurn | None, created_at: int = 0) -> None:
+    def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseStore | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        """`store` keeps the finished response (unless the request said `store: false`)."""
         self._turn = turn
+        self._store = store if turn is not None and turn.store else None
+        self._clock = clock
         self.created_at = created_at
         self.response_id = new_id("resp")
         self.response: dict[str, Any] | None = None
@@ -54,6 +59,7 @@ class ResponsesEncoder:
         assert self._turn is not None
         self.response = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
                                                 self.created_at, new_id)
+        self._keep(self.response)
         return orjson.dumps(self.response)
 
     def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
@@ -63,11 +69,19 @@ class ResponsesEncoder:
     def end(self, usage: Usage | None) -> bytes:
         assert self._stream is not None
         out = self._stream.finish(usage)
-        self.response = self._stream.response
+        self._keep(self._stream.response)
         return out
 
     def stream_error(self, error: LLMRouteError) -> bytes:
         assert self._stream is not None
         out = self._stream.fail(responses_field(error.message), error.code)
-        self.response = self._stream.response
+        self._keep(self._stream.response)
         return out
+
+    def _keep(self, response: dict[str, Any] | None) -> None:
+        """Stored before the last byte is written: a client that continues at once finds it."""
+        self.response = response
+        if response is None or self._store is None or self._turn is None or self._clock is None:
+            return
+        answer = assistant_message(response["output"])
+        self._store.put(response, [*self._turn.conversation, *([answer] if answer else [])], self._clock())

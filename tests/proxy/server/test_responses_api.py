@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections.abc import Iterator
 
 import openai
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.server.conftest import last_request, sim_requests
-from tests.proxy.stack import Stack
+from tests.proxy.stack import CONFIG, Stack
+
+# the shared stack's route, with a tier whose fallback is another provider type
+MIXED = CONFIG.replace("    embed:", """    mixed:
+      targets:
+        - {{provider: oai, model: gpt-4o-mini}}
+        - {{provider: claude, model: claude-sonnet-4-5, priority: 1}}
+    embed:""")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("stack"), config=MIXED) as running:
+        yield running
 
 TIERS = {"openai": "oai", "anthropic": "claude", "gemini": "gem"}
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
@@ -182,3 +197,81 @@ def test_failover_before_the_first_token_is_invisible(stack: Stack) -> None:
         final = stream.get_final_response()
     assert distinct_in_order([event.type for event in events]) == TEXT_EVENTS
     assert "sim-oai-b" in final.output_text
+
+
+# ---- state -----------------------------------------------------------------------------------
+
+
+def test_a_conversation_continues_by_id_when_its_second_turn_fails_over_to_another_provider_type(
+        stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.with_raw_response.create(model="mixed", input="Weather in Paris?", tools=[WEATHER],  # type: ignore[list-item]
+                                                   instructions="Use the tool.")
+    assert first.headers["x-llmroute-provider"] == "oai"
+    call = first.parse().output[0]
+    assert call.type == "function_call"
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=503)))
+    second = sdk.responses.with_raw_response.create(
+        model="mixed", previous_response_id=first.parse().id, tools=[WEATHER],  # type: ignore[list-item]
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C and cloudy"}])
+    assert second.headers["x-llmroute-provider"] == "claude" and second.headers["x-llmroute-attempts"] == "2"
+    assert "[sim-anthropic claude-sonnet-4-5] Tool said: 18C and cloudy" in second.parse().output_text
+    sent = last_request(stack, "claude").body
+    assert "system" not in sent  # instructions are not inherited by the next turn
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][1]["content"][0] == {"type": "tool_use", "id": call.call_id, "name": "get_weather",
+                                                 "input": {"city": "sim"}}
+    assert sent["messages"][2]["content"][0]["type"] == "tool_result"
+    third = sdk.responses.create(model="mixed", previous_response_id=second.parse().id, input="And tomorrow?")
+    assert "You said: And tomorrow?" in third.output_text and third.previous_response_id == second.parse().id
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_stored_response_can_be_read_and_deleted(stack: Stack, streamed: bool) -> None:
+    sdk = client(stack)
+    if streamed:
+        with sdk.responses.stream(model="gemini", input="remember me", metadata={"k": "v"}) as stream:
+            created = stream.get_final_response()
+    else:
+        created = sdk.responses.create(model="gemini", input="remember me", metadata={"k": "v"})
+    read = sdk.responses.retrieve(created.id)
+    assert (read.id, read.output_text, read.metadata, read.usage) == (created.id, created.output_text, {"k": "v"},
+                                                                      created.usage)
+    sdk.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError, match="it was deleted"):
+        sdk.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError, match="it was deleted") as gone:
+        sdk.responses.create(model="gemini", previous_response_id=created.id, input="again")
+    assert gone.value.param == "previous_response_id" and gone.value.code == "response_not_found"
+
+
+def test_store_false_keeps_nothing(stack: Stack) -> None:
+    sdk = client(stack)
+    before = stack.call(lambda: stack.sidecar.responses.stored)
+    created = sdk.responses.create(model="openai", input="forget me", store=False)
+    assert created.store is False
+    assert stack.call(lambda: stack.sidecar.responses.stored) == before
+    with pytest.raises(openai.NotFoundError, match="never stored it"):
+        sdk.responses.retrieve(created.id)
+
+
+def test_an_expired_response_is_a_404_saying_so(stack: Stack) -> None:
+    sdk = client(stack)
+    created = sdk.responses.create(model="openai", input="short-lived")
+    real_clock = stack.sidecar.clock
+    ttl = stack.sidecar.responses.ttl_s
+    stack.call(lambda: setattr(stack.sidecar, "clock", lambda: real_clock() + ttl + 1))
+    try:
+        with pytest.raises(openai.NotFoundError, match="expired") as gone:
+            sdk.responses.create(model="openai", previous_response_id=created.id, input="still there?")
+    finally:
+        stack.call(lambda: setattr(stack.sidecar, "clock", real_clock))
+    assert gone.value.response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_status_shows_the_store(stack: Stack) -> None:
+    client(stack).responses.create(model="openai", input="count me")
+    with urllib.request.urlopen(stack.admin_url + "/status", timeout=5) as answer:
+        store = json.load(answer)["responses_store"]
+    assert store["entries"] >= 1 and 0 < store["bytes"] <= store["max_bytes"] == 64 * 1024 * 1024
+    assert store["ttl_seconds"] == 3600
