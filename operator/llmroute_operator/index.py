@@ -28,6 +28,7 @@ import orjson
 from llmroute_operator.contracts import DesiredTable, Generation, GlobalLimits, PodRef
 from llmroute_operator.selectors import selects
 from llmroute_proxy.spec import (
+    API_VERSION,
     PROVIDER_KIND,
     ROUTE_KIND,
     EnvCredential,
@@ -74,6 +75,7 @@ class Verdict:
     problems: tuple[Problem, ...] = ()
     unresolved: tuple[Problem, ...] = ()
     serving: str | None = None
+    uid: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -168,15 +170,16 @@ class ClusterIndex:
 
     # ---- whole objects, as watched ---------------------------------------------------------------
 
-    def put(self, body: Mapping[str, Any]) -> bool:
-        """Any watched object (LLMProvider, LLMRoute, Pod, Node, Secret) as the API serves it."""
-        kind, metadata = body.get("kind"), body.get("metadata") or {}
+    def put(self, body: Mapping[str, Any], kind: str | None = None) -> bool:
+        """Any watched object (LLMProvider, LLMRoute, Pod, Node, Secret) as the API serves it. `kind`
+        is for list items, which the API serves without one."""
+        kind, metadata = kind or body.get("kind"), body.get("metadata") or {}
         namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
         match kind:
             case "LLMProvider":
-                return self.put_provider(namespace, body)
+                return self.put_provider(namespace, {**body, "kind": kind})
             case "LLMRoute":
-                return self.put_route(namespace, body)
+                return self.put_route(namespace, {**body, "kind": kind})
             case "Pod":
                 return self.put_pod(namespace, name, str(metadata.get("uid") or ""), metadata.get("labels"),
                                     (body.get("spec") or {}).get("nodeName"))
@@ -186,8 +189,8 @@ class ClusterIndex:
                 return self.put_secret(namespace, name, body.get("data"))
         raise ValueError(f"not a watched kind: {kind!r}")
 
-    def delete(self, body: Mapping[str, Any]) -> bool:
-        kind, metadata = body.get("kind"), body.get("metadata") or {}
+    def delete(self, body: Mapping[str, Any], kind: str | None = None) -> bool:
+        kind, metadata = kind or body.get("kind"), body.get("metadata") or {}
         namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
         match kind:
             case "LLMProvider":
@@ -210,14 +213,16 @@ class ClusterIndex:
         ns.providers[name] = _Resource(document, _pending(PROVIDER_KIND, namespace, name, body),
                                        ns.providers[name].serving if name in ns.providers else None)
         changed = self._judge_namespace(namespace)
-        self._secrets = {k: v for k, v in self._secrets.items() if self._referenced(k)}
+        named = self.named_secrets()
+        self._secrets = {k: v for k, v in self._secrets.items() if k in named}
         return changed
 
     def delete_provider(self, namespace: str, name: str) -> bool:
         ns = self._namespaces.get(namespace)
         if ns is None or ns.providers.pop(name, None) is None:
             return False
-        self._secrets = {k: v for k, v in self._secrets.items() if self._referenced(k)}
+        named = self.named_secrets()
+        self._secrets = {k: v for k, v in self._secrets.items() if k in named}
         self._judge_namespace(namespace)
         return self._changed(True)
 
@@ -254,10 +259,15 @@ class ClusterIndex:
             return False
         return self._judge_namespace(namespace)
 
-    def missing_secrets(self) -> set[Key]:
-        """Secrets that providers name and the index does not hold: the handlers read these once."""
+    def named_secrets(self) -> set[Key]:
+        """Secrets named by a provider's current version, or by the older version that still serves."""
         return {key for ns_name, ns in self._namespaces.items() for r in ns.providers.values()
-                if (key := _secret_ref(ns_name, r.document)) is not None and key not in self._secrets}
+                for document in (r.document, r.serving.document if r.serving is not None else None)
+                if document is not None and (key := _secret_ref(ns_name, document)) is not None}
+
+    def missing_secrets(self) -> set[Key]:
+        """Named Secrets the index does not hold: the operator reads these at once."""
+        return self.named_secrets() - self._secrets.keys()
 
     # ---- pods and nodes ------------------------------------------------------------------------------
 
@@ -464,11 +474,7 @@ class ClusterIndex:
         return None if resource is None else resource.serving  # type: ignore[no-any-return]
 
     def _referenced(self, key: Key) -> bool:
-        """Named by a provider's current version, or by the older version that still serves."""
-        ns = self._namespaces.get(key[0])
-        documents = [] if ns is None else [d for r in ns.providers.values()
-                                           for d in (r.document, r.serving.document if r.serving else None) if d]
-        return any(_secret_ref(key[0], d) == key for d in documents)
+        return key in self.named_secrets()
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
@@ -477,14 +483,16 @@ def _document(body: Mapping[str, Any], kind: str) -> tuple[dict[str, Any], str]:
     """The resource as applied (apiVersion, kind, metadata.name, spec): what the sidecars receive."""
     metadata = body.get("metadata") or {}
     name = str(metadata.get("name", ""))
-    document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind", kind),
+    document = {"apiVersion": body.get("apiVersion") or API_VERSION, "kind": body.get("kind") or kind,
                 "metadata": {"name": name}, "spec": body.get("spec")}
     return orjson.loads(orjson.dumps(document)), name
 
 
 def _pending(kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> Verdict:
-    generation = (body.get("metadata") or {}).get("generation")
-    return Verdict(kind, namespace, name, generation if isinstance(generation, int) else None)
+    metadata = body.get("metadata") or {}
+    generation, uid = metadata.get("generation"), metadata.get("uid")
+    return Verdict(kind, namespace, name, generation if isinstance(generation, int) else None,
+                   uid=uid if isinstance(uid, str) else None)
 
 
 def _verdict(resource: _Resource, problems: Iterable[Problem], unresolved: Iterable[Problem]) -> Verdict:

@@ -70,6 +70,8 @@ class StatusBook:
         self.acks: dict[PodRef, str] = {}
         self.nacks: dict[PodRef, tuple[str, str]] = {}  # pod → (version, error)
         self.refusals = 0
+        self.ack_count = 0
+        self.nack_count = 0
         self.pending_events: list[tuple[PodRef, str, str]] = []  # NACKs not yet posted: (pod, version, error)
         self._spend: dict[tuple[str, str], _Spend] = {}  # (namespace, route) → this period's spend
         self._periods: dict[tuple[str, str], BudgetPeriod] = {}
@@ -92,12 +94,14 @@ class StatusBook:
 
     def acked(self, pod: PodRef, version: str) -> None:
         self.acks[pod] = version
+        self.ack_count += 1
         if pod in self.nacks and self.nacks[pod][0] == version:
             del self.nacks[pod]
         self._changed()
 
     def nacked(self, pod: PodRef, version: str, error: str) -> None:
         self.nacks[pod] = (version, error)
+        self.nack_count += 1
         self.pending_events.append((pod, version, error))
         self._changed()
 

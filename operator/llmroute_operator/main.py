@@ -1,0 +1,211 @@
+"""`llmroute-operator`: kopf, the hub, limit leases, the status writer and the admin plane, in one process.
+
+kopf watches LLMProviders, LLMRoutes, Pods and Nodes into the cluster index (handlers.py); the hub serves
+each authenticated sidecar its pod's table from that index and hands out limit leases; the sidecars'
+reports feed the status book, from which the status writer patches `/status` and posts Events. Every
+setting is a flag with an environment default (docs/configuration.md lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import kopf
+from aiohttp import web
+
+from llmroute_operator.admin import Live, admin_app
+from llmroute_operator.certs import write_self_signed
+from llmroute_operator.handlers import register
+from llmroute_operator.hub import Hub, hub_ssl_context
+from llmroute_operator.index import ClusterIndex
+from llmroute_operator.k8s import KubernetesApi, connection, login
+from llmroute_operator.leases import DEFAULT_TTL_S, LeaseBook
+from llmroute_operator.status import StatusBook
+from llmroute_operator.tokenreview import CachedReviewer, KubernetesTokenReviewer, TokenReviewer
+from llmroute_operator.writer import SecretApi, SecretReader, StatusApi, StatusWriter
+
+log = logging.getLogger("llmroute.operator")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    hub_host: str = "0.0.0.0"
+    hub_port: int = 15443
+    hub_cert: Path | None = None
+    hub_key: Path | None = None
+    dev_certs: Path | None = None
+    admin_host: str = "0.0.0.0"
+    admin_port: int = 15444
+    namespaces: tuple[str, ...] = ()
+    status_debounce_s: float = 1.0
+    status_resync_s: float = 30.0
+    secret_refresh_s: float = 30.0
+    lease_ttl_s: float = DEFAULT_TTL_S
+    log_level: str = "INFO"
+
+
+def parse(argv: list[str] | None = None) -> Settings:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="llmroute-operator", description="The llmroute Kubernetes operator.")
+    p.add_argument("--hub-host", default=env("LLMROUTE_HUB_HOST", "0.0.0.0"), metavar="ADDR",
+                   help="the hub's address (default 0.0.0.0)")
+    p.add_argument("--hub-port", type=int, default=int(env("LLMROUTE_HUB_PORT", "15443")), metavar="PORT",
+                   help="the hub's TLS port, where sidecars connect (default 15443)")
+    p.add_argument("--hub-cert", type=Path, default=_path(env("LLMROUTE_HUB_CERT")), metavar="FILE",
+                   help="the hub's certificate chain (PEM)")
+    p.add_argument("--hub-key", type=Path, default=_path(env("LLMROUTE_HUB_KEY")), metavar="FILE",
+                   help="the hub certificate's private key (PEM)")
+    p.add_argument("--dev-certs", type=Path, default=_path(env("LLMROUTE_DEV_CERTS")), metavar="DIR",
+                   help="development only: make a CA (ca.pem) and a hub certificate in DIR instead")
+    p.add_argument("--admin-host", default=env("LLMROUTE_OPERATOR_ADMIN_HOST", "0.0.0.0"), metavar="ADDR",
+                   help="address of /healthz, /readyz and /metrics (default 0.0.0.0)")
+    p.add_argument("--admin-port", type=int, default=int(env("LLMROUTE_OPERATOR_ADMIN_PORT", "15444")),
+                   metavar="PORT", help="port of /healthz, /readyz and /metrics (default 15444)")
+    p.add_argument("--namespace", action="append", dest="namespaces", metavar="NS",
+                   default=[n for n in env("LLMROUTE_NAMESPACES", "").split(",") if n.strip()],
+                   help="watch only this namespace (repeatable; default: the whole cluster)")
+    p.add_argument("--status-debounce", type=float, metavar="SECONDS",
+                   default=float(env("LLMROUTE_STATUS_DEBOUNCE_SECONDS", "1")),
+                   help="wait this long after a change before writing status, so bursts make one write (default 1)")
+    p.add_argument("--status-resync", type=float, metavar="SECONDS",
+                   default=float(env("LLMROUTE_STATUS_RESYNC_SECONDS", "30")),
+                   help="recompute status at least this often (budget periods, failure windows) (default 30)")
+    p.add_argument("--secret-refresh", type=float, metavar="SECONDS",
+                   default=float(env("LLMROUTE_SECRET_REFRESH_SECONDS", "30")),
+                   help="read the Secrets that providers name again this often (key rotation) (default 30)")
+    p.add_argument("--lease-ttl", type=float, metavar="SECONDS",
+                   default=float(env("LLMROUTE_LEASE_TTL_SECONDS", str(DEFAULT_TTL_S))),
+                   help="how long a sidecar's share of global limits holds without renewal (default 30)")
+    p.add_argument("--log-level", default=env("LLMROUTE_LOG_LEVEL", "INFO"), metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    a = p.parse_args(argv)
+    if a.dev_certs is None and (a.hub_cert is None or a.hub_key is None):
+        p.error("the hub needs --hub-cert and --hub-key (or --dev-certs DIR for development)")
+    return Settings(a.hub_host, a.hub_port, a.hub_cert, a.hub_key, a.dev_certs, a.admin_host, a.admin_port,
+                    tuple(n.strip() for n in a.namespaces), a.status_debounce, a.status_resync, a.secret_refresh,
+                    a.lease_ttl, a.log_level.upper())
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True  # one replica; no KopfPeering resources, no RBAC for them
+    settings.posting.enabled = False  # Events are ours, with reasons, not kopf's log lines
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    return settings
+
+
+class Operator:
+    def __init__(self, settings: Settings, api: StatusApi, secret_api: SecretApi, reviewer: TokenReviewer,
+                 *, events_posted: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.index = ClusterIndex()
+        self.book = StatusBook(clock)
+        self.writer = StatusWriter(self.index, self.book, api, clock=clock, debounce_s=settings.status_debounce_s,
+                                   resync_s=settings.status_resync_s)
+        self.secrets = SecretReader(self.index, secret_api, refresh_s=settings.secret_refresh_s)
+        self.index.listeners.append(self.writer.poke)
+        self.book.listeners.append(self.writer.poke)
+        self.hub = Hub(self.index, self.book, reviewer, leases=LeaseBook(settings.lease_ttl_s))
+        self.registry = kopf.OperatorRegistry()
+        register(self.registry, self.index, self.writer, self.secrets)
+        self.live = Live(self.index, self.book, self.hub, self.writer, self.secrets, events_posted)
+        self.ready = asyncio.Event()
+        self.hub_port = 0
+        self.admin_port = 0
+
+    async def run(self, info: kopf.ConnectionInfo, *, stop_flag: asyncio.Event | None = None,
+                  hub_ssl: ssl.SSLContext | None = None) -> None:
+        """Until `stop_flag` is set (or SIGINT/SIGTERM when it is None)."""
+        kopf.on.login(registry=self.registry)(lambda **_: info)
+        hub = await self._serve(self.hub.app(), self.settings.hub_host, self.settings.hub_port,
+                                hub_ssl or self._hub_ssl())
+        admin = await self._serve(admin_app(self.live, self.ready.is_set), self.settings.admin_host,
+                                  self.settings.admin_port, None)
+        self.hub_port, self.admin_port = hub.addresses[0][1], admin.addresses[0][1]
+        loops = [asyncio.create_task(self.writer.run()), asyncio.create_task(self.secrets.run())]
+        log.info("hub on %s:%d, admin on %s:%d, watching %s", self.settings.hub_host, self.hub_port,
+                 self.settings.admin_host, self.admin_port, ", ".join(self.settings.namespaces) or "the cluster")
+        try:
+            tasks = await kopf.spawn_tasks(registry=self.registry, settings=kopf_settings(), standalone=True,
+                                           clusterwide=not self.settings.namespaces,
+                                           namespaces=self.settings.namespaces, stop_flag=stop_flag,
+                                           ready_flag=self.ready)
+            await run_until_first_exits(tasks)
+        finally:
+            for task in loops:
+                task.cancel()
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await hub.cleanup()
+            await admin.cleanup()
+
+    def _hub_ssl(self) -> ssl.SSLContext:
+        s = self.settings
+        if s.hub_cert is not None and s.hub_key is not None:
+            return hub_ssl_context(str(s.hub_cert), str(s.hub_key))
+        assert s.dev_certs is not None
+        s.dev_certs.mkdir(parents=True, exist_ok=True)
+        files = write_self_signed(s.dev_certs)
+        log.warning("development certificates in %s (sidecars trust %s)", s.dev_certs, files.ca)
+        return hub_ssl_context(str(files.cert), str(files.key))
+
+    @staticmethod
+    async def _serve(app: web.Application, host: str, port: int, context: ssl.SSLContext | None) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, ssl_context=context, backlog=2048).start()
+        return runner
+
+
+async def run_until_first_exits(tasks: Collection[asyncio.Task[None]]) -> None:
+    """kopf's root tasks until one ends (the stop flag, a signal, a failure), then all of them.
+
+    Not `kopf.run_tasks`: after its root tasks it waits for, then cancels, every task of the loop that
+    started after it — here the hub's sidecar streams, which the hub closes itself on the way out, and in
+    tests the fake API server's watch streams.
+    """
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def serve(settings: Settings) -> None:
+    info = login(settings=kopf_settings())
+    conn = connection(info)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=conn.ssl),
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        api = KubernetesApi(session, conn)
+        reviewer = CachedReviewer(KubernetesTokenReviewer(session, conn.server, conn.headers()))
+        operator = Operator(settings, api, api, reviewer, events_posted=lambda: api.events_posted)
+        await operator.run(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse(argv)
+    logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
+    return 0

@@ -1,0 +1,120 @@
+"""Tier A: the whole operator (kopf, index, hub, status writer) against kmock, sidecars over TLS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from llmroute_operator.certs import CertFiles, write_self_signed
+from llmroute_operator.contracts import PodRef
+from tests.operator.kopfcluster import Cluster, Emulator, FakeSidecar, conditions, prepare, running_operator
+from tests.operator.resources import KEY, node, pod, provider, route, secret
+
+pytestmark = pytest.mark.kmock(cls=Emulator)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    return write_self_signed(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+async def cluster(kmock: Emulator, certs: CertFiles) -> AsyncIterator[Cluster]:
+    prepare(kmock)
+    async with running_operator(kmock, certs) as running:
+        for body in (node(), provider(), secret(), route(budget_usd=10.0), pod("chat-0"), pod("chat-1")):
+            await running.create(body)
+        yield running
+
+
+async def test_a_selected_pod_is_served_its_table_and_a_route_change_reaches_it(cluster: Cluster) -> None:
+    async with FakeSidecar.connect(cluster, "team-a", "chat-0") as car:
+        first = await car.table()
+        assert first.table["region"] == "eu-west-1"
+        assert [d["metadata"]["name"] for d in first.table["documents"]] == ["openai-main", "chat"]
+        assert first.table["credentials"] == {"openai-main": KEY}  # read from the Secret, not watched
+        await car.ack()
+        await cluster.until(lambda: conditions(cluster.status("LLMRoute", "team-a", "chat")).get("Synced", ("",))[0] == "True")
+        status = cluster.status("LLMRoute", "team-a", "chat")
+        assert status["sidecars"]["summary"] == "1/1" and status["tableVersion"] == first.version[:16]
+
+        await cluster.patch(route(model="gpt-4o", budget_usd=10.0))
+        second = await car.table()
+        assert second.table["documents"][1]["spec"]["tiers"]["fast"]["targets"][0]["model"] == "gpt-4o"
+        await cluster.until(lambda: cluster.status("LLMRoute", "team-a", "chat").get("observedGeneration") == 2)
+        assert conditions(cluster.status("LLMRoute", "team-a", "chat"))["Synced"][0] == "False"
+        await car.ack()
+        await cluster.until(lambda: conditions(cluster.status("LLMRoute", "team-a", "chat"))["Synced"][0] == "True")
+
+
+async def test_a_bad_route_is_not_accepted_and_the_running_table_stays(cluster: Cluster) -> None:
+    def accepted_reason() -> str:
+        return conditions(cluster.status("LLMRoute", "team-a", "chat")).get("Accepted", ("", ""))[1]
+
+    async with FakeSidecar.connect(cluster, "team-a", "chat-0") as car:
+        good = await car.table()
+        await car.ack()
+        await cluster.until(lambda: accepted_reason() == "Accepted")
+        await cluster.patch(route(budget_usd=10.0, defaultTier="slow"))
+
+        def refused() -> bool:
+            return accepted_reason() == "Invalid"
+
+        await cluster.until(refused)
+        accepted = conditions(cluster.status("LLMRoute", "team-a", "chat"))["Accepted"]
+        assert accepted[1] == "Invalid" and "spec.defaultTier" in accepted[2], accepted
+        assert "keeps serving" in accepted[2]
+        assert cluster.status("LLMRoute", "team-a", "chat")["observedGeneration"] == 2
+        assert any(e["reason"] == "Invalid" and e["involvedObject"]["name"] == "chat"
+                   for e in cluster.events("team-a"))
+        current = cluster.operator.index.table_for(PodRef("team-a", "chat-0"))
+        assert current is not None and current.version == good.version
+        await cluster.patch(route(model="gpt-4o", budget_usd=10.0))  # the next push is this fix, nothing between
+        fixed = await car.table()
+        assert fixed.table["documents"][1]["spec"]["tiers"]["fast"]["targets"][0]["model"] == "gpt-4o"
+
+
+async def test_status_counts_acks_names_nacks_and_sums_spend(cluster: Cluster) -> None:
+    async with FakeSidecar.connect(cluster, "team-a", "chat-0") as car0, \
+            FakeSidecar.connect(cluster, "team-a", "chat-1") as car1:
+        await car0.table()
+        await car1.table()
+        await car0.ack()
+        await car1.nack("table.documents: something the sidecar cannot run")
+
+        def counted() -> bool:
+            return cluster.status("LLMRoute", "team-a", "chat").get("sidecars", {}).get("nacked") == ["chat-1"]
+
+        await cluster.until(counted)
+        status = cluster.status("LLMRoute", "team-a", "chat")
+        assert status["sidecars"]["summary"] == "1/2"
+        assert conditions(status)["Synced"][:2] == ("False", "Rejected")
+        assert any(e["reason"] == "TableRejected" and "chat-1" in e["message"] for e in cluster.events("team-a"))
+
+        await car0.usage("chat", 3.0)
+        await car1.usage("chat", 5.5)
+        await cluster.until(lambda: cluster.status("LLMRoute", "team-a", "chat").get("spend", {}).get("periodUSD") == 8.5)
+        status = cluster.status("LLMRoute", "team-a", "chat")
+        assert status["spend"]["percentOfBudget"] == 85.0
+        assert conditions(status)["BudgetWarning"][0] == "True" and conditions(status)["BudgetExceeded"][0] == "False"
+        assert any(e["reason"] == "BudgetWarning" for e in cluster.events("team-a"))
+        assert KEY not in str(status) and KEY not in str(cluster.events("team-a"))
+
+
+async def test_the_admin_plane_answers_health_readiness_and_metrics(cluster: Cluster) -> None:
+    async with FakeSidecar.connect(cluster, "team-a", "chat-0") as car:
+        await car.table()
+        await car.ack()
+        base = f"http://127.0.0.1:{cluster.operator.admin_port}"
+        async with aiohttp.ClientSession() as session:
+            for path in ("/healthz", "/readyz"):
+                async with session.get(base + path) as response:
+                    assert response.status == 200, path
+            async with session.get(base + "/metrics") as response:
+                text = await response.text()
+        assert "llmroute_operator_sidecars_connected 1.0" in text
+        assert 'llmroute_operator_resources{accepted="true",kind="LLMRoute"} 1.0' in text
+        assert "llmroute_operator_table_compilations_total" in text
+        assert KEY not in text
