@@ -114,7 +114,7 @@ class KubernetesApi:
                 if response.status == 403:
                     log.warning("may not read Secret %s/%s (RBAC)", namespace, name)
                 return None
-            response.raise_for_status()
+            await _raise_for_status(response)
             body = orjson.loads(await response.read())
         data = body.get("data") or {}
         return data if isinstance(data, dict) else {}
@@ -128,7 +128,7 @@ class KubernetesApi:
                                       ssl=self.conn.ssl) as response:
             if response.status == 404:
                 return False
-            response.raise_for_status()
+            await _raise_for_status(response)
         self.status_writes += 1
         return True
 
@@ -147,5 +147,23 @@ class KubernetesApi:
         url = f"{self.conn.server}/api/v1/namespaces/{namespace}/events"
         headers = {**self.conn.headers(), "Content-Type": "application/json"}
         async with self.session.post(url, data=orjson.dumps(body), headers=headers, ssl=self.conn.ssl) as response:
-            response.raise_for_status()
+            await _raise_for_status(response)
         self.events_posted += 1
+
+
+class ApiError(Exception):
+    """The API server refused a request; `message` is its Status message (never a Secret's body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+        super().__init__(f"HTTP {status}: {message}")
+
+
+async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
+    if response.status < 400:
+        return
+    try:
+        message = str(orjson.loads(await response.read()).get("message", ""))
+    except (orjson.JSONDecodeError, AttributeError, aiohttp.ClientError):
+        message = response.reason or ""
+    raise ApiError(response.status, message[:500])

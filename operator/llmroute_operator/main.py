@@ -24,7 +24,7 @@ import kopf
 from aiohttp import web
 
 from llmroute_operator.admin import Live, admin_app
-from llmroute_operator.certs import write_self_signed
+from llmroute_operator.certs import CertFiles, write_self_signed
 from llmroute_operator.handlers import register
 from llmroute_operator.hub import Hub, hub_ssl_context
 from llmroute_operator.index import ClusterIndex
@@ -161,7 +161,9 @@ class Operator:
             return hub_ssl_context(str(s.hub_cert), str(s.hub_key))
         assert s.dev_certs is not None
         s.dev_certs.mkdir(parents=True, exist_ok=True)
-        files = write_self_signed(s.dev_certs)
+        files = CertFiles(s.dev_certs / "ca.pem", s.dev_certs / "tls.crt", s.dev_certs / "tls.key")
+        if not all(f.exists() for f in (files.ca, files.cert, files.key)):  # kept across restarts: sidecars trust ca.pem
+            files = write_self_signed(s.dev_certs)
         log.warning("development certificates in %s (sidecars trust %s)", s.dev_certs, files.ca)
         return hub_ssl_context(str(files.cert), str(files.key))
 
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse(argv)
     logging.basicConfig(level=getattr(logging, settings.log_level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.log_level != "DEBUG":  # kopf says INFO for every watch event handled: a line per pod change
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
     return 0

@@ -279,8 +279,10 @@ def synced_condition(synced: int, selected: int, nacked: list[str]) -> dict[str,
 
 
 def condition(kind: str, status: bool, reason: str, message: str) -> dict[str, Any]:
+    """An empty message is left out: the API server (1.20) takes "" for null and refuses it."""
     text = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…"
-    return {"type": kind, "status": "True" if status else "False", "reason": reason, "message": text}
+    return {"type": kind, "status": "True" if status else "False", "reason": reason,
+            **({"message": text} if text else {})}
 
 
 def merge_conditions(old: Iterable[Mapping[str, Any]], new: list[dict[str, Any]], generation: int | None,

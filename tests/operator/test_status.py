@@ -49,7 +49,7 @@ class World:
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
-    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+    return {c["type"]: (c["status"], c["reason"], c.get("message", "")) for c in status["conditions"]}
 
 
 def test_an_accepted_route_without_sidecars_is_not_synced() -> None:
@@ -228,3 +228,11 @@ def test_no_status_or_event_ever_holds_a_credential() -> None:
     events = world.compute()
     text = json.dumps([world.statuses[k] for k in sorted(world.statuses)]) + repr(events)
     assert KEY not in text and "TableRejected" in text
+
+
+def test_no_condition_has_an_empty_message_which_the_api_server_takes_for_null() -> None:
+    world = World()
+    world.compute()
+    for status in world.statuses.values():
+        assert all(c.get("message", None) != "" for c in status["conditions"])
+        assert all(c["reason"] for c in status["conditions"])
