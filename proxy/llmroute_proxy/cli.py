@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
 from llmroute_proxy import __version__
 from llmroute_proxy.server.accesslog import LINE_FORMAT
+from llmroute_proxy.server.connections import ConnectionLimits
 from llmroute_proxy.server.origins import parse_origins
 from llmroute_proxy.server.runner import Listen
 from llmroute_proxy.server.state import Settings
@@ -65,6 +67,21 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-seconds", type=float,
                         default=float(os.environ.get("LLMROUTE_DRAIN_SECONDS", 25)),
                         help="on SIGTERM, how long requests in flight may take to finish (default 25)")
+    parser.add_argument("--max-connections", type=_positive_int,
+                        default=os.environ.get("LLMROUTE_MAX_CONNECTIONS", "1024"),
+                        help="open data-plane connections at most; more are answered 503 and closed "
+                             "(default 1024; the admin plane takes at most 64)")
+    parser.add_argument("--header-read-seconds", type=_positive_float,
+                        default=os.environ.get("LLMROUTE_HEADER_READ_SECONDS", "10"),
+                        help="a request's line and headers must arrive within this, from the connection's "
+                             "accept or the request's first byte; else 408 and close (default 10)")
+    parser.add_argument("--body-read-seconds", type=_positive_float,
+                        default=os.environ.get("LLMROUTE_BODY_READ_SECONDS", "30"),
+                        help="a request's body must arrive within this after its headers; else 408 and close "
+                             "(default 30)")
+    parser.add_argument("--keepalive-seconds", type=_positive_float,
+                        default=os.environ.get("LLMROUTE_KEEPALIVE_SECONDS", "75"),
+                        help="an idle connection between requests is closed after this (default 75)")
     parser.add_argument("--allow-origins", type=_origins, default=os.environ.get("LLMROUTE_ALLOW_ORIGINS", ""),
                         metavar="ORIGIN,...",
                         help="browser origins (scheme://host[:port]) whose requests the data plane serves; "
@@ -83,6 +100,26 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
                              "/status and its page, e.g. the pod IP (default: none; $LLMROUTE_ADMIN_HOSTS)")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def _names(text: str) -> frozenset[str]:
     return frozenset(item.strip() for item in text.split(",") if item.strip())
 
@@ -95,8 +132,10 @@ def _origins(text: str) -> frozenset[str]:
 
 
 def listen(args: argparse.Namespace) -> Listen:
+    limits = ConnectionLimits(max_connections=args.max_connections, head_s=args.header_read_seconds,
+                              body_s=args.body_read_seconds, keepalive_s=args.keepalive_seconds)
     return Listen(args.host, args.port, args.admin_host, args.admin_port, args.drain_seconds,
-                  admin_hosts=args.admin_hosts)
+                  admin_hosts=args.admin_hosts, limits=limits)
 
 
 def settings(args: argparse.Namespace) -> Settings:

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from llmroute_proxy.errors import DrainDeadlinePassed
 from llmroute_proxy.server.accesslog import buffer_access_log
 from llmroute_proxy.server.admin import admin_app
 from llmroute_proxy.server.app import create_app
+from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite, guard_app
 from llmroute_proxy.server.state import Settings, Sidecar
 from llmroute_proxy.server.status import status_document
 from llmroute_proxy.server.telemetry import Telemetry
@@ -33,6 +35,8 @@ log = logging.getLogger("llmroute.proxy")
 # After the drain deadline, handlers still running get only this long to finish once cancelled;
 # aiohttp's own default (60 s) would let the process outlive the drain by a minute.
 SHUTDOWN_MARGIN_S = 0.5
+# Probes, the Prometheus scrape and a few people: the admin plane needs few connections.
+ADMIN_MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class Listen:
     admin_port: int = 15401
     grace_s: float = 25.0
     admin_hosts: frozenset[str] = frozenset()  # Host names besides loopback that may read /status
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # cap, read deadlines, keep-alive
 
 
 def build_sidecar(settings: Settings | None = None, telemetry: Telemetry | None = None) -> Sidecar:
@@ -51,19 +56,34 @@ def build_sidecar(settings: Settings | None = None, telemetry: Telemetry | None 
 
 
 async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunner]:
-    data = web.AppRunner(create_app(sidecar), handler_cancellation=True, access_log=None,
-                         shutdown_timeout=SHUTDOWN_MARGIN_S)
-    admin = web.AppRunner(
-        admin_app(lambda: status_document(sidecar), sidecar.telemetry,
-                  lambda: sidecar.table is not None and not sidecar.draining, extra_hosts=listen.admin_hosts),
-        access_log=None, shutdown_timeout=SHUTDOWN_MARGIN_S,
-    )
+    limits = listen.limits
+    _check_descriptors(limits)
+    data_app = create_app(sidecar)
+    admin_app_ = admin_app(lambda: status_document(sidecar), sidecar.telemetry,
+                           lambda: sidecar.table is not None and not sidecar.draining, extra_hosts=listen.admin_hosts)
+    data = web.AppRunner(data_app, handler_cancellation=True, access_log=None,
+                         shutdown_timeout=SHUTDOWN_MARGIN_S, keepalive_timeout=limits.keepalive_s)
+    admin = web.AppRunner(admin_app_, access_log=None, shutdown_timeout=SHUTDOWN_MARGIN_S,
+                          keepalive_timeout=limits.keepalive_s)
+    admin_limits = replace(limits, max_connections=min(limits.max_connections, ADMIN_MAX_CONNECTIONS))
     runners = []
-    for runner, host, port in ((data, listen.host, listen.port), (admin, listen.admin_host, listen.admin_port)):
+    for runner, host, port, guard in ((data, listen.host, listen.port, ConnectionGuard(limits)),
+                                      (admin, listen.admin_host, listen.admin_port, ConnectionGuard(admin_limits))):
+        guard_app(runner.app)
         await runner.setup()
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        await GuardedSite(runner, host, port, guard, backlog=1024).start()
         runners.append(runner)
     return runners
+
+
+def _check_descriptors(limits: ConnectionLimits) -> None:
+    """Each client connection may need an upstream one too: warn when the cap cannot be reached
+    before the process runs out of file descriptors (new connections would then fail at accept)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * limits.max_connections + ADMIN_MAX_CONNECTIONS + 64
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning("the file descriptor limit (%d) is below what %d connections may need (%d): raise it "
+                    "(ulimit -n) or lower --max-connections", soft, limits.max_connections, need)
 
 
 async def watch_config(sidecar: Sidecar, path: Path, region: str, interval_s: float = 1.0) -> None:
