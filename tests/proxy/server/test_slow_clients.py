@@ -109,7 +109,8 @@ async def test_a_stalled_body_is_cut_at_the_body_deadline_with_408_in_the_endpoi
     assert error["code"] == "request_timeout" and "body" in error["message"]
     assert anthropic_answer.startswith(b"HTTP/1.1 408 ")
     shaped = orjson.loads(anthropic_answer.split(b"\r\n\r\n", 1)[1])
-    assert shaped["type"] == "error" and "body" in shaped["error"]["message"]
+    assert shaped["type"] == "error" and shaped["error"]["type"] == "timeout_error"
+    assert "body" in shaped["error"]["message"]
 
 
 async def test_bytes_arriving_do_not_move_the_head_deadline() -> None:
