@@ -10,13 +10,15 @@ probabilistic plan replays identically for the same seed.
 
 from __future__ import annotations
 
+import base64
 import math
 import random
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+from urllib.parse import quote
 
 
 class FaultKind(StrEnum):
@@ -71,6 +73,11 @@ class Fault:
     """`break_after_tokens` / `anthropic_error_event`: content chunks sent before the fault."""
     path: str | None = None
     """Only requests whose path contains this string are affected (None: every request)."""
+    echo_key: bool = False
+    """Echo the key the request presented, as real providers sometimes do: in `message` and
+    `code`, `{key}` becomes the key, `{key_url}` its URL encoding, `{key_b64}` the base64 of
+    `user:key` (HTTP Basic credentials), `{key_start}`/`{key_end}` its first/last 8 characters and
+    `{key_masked}` the key masked as OpenAI prints it (first 8, asterisks, last 4)."""
 
     def __post_init__(self) -> None:
         if self.kind is FaultKind.STATUS and self.status is None:
@@ -89,6 +96,21 @@ class Fault:
     def matches(self, path: str) -> bool:
         return self.path is None or self.path in path
 
+    def echoing(self, key: str) -> Fault:
+        """This fault with `echo_key`'s placeholders filled in from `key`."""
+        forms = {"{key}": key, "{key_url}": quote(key, safe=""),
+                 "{key_b64}": base64.b64encode(f"user:{key}".encode()).decode(),
+                 "{key_start}": key[:8], "{key_end}": key[-8:], "{key_masked}": key[:8] + "*" * 20 + key[-4:]}
+
+        def fill(text: str | None) -> str | None:
+            if text is None:
+                return None
+            for placeholder, value in forms.items():
+                text = text.replace(placeholder, value)
+            return text
+
+        return replace(self, message=fill(self.message), code=fill(self.code))
+
     @classmethod
     def from_json(cls, data: Any) -> Fault:
         """Read the control API's `fault` object; ValueError says what is wrong."""
@@ -106,7 +128,7 @@ class Fault:
             value = data.get(name)
             if name == "kind" or value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, types):
+            if isinstance(value, bool) is not (bool in types) or not isinstance(value, types):
                 raise ValueError(f"fault.{name} has the wrong type")
             values[name] = value
         return cls(kind, **values)
@@ -123,6 +145,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "seconds": (int, float),
     "tokens": (int,),
     "path": (str,),
+    "echo_key": (bool,),
 }
 
 

@@ -220,6 +220,8 @@ async def _sim_middleware(
     state.stats.record(RecordedRequest(request.method, request.path, dict(request.query),
                                        request.headers, body, raw))
     fault = state.faults.take(request.path)
+    if fault is not None and fault.echo_key:
+        fault = fault.echoing(presented_key(request))
     request[SIM_CALL] = SimCall(state, body, fault)
     try:
         early = await _before_handler(request, state, fault)
@@ -234,6 +236,17 @@ async def _sim_middleware(
         return response
     except StreamStopped as stopped:
         return stopped.response
+
+
+def presented_key(request: web.Request) -> str:
+    """The credential the request carries, however its API sends it ("" when none)."""
+    for name in ("x-api-key", "api-key", "x-goog-api-key"):
+        if name in request.headers:
+            return request.headers[name]
+    bearer = request.headers.get("Authorization", "")
+    if bearer.startswith("Bearer "):
+        return bearer.removeprefix("Bearer ")
+    return request.query.get("key", "")
 
 
 def _parse_json(raw: bytes) -> Any:

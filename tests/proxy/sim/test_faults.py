@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ def test_probability_mode_replays_identically_for_the_same_seed() -> None:
     ({"kind": "break_after_tokens", "tokens": 3, "path": "/v1/messages"},
      Fault(FaultKind.BREAK_AFTER_TOKENS, tokens=3, path="/v1/messages")),
     ({"kind": "hang"}, Fault(FaultKind.HANG)),
+    ({"kind": "status", "status": 401, "message": "bad {key}", "echo_key": True},
+     Fault(FaultKind.STATUS, status=401, message="bad {key}", echo_key=True)),
 ])
 def test_faults_are_read_from_control_api_json(data: dict[str, Any], expected: Fault) -> None:
     assert Fault.from_json(data) == expected
@@ -103,11 +106,23 @@ def test_faults_are_read_from_control_api_json(data: dict[str, Any], expected: F
     ({"kind": "latency", "seconds": -1}, "seconds must be"),
     ({"kind": "latency", "delay": 1}, "unknown fault fields: delay"),
     ({"kind": "break_after_tokens", "tokens": True}, "fault.tokens has the wrong type"),
+    ({"kind": "status", "status": 401, "echo_key": 1}, "fault.echo_key has the wrong type"),
     ([], "fault must be an object"),
 ])
 def test_bad_fault_json_is_refused_with_the_reason(data: Any, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         Fault.from_json(data)
+
+
+def test_an_echoing_fault_fills_in_the_key_in_every_form() -> None:
+    key = "sk-test-0123456789abcdefXYZ"
+    fault = Fault(FaultKind.STATUS, status=400, echo_key=True, code="{key}",
+                  message="{key} {key_url} {key_b64} {key_start} {key_end} {key_masked}")
+    echoed = fault.echoing(key)
+    assert echoed.code == key
+    assert echoed.message.split() == [key, key, base64.b64encode(f"user:{key}".encode()).decode(), key[:8], key[-8:],
+                                      key[:8] + "*" * 20 + key[-4:]]
+    assert Fault(FaultKind.STATUS, status=400, echo_key=True).echoing(key).message is None
 
 
 @pytest.mark.parametrize(("data", "problem"), [
