@@ -9,7 +9,6 @@ body builders, the stream translator and the error classifier defined here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -89,7 +88,7 @@ def _usage_object(usage: Any) -> Mapping[str, Any] | None:
 
 
 def _not_a(what: str, body: bytes) -> UpstreamError:
-    excerpt = redact(body_excerpt(body), aggressive=False) if body else "an empty body"
+    excerpt = body_excerpt(body) if body else "an empty body"
     return UpstreamError(FailureKind.SERVER_ERROR,
                          f"The upstream answered 200 with something that is not a {what}: {excerpt}",
                          status=200)
@@ -214,7 +213,7 @@ def _usage_chunk_like(chunk: Mapping[str, Any], usage: dict[str, Any]) -> dict[s
 
 
 def _excerpt(payload: bytes) -> str:
-    return redact(body_excerpt(payload, 200), aggressive=False)
+    return body_excerpt(payload, 200)
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -301,7 +300,6 @@ def _classified(status: int, headers: Mapping[str, str], error: Mapping[str, Any
     code = _text(error.get("code"))
     error_type = _text(error.get("type"))
     kind = _failure_kind(status, code, error_type, message, error)
-    message = redact(message, aggressive=kind is FailureKind.AUTH)
     if kind in _REQUEST_KINDS:
         if kind is FailureKind.CONTENT_FILTER and code is None:
             code = "content_filter"
@@ -345,22 +343,6 @@ def _inner_code(error: Mapping[str, Any]) -> str | None:
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-# an upstream may echo the key it was given; these shapes must never reach a message
-_SECRET_SHAPES = re.compile(
-    r"\b(?:sk|rk|pk|gsk|xai)-[A-Za-z0-9_\-*.]{8,}"
-    r"|\bBearer\s+[^\s,;\"']+"
-    r"|(?<=key provided: )[^\s,;\"']+",
-    re.IGNORECASE,
-)
-_LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=*]{24,}")
-
-
-def redact(text: str, aggressive: bool) -> str:
-    """Mask key-shaped strings; `aggressive` (credential errors) masks every long opaque token too."""
-    text = _SECRET_SHAPES.sub("***", text)
-    return _LONG_TOKEN.sub("***", text) if aggressive else text
 
 
 # --- providers ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
 from llmroute_proxy.routing.decide import BudgetInputs, decide
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice
+from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
@@ -36,6 +38,10 @@ log = logging.getLogger("llmroute.proxy")
 
 SIDECAR = web.AppKey("sidecar", Sidecar)
 ROUTE_HEADER = "x-llmroute-route"
+SCRUBBED_LOGGERS = ("llmroute.proxy", "llmroute.access", "llmroute.sync", "aiohttp.access", "aiohttp.client",
+                    "aiohttp.internal", "aiohttp.server", "aiohttp.web", "asyncio")
+"""The loggers whose records pass the sidecar's scrubber while it serves (a filter sees only its
+own logger's records, not those of the loggers below it)."""
 
 
 def create_app(sidecar: Sidecar) -> web.Application:
@@ -43,6 +49,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app = web.Application(client_max_size=sidecar.settings.max_body_bytes + 1)
     app[SIDECAR] = sidecar
     protect(app, sidecar.settings.allow_origins, _refuse)
+    app.cleanup_ctx.append(_scrubbed_logs)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages", anthropic_messages)
@@ -51,6 +58,16 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
     app.router.add_get("/v1/models", list_models)
     return app
+
+
+async def _scrubbed_logs(app: web.Application) -> AsyncIterator[None]:
+    sidecar = app[SIDECAR]
+    scrubbing = ScrubbingFilter(lambda: sidecar.scrubber)
+    for name in SCRUBBED_LOGGERS:
+        logging.getLogger(name).addFilter(scrubbing)
+    yield
+    for name in SCRUBBED_LOGGERS:
+        logging.getLogger(name).removeFilter(scrubbing)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -152,11 +152,10 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
             if ex.chat.stream:
                 return await _stream_attempt(sidecar, ex, planner, run, upstream_request)
             result = await _unary_attempt(sidecar, ex, run, upstream_request)
-        except UpstreamError as error:
-            last_error = error
-            _failed(sidecar, ex, planner, run, error)
+        except UpstreamError as upstream_error:
+            error = last_error = _failed(sidecar, ex, planner, run, upstream_error)
             if not error.kind.fails_over:
-                raise  # the request's own fault: the client gets it as the provider said it
+                raise error from None  # the request's own fault: the client gets it as the provider said it
             if not _allowed_to_fail_over(ex.route, error):
                 raise AttemptsExhausted(ex.attempts, retry_after=error.retry_after) from error
             continue
@@ -262,7 +261,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         except (UpstreamError, TimeoutError) as exc:
             error = exc if isinstance(exc, UpstreamError) else UpstreamError(
                 FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline")
-            _failed(sidecar, ex, planner, run, error, committed=True, usage=translator.usage)
+            error = _failed(sidecar, ex, planner, run, error, committed=True, usage=translator.usage)
             await response.write(ex.encoder.stream_error(error))
             return response
         except asyncio.CancelledError:
@@ -325,8 +324,11 @@ def _spent(sidecar: Sidecar, ex: Exchange, target: Target, usage: Usage) -> None
                          ex.experiment.name if ex.experiment else None)
 
 
-def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, error: UpstreamError,
-            committed: bool = False, usage: Usage | None = None) -> None:
+def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, upstream_error: UpstreamError,
+            committed: bool = False, usage: Usage | None = None) -> UpstreamError:
+    """Record a failed attempt. Every upstream error passes here first, and leaves scrubbed of
+    every key the sidecar holds: what the client, /status, the logs and the traces get."""
+    error = sidecar.scrubber.error(upstream_error)
     target = run.attempt.target
     now = sidecar.clock()
     was_ejected = sidecar.health.snapshot(target.id, now).state == "ejected"
@@ -355,3 +357,4 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
     else:
         log.info("attempt %d on %s failed: %s %s", run.attempt.number, target.id, error.kind.value, error.message)
     run.scope.end(usage, ex.cost if committed else None, (), None, error)
+    return error

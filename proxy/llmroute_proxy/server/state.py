@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.server.upstream import UpstreamClient
@@ -125,6 +126,10 @@ class Sidecar:
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
     responses: ResponseStore = field(init=False)  # POST /v1/responses with store (server/response_store)
+    scrubber: Scrubber = field(default_factory=Scrubber)
+    """Every key held, scrubbed from what is relayed, stored or logged; rebuilt when the keys change."""
+    held_secrets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    """Secrets by where they come from: the table's keys, the previous table's, the operator token."""
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
@@ -150,10 +155,22 @@ class Sidecar:
         self.telemetry.set_table_version(table.version)
         self.tpm_limited = any(limits.tokens_per_minute is not None for limits in table.provider_limits.values())
         previous = self.table.version if self.table else None
+        # Requests still in flight on the old table may meet its keys: scrub them for one more table.
+        self.held_secrets["previous table"] = self.held_secrets.get("table", frozenset())
+        self.held_secrets["table"] = table_secrets(table)
+        self._rebuild_scrubber()
         self.table = table
         self.table_loaded_at = self.wallclock()
         if previous != table.version:
             log.info("routing table %s installed (was %s)", table.version, previous or "none")
+
+    def hold_secrets(self, source: str, values: Iterable[str]) -> None:
+        """Secrets held besides the table's keys (the operator token): scrubbed as well."""
+        self.held_secrets[source] = frozenset(values)
+        self._rebuild_scrubber()
+
+    def _rebuild_scrubber(self) -> None:
+        self.scrubber = scrubber_of(frozenset().union(*self.held_secrets.values()))
 
     def grant_lease(self, lease: LeaseGrant) -> None:
         """New shares from the operator: limits and budgets change, the table stays."""

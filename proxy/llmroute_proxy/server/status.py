@@ -1,7 +1,8 @@
 """The `/status` document: what the sidecar is doing, for people and for the operator.
 
 Built on demand from live state; holds no credential (targets are shown by id, provider,
-model, region and URL host only).
+model, region and URL host only), and every string in it passes the sidecar's scrubber, so an
+upstream text kept in it (a last error, an attempt's reason) cannot show a key either.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from llmroute_proxy.server.state import Sidecar
 
 
 def status_document(sidecar: Sidecar) -> dict[str, Any]:
+    document: dict[str, Any] = sidecar.scrubber.json(_document(sidecar))
+    return document
+
+
+def _document(sidecar: Sidecar) -> dict[str, Any]:
     table = sidecar.table
     now = sidecar.clock()
     wall = sidecar.wallclock()

@@ -204,6 +204,7 @@ class OperatorClient:
     async def connect_once(self) -> None:
         """One connection, until it closes; raises ConnectFailed when it cannot be opened."""
         token = self._read_token()
+        self.sidecar.hold_secrets("operator token", [token])  # scrubbed from logs and status too
         ssl_context = self._ssl_context()
         async with aiohttp.ClientSession() as session:
             try:

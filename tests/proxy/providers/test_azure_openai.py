@@ -13,6 +13,7 @@ import pytest
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.azure_openai import AzureOpenAIProvider
 from llmroute_proxy.providers.base import ChatRequest, Provider, StreamChunk, Usage
+from llmroute_proxy.scrubbing import Scrubber
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 GOLDEN = Path(__file__).parent / "golden" / "azure_openai"
@@ -172,8 +173,10 @@ def test_a_missing_deployment_ejects_the_target() -> None:
 
 
 def test_a_rejected_key_is_auth_and_the_key_is_not_in_the_message() -> None:
+    """Every upstream error passes the sidecar's scrubber; one that holds no key at all masks the
+    opaque key of a credential failure still."""
     body = {"error": {"code": "401", "message": f"Access denied due to invalid subscription key {KEY}."}}
-    error = AZURE.classify_error(401, {}, orjson.dumps(body))
+    error = Scrubber().error(AZURE.classify_error(401, {}, orjson.dumps(body)))
     assert error.kind is FailureKind.AUTH
     assert KEY not in error.message
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from llmroute_proxy.scrubbing import MARKER
 from llmroute_proxy.server.runner import build_sidecar
 from llmroute_proxy.sync.client import (
     Backoff,
@@ -87,6 +88,19 @@ async def test_an_unreadable_token_file_is_a_failed_connect_that_names_the_file(
     with pytest.raises(Exception, match=f"cannot read the service-account token {tmp_path / 'absent'}"):
         await client.connect_once()
     await sidecar.upstream.close()
+
+
+async def test_the_operator_token_is_scrubbed_like_the_table_keys(tmp_path: Path) -> None:
+    token = "eyJhbGciOiJSUzI1NiIsImtpZCI6InNpZGVjYXIifQ.eyJhdWQiOlsibGxtcm91dGUuZGV2Il19.c2lnbmF0dXJl"
+    (tmp_path / "token").write_text(token + "\n")
+    settings = ClusterSettings(url="wss://127.0.0.1:9/v1/sync", ca_file=None, token_file=tmp_path / "token",
+                               state_dir=tmp_path)
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(tmp_path))
+    with pytest.raises(OSError):
+        await client.connect_once()  # nothing listens: the token was read all the same
+    await sidecar.upstream.close()
+    assert sidecar.scrubber.scrub(f"refused {token}") == f"refused {MARKER}"
 
 
 async def test_the_persisted_table_is_0600_and_restored_and_a_corrupt_one_is_ignored(tmp_path: Path) -> None:

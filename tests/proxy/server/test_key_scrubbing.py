@@ -1,0 +1,206 @@
+"""Keys that upstreams echo reach nothing the sidecar relays, stores or logs (issue 11, defect 4).
+
+Every simulator holds the key the sidecar sends it. For one request it answers with an error that
+echoes that key (`Fault.echo_key`): as it is, URL-encoded, in base64, cut to its start or end,
+masked as providers print keys, in the error's code, in a URL's `?key=`, in HTTP errors of every
+status class and in stream error events before and after the first token. The official SDKs make
+the requests through both front doors; then the key is looked for in what the client got, in
+`/status` (JSON and page), in every log record (DEBUG), in every exported span and in the usage
+report the operator would get.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+from urllib.request import urlopen
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
+from llmroute_proxy.sim import Fault, FaultKind, anthropic_app, azure_openai_app, gemini_app, openai_app
+from llmroute_proxy.sync.client import sidecar_counters
+from llmroute_proxy.sync.protocol import encode
+from llmroute_proxy.sync.usage import UsageMark
+from tests.proxy.stack import Stack
+
+KEYS = {
+    "k-oai": "sk-proj-Q3vT9xLm2Rk8Wz4Yb7Nc1Ph6Jd5Fg0SeUa",
+    "k-claude": "sk-ant-api03-Zq8Xw2Ev6Rt4Yu1Io9Pa3Sd7Fg5Hj0Kl-abcDEF",  # read from a key file
+    "k-compat": "f3a9c1e7b5d2048e6a1c3f5b7d9e0a2c4e6b8d1f",  # opaque, 40 characters
+    "k-gem": "AIzaSyD4kX9mQ2vL7nR1tW8pZ3cB6hJ0fG5sE12",
+    "k-az": "8d7c6b5a49382716af00be11c2d3e4f5",
+}
+PROVIDERS = {"k-oai": "openai", "k-claude": "anthropic", "k-compat": "openai-compatible", "k-gem": "gemini",
+             "k-az": "azure-openai"}
+
+CONFIG = """
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: k-oai}}
+spec: {{type: openai, endpoints: [{{region: here, url: "{k_oai}/v1"}}], credentials: {{env: K_OAI}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: k-claude}}
+spec: {{type: anthropic, endpoints: [{{region: here, url: "{k_claude}"}}], credentials: {{file: claude.key}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: k-compat}}
+spec: {{type: openai-compatible, endpoints: [{{region: here, url: "{k_compat}/v1"}}], credentials: {{env: K_COMPAT}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: k-gem}}
+spec: {{type: gemini, endpoints: [{{region: here, url: "{k_gem}"}}], credentials: {{env: K_GEM}}}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: k-az}}
+spec:
+  type: azure-openai
+  endpoints: [{{region: here, url: "{k_az}"}}]
+  credentials: {{env: K_AZ}}
+  azure: {{apiVersion: "2024-10-21"}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: keys}}
+spec:
+  tiers:
+    k-oai: {{targets: [{{provider: k-oai, model: gpt-4o-mini}}]}}
+    k-claude: {{targets: [{{provider: k-claude, model: claude-sonnet-4-5}}]}}
+    k-compat: {{targets: [{{provider: k-compat, model: gpt-4o-mini}}]}}
+    k-gem: {{targets: [{{provider: k-gem, model: gemini-2.5-flash}}]}}
+    k-az: {{targets: [{{provider: k-az, model: gpt-4o-prod}}]}}
+  defaultTier: k-oai
+  fallback: {{maxAttempts: 1, perTryTimeout: 3s, firstByteTimeout: 2s, idleTimeout: 2s, overallTimeout: 10s}}
+  outlierDetection: {{consecutiveFailures: 1000}}
+"""
+
+# message and code templates: `Fault.echo_key` fills in the key the request presented
+SHAPES = {
+    "401": Fault(FaultKind.STATUS, status=401, echo_key=True,
+                 message="Incorrect API key provided: {key}. You can find your API key at https://example.test/keys."),
+    "400 encoded": Fault(FaultKind.STATUS, status=400, echo_key=True,
+                         message="Invalid credential {key_url} (sent as basic {key_b64})"),
+    "400 code": Fault(FaultKind.STATUS, status=400, echo_key=True, code="{key}",
+                      message="Bad request for the key starting {key_start}"),
+    "429 masked": Fault(FaultKind.STATUS, status=429, echo_key=True,
+                        message="Rate limit reached for key {key_masked} (ends {key_end})"),
+    "500 url": Fault(FaultKind.STATUS, status=500, echo_key=True,
+                     message="Internal error calling https://api.example.test/v1/models?alt=sse&key={key}"),
+    "stream error first": Fault(FaultKind.ANTHROPIC_ERROR_EVENT, tokens=0, echo_key=True,
+                                message="stream refused for {key}"),
+    "stream error later": Fault(FaultKind.ANTHROPIC_ERROR_EVENT, tokens=2, echo_key=True,
+                                message="stream broken for x-api-key {key}"),
+}
+SPANS = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("keys")
+    (tmp / "claude.key").write_text(KEYS["k-claude"] + "\n")
+    sims = {
+        "k-oai": lambda faults: openai_app(KEYS["k-oai"], name="sim-k-oai", faults=faults),
+        "k-claude": lambda faults: anthropic_app(KEYS["k-claude"], faults=faults),
+        "k-compat": lambda faults: openai_app(KEYS["k-compat"], name="sim-k-compat", faults=faults),
+        "k-gem": lambda faults: gemini_app(KEYS["k-gem"], faults=faults),
+        "k-az": lambda faults: azure_openai_app(KEYS["k-az"], faults=faults),
+    }
+    environ = {"K_OAI": KEYS["k-oai"], "K_COMPAT": KEYS["k-compat"], "K_GEM": KEYS["k-gem"], "K_AZ": KEYS["k-az"]}
+    telemetry = Telemetry(TelemetrySettings(), span_exporter=SPANS)
+    with Stack(tmp, telemetry=telemetry, config=CONFIG, extra_sims=sims, environ=environ) as running:
+        yield running
+
+
+@pytest.mark.parametrize("door", ["openai", "anthropic"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("provider", list(KEYS))
+def test_an_echoed_key_reaches_no_client_status_log_span_or_report(
+        stack: Stack, caplog: pytest.LogCaptureFixture, provider: str, shape: str, door: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    SPANS.clear()
+    stack.faults[provider].next(SHAPES[shape])
+    stream = shape.startswith("stream")
+    shown = _ask(stack, door, provider, stream)
+    assert stack.faults[provider].pending == 0, "the simulator did not answer with the echo"
+    assert shown.strip()
+    _assert_no_key(f"client ({door} {PROVIDERS[provider]} {shape})", shown)
+    _assert_no_key("/status", _get(stack.admin_url + "/status"))
+    _assert_no_key("status page", _get(stack.admin_url + "/"))
+    _assert_no_key("logs", caplog.text + "\n".join(str(r.__dict__) for r in caplog.records))
+    _assert_no_key("spans", "\n".join(span.to_json() for span in SPANS.get_finished_spans()))
+    report = stack.call(lambda: encode(UsageMark().report(sidecar_counters(stack.sidecar), 1.0, final=True)))
+    _assert_no_key("usage report", report)
+
+
+def _ask(stack: Stack, door: str, tier: str, stream: bool) -> str:
+    """Everything the client got: chunks, events, the error's message and body."""
+    shown: list[str] = []
+    messages: Any = [{"role": "user", "content": "tell me a story"}]
+    try:
+        if door == "openai":
+            client = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
+            if stream:
+                for chunk in client.chat.completions.create(model=tier, messages=messages, stream=True):
+                    shown.append(chunk.model_dump_json())
+            else:
+                shown.append(client.chat.completions.create(model=tier, messages=messages).model_dump_json())
+        else:
+            claude = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+            if stream:
+                for event in claude.messages.create(model=tier, max_tokens=64, messages=messages, stream=True):
+                    shown.append(event.model_dump_json())
+            else:
+                shown.append(claude.messages.create(model=tier, max_tokens=64, messages=messages).model_dump_json())
+    except (openai.APIError, anthropic.APIError) as error:
+        shown += [str(error), repr(error.body)]
+        response = getattr(error, "response", None)
+        if response is not None and not stream:
+            shown.append(response.text)
+    return "\n".join(shown)
+
+
+def _get(url: str) -> str:
+    with urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def _assert_no_key(where: str, text: str) -> None:
+    lowered = text.lower()
+    shown = {lowered[i:i + 8] for i in range(len(lowered) - 7)}
+    for name, key in KEYS.items():
+        for form in (key, quote(key, safe="")):
+            pieces = {form[i:i + 8].lower() for i in range(len(form) - 7)}
+            assert not pieces & shown, f"{where} shows 8 characters of {name}'s key in a row"
+        assert not _decodes_to(text, key), f"{where} shows {name}'s key in base64"
+
+
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{26,}")  # 26: the shortest encoding of a 20-byte key
+
+
+def _decodes_to(text: str, key: str) -> bool:
+    """Whether a base64 run in `text`, at any alignment, decodes to bytes holding `key`."""
+    for run in BASE64_RUN.findall(text):
+        for shift in range(4):
+            aligned = run[shift:]
+            aligned = aligned[: len(aligned) // 4 * 4]
+            for decode in (base64.b64decode, base64.urlsafe_b64decode):
+                try:
+                    if key.encode() in decode(aligned):
+                        return True
+                except (binascii.Error, ValueError):
+                    continue
+    return False
