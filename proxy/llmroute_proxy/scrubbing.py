@@ -147,13 +147,19 @@ class Scrubber:
         return clean_error
 
     def json(self, value: Any) -> Any:
-        """A JSON-like value with every string in it (keys too) scrubbed."""
+        """A JSON-like value with every string in it (keys too) scrubbed; each distinct string once."""
+        return self._json(value, {})
+
+    def _json(self, value: Any, seen: dict[str, str]) -> Any:
         if isinstance(value, str):
-            return self.scrub(value)
+            clean = seen.get(value)
+            if clean is None:
+                clean = seen[value] = self.scrub(value)
+            return clean
         if isinstance(value, Mapping):
-            return {self.json(k) if isinstance(k, str) else k: self.json(v) for k, v in value.items()}
+            return {self._json(k, seen) if isinstance(k, str) else k: self._json(v, seen) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self.json(item) for item in value]
+            return [self._json(item, seen) for item in value]
         return value
 
     def _held_span(self, text: str, start: int, end: int) -> tuple[int, int]:
