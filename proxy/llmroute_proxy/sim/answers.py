@@ -10,6 +10,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 # --- deterministic answers (pure) -------------------------------------------------------------
 
 def count_tokens(text: str) -> int:
@@ -69,6 +71,14 @@ def split_even(text: str, count: int) -> list[str]:
     count = max(1, min(count, len(text)))
     size = -(-len(text) // count)
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def structured_reply(schema: Any, text: str) -> str:
+    """The answer as JSON, as a real model gives it under a response schema (every required property
+    filled in, as for tool arguments) or in JSON mode (`schema` None: the text under "answer")."""
+    if isinstance(schema, Mapping):
+        return orjson.dumps(tool_arguments(schema)).decode()
+    return orjson.dumps({"answer": text}).decode()
 
 
 def tool_arguments(schema: Any) -> dict[str, Any]:

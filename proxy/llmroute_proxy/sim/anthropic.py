@@ -21,6 +21,7 @@ from llmroute_proxy.sim.answers import (
     reply_text,
     split_even,
     split_words,
+    structured_reply,
     tool_arguments,
     tool_reply_text,
 )
@@ -152,6 +153,9 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer:
         said = next((_blocks_text(m.get("content")) for m in reversed(messages)
                      if isinstance(m, dict) and m.get("role") == "user"), "")
         text = reply_text(name, model, said, state.config.answer_bytes)
+    output_format = (body.get("output_config") or {}).get("format")
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        text = structured_reply(output_format.get("schema"), text)
     text, cut = fit_tokens(text, body["max_tokens"])
     return _Answer(text, None, {}, "max_tokens" if cut else "end_turn", prompt, count_tokens(text))
 

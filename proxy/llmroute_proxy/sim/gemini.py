@@ -23,6 +23,7 @@ from llmroute_proxy.sim.answers import (
     fit_tokens,
     reply_text,
     split_words,
+    structured_reply,
     tool_arguments,
     tool_reply_text,
 )
@@ -196,7 +197,10 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
         said = next((_parts_text(c) for c in reversed(contents)
                      if isinstance(c, dict) and c.get("role", "user") == "user"), "")
         text = reply_text(name, model, said, state.config.answer_bytes)
-    limit = field(field(body, "generationConfig") or {}, "maxOutputTokens")
+    config = field(body, "generationConfig") or {}
+    if field(config, "responseMimeType") == "application/json":
+        text = structured_reply(field(config, "responseJsonSchema") or field(config, "responseSchema"), text)
+    limit = field(config, "maxOutputTokens")
     text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
     return _Answer(text, None, "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
 

@@ -26,6 +26,7 @@ from llmroute_proxy.sim.answers import (
     reply_text,
     split_even,
     split_words,
+    structured_reply,
     tool_arguments,
     tool_reply_text,
 )
@@ -184,6 +185,10 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer | str:
         text = tool_reply_text(name, model, _content_text(last.get("content")))
     else:
         text = reply_text(name, model, _last_user_text(messages), state.config.answer_bytes)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
+        spec = response_format.get("json_schema")
+        text = structured_reply(spec.get("schema") if isinstance(spec, dict) else None, text)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
     return _Answer(text, None, "", "length" if cut else "stop", prompt, count_tokens(text))
