@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean k8s-binaries
+.PHONY: demo test lint unit bench clean k8s-binaries e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 # single-node cluster (tier C). Built once per machine (7-8 min on 2 cores), then read from ~/.cache/llmroute.
 k8s-binaries:
 	e2e/cluster/build-binaries.sh
+
+# Tier C: a real single-node cluster on this machine (root; see e2e/run.sh and the README).
+e2e: $(STAMP)
+	e2e/run.sh
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
