@@ -126,6 +126,9 @@ class CountingSink:
     def disconnected(self, pod: PodRef) -> None:
         self.connected_count -= 1
 
+    def pushed(self, pod: PodRef, version: str) -> None:
+        pass
+
     def acked(self, pod: PodRef, version: str) -> None:
         self.acks[version] = self.acks.get(version, 0) + 1
         if self.waiting_for and sum(self.acks.get(v, 0) for v in self.waiting_for) >= self.expected:

@@ -81,6 +81,9 @@ class FakeSink:
     def disconnected(self, pod: PodRef) -> None:
         self._add("disconnected", pod)
 
+    def pushed(self, pod: PodRef, version: str) -> None:
+        self._add("pushed", pod, version)
+
     def acked(self, pod: PodRef, version: str) -> None:
         self._add("acked", pod, version)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from llmroute_operator.hub import Hub
@@ -53,6 +53,12 @@ class _Collector:
         yield _counter("llmroute_operator_table_compilations", "Distinct tables compiled.", live.index.compilations)
         yield _counter("llmroute_operator_table_cache_hits", "Tables answered from the compile cache.",
                        live.index.cache_hits)
+        yield _counter("llmroute_operator_table_pushes", "Tables sent to sidecars.", live.book.push_count)
+        latency = live.book.ack_latency
+        buckets = [(f"{bound:g}", n) for bound, n in zip(latency.bounds, latency.counts, strict=True)]
+        yield HistogramMetricFamily("llmroute_operator_ack_latency_seconds",
+                                    "From a table sent to its ACK by the sidecar.",
+                                    buckets=[*buckets, ("+Inf", latency.count)], sum_value=latency.total)
         yield _counter("llmroute_operator_acks", "Tables the sidecars ACKed.", live.book.ack_count)
         yield _counter("llmroute_operator_nacks", "Tables the sidecars NACKed.", live.book.nack_count)
         yield _counter("llmroute_operator_refused_connections", "Sidecar handshakes refused.", live.book.refusals)
@@ -61,6 +67,13 @@ class _Collector:
                        live.writer.failures)
         yield _counter("llmroute_operator_events_posted", "Kubernetes Events posted.", live.events_posted())
         yield _counter("llmroute_operator_secret_reads", "Secrets read.", live.secrets.reads)
+        if live.hub.leases is not None:
+            shares = GaugeMetricFamily("llmroute_operator_leased_requests_per_minute",
+                                       "Sum of the requestsPerMinute shares leased for a provider "
+                                       "(never above its global limit).", labels=["provider"])
+            for provider, total in sorted(live.hub.leases.leased_requests_per_minute().items()):
+                shares.add_metric([provider], total)
+            yield shares
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -191,6 +191,7 @@ class Hub:
             if desired is not None and desired.version != conn.sent:
                 await conn.ws.send_str(self._encode(desired))
                 conn.sent = desired.version
+                self.sink.pushed(conn.pod, desired.version)
             elif desired is not None and desired.version == said_in_hello:
                 self.sink.acked(conn.pod, desired.version)  # it already runs it (persisted)
             said_in_hello = None

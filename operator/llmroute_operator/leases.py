@@ -155,6 +155,15 @@ class LeaseBook:
     def _ewma(self, key: tuple[PodRef, str, str], rate: float, alpha: float) -> None:
         self._rates[key] = self._rates.get(key, 0.0) * (1 - alpha) + rate * alpha
 
+    def leased_requests_per_minute(self) -> dict[str, float]:
+        """`namespace/provider` → the RPM shares held now, connected and departed sidecars together."""
+        out: dict[str, float] = {}
+        for held in (*self._held.values(), *self._departed.values()):
+            for provider, limits in held.limits.items():
+                if limits.requests_per_minute is not None:
+                    out[provider] = out.get(provider, 0.0) + limits.requests_per_minute
+        return out
+
     def forget_rates(self, pod: PodRef) -> None:
         self._rates = {k: v for k, v in self._rates.items() if k[0] != pod}
 

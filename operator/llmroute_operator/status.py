@@ -31,6 +31,7 @@ HEALTH_WINDOW_S = 120.0
 DEGRADED_RATIO = 0.5
 DEGRADED_MIN_FAILURES = 5
 MAX_MESSAGE = 2000
+ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 ObjectRef = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -60,6 +61,23 @@ class _Health:
     errors: Mapping[str, float]
 
 
+class Histogram:
+    """Cumulative bucket counts, a sum and a count: what a Prometheus histogram exposes."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+
 class StatusBook:
     """The `ReportSink`: what the sidecars told the hub, kept until the status writer reads it."""
 
@@ -72,6 +90,9 @@ class StatusBook:
         self.refusals = 0
         self.ack_count = 0
         self.nack_count = 0
+        self.push_count = 0
+        self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
+        self._pushed_at: dict[PodRef, tuple[str, float]] = {}  # pod → (version, when) until ACKed
         self.pending_events: list[tuple[PodRef, str, str]] = []  # NACKs not yet posted: (pod, version, error)
         self._spend: dict[tuple[str, str], _Spend] = {}  # (namespace, route) → this period's spend
         self._periods: dict[tuple[str, str], BudgetPeriod] = {}
@@ -90,11 +111,20 @@ class StatusBook:
 
     def disconnected(self, pod: PodRef) -> None:
         self.connected_pods.discard(pod)
+        self._pushed_at.pop(pod, None)
         self._changed()
+
+    def pushed(self, pod: PodRef, version: str) -> None:
+        self.push_count += 1
+        self._pushed_at[pod] = (version, self.clock())
 
     def acked(self, pod: PodRef, version: str) -> None:
         self.acks[pod] = version
         self.ack_count += 1
+        sent = self._pushed_at.get(pod)
+        if sent is not None and sent[0] == version:
+            self.ack_latency.observe(max(self.clock() - sent[1], 0.0))
+            del self._pushed_at[pod]
         if pod in self.nacks and self.nacks[pod][0] == version:
             del self.nacks[pod]
         self._changed()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from llmroute_operator.certs import CertFiles, write_self_signed
 from llmroute_operator.contracts import PodRef
+from llmroute_proxy.server.runner import build_sidecar
+from llmroute_proxy.sync.client import ClusterSettings, OperatorClient
+from llmroute_proxy.sync.persist import TableStore
 from tests.operator.kopfcluster import Cluster, Emulator, FakeSidecar, conditions, prepare, running_operator
 from tests.operator.resources import KEY, node, pod, provider, route, secret
+from tests.operator.test_hub import NeverSleep
+from tests.syncfakes import write_token
 
 pytestmark = pytest.mark.kmock(cls=Emulator)
 
@@ -117,4 +125,34 @@ async def test_the_admin_plane_answers_health_readiness_and_metrics(cluster: Clu
         assert "llmroute_operator_sidecars_connected 1.0" in text
         assert 'llmroute_operator_resources{accepted="true",kind="LLMRoute"} 1.0' in text
         assert "llmroute_operator_table_compilations_total" in text
+        assert "llmroute_operator_table_pushes_total 1.0" in text
+        assert "llmroute_operator_ack_latency_seconds_count 1.0" in text
+        leased = [line for line in text.splitlines() if line.startswith("llmroute_operator_leased_requests_per_minute{")]
+        assert leased and all(float(line.rsplit(" ", 1)[1]) <= 600 for line in leased)
         assert KEY not in text
+
+
+async def test_the_real_sidecar_installs_what_the_operator_serves_and_follows_a_change(
+        cluster: Cluster, tmp_path: Path) -> None:
+    car = build_sidecar()
+    settings = ClusterSettings(url=f"wss://localhost:{cluster.operator.hub_port}/v1/sync", ca_file=cluster.certs.ca,
+                               token_file=write_token(tmp_path / "token", PodRef("team-a", "chat-0")),
+                               state_dir=tmp_path / "state")
+    client = OperatorClient(settings, car, TableStore(settings.state_dir), sleep=NeverSleep())
+    task = asyncio.create_task(client.connect_once())
+    try:
+        await cluster.until(lambda: cluster.status("LLMRoute", "team-a", "chat").get("sidecars", {}).get("synced") == 1)
+        assert car.table is not None
+        target = car.table.route("chat").tiers["fast"].targets[0]  # type: ignore[union-attr]
+        assert target.credential is not None and target.credential.reveal() == KEY
+        assert (target.region, car.table.region) == ("eu-west-1", "eu-west-1")  # its node's endpoint first
+        first = car.pushed_version
+        await cluster.patch(route(model="gpt-4o", budget_usd=10.0))
+        await cluster.until(lambda: car.pushed_version != first and conditions(
+            cluster.status("LLMRoute", "team-a", "chat"))["Synced"][0] == "True")
+        assert car.table.route("chat").tiers["fast"].targets[0].model == "gpt-4o"  # type: ignore[union-attr]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await car.upstream.close()

@@ -236,3 +236,17 @@ def test_no_condition_has_an_empty_message_which_the_api_server_takes_for_null()
     for status in world.statuses.values():
         assert all(c.get("message", None) != "" for c in status["conditions"])
         assert all(c["reason"] for c in status["conditions"])
+
+
+def test_ack_latency_runs_from_the_push_to_the_ack_of_that_version() -> None:
+    world = World()
+    world.book.pushed(PODS[0], "v1")
+    world.now += 0.2
+    world.book.acked(PODS[0], "v0")  # an older version: not this push's ACK
+    world.now += 0.1
+    world.book.acked(PODS[0], "v1")
+    latency = world.book.ack_latency
+    assert latency.count == 1 and abs(latency.total - 0.3) < 1e-6
+    assert dict(zip(latency.bounds, latency.counts, strict=True))[0.25] == 0
+    assert dict(zip(latency.bounds, latency.counts, strict=True))[0.5] == 1
+    assert world.book.push_count == 1 and world.book.ack_count == 2
