@@ -309,3 +309,24 @@ async def test_two_sidecars_get_leases_that_split_the_providers_global_limit(
             task.cancel()
     for car in cars:
         await car.upstream.close()
+
+
+@pytest.mark.parametrize("server_name", [None, "llmroute.llmroute.svc"])
+async def test_a_hub_reached_by_ip_is_verified_against_the_configured_server_name(
+        sidecar: Sidecar, tmp_path: Path, server_name: str | None) -> None:
+    """No cluster DNS: injection puts the Service's cluster IP in the URL, its DNS name and the CA in env."""
+    named = write_self_signed(tmp_path / "named", hosts=("llmroute.llmroute.svc",))
+    p = Parts()
+    await p.source.set(POD, desired())
+    async with running_hub(p.hub, named) as url:
+        settings = ClusterSettings(url=url.replace("localhost", "127.0.0.1"), ca_file=None,
+                                   ca_data=named.ca.read_text(), token_file=write_token(tmp_path / "token", POD),
+                                   state_dir=tmp_path / "state", server_name=server_name)
+        client = OperatorClient(settings, sidecar, TableStore(settings.state_dir), sleep=NeverSleep())
+        if server_name is None:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await client.connect_once()
+            return
+        task = asyncio.create_task(client.connect_once())
+        assert await p.sink.wait_for("acked") == [("acked", POD, desired().version)]
+        task.cancel()

@@ -60,6 +60,8 @@ class ClusterSettings:
     token_file: Path
     state_dir: Path
     report_interval_s: float = 10.0
+    server_name: str | None = None  # the name the hub's certificate is checked against, when not the URL's host
+    ca_data: str | None = None  # the CA as PEM text (LLMROUTE_OPERATOR_CA_DATA), instead of ca_file
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
 
@@ -72,6 +74,14 @@ class ClusterSettings:
         if parts.username or parts.password:
             raise ClusterConfigError("LLMROUTE_OPERATOR_URL must not carry credentials")
         ca = environ.get("LLMROUTE_OPERATOR_CA")
+        ca_data = environ.get("LLMROUTE_OPERATOR_CA_DATA", "").strip() or None
+        if ca and ca_data:
+            raise ClusterConfigError("LLMROUTE_OPERATOR_CA and LLMROUTE_OPERATOR_CA_DATA exclude each other")
+        if ca_data is not None and "-----BEGIN CERTIFICATE-----" not in ca_data:
+            raise ClusterConfigError("LLMROUTE_OPERATOR_CA_DATA must hold PEM certificates")
+        server_name = environ.get("LLMROUTE_OPERATOR_SERVER_NAME", "").strip() or None
+        if server_name is not None and (any(c.isspace() or c in "/:@" for c in server_name)):
+            raise ClusterConfigError(f"LLMROUTE_OPERATOR_SERVER_NAME must be a host name, got {server_name!r}")
         interval = environ.get("LLMROUTE_USAGE_REPORT_SECONDS", "10")
         try:
             report_interval = float(interval)
@@ -82,7 +92,8 @@ class ClusterSettings:
         return cls(url=url, ca_file=Path(ca) if ca else None,
                    token_file=Path(environ.get("LLMROUTE_TOKEN_FILE", DEFAULT_TOKEN_FILE)),
                    state_dir=Path(environ.get("LLMROUTE_STATE_DIR", DEFAULT_STATE_DIR)),
-                   report_interval_s=report_interval)
+                   report_interval_s=report_interval, server_name=server_name,
+                   ca_data=ca_data)
 
 
 class Backoff:
@@ -209,6 +220,7 @@ class OperatorClient:
         async with aiohttp.ClientSession() as session:
             try:
                 ws = await session.ws_connect(self.settings.url, ssl=ssl_context, heartbeat=30.0,
+                                              server_hostname=self.settings.server_name,
                                               headers={"Authorization": f"Bearer {token}"},
                                               max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
             except aiohttp.WSServerHandshakeError as error:
@@ -317,11 +329,12 @@ class OperatorClient:
         return token
 
     def _ssl_context(self) -> ssl.SSLContext:
-        ca = self.settings.ca_file
+        ca, data = self.settings.ca_file, self.settings.ca_data
         try:
-            return ssl.create_default_context(cafile=str(ca) if ca else None)
+            return ssl.create_default_context(cafile=str(ca) if ca else None, cadata=data)
         except (OSError, ssl.SSLError) as error:
-            raise ConnectFailed(f"cannot load the operator CA {ca}: {_describe(error)}") from None
+            where = ca if data is None else "LLMROUTE_OPERATOR_CA_DATA"
+            raise ConnectFailed(f"cannot load the operator CA {where}: {_describe(error)}") from None
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

@@ -132,3 +132,23 @@ def test_usage_reports_are_deltas_and_only_a_commit_moves_the_mark() -> None:
     assert mark.report(first, 10).is_empty()
     later = {"routes": {"chat": {"requests": 5, "cost_usd": 0.75}}, "targets": first["targets"]}
     assert mark.report(later, 10).routes == {"chat": {"requests": 3, "cost_usd": 0.25}}
+
+
+def test_the_tls_server_name_comes_from_the_environment_and_must_be_a_host_name() -> None:
+    base = {"LLMROUTE_OPERATOR_URL": "wss://10.96.0.12:15443/v1/sync"}
+    assert ClusterSettings.from_env(base).server_name is None
+    named = ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_SERVER_NAME": "llmroute.llmroute.svc"})
+    assert named.server_name == "llmroute.llmroute.svc"
+    with pytest.raises(ClusterConfigError, match="LLMROUTE_OPERATOR_SERVER_NAME must be a host name"):
+        ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_SERVER_NAME": "https://x/"})
+
+
+def test_the_ca_may_come_as_pem_text_but_not_together_with_a_ca_file() -> None:
+    base = {"LLMROUTE_OPERATOR_URL": "wss://10.96.0.12:15443/v1/sync"}
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    settings = ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_CA_DATA": pem})
+    assert settings.ca_data == pem.strip() and settings.ca_file is None
+    with pytest.raises(ClusterConfigError, match="exclude each other"):
+        ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_CA_DATA": pem, "LLMROUTE_OPERATOR_CA": "/ca.pem"})
+    with pytest.raises(ClusterConfigError, match="must hold PEM certificates"):
+        ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_CA_DATA": "not a cert"})
