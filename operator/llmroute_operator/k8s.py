@@ -106,6 +106,13 @@ class KubernetesApi:
         self.status_writes = 0
         self.events_posted = 0
 
+    async def server_version(self) -> str:
+        """The API server's `gitVersion` (e.g. v1.29.3): /version is readable by everyone."""
+        async with self.session.get(f"{self.conn.server}/version", headers=self.conn.headers(),
+                                    ssl=self.conn.ssl) as response:
+            await _raise_for_status(response)
+            return str(orjson.loads(await response.read()).get("gitVersion", ""))
+
     async def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """The Secret's `data`, or None when it does not exist or may not be read."""
         url = f"{self.conn.server}/api/v1/namespaces/{namespace}/secrets/{name}"

@@ -32,6 +32,7 @@ from llmroute_operator.k8s import KubernetesApi, connection, login
 from llmroute_operator.leases import DEFAULT_TTL_S, LeaseBook
 from llmroute_operator.status import StatusBook
 from llmroute_operator.tokenreview import CachedReviewer, KubernetesTokenReviewer, TokenReviewer
+from llmroute_operator.webhook import ConfigError, Webhook, load_settings
 from llmroute_operator.writer import SecretApi, SecretReader, StatusApi, StatusWriter
 
 log = logging.getLogger("llmroute.operator")
@@ -52,6 +53,12 @@ class Settings:
     secret_refresh_s: float = 30.0
     lease_ttl_s: float = DEFAULT_TTL_S
     log_level: str = "INFO"
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 15445
+    webhook_cert: Path | None = None
+    webhook_key: Path | None = None
+    inject_config: Path | None = None
+    inject_operator_url: str = ""
 
 
 def parse(argv: list[str] | None = None) -> Settings:
@@ -88,12 +95,27 @@ def parse(argv: list[str] | None = None) -> Settings:
                    help="how long a sidecar's share of global limits holds without renewal (default 30)")
     p.add_argument("--log-level", default=env("LLMROUTE_LOG_LEVEL", "INFO"), metavar="LEVEL",
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    p.add_argument("--webhook-host", default=env("LLMROUTE_WEBHOOK_HOST", "0.0.0.0"), metavar="ADDR",
+                   help="the injection webhook's address (default 0.0.0.0)")
+    p.add_argument("--webhook-port", type=int, default=int(env("LLMROUTE_WEBHOOK_PORT", "15445")), metavar="PORT",
+                   help="the injection webhook's TLS port (default 15445)")
+    p.add_argument("--webhook-cert", type=Path, default=_path(env("LLMROUTE_WEBHOOK_CERT")), metavar="FILE",
+                   help="the webhook's certificate chain (PEM); without it there is no webhook")
+    p.add_argument("--webhook-key", type=Path, default=_path(env("LLMROUTE_WEBHOOK_KEY")), metavar="FILE",
+                   help="the webhook certificate's private key (PEM)")
+    p.add_argument("--inject-config", type=Path, default=_path(env("LLMROUTE_INJECT_CONFIG")), metavar="FILE",
+                   help="the injected sidecar's settings (JSON; the chart's ConfigMap)")
+    p.add_argument("--inject-operator-url", default=env("LLMROUTE_INJECT_OPERATOR_URL", ""), metavar="URL",
+                   help="the hub's wss:// URL as injected sidecars dial it (the hub Service's cluster IP)")
     a = p.parse_args(argv)
     if a.dev_certs is None and (a.hub_cert is None or a.hub_key is None):
         p.error("the hub needs --hub-cert and --hub-key (or --dev-certs DIR for development)")
+    if a.webhook_cert is not None and (a.webhook_key is None or a.inject_config is None):
+        p.error("the webhook needs --webhook-cert, --webhook-key and --inject-config")
     return Settings(a.hub_host, a.hub_port, a.hub_cert, a.hub_key, a.dev_certs, a.admin_host, a.admin_port,
                     tuple(n.strip() for n in a.namespaces), a.status_debounce, a.status_resync, a.secret_refresh,
-                    a.lease_ttl, a.log_level.upper())
+                    a.lease_ttl, a.log_level.upper(), a.webhook_host, a.webhook_port, a.webhook_cert,
+                    a.webhook_key, a.inject_config, a.inject_operator_url)
 
 
 def _path(value: str | None) -> Path | None:
@@ -111,8 +133,10 @@ def kopf_settings() -> kopf.OperatorSettings:
 
 class Operator:
     def __init__(self, settings: Settings, api: StatusApi, secret_api: SecretApi, reviewer: TokenReviewer,
-                 *, events_posted: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.time) -> None:
+                 *, events_posted: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.time,
+                 webhook: Webhook | None = None) -> None:
         self.settings = settings
+        self.webhook = webhook
         self.index = ClusterIndex()
         self.book = StatusBook(clock)
         self.writer = StatusWriter(self.index, self.book, api, clock=clock, debounce_s=settings.status_debounce_s,
@@ -127,6 +151,7 @@ class Operator:
         self.ready = asyncio.Event()
         self.hub_port = 0
         self.admin_port = 0
+        self.webhook_port = 0
 
     async def run(self, info: kopf.ConnectionInfo, *, stop_flag: asyncio.Event | None = None,
                   hub_ssl: ssl.SSLContext | None = None) -> None:
@@ -137,6 +162,14 @@ class Operator:
         admin = await self._serve(admin_app(self.live, self.ready.is_set), self.settings.admin_host,
                                   self.settings.admin_port, None)
         self.hub_port, self.admin_port = hub.addresses[0][1], admin.addresses[0][1]
+        webhook = None
+        if self.webhook is not None and self.settings.webhook_cert and self.settings.webhook_key:
+            webhook = await self._serve(self.webhook.app(), self.settings.webhook_host, self.settings.webhook_port,
+                                        hub_ssl_context(str(self.settings.webhook_cert),
+                                                        str(self.settings.webhook_key)))
+            self.webhook_port = webhook.addresses[0][1]
+            log.info("injection webhook on %s:%d (API server %s)", self.settings.webhook_host, self.webhook_port,
+                     self.webhook.server_version)
         loops = [asyncio.create_task(self.writer.run()), asyncio.create_task(self.secrets.run())]
         log.info("hub on %s:%d, admin on %s:%d, watching %s", self.settings.hub_host, self.hub_port,
                  self.settings.admin_host, self.admin_port, ", ".join(self.settings.namespaces) or "the cluster")
@@ -154,6 +187,8 @@ class Operator:
                     await task
             await hub.cleanup()
             await admin.cleanup()
+            if webhook is not None:
+                await webhook.cleanup()
 
     def _hub_ssl(self) -> ssl.SSLContext:
         s = self.settings
@@ -200,7 +235,11 @@ async def serve(settings: Settings) -> None:
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         api = KubernetesApi(session, conn)
         reviewer = CachedReviewer(KubernetesTokenReviewer(session, conn.server, conn.headers()))
-        operator = Operator(settings, api, api, reviewer, events_posted=lambda: api.events_posted)
+        webhook = None
+        if settings.webhook_cert is not None and settings.inject_config is not None:
+            webhook = Webhook(load_settings(settings.inject_config, settings.inject_operator_url),
+                              await api.server_version())
+        operator = Operator(settings, api, api, reviewer, events_posted=lambda: api.events_posted, webhook=webhook)
         await operator.run(info)
 
 
@@ -210,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if settings.log_level != "DEBUG":  # kopf says INFO for every watch event handled: a line per pod change
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
     return 0
