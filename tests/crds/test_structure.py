@@ -180,7 +180,7 @@ def test_the_definition_names_group_version_and_scope(kind: str) -> None:
     assert names["singular"] == kind.lower() and names["plural"] == f"{kind.lower()}s"
     assert names["listKind"] == f"{kind}List"
     assert names["shortNames"] == [{"LLMRoute": "llmr", "LLMProvider": "llmp"}[kind]]
-    assert names["categories"] == ["llmroute"]
+    assert names["categories"] == ["llm"]  # not "llmroute": a category shadows the resource of that name in kubectl
     (version,) = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
     assert version["subresources"] == {"status": {}}
