@@ -66,12 +66,19 @@ class ConnectionGuard:
     its own clock.
     """
 
-    def __init__(self, limits: ConnectionLimits, schedule: Schedule | None = None) -> None:
+    def __init__(self, limits: ConnectionLimits, schedule: Schedule | None = None,
+                 closed: Callable[[str], None] | None = None) -> None:
+        """`closed(reason)` counts each connection refused or cut: `refused`, `head_timeout`, `body_timeout`."""
         self.limits = limits
         self.open = 0
         self.refused = 0
         self.cut = 0
         self._schedule = schedule
+        self._closed = closed
+
+    def count(self, reason: str) -> None:
+        if self._closed is not None:
+            self._closed(reason)
 
     def factory(self, server: Server) -> Callable[[], asyncio.Protocol]:
         """The protocol factory to listen with, in front of aiohttp's `server`."""
@@ -110,6 +117,7 @@ class GuardedConnection(asyncio.Protocol):
         guard = self._guard
         if guard.open >= guard.limits.max_connections:
             guard.refused += 1
+            guard.count("refused")
             if guard.refused == 1 or guard.refused % 1000 == 0:
                 log.warning("connection limit of %d reached: new connections are refused with 503 "
                             "(%d so far)", guard.limits.max_connections, guard.refused)
@@ -184,7 +192,8 @@ class GuardedConnection(asyncio.Protocol):
     def _head_expired(self) -> None:
         self._timer = None
         if self._phase is _Phase.HEAD:
-            self._cut(f"the request's head did not arrive within {self._guard.limits.head_s:g}s", None, True)
+            self._cut("head_timeout", f"the request's head did not arrive within {self._guard.limits.head_s:g}s",
+                      None, True)
 
     def _body_expired(self) -> None:
         self._timer = None
@@ -192,15 +201,16 @@ class GuardedConnection(asyncio.Protocol):
         if self._phase is _Phase.REQUEST and request is not None and not request.content.is_eof():
             # an answer that has begun cannot be replaced; the close alone tells the client then
             untouched = request.writer.output_size == 0
-            self._cut(f"the request's body did not arrive within {self._guard.limits.body_s:g}s", request.path,
-                      untouched)
+            self._cut("body_timeout", f"the request's body did not arrive within {self._guard.limits.body_s:g}s",
+                      request.path, untouched)
 
-    def _cut(self, why: str, path: str | None, answer: bool) -> None:
+    def _cut(self, reason: str, why: str, path: str | None, answer: bool) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         guard = self._guard
         guard.cut += 1
+        guard.count(reason)
         if guard.cut == 1 or guard.cut % 1000 == 0:
             log.warning("closed a slow connection from %s (%d so far): %s", _peer(transport), guard.cut, why)
         else:

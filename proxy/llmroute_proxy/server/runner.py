@@ -66,9 +66,13 @@ async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunne
     admin = web.AppRunner(admin_app_, access_log=None, shutdown_timeout=SHUTDOWN_MARGIN_S,
                           keepalive_timeout=limits.keepalive_s)
     admin_limits = replace(limits, max_connections=min(limits.max_connections, ADMIN_MAX_CONNECTIONS))
+    closed = sidecar.telemetry.connections_closed
+    data_guard = ConnectionGuard(limits, closed=lambda reason: closed.add(1.0, "data", reason))
+    admin_guard = ConnectionGuard(admin_limits, closed=lambda reason: closed.add(1.0, "admin", reason))
+    sidecar.telemetry.register_connections(lambda: (("data", data_guard.open), ("admin", admin_guard.open)))
     runners = []
-    for runner, host, port, guard in ((data, listen.host, listen.port, ConnectionGuard(limits)),
-                                      (admin, listen.admin_host, listen.admin_port, ConnectionGuard(admin_limits))):
+    for runner, host, port, guard in ((data, listen.host, listen.port, data_guard),
+                                      (admin, listen.admin_host, listen.admin_port, admin_guard)):
         guard_app(runner.app)
         await runner.setup()
         await GuardedSite(runner, host, port, guard, backlog=1024).start()

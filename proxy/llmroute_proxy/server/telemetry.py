@@ -96,6 +96,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 CircuitSource = Callable[[], Iterable[tuple[str, str]]]
 """(target id, circuit state) for every target of the current table."""
 BudgetSource = Callable[[], Iterable[tuple[str, BudgetStatus]]]
+ConnectionSource = Callable[[], Iterable[tuple[str, int]]]  # (plane, connections open)
 """(route name, budget status) for every route with a budget."""
 
 
@@ -158,6 +159,7 @@ class Telemetry:
         self._circuits: CircuitSource | None = None
         self._budgets: BudgetSource | None = None
         self._table_version: str | None = None
+        self._connections: ConnectionSource | None = None
         self._closed = False
         self.propagator: TextMapPropagator = TraceContextTextMapPropagator()
         self._tracer_provider: TracerProvider | None = None
@@ -218,10 +220,15 @@ class Telemetry:
                                 ("llmroute.route", "llmroute.target", "llmroute.failover_reason"))
         self.ejections = Tally("llmroute.ejections", "{ejection}", "Targets ejected by the breaker.",
                                 ("llmroute.target", "llmroute.ejection_reason"))
+        self.connections_closed = Tally(
+            "llmroute.connections.closed", "{connection}",
+            "Client connections the sidecar refused or cut to protect itself, by the reason.",
+            ("llmroute.plane", "llmroute.reason"))
         self.in_flight = 0
         self.histograms = (self.operation_duration, self.time_to_first_chunk, self.token_usage,
                            self.request_duration)
-        self.tallies = (self.requests, self.cost, self.attempts, self.failovers, self.ejections)
+        self.tallies = (self.requests, self.cost, self.attempts, self.failovers, self.ejections,
+                        self.connections_closed)
         self.gauges = (
             Gauge("llmroute.requests.in_flight", "{request}", "Client requests being served.",
                    self._in_flight_points, up_down=True),
@@ -233,6 +240,8 @@ class Telemetry:
                    "Left in the current budget period (limit - spent - reserved).", self._remaining_points),
             Gauge("llmroute.table.info", "", "1, with the routing table's version as an attribute.",
                    self._table_points),
+            Gauge("llmroute.connections.open", "{connection}", "Client connections open, per plane.",
+                   self._connection_points, up_down=True),
         )
 
     def _start_tracing(self, exporter: SpanExporter, resource: Resource) -> None:
@@ -269,6 +278,9 @@ class Telemetry:
     def register_budgets(self, source: BudgetSource) -> None:
         self._budgets = source
 
+    def register_connections(self, source: ConnectionSource) -> None:
+        self._connections = source
+
     def set_table_version(self, version: str | None) -> None:
         self._table_version = version
 
@@ -292,6 +304,10 @@ class Telemetry:
     def _remaining_points(self) -> Iterable[Point]:
         for route, status in self._budgets() if self._budgets else ():
             yield {"llmroute.route": route}, status.limit_usd - status.spent_usd - status.reserved_usd
+
+    def _connection_points(self) -> Iterable[Point]:
+        for plane, count in self._connections() if self._connections else ():
+            yield {"llmroute.plane": plane}, count
 
     def _table_points(self) -> Iterable[Point]:
         if self._table_version is not None:

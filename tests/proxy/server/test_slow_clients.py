@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import orjson
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy.cli import listen, parser
 from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite, guard_app
@@ -95,7 +96,7 @@ async def test_a_head_sent_byte_by_byte_is_cut_at_the_head_deadline_with_408() -
 
 
 async def test_a_stalled_body_is_cut_at_the_body_deadline_with_408_in_the_endpoints_dialect() -> None:
-    async with sidecar_listening(ConnectionLimits(head_s=PATIENCE, body_s=TINY)) as (port, _):
+    async with sidecar_listening(ConnectionLimits(head_s=PATIENCE, body_s=TINY)) as (port, sidecar):
         answers = []
         for head in (HEAD, HEAD.replace(b"/v1/chat/completions", b"/v1/messages")):
             reader, writer = await connect(port)
@@ -103,6 +104,7 @@ async def test_a_stalled_body_is_cut_at_the_body_deadline_with_408_in_the_endpoi
             await writer.drain()
             answers.append(await until_closed(reader))
             writer.close()
+        assert closed_connections(sidecar)[("data", "body_timeout")] == 2
     openai_answer, anthropic_answer = answers
     assert openai_answer.startswith(b"HTTP/1.1 408 ")
     error = orjson.loads(openai_answer.split(b"\r\n\r\n", 1)[1])["error"]
@@ -180,8 +182,21 @@ async def test_connections_over_the_cap_are_refused_while_those_within_are_serve
         assert await wait_for_fds(baseline) == baseline
 
 
-async def test_many_slow_clients_are_all_cut_and_every_descriptor_comes_back() -> None:
-    async with sidecar_listening(ConnectionLimits(max_connections=50, head_s=TINY)) as (port, _):
+def closed_connections(sidecar: Sidecar) -> dict[tuple[str, str], float]:
+    body, _ = sidecar.telemetry.prometheus_text()
+    return {(s.labels["llmroute_plane"], s.labels["llmroute_reason"]): s.value
+            for family in text_string_to_metric_families(body.decode()) for s in family.samples
+            if s.name == "llmroute_connections_closed_total"}
+
+
+def open_connections(sidecar: Sidecar) -> dict[str, float]:
+    body, _ = sidecar.telemetry.prometheus_text()
+    return {s.labels["llmroute_plane"]: s.value for family in text_string_to_metric_families(body.decode())
+            for s in family.samples if s.name == "llmroute_connections_open"}
+
+
+async def test_many_slow_clients_are_all_cut_counted_and_every_descriptor_comes_back() -> None:
+    async with sidecar_listening(ConnectionLimits(max_connections=50, head_s=TINY)) as (port, sidecar):
         baseline = open_fds()
         clients = [await connect(port) for _ in range(60)]  # 10 over the cap
         for _, writer in clients:
@@ -192,6 +207,9 @@ async def test_many_slow_clients_are_all_cut_and_every_descriptor_comes_back() -
         assert sum(a.startswith(b"HTTP/1.1 408 ") for a in answers) >= 50 - 5  # resets may eat a few
         assert all(a == b"" or a.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 503 ")) for a in answers)
         assert await wait_for_fds(baseline) == baseline
+        closed = closed_connections(sidecar)
+        assert closed[("data", "head_timeout")] + closed.get(("data", "refused"), 0) == 60
+        assert open_connections(sidecar) == {"data": 0, "admin": 0}
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_time() -> None:
