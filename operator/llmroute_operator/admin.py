@@ -67,6 +67,21 @@ class _Collector:
                        live.writer.failures)
         yield _counter("llmroute_operator_events_posted", "Kubernetes Events posted.", live.events_posted())
         yield _counter("llmroute_operator_secret_reads", "Secrets read.", live.secrets.reads)
+        budget = GaugeMetricFamily("llmroute_operator_budget_spent_percent",
+                                   "Spend of the route's current budget period, in percent of its limit.",
+                                   labels=["namespace", "route"])
+        degraded = GaugeMetricFamily("llmroute_operator_provider_degraded",
+                                     "1 while the sidecars report the provider failing.",
+                                     labels=["namespace", "provider"])
+        for (kind, namespace, name), status in sorted(live.writer.written.items()):
+            spend = status.get("spend") or {}
+            if kind == "LLMRoute" and isinstance(spend.get("percentOfBudget"), int | float):
+                budget.add_metric([namespace, name], float(spend["percentOfBudget"]))
+            if kind == "LLMProvider":
+                flags = [c for c in status.get("conditions") or [] if c.get("type") == "Degraded"]
+                degraded.add_metric([namespace, name], 1.0 if flags and flags[0].get("status") == "True" else 0.0)
+        yield budget
+        yield degraded
         if live.hub.leases is not None:
             shares = GaugeMetricFamily("llmroute_operator_leased_requests_per_minute",
                                        "Sum of the requestsPerMinute shares leased for a provider "

@@ -115,6 +115,7 @@ async def test_the_admin_plane_answers_health_readiness_and_metrics(cluster: Clu
     async with FakeSidecar.connect(cluster, "team-a", "chat-0") as car:
         await car.table()
         await car.ack()
+        await cluster.until(lambda: cluster.status("LLMRoute", "team-a", "chat").get("sidecars", {}).get("synced") == 1)
         base = f"http://127.0.0.1:{cluster.operator.admin_port}"
         async with aiohttp.ClientSession() as session:
             for path in ("/healthz", "/readyz"):
@@ -126,6 +127,8 @@ async def test_the_admin_plane_answers_health_readiness_and_metrics(cluster: Clu
         assert 'llmroute_operator_resources{accepted="true",kind="LLMRoute"} 1.0' in text
         assert "llmroute_operator_table_compilations_total" in text
         assert "llmroute_operator_table_pushes_total 1.0" in text
+        assert 'llmroute_operator_budget_spent_percent{namespace="team-a",route="chat"} 0.0' in text
+        assert 'llmroute_operator_provider_degraded{namespace="team-a",provider="openai-main"} 0.0' in text
         assert "llmroute_operator_ack_latency_seconds_count 1.0" in text
         leased = [line for line in text.splitlines() if line.startswith("llmroute_operator_leased_requests_per_minute{")]
         assert leased and all(float(line.rsplit(" ", 1)[1]) <= 600 for line in leased)
