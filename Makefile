@@ -21,7 +21,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check proxy operator tests bench
+	$(BIN)/ruff check proxy operator tests bench e2e
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
