@@ -62,10 +62,9 @@ class ResponseStore:
         self.evicted = 0
         self.too_large = 0
 
-    def put(self, response: dict[str, Any], conversation: Sequence[dict[str, Any]], now: float) -> bool:
-        """Keep a response; False when it alone is larger than the whole store."""
-        response_id = str(response["id"])
-        entry = StoredResponse(orjson.dumps(response), orjson.dumps(list(conversation)), now + self.ttl_s)
+    def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float) -> bool:
+        """Keep a response (its JSON, as sent); False when it alone is larger than the whole store."""
+        entry = StoredResponse(response, orjson.dumps(list(conversation)), now + self.ttl_s)
         self._expire(now)
         if entry.size > self.max_bytes:
             self.too_large += 1

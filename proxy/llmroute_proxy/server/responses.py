@@ -59,8 +59,9 @@ class ResponsesEncoder:
         assert self._turn is not None
         self.response = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
                                                 self.created_at, new_id)
-        self._keep(self.response)
-        return orjson.dumps(self.response)
+        body = orjson.dumps(self.response)
+        self._keep(self.response, body)
+        return body
 
     def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
         assert self._stream is not None
@@ -78,10 +79,11 @@ class ResponsesEncoder:
         self._keep(self._stream.response)
         return out
 
-    def _keep(self, response: dict[str, Any] | None) -> None:
+    def _keep(self, response: dict[str, Any] | None, body: bytes | None = None) -> None:
         """Stored before the last byte is written: a client that continues at once finds it."""
         self.response = response
         if response is None or self._store is None or self._turn is None or self._clock is None:
             return
         answer = assistant_message(response["output"])
-        self._store.put(response, [*self._turn.conversation, *([answer] if answer else [])], self._clock())
+        self._store.put(self.response_id, body if body is not None else orjson.dumps(response),
+                        [*self._turn.conversation, *([answer] if answer else [])], self._clock())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from llmroute_proxy.cli import parser, settings
@@ -12,20 +13,22 @@ from llmroute_proxy.server.response_store import ENTRY_OVERHEAD_BYTES, ResponseN
 CONVERSATION = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
 
-def response(response_id: str, padding: int = 0) -> dict[str, Any]:
-    return {"id": response_id, "object": "response", "output": [], "pad": "x" * padding}
+def put(store: ResponseStore, response_id: str, conversation: list[dict[str, Any]], now: float,
+        padding: int = 0) -> bool:
+    body = orjson.dumps({"id": response_id, "object": "response", "output": [], "pad": "x" * padding})
+    return store.put(response_id, body, conversation, now)
 
 
 def test_a_stored_response_is_read_back_and_continued() -> None:
     store = ResponseStore(1 << 20, ttl_s=60)
-    assert store.put(response("resp_1"), CONVERSATION, now=0)
+    assert put(store, "resp_1", CONVERSATION, now=0)
     assert store.response("resp_1", now=59).startswith(b'{"id":"resp_1"')
     assert store.conversation("resp_1", now=59) == CONVERSATION
 
 
 def test_an_expired_response_is_a_404_that_says_it_expired() -> None:
     store = ResponseStore(1 << 20, ttl_s=60)
-    store.put(response("resp_1"), CONVERSATION, now=0)
+    put(store, "resp_1", CONVERSATION, now=0)
     with pytest.raises(ResponseNotFound) as gone:
         store.conversation("resp_1", now=60)
     assert gone.value.status == 404 and gone.value.param == "previous_response_id"
@@ -37,7 +40,7 @@ def test_the_memory_cap_evicts_the_oldest_first_and_says_so() -> None:
     one = len(b'{"id":"resp_0","object":"response","output":[],"pad":""}') + 1000 + len(b"[]") + ENTRY_OVERHEAD_BYTES
     store = ResponseStore(max_bytes=3 * one, ttl_s=60)
     for i in range(5):
-        store.put(response(f"resp_{i}", padding=1000), [], now=i)
+        put(store, f"resp_{i}", [], now=i, padding=1000)
         assert store.bytes <= store.max_bytes
     assert store.status(now=5)["entries"] == 3 and store.evicted == 2
     with pytest.raises(ResponseNotFound, match="evicted to keep the response store within its memory cap"):
@@ -47,7 +50,7 @@ def test_the_memory_cap_evicts_the_oldest_first_and_says_so() -> None:
 
 def test_a_response_larger_than_the_store_is_not_kept() -> None:
     store = ResponseStore(max_bytes=1000, ttl_s=60)
-    assert not store.put(response("resp_big", padding=2000), [], now=0)
+    assert not put(store, "resp_big", [], now=0, padding=2000)
     assert store.too_large == 1 and store.bytes == 0
     with pytest.raises(ResponseNotFound, match="larger than the whole response store"):
         store.response("resp_big", now=0)
@@ -55,13 +58,13 @@ def test_a_response_larger_than_the_store_is_not_kept() -> None:
 
 def test_a_zero_cap_keeps_nothing() -> None:
     store = ResponseStore(max_bytes=0, ttl_s=60)
-    assert not store.put(response("resp_1"), CONVERSATION, now=0)
+    assert not put(store, "resp_1", CONVERSATION, now=0)
     assert store.status(now=0)["entries"] == 0
 
 
 def test_deleted_and_never_stored_ids_are_told_apart() -> None:
     store = ResponseStore(1 << 20, ttl_s=60)
-    store.put(response("resp_1"), CONVERSATION, now=0)
+    put(store, "resp_1", CONVERSATION, now=0)
     store.delete("resp_1", now=1)
     assert store.bytes == 0
     with pytest.raises(ResponseNotFound, match="it was deleted"):
