@@ -52,12 +52,27 @@ class Run:
         return True
 
 
+RESPONSES_PATH = "/v1/responses"
+
+
+def markers(path: str) -> tuple[bytes, bytes, bytes]:
+    """(first-token mark, end of a good stream, mark of a good answer) for the API at `path`."""
+    if path.endswith(RESPONSES_PATH):
+        return b'"delta"', b"event: response.completed", b'"output"'
+    return b'"content"', b"data: [DONE]", b'"choices"'
+
+
 def request_bytes(host: str, path: str, stream: bool, headers: list[str]) -> bytes:
-    body: dict[str, object] = {"model": "fake-gpt", "messages": [{"role": "user", "content": PROMPT}],
-                               "max_tokens": 32}
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+    body: dict[str, object]
+    if path.endswith(RESPONSES_PATH):
+        body = {"model": "fake-gpt", "input": PROMPT, "max_output_tokens": 32}
+        if stream:
+            body["stream"] = True
+    else:
+        body = {"model": "fake-gpt", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 32}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
     payload = orjson.dumps(body)
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
              "Authorization: Bearer sk-fake", f"Content-Length: {len(payload)}", *headers]
@@ -67,7 +82,8 @@ def request_bytes(host: str, path: str, stream: bool, headers: list[str]) -> byt
 class Client(asyncio.Protocol):
     """One keep-alive connection: sends, parses the answer (sized or chunked), sends again."""
 
-    def __init__(self, run: Run, request: bytes, stream: bool) -> None:
+    def __init__(self, run: Run, request: bytes, stream: bool, marks: tuple[bytes, bytes, bytes]) -> None:
+        self._first_token, self._stream_end, self._answer = marks
         self._run = run
         self._request = request
         self._stream = stream
@@ -110,7 +126,7 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        if self._stream and self._ttft is None and b'"content"' in data:
+        if self._stream and self._ttft is None and self._first_token in data:
             self._ttft = now - self._t0
         self._buf += data
         if not self._in_body and not self._parse_head():
@@ -118,8 +134,8 @@ class Client(asyncio.Protocol):
         if self._ttfb is None and self._buf:
             self._ttfb = now - self._t0
         if self._parse_body():
-            ok = self._status == 200 and (b"data: [DONE]" in self._body if self._stream
-                                          else b'"choices"' in self._body)
+            ok = self._status == 200 and (self._stream_end in self._body if self._stream
+                                          else self._answer in self._body)
             self._run.samples.append(Sample(ok, time.perf_counter() - self._t0, self._ttfb, self._ttft))
             self._next()
 
@@ -184,7 +200,7 @@ async def run_phase(url: str, concurrency: int, limit: int, seconds: float, stre
     async def connection() -> None:
         while run.started < run.limit and time.perf_counter() < run.deadline:
             try:
-                _, client = await loop.create_connection(lambda: Client(run, request, stream), host, port)
+                _, client = await loop.create_connection(lambda: Client(run, request, stream, markers(parts.path)), host, port)
             except OSError:
                 run.samples.append(Sample(False, 0.0, None, None))
                 await asyncio.sleep(0.05)

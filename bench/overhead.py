@@ -7,7 +7,11 @@ pass-through proxy (`_bare_proxy.py`, the practical limit of a Python aiohttp pr
 
 - non-streaming, concurrency 1 and 32 (wrk): latency p50/p99, req/s;
 - streaming (20 chunks + usage + [DONE]), concurrency 1 (`_load.py`): time to first token;
-- streaming, concurrency 32 (wrk): req/s.
+- streaming, concurrency 32 (wrk): req/s;
+- the same two concurrency-32 points on `/v1/responses` (llmroute only: the upstream and the bare
+  proxy speak chat completions), reported as a ratio to chat completions on the same route,
+  with the Responses store's size and the sidecar's RSS at the end (the store fills to its cap
+  during the run: this is where the cap is seen to hold under load).
 
 `direct` is the upstream itself, the floor. The load generator and the upstream share core 0,
 the proxy under test has core 1 (taskset, when present), as in a sidecar with one core. Figures
@@ -49,6 +53,7 @@ PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOAD_CORE, PROXY_CORE = 0, 1
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 PROMPT_BODY = b'{"model":"fake-gpt","messages":[{"role":"user","content":"Say hello in five words please."}]'
 
 SIDECAR_CONFIG = """\
@@ -77,6 +82,10 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-fake"
 local body = '{"model":"fake-gpt","messages":[{"role":"user","content":"Say hello in five words please."}],"max_tokens":32'
 if os.getenv("WRK_STREAM") == "1" then body = body .. ',"stream":true,"stream_options":{"include_usage":true}' end
+if os.getenv("WRK_API") == "responses" then
+  body = '{"model":"fake-gpt","input":"Say hello in five words please.","max_output_tokens":32'
+  if os.getenv("WRK_STREAM") == "1" then body = body .. ',"stream":true' end
+end
 wrk.body = body .. '}'
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -237,6 +246,12 @@ class Point:
     concurrency: int
     stream: bool
     ttft: bool = False
+    path: str = CHAT_PATH
+    versus: str | None = None  # the chat-completions point a Responses point is compared with
+
+    def serves(self, target: str) -> bool:
+        """Only llmroute speaks the Responses API; the upstream and the bare proxy do not."""
+        return self.path == CHAT_PATH or target.startswith("llmroute")
 
 
 POINTS = (
@@ -244,6 +259,8 @@ POINTS = (
     Point("ns_c32", "non-streaming, concurrency 32", 32, False),
     Point("st_c1", "streaming, concurrency 1 (time to first token)", 1, True, ttft=True),
     Point("st_c32", "streaming, concurrency 32", 32, True),
+    Point("rs_c32", "Responses API, non-streaming, concurrency 32", 32, False, path=RESPONSES_PATH, versus="ns_c32"),
+    Point("rs_st_c32", "Responses API, streaming, concurrency 32", 32, True, path=RESPONSES_PATH, versus="st_c32"),
 )
 
 
@@ -266,8 +283,9 @@ class Loader:
         if not script.exists():
             script.write_text(WRK_SCRIPT)
         command = self.h.pinned(LOAD_CORE, ["wrk", "-t1", f"-c{point.concurrency}", f"-d{max(1, round(seconds))}s",
-                                            "--timeout", "10s", "-s", str(script), base + CHAT_PATH])
-        env = {**os.environ, "WRK_STREAM": "1" if point.stream else "0"}
+                                            "--timeout", "10s", "-s", str(script), base + point.path])
+        env = {**os.environ, "WRK_STREAM": "1" if point.stream else "0",
+               "WRK_API": "responses" if point.path == RESPONSES_PATH else "chat"}
         out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
         line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
         if line is None:
@@ -277,7 +295,7 @@ class Loader:
         return result
 
     def _python(self, base: str, point: Point, seconds: float) -> dict[str, Any]:
-        command = [PYTHON, str(HERE / "_load.py"), "--url", base + CHAT_PATH, "-c", str(point.concurrency),
+        command = [PYTHON, str(HERE / "_load.py"), "--url", base + point.path, "-c", str(point.concurrency),
                    "--seconds", str(seconds), "--warmup", "50"]
         if point.stream:
             command.append("--stream")
@@ -356,6 +374,8 @@ METRICS: dict[str, list[tuple[str, str, int]]] = {  # point -> (metric, label, d
     "ns_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
     "st_c1": [("ttft_p50_ms", "TTFT p50 ms", 3), ("ttft_p99_ms", "TTFT p99 ms", 3), ("lat_p50_ms", "total p50 ms", 3)],
     "st_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
+    "rs_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
+    "rs_st_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
 }
 
 
@@ -369,6 +389,8 @@ def table(results: Results, targets: Sequence[str], points: Sequence[Point]) -> 
         header += f"{'proxy CPU %':>13}{'CPU µs/req':>12}{'others %':>10}{'errors':>8}"
         lines.append(header)
         for target in targets:
+            if not point.serves(target):
+                continue
             row = f"  {target:<20}"
             for metric, _, digits in METRICS[point.key]:
                 row += f"{fmt(median_of(results, point.key, target, metric), digits):>14}"
@@ -382,7 +404,10 @@ def table(results: Results, targets: Sequence[str], points: Sequence[Point]) -> 
         for target in targets:
             if target in ("direct", "bare"):
                 continue
-            lines.append(f"  {target} vs bare: " + _comparison(results, point, target))
+            if point.versus is not None:
+                lines.append(f"  {target} vs its chat completions [{point.versus}]: " + _versus(results, point, target))
+            else:
+                lines.append(f"  {target} vs bare: " + _comparison(results, point, target))
     return "\n".join(lines)
 
 
@@ -406,6 +431,24 @@ def _comparison(results: Results, point: Point, target: str) -> str:
                 f"{fmt(paired(results, key, target, 'direct', 'lat_p99_ms', added), 3, True)} ms over direct")
     cpu = paired(results, key, target, "bare", "proxy_cpu_us_per_req", added)
     return (f"RATIO req/s {fmt(paired(results, key, target, 'bare', 'rps', ratio), 2)} of bare; "
+            f"{fmt(cpu, 0, True)} CPU µs per request")
+
+
+def across(results: Results, point: str, versus: str, target: str, metric: str,
+           combine: Callable[[float, float], float]) -> float | None:
+    """Median over repeats of combine(value at `point`, value at `versus`), one target, within each repeat."""
+    values = []
+    for mine, theirs in zip(results.get((point, target), []), results.get((versus, target), []), strict=False):
+        a, b = mine.get(metric), theirs.get(metric)
+        if isinstance(a, int | float) and isinstance(b, int | float) and b:
+            values.append(combine(a, b))
+    return statistics.median(values) if values else None
+
+
+def _versus(results: Results, point: Point, target: str) -> str:
+    assert point.versus is not None
+    cpu = across(results, point.key, point.versus, target, "proxy_cpu_us_per_req", added)
+    return (f"RATIO req/s {fmt(across(results, point.key, point.versus, target, 'rps', ratio), 3)}; "
             f"{fmt(cpu, 0, True)} CPU µs per request")
 
 
@@ -442,6 +485,11 @@ def verdicts(results: Results, target: str) -> str:
         limit = f"{'≥' if goal.at_least else '≤'} {goal.limit:g} {goal.unit}"
         shown = fmt(value, 2) if goal.unit == "×" else fmt(value, 3, sign=True)
         lines.append(f"  {goal.label:<38} {shown:>9} {goal.unit:<3} goal {limit:<10} {'met' if met else 'MISSED'}")
+    for point in POINTS:
+        value = across(results, point.key, point.versus, target, "rps", ratio) if point.versus else None
+        if value is not None:
+            label = f"{point.key} req/s ÷ {point.versus} (Responses)"
+            lines.append(f"  {label:<38} {fmt(value, 2):>9} ×   goal ≥ 0.9 ×    {'met' if value >= 0.9 else 'MISSED'}")
     return "\n".join(lines)
 
 
@@ -466,6 +514,9 @@ def main() -> None:
     parser.add_argument("--quiet-wait", type=float, default=15.0,
                         help="before each run, wait up to this many seconds for other processes to leave the "
                              "CPU idle (default 15; 0: never wait)")
+    parser.add_argument("--responses-store-bytes", type=int,
+                        help="llmroute's Responses store cap (default: as shipped, 64 MiB); a small cap shows it "
+                             "holding under load")
     parser.add_argument("--json", type=Path, help="also write every raw result here")
     args = parser.parse_args()
     if args.quick:
@@ -495,28 +546,49 @@ def run(h: Harness, args: argparse.Namespace, names: Sequence[str], points: Sequ
     targets = {"direct": Target("direct", upstream, None)}
     base, proc = start_bare(h, upstream)
     targets["bare"] = Target("bare", base, proc.pid)
+    sidecars: dict[str, Sidecar] = {}
     for name in names:
         if name.startswith("llmroute"):
             extra, env = VARIANTS[name]
-            sidecar = start_llmroute(h, upstream, name, extra, env)
+            if args.responses_store_bytes is not None:
+                extra = [*extra, "--responses-store-bytes", str(args.responses_store_bytes)]
+            sidecar = sidecars[name] = start_llmroute(h, upstream, name, extra, env)
             targets[name] = Target(name, sidecar.base, sidecar.proc.pid)
             print(f"{name}: ready {sidecar.ready_s * 1000:.0f} ms after start, "
                   f"RSS {rss_mb(sidecar.proc.pid):.1f} MB", flush=True)
     warm = 1.0 if args.quick else 2.0
     for name in names:
-        for point in (POINTS[1], POINTS[3], POINTS[0]):
-            loader.run(targets[name].base, point, warm)
+        for point in (POINTS[1], POINTS[3], POINTS[0], *(p for p in points if p.versus)):
+            if point.serves(name):
+                loader.run(targets[name].base, point, warm)
     results: Results = {}
     for rep in range(args.reps):
         order = list(names) if rep % 2 == 0 else list(reversed(names))
         for point in points:
             for name in order:
+                if not point.serves(name):
+                    continue
                 result = measure(loader, targets[name], point, args.quiet_wait)
                 results.setdefault((point.key, name), []).append(result)
                 shown = {k: result.get(k) for k in ("rps", "lat_p50_ms", "ttft_p50_ms", "errors", "proxy_cpu_pct",
                                                    "foreign_cpu_pct", "error") if result.get(k) is not None}
                 print(f"rep {rep + 1} {point.key:<7} {name:<15} {orjson.dumps(shown).decode()}", flush=True)
+    for name, target in targets.items():
+        if name.startswith("llmroute") and target.pid is not None:
+            print(f"{name}: after the run RSS {rss_mb(target.pid):.1f} MB (peak {rss_mb(target.pid, 'VmHWM'):.1f}), "
+                  f"Responses store {store_status(sidecars[name].admin)}", flush=True)
     return results
+
+
+def store_status(admin: str) -> str:
+    try:
+        with urllib.request.urlopen(admin + "/status", timeout=5) as response:
+            store = orjson.loads(response.read()).get("responses_store") or {}
+    except (urllib.error.URLError, OSError, orjson.JSONDecodeError) as error:
+        return f"unreadable ({error})"
+    return (f"{store.get('entries')} entries, {(store.get('bytes') or 0) / 2**20:.1f} of "
+            f"{(store.get('max_bytes') or 0) / 2**20:.0f} MiB, {store.get('stored')} stored, "
+            f"{store.get('evicted')} evicted")
 
 
 def _setup_note(h: Harness, loader: Loader) -> str:
