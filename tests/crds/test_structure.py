@@ -228,3 +228,31 @@ def test_the_spec_parts_the_issue_names_are_printed() -> None:
     assert paths["Synced"] == ".status.sidecars.summary"
     assert paths["Spend %"] == ".status.spend.percentOfBudget"
     assert paths["Accepted"] == '.status.conditions[?(@.type=="Accepted")].status'
+
+
+# Bounds the parser does not have: they keep the CEL rules within the API server's cost budget (it refuses
+# a CRD whose rules could cost too much on a maximal object). No real configuration comes near them.
+SCHEMA_ONLY_BOUNDS = {
+    ("LLMProvider", ".spec.endpoints", "maxItems"): 64,
+    ("LLMProvider", ".spec.endpoints[].url", "maxLength"): 2048,
+    ("LLMProvider", ".spec.credentials.env", "maxLength"): 253,
+    ("LLMRoute", ".spec.tiers", "maxProperties"): 64,
+    ("LLMRoute", ".spec.tiers.*.targets", "maxItems"): 64,
+    ("LLMRoute", ".spec.defaultTier", "maxLength"): 253,
+    ("LLMRoute", ".spec.rules", "maxItems"): 128,
+    ("LLMRoute", ".spec.rules[].name", "maxLength"): 253,
+    ("LLMRoute", ".spec.rules[].tier", "maxLength"): 253,
+    ("LLMRoute", ".spec.fallback.fallbackTiers", "maxItems"): 64,
+    ("LLMRoute", ".spec.fallback.fallbackTiers[]", "maxLength"): 253,
+    ("LLMRoute", ".spec.experiments", "maxItems"): 32,
+    ("LLMRoute", ".spec.experiments[].tier", "maxLength"): 253,
+    ("LLMRoute", ".spec.experiments[].targets", "maxItems"): 64,
+}
+
+
+def test_every_upper_bound_the_parser_lacks_is_listed() -> None:
+    found = {(kind, path, keyword): node[keyword] for kind in KINDS
+             for path, node in nodes(schema_of(CRDS[kind]))
+             for keyword in ("maxItems", "maxLength", "maxProperties") if keyword in node
+             and not (keyword == "maxProperties" and node[keyword] == node.get("minProperties") == 1)}
+    assert found == SCHEMA_ONLY_BOUNDS  # (min/maxProperties 1 is the parser's "exactly one of")
