@@ -103,6 +103,8 @@ class Scrubber:
 
     def scrub(self, text: str) -> str:
         """`text` without any held key or credential shape; the same object when nothing matched."""
+        if len(text) < MIN_SECRET_CHARS:
+            return text  # too short for a key, a fragment, a mask or a shape with its value
         lowered = _lower(text)
         spans: list[tuple[int, int]] = []
         if self._held is not None:

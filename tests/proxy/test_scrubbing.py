@@ -119,6 +119,11 @@ def test_text_without_a_key_is_left_as_it_is(text: str) -> None:
     assert Scrubber([*KEYS, "ollama"]).scrub(text) == text
 
 
+def test_characters_that_lower_case_to_two_keep_every_position_right() -> None:
+    clean = SCRUB.scrub(f"İİ Bearer İx {OPAQUE} İ {GEMINI[:9]}İ")
+    assert clean == f"İİ Bearer {MARKER} {MARKER} İ {MARKER}İ"
+
+
 def test_values_too_short_to_be_keys_are_not_scrubbed() -> None:
     scrubber = Scrubber(["ollama", "none"])
     assert scrubber.secrets == 0

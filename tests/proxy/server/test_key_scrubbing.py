@@ -4,7 +4,7 @@ Every simulator holds the key the sidecar sends it. For one request it answers w
 echoes that key (`Fault.echo_key`): as it is, URL-encoded, in base64, cut to its start or end,
 masked as providers print keys, in the error's code, in a URL's `?key=`, in HTTP errors of every
 status class and in stream error events before and after the first token. The official SDKs make
-the requests through both front doors; then the key is looked for in what the client got, in
+the requests through every front door (chat completions, messages, responses); then the key is looked for in what the client got, in
 `/status` (JSON and page), in every log record (DEBUG), in every exported span and in the usage
 report the operator would get.
 """
@@ -124,9 +124,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.mark.parametrize("door", ["openai", "anthropic"])
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("provider", list(KEYS))
+CASES = [(provider, shape, door) for provider in KEYS for shape in SHAPES for door in ("openai", "anthropic")]
+CASES += [(provider, shape, "responses") for provider in KEYS for shape in ("401", "400 code", "stream error later")]
+
+
+@pytest.mark.parametrize(("provider", "shape", "door"), CASES)
 def test_an_echoed_key_reaches_no_client_status_log_span_or_report(
         stack: Stack, caplog: pytest.LogCaptureFixture, provider: str, shape: str, door: str) -> None:
     caplog.set_level(logging.DEBUG)
@@ -150,7 +152,14 @@ def _ask(stack: Stack, door: str, tier: str, stream: bool) -> str:
     shown: list[str] = []
     messages: Any = [{"role": "user", "content": "tell me a story"}]
     try:
-        if door == "openai":
+        if door == "responses":
+            client = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
+            if stream:
+                for item in client.responses.create(model=tier, input="tell me a story", stream=True):
+                    shown.append(item.model_dump_json())
+            else:
+                shown.append(client.responses.create(model=tier, input="tell me a story").model_dump_json())
+        elif door == "openai":
             client = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
             if stream:
                 for chunk in client.chat.completions.create(model=tier, messages=messages, stream=True):
