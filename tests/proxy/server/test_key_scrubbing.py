@@ -16,6 +16,7 @@ import binascii
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from urllib.request import urlopen
@@ -25,6 +26,8 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import llmroute_proxy
+from llmroute_proxy.server.app import SCRUBBED_LOGGERS
 from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.sim import Fault, FaultKind, anthropic_app, azure_openai_app, gemini_app, openai_app
 from llmroute_proxy.sync.client import sidecar_counters
@@ -213,3 +216,11 @@ def _decodes_to(text: str, key: str) -> bool:
                 except (binascii.Error, ValueError):
                     continue
     return False
+
+
+def test_every_logger_of_the_sidecar_is_scrubbed() -> None:
+    """A new logger name must join SCRUBBED_LOGGERS, or its records would miss the safety net."""
+    package = Path(llmroute_proxy.__file__).parent
+    names = {name for path in package.rglob("*.py") if "sim" not in path.parts
+             for name in re.findall(r'getLogger\("([^"]+)"\)', path.read_text())}
+    assert names and names <= set(SCRUBBED_LOGGERS)
