@@ -36,6 +36,11 @@ from llmroute_proxy.errors import LLMRouteError, anthropic_error_body, openai_er
 
 log = logging.getLogger("llmroute.proxy")
 
+# After a 408 the sending side is shut and what the client still sends is read and dropped for this
+# long: closing at once, with its bytes unread, would make the kernel reset the connection, and a
+# reset can destroy the 408 before the client reads it.
+LINGER_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
@@ -108,6 +113,7 @@ class GuardedConnection(asyncio.Protocol):
         self._phase = _Phase.HEAD
         self._timer: asyncio.TimerHandle | None = None
         self._request: web.BaseRequest | None = None
+        self._lingering = False
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -131,7 +137,7 @@ class GuardedConnection(asyncio.Protocol):
         self._arm(guard.limits.head_s, self._head_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None:
+        if self._inner is None or self._lingering:
             return
         if self._phase is _Phase.LINGER and (self._request is None or self._request.content.is_eof()):
             self._phase = _Phase.IDLE
@@ -141,7 +147,7 @@ class GuardedConnection(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self._inner is not None:
+        if self._inner is not None and not self._lingering:
             self._inner.eof_received()
         return None  # as aiohttp: the transport closes on a client's half-close
 
@@ -215,9 +221,13 @@ class GuardedConnection(asyncio.Protocol):
             log.warning("closed a slow connection from %s (%d so far): %s", _peer(transport), guard.cut, why)
         else:
             log.debug("closed a slow connection from %s: %s", _peer(transport), why)
-        if answer:
-            transport.write(_answer(408, f"Request timeout: {why}.", path))
-        transport.close()
+        if not answer or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write(_answer(408, f"Request timeout: {why}.", path))
+        transport.write_eof()
+        self._lingering = True
+        self._arm(LINGER_S, transport.close)
 
 
 @web.middleware

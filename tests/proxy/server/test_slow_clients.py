@@ -204,11 +204,12 @@ async def test_many_slow_clients_are_all_cut_counted_and_every_descriptor_comes_
         answers = await asyncio.gather(*(until_closed(reader) for reader, _ in clients))
         for _, writer in clients:
             writer.close()
-        assert sum(a.startswith(b"HTTP/1.1 408 ") for a in answers) >= 50 - 5  # resets may eat a few
         assert all(a == b"" or a.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 503 ")) for a in answers)
         assert await wait_for_fds(baseline) == baseline
         closed = closed_connections(sidecar)
         assert closed[("data", "head_timeout")] + closed.get(("data", "refused"), 0) == 60
+        # every connection cut got its 408, although its client was still sending (no reset ate it)
+        assert sum(a.startswith(b"HTTP/1.1 408 ") for a in answers) == closed[("data", "head_timeout")] >= 50
         assert open_connections(sidecar) == {"data": 0, "admin": 0}
 
 
