@@ -6,14 +6,15 @@ set -euo pipefail
 
 CACHE_ROOT="${LLMROUTE_CACHE:-$HOME/.cache/llmroute}"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-APT_PACKAGES=(golang-go rsync make dpkg-dev golang-github-modern-go-reflect2-dev etcd-server)
+BUILD_PACKAGES=(golang-go rsync make dpkg-dev golang-github-modern-go-reflect2-dev)
+RUN_PACKAGES=(etcd-server)
 REFLECT2_DEB=/usr/share/gocode/src/github.com/modern-go/reflect2
 
 log() { echo "build-binaries: $*" >&2; }
 
 ensure_packages() {
     local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -58,13 +59,14 @@ build() {
 }
 
 main() {
+    ensure_packages "${RUN_PACKAGES[@]}"
     local cached; cached="$(ls -d "$CACHE_ROOT"/kubernetes-*/bin 2>/dev/null | head -1 || true)"
     if [ -n "$cached" ] && [ -x "$cached/kube-apiserver" ] && [ -x "$cached/kubectl" ]; then
         echo "$cached"; return 0
     fi
-    ensure_packages
+    ensure_packages "${BUILD_PACKAGES[@]}"
     local work; work="$(mktemp -d "${TMPDIR:-/tmp}/llmroute-k8s-build.XXXXXX")"
-    trap 'rm -rf "$work"' EXIT
+    trap "rm -rf '$work'" EXIT  # expanded now: $work is local and gone when the trap runs
     fetch_source "$work"
     local version; version="$(source_version "$work")"
     local dest="$CACHE_ROOT/kubernetes-$version/bin"
