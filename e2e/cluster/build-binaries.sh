@@ -8,6 +8,7 @@ CACHE_ROOT="${LLMROUTE_CACHE:-$HOME/.cache/llmroute}"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 BUILD_PACKAGES=(golang-go rsync make dpkg-dev golang-github-modern-go-reflect2-dev)
 RUN_PACKAGES=(etcd-server)
+BUILD=b2  # bump when the build changes (b2: the zero-value patch), so caches of older builds are not used
 REFLECT2_DEB=/usr/share/gocode/src/github.com/modern-go/reflect2
 
 log() { echo "build-binaries: $*" >&2; }
@@ -38,6 +39,18 @@ fetch_source() {
 source_version() { sed -n 's/^Version: //p' "$1"/kubernetes_*.dsc | head -1; }
 
 # Vendored reflect2 v1.0.1 segfaults under Go >= 1.18 on the first custom-resource create.
+# Go >= 1.19 boxes every zero value ("", 0, false) at one shared address, so go-openapi's "is this the
+# zero value" test (a DeepEqual of two reflect.Values) turns true for them and the API server refuses ""
+# or 0 in a custom resource as "must be of type string: null". Built with Go 1.15, as released, that test
+# only ever matched nil: restore exactly that.
+patch_zero_values() {
+    local file
+    for file in $(grep -rl 'reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))' "$1/vendor"); do
+        sed -i 's/data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data))/data == nil/' "$file"
+        log "patched zero-value check in ${file#$1/}"
+    done
+}
+
 swap_reflect2() {
     local vendored="$1/vendor/github.com/modern-go/reflect2"
     rm -f "$vendored"/*.go "$vendored"/*.s
@@ -49,6 +62,7 @@ build() {
     local work="$1" dest="$2" what=()
     (cd "$work" && dpkg-source -x kubernetes_*.dsc src >&2)
     swap_reflect2 "$work/src"
+    patch_zero_values "$work/src"
     for b in "${BINARIES[@]}"; do what+=("cmd/$b"); done
     (cd "$work/src" && CGO_ENABLED=0 GOPROXY=off GOCACHE="$work/gocache" \
         make WHAT="${what[*]}" >&2)
@@ -60,7 +74,11 @@ build() {
 
 main() {
     ensure_packages "${RUN_PACKAGES[@]}"
-    local cached; cached="$(ls -d "$CACHE_ROOT"/kubernetes-*/bin 2>/dev/null | head -1 || true)"
+    # One build at a time per machine: a second caller (another test run) waits, then finds the cache.
+    mkdir -p "$CACHE_ROOT"
+    exec 9>"$CACHE_ROOT/.build.lock"
+    flock 9
+    local cached; cached="$(ls -d "$CACHE_ROOT"/kubernetes-*-"$BUILD"/bin 2>/dev/null | head -1 || true)"
     if [ -n "$cached" ] && [ -x "$cached/kube-apiserver" ] && [ -x "$cached/kubectl" ]; then
         echo "$cached"; return 0
     fi
@@ -69,7 +87,7 @@ main() {
     trap "rm -rf '$work'" EXIT  # expanded now: $work is local and gone when the trap runs
     fetch_source "$work"
     local version; version="$(source_version "$work")"
-    local dest="$CACHE_ROOT/kubernetes-$version/bin"
+    local dest="$CACHE_ROOT/kubernetes-$version-$BUILD/bin"
     mkdir -p "$(dirname "$dest")"
     log "building Kubernetes $version binaries once (7-8 min on 2 cores; cached in $dest afterwards)"
     local start=$SECONDS
