@@ -79,6 +79,9 @@ class ResponsesStreamEncoder:
     def encode(self, chunk: JSON) -> bytes:
         if self._ended:
             return b""
+        fast = self._text_only(chunk)
+        if fast is not None:
+            return fast
         out: list[bytes] = []
         self._start(chunk.get("model"), out)
         if chunk.get("usage"):
@@ -87,6 +90,29 @@ class ResponsesStreamEncoder:
             if choice.get("index", 0) == 0:
                 self._choice(choice, out)
         return b"".join(out)
+
+    def _text_only(self, chunk: JSON) -> bytes | None:
+        """The common chunk — one more piece of the text being written — in a few lookups."""
+        item = self._open
+        choices = chunk.get("choices")
+        if item is None or item.delta_head is None or not choices or len(choices) != 1 or chunk.get("usage"):
+            return None
+        choice = choices[0]
+        delta = choice.get("delta")
+        if choice.get("finish_reason") or choice.get("index", 0) != 0 or not isinstance(delta, dict):
+            return None
+        text = delta.get("content")
+        if not isinstance(text, str) or not text or delta.get("tool_calls") or delta.get("refusal") \
+                or delta.get("reasoning_content"):
+            return None
+        return self._delta(item, item.delta_head, text)
+
+    def _delta(self, item: _Item, head: bytes, text: str) -> bytes:
+        """An output_text delta, written without building its event dict (the same bytes as `_emit`)."""
+        item.text.append(text)
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return _DELTA_EVENT + b"%d," % sequence + head + orjson.dumps(text) + b',"logprobs":[]}\n\n'
 
     def finish(self, usage: Usage | None = None) -> bytes:
         if self._ended:
@@ -203,10 +229,7 @@ class ResponsesStreamEncoder:
             self._part(item, output_text(""), out)
             item.delta_head = (b'"item_id":' + orjson.dumps(item.item["id"]) + b',"output_index":%d'
                                b',"content_index":%d,"delta":' % (item.index, len(item.item["content"]) - 1))
-        item.text.append(text)
-        # the one event of every chunk, written without building its dict (same bytes as `_emit`)
-        out.append(_DELTA_EVENT + b"%d," % self._sequence + item.delta_head + orjson.dumps(text) + b',"logprobs":[]}\n\n')
-        self._sequence += 1
+        out.append(self._delta(item, item.delta_head, text))
 
     def _refusal(self, text: str, out: list[bytes]) -> None:
         item = self._message(out)
