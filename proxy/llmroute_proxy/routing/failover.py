@@ -86,7 +86,10 @@ class AttemptPlanner:
         self._prompt_tokens = prompt_tokens
         self._tiers = self._tier_plans(route, tier, targets)
         self._tried: set[TargetId] = set()
-        self._last_error: UpstreamError | None = None
+        # What the last failure said, not the exception: an exception holds its traceback, whose
+        # frames hold their locals — a request's whole connection state (issue 11, defect 2).
+        self._last_kind: FailureKind | None = None
+        self._last_retry_after: float | None = None
         self._same_target_retries = 0
         self._min_context_window: float | None = None  # set by a context-length failure
         self._stopped = False
@@ -125,7 +128,7 @@ class AttemptPlanner:
         kind = error.kind
         self._health.on_failure(attempt.target.id, kind, now, error.retry_after,
                                 self.route.outlier_detection, self._peers(attempt.tier))
-        self._last_error = error
+        self._last_kind, self._last_retry_after = kind, error.retry_after
         on_errors = self.route.fallback.on_errors
         if not kind.fails_over or (on_errors is not None and kind.value not in on_errors):
             self._stopped = True
@@ -207,15 +210,15 @@ class AttemptPlanner:
         return None
 
     def _same_target(self, number: int, now: float, search: _Search) -> Attempt | None:
-        error = self._last_error
-        if error is None or not self.attempts or error.kind is FailureKind.CONTEXT_LENGTH:
+        kind = self._last_kind
+        if kind is None or not self.attempts or kind is FailureKind.CONTEXT_LENGTH:
             return None
         last = self.attempts[-1]
         state = self._health.snapshot(last.target.id, now)
-        if error.kind.ejects_for_long or state.state in ("ejected", "probing"):
+        if kind.ejects_for_long or state.state in ("ejected", "probing"):
             return None
-        if error.retry_after is not None:
-            delay = error.retry_after
+        if self._last_retry_after is not None:
+            delay = self._last_retry_after
         else:
             ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** self._same_target_retries)
             delay = self._rng.uniform(0.0, ceiling)
@@ -238,9 +241,9 @@ class AttemptPlanner:
         return float("-inf") if since is None else since
 
     def _reason(self, plan: _TierPlan, number: int, probe: bool) -> str:
-        error = self._last_error
+        kind = self._last_kind
         previous = self.attempts[-1].target.id if self.attempts else None
-        after = f" after {error.kind.value} on {previous}" if error is not None and previous else ""
+        after = f" after {kind.value} on {previous}" if kind is not None and previous else ""
         if plan is not self._tiers[0]:
             reason = f"fallback tier '{plan.name}'{after}"
         elif number == 1:

@@ -126,7 +126,10 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         attempt = planner.next_attempt(now)
         if attempt is None:
             if last_error is not None and last_error.kind is FailureKind.CONTEXT_LENGTH:
-                raise last_error  # no larger window left: the prompt is the client's to shorten
+                try:
+                    raise last_error  # no larger window left: the prompt is the client's to shorten
+                finally:
+                    del last_error
             if not ex.attempts and planner.saturated_retry_after is not None:
                 raise LocalLimitExceeded(
                     f"Every target of tier '{ex.choice.tier}' is at its local rate or concurrency limit.",
@@ -153,11 +156,18 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
                 return await _stream_attempt(sidecar, ex, planner, run, upstream_request)
             result = await _unary_attempt(sidecar, ex, run, upstream_request)
         except UpstreamError as upstream_error:
-            error = last_error = _failed(sidecar, ex, planner, run, upstream_error)
-            if not error.kind.fails_over:
-                raise error from None  # the request's own fault: the client gets it as the provider said it
-            if not _allowed_to_fail_over(ex.route, error):
-                raise AttemptsExhausted(ex.attempts, retry_after=error.retry_after) from error
+            error = _failed(sidecar, ex, planner, run, upstream_error)
+            # An error held by this frame while its traceback holds the frame is a reference cycle,
+            # which keeps the attempt's connection state alive until a full collection (issue 11,
+            # defect 2): `error` goes, and the one kept has no traceback.
+            try:
+                if not error.kind.fails_over:
+                    raise error from None  # the request's own fault: the client gets it as the provider said it
+                if not _allowed_to_fail_over(ex.route, error):
+                    raise AttemptsExhausted(ex.attempts, retry_after=error.retry_after) from error
+                last_error = error.with_traceback(None)
+            finally:
+                del error
             continue
         except BaseException as exc:
             planner.record_abandoned(attempt)
@@ -259,10 +269,10 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                             await response.write(ex.encoder.chunks(out))
                     tail = ex.encoder.chunks(translator.close())
         except (UpstreamError, TimeoutError) as exc:
-            error = exc if isinstance(exc, UpstreamError) else UpstreamError(
-                FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline")
-            error = _failed(sidecar, ex, planner, run, error, committed=True, usage=translator.usage)
-            await response.write(ex.encoder.stream_error(error))
+            # No local outlives this block: a caught exception held by its own frame is a cycle.
+            await _broken(sidecar, ex, planner, run, response, translator.usage, exc if isinstance(
+                exc, UpstreamError) else UpstreamError(
+                FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline"))
             return response
         except asyncio.CancelledError:
             if (cut := sidecar.take_drain_cut()) is None:
@@ -277,6 +287,13 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
     finally:
         if upstream is not None:
             upstream.close()
+
+
+async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
+                  response: web.StreamResponse, usage: Usage | None, error: UpstreamError) -> None:
+    """A committed stream failed: the target's failure, and an in-band error for the client."""
+    scrubbed = _failed(sidecar, ex, planner, run, error, committed=True, usage=usage)
+    await response.write(ex.encoder.stream_error(scrubbed))
 
 
 async def _prime(body: object, translator: StreamTranslator) -> tuple[list[StreamChunk], bool]:

@@ -211,6 +211,11 @@ class _mapped:
                  tb: TracebackType | None) -> Literal[False]:
         if exc is None or isinstance(exc, UpstreamError | asyncio.CancelledError):
             return False
+        # aiohttp keeps some failures (a stream's ClientPayloadError in its StreamReader) while
+        # their traceback holds the frames that hold the reader: a cycle that keeps the attempt's
+        # response, transport and buffers alive until a full collection (issue 11, defect 2).
+        # Our error names the cause; the cause's frames are not worth that.
+        exc.__traceback__ = None
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             reason = getattr(exc.certificate_error, "verify_message", None) or _describe(exc.certificate_error)
             raise UpstreamError(FailureKind.CONNECTION,
