@@ -529,11 +529,7 @@ def down() -> None:
     kubelet = [int(e["pid"]) for n, e in pids.items() if n == "kubelet" and _alive(n, e)]  # type: ignore[call-overload]
     _kill(kubelet, signal.SIGKILL)
     _wait_gone(kubelet, 5)
-    for hierarchy in cgroup_hierarchies():   # every container process, by cgroup
-        root = hierarchy / CGROUP_ROOT
-        if root.exists():
-            for procs in root.rglob("cgroup.procs"):
-                _kill([int(p) for p in procs.read_text().split()], signal.SIGKILL)
+    _kill(_cgroup_procs(), signal.SIGKILL)   # every container process, by cgroup
     recorded = [int(pids[n]["pid"]) for n in order if n in pids and _alive(n, pids[n])]  # type: ignore[call-overload]
     _kill(recorded, signal.SIGTERM)
     left = _wait_gone(recorded, 10)
@@ -545,18 +541,51 @@ def down() -> None:
             break
         _kill(stray, signal.SIGKILL)
         _wait_gone(stray, 2)
-    for hierarchy in cgroup_hierarchies():
-        root = hierarchy / CGROUP_ROOT
-        if root.exists():
-            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                d.rmdir()
-            root.rmdir()
+    _remove_cgroups()
     keep = os.environ.get("E2E_KEEP_LOGS")
     if keep:
         shutil.rmtree(keep, ignore_errors=True)
         shutil.copytree(STATE / "logs", keep)
     _rm_state()
     log(f"down in {time.monotonic() - t0:.1f} s")
+
+
+def _cgroup_dirs() -> list[Path]:
+    """Every cgroup under the node's root, deepest first; runc and the kubelet remove some concurrently."""
+    found: list[Path] = []
+    for hierarchy in cgroup_hierarchies():
+        for dirpath, _dirs, _files in os.walk(hierarchy / CGROUP_ROOT):
+            found.append(Path(dirpath))
+    return sorted(found, key=lambda p: -len(p.parts))
+
+
+def _cgroup_procs() -> list[int]:
+    pids: list[int] = []
+    for d in _cgroup_dirs():
+        try:
+            pids += [int(p) for p in (d / "cgroup.procs").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _remove_cgroups() -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        busy = []
+        for d in _cgroup_dirs():
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy.append(d)
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise NodeError(f"cgroups still busy: {', '.join(map(str, busy[:3]))}")
+        _kill(_cgroup_procs(), signal.SIGKILL)
+        time.sleep(0.2)
 
 
 def _rm_state() -> None:
