@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -45,7 +46,9 @@ def _is_lower(headers: Mapping[str, str]) -> bool:
     return type(headers).__name__.startswith("CIMultiDict")
 
 
-def _clamp(seconds: float) -> float:
+def _clamp(seconds: float) -> float | None:
+    if math.isnan(seconds):  # found by the fuzzer: `retry-after: nan` became a NaN cooldown
+        return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
 
 

@@ -6,6 +6,7 @@ from llmroute_proxy.providers.anthropic import AnthropicProvider
 from llmroute_proxy.providers.azure_openai import AzureOpenAIProvider
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.gemini import GeminiProvider
+from llmroute_proxy.providers.guarded import GuardedProvider
 from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider
 from llmroute_proxy.table import ProviderType
 
@@ -18,5 +19,9 @@ PROVIDERS: dict[ProviderType, Provider] = {
 }
 
 
+GUARDED: dict[ProviderType, Provider] = {kind: GuardedProvider(provider) for kind, provider in PROVIDERS.items()}
+
+
 def provider_for(provider_type: ProviderType) -> Provider:
-    return PROVIDERS[provider_type]
+    """The provider, its parsers guarded: an unreadable answer is the target's failure."""
+    return GUARDED[provider_type]
