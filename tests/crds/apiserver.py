@@ -29,6 +29,9 @@ from llmroute_operator.crds import load_crds, schema_of
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 Schema = dict[str, Any]
+# The API server's own fields of every object, whatever the schema says (a 1.20 server refuses a schema
+# that describes metadata at all, even as a bare `type: object`).
+OBJECT_FIELDS = ("apiVersion", "kind", "metadata")
 
 
 @dataclass
@@ -93,6 +96,8 @@ def prune(value: object, schema: Schema, path: str, pruned: list[str]) -> None:
         properties = schema.get("properties")
         if properties is not None:
             for key in list(value):
+                if path == "" and key in OBJECT_FIELDS:
+                    continue
                 if key not in properties:
                     pruned.append(f"{path}.{key}")
                     del value[key]
