@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/llmroute-proxy demo
 
-test: $(STAMP) lint unit
+# The tier-B tests (tests/kube) run a real kube-apiserver: its binaries are built once per machine first.
+test: $(STAMP) k8s-binaries lint unit
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider

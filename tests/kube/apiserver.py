@@ -1,0 +1,190 @@
+"""A real Kubernetes API server (tier B): etcd and kube-apiserver v1.20 on loopback, started for the tests.
+
+The binaries are Debian's `kubernetes` source package built once per machine by
+`e2e/cluster/build-binaries.sh` (cached under ~/.cache/llmroute); etcd is Debian's `etcd-server`.
+No node runs: tests create Pod and Node objects and set their status themselves. Authentication is a
+static admin token (group system:masters) plus real service-account tokens (TokenRequest, TokenReview),
+authorization is RBAC, so what a ClusterRole does not grant is really forbidden.
+
+Run by hand: `python -m tests.kube.apiserver` starts one and prints a kubeconfig path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "e2e" / "cluster" / "build-binaries.sh"
+ADMIN_TOKEN = "llmroute-tier-b-admin"
+READY_TIMEOUT_S = 60.0
+
+
+class ApiServerUnavailable(RuntimeError):
+    """The binaries could not be found or built, or the server did not become ready."""
+
+
+def kubernetes_bin_dir() -> Path:
+    """`$LLMROUTE_K8S_BIN`, else the build script's cache (which builds once if it must, 7-8 min)."""
+    if configured := os.environ.get("LLMROUTE_K8S_BIN"):
+        return Path(configured)
+    result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ApiServerUnavailable(f"{BUILD_SCRIPT.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_service_account_keys(directory: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = directory / "sa.key", directory / "sa.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@dataclass
+class ApiServer:
+    """One etcd + kube-apiserver pair in a private directory; `start()` returns once /readyz answers."""
+
+    bin_dir: Path
+    root: Path
+    port: int = 0
+    _etcd: subprocess.Popen[bytes] | None = None
+    _apiserver: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed serving certificate the API server made in its cert dir (its own CA)."""
+        return self.root / "certs" / "apiserver.crt"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.bin_dir / "kubectl"
+
+    def start(self) -> ApiServer:
+        (self.root / "certs").mkdir(parents=True, exist_ok=True)
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        etcd_port, peer_port = free_port(), free_port()
+        self.port = self.port or free_port()
+        self._etcd = subprocess.Popen(
+            [shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", str(self.root / "etcd"),
+             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
+            stdout=subprocess.DEVNULL, stderr=(logs / "etcd.log").open("wb"))
+        tokens = self.root / "tokens.csv"
+        tokens.write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+        sa_key, sa_pub = _write_service_account_keys(self.root)
+        self._apiserver = subprocess.Popen(
+            [str(self.bin_dir / "kube-apiserver"), "--bind-address=127.0.0.1", f"--secure-port={self.port}",
+             f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--cert-dir={self.root / 'certs'}",
+             f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
+             "--service-account-issuer=https://kubernetes.default.svc",
+             "--api-audiences=https://kubernetes.default.svc",
+             f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
+             "--service-cluster-ip-range=10.96.0.0/24", "--disable-admission-plugins=ServiceAccount",
+             "--insecure-port=0", "--logtostderr=true", "--v=0"],
+            stdout=subprocess.DEVNULL, stderr=(logs / "kube-apiserver.log").open("wb"))
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            assert self._apiserver is not None and self._etcd is not None
+            for name, process in (("kube-apiserver", self._apiserver), ("etcd", self._etcd)):
+                if process.poll() is not None:
+                    raise ApiServerUnavailable(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            if self.ca_file.exists():
+                try:
+                    request = urllib.request.Request(self.url + "/readyz",
+                                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+                    with urllib.request.urlopen(request, context=self.ssl_context(), timeout=2) as response:
+                        if response.status == 200:
+                            return
+                except (urllib.error.URLError, OSError) as error:
+                    last = str(error)
+            time.sleep(0.2)
+        raise ApiServerUnavailable(f"not ready within {READY_TIMEOUT_S}s ({last}):\n{self.log_tail('kube-apiserver')}")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.root / "logs" / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def kubeconfig(self, path: Path, token: str = ADMIN_TOKEN, namespace: str = "default") -> Path:
+        """A kubeconfig for this server as the holder of `token`."""
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: tier-b, cluster: {{server: '{self.url}', certificate-authority: '{self.ca_file}'}}}}]\n"
+            f"users: [{{name: user, user: {{token: '{token}'}}}}]\n"
+            f"contexts: [{{name: tier-b, context: {{cluster: tier-b, user: user, namespace: {namespace}}}}}]\n"
+            "current-context: tier-b\n")
+        path.chmod(0o600)
+        return path
+
+    def stop(self) -> None:
+        for process in (self._apiserver, self._etcd):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (self._apiserver, self._etcd):
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._apiserver = self._etcd = None
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="llmroute-apiserver-"))
+    server = ApiServer(kubernetes_bin_dir(), root).start()
+    config = server.kubeconfig(root / "kubeconfig")
+    print(f"API server ready at {server.url}\nexport KUBECONFIG={config}\n(Ctrl-C stops it)", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""A few lines of Kubernetes REST for the tier-B tests: the API server's own answers, nothing hidden."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import aiohttp
+import orjson
+
+from llmroute_operator.crds import load_crds
+
+API_AUDIENCE = "https://kubernetes.default.svc"  # the API server's own (--api-audiences)
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"HTTP {status}: {body.get('message', body)}")
+
+
+class Kube:
+    """REST calls to one API server as the holder of one bearer token."""
+
+    def __init__(self, url: str, token: str, ssl_context: ssl.SSLContext) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self._ssl = ssl_context
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = orjson.dumps(body)
+        async with self._session.request(method, self.url + path, data=data, headers=headers,
+                                         ssl=self._ssl) as response:
+            document: dict[str, Any] = orjson.loads(await response.read() or b"{}")
+            if response.status >= 400:
+                raise KubeError(response.status, document)
+            return document
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, body)
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return await self.request("GET", path)
+
+    async def delete(self, path: str) -> dict[str, Any]:
+        return await self.request("DELETE", path)
+
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", path, body, content_type="application/merge-patch+json")
+
+    async def namespace(self, prefix: str) -> str:
+        created = await self.create("/api/v1/namespaces", {"metadata": {"generateName": f"{prefix}-"}})
+        return str(created["metadata"]["name"])
+
+    async def pod(self, namespace: str, name: str, service_account: str,
+                  labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """A Pod object; no node runs it in tier B."""
+        return await self.create(f"/api/v1/namespaces/{namespace}/pods", {
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"serviceAccountName": service_account,
+                     "containers": [{"name": "app", "image": "localhost/app:none"}]}})
+
+    async def service_account(self, namespace: str, name: str) -> None:
+        await self.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}})
+
+    async def operator_token(self, rules: list[dict[str, Any]]) -> str:
+        """A new `operator` ServiceAccount bound to a new ClusterRole of exactly `rules`: its API token."""
+        namespace = await self.namespace("llmroute-system")
+        await self.service_account(namespace, "operator")
+        role = await self.create("/apis/rbac.authorization.k8s.io/v1/clusterroles",
+                                 {"metadata": {"generateName": "llmroute-operator-"}, "rules": rules})
+        await self.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "metadata": {"generateName": "llmroute-operator-"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role["metadata"]["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}]})
+        issued = await self.create(f"/api/v1/namespaces/{namespace}/serviceaccounts/operator/token", {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": [API_AUDIENCE], "expirationSeconds": 3600}})
+        return str(issued["status"]["token"])
+
+    async def bound_token(self, pod: dict[str, Any], audience: str, expiration_s: int = 600) -> str:
+        """What the kubelet projects into the pod: a TokenRequest bound to the pod object."""
+        meta = pod["metadata"]
+        review = await self.create(
+            f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{pod['spec']['serviceAccountName']}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+             "spec": {"audiences": [audience], "expirationSeconds": expiration_s,
+                      "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
+                                         "uid": meta["uid"]}}})
+        return str(review["status"]["token"])
+
+
+async def install_crds(admin: Kube) -> None:
+    """Create (or keep) both CRDs and wait until the API server serves them."""
+    for crd in load_crds():
+        try:
+            await admin.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+    for crd in load_crds():
+        name = crd["metadata"]["name"]
+        for _ in range(100):
+            current = await admin.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            conditions = {c["type"]: c["status"] for c in current.get("status", {}).get("conditions", [])}
+            if conditions.get("Established") == "True":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"CRD {name} never became Established: {conditions}")

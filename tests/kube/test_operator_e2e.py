@@ -1,0 +1,277 @@
+"""Tier B end to end: the operator and sidecar processes against a real API server, all on loopback.
+
+The operator runs as its own process with a kubeconfig holding only its ServiceAccount's token and the
+ClusterRole of operator/rbac.yaml (so the chart's RBAC is proved sufficient). Sidecar processes run in
+cluster mode with real bound tokens for Pod objects on Node objects (no kubelet: the pods never run,
+the sidecars stand in for them); providers are simulators. One scenario, step by step, as a platform
+team would live it: apply, serve, see status, change, make a mistake, fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import openai
+import pytest
+import yaml
+
+from llmroute_operator.crds import GROUP, VERSION
+from llmroute_proxy.sim import SimServer, openai_app, sim_state
+from tests.kube.apiserver import ApiServer, free_port
+from tests.kube.client import Kube, install_crds
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+KEY = "sk-e2e-secret-0123456789abcdef0123"
+WAIT_S = 30.0
+REGION_LABEL = "topology.kubernetes.io/region"
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT_S,
+                     explain: Callable[[], Awaitable[object]] | None = None) -> T:
+    """The first non-None answer of `probe`, polled until `timeout`; `explain` says what was seen instead."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            if (answer := await probe()) is not None:
+                return answer
+        except (aiohttp.ClientError, OSError) as error:
+            last = error
+        await asyncio.sleep(0.2)
+    seen = await explain() if explain is not None else None
+    raise AssertionError(f"{what} within {timeout}s (last error: {last}; seen: {seen})")
+
+
+class Process:
+    """A child process whose output goes to a file, shown when a test fails."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name, self.log = name, logs / f"{name}.log"
+        self.popen = subprocess.Popen(argv, env={**os.environ, **env}, stdout=self.log.open("wb"),
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class Cluster:
+    admin: Kube
+    namespace: str
+    tmp: Path
+    operator_url: str
+    operator_ca: Path
+    operator_admin: str
+    processes: list[Process]
+    kubeconfig: Path
+
+    def route_path(self, name: str = "") -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/llmroutes" + (f"/{name}" if name else "")
+
+    def provider_path(self, name: str = "") -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/llmproviders" + (f"/{name}" if name else "")
+
+
+async def operator_kubeconfig(apiserver: ApiServer, admin: Kube, tmp: Path) -> Path:
+    """The operator's own identity: a ServiceAccount bound to exactly operator/rbac.yaml's rules."""
+    rules = yaml.safe_load((REPO / "operator" / "rbac.yaml").read_text())["rules"]
+    return apiserver.kubeconfig(tmp / "operator.kubeconfig", token=await admin.operator_token(rules))
+
+
+@pytest.fixture
+async def cluster(apiserver: ApiServer, admin: Kube, tmp_path: Path) -> AsyncIterator[Cluster]:
+    await install_crds(admin)
+    kubeconfig = await operator_kubeconfig(apiserver, admin, tmp_path)
+    hub_port, admin_port = free_port(), free_port()
+    made = Cluster(admin, await admin.namespace("team"), tmp_path, f"wss://localhost:{hub_port}/v1/sync",
+                   tmp_path / "certs" / "ca.pem", f"http://127.0.0.1:{admin_port}", [], kubeconfig)
+    try:
+        await start_operator(made)
+        yield made
+    finally:
+        for process in reversed(made.processes):
+            process.stop()
+
+
+async def start_operator(cluster: Cluster) -> Process:
+    """The operator process (its development CA and hub certificate kept in tmp across restarts)."""
+    hub_port = cluster.operator_url.split(":")[2].split("/")[0]
+    admin_port = cluster.operator_admin.rsplit(":", 1)[1]
+    operator = Process(f"operator-{len(cluster.processes)}",
+                       [str(BIN / "llmroute-operator"), "--dev-certs", str(cluster.operator_ca.parent),
+                        "--hub-host", "127.0.0.1", "--hub-port", hub_port, "--admin-host", "127.0.0.1",
+                        "--admin-port", admin_port, "--status-debounce", "0.2"],
+                       {"KUBECONFIG": str(cluster.kubeconfig)}, cluster.tmp)
+    cluster.processes.append(operator)
+    async with aiohttp.ClientSession() as session:
+        async def ready() -> bool | None:
+            async with session.get(cluster.operator_admin + "/readyz") as response:
+                return True if response.status == 200 else None
+        await eventually(ready, f"the operator is ready\n{operator.tail()}")
+    return operator
+
+
+async def start_sidecar(cluster: Cluster, pod: dict[str, Any]) -> tuple[str, str]:
+    """A sidecar process in cluster mode for `pod`, with the token the kubelet would project; its URLs."""
+    name = pod["metadata"]["name"]
+    token = cluster.tmp / f"{name}.token"
+    token.write_text(await cluster.admin.bound_token(pod, "llmroute.dev"))
+    port, admin_port = free_port(), free_port()
+    process = Process(f"sidecar-{name}", [str(BIN / "llmroute-proxy"), "serve", "--port", str(port),
+                                          "--admin-port", str(admin_port), "--drain-seconds", "1"],
+                      {"LLMROUTE_OPERATOR_URL": cluster.operator_url, "LLMROUTE_OPERATOR_CA": str(cluster.operator_ca),
+                       "LLMROUTE_TOKEN_FILE": str(token), "LLMROUTE_STATE_DIR": str(cluster.tmp / f"state-{name}"),
+                       "LLMROUTE_USAGE_REPORT_SECONDS": "1"}, cluster.tmp)
+    cluster.processes.append(process)
+    return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+
+
+def provider(name: str, url: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LLMProvider", "metadata": {"name": name},
+            "spec": {"type": "openai", "endpoints": [{"region": "eu-west", "url": f"{url}/v1"}],
+                     "credentials": {"secretRef": {"name": "llm-keys", "key": name}},
+                     "models": [{"name": model, "pricing": {"inputPerMTok": 1000.0, "outputPerMTok": 2000.0}},
+                                {"name": "gpt-4o", "pricing": {"inputPerMTok": 1000.0, "outputPerMTok": 2000.0}}]}}
+
+
+def route(model: str = "gpt-4o-mini") -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LLMRoute", "metadata": {"name": "chat"},
+            "spec": {"podSelector": {"matchLabels": {"app": "chat"}},
+                     "tiers": {"fast": {"targets": [{"provider": "oai", "model": model}]}},
+                     "defaultTier": "fast",
+                     "budget": {"limitUSD": 1.0, "period": "day"}}}
+
+
+async def route_status(cluster: Cluster) -> dict[str, Any]:
+    return (await cluster.admin.get(cluster.route_path("chat"))).get("status") or {}
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+async def ask(url: str, content: str) -> tuple[str, str]:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=15)
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": content}])
+        completion = raw.parse()
+        return completion.model, raw.headers.get("x-llmroute-provider", "")
+    finally:
+        await client.close()
+
+
+async def test_apply_serve_observe_change_and_survive_a_mistake(cluster: Cluster) -> None:
+    sim = await SimServer.start(openai_app(KEY, name="sim-oai"))
+    try:
+        await scenario(cluster, sim)
+    finally:
+        await sim.close()
+
+
+async def scenario(cluster: Cluster, sim: SimServer) -> None:
+    admin, ns = cluster.admin, cluster.namespace
+    await admin.create(f"/api/v1/namespaces/{ns}/secrets",
+                       {"metadata": {"name": "llm-keys"}, "stringData": {"oai": KEY}})
+    await admin.create(cluster.provider_path(), provider("oai", sim.url))
+    await admin.create(cluster.route_path(), route())
+    await admin.create("/api/v1/nodes", {"metadata": {"name": f"node-{ns}", "labels": {REGION_LABEL: "eu-west"}}})
+    pods = []
+    for index in range(3):
+        await admin.service_account(ns, f"chat-{index}")
+        created = await admin.create(f"/api/v1/namespaces/{ns}/pods", {
+            "metadata": {"name": f"chat-{index}", "labels": {"app": "chat"}},
+            "spec": {"nodeName": f"node-{ns}", "serviceAccountName": f"chat-{index}",
+                     "containers": [{"name": "app", "image": "localhost/app:none"}]}})
+        pods.append(created)
+    sidecars = [await start_sidecar(cluster, pod) for pod in pods]
+
+    # 1. every selected sidecar gets the table and serves it; status says so
+    async with aiohttp.ClientSession() as session:
+        for _, admin_url in sidecars:
+            async def loaded(url: str = admin_url) -> bool | None:
+                async with session.get(url + "/readyz") as response:
+                    return True if response.status == 200 else None
+            await eventually(loaded, f"a sidecar loads its table\n{cluster.processes[-1].tail()}")
+    for data_url, _ in sidecars:
+        assert await ask(data_url, "hello") == ("gpt-4o-mini", "oai")
+    assert sim_state(sim.app).stats.total == 3
+
+    async def synced(version: str | None = None) -> dict[str, Any] | None:
+        status = await route_status(cluster)
+        done = (condition(status, "Accepted").get("status") == "True"
+                and condition(status, "Synced").get("status") == "True"
+                and status.get("sidecars", {}).get("summary") == "3/3")
+        return status if done and (version is None or status.get("tableVersion") != version) else None
+
+    first = await eventually(synced, "LLMRoute status shows Accepted and Synced 3/3",
+                             explain=lambda: route_status(cluster))
+
+    # 2. usage reports add up to spend in status; the key appears nowhere in it
+    async def spent() -> dict[str, Any] | None:
+        status = await route_status(cluster)
+        return status if status.get("spend", {}).get("periodUSD", 0) > 0 else None
+
+    status = await eventually(spent, "spend reaches LLMRoute status")
+    assert 0 < status["spend"]["percentOfBudget"] < 100
+    provider_doc = await admin.get(cluster.provider_path("oai"))
+    assert KEY not in json.dumps(status) and KEY not in json.dumps(provider_doc)
+
+    # 3. a change reaches the running sidecars, with no restart
+    await admin.merge_patch(cluster.route_path("chat"),
+                            {"spec": {"tiers": {"fast": {"targets": [{"provider": "oai", "model": "gpt-4o"}]}}}})
+    changed = await eventually(lambda: synced(first["tableVersion"]), "the changed route is synced 3/3")
+    for data_url, _ in sidecars:
+        assert await ask(data_url, "again") == ("gpt-4o", "oai")
+
+    # 4. a mistake is reported on the resource and changes nothing that runs
+    await admin.merge_patch(cluster.route_path("chat"), {"spec": {"defaultTier": "missing"}})
+
+    async def refused() -> dict[str, Any] | None:
+        status = await route_status(cluster)
+        return status if condition(status, "Accepted").get("status") == "False" else None
+
+    status = await eventually(refused, "the bad route is marked Accepted=False")
+    assert "defaultTier" in condition(status, "Accepted").get("message", "")
+    for data_url, _ in sidecars:
+        assert await ask(data_url, "still there?") == ("gpt-4o", "oai")
+
+    # 5. fixed, it is accepted again with the last good table
+    await admin.merge_patch(cluster.route_path("chat"), {"spec": {"defaultTier": "fast"}})
+    fixed = await eventually(lambda: synced(None), "the fixed route is accepted and synced again")
+    assert fixed["tableVersion"] == changed["tableVersion"]
+
+    # 6. the operator goes away: every sidecar keeps serving; a new operator resyncs them all
+    operator = next(p for p in cluster.processes if p.name.startswith("operator"))
+    operator.stop()
+    for data_url, _ in sidecars:
+        assert await ask(data_url, "operator down") == ("gpt-4o", "oai")
+    await admin.merge_patch(cluster.route_path("chat"),
+                            {"spec": {"tiers": {"fast": {"targets": [{"provider": "oai", "model": "gpt-4o-mini"}]}}}})
+    await start_operator(cluster)
+    await eventually(lambda: synced(changed["tableVersion"]), "the new operator pushes the route changed while it was away")
+    for data_url, _ in sidecars:
+        assert await ask(data_url, "operator back") == ("gpt-4o-mini", "oai")
+
