@@ -18,7 +18,7 @@ import pytest
 
 from llmroute_proxy.spec import parse_documents
 from llmroute_proxy.spec.fields import Fields
-from tests.crds.apiserver import schema_for
+from tests.crds.apiserver import OBJECT_FIELDS, schema_for
 from tests.crds.test_agreement import VALID, as_applied
 from tests.proxy.spec_cases import openai_doc
 
@@ -73,7 +73,8 @@ def schema_fields(kind: str, schema: dict[str, Any], path: str = "") -> Iterator
     if key in SCHEMA_ONLY:
         return
     if "properties" in schema:
-        yield key, set(schema["properties"])
+        own = set(OBJECT_FIELDS) if not path else set()  # every object has them; no schema may describe metadata
+        yield key, set(schema["properties"]) | own
         for name, sub in schema["properties"].items():
             yield from schema_fields(kind, sub, f"{path}.{name}" if path else name)
     elif isinstance(schema.get("additionalProperties"), dict):
