@@ -11,6 +11,7 @@ Run by hand: `python -m tests.kube.apiserver` starts one and prints a kubeconfig
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,9 +24,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from llmroute_operator.crds import load_crds
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "e2e" / "cluster" / "build-binaries.sh"
@@ -83,7 +87,7 @@ class ApiServer:
         return self.root / "certs" / "apiserver.crt"
 
     @property
-    def kubectl(self) -> Path:
+    def kubectl_path(self) -> Path:
         return self.bin_dir / "kubectl"
 
     def start(self) -> ApiServer:
@@ -158,6 +162,46 @@ class ApiServer:
         path.chmod(0o600)
         return path
 
+    def request(self, method: str, path: str, body: object = None,
+                content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+        """One call as the admin: the status and the JSON body (other bodies as {"text": ...})."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, context=self.ssl_context(), timeout=30) as response:
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _json(error.read())
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The built kubectl (the host's may be a newer, unsupported skew) as the admin."""
+        config = self.root / "admin.kubeconfig"
+        if not config.exists():
+            self.kubeconfig(config)
+        return subprocess.run([str(self.kubectl_path), "--kubeconfig", str(config), *args],
+                              input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+    def install_crds(self) -> None:
+        """Create both CRDs (or keep them) and wait until they are Established and served."""
+        for crd in load_crds():
+            status, body = self.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+            assert status in (201, 409), body
+        deadline = time.monotonic() + 30
+        for crd in load_crds():
+            while True:
+                _, body = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                                              f"{crd['metadata']['name']}")
+                conditions = {c["type"]: c["status"] for c in body.get("status", {}).get("conditions", [])}
+                if conditions.get("Established") == "True":
+                    break
+                assert time.monotonic() < deadline, body.get("status")
+                time.sleep(0.1)
+            plural = crd["spec"]["names"]["plural"]
+            while self.request("GET", f"/apis/{crd['spec']['group']}/v1alpha1/{plural}")[0] != 200:
+                assert time.monotonic() < deadline  # discovery and storage are ready once a list answers
+                time.sleep(0.1)
+
     def stop(self) -> None:
         for process in (self._apiserver, self._etcd):
             if process is not None and process.poll() is None:
@@ -171,6 +215,14 @@ class ApiServer:
                 process.kill()
                 process.wait()
         self._apiserver = self._etcd = None
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw or b"{}")
+    except ValueError:
+        return {"text": raw.decode(errors="replace")}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 def main() -> None:

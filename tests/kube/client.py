@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from typing import Any
 
 import aiohttp
 import orjson
-
-from llmroute_operator.crds import load_crds
 
 API_AUDIENCE = "https://kubernetes.default.svc"  # the API server's own (--api-audiences)
 
@@ -100,23 +97,3 @@ class Kube:
                       "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
                                          "uid": meta["uid"]}}})
         return str(review["status"]["token"])
-
-
-async def install_crds(admin: Kube) -> None:
-    """Create (or keep) both CRDs and wait until the API server serves them."""
-    for crd in load_crds():
-        try:
-            await admin.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        except KubeError as error:
-            if error.status != 409:
-                raise
-    for crd in load_crds():
-        name = crd["metadata"]["name"]
-        for _ in range(100):
-            current = await admin.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-            conditions = {c["type"]: c["status"] for c in current.get("status", {}).get("conditions", [])}
-            if conditions.get("Established") == "True":
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"CRD {name} never became Established: {conditions}")

@@ -29,7 +29,7 @@ import yaml
 from llmroute_operator.crds import GROUP, VERSION
 from llmroute_proxy.sim import SimServer, openai_app, sim_state
 from tests.kube.apiserver import ApiServer, free_port
-from tests.kube.client import Kube, install_crds
+from tests.kube.client import Kube
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -102,7 +102,7 @@ async def operator_kubeconfig(apiserver: ApiServer, admin: Kube, tmp: Path) -> P
 
 @pytest.fixture
 async def cluster(apiserver: ApiServer, admin: Kube, tmp_path: Path) -> AsyncIterator[Cluster]:
-    await install_crds(admin)
+    apiserver.install_crds()
     kubeconfig = await operator_kubeconfig(apiserver, admin, tmp_path)
     hub_port, admin_port = free_port(), free_port()
     made = Cluster(admin, await admin.namespace("team"), tmp_path, f"wss://localhost:{hub_port}/v1/sync",

@@ -1,4 +1,4 @@
-"""Tier B: tests against a real kube-apiserver (see apiserver.py). One server for the whole session."""
+"""Tier B fixtures: one real kube-apiserver (see apiserver.py) for the whole session, for every tier-B test."""
 
 from __future__ import annotations
 
