@@ -331,10 +331,20 @@ def response_from_canonical(result: JSON, requested_model: str) -> JSON:
     choices = result.get("choices") or [{}]
     choice = choices[0]
     message = choice.get("message") or {}
-    return {"id": result.get("id") or _FALLBACK_MESSAGE_ID, "type": "message", "role": "assistant",
+    return {"id": message_id(result.get("id")), "type": "message", "role": "assistant",
             "model": result.get("model") or requested_model, "content": _content_blocks(message),
             "stop_reason": stop_reason(choice.get("finish_reason")), "stop_sequence": None,
             "usage": anthropic_usage(Usage.from_openai(result.get("usage")))}
+
+
+def message_id(upstream_id: Any) -> str:
+    """An Anthropic-style `msg_` id: Anthropic's own as it is, another provider's made one (`chatcmpl-9` →
+    `msg_chatcmpl9`), so clients that check the prefix, or log ids by it, see what Anthropic would send."""
+    if not isinstance(upstream_id, str) or not upstream_id:
+        return _FALLBACK_MESSAGE_ID
+    if upstream_id.startswith("msg_"):
+        return upstream_id
+    return "msg_" + ("".join(c for c in upstream_id if c.isascii() and c.isalnum()) or "llmroute")
 
 
 def stop_reason(finish_reason: Any) -> str:
@@ -448,7 +458,7 @@ class AnthropicStreamEncoder:
 
     def _start(self, chunk_id: Any, chunk_model: Any, out: list[bytes]) -> None:
         self._started = True
-        self._id = self._id or (chunk_id if isinstance(chunk_id, str) and chunk_id else _FALLBACK_MESSAGE_ID)
+        self._id = self._id or message_id(chunk_id)
         model = chunk_model if isinstance(chunk_model, str) and chunk_model else self._model
         out.append(sse_event("message_start", {"type": "message_start", "message": {
             "id": self._id, "type": "message", "role": "assistant", "model": model, "content": [],

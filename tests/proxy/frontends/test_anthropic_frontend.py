@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.frontends.anthropic import (
     AnthropicStreamEncoder,
+    message_id,
     request_to_canonical,
     response_from_canonical,
 )
@@ -183,7 +184,7 @@ TEXT_ANSWER = {
 
 def test_a_chat_completion_becomes_a_message() -> None:
     assert response_from_canonical(TOOL_ANSWER, "smart") == {
-        "id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o-2024-08-06",
+        "id": "msg_chatcmpl1", "type": "message", "role": "assistant", "model": "gpt-4o-2024-08-06",
         "content": [{"type": "text", "text": "Let me check."},
                     {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
                     {"type": "tool_use", "id": "call_2", "name": "weather", "input": {"city": "Rome"}}],
@@ -263,7 +264,7 @@ def test_a_chunk_stream_becomes_anthropic_events_one_block_at_a_time() -> None:
         ("message_delta", None), ("message_stop", None),
     ]
     assert all(data["type"] == name for name, data in got)
-    assert got[0][1]["message"]["id"] == "chatcmpl-9"
+    assert got[0][1]["message"]["id"] == "msg_chatcmpl9"
     assert got[5][1]["content_block"] == {"type": "tool_use", "id": "call_1", "name": "weather", "input": {}}
     assert got[6][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"city":'}
     assert got[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
@@ -403,3 +404,15 @@ def test_a_request_only_anthropic_can_serve_is_marked_and_summarised_for_routing
     assert summary["messages"] == [{"role": "system", "content": "Be brief."},
                                    {"role": "user", "content": "find\nnews"}]
     assert summary["model"] == "smart" and summary["stream"] is True and summary["tools"]
+
+
+@pytest.mark.parametrize(("upstream", "expected"), [
+    ("msg_01XFDUDYJgAACzvnptvVoYEL", "msg_01XFDUDYJgAACzvnptvVoYEL"),  # Anthropic's own, untouched
+    ("chatcmpl-AB12cd", "msg_chatcmplAB12cd"),  # OpenAI, Azure
+    ("resp_9z", "msg_resp9z"),
+    ("", "msg_llmroute"),  # Gemini answers carry no id
+    (None, "msg_llmroute"),
+    ("--", "msg_llmroute"),
+])
+def test_every_messages_answer_carries_a_msg_id_whoever_answered(upstream: Any, expected: str) -> None:
+    assert message_id(upstream) == expected

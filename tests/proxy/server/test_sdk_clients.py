@@ -101,11 +101,13 @@ def test_anthropic_sdk_speaks_messages_to_every_provider(stack: Stack, tier: str
     assert message.content[0].type == "text" and "You said: hi there" in message.content[0].text
     assert message.stop_reason == "end_turn"
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert message.id.startswith("msg_")  # whichever provider answered
     with client.messages.stream(model=tier, max_tokens=200,
                                 messages=[{"role": "user", "content": "hi there"}]) as stream:
         final = stream.get_final_message()
     assert "You said: hi there" in "".join(b.text for b in final.content if b.type == "text")
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    assert final.id.startswith("msg_")
 
 
 @pytest.mark.parametrize("tier", TIERS)
