@@ -383,7 +383,9 @@ def test_no_client_sees_an_error_while_one_target_is_healthy(drill: DrillResult)
     assert errors == []
     misattributed = [r for r in drill.records if not r.served_by_named_provider]
     assert misattributed == []
-    assert 200 <= len(drill.records) <= 1500  # bounded: a few hundred
+    seconds = max(r.end for r in drill.records) - min(r.start for r in drill.records)
+    fastest = CLIENTS * seconds / (PAUSE_S * 0.5) + CLIENTS  # each client pauses at least PAUSE_S / 2
+    assert 200 <= len(drill.records) <= fastest  # the load is bounded, however fast the machine
 
 
 @pytest.mark.parametrize("name", NAMES)
