@@ -23,7 +23,7 @@ from typing import Any
 NODE = Path(__file__).resolve().parents[1] / "cluster" / "node.py"
 NS = "llmroute-e2e"
 MODEL = "gpt-4o-mini"
-LOOP_REQUESTS = 40           # the failover loop: bounded in count...
+LOOP_REQUESTS = 80           # the failover loop (sim-a dies ~2 s in, after its grace period): bounded in count...
 LOOP_SECONDS = 60            # ...and in time
 
 
