@@ -36,6 +36,7 @@ BIN = Path(sys.executable).parent
 KEY = "sk-e2e-secret-0123456789abcdef0123"
 WAIT_S = 30.0
 REGION_LABEL = "topology.kubernetes.io/region"
+SIDECARS = 5
 T = TypeVar("T")
 
 
@@ -133,19 +134,29 @@ async def start_operator(cluster: Cluster) -> Process:
     return operator
 
 
-async def start_sidecar(cluster: Cluster, pod: dict[str, Any]) -> tuple[str, str]:
-    """A sidecar process in cluster mode for `pod`, with the token the kubelet would project; its URLs."""
+async def start_sidecar(cluster: Cluster, pod: dict[str, Any], restart: int = 0) -> tuple[str, str]:
+    """A sidecar process in cluster mode for `pod`, with the token the kubelet would project and the pod's
+    state directory (the chart's memory-backed emptyDir, which survives a container restart); its URLs."""
     name = pod["metadata"]["name"]
     token = cluster.tmp / f"{name}.token"
     token.write_text(await cluster.admin.bound_token(pod, "llmroute.dev"))
     port, admin_port = free_port(), free_port()
-    process = Process(f"sidecar-{name}", [str(BIN / "llmroute-proxy"), "serve", "--port", str(port),
+    process = Process(f"sidecar-{name}-{restart}", [str(BIN / "llmroute-proxy"), "serve", "--port", str(port),
                                           "--admin-port", str(admin_port), "--drain-seconds", "1"],
                       {"LLMROUTE_OPERATOR_URL": cluster.operator_url, "LLMROUTE_OPERATOR_CA": str(cluster.operator_ca),
                        "LLMROUTE_TOKEN_FILE": str(token), "LLMROUTE_STATE_DIR": str(cluster.tmp / f"state-{name}"),
                        "LLMROUTE_USAGE_REPORT_SECONDS": "1"}, cluster.tmp)
     cluster.processes.append(process)
     return f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+
+
+async def wait_ready(admin_url: str, cluster: Cluster) -> None:
+    """Until the sidecar's /readyz says a table is loaded."""
+    async with aiohttp.ClientSession() as session:
+        async def loaded() -> bool | None:
+            async with session.get(admin_url + "/readyz") as response:
+                return True if response.status == 200 else None
+        await eventually(loaded, f"a sidecar loads its table\n{cluster.processes[-1].tail()}")
 
 
 def provider(name: str, url: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
@@ -199,7 +210,7 @@ async def scenario(cluster: Cluster, sim: SimServer) -> None:
     await admin.create(cluster.route_path(), route())
     await admin.create("/api/v1/nodes", {"metadata": {"name": f"node-{ns}", "labels": {REGION_LABEL: "eu-west"}}})
     pods = []
-    for index in range(3):
+    for index in range(SIDECARS):
         await admin.service_account(ns, f"chat-{index}")
         created = await admin.create(f"/api/v1/namespaces/{ns}/pods", {
             "metadata": {"name": f"chat-{index}", "labels": {"app": "chat"}},
@@ -209,24 +220,20 @@ async def scenario(cluster: Cluster, sim: SimServer) -> None:
     sidecars = [await start_sidecar(cluster, pod) for pod in pods]
 
     # 1. every selected sidecar gets the table and serves it; status says so
-    async with aiohttp.ClientSession() as session:
-        for _, admin_url in sidecars:
-            async def loaded(url: str = admin_url) -> bool | None:
-                async with session.get(url + "/readyz") as response:
-                    return True if response.status == 200 else None
-            await eventually(loaded, f"a sidecar loads its table\n{cluster.processes[-1].tail()}")
+    for _, admin_url in sidecars:
+        await wait_ready(admin_url, cluster)
     for data_url, _ in sidecars:
         assert await ask(data_url, "hello") == ("gpt-4o-mini", "oai")
-    assert sim_state(sim.app).stats.total == 3
+    assert sim_state(sim.app).stats.total == SIDECARS
 
     async def synced(version: str | None = None) -> dict[str, Any] | None:
         status = await route_status(cluster)
         done = (condition(status, "Accepted").get("status") == "True"
                 and condition(status, "Synced").get("status") == "True"
-                and status.get("sidecars", {}).get("summary") == "3/3")
+                and status.get("sidecars", {}).get("summary") == f"{SIDECARS}/{SIDECARS}")
         return status if done and (version is None or status.get("tableVersion") != version) else None
 
-    first = await eventually(synced, "LLMRoute status shows Accepted and Synced 3/3",
+    first = await eventually(synced, "LLMRoute status shows Accepted and Synced 5/5",
                              explain=lambda: route_status(cluster))
 
     # 2. usage reports add up to spend in status; the key appears nowhere in it
@@ -242,7 +249,7 @@ async def scenario(cluster: Cluster, sim: SimServer) -> None:
     # 3. a change reaches the running sidecars, with no restart
     await admin.merge_patch(cluster.route_path("chat"),
                             {"spec": {"tiers": {"fast": {"targets": [{"provider": "oai", "model": "gpt-4o"}]}}}})
-    changed = await eventually(lambda: synced(first["tableVersion"]), "the changed route is synced 3/3")
+    changed = await eventually(lambda: synced(first["tableVersion"]), "the changed route is synced 5/5")
     for data_url, _ in sidecars:
         assert await ask(data_url, "again") == ("gpt-4o", "oai")
 
@@ -268,6 +275,12 @@ async def scenario(cluster: Cluster, sim: SimServer) -> None:
     operator.stop()
     for data_url, _ in sidecars:
         assert await ask(data_url, "operator down") == ("gpt-4o", "oai")
+    # a sidecar restarted while the operator is down serves the table it persisted
+    restarted = next(p for p in cluster.processes if p.name == "sidecar-chat-0-0")
+    restarted.stop()
+    sidecars[0] = await start_sidecar(cluster, pods[0], restart=1)
+    await wait_ready(sidecars[0][1], cluster)
+    assert await ask(sidecars[0][0], "restarted alone") == ("gpt-4o", "oai")
     await admin.merge_patch(cluster.route_path("chat"),
                             {"spec": {"tiers": {"fast": {"targets": [{"provider": "oai", "model": "gpt-4o-mini"}]}}}})
     await start_operator(cluster)
