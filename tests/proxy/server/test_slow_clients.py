@@ -179,7 +179,7 @@ async def test_connections_over_the_cap_are_refused_while_those_within_are_serve
         writer.write(MODELS)
         assert (await until_closed(reader)).startswith(b"HTTP/1.1 200 OK")
         writer.close()
-        assert await wait_for_fds(baseline) == baseline
+        assert await wait_for_fds(baseline) <= baseline  # fewer: descriptors of earlier tests closed meanwhile
 
 
 def closed_connections(sidecar: Sidecar) -> dict[tuple[str, str], float]:
@@ -205,7 +205,7 @@ async def test_many_slow_clients_are_all_cut_counted_and_every_descriptor_comes_
         for _, writer in clients:
             writer.close()
         assert all(a == b"" or a.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 503 ")) for a in answers)
-        assert await wait_for_fds(baseline) == baseline
+        assert await wait_for_fds(baseline) <= baseline  # fewer: descriptors of earlier tests closed meanwhile
         closed = closed_connections(sidecar)
         assert closed[("data", "head_timeout")] + closed.get(("data", "refused"), 0) == 60
         # every connection cut got its 408, although its client was still sending (no reset ate it)
