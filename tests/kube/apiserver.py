@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from llmroute_operator.crds import load_crds
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "e2e" / "cluster" / "build-binaries.sh"
@@ -49,12 +49,6 @@ def kubernetes_bin_dir() -> Path:
     if result.returncode != 0:
         raise ApiServerUnavailable(f"{BUILD_SCRIPT.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_service_account_keys(directory: Path) -> tuple[Path, Path]:
@@ -94,8 +88,8 @@ class ApiServer:
         (self.root / "certs").mkdir(parents=True, exist_ok=True)
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
-        etcd_port, peer_port = free_port(), free_port()
-        self.port = self.port or free_port()
+        etcd_port, peer_port, port = free_ports(3)
+        self.port = self.port or port
         self._etcd = subprocess.Popen(
             [shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", str(self.root / "etcd"),
              "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",

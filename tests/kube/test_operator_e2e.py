@@ -28,8 +28,9 @@ import yaml
 
 from llmroute_operator.crds import GROUP, VERSION
 from llmroute_proxy.sim import SimServer, openai_app, sim_state
-from tests.kube.apiserver import ApiServer, free_port
+from tests.kube.apiserver import ApiServer
 from tests.kube.client import Kube
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -105,7 +106,7 @@ async def operator_kubeconfig(apiserver: ApiServer, admin: Kube, tmp: Path) -> P
 async def cluster(apiserver: ApiServer, admin: Kube, tmp_path: Path) -> AsyncIterator[Cluster]:
     apiserver.install_crds()
     kubeconfig = await operator_kubeconfig(apiserver, admin, tmp_path)
-    hub_port, admin_port = free_port(), free_port()
+    hub_port, admin_port = free_ports(2)
     made = Cluster(admin, await admin.namespace("team"), tmp_path, f"wss://localhost:{hub_port}/v1/sync",
                    tmp_path / "certs" / "ca.pem", f"http://127.0.0.1:{admin_port}", [], kubeconfig)
     try:
@@ -140,7 +141,7 @@ async def start_sidecar(cluster: Cluster, pod: dict[str, Any], restart: int = 0)
     name = pod["metadata"]["name"]
     token = cluster.tmp / f"{name}.token"
     token.write_text(await cluster.admin.bound_token(pod, "llmroute.dev"))
-    port, admin_port = free_port(), free_port()
+    port, admin_port = free_ports(2)
     process = Process(f"sidecar-{name}-{restart}", [str(BIN / "llmroute-proxy"), "serve", "--port", str(port),
                                           "--admin-port", str(admin_port), "--drain-seconds", "1"],
                       {"LLMROUTE_OPERATOR_URL": cluster.operator_url, "LLMROUTE_OPERATOR_CA": str(cluster.operator_ca),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import openai
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, SimServer, anthropic_app, openai_app
+from tests.ports import free_ports
 
 DRAIN_S = 1.0
 EXIT_MARGIN_S = 1.5
@@ -51,18 +51,6 @@ spec:
   defaultTier: openai
   fallback: {{perTryTimeout: 5m, firstByteTimeout: 10s, idleTimeout: 10s, overallTimeout: 5m}}
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel picks (not a fixed scan, which test runs side by side would both pick)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 async def wait_ready(admin: int, proc: asyncio.subprocess.Process) -> None:
