@@ -83,11 +83,22 @@ class Cluster:
     admin: Kube
     namespace: str
     tmp: Path
-    operator_url: str
-    operator_ca: Path
-    operator_admin: str
-    processes: list[Process]
     kubeconfig: Path
+    hub_port: int
+    operator_admin_port: int
+    processes: list[Process]
+
+    @property
+    def operator_url(self) -> str:
+        return f"wss://localhost:{self.hub_port}/v1/sync"  # the dev certificate's name
+
+    @property
+    def operator_admin(self) -> str:
+        return f"http://127.0.0.1:{self.operator_admin_port}"
+
+    @property
+    def operator_ca(self) -> Path:
+        return self.tmp / "certs" / "ca.pem"
 
     def route_path(self, name: str = "") -> str:
         return f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/llmroutes" + (f"/{name}" if name else "")
@@ -107,8 +118,7 @@ async def cluster(apiserver: ApiServer, admin: Kube, tmp_path: Path) -> AsyncIte
     apiserver.install_crds()
     kubeconfig = await operator_kubeconfig(apiserver, admin, tmp_path)
     hub_port, admin_port = free_ports(2)
-    made = Cluster(admin, await admin.namespace("team"), tmp_path, f"wss://localhost:{hub_port}/v1/sync",
-                   tmp_path / "certs" / "ca.pem", f"http://127.0.0.1:{admin_port}", [], kubeconfig)
+    made = Cluster(admin, await admin.namespace("team"), tmp_path, kubeconfig, hub_port, admin_port, [])
     try:
         await start_operator(made)
         yield made
@@ -119,12 +129,11 @@ async def cluster(apiserver: ApiServer, admin: Kube, tmp_path: Path) -> AsyncIte
 
 async def start_operator(cluster: Cluster) -> Process:
     """The operator process (its development CA and hub certificate kept in tmp across restarts)."""
-    hub_port = cluster.operator_url.split(":")[2].split("/")[0]
-    admin_port = cluster.operator_admin.rsplit(":", 1)[1]
     operator = Process(f"operator-{len(cluster.processes)}",
                        [str(BIN / "llmroute-operator"), "--dev-certs", str(cluster.operator_ca.parent),
-                        "--hub-host", "127.0.0.1", "--hub-port", hub_port, "--admin-host", "127.0.0.1",
-                        "--admin-port", admin_port, "--status-debounce", "0.2"],
+                        "--hub-host", "127.0.0.1", "--hub-port", str(cluster.hub_port),
+                        "--admin-host", "127.0.0.1", "--admin-port", str(cluster.operator_admin_port),
+                        "--status-debounce", "0.2"],
                        {"KUBECONFIG": str(cluster.kubeconfig)}, cluster.tmp)
     cluster.processes.append(operator)
     async with aiohttp.ClientSession() as session:
