@@ -105,13 +105,15 @@ class Stack:
     def __init__(self, tmp: Path, settings: Settings | None = None, telemetry: Telemetry | None = None,
                  config: str = CONFIG, extra_sims: Mapping[str, SimFactory] | None = None,
                  environ: Mapping[str, str] | None = None, *, delivery: Delivery | None = NETWORK,
-                 ssl_context: ssl.SSLContext | None = None, answer_bytes: int = 0) -> None:
+                 ssl_context: ssl.SSLContext | None = None, answer_bytes: int = 0, quirks: bool = False) -> None:
         """`delivery`, `ssl_context`: how every simulator's answers cross the network (see `SimServer`);
-        `answer_bytes`: the built-in simulators pad their answers to that size."""
+        `answer_bytes`: the built-in simulators pad their answers to that size; `quirks`: they answer in
+        their real API's untidy shapes (see `SimConfig.quirks`)."""
         self._tmp = tmp
         self._delivery = delivery
         self._ssl = ssl_context
         self._answer_bytes = answer_bytes
+        self._quirks = quirks
         self._settings = settings
         self._telemetry = telemetry
         self._config = config
@@ -152,12 +154,14 @@ class Stack:
         return self._tmp / "llmroute.yaml"
 
     async def _start(self) -> None:
-        size = self._answer_bytes
+        size, quirks = self._answer_bytes, self._quirks
         apps = {
-            "oai": openai_app(KEYS["oai"], name="sim-oai", faults=self.faults["oai"], answer_bytes=size),
-            "oai-b": openai_app(KEYS["oai-b"], name="sim-oai-b", faults=self.faults["oai-b"], answer_bytes=size),
-            "claude": anthropic_app(KEYS["claude"], faults=self.faults["claude"], answer_bytes=size),
-            "gem": gemini_app(KEYS["gem"], faults=self.faults["gem"], answer_bytes=size),
+            "oai": openai_app(KEYS["oai"], name="sim-oai", faults=self.faults["oai"], answer_bytes=size,
+                              quirks=quirks),
+            "oai-b": openai_app(KEYS["oai-b"], name="sim-oai-b", faults=self.faults["oai-b"], answer_bytes=size,
+                                quirks=quirks),
+            "claude": anthropic_app(KEYS["claude"], faults=self.faults["claude"], answer_bytes=size, quirks=quirks),
+            "gem": gemini_app(KEYS["gem"], faults=self.faults["gem"], answer_bytes=size, quirks=quirks),
             **{name: factory(self.faults[name]) for name, factory in self._extra_sims.items()},
         }
         for name, app in apps.items():

@@ -68,6 +68,8 @@ def split_words(text: str, count: int) -> list[str]:
 
 def split_even(text: str, count: int) -> list[str]:
     """Split into at most `count` contiguous pieces of near-equal length (tool-argument fragments)."""
+    if not text:
+        return [""]
     count = max(1, min(count, len(text)))
     size = -(-len(text) // count)
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]

@@ -3,6 +3,11 @@
 Follows providers.md §2: `max_tokens` and `anthropic-version` are required, auth is
 `x-api-key` or `Authorization: Bearer` (the 2.14 SDK sends the latter), streams are named
 SSE events, and a fault can end a 200 stream with `event: error`.
+
+With `quirks`, as Claude really answers: a `ping` right after `message_start` too, a short text
+block before the tool calls, every tool called at once when several may be (parallel tool use),
+`message_delta` usage that repeats the input count and carries `null` cache counts and
+`server_tool_use`, and error bodies with a `request_id`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
-from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
 from llmroute_proxy.sim.streaming import SimStream, sse_event
 
@@ -78,6 +83,13 @@ class AnthropicDialect(Dialect):
     def in_band_error(self, body: dict[str, Any]) -> bytes:
         return sse_event("error", body)
 
+    def error_payload(self, body: dict[str, Any], path: str, quirks: bool) -> Any:
+        return {**body, "request_id": "req_sim011CSHoEeqs5C35K2UUqR7Fy"} if quirks else body
+
+    async def prompt_blocked(self, request: web.Request) -> web.StreamResponse:
+        return request[SIM_CALL].state.error(400, code="invalid_request_error",
+                                             message="Output blocked by content filtering policy", path=request.path)
+
 
 def _error(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
@@ -92,8 +104,8 @@ def _bad_request(call: SimCall, message: str) -> web.Response:
 @dataclass(frozen=True, slots=True)
 class _Answer:
     text: str | None
-    tool_name: str | None
-    tool_input: dict[str, Any]
+    calls: tuple[tuple[str, dict[str, Any]], ...]
+    """The tool calls: (tool name, input) each."""
     stop_reason: str
     input_tokens: int
     output_tokens: int
@@ -123,18 +135,19 @@ def _tool_result(content: Any) -> dict[str, Any] | None:
     return results[-1] if results else None
 
 
-def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]]:
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
     choice = body.get("tool_choice")
     kind = choice.get("type") if isinstance(choice, dict) else "auto"
     if not tools or kind == "none":
-        return None
+        return []
     if kind == "tool" and isinstance(choice, dict):
-        return next((t for t in tools if t["name"] == choice.get("name")), None)
-    return tools[0]
+        return [t for t in tools if t["name"] == choice.get("name")][:1]
+    parallel = quirks and not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True)
+    return tools if parallel else tools[:1]
 
 
-def _answer(state: SimState, body: dict[str, Any]) -> _Answer:
+def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Answer:
     messages: list[Any] = body["messages"]
     model, name = str(body["model"]), state.config.name
     texts = [_blocks_text(body.get("system"))]
@@ -142,11 +155,14 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer:
     prompt = count_tokens(" ".join(texts))
     last = messages[-1] if isinstance(messages[-1], dict) else {}
     result = _tool_result(last.get("content"))
-    tool = _chosen_tool(body) if last.get("role") == "user" and result is None else None
-    if tool is not None:
-        arguments = tool_arguments(tool.get("input_schema"))
-        return _Answer(None, tool["name"], arguments, "tool_use", prompt,
-                       count_tokens(f"{tool['name']} {orjson.dumps(arguments).decode()}"))
+    if refuse:  # the safety classifier stopped the answer before it began
+        return _Answer(None, (), "refusal", prompt, 1)
+    tools = _chosen_tools(body, state.config.quirks) if last.get("role") == "user" and result is None else []
+    if tools:
+        calls = tuple((tool["name"], tool_arguments(tool.get("input_schema"))) for tool in tools)
+        preface = f"I'll call {', '.join(name for name, _ in calls)}." if state.config.quirks else None
+        spoken = " ".join(f"{name} {orjson.dumps(arguments).decode()}" for name, arguments in calls)
+        return _Answer(preface, calls, "tool_use", prompt, count_tokens(f"{preface or ''} {spoken}"))
     if result is not None:
         text = tool_reply_text(name, model, _blocks_text(result.get("content")))
     else:
@@ -157,7 +173,7 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer:
     if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
         text = structured_reply(output_format.get("schema"), text)
     text, cut = fit_tokens(text, body["max_tokens"])
-    return _Answer(text, None, {}, "max_tokens" if cut else "end_turn", prompt, count_tokens(text))
+    return _Answer(text, (), "max_tokens" if cut else "end_turn", prompt, count_tokens(text))
 
 
 def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> dict[str, Any]:
@@ -193,14 +209,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return _bad_request(call, problem)
     body: dict[str, Any] = call.body
     state = call.state
-    answer = _answer(state, body)
+    answer = _answer(state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
     message_id = state.new_id("msg_")
     if body.get("stream") is True:
         return await _stream(request, call, answer, message_id, str(body["model"]))
-    content: list[dict[str, Any]] = (
-        [{"type": "text", "text": answer.text}] if answer.tool_name is None
-        else [{"type": "tool_use", "id": state.new_id("toolu_"), "name": answer.tool_name,
-               "input": answer.tool_input}])
+    content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}] if answer.text is not None else []
+    content += [{"type": "tool_use", "id": state.new_id("toolu_"), "name": name, "input": tool_input}
+                for name, tool_input in answer.calls]
     return state.json({
         "id": message_id, "type": "message", "role": "assistant", "model": body["model"],
         "content": content, "stop_reason": answer.stop_reason, "stop_sequence": None,
@@ -212,31 +227,32 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
                   model: str) -> web.StreamResponse:
     state = call.state
     cached = state.config.cached_tokens
+    quirks = state.config.quirks
     stream = await SimStream.open(request)
     await stream.send(sse_event("message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": _usage(answer, cached, output_tokens=1)}}))
-    if answer.tool_name is None:
-        block: dict[str, Any] = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": piece}
-                  for piece in split_words(answer.text or "", state.config.chunks)]
-    else:
-        block = {"type": "tool_use", "id": state.new_id("toolu_"), "name": answer.tool_name, "input": {}}
-        # Like Claude: a call without parameters streams no argument fragments at all, only the
-        # empty input_json_delta sent below.
-        arguments = orjson.dumps(answer.tool_input).decode() if answer.tool_input else ""
-        deltas = [{"type": "input_json_delta", "partial_json": fragment}
-                  for fragment in split_even(arguments, state.config.chunks) if fragment]
-    await stream.send(sse_event("content_block_start",
-                                {"type": "content_block_start", "index": 0, "content_block": block}))
-    await stream.send(sse_event("ping", {"type": "ping"}))
-    if answer.tool_name is not None:
-        await stream.send(_delta({"type": "input_json_delta", "partial_json": ""}))
-    for delta in deltas:
-        await stream.send(_delta(delta), content=True)
-    await stream.send(sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-    usage = _usage(answer, cached)
+    if quirks:
+        await stream.send(_PING)
+    index = 0
+    if answer.text is not None:
+        await _block(stream, index, {"type": "text", "text": ""},
+                     [{"type": "text_delta", "text": piece} for piece in split_words(answer.text, state.config.chunks)])
+        index += 1
+    for name, tool_input in answer.calls:
+        block = {"type": "tool_use", "id": state.new_id("toolu_"), "name": name, "input": {}}
+        # Like Claude: the first input_json_delta is empty, and a call without parameters has no other.
+        arguments = orjson.dumps(tool_input).decode() if tool_input else ""
+        deltas = [{"type": "input_json_delta", "partial_json": ""}]
+        deltas += [{"type": "input_json_delta", "partial_json": fragment}
+                   for fragment in split_even(arguments, state.config.chunks) if fragment]
+        await _block(stream, index, block, deltas)
+        index += 1
+    usage: dict[str, Any] = _usage(answer, cached)
     del usage["cache_creation"], usage["service_tier"]
+    if quirks:  # as the API sends it: the input count again, and nulls for what it does not know
+        usage.update(cache_creation_input_tokens=None, cache_read_input_tokens=cached or None,
+                     server_tool_use=None)
     await stream.send(sse_event("message_delta", {
         "type": "message_delta", "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
         "usage": usage}))
@@ -244,8 +260,23 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
     return await stream.finish()
 
 
-def _delta(delta: dict[str, Any]) -> bytes:
-    return sse_event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+_PING = sse_event("ping", {"type": "ping"})
+
+
+async def _block(stream: SimStream, index: int, block: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
+    """One content block: its start, a ping (Claude sends one early), its deltas and its stop. An
+    empty delta carries no content (no fault strikes before it)."""
+    await stream.send(sse_event("content_block_start",
+                                {"type": "content_block_start", "index": index, "content_block": block}))
+    if index == 0:
+        await stream.send(_PING)
+    for delta in deltas:
+        await stream.send(_delta(index, delta), content=bool(delta.get("text") or delta.get("partial_json")))
+    await stream.send(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+
+
+def _delta(index: int, delta: dict[str, Any]) -> bytes:
+    return sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -270,9 +301,11 @@ def anthropic_app(
     cached_tokens: int = 0,
     models: Sequence[str] = DEFAULT_MODELS,
     answer_bytes: int = 0,
+    quirks: bool = False,
 ) -> web.Application:
-    """An Anthropic-style provider; `api_key` None accepts any key."""
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), answer_bytes=answer_bytes)
+    """An Anthropic-style provider; `api_key` None accepts any key; `quirks`: see the module's docstring."""
+    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), answer_bytes=answer_bytes,
+                       quirks=quirks)
     app = build_app(config, faults, AnthropicDialect())
     app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", list_models)

@@ -39,6 +39,15 @@ class FaultKind(StrEnum):
     chunk `tokens + 1`; every simulator sends its own API's in-band error shape."""
     SLOW_STREAM = "slow_stream"
     """A gap of `seconds` before every stream event after the first."""
+    REFUSAL = "refusal"
+    """200, and the model declines, in its API's own shape: OpenAI a `refusal` instead of `content`
+    (streamed as `delta.refusal`), Anthropic `stop_reason: refusal`, Gemini a candidate that ends
+    with `finishReason: SAFETY` and no content."""
+    PROMPT_BLOCKED = "prompt_blocked"
+    """The provider's safety filter refuses the prompt itself: Gemini answers 200 with
+    `promptFeedback.blockReason` and no candidates (streamed as one such chunk); OpenAI answers
+    400 `invalid_prompt`, Azure 400 `content_filter` with its filter results, Anthropic 400
+    `invalid_request_error`."""
 
 
 STREAM_KINDS = frozenset({

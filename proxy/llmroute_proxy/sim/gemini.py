@@ -4,6 +4,13 @@ Follows providers.md §3: both `v1` (the google-genai 3.x default) and `v1beta` 
 auth is `x-goog-api-key` or `?key=`, and a bad key is a 400 `API_KEY_INVALID` as on the
 real API; streams are CRLF-separated data-only SSE with a running `usageMetadata`;
 function calls arrive whole; errors are Google RPC statuses with `RetryInfo` on 429.
+
+With `quirks`, as Gemini really answers: candidate 0 without its `index` (proto3 JSON omits
+defaults), running `usageMetadata` without `candidatesTokenCount` on the text chunks, the
+`finishReason` on a chunk of its own with an empty text part, a last chunk holding only
+`usageMetadata` (no candidates, as Gemini 3 sends), function calls with a `thoughtSignature` and
+all at once when several tools may be called, and a streaming request's errors wrapped in a
+one-element JSON array.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
-from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
 from llmroute_proxy.sim.streaming import SimStream, sse_data
 
@@ -89,6 +96,28 @@ class GeminiDialect(Dialect):
     def in_band_error(self, body: dict[str, Any]) -> bytes:
         return sse_data(body, CRLF2)
 
+    def error_payload(self, body: dict[str, Any], path: str, quirks: bool) -> Any:
+        return [body] if quirks and path.endswith(":streamGenerateContent") else body
+
+    async def prompt_blocked(self, request: web.Request) -> web.StreamResponse:
+        """200 and no candidates: the block is in `promptFeedback` (streamed as one chunk)."""
+        call = request[SIM_CALL]
+        model = request.match_info.get("target", "").rpartition(":")[0]
+        body = call.body if isinstance(call.body, dict) else {}
+        contents = body.get("contents")
+        contents = contents if isinstance(contents, list) else []
+        prompt = count_tokens(" ".join(_parts_text(c) for c in contents))
+        blocked = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": _BLOCKING_RATINGS},
+                   "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                   "modelVersion": model, "responseId": call.state.new_id("resp")}
+        if request.query.get("alt") == "sse":
+            return await _sse_response(request, [sse_data(blocked, CRLF2)])
+        return call.state.json([blocked] if request.path.endswith(":streamGenerateContent") else blocked)
+
+
+_BLOCKING_RATINGS = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
+                     {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}]
+
 
 def _details(status: int, fault: Fault | None) -> list[dict[str, Any]]:
     details: list[dict[str, Any]] = []
@@ -137,7 +166,7 @@ def _error(call: SimCall, status: int, message: str) -> web.Response:
 @dataclass(frozen=True, slots=True)
 class _Answer:
     text: str | None
-    call: dict[str, Any] | None
+    calls: tuple[dict[str, Any], ...]
     finish_reason: str
     prompt_tokens: int
     output_tokens: int
@@ -165,17 +194,17 @@ def _function_response(content: Any) -> dict[str, Any] | None:
     return responses[-1] if responses else None
 
 
-def _chosen_function(body: dict[str, Any]) -> dict[str, Any] | None:
+def _chosen_functions(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]]:
     declarations = [d for tool in body.get("tools") or [] if isinstance(tool, dict)
                     for d in field(tool, "functionDeclarations") or []
                     if isinstance(d, dict) and isinstance(d.get("name"), str)]
     config = field(field(body, "toolConfig") or {}, "functionCallingConfig") or {}
     if not declarations or config.get("mode") == "NONE":
-        return None
+        return []
     allowed = field(config, "allowedFunctionNames")
     if isinstance(allowed, list) and allowed:
-        return next((d for d in declarations if d["name"] in allowed), None)
-    return declarations[0]
+        declarations = [d for d in declarations if d["name"] in allowed]
+    return declarations if quirks else declarations[:1]
 
 
 def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
@@ -186,11 +215,12 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
     last = contents[-1]
     result = _function_response(last)
     is_user = isinstance(last, dict) and last.get("role", "user") == "user"
-    function = _chosen_function(body) if is_user and result is None else None
-    if function is not None:
-        schema = function.get("parameters") or field(function, "parametersJsonSchema")
-        call = {"name": function["name"], "args": tool_arguments(schema)}
-        return _Answer(None, call, "STOP", prompt, count_tokens(f"{call['name']} {orjson.dumps(call['args']).decode()}"))
+    functions = _chosen_functions(body, state.config.quirks) if is_user and result is None else []
+    if functions:
+        calls = tuple({"name": f["name"], "args": tool_arguments(f.get("parameters") or field(f, "parametersJsonSchema"))}
+                      for f in functions)
+        spoken = " ".join(f"{c['name']} {orjson.dumps(c['args']).decode()}" for c in calls)
+        return _Answer(None, calls, "STOP", prompt, count_tokens(spoken))
     if result is not None:
         text = tool_reply_text(name, model, orjson.dumps(result.get("response")).decode())
     else:
@@ -202,7 +232,7 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
         text = structured_reply(field(config, "responseJsonSchema") or field(config, "responseSchema"), text)
     limit = field(config, "maxOutputTokens")
     text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
-    return _Answer(text, None, "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
+    return _Answer(text, (), "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
 
 
 def _usage(prompt: int, output: int, cached: int) -> dict[str, Any]:
@@ -214,13 +244,47 @@ def _usage(prompt: int, output: int, cached: int) -> dict[str, Any]:
     return usage
 
 
-def _response(answer: _Answer, parts: list[dict[str, Any]], output_tokens: int, final: bool,
-              model: str, response_id: str, cached: int) -> dict[str, Any]:
-    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
-    if final:
-        candidate["finishReason"] = answer.finish_reason
-    return {"candidates": [candidate], "usageMetadata": _usage(answer.prompt_tokens, output_tokens, cached),
-            "modelVersion": model, "responseId": response_id}
+def _candidate(parts: list[dict[str, Any]] | None, finish: str | None, quirks: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {} if parts is None else {"content": {"role": "model", "parts": parts}}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    if finish == "SAFETY":
+        candidate["safetyRatings"] = _BLOCKING_RATINGS
+    if not quirks:  # the real API leaves out candidate 0's index (a proto3 default)
+        candidate["index"] = 0
+    return candidate
+
+
+def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: int, chunks: int,
+            tail: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GenerateContentResponses of one answer: one whole, or the stream's chunks."""
+    full = _usage(answer.prompt_tokens, answer.output_tokens, cached)
+    if refuse:  # the candidate is stopped by the safety filter before any content
+        return [{"candidates": [_candidate(None, "SAFETY", quirks)],
+                 "usageMetadata": _usage(answer.prompt_tokens, 0, cached), **tail}]
+    if answer.calls:
+        signature = {"thoughtSignature": "c2ltLXRob3VnaHQtc2lnbmF0dXJl"} if quirks else {}
+        parts = [{"functionCall": call, **signature} for call in answer.calls]
+        return [{"candidates": [_candidate(parts, answer.finish_reason, quirks)], "usageMetadata": full, **tail}]
+    text = answer.text or ""
+    pieces = split_words(text, chunks) if stream else [text]
+    out = []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        if quirks and stream:  # a running count without candidatesTokenCount; the finish comes apart
+            usage = {key: full[key] for key in ("promptTokenCount", "promptTokensDetails")}
+            usage["totalTokenCount"] = full["promptTokenCount"]
+            out.append({"candidates": [_candidate([{"text": piece}], None, quirks)], "usageMetadata": usage, **tail})
+        else:
+            usage = _usage(answer.prompt_tokens, count_tokens("".join(pieces[: i + 1])), cached)
+            finish = answer.finish_reason if last else None
+            out.append({"candidates": [_candidate([{"text": piece}], finish, quirks)], "usageMetadata": usage,
+                        **tail})
+    if quirks and stream:
+        out.append({"candidates": [_candidate([{"text": ""}], answer.finish_reason, quirks)], "usageMetadata": full,
+                    **tail})
+        out.append({"usageMetadata": full, **tail})
+    return out
 
 
 async def _generate(request: web.Request, call: SimCall, model: str, stream: bool) -> web.StreamResponse:
@@ -231,23 +295,26 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
         return _error(call, 400, "* GenerateContentRequest.contents: contents is not specified\n")
     state = call.state
     answer = _answer(state, model, body)
-    response_id = state.new_id("resp")
-    cached = state.config.cached_tokens
-    if answer.call is not None:
-        pieces: list[tuple[dict[str, Any], int]] = [({"functionCall": answer.call}, answer.output_tokens)]
-    else:
-        text = answer.text or ""
-        split = split_words(text, state.config.chunks) if stream else [text]
-        pieces = [({"text": piece}, count_tokens("".join(split[: i + 1]))) for i, piece in enumerate(split)]
-    chunks = [_response(answer, [part], tokens, i == len(pieces) - 1, model, response_id, cached)
-              for i, (part, tokens) in enumerate(pieces)]
+    refuse = call.fault is not None and call.fault.kind is FaultKind.REFUSAL
+    tail = {"modelVersion": model, "responseId": state.new_id("resp")}
+    chunks = _chunks(answer, stream, refuse, state.config.quirks, state.config.cached_tokens,
+                     state.config.chunks, tail)
     if not stream:
         return state.json(chunks[0])
     if request.query.get("alt") != "sse":
         return state.json(chunks)
     sse = await SimStream.open(request)
     for chunk in chunks:
-        await sse.send(sse_data(chunk, CRLF2), content=True)
+        content = any(part.get("text") or "functionCall" in part for candidate in chunk.get("candidates") or ()
+                      for part in (candidate.get("content") or {}).get("parts") or ())
+        await sse.send(sse_data(chunk, CRLF2), content=content)
+    return await sse.finish()
+
+
+async def _sse_response(request: web.Request, events: list[bytes]) -> web.StreamResponse:
+    sse = await SimStream.open(request)
+    for event in events:
+        await sse.send(event)
     return await sse.finish()
 
 
@@ -328,10 +395,12 @@ def gemini_app(
     models: Sequence[str] = DEFAULT_MODELS,
     embedding_dims: int = 16,
     answer_bytes: int = 0,
+    quirks: bool = False,
 ) -> web.Application:
-    """A Gemini-style provider on `/v1` and `/v1beta`; `api_key` None accepts any key."""
+    """A Gemini-style provider on `/v1` and `/v1beta`; `api_key` None accepts any key; `quirks`: see the
+    module's docstring."""
     config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims,
-                       answer_bytes=answer_bytes)
+                       answer_bytes=answer_bytes, quirks=quirks)
     app = build_app(config, faults, GeminiDialect())
     app.router.add_get("/{version:v1|v1beta}/models", list_models)
     app.router.add_get("/{version:v1|v1beta}/models/{target}", get_model)

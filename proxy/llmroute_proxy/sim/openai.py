@@ -30,7 +30,7 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
-from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
 from llmroute_proxy.sim.streaming import SimStream, sse_data
 
@@ -58,6 +58,9 @@ _CODE_ERRORS: dict[str, tuple[str, str]] = {
                            "You exceeded your current quota, please check your plan and billing details."),
     "context_length_exceeded": ("invalid_request_error",
                                 "This model's maximum context length is 128000 tokens."),
+    "invalid_prompt": ("invalid_request_error",
+                       "Invalid prompt: your prompt was flagged as potentially violating our usage policy. "
+                       "Please try again with a different prompt."),
 }
 
 SAFE_FILTER_RESULTS: dict[str, Any] = {
@@ -116,6 +119,11 @@ class OpenAIDialect(Dialect):
     def in_band_error(self, body: dict[str, Any]) -> bytes:
         return sse_data(body)
 
+    async def prompt_blocked(self, request: web.Request) -> web.StreamResponse:
+        return request[SIM_CALL].state.error(400, code=self.prompt_blocked_code)
+
+    prompt_blocked_code: ClassVar[str] = "invalid_prompt"
+
 
 def _error(message: str, kind: str, code: str | None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -127,14 +135,17 @@ def _bad_request(call: SimCall, message: str, param: str | None = None, code: st
 
 # --- chat completions --------------------------------------------------------------------------
 
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     text: str | None
-    tool_name: str | None
-    arguments: str
+    calls: tuple[tuple[str, str], ...]
+    """The tool calls: (function name, arguments JSON) each."""
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    refusal: str | None = None
 
 
 def _content_text(content: Any) -> str:
@@ -153,34 +164,38 @@ def _last_user_text(messages: Sequence[Any]) -> str:
     return ""
 
 
-def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | str | None:
-    """The tool to call: a function dict, None for no call, or an error message."""
+def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]] | str:
+    """The functions to call (none: answer in text), or an error message. With `quirks` the model
+    calls every tool at once when it may, as real models often do (parallel tool calls)."""
     tools = [t.get("function") for t in body.get("tools") or [] if isinstance(t, dict)]
     functions = [f for f in tools if isinstance(f, dict) and isinstance(f.get("name"), str)]
     choice = body.get("tool_choice")
     if not functions or choice == "none":
-        return None
+        return []
     if isinstance(choice, dict):
         wanted = (choice.get("function") or {}).get("name")
         forced = next((f for f in functions if f["name"] == wanted), None)
-        return forced if forced is not None else f"Invalid value for 'tool_choice': no function named {wanted!r}."
-    return functions[0]
+        return [forced] if forced is not None else f"Invalid value for 'tool_choice': no function named {wanted!r}."
+    return functions if quirks and body.get("parallel_tool_calls") is not False else functions[:1]
 
 
-def _answer(state: SimState, body: dict[str, Any]) -> _Answer | str:
+def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Answer | str:
     messages: list[Any] = body["messages"]
     model = str(body["model"])
     name = state.config.name
     prompt = count_tokens(" ".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict)))
     prompt += state.config.cached_tokens
     last = messages[-1] if isinstance(messages[-1], dict) else {}
-    tool = _chosen_tool(body) if last.get("role") == "user" else None
-    if isinstance(tool, str):
-        return tool
-    if tool is not None:
-        arguments = orjson.dumps(tool_arguments(tool.get("parameters"))).decode()
-        return _Answer(None, tool["name"], arguments, "tool_calls", prompt,
-                       count_tokens(f"{tool['name']} {arguments}"))
+    if refuse:
+        return _Answer(None, (), "stop", prompt, count_tokens(REFUSAL_TEXT), refusal=REFUSAL_TEXT)
+    tools = _chosen_tools(body, state.config.quirks) if last.get("role") == "user" else []
+    if isinstance(tools, str):
+        return tools
+    if tools:
+        calls = tuple((tool["name"], orjson.dumps(tool_arguments(tool.get("parameters"))).decode())
+                      for tool in tools)
+        return _Answer(None, calls, "tool_calls", prompt,
+                       count_tokens(" ".join(f"{name} {arguments}" for name, arguments in calls)))
     if last.get("role") == "tool":
         text = tool_reply_text(name, model, _content_text(last.get("content")))
     else:
@@ -191,7 +206,7 @@ def _answer(state: SimState, body: dict[str, Any]) -> _Answer | str:
         text = structured_reply(spec.get("schema") if isinstance(spec, dict) else None, text)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
-    return _Answer(text, None, "", "length" if cut else "stop", prompt, count_tokens(text))
+    return _Answer(text, (), "length" if cut else "stop", prompt, count_tokens(text))
 
 
 def _usage(answer: _Answer, cached: int) -> dict[str, Any]:
@@ -225,7 +240,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if problem is not None:
         return _bad_request(call, *problem)
     body: dict[str, Any] = call.body
-    answer = _answer(call.state, body)
+    answer = _answer(call.state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
     if isinstance(answer, str):
         return _bad_request(call, answer, "tool_choice", "invalid_value")
     state = call.state
@@ -236,12 +251,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return await _stream_chat(request, call, answer, _Chunks(completion_id, created, str(body["model"]),
-                                                                 include_usage, azure))
-    message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None,
+                                                                 include_usage, azure, state.config.quirks))
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": answer.refusal,
                                "annotations": [], "tool_calls": None}
-    if answer.tool_name is not None:
+    if state.config.quirks:
+        message.update(audio=None, function_call=None)
+    if answer.calls:
         message["tool_calls"] = [{"id": state.new_id("call_"), "type": "function",
-                                  "function": {"name": answer.tool_name, "arguments": answer.arguments}}]
+                                  "function": {"name": name, "arguments": arguments}}
+                                 for name, arguments in answer.calls]
     choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None,
                               "finish_reason": answer.finish_reason}
     completion: dict[str, Any] = {
@@ -267,6 +285,7 @@ class _Chunks:
     model: str
     include_usage: bool
     azure: AzureOptions | None = None
+    quirks: bool = False
 
     def chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None,
               usage: dict[str, Any] | None = None, *, content: bool = False) -> bytes:
@@ -294,6 +313,8 @@ class _Chunks:
         }
         if self.include_usage:
             payload["usage"] = usage
+        if self.quirks:  # `stream_options.include_obfuscation` is on unless the client turns it off
+            payload["obfuscation"] = "sim" + "x" * (len(choices) * 7 % 11)
         return sse_data(payload)
 
 
@@ -306,20 +327,27 @@ async def _stream_chat(request: web.Request, call: SimCall, answer: _Answer, chu
     stream = await SimStream.open(request)
     if chunks.azure is not None:
         await stream.send(_PROMPT_FILTER_CHUNK)
-    if answer.tool_name is not None:
-        await stream.send(chunks.chunk({"role": "assistant", "content": None, "refusal": None, "tool_calls": [{
-            "index": 0, "id": state.new_id("call_"), "type": "function",
-            "function": {"name": answer.tool_name, "arguments": ""}}]}))
-        for fragment in split_even(answer.arguments, state.config.chunks):
-            await stream.send(chunks.chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]},
-                                           content=True), content=True)
+    if answer.refusal is not None:
+        await stream.send(chunks.chunk({"role": "assistant", "content": None, "refusal": ""}))
+        for piece in split_words(answer.refusal, state.config.chunks):
+            await stream.send(chunks.chunk({"refusal": piece}, content=True), content=True)
+    elif answer.calls:
+        # the id, type and name come only in a call's first delta; later ones carry the index alone
+        for index, (name, arguments) in enumerate(answer.calls):
+            head = {"tool_calls": [{"index": index, "id": state.new_id("call_"), "type": "function",
+                                    "function": {"name": name, "arguments": ""}}]}
+            await stream.send(chunks.chunk({"role": "assistant", "content": None, "refusal": None, **head}
+                                           if index == 0 else head))
+            for fragment in split_even(arguments, state.config.chunks):
+                await stream.send(chunks.chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]},
+                                               content=True), content=True)
     else:
         await stream.send(chunks.chunk({"role": "assistant", "content": "", "refusal": None}))
         for piece in split_words(answer.text or "", state.config.chunks):
             await stream.send(chunks.chunk({"content": piece}, content=True), content=True)
     await stream.send(chunks.chunk({}, answer.finish_reason))
-    if chunks.azure is not None and chunks.azure.async_filter:
-        await stream.send(chunks.filter_annotation(len(answer.text or answer.arguments)))
+    if chunks.azure is not None and (chunks.azure.async_filter or chunks.quirks):
+        await stream.send(chunks.filter_annotation(len(answer.text or "".join(a for _, a in answer.calls))))
     if chunks.include_usage:
         await stream.send(chunks.chunk(None, usage=_usage(answer, state.config.cached_tokens)))
     await stream.send(b"data: [DONE]\n\n")
@@ -394,10 +422,16 @@ def openai_app(
     models: Sequence[str] = DEFAULT_MODELS,
     embedding_dims: int = 16,
     answer_bytes: int = 0,
+    quirks: bool = False,
 ) -> web.Application:
-    """An OpenAI-style provider; `api_key` None accepts any key."""
+    """An OpenAI-style provider; `api_key` None accepts any key.
+
+    `quirks`: stream chunks carry `obfuscation` (on by default on the real API), answers carry
+    OpenAI's other null fields, and a model given several tools calls them all at once (parallel
+    tool calls, each call's id and name only in its first delta).
+    """
     config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims,
-                       answer_bytes=answer_bytes)
+                       answer_bytes=answer_bytes, quirks=quirks)
     app = build_app(config, faults, OpenAIDialect())
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
@@ -463,6 +497,8 @@ def _rate_limited(fault: Fault | None) -> dict[str, Any]:
 
 class AzureOpenAIDialect(OpenAIDialect):
     """Azure's key header and error shapes; body errors are OpenAI's, which Azure passes through."""
+
+    prompt_blocked_code: ClassVar[str] = "content_filter"
 
     static_headers: ClassVar[dict[str, str]] = {
         "x-ms-region": "Sim Central",
@@ -557,16 +593,18 @@ def azure_openai_app(
     async_filter: bool = False,
     embedding_dims: int = 16,
     answer_bytes: int = 0,
+    quirks: bool = False,
 ) -> web.Application:
     """An Azure OpenAI resource, in both URL forms (providers.md §4.1).
 
     `api_key` None accepts any key; `deployments` None serves any deployment name. Answers carry
     Azure's content-filter results; `async_filter` moves them from the content chunks of a stream
     to an annotation chunk after the finish chunk, as Azure's asynchronous filter does. A prompt
-    block is the fault `Fault(FaultKind.STATUS, status=400, code="content_filter")`.
+    block is the fault `Fault(FaultKind.STATUS, status=400, code="content_filter")` (or
+    `FaultKind.PROMPT_BLOCKED`). `quirks` adds OpenAI's (see `openai_app`) and the asynchronous filter.
     """
     config = SimConfig(name, api_key, chunks, cached_tokens, tuple(deployments or ()), embedding_dims,
-                       answer_bytes=answer_bytes)
+                       answer_bytes=answer_bytes, quirks=quirks)
     app = build_app(config, faults, AzureOpenAIDialect())
     app[_AZURE] = AzureOptions(frozenset(api_versions), None if deployments is None else frozenset(deployments),
                                async_filter)

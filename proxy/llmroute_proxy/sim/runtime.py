@@ -44,6 +44,11 @@ class SimConfig:
     embedding_dims: int = 16
     answer_bytes: int = 0
     """Answers are padded to at least this many UTF-8 bytes (0: short answers)."""
+    quirks: bool = False
+    """Answer in the real API's untidy but valid shapes (keep-alive pings, null fields, a finish or
+    usage on a chunk of its own, parallel tool calls, …; each simulator's docstring lists its own)
+    rather than the tidiest form: tests run both, so neither a parser nor a translator may depend
+    on the tidy one."""
     clock: Callable[[], float] = time.time
 
 
@@ -132,6 +137,14 @@ class Dialect:
         """The error event of a stream that already answered 200."""
         raise NotImplementedError
 
+    def error_payload(self, body: dict[str, Any], path: str, quirks: bool) -> Any:
+        """The error body as it goes on the wire for a request to `path` (some APIs wrap it)."""
+        return body
+
+    async def prompt_blocked(self, request: web.Request) -> web.StreamResponse:
+        """How this API refuses a prompt its safety filter blocks (`FaultKind.PROMPT_BLOCKED`)."""
+        return request[SIM_CALL].state.error(400, path=request.path)
+
     def error_headers(self, fault: Fault) -> dict[str, str]:
         headers: dict[str, str] = {}
         if fault.retry_after is not None:
@@ -168,9 +181,10 @@ class SimState:
                             headers={**self.headers(), **(headers or {})})
 
     def error(self, status: int, *, code: str | None = None, message: str | None = None,
-              fault: Fault | None = None) -> web.Response:
+              fault: Fault | None = None, path: str = "") -> web.Response:
         headers = self.dialect.error_headers(fault) if fault is not None else None
-        return self.json(self.dialect.error_body(status, code, message, fault), status, headers)
+        body = self.dialect.error_body(status, code, message, fault)
+        return self.json(self.dialect.error_payload(body, path, self.config.quirks), status, headers)
 
     async def pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the app shuts down."""
@@ -273,7 +287,9 @@ async def _before_handler(request: web.Request, state: SimState,
         return web.Response()
     elif fault.kind is FaultKind.STATUS:
         assert fault.status is not None
-        return state.error(fault.status, code=fault.code, message=fault.message, fault=fault)
+        return state.error(fault.status, code=fault.code, message=fault.message, fault=fault, path=request.path)
+    elif fault.kind is FaultKind.PROMPT_BLOCKED:
+        return await state.dialect.prompt_blocked(request)
     return None
 
 
@@ -291,7 +307,7 @@ async def _fault_plain_response(request: web.Request, state: SimState, fault: Fa
     """Stream faults on a non-streamed answer: an error for the error event, a cut body for breaks."""
     if fault.kind is FaultKind.ANTHROPIC_ERROR_EVENT:
         return state.error(fault.status or state.dialect.overloaded_status, code=fault.code,
-                           message=fault.message, fault=fault)
+                           message=fault.message, fault=fault, path=request.path)
     if fault.kind is FaultKind.SLOW_STREAM or not isinstance(response, web.Response):
         return response
     body = response.body if isinstance(response.body, bytes) else b""

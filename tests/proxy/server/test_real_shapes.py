@@ -1,0 +1,174 @@
+"""The official SDKs through the sidecar to simulators that answer in their real APIs' untidy shapes
+(`quirks`: pings, null fields, obfuscation, parallel tool calls, a text block before tool use, a finish
+or usage on a chunk of its own, candidates without an index, errors wrapped in arrays…), and the
+answers real models give that the tidy simulators never do: refusals and blocked prompts.
+
+The same requests pass against the tidy simulators in test_sdk_clients.py: together they show that no
+parser or translator depends on the tidiest form (issue 9).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from llmroute_proxy.sim import Fault, FaultKind
+from llmroute_proxy.sim.openai import REFUSAL_TEXT
+from tests.proxy.stack import Stack
+
+TIERS = {"openai": "oai", "anthropic": "claude", "gemini": "gem"}
+WEATHER: Any = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city", "strict": True,
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                   "additionalProperties": False}}}
+CLOCK: Any = {"type": "function", "function": {
+    "name": "get_time", "description": "The time now", "strict": True,
+    "parameters": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}}}
+EXPECTED_ARGUMENTS = {"get_weather": {"city": "sim"}, "get_time": {}}
+ASK = [{"role": "user", "content": "tell me a story"}]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("quirks"), quirks=True) as running:
+        yield running
+
+
+def openai_client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
+
+
+def anthropic_client(stack: Stack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_text_streamed_counts_what_the_whole_answer_counts(stack: Stack, tier: str) -> None:
+    client = openai_client(stack)
+    whole = client.chat.completions.create(model=tier, messages=ASK)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model=tier, messages=ASK, stream=True,  # type: ignore[arg-type]
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and "You said: tell me a story" in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens > 0
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_parallel_tool_calls_reach_the_openai_sdk_whole(stack: Stack, tier: str) -> None:
+    client = openai_client(stack)
+    ask: Any = [{"role": "user", "content": "Weather and time?"}]
+    whole = client.chat.completions.create(model=tier, messages=ask, tools=[WEATHER, CLOCK])
+    with client.chat.completions.stream(model=tier, messages=ask, tools=[WEATHER, CLOCK]) as stream:
+        streamed = stream.get_final_completion()  # parses each call's arguments as JSON
+    for completion in (whole, streamed):
+        calls = completion.choices[0].message.tool_calls or []
+        assert completion.choices[0].finish_reason == "tool_calls"
+        assert {c.function.name: json.loads(c.function.arguments) for c in calls} == EXPECTED_ARGUMENTS
+        assert len({c.id for c in calls}) == 2
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_parallel_tool_use_reaches_the_anthropic_sdk_whole(stack: Stack, tier: str) -> None:
+    tools: Any = [{"name": t["function"]["name"], "input_schema": t["function"]["parameters"]} for t in (WEATHER, CLOCK)]
+    with anthropic_client(stack).messages.stream(model=tier, max_tokens=200, tools=tools,
+                                                 messages=[{"role": "user", "content": "Weather and time?"}]) as stream:
+        final = stream.get_final_message()
+    uses = [block for block in final.content if block.type == "tool_use"]
+    assert final.stop_reason == "tool_use"
+    assert {use.name: use.input for use in uses} == EXPECTED_ARGUMENTS
+    assert all(use.id.startswith("toolu_") or use.id.startswith("call_") for use in uses)
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_parallel_function_calls_reach_the_responses_sdk_whole(stack: Stack, tier: str) -> None:
+    tools: Any = [{"type": "function", **t["function"]} for t in (WEATHER, CLOCK)]
+    with openai_client(stack).responses.stream(model=tier, input="Weather and time?", tools=tools) as stream:
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert final.status == "completed"
+    assert {call.name: json.loads(call.arguments) for call in calls} == EXPECTED_ARGUMENTS
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_text_reaches_the_anthropic_and_responses_sdks(stack: Stack, tier: str) -> None:
+    with anthropic_client(stack).messages.stream(model=tier, max_tokens=200, messages=ASK) as stream:  # type: ignore[arg-type]
+        message = stream.get_final_message()
+    assert "You said: tell me a story" in "".join(b.text for b in message.content if b.type == "text")
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+    with openai_client(stack).responses.stream(model=tier, input="tell me a story") as stream:
+        response = stream.get_final_response()
+    assert "You said: tell me a story" in response.output_text
+    assert response.status == "completed" and response.usage is not None and response.usage.output_tokens > 0
+
+
+FILTERED = {"openai": "stop", "anthropic": "content_filter", "gemini": "content_filter"}
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_refusal_reaches_the_openai_sdk_as_the_provider_meant_it(stack: Stack, tier: str) -> None:
+    client = openai_client(stack)
+    stack.faults[TIERS[tier]].next(Fault(FaultKind.REFUSAL), count=2)
+    whole = client.chat.completions.create(model=tier, messages=ASK)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model=tier, messages=ASK, stream=True))  # type: ignore[arg-type]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert whole.choices[0].finish_reason == FILTERED[tier] and finishes == [FILTERED[tier]]
+    assert not whole.choices[0].message.content
+    if tier == "openai":
+        assert whole.choices[0].message.refusal == REFUSAL_TEXT
+        assert "".join(c.choices[0].delta.refusal or "" for c in chunks if c.choices) == REFUSAL_TEXT
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_a_refusal_reaches_the_responses_and_anthropic_sdks(stack: Stack, tier: str) -> None:
+    stack.faults[TIERS[tier]].next(Fault(FaultKind.REFUSAL), count=2)
+    with openai_client(stack).responses.stream(model=tier, input="tell me a story") as stream:
+        events = list(stream)  # the SDK's get_final_response() takes only a `response.completed`
+    last = events[-1]
+    assert last.type in ("response.completed", "response.incomplete")
+    response = last.response
+    if tier == "openai":
+        parts = [part for item in response.output if item.type == "message" for part in item.content]
+        assert response.status == "completed" and [p.type for p in parts] == ["refusal"]
+    else:
+        assert response.status == "incomplete" and response.incomplete_details is not None
+        assert response.incomplete_details.reason == "content_filter"
+    with anthropic_client(stack).messages.stream(model=tier, max_tokens=200, messages=ASK) as astream:  # type: ignore[arg-type]
+        message = astream.get_final_message()
+    assert message.stop_reason == ("end_turn" if tier == "openai" else "refusal")
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_blocked_prompt_is_a_400_for_the_client(stack: Stack, tier: str, stream: bool) -> None:
+    stack.faults[TIERS[tier]].next(Fault(FaultKind.PROMPT_BLOCKED))
+    with pytest.raises(openai.BadRequestError) as caught:
+        created = openai_client(stack).chat.completions.create(model=tier, messages=ASK, stream=stream)  # type: ignore[call-overload]
+        if stream:
+            list(created)
+    assert caught.value.status_code == 400
+    assert caught.value.code in ("content_filter", "invalid_prompt", None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_errors_in_a_json_array_are_classified_like_plain_ones(stack: Stack, stream: bool) -> None:
+    stack.call(lambda: stack.faults["gem"].always(Fault(FaultKind.STATUS, status=429, retry_after=30)))
+    with pytest.raises(openai.RateLimitError) as limited:  # not a 502 over an unreadable body
+        created = openai_client(stack).chat.completions.create(model="gemini", messages=ASK, stream=stream)  # type: ignore[call-overload]
+        if stream:
+            list(created)
+    assert 25 <= int(limited.value.response.headers["retry-after"]) <= 30  # RetryInfo, read inside the array
+    stack.call(lambda: stack.faults["gem"].always(
+        Fault(FaultKind.STATUS, status=400, message="* contents: parts is empty")))
+    with pytest.raises(openai.BadRequestError) as refused:
+        created = openai_client(stack).chat.completions.create(model="gemini", messages=ASK, stream=stream)  # type: ignore[call-overload]
+        if stream:
+            list(created)
+    assert "parts is empty" in refused.value.message

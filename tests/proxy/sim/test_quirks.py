@@ -1,0 +1,248 @@
+"""What each simulator puts on the wire with `quirks` (the real APIs' untidy shapes) and for the
+refusal and blocked-prompt faults, read raw; and that the official SDKs still read all of it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anthropic
+import openai
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from google import genai
+from google.genai import types
+
+from llmroute_proxy.sim import (
+    Fault,
+    FaultKind,
+    FaultPlan,
+    anthropic_app,
+    azure_openai_app,
+    gemini_app,
+    openai_app,
+)
+from llmroute_proxy.sim.openai import REFUSAL_TEXT
+from tests.proxy.sim import SimPool
+
+Client = TestClient  # type: ignore[type-arg]
+ASK = [{"role": "user", "content": "Weather and time?"}]
+OPENAI_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}]
+ANTHROPIC_TOOLS = [{"name": t["function"]["name"], "input_schema": t["function"]["parameters"]} for t in OPENAI_TOOLS]
+GEMINI_TOOLS = [{"functionDeclarations": [t["function"] for t in OPENAI_TOOLS]}]
+ANTHROPIC_HEADERS = {"anthropic-version": "2023-06-01"}
+
+
+async def start(aiohttp_client: Any, app: web.Application) -> Client:
+    client: Client = await aiohttp_client(app)
+    return client
+
+
+def data_events(raw: bytes) -> list[Any]:
+    return [orjson.loads(line[5:]) for line in raw.replace(b"\r\n", b"\n").split(b"\n")
+            if line.startswith(b"data:") and line[5:].strip() != b"[DONE]"]
+
+
+def named_events(raw: bytes) -> list[tuple[str, Any]]:
+    events = []
+    for block in raw.split(b"\n\n"):
+        lines = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
+        if b"event" in lines:
+            events.append((lines[b"event"].decode(), orjson.loads(lines[b"data"])))
+    return events
+
+
+# ---- OpenAI and Azure ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+async def test_openai_streams_obfuscation_and_parallel_calls_only_with_quirks(aiohttp_client: Any,
+                                                                               quirks: bool) -> None:
+    client = await start(aiohttp_client, openai_app(quirks=quirks))
+    response = await client.post("/v1/chat/completions", json={
+        "model": "gpt-4o-mini", "messages": ASK, "tools": OPENAI_TOOLS, "stream": True})
+    chunks = data_events(await response.read())
+    calls = [call for chunk in chunks for choice in chunk["choices"] for call in choice["delta"].get("tool_calls") or ()]
+    assert all(("obfuscation" in chunk) is quirks for chunk in chunks)
+    assert sorted({call["index"] for call in calls}) == ([0, 1] if quirks else [0])
+    heads = [call for call in calls if "id" in call]
+    assert len(heads) == len({call["index"] for call in calls})  # the id comes once per call: in its first delta
+    assert all(call["function"]["name"] for call in heads)
+    assert not any("name" in call["function"] for call in calls if "id" not in call)
+
+
+async def test_openai_refuses_in_the_refusal_field(aiohttp_client: Any) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.REFUSAL), count=2)
+    client = await start(aiohttp_client, openai_app(faults=faults))
+    whole = await (await client.post("/v1/chat/completions", json={"model": "m", "messages": ASK})).json()
+    message = whole["choices"][0]["message"]
+    assert message["content"] is None and message["refusal"] == REFUSAL_TEXT
+    streamed = data_events(await (await client.post("/v1/chat/completions", json={
+        "model": "m", "messages": ASK, "stream": True})).read())
+    deltas = [chunk["choices"][0]["delta"] for chunk in streamed]
+    assert "".join(d.get("refusal") or "" for d in deltas) == REFUSAL_TEXT
+    assert not any(d.get("content") for d in deltas)
+
+
+@pytest.mark.parametrize(("app", "path", "code"), [
+    (openai_app, "/v1/chat/completions", "invalid_prompt"),
+    (azure_openai_app, "/openai/v1/chat/completions", "content_filter"),
+])
+async def test_openai_and_azure_block_a_prompt_with_a_400(aiohttp_client: Any, app: Any, path: str,
+                                                          code: str) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.PROMPT_BLOCKED))
+    client = await start(aiohttp_client, app(faults=faults))
+    response = await client.post(path, json={"model": "gpt-4o-mini", "messages": ASK})
+    assert response.status == 400 and (await response.json())["error"]["code"] == code
+
+
+async def test_azure_with_quirks_sends_filter_annotations_after_the_finish(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, azure_openai_app(quirks=True))
+    chunks = data_events(await (await client.post("/openai/v1/chat/completions", json={
+        "model": "gpt-4o-mini", "messages": ASK, "stream": True})).read())
+    assert chunks[0]["choices"] == [] and "prompt_filter_results" in chunks[0]
+    finish = next(i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0].get("finish_reason"))
+    assert any("content_filter_offsets" in c["choices"][0] for c in chunks[finish + 1:] if c["choices"])
+
+
+# ---- Anthropic -------------------------------------------------------------------------------
+
+
+async def test_anthropic_with_quirks_pings_early_and_speaks_before_its_parallel_tool_use(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, anthropic_app(quirks=True))
+    raw = await (await client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json={
+        "model": "claude", "max_tokens": 200, "messages": ASK, "tools": ANTHROPIC_TOOLS, "stream": True})).read()
+    events = named_events(raw)
+    names = [name for name, _ in events]
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    starts = [data["content_block"] for name, data in events if name == "content_block_start"]
+    assert [block["type"] for block in starts] == ["text", "tool_use", "tool_use"]
+    assert all(block["input"] == {} for block in starts[1:])
+    for index in (1, 2):
+        fragments = [data["delta"]["partial_json"] for name, data in events
+                     if name == "content_block_delta" and data["index"] == index]
+        assert fragments[0] == ""  # as Claude streams it: an empty first fragment
+    assert "".join(fragments) == ""  # get_time takes no parameters: nothing but the empty fragment
+    usage = next(data["usage"] for name, data in events if name == "message_delta")
+    assert usage["cache_creation_input_tokens"] is None and usage["server_tool_use"] is None
+    assert usage["input_tokens"] > 0
+
+
+async def test_anthropic_refuses_with_no_content_block_at_all(aiohttp_client: Any) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.REFUSAL), count=2)
+    client = await start(aiohttp_client, anthropic_app(faults=faults))
+    body = {"model": "claude", "max_tokens": 200, "messages": ASK}
+    whole = await (await client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json=body)).json()
+    assert whole["content"] == [] and whole["stop_reason"] == "refusal"
+    events = named_events(await (await client.post("/v1/messages", headers=ANTHROPIC_HEADERS,
+                                                   json={**body, "stream": True})).read())
+    assert [name for name, _ in events] == ["message_start", "message_delta", "message_stop"]
+
+
+async def test_anthropic_errors_carry_a_request_id_with_quirks(aiohttp_client: Any) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.STATUS, status=529))
+    client = await start(aiohttp_client, anthropic_app(faults=faults, quirks=True))
+    response = await client.post("/v1/messages", headers=ANTHROPIC_HEADERS, json={})
+    body = await response.json()
+    assert response.status == 529 and body["error"]["type"] == "overloaded_error"
+    assert body["request_id"].startswith("req_")
+
+
+# ---- Gemini ----------------------------------------------------------------------------------
+
+GENERATE = "/v1beta/models/gemini-2.5-flash:generateContent"
+STREAM = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+
+
+async def test_gemini_with_quirks_finishes_and_counts_on_chunks_of_their_own(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, gemini_app(quirks=True))
+    chunks = data_events(await (await client.post(STREAM + "?alt=sse", json={
+        "contents": [{"role": "user", "parts": [{"text": "tell me a story"}]}]})).read())
+    assert "candidates" not in chunks[-1] and chunks[-1]["usageMetadata"]["candidatesTokenCount"] > 0
+    finish = chunks[-2]["candidates"][0]
+    assert finish["finishReason"] == "STOP" and finish["content"]["parts"] == [{"text": ""}]
+    assert all("finishReason" not in c["candidates"][0] for c in chunks[:-2])
+    assert all("candidatesTokenCount" not in c["usageMetadata"] for c in chunks[:-2])
+    assert all("index" not in c for chunk in chunks for c in chunk.get("candidates") or ())
+
+
+async def test_gemini_with_quirks_calls_every_function_with_a_thought_signature(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, gemini_app(quirks=True))
+    body = await (await client.post(GENERATE, json={
+        "contents": [{"role": "user", "parts": [{"text": "Weather and time?"}]}], "tools": GEMINI_TOOLS})).json()
+    parts = body["candidates"][0]["content"]["parts"]
+    assert [p["functionCall"]["name"] for p in parts] == ["get_weather", "get_time"]
+    assert all(p["thoughtSignature"] for p in parts)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+async def test_gemini_streaming_errors_come_in_an_array_only_with_quirks(aiohttp_client: Any, quirks: bool) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.STATUS, status=503), count=2)
+    client = await start(aiohttp_client, gemini_app(faults=faults, quirks=quirks))
+    ask = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    streamed = await (await client.post(STREAM + "?alt=sse", json=ask)).json()
+    whole = await (await client.post(GENERATE, json=ask)).json()
+    assert isinstance(streamed, list) is quirks
+    assert (streamed[0] if quirks else streamed) == whole and whole["error"]["status"] == "UNAVAILABLE"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gemini_refusal_and_blocked_prompt_shapes(aiohttp_client: Any, stream: bool) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.REFUSAL))
+    faults.next(Fault(FaultKind.PROMPT_BLOCKED))
+    client = await start(aiohttp_client, gemini_app(faults=faults))
+    path = STREAM + "?alt=sse" if stream else GENERATE
+    ask = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+
+    async def answer() -> Any:
+        response = await client.post(path, json=ask)
+        assert response.status == 200
+        return data_events(await response.read())[-1] if stream else await response.json()
+
+    refused = (await answer())["candidates"][0]
+    assert refused["finishReason"] == "SAFETY" and "content" not in refused and refused["safetyRatings"]
+    blocked = await answer()
+    assert "candidates" not in blocked and blocked["promptFeedback"]["blockReason"] == "SAFETY"
+
+
+# ---- the official SDKs read the quirks --------------------------------------------------------
+
+
+async def test_the_official_sdks_read_every_simulator_with_quirks() -> None:
+    pool = SimPool()
+    try:
+        oai = await pool.start(openai_app("k", quirks=True))
+        claude = await pool.start(anthropic_app("k", quirks=True))
+        gem = await pool.start(gemini_app("k", quirks=True))
+        openai_sdk = openai.AsyncOpenAI(base_url=oai.url + "/v1", api_key="k", max_retries=0)
+        async with openai_sdk.chat.completions.stream(model="gpt-4o-mini", messages=ASK,  # type: ignore[arg-type]
+                                                      tools=OPENAI_TOOLS) as stream:  # type: ignore[arg-type]
+            completion = await stream.get_final_completion()
+        assert [c.function.name for c in completion.choices[0].message.tool_calls or ()] == ["get_weather", "get_time"]
+        anthropic_sdk = anthropic.AsyncAnthropic(base_url=claude.url, api_key="k", max_retries=0)
+        async with anthropic_sdk.messages.stream(model="claude", max_tokens=200, messages=ASK,  # type: ignore[arg-type]
+                                                 tools=ANTHROPIC_TOOLS) as astream:  # type: ignore[arg-type]
+            message = await astream.get_final_message()
+        assert [b.type for b in message.content] == ["text", "tool_use", "tool_use"]
+        assert [b.input for b in message.content if b.type == "tool_use"] == [{"city": "sim"}, {}]
+        genai_sdk = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=gem.url))
+        pieces = await asyncio.to_thread(lambda: list(genai_sdk.models.generate_content_stream(
+            model="gemini-2.5-flash", contents="tell me a story")))
+        assert "You said: tell me a story" in "".join(p.text or "" for p in pieces)
+        assert pieces[-1].usage_metadata is not None and pieces[-1].usage_metadata.candidates_token_count
+        await openai_sdk.close()
+        await anthropic_sdk.close()
+        genai_sdk.close()
+    finally:
+        await pool.close()
