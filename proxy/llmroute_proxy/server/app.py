@@ -18,7 +18,7 @@ from llmroute_proxy.errors import (
     NoTableLoaded,
     UpstreamError,
 )
-from llmroute_proxy.frontends import responses
+from llmroute_proxy.frontends import responses, responses_items
 from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
 from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
@@ -56,6 +56,8 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_post("/v1/responses", create_response)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)
+    app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
     app.router.add_get("/v1/models", list_models)
     return app
 
@@ -126,6 +128,26 @@ async def delete_response(request: web.Request) -> web.Response:
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error)
     return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True}, dumps=_dumps)
+
+
+async def list_input_items(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    try:
+        items = sidecar.responses.input_items(request.match_info["response_id"], sidecar.clock())
+        listed = responses_items.page(items, request.query)
+    except LLMRouteError as error:
+        return _error_response(ResponsesEncoder(None), error)
+    return web.json_response(listed, dumps=_dumps)
+
+
+async def cancel_response(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    response_id = request.match_info["response_id"]
+    try:
+        sidecar.responses.response(response_id, sidecar.clock())  # an unknown id is a 404 that says why
+        raise responses_items.not_cancellable(response_id)
+    except LLMRouteError as error:
+        return _error_response(ResponsesEncoder(None), error)
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:

@@ -1,8 +1,9 @@
 """The sidecar's store of Responses: what `previous_response_id` and `GET /v1/responses/{id}`
 read, bounded in memory and in time.
 
-Each entry is the Response object as the client got it and the canonical conversation that
-produced it (the turn's messages plus the assistant's answer), both kept as JSON bytes: their
+Each entry is the Response object as the client got it, the canonical conversation that
+produced it (the turn's messages plus the assistant's answer) and the request's own input items
+(for `input_items`), all kept as JSON bytes: their
 size is what the memory cap counts, and they cannot change after the fact. Entries leave
 in the order they came: at their TTL, or the oldest first when a new one would pass the cap.
 
@@ -41,11 +42,12 @@ class ResponseNotFound(RequestError):
 class StoredResponse:
     response: bytes
     conversation: bytes
+    input_items: bytes
     expires_at: float
 
     @property
     def size(self) -> int:
-        return len(self.response) + len(self.conversation) + ENTRY_OVERHEAD_BYTES
+        return len(self.response) + len(self.conversation) + len(self.input_items) + ENTRY_OVERHEAD_BYTES
 
 
 class ResponseStore:
@@ -62,9 +64,11 @@ class ResponseStore:
         self.evicted = 0
         self.too_large = 0
 
-    def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float) -> bool:
+    def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
+            input_items: Sequence[dict[str, Any]] = ()) -> bool:
         """Keep a response (its JSON, as sent); False when it alone is larger than the whole store."""
-        entry = StoredResponse(response, orjson.dumps(list(conversation)), now + self.ttl_s)
+        entry = StoredResponse(response, orjson.dumps(list(conversation)), orjson.dumps(list(input_items)),
+                               now + self.ttl_s)
         self._expire(now)
         if entry.size > self.max_bytes:
             self.too_large += 1
@@ -88,6 +92,11 @@ class ResponseStore:
         conversation: list[dict[str, Any]] = orjson.loads(
             self._get(response_id, now, "previous_response_id").conversation)
         return conversation
+
+    def input_items(self, response_id: str, now: float) -> list[dict[str, Any]]:
+        """The input items of the request that produced the response."""
+        items: list[dict[str, Any]] = orjson.loads(self._get(response_id, now, None).input_items)
+        return items
 
     def delete(self, response_id: str, now: float) -> None:
         entry = self._get(response_id, now, None)

@@ -15,6 +15,7 @@ import orjson
 
 from llmroute_proxy.errors import LLMRouteError, openai_error_body
 from llmroute_proxy.frontends.responses import ResponsesTurn, responses_field
+from llmroute_proxy.frontends.responses_items import input_items
 from llmroute_proxy.frontends.responses_output import assistant_message, response_from_canonical
 from llmroute_proxy.frontends.responses_stream import ResponsesStreamEncoder
 from llmroute_proxy.providers.base import ChatResult, StreamChunk, Usage
@@ -86,4 +87,5 @@ class ResponsesEncoder:
             return
         answer = assistant_message(response["output"])
         self._store.put(self.response_id, body if body is not None else orjson.dumps(response),
-                        [*self._turn.conversation, *([answer] if answer else [])], self._clock())
+                        [*self._turn.conversation, *([answer] if answer else [])], self._clock(),
+                        input_items(self._turn.body.get("input"), new_id))

@@ -37,7 +37,8 @@ def test_an_expired_response_is_a_404_that_says_it_expired() -> None:
 
 
 def test_the_memory_cap_evicts_the_oldest_first_and_says_so() -> None:
-    one = len(b'{"id":"resp_0","object":"response","output":[],"pad":""}') + 1000 + len(b"[]") + ENTRY_OVERHEAD_BYTES
+    empty = len(b"[]")  # the conversation and the input items
+    one = len(b'{"id":"resp_0","object":"response","output":[],"pad":""}') + 1000 + 2 * empty + ENTRY_OVERHEAD_BYTES
     store = ResponseStore(max_bytes=3 * one, ttl_s=60)
     for i in range(5):
         put(store, f"resp_{i}", [], now=i, padding=1000)

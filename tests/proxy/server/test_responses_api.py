@@ -284,3 +284,41 @@ def test_status_shows_the_store(stack: Stack) -> None:
         store = json.load(answer)["responses_store"]
     assert store["entries"] >= 1 and 0 < store["bytes"] <= store["max_bytes"] == 64 * 1024 * 1024
     assert store["ttl_seconds"] == 3600
+
+
+def test_input_items_lists_the_requests_own_items_in_pages(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="gemini", input="Weather?", tools=[WEATHER])  # type: ignore[list-item]
+    call = next(item for item in first.output if item.type == "function_call")
+    second = sdk.responses.create(model="gemini", previous_response_id=first.id, tools=[WEATHER],  # type: ignore[list-item]
+                                  input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"},
+                                         {"role": "user", "content": "And tomorrow?"}])
+    only = list(sdk.responses.input_items.list(first.id))
+    assert [(i.type, i.role, i.content[0].type, i.content[0].text) for i in only] == [  # type: ignore[union-attr]
+        ("message", "user", "input_text", "Weather?")]
+    newest_first = list(sdk.responses.input_items.list(second.id))  # this turn's items only, newest first
+    assert [item.type for item in newest_first] == ["message", "function_call_output"]
+    assert newest_first[1].output == "18C" and all(item.id for item in newest_first)  # type: ignore[union-attr]
+    page = sdk.responses.input_items.list(second.id, order="asc", limit=1)
+    assert page.has_more and [item.type for item in page.data] == ["function_call_output"]
+    assert [item.id for item in page] == [item.id for item in reversed(newest_first)]  # the SDK pages on by `after`
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk.responses.input_items.list(second.id, limit=1000)
+    assert bad.value.param == "limit"
+
+
+def test_input_items_of_an_unknown_id_is_a_404_in_the_error_shape(stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError) as gone:
+        client(stack).responses.input_items.list("resp_nothing")
+    assert gone.value.code == "response_not_found" and "never stored it" in gone.value.message
+
+
+def test_cancel_says_nothing_runs_in_the_background(stack: Stack) -> None:
+    sdk = client(stack)
+    created = sdk.responses.create(model="openai", input="done already")
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.cancel(created.id)
+    assert refused.value.code == "not_cancellable" and "background" in refused.value.message
+    with pytest.raises(openai.NotFoundError) as gone:
+        sdk.responses.cancel("resp_nothing")
+    assert gone.value.code == "response_not_found"
