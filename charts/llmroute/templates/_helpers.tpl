@@ -92,3 +92,18 @@ this CA.
 {{- end -}}
 {{- toJson (get .Values "__tls") -}}
 {{- end -}}
+
+{{/*
+Removes every x-kubernetes-validations (CEL rules) from a CRD, in place, on API servers before 1.23: their
+schema has no such field, so Helm's client-side validation refuses the CRD ("unknown field"), and those
+servers would not evaluate the rules anyway. The same cross-field rules are in the spec parser, which the
+operator runs on every resource (Accepted=False with the field path).
+*/}}
+{{- define "llmroute.dropCEL" -}}
+{{- if kindIs "map" . -}}
+{{- $_ := unset . "x-kubernetes-validations" -}}
+{{- range $key, $value := . }}{{ include "llmroute.dropCEL" $value }}{{ end -}}
+{{- else if kindIs "slice" . -}}
+{{- range . }}{{ include "llmroute.dropCEL" . }}{{ end -}}
+{{- end -}}
+{{- end -}}
