@@ -301,6 +301,9 @@ def _ns_init_script() -> Path:
              f"ip link add {BRIDGE} type bridge",
              f"ip addr add {NODE_IP}/{POD_CIDR.split('/')[1]} dev {BRIDGE}",
              f"ip link set {BRIDGE} up",
+             # The node's own processes reach Services too (the API server calls webhooks at their cluster
+             # IPs; kube-proxy's OUTPUT rules DNAT them to pods), which needs a route to the service range.
+             f"ip route add {SERVICE_CIDR} dev {BRIDGE}",
              "echo 1 > /proc/sys/net/ipv4/ip_forward   # this network namespace's own"]
     for s in SHADOWED_SYSCTLS:
         shadow = root / "sysctl" / s.replace("/", ".")
@@ -344,9 +347,10 @@ def _alive(name: str, entry: dict[str, object]) -> bool:
     return line == entry["argv"]
 
 
-def in_node(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+def in_node(argv: list[str], wd: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
     holder = int(_pids()["holder"]["pid"])  # type: ignore[call-overload]
-    return subprocess.run(["nsenter", "-t", str(holder), "-m", "-n", "--", *argv], text=True, **kw)  # type: ignore[call-overload]
+    where = [f"--wd={wd}"] if wd else []   # else the holder's directory
+    return subprocess.run(["nsenter", "-t", str(holder), "-m", "-n", *where, "--", *argv], text=True, **kw)  # type: ignore[call-overload]
 
 
 def _wait(what: str, probe: list[str], timeout: float, watch: list[str]) -> None:
@@ -393,7 +397,9 @@ def up() -> None:
     holder = _start("holder", ["unshare", "--mount", "--net", "--propagation", "private", "sh", str(script)])
     deadline = time.monotonic() + 10
     while not (STATE / "ns-ready").exists():
-        if time.monotonic() > deadline or cmdline(holder) is None:
+        # Dead or a zombie; not an empty cmdline, which is also what an exec in progress shows (unshare
+        # exec'ing sh, sh exec'ing sleep): a run failed on that at once with an empty holder.log.
+        if time.monotonic() > deadline or _state(holder) == "Z":
             raise NodeError(f"the node's namespaces did not come up; see {STATE}/logs/holder.log")
         time.sleep(0.05)
     # nsenter must find `sleep` (the exec'd holder), not the shell that was setting up the mounts.
@@ -649,8 +655,8 @@ def main(argv: list[str]) -> int:
             check()
         elif cmd == "kubectl":
             return in_node([*json.loads((STATE / "kubectl").read_text()), *rest]).returncode
-        elif cmd == "exec":
-            return in_node(rest).returncode
+        elif cmd == "exec":   # in the caller's directory, so relative paths (.venv/bin/python) work
+            return in_node(rest, wd=os.getcwd()).returncode
         elif cmd == "import":
             for tar in rest:
                 in_node(["ctr", "--address", f"{STATE}/containerd.sock", "-n", "k8s.io", "images", "import", tar], check=True, stdout=subprocess.DEVNULL)

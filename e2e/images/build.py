@@ -168,6 +168,13 @@ def build_base(root: Path) -> None:
             shutil.rmtree(p)
             p.mkdir()
     (root / "var/log/apt").mkdir(parents=True, exist_ok=True)
+    # The user the images run as, as the Dockerfiles make it: software that asks who it runs as (kopf's
+    # peering identity, through getpass) fails on a UID without a passwd entry.
+    uid, gid = USER.split(":")
+    with open(root / "etc/passwd", "a") as passwd:
+        passwd.write(f"llmroute:x:{uid}:{gid}::/nonexistent:/usr/sbin/nologin\n")
+    with open(root / "etc/group", "a") as group:
+        group.write(f"llmroute:x:{gid}:\n")
 
 
 def dependencies() -> list[str]:
@@ -230,7 +237,7 @@ def main() -> int:
     ensure_packages()
     CACHE.mkdir(parents=True, exist_ok=True)
     base_key = digest(SUITE.encode(), MIRROR.encode(), ",".join(BASE_PACKAGES).encode(),
-                      ",".join(BASE_STRIP).encode())
+                      ",".join(BASE_STRIP).encode(), USER.encode())
     base = cached_layer("base", base_key, build_base, fixed_mtime=False, skip=("dev", "proc", "sys"))
     deps = cached_layer("deps", digest(*(d.encode() for d in (*dependencies(), *PY_PLATFORMS))), build_deps,
                         fixed_mtime=True)
