@@ -57,4 +57,6 @@ image_tar() { "$PY" -c "import json,sys; print(json.load(open('$images'))[sys.ar
 trap cleanup EXIT
 phase up node up
 phase import node import "$(image_tar pause tar)" "$(image_tar llmroute tar)"
-phase scenario "$PY" e2e/scenario/smoke.py "$(image_tar llmroute ref)"
+phase smoke "$PY" e2e/scenario/smoke.py "$(image_tar llmroute ref)"
+# The chart scenario runs inside the node's namespaces: Helm's library and port-forwards use its loopback.
+phase chart node exec "$PY" e2e/scenario/chart.py "$(image_tar llmroute ref)"
