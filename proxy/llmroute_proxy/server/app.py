@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from llmroute_proxy.dialects.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
 from llmroute_proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -27,7 +28,6 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
-from llmroute_proxy.server.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
 from llmroute_proxy.server.origins import protect
 from llmroute_proxy.server.responses import ResponsesEncoder
 from llmroute_proxy.server.state import Decision, Sidecar

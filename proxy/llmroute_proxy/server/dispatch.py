@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from aiohttp import web
 
+from llmroute_proxy.dialects.encoders import Encoder
 from llmroute_proxy.errors import (
     AttemptRecord,
     AttemptsExhausted,
@@ -40,7 +41,6 @@ from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.routing.cost import cost_usd
 from llmroute_proxy.routing.failover import Attempt, AttemptPlanner
 from llmroute_proxy.routing.rules import TierChoice
-from llmroute_proxy.server.encoders import Encoder
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
