@@ -32,8 +32,8 @@ from typing import IO
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from llmroute_proxy.dialects.base import ChatRequest, Usage
 from llmroute_proxy.errors import AttemptRecord, FailureKind, UpstreamError
-from llmroute_proxy.providers.base import ChatRequest, Usage
 from llmroute_proxy.server import accesslog
 from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.table import ProviderType, Target, TargetId

@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 
 class FailureKind(StrEnum):
@@ -234,19 +233,3 @@ class AttemptsExhausted(LLMRouteError):
 def retry_after_header(seconds: float) -> str:
     """Retry-After takes whole seconds: round up, and never say 0."""
     return str(max(1, math.ceil(seconds)))
-
-
-def openai_error_body(error: LLMRouteError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": error.error_type, "param": error.param,
-                      "code": error.code}}
-
-
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 408: "timeout_error", 413: "request_too_large",
-                    429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
-                    504: "timeout_error", 529: "overloaded_error"}
-
-
-def anthropic_error_body(error: LLMRouteError, status: int) -> dict[str, Any]:
-    return {"type": "error",
-            "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": error.message}}

@@ -247,7 +247,7 @@ async def test_the_token_file_is_read_again_on_every_connect(
 
 async def test_usage_deltas_are_reported_and_what_was_not_sent_is_carried_over(
         parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
-    from llmroute_proxy.providers.base import Usage
+    from llmroute_proxy.dialects.base import Usage
     from llmroute_proxy.table import TargetId
 
     await parts.source.set(POD, desired())

@@ -1,8 +1,8 @@
 """Anthropic Messages API behind the canonical OpenAI interface (providers.md §2, §5, §6).
 
-This module is the provider the registry uses: endpoint URL and headers here, the translation
-in `anthropic_request` (OpenAI → Messages) and `anthropic_response` (Messages → OpenAI), error
-classification in `anthropic_errors`.
+This module is the provider the registry uses: endpoint URL and headers here; the Anthropic
+dialect (`dialects/anthropic`) translates: `request_out` (OpenAI → Messages), `answer_in`
+(Messages → OpenAI), `errors` (classification).
 
 Two ways in. A canonical OpenAI request is translated field by field. A request that arrived
 on `/v1/messages` (`ChatRequest.anthropic_body`) is forwarded as the client sent it with only
@@ -18,15 +18,13 @@ from typing import Any, ClassVar
 
 import orjson
 
+from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator, completion_from_message
+from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
+from llmroute_proxy.dialects.anthropic.request_out import messages_body
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.common import body_excerpt, loads_object, retry_after_seconds
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
-from llmroute_proxy.providers.anthropic_errors import _STATUS_BY_ERROR_TYPE, upstream_error
-from llmroute_proxy.providers.anthropic_request import messages_body
-from llmroute_proxy.providers.anthropic_response import AnthropicStreamTranslator, completion_from_message
-from llmroute_proxy.providers.base import ChatRequest, ChatResult, UpstreamRequest, Usage
-from llmroute_proxy.providers.common import body_excerpt, loads_object, retry_after_seconds
 from llmroute_proxy.table import Target
-
-__all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "AnthropicStreamTranslator", "messages_body"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 

@@ -14,16 +14,16 @@ from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from llmroute_proxy.errors import UpstreamError
-from llmroute_proxy.providers.base import ChatRequest, ChatResult, UpstreamRequest, Usage
-from llmroute_proxy.providers.openai import (
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.openai.chat import (
     OpenAIStreamTranslator,
     chat_body,
-    classify_openai_error,
     embeddings_body,
     parse_chat_completion,
     parse_embeddings,
 )
+from llmroute_proxy.dialects.openai.errors import classify_openai_error
+from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import ProviderType, Secret, Target
 
 DEFAULT_API_VERSION = "2024-10-21"

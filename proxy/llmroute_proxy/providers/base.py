@@ -1,155 +1,18 @@
-"""The interface every provider module implements, and the types that cross it.
+"""The interface every provider module implements (see `dialects/base.py` for the types that cross it).
 
-The canonical form inside llmroute is OpenAI Chat Completions: a request is the client's
-OpenAI body (a dict), a response is an OpenAI `chat.completion` dict, a stream is a
-sequence of OpenAI `chat.completion.chunk` dicts. A provider translates the canonical
-request into its native HTTP request, and its native response or SSE stream back.
-
-Providers are pure: bytes and dicts in and out, no network I/O, no clock. The server's
-dispatch loop sends the `UpstreamRequest` and feeds what comes back to the provider.
+A provider is a dialect plus an address: it builds the native request for a target (URL, headers,
+credential) in its dialect, and reads the answer, the stream and the error body back with that
+dialect's parsers. Providers are pure: no network I/O, no clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from llmroute_proxy.errors import BadRequest, UpstreamError
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamTranslator, UpstreamRequest, Usage
+from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import Target
-
-
-@dataclass(slots=True)
-class Usage:
-    """Token counts in OpenAI's semantics: cached ⊂ input, reasoning ⊂ output."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def to_openai(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.input_tokens,
-            "completion_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_input_tokens,
-                                      "cache_write_tokens": self.cache_write_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        }
-
-    @classmethod
-    def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
-        if not usage:
-            return cls()
-        prompt = usage.get("prompt_tokens_details") or {}
-        completion = usage.get("completion_tokens_details") or {}
-        return cls(
-            input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or 0),
-            cached_input_tokens=int(prompt.get("cached_tokens") or 0),
-            cache_write_tokens=int(prompt.get("cache_write_tokens") or 0),
-            reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
-        )
-
-
-class ChatRequest:
-    """A chat request in canonical (OpenAI) form, with what the sidecar derived from it.
-
-    `body` is the client's OpenAI request and is never mutated: providers copy what they change.
-    `anthropic_body` is set when the request came in on `/v1/messages`; the Anthropic provider
-    then forwards it natively (lossless), other providers use `body`.
-    """
-
-    __slots__ = ("anthropic_body", "anthropic_only", "body", "client_wants_usage", "stream")
-
-    def __init__(self, body: dict[str, Any], anthropic_body: dict[str, Any] | None = None,
-                 anthropic_only: BadRequest | None = None) -> None:
-        self.body = body
-        self.anthropic_body = anthropic_body
-        # why only an Anthropic target can serve it natively (then `body` is a routing summary)
-        self.anthropic_only = anthropic_only
-        self.stream = body.get("stream") is True
-        options = body.get("stream_options")
-        self.client_wants_usage = self.stream and isinstance(options, dict) and options.get("include_usage") is True
-
-    @property
-    def max_output_tokens(self) -> int | None:
-        value = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
-        return value if isinstance(value, int) else None
-
-
-@dataclass(slots=True)
-class UpstreamRequest:
-    method: str
-    url: str
-    headers: dict[str, str] = field(repr=False)  # carries the credential: never printed
-    body: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(slots=True)
-class ChatResult:
-    """A complete (non-streamed) answer.
-
-    `data` is the OpenAI `chat.completion` dict. `raw` is set when the upstream's body already
-    is exactly that, so it can be forwarded without re-encoding. `native` carries the provider's
-    own response when the client spoke the same dialect (Anthropic in, Anthropic out).
-    """
-
-    data: dict[str, Any]
-    usage: Usage
-    raw: bytes | None = None
-    native: dict[str, Any] | None = None
-
-
-class StreamChunk:
-    """One OpenAI `chat.completion.chunk`, with its original JSON bytes when unchanged."""
-
-    __slots__ = ("data", "native", "raw")
-
-    def __init__(self, data: dict[str, Any], raw: bytes | None = None, native: bytes | None = None) -> None:
-        self.data = data
-        self.raw = raw
-        self.native = native  # the provider's own SSE event bytes, for same-dialect pass-through
-
-
-def is_usage_chunk(chunk: Mapping[str, Any]) -> bool:
-    return not chunk.get("choices") and chunk.get("usage") is not None
-
-
-def carries_output(chunk: Mapping[str, Any]) -> bool:
-    """Whether a chunk shows the client any output (text, tool call, refusal, finish)."""
-    for choice in chunk.get("choices") or ():
-        if choice.get("finish_reason"):
-            return True
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
-            return True
-    return False
-
-
-class StreamTranslator(Protocol):
-    """Turns a provider's streamed body into OpenAI chunks, incrementally.
-
-    `feed` takes raw body bytes as they arrive (any split, even mid-line) and returns the
-    chunks completed so far. An in-band error raises `UpstreamError`. `close` is called at
-    the end of the body: it returns what remains, ending with exactly one usage chunk
-    (`choices: []`, `usage` set) when the provider reported usage, and raises `UpstreamError`
-    (`STREAM_BROKEN`) when the stream ended before it was complete. Translators never emit
-    `[DONE]`: the server writes it after a clean `close`.
-    """
-
-    usage: Usage | None
-    finish_reason: str | None
-
-    def feed(self, data: bytes) -> list[StreamChunk]: ...
-
-    def close(self) -> list[StreamChunk]: ...
 
 
 class Provider(Protocol):

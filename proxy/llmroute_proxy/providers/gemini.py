@@ -1,8 +1,8 @@
 """Google Gemini (Developer API, `generativelanguage`) behind the OpenAI-shaped interface.
 
-This module is the provider the registry uses: endpoint URLs and auth headers here, the
-translation in `gemini_request` (OpenAI → Gemini) and `gemini_response` (Gemini → OpenAI),
-error classification in `gemini_errors`.
+This module is the provider the registry uses: endpoint URLs and auth headers here; the Gemini
+dialect (`dialects/gemini`) translates: `request_out` (OpenAI → Gemini), `answer_in` (Gemini →
+OpenAI), `errors` (classification).
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from typing import Any, ClassVar
 
 import orjson
 
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.gemini.answer_in import (
+    GeminiStream,
+    _decode,
+    translate_embeddings,
+    translate_response,
+)
+from llmroute_proxy.dialects.gemini.errors import classify_payload
+from llmroute_proxy.dialects.gemini.request_out import build_embeddings_body, build_generate_body
 from llmroute_proxy.errors import UpstreamError
-from llmroute_proxy.providers.base import ChatRequest, ChatResult, UpstreamRequest, Usage
-from llmroute_proxy.providers.gemini_errors import classify_payload
-from llmroute_proxy.providers.gemini_request import build_embeddings_body, build_generate_body
-from llmroute_proxy.providers.gemini_response import GeminiStream as GeminiStream
-from llmroute_proxy.providers.gemini_response import _decode, translate_embeddings, translate_response
-from llmroute_proxy.providers.gemini_response import synthesised_tool_id as synthesised_tool_id
 from llmroute_proxy.table import Target
 
 DEFAULT_API_VERSION = "v1beta"

@@ -13,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import (
+from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
-    Provider,
     StreamChunk,
     StreamTranslator,
     UpstreamRequest,
     Usage,
 )
+from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.table import Target
 
 _READ_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError,

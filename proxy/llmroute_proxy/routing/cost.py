@@ -9,7 +9,7 @@ presenter's business (`x-llmroute-cost-usd` is written unrounded).
 
 from __future__ import annotations
 
-from llmroute_proxy.providers.base import Usage
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.table import Pricing
 
 PER_MTOK = 1_000_000.0

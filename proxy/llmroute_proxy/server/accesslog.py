@@ -30,8 +30,8 @@ from typing import Any, BinaryIO, Protocol
 
 import orjson
 
+from llmroute_proxy.dialects.base import ChatRequest, Usage
 from llmroute_proxy.errors import AttemptRecord
-from llmroute_proxy.providers.base import ChatRequest, Usage
 from llmroute_proxy.table import Target
 
 log = logging.getLogger("llmroute.access")

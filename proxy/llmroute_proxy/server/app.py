@@ -10,7 +10,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llmroute_proxy.dialects.encoders import AnthropicEncoder, Encoder, OpenAIEncoder
+from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
+from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
+from llmroute_proxy.dialects.base import ChatRequest, Encoder
+from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
+from llmroute_proxy.dialects.responses import items as responses_items
+from llmroute_proxy.dialects.responses import request_in as responses
 from llmroute_proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -19,9 +24,6 @@ from llmroute_proxy.errors import (
     NoTableLoaded,
     UpstreamError,
 )
-from llmroute_proxy.frontends import responses, responses_items
-from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
-from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
 from llmroute_proxy.routing.decide import BudgetInputs, decide
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice

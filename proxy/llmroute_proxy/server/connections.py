@@ -32,7 +32,9 @@ from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-from llmroute_proxy.errors import LLMRouteError, anthropic_error_body, openai_error_body
+from llmroute_proxy.dialects.anthropic.errors import anthropic_error_body
+from llmroute_proxy.dialects.openai.errors import openai_error_body
+from llmroute_proxy.errors import LLMRouteError
 
 log = logging.getLogger("llmroute.proxy")
 

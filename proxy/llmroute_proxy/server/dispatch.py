@@ -18,7 +18,16 @@ from decimal import Decimal
 
 from aiohttp import web
 
-from llmroute_proxy.dialects.encoders import Encoder
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    Encoder,
+    StreamChunk,
+    StreamTranslator,
+    UpstreamRequest,
+    Usage,
+    carries_output,
+)
 from llmroute_proxy.errors import (
     AttemptRecord,
     AttemptsExhausted,
@@ -27,16 +36,7 @@ from llmroute_proxy.errors import (
     LocalLimitExceeded,
     UpstreamError,
 )
-from llmroute_proxy.providers.base import (
-    ChatRequest,
-    ChatResult,
-    Provider,
-    StreamChunk,
-    StreamTranslator,
-    UpstreamRequest,
-    Usage,
-    carries_output,
-)
+from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.routing.cost import cost_usd
 from llmroute_proxy.routing.failover import Attempt, AttemptPlanner

@@ -1,6 +1,6 @@
 """The Responses API's encoder: canonical answers written as Response objects and events.
 
-The route handler in `app` translates the request (frontends.responses) and hands this encoder
+The route handler in `app` translates the request (dialects.responses.request_in) and hands this encoder
 to the same `_serve` as chat completions, so the attempt loop never knows which dialect it
 serves. Errors keep OpenAI's shape, which is the Responses API's too.
 """
@@ -13,12 +13,13 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.errors import LLMRouteError, openai_error_body
-from llmroute_proxy.frontends.responses import ResponsesTurn, responses_field
-from llmroute_proxy.frontends.responses_items import input_items
-from llmroute_proxy.frontends.responses_output import assistant_message, response_from_canonical
-from llmroute_proxy.frontends.responses_stream import ResponsesStreamEncoder
-from llmroute_proxy.providers.base import ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.openai.errors import openai_error_body
+from llmroute_proxy.dialects.responses.answer_out import assistant_message, response_from_canonical
+from llmroute_proxy.dialects.responses.items import input_items
+from llmroute_proxy.dialects.responses.request_in import ResponsesTurn, responses_field
+from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
+from llmroute_proxy.errors import LLMRouteError
 from llmroute_proxy.server.response_store import ResponseStore
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import AttemptRecord, DrainDeadlinePassed
-from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook

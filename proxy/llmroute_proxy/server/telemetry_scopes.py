@@ -17,8 +17,8 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import UpstreamError
-from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.server.metrics_local import Histogram, Key, Tally
 from llmroute_proxy.table import ProviderType, Target
 

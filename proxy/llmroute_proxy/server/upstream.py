@@ -16,8 +16,8 @@ from typing import Literal
 
 import aiohttp
 
+from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import UpstreamRequest
 from llmroute_proxy.trust import client_context
 
 MAX_ERROR_BODY = 64 * 1024

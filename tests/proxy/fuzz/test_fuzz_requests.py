@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 from hypothesis import given
 
+from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
+from llmroute_proxy.dialects.base import ChatRequest, UpstreamRequest
 from llmroute_proxy.errors import BadRequest
-from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
-from llmroute_proxy.providers.base import ChatRequest, Provider, UpstreamRequest
+from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.table import ProviderType, Target
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 from tests.proxy.fuzz.strategies import FUZZ, chat_requests, embedding_requests, messages_requests

@@ -15,8 +15,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import ChatRequest, ChatResult, StreamChunk
 from llmroute_proxy.table import ProviderType
 from tests.proxy.fuzz.strategies import FUZZ, mutated, splits
 from tests.proxy.fuzz.targets import PROVIDERS

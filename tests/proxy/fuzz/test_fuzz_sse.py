@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmroute_proxy.providers.sse import SSEParser
+from llmroute_proxy.dialects.sse import SSEParser
 from tests.proxy.fuzz.strategies import FUZZ, splits
 
 sse_lines = st.lists(st.one_of(

@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
+from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator
+from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage, is_usage_chunk
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
-from llmroute_proxy.providers.anthropic import AnthropicProvider, AnthropicStreamTranslator
-from llmroute_proxy.providers.base import ChatRequest, StreamChunk, Usage, is_usage_chunk
+from llmroute_proxy.providers.anthropic import AnthropicProvider
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 PROVIDER = AnthropicProvider()

@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
+from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.azure_openai import AzureOpenAIProvider
-from llmroute_proxy.providers.base import ChatRequest, Provider, StreamChunk, Usage
+from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.scrubbing import Scrubber
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 

@@ -16,16 +16,17 @@ import orjson
 import pytest
 from google.genai import types
 
-from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
-from llmroute_proxy.providers.base import (
+from llmroute_proxy.dialects.base import (
     ChatRequest,
-    Provider,
     StreamChunk,
     StreamTranslator,
     carries_output,
     is_usage_chunk,
 )
-from llmroute_proxy.providers.gemini import GeminiProvider, GeminiStream, synthesised_tool_id
+from llmroute_proxy.dialects.gemini.answer_in import GeminiStream, synthesised_tool_id
+from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
+from llmroute_proxy.providers.base import Provider
+from llmroute_proxy.providers.gemini import GeminiProvider
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"

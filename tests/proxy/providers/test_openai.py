@@ -11,9 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, StreamTranslator, Usage
+from llmroute_proxy.dialects.openai.chat import OpenAIStreamTranslator
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import ChatRequest, Provider, StreamChunk, StreamTranslator, Usage
-from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider, OpenAIStreamTranslator
+from llmroute_proxy.providers.base import Provider
+from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider
 from llmroute_proxy.scrubbing import Scrubber
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 

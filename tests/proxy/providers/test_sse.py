@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmroute_proxy.providers.sse import SSEParser
+from llmroute_proxy.dialects.sse import SSEParser
 
 STREAM = (b"data: {\"a\":1}\n\n"
           b"event: message_start\ndata: {\"b\":2}\n\n"

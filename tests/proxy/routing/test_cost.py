@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmroute_proxy.providers.base import Usage
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.routing.cost import DEFAULT_OUTPUT_ESTIMATE, cost_usd, estimate_cost_usd
 from llmroute_proxy.table import Pricing
 

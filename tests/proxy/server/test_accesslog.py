@@ -9,8 +9,8 @@ from typing import Any, BinaryIO
 import orjson
 import pytest
 
+from llmroute_proxy.dialects.base import ChatRequest, Usage
 from llmroute_proxy.errors import AttemptRecord, FailureKind
-from llmroute_proxy.providers.base import ChatRequest, Usage
 from llmroute_proxy.server.accesslog import LINE_FORMAT, BufferedAccessLog, buffer_access_log, log_access
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 

@@ -37,8 +37,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy import __version__
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import Usage
 from llmroute_proxy.routing.budget import BudgetStatus
 from llmroute_proxy.server.telemetry import (
     CARDINALITY_LIMIT,

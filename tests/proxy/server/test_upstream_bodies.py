@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import UpstreamRequest
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamClient
 
 

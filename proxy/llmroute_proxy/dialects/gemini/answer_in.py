@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
+from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.common import body_excerpt
+from llmroute_proxy.dialects.gemini.errors import _in_band_error
+from llmroute_proxy.dialects.sse import SSEParser
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.base import ChatResult, StreamChunk, Usage
-from llmroute_proxy.providers.common import body_excerpt
-from llmroute_proxy.providers.gemini_errors import _in_band_error
-from llmroute_proxy.providers.sse import SSEParser
 
 CREATED_UNKNOWN = 0  # Gemini sends no timestamp and providers read no clock; the server may stamp it
 

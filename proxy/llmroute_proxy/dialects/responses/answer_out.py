@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmroute_proxy.frontends.responses import ResponsesTurn
-from llmroute_proxy.providers.base import Usage
+from llmroute_proxy.dialects.base import Usage
+from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
 
 JSON = dict[str, Any]
 NewId = Callable[[str], str]

@@ -12,15 +12,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from llmroute_proxy.dialects.anthropic.answer_out import AnthropicStreamEncoder, response_from_canonical
+from llmroute_proxy.dialects.anthropic.request_in import request_to_canonical
+from llmroute_proxy.dialects.anthropic.request_out import messages_body
+from llmroute_proxy.dialects.anthropic.wire import message_id
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import BadRequest
-from llmroute_proxy.frontends.anthropic import (
-    AnthropicStreamEncoder,
-    message_id,
-    request_to_canonical,
-    response_from_canonical,
-)
-from llmroute_proxy.providers.anthropic import messages_body
-from llmroute_proxy.providers.base import Usage
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -391,7 +388,11 @@ async def test_the_sdk_raises_on_our_in_band_error_event(aiohttp_server: ServerF
 
 
 def test_a_request_only_anthropic_can_serve_is_marked_and_summarised_for_routing() -> None:
-    from llmroute_proxy.frontends.anthropic import AnthropicOnly, request_to_canonical, routing_summary
+    from llmroute_proxy.dialects.anthropic.request_in import (
+        AnthropicOnly,
+        request_to_canonical,
+        routing_summary,
+    )
 
     body = {"model": "smart", "max_tokens": 50, "system": "Be brief.", "stream": True,
             "tools": [{"type": "web_search_20250305", "name": "web_search"}],

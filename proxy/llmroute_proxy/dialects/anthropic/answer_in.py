@@ -13,17 +13,12 @@ from typing import Any
 
 import orjson
 
+from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
+from llmroute_proxy.dialects.anthropic.wire import finish_reason, usage_from_anthropic
+from llmroute_proxy.dialects.base import StreamChunk, Usage
+from llmroute_proxy.dialects.common import body_excerpt, loads_object
+from llmroute_proxy.dialects.sse import SSEParser
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.anthropic_errors import _STATUS_BY_ERROR_TYPE, upstream_error
-from llmroute_proxy.providers.base import StreamChunk, Usage
-from llmroute_proxy.providers.common import body_excerpt, loads_object
-from llmroute_proxy.providers.sse import SSEParser
-
-FINISH_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
-    "max_tokens": "length", "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls", "refusal": "content_filter",
-}
 
 JSON = dict[str, Any]
 
@@ -59,22 +54,6 @@ def _tool_call(block: JSON) -> JSON:
     arguments = orjson.dumps(block.get("input") or {}).decode()
     return {"id": block.get("id") or "", "type": "function",
             "function": {"name": block.get("name") or "", "arguments": arguments}}
-
-
-def finish_reason(stop_reason: Any) -> str:
-    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def usage_from_anthropic(usage: Any) -> Usage:
-    if not isinstance(usage, dict):
-        return Usage()
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    cache_write = usage.get("cache_creation_input_tokens") or 0
-    details = usage.get("output_tokens_details") or {}
-    return Usage(input_tokens=(usage.get("input_tokens") or 0) + cache_read + cache_write,
-                 output_tokens=usage.get("output_tokens") or 0,
-                 cached_input_tokens=cache_read, cache_write_tokens=cache_write,
-                 reasoning_tokens=details.get("thinking_tokens") or 0)
 
 
 # ---- stream ------------------------------------------------------------------------------

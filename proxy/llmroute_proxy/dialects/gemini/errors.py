@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from llmroute_proxy.dialects.common import body_excerpt, retry_after_seconds
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.common import body_excerpt, retry_after_seconds
 
 _KIND_BY_STATUS: Mapping[int, FailureKind] = {
     401: FailureKind.AUTH, 403: FailureKind.AUTH, 404: FailureKind.TARGET_NOT_FOUND, 408: FailureKind.TIMEOUT,

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.frontends.responses import ResponsesTurn
-from llmroute_proxy.frontends.responses_output import (
+from llmroute_proxy.dialects.base import Usage
+from llmroute_proxy.dialects.responses.answer_out import (
     NewId,
     function_call_item,
     incomplete_reason,
@@ -28,7 +28,7 @@ from llmroute_proxy.frontends.responses_output import (
     response_shell,
     response_usage,
 )
-from llmroute_proxy.providers.base import Usage
+from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
 
 JSON = dict[str, Any]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
+from llmroute_proxy.dialects.base import ChatRequest
 from llmroute_proxy.errors import BadRequest
-from llmroute_proxy.providers.base import ChatRequest
 from llmroute_proxy.table import Target
 
 MAX_STOP_SEQUENCES = 5

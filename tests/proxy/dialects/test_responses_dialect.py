@@ -11,14 +11,14 @@ from typing import Any
 import orjson
 import pytest
 
+from llmroute_proxy.dialects.anthropic.request_out import messages_body
+from llmroute_proxy.dialects.base import ChatRequest, Usage
+from llmroute_proxy.dialects.gemini.request_out import build_generate_body
+from llmroute_proxy.dialects.openai.chat import chat_body
+from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
+from llmroute_proxy.dialects.responses.request_in import request_to_canonical
+from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
 from llmroute_proxy.errors import BadRequest
-from llmroute_proxy.frontends.responses import request_to_canonical
-from llmroute_proxy.frontends.responses_output import response_from_canonical
-from llmroute_proxy.frontends.responses_stream import ResponsesStreamEncoder
-from llmroute_proxy.providers.anthropic import messages_body
-from llmroute_proxy.providers.base import ChatRequest, Usage
-from llmroute_proxy.providers.gemini_request import build_generate_body
-from llmroute_proxy.providers.openai import chat_body
 from llmroute_proxy.validation import validate_chat
 
 GOLDEN = Path(__file__).parent / "golden" / "responses"

@@ -1,4 +1,6 @@
-"""Anthropic error answers → `UpstreamError` with the `FailureKind` that drives failover (providers.md §2.5, §6).
+"""Anthropic's error bodies, both ways (providers.md §2.5, §6): an upstream's error answer →
+`UpstreamError` with the `FailureKind` that drives failover, and the error body the sidecar writes
+for a client that spoke Anthropic. One table pair maps error types and statuses each way.
 
 HTTP error bodies, `type: error` bodies and in-band stream `error` events all go through
 `upstream_error`, so they classify the same way.
@@ -6,7 +8,9 @@ HTTP error bodies, `type: error` bodies and in-band stream `error` events all go
 
 from __future__ import annotations
 
-from llmroute_proxy.errors import FailureKind, UpstreamError
+from typing import Any
+
+from llmroute_proxy.errors import FailureKind, LLMRouteError, UpstreamError
 
 _KIND_BY_STATUS = {
     401: FailureKind.AUTH, 402: FailureKind.QUOTA_EXHAUSTED, 403: FailureKind.AUTH,
@@ -14,6 +18,11 @@ _KIND_BY_STATUS = {
     429: FailureKind.RATE_LIMITED, 500: FailureKind.SERVER_ERROR, 503: FailureKind.OVERLOADED,
     504: FailureKind.TIMEOUT, 529: FailureKind.OVERLOADED,
 }
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 408: "timeout_error", 413: "request_too_large",
+                    429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
+                    504: "timeout_error", 529: "overloaded_error"}
+"""The error type a client is told for the sidecar's status."""
 _STATUS_BY_ERROR_TYPE = {
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
     "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
@@ -51,3 +60,7 @@ def _failure_kind(status: int, error_type: str, message: str) -> FailureKind:
         return kind
     return FailureKind.SERVER_ERROR if status >= 500 else FailureKind.CLIENT_ERROR
 
+
+def anthropic_error_body(error: LLMRouteError, status: int) -> dict[str, Any]:
+    return {"type": "error",
+            "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": error.message}}

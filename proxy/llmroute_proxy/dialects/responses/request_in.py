@@ -12,7 +12,7 @@ which are the sidecar's business (its response store), not the provider's; and r
 passed back, which are accepted and left out because chat completions has no slot for them
 (the answer's reasoning is shown, not replayed).
 
-The answer side lives in `responses_output`.
+The answer side lives in `answer_out` and `stream_out`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""The Anthropic Messages API's wire tables, read both ways: by the provider that sends requests
+to Anthropic and reads its answers, and by the front door that takes Messages requests from
+clients and writes Messages answers (providers.md §2, §5.5, §5.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmroute_proxy.dialects.base import Usage
+
+JSON = dict[str, Any]
+
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+    "max_tokens": "length", "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls", "refusal": "content_filter",
+}
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",
+                "function_call": "tool_use", "content_filter": "refusal"}
+"""OpenAI `finish_reason` → Anthropic `stop_reason`, for answers written in Anthropic's shape."""
+_FALLBACK_MESSAGE_ID = "msg_llmroute"
+
+
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def usage_from_anthropic(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    cache_read = usage.get("cache_read_input_tokens") or 0
+    cache_write = usage.get("cache_creation_input_tokens") or 0
+    details = usage.get("output_tokens_details") or {}
+    return Usage(input_tokens=(usage.get("input_tokens") or 0) + cache_read + cache_write,
+                 output_tokens=usage.get("output_tokens") or 0,
+                 cached_input_tokens=cache_read, cache_write_tokens=cache_write,
+                 reasoning_tokens=details.get("thinking_tokens") or 0)
+
+
+def message_id(upstream_id: Any) -> str:
+    """An Anthropic-style `msg_` id: Anthropic's own as it is, another provider's made one (`chatcmpl-9` →
+    `msg_chatcmpl9`), so clients that check the prefix, or log ids by it, see what Anthropic would send."""
+    if not isinstance(upstream_id, str) or not upstream_id:
+        return _FALLBACK_MESSAGE_ID
+    if upstream_id.startswith("msg_"):
+        return upstream_id
+    return "msg_" + ("".join(c for c in upstream_id if c.isascii() and c.isalnum()) or "llmroute")
+
+
+def stop_reason(finish_reason: Any) -> str:
+    return STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+
+
+def anthropic_usage(usage: Usage) -> JSON:
+    """Anthropic counts cache reads and writes outside `input_tokens`; OpenAI counts them inside."""
+    fresh = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+    return {"input_tokens": max(fresh, 0), "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cached_input_tokens}

@@ -1,0 +1,211 @@
+"""OpenAI Chat Completions on the wire: the request sent on, the answer and stream read back.
+
+OpenAI in → OpenAI out is the sidecar's common case, so this module stays a near pass-through:
+a request is the client's body with `model` swapped (one shallow copy, one `orjson.dumps`), a
+response is parsed once and forwarded as the upstream's own bytes, and a stream chunk costs one
+`orjson.loads` and a few dict lookups. OpenAI, Azure OpenAI and the compatible servers all speak
+it; their providers differ only in addressing (`providers/openai.py`, `providers/azure_openai.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import orjson
+
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.common import body_excerpt
+from llmroute_proxy.dialects.openai.errors import in_band_error
+from llmroute_proxy.dialects.sse import SSEParser
+from llmroute_proxy.errors import FailureKind, UpstreamError
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+def chat_body(request: ChatRequest, model: str, stream_usage: bool = True) -> bytes:
+    """The client's body aimed at `model`.
+
+    A stream always asks for usage: billing and budgets need it, and the server hides the
+    usage chunk from a client that did not ask for it. An upstream that rejects
+    `stream_options` (`stream_usage=False`) gets none, and its streams go unmetered.
+    """
+    body = {**request.body, "model": model}
+    if request.stream and not stream_usage:
+        body.pop("stream_options", None)
+    elif request.stream:
+        options = body.get("stream_options")
+        body["stream_options"] = (
+            {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        )
+    return orjson.dumps(body)
+
+
+def embeddings_body(body: Mapping[str, Any], model: str) -> bytes:
+    return orjson.dumps({**body, "model": model})
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+def parse_chat_completion(body: bytes) -> ChatResult:
+    """Keep the upstream's bytes as `raw` so the server forwards them without re-encoding."""
+    data = _loads_or_none(body)
+    if isinstance(data, dict):
+        if isinstance(data.get("choices"), list):
+            return ChatResult(data, Usage.from_openai(_usage_object(data.get("usage"))), raw=body)
+        if data.get("error") is not None:
+            raise in_band_error(data["error"])
+    raise _not_a("chat completion", body)
+
+
+def parse_embeddings(body: bytes) -> tuple[dict[str, Any], Usage]:
+    data = _loads_or_none(body)
+    if isinstance(data, dict):
+        if isinstance(data.get("data"), list):
+            return data, Usage.from_openai(_usage_object(data.get("usage")))
+        if data.get("error") is not None:
+            raise in_band_error(data["error"])
+    raise _not_a("list of embeddings", body)
+
+
+def _loads_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _usage_object(usage: Any) -> Mapping[str, Any] | None:
+    return usage if isinstance(usage, dict) else None
+
+
+def _not_a(what: str, body: bytes) -> UpstreamError:
+    excerpt = body_excerpt(body) if body else "an empty body"
+    return UpstreamError(FailureKind.SERVER_ERROR,
+                         f"The upstream answered 200 with something that is not a {what}: {excerpt}",
+                         status=200)
+
+
+# --- streams --------------------------------------------------------------------------------------
+
+_DONE = b"[DONE]"
+_USAGE_CHUNK_FIELDS = ("id", "object", "created", "model", "system_fingerprint", "service_tier")
+
+
+class OpenAIStreamTranslator:
+    """OpenAI SSE in, the same chunks out, each with its original bytes when left unchanged.
+
+    The only rewriting: `usage` that a compatible server puts on a chunk with choices moves to a
+    separate usage chunk, so the output ends with exactly one usage chunk like OpenAI's own.
+    `tolerant` (compatible servers) accepts a stream that stops without `[DONE]` right after a
+    finish chunk; OpenAI itself always sends `[DONE]`, so without it the stream was cut.
+    """
+
+    __slots__ = ("_done", "_ended", "_parser", "_pending_usage", "_tolerant", "finish_reason", "usage")
+
+    drops_annotations: ClassVar[bool] = False
+    """Whether to drop chunks whose choices carry neither a delta nor a finish (Azure filter notes)."""
+
+    def __init__(self, tolerant: bool = False) -> None:
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self._tolerant = tolerant
+        self._parser = SSEParser()
+        self._done = False
+        self._ended = False
+        self._pending_usage: StreamChunk | None = None
+
+    def feed(self, data: bytes) -> list[StreamChunk]:
+        out: list[StreamChunk] = []
+        single = self._parser.single_data(data)
+        events = [(None, single)] if single is not None else self._parser.feed(data)
+        for event, payload in events:
+            try:
+                self._take(event, payload, out)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(
+                    FailureKind.SERVER_ERROR,
+                    f"The upstream sent a stream event that is not JSON: {_excerpt(payload)}") from None
+        return out
+
+    def close(self) -> list[StreamChunk]:
+        out: list[StreamChunk] = []
+        for event, payload in self._parser.close():
+            try:
+                self._take(event, payload, out)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(FailureKind.STREAM_BROKEN,
+                                    "The upstream stream ended in the middle of an event") from None
+        if not self._done:
+            if not (self._tolerant and self._ended):
+                where = "after its finish chunk" if self._ended else "before its finish chunk"
+                raise UpstreamError(FailureKind.STREAM_BROKEN,
+                                    f"The upstream stream ended without [DONE], {where}")
+            self._end(out)
+        return out
+
+    def _take(self, event: str | None, payload: bytes, out: list[StreamChunk]) -> None:
+        if self._done or not payload:
+            return
+        if payload == _DONE:
+            self._end(out)
+            return
+        chunk = orjson.loads(payload)
+        if type(chunk) is not dict:
+            raise UpstreamError(FailureKind.SERVER_ERROR,
+                                f"The upstream sent a stream event that is not an object: {_excerpt(payload)}")
+        error = chunk.get("error")
+        if error is not None:
+            raise in_band_error(error)
+        if event == "error":
+            raise in_band_error(chunk)
+        choices = chunk.get("choices")
+        if choices:
+            self._take_choices(chunk, choices, payload, out)
+            return
+        usage = chunk.get("usage")
+        if type(usage) is dict:
+            self.usage = Usage.from_openai(usage)
+            self._pending_usage = StreamChunk(chunk, payload)
+        # else: an empty-choices chunk without usage (Azure's prompt filter results): nothing to show
+
+    def _take_choices(self, chunk: dict[str, Any], choices: list[Any], payload: bytes,
+                      out: list[StreamChunk]) -> None:
+        raw: bytes | None = payload
+        usage = chunk.get("usage")
+        if usage is not None:
+            del chunk["usage"]
+            raw = None
+            if type(usage) is dict:
+                self.usage = Usage.from_openai(usage)
+                self._pending_usage = StreamChunk(_usage_chunk_like(chunk, usage))
+        if self.drops_annotations and not any(c.get("delta") or c.get("finish_reason") for c in choices):
+            return
+        ended = False
+        for choice in choices:
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finish_reason = reason
+                ended = True
+        self._ended = ended
+        out.append(StreamChunk(chunk, raw))
+
+    def _end(self, out: list[StreamChunk]) -> None:
+        self._done = True
+        if self._pending_usage is not None:
+            out.append(self._pending_usage)
+            self._pending_usage = None
+
+
+def _usage_chunk_like(chunk: Mapping[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    out = {name: chunk[name] for name in _USAGE_CHUNK_FIELDS if name in chunk}
+    out["choices"] = []
+    out["usage"] = usage
+    return out
+
+
+def _excerpt(payload: bytes) -> str:
+    return body_excerpt(payload, 200)
+
+

@@ -1,0 +1,43 @@
+"""Answers written back to an OpenAI client: the upstream's own bytes when it spoke OpenAI too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk, Usage, is_usage_chunk
+from llmroute_proxy.dialects.openai.errors import openai_error_body
+from llmroute_proxy.errors import LLMRouteError
+
+DONE = b"data: [DONE]\n\n"
+
+
+class OpenAIEncoder:
+    __slots__ = ("_include_usage",)
+
+    def __init__(self, chat: ChatRequest | None) -> None:
+        self._include_usage = chat is not None and chat.client_wants_usage
+
+    def error_body(self, error: LLMRouteError, status: int) -> bytes:
+        return orjson.dumps(openai_error_body(error))
+
+    def unary(self, result: ChatResult) -> bytes:
+        return result.raw if result.raw is not None else orjson.dumps(result.data)
+
+    def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
+        hide_usage = not self._include_usage
+        out: list[bytes] = []
+        for chunk in chunks:
+            if hide_usage and is_usage_chunk(chunk.data):
+                continue
+            raw = chunk.raw
+            out.append(b"data: " + (raw if raw is not None else orjson.dumps(chunk.data)) + b"\n\n")
+        return b"".join(out)
+
+    def end(self, usage: Usage | None) -> bytes:
+        return DONE
+
+    def stream_error(self, error: LLMRouteError) -> bytes:
+        # OpenAI's own in-band error shape; the SDK raises on it. Never followed by [DONE].
+        return b"data: " + orjson.dumps(openai_error_body(error)) + b"\n\n"
