@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -247,16 +248,17 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
                 body = upstream.chunks()
-                primed, ended = await _prime(body, translator)
+                primed, ended = await _prime(body, upstream.at_eof, translator)
                 upstream.idle_timeout = policy.idle_timeout
         except TimeoutError:
             raise UpstreamError(FailureKind.TIMEOUT, f"no first token within {first_token_budget:.3g}s") from None
         run.ttft = sidecar.clock() - run.started
         run.scope.first_chunk()
         ex.target = target
-        response = web.StreamResponse(headers={**SSE_HEADERS, **ex.headers(attempt_in_progress=True)})
+        response = _EventStream(headers={**SSE_HEADERS, **ex.headers(attempt_in_progress=True)})
         await response.prepare(ex.http)
-        # Writes are syscalls: what is ready when the stream ends goes out with its last chunk.
+        # Writes are syscalls: the head goes with the first token, and when the whole stream came
+        # in the first reads, everything goes in one write with its end.
         head, tail = ex.encoder.chunks(primed), b""
         try:
             if not ended:
@@ -267,7 +269,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                         out = translator.feed(data)
                         if out:
                             await response.write(ex.encoder.chunks(out))
-                    tail = ex.encoder.chunks(translator.close())
+                tail = ex.encoder.chunks(translator.close())
         except (UpstreamError, TimeoutError) as exc:
             # No local outlives this block: a caught exception held by its own frame is a cycle.
             await _broken(sidecar, ex, planner, run, response, translator.usage, exc if isinstance(
@@ -289,6 +291,13 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             upstream.close()
 
 
+class _EventStream(web.StreamResponse):
+    """An SSE answer whose head waits for its first write (aiohttp ≥ 3.12 reads this flag;
+    older versions send the head at `prepare`, as before)."""
+
+    _send_headers_immediately = False
+
+
 async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
                   response: web.StreamResponse, usage: Usage | None, error: UpstreamError) -> None:
     """A committed stream failed: the target's failure, and an in-band error for the client."""
@@ -296,13 +305,15 @@ async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: 
     await response.write(ex.encoder.stream_error(scrubbed))
 
 
-async def _prime(body: object, translator: StreamTranslator) -> tuple[list[StreamChunk], bool]:
-    """Read until the first chunk that shows output. Returns (chunks so far, stream ended)."""
+async def _prime(body: object, at_eof: Callable[[], bool],
+                 translator: StreamTranslator) -> tuple[list[StreamChunk], bool]:
+    """Read until the first chunk that shows output, or to the end when it has all arrived.
+    Returns (chunks so far, stream ended)."""
     primed: list[StreamChunk] = []
     async for data in body:  # type: ignore[attr-defined]
         out = translator.feed(data)
         primed.extend(out)
-        if any(carries_output(chunk.data) for chunk in out):
+        if not at_eof() and any(carries_output(chunk.data) for chunk in out):
             return primed, False
     primed.extend(translator.close())
     if not any(carries_output(chunk.data) for chunk in primed):

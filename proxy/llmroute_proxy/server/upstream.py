@@ -90,6 +90,10 @@ class UpstreamResponse:
         finally:
             watchdog.stop()
 
+    def at_eof(self) -> bool:
+        """The whole body has arrived and been read."""
+        return self._response.content.at_eof()
+
     def close(self) -> None:
         self._response.close()
 
