@@ -12,6 +12,7 @@ refused by that provider's translator, not here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from llmroute_proxy.errors import BadRequest
@@ -40,19 +41,63 @@ def validate_chat(body: Any) -> JSON:
         raise BadRequest("'messages' is required and must be a non-empty array.", param="messages")
     for i, message in enumerate(messages):
         _chat_message(message, f"messages[{i}]")
-    _stream(body)
-    _sampling(body)
-    _stop(body.get("stop"))
-    _tools(body.get("tools"))
-    _tool_choice(body.get("tool_choice"))
-    _response_format(body.get("response_format"))
-    _logit_bias(body.get("logit_bias"))
-    for name in ("logprobs", "parallel_tool_calls", "store"):
-        boolean(body.get(name), name)
-    for name in ("user", "safety_identifier", "prompt_cache_key", "reasoning_effort", "service_tier"):
-        string(body.get(name), name)
-    _string_map(body.get("metadata"), "metadata")
+    # Only the fields present are checked (an absent field is as valid as a null one), in the
+    # body's own order: a request carries a handful of the thirty fields known here.
+    for name, value in body.items():
+        check = _CHAT_FIELDS.get(name)
+        if check is not None and value is not None:
+            check(body, name, value)
     return body
+
+
+_FieldCheck = Callable[[JSON, str, Any], object]
+"""Checks one present field: (body, field name, its value); raises BadRequest."""
+
+
+def _number_within(minimum: float | None, maximum: float | None) -> _FieldCheck:
+    return lambda body, name, value: number(value, name, minimum, maximum)
+
+
+def _integer_within(minimum: int | None = None, maximum: int | None = None) -> _FieldCheck:
+    return lambda body, name, value: integer(value, name, minimum, maximum)
+
+
+def _flag(body: JSON, name: str, value: Any) -> None:
+    boolean(value, name)
+
+
+def _text(body: JSON, name: str, value: Any) -> None:
+    string(value, name)
+
+
+_CHAT_FIELDS: dict[str, _FieldCheck] = {
+    "stream": lambda body, name, value: _stream(body),
+    "stream_options": lambda body, name, value: _stream(body),
+    "temperature": _number_within(0, 2),
+    "top_p": _number_within(0, 1),
+    "presence_penalty": _number_within(-2, 2),
+    "frequency_penalty": _number_within(-2, 2),
+    "max_tokens": _integer_within(minimum=1),
+    "max_completion_tokens": _integer_within(minimum=1),
+    "n": _integer_within(minimum=1),
+    "seed": _integer_within(),
+    "top_logprobs": _integer_within(minimum=0, maximum=20),
+    "stop": lambda body, name, value: _stop(value),
+    "tools": lambda body, name, value: _tools(value),
+    "tool_choice": lambda body, name, value: _tool_choice(value),
+    "response_format": lambda body, name, value: _response_format(value),
+    "logit_bias": lambda body, name, value: _logit_bias(value),
+    "logprobs": _flag,
+    "parallel_tool_calls": _flag,
+    "store": _flag,
+    "user": _text,
+    "safety_identifier": _text,
+    "prompt_cache_key": _text,
+    "reasoning_effort": _text,
+    "service_tier": _text,
+    "metadata": lambda body, name, value: _string_map(value, name),
+}
+"""The optional fields of a chat completion request that are checked, and how."""
 
 
 def _chat_message(message: Any, path: str) -> None:
@@ -121,17 +166,6 @@ def _stream(body: JSON) -> None:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
     if options is not None:
         boolean(_required_object(options, "stream_options").get("include_usage"), "stream_options.include_usage")
-
-
-def _sampling(body: JSON) -> None:
-    number(body.get("temperature"), "temperature", 0, 2)
-    number(body.get("top_p"), "top_p", 0, 1)
-    for name in ("presence_penalty", "frequency_penalty"):
-        number(body.get(name), name, -2, 2)
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        integer(body.get(name), name, minimum=1)
-    integer(body.get("seed"), "seed")
-    integer(body.get("top_logprobs"), "top_logprobs", minimum=0, maximum=20)
 
 
 def _stop(stop: Any) -> None:
