@@ -13,7 +13,14 @@ forwarded port on the node's loopback). Step by step, each printed with its time
      the sidecar (first container, cluster mode, projected token of audience llmroute.dev, the hub's
      cluster IP, a memory-backed state directory); a pod without the label is stored as it was sent;
   4. the sidecar gets its table from the operator in its pod: the pod becomes Ready, the LLMRoute says
-     Synced 1/1, and a request through the sidecar with the official OpenAI SDK is answered by the primary.
+     Synced 1/1, a request through the sidecar with the official OpenAI SDK is answered by the primary, and
+     the sidecar's usage reports show up as spend in the route's status;
+  5. the route changes (the other provider first): the running sidecar serves the new table, no restart;
+  6. the operator's pod is deleted under traffic: every request is answered; the new pod resyncs the sidecar
+     (a route change made after it started reaches the sidecar);
+  7. the primary provider's pod is deleted under traffic: zero client-visible errors, the traffic moves;
+  8. `helm uninstall`: the operator, its Services, Secret, webhook and RBAC are gone, the CRDs and the
+     LLMRoute are kept, and the injected pod still serves its last table.
 Exits 1 on the first failed check, saying what was expected and what was seen, after printing the
 operator's and the sidecar's logs.
 """
@@ -35,12 +42,15 @@ from kit import (
     Failed,
     apply,
     check,
+    client_argv,
     cluster_ip,
     eventually,
+    failover,
     get,
     kubectl,
     kubectl_argv,
     log,
+    results,
     sim,
 )
 
@@ -50,6 +60,9 @@ SYSTEM = "llmroute-system"        # the release's namespace (never injected)
 NS = "team"                       # the application's namespace
 GROUP = "llmroute.dev"
 KEY = "sk-sim-e2e-0123456789abcdef"
+OPERATOR = "app.kubernetes.io/component=operator"
+LOOP_REQUESTS = 80           # the failover loop (the primary dies ~2 s in): bounded in count...
+LOOP_SECONDS = 60            # ...and in time
 
 
 def values(image: str) -> dict[str, Any]:
@@ -76,7 +89,7 @@ def install(image: str) -> None:
           {k: v for k, v in release.items() if k != "manifest"})
     kubectl("wait", "--for=condition=Established", "crd/llmproviders.llmroute.dev", "crd/llmroutes.llmroute.dev",
             "--timeout=30s")
-    kubectl("wait", "-n", SYSTEM, "--for=condition=Ready", "pod", "-l", "app.kubernetes.io/component=operator",
+    kubectl("wait", "-n", SYSTEM, "--for=condition=Ready", "pod", "-l", OPERATOR,
             "--timeout=90s", timeout=100)
     log(f"chart installed and the operator pod Ready in {time.monotonic() - t0:.1f} s")
 
@@ -209,6 +222,14 @@ def ask(url: str, content: str) -> tuple[str, str, str]:
         client.close()
 
 
+def via_sdk(content: str) -> tuple[str, str, str]:
+    forward = Forward("app", 15400)
+    try:
+        return ask(forward.url, content)
+    finally:
+        forward.close()
+
+
 def serving() -> None:
     t0 = time.monotonic()
     kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/app", "pod/plain", "pod/sim-a", "pod/sim-b",
@@ -217,17 +238,85 @@ def serving() -> None:
     status = synced()
     check(True, f"LLMRoute chat: Accepted, Synced 1/1, table {status['tableVersion']}")
     kubectl("wait", "-n", NS, "--for=condition=Synced", "llmroute/chat", "--timeout=10s")
-    forward = Forward("app", 15400)
-    try:
-        model, via, answer = ask(forward.url, "hello from the SDK")
-    finally:
-        forward.close()
+    model, via, answer = via_sdk("hello from the SDK")
     check(via == "sim-a" and model == MODEL and answer.startswith(f"[sim-openai {MODEL}] You said: hello from the SDK"),
           "the OpenAI SDK through the injected sidecar is answered by sim-a, the primary", (model, via, answer))
+    spent = eventually(lambda: route_status().get("spend", {}).get("periodUSD") or None,
+                       "the sidecar's usage reports add up to spend in the LLMRoute's status", 30, route_status)
+    check(KEY not in str(get("llmroute", "-n", NS, "chat")), f"LLMRoute chat shows spend {spent} USD, and no key")
+
+
+def route_change(primary: str, secondary: str, why: str, before: str | None = None) -> None:
+    """The route's primary changes; the running sidecar gets the new table (no restart) and serves it."""
+    t0 = time.monotonic()
+    before = before or route_status().get("tableVersion")
+    restarts = sidecar_restarts()
+    apply(route(primary, secondary))
+    status = synced(other_than=before)
+    _, via, _ = via_sdk(f"after the change {why}")
+    check(via == primary and sidecar_restarts() == restarts,
+          f"{why}: the route now starting at {primary} reached the running sidecar (table {before} -> "
+          f"{status['tableVersion']}, Synced 1/1, no restart) in {time.monotonic() - t0:.1f} s",
+          (via, sidecar_restarts()))
+
+
+def sidecar_restarts() -> int:
+    statuses = get("pod", "-n", NS, "app")["status"].get("containerStatuses") or []
+    return sum(int(c.get("restartCount", 0)) for c in statuses)
+
+
+def operator_pods() -> list[str]:
+    pods = get("pod", "-n", SYSTEM, "-l", OPERATOR)["items"]
+    return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def operator_restart() -> None:
+    """The operator's pod is deleted under traffic: the sidecar keeps serving its table; the new pod resyncs."""
+    t0 = time.monotonic()
+    old = operator_pods()
+    version = route_status().get("tableVersion")
+    loop = subprocess.Popen([*kubectl_argv(), *client_argv(NS, "app", 40, 30, 0.1)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    kubectl("delete", "pod", "-n", SYSTEM, *old, "--wait=false")
+    log(f"deleted the operator pod {', '.join(old)} while the client loop runs")
+    out, err = loop.communicate(timeout=60)
+    got = results(out)
+    check(len(got) == 40 and all(r["status"] == 200 for r in got),
+          "40 requests while the operator pod was deleted: all answered 200",
+          [r for r in got if r["status"] != 200][:3] or f"{len(got)} answers {err[-300:]}")
+    new = eventually(lambda: [p for p in operator_pods() if p not in old] or None, "a new operator pod", 30,
+                     operator_pods)
+    kubectl("wait", "-n", SYSTEM, "--for=condition=Ready", f"pod/{new[0]}", "--timeout=90s", timeout=100)
+    log(f"new operator pod {new[0]} Ready {time.monotonic() - t0:.1f} s after the delete")
+    route_change("sim-a", "sim-b", "through the new operator pod", before=version)
+
+
+def uninstall() -> None:
+    """`helm uninstall` removes the operator and its webhook, keeps the CRDs and resources, breaks no pod."""
+    t0 = time.monotonic()
+    config = helm_config()
+    try:
+        config.uninstall(RELEASE, timeout=60)
+    finally:
+        config.close()
+    eventually(lambda: None if operator_pods() or get("pod", "-n", SYSTEM)["items"] else True,
+               f"no pod left in {SYSTEM} after helm uninstall", 60, lambda: get("pod", "-n", SYSTEM)["items"])
+    left = kubectl("get", "deployment,service,secret,configmap,mutatingwebhookconfiguration,clusterrole",
+                   "-A", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name")
+    check(not left.strip(), "helm uninstall removed the operator, its Services, TLS Secret, webhook and RBAC", left)
+    crds = kubectl("get", "crd", "-o", "name")
+    check("llmroutes.llmroute.dev" in crds and "llmproviders.llmroute.dev" in crds
+          and "chat" in kubectl("get", "llmroute", "-n", NS, "-o", "name"),
+          "the CRDs and the LLMRoute are kept (helm.sh/resource-policy: keep)", crds)
+    after = results(kubectl(*client_argv(NS, "app", 3, 30, 0)))
+    check(len(after) == 3 and all(r["status"] == 200 for r in after),
+          f"the injected pod still serves its last table with the operator uninstalled "
+          f"({time.monotonic() - t0:.1f} s)", after)
 
 
 def dump_logs() -> None:
-    for args in (("-n", SYSTEM, "-l", "app.kubernetes.io/component=operator", "--tail=40"),
+    for args in (("-n", SYSTEM, "-l", OPERATOR, "--tail=40"),
                  ("-n", NS, "app", "-c", "llmroute-proxy", "--tail=40")):
         print(f"--- kubectl logs {' '.join(args)}", file=sys.stderr)
         out = subprocess.run([*kubectl_argv(), "logs", *args], capture_output=True, text=True, timeout=20)
@@ -240,6 +329,10 @@ def run(image: str) -> None:
     workloads(image)
     injected()
     serving()
+    route_change("sim-b", "sim-a", "a changed LLMRoute")
+    operator_restart()
+    failover(NS, "app", "sim-a", "sim-b", LOOP_REQUESTS, LOOP_SECONDS)
+    uninstall()
     log(f"scenario passed in {time.monotonic() - t0:.1f} s")
 
 
