@@ -9,10 +9,11 @@ faults scripted in its `FaultPlan` (in process, or over HTTP at `/_sim/faults`).
 """
 
 from llmroute_proxy.sim.anthropic import anthropic_app
+from llmroute_proxy.sim.azure_openai import azure_openai_app
 from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.gemini import gemini_app
 from llmroute_proxy.sim.network import Delivery
-from llmroute_proxy.sim.openai import azure_openai_app, openai_app
+from llmroute_proxy.sim.openai import openai_app
 from llmroute_proxy.sim.runtime import RecordedRequest, SimState, SimStats, sim_state
 from llmroute_proxy.sim.server import SimServer
 

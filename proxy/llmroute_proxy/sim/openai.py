@@ -1,19 +1,18 @@
-"""A simulated OpenAI API: chat completions (streamed and not), embeddings, models; and Azure OpenAI.
+"""A simulated OpenAI API: chat completions (streamed and not), embeddings, models.
 
 Field names, ids, chunk order and error bodies follow OpenAI's wire format (providers.md §1)
-closely enough that the official `openai` SDK parses everything it sends. `azure_openai_app`
-serves the same answers behind Azure's URLs, `api-key` header, error shapes and content-filter
-annotations (providers.md §4.1), for `AzureOpenAI` and for the stock client on the v1 URLs.
+closely enough that the official `openai` SDK parses everything it sends. The handlers here also
+serve the Azure OpenAI simulator (`sim/azure_openai.py`): an app with `CONTENT_FILTERS` set adds
+Azure's content-filter results to what they answer.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
-import math
 import struct
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -70,15 +69,15 @@ PROMPT_FILTER_RESULTS: list[Any] = [{"prompt_index": 0, "content_filter_results"
 
 
 @dataclass(frozen=True, slots=True)
-class AzureOptions:
-    """What makes an OpenAI simulator an Azure OpenAI resource (see `azure_openai_app`)."""
+class ContentFilters:
+    """Azure's content filter on the answers of an app serving these handlers: results on every
+    answer and chunk, a prompt-filter chunk first, and with `async_filter` (or quirks) the verdicts in
+    annotation chunks after the finish instead of on the content chunks."""
 
-    api_versions: frozenset[str]
-    deployments: frozenset[str] | None
     async_filter: bool
 
 
-_AZURE = web.AppKey("llmroute_sim_azure", AzureOptions)
+CONTENT_FILTERS = web.AppKey("llmroute_sim_content_filters", ContentFilters)
 
 
 class OpenAIDialect(Dialect):
@@ -129,7 +128,7 @@ def _error(message: str, kind: str, code: str | None, param: str | None = None) 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def _bad_request(call: SimCall, message: str, param: str | None = None, code: str | None = None) -> web.Response:
+def bad_request(call: SimCall, message: str, param: str | None = None, code: str | None = None) -> web.Response:
     return call.state.json(_error(message, "invalid_request_error", code, param), 400)
 
 
@@ -238,20 +237,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = request[SIM_CALL]
     problem = _validate_chat(call.body)
     if problem is not None:
-        return _bad_request(call, *problem)
+        return bad_request(call, *problem)
     body: dict[str, Any] = call.body
     answer = _answer(call.state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
     if isinstance(answer, str):
-        return _bad_request(call, answer, "tool_choice", "invalid_value")
+        return bad_request(call, answer, "tool_choice", "invalid_value")
     state = call.state
     completion_id = state.new_id("chatcmpl-")
     created = int(state.config.clock())
-    azure = request.app.get(_AZURE)
+    filters = request.app.get(CONTENT_FILTERS)
     if body.get("stream") is True:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         return await _stream_chat(request, call, answer, _Chunks(completion_id, created, str(body["model"]),
-                                                                 include_usage, azure, state.config.quirks))
+                                                                 include_usage, filters, state.config.quirks))
     message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": answer.refusal,
                                "annotations": [], "tool_calls": None}
     if state.config.quirks:
@@ -272,7 +271,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         "choices": [choice],
         "usage": _usage(answer, state.config.cached_tokens),
     }
-    if azure is not None:
+    if filters is not None:
         choice["content_filter_results"] = SAFE_FILTER_RESULTS
         completion["prompt_filter_results"] = PROMPT_FILTER_RESULTS
     return state.json(completion)
@@ -284,14 +283,14 @@ class _Chunks:
     created: int
     model: str
     include_usage: bool
-    azure: AzureOptions | None = None
+    filters: ContentFilters | None = None
     quirks: bool = False
 
     def chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None,
               usage: dict[str, Any] | None = None, *, content: bool = False) -> bytes:
         choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        if self.azure is not None:
-            synchronous = content and not self.azure.async_filter
+        if self.filters is not None:
+            synchronous = content and not self.filters.async_filter
             choice["content_filter_results"] = SAFE_FILTER_RESULTS if synchronous else {}
         return self._event([] if delta is None else [choice], usage)
 
@@ -325,7 +324,7 @@ _PROMPT_FILTER_CHUNK = sse_data({"choices": [], "created": 0, "id": "", "model":
 async def _stream_chat(request: web.Request, call: SimCall, answer: _Answer, chunks: _Chunks) -> web.StreamResponse:
     state = call.state
     stream = await SimStream.open(request)
-    if chunks.azure is not None:
+    if chunks.filters is not None:
         await stream.send(_PROMPT_FILTER_CHUNK)
     if answer.refusal is not None:
         await stream.send(chunks.chunk({"role": "assistant", "content": None, "refusal": ""}))
@@ -346,7 +345,7 @@ async def _stream_chat(request: web.Request, call: SimCall, answer: _Answer, chu
         for piece in split_words(answer.text or "", state.config.chunks):
             await stream.send(chunks.chunk({"content": piece}, content=True), content=True)
     await stream.send(chunks.chunk({}, answer.finish_reason))
-    if chunks.azure is not None and (chunks.azure.async_filter or chunks.quirks):
+    if chunks.filters is not None and (chunks.filters.async_filter or chunks.quirks):
         await stream.send(chunks.filter_annotation(len(answer.text or "".join(a for _, a in answer.calls))))
     if chunks.include_usage:
         await stream.send(chunks.chunk(None, usage=_usage(answer, state.config.cached_tokens)))
@@ -374,10 +373,10 @@ async def embeddings(request: web.Request) -> web.Response:
     call = request[SIM_CALL]
     body = call.body
     if not isinstance(body, dict) or not body.get("model"):
-        return _bad_request(call, "you must provide a model parameter")
+        return bad_request(call, "you must provide a model parameter")
     inputs = _embedding_inputs(body.get("input"))
     if inputs is None:
-        return _bad_request(call, "'input' must be a string, an array of strings or an array of token ids.",
+        return bad_request(call, "'input' must be a string, an array of strings or an array of token ids.",
                             "input", "invalid_value")
     dims = body.get("dimensions")
     dims = dims if isinstance(dims, int) and dims > 0 else call.state.config.embedding_dims
@@ -437,179 +436,4 @@ def openai_app(
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
-    return app
-
-
-# --- Azure OpenAI ------------------------------------------------------------------------------
-
-AZURE_API_VERSIONS = ("2023-05-15", "2024-02-01", "2024-06-01", "2024-10-21", "2024-12-01-preview",
-                      "2025-01-01-preview", "2025-03-01-preview", "2025-04-01-preview")
-"""The dated api-versions the classic URL form accepts by default."""
-AZURE_V1_API_VERSIONS = frozenset({"preview", "latest", "v1"})
-"""The v1 form needs no api-version; these are the ones it tolerates."""
-STREAM_OPTIONS_SINCE = "2024-09-01"
-"""Older dated api-versions reject `stream_options` as an unknown argument."""
-_V1_PREFIX = "/openai/v1/"
-
-_MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key "
-                "when making requests to an API.")
-_INVALID_KEY = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
-                "a valid key for an active subscription and use a correct regional API endpoint for your resource.")
-_NO_DEPLOYMENT = ("The API deployment for this resource does not exist. If you created the deployment "
-                  "within the last 5 minutes, please wait a moment and try again.")
-_FILTERED_PROMPT = ("The response was filtered due to the prompt triggering Azure OpenAI's content management "
-                    "policy. Please modify your prompt and retry.")
-_AZURE_ERRORS: dict[int, tuple[str, str]] = {
-    401: ("401", _INVALID_KEY),
-    403: ("403", "Public access is disabled. Please configure private endpoint."),
-    404: ("DeploymentNotFound", _NO_DEPLOYMENT),
-    503: ("ServiceUnavailable", "The service is temporarily unable to process your request. Please try again later."),
-}
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _azure_error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def _content_filter_error(status: int, message: str | None) -> dict[str, Any]:
-    return {"error": {
-        "message": message or _FILTERED_PROMPT, "type": None, "param": "prompt", "code": "content_filter",
-        "status": status, "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {
-            **SAFE_FILTER_RESULTS, "jailbreak": {"filtered": True, "detected": True}}}}}
-
-
-def _hint_seconds(fault: Fault | None) -> float | None:
-    if fault is None:
-        return None
-    if fault.retry_after_ms is not None:
-        return fault.retry_after_ms / 1000
-    return fault.retry_after
-
-
-def _rate_limited(fault: Fault | None) -> dict[str, Any]:
-    seconds = math.ceil(_hint_seconds(fault) or 1)
-    return _azure_error("429", (
-        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API have exceeded call rate limit "
-        f"of your current OpenAI S0 pricing tier. Please retry after {seconds} second{'s' * (seconds != 1)}."))
-
-
-class AzureOpenAIDialect(OpenAIDialect):
-    """Azure's key header and error shapes; body errors are OpenAI's, which Azure passes through."""
-
-    prompt_blocked_code: ClassVar[str] = "content_filter"
-
-    static_headers: ClassVar[dict[str, str]] = {
-        "x-ms-region": "Sim Central",
-        "x-ms-rai-invoked": "true",
-        "x-ratelimit-remaining-requests": "9999",
-        "x-ratelimit-remaining-tokens": "9999000",
-    }
-
-    def authorized(self, request: web.Request, api_key: str) -> bool:
-        """The `api-key` header; the v1 form also takes the key as a bearer token (the stock OpenAI SDK)."""
-        sent = request.headers.get("api-key")
-        if sent is None and request.path.startswith(_V1_PREFIX):
-            bearer = request.headers.get("Authorization", "")
-            sent = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else None
-        return sent is not None and hmac.compare_digest(sent.encode(), api_key.encode())
-
-    def unauthorized(self, request: web.Request) -> web.Response:
-        missing = "api-key" not in request.headers and "Authorization" not in request.headers
-        return request[SIM_CALL].state.json(_azure_error("401", _MISSING_KEY if missing else _INVALID_KEY), 401)
-
-    def error_body(self, status: int, code: str | None, message: str | None,
-                   fault: Fault | None) -> dict[str, Any]:
-        if code == "content_filter":
-            return _content_filter_error(status, message)
-        if code is None and status == 429:
-            return _rate_limited(fault) if message is None else _azure_error("429", message)
-        if code is None and status in _AZURE_ERRORS:
-            azure_code, default_message = _AZURE_ERRORS[status]
-            return _azure_error(azure_code, message or default_message)
-        return super().error_body(status, code, message, fault)
-
-    def error_headers(self, fault: Fault) -> dict[str, str]:
-        """Azure sends both back-off headers whenever it sends one."""
-        headers = super().error_headers(fault)
-        seconds = _hint_seconds(fault)
-        if seconds is not None:
-            headers.setdefault("retry-after", str(math.ceil(seconds)))
-            headers.setdefault("retry-after-ms", str(round(seconds * 1000)))
-        return headers
-
-
-def _version_refusal(call: SimCall, options: AzureOptions, version: str | None,
-                     classic: bool) -> web.Response | None:
-    """Azure answers a classic URL without api-version with a bare 404, not a 400."""
-    if classic and version is None:
-        return call.state.json(_azure_error("404", "Resource not found"), 404)
-    accepted = options.api_versions if classic else AZURE_V1_API_VERSIONS
-    if version is not None and version not in accepted:
-        return call.state.json(_azure_error("BadRequest", "API version not supported"), 400)
-    return None
-
-
-def _azure_refusal(call: SimCall, options: AzureOptions, version: str | None,
-                   deployment: str | None) -> web.Response | None:
-    """What Azure answers before the model sees the request, or None."""
-    classic = deployment is not None
-    refused = _version_refusal(call, options, version, classic)
-    if refused is not None:
-        return refused
-    body = call.body if isinstance(call.body, dict) else {}
-    name = deployment if classic else body.get("model")
-    if options.deployments is not None and isinstance(name, str) and name not in options.deployments:
-        return call.state.json(_azure_error("DeploymentNotFound", _NO_DEPLOYMENT), 404)
-    if classic and version is not None and version < STREAM_OPTIONS_SINCE and "stream_options" in body:
-        return _bad_request(call, "Unrecognized request argument supplied: stream_options")
-    return None
-
-
-def _azure_route(serve: _Handler) -> _Handler:
-    """An OpenAI handler behind Azure's addressing; in the classic form the path's deployment is the model."""
-    async def handler(request: web.Request) -> web.StreamResponse:
-        call = request[SIM_CALL]
-        deployment = request.match_info.get("deployment")
-        refused = _azure_refusal(call, request.app[_AZURE], request.query.get("api-version"), deployment)
-        if refused is not None:
-            return refused
-        if deployment is not None and isinstance(call.body, dict):
-            request[SIM_CALL] = replace(call, body={**call.body, "model": deployment})
-        return await serve(request)
-    return handler
-
-
-def azure_openai_app(
-    api_key: str | None = None,
-    *,
-    name: str = "sim-azure",
-    faults: FaultPlan | None = None,
-    chunks: int = 8,
-    cached_tokens: int = 0,
-    deployments: Sequence[str] | None = None,
-    api_versions: Sequence[str] = AZURE_API_VERSIONS,
-    async_filter: bool = False,
-    embedding_dims: int = 16,
-    answer_bytes: int = 0,
-    quirks: bool = False,
-) -> web.Application:
-    """An Azure OpenAI resource, in both URL forms (providers.md §4.1).
-
-    `api_key` None accepts any key; `deployments` None serves any deployment name. Answers carry
-    Azure's content-filter results; `async_filter` moves them from the content chunks of a stream
-    to an annotation chunk after the finish chunk, as Azure's asynchronous filter does. A prompt
-    block is the fault `Fault(FaultKind.STATUS, status=400, code="content_filter")` (or
-    `FaultKind.PROMPT_BLOCKED`). `quirks` adds OpenAI's (see `openai_app`) and the asynchronous filter.
-    """
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(deployments or ()), embedding_dims,
-                       answer_bytes=answer_bytes, quirks=quirks)
-    app = build_app(config, faults, AzureOpenAIDialect())
-    app[_AZURE] = AzureOptions(frozenset(api_versions), None if deployments is None else frozenset(deployments),
-                               async_filter)
-    app.router.add_post("/openai/deployments/{deployment}/chat/completions", _azure_route(chat_completions))
-    app.router.add_post("/openai/deployments/{deployment}/embeddings", _azure_route(embeddings))
-    app.router.add_post(_V1_PREFIX + "chat/completions", _azure_route(chat_completions))
-    app.router.add_post(_V1_PREFIX + "embeddings", _azure_route(embeddings))
     return app
