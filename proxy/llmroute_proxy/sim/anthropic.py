@@ -13,9 +13,8 @@ block before the tool calls, every tool called at once when several may be (para
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import orjson
 from aiohttp import web
@@ -30,8 +29,15 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
-from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
-from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
+from llmroute_proxy.sim.faults import Fault, FaultKind
+from llmroute_proxy.sim.runtime import (
+    SIM_CALL,
+    Dialect,
+    SimCall,
+    SimOptions,
+    SimState,
+    sim_app,
+)
 from llmroute_proxy.sim.streaming import SimStream, sse_event
 
 DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
@@ -292,21 +298,9 @@ async def list_models(request: web.Request) -> web.Response:
     })
 
 
-def anthropic_app(
-    api_key: str | None = None,
-    *,
-    name: str = "sim-anthropic",
-    faults: FaultPlan | None = None,
-    chunks: int = 8,
-    cached_tokens: int = 0,
-    models: Sequence[str] = DEFAULT_MODELS,
-    answer_bytes: int = 0,
-    quirks: bool = False,
-) -> web.Application:
+def anthropic_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
     """An Anthropic-style provider; `api_key` None accepts any key; `quirks`: see the module's docstring."""
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), answer_bytes=answer_bytes,
-                       quirks=quirks)
-    app = build_app(config, faults, AnthropicDialect())
+    app = sim_app(api_key, options, AnthropicDialect(), name="sim-anthropic", models=DEFAULT_MODELS)
     app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", list_models)
     return app

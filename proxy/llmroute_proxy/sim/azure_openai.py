@@ -9,11 +9,11 @@ import hmac
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 from aiohttp import web
 
-from llmroute_proxy.sim.faults import Fault, FaultPlan
+from llmroute_proxy.sim.faults import Fault
 from llmroute_proxy.sim.openai import (
     CONTENT_FILTERS,
     SAFE_FILTER_RESULTS,
@@ -23,7 +23,7 @@ from llmroute_proxy.sim.openai import (
     chat_completions,
     embeddings,
 )
-from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, SimConfig, build_app
+from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, SimOptions, sim_app
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,20 +178,9 @@ def _azure_route(serve: _Handler) -> _Handler:
     return handler
 
 
-def azure_openai_app(
-    api_key: str | None = None,
-    *,
-    name: str = "sim-azure",
-    faults: FaultPlan | None = None,
-    chunks: int = 8,
-    cached_tokens: int = 0,
-    deployments: Sequence[str] | None = None,
-    api_versions: Sequence[str] = AZURE_API_VERSIONS,
-    async_filter: bool = False,
-    embedding_dims: int = 16,
-    answer_bytes: int = 0,
-    quirks: bool = False,
-) -> web.Application:
+def azure_openai_app(api_key: str | None = None, *, deployments: Sequence[str] | None = None,
+                     api_versions: Sequence[str] = AZURE_API_VERSIONS, async_filter: bool = False,
+                     **options: Unpack[SimOptions]) -> web.Application:
     """An Azure OpenAI resource, in both URL forms (providers.md §4.1).
 
     `api_key` None accepts any key; `deployments` None serves any deployment name. Answers carry
@@ -200,9 +189,8 @@ def azure_openai_app(
     block is the fault `Fault(FaultKind.STATUS, status=400, code="content_filter")` (or
     `FaultKind.PROMPT_BLOCKED`). `quirks` adds OpenAI's (see `openai_app`) and the asynchronous filter.
     """
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(deployments or ()), embedding_dims,
-                       answer_bytes=answer_bytes, quirks=quirks)
-    app = build_app(config, faults, AzureOpenAIDialect())
+    options["models"] = tuple(deployments or ())
+    app = sim_app(api_key, options, AzureOpenAIDialect(), name="sim-azure", models=())
     app[_AZURE] = AzureOptions(frozenset(api_versions), None if deployments is None else frozenset(deployments))
     app[CONTENT_FILTERS] = ContentFilters(async_filter)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", _azure_route(chat_completions))

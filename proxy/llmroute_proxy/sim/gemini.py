@@ -16,10 +16,9 @@ one-element JSON array.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 from aiohttp import web
@@ -34,8 +33,15 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
-from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
-from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
+from llmroute_proxy.sim.faults import Fault, FaultKind
+from llmroute_proxy.sim.runtime import (
+    SIM_CALL,
+    Dialect,
+    SimCall,
+    SimOptions,
+    SimState,
+    sim_app,
+)
 from llmroute_proxy.sim.streaming import SimStream, sse_data
 
 DEFAULT_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001")
@@ -385,23 +391,10 @@ async def get_model(request: web.Request) -> web.Response:
     return call.state.json(_model(model))
 
 
-def gemini_app(
-    api_key: str | None = None,
-    *,
-    name: str = "sim-gemini",
-    faults: FaultPlan | None = None,
-    chunks: int = 8,
-    cached_tokens: int = 0,
-    models: Sequence[str] = DEFAULT_MODELS,
-    embedding_dims: int = 16,
-    answer_bytes: int = 0,
-    quirks: bool = False,
-) -> web.Application:
+def gemini_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
     """A Gemini-style provider on `/v1` and `/v1beta`; `api_key` None accepts any key; `quirks`: see the
     module's docstring."""
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims,
-                       answer_bytes=answer_bytes, quirks=quirks)
-    app = build_app(config, faults, GeminiDialect())
+    app = sim_app(api_key, options, GeminiDialect(), name="sim-gemini", models=DEFAULT_MODELS)
     app.router.add_get("/{version:v1|v1beta}/models", list_models)
     app.router.add_get("/{version:v1|v1beta}/models/{target}", get_model)
     app.router.add_post("/{version:v1|v1beta}/models/{target}", model_action)

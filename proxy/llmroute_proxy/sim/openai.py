@@ -13,7 +13,7 @@ import hmac
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import orjson
 from aiohttp import web
@@ -29,8 +29,15 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
-from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
-from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimConfig, SimState, build_app
+from llmroute_proxy.sim.faults import Fault, FaultKind
+from llmroute_proxy.sim.runtime import (
+    SIM_CALL,
+    Dialect,
+    SimCall,
+    SimOptions,
+    SimState,
+    sim_app,
+)
 from llmroute_proxy.sim.streaming import SimStream, sse_data
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
@@ -411,27 +418,14 @@ async def get_model(request: web.Request) -> web.Response:
     return call.state.json(_model(model_id))
 
 
-def openai_app(
-    api_key: str | None = None,
-    *,
-    name: str = "sim-openai",
-    faults: FaultPlan | None = None,
-    chunks: int = 8,
-    cached_tokens: int = 0,
-    models: Sequence[str] = DEFAULT_MODELS,
-    embedding_dims: int = 16,
-    answer_bytes: int = 0,
-    quirks: bool = False,
-) -> web.Application:
+def openai_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
     """An OpenAI-style provider; `api_key` None accepts any key.
 
     `quirks`: stream chunks carry `obfuscation` (on by default on the real API), answers carry
     OpenAI's other null fields, and a model given several tools calls them all at once (parallel
     tool calls, each call's id and name only in its first delta).
     """
-    config = SimConfig(name, api_key, chunks, cached_tokens, tuple(models), embedding_dims,
-                       answer_bytes=answer_bytes, quirks=quirks)
-    app = build_app(config, faults, OpenAIDialect())
+    app = sim_app(api_key, options, OpenAIDialect(), name="sim-openai", models=DEFAULT_MODELS)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)

@@ -16,9 +16,9 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import orjson
 from aiohttp import web
@@ -381,6 +381,34 @@ def build_app(config: SimConfig, faults: FaultPlan | None, dialect: Dialect) -> 
     app.router.add_get("/_sim/stats", _get_stats)
     app.router.add_delete("/_sim/stats", _delete_stats)
     return app
+
+
+class SimOptions(TypedDict, total=False):
+    """What every simulator's factory takes beyond its API key (`SimConfig` says what each means)."""
+
+    name: str
+    faults: FaultPlan | None
+    chunks: int
+    cached_tokens: int
+    models: Sequence[str]
+    embedding_dims: int
+    answer_bytes: int
+    quirks: bool
+
+
+_DEFAULTS = SimConfig("")
+
+
+def sim_app(api_key: str | None, options: SimOptions, dialect: Dialect, *, name: str,
+            models: Sequence[str]) -> web.Application:
+    """A simulator factory's app: its `SimConfig` from `options` over the factory's own `name` and
+    `models`, and the shared plumbing; the caller adds its API's routes."""
+    config = SimConfig(options.get("name", name), api_key, options.get("chunks", _DEFAULTS.chunks),
+                       options.get("cached_tokens", _DEFAULTS.cached_tokens), tuple(options.get("models", models)),
+                       options.get("embedding_dims", _DEFAULTS.embedding_dims),
+                       answer_bytes=options.get("answer_bytes", _DEFAULTS.answer_bytes),
+                       quirks=options.get("quirks", _DEFAULTS.quirks))
+    return build_app(config, options.get("faults"), dialect)
 
 
 def sim_state(app: web.Application) -> SimState:
