@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
-from llmroute_proxy.dialects.anthropic.wire import finish_reason, usage_from_anthropic
+from llmroute_proxy.dialects.anthropic.wire import finish_reason, tool_call, usage_from_anthropic
 from llmroute_proxy.dialects.base import StreamChunk, Usage
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.sse import SSEParser
@@ -51,9 +49,7 @@ def completion_from_message(message: JSON, model: str) -> tuple[JSON, Usage]:
 
 
 def _tool_call(block: JSON) -> JSON:
-    arguments = orjson.dumps(block.get("input") or {}).decode()
-    return {"id": block.get("id") or "", "type": "function",
-            "function": {"name": block.get("name") or "", "arguments": arguments}}
+    return tool_call(block.get("id") or "", block.get("name") or "", block.get("input") or {})
 
 
 # ---- stream ------------------------------------------------------------------------------

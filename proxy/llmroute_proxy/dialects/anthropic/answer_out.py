@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.dialects.anthropic.wire import anthropic_usage, message_id, stop_reason
+from llmroute_proxy.dialects.anthropic.wire import anthropic_usage, arguments_object, message_id, stop_reason
 from llmroute_proxy.dialects.base import Usage
 
 JSON = dict[str, Any]
@@ -55,11 +55,8 @@ def tool_input(arguments: Any) -> JSON:
     """Tool `input` from OpenAI `arguments`; text that is not a JSON object is kept, not lost."""
     if not arguments:
         return {}
-    try:
-        value = orjson.loads(arguments)
-    except (orjson.JSONDecodeError, TypeError):
-        value = None
-    return value if isinstance(value, dict) else {"_unparsed_arguments": str(arguments)}
+    value = arguments_object(arguments) if isinstance(arguments, (str, bytes)) else None
+    return value if value is not None else {"_unparsed_arguments": str(arguments)}
 
 
 # ---- stream: canonical chunks → Messages events -------------------------------------------

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from llmroute_proxy.dialects.anthropic.wire import tool_call
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.validation import validate_messages
 
@@ -236,8 +235,7 @@ def _tool_call(block: JSON, path: str) -> JSON:
     tool_input = block.get("input")
     if not isinstance(tool_input, dict):
         raise BadRequest("A tool_use block needs an `input` object.", param=f"{path}.input")
-    return {"id": block["id"], "type": "function",
-            "function": {"name": block["name"], "arguments": orjson.dumps(tool_input).decode()}}
+    return tool_call(block["id"], block["name"], tool_input)
 
 
 def _sampling(body: JSON, out: JSON) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
+from llmroute_proxy.dialects.anthropic.wire import arguments_object
 from llmroute_proxy.errors import BadRequest
 
 DEFAULT_MAX_TOKENS = 4096
@@ -324,11 +323,8 @@ def _tool_use(call: Any, path: str) -> JSON:
 def _tool_input(arguments: Any, path: str) -> JSON:
     if arguments is None or arguments == "":
         return {}
-    try:
-        value = orjson.loads(arguments) if isinstance(arguments, str) else None
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
+    value = arguments_object(arguments) if isinstance(arguments, str) else None
+    if value is None:
         raise BadRequest("Tool call arguments must be a JSON object encoded as a string.", param=path)
     return value
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from llmroute_proxy.dialects.base import Usage
 
 JSON = dict[str, Any]
 
-FINISH_REASONS = {
+FINISH_REASONS = {  # Anthropic `stop_reason` → OpenAI `finish_reason`, for answers read from Anthropic
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
     "max_tokens": "length", "model_context_window_exceeded": "length",
     "tool_use": "tool_calls", "refusal": "content_filter",
@@ -58,3 +60,18 @@ def anthropic_usage(usage: Usage) -> JSON:
     return {"input_tokens": max(fresh, 0), "output_tokens": usage.output_tokens,
             "cache_creation_input_tokens": usage.cache_write_tokens,
             "cache_read_input_tokens": usage.cached_input_tokens}
+
+
+def tool_call(call_id: str, name: str, tool_input: Any) -> JSON:
+    """An Anthropic `tool_use` block's call in OpenAI's shape: `input` becomes the `arguments` string."""
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": orjson.dumps(tool_input).decode()}}
+
+
+def arguments_object(arguments: str | bytes) -> JSON | None:
+    """OpenAI `arguments` as the JSON object Anthropic's `input` must be; None when they are not one."""
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
