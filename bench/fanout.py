@@ -140,7 +140,7 @@ class CountingSink:
     def usage(self, pod: PodRef, report: Any) -> None:
         pass
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, pod: PodRef | None) -> None:
         print(f"refused: {reason}", file=sys.stderr)
 
 

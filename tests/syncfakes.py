@@ -93,8 +93,8 @@ class FakeSink:
     def usage(self, pod: PodRef, report: Mapping[str, Any]) -> None:
         self._add("usage", pod, dict(report))
 
-    def refused(self, reason: str) -> None:
-        self._add("refused", reason)
+    def refused(self, reason: str, pod: PodRef | None) -> None:
+        self._add("refused", reason, pod)
 
     def of(self, kind: str) -> list[tuple[Any, ...]]:
         return [e for e in self.events if e[0] == kind]

@@ -79,8 +79,9 @@ class ReportSink(Protocol):
         """A validated `{"type": "usage", ...}` message, as the sidecar sent it."""
         ...
 
-    def refused(self, reason: str) -> None:
-        """A sidecar's handshake was refused; `reason` never contains the token."""
+    def refused(self, reason: str, pod: PodRef | None) -> None:
+        """A sidecar's handshake was refused; `reason` never contains the token. `pod` is the pod the
+        token names, if any (unverified when the token itself was refused)."""
         ...
 
 

@@ -122,8 +122,9 @@ class Hub:
             identity = await self._authenticate(request)
         except Refused as refusal:
             peer = request.remote or "unknown peer"
-            log.warning("sidecar connection from %s refused: %s", peer, refusal.reason)
-            self.sink.refused(f"{peer}: {refusal.reason}")
+            log.warning("sidecar connection from %s refused (token for pod %s): %s", peer,
+                        refusal.pod or "none", refusal.reason)
+            self.sink.refused(f"{peer}: {refusal.reason}", refusal.pod)
             return web.json_response({"error": refusal.reason}, status=refusal.status)
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)

@@ -5,7 +5,9 @@ hub's `ReportSink`: it remembers which pods are connected, which version each AC
 spend each route's sidecars reported in the current budget period, and a sliding window of per-target
 failures. `compute` turns that and the index's verdicts into the `status` of every LLMRoute and
 LLMProvider (the shape of crds/*.yaml) and the Events that go with changes: a NACK, a budget crossing
-`alertAtPercent` or its limit, a provider turning degraded. The status writer patches only what differs
+`alertAtPercent` or its limit, a provider turning degraded, a sidecar connection refused in the name of
+an existing pod (on that Pod, at most one per pod every `REFUSAL_EVENT_INTERVAL_S`, counting the
+refusals in between, so a sidecar retrying with an expired token makes no Event storm). The status writer patches only what differs
 from what it wrote last; conditions keep their `lastTransitionTime` until their status changes.
 
 Nothing here ever holds a credential in a message: NACK reasons come from the sidecars, which never
@@ -31,6 +33,8 @@ HEALTH_WINDOW_S = 120.0
 DEGRADED_RATIO = 0.5
 DEGRADED_MIN_FAILURES = 5
 MAX_MESSAGE = 2000
+REFUSAL_EVENT_INTERVAL_S = 300.0
+MAX_REFUSED_PODS = 1000  # refusals waiting for their Event; beyond this they are only counted
 ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 ObjectRef = tuple[str, str, str]  # (kind, namespace, name)
@@ -94,6 +98,8 @@ class StatusBook:
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self._pushed_at: dict[PodRef, tuple[str, float]] = {}  # pod → (version, when) until ACKed
         self.pending_events: list[tuple[PodRef, str, str]] = []  # NACKs not yet posted: (pod, version, error)
+        self.pending_refusals: dict[PodRef, tuple[str, int]] = {}  # pod → (last reason, refusals) not posted
+        self.refusal_posted: dict[PodRef, float] = {}  # pod → when its last SidecarRefused Event was made
         self._spend: dict[tuple[str, str], _Spend] = {}  # (namespace, route) → this period's spend
         self._periods: dict[tuple[str, str], BudgetPeriod] = {}
         self._health: dict[str, deque[_Health]] = {}  # namespace/provider → recent target reports
@@ -149,8 +155,12 @@ class StatusBook:
                                   float(counts.get("failures", 0) or 0), dict(counts.get("errors") or {})))
         self._changed()
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, pod: PodRef | None) -> None:
         self.refusals += 1
+        if pod is None or (pod not in self.pending_refusals and len(self.pending_refusals) >= MAX_REFUSED_PODS):
+            return
+        self.pending_refusals[pod] = (reason, self.pending_refusals.get(pod, ("", 0))[1] + 1)
+        self._changed()
 
     # ---- what compute reads ---------------------------------------------------------------------------
 
@@ -226,7 +236,26 @@ def compute(index: ClusterIndex, book: StatusBook, previous: Mapping[ObjectRef, 
         for route in routes_of(index, pod):
             events.append(Event((ROUTE_KIND, pod.namespace, route), "Warning", "TableRejected", message))
     book.pending_events.clear()
+    events += refusal_events(index, book, now)
     return statuses, events
+
+
+def refusal_events(index: ClusterIndex, book: StatusBook, now: float) -> list[Event]:
+    """A Warning on each existing Pod that a refused token named, at most one per pod per interval; the
+    refusals of pods that do not exist are only counted (`book.refusals`, on /metrics)."""
+    book.refusal_posted = {p: t for p, t in book.refusal_posted.items() if t > now - REFUSAL_EVENT_INTERVAL_S}
+    events = []
+    for pod, (reason, count) in list(book.pending_refusals.items()):
+        if index.pod(pod) is None:
+            del book.pending_refusals[pod]
+        elif pod not in book.refusal_posted:
+            times = f" ({count} times since the last such Event)" if count > 1 else ""
+            events.append(Event(("Pod", pod.namespace, pod.name), "Warning", "SidecarRefused",
+                                f"llmroute operator refused a sidecar connection with a token for this pod{times}: "
+                                f"{reason}"))
+            book.refusal_posted[pod] = now
+            del book.pending_refusals[pod]
+    return events
 
 
 def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: Mapping[str, Any],

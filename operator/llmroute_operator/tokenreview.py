@@ -2,9 +2,12 @@
 
 `TokenReviewer` is the seam the hub is tested through. `KubernetesTokenReviewer` asks the API server
 (TokenReview with audience llmroute.dev), reads the pod from the token's bound-object claims and
-checks that pod still exists with that uid. `CachedReviewer` remembers a positive review briefly
+checks that pod still exists with that uid and runs as the token's service account (the API server
+checks the pod's uid but not which service account the pod runs as). `CachedReviewer` remembers a positive review briefly
 (keyed by the token's hash, never the token; no longer than the token itself is valid), so 1,000
-reconnecting sidecars do not mean 1,000 API calls a second. Refusals never carry the token.
+reconnecting sidecars do not mean 1,000 API calls a second. Refusals never carry the token; they name
+the pod the token is for (`Refused.pod`) when it says one — verified when the review passed, read
+unverified from the token's claims otherwise — so that pod's owners can be told (an Event on it).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from llmroute_operator.contracts import PodRef
 AUDIENCE = "llmroute.dev"
 POD_NAME_CLAIM = "authentication.kubernetes.io/pod-name"
 POD_UID_CLAIM = "authentication.kubernetes.io/pod-uid"
+SERVICE_ACCOUNT_CLAIMS = "kubernetes.io"  # the JWT claim of a bound token: namespace, pod, serviceaccount
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +38,14 @@ class Identity:
 
 
 class Refused(Exception):
-    """The token does not identify a live pod; `status` is 401 (who are you) or 403 (not you)."""
+    """The token does not identify a live pod; `status` is 401 (who are you) or 403 (not you).
 
-    def __init__(self, status: int, reason: str) -> None:
+    `pod` is the pod the token names, if it names one (maybe falsely: see `claimed_pod`)."""
+
+    def __init__(self, status: int, reason: str, pod: PodRef | None = None) -> None:
         self.status = status
         self.reason = reason
+        self.pod = pod
         super().__init__(reason)
 
 
@@ -50,6 +57,12 @@ class TokenReviewer(Protocol):
 
 def identity_from_review(review: Mapping[str, Any], audience: str = AUDIENCE) -> tuple[PodRef, str]:
     """A TokenReview's status → (pod, uid); raises Refused. Pure, for the real reviewer and its tests."""
+    pod, uid, _ = _review_claims(review, audience)
+    return pod, uid
+
+
+def _review_claims(review: Mapping[str, Any], audience: str) -> tuple[PodRef, str, str]:
+    """(pod, its uid, the service account's name) from a review; raises Refused."""
     status = review.get("status") or {}
     if not status.get("authenticated"):
         raise Refused(401, f"token not authenticated: {status.get('error') or 'invalid or expired'}")
@@ -63,7 +76,20 @@ def identity_from_review(review: Mapping[str, Any], audience: str = AUDIENCE) ->
     names, uids = extra.get(POD_NAME_CLAIM) or [], extra.get(POD_UID_CLAIM) or []
     if not names or not uids:
         raise Refused(403, "token is not bound to a pod")
-    return PodRef(parts[2], str(names[0])), str(uids[0])
+    return PodRef(parts[2], str(names[0])), str(uids[0]), parts[3]
+
+
+def claimed_pod(token: str) -> PodRef | None:
+    """The pod a bound service-account token names in its claims, read WITHOUT verifying it: only for
+    telling that pod's owners that a connection in its name was refused, never for trusting anyone."""
+    claims = _claims(token)
+    bound = claims.get(SERVICE_ACCOUNT_CLAIMS) if claims is not None else None
+    pod = bound.get("pod") if isinstance(bound, dict) else None
+    namespace = bound.get("namespace") if isinstance(bound, dict) else None
+    name = pod.get("name") if isinstance(pod, dict) else None
+    if isinstance(namespace, str) and namespace and isinstance(name, str) and name:
+        return PodRef(namespace, name)
+    return None
 
 
 class KubernetesTokenReviewer:
@@ -82,16 +108,22 @@ class KubernetesTokenReviewer:
             if response.status != 201 and response.status != 200:
                 raise Refused(503, f"TokenReview failed: HTTP {response.status}")
             review = orjson.loads(await response.read())
-        pod, uid = identity_from_review(review, self._audience)
+        try:
+            pod, uid, account = _review_claims(review, self._audience)
+        except Refused as refusal:
+            raise Refused(refusal.status, refusal.reason, claimed_pod(token)) from None
         async with self._session.get(f"{self._api}/api/v1/namespaces/{pod.namespace}/pods/{pod.name}",
                                      headers=self._headers) as response:
             if response.status == 404:
-                raise Refused(403, f"pod {pod} no longer exists")
+                raise Refused(403, f"pod {pod} no longer exists", pod)
             if response.status != 200:
-                raise Refused(503, f"pod lookup failed: HTTP {response.status}")
-            live_uid = (orjson.loads(await response.read()).get("metadata") or {}).get("uid")
-        if live_uid != uid:
-            raise Refused(403, f"token was issued for an earlier pod named {pod}")
+                raise Refused(503, f"pod lookup failed: HTTP {response.status}", pod)
+            live = orjson.loads(await response.read())
+        if (live.get("metadata") or {}).get("uid") != uid:
+            raise Refused(403, f"token was issued for an earlier pod named {pod}", pod)
+        runs_as = (live.get("spec") or {}).get("serviceAccountName") or "default"
+        if runs_as != account:
+            raise Refused(403, f"token of service account {account} names pod {pod}, which runs as {runs_as}", pod)
         return Identity(pod, uid)
 
 
@@ -123,6 +155,13 @@ class CachedReviewer:
 
 def token_expiry(token: str) -> float | None:
     """The JWT's `exp` claim, read without verifying (the review verified it); None if unreadable."""
+    claims = _claims(token)
+    exp = claims.get("exp") if claims is not None else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+
+
+def _claims(token: str) -> dict[str, Any] | None:
+    """A JWT's claims, unverified; None when it is not a JWT."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -130,5 +169,4 @@ def token_expiry(token: str) -> float | None:
         claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, orjson.JSONDecodeError):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    return claims if isinstance(claims, dict) else None

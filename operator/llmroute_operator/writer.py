@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from llmroute_operator.contracts import PodRef
 from llmroute_operator.index import ClusterIndex
 from llmroute_operator.status import Event, ObjectRef, StatusBook, compute
 
@@ -95,8 +96,10 @@ class StatusWriter:
             del self.written[gone]
         uids = {(v.kind, v.namespace, v.name): v.uid for v in self.index.verdicts()}
         for event in events:
+            kind, namespace, name = event.involved
+            pod = self.index.pod(PodRef(namespace, name)) if kind == "Pod" else None
             try:
-                await self.api.post_event(event, uids.get(event.involved))
+                await self.api.post_event(event, pod.uid if pod is not None else uids.get(event.involved))
             except Exception as error:
                 log.warning("event %s for %s %s/%s not posted: %s", event.reason, *event.involved, error)
         self.passes += 1

@@ -81,6 +81,11 @@ class ApiServer:
         return self.root / "certs" / "apiserver.crt"
 
     @property
+    def service_account_key(self) -> Path:
+        """The key the API server signs service-account tokens with (tests mint tokens with it)."""
+        return self.root / "sa.key"
+
+    @property
     def kubectl_path(self) -> Path:
         return self.bin_dir / "kubectl"
 

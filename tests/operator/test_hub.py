@@ -168,16 +168,16 @@ async def test_a_bad_or_missing_token_is_refused_before_the_upgrade_and_never_lo
             session.get(parts.url, headers=header, ssl=context) as response:
         assert response.status == 401
         assert await response.json() == {"error": reason}
-    [(_, logged)] = parts.sink.of("refused")
-    assert logged.endswith(reason) and "forged-token-1234" not in logged
+    [(_, logged, named)] = parts.sink.of("refused")
+    assert logged.endswith(reason) and "forged-token-1234" not in logged and named is None
     assert "forged-token-1234" not in caplog.text
     assert parts.sink.of("connected") == []
 
 
 @pytest.mark.parametrize("refusal", [
-    Refused(401, "token not authenticated: token has expired"),
+    Refused(401, "token not authenticated: token has expired", POD),
     Refused(401, "token is not for audience llmroute.dev"),
-    Refused(403, "token was issued for an earlier pod named team-a/chat-0"),
+    Refused(403, "token was issued for an earlier pod named team-a/chat-0", POD),
 ])
 async def test_refusals_of_the_reviewer_reach_the_sidecar_as_http_status(
         parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles, refusal: Refused) -> None:
@@ -185,7 +185,7 @@ async def test_refusals_of_the_reviewer_reach_the_sidecar_as_http_status(
     parts.reviewer.refusals[f"pod:{POD.namespace}:{POD.name}"] = refusal
     with pytest.raises(Exception, match=f"HTTP {refusal.status}"):
         await client.connect_once()
-    assert parts.sink.of("refused") == [("refused", f"127.0.0.1: {refusal.reason}")]
+    assert parts.sink.of("refused") == [("refused", f"127.0.0.1: {refusal.reason}", refusal.pod)]
     assert sidecar.table is None
 
 

@@ -9,7 +9,14 @@ import pytest
 
 from llmroute_operator.contracts import PodRef
 from llmroute_operator.index import ClusterIndex
-from llmroute_operator.status import Event, ObjectRef, StatusBook, compute
+from llmroute_operator.status import (
+    MAX_REFUSED_PODS,
+    REFUSAL_EVENT_INTERVAL_S,
+    Event,
+    ObjectRef,
+    StatusBook,
+    compute,
+)
 from tests.operator.resources import KEY, node, pod, provider, route, secret
 
 DAY0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
@@ -250,3 +257,33 @@ def test_ack_latency_runs_from_the_push_to_the_ack_of_that_version() -> None:
     assert dict(zip(latency.bounds, latency.counts, strict=True))[0.25] == 0
     assert dict(zip(latency.bounds, latency.counts, strict=True))[0.5] == 1
     assert world.book.push_count == 1 and world.book.ack_count == 2
+
+
+def test_a_refused_token_naming_an_existing_pod_makes_one_warning_on_that_pod_per_interval() -> None:
+    world = World()
+    chat = PODS[0]
+    world.book.refused("127.0.0.1: token not authenticated: Token has expired.", chat)
+    [event] = world.compute()
+    assert event.involved == ("Pod", "team-a", "chat-0") and (event.type, event.reason) == ("Warning", "SidecarRefused")
+    assert event.message.endswith("token not authenticated: Token has expired.")
+    for _ in range(3):  # a sidecar retrying with the same token: counted, one Event per interval
+        world.book.refused("127.0.0.1: token not authenticated: Token has expired.", chat)
+        assert world.compute() == []
+    world.now += REFUSAL_EVENT_INTERVAL_S + 1
+    [event] = world.compute()
+    assert "(3 times since the last such Event)" in event.message
+    assert world.compute() == [] and world.book.refusals == 4
+
+
+def test_a_refused_token_naming_no_existing_pod_is_only_counted() -> None:
+    world = World()
+    world.book.refused("127.0.0.1: token not authenticated", PodRef("team-a", "no-such-pod"))
+    world.book.refused("127.0.0.1: no bearer token", None)
+    assert world.compute() == [] and world.book.refusals == 2 and world.book.pending_refusals == {}
+
+
+def test_refusals_waiting_for_their_event_are_bounded() -> None:
+    book = StatusBook(clock=lambda: DAY0)
+    for i in range(MAX_REFUSED_PODS + 50):
+        book.refused("forged", PodRef("team-a", f"p-{i}"))
+    assert len(book.pending_refusals) == MAX_REFUSED_PODS and book.refusals == MAX_REFUSED_PODS + 50

@@ -12,6 +12,7 @@ from llmroute_operator.tokenreview import (
     CachedReviewer,
     Identity,
     Refused,
+    claimed_pod,
     identity_from_review,
     token_expiry,
 )
@@ -87,3 +88,20 @@ async def test_refusals_are_not_cached_and_the_cache_holds_no_token() -> None:
 def test_token_expiry_reads_exp_and_tolerates_garbage() -> None:
     assert token_expiry(jwt(123)) == 123.0
     assert token_expiry("not-a-jwt") is None and token_expiry("a.!!!.c") is None
+
+
+def bound(claims: dict[str, object]) -> str:
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"e30.{body}.signature"
+
+
+@pytest.mark.parametrize("token, pod", [
+    (bound({"kubernetes.io": {"namespace": "team-a", "pod": {"name": "chat-0", "uid": "u"}}}), PodRef("team-a", "chat-0")),
+    (bound({"kubernetes.io": {"namespace": "team-a", "serviceaccount": {"name": "chat"}}}), None),  # not pod-bound
+    (bound({"sub": "system:serviceaccount:team-a:chat"}), None),  # a legacy Secret token
+    (bound({"kubernetes.io": {"namespace": 3, "pod": {"name": "chat-0"}}}), None),
+    ("not-a-jwt", None),
+    ("a.%%%.c", None),
+])
+def test_the_pod_a_token_claims_is_read_without_verifying_it(token: str, pod: PodRef | None) -> None:
+    assert claimed_pod(token) == pod

@@ -120,3 +120,11 @@ async def test_the_secret_reader_reads_named_secrets_only_and_drops_deleted_ones
     await reader.read(index.named_secrets())
     verdict = index.verdict("LLMProvider", "team-a", "openai-main")
     assert verdict is not None and [p.path for p in verdict.unresolved] == ["spec.credentials.secretRef.name"]
+
+
+async def test_a_refusal_event_goes_to_the_pod_with_the_pods_uid() -> None:
+    _index, book, api, writer = world()
+    book.refused("127.0.0.1: token not authenticated", PodRef("team-a", "chat-1"))
+    await writer.write_once()
+    assert [(e.involved, e.reason, uid) for e, uid in api.events if e.reason == "SidecarRefused"] == \
+        [(("Pod", "team-a", "chat-1"), "SidecarRefused", "uid-chat-1")]
