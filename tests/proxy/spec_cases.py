@@ -10,48 +10,28 @@ import re
 from datetime import date
 from typing import Any
 
-from llmroute_proxy.spec import API_VERSION
+from tests.proxy.documents import model, provider, route, target
 
 DELETE = object()
 SECRET = "sk-live-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 
 def openai_doc() -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION, "kind": "LLMProvider", "metadata": {"name": "openai-main"},
-        "spec": {
-            "type": "openai",
-            "endpoints": [{"region": "us", "url": "https://api.openai.com/v1"},
-                          {"region": "eu", "url": "https://eu.api.openai.com/v1"}],
-            "credentials": {"env": "OPENAI_API_KEY"},
-            "models": [{"name": "gpt-4o", "contextWindow": 128000,
-                        "pricing": {"inputPerMTok": 2.5, "outputPerMTok": 10}},
-                       {"name": "gpt-4o-mini"}],
-        },
-    }
+    return provider("openai-main", "openai", [("us", "https://api.openai.com/v1"), ("eu", "https://eu.api.openai.com/v1")],
+                    key_env="OPENAI_API_KEY",
+                    models=[model("gpt-4o", context_window=128000, input_per_mtok=2.5, output_per_mtok=10), "gpt-4o-mini"])
 
 
 def claude_doc() -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION, "kind": "LLMProvider", "metadata": {"name": "claude"},
-        "spec": {"type": "anthropic", "endpoints": [{"region": "us", "url": "https://api.anthropic.com"}],
-                 "credentials": {"secretRef": {"name": "llm-keys", "key": "anthropic"}}},
-    }
+    return provider("claude", "anthropic", "https://api.anthropic.com", region="us",
+                    credentials={"secretRef": {"name": "llm-keys", "key": "anthropic"}})
 
 
 def route_doc() -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION, "kind": "LLMRoute", "metadata": {"name": "chat"},
-        "spec": {
-            "tiers": {
-                "fast": {"targets": [{"provider": "openai-main", "model": "gpt-4o-mini"},
-                                     {"provider": "claude", "model": "claude-haiku-4-5", "priority": 1}]},
-                "smart": {"targets": [{"provider": "openai-main", "model": "gpt-4o", "weight": 3}]},
-            },
-            "rules": [{"name": "short", "when": {"maxPromptTokens": 500}, "tier": "fast"}],
-            "defaultTier": "smart",
-        },
-    }
+    return route("chat", {
+        "fast": [target("openai-main", "gpt-4o-mini"), target("claude", "claude-haiku-4-5", priority=1)],
+        "smart": [target("openai-main", "gpt-4o", weight=3)],
+    }, default_tier="smart", rules=[{"name": "short", "when": {"maxPromptTokens": 500}, "tier": "fast"}])
 
 
 def documents() -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from llmroute_proxy.server.runner import Listen, build_sidecar, start_listeners
 from llmroute_proxy.server.state import Settings, Sidecar
 from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.sim import Delivery, FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
+from tests.proxy.documents import Document, model, provider, resolved, route, target, yaml_text
 
 T = TypeVar("T")
 SimFactory = Callable[[FaultPlan], web.Application]
@@ -31,68 +32,29 @@ arbitrary offsets, as real networks and TLS hand them over, never in the one pie
 
 KEYS = {"oai": "sk-test-oai", "oai-b": "sk-test-oai-b", "claude": "sk-ant-test", "gem": "gem-test-key"}
 
-CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai}}
-spec:
-  type: openai
-  endpoints: [{{region: here, url: "{oai}/v1"}}]
-  credentials: {{env: TEST_OAI_KEY}}
-  models:
-    - {{name: gpt-4o-mini, contextWindow: 8000, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0, cachedInputPerMTok: 0.5}}}}
-    - {{name: text-embedding-3-small, pricing: {{inputPerMTok: 0.02}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai-b}}
-spec:
-  type: openai-compatible
-  endpoints: [{{region: there, url: "{oai_b}/v1"}}]
-  credentials: {{env: TEST_OAI_B_KEY}}
-  models:
-    - {{name: gpt-4o-mini, contextWindow: 16000, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: claude}}
-spec:
-  type: anthropic
-  endpoints: [{{region: here, url: "{claude}"}}]
-  credentials: {{env: TEST_CLAUDE_KEY}}
-  models:
-    - {{name: claude-sonnet-4-5, contextWindow: 200000, pricing: {{inputPerMTok: 3.0, outputPerMTok: 15.0}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: gem}}
-spec:
-  type: gemini
-  endpoints: [{{region: here, url: "{gem}"}}]
-  credentials: {{env: TEST_GEM_KEY}}
-  models:
-    - {{name: gemini-2.5-flash, contextWindow: 1000000, pricing: {{inputPerMTok: 0.3, outputPerMTok: 2.5}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: main}}
-spec:
-  tiers:
-    openai: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-    anthropic: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
-    gemini: {{targets: [{{provider: gem, model: gemini-2.5-flash}}]}}
-    ha:
-      targets:
-        - {{provider: oai, model: gpt-4o-mini}}
-        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
-    embed: {{targets: [{{provider: oai, model: text-embedding-3-small}}]}}
-  rules:
-    - {{name: code, when: {{containsCode: true}}, tier: anthropic}}
-    - {{name: gemini-word, when: {{keywords: [gemini]}}, tier: gemini}}
-  defaultTier: openai
-  fallback: {{maxAttempts: 3, perTryTimeout: 3s, firstByteTimeout: 2s, idleTimeout: 2s, overallTimeout: 10s}}
-  outlierDetection: {{consecutiveFailures: 2, baseEjection: 30s}}
-"""
+OAI = provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[
+    model("gpt-4o-mini", context_window=8000, input_per_mtok=1.0, output_per_mtok=2.0, cached_input_per_mtok=0.5),
+    model("text-embedding-3-small", input_per_mtok=0.02)])
+OAI_B = provider("oai-b", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there", models=[
+    model("gpt-4o-mini", context_window=16000, input_per_mtok=1.0, output_per_mtok=2.0)])
+CLAUDE = provider("claude", "anthropic", "{claude}", key_env="TEST_CLAUDE_KEY", models=[
+    model("claude-sonnet-4-5", context_window=200000, input_per_mtok=3.0, output_per_mtok=15.0)])
+GEM = provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[
+    model("gemini-2.5-flash", context_window=1000000, input_per_mtok=0.3, output_per_mtok=2.5)])
+MAIN = route("main", {
+    "openai": [target("oai", "gpt-4o-mini")],
+    "anthropic": [target("claude", "claude-sonnet-4-5")],
+    "gemini": [target("gem", "gemini-2.5-flash")],
+    "ha": [target("oai", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)],
+    "embed": [target("oai", "text-embedding-3-small")],
+}, default_tier="openai",
+    rules=[{"name": "code", "when": {"containsCode": True}, "tier": "anthropic"},
+           {"name": "gemini-word", "when": {"keywords": ["gemini"]}, "tier": "gemini"}],
+    fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
+              "overallTimeout": "10s"},
+    outlierDetection={"consecutiveFailures": 2, "baseEjection": "30s"})
+DOCUMENTS: list[Document] = [OAI, OAI_B, CLAUDE, GEM, MAIN]
+"""The stack's configuration: four providers (one per simulator) and the route `main`."""
 
 
 class Stack:
@@ -103,7 +65,7 @@ class Stack:
     """
 
     def __init__(self, tmp: Path, settings: Settings | None = None, telemetry: Telemetry | None = None,
-                 config: str = CONFIG, extra_sims: Mapping[str, SimFactory] | None = None,
+                 config: str | Sequence[Document] = DOCUMENTS, extra_sims: Mapping[str, SimFactory] | None = None,
                  environ: Mapping[str, str] | None = None, *, delivery: Delivery | None = NETWORK,
                  ssl_context: ssl.SSLContext | None = None, answer_bytes: int = 0, quirks: bool = False) -> None:
         """`delivery`, `ssl_context`: how every simulator's answers cross the network (see `SimServer`);
@@ -167,8 +129,10 @@ class Stack:
         for name, app in apps.items():
             self.sims[name] = await SimServer.start(app, host="127.0.0.1", port=0, delivery=self._delivery,
                                                     ssl_context=self._ssl)
-        self.config_path.write_text(self._config.format(
-            **{name.replace("-", "_"): sim.url for name, sim in self.sims.items()}))
+        urls = {name.replace("-", "_"): sim.url for name, sim in self.sims.items()}
+        config = self._config
+        self.config_path.write_text(config.format(**urls) if isinstance(config, str)
+                                    else yaml_text(resolved(config, urls)))
         environ = {"TEST_OAI_KEY": KEYS["oai"], "TEST_OAI_B_KEY": KEYS["oai-b"],
                    "TEST_CLAUDE_KEY": KEYS["claude"], "TEST_GEM_KEY": KEYS["gem"], **self._environ}
         self.sidecar = build_sidecar(self._settings, self._telemetry)

@@ -22,7 +22,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy.sim import Fault, FaultKind
-from tests.proxy.stack import CONFIG, Stack
+from tests.proxy.documents import edited
+from tests.proxy.stack import DOCUMENTS, Stack
 
 DASHBOARD = Path(__file__).parents[2] / "charts" / "llmroute" / "dashboards" / "llmroute.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -185,7 +186,7 @@ def test_the_dashboard_charts_every_kind_of_sidecar_metric() -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The test stack, with a budget on its route so the budget gauges have a series."""
-    config = CONFIG + "  budget: {{limitUSD: 5, period: day}}\n"
+    config = edited(DOCUMENTS, "main", budget={"limitUSD": 5, "period": "day"})
     with Stack(tmp_path_factory.mktemp("stack"), config=config) as running:
         yield running
 

@@ -17,40 +17,19 @@ import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, SimServer, anthropic_app, openai_app
 from tests.ports import free_ports
+from tests.proxy.documents import provider, resolved, route, target, yaml_text
 
 DRAIN_S = 1.0
 EXIT_MARGIN_S = 1.5
 HELLO = [{"role": "user", "content": "hello"}]
 
-CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai}}
-spec:
-  type: openai
-  endpoints: [{{region: here, url: "{oai}/v1"}}]
-  credentials: {{env: TEST_OAI_KEY}}
-  models: [{{name: gpt-4o-mini}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: claude}}
-spec:
-  type: anthropic
-  endpoints: [{{region: here, url: "{claude}"}}]
-  credentials: {{env: TEST_CLAUDE_KEY}}
-  models: [{{name: claude-sonnet-4-5}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: main}}
-spec:
-  tiers:
-    openai: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-    anthropic: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
-  defaultTier: openai
-  fallback: {{perTryTimeout: 5m, firstByteTimeout: 10s, idleTimeout: 10s, overallTimeout: 5m}}
-"""
+CONFIG = [
+    provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    provider("claude", "anthropic", "{claude}", key_env="TEST_CLAUDE_KEY", models=["claude-sonnet-4-5"]),
+    route("main", {"openai": [target("oai", "gpt-4o-mini")], "anthropic": [target("claude", "claude-sonnet-4-5")]},
+          default_tier="openai",
+          fallback={"perTryTimeout": "5m", "firstByteTimeout": "10s", "idleTimeout": "10s", "overallTimeout": "5m"}),
+]
 
 
 async def wait_ready(admin: int, proc: asyncio.subprocess.Process) -> None:
@@ -100,7 +79,7 @@ async def test_streams_open_at_the_drain_deadline_end_with_an_error_event_and_th
     sims = [await SimServer.start(openai_app("k-oai", faults=slow, chunks=2000, answer_bytes=20000)),
             await SimServer.start(anthropic_app("k-claude", faults=slow, chunks=2000, answer_bytes=20000))]
     config = tmp_path / "llmroute.yaml"
-    config.write_text(CONFIG.format(oai=sims[0].url, claude=sims[1].url))
+    config.write_text(yaml_text(resolved(CONFIG, {"oai": sims[0].url, "claude": sims[1].url})))
     port, admin = free_ports(2)
     env = {**os.environ, "TEST_OAI_KEY": "k-oai", "TEST_CLAUDE_KEY": "k-claude"}
     proc = await asyncio.create_subprocess_exec(

@@ -27,44 +27,21 @@ from llmroute_proxy.server.dispatch import Exchange
 from llmroute_proxy.server.upstream import UpstreamResponse
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.table import TargetId
+from tests.proxy.documents import provider, route, target
 from tests.proxy.stack import Stack
 
 REQUESTS = 4
 
-CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai}}
-spec:
-  type: openai
-  endpoints: [{{region: here, url: "{oai}/v1"}}]
-  credentials: {{env: TEST_OAI_KEY}}
-  models: [{{name: gpt-4o-mini}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai-b}}
-spec:
-  type: openai-compatible
-  endpoints: [{{region: there, url: "{oai_b}/v1"}}]
-  credentials: {{env: TEST_OAI_B_KEY}}
-  models: [{{name: gpt-4o-mini}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: main}}
-spec:
-  tiers:
-    ha:
-      targets:
-        - {{provider: oai, model: gpt-4o-mini}}
-        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
-    alone: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-  defaultTier: ha
-  fallback: {{maxAttempts: 2, perTryTimeout: 200ms, firstByteTimeout: 200ms, idleTimeout: 200ms,
-             overallTimeout: 10s}}
-  outlierDetection: {{consecutiveFailures: 1000000, baseEjection: 1s, maxEjection: 1s}}
-"""
+CONFIG = [
+    provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    provider("oai-b", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there",
+             models=["gpt-4o-mini"]),
+    route("main", {"ha": [target("oai", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)],
+                   "alone": [target("oai", "gpt-4o-mini")]}, default_tier="ha",
+          fallback={"maxAttempts": 2, "perTryTimeout": "200ms", "firstByteTimeout": "200ms", "idleTimeout": "200ms",
+                    "overallTimeout": "10s"},
+          outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
+]
 
 PER_ATTEMPT = (Exchange, AttemptPlanner, UpstreamResponse, UpstreamError, aiohttp.ClientResponse)
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, azure_openai_app, sim_state
 from llmroute_proxy.table import TargetId
+from tests.proxy.documents import model, provider, route, target
 from tests.proxy.stack import Stack
 
 AZURE_KEY = "azure-route-key-0123456789abcdef"
@@ -24,58 +25,25 @@ WEATHER_TOOL: Any = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
-CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: az-classic}}
-spec:
-  type: azure-openai
-  endpoints: [{{region: here, url: "{azure}"}}]
-  credentials: {{env: TEST_AZURE_KEY}}
-  azure: {{apiVersion: "2024-10-21"}}
-  models:
-    - {{name: gpt-4o-prod, contextWindow: 128000, pricing: {{inputPerMTok: 2.5, outputPerMTok: 10.0}}}}
-    - {{name: embed-prod, pricing: {{inputPerMTok: 0.02}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: az-v1}}
-spec:
-  type: azure-openai
-  endpoints: [{{region: here, url: "{azure}/openai/v1"}}]
-  credentials: {{env: TEST_AZURE_KEY}}
-  models:
-    - {{name: gpt-4o-prod, contextWindow: 128000, pricing: {{inputPerMTok: 2.5, outputPerMTok: 10.0}}}}
-    - {{name: embed-prod, pricing: {{inputPerMTok: 0.02}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: az-old}}
-spec:
-  type: azure-openai
-  endpoints: [{{region: here, url: "{azure}"}}]
-  credentials: {{env: TEST_AZURE_KEY}}
-  azure: {{apiVersion: "2024-06-01"}}
-  models:
-    - {{name: gpt-4o-prod, contextWindow: 128000, pricing: {{inputPerMTok: 2.5, outputPerMTok: 10.0}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: main}}
-spec:
-  tiers:
-    azure:
-      targets:
-        - {{provider: az-classic, model: gpt-4o-prod}}
-        - {{provider: az-v1, model: gpt-4o-prod, priority: 1}}
-    azure-v1: {{targets: [{{provider: az-v1, model: gpt-4o-prod}}]}}
-    azure-old: {{targets: [{{provider: az-old, model: gpt-4o-prod}}]}}
-    embed-classic: {{targets: [{{provider: az-classic, model: embed-prod}}]}}
-    embed-v1: {{targets: [{{provider: az-v1, model: embed-prod}}]}}
-  defaultTier: azure
-  fallback: {{maxAttempts: 3, perTryTimeout: 3s, firstByteTimeout: 2s, idleTimeout: 2s, overallTimeout: 10s}}
-  outlierDetection: {{consecutiveFailures: 2, baseEjection: 30s}}
-"""
+PROD_MODEL = model("gpt-4o-prod", context_window=128000, input_per_mtok=2.5, output_per_mtok=10.0)
+EMBED_MODEL = model("embed-prod", input_per_mtok=0.02)
+CONFIG = [
+    provider("az-classic", "azure-openai", "{azure}", key_env="TEST_AZURE_KEY", azure={"apiVersion": "2024-10-21"},
+             models=[PROD_MODEL, EMBED_MODEL]),
+    provider("az-v1", "azure-openai", "{azure}/openai/v1", key_env="TEST_AZURE_KEY", models=[PROD_MODEL, EMBED_MODEL]),
+    provider("az-old", "azure-openai", "{azure}", key_env="TEST_AZURE_KEY", azure={"apiVersion": "2024-06-01"},
+             models=[PROD_MODEL]),
+    route("main", {
+        "azure": [target("az-classic", "gpt-4o-prod"), target("az-v1", "gpt-4o-prod", priority=1)],
+        "azure-v1": [target("az-v1", "gpt-4o-prod")],
+        "azure-old": [target("az-old", "gpt-4o-prod")],
+        "embed-classic": [target("az-classic", "embed-prod")],
+        "embed-v1": [target("az-v1", "embed-prod")],
+    }, default_tier="azure",
+        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
+                  "overallTimeout": "10s"},
+        outlierDetection={"consecutiveFailures": 2, "baseEjection": "30s"}),
+]
 
 
 def azure_sim(faults: FaultPlan) -> web.Application:

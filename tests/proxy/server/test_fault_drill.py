@@ -40,6 +40,7 @@ import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind, sim_state
 from llmroute_proxy.table import TargetId
+from tests.proxy.documents import Document, model, provider, route, target
 from tests.proxy.stack import Stack
 
 T = TypeVar("T")
@@ -52,39 +53,22 @@ HEALTHY_REQUESTS = 10  # answered before the first outage and after the last
 WAIT_S = 10.0  # the longest any drill step may take before the drill gives up
 SAME_WINDOW_S = 1e-6
 
-DRILL_CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai}}
-spec:
-  type: openai
-  endpoints: [{{region: here, url: "{oai}/v1"}}]
-  credentials: {{env: TEST_OAI_KEY}}
-  models: [{{name: gpt-4o-mini, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0}}}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai-b}}
-spec:
-  type: openai-compatible
-  endpoints: [{{region: there, url: "{oai_b}/v1"}}]
-  credentials: {{env: TEST_OAI_B_KEY}}
-  models: [{{name: gpt-4o-mini, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0}}}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: drill}}
-spec:
-  tiers:
-    ha:
-      targets:
-        - {{provider: oai, model: gpt-4o-mini}}
-        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
-  defaultTier: ha
-  fallback: {{maxAttempts: 3, perTryTimeout: 2s, firstByteTimeout: 1s, idleTimeout: 2s,
-             overallTimeout: 20s}}
-  outlierDetection: {{consecutiveFailures: 3, baseEjection: 2500ms, maxEjection: 2500ms}}
-"""
+def drill_config(**outlier: Any) -> list[Document]:
+    """Two OpenAI-style providers, the primary first, in one tier; `outlier` overrides the outlier detection."""
+    priced = [model("gpt-4o-mini", input_per_mtok=1.0, output_per_mtok=2.0)]
+    detection = {"consecutiveFailures": 3, "baseEjection": "2500ms", "maxEjection": "2500ms", **outlier}
+    return [
+        provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=priced),
+        provider("oai-b", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there", models=priced),
+        route("drill", {"ha": [target("oai", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)]},
+              default_tier="ha",
+              fallback={"maxAttempts": 3, "perTryTimeout": "2s", "firstByteTimeout": "1s", "idleTimeout": "2s",
+                        "overallTimeout": "20s"},
+              outlierDetection={key: value for key, value in detection.items() if value is not None}),
+    ]
+
+
+DRILL_CONFIG = drill_config()
 
 
 # --- what the drill does to the primary ---------------------------------------------------------
@@ -467,7 +451,7 @@ def test_a_healthy_primary_serves_everything_before_and_after_the_drill(drill: D
 
 # --- a quiet sidecar: the retry budget against the failover target -----------------------------
 
-DEFAULT_OUTLIER_CONFIG = DRILL_CONFIG.replace("consecutiveFailures: 3, ", "")  # the default: 5
+DEFAULT_OUTLIER_CONFIG = drill_config(consecutiveFailures=None)  # the default: 5
 
 
 @pytest.fixture

@@ -11,15 +11,13 @@ import pydantic
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind
+from tests.proxy.documents import target, with_tier
 from tests.proxy.server.conftest import last_request, sim_requests
-from tests.proxy.stack import CONFIG, Stack
+from tests.proxy.stack import DOCUMENTS, Stack
 
 # the shared stack's route, with a tier whose fallback is another provider type
-MIXED = CONFIG.replace("    embed:", """    mixed:
-      targets:
-        - {{provider: oai, model: gpt-4o-mini}}
-        - {{provider: claude, model: claude-sonnet-4-5, priority: 1}}
-    embed:""")
+MIXED = with_tier(DOCUMENTS, "main", "mixed",
+                  [target("oai", "gpt-4o-mini"), target("claude", "claude-sonnet-4-5", priority=1)])
 
 
 @pytest.fixture(scope="module")

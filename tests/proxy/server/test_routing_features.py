@@ -9,102 +9,41 @@ import openai
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind
+from tests.proxy.documents import provider, route, target
 from tests.proxy.server.conftest import sim_requests
-from tests.proxy.stack import CONFIG, Stack
+from tests.proxy.stack import DOCUMENTS, Stack
 
-ROUTES = """
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: limited}}
-spec:
-  type: openai-compatible
-  endpoints: [{{region: there, url: "{oai_b}/v1"}}]
-  credentials: {{env: TEST_OAI_B_KEY}}
-  limits: {{maxConcurrency: 1, requestsPerMinute: 3}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: features}}
-spec:
-  tiers:
-    ab: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-    limited: {{targets: [{{provider: limited, model: gpt-4o-mini}}]}}
-    ctx:
-      targets:
-        - {{provider: oai, model: gpt-4o-mini}}
-        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
-  defaultTier: ab
-  experiments:
-    - {{name: canary, tier: ab, percent: 50, stickyBy: "header:x-user",
-       targets: [{{provider: oai-b, model: gpt-4o-mini}}]}}
-  fallback: {{maxAttempts: 3, perTryTimeout: 3s, firstByteTimeout: 2s, overallTimeout: 10s}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: patient}}
-spec:
-  tiers:
-    only: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-  defaultTier: only
-  fallback: {{firstByteTimeout: 5s, idleTimeout: 600ms}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: strict}}
-spec:
-  tiers:
-    only: {{targets: [{{provider: oai, model: gpt-4o-mini}}, {{provider: oai-b, model: gpt-4o-mini, priority: 1}}]}}
-  defaultTier: only
-  fallback: {{onErrors: [rate_limited]}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: hurried}}
-spec:
-  tiers:
-    only: {{targets: [{{provider: oai, model: gpt-4o-mini}}, {{provider: oai-b, model: gpt-4o-mini, priority: 1}}]}}
-  defaultTier: only
-  fallback: {{perTryTimeout: 5s, overallTimeout: 600ms}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: frugal}}
-spec:
-  tiers:
-    premium: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
-    cheap: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-  defaultTier: premium
-  budget: {{limitUSD: 0.001, period: day, onExceeded: "downgrade:cheap"}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: frugal-ab}}
-spec:
-  tiers:
-    premium: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
-    cheap: {{targets: [{{provider: oai, model: gpt-4o-mini}}]}}
-  defaultTier: premium
-  experiments:
-    - {{name: challenger, tier: premium, percent: 100, targets: [{{provider: oai-b, model: gpt-4o-mini}}]}}
-  budget: {{limitUSD: 0.0001, period: day, onExceeded: "downgrade:cheap"}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: capped}}
-spec:
-  tiers:
-    premium: {{targets: [{{provider: claude, model: claude-sonnet-4-5}}]}}
-  defaultTier: premium
-  budget: {{limitUSD: 0.001, period: day, onExceeded: reject}}
-"""
+OAI_MINI, OAI_B_MINI = target("oai", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)
+PREMIUM, CHEAP = [target("claude", "claude-sonnet-4-5")], [target("oai", "gpt-4o-mini")]
+ROUTES = [
+    provider("limited", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there",
+             limits={"maxConcurrency": 1, "requestsPerMinute": 3}),
+    route("features", {"ab": [OAI_MINI], "limited": [target("limited", "gpt-4o-mini")], "ctx": [OAI_MINI, OAI_B_MINI]},
+          default_tier="ab",
+          experiments=[{"name": "canary", "tier": "ab", "percent": 50, "stickyBy": "header:x-user",
+                        "targets": [target("oai-b", "gpt-4o-mini")]}],
+          fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "overallTimeout": "10s"}),
+    route("patient", {"only": [OAI_MINI]}, default_tier="only",
+          fallback={"firstByteTimeout": "5s", "idleTimeout": "600ms"}),
+    route("strict", {"only": [OAI_MINI, OAI_B_MINI]}, default_tier="only", fallback={"onErrors": ["rate_limited"]}),
+    route("hurried", {"only": [OAI_MINI, OAI_B_MINI]}, default_tier="only",
+          fallback={"perTryTimeout": "5s", "overallTimeout": "600ms"}),
+    route("frugal", {"premium": PREMIUM, "cheap": CHEAP}, default_tier="premium",
+          budget={"limitUSD": 0.001, "period": "day", "onExceeded": "downgrade:cheap"}),
+    route("frugal-ab", {"premium": PREMIUM, "cheap": CHEAP}, default_tier="premium",
+          experiments=[{"name": "challenger", "tier": "premium", "percent": 100,
+                        "targets": [target("oai-b", "gpt-4o-mini")]}],
+          budget={"limitUSD": 0.0001, "period": "day", "onExceeded": "downgrade:cheap"}),
+    route("capped", {"premium": PREMIUM}, default_tier="premium",
+          budget={"limitUSD": 0.001, "period": "day", "onExceeded": "reject"}),
+]
 
 HELLO = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("features"), config=CONFIG + ROUTES) as running:
+    with Stack(tmp_path_factory.mktemp("features"), config=[*DOCUMENTS, *ROUTES]) as running:
         yield running
 
 

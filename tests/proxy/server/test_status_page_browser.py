@@ -19,7 +19,8 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.table import Table, TargetId
-from tests.proxy.stack import CONFIG, KEYS, Stack
+from tests.proxy.documents import edited
+from tests.proxy.stack import DOCUMENTS, KEYS, Stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -30,7 +31,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 SCREENSHOT = Path("/tmp/llmroute-status-page.png")
 PHONE_WIDTH = 420
 DARK_BACKGROUND = "rgb(18, 21, 27)"  # --bg under prefers-color-scheme: dark
-BUDGET_CONFIG = CONFIG + "  budget: {{limitUSD: 5, period: day}}\n"
+BUDGET_CONFIG = edited(DOCUMENTS, "main", budget={"limitUSD": 5, "period": "day"})
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 CODE: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Why does this fail?\n```python\ndef f(x):\n    return x[0]\n```"}]

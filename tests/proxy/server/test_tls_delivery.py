@@ -5,6 +5,7 @@ network fragments answers at every byte boundary or at arbitrary offsets with ga
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,48 +16,36 @@ from aiohttp import web
 
 from llmroute_proxy.sim import Delivery, Fault, FaultKind, FaultPlan, azure_openai_app
 from llmroute_proxy.sim.tls import LocalCA
+from tests.proxy.documents import Document, edited, model, provider, target, with_tier
 from tests.proxy.server.conftest import sim_requests
-from tests.proxy.stack import CONFIG, Stack
+from tests.proxy.stack import DOCUMENTS, Stack
 
 AZURE_KEY = "azure-tls-test-key-0123456789"
 QUESTION = "héllo wörld — ünïcödé 日本語 🚀 ok"
 TIERS = {"openai": "oai", "anthropic": "claude", "gemini": "gem", "azure": "az"}
 LONG = 512 * 1024
 
-AZURE_PROVIDER = """
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: az}}
-spec:
-  type: azure-openai
-  endpoints: [{{region: here, url: "{az}"}}]
-  credentials: {{env: TEST_AZURE_KEY}}
-  azure: {{apiVersion: "2024-10-21"}}
-  models:
-    - {{name: gpt-4o-prod, contextWindow: 128000, pricing: {{inputPerMTok: 2.5, outputPerMTok: 10.0}}}}
-"""
+AZURE_PROVIDER = provider("az", "azure-openai", "{az}", key_env="TEST_AZURE_KEY", azure={"apiVersion": "2024-10-21"},
+                          models=[model("gpt-4o-prod", context_window=128000, input_per_mtok=2.5,
+                                        output_per_mtok=10.0)])
 # Byte-by-byte delivery of a whole stream over TLS takes seconds on a loaded 2-core machine: these tests are
 # about answers arriving whole, not about speed, so their deadlines leave room for that.
-RELAXED = "  fallback: {{maxAttempts: 3, perTryTimeout: 30s, firstByteTimeout: 20s, idleTimeout: 20s, overallTimeout: 60s}}"
-BASE = CONFIG.replace("    embed: {{targets:", "    azure: {{targets: [{{provider: az, model: gpt-4o-prod}}]}}\n    embed: {{targets:") \
-    .replace("  fallback: {{maxAttempts: 3, perTryTimeout: 3s, firstByteTimeout: 2s, idleTimeout: 2s, overallTimeout: 10s}}",
-             RELAXED) + AZURE_PROVIDER
-assert RELAXED in BASE
+RELAXED = {"maxAttempts": 3, "perTryTimeout": "30s", "firstByteTimeout": "20s", "idleTimeout": "20s",
+           "overallTimeout": "60s"}
+BASE = [*edited(with_tier(DOCUMENTS, "main", "azure", [target("az", "gpt-4o-prod")]), "main", fallback=RELAXED),
+        AZURE_PROVIDER]
 
 
-def trusting(config: str, ca: LocalCA, inline: frozenset[str] = frozenset({"gem"})) -> str:
+def trusting(config: list[Document], ca: LocalCA, inline: frozenset[str] = frozenset({"gem"})) -> list[Document]:
     """`config` with every provider trusting `ca`: from the file ca.pem, or inline for the names in `inline`."""
-    indented = "".join(f"      {line}\n" for line in ca.cert_pem.splitlines())
-    out = []
-    for document in config.split("---"):
-        name = next((line.split("name: ")[1].rstrip("}") for line in document.splitlines()
-                     if line.startswith("metadata: {{name:")), "")
-        if "kind: LLMProvider" in document:
-            tls = f"  tls:\n    caBundle: |\n{indented}" if name in inline else "  tls: {{caFile: ca.pem}}\n"
-            document = document.replace("spec:\n", "spec:\n" + tls, 1)
-        out.append(document)
-    return "---".join(out)
+    out = copy.deepcopy(config)
+    for document in out:
+        if document["kind"] == "LLMProvider":
+            inlined = document["metadata"]["name"] in inline
+            tls = {"caBundle": "".join(f"{line}\n" for line in ca.cert_pem.splitlines())} if inlined \
+                else {"caFile": "ca.pem"}
+            document["spec"] = {"tls": tls, **document["spec"]}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def ca() -> LocalCA:
     return LocalCA.create()
 
 
-def tls_stack(tmp: Path, ca: LocalCA, delivery: Delivery | None, *, config: str | None = None,
+def tls_stack(tmp: Path, ca: LocalCA, delivery: Delivery | None, *, config: list[Document] | None = None,
               answer_bytes: int = 0, environ: dict[str, str] | None = None) -> Stack:
     ca.write_cert(tmp / "ca.pem")
 
