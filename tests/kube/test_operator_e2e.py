@@ -169,6 +169,20 @@ async def wait_ready(admin_url: str, cluster: Cluster) -> None:
         await eventually(loaded, f"a sidecar loads its table\n{cluster.processes[-1].tail()}")
 
 
+async def chat_pods(cluster: Cluster, count: int) -> list[dict[str, Any]]:
+    """`count` Pod objects labelled app=chat, each with its own ServiceAccount, on a node in eu-west."""
+    admin, ns = cluster.admin, cluster.namespace
+    await admin.create("/api/v1/nodes", {"metadata": {"name": f"node-{ns}", "labels": {REGION_LABEL: "eu-west"}}})
+    pods = []
+    for index in range(count):
+        await admin.service_account(ns, f"chat-{index}")
+        pods.append(await admin.create(f"/api/v1/namespaces/{ns}/pods", {
+            "metadata": {"name": f"chat-{index}", "labels": {"app": "chat"}},
+            "spec": {"nodeName": f"node-{ns}", "serviceAccountName": f"chat-{index}",
+                     "containers": [{"name": "app", "image": "localhost/app:none"}]}}))
+    return pods
+
+
 def provider(name: str, url: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "LLMProvider", "metadata": {"name": name},
             "spec": {"type": "openai", "endpoints": [{"region": "eu-west", "url": f"{url}/v1"}],
@@ -218,15 +232,7 @@ async def scenario(cluster: Cluster, sim: SimServer) -> None:
                        {"metadata": {"name": "llm-keys"}, "stringData": {"oai": KEY}})
     await admin.create(cluster.provider_path(), provider("oai", sim.url))
     await admin.create(cluster.route_path(), route())
-    await admin.create("/api/v1/nodes", {"metadata": {"name": f"node-{ns}", "labels": {REGION_LABEL: "eu-west"}}})
-    pods = []
-    for index in range(SIDECARS):
-        await admin.service_account(ns, f"chat-{index}")
-        created = await admin.create(f"/api/v1/namespaces/{ns}/pods", {
-            "metadata": {"name": f"chat-{index}", "labels": {"app": "chat"}},
-            "spec": {"nodeName": f"node-{ns}", "serviceAccountName": f"chat-{index}",
-                     "containers": [{"name": "app", "image": "localhost/app:none"}]}})
-        pods.append(created)
+    pods = await chat_pods(cluster, SIDECARS)
     sidecars = [await start_sidecar(cluster, pod) for pod in pods]
 
     # 1. every selected sidecar gets the table and serves it; status says so
@@ -298,3 +304,124 @@ async def scenario(cluster: Cluster, sim: SimServer) -> None:
     for data_url, _ in sidecars:
         assert await ask(data_url, "operator back") == ("gpt-4o-mini", "oai")
 
+
+
+# ---- global limits across sidecar processes --------------------------------------------------------------
+
+LIMIT_RPM = 60  # the limited provider's global requestsPerMinute
+LIMIT_SIDECARS = 3
+LOAD_S = 10.0
+CLIENTS_PER_SIDECAR = 4
+PACE_S = 0.2  # each client at most 5 requests a second: 60/s offered in all, 60 times the limit's rate
+
+
+@dataclass
+class Answer:
+    sidecar: int
+    status: int
+    provider: str
+    code: str = ""
+    retry_after: str = ""
+
+
+def client_of(url: str, route_name: str | None = None) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=15,
+                              default_headers={"x-llmroute-route": route_name} if route_name else {})
+
+
+async def call(sidecar: int, client: openai.AsyncOpenAI) -> Answer:
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hello"}])
+        return Answer(sidecar, raw.status_code, raw.headers.get("x-llmroute-provider", ""))
+    except openai.APIStatusError as error:
+        body = error.body if isinstance(error.body, dict) else {}
+        return Answer(sidecar, error.status_code, error.response.headers.get("x-llmroute-provider", ""),
+                      str(body.get("code", "")), error.response.headers.get("retry-after", ""))
+
+
+async def load(sidecar: int, url: str, until: float) -> list[Answer]:
+    """One client: a request every PACE_S (or as fast as answers come) until `until`; bounded by both."""
+    answers = []
+    async with client_of(url) as client:
+        while (started := time.monotonic()) < until and len(answers) < LOAD_S / PACE_S + 1:
+            answers.append(await call(sidecar, client))
+            await asyncio.sleep(max(PACE_S - (time.monotonic() - started), 0.0))
+    return answers
+
+
+async def test_sidecar_processes_share_a_providers_rpm_limit_through_the_operators_leases(cluster: Cluster) -> None:
+    """Three sidecar processes under load far above one provider's global RPM admit, summed, what the limit
+    allows — counted by the provider itself — and send the rest to the route's next target.
+
+    The bound. A sidecar enforces its leased share s_i as a token bucket holding one minute's worth (a full
+    minute may be spent in a burst, as providers allow) that refills at s_i per minute; a new lease keeps the
+    bucket's level (never above the new share), and the shares never sum to more than the limit L. So from
+    the moment the load starts, over T seconds, all sidecars together admit at most
+        sum(s_i) + sum(s_i) * T/60  <=  L * (1 + T/60)
+    plus at most one request per sidecar around a lease change (the shares are sent to each sidecar one after
+    the other). Without leases each sidecar would enforce all of L itself: N times as much, 3 * 70 = 210 here
+    against a bound of 73. A minute of wall time is not needed: the bucket bound holds for any window.
+    """
+    limited = await SimServer.start(openai_app(KEY, name="sim-limited"))
+    spare = await SimServer.start(openai_app(KEY, name="sim-spare"))
+    try:
+        await shared_limit(cluster, limited, spare)
+    finally:
+        await limited.close()
+        await spare.close()
+
+
+async def shared_limit(cluster: Cluster, limited: SimServer, spare: SimServer) -> None:
+    admin, ns = cluster.admin, cluster.namespace
+    await admin.create(f"/api/v1/namespaces/{ns}/secrets",
+                       {"metadata": {"name": "llm-keys"}, "stringData": {"limited": KEY, "spare": KEY}})
+    capped = provider("limited", limited.url)
+    capped["spec"]["limits"] = {"requestsPerMinute": LIMIT_RPM}
+    await admin.create(cluster.provider_path(), capped)
+    await admin.create(cluster.provider_path(), provider("spare", spare.url))
+    targets = [{"provider": "limited", "model": "gpt-4o-mini"},
+               {"provider": "spare", "model": "gpt-4o-mini", "priority": 1}]
+    for name, tier_targets in (("chat", targets), ("strict", targets[:1])):
+        document = route()
+        document["metadata"]["name"] = name
+        document["spec"]["tiers"]["fast"]["targets"] = tier_targets
+        await admin.create(cluster.route_path(), document)
+    sidecars = [await start_sidecar(cluster, pod) for pod in await chat_pods(cluster, LIMIT_SIDECARS)]
+    async with aiohttp.ClientSession() as session:
+        for _, admin_url in sidecars:
+            async def leased(url: str = admin_url) -> bool | None:
+                async with session.get(url + "/status") as response:
+                    operator = (await response.json()).get("operator") or {}
+                    return True if operator.get("lease") == "held" else None
+            await eventually(leased, f"a sidecar holds a lease\n{cluster.processes[-1].tail()}")
+    before = sim_state(limited.app).stats.total
+
+    # far above the limit for LOAD_S: what the leases do not admit fails over to `spare`, invisibly
+    start = time.monotonic()
+    runs = [load(i, data_url, start + LOAD_S) for i, (data_url, _) in enumerate(sidecars)
+            for _ in range(CLIENTS_PER_SIDECAR)]
+    answers = [a for run in await asyncio.gather(*runs) for a in run]
+    # the buckets are spent now: a route with no other target answers the documented 429
+    strict = []
+    for i, (data_url, _) in enumerate(sidecars):
+        async with client_of(data_url, "strict") as client:
+            strict += [await call(i, client) for _ in range(2)]
+    elapsed = time.monotonic() - start
+    admitted = sim_state(limited.app).stats.total - before
+
+    assert all(a.status == 200 for a in answers), {a.status for a in answers}
+    served = {name: sum(a.provider == name for a in answers + strict if a.status == 200) for name in ("limited", "spare")}
+    assert served["limited"] == admitted  # the sidecars' view and the provider's own count agree
+    bound = LIMIT_RPM * (1 + elapsed / 60) + LIMIT_SIDECARS
+    assert admitted <= bound, (admitted, bound, served)
+    assert admitted >= 0.8 * LIMIT_RPM, (admitted, served)  # the shares were used, not starved
+    assert served["spare"] > 3 * admitted, served  # the load was far above the limit
+    refused = [a for a in strict if a.status != 200]
+    assert refused and all((a.status, a.code) == (429, "rate_limit_exceeded") and a.retry_after for a in refused), strict
+    assert all(a.provider == "limited" for a in strict if a.status == 200)
+    per_sidecar = [sum(a.provider == "limited" for a in answers if a.sidecar == i) for i in range(LIMIT_SIDECARS)]
+    assert all(n < LIMIT_RPM for n in per_sidecar), per_sidecar  # none had the whole limit to itself
+    print(f"\nglobal RPM {LIMIT_RPM}, {LIMIT_SIDECARS} sidecars, {elapsed:.1f} s: provider counted {admitted} "
+          f"(bound {bound:.1f}; per sidecar {per_sidecar}), {served['spare']} failed over, "
+          f"{len(refused)}/{len(strict)} strict requests got 429")
