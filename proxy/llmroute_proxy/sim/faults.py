@@ -41,7 +41,8 @@ class FaultKind(StrEnum):
     """A gap of `seconds` before every stream event after the first."""
     REFUSAL = "refusal"
     """200, and the model declines, in its API's own shape: OpenAI a `refusal` instead of `content`
-    (streamed as `delta.refusal`), Anthropic `stop_reason: refusal`, Gemini a candidate that ends
+    (streamed as `delta.refusal`), Azure's output filter `finish_reason: content_filter` with no
+    content and its filter results marked `filtered`, Anthropic `stop_reason: refusal`, Gemini a candidate that ends
     with `finishReason: SAFETY` and no content."""
     PROMPT_BLOCKED = "prompt_blocked"
     """The provider's safety filter refuses the prompt itself: Gemini answers 200 with

@@ -12,7 +12,7 @@ import base64
 import hmac
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Unpack
 
 import orjson
@@ -71,6 +71,8 @@ _CODE_ERRORS: dict[str, tuple[str, str]] = {
 
 SAFE_FILTER_RESULTS: dict[str, Any] = {
     category: {"filtered": False, "severity": "safe"} for category in ("hate", "self_harm", "sexual", "violence")}
+FILTERED_RESULTS: dict[str, Any] = {**SAFE_FILTER_RESULTS, "violence": {"filtered": True, "severity": "high"}}
+"""Azure's verdict on an answer its output filter stopped (`finish_reason: content_filter`)."""
 PROMPT_FILTER_RESULTS: list[Any] = [{"prompt_index": 0, "content_filter_results": {
     **SAFE_FILTER_RESULTS, "jailbreak": {"filtered": False, "detected": False}}}]
 
@@ -253,6 +255,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     completion_id = state.new_id("chatcmpl-")
     created = int(state.config.clock())
     filters = request.app.get(CONTENT_FILTERS)
+    if filters is not None and answer.refusal is not None:  # Azure's output filter stops the answer instead
+        answer = replace(answer, text=None, refusal=None, finish_reason="content_filter", completion_tokens=0)
     if body.get("stream") is True:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -279,7 +283,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         "usage": _usage(answer, state.config.cached_tokens),
     }
     if filters is not None:
-        choice["content_filter_results"] = SAFE_FILTER_RESULTS
+        filtered = answer.finish_reason == "content_filter"
+        choice["content_filter_results"] = FILTERED_RESULTS if filtered else SAFE_FILTER_RESULTS
         completion["prompt_filter_results"] = PROMPT_FILTER_RESULTS
     return state.json(completion)
 
@@ -298,7 +303,8 @@ class _Chunks:
         choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         if self.filters is not None:
             synchronous = content and not self.filters.async_filter
-            choice["content_filter_results"] = SAFE_FILTER_RESULTS if synchronous else {}
+            choice["content_filter_results"] = FILTERED_RESULTS if finish_reason == "content_filter" \
+                else SAFE_FILTER_RESULTS if synchronous else {}
         return self._event([] if delta is None else [choice], usage)
 
     def filter_annotation(self, length: int) -> bytes:

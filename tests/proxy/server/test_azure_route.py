@@ -166,6 +166,22 @@ def test_a_content_filter_block_reaches_the_client_as_a_400_and_is_not_failed_ov
     assert azure_paths(stack) == {CLASSIC_CHAT: 1}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_stopped_by_the_output_filter_ends_as_content_filter_and_is_not_failed_over(
+        stack: Stack, client: openai.OpenAI, stream: bool) -> None:
+    stack.call(lambda: stack.faults["azure"].next(Fault(FaultKind.REFUSAL)))
+    ask: Any = [{"role": "user", "content": "hello there"}]
+    if stream:
+        chunks = list(client.chat.completions.create(model="azure", messages=ask, stream=True))
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        whole = client.chat.completions.create(model="azure", messages=ask)
+        finishes, text = [whole.choices[0].finish_reason], whole.choices[0].message.content or ""
+    assert finishes == ["content_filter"] and text == ""
+    assert azure_paths(stack) == {f"/openai/deployments/{CHAT}/chat/completions": 1}
+
+
 def test_a_rate_limit_with_retry_after_ms_fails_over_to_the_v1_target_and_cools_the_first(
         stack: Stack, client: openai.OpenAI) -> None:
     rate_limited = Fault(FaultKind.STATUS, status=429, retry_after_ms=2500, path="/deployments/")

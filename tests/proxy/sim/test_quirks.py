@@ -103,6 +103,21 @@ async def test_openai_and_azure_block_a_prompt_with_a_400(aiohttp_client: Any, a
     assert response.status == 400 and (await response.json())["error"]["code"] == code
 
 
+async def test_azure_refuses_through_its_output_filter(aiohttp_client: Any) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.REFUSAL), count=2)
+    client = await start(aiohttp_client, azure_openai_app(faults=faults))
+    body = {"model": "gpt-4o-mini", "messages": ASK}
+    whole = await (await client.post("/openai/v1/chat/completions", json=body)).json()
+    choice = whole["choices"][0]
+    assert choice["finish_reason"] == "content_filter" and choice["message"]["content"] is None
+    assert choice["content_filter_results"]["violence"]["filtered"] is True
+    chunks = data_events(await (await client.post("/openai/v1/chat/completions", json={**body, "stream": True})).read())
+    finish = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0].get("finish_reason")]
+    assert [c["finish_reason"] for c in finish] == ["content_filter"]
+    assert finish[0]["content_filter_results"]["violence"]["filtered"] is True
+
+
 async def test_azure_with_quirks_sends_filter_annotations_after_the_finish(aiohttp_client: Any) -> None:
     client = await start(aiohttp_client, azure_openai_app(quirks=True))
     chunks = data_events(await (await client.post("/openai/v1/chat/completions", json={
