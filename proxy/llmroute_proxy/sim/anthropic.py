@@ -7,13 +7,14 @@ SSE events, and a fault can end a 200 stream with `event: error`.
 With `quirks`, as Claude really answers: a `ping` right after `message_start` too, a short text
 block before the tool calls, every tool called at once when several may be (parallel tool use),
 `message_delta` usage that repeats the input count and carries `null` cache counts and
-`server_tool_use`, and error bodies with a `request_id`.
+`server_tool_use`, error bodies with a `request_id`, and a thinking block (thinking deltas, then
+its signature) before the answer when the request enables thinking.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Unpack
 
 import orjson
@@ -115,6 +116,8 @@ class _Answer:
     stop_reason: str
     input_tokens: int
     output_tokens: int
+    thinking: str | None = None
+    """The thinking block's text, when the request enabled thinking (with quirks)."""
 
 
 def _blocks_text(content: Any) -> str:
@@ -179,7 +182,19 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
     if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
         text = structured_reply(output_format.get("schema"), text)
     text, cut = fit_tokens(text, body["max_tokens"])
-    return _Answer(text, (), "max_tokens" if cut else "end_turn", prompt, count_tokens(text))
+    return _thought(state, body, _Answer(text, (), "max_tokens" if cut else "end_turn", prompt, count_tokens(text)))
+
+
+THINKING = "The user wrote to me; I will answer by saying back what they said."
+SIGNATURE = "EqQBCkgIARABGAIiQHNpbS1zaWduYXR1cmUtb2YtdGhlLXRoaW5raW5nLWJsb2Nr"
+
+
+def _thought(state: SimState, body: dict[str, Any], answer: _Answer) -> _Answer:
+    """With quirks, a request that enables thinking gets a thinking block first, as Claude answers it."""
+    thinking = body.get("thinking")
+    if not state.config.quirks or not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return answer
+    return replace(answer, thinking=THINKING, output_tokens=answer.output_tokens + count_tokens(THINKING))
 
 
 def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> dict[str, Any]:
@@ -219,7 +234,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
     message_id = state.new_id("msg_")
     if body.get("stream") is True:
         return await _stream(request, call, answer, message_id, str(body["model"]))
-    content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}] if answer.text is not None else []
+    content: list[dict[str, Any]] = [] if answer.thinking is None else [
+        {"type": "thinking", "thinking": answer.thinking, "signature": SIGNATURE}]
+    content += [{"type": "text", "text": answer.text}] if answer.text is not None else []
     content += [{"type": "tool_use", "id": state.new_id("toolu_"), "name": name, "input": tool_input}
                 for name, tool_input in answer.calls]
     return state.json({
@@ -241,6 +258,12 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
     if quirks:
         await stream.send(_PING)
     index = 0
+    if answer.thinking is not None:
+        await _block(stream, index, {"type": "thinking", "thinking": "", "signature": ""},
+                     [*({"type": "thinking_delta", "thinking": piece}
+                        for piece in split_words(answer.thinking, state.config.chunks)),
+                      {"type": "signature_delta", "signature": SIGNATURE}])
+        index += 1
     if answer.text is not None:
         await _block(stream, index, {"type": "text", "text": ""},
                      [{"type": "text_delta", "text": piece} for piece in split_words(answer.text, state.config.chunks)])
@@ -277,7 +300,8 @@ async def _block(stream: SimStream, index: int, block: dict[str, Any], deltas: l
     if index == 0:
         await stream.send(_PING)
     for delta in deltas:
-        await stream.send(_delta(index, delta), content=bool(delta.get("text") or delta.get("partial_json")))
+        await stream.send(_delta(index, delta),
+                          content=bool(delta.get("text") or delta.get("partial_json") or delta.get("thinking")))
     await stream.send(sse_event("content_block_stop", {"type": "content_block_stop", "index": index}))
 
 

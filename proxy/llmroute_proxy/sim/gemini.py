@@ -9,8 +9,8 @@ With `quirks`, as Gemini really answers: candidate 0 without its `index` (proto3
 defaults), running `usageMetadata` without `candidatesTokenCount` on the text chunks, the
 `finishReason` on a chunk of its own with an empty text part, a last chunk holding only
 `usageMetadata` (no candidates, as Gemini 3 sends), function calls with a `thoughtSignature` and
-all at once when several tools may be called, and a streaming request's errors wrapped in a
-one-element JSON array.
+all at once when several tools may be called, `thoughtsTokenCount` in the final usage (2.5 models
+think by default), and a streaming request's errors wrapped in a one-element JSON array.
 """
 
 from __future__ import annotations
@@ -241,12 +241,18 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
     return _Answer(text, (), "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
 
 
-def _usage(prompt: int, output: int, cached: int) -> dict[str, Any]:
+THOUGHTS_TOKENS = 12
+"""With quirks, the thinking a 2.5 model does by default, counted apart from the candidates."""
+
+
+def _usage(prompt: int, output: int, cached: int, thoughts: int = 0) -> dict[str, Any]:
     usage: dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": output,
-                             "totalTokenCount": prompt + output,
+                             "totalTokenCount": prompt + output + thoughts,
                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
     if cached:
         usage["cachedContentTokenCount"] = cached
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
     return usage
 
 
@@ -264,7 +270,7 @@ def _candidate(parts: list[dict[str, Any]] | None, finish: str | None, quirks: b
 def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: int, chunks: int,
             tail: dict[str, Any]) -> list[dict[str, Any]]:
     """The GenerateContentResponses of one answer: one whole, or the stream's chunks."""
-    full = _usage(answer.prompt_tokens, answer.output_tokens, cached)
+    full = _usage(answer.prompt_tokens, answer.output_tokens, cached, THOUGHTS_TOKENS if quirks else 0)
     if refuse:  # the candidate is stopped by the safety filter before any content
         return [{"candidates": [_candidate(None, "SAFETY", quirks)],
                  "usageMetadata": _usage(answer.prompt_tokens, 0, cached), **tail}]
@@ -282,7 +288,7 @@ def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: i
             usage["totalTokenCount"] = full["promptTokenCount"]
             out.append({"candidates": [_candidate([{"text": piece}], None, quirks)], "usageMetadata": usage, **tail})
         else:
-            usage = _usage(answer.prompt_tokens, count_tokens("".join(pieces[: i + 1])), cached)
+            usage = full if last else _usage(answer.prompt_tokens, count_tokens("".join(pieces[: i + 1])), cached)
             finish = answer.finish_reason if last else None
             out.append({"candidates": [_candidate([{"text": piece}], finish, quirks)], "usageMetadata": usage,
                         **tail})

@@ -18,6 +18,8 @@ import openai
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind
+from llmroute_proxy.sim.anthropic import SIGNATURE, THINKING
+from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
 from tests.proxy.stack import Stack
 
@@ -172,3 +174,29 @@ def test_gemini_errors_in_a_json_array_are_classified_like_plain_ones(stack: Sta
         if stream:
             list(created)
     assert "parts is empty" in refused.value.message
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_usage_adds_up_and_gemini_thinking_counts_as_reasoning(stack: Stack, tier: str) -> None:
+    whole = openai_client(stack).chat.completions.create(model=tier, messages=ASK)  # type: ignore[arg-type]
+    usage = whole.usage
+    assert usage is not None and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    reasoning = usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details else 0
+    assert reasoning == (THOUGHTS_TOKENS if tier == "gemini" else 0)
+    assert usage.completion_tokens > (reasoning or 0)
+
+
+def test_claudes_thinking_block_reaches_each_sdk_in_its_own_place(stack: Stack) -> None:
+    with anthropic_client(stack).messages.stream(model="anthropic", max_tokens=4000, messages=ASK,  # type: ignore[arg-type]
+                                                 thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
+        message = stream.get_final_message()
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].signature == SIGNATURE and message.content[0].thinking == THINKING  # type: ignore[union-attr]
+    chat = openai_client(stack).chat.completions.create(model="anthropic", messages=ASK,  # type: ignore[arg-type]
+                                                        reasoning_effort="low")
+    assert chat.choices[0].message.content and THINKING not in chat.choices[0].message.content
+    with openai_client(stack).responses.stream(model="anthropic", input="tell me a story",
+                                               reasoning={"effort": "low"}) as rstream:
+        response = rstream.get_final_response()
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert "You said: tell me a story" in response.output_text and THINKING not in response.output_text
