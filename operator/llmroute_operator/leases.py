@@ -7,6 +7,14 @@ in equal parts, so a new sidecar is never starved) plus the rest in proportion t
 global figure: a sidecar that left keeps its last share counted until its lease would have run
 out, because it may still be using it. A route's budget share is what a sidecar has already
 spent this period plus its part of what is left, so the shares add up to the limit.
+
+A provider that fails is leased where it is useful. The demand a sidecar's share follows is weighted by
+the fraction of its attempts on that provider that did not fail (the targets' failures in its reports),
+so a sidecar whose endpoint of the provider is down keeps only its floor and the rest goes to sidecars
+for which the provider works. A provider that answers 429 to a `THROTTLED_RATIO` of the requests sent
+across sidecars takes less than its configured figures: the total leased shrinks to what it accepted
+(plus `PROBE_HEADROOM`, so more is tried as it recovers; never below `MIN_TOTAL_FRACTION`), so the
+sidecars fail over at once instead of sending what will be refused; it grows back as the 429s stop.
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ K = TypeVar("K", bound=Hashable)
 DEFAULT_TTL_S = 30.0
 FLOOR_FRACTION = 0.2
 HALF_LIFE_S = 60.0
+THROTTLED_RATIO = 0.2  # of the requests sent to a provider, answered 429: it takes less than it is leased
+PROBE_HEADROOM = 1.1  # a throttled provider is leased this much more than it accepted
+MIN_TOTAL_FRACTION = 0.1  # a throttled provider's total never shrinks below this part of its figure
+THROTTLED_MIN_PER_MINUTE = 5.0  # fewer 429s than this a minute, across sidecars, shrink nothing
+RATE_LIMITED = "rate_limited"  # the sidecar's failure kind for a provider's 429
 
 
 def divide(total: float, demands: Mapping[K, float], floor_fraction: float = FLOOR_FRACTION) -> dict[K, float]:
@@ -41,6 +54,22 @@ def divide(total: float, demands: Mapping[K, float], floor_fraction: float = FLO
         largest = max(shares, key=lambda key: shares[key])
         shares[largest] = max(shares[largest] - max(excess, math.ulp(shares[largest])), 0.0)
     return shares
+
+
+def usefulness(attempts: float, failures: float) -> float:
+    """The fraction of attempts on a provider that did not fail (1 without attempts: nothing known)."""
+    if attempts <= 0:
+        return 1.0
+    return min(max(1.0 - failures / attempts, 0.0), 1.0)
+
+
+def throttled_total(total: float, sent: float, accepted: float) -> float:
+    """`total` (per minute), or less when the provider answered 429 to at least THROTTLED_RATIO of the
+    requests sent to it: what it accepted (`sent`, a rate in the figure's units, × `accepted`, the part of
+    the requests not answered 429) with headroom, within [MIN_TOTAL_FRACTION × total, total]."""
+    if sent <= 0 or accepted > 1 - THROTTLED_RATIO:
+        return total
+    return min(total, max(total * MIN_TOTAL_FRACTION, sent * accepted * PROBE_HEADROOM))
 
 
 def divide_whole(total: int, demands: Mapping[K, float], floor_fraction: float = FLOOR_FRACTION) -> dict[K, int]:
@@ -85,6 +114,16 @@ class LeaseBook:
         for provider, counts in (report.get("providers") or {}).items():
             for metric in ("requests", "tokens"):
                 self._ewma((pod, _key(pod, provider), metric), counts.get(metric, 0) * 60 / interval, alpha)
+        attempts: dict[str, dict[str, float]] = {}
+        for target, counts in (report.get("targets") or {}).items():
+            seen = attempts.setdefault(str(target).split("/", 1)[0], {"attempts": 0.0, "failures": 0.0,
+                                                                     "throttled": 0.0})
+            seen["attempts"] += float(counts.get("requests", 0) or 0)
+            seen["failures"] += float(counts.get("failures", 0) or 0)
+            seen["throttled"] += float((counts.get("errors") or {}).get(RATE_LIMITED, 0) or 0)
+        for provider, seen in attempts.items():
+            for metric, count in seen.items():
+                self._ewma((pod, _key(pod, provider), metric), count * 60 / interval, alpha)
         for route, counts in (report.get("routes") or {}).items():
             key = _key(pod, route)
             cost = float(counts.get("cost_usd", 0) or 0)
@@ -115,14 +154,24 @@ class LeaseBook:
     def _divide_limits(self, provider: str, limits: GlobalLimits, users: list[PodRef],
                        granted: dict[PodRef, _Held]) -> None:
         away = [h.limits[provider] for h in self._departed.values() if provider in h.limits]
-        requests = {pod: self._rates.get((pod, provider, "requests"), 0.0) for pod in users}
-        tokens = {pod: self._rates.get((pod, provider, "tokens"), 0.0) for pod in users}
+        rate = self._rates.get
+        sent = math.fsum(rate((pod, provider, "attempts"), 0.0) for pod in users)
+        throttled = math.fsum(rate((pod, provider, "throttled"), 0.0) for pod in users)
+        # of the requests sent, the part not answered 429 (a few 429s are noise, not a smaller provider)
+        accepted = usefulness(sent, throttled) if throttled >= THROTTLED_MIN_PER_MINUTE else 1.0
+        useful = {pod: usefulness(rate((pod, provider, "attempts"), 0.0), rate((pod, provider, "failures"), 0.0))
+                  for pod in users}
+        requests = {pod: rate((pod, provider, "requests"), 0.0) * useful[pod] for pod in users}
+        tokens = {pod: rate((pod, provider, "tokens"), 0.0) * useful[pod] for pod in users}
+        sent_tokens = math.fsum(rate((pod, provider, "tokens"), 0.0) for pod in users)
 
-        def left(total: float | None, taken: list[float | None]) -> float | None:
-            return None if total is None else max(total - math.fsum(t or 0 for t in taken), 0.0)
+        def left(total: float | None, taken: list[float | None], sent_units: float) -> float | None:
+            if total is None:
+                return None
+            return max(throttled_total(total, sent_units, accepted) - math.fsum(t or 0 for t in taken), 0.0)
 
-        rpm = left(limits.requests_per_minute, [a.requests_per_minute for a in away])
-        tpm = left(limits.tokens_per_minute, [a.tokens_per_minute for a in away])
+        rpm = left(limits.requests_per_minute, [a.requests_per_minute for a in away], sent)
+        tpm = left(limits.tokens_per_minute, [a.tokens_per_minute for a in away], sent_tokens)
         conc = None if limits.max_concurrency is None else \
             max(limits.max_concurrency - sum(a.max_concurrency or 0 for a in away), 0)
         rpm_shares = None if rpm is None else divide(rpm, requests, self.floor_fraction)

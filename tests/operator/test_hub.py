@@ -311,6 +311,51 @@ async def test_two_sidecars_get_leases_that_split_the_providers_global_limit(
         await car.upstream.close()
 
 
+async def test_a_provider_failing_for_one_sidecar_leaves_its_share_to_the_other_through_the_hub(
+        certs: CertFiles, tmp_path: Path) -> None:
+    """The wiring of the degraded-provider split: real sidecars' reports → the hub's lease book → leases."""
+    from llmroute_operator.contracts import DesiredTable, GlobalLimits
+    from llmroute_operator.leases import LeaseBook
+    from llmroute_proxy.table import TargetId
+
+    parts = Parts()
+    parts.hub = Hub(parts.source, parts.sink, parts.reviewer, leases=LeaseBook(ttl_s=30, half_life_s=1))
+    base = desired()
+    table = DesiredTable(base.version, base.payload, {"team-a/openai-main": GlobalLimits(600.0, None, None)})
+    pods = [POD, PodRef("team-a", "chat-1")]
+    cars = [build_sidecar(), build_sidecar()]
+    async with running_hub(parts.hub, certs) as url:
+        parts.url = url
+        clients, tasks = [], []
+        for i, (pod, car) in enumerate(zip(pods, cars, strict=True)):
+            await parts.source.set(pod, table)
+            (tmp_path / str(i)).mkdir()
+            clients.append(client_for(parts, car, tmp_path / str(i), certs, pod))
+            tasks.append(asyncio.create_task(clients[-1].connect_once()))
+        await parts.sink.wait_for("acked", 2)
+        target = TargetId("openai-main/gpt-4o-mini@us")
+        for car in cars:  # the same demand; for the first sidecar nearly every attempt fails
+            car.counters_for(target).requests = 100
+        cars[0].counters_for(target).failures = 95
+        cars[0].counters_for(target).errors["server_error"] = 95
+        for client in clients:
+            assert await client.send_final_report()
+        await parts.sink.wait_for("usage", 2)
+        await parts.hub.renew_leases()
+
+        def rpm(car: Sidecar) -> float | None:
+            return car.leases.limits(car.table.provider_limits, car.clock())["openai-main"].requests_per_minute  # type: ignore[union-attr]
+
+        async with asyncio.timeout(10):
+            while (rpm(cars[0]) or 0) >= 120 or (rpm(cars[1]) or 0) <= 480:
+                await asyncio.sleep(0.02)
+        assert (rpm(cars[0]) or 0) + (rpm(cars[1]) or 0) <= 600
+        for task in tasks:
+            task.cancel()
+    for car in cars:
+        await car.upstream.close()
+
+
 @pytest.mark.parametrize("server_name", [None, "llmroute.llmroute.svc"])
 async def test_a_hub_reached_by_ip_is_verified_against_the_configured_server_name(
         sidecar: Sidecar, tmp_path: Path, server_name: str | None) -> None:

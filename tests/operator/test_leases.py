@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from llmroute_operator.contracts import DesiredTable, GlobalLimits, PodRef
-from llmroute_operator.leases import LeaseBook, divide, divide_whole
+from llmroute_operator.leases import LeaseBook, divide, divide_whole, throttled_total, usefulness
 
 PODS = [PodRef("ns", f"p{i}") for i in range(6)]
 demands = st.dictionaries(st.integers(0, 50), st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50)
@@ -107,3 +108,66 @@ def test_unlimited_figures_stay_unlimited() -> None:
     leases = LeaseBook().leases({PODS[0]: table(rpm=None, conc=None)}, now=0, now_wall=0)
     limits = leases[PODS[0]].limits["openai"]
     assert limits.requests_per_minute is None and limits.max_concurrency is None
+
+
+@pytest.mark.parametrize("attempts, failures, useful", [
+    (0, 0, 1.0), (10, 0, 1.0), (10, 5, 0.5), (10, 10, 0.0), (10, 12, 0.0),
+])
+def test_usefulness_is_the_part_of_attempts_that_did_not_fail(attempts: float, failures: float, useful: float) -> None:
+    assert usefulness(attempts, failures) == useful
+
+
+@pytest.mark.parametrize("total, sent, accepted, leased", [
+    (600, 0, 1.0, 600),  # nothing sent: nothing known
+    (600, 300, 0.9, 600),  # 10 % answered 429: below THROTTLED_RATIO
+    (600, 1000, 0.5, 550),  # it took 500 of 1000 a minute: lease that, with headroom
+    (600, 300, 0.5, 165),
+    (600, 2000, 0.5, 600),  # it took more than the figure: never above the figure
+    (600, 100, 0.1, 60),  # never below MIN_TOTAL_FRACTION
+])
+def test_a_throttled_provider_is_leased_what_it_accepted(total: float, sent: float, accepted: float,
+                                                          leased: float) -> None:
+    assert math.isclose(throttled_total(total, sent, accepted), leased)
+
+
+def health(requests: int, failures: int = 0, throttled: int = 0, interval: float = 10) -> dict[str, object]:
+    """A report whose sidecar sent `requests` to openai's one target, of which `failures` failed."""
+    errors = {"rate_limited": throttled, "server_error": failures - throttled} if failures else {}
+    return {"interval": interval, "providers": {"openai": {"requests": requests, "tokens": 0}},
+            "targets": {"openai/gpt-4o-mini": {"requests": requests, "failures": failures, "errors": errors}}}
+
+
+def test_a_provider_failing_for_one_sidecar_is_leased_to_the_sidecars_it_works_for() -> None:
+    book = LeaseBook(ttl_s=30, floor_fraction=0.2, half_life_s=10)
+    broken, working = PODS[:2]
+    for _ in range(10):  # same demand; for `broken` the provider's endpoint fails (its region is down)
+        book.observe(broken, health(100, failures=95), now_wall=0)
+        book.observe(working, health(100), now_wall=0)
+    leases = book.leases({broken: table(), working: table()}, now=0, now_wall=0)
+    assert rpm_of(leases, broken) < 90 and rpm_of(leases, working) > 510  # the floor is 60 each
+    assert rpm_of(leases, broken) >= 60 and rpm_of(leases, broken) + rpm_of(leases, working) <= 600
+    conc = [leases[p].limits["openai"].max_concurrency for p in (broken, working)]
+    assert conc[0] < conc[1] and sum(conc) == 10  # type: ignore[operator, arg-type]
+
+
+def test_a_provider_throttling_across_sidecars_is_leased_less_and_more_again_as_it_recovers() -> None:
+    book = LeaseBook(ttl_s=30, floor_fraction=0.2, half_life_s=10)
+    a, b = PODS[:2]
+    for _ in range(20):  # each sends 40 a minute (wanting more), the provider answers half with 429
+        for pod in (a, b):
+            book.observe(pod, health(40 // 6, failures=20 // 6, throttled=20 // 6), now_wall=0)
+    shrunk = book.leases({a: table(), b: table()}, now=0, now_wall=0)
+    total = rpm_of(shrunk, a) + rpm_of(shrunk, b)
+    assert total < 100 and math.isclose(book.leased_requests_per_minute()["ns/openai"], total)
+    for _ in range(40):  # the 429s stop
+        for pod in (a, b):
+            book.observe(pod, health(6), now_wall=0)
+    recovered = book.leases({a: table(), b: table()}, now=1, now_wall=1)
+    assert math.isclose(rpm_of(recovered, a) + rpm_of(recovered, b), 600)
+
+
+def test_a_few_429s_shrink_nothing() -> None:
+    book = LeaseBook(ttl_s=30, half_life_s=10)
+    for _ in range(20):
+        book.observe(PODS[0], health(1, failures=1, throttled=1, interval=30), now_wall=0)  # 2 a minute, all 429
+    assert rpm_of(book.leases({PODS[0]: table()}, now=0, now_wall=0), PODS[0]) == 600
