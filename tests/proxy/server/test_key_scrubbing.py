@@ -33,6 +33,7 @@ from llmroute_proxy.sim import Fault, FaultKind, anthropic_app, azure_openai_app
 from llmroute_proxy.sync.client import sidecar_counters
 from llmroute_proxy.sync.protocol import encode
 from llmroute_proxy.sync.usage import UsageMark
+from tests.proxy.documents import provider, route, target
 from tests.proxy.stack import Stack
 
 KEYS = {
@@ -45,50 +46,23 @@ KEYS = {
 PROVIDERS = {"k-oai": "openai", "k-claude": "anthropic", "k-compat": "openai-compatible", "k-gem": "gemini",
              "k-az": "azure-openai"}
 
-CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: k-oai}}
-spec: {{type: openai, endpoints: [{{region: here, url: "{k_oai}/v1"}}], credentials: {{env: K_OAI}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: k-claude}}
-spec: {{type: anthropic, endpoints: [{{region: here, url: "{k_claude}"}}], credentials: {{file: claude.key}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: k-compat}}
-spec: {{type: openai-compatible, endpoints: [{{region: here, url: "{k_compat}/v1"}}], credentials: {{env: K_COMPAT}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: k-gem}}
-spec: {{type: gemini, endpoints: [{{region: here, url: "{k_gem}"}}], credentials: {{env: K_GEM}}}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: k-az}}
-spec:
-  type: azure-openai
-  endpoints: [{{region: here, url: "{k_az}"}}]
-  credentials: {{env: K_AZ}}
-  azure: {{apiVersion: "2024-10-21"}}
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: keys}}
-spec:
-  tiers:
-    k-oai: {{targets: [{{provider: k-oai, model: gpt-4o-mini}}]}}
-    k-claude: {{targets: [{{provider: k-claude, model: claude-sonnet-4-5}}]}}
-    k-compat: {{targets: [{{provider: k-compat, model: gpt-4o-mini}}]}}
-    k-gem: {{targets: [{{provider: k-gem, model: gemini-2.5-flash}}]}}
-    k-az: {{targets: [{{provider: k-az, model: gpt-4o-prod}}]}}
-  defaultTier: k-oai
-  fallback: {{maxAttempts: 1, perTryTimeout: 3s, firstByteTimeout: 2s, idleTimeout: 2s, overallTimeout: 10s}}
-  outlierDetection: {{consecutiveFailures: 1000}}
-"""
+CONFIG = [
+    provider("k-oai", "openai", "{k_oai}/v1", key_env="K_OAI"),
+    provider("k-claude", "anthropic", "{k_claude}", credentials={"file": "claude.key"}),
+    provider("k-compat", "openai-compatible", "{k_compat}/v1", key_env="K_COMPAT"),
+    provider("k-gem", "gemini", "{k_gem}", key_env="K_GEM"),
+    provider("k-az", "azure-openai", "{k_az}", key_env="K_AZ", azure={"apiVersion": "2024-10-21"}),
+    route("keys", {
+        "k-oai": [target("k-oai", "gpt-4o-mini")],
+        "k-claude": [target("k-claude", "claude-sonnet-4-5")],
+        "k-compat": [target("k-compat", "gpt-4o-mini")],
+        "k-gem": [target("k-gem", "gemini-2.5-flash")],
+        "k-az": [target("k-az", "gpt-4o-prod")],
+    }, default_tier="k-oai",
+        fallback={"maxAttempts": 1, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
+                  "overallTimeout": "10s"},
+        outlierDetection={"consecutiveFailures": 1000}),
+]
 
 # message and code templates: `Fault.echo_key` fills in the key the request presented
 SHAPES = {
