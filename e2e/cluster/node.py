@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from controlplane import apiserver_argv, etcd_argv, write_service_account_keys
+
 HERE = Path(__file__).resolve().parent
 STATE = Path(os.environ.get("E2E_STATE", "/tmp/llmroute-e2e"))
 BASELINE = Path(str(STATE) + ".baseline.json")
@@ -189,10 +191,7 @@ def _certs() -> None:
     leaf("kubelet", name("localhost"), ("localhost", "127.0.0.1"), ExtendedKeyUsageOID.SERVER_AUTH)
     leaf("apiserver-kubelet-client", name("kube-apiserver-kubelet-client", "system:masters"), (),
          ExtendedKeyUsageOID.CLIENT_AUTH)
-    sa = key()
-    write_key("sa.key", sa)
-    (CERTS / "sa.pub").write_bytes(sa.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    write_service_account_keys(CERTS)
     (CERTS / "done").touch()
     log(f"certificates written to {CERTS}")
 
@@ -419,31 +418,19 @@ def up() -> None:
             if (d / f).exists() and not (d / f).read_text().strip():
                 (d / f).write_text((hierarchy / f).read_text())
 
-    _start("etcd", ["etcd", "--name", "e2e", "--data-dir", f"{STATE}/etcd",
-                    "--listen-client-urls", "http://127.0.0.1:2379",
-                    "--advertise-client-urls", "http://127.0.0.1:2379",
-                    "--listen-peer-urls", "http://127.0.0.1:2380",
-                    "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                    "--initial-cluster", "e2e=http://127.0.0.1:2380",
-                    "--listen-metrics-urls", "http://127.0.0.1:2381"], holder)
+    _start("etcd", etcd_argv(STATE / "etcd", 2379, 2380, name="e2e", metrics_port=2381), holder)
     _start("containerd", ["containerd", "--config", f"{cfg}/containerd.toml"], holder)
     _wait("etcd", _http_probe("http://127.0.0.1:2381/health"), 30, ["etcd"])
-    _start("kube-apiserver", [
-        f"{bin_dir}/kube-apiserver", "--etcd-servers=http://127.0.0.1:2379",
-        "--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}", f"--secure-port={API_PORT}",
-        "--insecure-port=0",
-        f"--tls-cert-file={CERTS}/apiserver.crt", f"--tls-private-key-file={CERTS}/apiserver.key",
-        f"--client-ca-file={CERTS}/ca.crt", f"--token-auth-file={cfg}/tokens.csv",
-        "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
-        "--service-account-issuer=https://kubernetes.default.svc",
-        "--api-audiences=https://kubernetes.default.svc",
-        f"--service-account-key-file={CERTS}/sa.pub", f"--service-account-signing-key-file={CERTS}/sa.key",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        f"--kubelet-client-certificate={CERTS}/apiserver-kubelet-client.crt",
-        f"--kubelet-client-key={CERTS}/apiserver-kubelet-client.key",
-        "--kubelet-preferred-address-types=Hostname,InternalIP",
-        "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true",
-        "--profiling=false", "--event-ttl=10m"], holder)
+    _start("kube-apiserver", apiserver_argv(
+        bin_dir / "kube-apiserver", etcd_port=2379, port=API_PORT, tokens=cfg / "tokens.csv",
+        service_account_keys=(CERTS / "sa.key", CERTS / "sa.pub"), service_cidr=SERVICE_CIDR, extra=[
+            "--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}",
+            f"--tls-cert-file={CERTS}/apiserver.crt", f"--tls-private-key-file={CERTS}/apiserver.key",
+            f"--client-ca-file={CERTS}/ca.crt", "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
+            f"--kubelet-client-certificate={CERTS}/apiserver-kubelet-client.crt",
+            f"--kubelet-client-key={CERTS}/apiserver-kubelet-client.key",
+            "--kubelet-preferred-address-types=Hostname,InternalIP",
+            "--enable-admission-plugins=NodeRestriction", "--allow-privileged=true", "--event-ttl=10m"]), holder)
     _wait("the API server", _http_probe(f"https://127.0.0.1:{API_PORT}/readyz", token=True), 60,
           ["kube-apiserver", "etcd"])
     _start("kube-controller-manager", [

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -25,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from e2e.cluster.controlplane import apiserver_argv, etcd_argv, write_service_account_keys
 
 from llmroute_operator.crds import load_crds
 from tests.ports import free_ports
@@ -49,16 +47,6 @@ def kubernetes_bin_dir() -> Path:
     if result.returncode != 0:
         raise ApiServerUnavailable(f"{BUILD_SCRIPT.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def _write_service_account_keys(directory: Path) -> tuple[Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private, public = directory / "sa.key", directory / "sa.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public
 
 
 @dataclass
@@ -95,26 +83,17 @@ class ApiServer:
         logs.mkdir(exist_ok=True)
         etcd_port, peer_port, port = free_ports(3)
         self.port = self.port or port
-        self._etcd = subprocess.Popen(
-            [shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", str(self.root / "etcd"),
-             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-             "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
-            stdout=subprocess.DEVNULL, stderr=(logs / "etcd.log").open("wb"))
+        self._etcd = subprocess.Popen(etcd_argv(self.root / "etcd", etcd_port, peer_port),
+                                      stdout=subprocess.DEVNULL, stderr=(logs / "etcd.log").open("wb"))
         tokens = self.root / "tokens.csv"
         tokens.write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
-        sa_key, sa_pub = _write_service_account_keys(self.root)
         self._apiserver = subprocess.Popen(
-            [str(self.bin_dir / "kube-apiserver"), "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-             f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--cert-dir={self.root / 'certs'}",
-             f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
-             "--service-account-issuer=https://kubernetes.default.svc",
-             "--api-audiences=https://kubernetes.default.svc",
-             f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
-             "--service-cluster-ip-range=10.96.0.0/24", "--disable-admission-plugins=ServiceAccount",
-             "--insecure-port=0", "--logtostderr=true", "--v=0"],
+            apiserver_argv(self.bin_dir / "kube-apiserver", etcd_port=etcd_port, port=self.port, tokens=tokens,
+                           service_account_keys=write_service_account_keys(self.root),
+                           service_cidr="10.96.0.0/24",
+                           extra=["--bind-address=127.0.0.1", f"--cert-dir={self.root / 'certs'}",
+                                  "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount",
+                                  "--logtostderr=true", "--v=0"]),
             stdout=subprocess.DEVNULL, stderr=(logs / "kube-apiserver.log").open("wb"))
         try:
             self._wait_ready()
