@@ -1,85 +1,42 @@
 """The operator's view of the cluster, and every pod's table compiled from it. Pure: no kopf, no I/O.
 
 The kopf handlers put and delete what they watch (LLMProviders, LLMRoutes, pods, nodes, and the Secrets
-that providers name); the hub asks `table_for(pod)`. Each resource is judged on its own when it or what
-it refers to changes. A version that does not parse, names a provider that does not serve, or names a
-Secret key that is not there gets a verdict with every problem's field path and serves nothing: the last
-good version of that resource keeps serving, so one bad apply changes no running table.
+that providers name); the hub asks `table_for(pod)`. Each resource is judged on its own (judging.py) when
+it or what it refers to changes; the last good version of a resource keeps serving.
 
 A pod's table is the serving routes of its namespace whose podSelector selects it, plus the providers
-they name (endpoints of the pod's region first, credentials resolved), for its node's region. The
-sidecar's own `compile_payload` checks it, so the operator never pushes a table a sidecar would NACK.
-Compilations are cached by the content hashes of exactly those inputs: a thousand pods with the same
-labels and region cost one compilation.
+they name, for its node's region (tables.py compiles it). Compilations are cached by the content hashes
+of exactly those inputs: a thousand pods with the same labels and region cost one compilation.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from llmroute_operator.contracts import DesiredTable, Generation, GlobalLimits, PodRef
-from llmroute_operator.selectors import selects
-from llmroute_proxy.spec import (
-    API_VERSION,
-    PROVIDER_KIND,
-    ROUTE_KIND,
-    EnvCredential,
-    FileCredential,
-    ProviderSpec,
-    RouteSpec,
-    SecretKeyRef,
-    SpecError,
-    parse_provider,
-    parse_route,
+from llmroute_operator.contracts import DesiredTable, Generation, PodRef
+from llmroute_operator.judging import (
+    Key,
+    Resource,
+    ServingProvider,
+    ServingRoute,
+    Verdict,
+    decode_secret,
+    document_of,
+    judge_provider,
+    judge_route,
+    pending,
+    secret_ref,
 )
-from llmroute_proxy.sync.protocol import TableRejected, compile_payload, payload_version, table_payload
-from llmroute_proxy.table import Limits
+from llmroute_operator.selectors import selects
+from llmroute_operator.tables import Compiled, compile_table
+from llmroute_proxy.spec import PROVIDER_KIND, ROUTE_KIND, RouteSpec
 
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 CACHE_SIZE = 4096
-
-Key = tuple[str, str]  # (namespace, name)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    path: str  # inside the resource, e.g. spec.tiers.fast.targets[0].provider
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The judgement of a resource's current version.
-
-    `problems` make it not Accepted; `unresolved` (missing providers, Secrets, keys) make it neither
-    Accepted nor ResolvedRefs. `serving` is the content hash of the version that serves — the current
-    one when accepted, an older good one otherwise, None when no version ever was good.
-    """
-
-    kind: str
-    namespace: str
-    name: str
-    generation: int | None
-    problems: tuple[Problem, ...] = ()
-    unresolved: tuple[Problem, ...] = ()
-    serving: str | None = None
-    uid: str | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return not self.problems and not self.unresolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,41 +52,10 @@ class Topology:
     zone: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class _ServingProvider:
-    name: str
-    document: Mapping[str, Any]
-    spec: ProviderSpec
-    credential: str | None
-    hash: str  # of the document and the credential
-
-
-@dataclass(frozen=True, slots=True)
-class _ServingRoute:
-    name: str
-    document: Mapping[str, Any]
-    spec: RouteSpec
-    providers: frozenset[str]
-    hash: str
-
-
-@dataclass(slots=True)
-class _Resource:
-    document: Mapping[str, Any]
-    verdict: Verdict
-    serving: Any = None  # _ServingProvider | _ServingRoute | None
-
-
-@dataclass(slots=True)
-class _Compiled:
-    table: DesiredTable | None
-    problem: str | None = None
-
-
 @dataclass(slots=True)
 class _Namespace:
-    providers: dict[str, _Resource] = field(default_factory=dict)
-    routes: dict[str, _Resource] = field(default_factory=dict)
+    providers: dict[str, Resource] = field(default_factory=dict)
+    routes: dict[str, Resource] = field(default_factory=dict)
 
 
 class ClusterIndex:
@@ -141,11 +67,11 @@ class ClusterIndex:
         self._nodes: dict[str, Topology] = {}
         self._secrets: dict[Key, dict[str, str]] = {}
         self._generation = Generation()
-        self._cache: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
         self._cache_size = cache_size
         self._memo: dict[PodRef, DesiredTable | None] = {}
-        self._serving_memo: dict[str, tuple[dict[str, _ServingProvider], list[_ServingRoute]]] = {}
-        self._selection_memo: dict[tuple[str, frozenset[tuple[str, str]]], list[_ServingRoute]] = {}
+        self._serving_memo: dict[str, tuple[dict[str, ServingProvider], list[ServingRoute]]] = {}
+        self._selection_memo: dict[tuple[str, frozenset[tuple[str, str]]], list[ServingRoute]] = {}
         self._last: dict[PodRef, DesiredTable] = {}
         self.compilations = 0
         self.cache_hits = 0
@@ -208,9 +134,9 @@ class ClusterIndex:
     # ---- resources -------------------------------------------------------------------------------
 
     def put_provider(self, namespace: str, body: Mapping[str, Any]) -> bool:
-        document, name = _document(body, PROVIDER_KIND)
+        document, name = document_of(body, PROVIDER_KIND)
         ns = self._namespaces.setdefault(namespace, _Namespace())
-        ns.providers[name] = _Resource(document, _pending(PROVIDER_KIND, namespace, name, body),
+        ns.providers[name] = Resource(document, pending(PROVIDER_KIND, namespace, name, body),
                                        ns.providers[name].serving if name in ns.providers else None)
         changed = self._judge_namespace(namespace)
         named = self.named_secrets()
@@ -227,10 +153,10 @@ class ClusterIndex:
         return self._changed(True)
 
     def put_route(self, namespace: str, body: Mapping[str, Any]) -> bool:
-        document, name = _document(body, ROUTE_KIND)
+        document, name = document_of(body, ROUTE_KIND)
         ns = self._namespaces.setdefault(namespace, _Namespace())
         old = ns.routes.get(name)
-        resource = _Resource(document, _pending(ROUTE_KIND, namespace, name, body), old.serving if old else None)
+        resource = Resource(document, pending(ROUTE_KIND, namespace, name, body), old.serving if old else None)
         ns.routes[name] = resource
         before = resource.serving
         self._judge_route(namespace, resource)
@@ -248,7 +174,7 @@ class ClusterIndex:
         if not self._referenced(key):
             self._secrets.pop(key, None)
             return False
-        decoded = _decode(data or {})
+        decoded = decode_secret(data or {})
         if self._secrets.get(key) == decoded:
             return False
         self._secrets[key] = decoded
@@ -263,7 +189,7 @@ class ClusterIndex:
         """Secrets named by a provider's current version, or by the older version that still serves."""
         return {key for ns_name, ns in self._namespaces.items() for r in ns.providers.values()
                 for document in (r.document, r.serving.document if r.serving is not None else None)
-                if document is not None and (key := _secret_ref(ns_name, document)) is not None}
+                if document is not None and (key := secret_ref(ns_name, document)) is not None}
 
     def missing_secrets(self) -> set[Key]:
         """Named Secrets the index does not hold: the operator reads these at once."""
@@ -362,46 +288,11 @@ class ClusterIndex:
         after = [r.serving for r in (*ns.providers.values(), *ns.routes.values())]
         return self._changed(any(a is not b for a, b in zip(before, after, strict=True)))
 
-    def _judge_provider(self, namespace: str, resource: _Resource) -> None:
-        spec, errors = parse_provider(resource.document)
-        problems, unresolved = [_problem(e) for e in errors], []
-        credential: str | None = None
-        if spec is not None:
-            match spec.credentials:
-                case SecretKeyRef(name=secret, key=key):
-                    data = self._secrets.get((namespace, secret))
-                    if data is None:
-                        unresolved.append(Problem("spec.credentials.secretRef.name",
-                                                  f"Secret '{secret}' not found in namespace '{namespace}'"))
-                    elif not data.get(key):
-                        unresolved.append(Problem("spec.credentials.secretRef.key",
-                                                  f"Secret '{secret}' has no non-empty text key '{key}'"))
-                    else:
-                        credential = data[key]
-                case EnvCredential() | FileCredential():
-                    problems.append(Problem("spec.credentials", "in a cluster only secretRef credentials "
-                                            "reach the sidecars; env and file work in standalone mode"))
-        if spec is not None and not problems and not unresolved:
-            digest = _hash(resource.document, _hash(credential))
-            old = resource.serving
-            if old is None or old.hash != digest:
-                resource.serving = _ServingProvider(spec.name, resource.document, spec, credential, digest)
-        resource.verdict = _verdict(resource, problems, unresolved)
+    def _judge_provider(self, namespace: str, resource: Resource) -> None:
+        judge_provider(namespace, resource, self._secrets)
 
-    def _judge_route(self, namespace: str, resource: _Resource) -> None:
-        ns = self._namespaces[namespace]
-        scope = {name: (p.serving.spec if p.serving is not None else None) for name, p in ns.providers.items()}
-        spec, errors = parse_route(resource.document, scope)
-        problems = [_problem(e) for e in errors if not e.path.endswith(".provider")]
-        unresolved = [_problem(e) for e in errors if e.path.endswith(".provider")]
-        if spec is not None and not errors:
-            digest = _hash(resource.document)
-            old = resource.serving
-            if old is None or old.hash != digest:
-                used = frozenset(t.provider for tier in spec.tiers.values() for t in tier.targets) | \
-                    frozenset(t.provider for e in spec.experiments for t in e.targets)
-                resource.serving = _ServingRoute(spec.name, resource.document, spec, used, digest)
-        resource.verdict = _verdict(resource, problems, unresolved)
+    def _judge_route(self, namespace: str, resource: Resource) -> None:
+        judge_route(resource, self._namespaces[namespace].providers)
 
     def _changed(self, tables: bool) -> bool:
         if tables:
@@ -440,7 +331,7 @@ class ClusterIndex:
             self._cache.move_to_end(key)
         return compiled.table if compiled.table is not None else self._last.get(pod)
 
-    def _serving(self, namespace: str, ns: _Namespace) -> tuple[dict[str, _ServingProvider], list[_ServingRoute]]:
+    def _serving(self, namespace: str, ns: _Namespace) -> tuple[dict[str, ServingProvider], list[ServingRoute]]:
         """The namespace's serving providers, and its serving routes whose providers all serve (by name)."""
         found = self._serving_memo.get(namespace)
         if found is None:
@@ -450,90 +341,15 @@ class ClusterIndex:
             found = self._serving_memo[namespace] = (providers, routes)
         return found
 
-    def _compile(self, namespace: str, region: str, routes: list[_ServingRoute],
-                 providers: list[_ServingProvider]) -> _Compiled:
+    def _compile(self, namespace: str, region: str, routes: list[ServingRoute],
+                 providers: list[ServingProvider]) -> Compiled:
         self.compilations += 1
-        documents: list[Mapping[str, Any]] = [_regional(p.document, region) for p in providers]
-        documents += [r.document for r in routes]
-        credentials = {p.name: p.credential for p in providers if p.credential is not None}
-        payload = table_payload(region, documents, credentials)
-        try:
-            compile_payload(payload)
-        except TableRejected as rejected:
-            return _Compiled(None, f"{namespace} (region {region or 'none'}): {rejected}")
-        limits = {f"{namespace}/{p.name}": GlobalLimits(p.spec.limits.requests_per_minute,
-                                                         p.spec.limits.tokens_per_minute,
-                                                         p.spec.limits.max_concurrency)
-                  for p in providers if p.spec.limits != Limits()}
-        budgets = {f"{namespace}/{r.name}": r.spec.budget.limit_usd for r in routes if r.spec.budget is not None}
-        return _Compiled(DesiredTable(payload_version(payload), payload, limits, budgets))
+        return compile_table(namespace, region, routes, providers)
 
-    def _serving_route(self, namespace: str, route: str) -> _ServingRoute | None:
+    def _serving_route(self, namespace: str, route: str) -> ServingRoute | None:
         ns = self._namespaces.get(namespace)
         resource = None if ns is None else ns.routes.get(route)
         return None if resource is None else resource.serving  # type: ignore[no-any-return]
 
     def _referenced(self, key: Key) -> bool:
         return key in self.named_secrets()
-
-
-# ---- helpers ----------------------------------------------------------------------------------------
-
-def _document(body: Mapping[str, Any], kind: str) -> tuple[dict[str, Any], str]:
-    """The resource as applied (apiVersion, kind, metadata.name, spec): what the sidecars receive."""
-    metadata = body.get("metadata") or {}
-    name = str(metadata.get("name", ""))
-    document = {"apiVersion": body.get("apiVersion") or API_VERSION, "kind": body.get("kind") or kind,
-                "metadata": {"name": name}, "spec": body.get("spec")}
-    return orjson.loads(orjson.dumps(document)), name
-
-
-def _pending(kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> Verdict:
-    metadata = body.get("metadata") or {}
-    generation, uid = metadata.get("generation"), metadata.get("uid")
-    return Verdict(kind, namespace, name, generation if isinstance(generation, int) else None,
-                   uid=uid if isinstance(uid, str) else None)
-
-
-def _verdict(resource: _Resource, problems: Iterable[Problem], unresolved: Iterable[Problem]) -> Verdict:
-    serving = resource.serving.hash if resource.serving is not None else None
-    return replace(resource.verdict, problems=tuple(problems), unresolved=tuple(unresolved), serving=serving)
-
-
-def _problem(error: SpecError) -> Problem:
-    return Problem(error.path, error.message)
-
-
-def _secret_ref(namespace: str, document: Mapping[str, Any]) -> Key | None:
-    spec = document.get("spec")
-    credentials = spec.get("credentials") if isinstance(spec, Mapping) else None
-    ref = credentials.get("secretRef") if isinstance(credentials, Mapping) else None
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    return (namespace, name) if isinstance(name, str) and name else None
-
-
-def _decode(data: Mapping[str, str]) -> dict[str, str]:
-    """base64 values → text, surrounding whitespace removed (a key file often ends in a newline)."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        try:
-            out[key] = base64.b64decode(value, validate=True).decode().strip()
-        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError):
-            continue
-    return out
-
-
-def _regional(document: Mapping[str, Any], region: str) -> dict[str, Any]:
-    """The provider with the endpoints of `region` first (stable otherwise)."""
-    spec = dict(document["spec"])
-    endpoints = spec.get("endpoints")
-    if isinstance(endpoints, list) and region:
-        spec["endpoints"] = sorted(endpoints, key=lambda e: not (isinstance(e, Mapping) and e.get("region") == region))
-    return {**document, "spec": spec}
-
-
-def _hash(value: object, *more: str) -> str:
-    digest = hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
-    for part in more:
-        digest.update(part.encode())
-    return digest.hexdigest()

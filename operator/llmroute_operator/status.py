@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmroute_operator.contracts import PodRef
-from llmroute_operator.index import ClusterIndex, Verdict
+from llmroute_operator.index import ClusterIndex
+from llmroute_operator.judging import Verdict
 from llmroute_proxy.routing.budget import period_bounds
 from llmroute_proxy.spec import ROUTE_KIND
 from llmroute_proxy.table import BudgetPeriod

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from llmroute_operator.contracts import GlobalLimits, PodRef
-from llmroute_operator.index import ClusterIndex, Problem
+from llmroute_operator.index import ClusterIndex
+from llmroute_operator.judging import Problem
 from llmroute_proxy.sync.protocol import compile_payload, payload_version
 from tests.operator.resources import KEY, node, pod, provider, route, secret, secret_data
 
