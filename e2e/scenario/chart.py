@@ -14,7 +14,8 @@ forwarded port on the node's loopback). Step by step, each printed with its time
      cluster IP, a memory-backed state directory); a pod without the label is stored as it was sent;
   4. the sidecar gets its table from the operator in its pod: the pod becomes Ready, the LLMRoute says
      Synced 1/1, a request through the sidecar with the official OpenAI SDK is answered by the primary, and
-     the sidecar's usage reports show up as spend in the route's status;
+     the sidecar's usage reports show up as spend in the route's status, and its traces reach an OTLP/HTTP
+     receiver pod (otlp_receiver.py, named in the chart's injection.env);
   5. the route changes (the other provider first): the running sidecar serves the new table, no restart;
   6. the operator's pod is deleted under traffic: every request is answered; the new pod resyncs the sidecar
      (a route change made after it started reaches the sidecar);
@@ -27,9 +28,11 @@ operator's and the sidecar's logs.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -60,28 +63,56 @@ SYSTEM = "llmroute-system"        # the release's namespace (never injected)
 NS = "team"                       # the application's namespace
 GROUP = "llmroute.dev"
 KEY = "sk-sim-e2e-0123456789abcdef"
+OBSERVE = "observability"         # the OTLP receiver's namespace
+HERE = Path(__file__).resolve().parent
 OPERATOR = "app.kubernetes.io/component=operator"
 LOOP_REQUESTS = 80           # the failover loop (the primary dies ~2 s in): bounded in count...
 LOOP_SECONDS = 60            # ...and in time
 
 
-def values(image: str) -> dict[str, Any]:
+def values(image: str, otlp: str) -> dict[str, Any]:
     repository, tag = image.rsplit(":", 1)
+    env = {"LLMROUTE_USAGE_REPORT_SECONDS": "1",     # so spend shows up in status within the scenario
+           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,      # traces to the receiver pod, sent every 0.5 s
+           "OTEL_BSP_SCHEDULE_DELAY": "500", "OTEL_METRICS_EXPORTER": "none"}
     return {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-            "injection": {"imagePullPolicy": "Never",
-                          # usage reports every second, so spend shows up in status within the scenario
-                          "env": [{"name": "LLMROUTE_USAGE_REPORT_SECONDS", "value": "1"}]}}
+            "injection": {"imagePullPolicy": "Never", "env": [{"name": k, "value": v} for k, v in env.items()]}}
+
+
+def otlp_receiver(image: str) -> str:
+    """The OTLP/HTTP receiver pod (otlp_receiver.py) behind a Service; its endpoint, for the chart's values."""
+    labels = {"app": "otlp"}
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OBSERVE}})
+    apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "otlp", "namespace": OBSERVE, "labels": labels},
+           "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+               "name": "receiver", "image": image, "imagePullPolicy": "Never",
+               "command": ["python3", "-c", (HERE / "otlp_receiver.py").read_text()],
+               "readinessProbe": {"httpGet": {"path": "/spans", "port": 4318}, "periodSeconds": 1},
+               "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+               "securityContext": SECURE}]}},
+          {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "otlp", "namespace": OBSERVE},
+           "spec": {"selector": labels, "ports": [{"port": 4318, "targetPort": 4318}]}})
+    return f"http://{cluster_ip(OBSERVE, 'otlp')}:4318"
+
+
+def spans(otlp: str) -> dict[str, Any] | None:
+    """What the receiver counted; the node's own processes reach cluster IPs."""
+    try:
+        with urllib.request.urlopen(f"{otlp}/spans", timeout=5) as response:
+            return dict(json.load(response))
+    except (OSError, ValueError):
+        return None
 
 
 def helm_config() -> helm.Config:
     return helm.Config(kubeconfig_path=STATE / "config" / "admin.kubeconfig", namespace=SYSTEM)
 
 
-def install(image: str) -> None:
+def install(image: str, otlp: str) -> None:
     t0 = time.monotonic()
     config = helm_config()
     try:
-        release = config.install(helm.Chart.load(CHART), RELEASE, values(image), namespace=SYSTEM,
+        release = config.install(helm.Chart.load(CHART), RELEASE, values(image, otlp), namespace=SYSTEM,
                                  create_namespace=True, timeout=120)
     finally:
         config.close()
@@ -246,6 +277,15 @@ def serving() -> None:
     check(KEY not in str(get("llmroute", "-n", NS, "chat")), f"LLMRoute chat shows spend {spent} USD, and no key")
 
 
+def traced(otlp: str) -> None:
+    kubectl("wait", "-n", OBSERVE, "--for=condition=Ready", "pod/otlp", "--timeout=60s", timeout=70)
+    def some() -> dict[str, Any] | None:
+        seen = spans(otlp)
+        return seen if seen and seen["count"] > 0 else None
+    got = eventually(some, "the sidecar's spans reach the OTLP receiver pod", 30, lambda: spans(otlp))
+    check(True, f"the sidecar's traces reached the OTLP receiver pod: {got['count']} spans {got['names']}")
+
+
 def route_change(primary: str, secondary: str, why: str, before: str | None = None) -> None:
     """The route's primary changes; the running sidecar gets the new table (no restart) and serves it."""
     t0 = time.monotonic()
@@ -325,10 +365,12 @@ def dump_logs() -> None:
 
 def run(image: str) -> None:
     t0 = time.monotonic()
-    install(image)
+    otlp = otlp_receiver(image)
+    install(image, otlp)
     workloads(image)
     injected()
     serving()
+    traced(otlp)
     route_change("sim-b", "sim-a", "a changed LLMRoute")
     operator_restart()
     failover(NS, "app", "sim-a", "sim-b", LOOP_REQUESTS, LOOP_SECONDS)
