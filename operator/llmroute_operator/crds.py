@@ -1,8 +1,10 @@
 """The CustomResourceDefinitions of LLMProvider and LLMRoute, read from the repository's `crds/` files.
 
 `crds/` is the one source of the CRDs: `kubectl apply -f crds/` installs them, the chart ships the same
-files, and the operator's tests apply what this returns. The files are found relative to this package in
-a source checkout (or an editable install); `LLMROUTE_CRDS_DIR` points elsewhere, e.g. for a wheel.
+files (symlinks into crds/), and the operator's tests apply what this returns. The package reaches them
+the same way: `llmroute_operator/crd_files` is a symlink to crds/, declared package data, so a wheel
+carries copies of the files and a source checkout reads crds/ itself. `LLMROUTE_CRDS_DIR` points
+elsewhere if need be.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ FILES = ("llmproviders.yaml", "llmroutes.yaml")
 
 def crds_dir() -> Path:
     configured = os.environ.get("LLMROUTE_CRDS_DIR")
-    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "crds"
+    return Path(configured) if configured else Path(__file__).resolve().parent / "crd_files"
 
 
 def load_crds(directory: Path | None = None) -> list[dict[str, Any]]:
@@ -32,7 +34,7 @@ def load_crds(directory: Path | None = None) -> list[dict[str, Any]]:
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise FileNotFoundError(f"CRD file {path} not found (set LLMROUTE_CRDS_DIR to the crds/ folder)") from None
+            raise FileNotFoundError(f"CRD file {path} not found (the package's crd_files, or LLMROUTE_CRDS_DIR)") from None
         if not isinstance(document, dict) or document.get("kind") != "CustomResourceDefinition":
             raise ValueError(f"{path} is not a CustomResourceDefinition")
         out.append(document)
