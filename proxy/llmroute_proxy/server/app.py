@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
@@ -265,6 +265,11 @@ def _remember(sidecar: Sidecar, ex: Exchange, choice: TierChoice, status: int, s
         status, sidecar.clock() - started, ex.cost))
 
 
+class _UnreadableBody(BadRequest):
+    """A body that cannot be read to its end: the rest of the connection's bytes mean nothing, so the
+    connection is closed after the answer."""
+
+
 class _Draining(LLMRouteError):
     status = 503
     error_type = "service_unavailable"
@@ -282,6 +287,14 @@ async def _read_json(request: web.Request, sidecar: Sidecar) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(limit) from None
+    except web.RequestPayloadError:
+        # aiohttp decodes a gzip/deflate/br/zstd body itself and reads chunked framing: either can be broken
+        request.content.feed_eof()  # else aiohttp reads on after the answer, meets the error again and logs it
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+        if encoding:
+            raise _UnreadableBody(f"The request body could not be decoded as its header Content-Encoding: "
+                                  f"{encoding} says.", param="content-encoding") from None
+        raise _UnreadableBody("The request body could not be read: its framing is malformed.") from None
     if len(raw) > limit:
         raise BodyTooLarge(limit)
     if not raw:
@@ -334,7 +347,10 @@ def _refuse(request: web.Request, error: LLMRouteError) -> web.Response:
 def _error_response(encoder: Encoder, error: LLMRouteError, headers: dict[str, str] | None = None) -> web.Response:
     status = error.client_status if isinstance(error, UpstreamError) else error.status
     out = {**(headers or {}), **error.headers(), "Content-Type": "application/json"}
-    return web.Response(status=status, body=encoder.error_body(error, status), headers=out)
+    response = web.Response(status=status, body=encoder.error_body(error, status), headers=out)
+    if isinstance(error, _UnreadableBody):
+        response.force_close()
+    return response
 
 
 def _dumps(value: Any) -> str:

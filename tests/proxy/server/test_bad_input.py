@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import logging
 import time
+import zlib
 
 import aiohttp
 import anthropic
@@ -154,3 +157,31 @@ async def test_errors_before_any_attempt_still_name_the_route_and_zero_attempts(
         assert r.status == status
         assert r.headers["x-llmroute-route"] == "main"
         assert r.headers["x-llmroute-attempts"] == "0"
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"model": "openai", "messages": HELLO}),
+    ("/v1/messages", {"model": "anthropic", "max_tokens": 10, "messages": HELLO}),
+    ("/v1/responses", {"model": "openai", "input": "hello"}),
+    ("/v1/embeddings", {"model": "embed", "input": "hello"}),
+])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400_naming_the_header(
+        stack: Stack, path: str, body: dict[str, object], encoding: str, caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp decodes gzip and deflate bodies itself; one it cannot decode is the client's mistake, not a 500,
+    and nothing to log."""
+    status, answer = await post(stack, path, orjson.dumps(body), {"Content-Encoding": encoding})
+    assert status == 400
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    if path == "/v1/messages":
+        assert answer["type"] == "error"
+        error = answer["error"]
+        assert isinstance(error, dict) and error["type"] == "invalid_request_error"
+    else:
+        error = answer["error"]
+        assert isinstance(error, dict) and error["param"] == "content-encoding"
+    assert f"Content-Encoding: {encoding}" in error["message"]
+    # the same body sent as it says it is goes through
+    packed = gzip.compress(orjson.dumps(body)) if encoding == "gzip" else zlib.compress(orjson.dumps(body))
+    status, answer = await post(stack, path, packed, {"Content-Encoding": encoding})
+    assert status == 200, answer
