@@ -107,6 +107,11 @@ BASE: dict[str, Any] = {"model": "auto", "input": "hi"}
     ({"input": []}, "input"),
     ({"model": ""}, "model"),
     ({"previous_response_id": 7}, "previous_response_id"),
+    # values that cannot be looked up in a set (found by tests/proxy/fuzz/test_fuzz_app.py)
+    ({"tools": [{"type": [], "name": "f"}]}, "tools[0].type"),
+    ({"tools": [{"type": {"a": 1}, "name": "f"}]}, "tools[0].type"),
+    ({"tool_choice": {"type": ["function"]}}, "tool_choice"),
+    ({"include": [["reasoning.encrypted_content"]]}, "include[0]"),
 ])
 def test_what_cannot_be_served_is_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequest) as refused:

@@ -126,7 +126,7 @@ def _top_level(body: JSON) -> None:
         raise BadRequest("'service_tier' can only be auto or default: tiers are llmroute's routing.",
                          param="service_tier", code="unsupported_parameter")
     for i, item in enumerate(_array(body.get("include"), "include")):
-        if item not in _INCLUDABLE:
+        if not isinstance(item, str) or item not in _INCLUDABLE:
             raise BadRequest(f"include[{i}] {item!r} cannot be produced here; only "
                              f"{', '.join(sorted(_INCLUDABLE))} are accepted.", param=f"include[{i}]",
                              code="unsupported_parameter")
@@ -302,7 +302,7 @@ def _tooling(body: JSON, out: JSON) -> None:
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     elif choice is not None:
         kind = choice.get("type") if isinstance(choice, dict) else None
-        if kind in BUILT_IN_TOOLS or kind in ("allowed_tools", "mcp"):
+        if isinstance(kind, str) and (kind in BUILT_IN_TOOLS or kind in ("allowed_tools", "mcp")):
             raise BadRequest(f"tool_choice.type {kind!r} is not supported: only function tools run here.",
                              param="tool_choice.type", code="unsupported_parameter")
         raise BadRequest("'tool_choice' must be none, auto, required or {type: function, name}.",
@@ -316,7 +316,7 @@ def _tool(tool: Any, path: str) -> JSON:
     if not isinstance(tool, dict):
         raise BadRequest(f"{path} must be an object.", param=path)
     kind = tool.get("type")
-    if kind in BUILT_IN_TOOLS:
+    if isinstance(kind, str) and kind in BUILT_IN_TOOLS:
         raise BadRequest(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers; llmroute "
                          "routes to any provider and runs function tools only.", param=f"{path}.type",
                          code="unsupported_parameter")
