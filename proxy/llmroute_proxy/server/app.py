@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
@@ -50,6 +51,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     # aiohttp's own limit is set above ours so that we answer 413 in the client's error shape
     app = web.Application(client_max_size=sidecar.settings.max_body_bytes + 1)
     app[SIDECAR] = sidecar
+    app.middlewares.append(_undecodable_body_dropped)
     protect(app, sidecar.settings.allow_origins, _refuse)
     app.cleanup_ctx.append(_scrubbed_logs)
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -265,11 +267,6 @@ def _remember(sidecar: Sidecar, ex: Exchange, choice: TierChoice, status: int, s
         status, sidecar.clock() - started, ex.cost))
 
 
-class _UnreadableBody(BadRequest):
-    """A body that cannot be read to its end: the rest of the connection's bytes mean nothing, so the
-    connection is closed after the answer."""
-
-
 class _Draining(LLMRouteError):
     status = 503
     error_type = "service_unavailable"
@@ -289,12 +286,11 @@ async def _read_json(request: web.Request, sidecar: Sidecar) -> Any:
         raise BodyTooLarge(limit) from None
     except web.RequestPayloadError:
         # aiohttp decodes a gzip/deflate/br/zstd body itself and reads chunked framing: either can be broken
-        request.content.feed_eof()  # else aiohttp reads on after the answer, meets the error again and logs it
         encoding = request.headers.get(hdrs.CONTENT_ENCODING)
         if encoding:
-            raise _UnreadableBody(f"The request body could not be decoded as its header Content-Encoding: "
-                                  f"{encoding} says.", param="content-encoding") from None
-        raise _UnreadableBody("The request body could not be read: its framing is malformed.") from None
+            raise BadRequest(f"The request body could not be decoded as its header Content-Encoding: "
+                             f"{encoding} says.", param="content-encoding") from None
+        raise BadRequest("The request body could not be read: its framing is malformed.") from None
     if len(raw) > limit:
         raise BodyTooLarge(limit)
     if not raw:
@@ -306,6 +302,23 @@ async def _read_json(request: web.Request, sidecar: Sidecar) -> Any:
             raise BadRequest("The request body is not valid UTF-8.") from None
         raise BadRequest(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                          f"column {exc.colno}.") from None
+
+
+@web.middleware
+async def _undecodable_body_dropped(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body aiohttp cannot decode (Content-Encoding) and nobody read to its end: aiohttp would read on
+    after the answer, meet the error and log it as unhandled. It is read here; if it fails, the rest of
+    the connection's bytes mean nothing, so it ends and is closed after the answer."""
+    response = await handler(request)
+    if hdrs.CONTENT_ENCODING in request.headers and not request.content.is_eof():
+        try:
+            await request.read()
+        except web.RequestPayloadError:
+            request.content.feed_eof()
+            response.force_close()
+        except web.HTTPRequestEntityTooLarge:
+            pass
+    return response
 
 
 def _table(sidecar: Sidecar) -> Table:
@@ -347,10 +360,7 @@ def _refuse(request: web.Request, error: LLMRouteError) -> web.Response:
 def _error_response(encoder: Encoder, error: LLMRouteError, headers: dict[str, str] | None = None) -> web.Response:
     status = error.client_status if isinstance(error, UpstreamError) else error.status
     out = {**(headers or {}), **error.headers(), "Content-Type": "application/json"}
-    response = web.Response(status=status, body=encoder.error_body(error, status), headers=out)
-    if isinstance(error, _UnreadableBody):
-        response.force_close()
-    return response
+    return web.Response(status=status, body=encoder.error_body(error, status), headers=out)
 
 
 def _dumps(value: Any) -> str:

@@ -185,3 +185,14 @@ async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400_naming
     packed = gzip.compress(orjson.dumps(body)) if encoding == "gzip" else zlib.compress(orjson.dumps(body))
     status, answer = await post(stack, path, packed, {"Content-Encoding": encoding})
     assert status == 200, answer
+
+
+async def test_a_refused_request_with_an_undecodable_body_logs_nothing(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """Refused before its body is read (a browser's Origin): aiohttp would read on after the answer."""
+    status, _ = await post(stack, "/v1/chat/completions", b"{}{}", {"Content-Encoding": "gzip",
+                                                                         "Origin": "https://evil.example"})
+    assert status == 403
+    await asyncio.sleep(0.1)  # aiohttp reads the rest after the answer is written
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
