@@ -296,12 +296,28 @@ async def _read_json(request: web.Request, sidecar: Sidecar) -> Any:
     if not raw:
         raise BadRequest("The request body is empty; a JSON object was expected.")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "utf-8" in str(exc).lower():
             raise BadRequest("The request body is not valid UTF-8.") from None
         raise BadRequest(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                          f"column {exc.colno}.") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and _too_deep(value):
+        raise BadRequest(f"The request body nests JSON arrays and objects more than {MAX_NESTING} levels deep.")
+    return value
+
+
+MAX_NESTING = 255
+"""orjson reads JSON nested up to 1024 levels but writes only 255, and every body is written again on
+its way upstream; the bracket count (C-fast) spares the exact check to bodies that could be that deep."""
+
+
+def _too_deep(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 @web.middleware

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import logging
 import time
 import zlib
@@ -196,3 +197,26 @@ async def test_a_refused_request_with_an_undecodable_body_logs_nothing(
     await asyncio.sleep(0.1)  # aiohttp reads the rest after the answer is written
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
+
+def nested(depth: int) -> object:
+    value: object = {"type": "object"}
+    for _ in range(depth):
+        value = {"properties": value}
+    return value
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", {"model": "openai", "messages": HELLO, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": nested(300)}}]}),
+    ("/v1/messages", {"model": "anthropic", "max_tokens": 10, "messages": HELLO, "tools": [
+        {"name": "f", "input_schema": nested(300)}]}),
+    ("/v1/responses", {"model": "openai", "input": "hello", "tools": [
+        {"type": "function", "name": "f", "parameters": nested(300)}]}),
+])
+async def test_json_nested_deeper_than_can_be_sent_on_is_a_400(
+        stack: Stack, path: str, body: dict[str, object]) -> None:
+    """orjson reads 1,024 levels but writes 255: such a body passed the front door and failed upstream-bound."""
+    status, answer = await post(stack, path, json.dumps(body).encode())
+    assert status == 400, answer
+    error = answer["error"]
+    assert isinstance(error, dict) and "255 levels" in error["message"]
