@@ -54,26 +54,28 @@ ANY_JSON = json_values()
 
 
 @st.composite
-def mutated(draw: st.DrawFn, base: Any, depth: int = 0) -> Any:
-    """`base` with some of its values, at any depth, replaced by anything, dropped, or kept."""
+def mutated(draw: st.DrawFn, base: Any, depth: int = 0, values: st.SearchStrategy[Any] = ANY_JSON,
+            keys: st.SearchStrategy[Any] = KEYS) -> Any:
+    """`base` with some of its values, at any depth, replaced by anything (`values`), dropped, or kept;
+    sometimes a key (`keys`) added."""
     if depth > 6:
         return base
     choice = draw(st.integers(0, 9))
     if choice == 0:
-        return draw(ANY_JSON)
+        return draw(values)
     if isinstance(base, dict):
         out = {}
         for key, value in base.items():
             if draw(st.integers(0, 11)) == 0:
                 continue  # dropped
-            out[key] = draw(mutated(value, depth + 1))
+            out[key] = draw(mutated(value, depth + 1, values, keys))
         if draw(st.integers(0, 5)) == 0:
-            out[draw(KEYS)] = draw(ANY_JSON)
+            out[draw(keys)] = draw(values)
         return out
     if isinstance(base, list):
-        items = [draw(mutated(item, depth + 1)) for item in base]
+        items = [draw(mutated(item, depth + 1, values, keys)) for item in base]
         if draw(st.integers(0, 5)) == 0:
-            items.append(draw(ANY_JSON))
+            items.append(draw(values))
         return items
     return base
 
@@ -113,11 +115,22 @@ MESSAGES_BASE = {
             {"type": "text", "text": "42"}]}]},
     ],
 }
+RESPONSES_BASE: dict[str, Any] = {
+    "model": "m", "instructions": "be brief", "max_output_tokens": 50, "temperature": 0.5, "top_p": 0.9,
+    "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"},
+                                           {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+              {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+              {"type": "function_call_output", "call_id": "c1", "output": "42"}],
+    "tools": [{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}}],
+    "tool_choice": "auto", "text": {"format": {"type": "text"}}, "reasoning": {"effort": "low"},
+    "stream": True, "store": False, "metadata": {"k": "v"}, "user": "u",
+}
 EMBED_BASE = {"model": "m", "input": ["a", "b"], "encoding_format": "float", "dimensions": 8}
 
 chat_requests = st.one_of(mutated(CHAT_BASE), ANY_JSON)
 messages_requests = st.one_of(mutated(MESSAGES_BASE), ANY_JSON)
 embedding_requests = st.one_of(mutated(EMBED_BASE), ANY_JSON)
+responses_requests = st.one_of(mutated(RESPONSES_BASE), ANY_JSON)
 
 
 @st.composite

@@ -11,11 +11,18 @@ from hypothesis import given
 
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
 from llmroute_proxy.dialects.base import ChatRequest, UpstreamRequest
+from llmroute_proxy.dialects.responses import request_in as responses
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.table import ProviderType, Target
 from llmroute_proxy.validation import validate_chat, validate_embeddings
-from tests.proxy.fuzz.strategies import FUZZ, chat_requests, embedding_requests, messages_requests
+from tests.proxy.fuzz.strategies import (
+    FUZZ,
+    chat_requests,
+    embedding_requests,
+    messages_requests,
+    responses_requests,
+)
 from tests.proxy.fuzz.targets import PROVIDERS
 
 
@@ -70,3 +77,15 @@ def test_any_embeddings_body_is_translated_or_refused_by_name(body: Any) -> None
     except BadRequest:
         return
     translate_everywhere(lambda provider, target: provider.embeddings_request(checked, target))
+
+
+@FUZZ
+@given(responses_requests)
+def test_any_responses_body_is_translated_or_refused_by_name(body: Any) -> None:
+    try:
+        turn = responses.request_to_canonical(body, ())
+        chat = ChatRequest(validate_chat(turn.canonical))
+    except BadRequest as refused:
+        assert refused.message
+        return
+    translate_everywhere(lambda provider, target: provider.chat_request(chat, target))
