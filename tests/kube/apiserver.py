@@ -11,15 +11,12 @@ Run by hand: `python -m tests.kube.apiserver` starts one and prints a kubeconfig
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from typing import Any
 from e2e.cluster.controlplane import apiserver_argv, etcd_argv, write_service_account_keys
 
 from llmroute_operator.crds import load_crds
+from tests.kube.client import rest
 from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,12 +110,9 @@ class ApiServer:
                     raise ApiServerUnavailable(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
             if self.ca_file.exists():
                 try:
-                    request = urllib.request.Request(self.url + "/readyz",
-                                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-                    with urllib.request.urlopen(request, context=self.ssl_context(), timeout=2) as response:
-                        if response.status == 200:
-                            return
-                except (urllib.error.URLError, OSError) as error:
+                    if rest(self.url, ADMIN_TOKEN, self.ssl_context(), "GET", "/readyz", timeout=2)[0] == 200:
+                        return
+                except OSError as error:  # urllib's URLError too: not listening yet
                     last = str(error)
             time.sleep(0.2)
         raise ApiServerUnavailable(f"not ready within {READY_TIMEOUT_S}s ({last}):\n{self.log_tail('kube-apiserver')}")
@@ -143,14 +138,7 @@ class ApiServer:
     def request(self, method: str, path: str, body: object = None,
                 content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
         """One call as the admin: the status and the JSON body (other bodies as {"text": ...})."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(request, context=self.ssl_context(), timeout=30) as response:
-                return response.status, _json(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, _json(error.read())
+        return rest(self.url, ADMIN_TOKEN, self.ssl_context(), method, path, body, content_type)
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """The built kubectl (the host's may be a newer, unsupported skew) as the admin."""
@@ -193,14 +181,6 @@ class ApiServer:
                 process.kill()
                 process.wait()
         self._apiserver = self._etcd = None
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        parsed = json.loads(raw or b"{}")
-    except ValueError:
-        return {"text": raw.decode(errors="replace")}
-    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 def main() -> None:

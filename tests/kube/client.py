@@ -1,14 +1,41 @@
-"""A few lines of Kubernetes REST for the tier-B tests: the API server's own answers, nothing hidden."""
+"""A few lines of Kubernetes REST for the tier-B tests: the API server's own answers, nothing hidden.
+
+`rest` is the one request function: `ApiServer.request` (synchronous, for tests/crds and the harness)
+and `Kube` (async, for the tier-B tests that run an event loop) both call it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
+import urllib.error
+import urllib.request
 from typing import Any
 
-import aiohttp
-import orjson
-
 API_AUDIENCE = "https://kubernetes.default.svc"  # the API server's own (--api-audiences)
+
+
+def rest(url: str, token: str, context: ssl.SSLContext, method: str, path: str, body: object = None,
+         content_type: str = "application/json", timeout: float = 30) -> tuple[int, dict[str, Any]]:
+    """One call to the API server at `url` as the holder of `token`: the status and the JSON body (other
+    bodies as {"text": ...}). An HTTP error is an answer; not reaching the server raises (URLError, OSError)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {token}", **({"Content-Type": content_type} if data is not None else {})}
+    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+            return response.status, _json(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, _json(error.read())
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(raw or b"{}")
+    except ValueError:
+        return {"text": raw.decode(errors="replace")}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
 class KubeError(Exception):
@@ -19,30 +46,20 @@ class KubeError(Exception):
 
 
 class Kube:
-    """REST calls to one API server as the holder of one bearer token."""
+    """REST calls to one API server as the holder of one bearer token; an HTTP error raises KubeError."""
 
     def __init__(self, url: str, token: str, ssl_context: ssl.SSLContext) -> None:
         self.url = url
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.token = token
         self._ssl = ssl_context
-        self._session = aiohttp.ClientSession()
-
-    async def close(self) -> None:
-        await self._session.close()
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       content_type: str = "application/json") -> dict[str, Any]:
-        headers = dict(self.headers)
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = orjson.dumps(body)
-        async with self._session.request(method, self.url + path, data=data, headers=headers,
-                                         ssl=self._ssl) as response:
-            document: dict[str, Any] = orjson.loads(await response.read() or b"{}")
-            if response.status >= 400:
-                raise KubeError(response.status, document)
-            return document
+        status, document = await asyncio.to_thread(rest, self.url, self.token, self._ssl, method, path, body,
+                                                   content_type)
+        if status >= 400:
+            raise KubeError(status, document)
+        return document
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", path, body)

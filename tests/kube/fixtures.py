@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +23,5 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 
 @pytest.fixture
-async def admin(apiserver: ApiServer) -> AsyncIterator[Kube]:
-    kube = Kube(apiserver.url, ADMIN_TOKEN, apiserver.ssl_context())
-    yield kube
-    await kube.close()
+def admin(apiserver: ApiServer) -> Kube:
+    return Kube(apiserver.url, ADMIN_TOKEN, apiserver.ssl_context())
