@@ -1,9 +1,10 @@
 """The attempt planner: which target each upstream attempt of one request goes to, and when to stop.
 
-The server's dispatch loop owns the I/O and follows this plan: `next_attempt`, send (after
-`delay_s`), then `record_failure` or `record_success`, and `limits.release` once the attempt is
-over. The planner decides everything else, from the tier's targets, the health and load books,
-the local limits and the retry budget, so that every rule below is tested without a network:
+The server's dispatch loop owns the I/O and follows this plan: `next_attempt` gives an `Attempt`
+to send (after `delay_s`) or a `Stop`, whose `error` is what the client gets; each attempt ends
+with `record_failure`, `record_success` or `record_abandoned`. The planner decides everything
+else, from the tier's targets, the health and load books, the local limits, the retry budget and
+the request's deadline, so that every rule below is tested without a network:
 
 1. Candidates are the tier's targets (or an override) ranked by `order_targets`; ejected,
    cooling, saturated and already tried targets are skipped. A half-open target is taken as
@@ -16,11 +17,14 @@ the local limits and the retry budget, so that every rule below is tested withou
    anyway (one per tier), so the sidecar never makes a total outage by itself.
 5. Only when no other target is left is the same target retried, after full-jitter back-off
    (0.5 s × 2^k, at most 8 s) or its Retry-After; a longer hint stops the plan instead.
-6. `max_attempts` bounds every attempt; each after the first needs the retry budget.
+6. `max_attempts` bounds every attempt; each after the first needs the retry budget. No attempt
+   starts, or waits out a back-off, past the request's deadline.
 
-Choosing a target acquires its provider's local limits; the planner counts the request in the
-retry budget when it is created and each later attempt as a retry. It leaves the load book's
-counters to the caller (`started`/`finished`), who knows the time to first token.
+The planner owns what it takes: choosing a target acquires its provider's local limits, which
+the attempt's end gives back (once, whichever way it ends); it counts the request in the retry
+budget when it is created and each later attempt as a retry. `record_failure` says whether the
+failure ejected the target. It leaves the load book's counters to the caller
+(`started`/`finished`), who knows the time to first token.
 """
 
 from __future__ import annotations
@@ -28,8 +32,16 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
-from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.errors import (
+    AttemptRecord,
+    AttemptsExhausted,
+    FailureKind,
+    LLMRouteError,
+    LocalLimitExceeded,
+    UpstreamError,
+)
 from llmroute_proxy.routing.balance import LoadBook, order_targets
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
@@ -48,6 +60,48 @@ class Attempt:
     tier: str = ""  # the tier the target was taken from
     probe: bool = False  # this attempt is the half-open probe of an ejected target
     retry: bool = False  # charged to the retry budget: a same-target retry or a panic attempt
+
+
+class StopReason(StrEnum):
+    ANSWERED = "answered"
+    """An attempt succeeded, or was abandoned: nothing more to try."""
+    NOT_RECOVERABLE = "not_recoverable"
+    """The last failure is the request's own (or the route's `onErrors` leaves it out)."""
+    NO_LARGER_WINDOW = "no_larger_window"
+    """The prompt is too long for every target with a larger context window that is left."""
+    SATURATED = "saturated"
+    """Every candidate is at its local rate or concurrency limit, before any attempt."""
+    RETRY_BUDGET = "retry_budget"
+    """The sidecar-wide retry budget allows no more retries now."""
+    EXHAUSTED = "exhausted"
+    """`maxAttempts` reached, or no candidate left."""
+    DEADLINE = "deadline"
+    """The request's overall deadline passed, or would pass during a back-off."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The plan is over: why, when the client may try again, and what to say."""
+
+    reason: StopReason
+    retry_after: float | None = None
+    message: str | None = None
+    """For `saturated`: the refusal; for `retry_budget`: the note on the exhausted attempts."""
+
+    def error(self, attempts: Sequence[AttemptRecord], last: UpstreamError | None) -> LLMRouteError:
+        """The error the client gets; `last` is the last attempt's (scrubbed) failure, which a
+        failure that is not recoverable, or a prompt too long everywhere, returns as it is."""
+        reason = self.reason
+        if reason in (StopReason.NOT_RECOVERABLE, StopReason.NO_LARGER_WINDOW) and last is not None:
+            if reason is StopReason.NO_LARGER_WINDOW or not last.kind.fails_over:
+                return last
+            return AttemptsExhausted(attempts, retry_after=last.retry_after)  # left out by onErrors
+        if reason is StopReason.SATURATED:
+            return LocalLimitExceeded(self.message or "Every target is at its local limit.", self.retry_after or 0.0)
+        if reason is StopReason.DEADLINE:
+            return AttemptsExhausted(attempts, deadline_passed=True)
+        note = self.message if reason is StopReason.RETRY_BUDGET else None
+        return AttemptsExhausted(attempts, retry_after=self.retry_after, note=note)
 
 
 @dataclass(slots=True)
@@ -71,12 +125,12 @@ class AttemptPlanner:
 
     def __init__(self, route: Route, tier: str, *, targets: Sequence[Target] | None = None,
                  health: HealthBook, load: LoadBook, limits: LimitBook, retry_budget: RetryBudget,
-                 rng: random.Random, local_region: str, prompt_tokens: int, now: float) -> None:
+                 rng: random.Random, local_region: str, prompt_tokens: int, now: float,
+                 deadline: float = float("inf")) -> None:
         self.route = route
-        self.saturated_retry_after: float | None = None
-        self.stopped_by_retry_budget = False
         self.tiers_tried: list[str] = []
         self.attempts: list[Attempt] = []
+        self._tier = tier
         self._health = health
         self._load = load
         self._limits = limits
@@ -84,79 +138,115 @@ class AttemptPlanner:
         self._rng = rng
         self._local_region = local_region
         self._prompt_tokens = prompt_tokens
+        self._deadline = deadline
         self._tiers = self._tier_plans(route, tier, targets)
         self._tried: set[TargetId] = set()
+        self._holding: set[int] = set()  # attempts whose limits are still held, by number
         # What the last failure said, not the exception: an exception holds its traceback, whose
         # frames hold their locals — a request's whole connection state (issue 11, defect 2).
         self._last_kind: FailureKind | None = None
         self._last_retry_after: float | None = None
+        self._soonest_retry_at: float | None = None  # when the first target that said so takes requests again
         self._same_target_retries = 0
         self._min_context_window: float | None = None  # set by a context-length failure
-        self._stopped = False
+        self._stop: Stop | None = None
         retry_budget.on_request(now)
 
-    def next_attempt(self, now: float) -> Attempt | None:
-        if self._stopped:
-            return None
+    def next_attempt(self, now: float) -> Attempt | Stop:
+        if self._stop is not None:
+            return self._stop
+        if now >= self._deadline:
+            return self._stopping(StopReason.DEADLINE)
         number = len(self.attempts) + 1
         if number > max(1, self.route.fallback.max_attempts):
-            return self._stop()
+            return self._exhausted(None, now)
         search = _Search()
         # A first attempt on a target this request has not tried adds no load to a failing one
         # and is bounded by the tier and maxAttempts: only attempts that do go to the budget.
         attempt = self._fresh_target(number, now, search)
         if attempt is None and number > 1 and not self._retry_budget.can_retry(now):
-            self.stopped_by_retry_budget = True
-            return self._stop()
+            if self._last_kind is FailureKind.CONTEXT_LENGTH:
+                return self._stopping(StopReason.NO_LARGER_WINDOW)
+            return self._stopping(StopReason.RETRY_BUDGET, self._retry_after(None, now), (
+                f"the retry budget stopped further retries (at most {self._retry_budget.ratio:.0%} of "
+                "requests may be retries during an outage)"))
         if attempt is None:
             attempt = self._panic_target(number, now, search) or self._same_target(number, now, search)
             if attempt is not None and number > 1:
                 attempt = replace(attempt, retry=True)
                 self._retry_budget.on_retry(now)
         if attempt is None:
-            if search.limit_waits:
-                self.saturated_retry_after = min(search.limit_waits)
-            return self._stop()
+            return self._exhausted(min(search.limit_waits) if search.limit_waits else None, now)
+        self._holding.add(attempt.number)
+        if now + attempt.delay_s >= self._deadline:  # a back-off that would outlast the request
+            self._attempt_over(attempt)
+            return self._stopping(StopReason.DEADLINE)
         self.attempts.append(attempt)
         self._tried.add(attempt.target.id)
         if attempt.tier not in self.tiers_tried:
             self.tiers_tried.append(attempt.tier)
         return attempt
 
-    def record_failure(self, attempt: Attempt, error: UpstreamError, now: float) -> None:
+    def record_failure(self, attempt: Attempt, error: UpstreamError, now: float) -> bool:
+        """Record a failed attempt; True when this failure ejected its target."""
         self._attempt_over(attempt)
         kind = error.kind
-        self._health.on_failure(attempt.target.id, kind, now, error.retry_after,
-                                self.route.outlier_detection, self._peers(attempt.tier))
+        ejected = self._health.on_failure(attempt.target.id, kind, now, error.retry_after,
+                                          self.route.outlier_detection, self._peers(attempt.tier))
         self._last_kind, self._last_retry_after = kind, error.retry_after
+        if error.retry_after is not None:
+            retry_at = now + error.retry_after
+            if self._soonest_retry_at is None or retry_at < self._soonest_retry_at:
+                self._soonest_retry_at = retry_at
         on_errors = self.route.fallback.on_errors
         if not kind.fails_over or (on_errors is not None and kind.value not in on_errors):
-            self._stopped = True
+            self._stopping(StopReason.NOT_RECOVERABLE, error.retry_after)
         elif kind is FailureKind.CONTEXT_LENGTH:
             window = attempt.target.context_window
             floor = float("inf") if window is None else float(window)
             self._min_context_window = max(self._min_context_window or 0.0, floor)
+        return ejected
 
     def record_success(self, attempt: Attempt, now: float) -> None:
         self._attempt_over(attempt)
         self._health.on_success(attempt.target.id, now, self.route.outlier_detection)
-        self._stopped = True
+        self._stopping(StopReason.ANSWERED)
 
     def record_abandoned(self, attempt: Attempt) -> None:
         """The attempt ended without a verdict (the client went away): free what it held."""
-        self._attempt_over(attempt)
-        if attempt.probe:
+        if attempt.number in self._holding and attempt.probe:
             self._health.abandon_probe(attempt.target.id)
-        self._stopped = True
+        self._attempt_over(attempt)
+        self._stopping(StopReason.ANSWERED)
 
     def _attempt_over(self, attempt: Attempt) -> None:
+        """Give back what the attempt held, once, however many ways its end is reported."""
+        if attempt.number not in self._holding:
+            return
+        self._holding.discard(attempt.number)
+        self._limits.release(attempt.target.provider)
         if attempt.retry:
             self._retry_budget.retry_finished()
 
-    def _stop(self) -> Attempt | None:
-        """End the plan: every later `next_attempt` answers None."""
-        self._stopped = True
-        return None
+    def _stopping(self, reason: StopReason, retry_after: float | None = None, message: str | None = None) -> Stop:
+        """End the plan: every later `next_attempt` answers the same `Stop`."""
+        if self._stop is None:
+            self._stop = Stop(reason, retry_after, message)
+        return self._stop
+
+    def _exhausted(self, limit_wait: float | None, now: float) -> Stop:
+        if self._last_kind is FailureKind.CONTEXT_LENGTH:
+            return self._stopping(StopReason.NO_LARGER_WINDOW)
+        if not self.attempts and limit_wait is not None:
+            return self._stopping(StopReason.SATURATED, limit_wait, (
+                f"Every target of tier '{self._tier}' is at its local rate or concurrency limit."))
+        return self._stopping(StopReason.EXHAUSTED, self._retry_after(limit_wait, now))
+
+    def _retry_after(self, limit_wait: float | None, now: float) -> float | None:
+        """The soonest a local limit frees up or a rate-limited target said it takes requests."""
+        waits = [w for w in (limit_wait, None if self._soonest_retry_at is None else self._soonest_retry_at - now)
+                 if w is not None]
+        return max(0.0, min(waits)) if waits else None
 
     @staticmethod
     def _tier_plans(route: Route, tier: str, override: Sequence[Target] | None) -> list[_TierPlan]:

@@ -130,17 +130,19 @@ class HealthBook:
             circuit.restored_at = now
 
     def on_failure(self, target: TargetId, kind: FailureKind, now: float, retry_after: float | None,
-                   policy: OutlierDetection, peers: Sequence[TargetId]) -> None:
+                   policy: OutlierDetection, peers: Sequence[TargetId]) -> bool:
+        """Count a failure; True when it ejected the target (which was not ejected before)."""
         circuit = self._circuits.setdefault(target, _Circuit())
         if not kind.counts_against_target:
             circuit.probe_started = None
-            return
+            return False
+        was_ejected = now < circuit.ejected_until
         circuit.last_failure = kind
         self._cool(circuit, kind, now, retry_after)
         if kind.ejects_for_long:
             circuit.eject(now, policy.max_ejection)
-        elif now < circuit.ejected_until:
-            return  # a request sent before the ejection (or in panic) changes nothing
+        elif was_ejected:
+            return False  # a request sent before the ejection (or in panic) changes nothing
         elif circuit.half_open:
             self._eject_again(circuit, now, policy)
         else:
@@ -148,6 +150,7 @@ class HealthBook:
             if (circuit.consecutive_failures >= policy.consecutive_failures
                     and self._may_eject(target, now, policy, peers)):
                 self._eject_again(circuit, now, policy)
+        return not was_ejected and now < circuit.ejected_until
 
     def snapshot(self, target: TargetId, now: float) -> TargetHealth:
         circuit = self._circuits.get(target)

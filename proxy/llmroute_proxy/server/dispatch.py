@@ -31,16 +31,14 @@ from llmroute_proxy.dialects.base import (
 )
 from llmroute_proxy.errors import (
     AttemptRecord,
-    AttemptsExhausted,
     DrainDeadlinePassed,
     FailureKind,
-    LocalLimitExceeded,
     UpstreamError,
 )
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.routing.cost import cost_usd
-from llmroute_proxy.routing.failover import Attempt, AttemptPlanner
+from llmroute_proxy.routing.failover import Attempt, AttemptPlanner, Stop
 from llmroute_proxy.routing.rules import TierChoice
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
@@ -71,7 +69,6 @@ class Exchange:
     target: Target | None = None
     embeddings: bool = False
     targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
-    soonest_retry_at: float | None = None  # when the first rate-limited target said it would take requests
 
     @property
     def requested_model(self) -> str:
@@ -111,42 +108,32 @@ class _Run:
 
 
 async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
+    """Carry out the planner's attempts until one answers or the plan stops."""
     planner = AttemptPlanner(
         ex.route, ex.choice.tier,
         targets=ex.targets,
         health=sidecar.health, load=sidecar.load, limits=sidecar.limits,
         retry_budget=sidecar.retry_budget, rng=sidecar.rng,
         local_region=sidecar.table.region if sidecar.table else "",
-        prompt_tokens=ex.prompt_tokens, now=sidecar.clock(),
+        prompt_tokens=ex.prompt_tokens, now=sidecar.clock(), deadline=ex.deadline,
     )
     last_error: UpstreamError | None = None
     while True:
         now = sidecar.clock()
-        if now >= ex.deadline:
-            raise AttemptsExhausted(ex.attempts, deadline_passed=True)
         attempt = planner.next_attempt(now)
-        if attempt is None:
-            if last_error is not None and last_error.kind is FailureKind.CONTEXT_LENGTH:
-                try:
-                    raise last_error  # no larger window left: the prompt is the client's to shorten
-                finally:
-                    del last_error
-            if not ex.attempts and planner.saturated_retry_after is not None:
-                raise LocalLimitExceeded(
-                    f"Every target of tier '{ex.choice.tier}' is at its local rate or concurrency limit.",
-                    planner.saturated_retry_after)
-            note = (f"the retry budget stopped further retries (at most {sidecar.retry_budget.ratio:.0%} of "
-                    "requests may be retries during an outage)") if planner.stopped_by_retry_budget else None
-            raise AttemptsExhausted(ex.attempts, retry_after=_soonest(planner.saturated_retry_after,
-                                                                      ex.soonest_retry_at, now), note=note)
+        if isinstance(attempt, Stop):
+            # `last_error` held by this frame while the raised error's traceback holds the frame
+            # would be a reference cycle keeping the attempt's state alive (issue 11, defect 2).
+            try:
+                raise attempt.error(ex.attempts, last_error)
+            finally:
+                del last_error
         target = attempt.target
         run = _Run(attempt, provider_for(target.provider_type),
                    ex.scope.attempt(target, attempt.number, ex.requested_model, ex.chat.stream), now)
         sidecar.load.started(target.id)
         try:
             if attempt.delay_s > 0:
-                if now + attempt.delay_s >= ex.deadline:
-                    raise AttemptsExhausted(ex.attempts, deadline_passed=True)
                 await asyncio.sleep(attempt.delay_s)
                 run.started = sidecar.clock()
             if ex.embeddings:
@@ -157,25 +144,14 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
                 return await _stream_attempt(sidecar, ex, planner, run, upstream_request)
             result = await _unary_attempt(sidecar, ex, run, upstream_request)
         except UpstreamError as upstream_error:
-            error = _failed(sidecar, ex, planner, run, upstream_error)
-            # An error held by this frame while its traceback holds the frame is a reference cycle,
-            # which keeps the attempt's connection state alive until a full collection (issue 11,
-            # defect 2): `error` goes, and the one kept has no traceback.
-            try:
-                if not error.kind.fails_over:
-                    raise error from None  # the request's own fault: the client gets it as the provider said it
-                if not _allowed_to_fail_over(ex.route, error):
-                    raise AttemptsExhausted(ex.attempts, retry_after=error.retry_after) from error
-                last_error = error.with_traceback(None)
-            finally:
-                del error
+            # the one kept has no traceback: a traceback holds this frame (issue 11, defect 2)
+            last_error = _failed(sidecar, ex, planner, run, upstream_error).with_traceback(None)
             continue
         except BaseException as exc:
             planner.record_abandoned(attempt)
             run.scope.end(None, None, (), None, exc)  # type: ignore[arg-type]
             raise
         finally:
-            sidecar.limits.release(target.provider)
             sidecar.load.finished(target.id, sidecar.clock(), run.ttft)
         return _unary_response(sidecar, ex, planner, run, result)
 
@@ -191,16 +167,6 @@ def _cut(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, err
     if usage is not None:
         _spent(sidecar, ex, target, usage)
     run.scope.end(usage, ex.cost, (), None, error)
-
-
-def _soonest(saturated_after: float | None, retry_at: float | None, now: float) -> float | None:
-    candidates = [w for w in (saturated_after, None if retry_at is None else retry_at - now) if w is not None]
-    return max(0.0, min(candidates)) if candidates else None
-
-
-def _allowed_to_fail_over(route: Route, error: UpstreamError) -> bool:
-    allowed = route.fallback.on_errors
-    return allowed is None or error.kind.value in allowed
 
 
 async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
@@ -359,14 +325,8 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
     error = sidecar.scrubber.error(upstream_error)
     target = run.attempt.target
     now = sidecar.clock()
-    was_ejected = sidecar.health.snapshot(target.id, now).state == "ejected"
-    planner.record_failure(run.attempt, error, now)
-    if not was_ejected and sidecar.health.snapshot(target.id, now).state == "ejected":
+    if planner.record_failure(run.attempt, error, now):
         sidecar.telemetry.ejected(target.id, error.kind.value)
-    if error.retry_after is not None:
-        retry_at = now + error.retry_after
-        if ex.soonest_retry_at is None or retry_at < ex.soonest_retry_at:
-            ex.soonest_retry_at = retry_at
     ex.attempts.append(AttemptRecord(target.id, error.status, error.kind, error.message, now - run.started))
     counters = sidecar.counters_for(target.id)
     counters.requests += 1

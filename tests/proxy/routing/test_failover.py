@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.errors import AttemptsExhausted, FailureKind, UpstreamError
 from llmroute_proxy.routing.balance import LoadBook
-from llmroute_proxy.routing.failover import BACKOFF_CAP_S, Attempt, AttemptPlanner
+from llmroute_proxy.routing.failover import BACKOFF_CAP_S, Attempt, AttemptPlanner, Stop, StopReason
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.table import (
@@ -52,10 +52,10 @@ class Books:
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
 
     def planner(self, r: Route, tier: str | None = None, *, targets: Sequence[Target] | None = None,
-                now: float = 0.0, seed: int = 1) -> AttemptPlanner:
+                now: float = 0.0, seed: int = 1, deadline: float = float("inf")) -> AttemptPlanner:
         return AttemptPlanner(r, tier or r.default_tier, targets=targets, health=self.health, load=self.load,
                               limits=self.limits, retry_budget=self.retry_budget, rng=random.Random(seed),
-                              local_region="eu", prompt_tokens=100, now=now)
+                              local_region="eu", prompt_tokens=100, now=now, deadline=deadline)
 
     def eject(self, r: Route, name: str, now: float) -> None:
         peers = [t.id for tier in r.tiers.values() for t in tier.targets]
@@ -67,7 +67,7 @@ def run(planner: AttemptPlanner, failures: Sequence[UpstreamError], now: float =
     attempts: list[Attempt] = []
     for failure in failures:
         attempt = planner.next_attempt(now)
-        if attempt is None:
+        if isinstance(attempt, Stop):
             break
         attempts.append(attempt)
         planner.record_failure(attempt, failure, now)
@@ -83,7 +83,7 @@ SERVER_ERROR = error(FailureKind.SERVER_ERROR)
 
 def test_the_first_attempt_is_the_primary() -> None:
     attempt = Books().planner(route(ordered_tier("a", "b"))).next_attempt(0.0)
-    assert attempt is not None
+    assert isinstance(attempt, Attempt)
     assert (attempt.target.id, attempt.number, attempt.delay_s, attempt.reason, attempt.tier) == (
         "a", 1, 0.0, "primary", "fast")
 
@@ -96,15 +96,14 @@ def test_a_recoverable_failure_moves_to_the_next_target_at_once() -> None:
     assert [a.number for a in attempts] == [1, 2, 3]
     assert attempts[1].reason == "failover after rate_limited on a"
     assert attempts[2].reason == "failover after server_error on b"
-    assert planner.next_attempt(0.0) is None  # max_attempts 3
+    assert planner.next_attempt(0.0) == Stop(StopReason.EXHAUSTED)  # max_attempts 3
 
 
 @pytest.mark.parametrize("kind", [FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER])
 def test_a_request_error_is_never_failed_over(kind: FailureKind) -> None:
     planner = Books().planner(route(ordered_tier("a", "b")))
     assert ids(run(planner, [error(kind), SERVER_ERROR])) == ["a"]
-    assert planner.next_attempt(0.0) is None
-    assert planner.saturated_retry_after is None
+    assert planner.next_attempt(0.0) == Stop(StopReason.NOT_RECOVERABLE)
 
 
 def test_on_errors_limits_which_failures_fail_over() -> None:
@@ -119,7 +118,7 @@ def test_context_length_fails_over_only_to_strictly_larger_windows() -> None:
     planner = Books().planner(route(tier, fallback=FallbackPolicy(max_attempts=5)))
     overflow = error(FailureKind.CONTEXT_LENGTH)
     assert ids(run(planner, [overflow, overflow, overflow])) == ["small", "large"]
-    assert planner.next_attempt(0.0) is None  # never the same target again either
+    assert planner.next_attempt(0.0) == Stop(StopReason.NO_LARGER_WINDOW)  # never the same target again either
 
 
 def test_context_length_on_a_target_of_unknown_window_stops_the_plan() -> None:
@@ -218,7 +217,9 @@ def test_a_same_target_retry_needs_the_retry_budget() -> None:
     books = Books(retry_budget=RetryBudget(min_concurrent=0))
     planner = books.planner(route(ordered_tier("a")))
     assert ids(run(planner, [SERVER_ERROR] * 2)) == ["a"]
-    assert planner.stopped_by_retry_budget
+    stop = planner.next_attempt(0.0)
+    assert isinstance(stop, Stop) and stop.reason is StopReason.RETRY_BUDGET
+    assert "at most 20% of requests may be retries" in str(stop.error([], None))
 
 
 def test_failover_to_an_untried_target_is_never_charged_to_the_budget() -> None:
@@ -242,10 +243,10 @@ def test_retries_beyond_the_minimum_in_flight_need_the_ratio() -> None:
     for _ in range(3):  # three requests whose same-target retry is still running
         planner = books.planner(r)
         first = planner.next_attempt(0.0)
-        assert first is not None
+        assert isinstance(first, Attempt)
         planner.record_failure(first, SERVER_ERROR, 0.0)
         held.append(planner.next_attempt(0.0))
-    assert all(a is not None and a.number == 2 and a.retry for a in held)
+    assert all(isinstance(a, Attempt) and a.number == 2 and a.retry for a in held)
     assert ids(run(books.planner(r), [SERVER_ERROR, SERVER_ERROR])) == ["a"]  # 4 requests allow no 4th
 
 
@@ -257,7 +258,7 @@ def test_ejected_and_cooling_targets_are_skipped() -> None:
     books.health.on_failure(TargetId("b"), FailureKind.RATE_LIMITED, 0.0, 10.0, OutlierDetection(),
                             [TargetId("b")])
     attempt = books.planner(r).next_attempt(1.0)
-    assert attempt is not None
+    assert isinstance(attempt, Attempt)
     assert (attempt.target.id, attempt.reason) == ("c", "primary")
 
 
@@ -268,7 +269,7 @@ def test_failures_recorded_by_the_planner_eject_the_target() -> None:
         run(books.planner(r), [SERVER_ERROR])
     assert books.health.snapshot(TargetId("a"), 0.0).state == "ejected"
     attempt = books.planner(r).next_attempt(0.0)
-    assert attempt is not None and attempt.target.id == "b"
+    assert isinstance(attempt, Attempt) and attempt.target.id == "b"
 
 
 def test_one_request_probes_a_target_whose_ejection_ended_and_the_others_skip_it() -> None:
@@ -278,7 +279,7 @@ def test_one_request_probes_a_target_whose_ejection_ended_and_the_others_skip_it
     now = 301.0
     probe = books.planner(r, now=now).next_attempt(now)
     other = books.planner(r, now=now).next_attempt(now)
-    assert probe is not None and other is not None
+    assert isinstance(probe, Attempt) and isinstance(other, Attempt)
     assert (probe.target.id, probe.probe, probe.reason) == ("a", True, "primary (half-open probe)")
     assert (other.target.id, other.probe) == ("b", False)
 
@@ -289,9 +290,9 @@ def test_a_successful_probe_brings_the_target_back() -> None:
     books.eject(r, "a", 0.0)
     planner = books.planner(r, now=301.0)
     probe = planner.next_attempt(301.0)
-    assert probe is not None
+    assert isinstance(probe, Attempt)
     planner.record_success(probe, 302.0)
-    assert planner.next_attempt(302.0) is None
+    assert planner.next_attempt(302.0) == Stop(StopReason.ANSWERED)
     assert books.health.is_available(TargetId("a"), 302.0)
 
 
@@ -302,10 +303,10 @@ def test_panic_tries_the_target_ejected_longest_ago_when_the_whole_tier_is_out()
         books.eject(r, name, when)
     planner = books.planner(r, now=20.0)
     attempt = planner.next_attempt(20.0)
-    assert attempt is not None
+    assert isinstance(attempt, Attempt)
     assert (attempt.target.id, attempt.reason) == ("b", "panic: all ejected")
     planner.record_failure(attempt, SERVER_ERROR, 20.0)
-    assert planner.next_attempt(20.0) is None  # one panic attempt per tier
+    assert planner.next_attempt(20.0) == Stop(StopReason.EXHAUSTED)  # one panic attempt per tier
 
 
 def test_a_healthy_fallback_tier_is_preferred_to_panic() -> None:
@@ -314,7 +315,7 @@ def test_a_healthy_fallback_tier_is_preferred_to_panic() -> None:
               fallback=FallbackPolicy(fallback_tiers=("cheap",)))
     books.eject(r, "a", 0.0)
     attempt = books.planner(r).next_attempt(1.0)
-    assert attempt is not None
+    assert isinstance(attempt, Attempt)
     assert (attempt.target.id, attempt.reason) == ("x", "fallback tier 'cheap'")
 
 
@@ -334,7 +335,7 @@ def test_a_saturated_provider_is_skipped_for_another_one() -> None:
     r = route(ordered_tier("a", "b"))
     first = books.planner(r).next_attempt(0.0)
     second = books.planner(r).next_attempt(0.0)
-    assert first is not None and second is not None
+    assert isinstance(first, Attempt) and isinstance(second, Attempt)
     assert (first.target.id, second.target.id) == ("a", "b")
     assert books.limits.in_flight("a") == 1 and books.limits.in_flight("b") == 1
 
@@ -347,16 +348,16 @@ def test_when_every_target_is_saturated_the_plan_stops_with_the_soonest_retry_af
     assert books.limits.try_acquire("b", 1, 0.0) == 0.0
     assert books.limits.try_acquire("b", 1, 0.0) == 0.0
     planner = books.planner(r)
-    assert planner.next_attempt(0.0) is None
-    assert planner.saturated_retry_after == pytest.approx(30.0)  # b refills one request in 30 s
+    stop = planner.next_attempt(0.0)
+    assert isinstance(stop, Stop) and stop.reason is StopReason.SATURATED
+    assert stop.retry_after == pytest.approx(30.0)  # b refills one request in 30 s
     assert planner.tiers_tried == []
 
 
 def test_a_plan_that_ends_for_another_reason_reports_no_saturation() -> None:
     planner = Books().planner(route(ordered_tier("a")))
     run(planner, [error(FailureKind.AUTH)] * 2)
-    assert planner.next_attempt(0.0) is None
-    assert planner.saturated_retry_after is None
+    assert planner.next_attempt(0.0) == Stop(StopReason.EXHAUSTED)
 
 
 def test_an_override_replaces_the_tiers_targets() -> None:
@@ -368,8 +369,7 @@ def test_an_override_replaces_the_tiers_targets() -> None:
 
 def test_an_unknown_tier_plans_nothing() -> None:
     planner = Books().planner(route(ordered_tier("a")), "missing")
-    assert planner.next_attempt(0.0) is None
-    assert planner.saturated_retry_after is None
+    assert planner.next_attempt(0.0) == Stop(StopReason.EXHAUSTED)
 
 
 def test_targets_of_equal_priority_are_balanced_across_requests() -> None:
@@ -378,7 +378,7 @@ def test_targets_of_equal_priority_are_balanced_across_requests() -> None:
     firsts = []
     for _ in range(4):
         attempt = books.planner(r).next_attempt(0.0)
-        assert attempt is not None
+        assert isinstance(attempt, Attempt)
         firsts.append(attempt.target.id)
     assert firsts == ["a", "b", "a", "b"]
 
@@ -395,5 +395,68 @@ def test_a_failure_that_takes_out_the_last_available_target_lets_panic_try_the_r
 def test_a_same_target_retry_acquires_the_providers_limits_again() -> None:
     books = Books()
     planner = books.planner(route(ordered_tier("a")))
-    run(planner, [SERVER_ERROR] * 2)
-    assert books.limits.in_flight("a") == 2  # the caller releases once per attempt
+    first = planner.next_attempt(0.0)
+    assert isinstance(first, Attempt) and books.limits.in_flight("a") == 1
+    planner.record_failure(first, SERVER_ERROR, 0.0)
+    assert books.limits.in_flight("a") == 0  # the planner gives back what an attempt took when it ends
+    retry = planner.next_attempt(0.0)
+    assert isinstance(retry, Attempt) and retry.target.id == "a" and books.limits.in_flight("a") == 1
+    planner.record_abandoned(retry)
+    planner.record_abandoned(retry)  # an end reported twice gives back once
+    assert books.limits.in_flight("a") == 0
+
+
+def test_no_attempt_starts_after_the_deadline() -> None:
+    planner = Books().planner(route(ordered_tier("a", "b")), deadline=10.0)
+    first = planner.next_attempt(9.0)
+    assert isinstance(first, Attempt)
+    planner.record_failure(first, SERVER_ERROR, 10.0)
+    stop = planner.next_attempt(10.0)
+    assert stop == Stop(StopReason.DEADLINE)
+    failure = stop.error([], None)
+    assert isinstance(failure, AttemptsExhausted) and failure.status == 504
+
+
+def test_a_back_off_that_would_outlast_the_deadline_stops_and_gives_back_what_it_took() -> None:
+    books = Books(retry_budget=RetryBudget(min_concurrent=1))
+    planner = books.planner(route(ordered_tier("a")), deadline=2.0)
+    first = planner.next_attempt(0.0)
+    assert isinstance(first, Attempt)
+    planner.record_failure(first, error(FailureKind.RATE_LIMITED, retry_after=5.0), 0.0)
+    assert planner.next_attempt(0.0) == Stop(StopReason.DEADLINE)
+    assert books.limits.in_flight("a") == 0
+    assert books.retry_budget.can_retry(0.0)  # the retry it counted is over
+
+
+def test_record_failure_says_when_it_ejected_the_target() -> None:
+    books = Books()
+    r = replace(route(ordered_tier("a", "b")), outlier_detection=OutlierDetection(consecutive_failures=2))
+    verdicts = []
+    for _ in range(3):
+        planner = books.planner(r)
+        attempt = planner.next_attempt(0.0)
+        assert isinstance(attempt, Attempt) and attempt.target.id == "a"
+        verdicts.append(planner.record_failure(attempt, SERVER_ERROR, 0.0))
+        if verdicts[-1]:
+            break
+    assert verdicts == [False, True]
+
+
+def test_an_exhausted_plan_carries_the_soonest_retry_after_a_target_gave() -> None:
+    planner = Books().planner(route(ordered_tier("a", "b"), fallback=FallbackPolicy(max_attempts=2)))
+    run(planner, [error(FailureKind.RATE_LIMITED, retry_after=30.0), error(FailureKind.RATE_LIMITED, retry_after=7.0)])
+    stop = planner.next_attempt(0.0)
+    assert stop == Stop(StopReason.EXHAUSTED, retry_after=7.0)
+
+
+def test_a_failure_left_out_by_on_errors_stops_with_every_attempt_named() -> None:
+    r = route(ordered_tier("a", "b"), fallback=FallbackPolicy(on_errors=frozenset({"rate_limited"})))
+    planner = Books().planner(r)
+    run(planner, [error(FailureKind.SERVER_ERROR, retry_after=3.0)])
+    stop = planner.next_attempt(0.0)
+    assert isinstance(stop, Stop) and stop.reason is StopReason.NOT_RECOVERABLE
+    last = error(FailureKind.SERVER_ERROR, retry_after=3.0)
+    failure = stop.error([], last)
+    assert isinstance(failure, AttemptsExhausted) and failure.retry_after == 3.0
+    client_fault = error(FailureKind.CLIENT_ERROR)
+    assert stop.error([], client_fault) is client_fault  # the request's own fault goes back as it is
