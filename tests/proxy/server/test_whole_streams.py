@@ -19,39 +19,16 @@ import pytest
 from aiohttp import web
 
 from llmroute_proxy.sim import FaultPlan
+from tests.proxy.documents import provider, route, target
 from tests.proxy.stack import Stack
 
-CONFIG = """
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: broken}}
-spec:
-  type: openai-compatible
-  endpoints: [{{region: here, url: "{broken}/v1"}}]
-  credentials: {{env: TEST_OAI_KEY}}
-  models: [{{name: gpt-4o-mini}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMProvider
-metadata: {{name: oai-b}}
-spec:
-  type: openai-compatible
-  endpoints: [{{region: here, url: "{oai_b}/v1"}}]
-  credentials: {{env: TEST_OAI_B_KEY}}
-  models: [{{name: gpt-4o-mini}}]
----
-apiVersion: llmroute.dev/v1alpha1
-kind: LLMRoute
-metadata: {{name: main}}
-spec:
-  tiers:
-    ha:
-      targets:
-        - {{provider: broken, model: gpt-4o-mini}}
-        - {{provider: oai-b, model: gpt-4o-mini, priority: 1}}
-  defaultTier: ha
-  outlierDetection: {{consecutiveFailures: 1000000, baseEjection: 1s, maxEjection: 1s}}
-"""
+CONFIG = [
+    provider("broken", "openai-compatible", "{broken}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    provider("oai-b", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", models=["gpt-4o-mini"]),
+    route("main", {"ha": [target("broken", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)]},
+          default_tier="ha",
+          outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
+]
 
 HELLO: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
@@ -120,7 +97,7 @@ def test_a_broken_stream_that_arrived_whole_fails_over_invisibly(whole: Stack) -
 
 
 def test_a_broken_stream_committed_by_its_first_part_ends_with_an_error(in_two_parts: Stack) -> None:
-    received = []
+    received: list[str] = []
     with pytest.raises(openai.APIError, match="without \\[DONE\\]"):
         for chunk in _client(in_two_parts).chat.completions.create(model="ha", messages=HELLO, stream=True):
             received.extend(choice.delta.content for choice in chunk.choices if choice.delta.content)
