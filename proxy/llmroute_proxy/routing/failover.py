@@ -66,7 +66,9 @@ class StopReason(StrEnum):
     ANSWERED = "answered"
     """An attempt succeeded, or was abandoned: nothing more to try."""
     NOT_RECOVERABLE = "not_recoverable"
-    """The last failure is the request's own (or the route's `onErrors` leaves it out)."""
+    """The last failure is the request's own: the client gets it as the provider said it."""
+    NOT_IN_ON_ERRORS = "not_in_on_errors"
+    """The last failure would fail over, but the route's `onErrors` leaves its kind out."""
     NO_LARGER_WINDOW = "no_larger_window"
     """The prompt is too long for every target with a larger context window that is left."""
     SATURATED = "saturated"
@@ -93,9 +95,7 @@ class Stop:
         failure that is not recoverable, or a prompt too long everywhere, returns as it is."""
         reason = self.reason
         if reason in (StopReason.NOT_RECOVERABLE, StopReason.NO_LARGER_WINDOW) and last is not None:
-            if reason is StopReason.NO_LARGER_WINDOW or not last.kind.fails_over:
-                return last
-            return AttemptsExhausted(attempts, retry_after=last.retry_after)  # left out by onErrors
+            return last
         if reason is StopReason.SATURATED:
             return LocalLimitExceeded(self.message or "Every target is at its local limit.", self.retry_after or 0.0)
         if reason is StopReason.DEADLINE:
@@ -199,8 +199,10 @@ class AttemptPlanner:
             if self._soonest_retry_at is None or retry_at < self._soonest_retry_at:
                 self._soonest_retry_at = retry_at
         on_errors = self.route.fallback.on_errors
-        if not kind.fails_over or (on_errors is not None and kind.value not in on_errors):
+        if not kind.fails_over:
             self._stopping(StopReason.NOT_RECOVERABLE, error.retry_after)
+        elif on_errors is not None and kind.value not in on_errors:
+            self._stopping(StopReason.NOT_IN_ON_ERRORS, error.retry_after)
         elif kind is FailureKind.CONTEXT_LENGTH:
             window = attempt.target.context_window
             floor = float("inf") if window is None else float(window)

@@ -454,9 +454,15 @@ def test_a_failure_left_out_by_on_errors_stops_with_every_attempt_named() -> Non
     planner = Books().planner(r)
     run(planner, [error(FailureKind.SERVER_ERROR, retry_after=3.0)])
     stop = planner.next_attempt(0.0)
-    assert isinstance(stop, Stop) and stop.reason is StopReason.NOT_RECOVERABLE
-    last = error(FailureKind.SERVER_ERROR, retry_after=3.0)
-    failure = stop.error([], last)
+    assert stop == Stop(StopReason.NOT_IN_ON_ERRORS, retry_after=3.0)
+    failure = stop.error([], error(FailureKind.SERVER_ERROR, retry_after=3.0))
     assert isinstance(failure, AttemptsExhausted) and failure.retry_after == 3.0
+
+
+def test_the_requests_own_fault_goes_back_to_the_client_as_it_is() -> None:
+    planner = Books().planner(route(ordered_tier("a", "b")))
     client_fault = error(FailureKind.CLIENT_ERROR)
-    assert stop.error([], client_fault) is client_fault  # the request's own fault goes back as it is
+    run(planner, [client_fault])
+    stop = planner.next_attempt(0.0)
+    assert stop == Stop(StopReason.NOT_RECOVERABLE)
+    assert stop.error([], client_fault) is client_fault
