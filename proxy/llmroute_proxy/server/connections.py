@@ -1,4 +1,5 @@
-"""Slow clients are bounded: a connection cap, and deadlines for reading a request's head and body.
+"""The connection layer: slow clients are bounded (a connection cap, deadlines for reading a request's
+head and body), and what aiohttp would refuse in plain text is answered in the client's dialect.
 
 aiohttp has a keep-alive timeout (idle connections between requests) but no deadline for reading a
 request: a client that sends its head or body a byte at a time holds a connection, a file descriptor
@@ -13,28 +14,32 @@ Each connection passes through a small protocol (`GuardedConnection`) in front o
   it, its request line and headers must be complete within `head_s`. Bytes arriving do not extend it.
 - **Body deadline.** From the moment the head is complete, the body must be complete within `body_s`.
 
-A connection past a deadline is answered 408 (when no answer has begun) and closed. A request's start
-and end are told by a middleware (`track_requests`) that every guarded app carries.
+A connection past a deadline is answered 408 (when no answer has begun) and closed.
+
+Every request passes through the `FrontDoor` before aiohttp's application code (its expect handler, its
+router, the middlewares): it tells the connection when a request's head is complete and when its
+handler is done, and refuses an `Expect` or a Content-Encoding the sidecar cannot honour. What aiohttp
+would answer itself in plain text (malformed HTTP, no route) is answered as JSON in the endpoint's
+dialect (`refusals`), with one WARNING line that names the peer, the path and what was wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-import orjson
-from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from llmroute_proxy.dialects.anthropic.errors import anthropic_error_body
-from llmroute_proxy.dialects.openai.errors import openai_error_body
-from llmroute_proxy.errors import LLMRouteError
+from llmroute_proxy.server import refusals
+from llmroute_proxy.server.refusals import Refusal
 
 log = logging.getLogger("llmroute.proxy")
 
@@ -42,6 +47,7 @@ log = logging.getLogger("llmroute.proxy")
 # long: closing at once, with its bytes unread, would make the kernel reset the connection, and a
 # reset can destroy the 408 before the client reads it.
 LINGER_S = 1.0
+_LINE_KEPT = 256  # bytes of a request line kept to tell which endpoint a malformed request was for
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,7 @@ class ConnectionLimits:
 
 
 Schedule = Callable[[float, Callable[[], None]], asyncio.TimerHandle]
+AppHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class ConnectionGuard:
@@ -75,11 +82,14 @@ class ConnectionGuard:
 
     def __init__(self, limits: ConnectionLimits, schedule: Schedule | None = None,
                  closed: Callable[[str], None] | None = None) -> None:
-        """`closed(reason)` counts each connection refused or cut: `refused`, `head_timeout`, `body_timeout`."""
+        """`closed(reason)` counts each connection refused or cut: `refused`, `head_timeout`, `body_timeout`,
+        `malformed`."""
         self.limits = limits
         self.open = 0
         self.refused = 0
         self.cut = 0
+        self.requests_refused: dict[str, int] = {}
+        """Requests answered by the connection layer itself, by `Refusal.reason`."""
         self._schedule = schedule
         self._closed = closed
 
@@ -90,6 +100,14 @@ class ConnectionGuard:
     def factory(self, server: Server) -> Callable[[], asyncio.Protocol]:
         """The protocol factory to listen with, in front of aiohttp's `server`."""
         return lambda: GuardedConnection(self, server)
+
+    def request_refused(self, refusal: Refusal, peer: str, path: str | None) -> None:
+        """One WARNING line for the first refusal of each kind and every 1,000th (DEBUG for the others),
+        so that a flood of bad requests does not flood the log."""
+        seen = self.requests_refused[refusal.reason] = self.requests_refused.get(refusal.reason, 0) + 1
+        level = logging.WARNING if seen == 1 or seen % 1000 == 0 else logging.DEBUG
+        log.log(level, "refused a request from %s to %s with %d (%d of this kind so far): %s", peer,
+                _path_shown(path), refusal.status, seen, refusal.message)
 
     def schedule(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         if self._schedule is not None:
@@ -116,6 +134,9 @@ class GuardedConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._request: web.BaseRequest | None = None
         self._lingering = False
+        self._line = b""  # the start of the latest request line, for answering a malformed request
+        self._line_length: int | None = None  # its length, once its end has arrived
+        self._line_seen = 0
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -129,12 +150,11 @@ class GuardedConnection(asyncio.Protocol):
             if guard.refused == 1 or guard.refused % 1000 == 0:
                 log.warning("connection limit of %d reached: new connections are refused with 503 "
                             "(%d so far)", guard.limits.max_connections, guard.refused)
-            transport.write(_answer(503, f"This llmroute sidecar already has {guard.limits.max_connections} "
-                                         "connections open; try again shortly.", None, retry_after=True))
+            transport.write(refusals.whole_answer(refusals.too_many_connections(guard.limits.max_connections), None))
             transport.close()
             return
         guard.open += 1
-        self._inner = self._server()
+        self._inner = _answering_handler(self._server)
         self._inner.connection_made(transport)
         self._arm(guard.limits.head_s, self._head_expired)
 
@@ -145,8 +165,19 @@ class GuardedConnection(asyncio.Protocol):
             self._phase = _Phase.IDLE
         if self._phase is _Phase.IDLE:
             self._phase = _Phase.HEAD
+            self._line, self._line_length, self._line_seen = b"", None, 0
             self._arm(self._guard.limits.head_s, self._head_expired)
+        if self._phase is _Phase.HEAD and self._line_length is None:
+            self._sniff(data)
         self._inner.data_received(data)
+
+    def _sniff(self, data: bytes) -> None:
+        end = data.find(b"\n")
+        if len(self._line) < _LINE_KEPT:
+            self._line += data[: min(_LINE_KEPT - len(self._line), len(data) if end < 0 else end)]
+        if end >= 0:
+            self._line_length = self._line_seen + end
+        self._line_seen += len(data)
 
     def eof_received(self) -> bool | None:
         if self._inner is not None and not self._lingering:
@@ -169,7 +200,18 @@ class GuardedConnection(asyncio.Protocol):
         if self._inner is not None:
             self._inner.resume_writing()
 
-    # --- told by the middleware ---------------------------------------------------------------
+    # --- told by the front door and the answering handler ------------------------------------
+
+    def request_line(self) -> tuple[str | None, int | None]:
+        """The path of the latest request line (None if not known), and the line's length (None while its end
+        has not arrived)."""
+        parts = self._line.split(b" ", 2)
+        path = parts[1].decode("latin-1") if len(parts) >= 2 and parts[1].startswith(b"/") else None
+        return path, self._line_length
+
+    def refused_malformed(self, refusal: Refusal, path: str | None) -> None:
+        self._guard.count("malformed")
+        self._guard.request_refused(refusal, _peer(self._transport) if self._transport else "?", path)
 
     def request_started(self, request: web.BaseRequest) -> None:
         self._phase = _Phase.REQUEST
@@ -226,54 +268,99 @@ class GuardedConnection(asyncio.Protocol):
         if not answer or not transport.can_write_eof():
             transport.close()
             return
-        transport.write(_answer(408, f"Request timeout: {why}.", path))
+        transport.write(refusals.whole_answer(refusals.too_slow(reason, why), path))
         transport.write_eof()
         self._lingering = True
         self._arm(LINGER_S, transport.close)
 
 
-@web.middleware
-async def track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tells a guarded connection when a request's head is complete and when its handler is done."""
-    transport = request.transport
-    connection = transport.get_protocol() if transport is not None else None
-    if not isinstance(connection, GuardedConnection):
-        return await handler(request)
-    connection.request_started(request)
-    try:
-        return await handler(request)
-    finally:
-        connection.request_done(request)
+class FrontDoor:
+    """Every request passes here before aiohttp's application code runs (its expect handler, its router,
+    the middlewares): tells the connection when a request starts and ends, refuses what the sidecar
+    cannot honour, and answers the router's 404 and 405 as JSON."""
+
+    __slots__ = ("_guard", "_inner")
+
+    def __init__(self, inner: AppHandler, guard: ConnectionGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def __call__(self, request: BaseRequest) -> web.StreamResponse:
+        transport = request.transport
+        connection = transport.get_protocol() if transport is not None else None
+        guarded = connection if isinstance(connection, GuardedConnection) else None
+        if guarded is not None:
+            guarded.request_started(request)
+        try:
+            refusal = _screened(request)
+            if refusal is None:
+                try:
+                    return await self._inner(request)
+                except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+                    allowed = exc.headers.get(hdrs.ALLOW) if exc.status == 405 else None
+                    refusal = refusals.not_routed(exc.status, request.method, request.path, allowed)
+            self._guard.request_refused(refusal, _peer(transport) if transport is not None else "?", request.path)
+            return _json(refusal, request.path)
+        finally:
+            if guarded is not None:
+                guarded.request_done(request)
 
 
-def guard_app(app: web.Application) -> None:
-    """Let `app`'s requests tell their connection's guard when they start and end."""
-    app.middlewares.insert(0, track_requests)
+def _screened(request: BaseRequest) -> Refusal | None:
+    """A Content-Encoding the sidecar does not decode, or an Expect other than aiohttp's (100-continue)."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    refusal = refusals.unsupported_encoding(encoding) if encoding is not None else None
+    expect = request.headers.get(hdrs.EXPECT)
+    if refusal is None and expect and request.version == HttpVersion11 and expect.lower() != "100-continue":
+        refusal = refusals.failed_expectation(expect)
+    return refusal
 
 
-class _Refusal(LLMRouteError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = "timeout_error" if status == 408 else "service_unavailable"
-        self.code = "request_timeout" if status == 408 else "too_many_connections"
+class AnsweringHandler(RequestHandler):
+    """aiohttp's `RequestHandler`, but what it answers itself (malformed HTTP; a handler that raised or timed
+    out) is JSON in the endpoint's dialect, and a malformed request is logged as one line without
+    a traceback or the bytes received."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            if request.writer.output_size > 0:  # aiohttp logs it and gives up on the connection
+                return super().handle_error(request, status, exc, message)
+            self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+            return _json(refusals.failed(status), request.path, close=True)
+        protocol = self.transport.get_protocol() if self.transport is not None else None
+        if isinstance(protocol, GuardedConnection):
+            path, line_length = protocol.request_line()
+            refusal = refusals.malformed(exc, line_length)
+            protocol.refused_malformed(refusal, path)
+        else:
+            path, refusal = None, refusals.malformed(exc, None)
+            log.warning("refused a malformed request from %s: %s", request.remote, refusal.message)
+        return _json(refusal, path, close=True)
 
 
-_REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
+def _answering_handler(server: Server) -> RequestHandler:
+    # Server.__call__, building our RequestHandler: aiohttp has no setting for the class it builds
+    return AnsweringHandler(server, loop=asyncio.get_running_loop(), **server._kwargs)
 
 
-def _answer(status: int, message: str, path: str | None, retry_after: bool = False) -> bytes:
-    """A whole HTTP/1.1 answer that closes the connection, in the endpoint's error dialect when the
-    path tells it (OpenAI's shape when it is not known yet)."""
-    error = _Refusal(status, message)
-    shape: dict[str, Any] = anthropic_error_body(error, status) if path is not None and \
-        path.startswith("/v1/messages") else openai_error_body(error)
-    body = orjson.dumps(shape)
-    head = [f"HTTP/1.1 {status} {_REASONS[status]}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: close"]
-    if retry_after:
-        head.append("Retry-After: 1")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+def _json(refusal: Refusal, path: str | None, close: bool = False) -> web.Response:
+    response = web.Response(status=refusal.status, body=refusals.body(refusal, path), content_type="application/json",
+                            headers=refusal.headers())
+    if close:
+        response.force_close()
+    return response
+
+
+def _path_shown(path: str | None) -> str:
+    """A path for the log: without its query (which may carry a key), printable, at most 100 characters."""
+    if path is None:
+        return "?"
+    path = path.split("?", 1)[0]
+    path = "".join(c if " " < c <= "~" else "?" for c in path)
+    return path if len(path) <= 100 else path[:97] + "..."
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
@@ -296,6 +383,8 @@ class GuardedSite(web.TCPSite):
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None
+        if not isinstance(server.request_handler, FrontDoor):
+            server.request_handler = FrontDoor(server.request_handler, self._guard)
         self._server = await asyncio.get_running_loop().create_server(
             self._guard.factory(server), self._host, self._port, backlog=self._backlog)
         if self._server.sockets:

@@ -24,7 +24,7 @@ from llmroute_proxy.errors import DrainDeadlinePassed
 from llmroute_proxy.server.accesslog import buffer_access_log
 from llmroute_proxy.server.admin import admin_app
 from llmroute_proxy.server.app import create_app
-from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite, guard_app
+from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from llmroute_proxy.server.state import Settings, Sidecar
 from llmroute_proxy.server.status import status_document
 from llmroute_proxy.server.telemetry import Telemetry
@@ -73,7 +73,6 @@ async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunne
     runners = []
     for runner, host, port, guard in ((data, listen.host, listen.port, data_guard),
                                       (admin, listen.admin_host, listen.admin_port, admin_guard)):
-        guard_app(runner.app)
         await runner.setup()
         await GuardedSite(runner, host, port, guard, backlog=1024).start()
         runners.append(runner)

@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy.cli import listen, parser
-from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite, guard_app
+from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from llmroute_proxy.server.runner import Listen, build_sidecar, start_listeners
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, SimServer, openai_app
@@ -125,7 +125,6 @@ async def test_bytes_arriving_do_not_move_the_head_deadline() -> None:
         return handle
 
     app = web.Application()
-    guard_app(app)
     runner = web.AppRunner(app)
     await runner.setup()
     await GuardedSite(runner, "127.0.0.1", 0, ConnectionGuard(ConnectionLimits(head_s=7.0), schedule)).start()

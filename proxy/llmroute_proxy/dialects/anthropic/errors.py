@@ -22,7 +22,8 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     404: "not_found_error", 408: "timeout_error", 413: "request_too_large",
                     429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "overloaded_error",
                     504: "timeout_error", 529: "overloaded_error"}
-"""The error type a client is told for the sidecar's status."""
+"""The error type a client is told for the sidecar's status; any other 4xx is `invalid_request_error`,
+as Anthropic does ("we may also use this error type for other 4XX status codes")."""
 _STATUS_BY_ERROR_TYPE = {
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
     "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
@@ -63,4 +64,5 @@ def _failure_kind(status: int, error_type: str, message: str) -> FailureKind:
 
 def anthropic_error_body(error: LLMRouteError, status: int) -> dict[str, Any]:
     return {"type": "error",
-            "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": error.message}}
+            "error": {"type": _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error"),
+                      "message": error.message}}
