@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Collection
@@ -22,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import kopf
 from aiohttp import web
+from kopf._core.engines.peering import Identity  # kopf does not export it (a NewType of str)
 
 from llmroute_operator.admin import Live, admin_app
 from llmroute_operator.certs import CertFiles, write_self_signed
@@ -122,6 +124,16 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+def identity() -> Identity:
+    """kopf's name for this operator: the pod's name (POD_NAME, else the hostname, which is the pod's name).
+
+    Given explicitly because kopf's own guess asks `getpass.getuser()` even in standalone mode, where the
+    identity names no peer: under a UID with no passwd entry and no $USER (OpenShift's arbitrary UIDs, a
+    `runAsUser` the image does not know) that raises, and the operator would die before it starts.
+    """
+    return Identity(f"llmroute-operator@{os.environ.get('POD_NAME') or socket.gethostname()}")
+
+
 def kopf_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.peering.standalone = True  # one replica; no KopfPeering resources, no RBAC for them
@@ -175,7 +187,7 @@ class Operator:
                  self.settings.admin_host, self.admin_port, ", ".join(self.settings.namespaces) or "the cluster")
         try:
             tasks = await kopf.spawn_tasks(registry=self.registry, settings=kopf_settings(), standalone=True,
-                                           clusterwide=not self.settings.namespaces,
+                                           identity=identity(), clusterwide=not self.settings.namespaces,
                                            namespaces=self.settings.namespaces, stop_flag=stop_flag,
                                            ready_flag=self.ready)
             await run_until_first_exits(tasks)
