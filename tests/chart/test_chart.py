@@ -329,6 +329,13 @@ def test_notes_say_how_to_inject_and_restart() -> None:
     assert "llmroute.dev/inject=true" in notes and "rollout restart" in notes
 
 
+def test_notes_without_the_crds_say_how_to_apply_them_on_old_servers_too() -> None:
+    """`kubectl apply -f crds/` is refused before 1.23 (tests/kube/test_chart_install.py shows it)."""
+    notes = chart().render({"crds": {"install": False}}, name="llmroute", namespace=NAMESPACE)[
+        "llmroute/templates/NOTES.txt"]
+    assert "kubectl apply -f crds/" in notes and "kubectl apply --validate=false -f crds/" in notes
+
+
 # --- the schema ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad, message", [

@@ -16,7 +16,9 @@ import pytest
 
 from tests.kube.apiserver import ADMIN_TOKEN, ApiServer
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "llmroute"
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "llmroute"
+REPO_CRDS = REPO / "crds"   # what the docs apply: `kubectl apply -f crds/` from the repository
 RELEASE, NAMESPACE = "llmroute", "llmroute-system"
 CRDS = ("llmproviders.llmroute.dev", "llmroutes.llmroute.dev")
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -63,3 +65,38 @@ def test_the_chart_installs_on_1_20_and_uninstall_keeps_the_crds(apiserver: ApiS
         "GET", f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{RELEASE}")[0] == 404
     for name in CRDS:  # helm.sh/resource-policy: keep — every LLMProvider and LLMRoute survives
         assert apiserver.request("GET", f"{CRD_PATH}/{name}")[0] == 200
+
+
+def test_the_crds_apply_on_1_20_as_the_docs_say_and_the_chart_installs_without_them(
+        apiserver: ApiServer, helm_config: helm.Config) -> None:
+    """The path for CRDs managed apart (`crds.install=false`), with the session's kubectl v1.20: plain
+    `kubectl apply -f crds/` is refused on a server before 1.23 (its client-side check does not know the CEL
+    rules), which is why the docs say `--validate=false` there; with it the CRDs are created and Established,
+    and applying again stores nothing new; then the chart installs without them."""
+    without_crds(apiserver)
+    plain = apiserver.kubectl("apply", "-f", str(REPO_CRDS))
+    assert plain.returncode != 0 and 'unknown field "x-kubernetes-validations"' in plain.stderr, plain
+    applied = apiserver.kubectl("apply", "--validate=false", "-f", str(REPO_CRDS))
+    assert applied.returncode == 0, applied.stderr
+    assert sorted(applied.stdout.split("\n")) == sorted(["", *(f"customresourcedefinition.apiextensions.k8s.io/"
+                                                              f"{name} created" for name in CRDS)])
+    for name in CRDS:
+        waited = apiserver.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+        assert waited.returncode == 0, waited.stderr
+    versions = {name: apiserver.request("GET", f"{CRD_PATH}/{name}")[1]["metadata"]["resourceVersion"] for name in CRDS}
+    again = apiserver.kubectl("apply", "--validate=false", "-f", str(REPO_CRDS))
+    assert again.returncode == 0, again.stderr
+    for name in CRDS:  # kubectl says "configured" (it re-sends the CEL rules the server drops); nothing changes
+        assert apiserver.request("GET", f"{CRD_PATH}/{name}")[1]["metadata"]["resourceVersion"] == versions[name]
+
+    release = helm_config.install(helm.Chart.load(CHART), RELEASE, {"image": {"repository": "localhost/llmroute"},
+                                                                     "crds": {"install": False}},
+                                  namespace=NAMESPACE, create_namespace=True, timeout=60)
+    try:
+        assert release["status"] == "deployed"
+        assert "kind: CustomResourceDefinition" not in release["manifest"]
+    finally:
+        helm_config.uninstall(RELEASE, timeout=60)
+    for name in CRDS:  # not the release's: uninstall leaves them as they were
+        status, crd = apiserver.request("GET", f"{CRD_PATH}/{name}")
+        assert status == 200 and "meta.helm.sh/release-name" not in crd["metadata"].get("annotations", {})
