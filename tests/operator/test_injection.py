@@ -6,6 +6,7 @@ import copy
 from decimal import Decimal
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from llmroute_operator.injection import (
@@ -103,6 +104,57 @@ def test_on_1_29_the_sidecar_is_a_native_sidecar_init_container_first_in_line() 
     assert [c["name"] for c in result["spec"]["containers"]] == ["app"]
     assert result["spec"]["terminationGracePeriodSeconds"] == 30  # the drain (25 s) and a margin
     assert "kubectl.kubernetes.io/default-container" not in result["metadata"]["annotations"]
+
+
+# The native-sidecar shape (1.29+) never reaches a real API server here (tier B and C run 1.20): these pin
+# it down completely, and apply it with a real RFC 6902 implementation (jsonpatch, which kopf uses).
+
+@pytest.mark.parametrize("version, mode", [("v1.29.0", "auto"), ("v1.33.1", "auto"), ("v1.20.2", "always")])
+def test_the_native_patch_adds_only_the_init_container_grace_volumes_and_status(version: str, mode: str) -> None:
+    settings = InjectionSettings(**{**_fields(SETTINGS), "native_sidecar": mode})
+    original = pod(ON)
+    patch = mutate(original, {}, settings, version)
+    assert [(op["op"], op["path"]) for op in patch] == [
+        ("add", "/spec/initContainers"), ("add", "/spec/terminationGracePeriodSeconds"),
+        ("add", "/spec/volumes"), ("add", "/metadata/annotations")]
+    assert [c["name"] for c in patch[0]["value"]] == [CONTAINER_NAME]
+    result = jsonpatch.apply_patch(original, patch)
+    assert result == apply(original, patch)
+    assert result["spec"]["containers"] == original["spec"]["containers"]  # the app is not touched
+    assert result["metadata"]["annotations"] == {"llmroute.dev/status": "injected"}  # no default-container
+
+
+def test_the_native_sidecar_goes_before_every_init_container_even_another_native_sidecar() -> None:
+    others = [{"name": "mesh-proxy", "image": "mesh:1", "restartPolicy": "Always"},
+              {"name": "migrate", "image": "m:1"}]
+    original = pod(ON, initContainers=copy.deepcopy(others))
+    patch = mutate(original, {}, SETTINGS, "v1.30.0")
+    assert patch[0]["op"] == "add" and patch[0]["path"] == "/spec/initContainers/0"  # inserted, nothing replaced
+    result = jsonpatch.apply_patch(original, patch)
+    init = result["spec"]["initContainers"]
+    # Init containers start one by one, each after the one before is started (a native sidecar: its
+    # startupProbe passed): first in line, the sidecar has a table before a migration or the app runs.
+    assert [c["name"] for c in init] == [CONTAINER_NAME, "mesh-proxy", "migrate"]
+    assert init[1:] == others
+    assert mutate(result, {}, SETTINGS, "v1.30.0") == []  # found among the init containers: not injected again
+
+
+def test_the_native_sidecar_holds_the_app_with_its_startup_probe_not_a_hook() -> None:
+    settings = InjectionSettings(**{**_fields(SETTINGS), "startup_timeout_s": 45})
+    car = sidecar_of(apply(pod(ON), mutate(pod(ON), {}, settings, "v1.29.0")))
+    assert car["restartPolicy"] == "Always"
+    assert car["startupProbe"] == {"httpGet": {"path": "/readyz", "port": 15401}, "periodSeconds": 1,
+                                   "timeoutSeconds": 1, "failureThreshold": 45}
+    assert car["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 15401}
+    assert car["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 15401}
+    assert "lifecycle" not in car  # no postStart hold, no preStop head start: the kubelet orders both
+
+
+def test_the_native_sidecar_is_the_regular_one_but_for_restart_policy_and_hooks() -> None:
+    native = sidecar_of(apply(pod(ON), mutate(pod(ON), {}, SETTINGS, "v1.29.0")))
+    regular = sidecar_of(apply(pod(ON), mutate(pod(ON), {}, SETTINGS, "v1.28.0")))
+    assert {k: v for k, v in native.items() if k != "restartPolicy"} == \
+        {k: v for k, v in regular.items() if k != "lifecycle"}
 
 
 def test_before_1_29_the_sidecar_is_the_first_container_holding_the_app_until_ready() -> None:
