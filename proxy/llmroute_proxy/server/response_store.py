@@ -3,9 +3,13 @@ read, bounded in memory and in time.
 
 Each entry is the Response object as the client got it, the canonical conversation that
 produced it (the turn's messages plus the assistant's answer) and the request's own input items
-(for `input_items`), all kept as JSON bytes: their
-size is what the memory cap counts, and they cannot change after the fact. Entries leave
-in the order they came: at their TTL, or the oldest first when a new one would pass the cap.
+(for `input_items`), serialized and kept as one bytes object of exactly their size, decoded on
+read: they cannot change after the fact, and the cap counts what the entry really holds — its
+bytes, its id and a measured per-entry overhead (`ENTRY_OVERHEAD_BYTES`). Not the JSON as
+orjson returns it: `orjson.dumps` hands back a bytes object whose allocation is its whole
+growth buffer (about 8 KiB for a 500-byte document), so keeping those let RSS grow to ten
+times what the cap counted (bench/README.md, response_store.py). Entries leave in the order
+they came: at their TTL, or the oldest first when a new one would pass the cap.
 
 The store lives in this process only. A restart, or a request that lands on another sidecar,
 finds nothing; the 404 then says so. A few thousand ids that left recently are remembered
@@ -25,8 +29,11 @@ import orjson
 from llmroute_proxy.errors import RequestError
 
 ENTRY_OVERHEAD_BYTES = 400
-"""What an entry costs beyond its JSON bytes (the entry object, the dict slot, the id string)."""
+"""What an entry costs beyond its bytes and its id's characters: the entry object, its float and
+ints, the bytes and str headers, the ordered dict's slot and node, and malloc's own headers.
+bench/response_store.py measures it (tracemalloc and RSS per entry); keep this at or above it."""
 TOMBSTONES = 4096
+"""Recently gone ids remembered for the 404's reason: at most ~1 MiB, outside the cap."""
 
 
 class ResponseNotFound(RequestError):
@@ -40,14 +47,30 @@ class ResponseNotFound(RequestError):
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    response: bytes
-    conversation: bytes
-    input_items: bytes
+    """The response's JSON, then the conversation's, then the input items', in one bytes object."""
+
+    blob: bytes
+    conversation_at: int
+    items_at: int
     expires_at: float
+    size: int
 
     @property
-    def size(self) -> int:
-        return len(self.response) + len(self.conversation) + len(self.input_items) + ENTRY_OVERHEAD_BYTES
+    def response(self) -> bytes:
+        return self.blob[:self.conversation_at]
+
+    @property
+    def conversation(self) -> memoryview:
+        return memoryview(self.blob)[self.conversation_at:self.items_at]
+
+    @property
+    def input_items(self) -> memoryview:
+        return memoryview(self.blob)[self.items_at:]
+
+
+def entry_size(response_id: str, blob: bytes) -> int:
+    """What the cap counts for one entry."""
+    return len(blob) + len(response_id) + ENTRY_OVERHEAD_BYTES
 
 
 class ResponseStore:
@@ -58,6 +81,7 @@ class ResponseStore:
         self.ttl_s = ttl_s
         self._entries: OrderedDict[str, StoredResponse] = OrderedDict()
         self._gone: OrderedDict[str, str] = OrderedDict()
+        self._expired_why = f"it expired ({ttl_s:g}s after it was created)"  # one string for every tombstone
         self.bytes = 0
         self.stored = 0
         self.expired = 0
@@ -67,8 +91,11 @@ class ResponseStore:
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
             input_items: Sequence[dict[str, Any]] = ()) -> bool:
         """Keep a response (its JSON, as sent); False when it alone is larger than the whole store."""
-        entry = StoredResponse(response, orjson.dumps(list(conversation)), orjson.dumps(list(input_items)),
-                               now + self.ttl_s)
+        conversation_json, items_json = orjson.dumps(list(conversation)), orjson.dumps(list(input_items))
+        blob = b"".join((response, conversation_json, items_json))  # a new object of exactly this size
+        conversation_at = len(response)
+        items_at = conversation_at + len(conversation_json)
+        entry = StoredResponse(blob, conversation_at, items_at, now + self.ttl_s, entry_size(response_id, blob))
         self._expire(now)
         if entry.size > self.max_bytes:
             self.too_large += 1
@@ -129,7 +156,7 @@ class ResponseStore:
             self._entries.popitem(last=False)
             self.bytes -= entry.size
             self.expired += 1
-            self._bury(response_id, f"it expired ({self.ttl_s:g}s after it was created)")
+            self._bury(response_id, self._expired_why)
 
     def _bury(self, response_id: str, why: str) -> None:
         self._gone[response_id] = why

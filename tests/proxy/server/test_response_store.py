@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -38,7 +40,8 @@ def test_an_expired_response_is_a_404_that_says_it_expired() -> None:
 
 def test_the_memory_cap_evicts_the_oldest_first_and_says_so() -> None:
     empty = len(b"[]")  # the conversation and the input items
-    one = len(b'{"id":"resp_0","object":"response","output":[],"pad":""}') + 1000 + 2 * empty + ENTRY_OVERHEAD_BYTES
+    one = (len(b'{"id":"resp_0","object":"response","output":[],"pad":""}') + 1000 + 2 * empty + len("resp_0")
+           + ENTRY_OVERHEAD_BYTES)
     store = ResponseStore(max_bytes=3 * one, ttl_s=60)
     for i in range(5):
         put(store, f"resp_{i}", [], now=i, padding=1000)
@@ -81,3 +84,66 @@ def test_the_cap_and_ttl_come_from_flags_or_the_environment(monkeypatch: pytest.
     monkeypatch.setenv("LLMROUTE_RESPONSES_TTL_SECONDS", "7.5")
     args = parser().parse_args(["serve"])
     assert (settings(args).responses_store_bytes, settings(args).responses_ttl_s) == (2000, 7.5)
+
+
+def test_what_the_cap_counts_covers_what_an_entry_allocates() -> None:
+    """orjson's bytes keep their whole growth buffer (~8 KiB for a short document): an entry kept
+    that way allocated several times the bytes the cap counted, and RSS outgrew the cap."""
+    conversation = [{"role": "user", "content": "hi " * 20}, {"role": "assistant", "content": "hello " * 40}]
+    items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi " * 20}]}]
+    bodies = [orjson.dumps({"id": f"resp_{i:048x}", "object": "response", "output": [], "pad": "x" * 300})
+              for i in range(300)]
+    store = ResponseStore(1 << 30, ttl_s=60)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i, body in enumerate(bodies):
+            store.put(f"resp_{i:048x}", body, conversation, now=0, input_items=items)
+        allocated = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert store.status(now=0)["entries"] == 300
+    assert allocated <= store.bytes
+    assert store.bytes == sum(len(orjson.dumps({"id": f"resp_{i:048x}", "object": "response", "output": [],
+                                                "pad": "x" * 300})) + len(orjson.dumps(conversation))
+                              + len(orjson.dumps(items)) + len(f"resp_{i:048x}") + ENTRY_OVERHEAD_BYTES
+                              for i in range(300))
+
+
+def test_entries_expire_oldest_first_and_give_their_bytes_back() -> None:
+    store = ResponseStore(1 << 20, ttl_s=60)
+    put(store, "resp_old", CONVERSATION, now=0)
+    put(store, "resp_new", CONVERSATION, now=30)
+    one = store.bytes // 2
+    assert store.status(now=59.9)["entries"] == 2
+    assert store.status(now=60)["entries"] == 1 and store.bytes == one and store.expired == 1
+    assert store.conversation("resp_new", now=89.9) == CONVERSATION
+    with pytest.raises(ResponseNotFound, match="expired"):
+        store.response("resp_old", now=60)
+    assert store.status(now=90) == {"entries": 0, "bytes": 0, "max_bytes": 1 << 20, "ttl_seconds": 60,
+                                    "stored": 2, "expired": 2, "evicted": 0, "too_large": 0}
+
+
+def test_an_evicted_entry_gives_back_exactly_what_it_counted() -> None:
+    store = ResponseStore(max_bytes=10_000, ttl_s=60)
+    for i in range(50):
+        put(store, f"resp_{i}", CONVERSATION * (i % 4), now=0, padding=37 * (i % 7))
+        assert 0 < store.bytes <= store.max_bytes
+    kept = [f"resp_{i}" for i in range(50) if f"resp_{i}" in store._entries]
+    assert kept == [f"resp_{i}" for i in range(50 - len(kept), 50)]
+    assert store.bytes == sum(store._entries[k].size for k in kept)
+    assert store.stored == 50 and store.evicted == 50 - len(kept)
+    for k in kept:
+        store.delete(k, now=0)
+    assert store.bytes == 0
+
+
+def test_input_items_are_read_back_as_stored() -> None:
+    store = ResponseStore(1 << 20, ttl_s=60)
+    items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "héllo"}]}]
+    body = orjson.dumps({"id": "resp_1", "output": []})
+    store.put("resp_1", body, CONVERSATION, now=0, input_items=items)
+    assert store.response("resp_1", now=0) == body
+    assert store.conversation("resp_1", now=0) == CONVERSATION
+    assert store.input_items("resp_1", now=0) == items
