@@ -227,7 +227,7 @@ class Hub:
         desired = self.source.table_for(pod)
         periods = {} if desired is None else \
             {f"{pod.namespace}/{r}": p for r, p in self._budget_periods(desired).items()}
-        self.leases.observe(pod, report, self.wallclock(), periods)
+        self.leases.observe(pod, report, self.clock(), self.wallclock(), periods)
 
     def _encode(self, desired: DesiredTable) -> str:
         text = self._encoded.get(desired.version)

@@ -15,6 +15,12 @@ for which the provider works. A provider that answers 429 to a `THROTTLED_RATIO`
 across sidecars takes less than its configured figures: the total leased shrinks to what it accepted
 (plus `PROBE_HEADROOM`, so more is tried as it recovers; never below `MIN_TOTAL_FRACTION`), so the
 sidecars fail over at once instead of sending what will be refused; it grows back as the 429s stop.
+
+Demand fades when it stops. A report is deltas of what changed, and a sidecar with nothing new sends none:
+so every rate of a sidecar decays with each report by its interval (a provider or route the report leaves
+out was not used in it), and the time a connected sidecar stays silent beyond its reporting interval counts
+as time without use. An idle sidecar's share thus falls toward the floor with the half-life, and the
+active sidecars get the rest.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ THROTTLED_RATIO = 0.2  # of the requests sent to a provider, answered 429: it ta
 PROBE_HEADROOM = 1.1  # a throttled provider is leased this much more than it accepted
 MIN_TOTAL_FRACTION = 0.1  # a throttled provider's total never shrinks below this part of its figure
 THROTTLED_MIN_PER_MINUTE = 5.0  # fewer 429s than this a minute, across sidecars, shrink nothing
+LATE_REPORT_SLACK = 1.5  # of a reporting interval: a report this late is not yet silence
 RATE_LIMITED = "rate_limited"  # the sidecar's failure kind for a provider's 429
 
 
@@ -90,6 +97,29 @@ class _Held:
 
 
 @dataclass(slots=True)
+class _Demand:
+    """A sidecar's demand: exponentially weighted rates per minute, as of `at` (monotonic seconds)."""
+
+    at: float
+    interval: float  # the sidecar's reporting interval: silence beyond it is time without use
+    rates: dict[tuple[str, str], float] = field(default_factory=dict)  # (provider|route key, metric) → rate
+
+    def fade(self, seconds: float, half_life_s: float) -> None:
+        if seconds > 0:
+            factor = 0.5 ** (seconds / half_life_s)
+            self.rates = {key: rate * factor for key, rate in self.rates.items()}
+
+    def now(self, now: float, half_life_s: float) -> dict[tuple[str, str], float]:
+        """The rates at `now`: a silence past the next report's due time (with half an interval of slack
+        for a late timer) is time without use; the next report counts it from the due time."""
+        silent = now - self.at - self.interval * LATE_REPORT_SLACK
+        if silent <= 0:
+            return self.rates
+        factor = 0.5 ** (silent / half_life_s)
+        return {key: rate * factor for key, rate in self.rates.items()}
+
+
+@dataclass(slots=True)
 class _Spend:
     period_start: float
     by_pod: dict[PodRef, float] = field(default_factory=dict)
@@ -101,19 +131,34 @@ class LeaseBook:
         self.ttl_s = ttl_s
         self.floor_fraction = floor_fraction
         self.half_life_s = half_life_s
-        self._rates: dict[tuple[PodRef, str, str], float] = {}  # (pod, provider|route, metric) → per minute
+        self._demand: dict[PodRef, _Demand] = {}
         self._spend: dict[str, _Spend] = {}  # route key → this period's spend by pod
         self._held: dict[PodRef, _Held] = {}
         self._departed: dict[PodRef, _Held] = {}
+        self._now: dict[PodRef, Mapping[tuple[str, str], float]] = {}  # rates as of the `leases` call
 
-    def observe(self, pod: PodRef, report: Mapping[str, Any], now_wall: float,
+    def observe(self, pod: PodRef, report: Mapping[str, Any], now: float, now_wall: float,
                 periods: Mapping[str, BudgetPeriod] | None = None) -> None:
-        """A usage report (decoded JSON): demand rates per provider and route, and spend."""
+        """A usage report (decoded JSON) received at `now` (monotonic): demand rates per provider and
+        route, and spend. Every rate of the sidecar decays by the report's interval, and by the silence
+        before it beyond one interval; what the report names is added at its rate."""
         interval = max(float(report.get("interval", 0) or 0), 1e-3)
-        alpha = 1 - math.exp(-interval / self.half_life_s)
+        demand = self._demand.get(pod)
+        if demand is None:
+            demand = self._demand[pod] = _Demand(now, interval)
+        demand.fade(now - demand.at - demand.interval, self.half_life_s)
+        demand.at, demand.interval = now, interval
+        kept = 0.5 ** (interval / self.half_life_s)
+        demand.fade(interval, self.half_life_s)
+        rates = demand.rates
+
+        def add(key: str, metric: str, count: float) -> None:
+            if count:
+                rates[key, metric] = rates.get((key, metric), 0.0) + count * 60 / interval * (1 - kept)
+
         for provider, counts in (report.get("providers") or {}).items():
             for metric in ("requests", "tokens"):
-                self._ewma((pod, _key(pod, provider), metric), counts.get(metric, 0) * 60 / interval, alpha)
+                add(_key(pod, provider), metric, float(counts.get(metric, 0) or 0))
         attempts: dict[str, dict[str, float]] = {}
         for target, counts in (report.get("targets") or {}).items():
             seen = attempts.setdefault(str(target).split("/", 1)[0], {"attempts": 0.0, "failures": 0.0,
@@ -123,11 +168,11 @@ class LeaseBook:
             seen["throttled"] += float((counts.get("errors") or {}).get(RATE_LIMITED, 0) or 0)
         for provider, seen in attempts.items():
             for metric, count in seen.items():
-                self._ewma((pod, _key(pod, provider), metric), count * 60 / interval, alpha)
+                add(_key(pod, provider), metric, count)
         for route, counts in (report.get("routes") or {}).items():
             key = _key(pod, route)
             cost = float(counts.get("cost_usd", 0) or 0)
-            self._ewma((pod, key, "cost"), cost * 60 / interval, alpha)
+            add(key, "cost", cost)
             spend = self._period(key, (periods or {}).get(key, BudgetPeriod.DAY), now_wall)
             spend.by_pod[pod] = spend.by_pod.get(pod, 0.0) + cost
 
@@ -142,6 +187,8 @@ class LeaseBook:
         """New leases for every pod in `tables` (the connected ones), valid until now + ttl."""
         self._departed = {p: h for p, h in self._departed.items() if h.expires_at > now and p not in tables}
         self._held = {p: h for p, h in self._held.items() if p in tables}
+        self._demand = {p: d for p, d in self._demand.items() if p in tables or p in self._departed}
+        self._now = {pod: d.now(now, self.half_life_s) for pod, d in self._demand.items() if pod in tables}
         granted = {pod: _Held(now + self.ttl_s) for pod in tables}
         for provider, (limits, users) in _users(tables, "provider_limits").items():
             self._divide_limits(provider, limits, users, granted)
@@ -154,16 +201,18 @@ class LeaseBook:
     def _divide_limits(self, provider: str, limits: GlobalLimits, users: list[PodRef],
                        granted: dict[PodRef, _Held]) -> None:
         away = [h.limits[provider] for h in self._departed.values() if provider in h.limits]
-        rate = self._rates.get
-        sent = math.fsum(rate((pod, provider, "attempts"), 0.0) for pod in users)
-        throttled = math.fsum(rate((pod, provider, "throttled"), 0.0) for pod in users)
+        def rate(pod: PodRef, metric: str) -> float:
+            return self._rate(pod, provider, metric)
+
+        sent = math.fsum(rate(pod, "attempts") for pod in users)
+        throttled = math.fsum(rate(pod, "throttled") for pod in users)
         # of the requests sent, the part not answered 429 (a few 429s are noise, not a smaller provider)
         accepted = usefulness(sent, throttled) if throttled >= THROTTLED_MIN_PER_MINUTE else 1.0
-        useful = {pod: usefulness(rate((pod, provider, "attempts"), 0.0), rate((pod, provider, "failures"), 0.0))
+        useful = {pod: usefulness(rate(pod, "attempts"), rate(pod, "failures"))
                   for pod in users}
-        requests = {pod: rate((pod, provider, "requests"), 0.0) * useful[pod] for pod in users}
-        tokens = {pod: rate((pod, provider, "tokens"), 0.0) * useful[pod] for pod in users}
-        sent_tokens = math.fsum(rate((pod, provider, "tokens"), 0.0) for pod in users)
+        requests = {pod: rate(pod, "requests") * useful[pod] for pod in users}
+        tokens = {pod: rate(pod, "tokens") * useful[pod] for pod in users}
+        sent_tokens = math.fsum(rate(pod, "tokens") for pod in users)
 
         def left(total: float | None, taken: list[float | None], sent_units: float) -> float | None:
             if total is None:
@@ -190,7 +239,7 @@ class LeaseBook:
         away = math.fsum(max(h.budgets[route] - spend.by_pod.get(p, 0.0), 0.0)
                          for p, h in self._departed.items() if route in h.budgets)
         remaining = max(limit_usd - spent_total - away, 0.0)
-        demand = {pod: self._rates.get((pod, route, "cost"), 0.0) for pod in users}
+        demand = {pod: self._rate(pod, route, "cost") for pod in users}
         for pod, share in divide(remaining, demand, self.floor_fraction).items():
             granted[pod].budgets[route] = spend.by_pod.get(pod, 0.0) + share
 
@@ -201,8 +250,10 @@ class LeaseBook:
             spend = self._spend[route] = _Spend(start)
         return spend
 
-    def _ewma(self, key: tuple[PodRef, str, str], rate: float, alpha: float) -> None:
-        self._rates[key] = self._rates.get(key, 0.0) * (1 - alpha) + rate * alpha
+    def _rate(self, pod: PodRef, key: str, metric: str) -> float:
+        """The pod's rate per minute as of the `leases` call under way."""
+        rates = self._now.get(pod)
+        return 0.0 if rates is None else rates.get((key, metric), 0.0)
 
     def leased_requests_per_minute(self) -> dict[str, float]:
         """`namespace/provider` → the RPM shares held now, connected and departed sidecars together."""
@@ -213,8 +264,10 @@ class LeaseBook:
                     out[provider] = out.get(provider, 0.0) + limits.requests_per_minute
         return out
 
-    def forget_rates(self, pod: PodRef) -> None:
-        self._rates = {k: v for k, v in self._rates.items() if k[0] != pod}
+    def demand(self, pod: PodRef, key: str, metric: str, now: float) -> float:
+        """`namespace/name` → the pod's demand rate per minute at `now` (for tests and metrics)."""
+        demand = self._demand.get(pod)
+        return 0.0 if demand is None else demand.now(now, self.half_life_s).get((key, metric), 0.0)
 
 
 def _key(pod: PodRef, name: str) -> str:

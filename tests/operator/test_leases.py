@@ -65,7 +65,7 @@ def test_leases_rebalance_as_sidecars_come_change_load_and_go() -> None:
     two = book.leases({a: table(), b: table()}, now=1, now_wall=1)
     assert rpm_of(two, a) == rpm_of(two, b) == 300  # no demand yet: equal
     for _ in range(5):
-        book.observe(a, report(requests=100), now_wall=2)
+        book.observe(a, report(requests=100), now=2, now_wall=2)
     busy = book.leases({a: table(), b: table()}, now=2, now_wall=2)
     assert rpm_of(busy, a) > 500 and rpm_of(busy, b) >= 60  # the floor: 20 % in equal parts
     assert rpm_of(busy, a) + rpm_of(busy, b) <= 600
@@ -88,7 +88,7 @@ def test_a_departed_sidecars_share_stays_counted_until_its_lease_would_expire() 
 def test_budget_shares_are_spend_plus_a_part_of_what_is_left_and_sum_to_the_limit() -> None:
     book = LeaseBook(ttl_s=30, floor_fraction=0.2)
     a, b = PODS[:2]
-    book.observe(a, report(requests=1, cost=30.0), now_wall=100)
+    book.observe(a, report(requests=1, cost=30.0), now=100, now_wall=100)
     leases = book.leases({a: table(budget=100), b: table(budget=100)}, now=0, now_wall=100)
     share_a, share_b = leases[a].budgets["chat"], leases[b].budgets["chat"]
     assert share_a.spent_usd == 30.0 and share_b.spent_usd == 0.0
@@ -99,7 +99,7 @@ def test_budget_shares_are_spend_plus_a_part_of_what_is_left_and_sum_to_the_limi
 def test_a_new_budget_period_starts_from_zero_spend() -> None:
     book = LeaseBook()
     a = PODS[0]
-    book.observe(a, report(cost=80.0), now_wall=3600)
+    book.observe(a, report(cost=80.0), now=3600, now_wall=3600)
     next_day = book.leases({a: table(budget=100)}, now=0, now_wall=86400 * 2)
     assert next_day[a].budgets["chat"].limit_usd == 100.0 and next_day[a].budgets["chat"].spent_usd == 0.0
 
@@ -141,8 +141,8 @@ def test_a_provider_failing_for_one_sidecar_is_leased_to_the_sidecars_it_works_f
     book = LeaseBook(ttl_s=30, floor_fraction=0.2, half_life_s=10)
     broken, working = PODS[:2]
     for _ in range(10):  # same demand; for `broken` the provider's endpoint fails (its region is down)
-        book.observe(broken, health(100, failures=95), now_wall=0)
-        book.observe(working, health(100), now_wall=0)
+        book.observe(broken, health(100, failures=95), now=0, now_wall=0)
+        book.observe(working, health(100), now=0, now_wall=0)
     leases = book.leases({broken: table(), working: table()}, now=0, now_wall=0)
     assert rpm_of(leases, broken) < 90 and rpm_of(leases, working) > 510  # the floor is 60 each
     assert rpm_of(leases, broken) >= 60 and rpm_of(leases, broken) + rpm_of(leases, working) <= 600
@@ -155,13 +155,13 @@ def test_a_provider_throttling_across_sidecars_is_leased_less_and_more_again_as_
     a, b = PODS[:2]
     for _ in range(20):  # each sends 40 a minute (wanting more), the provider answers half with 429
         for pod in (a, b):
-            book.observe(pod, health(40 // 6, failures=20 // 6, throttled=20 // 6), now_wall=0)
+            book.observe(pod, health(40 // 6, failures=20 // 6, throttled=20 // 6), now=0, now_wall=0)
     shrunk = book.leases({a: table(), b: table()}, now=0, now_wall=0)
     total = rpm_of(shrunk, a) + rpm_of(shrunk, b)
     assert total < 100 and math.isclose(book.leased_requests_per_minute()["ns/openai"], total)
     for _ in range(40):  # the 429s stop
         for pod in (a, b):
-            book.observe(pod, health(6), now_wall=0)
+            book.observe(pod, health(6), now=0, now_wall=0)
     recovered = book.leases({a: table(), b: table()}, now=1, now_wall=1)
     assert math.isclose(rpm_of(recovered, a) + rpm_of(recovered, b), 600)
 
@@ -169,5 +169,77 @@ def test_a_provider_throttling_across_sidecars_is_leased_less_and_more_again_as_
 def test_a_few_429s_shrink_nothing() -> None:
     book = LeaseBook(ttl_s=30, half_life_s=10)
     for _ in range(20):
-        book.observe(PODS[0], health(1, failures=1, throttled=1, interval=30), now_wall=0)  # 2 a minute, all 429
+        book.observe(PODS[0], health(1, failures=1, throttled=1, interval=30), now=0, now_wall=0)  # 2 a minute, all 429
     assert rpm_of(book.leases({PODS[0]: table()}, now=0, now_wall=0), PODS[0]) == 600
+
+
+def test_demand_halves_with_each_half_life_of_reports_saying_nothing_of_it() -> None:
+    book = LeaseBook(half_life_s=60)
+    a = PODS[0]
+    for t in range(0, 600, 10):  # 60 a minute for ten minutes: the rate settles at 60
+        book.observe(a, report(requests=10), now=t, now_wall=t)
+    assert math.isclose(book.demand(a, "ns/openai", "requests", now=590), 60, rel_tol=0.01)
+    for t in range(600, 660, 10):  # a minute of reports that name only the route, not the provider
+        book.observe(a, {"interval": 10, "routes": {"chat": {"requests": 0, "cost_usd": 0.001}}}, now=t, now_wall=t)
+    assert math.isclose(book.demand(a, "ns/openai", "requests", now=650), 30, rel_tol=0.01)
+
+
+def test_a_connected_sidecar_that_stops_reporting_decays_after_its_reporting_interval() -> None:
+    book = LeaseBook(half_life_s=60)
+    a = PODS[0]
+    for t in range(0, 600, 10):
+        book.observe(a, report(requests=10), now=t, now_wall=t)
+    settled = book.demand(a, "ns/openai", "requests", now=590)
+    assert book.demand(a, "ns/openai", "requests", now=604) == settled  # the next report is late, not missing
+    assert math.isclose(book.demand(a, "ns/openai", "requests", now=665), settled / 2)
+    assert math.isclose(book.demand(a, "ns/openai", "requests", now=785), settled / 8)
+    # a report after the silence counts the silence as time without use, then adds its own interval
+    book.observe(a, report(requests=10), now=780, now_wall=780)
+    assert math.isclose(book.demand(a, "ns/openai", "requests", now=780),
+                        settled / 8 * 0.5 ** (10 / 60) + 60 * (1 - 0.5 ** (10 / 60)))
+
+
+def test_an_idle_sidecars_share_decays_toward_the_floor_and_the_active_one_gets_the_rest() -> None:
+    book = LeaseBook(ttl_s=30, floor_fraction=0.2, half_life_s=60)
+    idle, busy = PODS[:2]
+    tables = {idle: table(), busy: table()}
+    for t in range(0, 600, 10):  # both busy alike: equal shares
+        for pod in (idle, busy):
+            book.observe(pod, report(requests=50), now=t, now_wall=t)
+    even = book.leases(tables, now=600, now_wall=600)
+    assert math.isclose(rpm_of(even, idle), 300) and math.isclose(rpm_of(even, busy), 300)
+    shares = []
+    for t in range(600, 1200, 10):  # `idle` stops sending and reporting; it stays connected
+        book.observe(busy, report(requests=50), now=t, now_wall=t)
+        if t % 60 == 0:
+            shares.append(rpm_of(book.leases(tables, now=t, now_wall=t), idle))
+    assert shares == sorted(shares, reverse=True)  # it only falls
+    floor = 600 * 0.2 / 2
+    # after ~9 half-lives beyond its reporting interval, the idle one's demand is ~1/500 of the busy one's
+    assert floor <= shares[-1] < floor + 2, shares
+    last = book.leases(tables, now=1200, now_wall=1200)
+    assert rpm_of(last, busy) > 600 - floor - 2 and rpm_of(last, idle) + rpm_of(last, busy) <= 600
+
+
+def test_a_report_interval_of_silence_is_not_idleness() -> None:
+    """Reports come every interval; between two of them the demand must not sag (nor the shares wobble)."""
+    book = LeaseBook(half_life_s=60)
+    a, b = PODS[:2]
+    for t in range(0, 300, 10):
+        book.observe(a, report(requests=10), now=t, now_wall=t)
+        book.observe(b, report(requests=30), now=t + 5, now_wall=t + 5)
+    for now in (295, 298, 300, 304):
+        leases = book.leases({a: table(), b: table()}, now=now, now_wall=now)
+        assert math.isclose(rpm_of(leases, a), 60 + 480 * 0.25, rel_tol=0.02), (now, rpm_of(leases, a))
+
+
+def test_the_demand_of_a_sidecar_gone_past_its_lease_is_forgotten() -> None:
+    book = LeaseBook(ttl_s=30)
+    a, b = PODS[:2]
+    book.observe(a, report(requests=100), now=0, now_wall=0)
+    book.leases({a: table(), b: table()}, now=0, now_wall=0)
+    book.depart(a)
+    book.leases({b: table()}, now=10, now_wall=10)
+    assert book.demand(a, "ns/openai", "requests", now=10) > 0  # its lease still runs: it may come back
+    book.leases({b: table()}, now=31, now_wall=31)
+    assert book.demand(a, "ns/openai", "requests", now=31) == 0
