@@ -322,6 +322,7 @@ class Answer:
     provider: str
     code: str = ""
     retry_after: str = ""
+    tokens: int = 0  # the usage the provider reported
 
 
 def client_of(url: str, route_name: str | None = None) -> openai.AsyncOpenAI:
@@ -329,23 +330,25 @@ def client_of(url: str, route_name: str | None = None) -> openai.AsyncOpenAI:
                               default_headers={"x-llmroute-route": route_name} if route_name else {})
 
 
-async def call(sidecar: int, client: openai.AsyncOpenAI) -> Answer:
+async def call(sidecar: int, client: openai.AsyncOpenAI, content: str = "hello") -> Answer:
     try:
         raw = await client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": "hello"}])
-        return Answer(sidecar, raw.status_code, raw.headers.get("x-llmroute-provider", ""))
+            model="auto", messages=[{"role": "user", "content": content}])
+        usage = raw.parse().usage
+        return Answer(sidecar, raw.status_code, raw.headers.get("x-llmroute-provider", ""),
+                      tokens=usage.total_tokens if usage is not None else 0)
     except openai.APIStatusError as error:
         body = error.body if isinstance(error.body, dict) else {}
         return Answer(sidecar, error.status_code, error.response.headers.get("x-llmroute-provider", ""),
                       str(body.get("code", "")), error.response.headers.get("retry-after", ""))
 
 
-async def load(sidecar: int, url: str, until: float) -> list[Answer]:
+async def load(sidecar: int, url: str, until: float, content: str = "hello") -> list[Answer]:
     """One client: a request every PACE_S (or as fast as answers come) until `until`; bounded by both."""
-    answers = []
+    answers: list[Answer] = []
     async with client_of(url) as client:
         while (started := time.monotonic()) < until and len(answers) < LOAD_S / PACE_S + 1:
-            answers.append(await call(sidecar, client))
+            answers.append(await call(sidecar, client, content))
             await asyncio.sleep(max(PACE_S - (time.monotonic() - started), 0.0))
     return answers
 
@@ -372,12 +375,15 @@ async def test_sidecar_processes_share_a_providers_rpm_limit_through_the_operato
         await spare.close()
 
 
-async def shared_limit(cluster: Cluster, limited: SimServer, spare: SimServer) -> None:
+async def limited_sidecars(cluster: Cluster, limited: SimServer, spare: SimServer,
+                           limits: dict[str, int]) -> list[tuple[str, str]]:
+    """LIMIT_SIDECARS sidecar processes, each holding a lease, whose routes send to `limited` (with
+    `limits`) first: `chat` fails over to `spare`, `strict` has no other target."""
     admin, ns = cluster.admin, cluster.namespace
     await admin.create(f"/api/v1/namespaces/{ns}/secrets",
                        {"metadata": {"name": "llm-keys"}, "stringData": {"limited": KEY, "spare": KEY}})
     capped = provider("limited", limited.url)
-    capped["spec"]["limits"] = {"requestsPerMinute": LIMIT_RPM}
+    capped["spec"]["limits"] = limits
     await admin.create(cluster.provider_path(), capped)
     await admin.create(cluster.provider_path(), provider("spare", spare.url))
     targets = [{"provider": "limited", "model": "gpt-4o-mini"},
@@ -395,6 +401,11 @@ async def shared_limit(cluster: Cluster, limited: SimServer, spare: SimServer) -
                     operator = (await response.json()).get("operator") or {}
                     return True if operator.get("lease") == "held" else None
             await eventually(leased, f"a sidecar holds a lease\n{cluster.processes[-1].tail()}")
+    return sidecars
+
+
+async def shared_limit(cluster: Cluster, limited: SimServer, spare: SimServer) -> None:
+    sidecars = await limited_sidecars(cluster, limited, spare, {"requestsPerMinute": LIMIT_RPM})
     before = sim_state(limited.app).stats.total
 
     # far above the limit for LOAD_S: what the leases do not admit fails over to `spare`, invisibly
@@ -425,3 +436,57 @@ async def shared_limit(cluster: Cluster, limited: SimServer, spare: SimServer) -
     print(f"\nglobal RPM {LIMIT_RPM}, {LIMIT_SIDECARS} sidecars, {elapsed:.1f} s: provider counted {admitted} "
           f"(bound {bound:.1f}; per sidecar {per_sidecar}), {served['spare']} failed over, "
           f"{len(refused)}/{len(strict)} strict requests got 429")
+
+
+LIMIT_TPM = 6000  # the limited provider's global tokensPerMinute; no RPM limit
+# 140 prompt tokens by the simulator's count; the sidecar estimates 117, so each request goes beyond its estimate
+PROMPT = " ".join(["the quick brown fox jumps over a lazy dog"] * 12)
+
+
+async def test_sidecar_processes_share_a_providers_tpm_limit_through_the_operators_leases(cluster: Cluster) -> None:
+    """Three sidecar processes under load far above one provider's global TPM admit, summed, the tokens
+    the limit allows — counted from the usage the provider itself reported — and fail over the rest.
+
+    The bound. A sidecar takes a request's estimated prompt tokens from its TPM bucket (one minute's worth
+    of its share t_i, refilled at t_i per minute) before sending, and settles to the real usage after, so a
+    bucket may go into debt that later refills repay. The shares never sum to more than the limit L. So over
+    T seconds all sidecars together are sent at most
+        sum(t_i) * (1 + T/60)  <=  L * (1 + T/60)
+    plus what was in flight beyond its estimate when the window closed or a lease changed — at most one
+    request's tokens per concurrent client (CLIENTS_PER_SIDECAR) and one more per sidecar for the lease
+    changes: N * (C + 1) * the largest request. Here L (1 + T/60) = 7,000 and the slack 15 requests of
+    ~140 tokens; without leases each sidecar would admit its 7,000 itself.
+    """
+    limited = await SimServer.start(openai_app(KEY, name="sim-limited"))
+    spare = await SimServer.start(openai_app(KEY, name="sim-spare"))
+    try:
+        await shared_tokens(cluster, limited, spare)
+    finally:
+        await limited.close()
+        await spare.close()
+
+
+async def shared_tokens(cluster: Cluster, limited: SimServer, spare: SimServer) -> None:
+    sidecars = await limited_sidecars(cluster, limited, spare, {"tokensPerMinute": LIMIT_TPM})
+    before = sim_state(limited.app).stats.total
+    start = time.monotonic()
+    runs = [load(i, data_url, start + LOAD_S, PROMPT) for i, (data_url, _) in enumerate(sidecars)
+            for _ in range(CLIENTS_PER_SIDECAR)]
+    answers = [a for run in await asyncio.gather(*runs) for a in run]
+    elapsed = time.monotonic() - start
+
+    assert all(a.status == 200 for a in answers), {a.status for a in answers}
+    on_limited = [a for a in answers if a.provider == "limited"]
+    assert len(on_limited) == sim_state(limited.app).stats.total - before  # the sidecars and the provider agree
+    admitted = sum(a.tokens for a in on_limited)
+    largest = max(a.tokens for a in answers)
+    bound = LIMIT_TPM * (1 + elapsed / 60) + LIMIT_SIDECARS * (CLIENTS_PER_SIDECAR + 1) * largest
+    assert admitted <= bound, (admitted, bound, len(on_limited))
+    assert admitted >= 0.8 * LIMIT_TPM, (admitted, len(on_limited))  # the shares were used, not starved
+    spare_tokens = sum(a.tokens for a in answers if a.provider == "spare")
+    assert spare_tokens > 3 * admitted, (spare_tokens, admitted)  # the load was far above the limit
+    per_sidecar = [sum(a.tokens for a in on_limited if a.sidecar == i) for i in range(LIMIT_SIDECARS)]
+    assert all(n < LIMIT_TPM for n in per_sidecar), per_sidecar  # none had the whole limit to itself
+    print(f"\nglobal TPM {LIMIT_TPM}, {LIMIT_SIDECARS} sidecars, {elapsed:.1f} s: provider reported {admitted} tokens "
+          f"in {len(on_limited)} requests (bound {bound:.0f}, largest request {largest}; per sidecar {per_sidecar}), "
+          f"{spare_tokens} tokens failed over")
