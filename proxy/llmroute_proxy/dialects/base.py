@@ -85,6 +85,25 @@ class ChatRequest:
         return value if isinstance(value, int) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One rate-limit window as a provider's answer headers state it; None where a figure is not stated.
+    `reset_s` counts from when the answer was received until `remaining` is back to `limit`."""
+
+    limit: float | None = None
+    remaining: float | None = None
+    reset_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What a provider's answer said of its limits: requests and tokens per window, and a back-off."""
+
+    requests: Quota | None = None
+    tokens: Quota | None = None
+    retry_after_s: float | None = None
+
+
 @dataclass(slots=True)
 class UpstreamRequest:
     method: str

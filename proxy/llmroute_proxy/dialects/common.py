@@ -41,6 +41,17 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
         return None
 
 
+def header_number(value: str | None) -> float | None:
+    """A non-negative finite number from a header value; None when absent or not one."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if 0 <= number < math.inf else None
+
+
 def _is_lower(headers: Mapping[str, str]) -> bool:
     # aiohttp's CIMultiDictProxy is case-insensitive already
     return type(headers).__name__.startswith("CIMultiDict")

@@ -20,8 +20,9 @@ import orjson
 
 from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator, completion_from_message
 from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
+from llmroute_proxy.dialects.anthropic.ratelimits import rate_limits as anthropic_rate_limits
 from llmroute_proxy.dialects.anthropic.request_out import messages_body
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
 from llmroute_proxy.dialects.common import body_excerpt, loads_object, retry_after_seconds
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.table import Target
@@ -69,6 +70,9 @@ class AnthropicProvider:
         else:
             error_type, message = "api_error", body_excerpt(body) or f"HTTP {status}"
         return upstream_error(status, error_type, message, retry_after_seconds(headers))
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        return anthropic_rate_limits(headers, seen_wall)
 
 
 def _headers(target: Target) -> dict[str, str]:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
 from llmroute_proxy.dialects.openai.chat import (
     OpenAIStreamTranslator,
     chat_body,
@@ -23,6 +23,7 @@ from llmroute_proxy.dialects.openai.chat import (
     parse_embeddings,
 )
 from llmroute_proxy.dialects.openai.errors import classify_openai_error
+from llmroute_proxy.dialects.openai.ratelimits import rate_limits as openai_rate_limits
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import ProviderType, Secret, Target
 
@@ -103,3 +104,7 @@ class AzureOpenAIProvider:
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return classify_openai_error(status, headers, body)
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        """Azure sends OpenAI's names, often only `remaining` and without resets (providers.md §1.6)."""
+        return openai_rate_limits(headers, seen_wall)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamTranslator, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    RateLimits,
+    StreamTranslator,
+    UpstreamRequest,
+    Usage,
+)
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import Target
 
@@ -34,4 +41,9 @@ class Provider(Protocol):
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Classify a non-2xx answer (providers.md §6)."""
+        ...
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        """What an answer's headers say of the provider's limits (`seen_wall`: epoch seconds it came);
+        None when they say nothing."""
         ...

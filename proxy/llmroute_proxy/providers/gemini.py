@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
+from llmroute_proxy.dialects.common import retry_after_seconds
 from llmroute_proxy.dialects.gemini.answer_in import (
     GeminiStream,
     _decode,
@@ -64,3 +65,8 @@ class GeminiProvider:
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return classify_payload(status, headers, _decode(body), body)
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        """Gemini sends no rate-limit headers; its back-off hint is in the error body (`RetryInfo`)."""
+        retry_after = retry_after_seconds(headers, seen_wall)
+        return None if retry_after is None else RateLimits(retry_after_s=retry_after)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
+    RateLimits,
     StreamChunk,
     StreamTranslator,
     UpstreamRequest,
@@ -109,3 +110,10 @@ class GuardedProvider:
             return self._inner.classify_error(status, headers, body)
         except _READ_ERRORS as exc:
             return _unreadable(f"error answer (HTTP {status})", exc, status)
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        """Headers no parser can read say nothing: they never fail a request or a report."""
+        try:
+            return self._inner.rate_limits(headers, seen_wall)
+        except _READ_ERRORS:
+            return None

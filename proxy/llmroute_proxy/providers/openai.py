@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
 from llmroute_proxy.dialects.openai.chat import (
     OpenAIStreamTranslator,
     chat_body,
@@ -18,6 +18,7 @@ from llmroute_proxy.dialects.openai.chat import (
     parse_embeddings,
 )
 from llmroute_proxy.dialects.openai.errors import classify_openai_error
+from llmroute_proxy.dialects.openai.ratelimits import rate_limits as openai_rate_limits
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import ProviderType, Secret, Target
 
@@ -56,6 +57,9 @@ class OpenAIProvider:
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return classify_openai_error(status, headers, body)
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        return openai_rate_limits(headers, seen_wall)
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
