@@ -176,6 +176,7 @@ async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
     try:
         async with asyncio.timeout(budget):
             upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
+            sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
             async with upstream:
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
@@ -211,6 +212,8 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         try:
             async with asyncio.timeout(first_token_budget):
                 upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
+                sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers,
+                                              sidecar.clock())
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
                 body = upstream.chunks()

@@ -22,6 +22,7 @@ from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
+from llmroute_proxy.routing.ratelimits import SeenRateLimits
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
@@ -112,6 +113,7 @@ class Sidecar:
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
     ledger: BudgetLedger = field(default_factory=BudgetLedger)
     leases: LeaseHolder = field(default_factory=LeaseHolder)
+    rate_limits_seen: SeenRateLimits = field(default_factory=SeenRateLimits)  # for the usage reports
     table: Table | None = None
     table_loaded_at: float | None = None
     table_source: str | None = None  # file | operator | persisted
