@@ -16,6 +16,15 @@ across sidecars takes less than its configured figures: the total leased shrinks
 (plus `PROBE_HEADROOM`, so more is tried as it recovers; never below `MIN_TOTAL_FRACTION`), so the
 sidecars fail over at once instead of sending what will be refused; it grows back as the 429s stop.
 
+Providers say what they take. Sidecars report the rate-limit headers of each provider's last answer
+(limit, remaining and reset of its requests and tokens windows, and a retry-after), with their age; the
+freshest report across sidecars counts, for `STATED_FRESH_S`. A stated limit below the configured figure
+is the total (when it is a minute's figure: its reset is within a minute). What the provider says
+remains — refilled toward its limit by its reset, nothing while a retry-after runs — bounds the total
+to what the sidecars send now (with `PROBE_HEADROOM`) plus that remainder, never below
+`MIN_TOTAL_FRACTION`: so others using the same key, or a burst that drained it, shrink the shares before
+429s come, not after, and the total grows back as the provider refills.
+
 Demand fades when it stops. A report is deltas of what changed, and a sidecar with nothing new sends none:
 so every rate of a sidecar decays with each report by its interval (a provider or route the report leaves
 out was not used in it), and the time a connected sidecar stays silent beyond its reporting interval counts
@@ -31,8 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from llmroute_operator.contracts import DesiredTable, GlobalLimits, PodRef
+from llmroute_proxy.dialects.base import Quota, RateLimits
 from llmroute_proxy.routing.budget import period_bounds
-from llmroute_proxy.sync.protocol import Lease, LeaseBudget
+from llmroute_proxy.sync.protocol import Lease, LeaseBudget, read_rate_limits
 from llmroute_proxy.table import BudgetPeriod, Limits
 
 K = TypeVar("K", bound=Hashable)
@@ -44,6 +54,8 @@ THROTTLED_RATIO = 0.2  # of the requests sent to a provider, answered 429: it ta
 PROBE_HEADROOM = 1.1  # a throttled provider is leased this much more than it accepted
 MIN_TOTAL_FRACTION = 0.1  # a throttled provider's total never shrinks below this part of its figure
 THROTTLED_MIN_PER_MINUTE = 5.0  # fewer 429s than this a minute, across sidecars, shrink nothing
+STATED_FRESH_S = 60.0  # a provider's stated figures older than this say nothing of now
+MINUTE_S = 60.0  # a stated limit whose reset is further off than this is not a minute's figure
 LATE_REPORT_SLACK = 1.5  # of a reporting interval: a report this late is not yet silence
 RATE_LIMITED = "rate_limited"  # the sidecar's failure kind for a provider's 429
 
@@ -79,6 +91,28 @@ def throttled_total(total: float, sent: float, accepted: float) -> float:
     return min(total, max(total * MIN_TOTAL_FRACTION, sent * accepted * PROBE_HEADROOM))
 
 
+def stated_total(total: float, quota: Quota | None, retry_after_s: float | None, age_s: float,
+                 sent: float) -> float:
+    """`total` (per minute), or less when the provider's own headers, seen `age_s` ago, say so: its limit
+    when lower and a minute's figure; what remains — refilled linearly toward the limit until the reset,
+    nothing while a retry-after runs — plus what the sidecars send now (`sent` per minute, with
+    PROBE_HEADROOM), never below MIN_TOTAL_FRACTION of `total`."""
+    if age_s > STATED_FRESH_S:
+        return total
+    out = total
+    if quota is not None and quota.limit is not None and (quota.reset_s is None or quota.reset_s <= MINUTE_S):
+        out = min(out, quota.limit)
+    remaining: float | None = None
+    if retry_after_s is not None and age_s < retry_after_s:
+        remaining = 0.0
+    elif quota is not None and quota.remaining is not None and quota.reset_s is not None and age_s < quota.reset_s:
+        refill = 0.0 if quota.limit is None else max(quota.limit - quota.remaining, 0.0) * age_s / quota.reset_s
+        remaining = quota.remaining + refill
+    if remaining is not None:
+        out = min(out, max(sent * PROBE_HEADROOM + remaining, total * MIN_TOTAL_FRACTION))
+    return out
+
+
 def divide_whole(total: int, demands: Mapping[K, float], floor_fraction: float = FLOOR_FRACTION) -> dict[K, int]:
     """The same for counts (concurrency): whole numbers by largest remainder, summing to `total`."""
     exact = divide(float(total), demands, floor_fraction)
@@ -94,6 +128,12 @@ class _Held:
     expires_at: float
     limits: dict[str, Limits] = field(default_factory=dict)  # provider key → share
     budgets: dict[str, float] = field(default_factory=dict)  # route key → limit USD
+
+
+@dataclass(frozen=True, slots=True)
+class _Stated:
+    seen_at: float  # monotonic, the operator's clock
+    limits: RateLimits
 
 
 @dataclass(slots=True)
@@ -135,6 +175,7 @@ class LeaseBook:
         self._spend: dict[str, _Spend] = {}  # route key → this period's spend by pod
         self._held: dict[PodRef, _Held] = {}
         self._departed: dict[PodRef, _Held] = {}
+        self._stated: dict[str, _Stated] = {}  # provider key → the freshest rate-limit headers reported
         self._now: dict[PodRef, Mapping[tuple[str, str], float]] = {}  # rates as of the `leases` call
 
     def observe(self, pod: PodRef, report: Mapping[str, Any], now: float, now_wall: float,
@@ -169,6 +210,11 @@ class LeaseBook:
         for provider, seen in attempts.items():
             for metric, count in seen.items():
                 add(_key(pod, provider), metric, count)
+        for provider, entry in (report.get("rate_limits") or {}).items():
+            limits, age = read_rate_limits(entry)
+            key, seen_at = _key(pod, provider), now - age
+            if (known := self._stated.get(key)) is None or known.seen_at <= seen_at:
+                self._stated[key] = _Stated(seen_at, limits)
         for route, counts in (report.get("routes") or {}).items():
             key = _key(pod, route)
             cost = float(counts.get("cost_usd", 0) or 0)
@@ -188,10 +234,11 @@ class LeaseBook:
         self._departed = {p: h for p, h in self._departed.items() if h.expires_at > now and p not in tables}
         self._held = {p: h for p, h in self._held.items() if p in tables}
         self._demand = {p: d for p, d in self._demand.items() if p in tables or p in self._departed}
+        self._stated = {k: v for k, v in self._stated.items() if now - v.seen_at <= STATED_FRESH_S}
         self._now = {pod: d.now(now, self.half_life_s) for pod, d in self._demand.items() if pod in tables}
         granted = {pod: _Held(now + self.ttl_s) for pod in tables}
         for provider, (limits, users) in _users(tables, "provider_limits").items():
-            self._divide_limits(provider, limits, users, granted)
+            self._divide_limits(provider, limits, users, granted, now)
         for route, (limit_usd, users) in _users(tables, "route_budgets").items():
             period = (periods or {}).get(route, BudgetPeriod.DAY)
             self._divide_budget(route, limit_usd, period, users, granted, now_wall)
@@ -199,7 +246,7 @@ class LeaseBook:
         return {pod: _lease(held, self.ttl_s, self._spend, pod) for pod, held in granted.items()}
 
     def _divide_limits(self, provider: str, limits: GlobalLimits, users: list[PodRef],
-                       granted: dict[PodRef, _Held]) -> None:
+                       granted: dict[PodRef, _Held], now: float) -> None:
         away = [h.limits[provider] for h in self._departed.values() if provider in h.limits]
         def rate(pod: PodRef, metric: str) -> float:
             return self._rate(pod, provider, metric)
@@ -214,13 +261,21 @@ class LeaseBook:
         tokens = {pod: rate(pod, "tokens") * useful[pod] for pod in users}
         sent_tokens = math.fsum(rate(pod, "tokens") for pod in users)
 
-        def left(total: float | None, taken: list[float | None], sent_units: float) -> float | None:
+        stated = self._stated.get(provider)
+
+        def left(total: float | None, taken: list[float | None], sent_units: float, window: str) -> float | None:
             if total is None:
                 return None
-            return max(throttled_total(total, sent_units, accepted) - math.fsum(t or 0 for t in taken), 0.0)
+            effective = throttled_total(total, sent_units, accepted)
+            if stated is not None:
+                said = stated.limits
+                quota = said.requests if window == "requests" else said.tokens
+                effective = min(effective, stated_total(total, quota, said.retry_after_s, now - stated.seen_at,
+                                                        sent_units))
+            return max(effective - math.fsum(t or 0 for t in taken), 0.0)
 
-        rpm = left(limits.requests_per_minute, [a.requests_per_minute for a in away], sent)
-        tpm = left(limits.tokens_per_minute, [a.tokens_per_minute for a in away], sent_tokens)
+        rpm = left(limits.requests_per_minute, [a.requests_per_minute for a in away], sent, "requests")
+        tpm = left(limits.tokens_per_minute, [a.tokens_per_minute for a in away], sent_tokens, "tokens")
         conc = None if limits.max_concurrency is None else \
             max(limits.max_concurrency - sum(a.max_concurrency or 0 for a in away), 0)
         rpm_shares = None if rpm is None else divide(rpm, requests, self.floor_fraction)

@@ -356,6 +356,49 @@ async def test_a_provider_failing_for_one_sidecar_leaves_its_share_to_the_other_
         await car.upstream.close()
 
 
+async def test_a_providers_stated_limit_travels_in_the_usage_report_and_shrinks_the_leases(
+        certs: CertFiles, tmp_path: Path) -> None:
+    """The wiring of the rate-limit headers: an answer's headers → the sidecar's report → the lease book."""
+    from multidict import CIMultiDict
+
+    from llmroute_operator.contracts import DesiredTable, GlobalLimits
+    from llmroute_operator.leases import LeaseBook
+    from llmroute_proxy.providers.registry import provider_for
+    from llmroute_proxy.table import ProviderType
+
+    parts = Parts()
+    parts.hub = Hub(parts.source, parts.sink, parts.reviewer, leases=LeaseBook(ttl_s=30))
+    base = desired()
+    await parts.source.set(POD, DesiredTable(base.version, base.payload,
+                                             {"team-a/openai-main": GlobalLimits(600.0, None, None)}))
+    car = build_sidecar()
+    async with running_hub(parts.hub, certs) as url:
+        parts.url = url
+        client = client_for(parts, car, tmp_path, certs)
+        task = asyncio.create_task(client.connect_once())
+        await parts.sink.wait_for("acked")
+        headers = CIMultiDict({"x-ratelimit-limit-requests": "200", "x-ratelimit-remaining-requests": "199",
+                               "x-ratelimit-reset-requests": "300ms"})
+        car.rate_limits_seen.seen("openai-main", provider_for(ProviderType.OPENAI).rate_limits, headers, car.clock())
+        assert await client.send_final_report()
+        [(_, _, report)] = await parts.sink.wait_for("usage")
+        assert report["rate_limits"]["openai-main"]["requests"] == {"limit": 200, "remaining": 199, "reset_s": 0.3}
+        await parts.hub.renew_leases()
+
+        def rpm() -> float | None:
+            return car.leases.limits(car.table.provider_limits, car.clock())["openai-main"].requests_per_minute  # type: ignore[union-attr]
+
+        async with asyncio.timeout(10):
+            while (rpm() or 600) > 200:  # 199 remained, and the rest refills by its reset
+                await asyncio.sleep(0.02)
+        assert (rpm() or 0) >= 199
+        assert await client.send_final_report()  # nothing new was seen: nothing said again
+        [_, (_, _, again)] = await parts.sink.wait_for("usage", 2)
+        assert "rate_limits" not in again
+        task.cancel()
+    await car.upstream.close()
+
+
 @pytest.mark.parametrize("server_name", [None, "llmroute.llmroute.svc"])
 async def test_a_hub_reached_by_ip_is_verified_against_the_configured_server_name(
         sidecar: Sidecar, tmp_path: Path, server_name: str | None) -> None:

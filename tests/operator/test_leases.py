@@ -9,7 +9,15 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from llmroute_operator.contracts import DesiredTable, GlobalLimits, PodRef
-from llmroute_operator.leases import LeaseBook, divide, divide_whole, throttled_total, usefulness
+from llmroute_operator.leases import (
+    LeaseBook,
+    divide,
+    divide_whole,
+    stated_total,
+    throttled_total,
+    usefulness,
+)
+from llmroute_proxy.dialects.base import Quota
 
 PODS = [PodRef("ns", f"p{i}") for i in range(6)]
 demands = st.dictionaries(st.integers(0, 50), st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50)
@@ -243,3 +251,82 @@ def test_the_demand_of_a_sidecar_gone_past_its_lease_is_forgotten() -> None:
     assert book.demand(a, "ns/openai", "requests", now=10) > 0  # its lease still runs: it may come back
     book.leases({b: table()}, now=31, now_wall=31)
     assert book.demand(a, "ns/openai", "requests", now=31) == 0
+
+
+# ---- what providers say of their limits ------------------------------------------------------------
+
+@pytest.mark.parametrize("quota, retry_after, age, sent, total", [
+    (None, None, 0, 0, 600),  # nothing said
+    (Quota(10000, 9999, 0.006), None, 0, 100, 600),  # a larger limit, nearly full: nothing to shrink
+    (Quota(300, 299, 0.2), None, 0, 100, 300),  # its limit is lower than configured: the limit
+    (Quota(300, 299, 0.2), None, 61, 100, 600),  # ... said over a minute ago: says nothing now
+    (Quota(300, 299, 3600), None, 0, 100, 409),  # a limit whose reset is an hour off is not a minute's
+    # figure, but what remains of it still bounds the next minute: 110 + 299
+    (Quota(1000, 50, 30), None, 0, 100, 160),  # 50 remain, it sends 100 a minute: 110 + 50
+    (Quota(1000, 50, 30), None, 15, 0, 525),  # half way to the reset: 525 remain
+    (Quota(1000, 50, 30), None, 30, 100, 600),  # reset passed: full again
+    (Quota(None, 50, 30), None, 10, 100, 160),  # no limit said: what remains stays until the reset
+    (Quota(None, 50, None), None, 0, 100, 600),  # no reset said (Azure): not used
+    (Quota(1000, 0, 30), None, 0, 0, 60),  # nothing remains and nothing is sent: the floor, 10 %
+    (None, 20, 5, 200, 220),  # a retry-after running: nothing remains until it ends
+    (None, 20, 25, 200, 600),  # ... ended
+])
+def test_a_providers_own_figures_bound_the_total(quota: Quota | None, retry_after: float | None, age: float,
+                                                  sent: float, total: float) -> None:
+    assert math.isclose(stated_total(600, quota, retry_after, age, sent), total)
+
+
+def said(remaining: float, limit: float = 600, reset_s: float = 30, age_s: float = 0.0,
+         requests: int = 10) -> dict[str, object]:
+    """A report whose sidecar sent `requests` to openai, the last answer saying `remaining` of `limit`."""
+    return {"interval": 10, "providers": {"openai": {"requests": requests, "tokens": 0}},
+            "targets": {"openai/gpt-4o-mini": {"requests": requests}},
+            "rate_limits": {"openai": {"age_s": age_s,
+                                       "requests": {"limit": limit, "remaining": remaining, "reset_s": reset_s}}}}
+
+
+def test_a_provider_saying_its_limit_is_lower_shrinks_every_share_until_it_says_otherwise() -> None:
+    book = LeaseBook(ttl_s=30)
+    a, b = PODS[:2]
+    book.observe(a, said(remaining=199, limit=200, reset_s=0.3), now=100, now_wall=100)
+    shrunk = book.leases({a: table(), b: table()}, now=101, now_wall=101)
+    assert math.isclose(rpm_of(shrunk, a) + rpm_of(shrunk, b), 200)
+    later = book.leases({a: table(), b: table()}, now=170, now_wall=170)  # said over a minute ago
+    assert math.isclose(rpm_of(later, a) + rpm_of(later, b), 600)
+
+
+def test_what_remains_across_sidecars_bounds_the_total_and_the_freshest_report_counts() -> None:
+    """Something else drains the provider's key: the sidecars' last answers say little remains."""
+    book = LeaseBook(ttl_s=30, half_life_s=60)
+    a, b = PODS[:2]
+    for t in range(0, 300, 10):  # each sends 60 a minute; the provider says it is nearly full
+        book.observe(a, said(remaining=590, requests=10), now=t, now_wall=t)
+        book.observe(b, said(remaining=590, requests=10), now=t + 5, now_wall=t + 5)
+    full = book.leases({a: table(), b: table()}, now=300, now_wall=300)
+    assert math.isclose(rpm_of(full, a) + rpm_of(full, b), 600)
+    # b's answer came 2 s before the report, a's report is later but its answer older (age 8 s)
+    book.observe(b, said(remaining=10, reset_s=50, age_s=2, requests=10), now=305, now_wall=305)
+    book.observe(a, said(remaining=400, reset_s=50, age_s=8, requests=10), now=306, now_wall=306)
+    drained = book.leases({a: table(), b: table()}, now=306, now_wall=306)
+    sent = book.demand(a, "ns/openai", "attempts", now=306) + book.demand(b, "ns/openai", "attempts", now=306)
+    remaining = 10 + (600 - 10) * 3 / 50  # b's figure, 3 s of refill toward the limit by its reset
+    assert math.isclose(rpm_of(drained, a) + rpm_of(drained, b), sent * 1.1 + remaining)
+    assert rpm_of(drained, a) + rpm_of(drained, b) < 200
+    refilled = book.leases({a: table(), b: table()}, now=356, now_wall=356)  # b's reset has passed
+    assert math.isclose(rpm_of(refilled, a) + rpm_of(refilled, b), 600)
+
+
+def test_a_tokens_window_bounds_tokens_per_minute_and_a_retry_after_bounds_both() -> None:
+    book = LeaseBook(ttl_s=30)
+    a = PODS[0]
+    tpm_table = DesiredTable("v", {}, {"ns/openai": GlobalLimits(600, 100_000, None)})
+    book.observe(a, {"interval": 10, "rate_limits": {"openai": {
+        "age_s": 0, "tokens": {"limit": 40_000, "remaining": 40_000, "reset_s": 0}}}}, now=0, now_wall=0)
+    lease = book.leases({a: tpm_table}, now=0, now_wall=0)[a].limits["openai"]
+    assert lease.requests_per_minute == 600 and math.isclose(lease.tokens_per_minute or 0, 40_000)
+    book.observe(a, {"interval": 10, "rate_limits": {"openai": {"age_s": 0, "retry_after_s": 20}}},
+                 now=1, now_wall=1)
+    lease = book.leases({a: tpm_table}, now=2, now_wall=2)[a].limits["openai"]
+    assert lease.requests_per_minute == 60 and lease.tokens_per_minute == 10_000  # the floors: nothing sent
+    lease = book.leases({a: tpm_table}, now=22, now_wall=22)[a].limits["openai"]
+    assert lease.requests_per_minute == 600 and lease.tokens_per_minute == 100_000

@@ -17,7 +17,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +40,7 @@ from llmroute_proxy.sync.protocol import (
     decode_down,
     encode,
     payload_version,
+    rate_limits_json,
 )
 from llmroute_proxy.sync.usage import Counters, UsageMark
 
@@ -164,6 +165,7 @@ class OperatorClient:
         self._sleep = sleep
         self._wallclock = wallclock
         self._usage = UsageMark()
+        self._rate_limits_after = float("-inf")  # answers seen until then had their rate limits reported
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self.state = "connecting"
@@ -304,10 +306,16 @@ class OperatorClient:
     async def _report(self, *, final: bool = False) -> bool:
         current = sidecar_counters(self.sidecar)
         report = self._usage.report(current, self.settings.report_interval_s, final=final)
+        now = self.sidecar.clock()
+        seen = self.sidecar.rate_limits_seen.since(self._rate_limits_after, now, self._wallclock())
+        if seen:
+            report = replace(report, rate_limits={provider: rate_limits_json(limits, age)
+                                                  for provider, (limits, age) in seen.items()})
         if report.is_empty() and not final:
             return True
         await self._send(report)
         self._usage.commit(current)  # only once it went out: unsent deltas stay for the next report
+        self._rate_limits_after = now
         return True
 
     async def _send(self, message: Ack | Nack | Hello | Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from llmroute_proxy.compiler import compile_table
+from llmroute_proxy.dialects.base import Quota, RateLimits
 from llmroute_proxy.spec import ROUTE_KIND as ROUTE_KIND
 from llmroute_proxy.spec import ProviderSpec, parse_documents
 from llmroute_proxy.table import Limits, Secret, Table
@@ -24,6 +25,7 @@ from llmroute_proxy.table import Limits, Secret, Table
 SYNC_PATH = "/v1/sync"
 AUDIENCE = "llmroute.dev"
 LIMIT_FIELDS = ("requestsPerMinute", "tokensPerMinute", "maxConcurrency")
+QUOTA_FIELDS = ("limit", "remaining", "reset_s")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -94,6 +96,8 @@ class UsageReport:
     routes:    {route: {"requests", "input_tokens", "output_tokens", "cost_usd"}}
     targets:   {target id: {"requests", "failures", "errors": {kind: n}, "input_tokens", "output_tokens", "cost_usd"}}
     providers: {provider: {"requests", "tokens"}} — the demand the operator divides limits by
+    rate_limits: {provider: {"age_s", "requests"?: {"limit"?, "remaining"?, "reset_s"?}, "tokens"?: {…},
+                  "retry_after_s"?}} — what the provider's last answer since the previous report said
     """
 
     interval: float
@@ -101,9 +105,10 @@ class UsageReport:
     targets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     final: bool = False
+    rate_limits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
-        return not (self.routes or self.targets or self.providers)
+        return not (self.routes or self.targets or self.providers or self.rate_limits)
 
 
 Up = Hello | Ack | Nack | UsageReport
@@ -132,9 +137,33 @@ def _to_json(message: Up | Down) -> dict[str, Any]:
         case Nack(version, error):
             return {"type": "nack", "version": version, "error": error}
         case UsageReport():
-            return {"type": "usage", "interval": message.interval, "final": message.final,
-                    "routes": message.routes, "targets": message.targets, "providers": message.providers}
+            out = {"type": "usage", "interval": message.interval, "final": message.final,
+                   "routes": message.routes, "targets": message.targets, "providers": message.providers}
+            if message.rate_limits:
+                out["rate_limits"] = message.rate_limits
+            return out
     raise TypeError(f"not a protocol message: {type(message).__name__}")
+
+
+def rate_limits_json(limits: RateLimits, age_s: float) -> dict[str, Any]:
+    """A provider's `rate_limits` entry of a usage report: what its answer said, `age_s` seconds ago."""
+    out: dict[str, Any] = {"age_s": round(age_s, 3)}
+    for name, quota in (("requests", limits.requests), ("tokens", limits.tokens)):
+        if quota is not None:
+            out[name] = {key: value for key, value in zip(QUOTA_FIELDS, (quota.limit, quota.remaining, quota.reset_s),
+                                                         strict=True) if value is not None}
+    if limits.retry_after_s is not None:
+        out["retry_after_s"] = limits.retry_after_s
+    return out
+
+
+def read_rate_limits(entry: Mapping[str, Any]) -> tuple[RateLimits, float]:
+    """A decoded `rate_limits` entry back: (what the answer said, its age in seconds)."""
+    def quota(name: str) -> Quota | None:
+        value = entry.get(name)
+        return None if value is None else Quota(*(value.get(key) for key in QUOTA_FIELDS))
+
+    return RateLimits(quota("requests"), quota("tokens"), entry.get("retry_after_s")), float(entry["age_s"])
 
 
 def _limits_json(limits: Limits) -> dict[str, float | int]:
@@ -235,7 +264,37 @@ def _usage(body: Mapping[str, Any]) -> UsageReport:
             _count(n, f"{where}.{kind}")
         targets[name] = {**targets[name], "errors": dict(errors)}
     providers = _counts(body, "providers", _PROVIDER_COUNTS)
-    return UsageReport(interval, routes, targets, providers, final)
+    return UsageReport(interval, routes, targets, providers, final, _rate_limits(body))
+
+
+def _rate_limits(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in _object(body, "rate_limits", "usage").items():
+        where = f"usage.rate_limits.{name}"
+        if not isinstance(value, Mapping):
+            raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
+        unknown = sorted(set(value) - {"age_s", "requests", "tokens", "retry_after_s"})
+        if unknown:
+            raise ProtocolError(f"{where}.{unknown[0]}", "unknown field; expected age_s, requests, tokens, retry_after_s")
+        if "age_s" not in value:
+            raise ProtocolError(f"{where}.age_s", "is required")
+        entry: dict[str, Any] = {"age_s": _count(value["age_s"], f"{where}.age_s")}
+        if value.get("retry_after_s") is not None:
+            entry["retry_after_s"] = _count(value["retry_after_s"], f"{where}.retry_after_s")
+        for window in ("requests", "tokens"):
+            figures = value.get(window)
+            if figures is None:
+                continue
+            if not isinstance(figures, Mapping):
+                raise ProtocolError(f"{where}.{window}", f"must be an object, got {_kind_of(figures)}")
+            unknown = sorted(set(figures) - set(QUOTA_FIELDS))
+            if unknown:
+                raise ProtocolError(f"{where}.{window}.{unknown[0]}",
+                                    f"unknown field; expected one of {', '.join(QUOTA_FIELDS)}")
+            entry[window] = {key: _count(figures[key], f"{where}.{window}.{key}")
+                             for key in QUOTA_FIELDS if figures.get(key) is not None}
+        out[name] = entry
+    return out
 
 
 def _counts(body: Mapping[str, Any], key: str, fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llmroute_proxy.dialects.base import Quota, RateLimits
 from llmroute_proxy.sync.protocol import (
     Ack,
     Hello,
@@ -20,6 +21,8 @@ from llmroute_proxy.sync.protocol import (
     decode_up,
     encode,
     payload_version,
+    rate_limits_json,
+    read_rate_limits,
     table_payload,
 )
 from tests.syncfakes import KEY, documents
@@ -31,6 +34,10 @@ from tests.syncfakes import KEY, documents
                 {"p/m@us": {"requests": 2, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0,
                             "failures": 1, "errors": {"timeout": 1}}},
                 {"p": {"requests": 2, "tokens": 5}}, final=True),
+    UsageReport(10.0, providers={"p": {"requests": 2, "tokens": 5}},
+                rate_limits={"p": {"age_s": 0.25, "requests": {"limit": 5000, "remaining": 4999, "reset_s": 0.012},
+                                   "tokens": {"remaining": 0}, "retry_after_s": 2.5},
+                             "q": {"age_s": 0}}),
 ])
 def test_up_messages_round_trip(message: object) -> None:
     assert decode_up(encode(message)) == message  # type: ignore[arg-type]
@@ -55,6 +62,14 @@ def test_down_messages_round_trip(message: object) -> None:
      "non-negative"),
     ('{"type":"usage","interval":1,"targets":{"t":{"errors":[]}}}', "usage.targets.t.errors", "an array"),
     ('{"type":"usage","interval":"1"}', "usage.interval", "must be a number"),
+    ('{"type":"usage","interval":1,"rate_limits":{"p":{"requests":{}}}}', "usage.rate_limits.p.age_s", "is required"),
+    ('{"type":"usage","interval":1,"rate_limits":{"p":{"age_s":1,"tokens":{"left":3}}}}',
+     "usage.rate_limits.p.tokens.left", "unknown field"),
+    ('{"type":"usage","interval":1,"rate_limits":{"p":{"age_s":1,"requests":{"remaining":-1}}}}',
+     "usage.rate_limits.p.requests.remaining", "non-negative"),
+    ('{"type":"usage","interval":1,"rate_limits":{"p":{"age_s":1,"resetS":1}}}', "usage.rate_limits.p.resetS",
+     "unknown field"),
+    ('{"type":"usage","interval":1,"rate_limits":{"p":[]}}', "usage.rate_limits.p", "must be an object"),
 ])
 def test_bad_up_messages_say_what_and_where(text: str, where: str, what: str) -> None:
     with pytest.raises(ProtocolError) as caught:
@@ -115,3 +130,12 @@ def test_every_problem_of_the_documents_is_named_with_its_path() -> None:
     message = str(caught.value)
     assert "LLMProvider/openai-main: spec.type" in message and "LLMRoute/chat: spec.defaultTier" in message
     assert KEY not in message
+
+
+def test_what_a_providers_headers_said_round_trips_through_a_usage_report() -> None:
+    said = RateLimits(Quota(5000, 4999, 0.012), Quota(None, 20, None), 1.5)
+    report = UsageReport(10.0, rate_limits={"openai": rate_limits_json(said, 0.4)})
+    decoded = decode_up(encode(report))
+    assert isinstance(decoded, UsageReport) and not decoded.is_empty()
+    assert read_rate_limits(decoded.rate_limits["openai"]) == (said, 0.4)
+    assert "rate_limits" not in encode(UsageReport(10.0))  # left out when there is nothing to say
