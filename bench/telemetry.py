@@ -25,16 +25,16 @@ import gc
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import IO
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmroute_proxy.dialects.base import ChatRequest, Usage
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import AttemptRecord, FailureKind, UpstreamError
 from llmroute_proxy.server import accesslog
+from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.table import ProviderType, Target, TargetId
 
@@ -89,38 +89,17 @@ class DroppingMetricExporter(MetricExporter):
         pass
 
 
-@dataclass
-class Named:
-    name: str
-
-
-@dataclass
-class Choice:
-    tier: str
-    rule: str | None
-
-
-@dataclass
-class Exchange:
-    """What the access line reads from the server's Exchange, for a streamed request with a failover."""
-
-    route: Named = field(default_factory=lambda: Named("default"))
-    choice: Choice = field(default_factory=lambda: Choice("smart", "long-prompts"))
-    experiment: Named | None = None
-    target: Target | None = PRIMARY
-    attempts: Sequence[AttemptRecord] = (AttemptRecord(BACKUP.id, 529, FailureKind.OVERLOADED, "overloaded", 0.12),
-                                         AttemptRecord(PRIMARY.id, 200, None, "ok", 0.8))
-    usage: Usage | None = field(default_factory=lambda: USAGE)
-    cost: float | None = 0.0042
-    requested_model: str = "auto"
-    chat: ChatRequest = field(default_factory=lambda: ChatRequest({"model": "auto", "stream": True, "messages": []}))
-
-
-EXCHANGE = Exchange()
+OUTCOME = Outcome(
+    at=1764000000.0, route="default", model="auto", tier="smart", rule="long-prompts", reason="rule matched",
+    experiment=None, stream=True, target=PRIMARY,
+    attempts=(AttemptRecord(BACKUP.id, 529, FailureKind.OVERLOADED, "overloaded", 0.12),
+              AttemptRecord(PRIMARY.id, 200, None, "ok", 0.8)),
+    status=200, latency_s=0.93456, usage=USAGE, cost_usd=0.0042, trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+"""A streamed request with a failover, as the access line reads it."""
 
 
 def access_request(i: int) -> object:
-    accesslog.log_access(EXCHANGE, 200, 0.93456, "4bf92f3577b34da6a3ce929d0e0e4736")
+    accesslog.log_access(OUTCOME)
     return i
 
 

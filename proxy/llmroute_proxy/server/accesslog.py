@@ -25,92 +25,46 @@ import atexit
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatRequest, Usage
-from llmroute_proxy.errors import AttemptRecord
-from llmroute_proxy.table import Target
+from llmroute_proxy.server.outcome import Outcome
 
 log = logging.getLogger("llmroute.access")
 
 
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-class _Choice(Protocol):
-    @property
-    def tier(self) -> str: ...
-
-    @property
-    def rule(self) -> str | None: ...
-
-
-class ExchangeView(Protocol):
-    """What the access line reads from the server's `Exchange`."""
-
-    @property
-    def route(self) -> _Named: ...
-
-    @property
-    def choice(self) -> _Choice: ...
-
-    @property
-    def experiment(self) -> _Named | None: ...
-
-    @property
-    def target(self) -> Target | None: ...
-
-    @property
-    def attempts(self) -> Sequence[AttemptRecord]: ...
-
-    @property
-    def usage(self) -> Usage | None: ...
-
-    @property
-    def cost(self) -> float | None: ...
-
-    @property
-    def requested_model(self) -> str: ...
-
-    @property
-    def chat(self) -> ChatRequest: ...
-
-
-def access_entry(ex: ExchangeView, status: int, elapsed_s: float, trace_id: str) -> dict[str, Any]:
-    target = ex.target
-    usage = ex.usage
+def access_entry(outcome: Outcome) -> dict[str, Any]:
+    target = outcome.target
+    usage = outcome.usage
     return {
-        "route": ex.route.name,
-        "model": ex.requested_model,
-        "tier": ex.choice.tier,
-        "rule": ex.choice.rule,
-        "experiment": ex.experiment.name if ex.experiment is not None else None,
+        "route": outcome.route,
+        "model": outcome.model,
+        "tier": outcome.tier,
+        "rule": outcome.rule,
+        "experiment": outcome.experiment,
         "target": target.id if target is not None else None,
         "provider": target.provider if target is not None else None,
         "upstream_model": target.model if target is not None else None,
-        "stream": ex.chat.stream,
-        "attempts": len(ex.attempts),
+        "stream": outcome.stream,
+        "attempts": len(outcome.attempts),
         "tried": [{"target": a.target, "status": a.status, "outcome": a.kind.value if a.kind else "ok",
-                   "ms": round(a.duration_s * 1000, 2)} for a in ex.attempts],
-        "status": status,
-        "latency_ms": round(elapsed_s * 1000, 2),
+                   "ms": round(a.duration_s * 1000, 2)} for a in outcome.attempts],
+        "status": outcome.status,
+        "latency_ms": round(outcome.latency_s * 1000, 2),
         "input_tokens": usage.input_tokens if usage is not None else None,
         "output_tokens": usage.output_tokens if usage is not None else None,
         "cached_input_tokens": usage.cached_input_tokens if usage is not None else None,
-        "cost_usd": ex.cost,
-        "trace_id": trace_id or None,
+        "cost_usd": outcome.cost_usd,
+        "trace_id": outcome.trace_id or None,
     }
 
 
-def log_access(ex: ExchangeView, status: int, elapsed_s: float, trace_id: str) -> None:
+def log_access(outcome: Outcome) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
-    line = orjson.dumps(access_entry(ex, status, elapsed_s, trace_id))
+    line = orjson.dumps(access_entry(outcome))
     buffered = _buffered
     if buffered is None:
         log.info("%s", line.decode())

@@ -27,13 +27,14 @@ from llmroute_proxy.errors import (
 )
 from llmroute_proxy.routing.budget import BudgetDecision, Reservation
 from llmroute_proxy.routing.decide import BudgetInputs, decide
-from llmroute_proxy.routing.rules import RequestFacts, TierChoice
+from llmroute_proxy.routing.rules import RequestFacts
 from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.origins import protect
+from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.responses import ResponsesEncoder
-from llmroute_proxy.server.state import Decision, Sidecar
+from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
@@ -224,10 +225,10 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
             sidecar.handlers.discard(task)
         if reservation is not None and reservation.reservation is not None:
             _settle_budget(sidecar, reservation.reservation, ex)
-        status = response.status if response is not None else 499
-        scope.end(status, None if status < 400 else str(status), ex.usage, ex.cost)
-        _remember(sidecar, ex, choice, status, now)
-        log_access(ex, status, sidecar.clock() - now, scope.trace_id)
+        outcome = _outcome(sidecar, ex, response.status if response is not None else 499, now)
+        scope.end(outcome.status, outcome.error_type, outcome.usage, outcome.cost_usd)
+        sidecar.decisions.append(outcome)
+        log_access(outcome)
 
 
 def _budget_spent(route: Route, decision: BudgetDecision) -> LocalLimitExceeded:
@@ -260,11 +261,11 @@ def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> 
         sidecar.ledger.release(reservation)
 
 
-def _remember(sidecar: Sidecar, ex: Exchange, choice: TierChoice, status: int, started: float) -> None:
-    sidecar.decisions.append(Decision(
-        sidecar.wallclock(), ex.route.name, ex.requested_model, choice.tier, choice.rule, choice.reason,
-        ex.experiment.name if ex.experiment else None, ex.target.id if ex.target else None, ex.attempts,
-        status, sidecar.clock() - started, ex.cost))
+def _outcome(sidecar: Sidecar, ex: Exchange, status: int, started: float) -> Outcome:
+    choice, target = ex.choice, ex.target
+    return Outcome(sidecar.wallclock(), ex.route.name, ex.requested_model, choice.tier, choice.rule, choice.reason,
+                   ex.experiment.name if ex.experiment else None, ex.chat.stream, target, ex.attempts, status,
+                   sidecar.clock() - started, ex.usage, ex.cost, ex.scope.trace_id)
 
 
 class _Draining(LLMRouteError):

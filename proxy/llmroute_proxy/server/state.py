@@ -11,12 +11,12 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmroute_proxy.dialects.base import Usage
-from llmroute_proxy.errors import AttemptRecord, DrainDeadlinePassed
+from llmroute_proxy.errors import DrainDeadlinePassed
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
@@ -24,6 +24,7 @@ from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.routing.ratelimits import SeenRateLimits
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
+from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
 from llmroute_proxy.server.upstream import UpstreamClient
@@ -60,32 +61,6 @@ class Spend:
     def to_json(self) -> dict[str, Any]:
         return {"requests": self.requests, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "cost_usd": self.cost_usd}
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One routing decision, kept for /status; turned into JSON only when someone looks."""
-
-    at: float
-    route: str
-    model: str
-    tier: str
-    rule: str
-    reason: str
-    experiment: str | None
-    target: str | None
-    attempts: Sequence[AttemptRecord]
-    status: int
-    latency_s: float
-    cost_usd: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "at": self.at, "route": self.route, "model": self.model, "tier": self.tier, "rule": self.rule,
-            "reason": self.reason, "experiment": self.experiment, "target": self.target,
-            "attempts": [{"target": a.target, "status": a.status, "reason": a.reason} for a in self.attempts],
-            "status": self.status, "latency_ms": round(self.latency_s * 1000, 2), "cost_usd": self.cost_usd,
-        }
 
 
 @dataclass(slots=True)
@@ -125,7 +100,7 @@ class Sidecar:
     handlers: set[asyncio.Task[Any]] = field(default_factory=set)  # the requests in flight, to cut at the drain deadline
     drain_cut: DrainDeadlinePassed | None = None  # set when the drain time ran out and open requests are cut
     counters: dict[TargetId, TargetCounters] = field(default_factory=dict)
-    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    decisions: deque[Outcome] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
     responses: ResponseStore = field(init=False)  # POST /v1/responses with store (server/response_store)
     scrubber: Scrubber = field(default_factory=Scrubber)

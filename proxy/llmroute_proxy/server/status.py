@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmroute_proxy import __version__
+from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.state import Sidecar
 
 
@@ -84,7 +85,18 @@ def _document(sidecar: Sidecar) -> dict[str, Any]:
         "budgets": budgets,
         "spend": _spend(sidecar),
         "responses_store": sidecar.responses.status(now),
-        "decisions": [decision.to_json() for decision in reversed(sidecar.decisions)],
+        "decisions": [_decision(outcome) for outcome in reversed(sidecar.decisions)],
+    }
+
+
+def _decision(outcome: Outcome) -> dict[str, Any]:
+    """One recent request: where it went and why, each attempt, and what it cost."""
+    return {
+        "at": outcome.at, "route": outcome.route, "model": outcome.model, "tier": outcome.tier,
+        "rule": outcome.rule, "reason": outcome.reason, "experiment": outcome.experiment,
+        "target": outcome.target.id if outcome.target is not None else None,
+        "attempts": [{"target": a.target, "status": a.status, "reason": a.reason} for a in outcome.attempts],
+        "status": outcome.status, "latency_ms": round(outcome.latency_s * 1000, 2), "cost_usd": outcome.cost_usd,
     }
 
 

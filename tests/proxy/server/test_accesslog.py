@@ -3,15 +3,15 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import orjson
 import pytest
 
-from llmroute_proxy.dialects.base import ChatRequest, Usage
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import AttemptRecord, FailureKind
 from llmroute_proxy.server.accesslog import LINE_FORMAT, BufferedAccessLog, buffer_access_log, log_access
+from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 SECRET = "sk-proj-NEVER-LOG-ME"
@@ -21,35 +21,13 @@ TARGET = Target(id=TargetId("openai/gpt-4o@eu"), provider="openai", provider_typ
                 model="gpt-4o", url="https://api.openai.com/v1", region="eu", credential=Secret(SECRET))
 
 
-@dataclass
-class Named:
-    name: str
-
-
-@dataclass
-class Choice:
-    tier: str
-    rule: str | None
-
-
-@dataclass
-class FakeExchange:
-    chat: ChatRequest
-    route: Named = field(default_factory=lambda: Named("default"))
-    choice: Choice = field(default_factory=lambda: Choice("smart", "long-prompts"))
-    experiment: Named | None = None
-    target: Target | None = TARGET
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    usage: Usage | None = None
-    cost: float | None = None
-
-    @property
-    def requested_model(self) -> str:
-        return str(self.chat.body.get("model"))
-
-
-def chat(stream: bool = False) -> ChatRequest:
-    return ChatRequest({"model": "auto", "stream": stream, "messages": [{"role": "user", "content": PROMPT}]})
+def outcome(**changes: Any) -> Outcome:
+    """A request that ended; each test changes what it is about."""
+    fields: dict[str, Any] = {
+        "at": 1764000000.0, "route": "default", "model": "auto", "tier": "smart", "rule": "long-prompts",
+        "reason": "rule long-prompts matched", "experiment": None, "stream": False, "target": TARGET,
+        "attempts": [], "status": 200, "latency_s": 0.1, "usage": None, "cost_usd": None, "trace_id": ""}
+    return Outcome(**{**fields, **changes})
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> dict[str, object]:
@@ -63,11 +41,11 @@ def logged(caplog: pytest.LogCaptureFixture) -> dict[str, object]:
 
 def test_one_json_line_says_where_the_request_went_and_what_it_cost(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "llmroute.access")
-    exchange = FakeExchange(chat(stream=True), experiment=Named("canary"), usage=Usage(1200, 300, 1000),
-                            cost=0.0042, attempts=[
+    ended = outcome(stream=True, experiment="canary", usage=Usage(1200, 300, 1000), cost_usd=0.0042,
+                    status=200, latency_s=0.93456, trace_id="4bf92f3577b34da6a3ce929d0e0e4736", attempts=[
                                 AttemptRecord("anthropic/claude@us", 529, FailureKind.OVERLOADED, "Overloaded", 0.12),
                                 AttemptRecord("openai/gpt-4o@eu", 200, None, "ok", 0.8)])
-    log_access(exchange, 200, 0.93456, "4bf92f3577b34da6a3ce929d0e0e4736")
+    log_access(ended)
     assert logged(caplog) == {
         "route": "default", "model": "auto", "tier": "smart", "rule": "long-prompts", "experiment": "canary",
         "target": "openai/gpt-4o@eu", "provider": "openai", "upstream_model": "gpt-4o", "stream": True,
@@ -81,7 +59,7 @@ def test_one_json_line_says_where_the_request_went_and_what_it_cost(caplog: pyte
 
 def test_a_request_that_reached_no_target_logs_nulls_not_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "llmroute.access")
-    log_access(FakeExchange(chat(), target=None), 429, 0.001, "")
+    log_access(outcome(target=None, status=429, latency_s=0.001))
     entry = logged(caplog)
     assert (entry["status"], entry["target"], entry["attempts"], entry["cost_usd"], entry["trace_id"]) == (
         429, None, 0, None, None)
@@ -90,16 +68,16 @@ def test_a_request_that_reached_no_target_logs_nulls_not_errors(caplog: pytest.L
 def test_no_prompt_credential_or_upstream_message_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "llmroute.access")
     attempt = AttemptRecord("openai/gpt-4o@eu", 400, FailureKind.CLIENT_ERROR, f"bad input: {PROMPT}", 0.1)
-    log_access(FakeExchange(chat(), attempts=[attempt]), 400, 0.1, "")
+    log_access(outcome(attempts=[attempt], status=400))
     line = caplog.records[0].getMessage()
     assert PROMPT not in line and SECRET not in line
 
 
 def test_nothing_is_built_when_the_access_logger_is_off(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "llmroute.access")
-    exchange = FakeExchange(chat())
-    exchange.attempts = None  # type: ignore[assignment]  # building the line would fail on this
-    log_access(exchange, 200, 0.1, "")
+    ended = outcome()
+    ended.attempts = None  # type: ignore[assignment]  # building the line would fail on this
+    log_access(ended)
     assert not [r for r in caplog.records if r.name == "llmroute.access"]
 
 
@@ -180,7 +158,7 @@ async def test_the_server_buffer_takes_the_lines_and_close_hands_them_back_to_lo
     stream = io.BytesIO()
     writer = buffer_access_log(stream)
     try:
-        log_access(FakeExchange(chat()), 200, 0.1, "")
+        log_access(outcome())
         assert not [r for r in caplog.records if r.name == "llmroute.access"]
         assert stream.getvalue() == b""
     finally:
@@ -189,7 +167,7 @@ async def test_the_server_buffer_takes_the_lines_and_close_hands_them_back_to_lo
     assert line.endswith("\n") and line.count("\n") == 1
     assert orjson.loads(line.split(" INFO llmroute.access ", 1)[1])["status"] == 200
     assert PROMPT not in line and SECRET not in line
-    log_access(FakeExchange(chat()), 201, 0.1, "")
+    log_access(outcome(status=201))
     assert logged(caplog)["status"] == 201
 
 
@@ -197,6 +175,6 @@ async def test_the_logger_level_still_decides_when_lines_are_buffered(caplog: py
     caplog.set_level(logging.WARNING, "llmroute.access")
     stream = io.BytesIO()
     writer = buffer_access_log(stream)
-    log_access(FakeExchange(chat()), 200, 0.1, "")
+    log_access(outcome())
     writer.close()
     assert stream.getvalue() == b""

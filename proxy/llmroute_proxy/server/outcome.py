@@ -1,0 +1,34 @@
+"""What became of one request: one record, built once when the request ends, read by everything
+that reports it — the access line, `/status`'s recent decisions, the request's metrics and span."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llmroute_proxy.dialects.base import Usage
+from llmroute_proxy.errors import AttemptRecord
+from llmroute_proxy.table import Target
+
+
+@dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
+class Outcome:
+    at: float  # wall-clock time when it ended
+    route: str
+    model: str  # as the client asked for it: a tier, an alias, "auto" or a concrete model
+    tier: str
+    rule: str
+    reason: str  # why that tier
+    experiment: str | None
+    stream: bool
+    target: Target | None  # the one that answered
+    attempts: Sequence[AttemptRecord]
+    status: int  # 499: the client went away first
+    latency_s: float
+    usage: Usage | None
+    cost_usd: float | None
+    trace_id: str
+
+    @property
+    def error_type(self) -> str | None:
+        return None if self.status < 400 else str(self.status)
