@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llmroute_proxy.errors import BadRequest, LLMRouteError
+from llmroute_proxy.table import ProviderType
 
 
 @dataclass(slots=True)
@@ -59,22 +60,41 @@ class Usage:
         )
 
 
+DIALECT_NAMES = {ProviderType.ANTHROPIC: "Anthropic", ProviderType.GEMINI: "Gemini", ProviderType.OPENAI: "OpenAI",
+                 ProviderType.AZURE_OPENAI: "Azure OpenAI", ProviderType.OPENAI_COMPATIBLE: "OpenAI-compatible"}
+"""The name a message gives each provider type's dialect."""
+
+
+class NativeBody:
+    """A client's request as it sent it, in the dialect of its front door.
+
+    A provider that speaks that dialect forwards it (lossless: what the canonical form cannot
+    say survives); the others are sent the canonical `ChatRequest.body`. `only` is set when the
+    request uses what only that dialect can say (it names the field): then only providers that
+    speak it may take the request, and the canonical body is just a summary to route by.
+    """
+
+    __slots__ = ("body", "dialect", "only")
+
+    def __init__(self, dialect: ProviderType, body: dict[str, Any], only: BadRequest | None = None) -> None:
+        self.dialect = dialect
+        self.body = body
+        self.only = only
+
+
 class ChatRequest:
     """A chat request in canonical (OpenAI) form, with what the sidecar derived from it.
 
-    `body` is the client's OpenAI request and is never mutated: providers copy what they change.
-    `anthropic_body` is set when the request came in on `/v1/messages`; the Anthropic provider
-    then forwards it natively (lossless), other providers use `body`.
+    `body` is the client's OpenAI request (or the canonical translation of what it sent) and is
+    never mutated: providers copy what they change. `native` is the client's own body when its
+    front door speaks another dialect.
     """
 
-    __slots__ = ("anthropic_body", "anthropic_only", "body", "client_wants_usage", "stream")
+    __slots__ = ("body", "client_wants_usage", "native", "stream")
 
-    def __init__(self, body: dict[str, Any], anthropic_body: dict[str, Any] | None = None,
-                 anthropic_only: BadRequest | None = None) -> None:
+    def __init__(self, body: dict[str, Any], native: NativeBody | None = None) -> None:
         self.body = body
-        self.anthropic_body = anthropic_body
-        # why only an Anthropic target can serve it natively (then `body` is a routing summary)
-        self.anthropic_only = anthropic_only
+        self.native = native
         self.stream = body.get("stream") is True
         options = body.get("stream_options")
         self.client_wants_usage = self.stream and isinstance(options, dict) and options.get("include_usage") is True

@@ -5,7 +5,7 @@ dialect (`dialects/anthropic`) translates: `request_out` (OpenAI → Messages), 
 (Messages → OpenAI), `errors` (classification).
 
 Two ways in. A canonical OpenAI request is translated field by field. A request that arrived
-on `/v1/messages` (`ChatRequest.anthropic_body`) is forwarded as the client sent it with only
+on `/v1/messages` (`ChatRequest.native`) is forwarded as the client sent it with only
 `model` replaced, and the native answer rides along in `ChatResult.native` / `StreamChunk.native`
 so the front door can relay it unchanged (thinking signatures, cache counts, everything).
 Either way the canonical answer is filled in: usage, cost and finish reasons come from it.
@@ -25,7 +25,7 @@ from llmroute_proxy.dialects.anthropic.request_out import messages_body
 from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
 from llmroute_proxy.dialects.common import body_excerpt, loads_object, retry_after_seconds
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
-from llmroute_proxy.table import Target
+from llmroute_proxy.table import ProviderType, Target
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -36,8 +36,9 @@ class AnthropicProvider:
     type: ClassVar[str] = "anthropic"
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
-        if request.anthropic_body is not None:
-            body = {**request.anthropic_body, "model": target.model}
+        native = _native(request)
+        if native is not None:
+            body = {**native, "model": target.model}
         else:
             body = messages_body(request.body, target.model)
         return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages", _headers(target),
@@ -48,11 +49,10 @@ class AnthropicProvider:
         if message is None or message.get("type") == "error":
             raise _unusable_answer(body, message)
         data, usage = completion_from_message(message, target.model)
-        native = message if request.anthropic_body is not None else None
-        return ChatResult(data=data, usage=usage, native=native)
+        return ChatResult(data=data, usage=usage, native=message if _native(request) is not None else None)
 
     def chat_stream(self, request: ChatRequest, target: Target) -> AnthropicStreamTranslator:
-        return AnthropicStreamTranslator(target.model, native=request.anthropic_body is not None)
+        return AnthropicStreamTranslator(target.model, native=_native(request) is not None)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         raise _no_embeddings()
@@ -95,3 +95,8 @@ def _unusable_answer(body: bytes, message: JSON | None) -> UpstreamError:
                               str(error.get("message") or error_type), None)
     return UpstreamError(FailureKind.SERVER_ERROR, f"Anthropic sent an unreadable answer: {body_excerpt(body)}")
 
+
+def _native(request: ChatRequest) -> dict[str, Any] | None:
+    """The client's own Messages body, when it came in on `/v1/messages`."""
+    native = request.native
+    return native.body if native is not None and native.dialect is ProviderType.ANTHROPIC else None

@@ -1,9 +1,9 @@
 """The whole routing decision for one request, made in one place.
 
-In order: the tier (rules, aliases, a concrete model), the narrowing of an Anthropic-only
-request to the tier's Anthropic targets, the experiment arm, and the budget: its worst-case
-estimate is taken over the targets that will really be tried (the arm's, the concrete model's,
-the Anthropic ones, or the tier's), and a downgrade is decided before the arm, so a downgraded
+In order: the tier (rules, aliases, a concrete model), the narrowing of a request only its own
+dialect can carry (an Anthropic-only `/v1/messages` request) to the tier's targets that speak it,
+the experiment arm, and the budget: its worst-case estimate is taken over the targets that will
+really be tried (the arm's, the concrete model's, the narrowed ones, or the tier's), and a downgrade is decided before the arm, so a downgraded
 request is sent to the downgrade tier's own targets (or to that tier's arm), never to an arm of
 the tier it left. The budget ledger is the only state touched: a reservation is opened here and
 settled by the caller when the request is over.
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from llmroute_proxy.dialects.base import DIALECT_NAMES, NativeBody
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.routing.budget import BudgetDecision, BudgetLedger
 from llmroute_proxy.routing.cost import estimate_cost_usd
 from llmroute_proxy.routing.experiments import choose_arm
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
-from llmroute_proxy.table import Experiment, ProviderType, Route, Target
+from llmroute_proxy.table import Experiment, Route, Target
 
 
 @dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
@@ -43,12 +44,14 @@ class BudgetInputs:
     max_output_tokens: int
 
 
-def decide(route: Route, facts: RequestFacts, *, roll: float, anthropic_only: BadRequest | None = None,
+def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody | None = None,
            budget: BudgetInputs | None = None) -> RouteDecision:
-    """Raises `ModelNotFound` for an unknown model and `BadRequest` for an Anthropic-only request
-    whose tier has no Anthropic target; `roll` is a uniform draw in [0, 1) for unsticky arms."""
-    route, choice = _tier(route, facts, anthropic_only)
-    experiment = _arm(route, choice, facts, roll, anthropic_only)
+    """Raises `ModelNotFound` for an unknown model and `BadRequest` for a request only its own
+    dialect can carry (`native.only`) whose tier has no target speaking it; `roll` is a uniform
+    draw in [0, 1) for unsticky arms."""
+    only = native if native is not None and native.only is not None else None
+    route, choice = _tier(route, facts, only)
+    experiment = _arm(route, choice, facts, roll, only)
     targets = _candidates(route, choice, experiment)
     if route.budget is None or budget is None:
         return RouteDecision(route, choice, experiment, targets, None)
@@ -58,28 +61,28 @@ def decide(route: Route, facts: RequestFacts, *, roll: float, anthropic_only: Ba
     if downgrade is None or downgrade not in route.tiers or downgrade == choice.tier:
         return RouteDecision(route, choice, experiment, targets, verdict)
     choice = TierChoice(downgrade, "budget", f"budget exceeded: downgraded from '{choice.tier}' to '{downgrade}'")
-    if anthropic_only is not None:
+    if only is not None:
         try:
-            choice = _anthropic_targets_only(route, choice, anthropic_only)[1]
+            choice = _speakers_only(route, choice, only)[1]
         except BadRequest:  # the downgrade tier cannot take it natively: the budget refuses it
             if verdict.reservation is not None:
                 budget.ledger.release(verdict.reservation)
             refused = BudgetDecision(allowed=False, retry_after=verdict.retry_after, exceeded=True)
             return RouteDecision(route, choice, None, (), refused)
-    experiment = _arm(route, choice, facts, roll, anthropic_only)
+    experiment = _arm(route, choice, facts, roll, only)
     return RouteDecision(route, choice, experiment, _candidates(route, choice, experiment), verdict)
 
 
-def _tier(route: Route, facts: RequestFacts, anthropic_only: BadRequest | None) -> tuple[Route, TierChoice]:
+def _tier(route: Route, facts: RequestFacts, only: NativeBody | None) -> tuple[Route, TierChoice]:
     choice = choose_tier(route, facts)
-    if anthropic_only is None:
+    if only is None:
         return route, choice
-    return _anthropic_targets_only(route, choice, anthropic_only)
+    return _speakers_only(route, choice, only)
 
 
 def _arm(route: Route, choice: TierChoice, facts: RequestFacts, roll: float,
-         anthropic_only: BadRequest | None) -> Experiment | None:
-    if not route.experiments or choice.targets is not None or anthropic_only is not None:
+         only: NativeBody | None) -> Experiment | None:
+    if not route.experiments or choice.targets is not None or only is not None:
         return None
     return choose_arm(route, choice.tier, facts, roll)
 
@@ -92,14 +95,17 @@ def _candidates(route: Route, choice: TierChoice, experiment: Experiment | None)
     return route.tiers[choice.tier].targets
 
 
-def _anthropic_targets_only(route: Route, choice: TierChoice, why: BadRequest) -> tuple[Route, TierChoice]:
-    """Narrow the choice to the tier's Anthropic targets, without fallback tiers (they would get a
-    request they cannot be sent); refuse with the untranslatable field when there are none."""
+def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[Route, TierChoice]:
+    """Narrow the choice to the tier's targets that speak the request's own dialect, without
+    fallback tiers (they would get a request they cannot be sent); refuse with the untranslatable
+    field when there are none."""
+    assert only.only is not None
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
-    native = tuple(t for t in candidates if t.provider_type is ProviderType.ANTHROPIC)
+    native = tuple(t for t in candidates if t.provider_type is only.dialect)
+    name = DIALECT_NAMES[only.dialect]
     if not native:
-        raise BadRequest(f"{why.message} Tier '{choice.tier}' has no Anthropic target to send it to natively.",
-                         param=why.param)
+        raise BadRequest(f"{only.only.message} Tier '{choice.tier}' has no {name} target to send it to natively.",
+                         param=only.only.param)
     narrowed = replace(route, fallback=replace(route.fallback, fallback_tiers=()))
     return narrowed, replace(choice, targets=native,
-                             reason=f"{choice.reason}; Anthropic-only request: Anthropic targets only")
+                             reason=f"{choice.reason}; {name}-only request: {name} targets only")

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 
 from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
-from llmroute_proxy.dialects.base import ChatRequest, Encoder
+from llmroute_proxy.dialects.base import ChatRequest, Encoder, NativeBody
 from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
 from llmroute_proxy.dialects.responses import items as responses_items
 from llmroute_proxy.dialects.responses import request_in as responses
@@ -35,7 +35,7 @@ from llmroute_proxy.server.origins import protect
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.responses import ResponsesEncoder
 from llmroute_proxy.server.state import Sidecar
-from llmroute_proxy.table import Route, Table
+from llmroute_proxy.table import ProviderType, Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
 log = logging.getLogger("llmroute.proxy")
@@ -92,9 +92,9 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     try:
         body = await _read_json(request, sidecar)
         try:
-            chat = ChatRequest(validate_chat(request_to_canonical(body)), anthropic_body=body)
+            chat = ChatRequest(validate_chat(request_to_canonical(body)), NativeBody(ProviderType.ANTHROPIC, body))
         except AnthropicOnly as only:
-            chat = ChatRequest(validate_chat(routing_summary(body)), anthropic_body=body, anthropic_only=only)
+            chat = ChatRequest(validate_chat(routing_summary(body)), NativeBody(ProviderType.ANTHROPIC, body, only))
     except LLMRouteError as error:
         model = body.get("model") if isinstance(body, dict) else None
         return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error,
@@ -185,7 +185,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         facts = RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
                              bool(chat.body.get("tools")), _user(chat.body))
         prompt_tokens = facts.prompt_tokens if route.budget is not None or sidecar.tpm_limited else 0
-        decision = decide(route, facts, roll=sidecar.rng.random(), anthropic_only=chat.anthropic_only,
+        decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native,
                           budget=_budget_inputs(sidecar, chat, prompt_tokens))
     except LLMRouteError as error:
         return _error_response(encoder, error, _early_headers(request, sidecar))

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator
-from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage, is_usage_chunk
+from llmroute_proxy.dialects.base import ChatRequest, NativeBody, StreamChunk, Usage, is_usage_chunk
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.providers.anthropic import AnthropicProvider
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
@@ -199,7 +199,7 @@ def test_a_native_anthropic_body_is_forwarded_unchanged_but_for_the_model() -> N
               "messages": [{"role": "user", "content": [
                   {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
               "top_k": 3}
-    request = PROVIDER.chat_request(ChatRequest({"model": "smart", "messages": USER_HI}, native), TARGET)
+    request = PROVIDER.chat_request(ChatRequest({"model": "smart", "messages": USER_HI}, NativeBody(ProviderType.ANTHROPIC, native)), TARGET)
     assert request.body is not None
     assert orjson.loads(request.body) == {**native, "model": "claude-sonnet-4-5"}
     assert native["model"] == "smart"
@@ -240,7 +240,8 @@ def test_a_message_becomes_a_chat_completion() -> None:
 
 
 def test_a_native_request_keeps_the_native_answer() -> None:
-    native_request = ChatRequest(chat(USER_HI), {"model": "smart", "max_tokens": 5, "messages": USER_HI})
+    native_request = ChatRequest(chat(USER_HI), NativeBody(ProviderType.ANTHROPIC,
+                                                        {"model": "smart", "max_tokens": 5, "messages": USER_HI}))
     result = PROVIDER.chat_response(orjson.dumps(MESSAGE), native_request, TARGET)
     assert result.native == MESSAGE
     assert result.data["choices"][0]["finish_reason"] == "tool_calls"
@@ -499,8 +500,8 @@ def test_a_last_event_without_a_blank_line_still_completes_the_stream() -> None:
 
 
 def test_chat_stream_is_native_only_for_native_requests() -> None:
-    native = PROVIDER.chat_stream(ChatRequest(chat(USER_HI), {"model": "m", "max_tokens": 1,
-                                                              "messages": USER_HI}), TARGET)
+    body = {"model": "m", "max_tokens": 1, "messages": USER_HI}
+    native = PROVIDER.chat_stream(ChatRequest(chat(USER_HI), NativeBody(ProviderType.ANTHROPIC, body)), TARGET)
     assert all(c.native is not None for c in native.feed(TRANSCRIPT))
     plain = PROVIDER.chat_stream(ChatRequest(chat(USER_HI)), TARGET)
     assert all(c.native is None for c in plain.feed(TRANSCRIPT))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from llmroute_proxy.dialects.base import NativeBody
 from llmroute_proxy.errors import BadRequest, ModelNotFound
 from llmroute_proxy.routing.budget import BudgetLedger
 from llmroute_proxy.routing.decide import BudgetInputs, decide
@@ -129,18 +130,19 @@ def test_an_exhausted_reject_budget_refuses_without_reserving() -> None:
     assert not decision.budget.allowed and decision.budget.reservation is None
 
 
-ANTHROPIC_ONLY = BadRequest("web_search is served by Anthropic only.", param="tools")
+ANTHROPIC_ONLY = NativeBody(ProviderType.ANTHROPIC, {"model": "auto"},
+                            only=BadRequest("web_search is served by Anthropic only.", param="tools"))
 
 
 def test_an_anthropic_only_request_is_narrowed_to_anthropic_targets_without_fallback_tiers() -> None:
-    decision = decide(route(premium=(PREMIUM, CLAUDE)), facts(), roll=0.5, anthropic_only=ANTHROPIC_ONLY)
+    decision = decide(route(premium=(PREMIUM, CLAUDE)), facts(), roll=0.5, native=ANTHROPIC_ONLY)
     assert decision.targets == (CLAUDE,)
     assert decision.route.fallback.fallback_tiers == ()
 
 
 def test_an_anthropic_only_request_with_no_anthropic_target_names_the_field() -> None:
     with pytest.raises(BadRequest) as refused:
-        decide(route(), facts(), roll=0.5, anthropic_only=ANTHROPIC_ONLY)
+        decide(route(), facts(), roll=0.5, native=ANTHROPIC_ONLY)
     assert refused.value.param == "tools"
     assert "no Anthropic target" in refused.value.message
 
@@ -149,7 +151,7 @@ def test_an_anthropic_only_request_the_downgrade_tier_cannot_take_is_refused_by_
     budget = Budget(limit_usd=1.0, on_exceeded="downgrade", downgrade_tier="cheap")
     ledger = BudgetLedger()
     spend(ledger, budget, 1.0)
-    decision = decide(route(budget, premium=(CLAUDE,)), facts(), roll=0.5, anthropic_only=ANTHROPIC_ONLY,
+    decision = decide(route(budget, premium=(CLAUDE,)), facts(), roll=0.5, native=ANTHROPIC_ONLY,
                       budget=inputs(ledger))
     assert decision.budget is not None and not decision.budget.allowed
     assert ledger.snapshot("default", NOW).reserved_usd == 0.0  # the reservation taken before the downgrade was released

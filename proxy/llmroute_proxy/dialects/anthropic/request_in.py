@@ -2,7 +2,7 @@
 
 Routing, budgets and every non-Anthropic target work on the canonical OpenAI request this
 module derives; Anthropic targets get the client's own body instead (the server keeps it as
-`ChatRequest.anthropic_body`), so what cannot be said in OpenAI's terms — thinking blocks,
+`ChatRequest.native`), so what cannot be said in OpenAI's terms — thinking blocks,
 `cache_control` — is dropped here without loss. A block or tool that would change the
 answer if dropped (server tools, URL documents) is refused with a 400 naming its path.
 The answers go back through `answer_out`.
