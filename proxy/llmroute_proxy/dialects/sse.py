@@ -2,6 +2,10 @@
 
 Accepts LF, CRLF and CR line ends (Gemini sends CRLF). Comment lines and `id`/`retry`
 fields are ignored; multi-line `data` fields are joined with LF as the spec says.
+
+Bytes are searched with `find`/`count`, never `b"x" in data`: `bytes.__contains__` first tries
+its argument as an integer, and that failed attempt raises and clears a TypeError (~2,000
+instructions) on every test.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ class SSEParser:
         """The payload when `chunk` is exactly one whole one-line `data:` event and nothing is
         buffered: a token's arrival in a live stream, the hottest case. None otherwise."""
         if (self._buffer or self._data or self._event is not None or not chunk.startswith(b"data:")
-                or chunk.find(b"\n") != len(chunk) - 2 or not chunk.endswith(b"\n\n") or b"\r" in chunk):
+                or chunk.find(b"\n") != len(chunk) - 2 or not chunk.endswith(b"\n\n") or chunk.find(b"\r") >= 0):
             return None
         return chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
 
@@ -30,7 +34,7 @@ class SSEParser:
             if fast is not None:
                 return fast
         buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
+        if buffer.find(b"\r") >= 0:
             # a lone CR at the end might be the first half of CRLF: keep it for the next chunk
             keep_cr = buffer.endswith(b"\r")
             if keep_cr:
@@ -79,16 +83,17 @@ class SSEParser:
 
 
 def _whole_data_events(chunk: bytes) -> list[tuple[str | None, bytes]] | None:
-    """The common case on the hot path: whole events of one `data:` line each, LF-separated.
+    """The common case on the hot path: whole events of one `data: ` line each, LF-separated
+    (a whole stream that arrived in one read, or a burst of tokens).
 
-    Returns None when the chunk is anything else (CR, comments, named or multi-line events),
-    which the line parser then handles.
+    Checked with three C-speed counts instead of a test per block. Returns None when the chunk
+    is anything else (CR, comments, named or multi-line events, `data:` without its space), which
+    the line parser then handles.
     """
-    if b"\r" in chunk:
+    if chunk.find(b"\r") >= 0 or not chunk.startswith(b"data: "):
         return None
-    events: list[tuple[str | None, bytes]] = []
-    for block in chunk[:-2].split(b"\n\n"):
-        if not block.startswith(b"data:") or b"\n" in block:
-            return None
-        events.append((None, block[6:] if block[5:6] == b" " else block[5:]))
-    return events
+    blocks = chunk[:-2].split(b"\n\n")
+    # every LF is one of the blocks' separators and every block starts with "data: "
+    if chunk.count(b"\n") != 2 * len(blocks) or chunk.count(b"\n\ndata: ") != len(blocks) - 1:
+        return None
+    return [(None, block[6:]) for block in blocks]

@@ -205,7 +205,7 @@ _EVENT_HANDLERS: dict[str, Callable[[AnthropicStreamTranslator, JSON], list[JSON
 
 
 def _event_bytes(name: str | None, data: bytes) -> bytes:
-    if b"\n" in data:
+    if data.find(b"\n") >= 0:
         data = data.replace(b"\n", b"\ndata: ")
     head = b"event: " + name.encode() + b"\n" if name else b""
     return head + b"data: " + data + b"\n\n"

@@ -146,6 +146,7 @@ class OpenAIStreamTranslator:
         return out
 
     def _take(self, event: str | None, payload: bytes, out: list[StreamChunk]) -> None:
+        # runs once per event of every OpenAI stream: one function, few lookups
         if self._done or not payload:
             return
         if payload == _DONE:
@@ -161,19 +162,14 @@ class OpenAIStreamTranslator:
         if event == "error":
             raise in_band_error(chunk)
         choices = chunk.get("choices")
-        if choices:
-            self._take_choices(chunk, choices, payload, out)
+        usage = chunk.get("usage")
+        if not choices:
+            if type(usage) is dict:
+                self.usage = Usage.from_openai(usage)
+                self._pending_usage = StreamChunk(chunk, payload)
+            # else: an empty-choices chunk without usage (Azure's prompt filter results): nothing to show
             return
-        usage = chunk.get("usage")
-        if type(usage) is dict:
-            self.usage = Usage.from_openai(usage)
-            self._pending_usage = StreamChunk(chunk, payload)
-        # else: an empty-choices chunk without usage (Azure's prompt filter results): nothing to show
-
-    def _take_choices(self, chunk: dict[str, Any], choices: list[Any], payload: bytes,
-                      out: list[StreamChunk]) -> None:
         raw: bytes | None = payload
-        usage = chunk.get("usage")
         if usage is not None:
             del chunk["usage"]
             raw = None

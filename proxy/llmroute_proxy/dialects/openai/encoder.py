@@ -32,8 +32,8 @@ class OpenAIEncoder:
             if hide_usage and is_usage_chunk(chunk.data):
                 continue
             raw = chunk.raw
-            out.append(b"data: " + (raw if raw is not None else orjson.dumps(chunk.data)) + b"\n\n")
-        return b"".join(out)
+            out.append(raw if raw is not None else orjson.dumps(chunk.data))
+        return b"data: " + b"\n\ndata: ".join(out) + b"\n\n" if out else b""
 
     def end(self, usage: Usage | None) -> bytes:
         return DONE
