@@ -92,7 +92,8 @@ def protect(app: web.Application, allowed: frozenset[str], refuse: Refuse) -> No
     """Refuse browser-originated requests to `app` (`refuse` answers in the endpoint's own error
     dialect); answer the allowed origins' preflights and give their answers CORS headers."""
     app.middlewares.append(_browser_guard(allowed, refuse))
-    app.on_response_prepare.append(_cors_headers(allowed))
+    if allowed:  # without allowed origins no answer gets CORS headers: no signal to send per response
+        app.on_response_prepare.append(_cors_headers(allowed))
 
 
 def _browser_guard(allowed: frozenset[str], refuse: Refuse) -> Middleware:
