@@ -4,9 +4,16 @@
 # (e2e/images/build.sh), runs the scenario (e2e/scenario/), tears everything down and checks nothing was left.
 # Where this host cannot run a node, prints one line saying what is missing and exits 0;
 # E2E_REQUIRED=1 (set by .ci/run) turns that into a failure. Timings of each phase are printed at the end.
+# E2E_CLUSTER=kind runs the same chart scenario on a kind cluster instead (e2e/cluster/kind.py: Docker, kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
+
+case "${E2E_CLUSTER:-local}" in
+    local) ;;
+    kind) exec "$PY" e2e/cluster/kind.py ;;
+    *) echo "e2e: E2E_CLUSTER is local (the default) or kind, not '${E2E_CLUSTER}'" >&2; exit 2 ;;
+esac
 
 missing() {
     echo "e2e: skipped: $*" >&2
@@ -59,4 +66,4 @@ phase up node up
 phase import node import "$(image_tar pause tar)" "$(image_tar llmroute tar)"
 phase smoke "$PY" e2e/scenario/smoke.py "$(image_tar llmroute ref)"
 # The chart scenario runs inside the node's namespaces: Helm's library and port-forwards use its loopback.
-phase chart node exec "$PY" e2e/scenario/chart.py "$(image_tar llmroute ref)"
+phase chart node exec "$PY" e2e/scenario/chart.py --image "$(image_tar llmroute ref)"

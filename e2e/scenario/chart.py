@@ -1,9 +1,15 @@
 """Tier C, the product as a platform team installs it: the chart, the operator in a pod, injected sidecars.
 
-    node.py exec .venv/bin/python e2e/scenario/chart.py IMAGE
+    node.py exec .venv/bin/python e2e/scenario/chart.py --image IMAGE                 (the local node)
+    .venv/bin/python e2e/scenario/chart.py --image IMAGE --sidecar-image PROXY_IMAGE \
+        --kubeconfig KUBECONFIG [--kubectl kubectl]                                    (any cluster: kind.py)
 
-Runs inside the node's namespaces (Helm's library and `kubectl port-forward` need the API server and the
-forwarded port on the node's loopback). Step by step, each printed with its time:
+On the local node it runs inside the node's namespaces (Helm's library and `kubectl port-forward` need the
+API server and the forwarded port on the node's loopback), with the node's kubeconfig and kubectl by default.
+Given a kubeconfig it runs against that cluster from wherever it is started; nothing here assumes the node:
+the images are refs the cluster already holds (`imagePullPolicy: Never`), the OTLP receiver is read through
+the API server's service proxy, and the injected shape checked follows the API server's version (a native
+sidecar from 1.29). Step by step, each printed with its time:
   1. `helm install` of charts/llmroute with Helm's own library (helm-python-sdk), the images from the local
      build: CRDs, RBAC, the operator Deployment, the hub and webhook Services, the generated TLS, the
      MutatingWebhookConfiguration; the operator pod becomes Ready;
@@ -20,6 +26,11 @@ forwarded port on the node's loopback). Step by step, each printed with its time
   6. the operator's pod is deleted under traffic: every request is answered; the new pod resyncs the sidecar
      (a route change made after it started reaches the sidecar);
   7. the primary provider's pod is deleted under traffic: zero client-visible errors, the traffic moves;
+     the route has ejection off (`maxEjectionPercent: 0`), so every request tries the dead primary first and
+     fails over, and the one sidecar's health reports add up to what the operator calls failing across
+     sidecars (5 failures, half of the provider's requests): `kubectl get llmroutes -o wide` and `kubectl
+     get llmproviders` show Degraded True; the provider's pod comes back, traffic returns to it, and
+     Degraded goes back to False;
   8. `helm uninstall`: the operator, its Services, Secret, webhook and RBAC are gone, the CRDs and the
      LLMRoute are kept, and the injected pod still serves its last table.
 Exits 1 on the first failed check, saying what was expected and what was seen, after printing the
@@ -28,11 +39,13 @@ operator's and the sidecar's logs.
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 import time
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +66,10 @@ from kit import (
     kubectl,
     kubectl_argv,
     log,
+    node_kubectl,
     results,
     sim,
+    target,
 )
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "llmroute"
@@ -68,15 +83,43 @@ HERE = Path(__file__).resolve().parent
 OPERATOR = "app.kubernetes.io/component=operator"
 LOOP_REQUESTS = 80           # the failover loop (the primary dies ~2 s in): bounded in count...
 LOOP_SECONDS = 60            # ...and in time
+RECOVERY_BATCH = 40          # requests per batch once the primary is back, until Degraded clears...
+RECOVERY_BATCHES = 6         # ...at most this many batches
 
 
-def values(image: str, otlp: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Options:
+    image: str                # the llmroute image: the operator, and the simulators, app and receiver pods
+    sidecar_image: str        # the injected sidecar's image (the chart's injection.image)
+    kubeconfig: Path          # the cluster's, for Helm's library and kubectl
+    kubectl: str              # the kubectl binary
+
+
+def parse(argv: list[str]) -> Options:
+    p = argparse.ArgumentParser(prog="chart.py", description="The chart scenario of make e2e, on one cluster.")
+    p.add_argument("--image", required=True, metavar="REF",
+                   help="the llmroute image (operator/Dockerfile, or the local build), already in the cluster")
+    p.add_argument("--sidecar-image", metavar="REF", help="the sidecar's image (proxy/Dockerfile); default --image")
+    p.add_argument("--kubeconfig", type=Path, default=STATE / "config" / "admin.kubeconfig", metavar="FILE",
+                   help="the cluster's kubeconfig (default: the local node's admin kubeconfig)")
+    p.add_argument("--kubectl", metavar="PATH",
+                   help="kubectl (default: the local node's build when a node is up, else kubectl on PATH)")
+    a = p.parse_args(argv)
+    for ref in (a.image, a.sidecar_image or a.image):
+        if ":" not in ref.rsplit("/", 1)[-1]:
+            p.error(f"an image ref needs a tag (the pods use imagePullPolicy: Never): {ref}")
+    return Options(a.image, a.sidecar_image or a.image, a.kubeconfig, a.kubectl or node_kubectl() or "kubectl")
+
+
+def values(image: str, sidecar_image: str, otlp: str) -> dict[str, Any]:
     repository, tag = image.rsplit(":", 1)
+    sidecar_repository, sidecar_tag = sidecar_image.rsplit(":", 1)
     env = {"LLMROUTE_USAGE_REPORT_SECONDS": "1",     # so spend shows up in status within the scenario
            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,      # traces to the receiver pod, sent every 0.5 s
            "OTEL_BSP_SCHEDULE_DELAY": "500", "OTEL_METRICS_EXPORTER": "none"}
     return {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-            "injection": {"imagePullPolicy": "Never", "env": [{"name": k, "value": v} for k, v in env.items()]}}
+            "injection": {"image": {"repository": sidecar_repository, "tag": sidecar_tag}, "imagePullPolicy": "Never",
+                          "env": [{"name": k, "value": v} for k, v in env.items()]}}
 
 
 def otlp_receiver(image: str) -> str:
@@ -95,24 +138,28 @@ def otlp_receiver(image: str) -> str:
     return f"http://{cluster_ip(OBSERVE, 'otlp')}:4318"
 
 
-def spans(otlp: str) -> dict[str, Any] | None:
-    """What the receiver counted; the node's own processes reach cluster IPs."""
+def spans() -> dict[str, Any] | None:
+    """What the receiver counted, read through the API server's service proxy (from a host outside the
+    cluster's network too, as with kind)."""
+    out = subprocess.run([*kubectl_argv(), "get", "--raw",
+                          f"/api/v1/namespaces/{OBSERVE}/services/otlp:4318/proxy/spans"],
+                         capture_output=True, text=True, timeout=20)
     try:
-        with urllib.request.urlopen(f"{otlp}/spans", timeout=5) as response:
-            return dict(json.load(response))
-    except (OSError, ValueError):
+        return dict(json.loads(out.stdout)) if out.returncode == 0 else None
+    except ValueError:
         return None
 
 
-def helm_config() -> helm.Config:
-    return helm.Config(kubeconfig_path=STATE / "config" / "admin.kubeconfig", namespace=SYSTEM)
+def helm_config(options: Options) -> helm.Config:
+    return helm.Config(kubeconfig_path=options.kubeconfig, namespace=SYSTEM)
 
 
-def install(image: str, otlp: str) -> None:
+def install(options: Options, otlp: str) -> None:
     t0 = time.monotonic()
-    config = helm_config()
+    config = helm_config(options)
     try:
-        release = config.install(helm.Chart.load(CHART), RELEASE, values(image, otlp), namespace=SYSTEM,
+        release = config.install(helm.Chart.load(CHART), RELEASE,
+                                 values(options.image, options.sidecar_image, otlp), namespace=SYSTEM,
                                  create_namespace=True, timeout=120)
     finally:
         config.close()
@@ -141,7 +188,9 @@ def route(primary: str, secondary: str) -> dict[str, Any]:
                      "fallback": {"maxAttempts": 3, "perTryTimeout": "5s",
                                   "onErrors": ["rate_limited", "overloaded", "server_error", "timeout",
                                                "connection", "stream_broken"]},
-                     "outlierDetection": {"consecutiveFailures": 1, "baseEjection": "30s"},
+                     # Ejection off: every request tries the primary first, so when its pod is gone each one
+                     # fails over (zero client-visible errors all the same) and the failures add up to Degraded.
+                     "outlierDetection": {"maxEjectionPercent": 0},
                      "budget": {"limitUSD": 100.0, "period": "day"}}}
 
 
@@ -168,13 +217,27 @@ def workloads(image: str) -> None:
     log(f"providers, route and pods applied in {time.monotonic() - t0:.1f} s")
 
 
+def native_sidecars() -> bool:
+    """Whether the API server is 1.29 or later, where the webhook injects a native sidecar."""
+    version = json.loads(kubectl("get", "--raw", "/version"))
+    return (int(version["major"]), int(version["minor"].rstrip("+"))) >= (1, 29)
+
+
 def injected() -> None:
     pod = get("pod", "-n", NS, "app")
     spec = pod["spec"]
     names = [c["name"] for c in spec["containers"]]
-    check(names == ["llmroute-proxy", "app"], "the API server called the webhook: the stored pod's containers "
-          "are the sidecar, then the app (Kubernetes 1.20: a regular container, not a native sidecar)", names)
-    sidecar = spec["containers"][0]
+    if native_sidecars():
+        init = spec.get("initContainers") or []
+        check(names == ["app"] and [c["name"] for c in init][:1] == ["llmroute-proxy"]
+              and init[0].get("restartPolicy") == "Always" and "startupProbe" in init[0],
+              "the API server called the webhook: the stored pod's first init container is the sidecar, a native "
+              "sidecar (restartPolicy Always, a startup probe) before the app", (names, init))
+        sidecar = init[0]
+    else:
+        check(names == ["llmroute-proxy", "app"], "the API server called the webhook: the stored pod's containers "
+              "are the sidecar, then the app (before Kubernetes 1.29: a regular container)", names)
+        sidecar = spec["containers"][0]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in sidecar["env"]}
     hub_ip = cluster_ip(SYSTEM, f"{RELEASE}-hub")
     check(env.get("LLMROUTE_OPERATOR_URL") == f"wss://{hub_ip}:15443/v1/sync"
@@ -277,12 +340,12 @@ def serving() -> None:
     check(KEY not in str(get("llmroute", "-n", NS, "chat")), f"LLMRoute chat shows spend {spent} USD, and no key")
 
 
-def traced(otlp: str) -> None:
+def traced() -> None:
     kubectl("wait", "-n", OBSERVE, "--for=condition=Ready", "pod/otlp", "--timeout=60s", timeout=70)
     def some() -> dict[str, Any] | None:
-        seen = spans(otlp)
+        seen = spans()
         return seen if seen and seen["count"] > 0 else None
-    got = eventually(some, "the sidecar's spans reach the OTLP receiver pod", 30, lambda: spans(otlp))
+    got = eventually(some, "the sidecar's spans reach the OTLP receiver pod", 30, spans)
     check(True, f"the sidecar's traces reached the OTLP receiver pod: {got['count']} spans {got['names']}")
 
 
@@ -301,7 +364,8 @@ def route_change(primary: str, secondary: str, why: str, before: str | None = No
 
 
 def sidecar_restarts() -> int:
-    statuses = get("pod", "-n", NS, "app")["status"].get("containerStatuses") or []
+    status = get("pod", "-n", NS, "app")["status"]
+    statuses = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
     return sum(int(c.get("restartCount", 0)) for c in statuses)
 
 
@@ -332,10 +396,66 @@ def operator_restart() -> None:
     route_change("sim-a", "sim-b", "through the new operator pod", before=version)
 
 
-def uninstall() -> None:
+def wide(kind: str) -> dict[str, dict[str, str]]:
+    return columns(kubectl("get", kind, "-n", NS, "-o", "wide"))
+
+
+def columns(text: str) -> dict[str, dict[str, str]]:
+    """A `kubectl get` table as a person reads it: {name: {COLUMN: value}}. A column's name may hold one space
+    (SPEND %); kubectl puts at least three between columns and left-aligns every cell under its heading."""
+    lines = text.splitlines()
+    heads = list(re.finditer(r"\S+(?: \S+)*", lines[0])) if lines else []
+    edges = [*(m.start() for m in heads), None]
+    rows = ({h.group(): line[a:b].strip() for h, a, b in zip(heads, edges[:-1], edges[1:], strict=True)}
+            for line in lines[1:])
+    return {row["NAME"]: row for row in rows}
+
+
+def listed() -> dict[str, dict[str, str]]:
+    return {**wide("llmroutes"), **wide("llmproviders")}
+
+
+def degraded_shown(route: str, provider: str) -> dict[str, dict[str, str]] | None:
+    """The two listings, once they show Degraded `route` for chat and `provider` for sim-a (True or False),
+    sim-b not Degraded, and chat's spend."""
+    rows = listed()
+    chat, sim_a, sim_b = rows.get("chat", {}), rows.get("sim-a", {}), rows.get("sim-b", {})
+    shown = (chat.get("DEGRADED") == route and sim_a.get("DEGRADED") == provider and sim_b.get("DEGRADED") == "False"
+             and chat.get("SPEND %", "") not in ("", "<none>"))
+    return rows if shown else None
+
+
+def degraded(image: str) -> None:
+    """After the failover: the dead primary shows as Degraded; it comes back, serves again, and it clears."""
+    t0 = time.monotonic()
+    rows = eventually(lambda: degraded_shown("True", "True"), "kubectl get llmroutes -o wide: chat Degraded True "
+                      "with its spend; kubectl get llmproviders: sim-a Degraded True, sim-b False", 30, listed)
+    status = route_status()
+    check(status.get("degradedProviders") == ["sim-a"] and "sim-a" in condition(status, "Degraded").get("message", ""),
+          f"the sidecar's health reports made sim-a Degraded, shown {time.monotonic() - t0:.1f} s after the loop: "
+          f"{rows}", status.get("conditions"))
+    t1 = time.monotonic()
+    apply(sim("sim-a", image, NS)[0])  # the same Service, so the same cluster IP: the table is unchanged
+    kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/sim-a", "--timeout=60s", timeout=70)
+    batches: list[list[dict[str, Any]]] = []
+
+    def recovered() -> dict[str, dict[str, str]] | None:
+        if len(batches) < RECOVERY_BATCHES:  # until healthy answers outweigh the failures in the window
+            batches.append(results(kubectl(*client_argv(NS, "app", RECOVERY_BATCH, 30, 0.02), timeout=60)))
+        return degraded_shown("False", "False")
+
+    eventually(recovered, "Degraded False again on chat and sim-a once sim-a answers", 90, listed)
+    sent = [r for batch in batches for r in batch]
+    check(all(r["status"] == 200 for r in sent) and [r["provider"] for r in batches[-1]] == ["sim-a"] * RECOVERY_BATCH,
+          f"sim-a is back and serves again ({len(sent)} requests, all answered), and Degraded cleared "
+          f"{time.monotonic() - t1:.1f} s after it returned", [r for r in sent if r["status"] != 200][:3] or
+          [r.get("provider") for r in batches[-1]])
+
+
+def uninstall(options: Options) -> None:
     """`helm uninstall` removes the operator and its webhook, keeps the CRDs and resources, breaks no pod."""
     t0 = time.monotonic()
-    config = helm_config()
+    config = helm_config(options)
     try:
         config.uninstall(RELEASE, timeout=60)
     finally:
@@ -363,24 +483,28 @@ def dump_logs() -> None:
         print(out.stdout + out.stderr, file=sys.stderr)
 
 
-def run(image: str) -> None:
+def run(options: Options) -> None:
     t0 = time.monotonic()
+    target(options.kubectl, options.kubeconfig)
+    image = options.image
     otlp = otlp_receiver(image)
-    install(image, otlp)
+    install(options, otlp)
     workloads(image)
     injected()
     serving()
-    traced(otlp)
+    traced()
     route_change("sim-b", "sim-a", "a changed LLMRoute")
     operator_restart()
     failover(NS, "app", "sim-a", "sim-b", LOOP_REQUESTS, LOOP_SECONDS)
-    uninstall()
+    degraded(image)
+    uninstall(options)
     log(f"scenario passed in {time.monotonic() - t0:.1f} s")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
     try:
-        run(sys.argv[1])
+        run(options)
     except (Failed, subprocess.TimeoutExpired, helm.HelmError, openai.OpenAIError) as exc:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         dump_logs()

@@ -1,9 +1,10 @@
 """What the tier C scenarios share: kubectl in the node, objects applied as one List, simulated providers as
 pods behind Services, a client loop run inside an app container, and checks that say what was expected.
 
-kubectl is the node's own build with its admin kubeconfig. A scenario running inside the node's namespaces
-(`node.py exec`, as chart.py does for Helm's library and port-forwards) calls it directly; one on the host
-(smoke.py) goes through `node.py kubectl`.
+By default kubectl is the local node's own build with its admin kubeconfig: a scenario running inside the
+node's namespaces (`node.py exec`) calls it directly, one on the host (smoke.py) goes through `node.py
+kubectl`. A scenario given another cluster (chart.py's --kubeconfig, as the kind path runs it) calls
+`target(kubectl, kubeconfig)` first, and every kubectl call here goes there instead.
 """
 
 from __future__ import annotations
@@ -41,7 +42,25 @@ def in_node() -> bool:
         return False
 
 
+_target: list[str] = []  # kubectl and --kubeconfig, when a scenario names its cluster
+
+
+def node_kubectl() -> str | None:
+    """The local node's kubectl (the build matching its API server), when a node is up."""
+    try:
+        return str(json.loads((STATE / "kubectl").read_text())[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def target(kubectl: str, kubeconfig: Path) -> None:
+    """Every kubectl call of this process goes to the cluster of `kubeconfig`."""
+    _target[:] = [kubectl, f"--kubeconfig={kubeconfig}"]
+
+
 def kubectl_argv() -> list[str]:
+    if _target:
+        return list(_target)
     if in_node():
         return list(json.loads((STATE / "kubectl").read_text()))
     return [sys.executable, str(NODE), "kubectl"]
@@ -87,13 +106,18 @@ SECURE = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "ru
           "capabilities": {"drop": ["ALL"]}}
 
 
+# The simulators' entry point, through the image's `python3`: the local build's launchers and the Dockerfiles'
+# virtual environment both put llmroute_proxy on its path, and neither image needs a `llmroute-sim` script.
+SIM_COMMAND = ["python3", "-c", "from llmroute_proxy.sim.server import main; main()"]
+
+
 def sim(name: str, image: str, namespace: str) -> list[dict[str, Any]]:
-    """A simulated OpenAI provider (`llmroute-sim openai`) as a pod behind a Service of the same name."""
+    """A simulated OpenAI provider (`llmroute_proxy.sim` openai) as a pod behind a Service of the same name."""
     labels = {"app": name}
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
                "name": "sim", "image": image, "imagePullPolicy": "Never",
-               "command": ["llmroute-sim", "openai", "--host", "0.0.0.0", "--port", "8080"],
+               "command": [*SIM_COMMAND, "openai", "--host", "0.0.0.0", "--port", "8080"],
                "ports": [{"containerPort": 8080}],
                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},

@@ -4,7 +4,7 @@ sidecar the webhook injects.)
 
     smoke.py IMAGE     (IMAGE: the llmroute image ref imported into the node, e.g. localhost/llmroute:<hash>)
 
-Two simulated OpenAI providers (`llmroute-sim openai`) run as pods behind Services; the app pod has an `app`
+Two simulated OpenAI providers (`llmroute_proxy.sim` openai) run as pods behind Services; the app pod has an `app`
 container and the `llmroute` sidecar, whose standalone config (a ConfigMap) names the Services' cluster IPs
 (there is no cluster DNS). Requests go from inside the app container to localhost:15400 with urllib (the image's
 Python), exactly as an application would. Prints one line per check and its timings; exits 1 on the first
