@@ -6,7 +6,8 @@ The same checks as the local node's run (e2e/scenario/chart.py, given this clust
 images' refs), on the Kubernetes version of kind's node image (from 1.29 the webhook injects a native
 sidecar, which the scenario then checks). Steps, each timed:
   1. up:       `kind create cluster` with the config `kind_config()` renders (one control-plane node, the API
-               server on 127.0.0.1 only), its kubeconfig in a private directory (never ~/.kube/config);
+               server on 127.0.0.1 only), its kubeconfig in a private directory (never ~/.kube/config); the
+               node's ICMP rate limit off, as on the local node;
   2. images:   `docker build` of operator/Dockerfile (the llmroute image: operator, simulators, app) and
                proxy/Dockerfile (the injected sidecar), then `kind load docker-image` of both;
   3. scenario: chart.py --kubeconfig … --image … --sidecar-image … (kubectl from PATH);
@@ -97,7 +98,10 @@ def commands(settings: Settings, workdir: Path) -> dict[str, list[list[str]]]:
     kubeconfig = workdir / "kubeconfig"
     return {
         "up": [["kind", "create", "cluster", "--name", settings.name, "--config", str(workdir / "kind.json"),
-                "--kubeconfig", str(kubeconfig), "--wait", "180s"]],
+                "--kubeconfig", str(kubeconfig), "--wait", "180s"],
+               # As on the local node (node.py): the node refuses every connection to a Service with no
+               # endpoint at once, not one a second (the kernel's ICMP rate limit, in the node's namespace).
+               ["docker", "exec", f"{settings.name}-control-plane", "sysctl", "-w", "net.ipv4.icmp_ratelimit=0"]],
         "images": [
             ["docker", "build", "-f", str(REPO / "operator" / "Dockerfile"), "-t", settings.image, str(REPO)],
             ["docker", "build", "-f", str(REPO / "proxy" / "Dockerfile"), "-t", settings.sidecar_image, str(REPO)],

@@ -303,6 +303,14 @@ def _ns_init_script() -> Path:
              # The node's own processes reach Services too (the API server calls webhooks at their cluster
              # IPs; kube-proxy's OUTPUT rules DNAT them to pods), which needs a route to the service range.
              f"ip route add {SERVICE_CIDR} dev {BRIDGE}",
+             # A pod's new connection to a Service with no ready endpoint (not DNATed to a pod) is refused
+             # (if kube-proxy has not refused it already), not left to wait on ARP for the cluster IP...
+             f"iptables -w -A FORWARD -d {SERVICE_CIDR} -m conntrack --ctstate NEW "
+             "-j REJECT --reject-with icmp-port-unreachable",
+             # ...and at once every time: by default the kernel sends one ICMP error per second to a peer, so a
+             # sidecar retrying a dead provider's Service (ejection off, chart.py's failover) waits for its SYN's
+             # retransmission, ~1 s a request. This namespace's own setting, like ip_forward.
+             "echo 0 > /proc/sys/net/ipv4/icmp_ratelimit",
              "echo 1 > /proc/sys/net/ipv4/ip_forward   # this network namespace's own"]
     for s in SHADOWED_SYSCTLS:
         shadow = root / "sysctl" / s.replace("/", ".")

@@ -179,8 +179,10 @@ def failover(namespace: str, pod: str, victim: str, survivor: str, requests: int
     got = results(out)
     failed = [r for r in got if r["status"] != 200]
     providers = [r.get("provider") for r in got]
+    moved = sorted(r["ms"] for r in got if r.get("provider") == survivor)
     log(f"loop: {len(got)} requests in {time.monotonic() - t0:.1f} s, providers in order: "
-        f"{''.join('a' if p == victim else 'b' if p == survivor else '?' for p in providers)}")
+        f"{''.join('a' if p == victim else 'b' if p == survivor else '?' for p in providers)}; "
+        f"ms on {survivor}: median {moved[len(moved) // 2] if moved else '-'}, max {moved[-1] if moved else '-'}")
     check(loop.returncode == 0 and len(got) == requests, f"the loop ran all {requests} requests",
           f"{len(got)} requests, exit {loop.returncode}, {err[-300:]}")
     check(not failed, f"zero client-visible errors while {victim}'s pod was deleted", f"failures {failed[:3]}")

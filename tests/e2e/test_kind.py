@@ -85,7 +85,9 @@ def test_the_commands_build_both_dockerfiles_load_them_and_give_the_scenario_the
     steps = commands(Settings(), tmp_path)
     kubeconfig = str(tmp_path / "kubeconfig")
     assert steps["up"] == [["kind", "create", "cluster", "--name", "llmroute-e2e", "--config",
-                            str(tmp_path / "kind.json"), "--kubeconfig", kubeconfig, "--wait", "180s"]]
+                            str(tmp_path / "kind.json"), "--kubeconfig", kubeconfig, "--wait", "180s"],
+                           ["docker", "exec", "llmroute-e2e-control-plane", "sysctl", "-w",
+                            "net.ipv4.icmp_ratelimit=0"]]
     assert steps["images"] == [
         ["docker", "build", "-f", str(REPO / "operator" / "Dockerfile"), "-t", "llmroute/llmroute:e2e", str(REPO)],
         ["docker", "build", "-f", str(REPO / "proxy" / "Dockerfile"), "-t", "llmroute/llmroute-proxy:e2e", str(REPO)],
@@ -103,7 +105,8 @@ def test_a_run_goes_up_builds_runs_the_scenario_deletes_and_checks(capsys: pytes
     runner = FakeRunner()
     assert kind.main({}, runner, everything) == 0
     heads = [" ".join(c[:3]) if c[0] != sys.executable else "chart.py" for c in runner.calls]
-    assert heads == ["docker info --format", "kind create cluster", "docker build -f", "docker build -f",
+    assert heads == ["docker info --format", "kind create cluster", "docker exec llmroute-e2e-control-plane",
+                     "docker build -f", "docker build -f",
                      "kind load docker-image", "chart.py", "kind delete cluster", "kind get clusters",
                      "docker ps -a"]
     err = capsys.readouterr().err
