@@ -89,6 +89,14 @@ class _Collector:
             for provider, total in sorted(live.hub.leases.leased_requests_per_minute().items()):
                 shares.add_metric([provider], total)
             yield shares
+            totals = GaugeMetricFamily("llmroute_operator_lease_total_per_minute",
+                                       "The total of a provider's requests or tokens per minute divided among its "
+                                       "sidecars, and the bound that set it: configured, throttled (its 429s), "
+                                       "provider_limit or provider_remaining (its rate-limit headers).",
+                                       labels=["provider", "window", "bound"])
+            for (provider, window), (total, bound) in sorted(live.hub.leases.totals().items()):
+                totals.add_metric([provider, window, bound], total)
+            yield totals
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -93,24 +93,34 @@ def throttled_total(total: float, sent: float, accepted: float) -> float:
 
 def stated_total(total: float, quota: Quota | None, retry_after_s: float | None, age_s: float,
                  sent: float) -> float:
-    """`total` (per minute), or less when the provider's own headers, seen `age_s` ago, say so: its limit
-    when lower and a minute's figure; what remains — refilled linearly toward the limit until the reset,
-    nothing while a retry-after runs — plus what the sidecars send now (`sent` per minute, with
-    PROBE_HEADROOM), never below MIN_TOTAL_FRACTION of `total`."""
+    """`total` (per minute), or less when the provider's own headers, seen `age_s` ago, say so."""
+    return min(stated_limit(total, quota, age_s), stated_remaining(total, quota, retry_after_s, age_s, sent))
+
+
+def stated_limit(total: float, quota: Quota | None, age_s: float) -> float:
+    """The provider's stated limit when lower than `total` and a minute's figure (its reset is within a
+    minute), said at most STATED_FRESH_S ago; else `total`."""
+    if age_s > STATED_FRESH_S or quota is None or quota.limit is None:
+        return total
+    return min(total, quota.limit) if quota.reset_s is None or quota.reset_s <= MINUTE_S else total
+
+
+def stated_remaining(total: float, quota: Quota | None, retry_after_s: float | None, age_s: float,
+                     sent: float) -> float:
+    """What the provider says remains — refilled linearly toward its limit until the reset, nothing while a
+    retry-after runs — plus what the sidecars send now (`sent` per minute, with PROBE_HEADROOM), within
+    [MIN_TOTAL_FRACTION × total, total]; `total` when it said nothing of it at most STATED_FRESH_S ago."""
     if age_s > STATED_FRESH_S:
         return total
-    out = total
-    if quota is not None and quota.limit is not None and (quota.reset_s is None or quota.reset_s <= MINUTE_S):
-        out = min(out, quota.limit)
     remaining: float | None = None
     if retry_after_s is not None and age_s < retry_after_s:
         remaining = 0.0
     elif quota is not None and quota.remaining is not None and quota.reset_s is not None and age_s < quota.reset_s:
         refill = 0.0 if quota.limit is None else max(quota.limit - quota.remaining, 0.0) * age_s / quota.reset_s
         remaining = quota.remaining + refill
-    if remaining is not None:
-        out = min(out, max(sent * PROBE_HEADROOM + remaining, total * MIN_TOTAL_FRACTION))
-    return out
+    if remaining is None:
+        return total
+    return min(total, max(sent * PROBE_HEADROOM + remaining, total * MIN_TOTAL_FRACTION))
 
 
 def divide_whole(total: int, demands: Mapping[K, float], floor_fraction: float = FLOOR_FRACTION) -> dict[K, int]:
@@ -176,6 +186,7 @@ class LeaseBook:
         self._held: dict[PodRef, _Held] = {}
         self._departed: dict[PodRef, _Held] = {}
         self._stated: dict[str, _Stated] = {}  # provider key → the freshest rate-limit headers reported
+        self._totals: dict[tuple[str, str], tuple[float, str]] = {}  # (provider key, window) → (total, bound)
         self._now: dict[PodRef, Mapping[tuple[str, str], float]] = {}  # rates as of the `leases` call
 
     def observe(self, pod: PodRef, report: Mapping[str, Any], now: float, now_wall: float,
@@ -237,6 +248,7 @@ class LeaseBook:
         self._stated = {k: v for k, v in self._stated.items() if now - v.seen_at <= STATED_FRESH_S}
         self._now = {pod: d.now(now, self.half_life_s) for pod, d in self._demand.items() if pod in tables}
         granted = {pod: _Held(now + self.ttl_s) for pod in tables}
+        self._totals = {}
         for provider, (limits, users) in _users(tables, "provider_limits").items():
             self._divide_limits(provider, limits, users, granted, now)
         for route, (limit_usd, users) in _users(tables, "route_budgets").items():
@@ -266,12 +278,14 @@ class LeaseBook:
         def left(total: float | None, taken: list[float | None], sent_units: float, window: str) -> float | None:
             if total is None:
                 return None
-            effective = throttled_total(total, sent_units, accepted)
+            bounds = [(total, "configured"), (throttled_total(total, sent_units, accepted), "throttled")]
             if stated is not None:
-                said = stated.limits
+                said, age = stated.limits, now - stated.seen_at
                 quota = said.requests if window == "requests" else said.tokens
-                effective = min(effective, stated_total(total, quota, said.retry_after_s, now - stated.seen_at,
-                                                        sent_units))
+                bounds += [(stated_limit(total, quota, age), "provider_limit"),
+                           (stated_remaining(total, quota, said.retry_after_s, age, sent_units), "provider_remaining")]
+            effective, bound = min(bounds, key=lambda b: b[0])  # the first of equals: configured wins ties
+            self._totals[provider, window] = (effective, bound)
             return max(effective - math.fsum(t or 0 for t in taken), 0.0)
 
         rpm = left(limits.requests_per_minute, [a.requests_per_minute for a in away], sent, "requests")
@@ -318,6 +332,11 @@ class LeaseBook:
                 if limits.requests_per_minute is not None:
                     out[provider] = out.get(provider, 0.0) + limits.requests_per_minute
         return out
+
+    def totals(self) -> dict[tuple[str, str], tuple[float, str]]:
+        """(`namespace/provider`, "requests" | "tokens") → (the total divided at the last `leases` call,
+        which bound set it: configured | throttled | provider_limit | provider_remaining)."""
+        return dict(self._totals)
 
     def demand(self, pod: PodRef, key: str, metric: str, now: float) -> float:
         """`namespace/name` → the pod's demand rate per minute at `now` (for tests and metrics)."""

@@ -330,3 +330,18 @@ def test_a_tokens_window_bounds_tokens_per_minute_and_a_retry_after_bounds_both(
     assert lease.requests_per_minute == 60 and lease.tokens_per_minute == 10_000  # the floors: nothing sent
     lease = book.leases({a: tpm_table}, now=22, now_wall=22)[a].limits["openai"]
     assert lease.requests_per_minute == 600 and lease.tokens_per_minute == 100_000
+
+
+def test_the_book_says_which_bound_set_each_total() -> None:
+    book = LeaseBook(ttl_s=30)
+    a = PODS[0]
+    tpm_table = DesiredTable("v", {}, {"ns/openai": GlobalLimits(600, 100_000, None)})
+    book.leases({a: tpm_table}, now=0, now_wall=0)
+    assert book.totals() == {("ns/openai", "requests"): (600, "configured"),
+                             ("ns/openai", "tokens"): (100_000, "configured")}
+    book.observe(a, {"interval": 10, "rate_limits": {"openai": {
+        "age_s": 0, "requests": {"limit": 200, "remaining": 200, "reset_s": 0},
+        "tokens": {"limit": 400_000, "remaining": 1_000, "reset_s": 50}}}}, now=1, now_wall=1)
+    book.leases({a: tpm_table}, now=1, now_wall=1)
+    assert book.totals() == {("ns/openai", "requests"): (200, "provider_limit"),
+                             ("ns/openai", "tokens"): (10_000, "provider_remaining")}  # 1,000 left: the floor

@@ -132,6 +132,8 @@ async def test_the_admin_plane_answers_health_readiness_and_metrics(cluster: Clu
         assert "llmroute_operator_ack_latency_seconds_count 1.0" in text
         leased = [line for line in text.splitlines() if line.startswith("llmroute_operator_leased_requests_per_minute{")]
         assert leased and all(float(line.rsplit(" ", 1)[1]) <= 600 for line in leased)
+        assert 'llmroute_operator_lease_total_per_minute{bound="configured",provider="team-a/openai-main",' \
+               'window="requests"}' in text
         assert KEY not in text
 
 
