@@ -643,3 +643,32 @@ def test_base64_embeddings_are_little_endian_float32() -> None:
     data, _ = PROVIDER.embeddings_response(orjson.dumps(EMBEDDINGS), {"encoding_format": "base64"}, TARGET)
     raw = base64.b64decode(data["data"][0]["embedding"])
     assert struct.unpack("<3f", raw) == (0.5, -1.25, 3.0)
+
+
+@pytest.mark.parametrize(("body", "kind", "status"), [
+    ({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}},
+     FailureKind.AUTH, 400),
+    ([{"error": {"code": 429, "message": "Quota exceeded.", "status": "RESOURCE_EXHAUSTED"}}],
+     FailureKind.RATE_LIMITED, 429),
+    ({"error": {"code": 400, "message": "Invalid value at 'requests[0].content'", "status": "INVALID_ARGUMENT"}},
+     FailureKind.CLIENT_ERROR, 400),
+    ({"error": {"message": "The caller does not have permission", "status": "PERMISSION_DENIED"}},
+     FailureKind.AUTH, 403),
+], ids=["key invalid", "rate limited", "bad request", "no code"])
+def test_an_embeddings_answer_that_is_an_error_object_is_that_error(body: Any, kind: FailureKind,
+                                                                   status: int) -> None:
+    """Not a server error quoting the raw error JSON: the error it carries, as if sent with its status."""
+    with pytest.raises(UpstreamError) as caught:
+        PROVIDER.embeddings_response(orjson.dumps(body), {"input": ["a"]}, TARGET)
+    assert caught.value.kind is kind
+    assert caught.value.status == status
+    assert not caught.value.message.startswith("{")
+
+
+def test_an_in_band_error_without_its_code_is_classified_by_its_rpc_status() -> None:
+    stream = GeminiStream("m")
+    with pytest.raises(UpstreamError) as caught:
+        stream.feed(b'data: {"error": {"message": "Request had invalid authentication credentials.", '
+                    b'"status": "UNAUTHENTICATED"}}\r\n\r\n')
+    assert caught.value.kind is FailureKind.AUTH and caught.value.status == 401

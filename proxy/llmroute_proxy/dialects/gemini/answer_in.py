@@ -255,6 +255,8 @@ class GeminiStream:
 def translate_embeddings(body: bytes, request_body: Mapping[str, Any], model: str) -> tuple[dict[str, Any], Usage]:
     response = _decode(body)
     embeddings = response.get("embeddings") if response else None
+    if response is not None and "error" in response and embeddings is None:
+        raise _in_band_error(response)
     if not isinstance(embeddings, list):
         raise UpstreamError(kind=FailureKind.SERVER_ERROR, status=502,
                             message=f"Gemini embeddings answer has no 'embeddings' list: {body_excerpt(body)}")

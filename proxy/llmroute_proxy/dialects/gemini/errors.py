@@ -42,11 +42,24 @@ def classify_payload(status: int, headers: Mapping[str, str], payload: Mapping[s
     )
 
 
+_HTTP_STATUS_BY_RPC_STATUS: Mapping[str, int] = {
+    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ABORTED": 409, "ALREADY_EXISTS": 409, "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500, "UNKNOWN": 500, "DATA_LOSS": 500, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+"""google.rpc.Code → HTTP status, as Google's APIs map them (for an in-band error without its `code`)."""
+
+
 def _in_band_error(response: Mapping[str, Any]) -> UpstreamError:
-    """An `{"error": {...}}` object inside a 200 body or stream: its `code` is the HTTP status."""
+    """An `{"error": {...}}` object inside a 200 body or stream: its `code` is the HTTP status
+    (else its `status`, the RPC code's name, stands for one)."""
     error = response.get("error")
     code = error.get("code") if isinstance(error, dict) else None
-    return classify_payload(code if isinstance(code, int) and code >= 400 else 500, {}, response)
+    if not (isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600):
+        rpc_status = error.get("status") if isinstance(error, dict) else None
+        code = _HTTP_STATUS_BY_RPC_STATUS.get(rpc_status, 500) if isinstance(rpc_status, str) else 500
+    return classify_payload(code, {}, response)
 
 
 def _kind(status: int, rpc_status: str, message: str, details: Sequence[Mapping[str, Any]]) -> FailureKind:
