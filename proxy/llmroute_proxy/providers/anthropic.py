@@ -46,7 +46,7 @@ class AnthropicProvider:
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         message = loads_object(body)
-        if message is None or message.get("type") == "error":
+        if message is None or message.get("type") == "error" or "error" in message:
             raise _unusable_answer(body, message)
         data, usage = completion_from_message(message, target.model)
         return ChatResult(data=data, usage=usage, native=message if _native(request) is not None else None)

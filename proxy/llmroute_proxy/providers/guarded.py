@@ -6,12 +6,21 @@ raising TypeError and AttributeError out of the OpenAI, Gemini and usage parsers
 The parsers check the shapes they know; this guard is what makes the class impossible: whatever
 they missed becomes an `UpstreamError` (`server_error`, status 200 for an answer), which fails
 over before the first token and ends a committed stream with an in-band error.
+
+The guard also reads a stream request's answer that is one JSON document instead of SSE: real
+providers and the proxies in front of them answer 200 with their error object as the whole body
+(`{"error": {...}}`, Gemini's `[{"error": {...}}]`). Google's SDK reads such a body as the error
+it carries. Here the provider's own answer parser reads it, so the error is classified as the
+same error in a unary 200 answer is, by the status it stands for (an auth failure ejects the
+target, a bad request is the client's), instead of as a broken stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+
+import orjson
 
 from llmroute_proxy.dialects.base import (
     ChatRequest,
@@ -22,12 +31,17 @@ from llmroute_proxy.dialects.base import (
     UpstreamRequest,
     Usage,
 )
+from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.table import Target
 
 _READ_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError,
                 UnicodeError)
+MAX_DOCUMENT = 64 * 1024
+"""The most of a stream answer kept while it looks like one JSON document rather than SSE (as much
+as of an error body)."""
+_WHITESPACE = b" \t\r\n"
 
 
 def _unreadable(what: str, exc: BaseException, status: int | None = 200) -> UpstreamError:
@@ -36,12 +50,16 @@ def _unreadable(what: str, exc: BaseException, status: int | None = 200) -> Upst
 
 
 class GuardedStream:
-    """A stream translator whose unexpected failures are `UpstreamError`s."""
+    """A stream translator whose unexpected failures are `UpstreamError`s, and which reads an
+    answer that is one JSON document instead of SSE with `read_whole` (the unary answer parser)."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_document", "_head", "_inner", "_read_whole")
 
-    def __init__(self, inner: StreamTranslator) -> None:
+    def __init__(self, inner: StreamTranslator, read_whole: Callable[[bytes], object]) -> None:
         self._inner = inner
+        self._read_whole = read_whole
+        self._head: bytearray | None = bytearray()  # None once the body is known to be SSE
+        self._document = False  # whether the body is a JSON document
 
     @property
     def usage(self) -> Usage | None:
@@ -61,15 +79,65 @@ class GuardedStream:
 
     def feed(self, data: bytes) -> list[StreamChunk]:
         try:
+            if self._head is not None:
+                data = self._sniff(data)
+                if not data:
+                    return []
             return self._inner.feed(data)
         except _READ_ERRORS as exc:
             raise _unreadable("stream", exc) from None
 
     def close(self) -> list[StreamChunk]:
         try:
+            if self._document:
+                assert self._head is not None
+                body = bytes(self._head)
+                try:
+                    orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with "
+                                        f"JSON instead of SSE that is not one whole document: {body_excerpt(body)}", status=200) from None
+                self._whole_document(body)
+            if self._head:  # whitespace only: the translator says how the stream broke
+                self._inner.feed(bytes(self._head))
             return self._inner.close()
         except _READ_ERRORS as exc:
             raise _unreadable("stream", exc) from None
+
+    def _sniff(self, data: bytes) -> bytes:
+        """The bytes for the SSE translator; b"" while the body is, or may be, a JSON document.
+
+        An SSE body starts with a field (`data:`, `event:`) or a comment (`:`); one that starts
+        with `{` or `[` is a JSON document, which is whole when it parses.
+        """
+        head = self._head
+        assert head is not None
+        head += data
+        if not self._document:
+            start = len(head) - len(head.lstrip(_WHITESPACE))
+            if start == len(head):
+                return b""
+            if head[start] not in (0x7B, 0x5B):  # neither "{" nor "["
+                self._head = None
+                return bytes(head)
+            self._document = True
+        if len(head) > MAX_DOCUMENT:
+            raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with "
+                                f"JSON instead of SSE, over {MAX_DOCUMENT} bytes of it: {body_excerpt(bytes(head))}",
+                                status=200)
+        if data.rstrip(_WHITESPACE)[-1:] in (b"}", b"]"):  # trailing whitespace never completes one
+            try:
+                orjson.loads(head)
+            except orjson.JSONDecodeError:
+                return b""  # not whole yet
+            self._whole_document(bytes(head))
+        return b""
+
+    def _whole_document(self, body: bytes) -> None:
+        """Raise the error the document carries, classified by the provider's answer parser."""
+        self._read_whole(body)  # raises the classified UpstreamError for an error document
+        raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with one JSON "
+                            f"document instead of a stream: {body_excerpt(body)}", status=200)
 
 
 class GuardedProvider:
@@ -93,7 +161,9 @@ class GuardedProvider:
             raise _unreadable("answer", exc) from None
 
     def chat_stream(self, request: ChatRequest, target: Target) -> StreamTranslator:
-        return GuardedStream(self._inner.chat_stream(request, target))
+        inner = self._inner
+        return GuardedStream(inner.chat_stream(request, target),
+                             lambda body: inner.chat_response(body, request, target))
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         return self._inner.embeddings_request(body, target)

@@ -271,6 +271,14 @@ def test_an_error_body_with_status_200_is_classified() -> None:
     assert caught.value.kind is FailureKind.OVERLOADED
 
 
+def test_an_error_object_without_type_error_is_that_error_not_an_empty_answer() -> None:
+    """Proxies in front of Anthropic answer 200 with a bare `{"error": {...}}`: not a message."""
+    body = orjson.dumps({"error": {"type": "authentication_error", "message": "invalid x-api-key"}})
+    with pytest.raises(UpstreamError) as caught:
+        PROVIDER.chat_response(body, ChatRequest(chat(USER_HI)), TARGET)
+    assert caught.value.kind is FailureKind.AUTH and caught.value.status == 401
+
+
 def test_an_unreadable_answer_is_a_server_error() -> None:
     with pytest.raises(UpstreamError) as caught:
         PROVIDER.chat_response(b"<html>", ChatRequest(chat(USER_HI)), TARGET)

@@ -40,10 +40,12 @@ _HINTED_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED
 _IN_BAND_STATUS = {
     "invalid_request_error": 400, "context_length_exceeded": 400, "content_filter": 400,
     "content_policy_violation": 400, "authentication_error": 401, "invalid_api_key": 401,
-    "permission_error": 403, "not_found_error": 404, "model_not_found": 404,
+    "permission_error": 403, "unsupported_country_region_territory": 403, "not_found_error": 404,
+    "model_not_found": 404, "DeploymentNotFound": 404,
     "rate_limit_error": 429, "rate_limit_exceeded": 429, "insufficient_quota": 429, "tokens": 429,
     "requests": 429, "server_error": 500, "api_error": 500, "internal_error": 500,
-    "overloaded_error": 503, "service_unavailable": 503, "timeout": 504, "timeout_error": 504,
+    "overloaded_error": 503, "service_unavailable": 503, "ServiceUnavailable": 503, "timeout": 504,
+    "timeout_error": 504,
 }
 
 
