@@ -111,7 +111,7 @@ class BufferedAccessLog:
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)).encode()
-        line = b"%s,%03d INFO llmroute.access %s\n" % (self._stamp, int((now - second) * 1000), json_line)
+        line = self._stamp + b",%03d INFO llmroute.access " % int((now - second) * 1000) + json_line + b"\n"
         self._lines.append(line)
         self._size += len(line)
         if self._size >= self._max_bytes:

@@ -308,7 +308,7 @@ async def _classified(provider: Provider, upstream: UpstreamResponse) -> Upstrea
 
 
 def _finish_reasons(result: ChatResult) -> tuple[str, ...]:
-    return tuple(c.get("finish_reason") or "" for c in result.data.get("choices") or ())
+    return tuple([c.get("finish_reason") or "" for c in result.data.get("choices") or ()])
 
 
 def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, usage: Usage | None,
