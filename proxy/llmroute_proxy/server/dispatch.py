@@ -236,21 +236,23 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         run.ttft = sidecar.clock() - run.started
         run.scope.first_chunk()
         ex.target = target
-        response = _EventStream(headers={**SSE_HEADERS, **ex.headers(attempt_in_progress=True)})
+        headers = {**SSE_HEADERS, **ex.headers(attempt_in_progress=True)}
+        if ended:
+            # The whole stream came in the first reads: one answer with its length, in one write
+            # (writes are syscalls), judged whole before anything was sent.
+            head = ex.encoder.chunks(primed)
+            _succeeded(sidecar, ex, planner, run, translator.usage, _finish_reason(translator), None)
+            return web.Response(body=head + ex.encoder.end(ex.usage), headers=headers)
+        response = _EventStream(headers=headers)
         await response.prepare(ex.http)
-        # Writes are syscalls: the head goes with the first token, and when the whole stream came
-        # in the first reads, everything goes in one write with its end.
-        head, tail = ex.encoder.chunks(primed), b""
         try:
-            if not ended:
-                await response.write(head)  # the first token, at once
-                head = b""
-                async with asyncio.timeout(attempt_deadline - sidecar.clock()):
-                    async for data in body:
-                        out = translator.feed(data)
-                        if out:
-                            await response.write(ex.encoder.chunks(out))
-                tail = ex.encoder.chunks(translator.close())
+            await response.write(ex.encoder.chunks(primed))  # the head with the first token, at once
+            async with asyncio.timeout(attempt_deadline - sidecar.clock()):
+                async for data in body:
+                    out = translator.feed(data)
+                    if out:
+                        await response.write(ex.encoder.chunks(out))
+            tail = ex.encoder.chunks(translator.close())
         except (UpstreamError, TimeoutError) as exc:
             # No local outlives this block: a caught exception held by its own frame is a cycle.
             await _broken(sidecar, ex, planner, run, response, translator.usage, exc if isinstance(
@@ -263,9 +265,8 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             _cut(sidecar, ex, planner, run, cut, translator.usage)
             await response.write(ex.encoder.stream_error(cut))
             return response
-        _succeeded(sidecar, ex, planner, run, translator.usage,
-                   (translator.finish_reason,) if translator.finish_reason else (), None)
-        await response.write_eof(head + tail + ex.encoder.end(ex.usage))
+        _succeeded(sidecar, ex, planner, run, translator.usage, _finish_reason(translator), None)
+        await response.write_eof(tail + ex.encoder.end(ex.usage))
         return response
     finally:
         if upstream is not None:
@@ -305,6 +306,10 @@ async def _prime(body: object, at_eof: Callable[[], bool],
 async def _classified(provider: Provider, upstream: UpstreamResponse) -> UpstreamError:
     body = await upstream.read_head(MAX_ERROR_BODY)
     return provider.classify_error(upstream.status, upstream.headers, body)
+
+
+def _finish_reason(translator: StreamTranslator) -> tuple[str, ...]:
+    return (translator.finish_reason,) if translator.finish_reason else ()
 
 
 def _finish_reasons(result: ChatResult) -> tuple[str, ...]:
