@@ -1,0 +1,124 @@
+"""CPU instructions per request, llmroute beside the bare proxy: a figure the machine's load cannot move.
+
+On a shared 2-core VM, throughput and CPU time move by 10-30 % from run to run, more when other jobs
+run; counts of executed instructions do not. Each proxy runs under valgrind's callgrind (no pinning:
+the count does not depend on the core) in front of the same fake upstream; after a warm-up,
+callgrind's counters are zeroed, an exact number of requests is sent (`_load.py -n`), and the
+counters are dumped. Instructions are not time (cache misses and syscalls are not in them), so read
+this beside `overhead.py`; it is what to compare when a change must show it made the work smaller.
+
+    .venv/bin/python bench/instructions.py [--requests 300] [--points ns,st] [--targets bare,llmroute]
+
+Needs `valgrind` (`apt-get install -y valgrind`), which provides `callgrind_control`. About 3 minutes:
+a proxy under callgrind runs ~50x slower, and llmroute takes ~30 s to start there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from _processes import Harness, free_port, harness, llmroute_command
+from overhead import HERE, PYTHON, SIDECAR_CONFIG, chat_works, start_upstream, wait_until
+
+POINTS = {"ns": False, "st": True}  # point -> streamed (20 content events, usage, [DONE], as overhead.py)
+WARMUP = 60
+CONCURRENCY = 8
+START_TIMEOUT_S = 240.0
+
+
+def under_callgrind(out: Path, command: list[str]) -> list[str]:
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", *command]
+
+
+def start(h: Harness, target: str, upstream: str) -> tuple[str, subprocess.Popen[bytes], Path]:
+    port = free_port()
+    profile = h.workdir / f"{target}.callgrind"
+    if target == "bare":
+        command = [PYTHON, str(HERE / "_bare_proxy.py"), "--port", str(port), "--upstream", upstream]
+        env: dict[str, str] = {}
+    else:
+        config = h.workdir / "llmroute.yaml"
+        config.write_text(SIDECAR_CONFIG.format(upstream=upstream))
+        # the console script is a Python file: run it with the interpreter, so callgrind follows no exec
+        command = [PYTHON, *llmroute_command(), "serve", "--config", str(config), "--host", "127.0.0.1",
+                   "--port", str(port), "--admin-port", str(free_port())]
+        env = {"FAKE_API_KEY": "sk-fake"}
+    proc = h.spawn(target, 1, under_callgrind(profile, command), env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(proc, lambda: chat_works(base, False) and chat_works(base, True), START_TIMEOUT_S, poll_s=0.5)
+    except RuntimeError as error:
+        raise SystemExit(f"{target} did not start under callgrind: {error}\n{h.log_tail(target)}") from None
+    return base, proc, profile
+
+
+def load(base: str, stream: bool, requests: int) -> int:
+    """Send exactly `requests` requests (CONCURRENCY at a time); the number answered."""
+    command = [PYTHON, str(HERE / "_load.py"), "--url", base + "/v1/chat/completions", "-c", str(CONCURRENCY),
+               "-n", str(requests), "--seconds", "600", "--warmup", "0", *(["--stream"] if stream else [])]
+    done = subprocess.run(command, capture_output=True, check=False, timeout=900)
+    result = orjson.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {}
+    if result.get("errors"):
+        raise SystemExit(f"{result['errors']} of {requests} requests failed: {result}")
+    ok: int = result.get("ok", 0)
+    return ok
+
+
+def instructions(proc: subprocess.Popen[bytes], profile: Path) -> int:
+    """Dump callgrind's counters and return the instructions counted since they were last zeroed."""
+    before = set(profile.parent.glob(profile.name + "*"))
+    subprocess.run(["callgrind_control", "--dump", str(proc.pid)], capture_output=True, check=True, timeout=120)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for dump in sorted(set(profile.parent.glob(profile.name + "*")) - before):
+            for line in dump.read_text(errors="replace").splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+        time.sleep(0.2)
+    raise SystemExit("callgrind wrote no dump")
+
+
+def measure(h: Harness, target: str, upstream: str, points: list[str], requests: int) -> dict[str, float]:
+    base, proc, profile = start(h, target, upstream)
+    per_request: dict[str, float] = {}
+    for point in points:
+        load(base, POINTS[point], WARMUP)
+        subprocess.run(["callgrind_control", "--zero", str(proc.pid)], capture_output=True, check=True, timeout=120)
+        answered = load(base, POINTS[point], requests)
+        per_request[point] = instructions(proc, profile) / max(answered, 1)
+    h.stop(proc)
+    return per_request
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per point and target")
+    parser.add_argument("--points", default="ns,st", help="ns (non-streaming), st (streaming)")
+    parser.add_argument("--targets", default="bare,llmroute", help="bare must come with llmroute for the ratio")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("instructions.py needs valgrind (apt-get install -y valgrind)")
+    points = [p for p in args.points.split(",") if p]
+    targets = [t for t in args.targets.split(",") if t]
+    with harness("llmroute-instructions-") as h:
+        upstream = start_upstream(h)
+        figures = {target: measure(h, target, upstream, points, args.requests) for target in targets}
+    print(f"\ninstructions per request ({args.requests} requests per point, {CONCURRENCY} at a time, under callgrind)")
+    print(f"  {'point':8} " + "".join(f"{t:>14}" for t in targets) + ("   bare ÷ llmroute" if "bare" in figures
+                                                                       and "llmroute" in figures else ""))
+    for point in points:
+        row = "".join(f"{figures[t][point]:>14,.0f}" for t in targets)
+        if "bare" in figures and "llmroute" in figures:
+            row += f"   {figures['bare'][point] / figures['llmroute'][point]:.2f}"
+        print(f"  {point:8} {row}")
+
+
+if __name__ == "__main__":
+    main()
