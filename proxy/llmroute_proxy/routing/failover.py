@@ -125,7 +125,7 @@ class AttemptPlanner:
 
     def __init__(self, route: Route, tier: str, *, targets: Sequence[Target] | None = None,
                  health: HealthBook, load: LoadBook, limits: LimitBook, retry_budget: RetryBudget,
-                 rng: random.Random, local_region: str, prompt_tokens: int, now: float,
+                 rng: random.Random, local_region: str, tokens: int, now: float,
                  deadline: float = float("inf")) -> None:
         self.route = route
         self.tiers_tried: list[str] = []
@@ -137,7 +137,7 @@ class AttemptPlanner:
         self._retry_budget = retry_budget
         self._rng = rng
         self._local_region = local_region
-        self._prompt_tokens = prompt_tokens
+        self._tokens = tokens  # what the TPM admission charges an attempt
         self._deadline = deadline
         self._tiers = self._tier_plans(route, tier, targets)
         self._tried: set[TargetId] = set()
@@ -322,7 +322,7 @@ class AttemptPlanner:
         return Attempt(last.target, number, delay, "retry same target (only one left)", last.tier)
 
     def _acquire(self, target: Target, now: float, search: _Search) -> bool:
-        wait = self._limits.try_acquire(target.provider, self._prompt_tokens, now)
+        wait = self._limits.try_acquire(target.provider, self._tokens, now)
         if wait > 0:
             search.limit_waits.append(wait)
             return False

@@ -70,6 +70,13 @@ class Exchange:
     targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
 
     @property
+    def admitted_tokens(self) -> int:
+        """What the TPM admission charges an attempt: the prompt's estimate plus the output cap the
+        client set, as OpenAI's own limiter counts a request, so concurrent requests cannot overrun
+        a tokens-per-minute limit by their answers. Settled with the real usage when it is known."""
+        return self.prompt_tokens + (self.chat.max_output_tokens or 0) if self.prompt_tokens else 0
+
+    @property
     def requested_model(self) -> str:
         model = self.chat.body.get("model")
         return model if isinstance(model, str) else ""
@@ -127,7 +134,7 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         health=sidecar.health, load=sidecar.load, limits=sidecar.limits,
         retry_budget=sidecar.retry_budget, rng=sidecar.rng,
         local_region=sidecar.table.region if sidecar.table else "",
-        prompt_tokens=ex.prompt_tokens, now=sidecar.clock(), deadline=ex.deadline,
+        tokens=ex.admitted_tokens, now=sidecar.clock(), deadline=ex.deadline,
     )
     last_error: UpstreamError | None = None
     while True:
@@ -326,7 +333,7 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     ex.usage = usage
     ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
     if usage is not None:
-        sidecar.limits.settle_tokens(target.provider, ex.prompt_tokens, usage.total_tokens, now)
+        sidecar.limits.settle_tokens(target.provider, ex.admitted_tokens, usage.total_tokens, now)
         _spent(sidecar, ex, target, usage)
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
@@ -359,6 +366,9 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
         ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
         if usage is not None:
             _spent(sidecar, ex, target, usage)
+    # the output cap was charged for an answer that did not come (or came only in part)
+    written = usage.total_tokens if committed and usage is not None else ex.prompt_tokens
+    sidecar.limits.settle_tokens(target.provider, ex.admitted_tokens, written, now)
     if error.kind.ejects_for_long:
         log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
                   target.id, error.kind.value, error.message)

@@ -55,7 +55,7 @@ class Books:
                 now: float = 0.0, seed: int = 1, deadline: float = float("inf")) -> AttemptPlanner:
         return AttemptPlanner(r, tier or r.default_tier, targets=targets, health=self.health, load=self.load,
                               limits=self.limits, retry_budget=self.retry_budget, rng=random.Random(seed),
-                              local_region="eu", prompt_tokens=100, now=now, deadline=deadline)
+                              local_region="eu", tokens=100, now=now, deadline=deadline)
 
     def eject(self, r: Route, name: str, now: float) -> None:
         peers = [t.id for tier in r.tiers.values() for t in tier.targets]

@@ -18,7 +18,10 @@ PREMIUM, CHEAP = [target("claude", "claude-sonnet-4-5")], [target("oai", "gpt-4o
 ROUTES = [
     provider("limited", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there",
              limits={"maxConcurrency": 1, "requestsPerMinute": 3}),
-    route("features", {"ab": [OAI_MINI], "limited": [target("limited", "gpt-4o-mini")], "ctx": [OAI_MINI, OAI_B_MINI]},
+    provider("metered", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there",
+             limits={"tokensPerMinute": 600}),
+    route("features", {"ab": [OAI_MINI], "limited": [target("limited", "gpt-4o-mini")],
+                      "metered": [target("metered", "gpt-4o-mini")], "ctx": [OAI_MINI, OAI_B_MINI]},
           default_tier="ab",
           experiments=[{"name": "canary", "tier": "ab", "percent": 50, "stickyBy": "header:x-user",
                         "targets": [target("oai-b", "gpt-4o-mini")]}],
@@ -66,6 +69,24 @@ def test_an_experiment_takes_its_percent_sticky_by_user(stack: Stack) -> None:
         again = client(stack, **{"x-user": user}).chat.completions.with_raw_response.create(
             model="ab", messages=HELLO)
         assert again.headers.get("x-llmroute-experiment", "control") == arms[user]
+
+
+async def test_a_requests_output_cap_counts_against_a_tokens_per_minute_limit_until_it_is_answered(
+        stack: Stack) -> None:
+    """As OpenAI's own limiter counts `max_tokens`: otherwise concurrent requests overrun the limit
+    by their answers. The real usage is settled when the answer comes."""
+    stack.call(lambda: stack.faults["oai-b"].next(Fault(FaultKind.LATENCY, seconds=1.5)))
+    metered = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0,
+                                 default_headers={"x-llmroute-route": "features"})
+    big = asyncio.create_task(metered.chat.completions.create(model="metered", messages=HELLO, max_tokens=550))
+    await asyncio.sleep(0.5)  # the big one holds its 550 (and its prompt) of the 600
+    with pytest.raises(openai.RateLimitError) as refused:
+        await metered.chat.completions.create(model="metered", messages=HELLO, max_tokens=100)
+    assert "local rate or concurrency limit" in refused.value.message
+    assert (await big).choices
+    # answered with a short reply: what it did not write was given back at once
+    assert (await metered.chat.completions.create(model="metered", messages=HELLO, max_tokens=100)).choices
+    await metered.close()
 
 
 def test_requests_over_a_providers_local_rpm_get_429_with_retry_after(stack: Stack) -> None:
