@@ -12,12 +12,12 @@ import orjson
 import pytest
 
 from llmroute_proxy.dialects.anthropic.request_out import messages_body
-from llmroute_proxy.dialects.base import ChatRequest, Usage
+from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
 from llmroute_proxy.dialects.openai.chat import chat_body
 from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
 from llmroute_proxy.dialects.responses.request_in import request_to_canonical
-from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
+from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder, sse
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.validation import validate_chat
 
@@ -162,3 +162,25 @@ def test_streams_become_the_golden_events(name: str) -> None:
     events = translate_stream(case)
     assert [event["sequence_number"] for event in events] == list(range(len(events)))
     assert events == case["expected"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("stream_*.json")))
+def test_a_read_of_many_chunks_writes_the_same_bytes_as_one_chunk_at_a_time(name: str) -> None:
+    """Text deltas and the whole-response events are filled-in templates, not dicts: each must
+    still be exactly what `sse()` writes for the event, however the chunks arrive."""
+    case = golden(name)
+    turn = request_to_canonical(case["request"])
+    chunks = [StreamChunk(chunk) for chunk in case["chunks"]]
+    one_by_one = ResponsesStreamEncoder(turn, "resp_1", 1700000000, counter_ids())
+    at_once = ResponsesStreamEncoder(turn, "resp_1", 1700000000, counter_ids())
+    written = b"".join(one_by_one.encode_chunks([chunk]) for chunk in chunks)
+    assert at_once.encode_chunks(chunks) == written
+    end = (lambda e: e.finish()) if case["end"] == "finish" else (lambda e: e.fail("cut", "stream_broken"))
+    last = end(one_by_one)
+    assert end(at_once) == last and end(at_once) == b"" and at_once.encode_chunks(chunks) == b""
+    written += last
+    for block in written.split(b"\n\n")[:-1]:
+        data = block.split(b"\n")[1].removeprefix(b"data: ")
+        assert sse(orjson.loads(data)) == block + b"\n\n"
+    assert one_by_one.response_json == orjson.dumps(one_by_one.response)
+    assert orjson.loads(written.split(b"\n\n")[-2].split(b"data: ")[1])["response"] == one_by_one.response

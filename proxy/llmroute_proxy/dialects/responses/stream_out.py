@@ -14,11 +14,12 @@ the output so far: never a clean `response.completed` over a truncated answer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from llmroute_proxy.dialects.base import Usage
+from llmroute_proxy.dialects.base import StreamChunk, Usage
 from llmroute_proxy.dialects.responses.answer_out import (
     NewId,
     function_call_item,
@@ -38,21 +39,43 @@ def sse(event: JSON) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-_DELTA_EVENT = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-                b'"sequence_number":')
+def _whole_response_event(kind: str, sequence: int, response_json: bytes) -> bytes:
+    """`sse({"type": kind, "sequence_number": sequence, "response": response})`, from the
+    response's JSON encoded once (the same bytes: orjson writes keys in insertion order)."""
+    return (b"event: %b\ndata: {\"type\":\"%b\",\"sequence_number\":%d,\"response\":%b}\n\n"
+            % (kind.encode(), kind.encode(), sequence, response_json))
+
+
+def _plain_text(chunk: JSON) -> str | None:
+    """The text of a chunk that carries nothing but the next piece of text of choice 0, else None."""
+    choices = chunk.get("choices")
+    if not choices or len(choices) != 1 or chunk.get("usage"):
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    if choice.get("finish_reason") or choice.get("index", 0) != 0 or type(delta) is not dict:
+        return None
+    text = delta.get("content")
+    if type(text) is not str or not text:
+        return None
+    if len(delta) > 1 and (delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content")):
+        return None
+    return text
 
 
 class _Item:
     """One output item being streamed: its index, the item as `.done` shows it, and its text."""
 
-    __slots__ = ("delta_head", "index", "item", "kind", "text")
+    __slots__ = ("delta_event", "index", "item", "kind", "text")
 
     def __init__(self, index: int, item: JSON) -> None:
         self.index = index
         self.item = item
         self.kind: str = item["type"]
         self.text: list[str] = []
-        self.delta_head: bytes | None = None  # set while an output_text part takes deltas
+        self.delta_event: bytes | None = None
+        """While an output_text part takes deltas: its delta event with `%d` for the sequence number
+        and `%b` for the JSON of the text (its own `%` escaped), the same bytes as `_emit` writes."""
 
 
 class ResponsesStreamEncoder:
@@ -73,46 +96,40 @@ class ResponsesStreamEncoder:
         self._ended = False
         self.response: JSON | None = None
         """The final Response object, once the stream has ended (completed, incomplete or failed)."""
+        self.response_json: bytes | None = None
+        """`response` as JSON, encoded once for the last event and the store."""
 
     # ---- the Encoder side ------------------------------------------------------------------
 
     def encode(self, chunk: JSON) -> bytes:
-        if self._ended:
-            return b""
-        fast = self._text_only(chunk)
-        if fast is not None:
-            return fast
+        return self.encode_chunks((StreamChunk(chunk),))
+
+    def encode_chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
+        """The events for the chunks of one upstream read, as one write. The common chunk, one more
+        piece of the text being written, is one template filled in: no event dict, no call per event."""
         out: list[bytes] = []
+        for chunk in chunks:
+            if self._ended:
+                break
+            data = chunk.data
+            item = self._open
+            if item is not None and item.delta_event is not None:
+                text = _plain_text(data)
+                if text is not None:
+                    item.text.append(text)
+                    out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
+                    self._sequence += 1
+                    continue
+            self._encode(data, out)
+        return b"".join(out)
+
+    def _encode(self, chunk: JSON, out: list[bytes]) -> None:
         self._start(chunk.get("model"), out)
         if chunk.get("usage"):
             self._usage = Usage.from_openai(chunk["usage"])
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) == 0:
                 self._choice(choice, out)
-        return b"".join(out)
-
-    def _text_only(self, chunk: JSON) -> bytes | None:
-        """The common chunk — one more piece of the text being written — in a few lookups."""
-        item = self._open
-        choices = chunk.get("choices")
-        if item is None or item.delta_head is None or not choices or len(choices) != 1 or chunk.get("usage"):
-            return None
-        choice = choices[0]
-        delta = choice.get("delta")
-        if choice.get("finish_reason") or choice.get("index", 0) != 0 or not isinstance(delta, dict):
-            return None
-        text = delta.get("content")
-        if not isinstance(text, str) or not text or delta.get("tool_calls") or delta.get("refusal") \
-                or delta.get("reasoning_content"):
-            return None
-        return self._delta(item, item.delta_head, text)
-
-    def _delta(self, item: _Item, head: bytes, text: str) -> bytes:
-        """An output_text delta, written without building its event dict (the same bytes as `_emit`)."""
-        item.text.append(text)
-        sequence = self._sequence
-        self._sequence = sequence + 1
-        return _DELTA_EVENT + b"%d," % sequence + head + orjson.dumps(text) + b',"logprobs":[]}\n\n'
 
     def finish(self, usage: Usage | None = None) -> bytes:
         if self._ended:
@@ -124,8 +141,7 @@ class ResponsesStreamEncoder:
         status = "incomplete" if incomplete else "completed"
         response = self._response(status, usage or self._usage)
         response["incomplete_details"] = {"reason": incomplete} if incomplete else None
-        self._emit(out, "response.incomplete" if incomplete else "response.completed", response=response)
-        return self._end(out, response)
+        return self._end(out, "response.incomplete" if incomplete else "response.completed", response)
 
     def fail(self, message: str, code: str | None) -> bytes:
         if self._ended:
@@ -135,8 +151,7 @@ class ResponsesStreamEncoder:
         self._cut_short()
         response = self._response("failed", self._usage)
         response["error"] = {"code": code or "server_error", "message": message}
-        self._emit(out, "response.failed", response=response)
-        return self._end(out, response)
+        return self._end(out, "response.failed", response)
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -149,12 +164,18 @@ class ResponsesStreamEncoder:
             return
         model = model if isinstance(model, str) and model else str(self._turn.canonical["model"])
         self._shell = response_shell(self._turn, self._id, self._created_at, model)
-        self._emit(out, "response.created", response=self._shell)
-        self._emit(out, "response.in_progress", response=self._shell)
+        shell = orjson.dumps(self._shell)
+        out.append(_whole_response_event("response.created", self._sequence, shell))
+        out.append(_whole_response_event("response.in_progress", self._sequence + 1, shell))
+        self._sequence += 2
 
-    def _end(self, out: list[bytes], response: JSON) -> bytes:
+    def _end(self, out: list[bytes], kind: str, response: JSON) -> bytes:
+        """The last event, carrying the whole response."""
         self._ended = True
         self.response = response
+        self.response_json = orjson.dumps(response)
+        out.append(_whole_response_event(kind, self._sequence, self.response_json))
+        self._sequence += 1
         return b"".join(out)
 
     def _response(self, status: str, usage: Usage | None) -> JSON:
@@ -222,14 +243,19 @@ class ResponsesStreamEncoder:
 
     def _text(self, text: str, out: list[bytes]) -> None:
         item = self._open
-        if item is None or item.delta_head is None:
+        if item is None or item.delta_event is None:
             item = self._message(out)
             if item.item["content"]:  # text after a refusal: a new part
                 self._close_part(item, out)
             self._part(item, output_text(""), out)
-            item.delta_head = (b'"item_id":' + orjson.dumps(item.item["id"]) + b',"output_index":%d'
-                               b',"content_index":%d,"delta":' % (item.index, len(item.item["content"]) - 1))
-        out.append(self._delta(item, item.delta_head, text))
+            head = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+                    b'"sequence_number":%%d,"item_id":%b,"output_index":%d,"content_index":%d,"delta":%%b,'
+                    b'"logprobs":[]}\n\n')
+            item_id = orjson.dumps(item.item["id"]).replace(b"%", b"%%")
+            item.delta_event = head % (item_id, item.index, len(item.item["content"]) - 1)
+        item.text.append(text)
+        out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
+        self._sequence += 1
 
     def _refusal(self, text: str, out: list[bytes]) -> None:
         item = self._message(out)
@@ -248,7 +274,7 @@ class ResponsesStreamEncoder:
                    content_index=len(item.item["content"]) - 1, part=part)
 
     def _close_part(self, item: _Item, out: list[bytes]) -> None:
-        item.delta_head = None
+        item.delta_event = None
         index = len(item.item["content"]) - 1
         part = item.item["content"][index]
         text = "".join(item.text)
