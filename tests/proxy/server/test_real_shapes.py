@@ -91,12 +91,17 @@ def test_parallel_tool_use_reaches_the_anthropic_sdk_whole(stack: Stack, tier: s
 
 @pytest.mark.parametrize("tier", TIERS)
 def test_parallel_function_calls_reach_the_responses_sdk_whole(stack: Stack, tier: str) -> None:
+    """A call without parameters (Claude streams it as one empty `input_json_delta`) reaches the
+    Responses client with `arguments: "{}"`, in its `.done` event as in the final response."""
     tools: Any = [{"type": "function", **t["function"]} for t in (WEATHER, CLOCK)]
     with openai_client(stack).responses.stream(model=tier, input="Weather and time?", tools=tools) as stream:
+        done = {event.name: event.arguments for event in stream
+                if event.type == "response.function_call_arguments.done"}
         final = stream.get_final_response()
     calls = [item for item in final.output if item.type == "function_call"]
     assert final.status == "completed"
     assert {call.name: json.loads(call.arguments) for call in calls} == EXPECTED_ARGUMENTS
+    assert done == {call.name: call.arguments for call in calls} and done["get_time"] == "{}"
 
 
 @pytest.mark.parametrize("tier", TIERS)

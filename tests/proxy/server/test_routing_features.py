@@ -200,3 +200,20 @@ async def test_a_slow_first_token_is_bounded_by_the_first_token_deadline_and_lat
     assert b"[DONE]" not in events
     error = orjson.loads(events[-1])["error"]
     assert "idle timeout" in error["message"]
+
+
+def test_responses_requests_take_the_same_experiment_arm_and_budget_as_chat(stack: Stack) -> None:
+    arms = set()
+    for i in range(20):
+        sdk = client(stack, **{"x-user": f"user-{i}"})
+        chat = sdk.chat.completions.with_raw_response.create(model="ab", messages=HELLO).headers
+        turn = sdk.responses.with_raw_response.create(model="ab", input="hello").headers
+        arm = turn.get("x-llmroute-experiment", "control")
+        assert arm == chat.get("x-llmroute-experiment", "control")
+        assert turn["x-llmroute-provider"] == ("oai-b" if arm == "canary" else "oai")
+        arms.add(arm)
+    assert arms == {"canary", "control"}
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(12):
+            client(stack, route="capped").responses.create(model="auto", input="hello", max_output_tokens=16)
+    assert caught.value.code == "budget_exceeded" and "budget" in caught.value.message
