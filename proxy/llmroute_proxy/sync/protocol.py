@@ -27,6 +27,9 @@ AUDIENCE = "llmroute.dev"
 LIMIT_FIELDS = ("requestsPerMinute", "tokensPerMinute", "maxConcurrency")
 QUOTA_FIELDS = ("limit", "remaining", "reset_s")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 254
+"""The deepest a message may nest: as deep as orjson encodes. A table nested deeper decoded, then
+raised TypeError from `payload_version` (fuzzing found it) and could not have been persisted."""
 
 
 class ProtocolError(ValueError):
@@ -212,7 +215,31 @@ def _open(text: str | bytes, kinds: tuple[str, ...]) -> tuple[Mapping[str, Any],
     if kind not in kinds:
         expected = ", ".join(repr(k) for k in kinds)
         raise ProtocolError("type", f"must be one of {expected}, got {kind!r}")
+    deep = _too_deep(body, MAX_DEPTH)
+    if deep is not None:
+        raise ProtocolError(f"{kind}.{deep}", f"nests deeper than {MAX_DEPTH} levels")
     return body, kind
+
+
+_Trail = tuple[Any, str | int] | None
+"""(the parent's trail, the key): a path, spelled out only when it is needed."""
+
+
+def _too_deep(body: Mapping[str, Any], limit: int) -> str | None:
+    """The path at which `body` nests deeper than `limit` levels (abridged), None when it does not."""
+    stack: list[tuple[Any, int, _Trail]] = [(body, 1, None)]
+    while stack:
+        node, depth, trail = stack.pop()
+        if depth > limit:
+            keys: list[str | int] = []
+            while trail is not None:
+                trail, key = trail
+                keys.append(key)
+            path = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in reversed(keys))
+            return path[1:61] + ("…" if len(path) > 61 else "")
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        stack.extend((child, depth + 1, (trail, key)) for key, child in items if isinstance(child, dict | list))
+    return None
 
 
 def _lease(body: Mapping[str, Any]) -> Lease:

@@ -6,6 +6,7 @@ import pytest
 
 from llmroute_proxy.dialects.base import Quota, RateLimits
 from llmroute_proxy.sync.protocol import (
+    MAX_DEPTH,
     Ack,
     Hello,
     Lease,
@@ -139,3 +140,24 @@ def test_what_a_providers_headers_said_round_trips_through_a_usage_report() -> N
     assert isinstance(decoded, UsageReport) and not decoded.is_empty()
     assert read_rate_limits(decoded.rate_limits["openai"]) == (said, 0.4)
     assert "rate_limits" not in encode(UsageReport(10.0))  # left out when there is nothing to say
+
+
+@pytest.mark.parametrize("depth", [250, 300, 1000])
+def test_a_table_nested_deeper_than_json_is_encoded_is_refused_naming_where(depth: int) -> None:
+    """Fuzzing found it: a table nested 254-1023 levels deep decoded, then `payload_version` raised
+    TypeError out of the sidecar's stream reader."""
+    text = encode(TablePush("v", {"region": "us", "documents": [{"spec": {"x": 1}}], "credentials": {}}))
+    text = text.replace('{"x":1}', '{"x":' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(ProtocolError) as caught:
+        decode_down(text)
+    assert caught.value.what == f"nests deeper than {MAX_DEPTH} levels"
+    assert caught.value.where.startswith("table.table.documents[0].spec.x[0][0]")
+
+
+def test_the_deepest_message_decoded_is_one_that_can_be_encoded_again() -> None:
+    text = '{"type":"table","version":"v","table":{"x":' + "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2) + "}}"
+    push = decode_down(text)
+    assert isinstance(push, TablePush)
+    assert payload_version(push.table) and encode(push)
+    with pytest.raises(ProtocolError):
+        decode_down(text.replace("[", "[[", 1).replace("]", "]]", 1))
