@@ -44,6 +44,10 @@ class FaultKind(StrEnum):
     (streamed as `delta.refusal`), Azure's output filter `finish_reason: content_filter` with no
     content and its filter results marked `filtered`, Anthropic `stop_reason: refusal`, Gemini a candidate that ends
     with `finishReason: SAFETY` and no content."""
+    ERROR_AS_200 = "error_as_200"
+    """HTTP 200 whose body is the error the `status` fault would send (the provider's native shape,
+    as JSON, even when the request asked for a stream; Gemini's wrapped in a list on
+    `streamGenerateContent` with quirks), as providers and the proxies in front of them sometimes answer."""
     PROMPT_BLOCKED = "prompt_blocked"
     """The provider's safety filter refuses the prompt itself: Gemini answers 200 with
     `promptFeedback.blockReason` and no candidates (streamed as one such chunk); OpenAI answers
@@ -65,8 +69,8 @@ class Fault:
 
     kind: FaultKind
     status: int | None = None
-    """HTTP status for `status` (required) and `anthropic_error_event` (default: the
-    provider's overloaded status)."""
+    """HTTP status for `status` and `error_as_200` (required) and `anthropic_error_event` (default:
+    the provider's overloaded status)."""
     retry_after: float | None = None
     """Seconds: the `retry-after` header (Gemini: `RetryInfo.retryDelay` in the body)."""
     retry_after_ms: int | None = None
@@ -90,8 +94,8 @@ class Fault:
     `{key_masked}` the key masked as OpenAI prints it (first 8, asterisks, last 4)."""
 
     def __post_init__(self) -> None:
-        if self.kind is FaultKind.STATUS and self.status is None:
-            raise ValueError("a status fault needs a status")
+        if self.kind in (FaultKind.STATUS, FaultKind.ERROR_AS_200) and self.status is None:
+            raise ValueError(f"a {self.kind.value} fault needs a status")
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"status {self.status} is not an HTTP status")
         if not math.isfinite(self.seconds) or self.seconds < 0:

@@ -285,9 +285,12 @@ async def _before_handler(request: web.Request, state: SimState,
     elif fault.kind is FaultKind.RESET:
         reset_connection(request)
         return web.Response()
-    elif fault.kind is FaultKind.STATUS:
+    elif fault.kind in (FaultKind.STATUS, FaultKind.ERROR_AS_200):
         assert fault.status is not None
-        return state.error(fault.status, code=fault.code, message=fault.message, fault=fault, path=request.path)
+        error = state.error(fault.status, code=fault.code, message=fault.message, fault=fault, path=request.path)
+        if fault.kind is FaultKind.ERROR_AS_200:
+            error.set_status(200)
+        return error
     elif fault.kind is FaultKind.PROMPT_BLOCKED:
         return await state.dialect.prompt_blocked(request)
     return None

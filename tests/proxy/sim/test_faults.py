@@ -611,3 +611,34 @@ async def test_probability_mode_over_http_follows_the_injected_seed(sims: SimPoo
                 statuses.append(response.status)
 
     assert statuses == expected and 500 in statuses and 200 in statuses
+
+
+@pytest.mark.parametrize(("provider", "path"), [
+    ("openai", "/v1/chat/completions"), ("anthropic", "/v1/messages"),
+    ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent"),
+    ("gemini", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"),
+])
+@pytest.mark.parametrize("quirks", [False, True], ids=["tidy", "quirks"])
+async def test_an_error_as_200_is_the_status_faults_body_with_status_200(
+        sims: SimPool, provider: str, path: str, quirks: bool) -> None:
+    server = await start(sims, provider, quirks=quirks)
+    plan = sim_state(server.app).faults
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        for kind in (FaultKind.STATUS, FaultKind.ERROR_AS_200):
+            plan.next(Fault(kind, status=401, message="bad key"))
+            async with session.post(server.url + path, json={"stream": True}) as response:
+                answers.append((response.status, response.content_type, await response.read()))
+    (status, content_type, body), (status_200, content_type_200, body_200) = answers
+    assert (status, status_200) == (401, 200)
+    assert content_type == content_type_200 == "application/json"
+    assert body_200 == body and b"bad key" in body
+
+
+async def test_the_gemini_sdk_reads_an_error_streamed_as_200_as_that_error(sims: SimPool) -> None:
+    """Google's SDK reads a stream body that is an error object as the error it carries (its check
+    is `startswith('{"error":')`, so the list-wrapped form passes it by)."""
+    server = await start(sims, "gemini", Fault(FaultKind.ERROR_AS_200, status=401))
+    with pytest.raises(errors.ClientError) as caught:
+        await gemini_stream(sims, server, [], 5)
+    assert caught.value.code == 401
