@@ -80,6 +80,9 @@ SHAPES = {
                                 message="stream refused for {key}"),
     "stream error later": Fault(FaultKind.ANTHROPIC_ERROR_EVENT, tokens=2, echo_key=True,
                                 message="stream broken for x-api-key {key}"),
+    "200 body": Fault(FaultKind.ERROR_AS_200, status=400, echo_key=True, message="Key {key} may not use this model"),
+    "stream 200 body": Fault(FaultKind.ERROR_AS_200, status=401, echo_key=True,
+                             message="Incorrect API key provided: {key_masked} ({key_url})"),
 }
 SPANS = InMemorySpanExporter()
 
