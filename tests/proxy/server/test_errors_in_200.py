@@ -31,7 +31,9 @@ CONFIG = [
     OAI, OAI_B, CLAUDE, GEM,
     provider("azure", "azure-openai", "{azure}", key_env="TEST_AZURE_KEY", azure={"apiVersion": "2024-10-21"},
              models=[model("gpt-4o-prod", context_window=128000)]),
-    route("main", {tier: [target(name, model_name), BACKUP] for tier, (name, model_name) in PRIMARIES.items()},
+    provider("gem-embed", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=["gemini-embedding-001"]),
+    route("main", {**{tier: [target(name, model_name), BACKUP] for tier, (name, model_name) in PRIMARIES.items()},
+                   "gem-embed": [target("gem-embed", "gemini-embedding-001")]},
           default_tier="openai",
           fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
                     "overallTimeout": "10s"},
@@ -119,3 +121,21 @@ def test_a_spent_quota_sent_as_200_fails_over_and_ejects_the_target(stack: Stack
     assert raw.headers["x-llmroute-provider"] == "oai-b"
     assert any(c.choices for c in raw.parse())
     assert primary_health(stack, "openai") == ("ejected", FailureKind.QUOTA_EXHAUSTED)
+
+
+@pytest.mark.parametrize(("status", "error", "client_status", "ejected"), [
+    (401, openai.APIStatusError, 502, True),
+    (400, openai.BadRequestError, 400, False),
+])
+def test_gemini_embeddings_sent_as_200_errors_are_classified_like_chat(
+        stack: Stack, status: int, error: type[openai.APIStatusError], client_status: int, ejected: bool) -> None:
+    stack.call(lambda: stack.faults["gem"].always(
+        Fault(FaultKind.ERROR_AS_200, status=status, message="embedding refused here")))
+    with pytest.raises(error) as caught:
+        client(stack).embeddings.create(model="gem-embed", input=["a", "b"])
+    assert caught.value.status_code == client_status
+    assert "embedding refused here" in caught.value.message
+    assert not caught.value.message.lstrip().startswith("{")
+    target_id = TargetId("gem-embed/gemini-embedding-001@here")
+    health = stack.call(lambda: stack.sidecar.health.snapshot(target_id, stack.sidecar.clock()))
+    assert (health.state == "ejected", health.last_failure) == (ejected, FailureKind.AUTH if ejected else None)
