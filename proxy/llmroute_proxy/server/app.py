@@ -17,6 +17,7 @@ from llmroute_proxy.dialects.base import ChatRequest, Encoder, NativeBody
 from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
 from llmroute_proxy.dialects.responses import items as responses_items
 from llmroute_proxy.dialects.responses import request_in as responses
+from llmroute_proxy.dialects.responses.encoder import ResponsesEncoder
 from llmroute_proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -33,7 +34,6 @@ from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.origins import protect
 from llmroute_proxy.server.outcome import Outcome
-from llmroute_proxy.server.responses import ResponsesEncoder
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.table import ProviderType, Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings

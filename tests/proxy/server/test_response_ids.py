@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from llmroute_proxy.server.responses import IdSource
+from llmroute_proxy.dialects.responses.encoder import IdSource
 
 
 def test_ids_are_24_random_bytes_in_hex_behind_their_prefix() -> None:

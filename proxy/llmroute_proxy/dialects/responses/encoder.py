@@ -1,26 +1,32 @@
 """The Responses API's encoder: canonical answers written as Response objects and events.
 
-The route handler in `app` translates the request (dialects.responses.request_in) and hands this encoder
-to the same `_serve` as chat completions, so the attempt loop never knows which dialect it
-serves. Errors keep OpenAI's shape, which is the Responses API's too.
+The server's route handler translates the request (`request_in`) and hands this encoder to the
+same `_serve` as chat completions, so the attempt loop never knows which dialect it serves. Errors
+keep OpenAI's shape, which is the Responses API's too. A finished response is handed to a
+`ResponseKeeper` (the server's store) with the conversation it ends, for `previous_response_id`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import orjson
 
 from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage
-from llmroute_proxy.dialects.openai.errors import openai_error_body
 from llmroute_proxy.dialects.responses.answer_out import assistant_message, response_from_canonical
 from llmroute_proxy.dialects.responses.items import input_items
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn, responses_field
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
 from llmroute_proxy.errors import LLMRouteError
-from llmroute_proxy.server.response_store import ResponseStore
+
+
+class ResponseKeeper(Protocol):
+    """Where finished responses are kept (the server's `ResponseStore`)."""
+
+    def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
+            input_items: Sequence[dict[str, Any]] = ()) -> bool: ...
 
 
 class IdSource:
@@ -47,14 +53,11 @@ new_id = IdSource().new
 
 
 def error_body(error: LLMRouteError) -> dict[str, Any]:
-    """OpenAI's error shape, with the canonical field names a translator used turned back into
-    the Responses names the client sent (`response_format` → `text.format`)."""
-    body = openai_error_body(error)
-    inner = body["error"]
-    inner["message"] = responses_field(inner["message"])
-    if isinstance(inner.get("param"), str):
-        inner["param"] = responses_field(inner["param"])
-    return body
+    """The Responses API's error shape (OpenAI's), with the canonical field names a translator used
+    turned back into the Responses names the client sent (`response_format` → `text.format`)."""
+    param = responses_field(error.param) if isinstance(error.param, str) else error.param
+    return {"error": {"message": responses_field(error.message), "type": error.error_type, "param": param,
+                      "code": error.code}}
 
 
 class ResponsesEncoder:
@@ -62,7 +65,7 @@ class ResponsesEncoder:
 
     __slots__ = ("_clock", "_store", "_stream", "_turn", "created_at", "response", "response_id")
 
-    def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseStore | None = None,
+    def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         """`store` keeps the finished response (unless the request said `store: false`)."""
         self._turn = turn
