@@ -438,8 +438,16 @@ def degraded(image: str) -> None:
           f"the sidecar's health reports made sim-a Degraded, shown {time.monotonic() - t0:.1f} s after the loop: "
           f"{rows}", status.get("conditions"))
     t1 = time.monotonic()
+    # The deleted pod's object must be gone first: applied while it still terminates, the same name would
+    # patch the dying pod instead of creating a new one.
+    eventually(lambda: "gone" if not kubectl("get", "pod", "-n", NS, "sim-a", "--ignore-not-found", "-o", "name")
+               .strip() else None, "the deleted pod sim-a gone", 60,
+               lambda: kubectl("get", "pod", "-n", NS, "sim-a", "--ignore-not-found", "-o", "wide"))
     apply(sim("sim-a", image, NS)[0])  # the same Service, so the same cluster IP: the table is unchanged
-    kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/sim-a", "--timeout=60s", timeout=70)
+    eventually(lambda: "ready" if kubectl("get", "pod", "-n", NS, "sim-a", "--ignore-not-found", "-o",
+                                          "jsonpath={.status.conditions[?(@.type=='Ready')].status}").strip()
+               == "True" else None, "the new pod sim-a Ready", 120,
+               lambda: kubectl("describe", "pod", "-n", NS, "sim-a", check=False)[-1500:])
     batches: list[list[dict[str, Any]]] = []
 
     def recovered() -> dict[str, dict[str, str]] | None:
