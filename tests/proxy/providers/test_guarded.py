@@ -5,17 +5,17 @@ is classified as that error, per provider type, never as a broken stream."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pytest
 
-from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, StreamTranslator
+from llmroute_proxy.dialects.base import ChatRequest, StreamTranslator
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.guarded import MAX_DOCUMENT
 from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
+from tests.proxy.providers.test_openai import translate
 
 KEY = "sk-guarded-0123456789abcdef"
 MODELS = {ProviderType.OPENAI: "gpt-4o", ProviderType.OPENAI_COMPATIBLE: "llama-3",
@@ -31,14 +31,6 @@ def target(kind: ProviderType) -> Target:
 
 def stream_for(kind: ProviderType) -> StreamTranslator:
     return provider_for(kind).chat_stream(ChatRequest(dict(STREAM_REQUEST)), target(kind))
-
-
-def translate(translator: StreamTranslator, pieces: Sequence[bytes]) -> list[StreamChunk]:
-    out: list[StreamChunk] = []
-    for piece in pieces:
-        out.extend(translator.feed(piece))
-    out.extend(translator.close())
-    return out
 
 
 def deliveries(body: bytes) -> dict[str, list[bytes]]:
