@@ -24,10 +24,12 @@ from tests.proxy.stack import Stack
 
 CONFIG = [
     provider("broken", "openai-compatible", "{broken}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    provider("complete", "openai-compatible", "{complete}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
     provider("oai-b", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", models=["gpt-4o-mini"]),
     route("main", {"ha": [target("broken", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)]},
           default_tier="ha",
           outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
+    route("good", {"one": [target("complete", "gpt-4o-mini")]}, default_tier="one"),
 ]
 
 HELLO: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
@@ -43,21 +45,23 @@ def _chunk(content: str) -> bytes:
 
 
 CONTENT = _chunk("Half ") + _chunk("an answer")
+FINISH = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"data: [DONE]\n\n"
 
 
-def broken_app(gap_s: float) -> web.Application:
-    """An upstream whose stream ends after two content chunks, with neither a finish chunk nor
-    `[DONE]`: in one write with a Content-Length (`gap_s` 0), or chunked, its end `gap_s` later."""
+def stream_app(first: bytes, rest: bytes, gap_s: float) -> web.Application:
+    """An upstream that streams `first` then `rest`: in one write with a Content-Length (`gap_s` 0),
+    or chunked, `rest` and the end `gap_s` later."""
 
     async def chat(request: web.Request) -> web.StreamResponse:
         await request.read()
         if gap_s == 0:
-            return web.Response(body=CONTENT, content_type="text/event-stream")
+            return web.Response(body=first + rest, content_type="text/event-stream")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(CONTENT)
+        await response.write(first)
         await asyncio.sleep(gap_s)
-        await response.write_eof()
+        await response.write_eof(rest)
         return response
 
     app = web.Application()
@@ -66,10 +70,15 @@ def broken_app(gap_s: float) -> web.Application:
 
 
 def _stack(tmp: pytest.TempPathFactory, gap_s: float) -> Stack:
-    def factory(faults: FaultPlan) -> web.Application:
-        return broken_app(gap_s)
+    def broken(faults: FaultPlan) -> web.Application:
+        """A stream that ends after two content chunks, with neither a finish chunk nor `[DONE]`."""
+        return stream_app(CONTENT, b"", gap_s)
 
-    return Stack(tmp.mktemp("whole"), config=CONFIG, extra_sims={"broken": factory}, delivery=None)
+    def complete(faults: FaultPlan) -> web.Application:
+        return stream_app(_chunk("Whole "), _chunk("answer") + FINISH, gap_s)
+
+    return Stack(tmp.mktemp("whole"), config=CONFIG, extra_sims={"broken": broken, "complete": complete},
+                 delivery=None)
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +111,18 @@ def test_a_broken_stream_committed_by_its_first_part_ends_with_an_error(in_two_p
         for chunk in _client(in_two_parts).chat.completions.create(model="ha", messages=HELLO, stream=True):
             received.extend(choice.delta.content for choice in chunk.choices if choice.delta.content)
     assert received == ["Half ", "an answer"]
+
+
+def test_a_stream_that_arrived_whole_is_answered_with_its_length_in_one_piece(whole: Stack) -> None:
+    client = _client(whole).with_options(default_headers={"x-llmroute-route": "good"})
+    stream = client.chat.completions.with_raw_response.create(model="one", messages=HELLO, stream=True)
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert "transfer-encoding" not in stream.headers and int(stream.headers["content-length"]) > 0
+    assert "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices) == "Whole answer"
+
+
+def test_a_stream_still_arriving_is_relayed_chunked(in_two_parts: Stack) -> None:
+    client = _client(in_two_parts).with_options(default_headers={"x-llmroute-route": "good"})
+    stream = client.chat.completions.with_raw_response.create(model="one", messages=HELLO, stream=True)
+    assert stream.headers["transfer-encoding"] == "chunked" and "content-length" not in stream.headers
+    assert "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices) == "Whole answer"
