@@ -51,6 +51,9 @@ cleanup() {
     fi
     phase down node down || rc=1
     phase check node check || rc=1
+    # CI shows only the end of the output: the scenario's failure goes last, after the node's logs.
+    [ $rc -ne 0 ] && grep -h "FAILED" "$scenario_log" >&2 || true
+    [ "$scenario_log" = /dev/null ] || rm -f "$scenario_log"
     echo "e2e: timings: ${timings[*]}" >&2
     [ $rc -eq 0 ] && echo "e2e: passed" >&2 || echo "e2e: FAILED" >&2
     exit $rc
@@ -61,9 +64,11 @@ phase images "$PY" e2e/images/build.py >/dev/null
 images="${LLMROUTE_CACHE:-$HOME/.cache/llmroute}/e2e-images/images.json"
 image_tar() { "$PY" -c "import json,sys; print(json.load(open('$images'))[sys.argv[1]][sys.argv[2]])" "$@"; }
 
+scenario_log=/dev/null
 trap cleanup EXIT
 phase up node up
 phase import node import "$(image_tar pause tar)" "$(image_tar llmroute tar)"
-phase smoke "$PY" e2e/scenario/smoke.py "$(image_tar llmroute ref)"
+scenario_log="$(mktemp)"
+phase smoke "$PY" e2e/scenario/smoke.py "$(image_tar llmroute ref)" 2> >(tee -a "$scenario_log" >&2)
 # The chart scenario runs inside the node's namespaces: Helm's library and port-forwards use its loopback.
-phase chart node exec "$PY" e2e/scenario/chart.py --image "$(image_tar llmroute ref)"
+phase chart node exec "$PY" e2e/scenario/chart.py --image "$(image_tar llmroute ref)" 2> >(tee -a "$scenario_log" >&2)

@@ -66,7 +66,9 @@ from kit import (
     kubectl,
     kubectl_argv,
     log,
+    namespace,
     node_kubectl,
+    reachable,
     results,
     sim,
     target,
@@ -128,7 +130,7 @@ def values(image: str, sidecar_image: str, otlp: str) -> dict[str, Any]:
 def otlp_receiver(image: str) -> str:
     """The OTLP/HTTP receiver pod (otlp_receiver.py) behind a Service; its endpoint, for the chart's values."""
     labels = {"app": "otlp"}
-    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OBSERVE}})
+    namespace(OBSERVE)
     apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "otlp", "namespace": OBSERVE, "labels": labels},
            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
                "name": "receiver", "image": image, "imagePullPolicy": "Never",
@@ -207,15 +209,12 @@ def app_pod(name: str, image: str, inject: bool) -> dict[str, Any]:
 
 def workloads(image: str) -> None:
     t0 = time.monotonic()
-    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    namespace(NS)
     apply(*sim("sim-a", image, NS), *sim("sim-b", image, NS),
           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "llm-keys", "namespace": NS},
            "stringData": {"sim": KEY}})
     apply(provider("sim-a", cluster_ip(NS, "sim-a")), provider("sim-b", cluster_ip(NS, "sim-b")),
           route("sim-a", "sim-b"))
-    # Pods wait for their namespace's default ServiceAccount, which the controller-manager makes.
-    eventually(lambda: kubectl("get", "serviceaccount", "-n", NS, "default", check=False) or None,
-               f"the default ServiceAccount of {NS}", 30)
     apply(app_pod("app", image, inject=True), app_pod("plain", image, inject=False))
     log(f"providers, route and pods applied in {time.monotonic() - t0:.1f} s")
 
@@ -332,6 +331,7 @@ def serving() -> None:
     kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/app", "pod/plain", "pod/sim-a", "pod/sim-b",
             "--timeout=120s", timeout=130)
     log(f"pods Ready in {time.monotonic() - t0:.1f} s")
+    reachable(NS, "plain", [f"http://{cluster_ip(NS, name)}/v1/models" for name in ("sim-a", "sim-b")])
     status = synced()
     check(True, f"LLMRoute chat: Accepted, Synced 1/1, table {status['tableVersion']}")
     kubectl("wait", "-n", NS, "--for=condition=Synced", "llmroute/chat", "--timeout=10s")

@@ -127,6 +127,44 @@ def sim(name: str, image: str, namespace: str) -> list[dict[str, Any]]:
     return [pod, svc]
 
 
+def namespace(name: str) -> None:
+    """The namespace, once its default ServiceAccount exists: until the controller-manager makes it, the API
+    server refuses the namespace's pods."""
+    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    eventually(lambda: kubectl("get", "serviceaccount", "-n", name, "default", check=False) or None,
+               f"the default ServiceAccount of {name}", 30)
+
+
+# Run inside an app container: polls each URL until it answers with any HTTP status (a refused or reset
+# connection means kube-proxy has not yet programmed the Service's endpoints), for at most the given seconds.
+REACH = textwrap.dedent("""\
+    import sys, time, urllib.request, urllib.error
+    limit, urls = float(sys.argv[1]), sys.argv[2:]
+    end = time.monotonic() + limit
+    for url in urls:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break
+            except Exception as e:
+                if time.monotonic() > end:
+                    sys.exit(f"{url}: {e!r}")
+                time.sleep(0.2)
+    """)
+
+
+def reachable(namespace: str, pod: str, urls: list[str], limit: float = 30) -> None:
+    """Every URL answers from `pod`'s app container: a pod turning Ready does not mean its Service already routes
+    to it (kube-proxy syncs its rules a moment later, and until then the cluster IP refuses connections)."""
+    t0 = time.monotonic()
+    out = subprocess.run([*kubectl_argv(), "exec", "-n", namespace, pod, "-c", "app", "--", "python3", "-c", REACH,
+                          str(limit), *urls], capture_output=True, text=True, timeout=limit + 30)
+    check(out.returncode == 0, f"{', '.join(urls)} answer from the {pod} pod ({time.monotonic() - t0:.1f} s)",
+          out.stderr.strip()[-300:])
+
+
 def cluster_ip(namespace: str, service: str) -> str:
     return kubectl("get", "service", "-n", namespace, service, "-o", "jsonpath={.spec.clusterIP}").strip()
 

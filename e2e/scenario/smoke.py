@@ -29,6 +29,8 @@ from kit import (
     cluster_ip,
     kubectl,
     log,
+    namespace,
+    reachable,
     results,
     sim,
 )
@@ -69,7 +71,7 @@ def app_pod(image: str) -> dict[str, Any]:
 
 def run(image: str) -> None:
     t0 = time.monotonic()
-    apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    namespace(NS)
     apply(*sim("sim-a", image, NS), *sim("sim-b", image, NS))
     ips = {n: cluster_ip(NS, n) for n in ("sim-a", "sim-b")}
     apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "llmroute-config", "namespace": NS},
@@ -77,6 +79,7 @@ def run(image: str) -> None:
     kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/sim-a", "pod/sim-b", "pod/app", "--timeout=120s",
             timeout=130)
     log(f"pods Ready in {time.monotonic() - t0:.1f} s (sim-a {ips['sim-a']}, sim-b {ips['sim-b']})")
+    reachable(NS, "app", [f"http://{ip}/v1/models" for ip in ips.values()])
 
     first = results(kubectl(*client_argv(NS, "app", 3, 30, 0)))
     check(len(first) == 3 and all(r["status"] == 200 for r in first),
