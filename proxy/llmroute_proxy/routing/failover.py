@@ -126,7 +126,7 @@ class AttemptPlanner:
     def __init__(self, route: Route, tier: str, *, targets: Sequence[Target] | None = None,
                  health: HealthBook, load: LoadBook, limits: LimitBook, retry_budget: RetryBudget,
                  rng: random.Random, local_region: str, tokens: int, now: float,
-                 deadline: float = float("inf")) -> None:
+                 unanswered_tokens: int | None = None, deadline: float = float("inf")) -> None:
         self.route = route
         self.tiers_tried: list[str] = []
         self.attempts: list[Attempt] = []
@@ -138,6 +138,8 @@ class AttemptPlanner:
         self._rng = rng
         self._local_region = local_region
         self._tokens = tokens  # what the TPM admission charges an attempt
+        # what an attempt that brought no answer is settled to (the prompt's estimate: its output cap goes back)
+        self._unanswered_tokens = tokens if unanswered_tokens is None else unanswered_tokens
         self._deadline = deadline
         self._tiers = self._tier_plans(route, tier, targets)
         self._tried: set[TargetId] = set()
@@ -179,7 +181,7 @@ class AttemptPlanner:
             return self._exhausted(min(search.limit_waits) if search.limit_waits else None, now)
         self._holding.add(attempt.number)
         if now + attempt.delay_s >= self._deadline:  # a back-off that would outlast the request
-            self._attempt_over(attempt)
+            self._attempt_over(attempt, now, used_tokens=0)  # never sent
             return self._stopping(StopReason.DEADLINE)
         self.attempts.append(attempt)
         self._tried.add(attempt.target.id)
@@ -187,9 +189,11 @@ class AttemptPlanner:
             self.tiers_tried.append(attempt.tier)
         return attempt
 
-    def record_failure(self, attempt: Attempt, error: UpstreamError, now: float) -> bool:
-        """Record a failed attempt; True when this failure ejected its target."""
-        self._attempt_over(attempt)
+    def record_failure(self, attempt: Attempt, error: UpstreamError, now: float,
+                       used_tokens: int | None = None) -> bool:
+        """Record a failed attempt; True when this failure ejected its target. `used_tokens`: what a
+        stream that failed after its first token used, when known."""
+        self._attempt_over(attempt, now, used_tokens)
         kind = error.kind
         ejected = self._health.on_failure(attempt.target.id, kind, now, error.retry_after,
                                           self.route.outlier_detection, self._peers(attempt.tier))
@@ -209,24 +213,31 @@ class AttemptPlanner:
             self._min_context_window = max(self._min_context_window or 0.0, floor)
         return ejected
 
-    def record_success(self, attempt: Attempt, now: float) -> None:
-        self._attempt_over(attempt)
+    def record_success(self, attempt: Attempt, now: float, used_tokens: int | None = None) -> None:
+        """`used_tokens`: the answer's real usage; unknown, the admission's charge stands."""
+        self._attempt_over(attempt, now, self._tokens if used_tokens is None else used_tokens)
         self._health.on_success(attempt.target.id, now, self.route.outlier_detection)
         self._stopping(StopReason.ANSWERED)
 
-    def record_abandoned(self, attempt: Attempt) -> None:
-        """The attempt ended without a verdict (the client went away): free what it held."""
+    def record_abandoned(self, attempt: Attempt, now: float, used_tokens: int | None = None) -> None:
+        """The attempt ended without a verdict (the client went away, the drain's deadline cut its
+        stream): free what it held. `used_tokens`: what its stream used so far, when known."""
         if attempt.number in self._holding and attempt.probe:
             self._health.abandon_probe(attempt.target.id)
-        self._attempt_over(attempt)
+        self._attempt_over(attempt, now, used_tokens)
         self._stopping(StopReason.ANSWERED)
 
-    def _attempt_over(self, attempt: Attempt) -> None:
-        """Give back what the attempt held, once, however many ways its end is reported."""
+    def _attempt_over(self, attempt: Attempt, now: float, used_tokens: int | None) -> None:
+        """Give back what the attempt held, once, however many ways its end is reported, and settle its
+        tokens-per-minute charge with what it used (the prompt alone when it brought no answer)."""
         if attempt.number not in self._holding:
             return
         self._holding.discard(attempt.number)
-        self._limits.release(attempt.target.provider)
+        provider = attempt.target.provider
+        self._limits.release(provider)
+        used = self._unanswered_tokens if used_tokens is None else used_tokens
+        if used != self._tokens:
+            self._limits.settle_tokens(provider, self._tokens, used, now)
         if attempt.retry:
             self._retry_budget.retry_finished()
 

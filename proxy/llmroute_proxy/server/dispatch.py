@@ -134,7 +134,7 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         health=sidecar.health, load=sidecar.load, limits=sidecar.limits,
         retry_budget=sidecar.retry_budget, rng=sidecar.rng,
         local_region=sidecar.table.region if sidecar.table else "",
-        tokens=ex.admitted_tokens, now=sidecar.clock(), deadline=ex.deadline,
+        tokens=ex.admitted_tokens, unanswered_tokens=ex.prompt_tokens, now=sidecar.clock(), deadline=ex.deadline,
     )
     last_error: UpstreamError | None = None
     while True:
@@ -167,7 +167,7 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
             last_error = _failed(sidecar, ex, planner, run, upstream_error).with_traceback(None)
             continue
         except BaseException as exc:
-            planner.record_abandoned(attempt)
+            planner.record_abandoned(attempt, sidecar.clock())
             run.scope.end(None, None, (), None, exc)  # type: ignore[arg-type]
             raise
         finally:
@@ -180,7 +180,7 @@ def _cut(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, err
     """The drain's deadline ended a committed stream: not the target's failure, but what was
     streamed is paid for."""
     target = run.attempt.target
-    planner.record_abandoned(run.attempt)
+    planner.record_abandoned(run.attempt, sidecar.clock(), usage.total_tokens if usage is not None else None)
     ex.usage = usage
     ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
     if usage is not None:
@@ -327,13 +327,12 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
                finish_reasons: tuple[str, ...], response_model: object) -> None:
     target = run.attempt.target
     now = sidecar.clock()
-    planner.record_success(run.attempt, now)
+    planner.record_success(run.attempt, now, usage.total_tokens if usage is not None else None)
     ex.target = target
     ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
     ex.usage = usage
     ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
     if usage is not None:
-        sidecar.limits.settle_tokens(target.provider, ex.admitted_tokens, usage.total_tokens, now)
         _spent(sidecar, ex, target, usage)
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
@@ -352,7 +351,8 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
     error = sidecar.scrubber.error(upstream_error)
     target = run.attempt.target
     now = sidecar.clock()
-    if planner.record_failure(run.attempt, error, now):
+    used = usage.total_tokens if committed and usage is not None else None
+    if planner.record_failure(run.attempt, error, now, used):
         sidecar.telemetry.ejected(target.id, error.kind.value)
     ex.attempts.append(AttemptRecord(target.id, error.status, error.kind, error.message, now - run.started))
     counters = sidecar.counters_for(target.id)
@@ -366,9 +366,6 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
         ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
         if usage is not None:
             _spent(sidecar, ex, target, usage)
-    # the output cap was charged for an answer that did not come (or came only in part)
-    written = usage.total_tokens if committed and usage is not None else ex.prompt_tokens
-    sidecar.limits.settle_tokens(target.provider, ex.admitted_tokens, written, now)
     if error.kind.ejects_for_long:
         log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
                   target.id, error.kind.value, error.message)

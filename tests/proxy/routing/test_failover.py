@@ -401,9 +401,81 @@ def test_a_same_target_retry_acquires_the_providers_limits_again() -> None:
     assert books.limits.in_flight("a") == 0  # the planner gives back what an attempt took when it ends
     retry = planner.next_attempt(0.0)
     assert isinstance(retry, Attempt) and retry.target.id == "a" and books.limits.in_flight("a") == 1
-    planner.record_abandoned(retry)
-    planner.record_abandoned(retry)  # an end reported twice gives back once
+    planner.record_abandoned(retry, 0.0)
+    planner.record_abandoned(retry, 0.0)  # an end reported twice gives back once
     assert books.limits.in_flight("a") == 0
+
+
+def tpm_planner(books: Books, *, deadline: float = float("inf")) -> AttemptPlanner:
+    """One target whose provider allows 1,000 tokens a minute; each attempt is charged 600 (a 100-token
+    prompt and a 500-token output cap), and an attempt that brings no answer is settled to the prompt."""
+    books.limits.configure({"a": Limits(tokens_per_minute=1000)})
+    return AttemptPlanner(route(ordered_tier("a")), "fast", health=books.health, load=books.load,
+                          limits=books.limits, retry_budget=books.retry_budget, rng=random.Random(1),
+                          local_region="eu", tokens=600, unanswered_tokens=100, now=0.0, deadline=deadline)
+
+
+def tokens_left(books: Books) -> float:
+    """What a new request could take at once: the largest charge admitted now, found by halving."""
+    low, high = 0, 1000
+    while low < high:
+        mid = (low + high + 1) // 2
+        if books.limits.try_acquire("a", mid, 0.0) == 0.0:
+            books.limits.settle_tokens("a", mid, 0, 0.0)  # give the probe back
+            books.limits.release("a")
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+@pytest.mark.parametrize("end", ["failure", "abandoned"])
+def test_an_attempt_that_brought_no_answer_gives_its_output_cap_back(end: str) -> None:
+    books = Books()
+    planner = tpm_planner(books)
+    attempt = planner.next_attempt(0.0)
+    assert isinstance(attempt, Attempt) and tokens_left(books) == 400
+    if end == "failure":
+        planner.record_failure(attempt, SERVER_ERROR, 0.0)
+    else:
+        planner.record_abandoned(attempt, 0.0)  # the client went away
+    assert tokens_left(books) == 900  # the prompt stays charged; the 500-token cap comes back
+
+
+def test_a_stream_cut_after_its_first_tokens_is_charged_what_it_used() -> None:
+    books = Books()
+    planner = tpm_planner(books)
+    attempt = planner.next_attempt(0.0)
+    assert isinstance(attempt, Attempt)
+    planner.record_abandoned(attempt, 0.0, used_tokens=250)  # the drain's deadline cut it, usage known
+    planner.record_abandoned(attempt, 0.0, used_tokens=250)  # reported twice: settled once
+    assert tokens_left(books) == 750
+
+
+def test_an_answer_is_charged_its_real_usage_or_the_admission_when_it_had_none() -> None:
+    books = Books()
+    answered = tpm_planner(books)
+    attempt = answered.next_attempt(0.0)
+    assert isinstance(attempt, Attempt)
+    answered.record_success(attempt, 0.0, used_tokens=130)
+    assert tokens_left(books) == 870
+    unmetered = tpm_planner(books)
+    attempt = unmetered.next_attempt(0.0)
+    assert isinstance(attempt, Attempt)
+    unmetered.record_success(attempt, 0.0)  # no usage reported: the 600 charged stand
+    assert tokens_left(books) == 270
+
+
+def test_an_attempt_whose_back_off_would_outlast_the_deadline_gives_back_all_it_was_charged() -> None:
+    books = Books()
+    planner = tpm_planner(books, deadline=1e-6)
+    first = planner.next_attempt(0.0)
+    assert isinstance(first, Attempt)
+    planner.record_failure(first, SERVER_ERROR, 0.0)  # only the same target is left: a back-off follows
+    assert tokens_left(books) == 900
+    stop = planner.next_attempt(0.0)  # its back-off would end past the deadline: it is never sent
+    assert isinstance(stop, Stop) and stop.reason is StopReason.DEADLINE
+    assert tokens_left(books) == 900 and books.limits.in_flight("a") == 0
 
 
 def test_no_attempt_starts_after_the_deadline() -> None:

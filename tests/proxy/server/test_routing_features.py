@@ -89,6 +89,19 @@ async def test_a_requests_output_cap_counts_against_a_tokens_per_minute_limit_un
     await metered.close()
 
 
+async def test_a_request_whose_client_gave_up_gives_its_output_cap_back_at_once(stack: Stack) -> None:
+    """The client hangs up while its answer is awaited: the attempt is abandoned, and its tokens-per-minute
+    charge is settled to the prompt alone instead of keeping the 550-token cap it never used."""
+    stack.call(lambda: stack.faults["oai-b"].next(Fault(FaultKind.LATENCY, seconds=1.5)))
+    metered = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0,
+                                 default_headers={"x-llmroute-route": "features"})
+    with pytest.raises(openai.APITimeoutError):
+        await metered.chat.completions.create(model="metered", messages=HELLO, max_tokens=550, timeout=0.5)
+    await asyncio.sleep(0.2)  # the sidecar sees the closed connection and cancels the request's handler
+    assert (await metered.chat.completions.create(model="metered", messages=HELLO, max_tokens=100)).choices
+    await metered.close()
+
+
 def test_requests_over_a_providers_local_rpm_get_429_with_retry_after(stack: Stack) -> None:
     limited = client(stack)
     for _ in range(3):
