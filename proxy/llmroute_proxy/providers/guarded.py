@@ -12,7 +12,9 @@ providers and the proxies in front of them answer 200 with their error object as
 (`{"error": {...}}`, Gemini's `[{"error": {...}}]`). Google's SDK reads such a body as the error
 it carries. Here the provider's own answer parser reads it, so the error is classified as the
 same error in a unary 200 answer is, by the status it stands for (an auth failure ejects the
-target, a bad request is the client's), instead of as a broken stream.
+target, a bad request is the client's), instead of as a broken stream. A document that is a whole
+answer (an OpenAI-compatible server or a buffering proxy that ignores `stream: true`) is the
+answer: the client gets it as a stream of one chunk, with its usage, as if the server had streamed it.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from llmroute_proxy.table import Target
 
 _READ_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError,
                 UnicodeError)
-MAX_DOCUMENT = 64 * 1024
-"""The most of a stream answer kept while it looks like one JSON document rather than SSE (as much
-as of an error body)."""
+MAX_DOCUMENT = 8 * 1024 * 1024
+"""The most of a stream answer kept while it looks like one JSON document rather than SSE: a whole
+answer may be that long (an error body is read up to 64 KiB)."""
 _WHITESPACE = b" \t\r\n"
 
 
@@ -53,13 +55,14 @@ class GuardedStream:
     """A stream translator whose unexpected failures are `UpstreamError`s, and which reads an
     answer that is one JSON document instead of SSE with `read_whole` (the unary answer parser)."""
 
-    __slots__ = ("_document", "_head", "_inner", "_read_whole")
+    __slots__ = ("_answer", "_document", "_head", "_inner", "_read_whole")
 
     def __init__(self, inner: StreamTranslator, read_whole: Callable[[bytes], object]) -> None:
         self._inner = inner
         self._read_whole = read_whole
         self._head: bytearray | None = bytearray()  # None once the body is known to be SSE
         self._document = False  # whether the body is a JSON document
+        self._answer: list[StreamChunk] | None = None  # the document's answer, as stream chunks
 
     @property
     def usage(self) -> Usage | None:
@@ -82,13 +85,15 @@ class GuardedStream:
             if self._head is not None:
                 data = self._sniff(data)
                 if not data:
-                    return []
+                    return self._answered()
             return self._inner.feed(data)
         except _READ_ERRORS as exc:
             raise _unreadable("stream", exc) from None
 
     def close(self) -> list[StreamChunk]:
         try:
+            if self._answer is not None:
+                return self._answered()
             if self._document:
                 assert self._head is not None
                 body = bytes(self._head)
@@ -98,6 +103,7 @@ class GuardedStream:
                     raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with "
                                         f"JSON instead of SSE that is not one whole document: {body_excerpt(body)}", status=200) from None
                 self._whole_document(body)
+                return self._answered()
             if self._head:  # whitespace only: the translator says how the stream broke
                 self._inner.feed(bytes(self._head))
             return self._inner.close()
@@ -112,6 +118,11 @@ class GuardedStream:
         """
         head = self._head
         assert head is not None
+        if self._answer is not None:
+            if data.strip(_WHITESPACE):
+                raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with a JSON "
+                                    f"document followed by more: {body_excerpt(data)}", status=200)
+            return b""
         head += data
         if not self._document:
             start = len(head) - len(head.lstrip(_WHITESPACE))
@@ -134,10 +145,47 @@ class GuardedStream:
         return b""
 
     def _whole_document(self, body: bytes) -> None:
-        """Raise the error the document carries, classified by the provider's answer parser."""
-        self._read_whole(body)  # raises the classified UpstreamError for an error document
-        raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with one JSON "
-                            f"document instead of a stream: {body_excerpt(body)}", status=200)
+        """The answer the document is, or the error it carries, classified by the provider's answer parser."""
+        result = self._read_whole(body)  # raises the classified UpstreamError for an error document
+        if not isinstance(result, ChatResult):
+            raise UpstreamError(FailureKind.SERVER_ERROR, "The upstream answered a stream request with one JSON "
+                                f"document instead of a stream: {body_excerpt(body)}", status=200)
+        self._answer = _as_stream(result)
+        self._inner.usage = result.usage
+        reasons = [c.get("finish_reason") for c in result.data.get("choices") or () if isinstance(c, dict)]
+        self._inner.finish_reason = next((r for r in reasons if isinstance(r, str) and r), None)
+
+    def _answered(self) -> list[StreamChunk]:
+        """The document's answer, once; nothing before it is whole or after it was given."""
+        answer = self._answer
+        if not answer:
+            return []
+        self._answer = []
+        return answer
+
+
+_CHUNK_FIELDS = ("id", "created", "model", "system_fingerprint", "service_tier")
+
+
+def _as_stream(result: ChatResult) -> list[StreamChunk]:
+    """A whole chat completion as the stream that would have carried it: one chunk with each choice's
+    whole message as its delta and its finish reason, then the usage chunk."""
+    data = result.data
+    head: dict[str, Any] = {name: data[name] for name in _CHUNK_FIELDS if name in data}
+    head["object"] = "chat.completion.chunk"
+    choices: list[dict[str, Any]] = []
+    for index, choice in enumerate(data.get("choices") or ()):
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
+        delta = {k: v for k, v in message.items() if v is not None and k not in ("tool_calls", "annotations")}
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(calls) if isinstance(call, dict)]
+        choices.append({"index": choice.get("index", index), "delta": delta,
+                        "logprobs": choice.get("logprobs"), "finish_reason": choice.get("finish_reason")})
+    return [StreamChunk({**head, "choices": choices}),
+            StreamChunk({**head, "choices": [], "usage": usage if isinstance(usage := data.get("usage"), dict)
+                         else result.usage.to_openai()})]
 
 
 class GuardedProvider:

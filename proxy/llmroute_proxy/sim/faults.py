@@ -48,6 +48,9 @@ class FaultKind(StrEnum):
     """HTTP 200 whose body is the error the `status` fault would send (the provider's native shape,
     as JSON, even when the request asked for a stream; Gemini's wrapped in a list on
     `streamGenerateContent` with quirks), as providers and the proxies in front of them sometimes answer."""
+    IGNORE_STREAM = "ignore_stream"
+    """A stream request (`stream: true` in its body: OpenAI, Azure, Anthropic) is answered with the whole
+    answer as one JSON document, as some OpenAI-compatible servers and buffering proxies do."""
     PROMPT_BLOCKED = "prompt_blocked"
     """The provider's safety filter refuses the prompt itself: Gemini answers 200 with
     `promptFeedback.blockReason` and no candidates (streamed as one such chunk); OpenAI answers

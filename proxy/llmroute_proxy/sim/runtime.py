@@ -236,6 +236,8 @@ async def _sim_middleware(
     fault = state.faults.take(request.path)
     if fault is not None and fault.echo_key:
         fault = fault.echoing(presented_key(request))
+    if fault is not None and fault.kind is FaultKind.IGNORE_STREAM and isinstance(body, dict):
+        body = {name: value for name, value in body.items() if name not in ("stream", "stream_options")}
     request[SIM_CALL] = SimCall(state, body, fault)
     try:
         early = await _before_handler(request, state, fault)

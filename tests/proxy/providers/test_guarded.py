@@ -1,6 +1,7 @@
 """The guard every provider runs behind: a stream request answered with one JSON document instead
 of SSE, as providers and the proxies in front of them answer 200 with an error object as the body,
-is classified as that error, per provider type, never as a broken stream."""
+is classified as that error, per provider type, never as a broken stream; one that is a whole answer
+is that answer, as a stream."""
 
 from __future__ import annotations
 
@@ -145,22 +146,51 @@ def test_a_client_error_in_a_document_keeps_the_upstreams_message_for_the_client
 
 WHOLE_ANSWERS = {
     ProviderType.OPENAI: {"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
-                                       "finish_reason": "stop"}]},
+                          "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi", "refusal": None},
+                                       "logprobs": None, "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
     ProviderType.ANTHROPIC: {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
                              "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
-                             "usage": {"input_tokens": 1, "output_tokens": 1}},
+                             "usage": {"input_tokens": 3, "output_tokens": 1}},
     ProviderType.GEMINI: {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]},
-                                          "finishReason": "STOP"}]},
+                                          "finishReason": "STOP"}],
+                          "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4}},
 }
 
 
 @pytest.mark.parametrize("kind", list(WHOLE_ANSWERS))
-def test_a_stream_answered_with_a_whole_non_streamed_answer_is_a_server_error(kind: ProviderType) -> None:
+@pytest.mark.parametrize("delivery", ["whole", "byte by byte", "pretty, every 5 bytes", "after blank lines, crlf"])
+def test_a_stream_answered_with_a_whole_answer_is_that_answer_as_a_stream(kind: ProviderType, delivery: str) -> None:
+    """An OpenAI-compatible server or a buffering proxy that ignores `stream: true`: the answer is not lost."""
+    translator = stream_for(kind)
+    chunks = translate(translator, deliveries(orjson.dumps(WHOLE_ANSWERS[kind]))[delivery])
+    content = [chunk.data for chunk in chunks if chunk.data["choices"]]
+    assert [c["choices"][0]["delta"].get("content") for c in content] == ["Hi"]
+    assert content[0]["object"] == "chat.completion.chunk" and content[0]["choices"][0]["finish_reason"] == "stop"
+    usage = [chunk.data["usage"] for chunk in chunks if not chunk.data["choices"]]
+    assert len(usage) == 1 and (usage[0]["prompt_tokens"], usage[0]["completion_tokens"]) == (3, 1)
+    if kind is ProviderType.OPENAI:
+        assert usage == [WHOLE_ANSWERS[kind]["usage"]]  # the upstream's own usage object, as it sent it
+    assert translator.usage is not None and (translator.usage.input_tokens, translator.usage.output_tokens) == (3, 1)
+    assert translator.finish_reason == "stop"
+
+
+def test_a_whole_answer_with_tool_calls_streams_them_with_their_indexes() -> None:
+    answer = {"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": [
+        {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}}]}}]}
+    chunks = translate(stream_for(ProviderType.OPENAI_COMPATIBLE), [orjson.dumps(answer)])
+    delta = chunks[0].data["choices"][0]["delta"]
+    assert delta == {"role": "assistant", "tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+        {"index": 1, "id": "call_2", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}}]}
+
+
+def test_a_whole_answer_followed_by_more_bytes_is_the_targets_failure() -> None:
     with pytest.raises(UpstreamError) as caught:
-        translate(stream_for(kind), [orjson.dumps(WHOLE_ANSWERS[kind])])
-    assert caught.value.kind is FailureKind.SERVER_ERROR
-    assert "instead of a stream" in caught.value.message
+        translate(stream_for(ProviderType.OPENAI), [orjson.dumps(WHOLE_ANSWERS[ProviderType.OPENAI]), b"data: x"])
+    assert caught.value.kind is FailureKind.SERVER_ERROR and "followed by more" in caught.value.message
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
