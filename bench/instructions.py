@@ -7,7 +7,11 @@ callgrind's counters are zeroed, an exact number of requests is sent (`_load.py 
 counters are dumped. Instructions are not time (cache misses and syscalls are not in them), so read
 this beside `overhead.py`; it is what to compare when a change must show it made the work smaller.
 
-    .venv/bin/python bench/instructions.py [--requests 300] [--points ns,st] [--targets bare,llmroute]
+    .venv/bin/python bench/instructions.py [--requests 300] [--points ns,st,rs,rs_st] [--targets bare,llmroute]
+
+Points `rs` and `rs_st` send the same prompt to `/v1/responses` (non-streaming, streaming) on the same
+route and upstream: llmroute only (the bare proxy speaks chat completions), printed as Responses ÷
+chat completions beside `ns` and `st`, the cost of the Responses translation in instructions.
 
 Needs `valgrind` (`apt-get install -y valgrind`), which provides `callgrind_control`. About 3 minutes:
 a proxy under callgrind runs ~50x slower, and llmroute takes ~30 s to start there.
@@ -25,9 +29,22 @@ from pathlib import Path
 import orjson
 
 from _processes import Harness, free_port, harness, llmroute_command
-from overhead import HERE, PYTHON, SIDECAR_CONFIG, chat_works, start_upstream, wait_until
+from overhead import (
+    CHAT_PATH,
+    HERE,
+    PYTHON,
+    RESPONSES_PATH,
+    SIDECAR_CONFIG,
+    chat_works,
+    start_upstream,
+    wait_until,
+)
 
-POINTS = {"ns": False, "st": True}  # point -> streamed (20 content events, usage, [DONE], as overhead.py)
+# point -> (path, streamed): streams of 20 content events, usage, [DONE] from the upstream, as overhead.py
+POINTS = {"ns": (CHAT_PATH, False), "st": (CHAT_PATH, True),
+          "rs": (RESPONSES_PATH, False), "rs_st": (RESPONSES_PATH, True)}
+VERSUS = {"rs": "ns", "rs_st": "st"}
+"""A Responses point -> the chat completions point it is compared with (same route, same upstream)."""
 WARMUP = 60
 CONCURRENCY = 8
 START_TIMEOUT_S = 240.0
@@ -59,9 +76,15 @@ def start(h: Harness, target: str, upstream: str) -> tuple[str, subprocess.Popen
     return base, proc, profile
 
 
-def load(base: str, stream: bool, requests: int) -> int:
+def serves(target: str, point: str) -> bool:
+    """Only llmroute speaks the Responses API; the bare proxy relays chat completions."""
+    return target != "bare" or point not in VERSUS
+
+
+def load(base: str, point: str, requests: int) -> int:
     """Send exactly `requests` requests (CONCURRENCY at a time); the number answered."""
-    command = [PYTHON, str(HERE / "_load.py"), "--url", base + "/v1/chat/completions", "-c", str(CONCURRENCY),
+    path, stream = POINTS[point]
+    command = [PYTHON, str(HERE / "_load.py"), "--url", base + path, "-c", str(CONCURRENCY),
                "-n", str(requests), "--seconds", "600", "--warmup", "0", *(["--stream"] if stream else [])]
     done = subprocess.run(command, capture_output=True, check=False, timeout=900)
     result = orjson.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {}
@@ -89,9 +112,11 @@ def measure(h: Harness, target: str, upstream: str, points: list[str], requests:
     base, proc, profile = start(h, target, upstream)
     per_request: dict[str, float] = {}
     for point in points:
-        load(base, POINTS[point], WARMUP)
+        if not serves(target, point):
+            continue
+        load(base, point, WARMUP)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], capture_output=True, check=True, timeout=120)
-        answered = load(base, POINTS[point], requests)
+        answered = load(base, point, requests)
         per_request[point] = instructions(proc, profile) / max(answered, 1)
     h.stop(proc)
     return per_request
@@ -100,25 +125,38 @@ def measure(h: Harness, target: str, upstream: str, points: list[str], requests:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="measured requests per point and target")
-    parser.add_argument("--points", default="ns,st", help="ns (non-streaming), st (streaming)")
+    parser.add_argument("--points", default="ns,st,rs,rs_st",
+                        help="ns (non-streaming), st (streaming), rs and rs_st (the same on /v1/responses)")
     parser.add_argument("--targets", default="bare,llmroute", help="bare must come with llmroute for the ratio")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("instructions.py needs valgrind (apt-get install -y valgrind)")
     points = [p for p in args.points.split(",") if p]
     targets = [t for t in args.targets.split(",") if t]
+    if set(points) - set(POINTS) or set(targets) - {"bare", "llmroute"}:
+        parser.error(f"--points takes {', '.join(POINTS)}; --targets takes bare, llmroute")
     with harness("llmroute-instructions-") as h:
         upstream = start_upstream(h)
         figures = {target: measure(h, target, upstream, points, args.requests) for target in targets}
-    print(f"\ninstructions per request ({args.requests} requests per point, {CONCURRENCY} at a time, under callgrind)")
-    print(f"  {'point':8} " + "".join(f"{t:>14}" for t in targets) + ("   bare ÷ llmroute" if "bare" in figures
-                                                                       and "llmroute" in figures else ""))
-    for point in points:
-        row = "".join(f"{figures[t][point]:>14,.0f}" for t in targets)
-        if "bare" in figures and "llmroute" in figures:
-            row += f"   {figures['bare'][point] / figures['llmroute'][point]:.2f}"
-        print(f"  {point:8} {row}")
+    print(report(figures, targets, points, args.requests))
 
+
+def report(figures: dict[str, dict[str, float]], targets: list[str], points: list[str], requests: int) -> str:
+    both = "bare" in figures and "llmroute" in figures
+    lines = [f"\ninstructions per request ({requests} requests per point, {CONCURRENCY} at a time, under callgrind)",
+             f"  {'point':8} " + "".join(f"{t:>14}" for t in targets) + ("   bare ÷ llmroute" if both else "")]
+    for point in points:
+        row = "".join(f"{figures[t][point]:>14,.0f}" if point in figures[t] else f"{'-':>14}" for t in targets)
+        if both and point in figures["bare"]:
+            row += f"   {figures['bare'][point] / figures['llmroute'][point]:.2f}"
+        lines.append(f"  {point:8} {row}")
+    llmroute = figures.get("llmroute", {})
+    for point, versus in VERSUS.items():
+        if point in llmroute and versus in llmroute:
+            extra = llmroute[point] - llmroute[versus]
+            lines.append(f"  llmroute {point} ÷ {versus} (Responses ÷ chat completions): "
+                         f"{llmroute[point] / llmroute[versus]:.3f} ({extra:+,.0f} instructions per request)")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
