@@ -39,28 +39,24 @@ def sse(event: JSON) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
+_EVENTS: dict[str, bytes] = {}
+"""kind → `sse({"type": kind, "sequence_number": %d, …})` up to the sequence number's comma, with `%b`
+for the rest of the object: the JSON of the event's other fields without its opening brace."""
+
+
+def _event_template(kind: str) -> bytes:
+    template = _EVENTS.get(kind)
+    if template is None:
+        name = kind.encode()  # the kinds are ASCII names: nothing to escape, no `%`
+        template = _EVENTS[kind] = (b"event: " + name + b'\ndata: {"type":"' + name
+                                    + b'","sequence_number":%d,%b\n\n')
+    return template
+
+
 def _whole_response_event(kind: str, sequence: int, response_json: bytes) -> bytes:
     """`sse({"type": kind, "sequence_number": sequence, "response": response})`, from the
     response's JSON encoded once (the same bytes: orjson writes keys in insertion order)."""
-    return (b"event: %b\ndata: {\"type\":\"%b\",\"sequence_number\":%d,\"response\":%b}\n\n"
-            % (kind.encode(), kind.encode(), sequence, response_json))
-
-
-def _plain_text(chunk: JSON) -> str | None:
-    """The text of a chunk that carries nothing but the next piece of text of choice 0, else None."""
-    choices = chunk.get("choices")
-    if not choices or len(choices) != 1 or chunk.get("usage"):
-        return None
-    choice = choices[0]
-    delta = choice.get("delta")
-    if choice.get("finish_reason") or choice.get("index", 0) != 0 or type(delta) is not dict:
-        return None
-    text = delta.get("content")
-    if type(text) is not str or not text:
-        return None
-    if len(delta) > 1 and (delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content")):
-        return None
-    return text
+    return _event_template(kind) % (sequence, b'"response":' + response_json + b"}")
 
 
 class _Item:
@@ -106,21 +102,38 @@ class ResponsesStreamEncoder:
 
     def encode_chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
         """The events for the chunks of one upstream read, as one write. The common chunk, one more
-        piece of the text being written, is one template filled in: no event dict, no call per event."""
+        piece of the text being written, is one template filled in: no event dict, no call per event.
+        This loop runs for every text delta of every stream, so what it reads of `self` is kept in
+        locals, refreshed only after a chunk that is not a plain delta (only `_encode` changes them)."""
+        if self._ended:
+            return b""
         out: list[bytes] = []
+        dumps = orjson.dumps
+        item = self._open
+        template = item.delta_event if item is not None else None
+        sequence = self._sequence
         for chunk in chunks:
-            if self._ended:
-                break
             data = chunk.data
-            item = self._open
-            if item is not None and item.delta_event is not None:
-                text = _plain_text(data)
-                if text is not None:
-                    item.text.append(text)
-                    out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
-                    self._sequence += 1
-                    continue
+            if template is not None:
+                # a chunk that carries nothing but the next piece of text of choice 0: one more delta
+                choices = data.get("choices")
+                if choices and len(choices) == 1 and not data.get("usage"):
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if type(delta) is dict and not choice.get("finish_reason") and choice.get("index", 0) == 0:
+                        text = delta.get("content")
+                        if type(text) is str and text and (len(delta) == 1 or not (
+                                delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content"))):
+                            item.text.append(text)  # type: ignore[union-attr]
+                            out.append(template % (sequence, dumps(text)))
+                            sequence += 1
+                            continue
+            self._sequence = sequence
             self._encode(data, out)
+            sequence = self._sequence
+            item = self._open
+            template = item.delta_event if item is not None else None
+        self._sequence = sequence
         return b"".join(out)
 
     def _encode(self, chunk: JSON, out: list[bytes]) -> None:
@@ -156,7 +169,9 @@ class ResponsesStreamEncoder:
     # ---- events ----------------------------------------------------------------------------
 
     def _emit(self, out: list[bytes], kind: str, **fields: Any) -> None:
-        out.append(sse({"type": kind, "sequence_number": self._sequence, **fields}))  # now: items change later
+        """`sse({"type": kind, "sequence_number": …, **fields})` (`fields` never empty), encoded now: items
+        change later. orjson writes keys in order, so the fields' JSON is the event's after its number."""
+        out.append(_event_template(kind) % (self._sequence, orjson.dumps(fields)[1:]))
         self._sequence += 1
 
     def _start(self, model: Any, out: list[bytes]) -> None:
