@@ -158,6 +158,35 @@ class StreamChunk:
         self.native = native  # the provider's own SSE event bytes, for same-dialect pass-through
 
 
+class WholeStream:
+    """An OpenAI stream that arrived whole and was judged by its bytes, to be forwarded as they are.
+
+    `body` is the upstream's SSE body, ending with `data: [DONE]`; the events before
+    `usage_start` show output, the one from there to `[DONE]` is the usage event
+    (`usage_start` is where `[DONE]` begins when there is none).
+    """
+
+    __slots__ = ("body", "usage_start")
+
+    def __init__(self, body: bytes, usage_start: int) -> None:
+        self.body = body
+        self.usage_start = usage_start
+
+
+class WholeStreamReader(Protocol):
+    """What a stream translator may also do: judge a stream that arrived whole, in one read, without
+    translating it event by event. None when it cannot vouch for it that way: then `feed` and
+    `close` read it, as any other. Sets `usage` and `finish_reason` as they would."""
+
+    def judge_whole(self, body: bytes) -> WholeStream | None: ...
+
+
+class WholeStreamWriter(Protocol):
+    """What an encoder may also do: answer with a `WholeStream` (its client speaks OpenAI)."""
+
+    def write_whole(self, stream: WholeStream) -> bytes: ...
+
+
 def is_usage_chunk(chunk: Mapping[str, Any]) -> bool:
     return not chunk.get("choices") and chunk.get("usage") is not None
 

@@ -19,6 +19,10 @@ class SSEParser:
         self._event: bytes | None = None
         self._data: list[bytes] = []
 
+    def idle(self) -> bool:
+        """Whether nothing is buffered: no event has begun."""
+        return not self._buffer and not self._data and self._event is None
+
     def single_data(self, chunk: bytes) -> bytes | None:
         """The payload when `chunk` is exactly one whole one-line `data:` event and nothing is
         buffered: a token's arrival in a live stream, the hottest case. None otherwise."""

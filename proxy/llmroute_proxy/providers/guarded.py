@@ -32,6 +32,7 @@ from llmroute_proxy.dialects.base import (
     StreamTranslator,
     UpstreamRequest,
     Usage,
+    WholeStream,
 )
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.errors import FailureKind, UpstreamError
@@ -55,11 +56,12 @@ class GuardedStream:
     """A stream translator whose unexpected failures are `UpstreamError`s, and which reads an
     answer that is one JSON document instead of SSE with `read_whole` (the unary answer parser)."""
 
-    __slots__ = ("_answer", "_document", "_head", "_inner", "_read_whole")
+    __slots__ = ("_answer", "_document", "_head", "_inner", "_judge", "_read_whole")
 
     def __init__(self, inner: StreamTranslator, read_whole: Callable[[bytes], object]) -> None:
         self._inner = inner
         self._read_whole = read_whole
+        self._judge: Callable[[bytes], WholeStream | None] | None = getattr(inner, "judge_whole", None)
         self._head: bytearray | None = bytearray()  # None once the body is known to be SSE
         self._document = False  # whether the body is a JSON document
         self._answer: list[StreamChunk] | None = None  # the document's answer, as stream chunks
@@ -87,6 +89,16 @@ class GuardedStream:
                 if not data:
                     return self._answered()
             return self._inner.feed(data)
+        except _READ_ERRORS as exc:
+            raise _unreadable("stream", exc) from None
+
+    def judge_whole(self, body: bytes) -> WholeStream | None:
+        """The inner translator's judgement of a stream that arrived whole, before anything was fed
+        (a JSON document is never one: it takes `feed`)."""
+        if self._judge is None or self._head is None or self._head:
+            return None
+        try:
+            return self._judge(body)
         except _READ_ERRORS as exc:
             raise _unreadable("stream", exc) from None
 

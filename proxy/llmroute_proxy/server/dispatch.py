@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from llmroute_proxy.dialects.base import (
     StreamTranslator,
     UpstreamRequest,
     Usage,
+    WholeStream,
     carries_output,
 )
 from llmroute_proxy.errors import (
@@ -236,7 +237,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
                 body = upstream.chunks()
-                primed, ended = await _prime(body, upstream.at_eof, translator)
+                primed, ended, whole = await _prime(body, upstream.at_eof, translator, ex.encoder)
                 upstream.idle_timeout = policy.idle_timeout
         except TimeoutError:
             raise UpstreamError(FailureKind.TIMEOUT, f"no first token within {first_token_budget:.3g}s") from None
@@ -247,9 +248,10 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         if ended:
             # The whole stream came in the first reads: one answer with its length, in one write
             # (writes are syscalls), judged whole before anything was sent.
-            head = ex.encoder.chunks(primed)
             _succeeded(sidecar, ex, planner, run, translator.usage, _finish_reason(translator), None)
-            return web.Response(body=head + ex.encoder.end(ex.usage), headers=headers)
+            if whole is None:
+                whole = ex.encoder.chunks(primed) + ex.encoder.end(ex.usage)
+            return web.Response(body=whole, headers=headers)
         response = _EventStream(headers=headers)
         await response.prepare(ex.http)
         try:
@@ -294,20 +296,36 @@ async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: 
     await response.write(ex.encoder.stream_error(scrubbed))
 
 
-async def _prime(body: object, at_eof: Callable[[], bool],
-                 translator: StreamTranslator) -> tuple[list[StreamChunk], bool]:
+async def _prime(body: AsyncIterator[bytes], at_eof: Callable[[], bool], translator: StreamTranslator,
+                 encoder: Encoder) -> tuple[list[StreamChunk], bool, bytes | None]:
     """Read until the first chunk that shows output, or to the end when it has all arrived.
-    Returns (chunks so far, stream ended)."""
+    Returns (chunks so far, stream ended, None), or ([], True, the whole answer) for an OpenAI
+    stream that arrived whole in the first read and that its translator vouched for by its bytes
+    (the common case: a short answer, a fast model), written for an OpenAI client as it came."""
     primed: list[StreamChunk] = []
-    async for data in body:  # type: ignore[attr-defined]
+    whole: bytes | None = None
+    first = True
+    async for data in body:
+        if first and at_eof():
+            first = False
+            reader: Callable[[bytes], WholeStream | None] | None = getattr(translator, "judge_whole", None)
+            writer: Callable[[WholeStream], bytes] | None = getattr(encoder, "write_whole", None)
+            judged = reader(data) if reader is not None and writer is not None else None
+            if judged is not None:
+                assert writer is not None
+                whole = writer(judged)
+                continue  # the next read finds the end
+        first = False
         out = translator.feed(data)
         primed.extend(out)
         if not at_eof() and any(carries_output(chunk.data) for chunk in out):
-            return primed, False
+            return primed, False, None
+    if whole is not None:
+        return primed, True, whole
     primed.extend(translator.close())
     if not any(carries_output(chunk.data) for chunk in primed):
         raise UpstreamError(FailureKind.STREAM_BROKEN, "stream ended without any output")
-    return primed, True
+    return primed, True, None
 
 
 async def _classified(provider: Provider, upstream: UpstreamResponse) -> UpstreamError:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import orjson
 import pytest
 from aiohttp import web
+from openai.types.chat import ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
 
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.sim import FaultPlan
 from tests.proxy.documents import provider, route, target
 from tests.proxy.stack import Stack
@@ -30,6 +34,14 @@ CONFIG = [
           default_tier="ha",
           outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
     route("good", {"one": [target("complete", "gpt-4o-mini")]}, default_tier="one"),
+    provider("metered", "openai", "{metered}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    provider("erring", "openai", "{erring}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    provider("on-choice", "openai-compatible", "{on_choice}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    route("metered", {"one": [target("metered", "gpt-4o-mini")]}, default_tier="one"),
+    route("on-choice", {"one": [target("on-choice", "gpt-4o-mini")]}, default_tier="one"),
+    route("erring", {"ha": [target("erring", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)]},
+          default_tier="ha",
+          outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
 ]
 
 HELLO: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
@@ -45,6 +57,14 @@ def _chunk(content: str) -> bytes:
 
 
 CONTENT = _chunk("Half ") + _chunk("an answer")
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+USAGE_EVENT = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                      "choices": [], "usage": USAGE})
+IN_BAND_ERROR = _event({"error": {"message": "The server had an error while processing your request.",
+                                  "type": "server_error", "param": None, "code": None}})
+FINISH_WITH_USAGE = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk", "created": 1,
+                            "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                            "usage": USAGE}) + b"data: [DONE]\n\n"
 FINISH = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"data: [DONE]\n\n"
 
@@ -77,8 +97,22 @@ def _stack(tmp: pytest.TempPathFactory, gap_s: float) -> Stack:
     def complete(faults: FaultPlan) -> web.Application:
         return stream_app(_chunk("Whole "), _chunk("answer") + FINISH, gap_s)
 
-    return Stack(tmp.mktemp("whole"), config=CONFIG, extra_sims={"broken": broken, "complete": complete},
-                 delivery=None)
+    def metered(faults: FaultPlan) -> web.Application:
+        """A stream with its usage in a chunk of its own, as OpenAI sends it."""
+        return stream_app(_chunk("Whole "), _chunk("answer") + FINISH.replace(b"data: [DONE]", USAGE_EVENT.rstrip()
+                                                                                + b"\n\ndata: [DONE]"), gap_s)
+
+    def erring(faults: FaultPlan) -> web.Application:
+        """A stream whose error comes in band after some content, then ends as if well."""
+        return stream_app(_chunk("Half "), IN_BAND_ERROR + FINISH, gap_s)
+
+    def on_choice(faults: FaultPlan) -> web.Application:
+        """A compatible server's stream with its usage on the finish chunk."""
+        return stream_app(_chunk("Whole "), _chunk("answer") + FINISH_WITH_USAGE, gap_s)
+
+    return Stack(tmp.mktemp("whole"), config=CONFIG, extra_sims={
+        "broken": broken, "complete": complete, "metered": metered, "erring": erring, "on-choice": on_choice},
+        delivery=None)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +160,38 @@ def test_a_stream_still_arriving_is_relayed_chunked(in_two_parts: Stack) -> None
     stream = client.chat.completions.with_raw_response.create(model="one", messages=HELLO, stream=True)
     assert stream.headers["transfer-encoding"] == "chunked" and "content-length" not in stream.headers
     assert "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices) == "Whole answer"
+
+
+def _text(chunks: openai.Stream[ChatCompletionChunk]) -> tuple[str, list[CompletionUsage]]:
+    received = list(chunks)
+    return ("".join(c.choices[0].delta.content or "" for c in received if c.choices),
+            [c.usage for c in received if c.usage is not None])
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_whole_stream_shows_its_usage_only_to_a_client_that_asked_and_is_billed_either_way(
+        whole: Stack, include_usage: bool) -> None:
+    client = _client(whole).with_options(default_headers={"x-llmroute-route": "metered"})
+    options: Any = {"stream_options": {"include_usage": True}} if include_usage else {}
+    text, usages = _text(client.chat.completions.create(model="one", messages=HELLO, stream=True, **options))
+    assert text == "Whole answer"
+    assert [(u.prompt_tokens, u.completion_tokens) for u in usages] == ([(7, 3)] if include_usage else [])
+    outcome = whole.call(lambda: whole.sidecar.decisions[-1])
+    assert outcome.usage == Usage(input_tokens=7, output_tokens=3) and outcome.cost_usd is not None
+
+
+def test_an_in_band_error_in_a_stream_that_arrived_whole_fails_over_invisibly(whole: Stack) -> None:
+    client = _client(whole).with_options(default_headers={"x-llmroute-route": "erring"})
+    stream = client.chat.completions.with_raw_response.create(model="ha", messages=HELLO, stream=True)
+    assert (stream.headers["x-llmroute-provider"], stream.headers["x-llmroute-attempts"]) == ("oai-b", "2")
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream.parse() if chunk.choices)
+    assert text and "Half" not in text
+
+
+def test_usage_on_the_finish_chunk_of_a_whole_stream_reaches_the_client_as_a_chunk_of_its_own(whole: Stack) -> None:
+    client = _client(whole).with_options(default_headers={"x-llmroute-route": "on-choice"})
+    received = list(client.chat.completions.create(model="one", messages=HELLO, stream=True,
+                                                   stream_options={"include_usage": True}))
+    assert [c.usage is not None for c in received] == [False, False, False, True]
+    assert received[-1].choices == [] and received[-1].usage is not None
+    assert (received[-1].usage.prompt_tokens, received[-1].usage.completion_tokens) == (7, 3)

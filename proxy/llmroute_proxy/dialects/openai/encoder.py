@@ -6,7 +6,14 @@ from collections.abc import Iterable
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk, Usage, is_usage_chunk
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    StreamChunk,
+    Usage,
+    WholeStream,
+    is_usage_chunk,
+)
 from llmroute_proxy.dialects.openai.errors import openai_error_body
 from llmroute_proxy.errors import LLMRouteError
 
@@ -34,6 +41,13 @@ class OpenAIEncoder:
             raw = chunk.raw
             out.append(raw if raw is not None else orjson.dumps(chunk.data))
         return b"data: " + b"\n\ndata: ".join(out) + b"\n\n" if out else b""
+
+    def write_whole(self, stream: WholeStream) -> bytes:
+        """The upstream's own bytes, without the usage event when the client did not ask for usage."""
+        body = stream.body
+        if self._include_usage or stream.usage_start == len(body) - len(DONE):
+            return body
+        return body[:stream.usage_start] + DONE
 
     def end(self, usage: Usage | None) -> bytes:
         return DONE
