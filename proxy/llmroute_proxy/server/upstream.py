@@ -1,23 +1,32 @@
 """The one seam through which the sidecar talks to providers.
 
-Every upstream call goes through `UpstreamClient`, and every aiohttp failure is mapped here,
-in one place, to an `UpstreamError` whose `kind` drives failover. Tests replace the whole
-client, or point it at simulated providers on loopback.
+Every upstream call goes through `UpstreamClient` (an HTTP/1.1 client of our own: `http1.py`
+for one connection, `pool.py` for keep-alive), and every failure is mapped here, in one place,
+to an `UpstreamError` whose `kind` drives failover. Tests replace the whole client, or point it
+at simulated providers on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable
 from types import TracebackType
 from typing import Literal
 
-import aiohttp
+from multidict import CIMultiDictProxy
 
 from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.server.http1 import (
+    CertificateUntrusted,
+    ConnectFailed,
+    ConnectionLost,
+    Http1Connection,
+    describe_os_error,
+    request_head,
+)
+from llmroute_proxy.server.pool import KEEPALIVE_S, ConnectionPool, Resolver, getaddrinfo, split_url
 from llmroute_proxy.trust import client_context
 
 MAX_ERROR_BODY = 64 * 1024
@@ -26,21 +35,29 @@ MAX_CA_BUNDLES = 64
 
 
 class UpstreamResponse:
-    """An open upstream response. Close it (or use `async with`) to free the connection."""
+    """An open upstream response. Close it (or use `async with`) to free the connection.
 
-    __slots__ = ("_response", "_target", "headers", "idle_timeout", "status")
+    Once the body has been read to its end, the connection goes back to the pool at once (the
+    response no longer needs it); `close` before that closes the connection.
+    """
 
-    def __init__(self, response: aiohttp.ClientResponse, target: str) -> None:
-        self._response = response
+    __slots__ = ("_conn", "_eof", "_pool", "_target", "content_length", "headers", "idle_timeout", "status")
+
+    def __init__(self, conn: Http1Connection, pool: ConnectionPool, target: str) -> None:
+        self._conn: Http1Connection | None = conn
+        self._pool = pool
         self._target = target
+        self._eof = False
         self.idle_timeout: float | None = None
-        self.status = response.status
-        self.headers = response.headers
+        self.status = conn.status
+        assert conn.headers is not None
+        self.headers: CIMultiDictProxy[str] = conn.headers
+        self.content_length = conn.content_length
 
     async def read(self, limit: int = MAX_RESPONSE_BODY) -> bytes:
         """The whole body, however the network splits and delays it. A body larger than `limit`
         (declared or found so) is a SERVER_ERROR failure, and no more of it is read."""
-        declared = self._response.content_length
+        declared = self.content_length
         if declared is not None and declared > limit:
             raise UpstreamError(FailureKind.SERVER_ERROR, f"{self._target}: response larger than {limit} bytes")
         body, more = await self._collect(limit)
@@ -57,18 +74,29 @@ class UpstreamResponse:
     async def _collect(self, limit: int) -> tuple[bytes, bool]:
         """Read to the end of the body or until past `limit`: (at most `limit` bytes, whether more came).
 
-        aiohttp's `content.read(n)` returns what is buffered so far, not `n` bytes: an answer
-        split across TCP segments would be cut short. Every body read goes through this loop.
+        A read returns what has arrived so far, not `limit` bytes: an answer split across TCP
+        segments would be cut short. Every body read goes through this loop.
         """
         parts: list[bytes] = []
         size = 0
         with _mapped(self._target):
-            async for data in self._response.content.iter_any():
+            while data := await self._read_any():
                 parts.append(data)
                 size += len(data)
                 if size > limit:
                     return b"".join(parts)[:limit], True
-        return b"".join(parts), False
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), False
+
+    async def _read_any(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            return b""
+        data = await conn.read_any()
+        if conn.drained:  # read to the end: the connection may carry the next request now
+            self._conn = None
+            self._eof = True
+            self._pool.release(conn)
+        return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Once `idle_timeout` is set, waiting longer than that for data
@@ -78,12 +106,11 @@ class UpstreamResponse:
         One watchdog timer per stream, re-armed lazily from the time of the last data, instead of
         a timeout context per read: a long stream makes thousands of reads.
         """
-        content = self._response.content
         watchdog = _IdleWatchdog(self)
         try:
             while True:
                 with _mapped(self._target):
-                    data = await watchdog.guard(content.readany())
+                    data = await watchdog.guard(self._read_any())
                 if not data:
                     return
                 yield data
@@ -92,13 +119,19 @@ class UpstreamResponse:
 
     def at_eof(self) -> bool:
         """The whole body has arrived and been read."""
-        return self._response.content.at_eof()
+        return self._eof
 
     def close(self) -> None:
-        self._response.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def release(self) -> None:
-        self._response.release()
+        """Done with the response: its connection goes back to the pool if the body had all
+        arrived (unread bytes are dropped), else it is closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
 
     async def __aenter__(self) -> UpstreamResponse:
         return self
@@ -157,34 +190,30 @@ class _IdleWatchdog:
 
 
 class UpstreamClient:
-    """Sends `UpstreamRequest`s over one pooled keep-alive session.
+    """Sends `UpstreamRequest`s over pooled keep-alive connections (`server/pool.py`).
 
     TLS is verified with the system's CAs, as OpenSSL finds them when the client is created
     (so `SSL_CERT_FILE` and `SSL_CERT_DIR` apply), or with a target's own CA bundle alone.
     Connections are pooled per context: one verified against one bundle never serves another.
     """
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
         self._default_tls = client_context()
         self._bundle_tls: dict[str, ssl.SSLContext] = {}
 
     @classmethod
-    def create(cls) -> UpstreamClient:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
-        session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
-                                        skip_auto_headers=("User-Agent",), raise_for_status=False)
-        return cls(session)
+    def create(cls, *, resolve: Resolver = getaddrinfo, keepalive_s: float = KEEPALIVE_S) -> UpstreamClient:
+        return cls(ConnectionPool(keepalive_s=keepalive_s, resolve=resolve))
 
     async def send(self, request: UpstreamRequest, target: str, *, ca_bundle: str | None = None) -> UpstreamResponse:
         """Send and wait for the response headers; the caller bounds the wait with its deadlines."""
         with _mapped(target):
-            response = await self._session.request(
-                request.method, request.url, data=request.body, headers=request.headers,
-                allow_redirects=False, ssl=self._tls(ca_bundle),
-            )
-        return UpstreamResponse(response, target)
+            origin, path = split_url(request.url)
+            head, reusable = request_head(request.method, path, origin.host_header, request.headers, request.body)
+            tls = self._tls(ca_bundle) if origin.scheme == "https" else None
+            conn = await self._pool.request(origin, tls, head, request.body, reusable=reusable)
+        return UpstreamResponse(conn, self._pool, target)
 
     def _tls(self, ca_bundle: str | None) -> ssl.SSLContext:
         if ca_bundle is None:
@@ -197,11 +226,11 @@ class UpstreamClient:
         return context
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._pool.close()
 
 
 class _mapped:
-    """Turn aiohttp/OS failures into classified `UpstreamError`s, naming the target but no URL secret."""
+    """Turn connection and OS failures into classified `UpstreamError`s, naming the target but no URL secret."""
 
     __slots__ = ("_target",)
 
@@ -215,30 +244,21 @@ class _mapped:
                  tb: TracebackType | None) -> Literal[False]:
         if exc is None or isinstance(exc, UpstreamError | asyncio.CancelledError):
             return False
-        # aiohttp keeps some failures (a stream's ClientPayloadError in its StreamReader) while
-        # their traceback holds the frames that hold the reader: a cycle that keeps the attempt's
-        # response, transport and buffers alive until a full collection (issue 11, defect 2).
-        # Our error names the cause; the cause's frames are not worth that.
+        # A failure's traceback holds the frames that hold the connection and its buffers: kept
+        # as our error's cause, that would keep the attempt alive until a full collection
+        # (issue 11, defect 2). Our error names the cause; the cause's frames are not worth that.
         exc.__traceback__ = None
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            reason = getattr(exc.certificate_error, "verify_message", None) or _describe(exc.certificate_error)
+        if isinstance(exc, CertificateUntrusted):
             raise UpstreamError(FailureKind.CONNECTION,
-                                f"{self._target}: TLS certificate not trusted ({reason})") from exc
-        if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError | socket.gaierror):
-            raise UpstreamError(FailureKind.CONNECTION, f"{self._target}: cannot connect ({_describe(exc)})") from exc
-        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError
-                      | aiohttp.ClientOSError | ConnectionResetError):
+                                f"{self._target}: TLS certificate not trusted ({exc})") from exc
+        if isinstance(exc, ConnectFailed):
+            raise UpstreamError(FailureKind.CONNECTION, f"{self._target}: cannot connect ({exc})") from exc
+        if isinstance(exc, ConnectionLost | ConnectionResetError):
             raise UpstreamError(FailureKind.CONNECTION,
-                                f"{self._target}: connection lost ({_describe(exc)})") from exc
-        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+                                f"{self._target}: connection lost ({describe_os_error(exc)})") from exc
+        if isinstance(exc, TimeoutError):
             raise UpstreamError(FailureKind.TIMEOUT, f"{self._target}: timed out") from exc
-        if isinstance(exc, aiohttp.ClientError):
-            raise UpstreamError(FailureKind.CONNECTION, f"{self._target}: {_describe(exc)}") from exc
+        if isinstance(exc, OSError):
+            raise UpstreamError(FailureKind.CONNECTION,
+                                f"{self._target}: connection lost ({describe_os_error(exc)})") from exc
         return False
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or type(exc.os_error).__name__
-    text = str(exc) or type(exc).__name__
-    return text[:200]

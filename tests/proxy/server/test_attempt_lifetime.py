@@ -24,6 +24,7 @@ import pytest
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.routing.failover import AttemptPlanner
 from llmroute_proxy.server.dispatch import Exchange
+from llmroute_proxy.server.http1 import Http1Connection
 from llmroute_proxy.server.upstream import UpstreamResponse
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.table import TargetId
@@ -43,7 +44,7 @@ CONFIG = [
           outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
 ]
 
-PER_ATTEMPT = (Exchange, AttemptPlanner, UpstreamResponse, UpstreamError, aiohttp.ClientResponse)
+PER_ATTEMPT = (Exchange, AttemptPlanner, UpstreamResponse, UpstreamError, aiohttp.ClientResponse, Http1Connection)
 
 
 @pytest.fixture(scope="module")
