@@ -146,6 +146,9 @@ class Http1Connection(asyncio.Protocol):
         self._no_reuse = not reusable
         transport = self._transport
         assert transport is not None
+        if self._paused:  # the last answer ended with more unread than the high-water mark, then was dropped
+            self._paused = False
+            transport.resume_reading()
         if body and len(body) <= 65536:
             transport.write(head + body)
         else:

@@ -489,6 +489,21 @@ async def test_an_unread_stream_stops_the_socket_being_read_and_resumes_when_rea
             assert received == total
 
 
+async def test_a_whole_answer_dropped_unread_while_reading_was_paused_leaves_a_working_connection(
+        client: UpstreamClient) -> None:
+    body = b"x" * (READ_HIGH_WATER + 100_000)  # the last read completes it past the high-water mark
+    async with serving(keep_answering(ok(body))) as server:
+        async with asyncio.timeout(10):
+            answer = await client.send(request(server.url()), "t")
+            conn: Any = answer._conn
+            while not conn._complete:
+                await asyncio.sleep(0.005)
+            assert conn._paused
+            answer.release()  # whole, unread: back to the pool
+            assert await fetch(client, server.url()) == body
+    assert server.connections == 1
+
+
 async def test_a_cancelled_read_closes_the_connection_and_never_pools_it(client: UpstreamClient) -> None:
     async def script(server: RawServer, index: int, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
