@@ -13,7 +13,7 @@ socket. A reset is not retried (the server may have read the request: a provider
 requests must see each once), nor is a fresh connection's failure: those are the provider's.
 
 Names are resolved with `loop.getaddrinfo` for each new connection (injectable: `resolve`),
-and each address is tried in turn.
+and the addresses are raced as RFC 8305's happy eyeballs say (aiohappyeyeballs, as aiohttp did).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import aiohappyeyeballs
 
 from llmroute_proxy.server.http1 import (
     CertificateUntrusted,
@@ -39,6 +41,9 @@ Address = tuple[int, tuple[Any, ...]]
 Resolver = Callable[[str, int], Awaitable[Sequence[Address]]]
 
 KEEPALIVE_S = 60.0
+HAPPY_EYEBALLS_DELAY_S = 0.25
+"""With several addresses (IPv6 and IPv4), the next is tried this long after the last one
+started, not after it failed (RFC 8305, as aiohttp did)."""
 MAX_CACHED_URLS = 1024
 
 
@@ -171,22 +176,22 @@ class ConnectionPool:
             raise ConnectFailed(describe_os_error(exc)) from None
         if not addresses:
             raise ConnectFailed("no address found")
-        reason = "no address found"
-        for family, address in addresses:
-            conn = Http1Connection(loop, key)
-            try:
-                await loop.create_connection(
-                    lambda conn=conn: conn, address[0], address[1], family=family, ssl=tls,  # type: ignore[misc]
-                    server_hostname=origin.host if tls is not None else None)
-            except ssl.SSLCertVerificationError as exc:
-                raise CertificateUntrusted(exc.verify_message or describe_os_error(exc)) from None
-            except (OSError, ssl.SSLError) as exc:
-                reason = _strip_ssl_location(describe_os_error(exc))
-                continue
-            self._open.add(conn)
-            conn.on_lost = self._open.discard
-            return conn
-        raise ConnectFailed(reason)
+        infos = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address) for family, address in addresses]
+        try:
+            sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S)
+        except (OSError, RuntimeError) as exc:
+            raise ConnectFailed(describe_os_error(exc)) from None
+        conn = Http1Connection(loop, key)
+        try:
+            await loop.create_connection(lambda: conn, sock=sock, ssl=tls,
+                                         server_hostname=origin.host if tls is not None else None)
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateUntrusted(exc.verify_message or describe_os_error(exc)) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectFailed(_strip_ssl_location(describe_os_error(exc))) from None
+        self._open.add(conn)
+        conn.on_lost = self._open.discard
+        return conn
 
     async def close(self) -> None:
         self._closed = True

@@ -548,6 +548,24 @@ async def test_names_are_resolved_by_the_given_resolver() -> None:
     assert f"\r\nHost: provider.example:{server.port}\r\n".encode() in server.requests[0]
 
 
+async def test_an_address_that_refuses_is_passed_over_for_the_next(client: UpstreamClient) -> None:
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    dead_port = refusing.getsockname()[1]
+    refusing.close()
+
+    async with serving(keep_answering(ok())) as server:
+        async def resolve(host: str, port: int) -> Sequence[Address]:
+            return [(socket.AF_INET, ("127.0.0.1", dead_port)), (socket.AF_INET, ("127.0.0.1", server.port))]
+
+        two = UpstreamClient.create(resolve=resolve)
+        try:
+            assert await fetch(two, "http://provider.example/v1/chat/completions") == b'{"ok": true}'
+        finally:
+            await two.close()
+    assert b"\r\nHost: provider.example\r\n" in server.requests[0]
+
+
 async def test_a_name_that_does_not_resolve_cannot_connect_and_no_url_is_told() -> None:
     async def resolve(host: str, port: int) -> Sequence[Address]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
