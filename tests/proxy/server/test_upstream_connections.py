@@ -230,8 +230,8 @@ async def test_an_unread_answer_is_not_pooled(client: UpstreamClient) -> None:
     assert server.connections == 2
 
 
-async def test_an_idle_connection_is_closed_after_the_keepalive_time() -> None:
-    client = UpstreamClient.create(keepalive_s=0.05)
+async def test_an_idle_connection_is_closed_after_the_keepalive_time(client: UpstreamClient) -> None:
+    """No waiting for the 60 s: the pool's sweep is due then, and run as if they had passed."""
     closed = asyncio.Event()
 
     async def script(server: RawServer, index: int, reader: asyncio.StreamReader,
@@ -242,13 +242,20 @@ async def test_an_idle_connection_is_closed_after_the_keepalive_time() -> None:
         if await reader.read() == b"":
             closed.set()
 
-    try:
-        async with serving(script) as server:
-            assert await fetch(client, server.url()) == b'{"ok": true}'
-            async with asyncio.timeout(10):
-                await closed.wait()  # the client closed the idle connection by itself
-    finally:
-        await client.close()
+    pool: Any = client._pool
+    async with serving(script) as server:
+        assert await fetch(client, server.url()) == b'{"ok": true}'
+        [idle] = [conn for conns in pool._idle.values() for conn in conns]
+        assert pool._sweep.when() == pytest.approx(idle.idle_since + 60.0)
+        idle.idle_since -= 59.0
+        pool._expire()  # 59 s idle: kept
+        assert not idle.closed
+        idle.idle_since -= 1.0
+        pool._expire()  # 60 s: closed
+        async with asyncio.timeout(10):
+            await closed.wait()
+        assert await fetch(client, server.url()) == b'{"ok": true}'
+    assert server.connections == 2
 
 
 # --- stale connections
@@ -516,8 +523,10 @@ async def test_a_cancelled_read_closes_the_connection_and_never_pools_it(client:
     async with serving(script) as server:
         async with asyncio.timeout(10):
             answer = await client.send(request(server.url()), "t")
+            conn: Any = answer._conn
             reading = asyncio.create_task(answer.read())
-            await asyncio.sleep(0.01)
+            while conn._waiter is None:  # until the read waits for the rest
+                await asyncio.sleep(0)
             reading.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await reading
