@@ -68,9 +68,9 @@ def request_head(method: str, target: str, host: str, headers: Mapping[str, str]
                  body: bytes | None) -> tuple[bytes, bool]:
     """The request line and headers, and whether the connection may carry another request after it.
 
-    The request's own headers go out unchanged; `Host`, `Content-Length` and
-    `Accept: */*` and `Accept-Encoding: gzip, deflate` are added unless the request has them, as
-    aiohttp did (no User-Agent).
+    The request's own headers go out unchanged. `Host`, `Content-Length`, `Accept: */*` and
+    `Accept-Encoding: gzip, deflate` are added unless the request has them, as aiohttp did; no
+    User-Agent is.
     """
     own = {name.lower() for name in headers}
     lines = [f"{method} {target} HTTP/1.1\r\n"]
