@@ -7,9 +7,10 @@ limits bound concurrency.
 
 A request that fails on a reused connection before one byte of its response arrived, because
 the server closed that connection (a FIN, not a reset) or the request could not be written, is
-sent once more on a fresh connection, as Go's net/http does: the server closed the idle
-connection as the request went out, and a healthy provider must not be ejected for a stale
-socket. A reset is not retried (the server may have read the request: a provider that resets
+sent once more on a fresh connection: the server closed the idle connection as the request
+went out, and a healthy provider must not be ejected for a stale socket. (Go's net/http retries a
+POST only when none of it was written; this one is retried anyway, as failing over would send it
+again too.) A reset is not retried (the server may have read the request: a provider that resets
 requests must see each once), nor is a fresh connection's failure: those are the provider's.
 
 Names are resolved with `loop.getaddrinfo` for each new connection (injectable: `resolve`),
