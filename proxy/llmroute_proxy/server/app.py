@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.web_request import BaseRequest
 
 from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
@@ -32,7 +32,7 @@ from llmroute_proxy.routing.rules import RequestFacts
 from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
-from llmroute_proxy.server.origins import protect
+from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.table import ProviderType, Route, Table
@@ -52,8 +52,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     # aiohttp's own limit is set above ours so that we answer 413 in the client's error shape
     app = web.Application(client_max_size=sidecar.settings.max_body_bytes + 1)
     app[SIDECAR] = sidecar
-    app.middlewares.append(_undecodable_body_dropped)
-    protect(app, sidecar.settings.allow_origins, _refuse)
+    protect(app, sidecar.settings.allow_origins)  # its refusals and preflights: `browser_screen`
     app.cleanup_ctx.append(_scrubbed_logs)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
@@ -321,23 +320,6 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-@web.middleware
-async def _undecodable_body_dropped(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A body aiohttp cannot decode (Content-Encoding) and nobody read to its end: aiohttp would read on
-    after the answer, meet the error and log it as unhandled. It is read here; if it fails, the rest of
-    the connection's bytes mean nothing, so it ends and is closed after the answer."""
-    response = await handler(request)
-    if hdrs.CONTENT_ENCODING in request.headers and not request.content.is_eof():
-        try:
-            await request.read()
-        except web.RequestPayloadError:
-            request.content.feed_eof()
-            response.force_close()
-        except web.HTTPRequestEntityTooLarge:
-            pass
-    return response
-
-
 def _table(sidecar: Sidecar) -> Table:
     if sidecar.table is None:
         raise NoTableLoaded()
@@ -359,7 +341,7 @@ def _user(body: dict[str, Any]) -> str | None:
     return user if isinstance(user, str) else None
 
 
-def _early_headers(request: web.Request, sidecar: Sidecar) -> dict[str, str]:
+def _early_headers(request: BaseRequest, sidecar: Sidecar) -> dict[str, str]:
     """The x-llmroute-* headers known before any attempt: the route, when it can be told."""
     headers = {"x-llmroute-attempts": "0"}
     route = sidecar.table.route(request.headers.get(ROUTE_HEADER)) if sidecar.table is not None else None
@@ -368,10 +350,15 @@ def _early_headers(request: web.Request, sidecar: Sidecar) -> dict[str, str]:
     return headers
 
 
-def _refuse(request: web.Request, error: LLMRouteError) -> web.Response:
-    """An answer before any handler ran, in the dialect of the endpoint asked for."""
-    encoder = AnthropicEncoder("") if request.path.startswith("/v1/messages") else OpenAIEncoder(None)
-    return _error_response(encoder, error, _early_headers(request, request.app[SIDECAR]))
+def browser_screen(sidecar: Sidecar) -> Screen:
+    """The data plane's browser policy, for its listener's front door (see `origins`)."""
+
+    def refuse(request: BaseRequest, error: LLMRouteError) -> web.Response:
+        """An answer before any handler ran, in the dialect of the endpoint asked for."""
+        encoder = AnthropicEncoder("") if request.path.startswith("/v1/messages") else OpenAIEncoder(None)
+        return _error_response(encoder, error, _early_headers(request, sidecar))
+
+    return screen(sidecar.settings.allow_origins, refuse)
 
 
 def _error_response(encoder: Encoder, error: LLMRouteError, headers: dict[str, str] | None = None) -> web.Response:

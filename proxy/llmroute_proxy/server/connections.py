@@ -17,8 +17,9 @@ Each connection passes through a small protocol (`GuardedConnection`) in front o
 A connection past a deadline is answered 408 (when no answer has begun) and closed.
 
 Every request passes through the `FrontDoor` before aiohttp's application code (its expect handler, its
-router, the middlewares): it tells the connection when a request's head is complete and when its
-handler is done, and refuses an `Expect` or a Content-Encoding the sidecar cannot honour. What aiohttp
+router): it tells the connection when a request's head is complete and when its handler is done, refuses
+an `Expect` or a Content-Encoding the sidecar cannot honour, applies the listener's screen (the data
+plane's browser policy) and reads what is left of a body that could not be decoded. What aiohttp
 would answer itself in plain text (malformed HTTP, no route) is answered as JSON in the endpoint's
 dialect (`refusals`), with one WARNING line that names the peer, the path and what was wrong.
 """
@@ -39,6 +40,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
 from llmroute_proxy.server import refusals
+from llmroute_proxy.server.origins import Screen
 from llmroute_proxy.server.refusals import Refusal
 
 log = logging.getLogger("llmroute.proxy")
@@ -275,15 +277,18 @@ class GuardedConnection(asyncio.Protocol):
 
 
 class FrontDoor:
-    """Every request passes here before aiohttp's application code runs (its expect handler, its router,
-    the middlewares): tells the connection when a request starts and ends, refuses what the sidecar
-    cannot honour, and answers the router's 404 and 405 as JSON."""
+    """Every request passes here before aiohttp's application code runs (its expect handler, its router):
+    tells the connection when a request starts and ends, refuses what the sidecar cannot honour, asks the
+    listener's `screen` (the data plane's browser policy) whether to answer before the application, and
+    answers the router's 404 and 405 as JSON. What a middleware would do belongs here: aiohttp's
+    middlewares cost every request two calls and frames more."""
 
-    __slots__ = ("_guard", "_inner")
+    __slots__ = ("_guard", "_inner", "_screen")
 
-    def __init__(self, inner: AppHandler, guard: ConnectionGuard) -> None:
+    def __init__(self, inner: AppHandler, guard: ConnectionGuard, screen: Screen | None = None) -> None:
         self._inner = inner
         self._guard = guard
+        self._screen = screen
 
     async def __call__(self, request: BaseRequest) -> web.StreamResponse:
         transport = request.transport
@@ -295,15 +300,34 @@ class FrontDoor:
             refusal = _screened(request)
             if refusal is None:
                 try:
-                    return await self._inner(request)
+                    response = self._screen(request) if self._screen is not None else None
+                    if response is None:
+                        response = await self._inner(request)
                 except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
                     allowed = exc.headers.get(hdrs.ALLOW) if exc.status == 405 else None
                     refusal = refusals.not_routed(exc.status, request.method, request.path, allowed)
+                else:
+                    if hdrs.CONTENT_ENCODING in request.headers and not request.content.is_eof():
+                        await _undecodable_body_dropped(request, response)
+                    return response
             self._guard.request_refused(refusal, _peer(transport) if transport is not None else "?", request.path)
             return _json(refusal, request.path)
         finally:
             if guarded is not None:
                 guarded.request_done(request)
+
+
+async def _undecodable_body_dropped(request: BaseRequest, response: web.StreamResponse) -> None:
+    """A body aiohttp cannot decode (Content-Encoding) and nobody read to its end: aiohttp would read on
+    after the answer, meet the error and log it as unhandled. It is read here; if it fails, the rest of
+    the connection's bytes mean nothing, so it ends and is closed after the answer."""
+    try:
+        await request.read()
+    except web.RequestPayloadError:
+        request.content.feed_eof()
+        response.force_close()
+    except web.HTTPRequestEntityTooLarge:
+        pass
 
 
 def _screened(request: BaseRequest) -> Refusal | None:
@@ -371,12 +395,13 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 class GuardedSite(web.TCPSite):
     """A `TCPSite` whose connections pass through `guard` before reaching aiohttp."""
 
-    __slots__ = ("_guard",)
+    __slots__ = ("_guard", "_screen")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard,
-                 backlog: int = 1024) -> None:
+                 backlog: int = 1024, screen: Screen | None = None) -> None:
         super().__init__(runner, host, port, backlog=backlog)
         self._guard = guard
+        self._screen = screen
 
     async def start(self) -> None:
         # TCPSite.start, with the guard's protocol factory in front of the runner's server
@@ -384,7 +409,7 @@ class GuardedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         if not isinstance(server.request_handler, FrontDoor):
-            server.request_handler = FrontDoor(server.request_handler, self._guard)
+            server.request_handler = FrontDoor(server.request_handler, self._guard, self._screen)
         self._server = await asyncio.get_running_loop().create_server(
             self._guard.factory(server), self._host, self._port, backlog=self._backlog)
         if self._server.sockets:

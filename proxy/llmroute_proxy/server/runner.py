@@ -23,7 +23,7 @@ from llmroute_proxy.config import ConfigError, load_table
 from llmroute_proxy.errors import DrainDeadlinePassed
 from llmroute_proxy.server.accesslog import buffer_access_log
 from llmroute_proxy.server.admin import admin_app
-from llmroute_proxy.server.app import create_app
+from llmroute_proxy.server.app import browser_screen, create_app
 from llmroute_proxy.server.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from llmroute_proxy.server.state import Settings, Sidecar
 from llmroute_proxy.server.status import status_document
@@ -71,10 +71,10 @@ async def start_listeners(sidecar: Sidecar, listen: Listen) -> list[web.AppRunne
     admin_guard = ConnectionGuard(admin_limits, closed=lambda reason: closed.add(1.0, "admin", reason))
     sidecar.telemetry.register_connections(lambda: (("data", data_guard.open), ("admin", admin_guard.open)))
     runners = []
-    for runner, host, port, guard in ((data, listen.host, listen.port, data_guard),
-                                      (admin, listen.admin_host, listen.admin_port, admin_guard)):
+    for runner, host, port, guard, screen in ((data, listen.host, listen.port, data_guard, browser_screen(sidecar)),
+                                              (admin, listen.admin_host, listen.admin_port, admin_guard, None)):
         await runner.setup()
-        await GuardedSite(runner, host, port, guard, backlog=1024).start()
+        await GuardedSite(runner, host, port, guard, backlog=1024, screen=screen).start()
         runners.append(runner)
     return runners
 
