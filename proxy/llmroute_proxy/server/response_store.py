@@ -45,9 +45,11 @@ class ResponseNotFound(RequestError):
         self.param = param
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredResponse:
-    """The response's JSON, then the conversation's, then the input items', in one bytes object."""
+    """The response's JSON, then the conversation's, then the input items', in one bytes object.
+    Never changed once stored; not frozen only because a frozen dataclass costs ~4× as much to build,
+    and one is built for every response."""
 
     blob: bytes
     conversation_at: int

@@ -57,8 +57,11 @@ def translate_request(case: dict[str, Any]) -> dict[str, Any]:
 def translate_response(case: dict[str, Any]) -> dict[str, Any]:
     turn = request_to_canonical(case["request"])
     completion = case["completion"]
-    return response_from_canonical(completion, Usage.from_openai(completion["usage"]), turn, "resp_1", 1700000000,
-                                   counter_ids())
+    body, output = response_from_canonical(completion, Usage.from_openai(completion["usage"]), turn, "resp_1",
+                                           1700000000, counter_ids())
+    response: dict[str, Any] = orjson.loads(body)
+    assert response["output"] == output
+    return response
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("request_*.json")))

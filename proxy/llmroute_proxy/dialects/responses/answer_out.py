@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
 
@@ -36,43 +38,81 @@ def incomplete_reason(finish_reason: Any) -> str | None:
     return _INCOMPLETE.get(finish_reason) if isinstance(finish_reason, str) else None
 
 
-def response_shell(turn: ResponsesTurn, response_id: str, created_at: int, model: str) -> JSON:
-    """The Response object without output, as `response.created` shows it and every answer echoes it."""
-    body = turn.body
+class ResponseFrame:
+    """The Response object's JSON around the members that change while it is answered: `status`,
+    `error`, `incomplete_details`, `output` and `usage`. The rest, what the request asked for, is
+    encoded once per response and echoed by every event that carries the whole response.
+
+    `json()` writes the same bytes as `orjson.dumps` of the whole object would (orjson writes an
+    object's members in insertion order, compactly), without building that object: a stream's
+    `response.created`, `in_progress` and `completed` events and the stored entry all come from it.
+    """
+
+    __slots__ = ("_end", "_head", "_middle", "_tail")
+
+    def __init__(self, head: bytes, middle: bytes, tail: bytes, end: bytes) -> None:
+        self._head = head  # '{"id":…,"object":"response","created_at":…,"status":'
+        self._middle = middle  # ',"instructions":…,"model":…,"output":'
+        self._tail = tail  # ',"parallel_tool_calls":…,"truncation":"disabled","usage":'
+        self._end = end  # ',"user":…}'
+
+    def json(self, status: bytes, output: bytes = b"[]", usage: bytes = b"null", error: bytes = b"null",
+             incomplete_details: bytes = b"null") -> bytes:
+        """The Response with these members, each given as its JSON (`status` as `b'"completed"'`)."""
+        return b"".join((self._head, status, b',"background":false,"error":', error, b',"incomplete_details":',
+                         incomplete_details, self._middle, output, self._tail, usage, self._end))
+
+
+IN_PROGRESS = b'"in_progress"'
+_TAIL_FIELDS = frozenset({"parallel_tool_calls", "previous_response_id", "reasoning", "safety_identifier", "store",
+                          "temperature", "text", "tool_choice", "tools", "top_p", "user"})
+"""The request fields the frame's tail echoes: a request with none of them has the default tail."""
+
+
+def _tail(body: JSON, store: bool) -> tuple[bytes, bytes]:
     reasoning = body.get("reasoning") or {}
     text = body.get("text") or {}
-    return {
-        "id": response_id, "object": "response", "created_at": created_at, "status": "in_progress",
-        "background": False, "error": None, "incomplete_details": None,
-        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "metadata": body.get("metadata") or {}, "model": model, "output": [],
+    members = orjson.dumps({
         "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
         "safety_identifier": body.get("safety_identifier"), "service_tier": "default",
-        "store": turn.store, "temperature": body.get("temperature", 1.0),
+        "store": store, "temperature": body.get("temperature", 1.0),
         "text": {"format": text.get("format") or {"type": "text"}, "verbosity": "medium"},
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": [{**tool, "strict": tool.get("strict", True), "parameters": tool.get("parameters")}
                   for tool in body.get("tools") or ()],
-        "top_p": body.get("top_p", 1.0), "truncation": "disabled", "usage": None, "user": body.get("user"),
-    }
+        "top_p": body.get("top_p", 1.0), "truncation": "disabled"})
+    return b"," + members[1:-1] + b',"usage":', b',"user":' + orjson.dumps(body.get("user")) + b"}"
+
+
+_DEFAULT_TAIL = _tail({}, store=True)
+
+
+def response_frame(turn: ResponsesTurn, response_id: str, created_at: int, model: str) -> ResponseFrame:
+    """The frame of the Response to `turn`: what every answer to it echoes of the request."""
+    body = turn.body
+    head = b'{"id":%b,"object":"response","created_at":%d,"status":' % (orjson.dumps(response_id), created_at)
+    middle = orjson.dumps({"instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+                           "metadata": body.get("metadata") or {}, "model": model})
+    tail, end = _DEFAULT_TAIL if body.keys().isdisjoint(_TAIL_FIELDS) else _tail(body, turn.store)
+    return ResponseFrame(head, b"," + middle[1:-1] + b',"output":', tail, end)
 
 
 def response_from_canonical(result: JSON, usage: Usage, turn: ResponsesTurn, response_id: str, created_at: int,
-                            new_id: NewId) -> JSON:
-    """The Response for a canonical `chat.completion`."""
+                            new_id: NewId) -> tuple[bytes, list[JSON]]:
+    """The Response for a canonical `chat.completion`, as JSON, and its output items."""
     choice = (result.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     incomplete = incomplete_reason(choice.get("finish_reason"))
     model = result.get("model")
     model = model if isinstance(model, str) and model else str(turn.canonical["model"])
-    response = response_shell(turn, response_id, created_at, model)
-    response["output"] = output_items(message, new_id, "incomplete" if incomplete else "completed")
-    response["status"] = "incomplete" if incomplete else "completed"
-    response["incomplete_details"] = {"reason": incomplete} if incomplete else None
-    response["usage"] = response_usage(usage)
-    return response
+    output = output_items(message, new_id, "incomplete" if incomplete else "completed")
+    frame = response_frame(turn, response_id, created_at, model)
+    if incomplete:
+        return frame.json(b'"incomplete"', orjson.dumps(output), orjson.dumps(response_usage(usage)),
+                          incomplete_details=orjson.dumps({"reason": incomplete})), output
+    return frame.json(b'"completed"', orjson.dumps(output), orjson.dumps(response_usage(usage))), output
 
 
 def output_items(message: JSON, new_id: NewId, status: str = "completed") -> list[JSON]:

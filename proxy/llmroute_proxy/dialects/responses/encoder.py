@@ -63,7 +63,7 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_clock", "_store", "_stream", "_turn", "created_at", "response", "response_id")
+    __slots__ = ("_clock", "_store", "_stream", "_turn", "created_at", "response_id", "response_json")
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
                  clock: Callable[[], float] | None = None) -> None:
@@ -73,18 +73,23 @@ class ResponsesEncoder:
         self._clock = clock
         self.created_at = created_at
         self.response_id = new_id("resp")
-        self.response: dict[str, Any] | None = None
+        self.response_json: bytes | None = None
         self._stream = ResponsesStreamEncoder(turn, self.response_id, created_at, new_id) if turn else None
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
         return orjson.dumps(error_body(error))
 
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """The Response object once it has been written (decoded: answering never needs it)."""
+        response: dict[str, Any] | None = orjson.loads(self.response_json) if self.response_json else None
+        return response
+
     def unary(self, result: ChatResult) -> bytes:
         assert self._turn is not None
-        self.response = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
-                                                self.created_at, new_id)
-        body = orjson.dumps(self.response)
-        self._keep(self.response, body)
+        body, output = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
+                                               self.created_at, new_id)
+        self._keep(body, output)
         return body
 
     def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
@@ -94,21 +99,20 @@ class ResponsesEncoder:
     def end(self, usage: Usage | None) -> bytes:
         assert self._stream is not None
         out = self._stream.finish(usage)
-        self._keep(self._stream.response, self._stream.response_json)
+        self._keep(self._stream.response_json, self._stream.output)
         return out
 
     def stream_error(self, error: LLMRouteError) -> bytes:
         assert self._stream is not None
         out = self._stream.fail(responses_field(error.message), error.code)
-        self._keep(self._stream.response, self._stream.response_json)
+        self._keep(self._stream.response_json, self._stream.output)
         return out
 
-    def _keep(self, response: dict[str, Any] | None, body: bytes | None = None) -> None:
+    def _keep(self, body: bytes | None, output: list[dict[str, Any]]) -> None:
         """Stored before the last byte is written: a client that continues at once finds it."""
-        self.response = response
-        if response is None or self._store is None or self._turn is None or self._clock is None:
+        self.response_json = body
+        if body is None or self._store is None or self._turn is None or self._clock is None:
             return
-        answer = assistant_message(response["output"])
-        self._store.put(self.response_id, body if body is not None else orjson.dumps(response),
-                        [*self._turn.conversation, *([answer] if answer else [])], self._clock(),
-                        input_items(self._turn.body.get("input"), new_id))
+        answer = assistant_message(output)
+        self._store.put(self.response_id, body, [*self._turn.conversation, *([answer] if answer else [])],
+                        self._clock(), input_items(self._turn.body.get("input"), new_id))

@@ -27,8 +27,9 @@ _PART_TYPES = {"user": "input_text", "system": "input_text", "developer": "input
 
 def input_items(value: Any, new_id: NewId) -> list[JSON]:
     """The items of a (validated) request's `input`, as `input_items` lists them."""
-    if isinstance(value, str):
-        value = [{"type": "message", "role": "user", "content": value}]
+    if isinstance(value, str):  # the common input, and what the loop below makes of it
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}],
+                 "id": new_id("msg"), "status": "completed"}]
     items: list[JSON] = []
     for item in value if isinstance(value, list) else ():
         if not isinstance(item, dict):

@@ -21,12 +21,14 @@ import orjson
 
 from llmroute_proxy.dialects.base import StreamChunk, Usage
 from llmroute_proxy.dialects.responses.answer_out import (
+    IN_PROGRESS,
     NewId,
+    ResponseFrame,
     function_call_item,
     incomplete_reason,
     output_text,
     reasoning_item,
-    response_shell,
+    response_frame,
     response_usage,
 )
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
@@ -53,25 +55,53 @@ def _event_template(kind: str) -> bytes:
     return template
 
 
+_WHOLE_RESPONSE_EVENTS = {kind: _event_template(kind).replace(b"%b", b'"response":%b}') for kind in (
+    "response.created", "response.in_progress", "response.completed", "response.incomplete", "response.failed")}
+
+
 def _whole_response_event(kind: str, sequence: int, response_json: bytes) -> bytes:
     """`sse({"type": kind, "sequence_number": sequence, "response": response})`, from the
     response's JSON encoded once (the same bytes: orjson writes keys in insertion order)."""
-    return _event_template(kind) % (sequence, b'"response":' + response_json + b"}")
+    return _WHOLE_RESPONSE_EVENTS[kind] % (sequence, response_json)
+
+
+# The events of a message's text, the most common item, as templates: what `_emit` writes for them
+# (the byte-identity test checks each against `sse`), without a dict of fields to encode.
+_MESSAGE_ADDED = (b'event: response.output_item.added\ndata: {"type":"response.output_item.added","sequence_number":%d,'
+                  b'"output_index":%d,"item":{"type":"message","id":%b,"status":"in_progress","role":"assistant",'
+                  b'"content":[]}}\n\n')
+_TEXT_PART_ADDED = (b'event: response.content_part.added\ndata: {"type":"response.content_part.added",'
+                    b'"sequence_number":%d,"item_id":%b,"output_index":%d,"content_index":%d,'
+                    b'"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}}\n\n')
+_TEXT_DELTA = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+               b'"sequence_number":%%d,"item_id":%b,"output_index":%d,"content_index":%d,"delta":%%b,'
+               b'"logprobs":[]}\n\n')
+_TEXT_DONE = (b'event: response.output_text.done\ndata: {"type":"response.output_text.done","sequence_number":%d,'
+              b'"item_id":%b,"output_index":%d,"content_index":%d,"text":%b,"logprobs":[]}\n\n')
+_TEXT_PART_DONE = (b'event: response.content_part.done\ndata: {"type":"response.content_part.done",'
+                   b'"sequence_number":%d,"item_id":%b,"output_index":%d,"content_index":%d,'
+                   b'"part":{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}}\n\n')
+_ITEM_DONE = (b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
+              b'"output_index":%d,"item":%b}\n\n')
 
 
 class _Item:
     """One output item being streamed: its index, the item as `.done` shows it, and its text."""
 
-    __slots__ = ("delta_event", "index", "item", "kind", "text")
+    __slots__ = ("delta_event", "id_json", "index", "item", "json", "kind", "text")
 
     def __init__(self, index: int, item: JSON) -> None:
         self.index = index
         self.item = item
         self.kind: str = item["type"]
         self.text: list[str] = []
+        self.id_json = b""
+        """The item's id as JSON, for the templates (a message's; others' events are encoded whole)."""
         self.delta_event: bytes | None = None
         """While an output_text part takes deltas: its delta event with `%d` for the sequence number
         and `%b` for the JSON of the text (its own `%` escaped), the same bytes as `_emit` writes."""
+        self.json: bytes | None = None
+        """The item as JSON once `output_item.done` wrote it: final, and reused for the whole response."""
 
 
 class ResponsesStreamEncoder:
@@ -83,17 +113,24 @@ class ResponsesStreamEncoder:
         self._created_at = created_at
         self._new_id = new_id
         self._sequence = 0
-        self._shell: JSON | None = None
+        self._frame: ResponseFrame | None = None
         self._items: list[_Item] = []
         self._open: _Item | None = None  # the reasoning or message item receiving deltas
         self._calls: dict[int, _Item] = {}  # canonical tool-call index → open function_call item
         self._finish_reason: str | None = None
-        self._usage: Usage | None = None
+        self._usage: Any = None  # the last usage object a chunk carried, read only if `finish` is given none
         self._ended = False
-        self.response: JSON | None = None
-        """The final Response object, once the stream has ended (completed, incomplete or failed)."""
+        self.output: list[JSON] = []
+        """The output items, final once the stream has ended."""
         self.response_json: bytes | None = None
-        """`response` as JSON, encoded once for the last event and the store."""
+        """The final Response as JSON, once the stream has ended (completed, incomplete or failed):
+        the last event's and the store's."""
+
+    @property
+    def response(self) -> JSON | None:
+        """The final Response object (decoded: the stream itself never needs it)."""
+        response: JSON | None = orjson.loads(self.response_json) if self.response_json is not None else None
+        return response
 
     # ---- the Encoder side ------------------------------------------------------------------
 
@@ -108,38 +145,44 @@ class ResponsesStreamEncoder:
         if self._ended:
             return b""
         out: list[bytes] = []
+        write = out.append
         dumps = orjson.dumps
         item = self._open
         template = item.delta_event if item is not None else None
+        texts = item.text if item is not None else []
         sequence = self._sequence
         for chunk in chunks:
             data = chunk.data
             if template is not None:
                 # a chunk that carries nothing but the next piece of text of choice 0: one more delta
-                choices = data.get("choices")
-                if choices and len(choices) == 1 and not data.get("usage"):
-                    choice = choices[0]
-                    delta = choice.get("delta")
-                    if type(delta) is dict and not choice.get("finish_reason") and choice.get("index", 0) == 0:
-                        text = delta.get("content")
-                        if type(text) is str and text and (len(delta) == 1 or not (
-                                delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content"))):
-                            item.text.append(text)  # type: ignore[union-attr]
-                            out.append(template % (sequence, dumps(text)))
-                            sequence += 1
-                            continue
+                try:
+                    (choice,) = data["choices"]
+                    delta = choice["delta"]
+                    text = delta["content"]
+                except (KeyError, TypeError, ValueError):  # not the common shape: `_encode` sorts it out
+                    text = None
+                if (type(text) is str and text and not choice.get("finish_reason") and choice.get("index", 0) == 0
+                        and not data.get("usage") and (len(delta) == 1 or not (
+                            delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content")))):
+                    texts.append(text)
+                    write(template % (sequence, dumps(text)))
+                    sequence += 1
+                    continue
             self._sequence = sequence
             self._encode(data, out)
             sequence = self._sequence
             item = self._open
             template = item.delta_event if item is not None else None
+            texts = item.text if item is not None else []
         self._sequence = sequence
         return b"".join(out)
 
     def _encode(self, chunk: JSON, out: list[bytes]) -> None:
-        self._start(chunk.get("model"), out)
-        if chunk.get("usage"):
-            self._usage = Usage.from_openai(chunk["usage"])
+        if self._frame is None:
+            self._start(chunk.get("model"), out)
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) == 0:
                 self._choice(choice, out)
@@ -151,10 +194,10 @@ class ResponsesStreamEncoder:
         self._start(None, out)
         self._close_all(out)
         incomplete = incomplete_reason(self._finish_reason)
-        status = "incomplete" if incomplete else "completed"
-        response = self._response(status, usage or self._usage)
-        response["incomplete_details"] = {"reason": incomplete} if incomplete else None
-        return self._end(out, "response.incomplete" if incomplete else "response.completed", response)
+        if incomplete:
+            return self._end(out, "response.incomplete", b'"incomplete"', usage or self._usage_seen(),
+                             incomplete_details=orjson.dumps({"reason": incomplete}))
+        return self._end(out, "response.completed", b'"completed"', usage or self._usage_seen())
 
     def fail(self, message: str, code: str | None) -> bytes:
         if self._ended:
@@ -162,9 +205,8 @@ class ResponsesStreamEncoder:
         out: list[bytes] = []
         self._start(None, out)
         self._cut_short()
-        response = self._response("failed", self._usage)
-        response["error"] = {"code": code or "server_error", "message": message}
-        return self._end(out, "response.failed", response)
+        return self._end(out, "response.failed", b'"failed"', self._usage_seen(),
+                         error=orjson.dumps({"code": code or "server_error", "message": message}))
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -174,29 +216,31 @@ class ResponsesStreamEncoder:
         out.append(_event_template(kind) % (self._sequence, orjson.dumps(fields)[1:]))
         self._sequence += 1
 
+    def _usage_seen(self) -> Usage | None:
+        return Usage.from_openai(self._usage) if self._usage else None
+
     def _start(self, model: Any, out: list[bytes]) -> None:
-        if self._shell is not None:
+        if self._frame is not None:
             return
         model = model if isinstance(model, str) and model else str(self._turn.canonical["model"])
-        self._shell = response_shell(self._turn, self._id, self._created_at, model)
-        shell = orjson.dumps(self._shell)
+        self._frame = response_frame(self._turn, self._id, self._created_at, model)
+        shell = self._frame.json(IN_PROGRESS)
         out.append(_whole_response_event("response.created", self._sequence, shell))
         out.append(_whole_response_event("response.in_progress", self._sequence + 1, shell))
         self._sequence += 2
 
-    def _end(self, out: list[bytes], kind: str, response: JSON) -> bytes:
+    def _end(self, out: list[bytes], kind: str, status: bytes, usage: Usage | None, error: bytes = b"null",
+             incomplete_details: bytes = b"null") -> bytes:
         """The last event, carrying the whole response."""
+        assert self._frame is not None
         self._ended = True
-        self.response = response
-        self.response_json = orjson.dumps(response)
+        self.output = [item.item for item in self._items]
+        output = b"[" + b",".join([item.json or orjson.dumps(item.item) for item in self._items]) + b"]"
+        self.response_json = self._frame.json(status, output, orjson.dumps(response_usage(usage)), error,
+                                              incomplete_details)
         out.append(_whole_response_event(kind, self._sequence, self.response_json))
         self._sequence += 1
         return b"".join(out)
-
-    def _response(self, status: str, usage: Usage | None) -> JSON:
-        assert self._shell is not None
-        return {**self._shell, "status": status, "output": [item.item for item in self._items],
-                "usage": response_usage(usage)}
 
     def _cut_short(self) -> None:
         """What the open items hold so far, marked incomplete: the output of a failed response."""
@@ -252,22 +296,28 @@ class ResponsesStreamEncoder:
         if item is None or item.kind != "message":
             self._close_open(out)
             self._close_calls(out)
-            item = self._open = self._add({"type": "message", "id": self._new_id("msg"), "status": "in_progress",
-                                           "role": "assistant", "content": []}, out)
+            item_id = self._new_id("msg")
+            item = self._open = _Item(len(self._items), {"type": "message", "id": item_id, "status": "in_progress",
+                                                         "role": "assistant", "content": []})
+            self._items.append(item)
+            item.id_json = orjson.dumps(item_id)
+            out.append(_MESSAGE_ADDED % (self._sequence, item.index, item.id_json))
+            self._sequence += 1
         return item
 
     def _text(self, text: str, out: list[bytes]) -> None:
         item = self._open
         if item is None or item.delta_event is None:
             item = self._message(out)
-            if item.item["content"]:  # text after a refusal: a new part
+            content = item.item["content"]
+            if content:  # text after a refusal: a new part
                 self._close_part(item, out)
-            self._part(item, output_text(""), out)
-            head = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-                    b'"sequence_number":%%d,"item_id":%b,"output_index":%d,"content_index":%d,"delta":%%b,'
-                    b'"logprobs":[]}\n\n')
-            item_id = orjson.dumps(item.item["id"]).replace(b"%", b"%%")
-            item.delta_event = head % (item_id, item.index, len(item.item["content"]) - 1)
+            content.append(output_text(""))
+            item.text = []
+            index = len(content) - 1
+            out.append(_TEXT_PART_ADDED % (self._sequence, item.id_json, item.index, index))
+            self._sequence += 1
+            item.delta_event = _TEXT_DELTA % (item.id_json.replace(b"%", b"%%"), item.index, index)
         item.text.append(text)
         out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
         self._sequence += 1
@@ -293,14 +343,18 @@ class ResponsesStreamEncoder:
         index = len(item.item["content"]) - 1
         part = item.item["content"][index]
         text = "".join(item.text)
-        common = {"item_id": item.item["id"], "output_index": item.index, "content_index": index}
         if part["type"] == "refusal":
             part["refusal"] = text
+            common = {"item_id": item.item["id"], "output_index": item.index, "content_index": index}
             self._emit(out, "response.refusal.done", **common, refusal=text)
-        else:
-            part["text"] = text
-            self._emit(out, "response.output_text.done", **common, text=text, logprobs=[])
-        self._emit(out, "response.content_part.done", **common, part=part)
+            self._emit(out, "response.content_part.done", **common, part=part)
+            return
+        part["text"] = text
+        text_json = orjson.dumps(text)
+        sequence = self._sequence
+        out.append(_TEXT_DONE % (sequence, item.id_json, item.index, index, text_json))
+        out.append(_TEXT_PART_DONE % (sequence + 1, item.id_json, item.index, index, text_json))
+        self._sequence = sequence + 2
 
     def _tool_call(self, call: JSON, out: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -333,7 +387,12 @@ class ResponsesStreamEncoder:
         else:
             self._close_part(item, out)
             item.item["status"] = status
-        self._emit(out, "response.output_item.done", output_index=item.index, item=item.item)
+        self._item_done(item, out)
+
+    def _item_done(self, item: _Item, out: list[bytes]) -> None:
+        item.json = orjson.dumps(item.item)
+        out.append(_ITEM_DONE % (self._sequence, item.index, item.json))
+        self._sequence += 1
 
     def _close_calls(self, out: list[bytes]) -> None:
         for item in self._calls.values():
@@ -346,7 +405,7 @@ class ResponsesStreamEncoder:
             item.item["status"] = "completed"
             self._emit(out, "response.function_call_arguments.done", item_id=item.item["id"],
                        output_index=item.index, name=item.item["name"], arguments=arguments)
-            self._emit(out, "response.output_item.done", output_index=item.index, item=item.item)
+            self._item_done(item, out)
         self._calls = {}
 
     def _close_all(self, out: list[bytes]) -> None:
