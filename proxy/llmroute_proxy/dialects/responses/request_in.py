@@ -96,9 +96,13 @@ def request_to_canonical(body: Any, history: Sequence[JSON] = ()) -> ResponsesTu
     if not conversation:
         raise BadRequest("'input' is required: a string or a non-empty array of items.", param="input")
     out: JSON = {"model": model, "messages": _instructions(body.get("instructions")) + conversation}
-    _tooling(body, out)
-    _text(body.get("text"), out)
-    _reasoning(body.get("reasoning"), out)
+    # each group is read only when the request has one of its fields: absent, it adds and refuses nothing
+    if "tools" in body or "tool_choice" in body or "parallel_tool_calls" in body:
+        _tooling(body, out)
+    if "text" in body:
+        _text(body["text"], out)
+    if "reasoning" in body:
+        _reasoning(body["reasoning"], out)
     _scalars(body, out)
     if boolean(body.get("stream"), "stream"):
         out["stream"] = True
@@ -116,7 +120,7 @@ def _top_level(body: JSON) -> None:
         if name not in _KNOWN and name not in _REFUSED:
             raise BadRequest(f"'{name}' is not a Responses API field llmroute knows; it was not sent on.",
                              param=name, code="unknown_parameter")
-    if body.get("background") not in (None, False):
+    if "background" in body and body["background"] not in (None, False):
         raise BadRequest("'background' responses are not supported: the sidecar answers in the request.",
                          param="background", code="unsupported_parameter")
     if body.get("truncation") not in (None, "disabled"):
@@ -125,7 +129,7 @@ def _top_level(body: JSON) -> None:
     if body.get("service_tier") not in (None, "auto", "default"):
         raise BadRequest("'service_tier' can only be auto or default: tiers are llmroute's routing.",
                          param="service_tier", code="unsupported_parameter")
-    for i, item in enumerate(_array(body.get("include"), "include")):
+    for i, item in enumerate(_array(body.get("include"), "include") if "include" in body else ()):
         if not isinstance(item, str) or item not in _INCLUDABLE:
             raise BadRequest(f"include[{i}] {item!r} cannot be produced here; only "
                              f"{', '.join(sorted(_INCLUDABLE))} are accepted.", param=f"include[{i}]",
@@ -133,8 +137,8 @@ def _top_level(body: JSON) -> None:
         if item not in _INCLUDE_NOTHING:
             raise BadRequest(f"include[{i}] {item!r}: log probabilities are not carried through the "
                              "canonical chat form.", param=f"include[{i}]", code="unsupported_parameter")
-    options = optional_object(body.get("stream_options"), "stream_options") or {}
-    for name in options:
+    options = optional_object(body.get("stream_options"), "stream_options") if "stream_options" in body else None
+    for name in options or ():
         if name != "include_obfuscation":
             raise BadRequest(f"'stream_options.{name}' is not supported.", param=f"stream_options.{name}",
                              code="unsupported_parameter")
@@ -383,24 +387,24 @@ def _reasoning(reasoning: Any, out: JSON) -> None:
 
 
 def _scalars(body: JSON, out: JSON) -> None:
-    if integer(body.get("max_output_tokens"), "max_output_tokens", minimum=16) is not None:
+    if "max_output_tokens" in body and integer(body["max_output_tokens"], "max_output_tokens", minimum=16) is not None:
         out["max_completion_tokens"] = body["max_output_tokens"]
-    if number(body.get("temperature"), "temperature", 0, 2) is not None:
+    if "temperature" in body and number(body["temperature"], "temperature", 0, 2) is not None:
         out["temperature"] = body["temperature"]
-    if number(body.get("top_p"), "top_p", 0, 1) is not None:
+    if "top_p" in body and number(body["top_p"], "top_p", 0, 1) is not None:
         out["top_p"] = body["top_p"]
     for name in ("user", "safety_identifier", "prompt_cache_key"):
-        if string(body.get(name), name) is not None:
+        if name in body and string(body[name], name) is not None:
             out[name] = body[name]
-    boolean(body.get("store"), "store")
-    metadata = optional_object(body.get("metadata"), "metadata") or {}
+    if "store" in body:
+        boolean(body["store"], "store")
+    metadata = (optional_object(body["metadata"], "metadata") if "metadata" in body else None) or {}
     if len(metadata) > 16:
         raise BadRequest("'metadata' has more than 16 keys.", param="metadata")
     for key, value in metadata.items():
         if not isinstance(value, str) or len(value) > 512 or len(key) > 64:
             raise BadRequest(f"'metadata.{key}' must be a string of at most 512 characters (keys at most 64).",
                              param=f"metadata.{key}")
-    string(body.get("instructions"), "instructions")
 
 
 # ---- errors ---------------------------------------------------------------------------------
