@@ -32,21 +32,22 @@ class ResponseKeeper(Protocol):
 class IdSource:
     """Ids of 24 random bytes (`resp_` + 48 hex digits), unguessable because a stored response can
     be read by its id alone. The bytes come from the OS's CSPRNG 4 KiB at a time: one `getrandom`
-    for ~170 ids, not one for each of the three or four ids a response needs."""
+    for ~170 ids, not one for each of the three or four ids a response needs; each batch is turned
+    into hex digits at once, and an id is a slice of them."""
 
-    __slots__ = ("_at", "_pool", "_read")
+    __slots__ = ("_at", "_digits", "_read")
 
     def __init__(self, read: Callable[[int], bytes] = os.urandom) -> None:
         self._read = read
-        self._pool = b""
+        self._digits = ""
         self._at = 0
 
     def new(self, prefix: str) -> str:
         at = self._at
-        if at + 24 > len(self._pool):
-            self._pool, at = self._read(4096), 0
-        self._at = at + 24
-        return f"{prefix}_{self._pool[at:at + 24].hex()}"
+        if at + 48 > len(self._digits):
+            self._digits, at = self._read(4096).hex(), 0
+        self._at = at + 48
+        return prefix + "_" + self._digits[at:at + 48]
 
 
 new_id = IdSource().new

@@ -159,14 +159,18 @@ class ResponsesStreamEncoder:
                     (choice,) = data["choices"]
                     delta = choice["delta"]
                     text = delta["content"]
+                    index = choice["index"]
+                    reason = choice["finish_reason"]
                 except (KeyError, TypeError, ValueError):  # not the common shape: `_encode` sorts it out
                     text = None
-                if (type(text) is str and text and not choice.get("finish_reason") and choice.get("index", 0) == 0
-                        and not data.get("usage") and (len(delta) == 1 or not (
+                if (type(text) is str and text and index == 0 and ("usage" not in data or not data["usage"]) and (
+                        len(delta) == 1 or not (
                             delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content")))):
                     texts.append(text)
                     write(template % (sequence, dumps(text)))
                     sequence += 1
+                    if reason:  # the last piece of text often comes with it (as `_choice` takes it)
+                        self._finish_reason = reason
                     continue
             self._sequence = sequence
             self._encode(data, out)
@@ -191,7 +195,8 @@ class ResponsesStreamEncoder:
         if self._ended:
             return b""
         out: list[bytes] = []
-        self._start(None, out)
+        if self._frame is None:
+            self._start(None, out)
         self._close_all(out)
         incomplete = incomplete_reason(self._finish_reason)
         if incomplete:
@@ -203,7 +208,8 @@ class ResponsesStreamEncoder:
         if self._ended:
             return b""
         out: list[bytes] = []
-        self._start(None, out)
+        if self._frame is None:
+            self._start(None, out)
         self._cut_short()
         return self._end(out, "response.failed", b'"failed"', self._usage_seen(),
                          error=orjson.dumps({"code": code or "server_error", "message": message}))
@@ -406,7 +412,8 @@ class ResponsesStreamEncoder:
             self._emit(out, "response.function_call_arguments.done", item_id=item.item["id"],
                        output_index=item.index, name=item.item["name"], arguments=arguments)
             self._item_done(item, out)
-        self._calls = {}
+        if self._calls:
+            self._calls = {}
 
     def _close_all(self, out: list[bytes]) -> None:
         self._close_open(out)
