@@ -153,8 +153,9 @@ class ResponsesStreamEncoder:
         sequence = self._sequence
         for chunk in chunks:
             data = chunk.data
-            if template is not None:
+            if template is not None and ("usage" not in data or not data["usage"]):
                 # a chunk that carries nothing but the next piece of text of choice 0: one more delta
+                # (usage first: the usage chunk's empty choices would raise below, and raising is dear)
                 try:
                     (choice,) = data["choices"]
                     delta = choice["delta"]
@@ -163,9 +164,8 @@ class ResponsesStreamEncoder:
                     reason = choice["finish_reason"]
                 except (KeyError, TypeError, ValueError):  # not the common shape: `_encode` sorts it out
                     text = None
-                if (type(text) is str and text and index == 0 and ("usage" not in data or not data["usage"]) and (
-                        len(delta) == 1 or not (
-                            delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content")))):
+                if type(text) is str and text and index == 0 and (len(delta) == 1 or not (
+                        delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content"))):
                     texts.append(text)
                     write(template % (sequence, dumps(text)))
                     sequence += 1
