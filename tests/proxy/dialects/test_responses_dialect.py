@@ -15,7 +15,7 @@ from llmroute_proxy.dialects.anthropic.request_out import messages_body
 from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
 from llmroute_proxy.dialects.openai.chat import chat_body
-from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
+from llmroute_proxy.dialects.responses.answer_out import response_frame, response_from_canonical
 from llmroute_proxy.dialects.responses.request_in import request_to_canonical
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder, sse
 from llmroute_proxy.errors import BadRequest
@@ -187,3 +187,25 @@ def test_a_read_of_many_chunks_writes_the_same_bytes_as_one_chunk_at_a_time(name
         assert sse(orjson.loads(data)) == block + b"\n\n"
     assert one_by_one.response_json == orjson.dumps(one_by_one.response)
     assert orjson.loads(written.split(b"\n\n")[-2].split(b"data: ")[1])["response"] == one_by_one.response
+
+
+RESPONSE_MEMBERS = ["id", "object", "created_at", "status", "background", "error", "incomplete_details", "instructions",
+                    "max_output_tokens", "metadata", "model", "output", "parallel_tool_calls", "previous_response_id",
+                    "reasoning", "safety_identifier", "service_tier", "store", "temperature", "text", "tool_choice",
+                    "tools", "top_p", "truncation", "usage", "user"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.json")))
+def test_the_response_frame_writes_what_orjson_writes_for_the_whole_object(name: str) -> None:
+    """The frame is bytes joined around five holes (a request without the tail's fields shares one
+    precomputed tail): together they must be exactly the bytes orjson writes for the object."""
+    turn = request_to_canonical(golden(name)["request"])
+    written = response_frame(turn, "resp_1", 1700000000, "m").json(
+        b'"failed"', b'[{"type":"message"}]', b'{"input_tokens":1}', b'{"code":"x"}', b'{"reason":"y"}')
+    response = orjson.loads(written)
+    assert orjson.dumps(response) == written
+    assert list(response) == RESPONSE_MEMBERS
+    assert (response["status"], response["output"], response["usage"], response["error"],
+            response["incomplete_details"]) == ("failed", [{"type": "message"}], {"input_tokens": 1}, {"code": "x"},
+                                                {"reason": "y"})
+    assert (response["id"], response["created_at"], response["model"]) == ("resp_1", 1700000000, "m")
