@@ -48,7 +48,11 @@ class RawServer:
         assert self._server is not None
         self._server.close()
         for writer in self._writers:
-            writer.transport.abort()  # every script ends: its reads see the end, its writes fail
+            # every script still running ends: its reads see the end, its writes fail. One that is
+            # closing already ended; aborting it then can crash in asyncio (a transport whose close
+            # flushed its buffer has no loop left, but counts no lost connection, in 3.11).
+            if not writer.transport.is_closing():
+                writer.transport.abort()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def url(self, path: str = "/v1/chat/completions") -> str:
