@@ -189,14 +189,21 @@ def _cut(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, err
     run.scope.end(usage, ex.cost, (), None, error)
 
 
+async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
+    """Send the attempt's request; the provider's rate-limit headers are kept for the usage reports."""
+    target = run.attempt.target
+    upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
+    sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
+    return upstream
+
+
 async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
                          upstream_request: UpstreamRequest) -> ChatResult:
     target = run.attempt.target
     budget = min(ex.route.fallback.per_try_timeout, ex.deadline - run.started)
     try:
         async with asyncio.timeout(budget):
-            upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
-            sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
+            upstream = await _send(sidecar, run, upstream_request)
             async with upstream:
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
@@ -231,9 +238,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
     try:
         try:
             async with asyncio.timeout(first_token_budget):
-                upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
-                sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers,
-                                              sidecar.clock())
+                upstream = await _send(sidecar, run, upstream_request)
                 if upstream.status >= 300:
                     raise await _classified(run.provider, upstream)
                 body = upstream.chunks()
@@ -304,18 +309,17 @@ async def _prime(body: AsyncIterator[bytes], at_eof: Callable[[], bool], transla
     (the common case: a short answer, a fast model), written for an OpenAI client as it came."""
     primed: list[StreamChunk] = []
     whole: bytes | None = None
-    first = True
+    reader: Callable[[bytes], WholeStream | None] | None = getattr(translator, "judge_whole", None)
+    writer: Callable[[WholeStream], bytes] | None = getattr(encoder, "write_whole", None)
+    lane = (reader, writer) if reader is not None and writer is not None else None  # for the first read only
     async for data in body:
-        if first and at_eof():
-            first = False
-            reader: Callable[[bytes], WholeStream | None] | None = getattr(translator, "judge_whole", None)
-            writer: Callable[[WholeStream], bytes] | None = getattr(encoder, "write_whole", None)
-            judged = reader(data) if reader is not None and writer is not None else None
+        if lane is not None:
+            judge, write = lane
+            lane = None
+            judged = judge(data) if at_eof() else None
             if judged is not None:
-                assert writer is not None
-                whole = writer(judged)
+                whole = write(judged)
                 continue  # the next read finds the end
-        first = False
         out = translator.feed(data)
         primed.extend(out)
         if not at_eof() and any(carries_output(chunk.data) for chunk in out):

@@ -16,6 +16,7 @@ import orjson
 
 from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk, Usage, WholeStream
 from llmroute_proxy.dialects.common import body_excerpt
+from llmroute_proxy.dialects.openai.encoder import DONE as DONE_EVENT
 from llmroute_proxy.dialects.openai.errors import in_band_error
 from llmroute_proxy.dialects.sse import SSEParser
 from llmroute_proxy.errors import FailureKind, UpstreamError
@@ -172,7 +173,7 @@ class OpenAIStreamTranslator:
         if unjointed.find(b"\n") != len(unjointed) - len(_WHOLE_END) + 1:
             return None
         joints = (len(body) - len(unjointed)) // len(_JOINT)
-        done_at = len(body) - len(_DONE_EVENT)
+        done_at = len(body) - len(DONE_EVENT)
         last = body.rfind(_JOINT, 0, done_at) + 3  # where the last JSON event begins (2: the first)
         if last == 2:
             last = 0
@@ -259,8 +260,7 @@ class OpenAIStreamTranslator:
             self._pending_usage = None
 
 
-_DONE_EVENT = b"data: [DONE]\n\n"
-_WHOLE_END = b"}\n\n" + _DONE_EVENT
+_WHOLE_END = b"}\n\n" + DONE_EVENT
 _JOINT = b"}\n\ndata: {"
 
 
