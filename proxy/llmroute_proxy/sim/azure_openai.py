@@ -23,6 +23,7 @@ from llmroute_proxy.sim.openai import (
     chat_completions,
     embeddings,
 )
+from llmroute_proxy.sim.responses import add_routes as add_responses_routes
 from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, SimOptions, sim_app
 
 
@@ -46,6 +47,8 @@ AZURE_V1_API_VERSIONS = frozenset({"preview", "latest", "v1"})
 """The v1 form needs no api-version; these are the ones it tolerates."""
 STREAM_OPTIONS_SINCE = "2024-09-01"
 """Older dated api-versions reject `stream_options` as an unknown argument."""
+RESPONSES_SINCE = "2025-03-01-preview"
+"""The first dated api-version with the Responses API on `/openai/responses`."""
 _V1_PREFIX = "/openai/v1/"
 
 _MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key "
@@ -178,6 +181,37 @@ def _azure_route(serve: _Handler) -> _Handler:
     return handler
 
 
+def _azure_responses_route(serve: _Handler) -> _Handler:
+    """A Responses API handler behind Azure's addressing: `/openai/v1/responses` as the v1 chat route,
+    `/openai/responses` (the preview form) only with an api-version that has the Responses API.
+    The model is the deployment name in the body either way."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        call = request[SIM_CALL]
+        options = request.app[_AZURE]
+        version = request.query.get("api-version")
+        if request.path.startswith(_V1_PREFIX):
+            refused = _version_refusal(call, options, version, classic=False)
+        elif version is None:
+            refused = call.state.json(_azure_error("404", "Resource not found"), 404)
+        elif version not in options.api_versions | AZURE_V1_API_VERSIONS:
+            refused = call.state.json(_azure_error("BadRequest", "API version not supported"), 400)
+        elif version not in AZURE_V1_API_VERSIONS and version < RESPONSES_SINCE:
+            refused = bad_request(call, f"Azure OpenAI Responses API is enabled only for api-version "
+                                        f"{RESPONSES_SINCE} and later")
+        else:
+            refused = None
+        if refused is not None:
+            return refused
+        body = call.body if isinstance(call.body, dict) else {}
+        model = body.get("model")
+        if request.method == "POST" and options.deployments is not None and isinstance(model, str) \
+                and model not in options.deployments:
+            return bad_request(call, f"The requested model '{model}' with deployment name {model} does not exist.",
+                               "model", "model_not_found")
+        return await serve(request)
+    return handler
+
+
 def azure_openai_app(api_key: str | None = None, *, deployments: Sequence[str] | None = None,
                      api_versions: Sequence[str] = AZURE_API_VERSIONS, async_filter: bool = False,
                      **options: Unpack[SimOptions]) -> web.Application:
@@ -197,4 +231,6 @@ def azure_openai_app(api_key: str | None = None, *, deployments: Sequence[str] |
     app.router.add_post("/openai/deployments/{deployment}/embeddings", _azure_route(embeddings))
     app.router.add_post(_V1_PREFIX + "chat/completions", _azure_route(chat_completions))
     app.router.add_post(_V1_PREFIX + "embeddings", _azure_route(embeddings))
+    for prefix in ("/openai", _V1_PREFIX.rstrip("/")):
+        add_responses_routes(app, prefix, _azure_responses_route)
     return app

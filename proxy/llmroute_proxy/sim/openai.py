@@ -425,15 +425,20 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 def openai_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
-    """An OpenAI-style provider; `api_key` None accepts any key.
+    """An OpenAI-style provider; `api_key` None accepts any key. It serves chat completions,
+    the Responses API (`sim/responses.py`), embeddings and models.
 
     `quirks`: stream chunks carry `obfuscation` (on by default on the real API), answers carry
     OpenAI's other null fields, and a model given several tools calls them all at once (parallel
-    tool calls, each call's id and name only in its first delta).
+    tool calls, each call's id and name only in its first delta); on the Responses API, a model given
+    several tools calls them all and the in-band stream error is a `response.failed` event.
     """
+    from llmroute_proxy.sim.responses import add_routes as add_responses_routes
+
     app = sim_app(api_key, options, OpenAIDialect(), name="sim-openai", models=DEFAULT_MODELS)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
+    add_responses_routes(app, "/v1")
     return app

@@ -6,6 +6,7 @@ Nothing here may import `llmroute_proxy.server`: the simulators stand in for the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,6 +38,8 @@ class SimStream:
         self._call = call
         self._events = 0
         self._content = 0
+        self.in_band_error: Callable[[dict[str, Any]], bytes] | None = None
+        """How this stream's API frames an in-band error body (default: the dialect's way)."""
 
     @classmethod
     async def open(cls, request: web.Request, content_type: str = "text/event-stream") -> SimStream:
@@ -70,7 +73,7 @@ class SimStream:
         if fault.kind is FaultKind.ANTHROPIC_ERROR_EVENT:
             dialect = state.dialect
             body = dialect.error_body(fault.status or dialect.overloaded_status, fault.code, fault.message, fault)
-            await self._write(dialect.in_band_error(body))
+            await self._write((self.in_band_error or dialect.in_band_error)(body))
             await self.finish()
             raise StreamStopped(self._response)
 
