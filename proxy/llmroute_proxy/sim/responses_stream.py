@@ -54,12 +54,13 @@ class _Events:
         stream.in_band_error = self._in_band_error
 
     def _frame_event(self, kind: str, members: JSON) -> bytes:
-        event = {"type": kind, "sequence_number": self.sequence, **members}
-        self.sequence += 1
-        return sse_event(kind, event)
+        """The event numbered next; the number is used up once the event is sent (a fault that
+        strikes instead sends its own event with that number)."""
+        return sse_event(kind, {"type": kind, "sequence_number": self.sequence, **members})
 
-    async def send(self, kind: str, members: JSON) -> None:
-        await self._stream.send(self._frame_event(kind, members))
+    async def send(self, kind: str, members: JSON, *, content: bool = False) -> None:
+        await self._stream.send(self._frame_event(kind, members), content=content)
+        self.sequence += 1
 
     async def delta(self, kind: str, members: JSON, delta: str, *, logprobs: bool = False,
                     content: bool = True) -> None:
@@ -69,7 +70,7 @@ class _Events:
             event["logprobs"] = []
         if self._obfuscate:
             event["obfuscation"] = obfuscation(self.sequence, delta)
-        await self._stream.send(self._frame_event(kind, event), content=content)
+        await self.send(kind, event, content=content)
 
     def _in_band_error(self, body: JSON) -> bytes:
         error = body.get("error") or {}
