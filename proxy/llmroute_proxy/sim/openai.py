@@ -431,7 +431,8 @@ def openai_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web
     `quirks`: stream chunks carry `obfuscation` (on by default on the real API), answers carry
     OpenAI's other null fields, and a model given several tools calls them all at once (parallel
     tool calls, each call's id and name only in its first delta); on the Responses API, a model given
-    several tools calls them all and the in-band stream error is a `response.failed` event.
+    several tools calls them all, a reasoning model's messages carry their `phase` (its tool calls after a
+    `commentary` preamble), and the in-band stream error is a `response.failed` event.
     """
     from llmroute_proxy.sim.responses import add_routes as add_responses_routes
 

@@ -8,7 +8,9 @@ calls and JSON from the request alone), and what the real API does besides: a re
 puts a `reasoning` item first (summary `[]` unless one is asked for, `encrypted_content` when
 included, and its tokens count against `max_output_tokens`, so a small limit can leave only the
 reasoning item); an offered web search tool puts a `web_search_call` before the message, whose
-text then cites a page with `utm_source=openai` and an `url_citation` annotation.
+text then cites a page with `utm_source=openai` and an `url_citation` annotation. With `quirks` a
+reasoning model's messages carry their `phase`, and its tool calls follow a `commentary` message
+announcing them (a preamble), as newer models answer.
 
 Responses made with `store` (the default) are kept in a small store of this app, for
 `previous_response_id`, item references and reasoning items passed back by id. The handlers
@@ -121,6 +123,8 @@ class Answer:
     """Why the answer stopped short (`max_output_tokens`, `content_filter`), None when it did not."""
     input_tokens: int
     output_tokens: int
+    phases: bool = False
+    """Messages carry their `phase`, and tool calls follow a `commentary` message (a preamble)."""
 
 
 def _chosen_functions(turn: Turn, quirks: bool) -> list[JSON]:
@@ -166,10 +170,12 @@ def answer(state: SimState, turn: Turn, refuse: bool) -> Answer:
                       spent + count_tokens(REFUSAL_TEXT))
     search = asked[:60] if user_turn and _searches(turn) else None
     functions = _chosen_functions(turn, state.config.quirks) if user_turn else []
+    phases = state.config.quirks and reasoning is not None
     if functions:
         calls = tuple((f["name"], orjson.dumps(tool_arguments(f.get("parameters"))).decode()) for f in functions)
+        preamble = count_tokens(preamble_text(calls)) if phases else 0
         return Answer(reasoning, summary, search, None, None, calls, None, input_tokens,
-                      spent + count_tokens(" ".join(f"{n} {a}" for n, a in calls)))
+                      spent + preamble + count_tokens(" ".join(f"{n} {a}" for n, a in calls)), phases)
     if last.get("type") == "function_call_output":
         text = tool_reply_text(name, turn.model, text_of(last))
     else:
@@ -181,7 +187,12 @@ def answer(state: SimState, turn: Turn, refuse: bool) -> Answer:
         text += f" ([sim.example]({CITED_URL}))"
     text, cut = fit_tokens(text, None if limit is None else limit - spent)
     return Answer(reasoning, summary, search, text, None, (), "max_output_tokens" if cut else None,
-                  input_tokens, spent + count_tokens(text))
+                  input_tokens, spent + count_tokens(text), phases)
+
+
+def preamble_text(calls: Sequence[tuple[str, str]]) -> str:
+    """What a model that announces its tool calls says first."""
+    return "I'll call " + " and ".join(name for name, _ in calls) + "."
 
 
 # --- output items and the Response -------------------------------------------------------------
@@ -213,20 +224,27 @@ def output_items(state: SimState, turn: Turn, result: Answer) -> list[JSON]:
         items.append({"id": state.new_id("ws_"), "type": "web_search_call", "status": "completed",
                       "action": {"type": "search", "query": result.search}})
     status = "incomplete" if result.incomplete else "completed"
+    phase = "final_answer" if result.phases else None
     if result.text is not None:
         annotation = citation(result.text)
         items.append(_message(state, status, {"type": "output_text", "annotations": [annotation] if annotation else [],
-                                              "logprobs": [], "text": result.text}))
+                                              "logprobs": [], "text": result.text}, phase))
     elif result.refusal is not None:
-        items.append(_message(state, status, {"type": "refusal", "refusal": result.refusal}))
+        items.append(_message(state, status, {"type": "refusal", "refusal": result.refusal}, phase))
+    elif result.calls and result.phases:
+        items.append(_message(state, status, {"type": "output_text", "annotations": [], "logprobs": [],
+                                              "text": preamble_text(result.calls)}, "commentary"))
     for name, arguments in result.calls:
         items.append({"id": state.new_id("fc_"), "type": "function_call", "status": "completed",
                       "arguments": arguments, "call_id": state.new_id("call_"), "name": name})
     return items
 
 
-def _message(state: SimState, status: str, part: JSON) -> JSON:
-    return {"id": state.new_id("msg_"), "type": "message", "status": status, "content": [part], "role": "assistant"}
+def _message(state: SimState, status: str, part: JSON, phase: str | None) -> JSON:
+    message = {"id": state.new_id("msg_"), "type": "message", "status": status, "content": [part], "role": "assistant"}
+    if phase is not None:
+        message["phase"] = phase
+    return message
 
 
 def usage(result: Answer, cached: int) -> JSON:
@@ -326,7 +344,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     filters = request.app.get(CONTENT_FILTERS)
     if filters is not None and result.refusal is not None:  # Azure's output filter stops the answer instead
         result = Answer(result.reasoning_tokens, None, None, None, None, (), "content_filter",
-                        result.input_tokens, result.reasoning_tokens or 0)
+                        result.input_tokens, result.reasoning_tokens or 0, result.phases)
     frame = Frame(state.new_id("resp_"), int(state.config.clock()), turn, filters)
     output = output_items(state, turn, result)
     if turn.stream:

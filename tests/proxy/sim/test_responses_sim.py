@@ -374,3 +374,30 @@ async def test_a_streamed_response_is_stored_for_the_next_turn(sim: SimServer, c
 
     assert second.output_text == f"[sim-openai {MODEL}] You said: And tomorrow?"
     assert second.usage is not None and second.usage.input_tokens > INPUT_TOKENS + ANSWER_TOKENS
+
+
+# --- quirks ------------------------------------------------------------------------------------
+
+async def test_with_quirks_a_reasoning_model_announces_its_calls_and_phases_its_messages(
+        sims: SimPool, client: Client) -> None:
+    sim = await sims.start(openai_app(KEY, chunks=4, quirks=True))
+    api = client(sim)
+
+    calling = await api.responses.create(model=REASONER, input=QUESTION, tools=[WEATHER, TIME])
+    async with api.responses.stream(model=REASONER, input=QUESTION) as stream:
+        answered = await stream.get_final_response()
+
+    assert [item.type for item in calling.output] == ["reasoning", "message", "function_call", "function_call"]
+    preamble = calling.output[1]
+    assert preamble.type == "message" and preamble.phase == "commentary"
+    assert calling.output_text == "I'll call get_weather and get_time."
+    message = answered.output[1]
+    assert message.type == "message" and message.phase == "final_answer"
+    assert answered.output_text == f"[sim-openai {REASONER}] You said: {QUESTION}"
+
+
+async def test_without_quirks_messages_carry_no_phase(sim: SimServer) -> None:
+    _, raw = await post(sim, {"model": REASONER, "input": QUESTION, "tools": [WEATHER]})
+
+    assert [item["type"] for item in orjson.loads(raw)["output"]] == ["reasoning", "function_call"]
+    assert b'"phase"' not in raw
