@@ -1,7 +1,7 @@
 """Simulated OpenAI-, Azure OpenAI-, Anthropic- and Gemini-style providers for the demo, the tests and the benchmarks.
 
 Each factory returns an aiohttp `web.Application` that speaks its provider's wire format well
-enough for the official SDKs, answers deterministically from the request, and applies the
+enough for the official SDKs (the OpenAI and Azure ones the Responses API too, `sim.responses`), answers deterministically from the request, and applies the
 faults scripted in its `FaultPlan` (in process, or over HTTP at `/_sim/faults`).
 `SimServer` runs one on a loopback port and can make that port refuse connections; with a
 `Delivery` its answers arrive fragmented and delayed, and with an SSL context over HTTPS
