@@ -3,7 +3,8 @@
 
 The checks are the ones a gateway is most likely to trip over, each as OpenAI words it: an
 unknown top-level field, a wrong JSON type, a missing model or input, `max_output_tokens` below
-16, `reasoning` on a model that does not reason, `input_text` in an assistant message, a
+16, `temperature` or `top_p` out of range, more than 16 `metadata` keys or a value over 512
+characters, an unknown `tool_choice`, `reasoning` on a model that does not reason, `input_text` in an assistant message, a
 `function_call_output` whose call is not in the conversation, JSON mode without the word "json",
 and a reasoning item that is neither stored here nor carries its `encrypted_content`.
 
@@ -131,6 +132,7 @@ def read_turn(body: Any, history: History, known_item: KnownItem) -> Turn:
     if isinstance(limit, int) and limit < MIN_OUTPUT_TOKENS:
         raise Refused(f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
                       f"{MIN_OUTPUT_TOKENS}, but got {limit} instead.", "max_output_tokens", "integer_below_min_value")
+    _ranges(body)
     for index, included in enumerate(body.get("include") or ()):
         if included not in INCLUDABLE:
             raise Refused(f"Invalid value: '{included}'. Supported values are: "
@@ -188,6 +190,30 @@ def _types(body: JSON) -> None:
         if isinstance(value, bool) is not (bool in types) or not isinstance(value, types):
             raise Refused(f"Invalid type for '{name}': expected {expected}, but got {_kind(value)} instead.",
                           name, "invalid_type")
+
+
+def _ranges(body: JSON) -> None:
+    for name, top in (("temperature", 2), ("top_p", 1)):
+        value = body.get(name)
+        if isinstance(value, int | float) and not 0 <= value <= top:
+            side, bound = ("above maximum", f"<= {top}") if value > top else ("below minimum", ">= 0")
+            raise Refused(f"Invalid '{name}': decimal {side} value. Expected a value {bound}, but got {value} instead.",
+                          name, f"decimal_{side.replace(' ', '_').replace('imum', '')}_value")
+    choice = body.get("tool_choice")
+    if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+        raise Refused(f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
+                      "tool_choice", "invalid_value")
+    metadata = body.get("metadata") or {}
+    if len(metadata) > 16:
+        raise Refused(f"Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but "
+                      f"got an object with {len(metadata)} properties instead.", "metadata", "object_above_max_properties")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise Refused(f"Invalid type for 'metadata.{key}': expected a string, but got {_kind(value)} instead.",
+                          f"metadata.{key}", "invalid_type")
+        if len(value) > 512:
+            raise Refused(f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length 512, but "
+                          f"got a string with length {len(value)} instead.", f"metadata.{key}", "string_above_max_length")
 
 
 # --- input -------------------------------------------------------------------------------------
