@@ -282,16 +282,16 @@ class Frame:
             "incomplete_details": None if incomplete is None else {"reason": incomplete},
             "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
             "max_tool_calls": body.get("max_tool_calls"), "model": self.turn.model, "output": list(output),
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
             "previous_response_id": body.get("previous_response_id"), "prompt_cache_key": body.get("prompt_cache_key"),
             "prompt_cache_retention": None,
             "reasoning": {"effort": self.turn.effort, "summary": reasoning.get("summary")},
             "safety_identifier": body.get("safety_identifier"), "service_tier": "default", "store": self.turn.store,
-            "temperature": float(body.get("temperature", 1.0)),
-            "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity", "medium")},
-            "tool_choice": body.get("tool_choice", "auto"), "tools": [_echo_tool(t) for t in body.get("tools") or ()],
-            "top_logprobs": body.get("top_logprobs", 0), "top_p": float(body.get("top_p", 1.0)),
-            "truncation": body.get("truncation", "disabled"), "usage": answered, "user": body.get("user"),
+            "temperature": float(_given(body, "temperature", 1.0)),
+            "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
+            "tool_choice": _given(body, "tool_choice", "auto"), "tools": [_echo_tool(t) for t in body.get("tools") or ()],
+            "top_logprobs": _given(body, "top_logprobs", 0), "top_p": float(_given(body, "top_p", 1.0)),
+            "truncation": _given(body, "truncation", "disabled"), "usage": answered, "user": body.get("user"),
             "metadata": body.get("metadata") or {},
             # the SDK type's other members, which this API answers with null
             "access_programs": None, "conversation": None, "image": None, "input_transformations": None,
@@ -312,6 +312,12 @@ class Frame:
         if result.incomplete is not None:
             return self.response("incomplete", output, answered, result.incomplete)
         return self.response("completed", output, answered, completed_at=int(state.config.clock()))
+
+
+def _given(body: JSON, name: str, default: Any) -> Any:
+    """The request's value, or the default OpenAI applies when it is absent or null."""
+    value = body.get(name)
+    return default if value is None else value
 
 
 def keep(request: web.Request, turn: Turn, response: JSON) -> None:

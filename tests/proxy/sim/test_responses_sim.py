@@ -102,6 +102,20 @@ async def test_the_wire_object_has_every_member_of_the_sdk_type_and_no_output_te
     Response.model_validate(body)  # strict: every member has the SDK's type
 
 
+async def test_null_fields_are_echoed_as_their_defaults(sim: SimServer) -> None:
+    nullable = ("instructions", "max_output_tokens", "temperature", "top_p", "metadata", "store", "parallel_tool_calls",
+                "tool_choice", "tools", "text", "reasoning", "include", "previous_response_id", "truncation",
+                "top_logprobs", "user", "stream", "stream_options")
+    status, raw = await post(sim, {"model": MODEL, "input": QUESTION, **dict.fromkeys(nullable)})
+    body = orjson.loads(raw)
+
+    assert status == 200
+    assert (body["temperature"], body["top_p"], body["tool_choice"], body["truncation"], body["top_logprobs"]) == (
+        1.0, 1.0, "auto", "disabled", 0)
+    assert (body["parallel_tool_calls"], body["store"], body["metadata"], body["tools"]) == (True, True, {}, [])
+    Response.model_validate(body)
+
+
 async def test_cached_tokens_count_inside_the_input_tokens(sims: SimPool, client: Client) -> None:
     sim = await sims.start(openai_app(KEY, cached_tokens=64))
 
