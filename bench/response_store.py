@@ -37,7 +37,7 @@ from overhead import HERE, LOAD_CORE, PYTHON, rss_mb, start_llmroute, start_upst
 MIB = 1024 * 1024
 
 
-def sample_entry(i: int) -> tuple[str, bytes, list[dict[str, Any]], list[dict[str, Any]]]:
+def sample_entry(i: int) -> tuple[str, bytes, list[dict[str, Any]]]:
     """A stored response as the sidecar keeps one for a short text turn: ~1.5 KiB in all."""
     response_id = f"resp_{i:048x}"
     answer = f"Hello there, this is answer number {i}, in a few words of text. " * 3
@@ -49,11 +49,10 @@ def sample_entry(i: int) -> tuple[str, bytes, list[dict[str, Any]], list[dict[st
         "usage": {"input_tokens": 12, "output_tokens": 30, "total_tokens": 42,
                   "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
         "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "store": True, "metadata": {}})
-    conversation = [{"role": "user", "content": "Say hello in five words please."},
-                    {"role": "assistant", "content": answer}]
-    items = [{"type": "message", "id": f"msg_{i:047x}i", "role": "user",
-              "content": [{"type": "input_text", "text": "Say hello in five words please."}]}]
-    return response_id, response, conversation, items
+    conversation = [{"type": "message", "id": f"msg_{i:047x}i", "status": "completed", "role": "user",
+                     "content": [{"type": "input_text", "text": "Say hello in five words please."}]},
+                    orjson.loads(response)["output"][0]]  # the request's input item, then the answer's
+    return response_id, response, conversation
 
 
 def rss_self_bytes() -> int:
@@ -63,8 +62,8 @@ def rss_self_bytes() -> int:
 def measure(kind: str, entries: int) -> dict[str, float]:
     """One measurement in this (fresh) process: what `entries` entries cost, kept the `kind` way."""
     samples = [sample_entry(i) for i in range(entries)]
-    counted = sum(len(response) + len(orjson.dumps(conversation)) + len(orjson.dumps(items)) + len(response_id)
-                  + ENTRY_OVERHEAD_BYTES for response_id, response, conversation, items in samples)
+    counted = sum(len(response) + len(orjson.dumps(conversation)) + len(response_id)
+                  + ENTRY_OVERHEAD_BYTES for response_id, response, conversation in samples)
     cap = counted // 4 if kind == "capped" else 1 << 40
     store = ResponseStore(max_bytes=cap, ttl_s=3600)
     kept: list[tuple[bytes, ...]] = []
@@ -72,11 +71,11 @@ def measure(kind: str, entries: int) -> dict[str, float]:
     if kind == "traced":
         tracemalloc.start()
     rss0, traced0 = rss_self_bytes(), tracemalloc.get_traced_memory()[0]
-    for response_id, response, conversation, items in samples:
-        if kind == "orjson":  # the previous layout: the three documents as orjson.dumps returned them
-            kept.append((orjson.dumps(orjson.loads(response)), orjson.dumps(conversation), orjson.dumps(items)))
+    for response_id, response, conversation in samples:
+        if kind == "orjson":  # the previous layout: the documents as orjson.dumps returned them
+            kept.append((orjson.dumps(orjson.loads(response)), orjson.dumps(conversation)))
         else:
-            store.put(response_id, response, conversation, 0.0, items)
+            store.put(response_id, response, conversation, 0.0, (0, 1))
     gc.collect()
     return {"rss": rss_self_bytes() - rss0, "traced": tracemalloc.get_traced_memory()[0] - traced0,
             "counted": counted, "cap": cap, "store_bytes": store.bytes, "kept": store.status(0.0)["entries"] or len(kept)}

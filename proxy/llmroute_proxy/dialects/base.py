@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from llmroute_proxy.errors import BadRequest, LLMRouteError
@@ -65,6 +66,22 @@ DIALECT_NAMES = {ProviderType.ANTHROPIC: "Anthropic", ProviderType.GEMINI: "Gemi
 """The name a message gives each provider type's dialect."""
 
 
+class NativeDialect(Enum):
+    """A front door's API that some providers also speak, so its requests can be forwarded as sent."""
+
+    ANTHROPIC_MESSAGES = "Anthropic Messages"
+    OPENAI_RESPONSES = "OpenAI Responses"
+
+    @property
+    def speakers(self) -> frozenset[ProviderType]:
+        """The provider types that take this dialect's requests natively."""
+        return _SPEAKERS[self]
+
+
+_SPEAKERS = {NativeDialect.ANTHROPIC_MESSAGES: frozenset({ProviderType.ANTHROPIC}),
+             NativeDialect.OPENAI_RESPONSES: frozenset({ProviderType.OPENAI, ProviderType.AZURE_OPENAI})}
+
+
 class NativeBody:
     """A client's request as it sent it, in the dialect of its front door.
 
@@ -76,10 +93,13 @@ class NativeBody:
 
     __slots__ = ("body", "dialect", "only")
 
-    def __init__(self, dialect: ProviderType, body: dict[str, Any], only: BadRequest | None = None) -> None:
+    def __init__(self, dialect: NativeDialect, body: dict[str, Any], only: BadRequest | None = None) -> None:
         self.dialect = dialect
         self.body = body
         self.only = only
+
+    def spoken_by(self, provider_type: ProviderType) -> bool:
+        return provider_type in self.dialect.speakers
 
 
 class ChatRequest:

@@ -22,10 +22,17 @@ from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslato
 from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
 from llmroute_proxy.dialects.anthropic.ratelimits import rate_limits as anthropic_rate_limits
 from llmroute_proxy.dialects.anthropic.request_out import messages_body
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    NativeDialect,
+    RateLimits,
+    UpstreamRequest,
+    Usage,
+)
 from llmroute_proxy.dialects.common import body_excerpt, loads_object, retry_after_seconds
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
-from llmroute_proxy.table import ProviderType, Target
+from llmroute_proxy.table import Target
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -99,4 +106,4 @@ def _unusable_answer(body: bytes, message: JSON | None) -> UpstreamError:
 def _native(request: ChatRequest) -> dict[str, Any] | None:
     """The client's own Messages body, when it came in on `/v1/messages`."""
     native = request.native
-    return native.body if native is not None and native.dialect is ProviderType.ANTHROPIC else None
+    return native.body if native is not None and native.dialect is NativeDialect.ANTHROPIC_MESSAGES else None

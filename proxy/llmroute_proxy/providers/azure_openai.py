@@ -5,6 +5,8 @@ and stream translation are the OpenAI module's. A target's `url` is either the r
 (`https://{resource}.openai.azure.com`: the classic form, deployment in the path, dated
 `api-version`) or a v1 base URL (`…/openai/v1`: the deployment goes in the body's `model`).
 Azure adds content-filter chunks to streams that carry nothing for the client; they are dropped.
+A request that came in on `/v1/responses` goes to Azure's own Responses API, always in the v1 form
+(`{resource}/openai/v1/responses`, the deployment in `model`), which needs no dated api-version.
 """
 
 from __future__ import annotations
@@ -14,16 +16,28 @@ from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    RateLimits,
+    StreamTranslator,
+    UpstreamRequest,
+    Usage,
+)
 from llmroute_proxy.dialects.openai.chat import (
     OpenAIStreamTranslator,
     chat_body,
     embeddings_body,
-    parse_chat_completion,
     parse_embeddings,
 )
 from llmroute_proxy.dialects.openai.errors import classify_openai_error
 from llmroute_proxy.dialects.openai.ratelimits import rate_limits as openai_rate_limits
+from llmroute_proxy.dialects.openai.responses import (
+    ResponsesEventTranslator,
+    read_answer,
+    responses_body,
+    responses_request,
+)
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import ProviderType, Secret, Target
 
@@ -34,6 +48,7 @@ FIRST_VERSION_WITH_STREAM_USAGE = "2024-09-01"  # older dated versions reject `s
 class AzureURLs(NamedTuple):
     chat: str
     embeddings: str
+    responses: str
 
 
 @lru_cache(maxsize=1024)
@@ -45,15 +60,16 @@ def azure_urls(url: str, deployment: str, api_version: str | None) -> AzureURLs:
     """
     base = url.rstrip("/")
     undated = api_version is not None and not api_version[:1].isdigit()
-    if undated and "/openai/v1" not in urlsplit(base).path:
-        base = base.removesuffix("/openai") + "/openai/v1"
-    if "/openai/v1" in urlsplit(base).path:
+    in_v1 = "/openai/v1" in urlsplit(base).path
+    v1 = base if in_v1 else base.removesuffix("/openai") + "/openai/v1"
+    if undated or in_v1:
         query = f"?api-version={quote(api_version, safe='')}" if api_version and api_version != "v1" else ""
-        return AzureURLs(f"{base}/chat/completions{query}", f"{base}/embeddings{query}")
+        return AzureURLs(f"{v1}/chat/completions{query}", f"{v1}/embeddings{query}", f"{v1}/responses{query}")
+    responses = f"{v1}/responses"  # a dated api-version is for the classic paths only
     base = base.removesuffix("/openai")
     prefix = f"{base}/openai/deployments/{quote(deployment, safe='')}"
     query = f"?api-version={quote(api_version or DEFAULT_API_VERSION, safe='')}"
-    return AzureURLs(f"{prefix}/chat/completions{query}", f"{prefix}/embeddings{query}")
+    return AzureURLs(f"{prefix}/chat/completions{query}", f"{prefix}/embeddings{query}", responses)
 
 
 def target_urls(target: Target) -> AzureURLs:
@@ -85,13 +101,19 @@ class AzureOpenAIProvider:
     type: ClassVar[str] = ProviderType.AZURE_OPENAI.value
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        native = responses_body(request, target.provider_type)
+        if native is not None:
+            return responses_request(target_urls(target).responses, api_key_headers(target.credential),
+                                            native, target.model)
         return UpstreamRequest("POST", target_urls(target).chat, api_key_headers(target.credential),
                                chat_body(request, target.model, stream_usage=streams_usage(target)))
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
-        return parse_chat_completion(body)
+        return read_answer(body, request, target)
 
-    def chat_stream(self, request: ChatRequest, target: Target) -> AzureStreamTranslator:
+    def chat_stream(self, request: ChatRequest, target: Target) -> StreamTranslator:
+        if responses_body(request, target.provider_type) is not None:
+            return ResponsesEventTranslator(target.model)
         return AzureStreamTranslator()
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:

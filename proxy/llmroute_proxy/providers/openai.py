@@ -1,7 +1,10 @@
 """OpenAI Chat Completions, and the servers that copy its API (vLLM, Ollama, Groq, Together, Mistral…).
 
 The addressing and the key; the wire format is the OpenAI dialect's (`dialects/openai`), which
-Azure OpenAI speaks too.
+Azure OpenAI speaks too. A request that came in on `/v1/responses` goes to OpenAI's own
+`/responses` as the client sent it (only `model` replaced), and its answer is read back by the
+Responses dialect (`dialects/responses/native_in`) and relayed; OpenAI-compatible servers get the
+canonical chat request instead.
 """
 
 from __future__ import annotations
@@ -9,16 +12,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    RateLimits,
+    StreamTranslator,
+    UpstreamRequest,
+    Usage,
+)
 from llmroute_proxy.dialects.openai.chat import (
     OpenAIStreamTranslator,
     chat_body,
     embeddings_body,
-    parse_chat_completion,
     parse_embeddings,
 )
 from llmroute_proxy.dialects.openai.errors import classify_openai_error
 from llmroute_proxy.dialects.openai.ratelimits import rate_limits as openai_rate_limits
+from llmroute_proxy.dialects.openai.responses import (
+    ResponsesEventTranslator,
+    read_answer,
+    responses_body,
+    responses_request,
+)
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import ProviderType, Secret, Target
 
@@ -38,13 +53,19 @@ class OpenAIProvider:
     tolerant: ClassVar[bool] = False
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        native = responses_body(request, target.provider_type)
+        if native is not None:
+            return responses_request(target.url.rstrip("/") + "/responses", bearer_headers(target.credential),
+                                            native, target.model)
         return UpstreamRequest("POST", target.url.rstrip("/") + "/chat/completions",
                                bearer_headers(target.credential), chat_body(request, target.model))
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
-        return parse_chat_completion(body)
+        return read_answer(body, request, target)
 
-    def chat_stream(self, request: ChatRequest, target: Target) -> OpenAIStreamTranslator:
+    def chat_stream(self, request: ChatRequest, target: Target) -> StreamTranslator:
+        if responses_body(request, target.provider_type) is not None:
+            return ResponsesEventTranslator(target.model)
         return OpenAIStreamTranslator(self.tolerant)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:

@@ -101,10 +101,11 @@ def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[
     field when there are none."""
     assert only.only is not None
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
-    native = tuple(t for t in candidates if t.provider_type is only.dialect)
-    name = DIALECT_NAMES[only.dialect]
+    native = tuple(t for t in candidates if only.spoken_by(t.provider_type))
+    name = only.dialect.value
     if not native:
-        raise BadRequest(f"{only.only.message} Tier '{choice.tier}' has no {name} target to send it to natively.",
+        speakers = " or ".join(sorted(DIALECT_NAMES[t] for t in only.dialect.speakers))
+        raise BadRequest(f"{only.only.message} Tier '{choice.tier}' has no {speakers} target to send it to natively.",
                          param=only.only.param)
     narrowed = replace(route, fallback=replace(route.fallback, fallback_tiers=()))
     return narrowed, replace(choice, targets=native,

@@ -13,7 +13,7 @@ from aiohttp.web_request import BaseRequest
 
 from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
-from llmroute_proxy.dialects.base import ChatRequest, Encoder, NativeBody
+from llmroute_proxy.dialects.base import ChatRequest, Encoder, NativeBody, NativeDialect
 from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
 from llmroute_proxy.dialects.responses import items as responses_items
 from llmroute_proxy.dialects.responses import request_in as responses
@@ -35,7 +35,7 @@ from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.state import Sidecar
-from llmroute_proxy.table import ProviderType, Route, Table
+from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
 log = logging.getLogger("llmroute.proxy")
@@ -91,9 +91,9 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     try:
         body = await _read_json(request, sidecar)
         try:
-            chat = ChatRequest(validate_chat(request_to_canonical(body)), NativeBody(ProviderType.ANTHROPIC, body))
+            chat = ChatRequest(validate_chat(request_to_canonical(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body))
         except AnthropicOnly as only:
-            chat = ChatRequest(validate_chat(routing_summary(body)), NativeBody(ProviderType.ANTHROPIC, body, only))
+            chat = ChatRequest(validate_chat(routing_summary(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, only))
     except LLMRouteError as error:
         model = body.get("model") if isinstance(body, dict) else None
         return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error,
@@ -107,8 +107,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         body = await _read_json(request, sidecar)
         previous = responses.previous_response_id(body)
         history = sidecar.responses.conversation(previous, sidecar.clock()) if previous else ()
-        turn = responses.request_to_canonical(body, history)
-        chat = ChatRequest(validate_chat(turn.canonical))
+        turn = responses.read_turn(body, history)
+        chat = ChatRequest(validate_chat(turn.canonical),
+                           NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only))
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
     encoder = ResponsesEncoder(turn, int(sidecar.wallclock()), sidecar.responses, sidecar.clock)

@@ -1,10 +1,10 @@
 """The sidecar's store of Responses: what `previous_response_id` and `GET /v1/responses/{id}`
 read, bounded in memory and in time.
 
-Each entry is the Response object as the client got it, the canonical conversation that
-produced it (the turn's messages plus the assistant's answer) and the request's own input items
-(for `input_items`), serialized and kept as one bytes object of exactly their size, decoded on
-read: they cannot change after the fact, and the cap counts what the entry really holds — its
+Each entry is the Response object as the client got it and the conversation it ends, as
+Responses items (the earlier turns', the request's own input items, then the answer's output
+items; `input_items` lists the request's own), serialized and kept as one bytes object of exactly
+their size, decoded on read: they cannot change after the fact, and the cap counts what the entry really holds — its
 bytes, its id and a measured per-entry overhead (`ENTRY_OVERHEAD_BYTES`). Not the JSON as
 orjson returns it: `orjson.dumps` hands back a bytes object whose allocation is its whole
 growth buffer (about 8 KiB for a 500-byte document), so keeping those let RSS grow to ten
@@ -47,13 +47,14 @@ class ResponseNotFound(RequestError):
 
 @dataclass(slots=True)
 class StoredResponse:
-    """The response's JSON, then the conversation's, then the input items', in one bytes object.
-    Never changed once stored; not frozen only because a frozen dataclass costs ~4× as much to build,
-    and one is built for every response."""
+    """The response's JSON, then the conversation's items, in one bytes object; the request's own
+    input items are the conversation's `input_from:input_to`. Never changed once stored; not frozen
+    only because a frozen dataclass costs ~4× as much to build, and one is built for every response."""
 
     blob: bytes
     conversation_at: int
-    items_at: int
+    input_from: int
+    input_to: int
     expires_at: float
     size: int
 
@@ -63,11 +64,7 @@ class StoredResponse:
 
     @property
     def conversation(self) -> memoryview:
-        return memoryview(self.blob)[self.conversation_at:self.items_at]
-
-    @property
-    def input_items(self) -> memoryview:
-        return memoryview(self.blob)[self.items_at:]
+        return memoryview(self.blob)[self.conversation_at:]
 
 
 def entry_size(response_id: str, blob: bytes) -> int:
@@ -91,13 +88,11 @@ class ResponseStore:
         self.too_large = 0
 
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
-            input_items: Sequence[dict[str, Any]] = ()) -> bool:
-        """Keep a response (its JSON, as sent); False when it alone is larger than the whole store."""
-        conversation_json, items_json = orjson.dumps(list(conversation)), orjson.dumps(list(input_items))
-        blob = b"".join((response, conversation_json, items_json))  # a new object of exactly this size
-        conversation_at = len(response)
-        items_at = conversation_at + len(conversation_json)
-        entry = StoredResponse(blob, conversation_at, items_at, now + self.ttl_s, entry_size(response_id, blob))
+            input_span: tuple[int, int] = (0, 0)) -> bool:
+        """Keep a response (its JSON, as sent) and the conversation's items, of which `input_span`
+        are the request's own; False when it alone is larger than the whole store."""
+        blob = b"".join((response, orjson.dumps(list(conversation))))  # a new object of exactly this size
+        entry = StoredResponse(blob, len(response), *input_span, now + self.ttl_s, entry_size(response_id, blob))
         self._expire(now)
         if entry.size > self.max_bytes:
             self.too_large += 1
@@ -117,14 +112,15 @@ class ResponseStore:
         return self._get(response_id, now, param).response
 
     def conversation(self, response_id: str, now: float) -> list[dict[str, Any]]:
-        """The canonical messages a new turn continues; `ResponseNotFound` says why there are none."""
+        """The items a new turn continues; `ResponseNotFound` says why there are none."""
         conversation: list[dict[str, Any]] = orjson.loads(
             self._get(response_id, now, "previous_response_id").conversation)
         return conversation
 
     def input_items(self, response_id: str, now: float) -> list[dict[str, Any]]:
         """The input items of the request that produced the response."""
-        items: list[dict[str, Any]] = orjson.loads(self._get(response_id, now, None).input_items)
+        entry = self._get(response_id, now, None)
+        items: list[dict[str, Any]] = orjson.loads(entry.conversation)[entry.input_from:entry.input_to]
         return items
 
     def delete(self, response_id: str, now: float) -> None:

@@ -50,8 +50,7 @@ def provider_bodies(canonical: dict[str, Any]) -> dict[str, Any]:
 
 def translate_request(case: dict[str, Any]) -> dict[str, Any]:
     turn = request_to_canonical(case["request"], case.get("history", ()))
-    return {"canonical": turn.canonical, "conversation": list(turn.conversation),
-            "upstream": provider_bodies(turn.canonical)}
+    return {"canonical": turn.canonical, "native": turn.native_body(), "upstream": provider_bodies(turn.canonical)}
 
 
 def translate_response(case: dict[str, Any]) -> dict[str, Any]:
@@ -131,13 +130,42 @@ def test_reasoning_items_passed_back_are_accepted_and_left_out() -> None:
     assert turn.canonical["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]
 
 
-def test_store_metadata_and_the_previous_id_stay_in_the_sidecar() -> None:
+EARLIER = {"type": "message", "id": "msg_1", "status": "completed", "role": "user",
+           "content": [{"type": "input_text", "text": "earlier"}]}
+
+
+def test_store_metadata_and_the_previous_id_stay_in_the_sidecar_for_translated_targets() -> None:
     turn = request_to_canonical({**BASE, "store": True, "metadata": {"a": "b"}, "previous_response_id": "resp_1"},
-                                history=[{"role": "user", "content": "earlier"}])
+                                history=[EARLIER])
     assert not {"store", "metadata", "previous_response_id"} & set(turn.canonical)
-    assert turn.conversation == ({"role": "user", "content": "earlier"}, {"role": "user", "content": "hi"})
+    assert turn.canonical["messages"] == [{"role": "user", "content": "earlier"}, {"role": "user", "content": "hi"}]
     assert turn.store
     assert not request_to_canonical({**BASE, "store": False}).store
+
+
+def test_a_native_target_gets_the_earlier_turns_as_items_in_place_of_the_previous_id() -> None:
+    turn = request_to_canonical({**BASE, "store": True, "metadata": {"a": "b"}, "previous_response_id": "resp_1"},
+                                history=[EARLIER])
+    assert turn.native_body() == {"model": "auto", "store": True, "metadata": {"a": "b"}, "input": [
+        {"type": "message", "status": "completed", "role": "user", "content": [{"type": "input_text", "text": "earlier"}]},
+        {"type": "message", "role": "user", "content": "hi"}]}
+    alone = request_to_canonical({**BASE, "store": False})
+    assert alone.native_body() == {**BASE, "store": False}  # nothing to add: the client's own body
+
+
+def test_history_items_without_a_canonical_form_are_left_out_for_translated_targets_only() -> None:
+    history = [EARLIER, {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"query": "q"}},
+               {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "think"}]},
+               {"type": "message", "role": "user", "content": [
+                   {"type": "input_text", "text": "see"}, {"type": "input_file", "file_id": "file-1"}]},
+               {"type": "message", "id": "msg_2", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": "Found it.", "annotations": [{"type": "url_citation"}]}]}]
+    turn = request_to_canonical(BASE, history=history)
+    assert turn.canonical["messages"] == [{"role": "user", "content": "earlier"}, {"role": "user", "content": "see"},
+                                          {"role": "assistant", "content": "Found it."}, {"role": "user", "content": "hi"}]
+    native = turn.native_body()["input"]
+    assert [item["type"] for item in native] == ["message", "web_search_call", "message", "message", "message"]
+    assert not any("id" in item for item in native)  # ids the target may not hold are not sent
 
 
 def translate_stream(case: dict[str, Any]) -> list[dict[str, Any]]:

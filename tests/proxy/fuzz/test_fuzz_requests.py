@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given
 
 from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
-from llmroute_proxy.dialects.base import ChatRequest, NativeBody, UpstreamRequest
+from llmroute_proxy.dialects.base import ChatRequest, NativeBody, NativeDialect, UpstreamRequest
 from llmroute_proxy.dialects.responses import request_in as responses
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.providers.base import Provider
@@ -57,7 +57,7 @@ def test_any_messages_body_is_translated_or_refused_by_name(body: Any) -> None:
         canonical = request_to_canonical(body)
     except AnthropicOnly:
         chat = ChatRequest(validate_chat(routing_summary(body)),
-                           NativeBody(ProviderType.ANTHROPIC, body, AnthropicOnly("")))
+                           NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, AnthropicOnly("")))
         anthropic = [(p, t) for p, t in PROVIDERS if t.provider_type is ProviderType.ANTHROPIC]
         for provider, target in anthropic:
             assert isinstance(orjson.loads(provider.chat_request(chat, target).body or b"{}"), dict)
@@ -66,7 +66,7 @@ def test_any_messages_body_is_translated_or_refused_by_name(body: Any) -> None:
         assert refused.message
         return
     # what the front door derived must pass the same checks as a client's own OpenAI request
-    chat = ChatRequest(validate_chat(canonical), NativeBody(ProviderType.ANTHROPIC, body))
+    chat = ChatRequest(validate_chat(canonical), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body))
     translate_everywhere(lambda provider, target: provider.chat_request(chat, target))
 
 

@@ -8,7 +8,14 @@ import orjson
 import pytest
 
 from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator
-from llmroute_proxy.dialects.base import ChatRequest, NativeBody, StreamChunk, Usage, is_usage_chunk
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    NativeBody,
+    NativeDialect,
+    StreamChunk,
+    Usage,
+    is_usage_chunk,
+)
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.providers.anthropic import AnthropicProvider
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
@@ -199,7 +206,7 @@ def test_a_native_anthropic_body_is_forwarded_unchanged_but_for_the_model() -> N
               "messages": [{"role": "user", "content": [
                   {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}],
               "top_k": 3}
-    request = PROVIDER.chat_request(ChatRequest({"model": "smart", "messages": USER_HI}, NativeBody(ProviderType.ANTHROPIC, native)), TARGET)
+    request = PROVIDER.chat_request(ChatRequest({"model": "smart", "messages": USER_HI}, NativeBody(NativeDialect.ANTHROPIC_MESSAGES, native)), TARGET)
     assert request.body is not None
     assert orjson.loads(request.body) == {**native, "model": "claude-sonnet-4-5"}
     assert native["model"] == "smart"
@@ -240,7 +247,7 @@ def test_a_message_becomes_a_chat_completion() -> None:
 
 
 def test_a_native_request_keeps_the_native_answer() -> None:
-    native_request = ChatRequest(chat(USER_HI), NativeBody(ProviderType.ANTHROPIC,
+    native_request = ChatRequest(chat(USER_HI), NativeBody(NativeDialect.ANTHROPIC_MESSAGES,
                                                         {"model": "smart", "max_tokens": 5, "messages": USER_HI}))
     result = PROVIDER.chat_response(orjson.dumps(MESSAGE), native_request, TARGET)
     assert result.native == MESSAGE
@@ -509,7 +516,7 @@ def test_a_last_event_without_a_blank_line_still_completes_the_stream() -> None:
 
 def test_chat_stream_is_native_only_for_native_requests() -> None:
     body = {"model": "m", "max_tokens": 1, "messages": USER_HI}
-    native = PROVIDER.chat_stream(ChatRequest(chat(USER_HI), NativeBody(ProviderType.ANTHROPIC, body)), TARGET)
+    native = PROVIDER.chat_stream(ChatRequest(chat(USER_HI), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body)), TARGET)
     assert all(c.native is not None for c in native.feed(TRANSCRIPT))
     plain = PROVIDER.chat_stream(ChatRequest(chat(USER_HI)), TARGET)
     assert all(c.native is None for c in plain.feed(TRANSCRIPT))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmroute_proxy.dialects.base import NativeBody
+from llmroute_proxy.dialects.base import NativeBody, NativeDialect
 from llmroute_proxy.errors import BadRequest, ModelNotFound
 from llmroute_proxy.routing.budget import BudgetLedger
 from llmroute_proxy.routing.decide import BudgetInputs, decide
@@ -130,7 +130,7 @@ def test_an_exhausted_reject_budget_refuses_without_reserving() -> None:
     assert not decision.budget.allowed and decision.budget.reservation is None
 
 
-ANTHROPIC_ONLY = NativeBody(ProviderType.ANTHROPIC, {"model": "auto"},
+ANTHROPIC_ONLY = NativeBody(NativeDialect.ANTHROPIC_MESSAGES, {"model": "auto"},
                             only=BadRequest("web_search is served by Anthropic only.", param="tools"))
 
 
@@ -155,3 +155,22 @@ def test_an_anthropic_only_request_the_downgrade_tier_cannot_take_is_refused_by_
                       budget=inputs(ledger))
     assert decision.budget is not None and not decision.budget.allowed
     assert ledger.snapshot("default", NOW).reserved_usd == 0.0  # the reservation taken before the downgrade was released
+
+
+AZURE = target("gpt5-prod", kind=ProviderType.AZURE_OPENAI)
+COMPATIBLE = target("llama", kind=ProviderType.OPENAI_COMPATIBLE)
+RESPONSES_ONLY = NativeBody(NativeDialect.OPENAI_RESPONSES, {"model": "auto"},
+                            only=BadRequest("tools[0].type 'web_search' runs on OpenAI's servers.", param="tools[0].type"))
+
+
+def test_a_responses_only_request_goes_to_the_openai_and_azure_targets_of_its_tier_only() -> None:
+    decision = decide(route(premium=(CLAUDE, PREMIUM, COMPATIBLE, AZURE)), facts(), roll=0.5, native=RESPONSES_ONLY)
+    assert decision.targets == (PREMIUM, AZURE)
+    assert decision.route.fallback.fallback_tiers == ()
+
+
+def test_a_responses_only_request_with_no_speaker_in_its_tier_names_the_field_and_who_could_serve_it() -> None:
+    with pytest.raises(BadRequest) as refused:
+        decide(route(premium=(CLAUDE, COMPATIBLE)), facts(), roll=0.5, native=RESPONSES_ONLY)
+    assert refused.value.param == "tools[0].type"
+    assert "no Azure OpenAI or OpenAI target" in refused.value.message

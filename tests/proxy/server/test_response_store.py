@@ -12,7 +12,8 @@ import pytest
 from llmroute_proxy.cli import parser, settings
 from llmroute_proxy.server.response_store import ENTRY_OVERHEAD_BYTES, ResponseNotFound, ResponseStore
 
-CONVERSATION = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+CONVERSATION = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hello"}]}]
 
 
 def put(store: ResponseStore, response_id: str, conversation: list[dict[str, Any]], now: float,
@@ -89,8 +90,9 @@ def test_the_cap_and_ttl_come_from_flags_or_the_environment(monkeypatch: pytest.
 def test_what_the_cap_counts_covers_what_an_entry_allocates() -> None:
     """orjson's bytes keep their whole growth buffer (~8 KiB for a short document): an entry kept
     that way allocated several times the bytes the cap counted, and RSS outgrew the cap."""
-    conversation = [{"role": "user", "content": "hi " * 20}, {"role": "assistant", "content": "hello " * 40}]
     items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi " * 20}]}]
+    conversation = [*items, {"type": "message", "role": "assistant",
+                             "content": [{"type": "output_text", "text": "hello " * 40}]}]
     bodies = [orjson.dumps({"id": f"resp_{i:048x}", "object": "response", "output": [], "pad": "x" * 300})
               for i in range(300)]
     store = ResponseStore(1 << 30, ttl_s=60)
@@ -99,7 +101,7 @@ def test_what_the_cap_counts_covers_what_an_entry_allocates() -> None:
     try:
         before, _ = tracemalloc.get_traced_memory()
         for i, body in enumerate(bodies):
-            store.put(f"resp_{i:048x}", body, conversation, now=0, input_items=items)
+            store.put(f"resp_{i:048x}", body, conversation, now=0, input_span=(0, 1))
         allocated = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
@@ -107,7 +109,7 @@ def test_what_the_cap_counts_covers_what_an_entry_allocates() -> None:
     assert allocated <= store.bytes
     assert store.bytes == sum(len(orjson.dumps({"id": f"resp_{i:048x}", "object": "response", "output": [],
                                                 "pad": "x" * 300})) + len(orjson.dumps(conversation))
-                              + len(orjson.dumps(items)) + len(f"resp_{i:048x}") + ENTRY_OVERHEAD_BYTES
+                              + len(f"resp_{i:048x}") + ENTRY_OVERHEAD_BYTES
                               for i in range(300))
 
 
@@ -142,8 +144,9 @@ def test_an_evicted_entry_gives_back_exactly_what_it_counted() -> None:
 def test_input_items_are_read_back_as_stored() -> None:
     store = ResponseStore(1 << 20, ttl_s=60)
     items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "héllo"}]}]
-    body = orjson.dumps({"id": "resp_1", "output": []})
-    store.put("resp_1", body, CONVERSATION, now=0, input_items=items)
+    answer = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}
+    body = orjson.dumps({"id": "resp_1", "output": [answer]})
+    store.put("resp_1", body, [*CONVERSATION, *items, answer], now=0, input_span=(2, 3))
     assert store.response("resp_1", now=0) == body
-    assert store.conversation("resp_1", now=0) == CONVERSATION
-    assert store.input_items("resp_1", now=0) == items
+    assert store.conversation("resp_1", now=0) == [*CONVERSATION, *items, answer]
+    assert store.input_items("resp_1", now=0) == items  # the request's own, not the earlier turns' nor the answer

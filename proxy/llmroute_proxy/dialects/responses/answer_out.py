@@ -150,24 +150,6 @@ def function_call_item(item_id: str, call_id: str, name: str, arguments: str, st
             "status": status}
 
 
-def assistant_message(output: list[JSON]) -> JSON | None:
-    """The canonical assistant message for a Response's output: what the next turn continues."""
-    texts: list[str] = []
-    calls: list[JSON] = []
-    for item in output:
-        if item["type"] == "message":
-            texts.extend(part["text"] for part in item["content"] if part["type"] == "output_text")
-        elif item["type"] == "function_call":
-            calls.append({"id": item["call_id"], "type": "function",
-                          "function": {"name": item["name"], "arguments": item["arguments"]}})
-    if not texts and not calls:
-        return None
-    message: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
-    if calls:
-        message["tool_calls"] = calls
-    return message
-
-
 def _text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(part.get("text") or "" for part in content if isinstance(part, dict))

@@ -2,8 +2,10 @@
 
 The server's route handler translates the request (`request_in`) and hands this encoder to the
 same `_serve` as chat completions, so the attempt loop never knows which dialect it serves. Errors
-keep OpenAI's shape, which is the Responses API's too. A finished response is handed to a
-`ResponseKeeper` (the server's store) with the conversation it ends, for `previous_response_id`.
+keep OpenAI's shape, which is the Responses API's too. An answer from a provider that was sent the
+request natively (OpenAI, Azure OpenAI) is relayed as it came (`relay`), under the provider's own
+ids. A finished response is handed to a `ResponseKeeper` (the server's store) with the
+conversation it ends, as Responses items, for `previous_response_id`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any, Protocol
 import orjson
 
 from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage
-from llmroute_proxy.dialects.responses.answer_out import assistant_message, response_from_canonical
+from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
 from llmroute_proxy.dialects.responses.items import input_items
+from llmroute_proxy.dialects.responses.relay import NativeRelay
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn, responses_field
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
 from llmroute_proxy.errors import LLMRouteError
@@ -26,7 +29,7 @@ class ResponseKeeper(Protocol):
     """Where finished responses are kept (the server's `ResponseStore`)."""
 
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
-            input_items: Sequence[dict[str, Any]] = ()) -> bool: ...
+            input_span: tuple[int, int] = (0, 0)) -> bool: ...
 
 
 class IdSource:
@@ -64,7 +67,7 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_clock", "_store", "_stream", "_turn", "created_at", "response_id", "response_json")
+    __slots__ = ("_clock", "_relay", "_store", "_stream", "_turn", "created_at", "response_id", "response_json")
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
                  clock: Callable[[], float] | None = None) -> None:
@@ -75,6 +78,7 @@ class ResponsesEncoder:
         self.created_at = created_at
         self.response_id = new_id("resp")
         self.response_json: bytes | None = None
+        self._relay: NativeRelay | None = None
         self._stream = ResponsesStreamEncoder(turn, self.response_id, created_at, new_id) if turn else None
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
@@ -88,6 +92,12 @@ class ResponsesEncoder:
 
     def unary(self, result: ChatResult) -> bytes:
         assert self._turn is not None
+        native = result.native
+        if native is not None:  # the provider's own Response
+            self.response_id = str(native.get("id") or self.response_id)
+            body = orjson.dumps(native)
+            self._keep(body, list(native.get("output") or ()))
+            return body
         body, output = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
                                                self.created_at, new_id)
         self._keep(body, output)
@@ -95,25 +105,43 @@ class ResponsesEncoder:
 
     def chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
         assert self._stream is not None
-        return self._stream.encode_chunks(chunks)
+        batch = chunks if isinstance(chunks, list) else list(chunks)
+        if self._relay is None and (not batch or batch[0].native is None):
+            return self._stream.encode_chunks(batch)
+        relay = self._relay = self._relay or NativeRelay()
+        return b"".join([relay.relay(chunk.native or b"") for chunk in batch])
 
     def end(self, usage: Usage | None) -> bytes:
         assert self._stream is not None
+        if self._relay is not None:  # the provider's stream ended itself
+            self._keep_relayed(self._relay)
+            return b""
         out = self._stream.finish(usage)
         self._keep(self._stream.response_json, self._stream.output)
         return out
 
     def stream_error(self, error: LLMRouteError) -> bytes:
         assert self._stream is not None
+        if self._relay is not None:
+            out = self._relay.failed(responses_field(error.message), error.code)
+            self._keep_relayed(self._relay)
+            return out
         out = self._stream.fail(responses_field(error.message), error.code)
         self._keep(self._stream.response_json, self._stream.output)
         return out
+
+    def _keep_relayed(self, relay: NativeRelay) -> None:
+        response = relay.response
+        if response is not None:
+            self.response_id = str(response.get("id") or self.response_id)
+            self._keep(orjson.dumps(response), list(response.get("output") or ()))
 
     def _keep(self, body: bytes | None, output: list[dict[str, Any]]) -> None:
         """Stored before the last byte is written: a client that continues at once finds it."""
         self.response_json = body
         if body is None or self._store is None or self._turn is None or self._clock is None:
             return
-        answer = assistant_message(output)
-        self._store.put(self.response_id, body, [*self._turn.conversation, *([answer] if answer else [])],
-                        self._clock(), input_items(self._turn.body.get("input"), new_id))
+        history = self._turn.history
+        inputs = input_items(self._turn.body.get("input"), new_id)
+        self._store.put(self.response_id, body, [*history, *inputs, *output], self._clock(),
+                        (len(history), len(history) + len(inputs)))

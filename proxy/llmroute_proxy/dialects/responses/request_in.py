@@ -1,16 +1,24 @@
 """The OpenAI Responses dialect of the front door: `POST /v1/responses` in, canonical chat out.
 
 A Responses request becomes the canonical chat-completions request, so routing, tiers,
-failover, budgets, limits, experiments and telemetry are exactly those of chat completions,
-and every provider module serves it unchanged. What the canonical form cannot carry is
-refused here with a 400 naming the field, never dropped: the built-in tools (web search,
-file search, code interpreter, computer use…), which need OpenAI's own servers; stored
-prompts, conversations, background runs; and every field this module does not know.
+failover, budgets, limits, experiments and telemetry are exactly those of chat completions.
+Providers that speak the Responses API themselves (OpenAI, Azure OpenAI) are sent the client's
+own request instead (`native_body`), so nothing is lost on them; the others are sent the
+canonical translation.
 
-Deliberately kept out of the upstream request: `store`, `metadata` and `previous_response_id`,
-which are the sidecar's business (its response store), not the provider's; and reasoning items
-passed back, which are accepted and left out because chat completions has no slot for them
-(the answer's reasoning is shown, not replayed).
+What the canonical form cannot carry but OpenAI serves (built-in tools such as web search,
+stored prompts, conversations, log probabilities, fields this module does not know) raises
+`ResponsesOnly`: such a request goes natively to OpenAI and Azure targets only, or is refused
+with a 400 naming the field when its tier has none — never silently dropped. What no target
+can serve through the sidecar (background runs, which would need it to keep polling) and what
+is malformed is a plain `BadRequest`.
+
+The conversation of earlier turns (`previous_response_id`) is kept by the sidecar as Responses
+items: replayed as they are to a native target (reasoning items only with their encrypted
+content, ids left out), translated leniently to canonical messages for the others (what has no
+canonical form there, such as reasoning and built-in tool calls, is left out of the history).
+Reasoning items in the client's own input are accepted and left out of a canonical request
+because chat completions has no slot for them.
 
 The answer side lives in `answer_out` and `stream_out`.
 """
@@ -51,19 +59,33 @@ _INCLUDABLE = frozenset({"reasoning.encrypted_content", "message.output_text.log
 _INCLUDE_NOTHING = frozenset({"reasoning.encrypted_content"})
 _MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 _IGNORED_ITEM_FIELDS = frozenset({"id", "status"})
+_NATIVE_HISTORY_DROPS = ("id",)
+"""Item members left out when earlier turns are replayed to a native target: ids we or another
+provider made mean nothing to it (and a stored id it does not hold is refused there)."""
+
+
+class ResponsesOnly(BadRequest):
+    """A valid Responses request using what only OpenAI's own Responses API serves: it can go to
+    OpenAI and Azure OpenAI targets only, natively."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = "unsupported_parameter") -> None:
+        super().__init__(message, param, code)
 
 
 @dataclass(frozen=True, slots=True)
 class ResponsesTurn:
     """One Responses request, validated, and what the sidecar derived from it.
 
-    `canonical` is the chat request sent on; `conversation` its messages without the
-    instructions (which a later turn does not inherit), kept for `previous_response_id`.
+    `canonical` is the chat request sent on to providers that do not speak Responses: the
+    translation of `history` (the earlier turns' items, without their instructions, which a later
+    turn does not inherit) and of this request. When `only` is set the request has no canonical
+    form (`only` names the field): `canonical` is then a summary to route by, never sent.
     """
 
     body: JSON
     canonical: JSON
-    conversation: tuple[JSON, ...]
+    history: tuple[JSON, ...] = ()
+    only: ResponsesOnly | None = None
 
     @property
     def stream(self) -> bool:
@@ -72,6 +94,33 @@ class ResponsesTurn:
     @property
     def store(self) -> bool:
         return self.body.get("store") is not False
+
+    def native_body(self) -> JSON:
+        """What a provider speaking the Responses API is sent (it sets `model`): the client's own
+        request, with the earlier turns the sidecar holds in place of `previous_response_id`."""
+        body = {name: value for name, value in self.body.items() if name != "previous_response_id"}
+        if self.history:
+            body["input"] = [*native_history(self.history), *_input_as_items(self.body.get("input"))]
+        return body
+
+
+def native_history(items: Sequence[JSON]) -> list[JSON]:
+    """Earlier turns' items as a native target is sent them: reasoning only when it carries its
+    encrypted content (otherwise it refers to a stored item the target may not hold), no ids."""
+    out: list[JSON] = []
+    for item in items:
+        if item.get("type") == "reasoning":
+            if item.get("encrypted_content"):
+                out.append(item)
+            continue
+        out.append({name: value for name, value in item.items() if name not in _NATIVE_HISTORY_DROPS})
+    return out
+
+
+def _input_as_items(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return list(value) if isinstance(value, list) else []
 
 
 def previous_response_id(body: Any) -> str | None:
@@ -84,17 +133,54 @@ def previous_response_id(body: Any) -> str | None:
     return value
 
 
+def read_turn(body: Any, history: Sequence[JSON] = ()) -> ResponsesTurn:
+    """A Responses request continuing `history` (the items of the earlier turns): translated, or,
+    when only OpenAI's Responses API can serve it, with a routing summary and `only` set.
+    `BadRequest` names what is wrong."""
+    try:
+        return request_to_canonical(body, history)
+    except ResponsesOnly as only:
+        return ResponsesTurn(body, routing_summary(body, history), tuple(history), only)
+
+
+def routing_summary(body: JSON, history: Sequence[JSON] = ()) -> JSON:
+    """The least canonical request the router needs (model, the text of each turn, tools or not,
+    the output cap, streamed or not) for a request only OpenAI can serve; never sent anywhere."""
+    messages = _instructions(body.get("instructions"))
+    for item in [*history, *_input_as_items(body.get("input"))]:
+        if isinstance(item, dict) and item.get("type", "message") == "message" and item.get("role") in _MESSAGE_ROLES:
+            messages.append({"role": item["role"], "content": _plain_text(item.get("content"))})
+    summary: JSON = {"model": body["model"], "messages": messages or [{"role": "user", "content": ""}]}
+    if isinstance(body.get("max_output_tokens"), int) and body["max_output_tokens"] >= 1:
+        summary["max_completion_tokens"] = body["max_output_tokens"]
+    if body.get("stream") is True:
+        summary["stream"] = True
+    if body.get("tools"):
+        summary["tools"] = [{"type": "function", "function": {"name": "openai_tool"}}]
+    return summary
+
+
+def _plain_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content
+                         if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return ""
+
+
 def request_to_canonical(body: Any, history: Sequence[JSON] = ()) -> ResponsesTurn:
-    """The canonical chat request for a Responses request continuing `history` (canonical
-    messages of the earlier turns); `BadRequest` names what is wrong or unsupported."""
+    """The canonical chat request for a Responses request continuing `history` (the items of
+    the earlier turns); `ResponsesOnly` names what only OpenAI can serve, `BadRequest` what is wrong."""
     previous_response_id(body)
     _top_level(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string.", param="model")
-    conversation = [*history, *_input(body.get("input"))]
-    if not conversation:
+    turn = _input(body.get("input"))
+    if not turn:
         raise BadRequest("'input' is required: a string or a non-empty array of items.", param="input")
+    conversation = [*_input(list(history), lenient=True), *turn] if history else turn
     out: JSON = {"model": model, "messages": _instructions(body.get("instructions")) + conversation}
     # each group is read only when the request has one of its fields: absent, it adds and refuses nothing
     if "tools" in body or "tool_choice" in body or "parallel_tool_calls" in body:
@@ -109,38 +195,38 @@ def request_to_canonical(body: Any, history: Sequence[JSON] = ()) -> ResponsesTu
         out["stream_options"] = {"include_usage": True}
     elif body.get("stream_options") is not None:
         raise BadRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
-    return ResponsesTurn(body, out, tuple(conversation))
+    return ResponsesTurn(body, out, tuple(history))
 
 
 def _top_level(body: JSON) -> None:
     for name, value in body.items():
         if name in _REFUSED and value is not None:
-            raise BadRequest(f"'{name}' is not supported by llmroute: {_REFUSED[name]}.", param=name,
-                             code="unsupported_parameter")
+            raise ResponsesOnly(f"'{name}' cannot be translated for other providers: {_REFUSED[name]}.", param=name)
         if name not in _KNOWN and name not in _REFUSED:
-            raise BadRequest(f"'{name}' is not a Responses API field llmroute knows; it was not sent on.",
-                             param=name, code="unknown_parameter")
+            raise ResponsesOnly(f"'{name}' is not a Responses API field llmroute can translate for other providers.",
+                                param=name, code="unknown_parameter")
     if "background" in body and body["background"] not in (None, False):
         raise BadRequest("'background' responses are not supported: the sidecar answers in the request.",
                          param="background", code="unsupported_parameter")
     if body.get("truncation") not in (None, "disabled"):
-        raise BadRequest("'truncation' must be disabled: the sidecar does not drop input items.",
+        raise ResponsesOnly("'truncation' must be disabled: the sidecar does not drop input items.",
                          param="truncation", code="unsupported_parameter")
     if body.get("service_tier") not in (None, "auto", "default"):
-        raise BadRequest("'service_tier' can only be auto or default: tiers are llmroute's routing.",
+        raise ResponsesOnly("'service_tier' can only be auto or default: tiers are llmroute's routing.",
                          param="service_tier", code="unsupported_parameter")
     for i, item in enumerate(_array(body.get("include"), "include") if "include" in body else ()):
-        if not isinstance(item, str) or item not in _INCLUDABLE:
-            raise BadRequest(f"include[{i}] {item!r} cannot be produced here; only "
-                             f"{', '.join(sorted(_INCLUDABLE))} are accepted.", param=f"include[{i}]",
-                             code="unsupported_parameter")
+        if not isinstance(item, str):
+            raise BadRequest(f"include[{i}] must be a string.", param=f"include[{i}]")
+        if item not in _INCLUDABLE:
+            raise ResponsesOnly(f"include[{i}] {item!r} cannot be produced by other providers; only "
+                                f"{', '.join(sorted(_INCLUDABLE))} are accepted for them.", param=f"include[{i}]")
         if item not in _INCLUDE_NOTHING:
-            raise BadRequest(f"include[{i}] {item!r}: log probabilities are not carried through the "
+            raise ResponsesOnly(f"include[{i}] {item!r}: log probabilities are not carried through the "
                              "canonical chat form.", param=f"include[{i}]", code="unsupported_parameter")
     options = optional_object(body.get("stream_options"), "stream_options") if "stream_options" in body else None
     for name in options or ():
         if name != "include_obfuscation":
-            raise BadRequest(f"'stream_options.{name}' is not supported.", param=f"stream_options.{name}",
+            raise ResponsesOnly(f"'stream_options.{name}' is not supported.", param=f"stream_options.{name}",
                              code="unsupported_parameter")
 
 
@@ -161,7 +247,9 @@ def _instructions(instructions: Any) -> list[JSON]:
     return []
 
 
-def _input(value: Any) -> list[JSON]:
+def _input(value: Any, lenient: bool = False) -> list[JSON]:
+    """Canonical messages for input items; `lenient` (for the earlier turns' items, checked when
+    they came) leaves out what has no canonical form instead of raising `ResponsesOnly`."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     if value is None:
@@ -175,15 +263,17 @@ def _input(value: Any) -> list[JSON]:
             raise BadRequest(f"{path} must be an object.", param=path)
         kind = item.get("type", "message")
         if kind == "message":
-            _message(item, path, out)
+            _message(item, path, out, lenient)
+        elif lenient and kind not in ("function_call", "function_call_output"):
+            continue
         elif kind == "function_call":
             _function_call(item, path, out)
         elif kind == "function_call_output":
-            out.append(_function_output(item, path))
+            out.append(_function_output(item, path, lenient))
         elif kind == "reasoning":
             continue  # the canonical chat form has no slot for reasoning passed back
         elif isinstance(kind, str):
-            raise BadRequest(f"{path}.type {kind!r} cannot be sent through llmroute (built-in tool calls and "
+            raise ResponsesOnly(f"{path}.type {kind!r} cannot be sent through llmroute (built-in tool calls and "
                              "item references need OpenAI's servers).", param=f"{path}.type",
                              code="unsupported_parameter")
         else:
@@ -191,7 +281,7 @@ def _input(value: Any) -> list[JSON]:
     return out
 
 
-def _message(item: JSON, path: str, out: list[JSON]) -> None:
+def _message(item: JSON, path: str, out: list[JSON], lenient: bool = False) -> None:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
         raise BadRequest(f"{path}.role must be one of {', '.join(_MESSAGE_ROLES)}.", param=f"{path}.role")
@@ -199,7 +289,10 @@ def _message(item: JSON, path: str, out: list[JSON]) -> None:
     if isinstance(content, str):
         message: JSON = {"role": role, "content": content}
     elif isinstance(content, list):
-        parts = [_part(part, role, f"{path}.content[{k}]") for k, part in enumerate(content)]
+        parts = [_part(part, role, f"{path}.content[{k}]") for k, part in enumerate(content)
+                 if not lenient or _translatable(part, role)]
+        if not parts and lenient:
+            return
         message = {"role": role, "content": _collapse(parts, role)}
         refusals = [p["refusal"] for p in parts if p["type"] == "refusal"]
         if refusals:
@@ -207,9 +300,9 @@ def _message(item: JSON, path: str, out: list[JSON]) -> None:
                        or None, "refusal": "".join(refusals)}
     else:
         raise BadRequest(f"{path}.content must be a string or an array of parts.", param=f"{path}.content")
-    for name in item:
+    for name in () if lenient else item:
         if name not in ("type", "role", "content", *_IGNORED_ITEM_FIELDS):
-            raise BadRequest(f"{path}.{name} is not supported.", param=f"{path}.{name}",
+            raise ResponsesOnly(f"{path}.{name} is not supported.", param=f"{path}.{name}",
                              code="unsupported_parameter")
     out.append(message)
 
@@ -219,6 +312,14 @@ def _collapse(parts: list[JSON], role: str) -> str | list[JSON]:
     if all(p["type"] == "text" for p in parts) and (role != "user" or len(parts) == 1):
         return "".join(p["text"] for p in parts)
     return parts
+
+
+def _translatable(part: Any, role: str) -> bool:
+    try:
+        _part(part, role, "")
+    except ResponsesOnly:
+        return False
+    return True
 
 
 def _part(part: Any, role: str, path: str) -> JSON:
@@ -236,14 +337,14 @@ def _part(part: Any, role: str, path: str) -> JSON:
         return _image(part, path)
     if role == "user" and kind == "input_file":
         return _file(part, path)
-    raise BadRequest(f"{path}.type {kind!r} is not allowed in a {role} message here.", param=f"{path}.type",
+    raise ResponsesOnly(f"{path}.type {kind!r} is not allowed in a {role} message here.", param=f"{path}.type",
                      code="unsupported_parameter")
 
 
 def _image(part: JSON, path: str) -> JSON:
     url = part.get("image_url")
     if not isinstance(url, str) or not url:
-        raise BadRequest(f"{path}.image_url is required (file_id refers to OpenAI's file store, which other "
+        raise ResponsesOnly(f"{path}.image_url is required (file_id refers to OpenAI's file store, which other "
                          "providers cannot read).", param=f"{path}.image_url", code="unsupported_parameter")
     image: JSON = {"url": url}
     if part.get("detail") in ("low", "high", "auto"):
@@ -254,7 +355,7 @@ def _image(part: JSON, path: str) -> JSON:
 def _file(part: JSON, path: str) -> JSON:
     data = part.get("file_data")
     if not isinstance(data, str) or not data:
-        raise BadRequest(f"{path}.file_data is required (file_id and file_url refer to OpenAI's servers).",
+        raise ResponsesOnly(f"{path}.file_data is required (file_id and file_url refer to OpenAI's servers).",
                          param=f"{path}.file_data", code="unsupported_parameter")
     return {"type": "file", "file": {"filename": str(part.get("filename") or "document.pdf"), "file_data": data}}
 
@@ -275,15 +376,17 @@ def _function_call(item: JSON, path: str, out: list[JSON]) -> None:
         out.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def _function_output(item: JSON, path: str) -> JSON:
+def _function_output(item: JSON, path: str, lenient: bool = False) -> JSON:
     if not isinstance(item.get("call_id"), str):
         raise BadRequest(f"{path}.call_id must be a string.", param=f"{path}.call_id")
     output = item.get("output")
     if isinstance(output, list):
         texts = []
         for k, part in enumerate(output):
+            if lenient and not (isinstance(part, dict) and part.get("type") == "input_text"):
+                continue
             if not isinstance(part, dict) or part.get("type") != "input_text" or not isinstance(part.get("text"), str):
-                raise BadRequest(f"{path}.output[{k}]: only input_text parts can be returned by a tool here.",
+                raise ResponsesOnly(f"{path}.output[{k}]: only input_text parts can be returned by a tool here.",
                                  param=f"{path}.output[{k}]", code="unsupported_parameter")
             texts.append(part["text"])
         output = "".join(texts)
@@ -307,7 +410,7 @@ def _tooling(body: JSON, out: JSON) -> None:
     elif choice is not None:
         kind = choice.get("type") if isinstance(choice, dict) else None
         if isinstance(kind, str) and (kind in BUILT_IN_TOOLS or kind in ("allowed_tools", "mcp")):
-            raise BadRequest(f"tool_choice.type {kind!r} is not supported: only function tools run here.",
+            raise ResponsesOnly(f"tool_choice.type {kind!r} is not supported: only function tools run here.",
                              param="tool_choice.type", code="unsupported_parameter")
         raise BadRequest("'tool_choice' must be none, auto, required or {type: function, name}.",
                          param="tool_choice")
@@ -321,11 +424,11 @@ def _tool(tool: Any, path: str) -> JSON:
         raise BadRequest(f"{path} must be an object.", param=path)
     kind = tool.get("type")
     if isinstance(kind, str) and kind in BUILT_IN_TOOLS:
-        raise BadRequest(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers; llmroute "
+        raise ResponsesOnly(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers; llmroute "
                          "routes to any provider and runs function tools only.", param=f"{path}.type",
                          code="unsupported_parameter")
     if kind != "function":
-        raise BadRequest(f"{path}.type must be function.", param=f"{path}.type")
+        raise ResponsesOnly(f"{path}.type must be function.", param=f"{path}.type")
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"{path}.name is required and must be a non-empty string.", param=f"{path}.name")
@@ -338,7 +441,7 @@ def _tool(tool: Any, path: str) -> JSON:
         function["strict"] = tool["strict"]
     for field in tool:
         if field not in ("type", "name", "description", "parameters", "strict", "defer_loading"):
-            raise BadRequest(f"{path}.{field} is not supported.", param=f"{path}.{field}",
+            raise ResponsesOnly(f"{path}.{field} is not supported.", param=f"{path}.{field}",
                              code="unsupported_parameter")
     return {"type": "function", "function": function}
 
@@ -347,9 +450,9 @@ def _text(text: Any, out: JSON) -> None:
     text = optional_object(text, "text") or {}
     for name in text:
         if name not in ("format", "verbosity"):
-            raise BadRequest(f"'text.{name}' is not supported.", param=f"text.{name}", code="unsupported_parameter")
+            raise ResponsesOnly(f"'text.{name}' is not supported.", param=f"text.{name}", code="unsupported_parameter")
     if text.get("verbosity") not in (None, "medium"):
-        raise BadRequest("'text.verbosity' other than medium is OpenAI's own.", param="text.verbosity",
+        raise ResponsesOnly("'text.verbosity' other than medium is OpenAI's own.", param="text.verbosity",
                          code="unsupported_parameter")
     fmt = optional_object(text.get("format"), "text.format")
     if fmt is None or fmt.get("type") == "text":
@@ -377,7 +480,7 @@ def _reasoning(reasoning: Any, out: JSON) -> None:
     reasoning = optional_object(reasoning, "reasoning") or {}
     for name in reasoning:
         if name not in ("effort", "summary", "generate_summary"):
-            raise BadRequest(f"'reasoning.{name}' is not supported.", param=f"reasoning.{name}",
+            raise ResponsesOnly(f"'reasoning.{name}' is not supported.", param=f"reasoning.{name}",
                              code="unsupported_parameter")
     effort = reasoning.get("effort")
     if effort is not None:

@@ -1,0 +1,256 @@
+"""OpenAI's own Responses API as OpenAI and Azure OpenAI speak it: requests sent natively, answers read back.
+
+A Responses request sent natively gets a Response object or its event stream. The client gets
+them as they came (the front door's encoder relays them); the sidecar reads from them what every
+answer must give it, in canonical form: usage, cost and finish reason, the text and tool calls
+that decide when a stream is committed (nothing reaches the client before its first output, so a
+failure before it fails over invisibly), and the errors to fail over on. A `response.failed`
+event or an in-band `error` event raises; a stream that ends before `response.completed` (or
+`response.incomplete`) is broken. Each event's bytes ride on the first chunk it produced, or on
+a carrier chunk (`choices: []`) when it produced none, so the relay never re-encodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    NativeDialect,
+    StreamChunk,
+    UpstreamRequest,
+    Usage,
+)
+from llmroute_proxy.dialects.common import body_excerpt, loads_object
+from llmroute_proxy.dialects.openai.chat import parse_chat_completion
+from llmroute_proxy.dialects.openai.errors import in_band_error
+from llmroute_proxy.dialects.sse import SSEParser
+from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.table import ProviderType, Target
+
+JSON = dict[str, Any]
+
+_FINISH_BY_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def responses_body(request: ChatRequest, provider_type: ProviderType) -> dict[str, Any] | None:
+    """The client's own Responses request, when it came in on `/v1/responses` and this provider
+    type speaks that API (OpenAI-compatible servers do not: they get the canonical chat request)."""
+    native = request.native
+    if native is None or native.dialect is not NativeDialect.OPENAI_RESPONSES or not native.spoken_by(provider_type):
+        return None
+    return native.body
+
+
+def responses_request(url: str, headers: dict[str, str], body: dict[str, Any], model: str) -> UpstreamRequest:
+    """The client's request as it sent it, to the target's model."""
+    return UpstreamRequest("POST", url, headers, orjson.dumps({**body, "model": model}))
+
+
+def read_answer(body: bytes, request: ChatRequest, target: Target) -> ChatResult:
+    """A non-streamed answer: a Response when the request went natively, else a chat completion."""
+    if responses_body(request, target.provider_type) is not None:
+        return result_from_response(body, target.model)
+    return parse_chat_completion(body)
+
+
+def usage_from_response(usage: Any) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    inputs = usage.get("input_tokens_details") or {}
+    outputs = usage.get("output_tokens_details") or {}
+    return Usage(input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0),
+                 cached_input_tokens=int(inputs.get("cached_tokens") or 0),
+                 reasoning_tokens=int(outputs.get("reasoning_tokens") or 0))
+
+
+def response_error(error: Any) -> UpstreamError:
+    """A failed Response's `error` (or an `error` event), classified as the HTTP error it stands for.
+    Responses codes name the problem (`invalid_image`, `image_too_large`…): those are the client's."""
+    fields = dict(error) if isinstance(error, dict) else {"message": error}
+    code = fields.get("code")
+    if isinstance(code, str) and code.startswith(("invalid_", "image_", "empty_image", "unsupported_image")):
+        fields.setdefault("type", "invalid_request_error")
+    return in_band_error(fields)
+
+
+def result_from_response(body: bytes, model: str) -> ChatResult:
+    """A non-streamed Response: canonical for the books, the object itself for the relay."""
+    response = loads_object(body)
+    if response is None or response.get("object") != "response":
+        if response is not None and response.get("error"):
+            raise response_error(response["error"])
+        raise UpstreamError(FailureKind.SERVER_ERROR, f"The upstream sent no Response object: {body_excerpt(body)}")
+    if response.get("status") == "failed":
+        raise response_error(response.get("error") or {"message": "the Response failed"})
+    usage = usage_from_response(response.get("usage")) or Usage()
+    message, finish = _canonical_message(response)
+    data = {"id": response.get("id") or "", "object": "chat.completion", "created": 0,
+            "model": response.get("model") or model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": usage.to_openai()}
+    return ChatResult(data=data, usage=usage, native=response)
+
+
+def _canonical_message(response: JSON) -> tuple[JSON, str]:
+    texts: list[str] = []
+    reasoning: list[str] = []
+    refusals: list[str] = []
+    calls: list[JSON] = []
+    for item in response.get("output") or ():
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "message":
+            for part in item.get("content") or ():
+                if part.get("type") == "output_text":
+                    texts.append(part.get("text") or "")
+                elif part.get("type") == "refusal":
+                    refusals.append(part.get("refusal") or "")
+        elif kind == "function_call":
+            calls.append({"id": item.get("call_id") or "", "type": "function",
+                          "function": {"name": item.get("name") or "", "arguments": item.get("arguments") or "{}"}})
+        elif kind == "reasoning":
+            reasoning.extend(part.get("text") or "" for part in item.get("summary") or ())
+    message: JSON = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                     "refusal": "".join(refusals) or None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    return message, _finish_reason(response, bool(calls))
+
+
+def _finish_reason(response: JSON, called: bool) -> str:
+    if response.get("status") == "incomplete":
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        return _FINISH_BY_INCOMPLETE.get(reason, "length")
+    return "tool_calls" if called else "stop"
+
+
+class ResponsesEventTranslator:
+    """A Responses event stream → canonical chunks, each event's bytes riding along for the relay.
+
+    Function calls are numbered as canonical tool calls in the order their items open
+    (`output_index` → tool index); text, refusal and argument deltas become the canonical deltas
+    that show output; reasoning summary deltas become `reasoning_content`, which does not commit the
+    stream, and neither does a built-in tool's call (web search…): its events wait for the first
+    text like the reasoning's, so a failure while it runs still fails over invisibly.
+    """
+
+    __slots__ = ("_called", "_finished", "_id", "_model", "_parser", "_tools", "finish_reason", "usage")
+
+    def __init__(self, model: str) -> None:
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self._parser = SSEParser()
+        self._model = model
+        self._id = ""
+        self._tools: dict[int, int] = {}
+        self._called = False
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[StreamChunk]:
+        return self._chunks(self._parser.feed(data))
+
+    def close(self) -> list[StreamChunk]:
+        chunks = self._chunks(self._parser.close())
+        if not self._finished:
+            raise UpstreamError(FailureKind.STREAM_BROKEN, "The Responses stream ended before response.completed.")
+        return chunks
+
+    def _chunks(self, events: list[tuple[str | None, bytes]]) -> list[StreamChunk]:
+        chunks: list[StreamChunk] = []
+        for name, data in events:
+            if self._finished:
+                break
+            event = loads_object(data)
+            if event is None:
+                raise UpstreamError(FailureKind.STREAM_BROKEN,
+                                    f"The upstream sent an unreadable Responses event: {body_excerpt(data)}")
+            kind = event.get("type") or name or ""
+            handler = _HANDLERS.get(kind)
+            produced = handler(self, event) if handler is not None else []
+            first = produced[0] if produced else self._chunk(None)
+            chunks.append(StreamChunk(first, native=_event_bytes(kind, data)))
+            chunks.extend(StreamChunk(chunk, native=b"") for chunk in produced[1:])
+        return chunks
+
+    def _chunk(self, delta: JSON | None, finish: str | None = None) -> JSON:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return {"id": self._id, "object": "chat.completion.chunk", "created": 0, "model": self._model,
+                "choices": choices}
+
+    def _created(self, event: JSON) -> list[JSON]:
+        response = event.get("response") or {}
+        self._id = response.get("id") or self._id
+        self._model = response.get("model") or self._model
+        return []
+
+    def _item_added(self, event: JSON) -> list[JSON]:
+        item = event.get("item") or {}
+        if item.get("type") == "function_call":
+            index = self._tools[event.get("output_index", -1)] = len(self._tools)
+            self._called = True
+            call = {"index": index, "id": item.get("call_id") or "", "type": "function",
+                    "function": {"name": item.get("name") or "", "arguments": item.get("arguments") or ""}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _text(self, event: JSON) -> list[JSON]:
+        delta = event.get("delta")
+        return [self._chunk({"content": delta})] if isinstance(delta, str) and delta else []
+
+    def _refusal(self, event: JSON) -> list[JSON]:
+        delta = event.get("delta")
+        return [self._chunk({"refusal": delta})] if isinstance(delta, str) and delta else []
+
+    def _reasoning(self, event: JSON) -> list[JSON]:
+        delta = event.get("delta")
+        return [self._chunk({"reasoning_content": delta})] if isinstance(delta, str) and delta else []
+
+    def _arguments(self, event: JSON) -> list[JSON]:
+        index = self._tools.get(event.get("output_index", -1))
+        delta = event.get("delta")
+        if index is None or not isinstance(delta, str) or not delta:
+            return []
+        return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": delta}}]})]
+
+    def _done(self, event: JSON) -> list[JSON]:
+        self._finished = True
+        response = event.get("response") or {}
+        self.usage = usage_from_response(response.get("usage"))
+        self.finish_reason = _finish_reason(response, self._called)
+        out = [self._chunk({}, self.finish_reason)]
+        if self.usage is not None:
+            out.append({**self._chunk(None), "usage": self.usage.to_openai()})
+        return out
+
+    def _failed(self, event: JSON) -> list[JSON]:
+        response = event.get("response") or {}
+        raise response_error(response.get("error") or {"message": "the upstream's Response failed"})
+
+    def _error(self, event: JSON) -> list[JSON]:
+        raise response_error(event.get("error") if isinstance(event.get("error"), dict) else event)
+
+
+_HANDLERS: dict[str, Callable[[ResponsesEventTranslator, JSON], list[JSON]]] = {
+    "response.created": ResponsesEventTranslator._created,
+    "response.output_item.added": ResponsesEventTranslator._item_added,
+    "response.output_text.delta": ResponsesEventTranslator._text,
+    "response.refusal.delta": ResponsesEventTranslator._refusal,
+    "response.reasoning_summary_text.delta": ResponsesEventTranslator._reasoning,
+    "response.function_call_arguments.delta": ResponsesEventTranslator._arguments,
+    "response.completed": ResponsesEventTranslator._done,
+    "response.incomplete": ResponsesEventTranslator._done,
+    "response.failed": ResponsesEventTranslator._failed,
+    "error": ResponsesEventTranslator._error,
+}
+
+
+def _event_bytes(name: str, data: bytes) -> bytes:
+    if data.find(b"\n") >= 0:
+        data = data.replace(b"\n", b"\ndata: ")
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
