@@ -107,7 +107,8 @@ async def stream_response(request: web.Request, frame: Frame, output: list[JSON]
         elif item["type"] == "function_call":
             for fragment in split_even(item["arguments"], chunks):
                 await events.delta("response.function_call_arguments.delta", where, fragment)
-            await events.send("response.function_call_arguments.done", {**where, "arguments": item["arguments"]})
+            await events.send("response.function_call_arguments.done",
+                              {**where, "name": item["name"], "arguments": item["arguments"]})
         await events.send("response.output_item.done", {"output_index": index, "item": item})
     final = frame.final(state, output, result)
     keep(final)
