@@ -278,8 +278,28 @@ def test_a_relayed_stream_cut_after_its_first_output_ends_with_response_failed_n
     payload = orjson.loads(failed.split(b"data: ", 1)[1])
     assert payload["sequence_number"] == 6  # six events were relayed, numbered 0-5
     assert payload["response"]["id"] == "resp_68c1" and payload["response"]["status"] == "failed"
-    assert payload["response"]["output"] == [REASONING]  # what was finished before the cut
+    assert payload["response"]["output"][0] == REASONING  # finished before the cut
+    assert payload["response"]["output"][1]["status"] == "incomplete"  # opened, nothing said yet
     assert "resp_68c1" in keeper.kept
+
+
+def test_a_relayed_stream_cut_mid_answer_fails_with_what_it_had_said() -> None:
+    encoder = relaying_encoder(Keeper())
+    cut = TEXT_STREAM[:TEXT_STREAM.index(b"event: response.output_text.done")]
+    encoder.chunks(ResponsesEventTranslator("m").feed(cut))
+    failed = encoder.stream_error(UpstreamError(FailureKind.STREAM_BROKEN, "the upstream hung up"))
+    output = orjson.loads(failed.split(b"data: ", 1)[1])["response"]["output"]
+    assert output[0] == REASONING
+    assert output[1]["id"] == "msg_68c1" and output[1]["status"] == "incomplete"
+    assert output[1]["content"] == [{"type": "output_text", "text": "Hi there", "annotations": [], "logprobs": []}]
+
+
+def test_a_relayed_call_cut_mid_arguments_fails_with_the_arguments_so_far() -> None:
+    encoder = relaying_encoder(Keeper())
+    encoder.chunks(ResponsesEventTranslator("m").feed(CALL_STREAM[:CALL_STREAM.index(b"event: response.function_call_arguments.done")]))
+    failed = encoder.stream_error(UpstreamError(FailureKind.STREAM_BROKEN, "the upstream hung up"))
+    call = orjson.loads(failed.split(b"data: ", 1)[1])["response"]["output"][0]
+    assert call["call_id"] == "call_Xy12" and call["status"] == "incomplete" and call["arguments"] == '{"city":"Paris"}'
 
 
 def test_a_relayed_answer_is_the_providers_response_kept_under_its_id() -> None:

@@ -101,20 +101,53 @@ def test_json_mode_answers_json(stack: Stack, tier: str) -> None:
     assert "You said: Reply in JSON" in json.loads(response.output_text)["answer"]
 
 
-@pytest.mark.parametrize(("kwargs", "param"), [
+OPENAI_ONLY = [
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"tools": [{"type": "code_interpreter", "container": {"type": "auto"}}]}, "tools[0].type"),
     ({"conversation": "conv_1"}, "conversation"),
     ({"extra_body": {"frobnicate": True}}, "frobnicate"),
-])
-def test_what_no_target_can_do_is_a_400_naming_the_field(stack: Stack, kwargs: dict[str, object],
-                                                          param: str) -> None:
-    before = sim_requests(stack, "oai")
+]
+
+
+@pytest.mark.parametrize(("kwargs", "param"), OPENAI_ONLY)
+def test_what_only_openai_serves_is_a_400_naming_the_field_for_a_tier_without_openai_targets(
+        stack: Stack, kwargs: dict[str, object], param: str) -> None:
+    before = sim_requests(stack, "claude")
     with pytest.raises(openai.BadRequestError) as refused:
-        client(stack).responses.create(model="openai", input="hi", **kwargs)  # type: ignore[arg-type]
+        client(stack).responses.create(model="anthropic", input="hi", **kwargs)  # type: ignore[arg-type]
     assert refused.value.param == param
+    assert "no Azure OpenAI or OpenAI target" in refused.value.message
     assert refused.value.response.headers["x-llmroute-attempts"] == "0"
-    assert sim_requests(stack, "oai") == before
+    assert sim_requests(stack, "claude") == before
+
+
+def test_a_built_in_tool_is_served_natively_by_an_openai_target(stack: Stack) -> None:
+    raw = client(stack).responses.with_raw_response.create(
+        model="mixed", input="What happened today?", tools=[{"type": "web_search"}])
+    assert raw.headers["x-llmroute-provider"] == "oai"  # the tier's Anthropic fallback cannot take it
+    response = raw.parse()
+    assert [item.type for item in response.output] == ["web_search_call", "message"]
+    assert response.output_text
+    sent = last_request(stack, "oai")
+    assert sent.path.endswith("/responses") and sent.body["tools"] == [{"type": "web_search"}]
+
+
+def test_what_openai_itself_refuses_is_its_own_400_and_is_not_failed_over(stack: Stack) -> None:
+    before = sim_requests(stack, "claude")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(stack).responses.create(model="mixed", input="hi", extra_body={"frobnicate": True})
+    assert refused.value.param == "frobnicate"
+    assert refused.value.response.headers["x-llmroute-attempts"] == "1"
+    assert sim_requests(stack, "claude") == before
+
+
+def test_an_openai_target_is_sent_the_clients_own_request(stack: Stack) -> None:
+    client(stack).responses.create(model="openai", instructions="Be brief.", input="hi", store=False,
+                                   metadata={"ticket": "T-2"}, include=["reasoning.encrypted_content"])
+    sent = last_request(stack, "oai")
+    assert sent.path.endswith("/responses")
+    assert sent.body == {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "hi", "store": False,
+                         "metadata": {"ticket": "T-2"}, "include": ["reasoning.encrypted_content"]}
 
 
 def test_a_providers_refusal_names_the_responses_field(stack: Stack) -> None:
@@ -231,6 +264,23 @@ def test_a_conversation_continues_by_id_when_its_second_turn_fails_over_to_anoth
     assert sent["messages"][2]["content"][0]["type"] == "tool_result"
     third = sdk.responses.create(model="mixed", previous_response_id=second.parse().id, input="And tomorrow?")
     assert "You said: And tomorrow?" in third.output_text and third.previous_response_id == second.parse().id
+
+
+def test_a_conversation_begun_on_claude_continues_natively_on_openai_with_the_earlier_turns_as_items(
+        stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="anthropic", input="Weather in Paris?", tools=[WEATHER])  # type: ignore[list-item]
+    call = first.output[-1]
+    assert call.type == "function_call"
+    second = sdk.responses.create(model="openai", previous_response_id=first.id, tools=[WEATHER],  # type: ignore[list-item]
+                                  input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}])
+    assert "18C" in second.output_text
+    sent = last_request(stack, "oai").body
+    assert "previous_response_id" not in sent
+    assert [item.get("type") for item in sent["input"]] == ["message", "function_call", "function_call_output"]
+    assert sent["input"][1]["call_id"] == call.call_id and "id" not in sent["input"][1]
+    third = sdk.responses.create(model="gemini", previous_response_id=second.id, input="Thanks!")
+    assert "You said: Thanks!" in third.output_text  # and on to a third provider type
 
 
 @pytest.mark.parametrize("streamed", [False, True])

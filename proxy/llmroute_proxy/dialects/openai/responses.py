@@ -126,7 +126,7 @@ def _canonical_message(response: JSON) -> tuple[JSON, str]:
 def _finish_reason(response: JSON, called: bool) -> str:
     if response.get("status") == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")
-        return _FINISH_BY_INCOMPLETE.get(reason, "length")
+        return _FINISH_BY_INCOMPLETE.get(reason, "length") if isinstance(reason, str) else "length"
     return "tool_calls" if called else "stop"
 
 

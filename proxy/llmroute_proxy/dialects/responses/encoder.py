@@ -109,7 +109,7 @@ class ResponsesEncoder:
         if self._relay is None and (not batch or batch[0].native is None):
             return self._stream.encode_chunks(batch)
         relay = self._relay = self._relay or NativeRelay()
-        return b"".join([relay.relay(chunk.native or b"") for chunk in batch])
+        return b"".join([relay.relay(chunk) for chunk in batch])
 
     def end(self, usage: Usage | None) -> bytes:
         assert self._stream is not None
