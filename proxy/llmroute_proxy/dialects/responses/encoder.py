@@ -109,12 +109,14 @@ class ResponsesEncoder:
         if self._relay is None and (not batch or batch[0].native is None):
             return self._stream.encode_chunks(batch)
         relay = self._relay = self._relay or NativeRelay()
-        return b"".join([relay.relay(chunk) for chunk in batch])
+        out = b"".join([relay.relay(chunk) for chunk in batch])
+        if relay.response is not None and self.response_json is None:
+            self._keep_relayed(relay)  # with the batch that ends it: before the client can read its end
+        return out
 
     def end(self, usage: Usage | None) -> bytes:
         assert self._stream is not None
-        if self._relay is not None:  # the provider's stream ended itself
-            self._keep_relayed(self._relay)
+        if self._relay is not None:  # the provider's stream ended itself, and was kept as it did
             return b""
         out = self._stream.finish(usage)
         self._keep(self._stream.response_json, self._stream.output)
