@@ -307,7 +307,7 @@ def _tools(tools: list[Any]) -> tuple[tuple[JSON, ...], bool]:
                 raise Refused(f"Missing required parameter: 'tools[{index}].name'.", f"tools[{index}].name",
                               "missing_required_parameter")
             functions.append(tool)
-        elif kind in BUILT_IN_TOOLS:
+        elif isinstance(kind, str) and kind in BUILT_IN_TOOLS:
             web_search = web_search or str(kind).startswith("web_search")
         else:
             raise Refused(f"Invalid value: '{kind}'. Supported values are: 'function', "

@@ -309,3 +309,13 @@ def test_a_relayed_answer_is_the_providers_response_kept_under_its_id() -> None:
     body = encoder.unary(result_from_response(orjson.dumps(response), "m"))
     assert orjson.loads(body) == response and encoder.response_id == "resp_68c1"
     assert keeper.kept["resp_68c1"][1][-1] == MESSAGE
+
+
+def test_a_stream_that_ends_with_an_empty_output_is_kept_with_the_items_it_showed() -> None:
+    keeper = Keeper()
+    encoder = relaying_encoder(keeper)
+    emptied = TEXT_STREAM.replace(orjson.dumps([REASONING, MESSAGE]), b"[]")
+    assert emptied != TEXT_STREAM
+    _, chunks = read(emptied)
+    assert encoder.chunks(chunks) + encoder.end(None) == emptied  # the client gets what came
+    assert orjson.loads(keeper.kept["resp_68c1"][0])["output"] == [REASONING, MESSAGE]

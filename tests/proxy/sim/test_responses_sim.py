@@ -14,6 +14,7 @@ import pytest
 from openai.types.responses import Response
 
 from llmroute_proxy.sim import SimServer, openai_app, sim_state
+from llmroute_proxy.sim.responses_input import BUILT_IN_TOOLS
 from tests.proxy.sim import SimPool
 
 KEY = "sk-sim-responses-test-key"
@@ -268,6 +269,9 @@ async def test_web_search_answers_with_a_search_call_and_a_cited_message(sim: Si
     ({"model": MODEL}, 400, "input", "missing_required_parameter", "Missing required parameter: 'input'."),
     ({"model": MODEL, "input": QUESTION, "messages": []}, 400, "messages", "unknown_parameter",
      "Unknown parameter: 'messages'."),
+    ({"model": MODEL, "input": QUESTION, "tools": [{"type": ["function"]}]}, 400, "tools[0].type", "invalid_value",
+     "Invalid value: '['function']'. Supported values are: 'function', "
+     + ", ".join(f"'{value}'" for value in sorted(BUILT_IN_TOOLS)) + "."),
     ({"model": MODEL, "input": QUESTION, "max_output_tokens": "10"}, 400, "max_output_tokens", "invalid_type",
      "Invalid type for 'max_output_tokens': expected an integer, but got a string instead."),
     ({"model": MODEL, "input": QUESTION, "max_output_tokens": 8}, 400, "max_output_tokens", "integer_below_min_value",

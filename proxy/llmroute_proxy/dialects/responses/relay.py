@@ -51,7 +51,7 @@ class NativeRelay:
             elif event.startswith(_CREATED):
                 self._created = _response_of(event)
             elif event.startswith(_ENDED):
-                self.response = _response_of(event)
+                self.response = self._ended(_response_of(event))
         choices = chunk.data.get("choices")
         if choices and self._open:
             self._said(choices[0].get("delta") or {})
@@ -67,6 +67,13 @@ class NativeRelay:
         event = {"type": "response.failed", "sequence_number": self.events, "response": self.response}
         self.events += 1
         return b"event: response.failed\ndata: " + orjson.dumps(event) + b"\n\n"
+
+    def _ended(self, response: JSON | None) -> JSON | None:
+        """Some OpenAI backends end with `output: []` after streaming every item: the store keeps
+        the items the stream showed."""
+        if response is not None and not response.get("output") and self._items:
+            return {**response, "output": [item for _, item in sorted(self._items.items())]}
+        return response
 
     def _opened(self, payload: JSON) -> None:
         item, index = payload.get("item"), payload.get("output_index")

@@ -427,8 +427,11 @@ def _tool(tool: Any, path: str) -> JSON:
         raise ResponsesOnly(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers; llmroute "
                          "routes to any provider and runs function tools only.", param=f"{path}.type",
                          code="unsupported_parameter")
+    if not isinstance(kind, str):
+        raise BadRequest(f"{path}.type is required and must be a string.", param=f"{path}.type")
     if kind != "function":
-        raise ResponsesOnly(f"{path}.type must be function.", param=f"{path}.type")
+        raise ResponsesOnly(f"{path}.type {kind!r} is not a tool llmroute can translate for other providers.",
+                            param=f"{path}.type")
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"{path}.name is required and must be a non-empty string.", param=f"{path}.name")
