@@ -230,3 +230,19 @@ def test_a_whole_answer_from_a_target_pinned_to_an_old_api_version_succeeds(
 
     assert (completion.choices[0].message.content or "").endswith("You said: hi")
     assert last_azure_request(stack, CLASSIC_CHAT).query["api-version"] == "2024-06-01"
+
+
+@pytest.mark.parametrize("tier", ["azure", "azure-v1", "azure-old"])
+def test_responses_go_to_azures_own_v1_responses_api_whatever_the_chat_api_version(stack: Stack, tier: str) -> None:
+    sdk = client(stack)
+    raw = sdk.responses.with_raw_response.create(model=tier, input="hello there", tools=[{"type": "web_search"}])
+    response = raw.parse()
+    assert raw.headers["x-llmroute-provider"].startswith("az-")
+    assert [item.type for item in response.output] == ["web_search_call", "message"] and response.output_text
+    sent = stack.call(lambda: sim_state(stack.sims["azure"].app).stats.last)
+    assert sent.path == "/openai/v1/responses" and sent.body["model"] == CHAT
+    assert sent.headers["api-key"] == AZURE_KEY and "app-key" not in json.dumps(dict(sent.headers))
+    with sdk.responses.stream(model=tier, input="tell me more") as stream:
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text
+    assert sdk.responses.retrieve(final.id).id == final.id  # kept by the sidecar under Azure's own id
