@@ -8,6 +8,10 @@ load and shows up as noise in the proxies' figures: it parses just enough HTTP/1
   `"stream": true`, `--chunks` SSE chunks (the last with `finish_reason`), a usage chunk when
   `stream_options.include_usage` is set, then `data: [DONE]`, each event its own HTTP chunk
   and its own socket write, `--chunk-delay-ms` apart (0: back to back).
+- `POST /v1/responses` (also `/responses`): OpenAI's Responses API, for targets of type `openai`
+  that llmroute sends Responses requests to natively: a Response with one message and usage; with
+  `"stream": true`, OpenAI's events (created, in_progress, the message's item and part opening,
+  `--chunks` text deltas with `obfuscation` padding, their closing, completed), one write each.
 - `GET /health`, `GET /v1/models`.
 
 Run: `python bench/_upstream.py --port 9000 [--chunks 20] [--chunk-delay-ms 0]`.
@@ -92,6 +96,8 @@ class Upstream(asyncio.Protocol):
     def _route(self, method: str, path: str, body: bytes, close: bool) -> None:
         if method == "POST" and path in ("/v1/chat/completions", "/chat/completions"):
             self._chat(body, close)
+        elif method == "POST" and path in ("/v1/responses", "/responses"):
+            self._responses(body, close)
         elif method == "GET" and path == "/health":
             self._reply(_response("200 OK", b"ok", b"text/plain", close), close)
         elif method == "GET" and path in ("/v1/models", "/models"):
@@ -139,6 +145,53 @@ class Upstream(asyncio.Protocol):
             return
         self._streaming = True
         self._send_later(events, 0, close)
+
+    def _responses(self, raw: bytes, close: bool) -> None:
+        request = orjson.loads(raw) if raw.startswith(b"{") else None
+        if not isinstance(request, dict):
+            self._reply(_response("400 Bad Request", b'{"error":{"message":"bad json"}}', close=close), close)
+            return
+        number = next(_ids)
+        text = "".join(f"tok{i} " for i in range(self._chunks))
+        message = {"id": f"msg_fake{number}", "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}]}
+        prompt_tokens = max(1, len(str(request.get("input") or "")) // 4)
+        response = {"id": f"resp_fake{number}", "object": "response", "created_at": int(time.time()),
+                    "status": "completed", "error": None, "incomplete_details": None, "model": request.get("model"),
+                    "output": [message], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                    "usage": {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+                              "output_tokens": self._chunks, "output_tokens_details": {"reasoning_tokens": 0},
+                              "total_tokens": prompt_tokens + self._chunks}}
+        if not request.get("stream"):
+            self._reply(_response("200 OK", orjson.dumps(response), close=close), close)
+            return
+        events = self._response_events(response, message)
+        self._reply(_SSE_HEAD, False)
+        if self._delay <= 0:
+            for event in events:
+                self._reply(event, False)
+            self._reply(b"0\r\n\r\n", close)
+            return
+        self._streaming = True
+        self._send_later(events, 0, close)
+
+    def _response_events(self, response: dict[str, Any], message: dict[str, Any]) -> list[bytes]:
+        shell = {**response, "status": "in_progress", "output": [], "usage": None}
+        where = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+        kinds: list[tuple[str, dict[str, Any]]] = [
+            ("response.created", {"response": shell}), ("response.in_progress", {"response": shell}),
+            ("response.output_item.added", {"output_index": 0, "item": {**message, "status": "in_progress",
+                                                                         "content": []}}),
+            ("response.content_part.added", {**where, "part": part})]
+        kinds += [("response.output_text.delta", {**where, "delta": f"tok{i} ", "logprobs": [], "obfuscation": "x0Zq"})
+                  for i in range(self._chunks)]
+        kinds += [("response.output_text.done", {**where, "text": message["content"][0]["text"], "logprobs": []}),
+                  ("response.content_part.done", {**where, "part": message["content"][0]}),
+                  ("response.output_item.done", {"output_index": 0, "item": message}),
+                  ("response.completed", {"response": response})]
+        return [_http_chunk(b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps(
+            {"type": kind, "sequence_number": number, **fields}))) for number, (kind, fields) in enumerate(kinds)]
 
     def _stream_events(self, base: dict[str, Any], usage: dict[str, int] | None) -> list[bytes]:
         events = []

@@ -12,6 +12,8 @@ this beside `overhead.py`; it is what to compare when a change must show it made
 Points `rs` and `rs_st` send the same prompt to `/v1/responses` (non-streaming, streaming) on the same
 route and upstream: llmroute only (the bare proxy speaks chat completions), printed as Responses ÷
 chat completions beside `ns` and `st`, the cost of the Responses translation in instructions.
+`ons`, `ost`, `ors`, `ors_st` are the same four on a route whose provider is of type `openai`, where
+Responses requests are sent natively to the upstream's own `/v1/responses` and relayed.
 
 Needs `valgrind` (`apt-get install -y valgrind`), which provides `callgrind_control`. About 3 minutes:
 a proxy under callgrind runs ~50x slower, and llmroute takes ~30 s to start there.
@@ -40,11 +42,15 @@ from overhead import (
     wait_until,
 )
 
-# point -> (path, streamed): streams of 20 content events, usage, [DONE] from the upstream, as overhead.py
-POINTS = {"ns": (CHAT_PATH, False), "st": (CHAT_PATH, True),
-          "rs": (RESPONSES_PATH, False), "rs_st": (RESPONSES_PATH, True)}
-VERSUS = {"rs": "ns", "rs_st": "st"}
-"""A Responses point -> the chat completions point it is compared with (same route, same upstream)."""
+# point -> (path, streamed, route): streams of 20 content events from the upstream, as overhead.py
+POINTS = {"ns": (CHAT_PATH, False, None), "st": (CHAT_PATH, True, None),
+          "rs": (RESPONSES_PATH, False, None), "rs_st": (RESPONSES_PATH, True, None),
+          "ons": (CHAT_PATH, False, "openai"), "ost": (CHAT_PATH, True, "openai"),
+          "ors": (RESPONSES_PATH, False, "openai"), "ors_st": (RESPONSES_PATH, True, "openai")}
+VERSUS = {"rs": "ns", "rs_st": "st", "ors": "ons", "ors_st": "ost"}
+"""A Responses point -> the chat completions point it is compared with (same route, same upstream).
+The `o` points take the route whose provider is of type `openai`: Responses requests go to the
+upstream's own /v1/responses there (native), where the others are translated to chat completions."""
 WARMUP = 60
 CONCURRENCY = 8
 START_TIMEOUT_S = 240.0
@@ -77,15 +83,16 @@ def start(h: Harness, target: str, upstream: str) -> tuple[str, subprocess.Popen
 
 
 def serves(target: str, point: str) -> bool:
-    """Only llmroute speaks the Responses API; the bare proxy relays chat completions."""
-    return target != "bare" or point not in VERSUS
+    """Only llmroute speaks the Responses API and has routes; the bare proxy relays chat completions."""
+    return target != "bare" or point in ("ns", "st")
 
 
 def load(base: str, point: str, requests: int) -> int:
     """Send exactly `requests` requests (CONCURRENCY at a time); the number answered."""
-    path, stream = POINTS[point]
+    path, stream, route = POINTS[point]
     command = [PYTHON, str(HERE / "_load.py"), "--url", base + path, "-c", str(CONCURRENCY),
-               "-n", str(requests), "--seconds", "600", "--warmup", "0", *(["--stream"] if stream else [])]
+               "-n", str(requests), "--seconds", "600", "--warmup", "0", *(["--stream"] if stream else []),
+               *(["-H", f"x-llmroute-route: {route}"] if route else [])]
     done = subprocess.run(command, capture_output=True, check=False, timeout=900)
     result = orjson.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {}
     if result.get("errors"):
@@ -126,7 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="measured requests per point and target")
     parser.add_argument("--points", default="ns,st,rs,rs_st",
-                        help="ns (non-streaming), st (streaming), rs and rs_st (the same on /v1/responses)")
+                        help="ns (non-streaming), st (streaming), rs and rs_st (the same on /v1/responses); "
+                             "ons, ost, ors, ors_st: the same four on the route whose provider is of type openai")
     parser.add_argument("--targets", default="bare,llmroute", help="bare must come with llmroute for the ratio")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:

@@ -74,7 +74,28 @@ spec:
     default:
       targets: [{{provider: fake, model: fake-gpt}}]
   defaultTier: default
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {{name: fake-openai}}
+spec:
+  type: openai
+  endpoints: [{{region: local, url: "{upstream}/v1"}}]
+  credentials: {{env: FAKE_API_KEY}}
+  models: [{{name: fake-gpt, pricing: {{inputPerMTok: 1.0, outputPerMTok: 2.0}}}}]
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {{name: openai}}
+spec:
+  tiers:
+    default:
+      targets: [{{provider: fake-openai, model: fake-gpt}}]
+  defaultTier: default
 """
+"""The first route (the default) reaches the upstream as an `openai-compatible` provider, so Responses
+requests are translated to chat completions; the `openai` route (header `x-llmroute-route: openai`)
+reaches it as an `openai` provider, which llmroute sends Responses requests to natively."""
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
