@@ -34,7 +34,7 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
         """Return every event completed by `chunk`: (event name or None, data bytes)."""
         if not self._buffer and not self._data and self._event is None and chunk.endswith(b"\n\n"):
-            fast = _whole_data_events(chunk)
+            fast = _whole_named_events(chunk) if chunk.startswith(b"event: ") else _whole_data_events(chunk)
             if fast is not None:
                 return fast
         buffer = self._buffer + chunk if self._buffer else chunk
@@ -101,3 +101,20 @@ def _whole_data_events(chunk: bytes) -> list[tuple[str | None, bytes]] | None:
     if chunk.count(b"\n") != 2 * len(blocks) or chunk.count(b"\n\ndata: ") != len(blocks) - 1:
         return None
     return [(None, block[6:]) for block in blocks]
+
+
+def _whole_named_events(chunk: bytes) -> list[tuple[str | None, bytes]] | None:
+    """The same for whole events of an `event: ` line and one `data: ` line each, as OpenAI's
+    Responses API and Anthropic send them. None for anything else."""
+    if chunk.find(b"\r") >= 0:
+        return None
+    blocks = chunk[:-2].split(b"\n\n")
+    # each block has exactly one LF of its own, and it starts the data line
+    if (chunk.count(b"\n") != 3 * len(blocks) or chunk.count(b"\n\nevent: ") != len(blocks) - 1
+            or chunk.count(b"\ndata: ") != len(blocks)):
+        return None
+    events: list[tuple[str | None, bytes]] = []
+    for block in blocks:
+        end = block.find(b"\n")
+        events.append((block[7:end].decode(errors="replace"), block[end + 7:]))
+    return events

@@ -51,3 +51,25 @@ def test_no_shortcut_while_an_event_is_half_read() -> None:
     parser = SSEParser()
     assert parser.feed(b'data: {"a"') == []
     assert parser.single_data(b'data: {"b":2}\n\n') is None
+
+
+def line_parsed(chunk: bytes) -> list[tuple[str | None, bytes]]:
+    """What the line parser alone makes of `chunk`: fed a byte at a time, no piece is whole events."""
+    return parse([chunk[i:i + 1] for i in range(len(chunk))])
+
+
+@pytest.mark.parametrize("chunk", [
+    b'event: a\ndata: {"x":1}\n\nevent: b\ndata: {"y":2}\n\n',  # the shortcut's own case
+    b'event: a\ndata: {"x":1}\n\n',
+    b'event: a\ndata: {"x":1}\n\ndata: {"y":2}\n\n',  # an unnamed event among them
+    b'event: a\ndata: one\ndata: two\n\n',  # two data lines
+    b'event: a\nid: 7\ndata: {}\n\n',  # another field
+    b'event: a\n\ndata: {}\n\n',  # a name alone, then a data event
+    b'event: a\ndata: {}\n\n: comment\n\n',
+    b'event: a\ndata: {}\r\n\r\n',
+    b'event: a\ndata:{}\n\n',  # no space after data:
+    b'event: a\ndata: {"text":"event: b\\ndata: x"}\n\n',  # what looks like framing, escaped in JSON
+])
+def test_whole_named_events_read_at_once_are_what_the_line_parser_reads(chunk: bytes) -> None:
+    parser = SSEParser()
+    assert parser.feed(chunk) + parser.close() == line_parsed(chunk)

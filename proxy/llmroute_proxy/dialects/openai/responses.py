@@ -7,7 +7,8 @@ that decide when a stream is committed (nothing reaches the client before its fi
 failure before it fails over invisibly), and the errors to fail over on. A `response.failed`
 event or an in-band `error` event raises; a stream that ends before `response.completed` (or
 `response.incomplete`) is broken. Each event's bytes ride on the first chunk it produced, or on
-a carrier chunk (`choices: []`) when it produced none, so the relay never re-encodes.
+a carrier chunk (`choices: []`) when it produced none, so the relay never re-encodes; an event
+whose name says there is nothing in it to read (a part opening, a `.done`…) is not even parsed.
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ class ResponsesEventTranslator:
         for name, data in events:
             if self._finished:
                 break
+            if name is not None and name not in _HANDLERS:  # nothing to read in it: relayed unparsed
+                chunks.append(StreamChunk(self._chunk(None), native=_event_bytes(name, data)))
+                continue
             event = loads_object(data)
             if event is None:
                 raise UpstreamError(FailureKind.STREAM_BROKEN,

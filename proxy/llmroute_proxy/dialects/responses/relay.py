@@ -29,7 +29,7 @@ _ENDED = (b"event: response.completed\n", b"event: response.incomplete\n")
 class NativeRelay:
     """One relayed event stream; `response` is the Response it ended with, once it has."""
 
-    __slots__ = ("_calls", "_created", "_items", "_open", "_texts", "events", "response")
+    __slots__ = ("_calls", "_created", "_items", "_message", "_open", "_texts", "events", "response")
 
     def __init__(self) -> None:
         self.events = 0
@@ -39,6 +39,7 @@ class NativeRelay:
         self._open: set[int] = set()
         self._texts: dict[int, list[str]] = {}  # what open items said, by output_index
         self._calls: list[int] = []  # output_index of each function call, in canonical tool-call order
+        self._message: int | None = None  # output_index of the message being said, if one is open
 
     def relay(self, chunk: StreamChunk) -> bytes:
         event = chunk.native or b""
@@ -83,19 +84,21 @@ class NativeRelay:
             self._texts[index] = []
             if item.get("type") == "function_call":
                 self._calls.append(index)
+            elif item.get("type") == "message":
+                self._message = index
 
     def _done(self, payload: JSON) -> None:
         item, index = payload.get("item"), payload.get("output_index")
         if isinstance(item, dict) and isinstance(index, int):
             self._items[index] = item
             self._open.discard(index)
+            if index == self._message:
+                self._message = None
 
     def _said(self, delta: JSON) -> None:
         text = delta.get("content") or delta.get("refusal")
-        if isinstance(text, str) and text:
-            index = max((i for i in self._open if self._items[i].get("type") == "message"), default=None)
-            if index is not None:
-                self._texts[index].append(text)
+        if isinstance(text, str) and text and self._message is not None:
+            self._texts[self._message].append(text)
         for call in delta.get("tool_calls") or ():
             number, arguments = call.get("index"), (call.get("function") or {}).get("arguments")
             if isinstance(number, int) and number < len(self._calls) and isinstance(arguments, str):
