@@ -193,6 +193,18 @@ class WholeStream:
         self.usage_start = usage_start
 
 
+class WholeRelayedStream(WholeStream):
+    """A stream in the client's own dialect that arrived whole and was judged by its bytes, to be
+    relayed as it came (a Responses stream from OpenAI or Azure): `final` is the object its last event
+    carried (the Response as it ended), the one event the judge parsed."""
+
+    __slots__ = ("final",)
+
+    def __init__(self, body: bytes, final: dict[str, Any]) -> None:
+        super().__init__(body, len(body))
+        self.final = final
+
+
 class WholeStreamReader(Protocol):
     """What a stream translator may also do: judge a stream that arrived whole, in one read, without
     translating it event by event. None when it cannot vouch for it that way: then `feed` and

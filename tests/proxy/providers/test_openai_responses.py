@@ -319,3 +319,39 @@ def test_a_stream_that_ends_with_an_empty_output_is_kept_with_the_items_it_showe
     _, chunks = read(emptied)
     assert encoder.chunks(chunks) + encoder.end(None) == emptied  # the client gets what came
     assert orjson.loads(keeper.kept["resp_68c1"][0])["output"] == [REASONING, MESSAGE]
+
+
+# ---- streams that arrived whole ------------------------------------------------------------------
+
+
+INCOMPLETE_STREAM = TEXT_STREAM[:TEXT_STREAM.index(b"event: response.completed")] + event(
+    "response.incomplete", 11, response={**RESPONSE, "status": "incomplete", "output": [REASONING, MESSAGE],
+                                         "incomplete_details": {"reason": "max_output_tokens"}, "usage": USAGE})
+
+
+@pytest.mark.parametrize("stream", [TEXT_STREAM, CALL_STREAM, INCOMPLETE_STREAM])
+def test_a_stream_judged_whole_reads_as_event_by_event(stream: bytes) -> None:
+    judge = ResponsesEventTranslator("m")
+    whole = judge.judge_whole(stream)
+    assert whole is not None and whole.body == stream
+    reader, _ = read(stream)
+    assert (judge.usage, judge.finish_reason) == (reader.usage, reader.finish_reason)
+    assert judge.finish_reason == {TEXT_STREAM: "stop", CALL_STREAM: "tool_calls", INCOMPLETE_STREAM: "length"}[stream]
+    assert whole.final == orjson.loads(stream[stream.rindex(b"event: "):].split(b"data: ", 1)[1])["response"]
+
+
+@pytest.mark.parametrize("stream", [
+    TEXT_STREAM[:TEXT_STREAM.index(b"event: response.completed")],  # not ended
+    TEXT_STREAM.replace(b"event: response.output_text.done", b"event: error"),
+    TEXT_STREAM[:TEXT_STREAM.index(b"event: response.completed")] + event(
+        "response.failed", 11, response={**RESPONSE, "status": "failed", "error": {"code": "server_error"}}),
+    TEXT_STREAM.replace(b"\n", b"\r\n"),
+    TEXT_STREAM.replace(b"event: response.in_progress\n", b""),  # an unnamed event
+    TEXT_STREAM.replace(b"\n\nevent: response.output_text.delta", b"\n\n: ping\n\nevent: response.output_text.delta"),
+    TEXT_STREAM.replace(b"event: response.output_text.delta", b"event: response.output_text.annotation.added"),
+    TEXT_STREAM.replace(orjson.dumps([REASONING, MESSAGE]), b"[]"),
+])
+def test_a_stream_that_cannot_be_vouched_for_by_its_bytes_is_read_event_by_event(stream: bytes) -> None:
+    judge = ResponsesEventTranslator("m")
+    assert judge.judge_whole(stream) is None
+    assert judge.usage is None and judge.finish_reason is None

@@ -25,6 +25,7 @@ from llmroute_proxy.dialects.base import (
     StreamChunk,
     UpstreamRequest,
     Usage,
+    WholeRelayedStream,
 )
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.openai.chat import parse_chat_completion
@@ -36,6 +37,11 @@ from llmroute_proxy.table import ProviderType, Target
 JSON = dict[str, Any]
 
 _FINISH_BY_INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
+_ENDINGS = (b"event: response.completed\ndata: ", b"event: response.incomplete\ndata: ")
+_OUTPUT_EVENTS = (b"\n\nevent: response.output_text.delta\n", b"\n\nevent: response.refusal.delta\n",
+                  b"\n\nevent: response.function_call_arguments.delta\n")
+_FAILURES = (b"\n\nevent: error\n", b"\n\nevent: response.failed\n")
+_FIRST_FAILURES = (b"event: error\n", b"event: response.failed\n")
 
 
 def responses_body(request: ChatRequest, provider_type: ProviderType) -> dict[str, Any] | None:
@@ -181,6 +187,32 @@ class ResponsesEventTranslator:
             chunks.append(StreamChunk(first, native=_event_bytes(kind, data)))
             chunks.extend(StreamChunk(chunk, native=b"") for chunk in produced[1:])
         return chunks
+
+    def judge_whole(self, body: bytes) -> WholeRelayedStream | None:
+        """A stream that arrived whole, vouched for by its bytes: simple framing (each event an
+        `event:` and one `data:` line), no `error` or `response.failed` event, some output, and a
+        last event that ends the Response, the only one parsed; it sets `usage` and `finish_reason`
+        as `feed` and `close` would. None otherwise (then they read it event by event)."""
+        events = body.count(b"\n\nevent: ") + 1
+        if (not body.startswith(b"event: ") or body.startswith(_FIRST_FAILURES) or not body.endswith(b"\n\n")
+                or body.find(b"\r") >= 0
+                or body.count(b"\n") != 3 * events or body.count(b"\ndata: ") != events
+                or any(body.find(failure) >= 0 for failure in _FAILURES)
+                or not any(body.find(output) >= 0 for output in _OUTPUT_EVENTS)):
+            return None
+        last = body.rfind(b"\n\nevent: ") + 2
+        ending = next((e for e in _ENDINGS if body.startswith(e, last)), None)
+        if ending is None:
+            return None
+        event = loads_object(body[last + len(ending):-2])
+        response = event.get("response") if event is not None else None
+        if not isinstance(response, dict) or not response.get("output"):
+            return None
+        self.usage = usage_from_response(response.get("usage"))
+        self.finish_reason = _finish_reason(response, any(
+            isinstance(item, dict) and item.get("type") == "function_call" for item in response["output"]))
+        self._finished = True
+        return WholeRelayedStream(body, response)
 
     def _chunk(self, delta: JSON | None, finish: str | None = None) -> JSON:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
