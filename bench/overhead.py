@@ -12,6 +12,9 @@ pass-through proxy (`_bare_proxy.py`, the practical limit of a Python aiohttp pr
   proxy speak chat completions), reported as a ratio to chat completions on the same route,
   with the Responses store's size and the sidecar's RSS at the end (the store fills to its cap
   during the run: this is where the cap is seen to hold under load).
+- the four concurrency-32 points again (`ons`, `ost`, `ors`, `ors_st`) on a second route whose provider
+  is of type `openai` (llmroute only): there Responses requests go natively to the upstream's own
+  `/v1/responses` and are relayed, where the first route (`openai-compatible`) translates them.
 
 `direct` is the upstream itself, the floor. The load generator and the upstream share core 0,
 the proxy under test has core 1 (taskset, when present), as in a sidecar with one core. Figures
@@ -101,6 +104,7 @@ WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-fake"
+if (os.getenv("WRK_ROUTE") or "") ~= "" then wrk.headers["x-llmroute-route"] = os.getenv("WRK_ROUTE") end
 local body = '{"model":"fake-gpt","messages":[{"role":"user","content":"Say hello in five words please."}],"max_tokens":32'
 if os.getenv("WRK_STREAM") == "1" then body = body .. ',"stream":true,"stream_options":{"include_usage":true}' end
 if os.getenv("WRK_API") == "responses" then
@@ -269,10 +273,11 @@ class Point:
     ttft: bool = False
     path: str = CHAT_PATH
     versus: str | None = None  # the chat-completions point a Responses point is compared with
+    route: str | None = None  # the llmroute route (x-llmroute-route), when not the default
 
     def serves(self, target: str) -> bool:
-        """Only llmroute speaks the Responses API; the upstream and the bare proxy do not."""
-        return self.path == CHAT_PATH or target.startswith("llmroute")
+        """Only llmroute speaks the Responses API and has routes; the upstream and the bare proxy do not."""
+        return (self.path == CHAT_PATH and self.route is None) or target.startswith("llmroute")
 
 
 POINTS = (
@@ -282,6 +287,12 @@ POINTS = (
     Point("st_c32", "streaming, concurrency 32", 32, True),
     Point("rs_c32", "Responses API, non-streaming, concurrency 32", 32, False, path=RESPONSES_PATH, versus="ns_c32"),
     Point("rs_st_c32", "Responses API, streaming, concurrency 32", 32, True, path=RESPONSES_PATH, versus="st_c32"),
+    Point("ons_c32", "openai provider: non-streaming, concurrency 32", 32, False, route="openai"),
+    Point("ost_c32", "openai provider: streaming, concurrency 32", 32, True, route="openai"),
+    Point("ors_c32", "openai provider: Responses API (native), non-streaming, concurrency 32", 32, False,
+          path=RESPONSES_PATH, versus="ons_c32", route="openai"),
+    Point("ors_st_c32", "openai provider: Responses API (native), streaming, concurrency 32", 32, True,
+          path=RESPONSES_PATH, versus="ost_c32", route="openai"),
 )
 
 
@@ -306,7 +317,7 @@ class Loader:
         command = self.h.pinned(LOAD_CORE, ["wrk", "-t1", f"-c{point.concurrency}", f"-d{max(1, round(seconds))}s",
                                             "--timeout", "10s", "-s", str(script), base + point.path])
         env = {**os.environ, "WRK_STREAM": "1" if point.stream else "0",
-               "WRK_API": "responses" if point.path == RESPONSES_PATH else "chat"}
+               "WRK_API": "responses" if point.path == RESPONSES_PATH else "chat", "WRK_ROUTE": point.route or ""}
         out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
         line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
         if line is None:
@@ -320,6 +331,8 @@ class Loader:
                    "--seconds", str(seconds), "--warmup", "50"]
         if point.stream:
             command.append("--stream")
+        if point.route:
+            command += ["-H", f"x-llmroute-route: {point.route}"]
         done = subprocess.run(self.h.pinned(LOAD_CORE, command), capture_output=True, text=True,
                               timeout=seconds + 90)
         try:
@@ -397,6 +410,8 @@ METRICS: dict[str, list[tuple[str, str, int]]] = {  # point -> (metric, label, d
     "st_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
     "rs_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
     "rs_st_c32": [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)],
+    **{key: [("rps", "req/s", 0), ("lat_p50_ms", "p50 ms", 2), ("lat_p99_ms", "p99 ms", 2)]
+       for key in ("ons_c32", "ost_c32", "ors_c32", "ors_st_c32")},
 }
 
 
