@@ -233,8 +233,9 @@ def test_a_whole_answer_from_a_target_pinned_to_an_old_api_version_succeeds(
 
 
 @pytest.mark.parametrize("tier", ["azure", "azure-v1", "azure-old"])
-def test_responses_go_to_azures_own_v1_responses_api_whatever_the_chat_api_version(stack: Stack, tier: str) -> None:
-    sdk = client(stack)
+def test_responses_go_to_azures_own_v1_responses_api_whatever_the_chat_api_version(
+        stack: Stack, client: openai.OpenAI, tier: str) -> None:
+    sdk = client
     raw = sdk.responses.with_raw_response.create(model=tier, input="hello there", tools=[{"type": "web_search"}])
     response = raw.parse()
     assert raw.headers["x-llmroute-provider"].startswith("az-")
