@@ -158,7 +158,8 @@ class ChatResult:
 
     `data` is the OpenAI `chat.completion` dict. `raw` is set when the upstream's body already
     is exactly that, so it can be forwarded without re-encoding. `native` carries the provider's
-    own response when the client spoke the same dialect (Anthropic in, Anthropic out).
+    own response when the client spoke the same dialect (Anthropic in, Anthropic out; Responses in,
+    OpenAI's Responses out: then `raw` is that response's own bytes, relayed as they came).
     """
 
     data: dict[str, Any]

@@ -306,8 +306,10 @@ def test_a_relayed_answer_is_the_providers_response_kept_under_its_id() -> None:
     keeper = Keeper()
     encoder = relaying_encoder(keeper)
     response = {**RESPONSE, "status": "completed", "output": [MESSAGE], "usage": USAGE}
-    body = encoder.unary(result_from_response(orjson.dumps(response), "m"))
-    assert orjson.loads(body) == response and encoder.response_id == "resp_68c1"
+    upstream = orjson.dumps(response, option=orjson.OPT_INDENT_2)  # OpenAI's answers are indented
+    body = encoder.unary(result_from_response(upstream, "m"))
+    assert body == upstream and encoder.response_id == "resp_68c1"
+    assert keeper.kept["resp_68c1"][0] == upstream
     assert keeper.kept["resp_68c1"][1][-1] == MESSAGE
 
 

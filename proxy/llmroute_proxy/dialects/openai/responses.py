@@ -100,7 +100,7 @@ def result_from_response(body: bytes, model: str) -> ChatResult:
             "model": response.get("model") or model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage.to_openai()}
-    return ChatResult(data=data, usage=usage, native=response)
+    return ChatResult(data=data, usage=usage, raw=body, native=response)
 
 
 def _canonical_message(response: JSON) -> tuple[JSON, str]:

@@ -95,7 +95,7 @@ class ResponsesEncoder:
         native = result.native
         if native is not None:  # the provider's own Response
             self.response_id = str(native.get("id") or self.response_id)
-            body = orjson.dumps(native)
+            body = result.raw if result.raw is not None else orjson.dumps(native)
             self._keep(body, list(native.get("output") or ()))
             return body
         body, output = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
