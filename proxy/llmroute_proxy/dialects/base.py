@@ -209,7 +209,8 @@ class WholeRelayedStream(WholeStream):
 class WholeStreamReader(Protocol):
     """What a stream translator may also do: judge a stream that arrived whole, in one read, without
     translating it event by event. None when it cannot vouch for it that way: then `feed` and
-    `close` read it, as any other. Sets `usage` and `finish_reason` as they would."""
+    `close` read it, as any other. Sets `usage` and `finish_reason` as they would, and nothing that
+    keeps `feed` from reading the same body after all (when the encoder cannot write it whole)."""
 
     def judge_whole(self, body: bytes) -> WholeStream | None: ...
 
@@ -218,6 +219,13 @@ class WholeStreamWriter(Protocol):
     """What an encoder may also do: answer with a `WholeStream` (its client speaks OpenAI)."""
 
     def write_whole(self, stream: WholeStream) -> bytes: ...
+
+
+class WholeStreamRelayer(Protocol):
+    """What an encoder may also do: answer with a `WholeRelayedStream` (its client speaks the
+    upstream's dialect): the stream as it came, kept as the encoder keeps a finished one."""
+
+    def relay_whole(self, stream: WholeRelayedStream) -> bytes: ...
 
 
 def is_usage_chunk(chunk: Mapping[str, Any]) -> bool:

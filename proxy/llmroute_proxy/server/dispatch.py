@@ -26,6 +26,7 @@ from llmroute_proxy.dialects.base import (
     StreamTranslator,
     UpstreamRequest,
     Usage,
+    WholeRelayedStream,
     WholeStream,
     carries_output,
 )
@@ -304,21 +305,25 @@ async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: 
 async def _prime(body: AsyncIterator[bytes], at_eof: Callable[[], bool], translator: StreamTranslator,
                  encoder: Encoder) -> tuple[list[StreamChunk], bool, bytes | None]:
     """Read until the first chunk that shows output, or to the end when it has all arrived.
-    Returns (chunks so far, stream ended, None), or ([], True, the whole answer) for an OpenAI
-    stream that arrived whole in the first read and that its translator vouched for by its bytes
-    (the common case: a short answer, a fast model), written for an OpenAI client as it came."""
+    Returns (chunks so far, stream ended, None), or ([], True, the whole answer) for a stream that
+    arrived whole in the first read and that its translator vouched for by its bytes (the common
+    case: a short answer, a fast model): an OpenAI chat stream written for the client by the
+    encoder's `write_whole`, or a stream in the client's own dialect relayed by its `relay_whole`."""
     primed: list[StreamChunk] = []
     whole: bytes | None = None
     reader: Callable[[bytes], WholeStream | None] | None = getattr(translator, "judge_whole", None)
     writer: Callable[[WholeStream], bytes] | None = getattr(encoder, "write_whole", None)
-    lane = (reader, writer) if reader is not None and writer is not None else None  # for the first read only
+    relayer: Callable[[WholeRelayedStream], bytes] | None = getattr(encoder, "relay_whole", None)
+    lane = reader if reader is not None and (writer is not None or relayer is not None) else None  # first read only
     async for data in body:
         if lane is not None:
-            judge, write = lane
+            judged = lane(data) if at_eof() else None
             lane = None
-            judged = judge(data) if at_eof() else None
-            if judged is not None:
-                whole = write(judged)
+            if isinstance(judged, WholeRelayedStream):
+                whole = relayer(judged) if relayer is not None else None
+            elif judged is not None and writer is not None:
+                whole = writer(judged)
+            if whole is not None:
                 continue  # the next read finds the end
         out = translator.feed(data)
         primed.extend(out)

@@ -357,3 +357,21 @@ def test_a_stream_that_cannot_be_vouched_for_by_its_bytes_is_read_event_by_event
     judge = ResponsesEventTranslator("m")
     assert judge.judge_whole(stream) is None
     assert judge.usage is None and judge.finish_reason is None
+
+
+def test_a_judged_stream_can_still_be_read_event_by_event() -> None:
+    """When the encoder cannot relay it whole (a client of another dialect), `feed` reads the same body."""
+    translator = ResponsesEventTranslator("m")
+    assert translator.judge_whole(TEXT_STREAM) is not None
+    chunks = translator.feed(TEXT_STREAM) + translator.close()
+    assert canonical_text(chunks) == "Hi there" and translator.finish_reason == "stop"
+
+
+def test_relay_whole_answers_with_the_body_and_keeps_the_response_it_ended_with() -> None:
+    keeper = Keeper()
+    encoder = relaying_encoder(keeper)
+    judged = ResponsesEventTranslator("m").judge_whole(TEXT_STREAM)
+    assert judged is not None
+    assert encoder.relay_whole(judged) == TEXT_STREAM
+    response, conversation, span = keeper.kept["resp_68c1"]
+    assert orjson.loads(response)["output"] == [REASONING, MESSAGE] and conversation[span[1]:] == [REASONING, MESSAGE]

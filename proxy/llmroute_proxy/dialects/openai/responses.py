@@ -192,7 +192,8 @@ class ResponsesEventTranslator:
         """A stream that arrived whole, vouched for by its bytes: simple framing (each event an
         `event:` and one `data:` line), no `error` or `response.failed` event, some output, and a
         last event that ends the Response, the only one parsed; it sets `usage` and `finish_reason`
-        as `feed` and `close` would. None otherwise (then they read it event by event)."""
+        as `feed` and `close` would, and nothing else. None otherwise (then they read it event by
+        event)."""
         events = body.count(b"\n\nevent: ") + 1
         if (not body.startswith(b"event: ") or body.startswith(_FIRST_FAILURES) or not body.endswith(b"\n\n")
                 or body.find(b"\r") >= 0
@@ -211,8 +212,7 @@ class ResponsesEventTranslator:
         self.usage = usage_from_response(response.get("usage"))
         self.finish_reason = _finish_reason(response, any(
             isinstance(item, dict) and item.get("type") == "function_call" for item in response["output"]))
-        self._finished = True
-        return WholeRelayedStream(body, response)
+        return WholeRelayedStream(body, response)  # `feed` may still read it: nothing else was changed
 
     def _chunk(self, delta: JSON | None, finish: str | None = None) -> JSON:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage, WholeRelayedStream
 from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
 from llmroute_proxy.dialects.responses.items import input_items
 from llmroute_proxy.dialects.responses.relay import NativeRelay
@@ -131,6 +131,13 @@ class ResponsesEncoder:
         out = self._stream.fail(responses_field(error.message), error.code)
         self._keep(self._stream.response_json, self._stream.output)
         return out
+
+    def relay_whole(self, stream: WholeRelayedStream) -> bytes:
+        """A provider's own Responses stream that arrived whole and was judged by its bytes: as it came."""
+        final = stream.final
+        self.response_id = str(final.get("id") or self.response_id)
+        self._keep(orjson.dumps(final), list(final.get("output") or ()))
+        return stream.body
 
     def _keep_relayed(self, relay: NativeRelay) -> None:
         response = relay.response
