@@ -42,6 +42,13 @@ CONFIG = [
     route("erring", {"ha": [target("erring", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)]},
           default_tier="ha",
           outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
+    provider("metered-compatible", "openai-compatible", "{metered_compatible}/v1", key_env="TEST_OAI_KEY",
+             models=["gpt-4o-mini"]),
+    route("metered-compatible", {"one": [target("metered-compatible", "gpt-4o-mini")]}, default_tier="one"),
+    provider("garbled", "openai-compatible", "{garbled}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
+    route("garbled", {"ha": [target("garbled", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)]},
+          default_tier="ha",
+          outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
 ]
 
 HELLO: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
@@ -62,6 +69,7 @@ USAGE_EVENT = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk",
                       "choices": [], "usage": USAGE})
 IN_BAND_ERROR = _event({"error": {"message": "The server had an error while processing your request.",
                                   "type": "server_error", "param": None, "code": None}})
+GARBLED = b'data: {"id":"chatcmpl-broken",,"choices":[{"index":0,"delta":{"content":"an "},"finish_reason":null}]}\n\n'
 FINISH_WITH_USAGE = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk", "created": 1,
                             "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                             "usage": USAGE}) + b"data: [DONE]\n\n"
@@ -110,8 +118,13 @@ def _stack(tmp: pytest.TempPathFactory, gap_s: float) -> Stack:
         """A compatible server's stream with its usage on the finish chunk."""
         return stream_app(_chunk("Whole "), _chunk("answer") + FINISH_WITH_USAGE, gap_s)
 
+    def garbled(faults: FaultPlan) -> web.Application:
+        """A stream with an event between that is not JSON (which the byte searches do not see)."""
+        return stream_app(_chunk("Half "), GARBLED + _chunk("answer") + FINISH, gap_s)
+
     return Stack(tmp.mktemp("whole"), config=CONFIG, extra_sims={
-        "broken": broken, "complete": complete, "metered": metered, "erring": erring, "on-choice": on_choice},
+        "broken": broken, "complete": complete, "metered": metered, "erring": erring, "on-choice": on_choice,
+        "garbled": garbled, "metered-compatible": metered},
         delivery=None)
 
 
@@ -195,3 +208,32 @@ def test_usage_on_the_finish_chunk_of_a_whole_stream_reaches_the_client_as_a_chu
     assert [c.usage is not None for c in received] == [False, False, False, True]
     assert received[-1].choices == [] and received[-1].usage is not None
     assert (received[-1].usage.prompt_tokens, received[-1].usage.completion_tokens) == (7, 3)
+
+
+def _responses_text(stack: Stack, route_name: str, tier: str) -> tuple[str, Any, dict[str, str]]:
+    client = _client(stack).with_options(default_headers={"x-llmroute-route": route_name})
+    with client.responses.with_streaming_response.create(model=tier, input="hello", stream=True) as raw:
+        headers = dict(raw.headers)
+    with client.responses.stream(model=tier, input="hello") as stream:
+        text = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+        final = stream.get_final_response()
+    return text, final, headers
+
+
+def test_a_responses_stream_that_arrived_whole_reads_as_one_that_did_not(whole: Stack, in_two_parts: Stack) -> None:
+    """Through chat completions (a compatible server): OpenAI's own targets are sent `/responses`."""
+    at_once, final, headers = _responses_text(whole, "metered-compatible", "one")
+    assert "content-length" in headers  # written whole, from the judged body
+    in_parts, final_in_parts, _ = _responses_text(in_two_parts, "metered-compatible", "one")
+    assert at_once == in_parts == final.output_text == "Whole answer"
+    assert final.status == final_in_parts.status == "completed"
+    assert final.usage is not None and final_in_parts.usage is not None
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (
+        final_in_parts.usage.input_tokens, final_in_parts.usage.output_tokens) == (7, 3)
+
+
+def test_a_whole_stream_with_an_event_that_is_not_json_fails_over_invisibly_for_a_responses_client(
+        whole: Stack) -> None:
+    text, final, headers = _responses_text(whole, "garbled", "ha")
+    assert (headers["x-llmroute-provider"], headers["x-llmroute-attempts"]) == ("oai-b", "2")
+    assert text == final.output_text and text and "Half" not in text

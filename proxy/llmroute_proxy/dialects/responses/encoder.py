@@ -16,12 +16,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage, WholeRelayedStream
+from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage, WholeRelayedStream, WholeStream
 from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
 from llmroute_proxy.dialects.responses.items import input_items
 from llmroute_proxy.dialects.responses.relay import NativeRelay
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn, responses_field
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
+from llmroute_proxy.dialects.responses.whole_in import chunks as whole_chunks
+from llmroute_proxy.dialects.responses.whole_in import read_texts, usage_of
 from llmroute_proxy.errors import LLMRouteError
 
 
@@ -119,6 +121,20 @@ class ResponsesEncoder:
         if self._relay is not None:  # the provider's stream ended itself, and was kept as it did
             return b""
         out = self._stream.finish(usage)
+        self._keep(self._stream.response_json, self._stream.output)
+        return out
+
+    def write_whole(self, stream: WholeStream) -> bytes:
+        """A chat stream that arrived whole and was judged by its bytes, as the whole Responses stream,
+        kept as `end` keeps it: read by byte searches when it is a text answer (`whole_in`), else parsed
+        event by event as `feed` would (a failure then fails the attempt before anything is written)."""
+        assert self._stream is not None
+        texts = read_texts(stream.body, stream.usage_start)
+        if texts is not None:
+            out = self._stream.encode_whole(texts)
+        else:
+            chunks = whole_chunks(stream.body)
+            out = self._stream.encode_chunks(chunks) + self._stream.finish(usage_of(stream.body, stream.usage_start))
         self._keep(self._stream.response_json, self._stream.output)
         return out
 

@@ -32,6 +32,7 @@ from llmroute_proxy.dialects.responses.answer_out import (
     response_usage,
 )
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
+from llmroute_proxy.dialects.responses.whole_in import WholeTexts
 
 JSON = dict[str, Any]
 
@@ -81,8 +82,22 @@ _TEXT_DONE = (b'event: response.output_text.done\ndata: {"type":"response.output
 _TEXT_PART_DONE = (b'event: response.content_part.done\ndata: {"type":"response.content_part.done",'
                    b'"sequence_number":%d,"item_id":%b,"output_index":%d,"content_index":%d,'
                    b'"part":{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}}\n\n')
+_DELTA_HEAD, _DELTA_REST = _TEXT_DELTA.split(b"%%d")
+_DELTA_MIDDLE, _DELTA_TAIL = _DELTA_REST.split(b"%%b")
+"""`_TEXT_DELTA` cut around the sequence number and the text: a run of deltas is one join."""
 _ITEM_DONE = (b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
               b'"output_index":%d,"item":%b}\n\n')
+
+
+_NUMBERS: list[bytes] = []
+"""`b"%d" % n` at index n, as far as whole streams have needed (formatting one costs ~1k instructions)."""
+
+
+def _numbers(start: int, stop: int) -> list[bytes]:
+    """`[b"%d" % n for n in range(start, stop)]`, from `_NUMBERS`."""
+    if stop > len(_NUMBERS):
+        _NUMBERS.extend([b"%d" % number for number in range(len(_NUMBERS), stop)])
+    return _NUMBERS[start:stop]
 
 
 class _Item:
@@ -179,6 +194,37 @@ class ResponsesStreamEncoder:
             template = item.delta_event if item is not None else None
             texts = item.text if item is not None else []
         self._sequence = sequence
+        return b"".join(out)
+
+    def encode_whole(self, read: WholeTexts) -> bytes:
+        """A whole text answer (`whole_in.read_texts`) to its end: what `encode_chunks` and `finish`
+        write for its chunks. Its first and last chunks are encoded as any; the texts between are
+        deltas whose JSON is the upstream's own (orjson's bytes for them), joined between the pieces
+        of the delta event in one `join`, with no chunk and no event built for each."""
+        if self._ended:
+            return b""
+        out = [self.encode_chunks((StreamChunk(read.first),))]
+        pieces = read.pieces
+        if pieces:
+            texts = read.texts
+            self._text(texts[0], out)  # opens the message and its text part, unless the first chunk did
+            item = self._open
+            assert item is not None and item.delta_event is not None
+            item.text += texts[1:]
+            more = len(pieces) - 1
+            if more:  # one join of [head, number, middle, text, tail + head, number, …, tail]
+                sequence = self._sequence
+                parts = [_DELTA_MIDDLE % (item.id_json, item.index, len(item.item["content"]) - 1) + b'"'] * (4 * more)
+                parts[0::4] = [b'"' + _DELTA_TAIL + _DELTA_HEAD] * more
+                parts[0] = _DELTA_HEAD
+                parts[1::4] = _numbers(sequence, sequence + more)
+                parts[3::4] = pieces[1:]
+                parts.append(b'"' + _DELTA_TAIL)
+                out.append(b"".join(parts))
+                self._sequence = sequence + more
+        if read.last is not None:
+            out.append(self.encode_chunks((StreamChunk(read.last),)))
+        out.append(self.finish(read.usage))
         return b"".join(out)
 
     def _encode(self, chunk: JSON, out: list[bytes]) -> None:

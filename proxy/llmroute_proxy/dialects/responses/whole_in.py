@@ -1,0 +1,134 @@
+"""A chat stream that arrived whole (`WholeStream`), read for what a Responses stream needs of it.
+
+An OpenAI upstream's stream that came in one read has been judged by byte searches
+(`judge_whole`): one `data: {…}` line per event, no LF or CR but between them, no `\\u`, `[DONE]`
+at the end, the usage event (if any) last. A chat client gets those bytes as they are; a
+Responses client needs each delta's text, and reading the events one by one costs one
+`orjson.loads` each (~11k instructions: a regular expression over them costs more).
+
+So the events are read as a text answer's are written: the first and the last are parsed, as
+they often differ (the role, the finish reason); every event between is the second with only its
+text changed, which the second shows. That second event is parsed and must carry one choice,
+index 0, no finish reason, a delta whose one string is `content` (no tool call, refusal or
+reasoning), a text written as orjson writes it, and otherwise members that are not objects or
+arrays: then its bytes before the text (`P`) and after it (`S`) are a template. The events between
+must be `P` + a text + `S` each (cut where the template's text is and joined back around it, they
+give the same bytes), and their texts must be what one `orjson.loads` reads as that many strings
+(a text with a quote, LF or broken UTF-8 of its own fails it; one ending in a backslash, or with
+`\\/`, which orjson would write otherwise, is not taken). Their texts are then the upstream's bytes
+exactly as the event-by-event path would write them, and the events are what `feed` would have
+read. Anything else is read event by event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from llmroute_proxy.dialects.base import StreamChunk, Usage
+from llmroute_proxy.dialects.common import body_excerpt
+from llmroute_proxy.errors import FailureKind, UpstreamError
+
+_DONE = b"data: [DONE]\n\n"
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class WholeTexts:
+    """A text answer's events: `first` and `last` parsed (`last` None when there is one event), and
+    between them the texts of the events that carry one, as JSON string contents (`pieces`, the
+    upstream's bytes, orjson's too) and decoded (`texts`); the usage event's usage, if any."""
+
+    __slots__ = ("first", "last", "pieces", "texts", "usage")
+
+    def __init__(self, first: dict[str, Any], last: dict[str, Any] | None, pieces: list[bytes], texts: list[str],
+                 usage: Usage | None) -> None:
+        self.first = first
+        self.last = last
+        self.pieces = pieces
+        self.texts = texts
+        self.usage = usage
+
+
+def read_texts(body: bytes, usage_start: int) -> WholeTexts | None:
+    """A judged stream read as a text answer, or None when its events between the first and the last
+    are not one template's texts (then `chunks` reads them all)."""
+    first_end = body.find(b"\n\n") + 2
+    try:
+        first = orjson.loads(body[6:first_end - 2])
+        if first_end == usage_start:
+            return WholeTexts(first, None, [], [], usage_of(body, usage_start))
+        last_start = body.rfind(b"\n\n", 0, usage_start - 2) + 2
+        last = orjson.loads(body[last_start + 6:usage_start - 2])
+    except orjson.JSONDecodeError:
+        return None
+    if last_start == first_end:
+        return WholeTexts(first, last, [], [], usage_of(body, usage_start))
+    template = body[first_end:body.find(b"\n\n", first_end) + 2]
+    cut = _template(template)
+    if cut is None:
+        return None
+    head, tail = template[6:cut[0]], template[cut[1]:-2]  # the template's event around its text
+    between = body[first_end + 6:last_start - 2]  # the events between, without `data: ` before and LFs after
+    start, end = len(head), len(tail)
+    pieces = [event[start:len(event) - end] for event in between.split(b"\n\ndata: ")]
+    if (tail + b"\n\ndata: " + head).join(pieces) != between[start:len(between) - end] or not (
+            between.startswith(head) and between.endswith(tail)):
+        return None  # not all of them the template with another text
+    joined = b'","'.join(pieces)
+    if joined.find(b'\\","') >= 0 or joined.find(b"\\/") >= 0:
+        return None  # a text ending in a backslash (as the template cuts it, maybe not the text), or `\/`
+    try:
+        texts = orjson.loads(b'["' + joined + b'"]')
+    except orjson.JSONDecodeError:
+        return None  # not an event of the template (or not JSON: `chunks` says so)
+    if len(texts) != len(pieces):
+        return None
+    return WholeTexts(first, last, list(filter(None, pieces)), list(filter(None, texts)), usage_of(body, usage_start))
+
+
+def _template(event: bytes) -> tuple[int, int] | None:
+    """Where the text of a plain text delta event begins and ends, or None when the event is not one
+    (see the module's docstring)."""
+    try:
+        chunk = orjson.loads(event[6:-2])
+        (choice,) = chunk["choices"]
+        delta = choice["delta"]
+        text = delta["content"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if (type(text) is not str or choice.get("index", 0) != 0 or choice.get("finish_reason")
+            or choice.get("logprobs") is not None or len(delta) != 1 + ("role" in delta) + ("refusal" in delta)
+            or type(delta.get("role")) not in _SCALARS or delta.get("refusal") is not None
+            or any(type(value) not in _SCALARS for key, value in chunk.items() if key != "choices")
+            or len(choice) != 2 + ("index" in choice) + ("logprobs" in choice)):
+        return None
+    start = event.find(b'"content":"') + 11
+    written = orjson.dumps(text)
+    end = start + len(written) - 2
+    if start == 10 or event.count(b'"content":"', start) or event[start - 1:end + 1] != written:
+        return None  # the text not written where orjson writes it, or as it writes it
+    return start, end
+
+
+def usage_of(body: bytes, usage_start: int) -> Usage | None:
+    """The usage event's usage (judged: a JSON object), or None when the stream has no usage event."""
+    done_at = len(body) - len(_DONE)
+    if usage_start == done_at:
+        return None
+    return Usage.from_openai(orjson.loads(body[usage_start + 6:done_at - 2])["usage"])
+
+
+def chunks(body: bytes) -> list[StreamChunk]:
+    """Every event before `[DONE]`, parsed, in order: the chunks `feed` gives for a judged stream
+    (its usage event is last either way). An event that is not JSON fails the attempt as `feed` does,
+    before anything of it was written."""
+    out: list[StreamChunk] = []
+    for event in body[6:len(body) - len(_DONE) - 2].split(b"\n\ndata: "):
+        try:
+            out.append(StreamChunk(orjson.loads(event)))
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                FailureKind.SERVER_ERROR,
+                f"The upstream sent a stream event that is not JSON: {body_excerpt(event, 200)}") from None
+    return out
