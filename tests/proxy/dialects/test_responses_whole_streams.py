@@ -143,6 +143,7 @@ TEXT_ANSWERS = {
     "no role, no model": stream(*({k: v for k, v in c.items() if k != "model"} for c in (
         chunk({"content": "a"}), chunk({"content": "b"}), chunk({"content": "c"}), chunk({}, "stop")))),
     "many": texts(*(f"w{i} " for i in range(300))),
+    "a nested member": texts("a", "b", "c", x_meta={"k": "v"}),
 }
 
 EVENT_BY_EVENT = {
@@ -167,7 +168,8 @@ EVENT_BY_EVENT = {
         **chunk({"content": "b"}), "choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": None},
                                                {"index": 1, "delta": {"content": "z"}, "finish_reason": None}]},
         chunk({"content": "c"}), chunk({}, "stop")),
-    "a nested member": texts("a", "b", "c", x_meta={"k": "v"}),
+    "a content member elsewhere": texts("a", "b", "c", x_meta={"content": "b"}),
+    "written with spaces": texts("a", "b", "c").replace(b'{"content":', b'{"content": '),
     "one event of another shape": texts("a", "b").replace(b'"content":"b"}', b'"content":"b","refusal":null}'),
     "a reasoning delta between": stream(chunk({"role": "assistant", "content": ""}), chunk({"content": "a"}),
                                         chunk({"reasoning_content": "hmm"}), chunk({"content": "b"}),

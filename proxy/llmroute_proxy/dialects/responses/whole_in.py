@@ -22,6 +22,7 @@ read. Anything else is read event by event.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -31,7 +32,8 @@ from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
 _DONE = b"data: [DONE]\n\n"
-_SCALARS = (str, int, float, bool, type(None))
+_CHOICE_KEYS = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_DELTA_KEYS = frozenset({"role", "content", "refusal"})
 
 
 class WholeTexts:
@@ -64,15 +66,15 @@ def read_texts(body: bytes, usage_start: int) -> WholeTexts | None:
         return None
     if last_start == first_end:
         return WholeTexts(first, last, [], [], usage_of(body, usage_start))
-    template = body[first_end:body.find(b"\n\n", first_end) + 2]
+    between = body[first_end + 6:last_start - 2]  # the events between, without `data: ` before and LFs after
+    events = between.split(b"\n\ndata: ")
+    template = events[0]
     cut = _template(template)
     if cut is None:
         return None
-    head, tail = template[6:cut[0]], template[cut[1]:-2]  # the template's event around its text
-    between = body[first_end + 6:last_start - 2]  # the events between, without `data: ` before and LFs after
-    start, end = len(head), len(tail)
-    pieces = [event[start:len(event) - end] for event in between.split(b"\n\ndata: ")]
-    if (tail + b"\n\ndata: " + head).join(pieces) != between[start:len(between) - end] or not (
+    head, tail = template[:cut[0]], template[cut[1]:]  # the template's event around its text
+    pieces = list(map(itemgetter(slice(cut[0], -len(tail))), events))
+    if (tail + b"\n\ndata: " + head).join(pieces) != between[cut[0]:-len(tail)] or not (
             between.startswith(head) and between.endswith(tail)):
         return None  # not all of them the template with another text
     joined = b'","'.join(pieces)
@@ -88,27 +90,22 @@ def read_texts(body: bytes, usage_start: int) -> WholeTexts | None:
 
 
 def _template(event: bytes) -> tuple[int, int] | None:
-    """Where the text of a plain text delta event begins and ends, or None when the event is not one
-    (see the module's docstring)."""
+    """Where the text of a plain text delta event (its JSON) begins and ends, or None when the event is
+    not one (see the module's docstring). Written as orjson writes it (compact, keys as they are), the
+    one `"content":"` in it is its delta's text."""
     try:
-        chunk = orjson.loads(event[6:-2])
+        chunk = orjson.loads(event)
         (choice,) = chunk["choices"]
         delta = choice["delta"]
         text = delta["content"]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    if (type(text) is not str or choice.get("index", 0) != 0 or choice.get("finish_reason")
-            or choice.get("logprobs") is not None or len(delta) != 1 + ("role" in delta) + ("refusal" in delta)
-            or type(delta.get("role")) not in _SCALARS or delta.get("refusal") is not None
-            or any(type(value) not in _SCALARS for key, value in chunk.items() if key != "choices")
-            or len(choice) != 2 + ("index" in choice) + ("logprobs" in choice)):
-        return None
     start = event.find(b'"content":"') + 11
-    written = orjson.dumps(text)
-    end = start + len(written) - 2
-    if start == 10 or event.count(b'"content":"', start) or event[start - 1:end + 1] != written:
-        return None  # the text not written where orjson writes it, or as it writes it
-    return start, end
+    if (type(text) is not str or start == 10 or event.count(b'"content":"', start) or orjson.dumps(chunk) != event
+            or not choice.keys() <= _CHOICE_KEYS or not delta.keys() <= _DELTA_KEYS or choice.get("index", 0) != 0
+            or choice.get("finish_reason") or choice.get("logprobs") is not None or delta.get("refusal") is not None):
+        return None
+    return start, start + len(orjson.dumps(text)) - 2
 
 
 def usage_of(body: bytes, usage_start: int) -> Usage | None:
