@@ -184,14 +184,16 @@ class WholeStream:
 
     `body` is the upstream's SSE body, ending with `data: [DONE]`; the events before
     `usage_start` show output, the one from there to `[DONE]` is the usage event
-    (`usage_start` is where `[DONE]` begins when there is none).
+    (`usage_start` is where `[DONE]` begins when there is none), and `usage` what it says
+    (the translator's `usage`: an encoder that writes it anew need not parse it again).
     """
 
-    __slots__ = ("body", "usage_start")
+    __slots__ = ("body", "usage", "usage_start")
 
-    def __init__(self, body: bytes, usage_start: int) -> None:
+    def __init__(self, body: bytes, usage_start: int, usage: Usage | None = None) -> None:
         self.body = body
         self.usage_start = usage_start
+        self.usage = usage
 
 
 class WholeRelayedStream(WholeStream):

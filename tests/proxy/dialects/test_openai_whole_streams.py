@@ -237,3 +237,12 @@ def test_whatever_is_vouched_for_is_what_reading_event_by_event_gives(
         assert judged is not None  # the common shape is vouched for
     if judged is not None:
         assert judged == event_by_event(kind, body, include_usage)
+
+
+def test_a_judged_stream_carries_the_usage_its_translator_read() -> None:
+    for body, expected in ((PLAIN, Usage(input_tokens=7, output_tokens=3)),
+                           (stream(chunk("Hi"), chunk(finish="stop")), None)):
+        reader = translator(ProviderType.OPENAI, request(True))
+        judged = reader.judge_whole(body)
+        assert judged is not None
+        assert judged.usage == reader.usage == expected

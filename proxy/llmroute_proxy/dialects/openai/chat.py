@@ -209,7 +209,7 @@ class OpenAIStreamTranslator:
             self.usage = Usage.from_openai(usage)
         self.finish_reason = reason
         self._done = self._ended = True
-        return WholeStream(body, usage_start)
+        return WholeStream(body, usage_start, self.usage if usage_start == last else None)
 
     def _take(self, event: str | None, payload: bytes, out: list[StreamChunk]) -> None:
         # runs once per event of every OpenAI stream: one function, few lookups
