@@ -88,8 +88,9 @@ def whole(body: bytes, request: dict[str, Any] = REQUEST) -> Written | None:
 
 def by_searches(body: bytes) -> bool:
     """Whether the text lane reads the stream (rather than parsing each event)."""
-    return read_texts(body, len(body) - len(DONE) - (len(event(USAGE_CHUNK)) if USAGE_CHUNK_BYTES in body else 0)
-                      ) is not None
+    judged = provider_for(ProviderType.OPENAI).chat_stream(ChatRequest(request_to_canonical(REQUEST).canonical),
+                                                           TARGET).judge_whole(body)
+    return judged is not None and read_texts(judged) is not None
 
 
 def event(payload: Any) -> bytes:

@@ -23,7 +23,7 @@ from llmroute_proxy.dialects.responses.relay import NativeRelay
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn, responses_field
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
 from llmroute_proxy.dialects.responses.whole_in import chunks as whole_chunks
-from llmroute_proxy.dialects.responses.whole_in import read_texts, usage_of
+from llmroute_proxy.dialects.responses.whole_in import read_texts
 from llmroute_proxy.errors import LLMRouteError
 
 
@@ -129,12 +129,12 @@ class ResponsesEncoder:
         kept as `end` keeps it: read by byte searches when it is a text answer (`whole_in`), else parsed
         event by event as `feed` would (a failure then fails the attempt before anything is written)."""
         assert self._stream is not None
-        texts = read_texts(stream.body, stream.usage_start)
+        texts = read_texts(stream)
         if texts is not None:
             out = self._stream.encode_whole(texts)
         else:
             chunks = whole_chunks(stream.body)
-            out = self._stream.encode_chunks(chunks) + self._stream.finish(usage_of(stream.body, stream.usage_start))
+            out = self._stream.encode_chunks(chunks) + self._stream.finish(stream.usage)
         self._keep(self._stream.response_json, self._stream.output)
         return out
 

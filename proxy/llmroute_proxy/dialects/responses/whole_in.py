@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.dialects.base import StreamChunk, Usage
+from llmroute_proxy.dialects.base import StreamChunk, Usage, WholeStream
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
@@ -39,7 +39,7 @@ _DELTA_KEYS = frozenset({"role", "content", "refusal"})
 class WholeTexts:
     """A text answer's events: `first` and `last` parsed (`last` None when there is one event), and
     between them the texts of the events that carry one, as JSON string contents (`pieces`, the
-    upstream's bytes, orjson's too) and decoded (`texts`); the usage event's usage, if any."""
+    upstream's bytes, orjson's too) and decoded (`texts`); the usage event's usage, if any (the judge's)."""
 
     __slots__ = ("first", "last", "pieces", "texts", "usage")
 
@@ -52,20 +52,21 @@ class WholeTexts:
         self.usage = usage
 
 
-def read_texts(body: bytes, usage_start: int) -> WholeTexts | None:
+def read_texts(stream: WholeStream) -> WholeTexts | None:
     """A judged stream read as a text answer, or None when its events between the first and the last
     are not one template's texts (then `chunks` reads them all)."""
+    body, usage_start = stream.body, stream.usage_start
     first_end = body.find(b"\n\n") + 2
     try:
         first = orjson.loads(body[6:first_end - 2])
         if first_end == usage_start:
-            return WholeTexts(first, None, [], [], usage_of(body, usage_start))
+            return WholeTexts(first, None, [], [], stream.usage)
         last_start = body.rfind(b"\n\n", 0, usage_start - 2) + 2
         last = orjson.loads(body[last_start + 6:usage_start - 2])
     except orjson.JSONDecodeError:
         return None
     if last_start == first_end:
-        return WholeTexts(first, last, [], [], usage_of(body, usage_start))
+        return WholeTexts(first, last, [], [], stream.usage)
     between = body[first_end + 6:last_start - 2]  # the events between, without `data: ` before and LFs after
     events = between.split(b"\n\ndata: ")
     template = events[0]
@@ -86,7 +87,7 @@ def read_texts(body: bytes, usage_start: int) -> WholeTexts | None:
         return None  # not an event of the template (or not JSON: `chunks` says so)
     if len(texts) != len(pieces):
         return None
-    return WholeTexts(first, last, list(filter(None, pieces)), list(filter(None, texts)), usage_of(body, usage_start))
+    return WholeTexts(first, last, list(filter(None, pieces)), list(filter(None, texts)), stream.usage)
 
 
 def _template(event: bytes) -> tuple[int, int] | None:
@@ -106,14 +107,6 @@ def _template(event: bytes) -> tuple[int, int] | None:
             or choice.get("finish_reason") or choice.get("logprobs") is not None or delta.get("refusal") is not None):
         return None
     return start, start + len(orjson.dumps(text)) - 2
-
-
-def usage_of(body: bytes, usage_start: int) -> Usage | None:
-    """The usage event's usage (judged: a JSON object), or None when the stream has no usage event."""
-    done_at = len(body) - len(_DONE)
-    if usage_start == done_at:
-        return None
-    return Usage.from_openai(orjson.loads(body[usage_start + 6:done_at - 2])["usage"])
 
 
 def chunks(body: bytes) -> list[StreamChunk]:
