@@ -90,14 +90,18 @@ _ITEM_DONE = (b'event: response.output_item.done\ndata: {"type":"response.output
 
 
 _NUMBERS: list[bytes] = []
-"""`b"%d" % n` at index n, as far as whole streams have needed (formatting one costs ~1k instructions)."""
+"""`b"%d" % n` at index n, as far as whole streams have needed, up to `_MOST_NUMBERS` (formatting one
+costs ~1k instructions)."""
+_MOST_NUMBERS = 4096
 
 
 def _numbers(start: int, stop: int) -> list[bytes]:
-    """`[b"%d" % n for n in range(start, stop)]`, from `_NUMBERS`."""
-    if stop > len(_NUMBERS):
-        _NUMBERS.extend([b"%d" % number for number in range(len(_NUMBERS), stop)])
-    return _NUMBERS[start:stop]
+    """`[b"%d" % n for n in range(start, stop)]`, from `_NUMBERS` as far as it goes."""
+    if stop > len(_NUMBERS) and len(_NUMBERS) < _MOST_NUMBERS:
+        _NUMBERS.extend([b"%d" % number for number in range(len(_NUMBERS), min(stop, _MOST_NUMBERS))])
+    if stop <= len(_NUMBERS):
+        return _NUMBERS[start:stop]
+    return _NUMBERS[start:] + [b"%d" % number for number in range(max(start, len(_NUMBERS)), stop)]
 
 
 class _Item:
