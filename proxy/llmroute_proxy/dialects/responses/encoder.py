@@ -96,9 +96,8 @@ class ResponsesEncoder:
         assert self._turn is not None
         native = result.native
         if native is not None:  # the provider's own Response
-            self.response_id = str(native.get("id") or self.response_id)
             body = result.raw if result.raw is not None else orjson.dumps(native)
-            self._keep(body, list(native.get("output") or ()))
+            self._keep_native(native, body)
             return body
         body, output = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
                                                self.created_at, new_id)
@@ -113,7 +112,7 @@ class ResponsesEncoder:
         relay = self._relay = self._relay or NativeRelay()
         out = b"".join([relay.relay(chunk) for chunk in batch])
         if relay.response is not None and self.response_json is None:
-            self._keep_relayed(relay)  # with the batch that ends it: before the client can read its end
+            self._keep_native(relay.response)  # with the batch that ends it: before the client reads its end
         return out
 
     def end(self, usage: Usage | None) -> bytes:
@@ -142,7 +141,8 @@ class ResponsesEncoder:
         assert self._stream is not None
         if self._relay is not None:
             out = self._relay.failed(responses_field(error.message), error.code)
-            self._keep_relayed(self._relay)
+            if self._relay.response is not None:
+                self._keep_native(self._relay.response)
             return out
         out = self._stream.fail(responses_field(error.message), error.code)
         self._keep(self._stream.response_json, self._stream.output)
@@ -150,16 +150,13 @@ class ResponsesEncoder:
 
     def relay_whole(self, stream: WholeRelayedStream) -> bytes:
         """A provider's own Responses stream that arrived whole and was judged by its bytes: as it came."""
-        final = stream.final
-        self.response_id = str(final.get("id") or self.response_id)
-        self._keep(orjson.dumps(final), list(final.get("output") or ()))
+        self._keep_native(stream.final)
         return stream.body
 
-    def _keep_relayed(self, relay: NativeRelay) -> None:
-        response = relay.response
-        if response is not None:
-            self.response_id = str(response.get("id") or self.response_id)
-            self._keep(orjson.dumps(response), list(response.get("output") or ()))
+    def _keep_native(self, response: dict[str, Any], body: bytes | None = None) -> None:
+        """The provider's own Response (`body`: its bytes, when they are at hand), under its own id."""
+        self.response_id = str(response.get("id") or self.response_id)
+        self._keep(orjson.dumps(response) if body is None else body, list(response.get("output") or ()))
 
     def _keep(self, body: bytes | None, output: list[dict[str, Any]]) -> None:
         """Stored before the last byte is written: a client that continues at once finds it."""
