@@ -16,7 +16,7 @@ from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
 from llmroute_proxy.dialects.openai.chat import chat_body
 from llmroute_proxy.dialects.responses.answer_out import response_frame, response_from_canonical
-from llmroute_proxy.dialects.responses.request_in import request_to_canonical
+from llmroute_proxy.dialects.responses.request_in import ResponsesOnly, read_turn, request_to_canonical
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder, sse
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.validation import validate_chat
@@ -237,3 +237,25 @@ def test_the_response_frame_writes_what_orjson_writes_for_the_whole_object(name:
             response["incomplete_details"]) == ("failed", [{"type": "message"}], {"input_tokens": 1}, {"code": "x"},
                                                 {"reason": "y"})
     assert (response["id"], response["created_at"], response["model"]) == ("resp_1", 1700000000, "m")
+
+
+@pytest.mark.parametrize("model", [None, "", 7])
+def test_an_openai_only_request_without_a_model_is_refused_for_the_model(model: Any) -> None:
+    body: dict[str, Any] = {"input": "hi", "frobnicate": 1, "tools": [{"type": "web_search"}]}
+    if model is not None:
+        body["model"] = model
+    with pytest.raises(BadRequest) as refused:
+        read_turn(body)
+    assert refused.value.param == "model" and not isinstance(refused.value, ResponsesOnly)
+
+
+def test_an_openai_only_request_is_summed_up_for_routing_and_names_what_only_openai_serves() -> None:
+    turn = read_turn({"model": "auto", "instructions": "Be brief.", "max_output_tokens": 50, "stream": True,
+                      "input": [{"role": "user", "content": [{"type": "input_text", "text": "news?"}]}],
+                      "tools": [{"type": "web_search"}]}, history=[EARLIER])
+    assert turn.only is not None and turn.only.param == "tools[0].type"
+    assert turn.canonical == {"model": "auto", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "earlier"},
+        {"role": "user", "content": "news?"}], "max_completion_tokens": 50, "stream": True,
+        "tools": [{"type": "function", "function": {"name": "openai_tool"}}]}
+    assert turn.native_body()["tools"] == [{"type": "web_search"}]

@@ -173,10 +173,10 @@ def request_to_canonical(body: Any, history: Sequence[JSON] = ()) -> ResponsesTu
     """The canonical chat request for a Responses request continuing `history` (the items of
     the earlier turns); `ResponsesOnly` names what only OpenAI can serve, `BadRequest` what is wrong."""
     previous_response_id(body)
-    _top_level(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string.", param="model")
+    _top_level(body)
     turn = _input(body.get("input"))
     if not turn:
         raise BadRequest("'input' is required: a string or a non-empty array of items.", param="input")
@@ -209,11 +209,10 @@ def _top_level(body: JSON) -> None:
         raise BadRequest("'background' responses are not supported: the sidecar answers in the request.",
                          param="background", code="unsupported_parameter")
     if body.get("truncation") not in (None, "disabled"):
-        raise ResponsesOnly("'truncation' must be disabled: the sidecar does not drop input items.",
-                         param="truncation", code="unsupported_parameter")
+        raise ResponsesOnly("'truncation' other than disabled is OpenAI's own: other providers are sent every "
+                            "input item.", param="truncation")
     if body.get("service_tier") not in (None, "auto", "default"):
-        raise ResponsesOnly("'service_tier' can only be auto or default: tiers are llmroute's routing.",
-                         param="service_tier", code="unsupported_parameter")
+        raise ResponsesOnly("'service_tier' other than auto or default is OpenAI's own.", param="service_tier")
     for i, item in enumerate(_array(body.get("include"), "include") if "include" in body else ()):
         if not isinstance(item, str):
             raise BadRequest(f"include[{i}] must be a string.", param=f"include[{i}]")
@@ -222,12 +221,11 @@ def _top_level(body: JSON) -> None:
                                 f"{', '.join(sorted(_INCLUDABLE))} are accepted for them.", param=f"include[{i}]")
         if item not in _INCLUDE_NOTHING:
             raise ResponsesOnly(f"include[{i}] {item!r}: log probabilities are not carried through the "
-                             "canonical chat form.", param=f"include[{i}]", code="unsupported_parameter")
+                                "canonical chat form.", param=f"include[{i}]")
     options = optional_object(body.get("stream_options"), "stream_options") if "stream_options" in body else None
     for name in options or ():
         if name != "include_obfuscation":
-            raise ResponsesOnly(f"'stream_options.{name}' is not supported.", param=f"stream_options.{name}",
-                             code="unsupported_parameter")
+            raise ResponsesOnly(f"'stream_options.{name}' is OpenAI's own.", param=f"stream_options.{name}")
 
 
 def _array(value: Any, path: str) -> list[Any]:
@@ -273,9 +271,8 @@ def _input(value: Any, lenient: bool = False) -> list[JSON]:
         elif kind == "reasoning":
             continue  # the canonical chat form has no slot for reasoning passed back
         elif isinstance(kind, str):
-            raise ResponsesOnly(f"{path}.type {kind!r} cannot be sent through llmroute (built-in tool calls and "
-                             "item references need OpenAI's servers).", param=f"{path}.type",
-                             code="unsupported_parameter")
+            raise ResponsesOnly(f"{path}.type {kind!r} cannot be translated for other providers (built-in tool "
+                                "calls and item references need OpenAI's servers).", param=f"{path}.type")
         else:
             raise BadRequest(f"{path}.type must be a string.", param=f"{path}.type")
     return out
@@ -302,8 +299,7 @@ def _message(item: JSON, path: str, out: list[JSON], lenient: bool = False) -> N
         raise BadRequest(f"{path}.content must be a string or an array of parts.", param=f"{path}.content")
     for name in () if lenient else item:
         if name not in ("type", "role", "content", *_IGNORED_ITEM_FIELDS):
-            raise ResponsesOnly(f"{path}.{name} is not supported.", param=f"{path}.{name}",
-                             code="unsupported_parameter")
+            raise ResponsesOnly(f"{path}.{name} cannot be translated for other providers.", param=f"{path}.{name}")
     out.append(message)
 
 
@@ -337,15 +333,15 @@ def _part(part: Any, role: str, path: str) -> JSON:
         return _image(part, path)
     if role == "user" and kind == "input_file":
         return _file(part, path)
-    raise ResponsesOnly(f"{path}.type {kind!r} is not allowed in a {role} message here.", param=f"{path}.type",
-                     code="unsupported_parameter")
+    raise ResponsesOnly(f"{path}.type {kind!r} in a {role} message cannot be translated for other providers.",
+                        param=f"{path}.type")
 
 
 def _image(part: JSON, path: str) -> JSON:
     url = part.get("image_url")
     if not isinstance(url, str) or not url:
-        raise ResponsesOnly(f"{path}.image_url is required (file_id refers to OpenAI's file store, which other "
-                         "providers cannot read).", param=f"{path}.image_url", code="unsupported_parameter")
+        raise ResponsesOnly(f"{path}.image_url is required for other providers (file_id refers to OpenAI's file "
+                            "store, which they cannot read).", param=f"{path}.image_url")
     image: JSON = {"url": url}
     if part.get("detail") in ("low", "high", "auto"):
         image["detail"] = part["detail"]
@@ -355,8 +351,8 @@ def _image(part: JSON, path: str) -> JSON:
 def _file(part: JSON, path: str) -> JSON:
     data = part.get("file_data")
     if not isinstance(data, str) or not data:
-        raise ResponsesOnly(f"{path}.file_data is required (file_id and file_url refer to OpenAI's servers).",
-                         param=f"{path}.file_data", code="unsupported_parameter")
+        raise ResponsesOnly(f"{path}.file_data is required for other providers (file_id and file_url refer to "
+                            "OpenAI's servers).", param=f"{path}.file_data")
     return {"type": "file", "file": {"filename": str(part.get("filename") or "document.pdf"), "file_data": data}}
 
 
@@ -386,8 +382,8 @@ def _function_output(item: JSON, path: str, lenient: bool = False) -> JSON:
             if lenient and not (isinstance(part, dict) and part.get("type") == "input_text"):
                 continue
             if not isinstance(part, dict) or part.get("type") != "input_text" or not isinstance(part.get("text"), str):
-                raise ResponsesOnly(f"{path}.output[{k}]: only input_text parts can be returned by a tool here.",
-                                 param=f"{path}.output[{k}]", code="unsupported_parameter")
+                raise ResponsesOnly(f"{path}.output[{k}]: only input_text parts of a tool's output can be "
+                                    "translated for other providers.", param=f"{path}.output[{k}]")
             texts.append(part["text"])
         output = "".join(texts)
     if not isinstance(output, str):
@@ -410,8 +406,7 @@ def _tooling(body: JSON, out: JSON) -> None:
     elif choice is not None:
         kind = choice.get("type") if isinstance(choice, dict) else None
         if isinstance(kind, str) and (kind in BUILT_IN_TOOLS or kind in ("allowed_tools", "mcp")):
-            raise ResponsesOnly(f"tool_choice.type {kind!r} is not supported: only function tools run here.",
-                             param="tool_choice.type", code="unsupported_parameter")
+            raise ResponsesOnly(f"tool_choice.type {kind!r} names what only OpenAI runs.", param="tool_choice.type")
         raise BadRequest("'tool_choice' must be none, auto, required or {type: function, name}.",
                          param="tool_choice")
     parallel = boolean(body.get("parallel_tool_calls"), "parallel_tool_calls")
@@ -424,9 +419,8 @@ def _tool(tool: Any, path: str) -> JSON:
         raise BadRequest(f"{path} must be an object.", param=path)
     kind = tool.get("type")
     if isinstance(kind, str) and kind in BUILT_IN_TOOLS:
-        raise ResponsesOnly(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers; llmroute "
-                         "routes to any provider and runs function tools only.", param=f"{path}.type",
-                         code="unsupported_parameter")
+        raise ResponsesOnly(f"{path}.type {kind!r} is a built-in tool that runs on OpenAI's servers.",
+                            param=f"{path}.type")
     if not isinstance(kind, str):
         raise BadRequest(f"{path}.type is required and must be a string.", param=f"{path}.type")
     if kind != "function":
@@ -444,8 +438,7 @@ def _tool(tool: Any, path: str) -> JSON:
         function["strict"] = tool["strict"]
     for field in tool:
         if field not in ("type", "name", "description", "parameters", "strict", "defer_loading"):
-            raise ResponsesOnly(f"{path}.{field} is not supported.", param=f"{path}.{field}",
-                             code="unsupported_parameter")
+            raise ResponsesOnly(f"{path}.{field} cannot be translated for other providers.", param=f"{path}.{field}")
     return {"type": "function", "function": function}
 
 
@@ -453,10 +446,9 @@ def _text(text: Any, out: JSON) -> None:
     text = optional_object(text, "text") or {}
     for name in text:
         if name not in ("format", "verbosity"):
-            raise ResponsesOnly(f"'text.{name}' is not supported.", param=f"text.{name}", code="unsupported_parameter")
+            raise ResponsesOnly(f"'text.{name}' cannot be translated for other providers.", param=f"text.{name}")
     if text.get("verbosity") not in (None, "medium"):
-        raise ResponsesOnly("'text.verbosity' other than medium is OpenAI's own.", param="text.verbosity",
-                         code="unsupported_parameter")
+        raise ResponsesOnly("'text.verbosity' other than medium is OpenAI's own.", param="text.verbosity")
     fmt = optional_object(text.get("format"), "text.format")
     if fmt is None or fmt.get("type") == "text":
         return
@@ -483,8 +475,8 @@ def _reasoning(reasoning: Any, out: JSON) -> None:
     reasoning = optional_object(reasoning, "reasoning") or {}
     for name in reasoning:
         if name not in ("effort", "summary", "generate_summary"):
-            raise ResponsesOnly(f"'reasoning.{name}' is not supported.", param=f"reasoning.{name}",
-                             code="unsupported_parameter")
+            raise ResponsesOnly(f"'reasoning.{name}' cannot be translated for other providers.",
+                                param=f"reasoning.{name}")
     effort = reasoning.get("effort")
     if effort is not None:
         if effort not in EFFORTS:
