@@ -82,6 +82,11 @@ _SPEAKERS = {NativeDialect.ANTHROPIC_MESSAGES: frozenset({ProviderType.ANTHROPIC
              NativeDialect.OPENAI_RESPONSES: frozenset({ProviderType.OPENAI, ProviderType.AZURE_OPENAI})}
 
 
+ANSWERED_BY = "llmroute_answered_by"
+"""The member a reasoning item the sidecar keeps carries: the provider whose answer it came from, the
+only one that can be sent it again (its encrypted content is that provider's). Never sent anywhere."""
+
+
 class NativeBody:
     """A client's request as it sent it, in the dialect of its front door.
 
@@ -221,6 +226,12 @@ class WholeStreamWriter(Protocol):
     """What an encoder may also do: answer with a `WholeStream` (its client speaks OpenAI)."""
 
     def write_whole(self, stream: WholeStream) -> bytes: ...
+
+
+class AttemptAware(Protocol):
+    """What an encoder may also want: the provider each attempt is sent to (the last one answers)."""
+
+    def attempting(self, provider: str) -> None: ...
 
 
 class WholeStreamRelayer(Protocol):

@@ -104,7 +104,7 @@ class AzureOpenAIProvider:
         native = responses_body(request, target.provider_type)
         if native is not None:
             return responses_request(target_urls(target).responses, api_key_headers(target.credential),
-                                            native, target.model)
+                                     native, target)
         return UpstreamRequest("POST", target_urls(target).chat, api_key_headers(target.credential),
                                chat_body(request, target.model, stream_usage=streams_usage(target)))
 

@@ -56,7 +56,7 @@ class OpenAIProvider:
         native = responses_body(request, target.provider_type)
         if native is not None:
             return responses_request(target.url.rstrip("/") + "/responses", bearer_headers(target.credential),
-                                            native, target.model)
+                                     native, target)
         return UpstreamRequest("POST", target.url.rstrip("/") + "/chat/completions",
                                bearer_headers(target.credential), chat_body(request, target.model))
 

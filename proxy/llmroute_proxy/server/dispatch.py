@@ -218,8 +218,16 @@ async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
     return run.provider.chat_response(body, ex.chat, target)
 
 
+def _attempting(ex: Exchange, target: Target) -> None:
+    """Tell an encoder that wants to know (`AttemptAware`) which provider this attempt goes to."""
+    tell: Callable[[str], None] | None = getattr(ex.encoder, "attempting", None)
+    if tell is not None:
+        tell(target.provider)
+
+
 def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
                     result: ChatResult) -> web.Response:
+    _attempting(ex, run.attempt.target)
     _succeeded(sidecar, ex, planner, run, result.usage, _finish_reasons(result), result.data.get("model"))
     headers = ex.headers()
     if ex.cost is not None:
@@ -235,6 +243,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
     attempt_deadline = min(run.started + policy.per_try_timeout, ex.deadline)
     first_token_budget = min(policy.first_byte_timeout, attempt_deadline - run.started)
     translator = run.provider.chat_stream(ex.chat, target)
+    _attempting(ex, target)
     upstream: UpstreamResponse | None = None
     try:
         try:

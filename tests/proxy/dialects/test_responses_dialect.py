@@ -15,10 +15,12 @@ from llmroute_proxy.dialects.anthropic.request_out import messages_body
 from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
 from llmroute_proxy.dialects.openai.chat import chat_body
+from llmroute_proxy.dialects.openai.responses import responses_request
 from llmroute_proxy.dialects.responses.answer_out import response_frame, response_from_canonical
 from llmroute_proxy.dialects.responses.request_in import ResponsesOnly, read_turn, request_to_canonical
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder, sse
 from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.table import ProviderType, Target, TargetId
 from llmroute_proxy.validation import validate_chat
 
 GOLDEN = Path(__file__).parent / "golden" / "responses"
@@ -48,9 +50,17 @@ def provider_bodies(canonical: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+OPENAI_MAIN = Target(id=TargetId("openai-main/gpt-4o-mini@us"), provider="openai-main",
+                     provider_type=ProviderType.OPENAI, model="gpt-4o-mini", url="https://api.openai.com/v1",
+                     region="us")
+
+
 def translate_request(case: dict[str, Any]) -> dict[str, Any]:
+    """The canonical request, what an OpenAI target is sent natively, and what the others are sent."""
     turn = request_to_canonical(case["request"], case.get("history", ()))
-    return {"canonical": turn.canonical, "native": turn.native_body(), "upstream": provider_bodies(turn.canonical)}
+    native = responses_request("https://api.openai.com/v1/responses", {}, turn.native_body(), OPENAI_MAIN)
+    return {"canonical": turn.canonical, "native": orjson.loads(native.body or b""),
+            "upstream": provider_bodies(turn.canonical)}
 
 
 def translate_response(case: dict[str, Any]) -> dict[str, Any]:

@@ -408,6 +408,10 @@ REGION_403 = {"error": {"message": "Country, region, or territory not supported"
                         "param": None, "code": "unsupported_country_region_territory"}}
 NOT_FOUND_404 = {"error": {"message": "The model `gpt-5-turbo` does not exist or you do not have access to it.",
                            "type": "invalid_request_error", "param": None, "code": "model_not_found"}}
+ITEM_404 = {"error": {"message": "Item with id 'rs_68c1' not found. Items are not persisted when `store` is set to "
+                      "false. Try again with `store` set to true, or remove this item from your input.",
+                      "type": "invalid_request_error", "param": "input", "code": None}}
+"""The Responses API's answer to an input item it does not hold: the request's fault, not the target's."""
 DEPLOYMENT_404 = {"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not "
                             "exist. If you created the deployment within the last 5 minutes, please wait a moment "
                             "and try again."}}
@@ -448,6 +452,7 @@ CLASSIFICATION = [
     (403, {}, REGION_403, FailureKind.AUTH, None),
     (404, {}, NOT_FOUND_404, FailureKind.TARGET_NOT_FOUND, None),
     (404, {}, DEPLOYMENT_404, FailureKind.TARGET_NOT_FOUND, None),
+    (404, {}, ITEM_404, FailureKind.CLIENT_ERROR, None),
     (408, {}, b"", FailureKind.TIMEOUT, None),
     (409, {}, CONFLICT_409, FailureKind.SERVER_ERROR, None),
     (429, {"retry-after": "20"}, QUOTA_429, FailureKind.QUOTA_EXHAUSTED, 20.0),

@@ -12,7 +12,14 @@ from typing import Any
 import orjson
 import pytest
 
-from llmroute_proxy.dialects.base import ChatRequest, NativeBody, NativeDialect, StreamChunk, carries_output
+from llmroute_proxy.dialects.base import (
+    ANSWERED_BY,
+    ChatRequest,
+    NativeBody,
+    NativeDialect,
+    StreamChunk,
+    carries_output,
+)
 from llmroute_proxy.dialects.openai.responses import ResponsesEventTranslator, result_from_response
 from llmroute_proxy.dialects.responses.encoder import ResponsesEncoder
 from llmroute_proxy.dialects.responses.request_in import read_turn
@@ -127,7 +134,8 @@ def test_an_openai_compatible_target_gets_the_canonical_chat_request() -> None:
 
 def test_an_earlier_turn_held_by_the_sidecar_replaces_the_previous_id() -> None:
     history = [{"type": "message", "id": "msg_1", "status": "completed", "role": "user",
-                "content": [{"type": "input_text", "text": "earlier"}]}, REASONING,
+                "content": [{"type": "input_text", "text": "earlier"}]}, {**REASONING, ANSWERED_BY: "p"},
+               {**REASONING, "id": "rs_other", ANSWERED_BY: "another-account"},
                {"type": "reasoning", "id": "rs_made_here", "summary": [{"type": "summary_text", "text": "x"}]}]
     request = OPENAI.chat_request(native_request({"model": "smart", "input": "now", "previous_response_id": "resp_1"},
                                                  history), OPENAI_TARGET)
@@ -135,7 +143,8 @@ def test_an_earlier_turn_held_by_the_sidecar_replaces_the_previous_id() -> None:
     assert "previous_response_id" not in sent
     assert sent["input"] == [
         {"type": "message", "status": "completed", "role": "user", "content": [{"type": "input_text", "text": "earlier"}]},
-        REASONING,  # replayed with its encrypted content; reasoning without it refers to a stored item, left out
+        REASONING,  # replayed with its encrypted content to the provider that made it, unmarked; another
+        # account's, and reasoning without its content (it refers to a stored item), left out
         {"type": "message", "role": "user", "content": "now"}]
 
 
@@ -252,8 +261,14 @@ class Keeper:
 
 
 def relaying_encoder(keeper: Keeper) -> ResponsesEncoder:
-    return ResponsesEncoder(read_turn({"model": "smart", "input": "Say hi", "stream": True}), 1764000000, keeper,
-                            lambda: 0.0)
+    encoder = ResponsesEncoder(read_turn({"model": "smart", "input": "Say hi", "stream": True}), 1764000000, keeper,
+                               lambda: 0.0)
+    encoder.attempting("p")
+    return encoder
+
+
+KEPT_REASONING = {**REASONING, ANSWERED_BY: "p"}
+"""Reasoning as the store keeps it: marked with the provider that made it, the only one sent it again."""
 
 
 def test_a_relayed_stream_reaches_the_client_as_it_came_and_is_kept_under_the_providers_id() -> None:
@@ -264,7 +279,7 @@ def test_a_relayed_stream_reaches_the_client_as_it_came_and_is_kept_under_the_pr
     response, conversation, span = keeper.kept["resp_68c1"]
     assert orjson.loads(response)["output"] == [REASONING, MESSAGE]
     assert conversation[span[0]:span[1]][0]["content"] == [{"type": "input_text", "text": "Say hi"}]
-    assert conversation[span[1]:] == [REASONING, MESSAGE]
+    assert conversation[span[1]:] == [KEPT_REASONING, MESSAGE]
 
 
 def test_a_relayed_stream_cut_after_its_first_output_ends_with_response_failed_numbered_next() -> None:
@@ -374,4 +389,5 @@ def test_relay_whole_answers_with_the_body_and_keeps_the_response_it_ended_with(
     assert judged is not None
     assert encoder.relay_whole(judged) == TEXT_STREAM
     response, conversation, span = keeper.kept["resp_68c1"]
-    assert orjson.loads(response)["output"] == [REASONING, MESSAGE] and conversation[span[1]:] == [REASONING, MESSAGE]
+    assert orjson.loads(response)["output"] == [REASONING, MESSAGE]  # the Response as the client got it
+    assert conversation[span[1]:] == [KEPT_REASONING, MESSAGE]

@@ -114,6 +114,8 @@ def _failure_kind(status: int, code: str | None, error_type: str | None, message
     if status == 429:
         quota = code in _QUOTA_CODES or error_type in _QUOTA_CODES
         return FailureKind.QUOTA_EXHAUSTED if quota else FailureKind.RATE_LIMITED
+    if status == 404 and code not in _NOT_FOUND_CODES and _text(error.get("param")) is not None:
+        return FailureKind.CLIENT_ERROR  # what the request named (an input item) is missing, not the model
     if 400 <= status < 500:
         return _STATUS_KINDS.get(status) or _request_failure_kind(code, error_type, message, error)
     if status >= 500 and code == "429":

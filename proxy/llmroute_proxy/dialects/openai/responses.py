@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from llmroute_proxy.dialects.base import (
+    ANSWERED_BY,
     ChatRequest,
     ChatResult,
     NativeDialect,
@@ -53,9 +54,21 @@ def responses_body(request: ChatRequest, provider_type: ProviderType) -> dict[st
     return native.body
 
 
-def responses_request(url: str, headers: dict[str, str], body: dict[str, Any], model: str) -> UpstreamRequest:
-    """The client's request as it sent it, to the target's model."""
-    return UpstreamRequest("POST", url, headers, orjson.dumps({**body, "model": model}))
+def responses_request(url: str, headers: dict[str, str], body: dict[str, Any], target: Target) -> UpstreamRequest:
+    """The client's request as it sent it, to the target's model. Reasoning the sidecar kept from
+    earlier turns (marked `ANSWERED_BY`) goes only to the provider that made it, unmarked."""
+    sent = {**body, "model": target.model}
+    items = body.get("input")
+    if isinstance(items, list) and any(ANSWERED_BY in item for item in items if isinstance(item, dict)):
+        sent["input"] = [_unmarked(item) for item in items
+                         if not isinstance(item, dict) or item.get(ANSWERED_BY, target.provider) == target.provider]
+    return UpstreamRequest("POST", url, headers, orjson.dumps(sent))
+
+
+def _unmarked(item: Any) -> Any:
+    if not isinstance(item, dict) or ANSWERED_BY not in item:
+        return item
+    return {name: value for name, value in item.items() if name != ANSWERED_BY}
 
 
 def read_answer(body: bytes, request: ChatRequest, target: Target) -> ChatResult:

@@ -16,7 +16,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage, WholeRelayedStream, WholeStream
+from llmroute_proxy.dialects.base import (
+    ANSWERED_BY,
+    ChatResult,
+    StreamChunk,
+    Usage,
+    WholeRelayedStream,
+    WholeStream,
+)
 from llmroute_proxy.dialects.responses.answer_out import response_from_canonical
 from llmroute_proxy.dialects.responses.items import input_items
 from llmroute_proxy.dialects.responses.relay import NativeRelay
@@ -69,7 +76,8 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_clock", "_relay", "_store", "_stream", "_turn", "created_at", "response_id", "response_json")
+    __slots__ = ("_clock", "_provider", "_relay", "_store", "_stream", "_turn", "created_at", "response_id",
+                 "response_json")
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
                  clock: Callable[[], float] | None = None) -> None:
@@ -81,7 +89,12 @@ class ResponsesEncoder:
         self.response_id = new_id("resp")
         self.response_json: bytes | None = None
         self._relay: NativeRelay | None = None
+        self._provider = ""
         self._stream = ResponsesStreamEncoder(turn, self.response_id, created_at, new_id) if turn else None
+
+    def attempting(self, provider: str) -> None:
+        """The provider the current attempt goes to: the reasoning of its answer is kept as its own."""
+        self._provider = provider
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
         return orjson.dumps(error_body(error))
@@ -156,7 +169,9 @@ class ResponsesEncoder:
     def _keep_native(self, response: dict[str, Any], body: bytes | None = None) -> None:
         """The provider's own Response (`body`: its bytes, when they are at hand), under its own id."""
         self.response_id = str(response.get("id") or self.response_id)
-        self._keep(orjson.dumps(response) if body is None else body, list(response.get("output") or ()))
+        output = [{**item, ANSWERED_BY: self._provider} if item.get("type") == "reasoning" else item
+                  for item in response.get("output") or () if isinstance(item, dict)]
+        self._keep(orjson.dumps(response) if body is None else body, output)
 
     def _keep(self, body: bytes | None, output: list[dict[str, Any]]) -> None:
         """Stored before the last byte is written: a client that continues at once finds it."""

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llmroute_proxy.dialects.base import ANSWERED_BY
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.validation import boolean, integer, number, optional_object, string
 
@@ -105,12 +106,14 @@ class ResponsesTurn:
 
 
 def native_history(items: Sequence[JSON]) -> list[JSON]:
-    """Earlier turns' items as a native target is sent them: reasoning only when it carries its
-    encrypted content (otherwise it refers to a stored item the target may not hold), no ids."""
+    """Earlier turns' items as a native target is sent them: no ids, and reasoning only when it
+    carries its encrypted content (otherwise it refers to a stored item the target may not hold),
+    still marked with the provider that made it (`ANSWERED_BY`): the OpenAI dialect sends it to
+    that provider only, and never the mark."""
     out: list[JSON] = []
     for item in items:
         if item.get("type") == "reasoning":
-            if item.get("encrypted_content"):
+            if item.get("encrypted_content") and item.get(ANSWERED_BY):
                 out.append(item)
             continue
         out.append({name: value for name, value in item.items() if name not in _NATIVE_HISTORY_DROPS})

@@ -1,0 +1,105 @@
+"""A conversation's reasoning, carried between turns to OpenAI targets, across accounts and failovers.
+
+The sidecar holds the conversation (`previous_response_id`) and replays it to an OpenAI target as
+items. OpenAI refuses a reasoning item it neither stored nor can decrypt (404, a client error: no
+failover would save the turn), so the sidecar replays reasoning only with its encrypted content and
+never sends the ids of items another account made. Two simulated OpenAI accounts, each with its own
+store, show both rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from llmroute_proxy.sim import Fault, FaultKind
+from tests.proxy.documents import model, provider, route, target
+from tests.proxy.server.conftest import last_request
+from tests.proxy.stack import Stack
+
+REASONER = model("gpt-5-mini", context_window=400000, input_per_mtok=0.25, output_per_mtok=2.0)
+CONFIG = [
+    provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[REASONER]),
+    provider("oai-b", "openai", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there", models=[REASONER]),
+    route("main", {
+        "one": [target("oai", "gpt-5-mini")],
+        "two-accounts": [target("oai", "gpt-5-mini"), target("oai-b", "gpt-5-mini", priority=1)],
+    }, default_tier="one",
+        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
+                  "overallTimeout": "10s"},
+        outlierDetection={"consecutiveFailures": 1000, "baseEjection": "1s", "maxEjection": "1s"}),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("native-state"), config=CONFIG) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_faults(stack: Stack) -> Iterator[None]:
+    yield
+    for name in ("oai", "oai-b"):
+        stack.call(lambda name=name: stack.faults[name].clear())  # type: ignore[misc]
+
+
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
+
+
+def sent_input(stack: Stack, sim: str) -> list[dict[str, Any]]:
+    body = last_request(stack, sim).body
+    assert "previous_response_id" not in body
+    items: list[dict[str, Any]] = body["input"]
+    return items
+
+
+def test_encrypted_reasoning_is_carried_to_the_next_turn_on_the_same_provider(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="one", input="Think, then say hi.", include=["reasoning.encrypted_content"])
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    second = sdk.responses.create(model="one", input="And again.", previous_response_id=first.id)
+    assert second.status == "completed" and second.output_text
+    replayed = [item for item in sent_input(stack, "oai") if item.get("type") == "reasoning"]
+    assert replayed == [{"type": "reasoning", "id": reasoning.id, "summary": [],
+                         "encrypted_content": reasoning.encrypted_content}]
+
+
+@pytest.mark.parametrize("include", [[], ["reasoning.encrypted_content"]])
+def test_reasoning_is_not_replayed_to_another_account_so_it_can_take_the_next_turn(
+        stack: Stack, include: list[str]) -> None:
+    sdk = client(stack)
+    first = sdk.responses.with_raw_response.create(model="two-accounts", input="Think, then say hi.",
+                                                   include=include)  # type: ignore[arg-type]
+    assert first.headers["x-llmroute-provider"] == "oai"
+    assert first.parse().output[0].type == "reasoning"  # the first account's: stored there, encrypted for it
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=503)))
+    second = sdk.responses.with_raw_response.create(model="two-accounts", input="And again.",
+                                                    previous_response_id=first.parse().id)
+    assert second.headers["x-llmroute-provider"] == "oai-b" and second.headers["x-llmroute-attempts"] == "2"
+    assert second.parse().output_text
+    replayed = sent_input(stack, "oai-b")
+    assert [item.get("type") for item in replayed] == ["message", "message", "message"]
+    assert not any("id" in item for item in replayed)  # the first account's ids mean nothing here
+
+
+def test_the_other_account_refuses_a_reasoning_item_it_does_not_hold_as_the_clients_own_error(
+        stack: Stack) -> None:
+    """What the rule above protects against: the item sent as the client got it is OpenAI's 404, the
+    request's fault: passed on, not failed over, and the target is not ejected for it."""
+    sdk = client(stack)
+    first = sdk.responses.create(model="one", input="Think, then say hi.")
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=503)))
+    with pytest.raises(openai.NotFoundError) as refused:
+        sdk.responses.create(model="two-accounts", input=[  # type: ignore[misc]
+            *[item.model_dump(exclude_none=True) for item in first.output],
+            {"role": "user", "content": "And again."}])
+    assert "rs_" in refused.value.message
+    assert refused.value.response.headers["x-llmroute-attempts"] == "2"  # oai's 503, then oai-b's 404
+    still = client(stack).responses.with_raw_response.create(model="two-accounts", input="hi")
+    assert still.headers["x-llmroute-provider"] == "oai-b"  # not ejected for the client's item
