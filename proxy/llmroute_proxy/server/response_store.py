@@ -94,6 +94,9 @@ class ResponseStore:
         blob = b"".join((response, orjson.dumps(list(conversation))))  # a new object of exactly this size
         entry = StoredResponse(blob, len(response), *input_span, now + self.ttl_s, entry_size(response_id, blob))
         self._expire(now)
+        replaced = self._entries.pop(response_id, None)
+        if replaced is not None:  # ids are the providers' when relayed: two could make the same one
+            self.bytes -= replaced.size
         if entry.size > self.max_bytes:
             self.too_large += 1
             self._bury(response_id, "it was larger than the whole response store and was not kept")

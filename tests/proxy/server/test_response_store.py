@@ -150,3 +150,17 @@ def test_input_items_are_read_back_as_stored() -> None:
     assert store.response("resp_1", now=0) == body
     assert store.conversation("resp_1", now=0) == [*CONVERSATION, *items, answer]
     assert store.input_items("resp_1", now=0) == items  # the request's own, not the earlier turns' nor the answer
+
+
+def test_a_second_response_under_the_same_id_replaces_the_first_and_is_counted_once() -> None:
+    """Relayed responses keep their provider's ids, and two providers could make the same one."""
+    store = ResponseStore(1 << 20, ttl_s=60)
+    alone = ResponseStore(1 << 20, ttl_s=60)
+    put(alone, "resp_1", CONVERSATION[:1], now=1, padding=300)
+    put(store, "resp_1", CONVERSATION, now=0, padding=100)
+    put(store, "resp_1", CONVERSATION[:1], now=1, padding=300)
+    assert store.status(now=1)["entries"] == 1
+    assert store.bytes == alone.bytes  # the second entry's size alone
+    assert store.conversation("resp_1", now=1) == CONVERSATION[:1]
+    store.delete("resp_1", now=1)
+    assert store.bytes == 0
