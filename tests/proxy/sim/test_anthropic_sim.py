@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -32,13 +32,6 @@ WEATHER_INPUT = {"city": "sim", "days": 1}
 HEADERS = {"anthropic-version": "2023-06-01", "x-api-key": KEY}
 
 Client = Callable[..., anthropic.AsyncAnthropic]
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

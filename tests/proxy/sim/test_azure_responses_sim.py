@@ -3,7 +3,6 @@ the stock client on `/openai/v1/` and the raw wire see it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -19,13 +18,6 @@ VERSION = "2025-03-01-preview"
 QUESTION = "What is the weather like in Paris today?"
 ANSWER = f"[sim-azure {DEPLOYMENT}] You said: {QUESTION}"
 SAFE = {"filtered": False, "severity": "safe"}
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

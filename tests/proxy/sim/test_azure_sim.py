@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -26,13 +26,6 @@ SAFE = {"filtered": False, "severity": "safe"}
 WEATHER_TOOL: Any = {"type": "function", "function": {
     "name": "get_weather",
     "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}}
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,13 +239,6 @@ IN_BAND_ERRORS: dict[str, type[BaseException]] = {
     "anthropic": anthropic.APIStatusError,
     "gemini": errors.ServerError,
 }
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 async def start(sims: SimPool, provider: str, fault: Fault | None = None, **options: Any) -> SimServer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -33,13 +33,6 @@ TOOLS = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEA
 WEATHER_ARGS = {"city": "sim", "days": 1, "metric": True}
 
 Client = Callable[..., genai.Client]
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

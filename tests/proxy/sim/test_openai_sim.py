@@ -7,7 +7,7 @@ import base64
 import json
 import math
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -34,13 +34,6 @@ TIME_TOOL: Any = {"type": "function", "function": {
     "parameters": {"type": "object", "required": ["zone"],
                    "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}}}}
 WEATHER_ARGS = {"city": "sim", "days": 1, "metric": True}
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,13 +20,6 @@ MODEL = "gpt-4o-mini"
 QUESTION = "one two three four five six"
 ANSWER = f"[sim-openai {MODEL}] You said: {QUESTION}"
 PATH = "/v1/responses"
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 async def start(sims: SimPool, fault: Fault | None = None, *, quirks: bool = False) -> SimServer:

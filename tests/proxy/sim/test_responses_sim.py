@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -28,13 +28,6 @@ WEATHER: Any = {"type": "function", "name": "get_weather", "parameters": {
     "type": "object", "required": ["city", "days"], "additionalProperties": False,
     "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}
 TIME: Any = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[SimPool]:
-    pool = SimPool()
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
