@@ -241,6 +241,13 @@ class WholeStreamRelayer(Protocol):
     def relay_whole(self, stream: WholeRelayedStream) -> bytes: ...
 
 
+def relayed_chunks(produced: list[dict[str, Any]], carrier: dict[str, Any], native: bytes) -> list[StreamChunk]:
+    """The chunks one upstream event produced, its own bytes (`native`) riding on the first, so a relay
+    never re-encodes; `carrier` (a chunk that shows nothing) carries them when it produced none."""
+    first = StreamChunk(produced[0] if produced else carrier, native=native)
+    return [first, *(StreamChunk(chunk, native=b"") for chunk in produced[1:])]
+
+
 def is_usage_chunk(chunk: Mapping[str, Any]) -> bool:
     return not chunk.get("choices") and chunk.get("usage") is not None
 

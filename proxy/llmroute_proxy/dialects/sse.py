@@ -118,3 +118,12 @@ def _whole_named_events(chunk: bytes) -> list[tuple[str | None, bytes]] | None:
         end = block.find(b"\n")
         events.append((block[7:end].decode(errors="replace"), block[end + 7:]))
     return events
+
+
+def event_bytes(name: str | None, data: bytes) -> bytes:
+    """One event framed again as SSE (`event:` when it has a name), for a client of the upstream's own
+    dialect: a relay re-frames what the parser split, byte for byte for the one-line events APIs send."""
+    if data.find(b"\n") >= 0:
+        data = data.replace(b"\n", b"\ndata: ")
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + data + b"\n\n"

@@ -13,9 +13,9 @@ from typing import Any
 
 from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
 from llmroute_proxy.dialects.anthropic.wire import finish_reason, tool_call, usage_from_anthropic
-from llmroute_proxy.dialects.base import StreamChunk, Usage
+from llmroute_proxy.dialects.base import StreamChunk, Usage, relayed_chunks
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
-from llmroute_proxy.dialects.sse import SSEParser
+from llmroute_proxy.dialects.sse import SSEParser, event_bytes
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
 JSON = dict[str, Any]
@@ -98,9 +98,7 @@ class AnthropicStreamTranslator:
             if not self._native:
                 chunks.extend(StreamChunk(chunk) for chunk in produced)
                 continue
-            first = produced[0] if produced else self._chunk(None)
-            chunks.append(StreamChunk(first, native=_event_bytes(name, data)))
-            chunks.extend(StreamChunk(chunk, native=b"") for chunk in produced[1:])
+            chunks.extend(relayed_chunks(produced, self._chunk(None), event_bytes(name, data)))
         return chunks
 
     def _translate(self, name: str | None, data: bytes) -> list[JSON]:
@@ -202,10 +200,3 @@ _EVENT_HANDLERS: dict[str, Callable[[AnthropicStreamTranslator, JSON], list[JSON
     "ping": _ignored,
     "error": AnthropicStreamTranslator._error,
 }
-
-
-def _event_bytes(name: str | None, data: bytes) -> bytes:
-    if data.find(b"\n") >= 0:
-        data = data.replace(b"\n", b"\ndata: ")
-    head = b"event: " + name.encode() + b"\n" if name else b""
-    return head + b"data: " + data + b"\n\n"

@@ -27,11 +27,12 @@ from llmroute_proxy.dialects.base import (
     UpstreamRequest,
     Usage,
     WholeRelayedStream,
+    relayed_chunks,
 )
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.openai.chat import parse_chat_completion
 from llmroute_proxy.dialects.openai.errors import in_band_error
-from llmroute_proxy.dialects.sse import SSEParser
+from llmroute_proxy.dialects.sse import SSEParser, event_bytes
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.table import ProviderType, Target
 
@@ -187,7 +188,7 @@ class ResponsesEventTranslator:
             if self._finished:
                 break
             if name is not None and name not in _HANDLERS:  # nothing to read in it: relayed unparsed
-                chunks.append(StreamChunk(self._chunk(None), native=_event_bytes(name, data)))
+                chunks.append(StreamChunk(self._chunk(None), native=event_bytes(name, data)))
                 continue
             event = loads_object(data)
             if event is None:
@@ -196,9 +197,7 @@ class ResponsesEventTranslator:
             kind = event.get("type") or name or ""
             handler = _HANDLERS.get(kind)
             produced = handler(self, event) if handler is not None else []
-            first = produced[0] if produced else self._chunk(None)
-            chunks.append(StreamChunk(first, native=_event_bytes(kind, data)))
-            chunks.extend(StreamChunk(chunk, native=b"") for chunk in produced[1:])
+            chunks.extend(relayed_chunks(produced, self._chunk(None), event_bytes(kind, data)))
         return chunks
 
     def judge_whole(self, body: bytes) -> WholeRelayedStream | None:
@@ -297,9 +296,3 @@ _HANDLERS: dict[str, Callable[[ResponsesEventTranslator, JSON], list[JSON]]] = {
     "response.failed": ResponsesEventTranslator._failed,
     "error": ResponsesEventTranslator._error,
 }
-
-
-def _event_bytes(name: str, data: bytes) -> bytes:
-    if data.find(b"\n") >= 0:
-        data = data.replace(b"\n", b"\ndata: ")
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
