@@ -136,15 +136,8 @@ class Upstream(asyncio.Protocol):
             return
         options = request.get("stream_options")
         with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        events = self._stream_events({**base, "object": "chat.completion.chunk"}, usage if with_usage else None)
-        self._reply(_SSE_HEAD, False)
-        if self._delay <= 0:
-            for event in events:
-                self._reply(event, False)
-            self._reply(b"0\r\n\r\n", close)
-            return
-        self._streaming = True
-        self._send_later(events, 0, close)
+        self._stream(self._stream_events({**base, "object": "chat.completion.chunk"}, usage if with_usage else None),
+                     close)
 
     def _responses(self, raw: bytes, close: bool) -> None:
         request = orjson.loads(raw) if raw.startswith(b"{") else None
@@ -165,15 +158,7 @@ class Upstream(asyncio.Protocol):
         if not request.get("stream"):
             self._reply(_response("200 OK", orjson.dumps(response), close=close), close)
             return
-        events = self._response_events(response, message)
-        self._reply(_SSE_HEAD, False)
-        if self._delay <= 0:
-            for event in events:
-                self._reply(event, False)
-            self._reply(b"0\r\n\r\n", close)
-            return
-        self._streaming = True
-        self._send_later(events, 0, close)
+        self._stream(self._response_events(response, message), close)
 
     def _response_events(self, response: dict[str, Any], message: dict[str, Any]) -> list[bytes]:
         shell = {**response, "status": "in_progress", "output": [], "usage": None}
@@ -204,6 +189,17 @@ class Upstream(asyncio.Protocol):
             events.append(_event({**base, "choices": [], "usage": usage}))
         events.append(_http_chunk(b"data: [DONE]\n\n"))
         return events
+
+    def _stream(self, events: list[bytes], close: bool) -> None:
+        """An SSE answer: each event its own write, back to back or `--chunk-delay-ms` apart."""
+        self._reply(_SSE_HEAD, False)
+        if self._delay <= 0:
+            for event in events:
+                self._reply(event, False)
+            self._reply(b"0\r\n\r\n", close)
+            return
+        self._streaming = True
+        self._send_later(events, 0, close)
 
     def _send_later(self, events: list[bytes], index: int, close: bool) -> None:
         if self._transport is None:
