@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.health import HealthBook
@@ -51,4 +53,24 @@ def last_request(stack: Stack, name: str):  # type: ignore[no-untyped-def]
     return stack.call(lambda: sim_state(stack.sims[name].app).stats.last)
 
 
-__all__ = ["Path", "last_request", "sim_requests"]
+def stream_app(path: str, first: bytes, rest: bytes, gap_s: float) -> web.Application:
+    """An upstream that answers POST `path` by streaming `first` then `rest`: in one write with a
+    Content-Length (`gap_s` 0), or chunked, `rest` and the end `gap_s` later."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if gap_s == 0:
+            return web.Response(body=first + rest, content_type="text/event-stream")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(first)
+        await asyncio.sleep(gap_s)
+        await response.write_eof(rest)
+        return response
+
+    app = web.Application()
+    app.router.add_post(path, answer)
+    return app
+
+
+__all__ = ["Path", "last_request", "sim_requests", "stream_app"]

@@ -8,7 +8,6 @@ Response it ended with. A stream that turns out broken fails over invisibly, as 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,10 @@ from llmroute_proxy.dialects.openai.responses import ResponsesEventTranslator
 from llmroute_proxy.dialects.responses.encoder import ResponsesEncoder
 from llmroute_proxy.sim import FaultPlan
 from tests.proxy.documents import provider, route, target
+from tests.proxy.server.conftest import stream_app
 from tests.proxy.stack import Stack
+
+RESPONSES = "/v1/responses"
 
 CONFIG = [
     provider("native", "openai", "{native}/v1", key_env="TEST_OAI_KEY", models=["gpt-5-mini"]),
@@ -66,31 +68,12 @@ TAIL = b"".join([
 ERROR_AFTER_OUTPUT = event("error", 6, code="server_error", message="The server had an error.", param=None)
 
 
-def stream_app(first: bytes, rest: bytes, gap_s: float) -> web.Application:
-    """`first` then `rest`: in one write with a Content-Length (`gap_s` 0), or `rest` `gap_s` later."""
-
-    async def responses(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        if gap_s == 0:
-            return web.Response(body=first + rest, content_type="text/event-stream")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(first)
-        await asyncio.sleep(gap_s)
-        await response.write_eof(rest)
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/responses", responses)
-    return app
-
-
 def _stack(tmp: pytest.TempPathFactory, gap_s: float) -> Stack:
     def native(faults: FaultPlan) -> web.Application:
-        return stream_app(HEAD, TAIL, gap_s)
+        return stream_app(RESPONSES, HEAD, TAIL, gap_s)
 
     def failing(faults: FaultPlan) -> web.Application:
-        return stream_app(HEAD, ERROR_AFTER_OUTPUT, gap_s)
+        return stream_app(RESPONSES, HEAD, ERROR_AFTER_OUTPUT, gap_s)
 
     return Stack(tmp.mktemp("native-whole"), config=CONFIG, extra_sims={"native": native, "failing": failing},
                  delivery=None)

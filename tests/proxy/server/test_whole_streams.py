@@ -10,7 +10,6 @@ in-band error.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +23,10 @@ from openai.types.completion_usage import CompletionUsage
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.sim import FaultPlan
 from tests.proxy.documents import provider, route, target
+from tests.proxy.server.conftest import stream_app
 from tests.proxy.stack import Stack
+
+CHAT = "/v1/chat/completions"
 
 CONFIG = [
     provider("broken", "openai-compatible", "{broken}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
@@ -77,50 +79,30 @@ FINISH = _event({"id": "chatcmpl-whole", "object": "chat.completion.chunk", "cre
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"data: [DONE]\n\n"
 
 
-def stream_app(first: bytes, rest: bytes, gap_s: float) -> web.Application:
-    """An upstream that streams `first` then `rest`: in one write with a Content-Length (`gap_s` 0),
-    or chunked, `rest` and the end `gap_s` later."""
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        if gap_s == 0:
-            return web.Response(body=first + rest, content_type="text/event-stream")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(first)
-        await asyncio.sleep(gap_s)
-        await response.write_eof(rest)
-        return response
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    return app
-
-
 def _stack(tmp: pytest.TempPathFactory, gap_s: float) -> Stack:
     def broken(faults: FaultPlan) -> web.Application:
         """A stream that ends after two content chunks, with neither a finish chunk nor `[DONE]`."""
-        return stream_app(CONTENT, b"", gap_s)
+        return stream_app(CHAT, CONTENT, b"", gap_s)
 
     def complete(faults: FaultPlan) -> web.Application:
-        return stream_app(_chunk("Whole "), _chunk("answer") + FINISH, gap_s)
+        return stream_app(CHAT, _chunk("Whole "), _chunk("answer") + FINISH, gap_s)
 
     def metered(faults: FaultPlan) -> web.Application:
         """A stream with its usage in a chunk of its own, as OpenAI sends it."""
-        return stream_app(_chunk("Whole "), _chunk("answer") + FINISH.replace(b"data: [DONE]", USAGE_EVENT.rstrip()
+        return stream_app(CHAT, _chunk("Whole "), _chunk("answer") + FINISH.replace(b"data: [DONE]", USAGE_EVENT.rstrip()
                                                                                 + b"\n\ndata: [DONE]"), gap_s)
 
     def erring(faults: FaultPlan) -> web.Application:
         """A stream whose error comes in band after some content, then ends as if well."""
-        return stream_app(_chunk("Half "), IN_BAND_ERROR + FINISH, gap_s)
+        return stream_app(CHAT, _chunk("Half "), IN_BAND_ERROR + FINISH, gap_s)
 
     def on_choice(faults: FaultPlan) -> web.Application:
         """A compatible server's stream with its usage on the finish chunk."""
-        return stream_app(_chunk("Whole "), _chunk("answer") + FINISH_WITH_USAGE, gap_s)
+        return stream_app(CHAT, _chunk("Whole "), _chunk("answer") + FINISH_WITH_USAGE, gap_s)
 
     def garbled(faults: FaultPlan) -> web.Application:
         """A stream with an event between that is not JSON (which the byte searches do not see)."""
-        return stream_app(_chunk("Half "), GARBLED + _chunk("answer") + FINISH, gap_s)
+        return stream_app(CHAT, _chunk("Half "), GARBLED + _chunk("answer") + FINISH, gap_s)
 
     return Stack(tmp.mktemp("whole"), config=CONFIG, extra_sims={
         "broken": broken, "complete": complete, "metered": metered, "erring": erring, "on-choice": on_choice,
