@@ -98,7 +98,10 @@ class ResponsesTurn:
 
     def native_body(self) -> JSON:
         """What a provider speaking the Responses API is sent (it sets `model`): the client's own
-        request, with the earlier turns the sidecar holds in place of `previous_response_id`."""
+        request, with the earlier turns the sidecar holds in place of `previous_response_id`. Built for
+        every Responses request, whatever its target: a first turn is the body itself, not a copy."""
+        if not self.history and "previous_response_id" not in self.body:
+            return self.body
         body = {name: value for name, value in self.body.items() if name != "previous_response_id"}
         if self.history:
             body["input"] = [*native_history(self.history), *_input_as_items(self.body.get("input"))]
