@@ -3,7 +3,7 @@
 The addressing and the key; the wire format is the OpenAI dialect's (`dialects/openai`), which
 Azure OpenAI speaks too. A request that came in on `/v1/responses` goes to OpenAI's own
 `/responses` as the client sent it (only `model` replaced), and its answer is read back by the
-Responses dialect (`dialects/responses/native_in`) and relayed; OpenAI-compatible servers get the
+OpenAI dialect (`dialects/openai/responses.py`) and relayed; OpenAI-compatible servers get the
 canonical chat request instead.
 """
 
