@@ -226,7 +226,8 @@ CONNECTION_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
 }
 STREAM_CUT_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
     "openai": (openai.APIConnectionError,),
-    "anthropic": (httpx2.RemoteProtocolError,),  # the SDK does not wrap errors while iterating
+    # before anthropic 2.17 the SDK did not wrap errors while iterating; since, it raises its connection error
+    "anthropic": (httpx2.RemoteProtocolError, anthropic.APIConnectionError),
     "gemini": (aiohttp.ClientPayloadError,),
 }
 TIMEOUT_ERRORS: dict[str, tuple[type[BaseException], ...]] = {
