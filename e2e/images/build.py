@@ -4,7 +4,8 @@
   1. base  — a Debian bookworm rootfs (`debootstrap --variant=minbase`, python3.11 from Debian; docs, man
              pages, locales and apt lists removed); keyed by this recipe;
   2. deps  — the runtime dependencies (the package's and the operator extra's) from PyPI as cp311 manylinux
-             wheels, `pip install --target /opt/llmroute/deps`; keyed by the dependency list;
+             wheels at constraints.txt's versions, `pip install --target /opt/llmroute/deps`; keyed by the
+             dependency list and those pins;
   3. app   — the project's wheel (`pip wheel .`) installed in /opt/llmroute/app, with `llmroute-proxy`,
              `llmroute-operator` and `llmroute-sim` launchers; keyed by the source files.
 `localhost/llmroute-pause:static` is a static C `pause` (the node's sandbox image; see pause.c).
@@ -33,6 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+CONSTRAINTS = REPO / "constraints.txt"
 CACHE = Path(os.environ.get("LLMROUTE_CACHE", Path.home() / ".cache" / "llmroute")) / "e2e-images"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -186,7 +188,7 @@ def build_deps(root: Path) -> None:
     platforms = [a for p in PY_PLATFORMS for a in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "install", "-qq", "--disable-pip-version-check", "--no-compile",
                     "--target", str(root / "opt/llmroute/deps"), "--only-binary=:all:", "--implementation", "cp",
-                    "--python-version", "3.11", *platforms, *dependencies()], check=True)
+                    "--python-version", "3.11", *platforms, "-c", str(CONSTRAINTS), *dependencies()], check=True)
 
 
 def source_files() -> list[Path]:
@@ -239,8 +241,8 @@ def main() -> int:
     base_key = digest(SUITE.encode(), MIRROR.encode(), ",".join(BASE_PACKAGES).encode(),
                       ",".join(BASE_STRIP).encode(), USER.encode())
     base = cached_layer("base", base_key, build_base, fixed_mtime=False, skip=("dev", "proc", "sys"))
-    deps = cached_layer("deps", digest(*(d.encode() for d in (*dependencies(), *PY_PLATFORMS))), build_deps,
-                        fixed_mtime=True)
+    deps = cached_layer("deps", digest(*(d.encode() for d in (*dependencies(), *PY_PLATFORMS)),
+                                       CONSTRAINTS.read_bytes()), build_deps, fixed_mtime=True)
     app_key = digest(*(p.relative_to(REPO).as_posix().encode() + b"\0" + p.read_bytes()
                        for p in source_files()))
     app = cached_layer("app", app_key, build_app, fixed_mtime=True)
