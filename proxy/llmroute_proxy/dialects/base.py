@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from llmroute_proxy.errors import BadRequest, LLMRouteError
+from llmroute_proxy.errors import BadRequest, LLMRouteError, RequestError
 from llmroute_proxy.table import ProviderType
 
 
@@ -94,14 +94,18 @@ class NativeBody:
     say survives); the others are sent the canonical `ChatRequest.body`. `only` is set when the
     request uses what only that dialect can say (it names the field): then only providers that
     speak it may take the request, and the canonical body is just a summary to route by.
+    `unserved`, when set, is the answer when no target speaks it (instead of a 400 naming `only`'s
+    field): a conversation the sidecar does not hold is a 404 unless a provider may hold it.
     """
 
-    __slots__ = ("body", "dialect", "only")
+    __slots__ = ("body", "dialect", "only", "unserved")
 
-    def __init__(self, dialect: NativeDialect, body: dict[str, Any], only: BadRequest | None = None) -> None:
+    def __init__(self, dialect: NativeDialect, body: dict[str, Any], only: BadRequest | None = None,
+                 unserved: RequestError | None = None) -> None:
         self.dialect = dialect
         self.body = body
         self.only = only
+        self.unserved = unserved
 
     def spoken_by(self, provider_type: ProviderType) -> bool:
         return provider_type in self.dialect.speakers

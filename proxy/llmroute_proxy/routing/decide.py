@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmroute_proxy.dialects.base import DIALECT_NAMES, NativeBody
-from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.errors import BadRequest, RequestError
 from llmroute_proxy.routing.budget import BudgetDecision, BudgetLedger
 from llmroute_proxy.routing.cost import estimate_cost_usd
 from llmroute_proxy.routing.experiments import choose_arm
@@ -46,9 +46,9 @@ class BudgetInputs:
 
 def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody | None = None,
            budget: BudgetInputs | None = None) -> RouteDecision:
-    """Raises `ModelNotFound` for an unknown model and `BadRequest` for a request only its own
-    dialect can carry (`native.only`) whose tier has no target speaking it; `roll` is a uniform
-    draw in [0, 1) for unsticky arms."""
+    """Raises `ModelNotFound` for an unknown model; for a request only its own dialect can carry
+    (`native.only`) whose tier has no target speaking it, `native.unserved`, or else `BadRequest`;
+    `roll` is a uniform draw in [0, 1) for unsticky arms."""
     only = native if native is not None and native.only is not None else None
     route, choice = _tier(route, facts, only)
     experiment = _arm(route, choice, facts, roll, only)
@@ -64,7 +64,7 @@ def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody
     if only is not None:
         try:
             choice = _speakers_only(route, choice, only)[1]
-        except BadRequest:  # the downgrade tier cannot take it natively: the budget refuses it
+        except RequestError:  # the downgrade tier cannot take it natively: the budget refuses it
             if verdict.reservation is not None:
                 budget.ledger.release(verdict.reservation)
             refused = BudgetDecision(allowed=False, retry_after=verdict.retry_after, exceeded=True)
@@ -98,12 +98,14 @@ def _candidates(route: Route, choice: TierChoice, experiment: Experiment | None)
 def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[Route, TierChoice]:
     """Narrow the choice to the tier's targets that speak the request's own dialect, without
     fallback tiers (they would get a request they cannot be sent); refuse with the untranslatable
-    field when there are none."""
+    field (or `unserved`) when there are none."""
     assert only.only is not None
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
     native = tuple(t for t in candidates if only.spoken_by(t.provider_type))
     name = only.dialect.value
     if not native:
+        if only.unserved is not None:
+            raise only.unserved
         speakers = " or ".join(sorted(DIALECT_NAMES[t] for t in only.dialect.speakers))
         raise BadRequest(f"{only.only.message} Tier '{choice.tier}' has no {speakers} target to send it to natively.",
                          param=only.only.param)

@@ -34,6 +34,7 @@ from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
+from llmroute_proxy.server.response_store import ResponseNotFound
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
@@ -105,15 +106,27 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     try:
         body = await _read_json(request, sidecar)
-        previous = responses.previous_response_id(body)
-        history = sidecar.responses.conversation(previous, sidecar.clock()) if previous else ()
-        turn = responses.read_turn(body, history)
+        history, unheld = _conversation(sidecar, responses.previous_response_id(body))
+        turn = responses.read_turn(body, history, unheld)
         chat = ChatRequest(validate_chat(turn.canonical),
-                           NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only))
+                           NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only, turn.unheld))
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
     encoder = ResponsesEncoder(turn, int(sidecar.wallclock()), sidecar.responses, sidecar.clock)
     return await _serve(request, sidecar, chat, encoder, "chat")
+
+
+def _conversation(sidecar: Sidecar, previous: str | None) -> tuple[list[dict[str, Any]], ResponseNotFound | None]:
+    """The earlier turns a Responses request continues, or, when the store does not hold them but a
+    provider may (never stored here, expired or evicted: not deleted), none and the store's 404."""
+    if previous is None:
+        return [], None
+    try:
+        return sidecar.responses.conversation(previous, sidecar.clock()), None
+    except ResponseNotFound as not_found:
+        if not_found.deleted:
+            raise
+        return [], not_found
 
 
 async def get_response(request: web.Request) -> web.Response:

@@ -36,13 +36,20 @@ TOMBSTONES = 4096
 """Recently gone ids remembered for the 404's reason: at most ~1 MiB, outside the cap."""
 
 
+_DELETED = "it was deleted"
+
+
 class ResponseNotFound(RequestError):
+    """`deleted`: the client deleted it here; otherwise it was never stored here, or expired or was
+    evicted, and a provider may still hold it (OpenAI's own responses, which it keeps for 30 days)."""
+
     status = 404
     code = "response_not_found"
 
     def __init__(self, response_id: str, why: str, param: str | None) -> None:
         super().__init__(f"No stored response '{response_id}': {why}.")
         self.param = param
+        self.deleted = why == _DELETED
 
 
 @dataclass(slots=True)
@@ -130,7 +137,7 @@ class ResponseStore:
         entry = self._get(response_id, now, None)
         del self._entries[response_id]
         self.bytes -= entry.size
-        self._bury(response_id, "it was deleted")
+        self._bury(response_id, _DELETED)
 
     def status(self, now: float) -> dict[str, Any]:
         self._expire(now)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from llmroute_proxy.dialects.base import NativeBody, NativeDialect
-from llmroute_proxy.errors import BadRequest, ModelNotFound
+from llmroute_proxy.errors import BadRequest, ModelNotFound, RequestError
 from llmroute_proxy.routing.budget import BudgetLedger
 from llmroute_proxy.routing.decide import BudgetInputs, decide
 from llmroute_proxy.routing.rules import RequestFacts
@@ -174,3 +174,30 @@ def test_a_responses_only_request_with_no_speaker_in_its_tier_names_the_field_an
         decide(route(premium=(CLAUDE, COMPATIBLE)), facts(), roll=0.5, native=RESPONSES_ONLY)
     assert refused.value.param == "tools[0].type"
     assert "no Azure OpenAI or OpenAI target" in refused.value.message
+
+
+class ConversationNotHere(RequestError):
+    status = 404
+
+
+CONTINUED_ELSEWHERE = NativeBody(NativeDialect.OPENAI_RESPONSES, {"model": "auto"},
+                                 only=BadRequest("only a provider can continue it", param="previous_response_id"),
+                                 unserved=ConversationNotHere("No stored response 'resp_1': never stored here."))
+
+
+def test_a_request_only_a_provider_can_continue_goes_to_its_speakers_or_is_its_own_error() -> None:
+    decision = decide(route(premium=(CLAUDE, PREMIUM)), facts(), roll=0.5, native=CONTINUED_ELSEWHERE)
+    assert decision.targets == (PREMIUM,)
+    with pytest.raises(ConversationNotHere):
+        decide(route(premium=(CLAUDE, COMPATIBLE)), facts(), roll=0.5, native=CONTINUED_ELSEWHERE)
+
+
+def test_a_continued_request_the_downgrade_tier_cannot_take_is_refused_by_the_budget() -> None:
+    budget = Budget(limit_usd=1.0, on_exceeded="downgrade", downgrade_tier="cheap")
+    ledger = BudgetLedger()
+    spend(ledger, budget, 1.0)
+    cheap_claude = Route(name="default", tiers={"premium": Tier("premium", (PREMIUM,)), "cheap": Tier("cheap", (CLAUDE,))},
+                         rules=(), default_tier="premium", budget=budget)
+    decision = decide(cheap_claude, facts(), roll=0.5, native=CONTINUED_ELSEWHERE, budget=inputs(ledger))
+    assert decision.budget is not None and not decision.budget.allowed
+    assert ledger.snapshot("default", NOW).reserved_usd == 0.0

@@ -10,6 +10,7 @@ import openai
 import pydantic
 import pytest
 
+from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.documents import target, with_tier
 from tests.proxy.server.conftest import last_request, sim_requests
@@ -312,18 +313,84 @@ def test_store_false_keeps_nothing(stack: Stack) -> None:
         sdk.responses.retrieve(created.id)
 
 
-def test_an_expired_response_is_a_404_saying_so(stack: Stack) -> None:
+def test_an_expired_response_is_a_404_saying_so_unless_the_provider_that_made_it_holds_it(stack: Stack) -> None:
     sdk = client(stack)
     created = sdk.responses.create(model="openai", input="short-lived")
     real_clock = stack.sidecar.clock
     ttl = stack.sidecar.responses.ttl_s
     stack.call(lambda: setattr(stack.sidecar, "clock", lambda: real_clock() + ttl + 1))
     try:
-        with pytest.raises(openai.NotFoundError, match="expired") as gone:
-            sdk.responses.create(model="openai", previous_response_id=created.id, input="still there?")
+        with pytest.raises(openai.NotFoundError, match="expired") as gone:  # a tier without OpenAI targets
+            sdk.responses.create(model="anthropic", previous_response_id=created.id, input="still there?")
+        kept_by_openai = sdk.responses.create(model="openai", previous_response_id=created.id, input="still there?")
     finally:
         stack.call(lambda: setattr(stack.sidecar, "clock", real_clock))
     assert gone.value.response.json()["error"]["type"] == "invalid_request_error"
+    assert kept_by_openai.previous_response_id == created.id and kept_by_openai.output_text
+
+
+def forget_every_response(stack: Stack) -> None:
+    """What a sidecar restart does to its response store; the providers keep theirs."""
+    stack.call(lambda: setattr(stack.sidecar, "responses", ResponseStore(
+        stack.sidecar.responses.max_bytes, stack.sidecar.responses.ttl_s)))
+
+
+def test_after_a_restart_a_conversation_openai_answered_continues_there_by_its_id(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="openai", input="My name is Ada.")
+    forget_every_response(stack)
+    second = sdk.responses.with_raw_response.create(model="mixed", previous_response_id=first.id,
+                                                    input="What is my name?")
+    assert second.headers["x-llmroute-provider"] == "oai"
+    sent = last_request(stack, "oai").body
+    assert (sent["previous_response_id"], sent["input"]) == (first.id, "What is my name?")  # OpenAI holds the rest
+    assert second.parse().previous_response_id == first.id and second.parse().output_text
+    with sdk.responses.stream(model="openai", previous_response_id=second.parse().id, input="Again?") as stream:
+        third = stream.get_final_response()  # the second turn lives at OpenAI too: not kept twice
+    assert third.previous_response_id == second.parse().id and third.output_text
+    assert last_request(stack, "oai").body["previous_response_id"] == second.parse().id
+
+
+def test_a_conversation_only_a_provider_may_hold_never_goes_to_one_that_cannot(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="openai", input="My name is Ada.")
+    forget_every_response(stack)
+    claude_before = sim_requests(stack, "claude")
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=503)))
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.responses.create(model="mixed", previous_response_id=first.id, input="What is my name?")
+    assert failed.value.status_code >= 500
+    assert sim_requests(stack, "claude") == claude_before  # no failover to a provider that never saw the turns
+
+
+def test_a_sidecar_made_id_lost_in_a_restart_is_a_404_saying_why_and_ejects_nothing(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="anthropic", input="My name is Ada.")  # under an id the sidecar made
+    forget_every_response(stack)
+    with pytest.raises(openai.NotFoundError) as gone:
+        sdk.responses.create(model="mixed", previous_response_id=first.id, input="What is my name?")
+    assert gone.value.param == "previous_response_id"
+    assert "this sidecar never stored it" in gone.value.message  # why it was looked for at OpenAI
+    assert f"which said: Previous response with id '{first.id}' not found" in gone.value.message
+    assert gone.value.response.headers["x-llmroute-attempts"] == "1"  # the client's to fix: not failed over
+    still = sdk.responses.with_raw_response.create(model="mixed", input="hi")
+    assert still.headers["x-llmroute-provider"] == "oai"
+
+
+def test_an_id_never_stored_is_a_404_saying_why_on_a_tier_without_openai_targets(stack: Stack) -> None:
+    with pytest.raises(openai.NotFoundError, match="never stored it") as gone:
+        client(stack).responses.create(model="gemini", previous_response_id="resp_" + "0" * 48, input="hi")
+    assert (gone.value.param, gone.value.code) == ("previous_response_id", "response_not_found")
+
+
+def test_a_deleted_response_is_not_looked_for_at_the_provider(stack: Stack) -> None:
+    sdk = client(stack)
+    created = sdk.responses.create(model="openai", input="delete me")
+    sdk.responses.delete(created.id)
+    before = sim_requests(stack, "oai")
+    with pytest.raises(openai.NotFoundError, match="it was deleted"):
+        sdk.responses.create(model="openai", previous_response_id=created.id, input="still there?")
+    assert sim_requests(stack, "oai") == before
 
 
 def test_status_shows_the_store(stack: Stack) -> None:

@@ -81,9 +81,10 @@ class ResponsesEncoder:
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
                  clock: Callable[[], float] | None = None) -> None:
-        """`store` keeps the finished response (unless the request said `store: false`)."""
+        """`store` keeps the finished response (unless the request said `store: false`, or continues a
+        conversation the sidecar does not hold: the provider that answers it holds it)."""
         self._turn = turn
-        self._store = store if turn is not None and turn.store else None
+        self._store = store if turn is not None and turn.store and turn.unheld is None else None
         self._clock = clock
         self.created_at = created_at
         self.response_id = new_id("resp")
@@ -97,6 +98,13 @@ class ResponsesEncoder:
         self._provider = provider
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
+        unheld = self._turn.unheld if self._turn is not None else None
+        if unheld is not None and status == 404 and error.param == "previous_response_id":
+            # the provider does not hold it either: say first why the sidecar sent it there
+            said = error_body(error)
+            said["error"]["message"] = (f"{unheld.message} It was looked for at a provider that keeps its "
+                                        f"responses, which said: {said['error']['message']}")
+            return orjson.dumps(said)
         return orjson.dumps(error_body(error))
 
     @property

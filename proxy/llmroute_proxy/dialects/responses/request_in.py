@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmroute_proxy.dialects.base import ANSWERED_BY
-from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.errors import BadRequest, RequestError
 from llmroute_proxy.validation import boolean, integer, number, optional_object, string
 
 JSON = dict[str, Any]
@@ -87,6 +87,11 @@ class ResponsesTurn:
     canonical: JSON
     history: tuple[JSON, ...] = ()
     only: ResponsesOnly | None = None
+    unheld: RequestError | None = None
+    """The 404 of a `previous_response_id` the sidecar does not hold (and did not see deleted): such
+    a turn goes as it is, that id included, to the tier's native targets only, as one of them may
+    hold it (OpenAI keeps the responses it made), and is this 404 when the tier has none. Its answer
+    is not kept by the sidecar: the conversation it continues lives with the provider."""
 
     @property
     def stream(self) -> bool:
@@ -100,7 +105,7 @@ class ResponsesTurn:
         """What a provider speaking the Responses API is sent (it sets `model`): the client's own
         request, with the earlier turns the sidecar holds in place of `previous_response_id`. Built for
         every Responses request, whatever its target: a first turn is the body itself, not a copy."""
-        if not self.history and "previous_response_id" not in self.body:
+        if self.unheld is not None or (not self.history and "previous_response_id" not in self.body):
             return self.body
         body = {name: value for name, value in self.body.items() if name != "previous_response_id"}
         if self.history:
@@ -139,14 +144,21 @@ def previous_response_id(body: Any) -> str | None:
     return value
 
 
-def read_turn(body: Any, history: Sequence[JSON] = ()) -> ResponsesTurn:
+def read_turn(body: Any, history: Sequence[JSON] = (), unheld: RequestError | None = None) -> ResponsesTurn:
     """A Responses request continuing `history` (the items of the earlier turns): translated, or,
     when only OpenAI's Responses API can serve it, with a routing summary and `only` set.
-    `BadRequest` names what is wrong."""
+    `BadRequest` names what is wrong. `unheld` is the store's 404 for a `previous_response_id` it
+    does not hold: the request is checked as any, then goes natively (`ResponsesTurn.unheld`)."""
     try:
-        return request_to_canonical(body, history)
+        turn = request_to_canonical(body, history)
     except ResponsesOnly as only:
-        return ResponsesTurn(body, routing_summary(body, history), tuple(history), only)
+        turn = ResponsesTurn(body, routing_summary(body, history), tuple(history), only)
+    if unheld is None:
+        return turn
+    elsewhere = ResponsesOnly(f"'previous_response_id' {body['previous_response_id']!r} is not held by this "
+                              "sidecar: only a provider that keeps its responses can continue it.",
+                              param="previous_response_id")
+    return ResponsesTurn(body, routing_summary(body), (), elsewhere, unheld)
 
 
 def routing_summary(body: JSON, history: Sequence[JSON] = ()) -> JSON:
