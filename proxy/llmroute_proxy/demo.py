@@ -114,6 +114,11 @@ llmroute demo is up. The sidecar listens on http://127.0.0.1:{port}/v1
   curl -s localhost:{port}/v1/messages -H 'content-type: application/json' \\
     -d '{{"model":"fast","max_tokens":100,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
+  # the OpenAI Responses API too; continue the conversation with "previous_response_id":"<its id>",
+  # whichever provider answers the next turn
+  curl -s localhost:{port}/v1/responses -H 'content-type: application/json' \\
+    -d '{{"model":"smart","input":"My name is Ada."}}'
+
   # the status page, Prometheus metrics and the JSON status
   open http://127.0.0.1:{admin}/      curl localhost:{admin}/metrics      curl localhost:{admin}/status
 

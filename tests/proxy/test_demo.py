@@ -10,6 +10,7 @@ import pytest
 
 from llmroute_proxy.config import load_table
 from llmroute_proxy.demo import CHEAT_SHEET, DEMO_KEYS, demo_config, sim_ports
+from llmroute_proxy.dialects.responses.request_in import read_turn
 from llmroute_proxy.routing.rules import RequestFacts, choose_tier
 
 
@@ -32,6 +33,15 @@ def test_each_cheat_sheet_prompt_lands_where_the_sheet_says(demo_route, words: s
     body = next(b for b in cheat_sheet_bodies() if words in str(b["messages"]))
     facts = RequestFacts(str(body["model"]), body["messages"], {}, False, None)  # type: ignore[arg-type]
     assert choose_tier(demo_route, facts).tier == tier
+
+
+def test_the_cheat_sheets_responses_request_is_one_the_sidecar_translates(demo_route) -> None:  # type: ignore[no-untyped-def]
+    sheet = CHEAT_SHEET.format(port=15400, admin=15401, flaky_note="", **sim_ports())
+    (body,) = [orjson.loads(b) for b in re.findall(r"-d '(\{.*?\})'", sheet) if '"input"' in b]
+    turn = read_turn(body)
+    assert turn.only is None  # every provider of the tier can take it
+    facts = RequestFacts(str(body["model"]), turn.canonical["messages"], {}, False, None)
+    assert choose_tier(demo_route, facts).tier == "smart"
 
 
 def test_the_smart_tier_falls_back_to_a_provider_other_than_the_flaky_one(demo_route) -> None:  # type: ignore[no-untyped-def]
