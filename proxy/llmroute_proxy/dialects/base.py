@@ -95,17 +95,19 @@ class NativeBody:
     request uses what only that dialect can say (it names the field): then only providers that
     speak it may take the request, and the canonical body is just a summary to route by.
     `unserved`, when set, is the answer when no target speaks it (instead of a 400 naming `only`'s
-    field): a conversation the sidecar does not hold is a 404 unless a provider may hold it.
+    field): a conversation the sidecar does not hold is a 404 unless a provider may hold it; and
+    `held_by`, when known, the one provider (LLMProvider) that holds it: only its targets may go.
     """
 
-    __slots__ = ("body", "dialect", "only", "unserved")
+    __slots__ = ("body", "dialect", "held_by", "only", "unserved")
 
     def __init__(self, dialect: NativeDialect, body: dict[str, Any], only: BadRequest | None = None,
-                 unserved: RequestError | None = None) -> None:
+                 unserved: RequestError | None = None, held_by: str = "") -> None:
         self.dialect = dialect
         self.body = body
         self.only = only
         self.unserved = unserved
+        self.held_by = held_by
 
     def spoken_by(self, provider_type: ProviderType) -> bool:
         return provider_type in self.dialect.speakers

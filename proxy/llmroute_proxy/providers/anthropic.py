@@ -81,6 +81,9 @@ class AnthropicProvider:
     def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
         return anthropic_rate_limits(headers, seen_wall)
 
+    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+        return None  # Anthropic keeps no Responses: the sidecar made those it answered
+
 
 def _headers(target: Target) -> dict[str, str]:
     headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}

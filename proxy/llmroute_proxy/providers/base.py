@@ -47,3 +47,8 @@ class Provider(Protocol):
         """What an answer's headers say of the provider's limits (`seen_wall`: epoch seconds it came);
         None when they say nothing."""
         ...
+
+    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+        """The request that deletes a Response the provider keeps (one it answered natively, with the
+        client's `store`); None for a provider that keeps none."""
+        ...

@@ -70,3 +70,6 @@ class GeminiProvider:
         """Gemini sends no rate-limit headers; its back-off hint is in the error body (`RetryInfo`)."""
         retry_after = retry_after_seconds(headers, seen_wall)
         return None if retry_after is None else RateLimits(retry_after_s=retry_after)
+
+    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+        return None  # Gemini keeps no Responses: the sidecar made those it answered

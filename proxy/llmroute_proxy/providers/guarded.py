@@ -247,3 +247,6 @@ class GuardedProvider:
             return self._inner.rate_limits(headers, seen_wall)
         except _READ_ERRORS:
             return None
+
+    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+        return self._inner.delete_response_request(target, response_id)

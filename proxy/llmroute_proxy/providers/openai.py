@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
+    NativeDialect,
     RateLimits,
     StreamTranslator,
     UpstreamRequest,
@@ -81,6 +83,13 @@ class OpenAIProvider:
 
     def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
         return openai_rate_limits(headers, seen_wall)
+
+
+    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+        if target.provider_type not in NativeDialect.OPENAI_RESPONSES.speakers:
+            return None  # OpenAI-compatible servers are sent chat completions: they keep no Response
+        return UpstreamRequest("DELETE", f"{target.url.rstrip('/')}/responses/{quote(response_id, safe='')}",
+                               bearer_headers(target.credential))
 
 
 class OpenAICompatibleProvider(OpenAIProvider):

@@ -96,12 +96,14 @@ def _candidates(route: Route, choice: TierChoice, experiment: Experiment | None)
 
 
 def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[Route, TierChoice]:
-    """Narrow the choice to the tier's targets that speak the request's own dialect, without
-    fallback tiers (they would get a request they cannot be sent); refuse with the untranslatable
-    field (or `unserved`) when there are none."""
+    """Narrow the choice to the tier's targets that speak the request's own dialect (those of the
+    provider that holds its conversation, when one does), without fallback tiers (they would get a
+    request they cannot be sent); refuse with the untranslatable field (or `unserved`) when there are
+    none."""
     assert only.only is not None
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
-    native = tuple(t for t in candidates if only.spoken_by(t.provider_type))
+    native = tuple(t for t in candidates
+                   if only.spoken_by(t.provider_type) and (not only.held_by or t.provider == only.held_by))
     name = only.dialect.value
     if not native:
         if only.unserved is not None:

@@ -34,6 +34,7 @@ from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
+from llmroute_proxy.server.response_deletion import delete_response as delete_stored_response
 from llmroute_proxy.server.response_store import ResponseNotFound
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.table import Route, Table
@@ -109,7 +110,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         history, unheld = _conversation(sidecar, responses.previous_response_id(body))
         turn = responses.read_turn(body, history, unheld)
         chat = ChatRequest(validate_chat(turn.canonical),
-                           NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only, turn.unheld))
+                           NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only, turn.unheld,
+                                      unheld.held_by if unheld is not None else ""))
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
     encoder = ResponsesEncoder(turn, int(sidecar.wallclock()), sidecar.responses, sidecar.clock)
@@ -118,7 +120,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
 
 def _conversation(sidecar: Sidecar, previous: str | None) -> tuple[list[dict[str, Any]], ResponseNotFound | None]:
     """The earlier turns a Responses request continues, or, when the store does not hold them but a
-    provider may (never stored here, expired or evicted: not deleted), none and the store's 404."""
+    provider may (never stored here, expired, evicted, or held by a provider only: not deleted), none
+    and the store's 404 (naming that provider, when the store knows it)."""
     if previous is None:
         return [], None
     try:
@@ -142,7 +145,7 @@ async def delete_response(request: web.Request) -> web.Response:
     sidecar = request.app[SIDECAR]
     response_id = request.match_info["response_id"]
     try:
-        sidecar.responses.delete(response_id, sidecar.clock())
+        await delete_stored_response(sidecar, response_id)
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error)
     return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True}, dumps=_dumps)

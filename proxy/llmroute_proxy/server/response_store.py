@@ -41,15 +41,17 @@ _DELETED = "it was deleted"
 
 class ResponseNotFound(RequestError):
     """`deleted`: the client deleted it here; otherwise it was never stored here, or expired or was
-    evicted, and a provider may still hold it (OpenAI's own responses, which it keeps for 30 days)."""
+    evicted, and a provider may still hold it (OpenAI's own responses, which it keeps for 30 days).
+    `held_by`: the provider known to hold the conversation ("" when none is known)."""
 
     status = 404
     code = "response_not_found"
 
-    def __init__(self, response_id: str, why: str, param: str | None) -> None:
+    def __init__(self, response_id: str, why: str, param: str | None, held_by: str = "") -> None:
         super().__init__(f"No stored response '{response_id}': {why}.")
         self.param = param
         self.deleted = why == _DELETED
+        self.held_by = held_by
 
 
 @dataclass(slots=True)
@@ -64,6 +66,11 @@ class StoredResponse:
     input_to: int
     expires_at: float
     size: int
+    held_by: str
+    """The provider that keeps its own copy (it answered natively, with the client's `store`), or ""."""
+    remote: bool
+    """The conversation it ends is held by `held_by` only: it continued an id the sidecar did not hold,
+    so its items here are this turn's alone (for `input_items`), never a history to replay."""
 
     @property
     def response(self) -> bytes:
@@ -95,11 +102,13 @@ class ResponseStore:
         self.too_large = 0
 
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
-            input_span: tuple[int, int] = (0, 0)) -> bool:
+            input_span: tuple[int, int] = (0, 0), held_by: str = "", remote: bool = False) -> bool:
         """Keep a response (its JSON, as sent) and the conversation's items, of which `input_span`
-        are the request's own; False when it alone is larger than the whole store."""
+        are the request's own, `held_by` the provider that keeps a copy too (and, `remote`, the only
+        one that holds the whole conversation); False when it alone is larger than the whole store."""
         blob = b"".join((response, orjson.dumps(list(conversation))))  # a new object of exactly this size
-        entry = StoredResponse(blob, len(response), *input_span, now + self.ttl_s, entry_size(response_id, blob))
+        entry = StoredResponse(blob, len(response), *input_span, now + self.ttl_s, entry_size(response_id, blob),
+                               held_by, remote)
         self._expire(now)
         replaced = self._entries.pop(response_id, None)
         if replaced is not None:  # ids are the providers' when relayed: two could make the same one
@@ -122,9 +131,13 @@ class ResponseStore:
         return self._get(response_id, now, param).response
 
     def conversation(self, response_id: str, now: float) -> list[dict[str, Any]]:
-        """The items a new turn continues; `ResponseNotFound` says why there are none."""
-        conversation: list[dict[str, Any]] = orjson.loads(
-            self._get(response_id, now, "previous_response_id").conversation)
+        """The items a new turn continues; `ResponseNotFound` says why there are none (and, for a
+        conversation only its provider holds, which provider: `held_by`)."""
+        entry = self._get(response_id, now, "previous_response_id")
+        if entry.remote:
+            raise ResponseNotFound(response_id, f"its earlier turns are held by provider '{entry.held_by}' only",
+                                   "previous_response_id", entry.held_by)
+        conversation: list[dict[str, Any]] = orjson.loads(entry.conversation)
         return conversation
 
     def input_items(self, response_id: str, now: float) -> list[dict[str, Any]]:
@@ -132,6 +145,10 @@ class ResponseStore:
         entry = self._get(response_id, now, None)
         items: list[dict[str, Any]] = orjson.loads(entry.conversation)[entry.input_from:entry.input_to]
         return items
+
+    def held_by(self, response_id: str, now: float) -> str:
+        """The provider that keeps its own copy of a stored response ("" for none)."""
+        return self._get(response_id, now, None).held_by
 
     def delete(self, response_id: str, now: float) -> None:
         entry = self._get(response_id, now, None)

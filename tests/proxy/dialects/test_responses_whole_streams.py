@@ -45,8 +45,8 @@ class Kept:
         self.entries: list[tuple[Any, ...]] = []
 
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
-            input_span: tuple[int, int] = (0, 0)) -> bool:
-        self.entries.append((response_id, response, list(conversation), now, input_span))
+            input_span: tuple[int, int] = (0, 0), held_by: str = "", remote: bool = False) -> bool:
+        self.entries.append((response_id, response, list(conversation), now, input_span, held_by))
         return True
 
 

@@ -165,6 +165,30 @@ def test_an_azure_target_gets_it_on_the_v1_responses_path_with_the_deployment_as
     assert orjson.loads(request.body or b"")["model"] == "gpt5-prod"
 
 
+def test_a_response_openai_keeps_is_deleted_at_its_own_path_with_the_targets_key() -> None:
+    request = OPENAI.delete_response_request(OPENAI_TARGET, "resp_123")
+    assert request is not None and (request.method, request.url, request.body) == (
+        "DELETE", "https://api.openai.com/v1/responses/resp_123", None)
+    assert request.headers["Authorization"] == "Bearer sk-test-0123456789"
+
+
+@pytest.mark.parametrize(("url", "options", "expected"), [
+    ("https://contoso.openai.azure.com", {"api_version": "2024-10-21"},
+     "https://contoso.openai.azure.com/openai/v1/responses/resp_1"),
+    ("https://contoso.openai.azure.com", {"api_version": "preview"},
+     "https://contoso.openai.azure.com/openai/v1/responses/resp_1?api-version=preview"),
+])
+def test_a_response_azure_keeps_is_deleted_on_the_v1_path(url: str, options: dict[str, str], expected: str) -> None:
+    request = AZURE.delete_response_request(make_target(ProviderType.AZURE_OPENAI, url, options=options), "resp_1")
+    assert request is not None and (request.method, request.url) == ("DELETE", expected)
+    assert request.headers["api-key"] == "sk-test-0123456789"
+
+
+def test_an_openai_compatible_server_keeps_no_response_to_delete() -> None:
+    assert COMPATIBLE.delete_response_request(make_target(ProviderType.OPENAI_COMPATIBLE, "http://vllm:8000/v1"),
+                                              "resp_1") is None
+
+
 # ---- answers -----------------------------------------------------------------------------------
 
 
@@ -253,10 +277,12 @@ def test_a_failure_in_the_stream_raises_as_the_error_it_stands_for(tail: bytes, 
 class Keeper:
     def __init__(self) -> None:
         self.kept: dict[str, tuple[bytes, list[dict[str, Any]], tuple[int, int]]] = {}
+        self.held_by: dict[str, str] = {}
 
     def put(self, response_id: str, response: bytes, conversation: Any, now: float,
-            input_span: tuple[int, int] = (0, 0)) -> bool:
+            input_span: tuple[int, int] = (0, 0), held_by: str = "", remote: bool = False) -> bool:
         self.kept[response_id] = (response, list(conversation), input_span)
+        self.held_by[response_id] = held_by
         return True
 
 
@@ -391,3 +417,4 @@ def test_relay_whole_answers_with_the_body_and_keeps_the_response_it_ended_with(
     response, conversation, span = keeper.kept["resp_68c1"]
     assert orjson.loads(response)["output"] == [REASONING, MESSAGE]  # the Response as the client got it
     assert conversation[span[1]:] == [KEPT_REASONING, MESSAGE]
+    assert keeper.held_by["resp_68c1"] == "p"  # the provider keeps its own copy: a DELETE goes there too

@@ -201,3 +201,14 @@ def test_a_continued_request_the_downgrade_tier_cannot_take_is_refused_by_the_bu
     decision = decide(cheap_claude, facts(), roll=0.5, native=CONTINUED_ELSEWHERE, budget=inputs(ledger))
     assert decision.budget is not None and not decision.budget.allowed
     assert ledger.snapshot("default", NOW).reserved_usd == 0.0
+
+
+def test_a_conversation_one_provider_holds_goes_to_that_providers_targets_only() -> None:
+    other_account = Target(id=TargetId("openai-b/premium@eu"), provider="openai-b", provider_type=ProviderType.OPENAI,
+                           model="premium", url="https://example.invalid/v1", region="eu", pricing=Pricing(1.0, 1.0))
+    held = NativeBody(NativeDialect.OPENAI_RESPONSES, {"model": "auto"}, only=CONTINUED_ELSEWHERE.only,
+                      unserved=CONTINUED_ELSEWHERE.unserved, held_by="openai-b")
+    decision = decide(route(premium=(PREMIUM, other_account, CLAUDE)), facts(), roll=0.5, native=held)
+    assert decision.targets == (other_account,)
+    with pytest.raises(ConversationNotHere):  # the tier does not reach the provider that holds it
+        decide(route(premium=(PREMIUM, CLAUDE)), facts(), roll=0.5, native=held)

@@ -14,7 +14,7 @@ from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.documents import target, with_tier
 from tests.proxy.server.conftest import last_request, sim_requests
-from tests.proxy.stack import DOCUMENTS, Stack
+from tests.proxy.stack import DOCUMENTS, KEYS, Stack
 
 # the shared stack's route, with a tier whose fallback is another provider type
 MIXED = with_tier(DOCUMENTS, "main", "mixed",
@@ -303,6 +303,49 @@ def test_a_stored_response_can_be_read_and_deleted(stack: Stack, streamed: bool)
     assert gone.value.param == "previous_response_id" and gone.value.code == "response_not_found"
 
 
+def openai_itself(stack: Stack) -> openai.OpenAI:
+    """The simulated OpenAI account the `openai` tier reaches, called directly (as the app never does)."""
+    return openai.OpenAI(base_url=stack.sims["oai"].url + "/v1", api_key=KEYS["oai"], max_retries=0)
+
+
+def test_deleting_a_response_openai_answered_deletes_openais_own_copy_too(stack: Stack) -> None:
+    sdk = client(stack)
+    created = sdk.responses.create(model="openai", input="forget me everywhere")
+    assert openai_itself(stack).responses.retrieve(created.id).id == created.id  # OpenAI kept it too
+    sdk.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_itself(stack).responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError, match="it was deleted"):
+        sdk.responses.retrieve(created.id)
+
+
+def test_a_response_openai_cannot_delete_now_is_kept_on_both_sides_until_it_can(stack: Stack) -> None:
+    sdk = client(stack)
+    created = sdk.responses.create(model="openai", input="forget me everywhere")
+    stack.run(stack.sims["oai"].stop_listening())
+    try:
+        with pytest.raises(openai.APIStatusError) as failed:
+            sdk.responses.delete(created.id)
+        assert failed.value.status_code == 502 and failed.value.code == "provider_delete_failed"
+        assert "provider 'oai'" in failed.value.message and KEYS["oai"] not in failed.value.message
+        assert sdk.responses.retrieve(created.id).id == created.id  # nothing was deleted: try again later
+    finally:
+        stack.run(stack.sims["oai"].resume())
+    sdk.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_itself(stack).responses.retrieve(created.id)
+
+
+def test_a_response_another_provider_answered_is_deleted_here_only(stack: Stack) -> None:
+    sdk = client(stack)
+    created = sdk.responses.create(model="anthropic", input="forget me")
+    before = sim_requests(stack, "claude")
+    sdk.responses.delete(created.id)
+    assert sim_requests(stack, "claude") == before  # Anthropic keeps no Response: nothing to ask it
+    with pytest.raises(openai.NotFoundError, match="it was deleted"):
+        sdk.responses.retrieve(created.id)
+
+
 def test_store_false_keeps_nothing(stack: Stack) -> None:
     sdk = client(stack)
     before = stack.call(lambda: stack.sidecar.responses.stored)
@@ -345,8 +388,10 @@ def test_after_a_restart_a_conversation_openai_answered_continues_there_by_its_i
     sent = last_request(stack, "oai").body
     assert (sent["previous_response_id"], sent["input"]) == (first.id, "What is my name?")  # OpenAI holds the rest
     assert second.parse().previous_response_id == first.id and second.parse().output_text
+    assert sdk.responses.retrieve(second.parse().id).output_text == second.parse().output_text  # kept here too
+    assert [item.type for item in sdk.responses.input_items.list(second.parse().id)] == ["message"]
     with sdk.responses.stream(model="openai", previous_response_id=second.parse().id, input="Again?") as stream:
-        third = stream.get_final_response()  # the second turn lives at OpenAI too: not kept twice
+        third = stream.get_final_response()  # its earlier turns live at OpenAI: it is continued there again
     assert third.previous_response_id == second.parse().id and third.output_text
     assert last_request(stack, "oai").body["previous_response_id"] == second.parse().id
 

@@ -15,9 +15,10 @@ from typing import Any
 import openai
 import pytest
 
+from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.documents import model, provider, route, target
-from tests.proxy.server.conftest import last_request
+from tests.proxy.server.conftest import last_request, sim_requests
 from tests.proxy.stack import Stack
 
 REASONER = model("gpt-5-mini", context_window=400000, input_per_mtok=0.25, output_per_mtok=2.0)
@@ -103,3 +104,24 @@ def test_the_other_account_refuses_a_reasoning_item_it_does_not_hold_as_the_clie
     assert refused.value.response.headers["x-llmroute-attempts"] == "2"  # oai's 503, then oai-b's 404
     still = client(stack).responses.with_raw_response.create(model="two-accounts", input="hi")
     assert still.headers["x-llmroute-provider"] == "oai-b"  # not ejected for the client's item
+
+
+def test_a_conversation_one_account_holds_goes_back_to_that_account_only(stack: Stack) -> None:
+    """After a restart the sidecar cannot know which account holds an id, so it asks the first it picks;
+    the answer is kept marked with that account, and later turns go to it alone: another account would
+    only answer 404, and failing over to it would turn an outage into a lost conversation."""
+    sdk = client(stack)
+    first = sdk.responses.create(model="two-accounts", input="My name is Ada.")
+    stack.call(lambda: setattr(stack.sidecar, "responses", ResponseStore(
+        stack.sidecar.responses.max_bytes, stack.sidecar.responses.ttl_s)))  # what a restart does
+    second = sdk.responses.with_raw_response.create(model="two-accounts", previous_response_id=first.id,
+                                                    input="What is my name?")
+    assert second.headers["x-llmroute-provider"] == "oai"
+    other_before = sim_requests(stack, "oai-b")
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.STATUS, status=503)))
+    with pytest.raises(openai.APIStatusError) as failed:
+        sdk.responses.create(model="two-accounts", previous_response_id=second.parse().id, input="Again?")
+    assert failed.value.status_code >= 500 and sim_requests(stack, "oai-b") == other_before
+    stack.call(lambda: stack.faults["oai"].clear())
+    third = sdk.responses.create(model="two-accounts", previous_response_id=second.parse().id, input="Again?")
+    assert third.output_text and last_request(stack, "oai").body["previous_response_id"] == second.parse().id

@@ -38,7 +38,7 @@ class ResponseKeeper(Protocol):
     """Where finished responses are kept (the server's `ResponseStore`)."""
 
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
-            input_span: tuple[int, int] = (0, 0)) -> bool: ...
+            input_span: tuple[int, int] = (0, 0), held_by: str = "", remote: bool = False) -> bool: ...
 
 
 class IdSource:
@@ -81,10 +81,9 @@ class ResponsesEncoder:
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
                  clock: Callable[[], float] | None = None) -> None:
-        """`store` keeps the finished response (unless the request said `store: false`, or continues a
-        conversation the sidecar does not hold: the provider that answers it holds it)."""
+        """`store` keeps the finished response (unless the request said `store: false`)."""
         self._turn = turn
-        self._store = store if turn is not None and turn.store and turn.unheld is None else None
+        self._store = store if turn is not None and turn.store else None
         self._clock = clock
         self.created_at = created_at
         self.response_id = new_id("resp")
@@ -179,14 +178,15 @@ class ResponsesEncoder:
         self.response_id = str(response.get("id") or self.response_id)
         output = [{**item, ANSWERED_BY: self._provider} if item.get("type") == "reasoning" else item
                   for item in response.get("output") or () if isinstance(item, dict)]
-        self._keep(orjson.dumps(response) if body is None else body, output)
+        self._keep(orjson.dumps(response) if body is None else body, output, self._provider)
 
-    def _keep(self, body: bytes | None, output: list[dict[str, Any]]) -> None:
-        """Stored before the last byte is written: a client that continues at once finds it."""
+    def _keep(self, body: bytes | None, output: list[dict[str, Any]], held_by: str = "") -> None:
+        """Stored before the last byte is written: a client that continues at once finds it. `held_by`:
+        the provider that answered natively and keeps it too (the client's `store` went to it as well)."""
         self.response_json = body
         if body is None or self._store is None or self._turn is None or self._clock is None:
             return
         history = self._turn.history
         inputs = input_items(self._turn.body.get("input"), new_id)
         self._store.put(self.response_id, body, [*history, *inputs, *output], self._clock(),
-                        (len(history), len(history) + len(inputs)))
+                        (len(history), len(history) + len(inputs)), held_by, self._turn.unheld is not None)

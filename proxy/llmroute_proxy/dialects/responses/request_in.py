@@ -88,10 +88,11 @@ class ResponsesTurn:
     history: tuple[JSON, ...] = ()
     only: ResponsesOnly | None = None
     unheld: RequestError | None = None
-    """The 404 of a `previous_response_id` the sidecar does not hold (and did not see deleted): such
-    a turn goes as it is, that id included, to the tier's native targets only, as one of them may
-    hold it (OpenAI keeps the responses it made), and is this 404 when the tier has none. Its answer
-    is not kept by the sidecar: the conversation it continues lives with the provider."""
+    """The 404 of a `previous_response_id` whose conversation the sidecar does not hold (and did not
+    see deleted): such a turn goes as it is, that id included, to the tier's native targets only, as
+    one of them may hold it (OpenAI keeps the responses it made), and is this 404 when the tier has
+    none. Its answer is kept marked as the provider's conversation (`remote`): the next turn goes
+    back to that provider."""
 
     @property
     def stream(self) -> bool:
