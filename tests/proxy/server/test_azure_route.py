@@ -247,3 +247,9 @@ def test_responses_go_to_azures_own_v1_responses_api_whatever_the_chat_api_versi
         final = stream.get_final_response()
     assert final.status == "completed" and final.output_text
     assert sdk.responses.retrieve(final.id).id == final.id  # kept by the sidecar under Azure's own id
+    sdk.responses.delete(final.id)  # and by Azure: deleted there too, with its key, on its v1 path
+    deleted = last_azure_request(stack, f"/openai/v1/responses/{final.id}")
+    assert (deleted.method, deleted.headers["api-key"]) == ("DELETE", AZURE_KEY)
+    azure_itself = openai.OpenAI(base_url=stack.sims["azure"].url + "/openai/v1", api_key=AZURE_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        azure_itself.responses.retrieve(final.id)
