@@ -15,6 +15,7 @@ import asyncio
 
 from llmroute_proxy.errors import FailureKind, LLMRouteError, UpstreamError
 from llmroute_proxy.providers.registry import provider_for
+from llmroute_proxy.server.response_store import ResponseNotFound
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY
 from llmroute_proxy.table import Target
@@ -36,9 +37,14 @@ async def delete_response(sidecar: Sidecar, response_id: str) -> None:
     """Delete a stored response everywhere it is kept; `ResponseNotFound` when the sidecar holds none,
     `ProviderCopyNotDeleted` when the provider's copy could not be deleted (the sidecar's is kept)."""
     holder = sidecar.responses.held_by(response_id, sidecar.clock())
-    if holder:
-        await _delete_at_provider(sidecar, holder, response_id)
-    sidecar.responses.delete(response_id, sidecar.clock())
+    if not holder:
+        sidecar.responses.delete(response_id, sidecar.clock())
+        return
+    await _delete_at_provider(sidecar, holder, response_id)
+    try:
+        sidecar.responses.delete(response_id, sidecar.clock())
+    except ResponseNotFound:
+        pass  # it left the store (expiry, eviction, another DELETE) while the provider was asked: gone
 
 
 async def _delete_at_provider(sidecar: Sidecar, provider_name: str, response_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import openai
 import pydantic
 import pytest
 
+from llmroute_proxy.server.response_deletion import delete_response
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.documents import target, with_tier
@@ -334,6 +336,18 @@ def test_a_response_openai_cannot_delete_now_is_kept_on_both_sides_until_it_can(
     sdk.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         openai_itself(stack).responses.retrieve(created.id)
+
+
+def test_two_deletions_of_one_response_both_succeed(stack: Stack) -> None:
+    """Both ask the provider (the second is told 404: gone already) before either deletes the copy here."""
+    created = client(stack).responses.create(model="openai", input="forget me twice")
+
+    async def twice() -> list[None]:
+        return await asyncio.gather(delete_response(stack.sidecar, created.id), delete_response(stack.sidecar, created.id))
+
+    assert stack.run(twice()) == [None, None]
+    with pytest.raises(openai.NotFoundError, match="it was deleted"):
+        client(stack).responses.retrieve(created.id)
 
 
 def test_a_response_another_provider_answered_is_deleted_here_only(stack: Stack) -> None:
