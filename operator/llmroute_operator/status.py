@@ -101,7 +101,10 @@ class StatusBook:
         self.pending_events: list[tuple[PodRef, str, str]] = []  # NACKs not yet posted: (pod, version, error)
         self.pending_refusals: dict[PodRef, tuple[str, int]] = {}  # pod → (last reason, refusals) not posted
         self.refusal_posted: dict[PodRef, float] = {}  # pod → when its last SidecarRefused Event was made
-        self._spend: dict[tuple[str, str], _Spend] = {}  # (namespace, route) → this period's spend
+        # (namespace, route, period) → spend in the current hour, day and month alike, so reports that come
+        # before the route's period is known count in it
+        self._spend: dict[tuple[str, str, BudgetPeriod], _Spend] = {}
+        self._seeded: dict[tuple[str, str], tuple[float, float]] = {}  # → (period start, USD) from status
         self._periods: dict[tuple[str, str], BudgetPeriod] = {}
         self._health: dict[str, deque[_Health]] = {}  # namespace/provider → recent target reports
         self.listeners: list[Callable[[], None]] = []
@@ -147,8 +150,9 @@ class StatusBook:
         for route, counts in (report.get("routes") or {}).items():
             cost = float(counts.get("cost_usd", 0) or 0)
             if cost > 0:
-                spend = self._period(pod.namespace, str(route), now)
-                spend.by_pod[pod] = spend.by_pod.get(pod, 0.0) + cost
+                for period in BudgetPeriod:  # the route's own period may not be known yet (operator restart)
+                    spend = self._period(pod.namespace, str(route), period, now)
+                    spend.by_pod[pod] = spend.by_pod.get(pod, 0.0) + cost
         for target, counts in (report.get("targets") or {}).items():
             provider = f"{pod.namespace}/{str(target).split('/', 1)[0]}"
             window = self._health.setdefault(provider, deque())
@@ -169,19 +173,22 @@ class StatusBook:
         self._periods[(namespace, route)] = period
 
     def seed_spend(self, namespace: str, route: str, period_start: float, usd: float) -> None:
-        """Spend read back from the route's own status after an operator restart (same period only)."""
-        key = (namespace, route)
-        if key not in self._spend and usd > 0:
-            self._spend[key] = _Spend(period_start, {PodRef(namespace, ""): usd})
+        """Spend read back from the route's own status after an operator restart: counted on top of the
+        reports, whichever came first, while the route's period is the one that starts at `period_start`."""
+        if usd > 0:
+            self._seeded[(namespace, route)] = (period_start, usd)
 
     def spend(self, namespace: str, route: str, now: float) -> tuple[float, float]:
         """(period start, USD spent in it by every sidecar)."""
-        spend = self._period(namespace, route, now)
-        return spend.period_start, math.fsum(spend.by_pod.values())
+        period = self._periods.get((namespace, route), BudgetPeriod.DAY)
+        spend = self._period(namespace, route, period, now)
+        seeded_start, seeded = self._seeded.get((namespace, route), (None, 0.0))
+        before = seeded if seeded_start == spend.period_start else 0.0
+        return spend.period_start, math.fsum((before, *spend.by_pod.values()))
 
-    def _period(self, namespace: str, route: str, now: float) -> _Spend:
-        key = (namespace, route)
-        start, _ = period_bounds(self._periods.get(key, BudgetPeriod.DAY), now)
+    def _period(self, namespace: str, route: str, period: BudgetPeriod, now: float) -> _Spend:
+        key = (namespace, route, period)
+        start, _ = period_bounds(period, now)
         spend = self._spend.get(key)
         if spend is None or spend.period_start != start:
             spend = self._spend[key] = _Spend(start)

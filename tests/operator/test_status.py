@@ -169,6 +169,33 @@ def test_spend_read_back_after_a_restart_counts_in_the_same_period() -> None:
     assert world.route()["spend"]["periodUSD"] == 4.0
 
 
+MONTH_BUDGET = {"limitUSD": 10.0, "period": "month", "alertAtPercent": 50}
+MAY = 1_777_593_600.0  # 2026-05-01T00:00:00Z, the month of DAY0
+
+
+def test_a_month_budgets_spend_read_back_survives_reports_that_come_before_the_first_status_pass() -> None:
+    """After an operator restart the sidecars' reports arrive as soon as the hub is up: before the route's
+    period is known (the first status pass) they must not restart the spend in the wrong period."""
+    world = World(route(budget=MONTH_BUDGET))
+    world.book.seed_spend("team-a", "chat", MAY, 6.0)
+    world.spend(PODS[0], 1.0)
+    assert world.route()["spend"] == {"periodUSD": 7.0, "percentOfBudget": 70.0, "periodStart": "2026-05-01T00:00:00Z"}
+
+
+def test_spend_read_back_after_reports_that_came_first_counts_both_and_alerts_no_second_time() -> None:
+    """The hub serves sidecars before kopf has listed the routes whose status holds the spend so far."""
+    world = World(route(budget=MONTH_BUDGET))
+    world.spend(PODS[0], 1.0)
+    world.book.seed_spend("team-a", "chat", MAY, 6.0)
+    warned = {"type": "BudgetWarning", "status": "True", "reason": "AlertThresholdReached",
+              "lastTransitionTime": "2026-05-20T00:00:00Z"}
+    world.statuses[ROUTE] = {"spend": {"periodUSD": 6.0, "percentOfBudget": 60.0,
+                                       "periodStart": "2026-05-01T00:00:00Z"}, "conditions": [warned]}
+    events = world.compute()
+    assert world.statuses[ROUTE]["spend"]["periodUSD"] == 7.0
+    assert [e.reason for e in events if e.reason.startswith("Budget")] == []
+
+
 def failing(world: World, p: PodRef, requests: int, failures: int) -> None:
     world.book.usage(p, {"type": "usage", "interval": 10, "targets": {
         "openai-main/gpt-4o-mini@eu-west-1": {"requests": requests, "failures": failures,
