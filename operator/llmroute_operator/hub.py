@@ -185,7 +185,7 @@ class Hub:
 
     async def _push(self, conn: Connection) -> None:
         """The pod's table now and after every change; its lease after each."""
-        said_in_hello = conn.sent
+        said_in_hello = conn.sent  # until the pod's table is known: after an operator restart, not at once
         while not conn.ws.closed:
             generation = self.source.generation()
             desired = self.source.table_for(conn.pod)
@@ -193,9 +193,10 @@ class Hub:
                 await conn.ws.send_str(self._encode(desired))
                 conn.sent = desired.version
                 self.sink.pushed(conn.pod, desired.version)
+                said_in_hello = None
             elif desired is not None and desired.version == said_in_hello:
                 self.sink.acked(conn.pod, desired.version)  # it already runs it (persisted)
-            said_in_hello = None
+                said_in_hello = None
             self._lease_due.set()
             await self.source.changed(generation)
 
