@@ -158,12 +158,12 @@ class Hub:
             for task in conn.tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if self.connections.get(conn.pod) is conn:
+            if self.connections.get(conn.pod) is conn:  # not when a newer stream of the pod replaced it
                 del self.connections[conn.pod]
                 if self.leases is not None:
                     self.leases.depart(conn.pod)
                     self._lease_due.set()
-            self.sink.disconnected(conn.pod)
+                self.sink.disconnected(conn.pod)
 
     async def _hello(self, conn: Connection) -> Hello | None:
         try:

@@ -254,6 +254,28 @@ async def test_a_persisted_table_counts_as_acked_when_the_pods_table_is_known_on
         await restarted.upstream.close()
 
 
+async def test_a_stream_replaced_by_a_newer_one_from_the_same_pod_leaves_the_pod_connected(
+        parts: Parts, tmp_path: Path, certs: CertFiles) -> None:
+    """A sidecar that reconnects before the hub saw its old stream die: the old stream's end must not
+    mark the pod as gone (status would count it out of Synced until its next reconnect)."""
+    await parts.source.set(POD, desired())
+    cars = [build_sidecar(), build_sidecar()]
+    try:
+        old = asyncio.create_task(client_for(parts, cars[0], tmp_path, certs).connect_once())
+        await parts.sink.wait_for("acked")
+        new = asyncio.create_task(client_for(parts, cars[1], tmp_path, certs).connect_once())
+        await parts.sink.wait_for("acked", 2)
+        await old  # the hub closed it: its connection ended
+        await asyncio.sleep(0.1)
+        states = [e[0] for e in parts.sink.events if e[0] in ("connected", "disconnected")]
+        assert states[-1] == "connected", states
+        assert parts.hub.connections[POD].ws is not None and not parts.hub.connections[POD].ws.closed
+        new.cancel()
+    finally:
+        for car in cars:
+            await car.upstream.close()
+
+
 async def test_the_token_file_is_read_again_on_every_connect(
         parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
     client = client_for(parts, sidecar, tmp_path, certs)
