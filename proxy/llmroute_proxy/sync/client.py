@@ -168,6 +168,7 @@ class OperatorClient:
         self._rate_limits_after = float("-inf")  # answers seen until then had their rate limits reported
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
+        self._report_lock = asyncio.Lock()  # one report at a time, from its deltas to the mark's move
         self.state = "connecting"
         self.since = wallclock()
         self.last_error: str | None = None
@@ -304,6 +305,12 @@ class OperatorClient:
             await self._report()
 
     async def _report(self, *, final: bool = False) -> bool:
+        # The drain's final report may come while the timer's waits on the socket: made from the same
+        # mark, both would carry the same usage and the operator would count it twice.
+        async with self._report_lock:
+            return await self._report_now(final=final)
+
+    async def _report_now(self, *, final: bool) -> bool:
         current = sidecar_counters(self.sidecar)
         report = self._usage.report(current, self.settings.report_interval_s, final=final)
         now = self.sidecar.clock()

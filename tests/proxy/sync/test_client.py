@@ -7,8 +7,10 @@ import random
 import stat
 from pathlib import Path
 
+import orjson
 import pytest
 
+from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.scrubbing import MARKER
 from llmroute_proxy.server.runner import build_sidecar
 from llmroute_proxy.sync.client import (
@@ -21,6 +23,7 @@ from llmroute_proxy.sync.client import (
 from llmroute_proxy.sync.persist import TableStore
 from llmroute_proxy.sync.protocol import payload_version, table_payload
 from llmroute_proxy.sync.usage import UsageMark
+from llmroute_proxy.table import TargetId
 from tests.syncfakes import KEY, documents
 
 
@@ -132,6 +135,48 @@ def test_usage_reports_are_deltas_and_only_a_commit_moves_the_mark() -> None:
     assert mark.report(first, 10).is_empty()
     later = {"routes": {"chat": {"requests": 5, "cost_usd": 0.75}}, "targets": first["targets"]}
     assert mark.report(later, 10).routes == {"chat": {"requests": 3, "cost_usd": 0.25}}
+
+
+class HeldStream:
+    """The operator stream as the client sees it, whose sends wait until the test lets them through."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.open = asyncio.Event()
+
+    async def send_str(self, text: str) -> None:
+        await self.open.wait()
+        self.sent.append(orjson.loads(text))
+
+
+async def test_the_final_report_made_while_a_periodic_one_is_going_out_does_not_send_the_same_usage_again(
+        tmp_path: Path) -> None:
+    """The drain's final report and the timer's report each made their deltas from the same mark when
+    one came while the other waited on the socket: the operator summed the same spend twice."""
+    settings = ClusterSettings(url="wss://op/v1/sync", ca_file=None, token_file=tmp_path / "token",
+                               state_dir=tmp_path / "state")
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(settings.state_dir))
+    target = TargetId("openai-main/gpt-4o-mini@us")
+    sidecar.record_spend(Usage(100, 20), 0.5, "chat", "fast", target, None)
+    sidecar.counters_for(target).requests += 1
+    stream = HeldStream()
+    client._ws = stream  # type: ignore[assignment]
+    try:
+        periodic = asyncio.create_task(client._report())
+        await asyncio.sleep(0)
+        final = asyncio.create_task(client.send_final_report())
+        await asyncio.sleep(0)
+        stream.open.set()
+        await periodic
+        assert await final is True
+    finally:
+        await sidecar.upstream.close()
+    assert [r["final"] for r in stream.sent] == [False, True]
+    assert sum(r["routes"].get("chat", {}).get("cost_usd", 0) for r in stream.sent) == 0.5  # type: ignore[union-attr,attr-defined]
+    assert sum(r["providers"].get("openai-main", {}).get("requests", 0) for r in stream.sent) == 1  # type: ignore[union-attr,attr-defined]
 
 
 def test_the_tls_server_name_comes_from_the_environment_and_must_be_a_host_name() -> None:
