@@ -191,6 +191,13 @@ class ClusterIndex:
                 for document in (r.document, r.serving.document if r.serving is not None else None)
                 if document is not None and (key := secret_ref(ns_name, document)) is not None}
 
+    def credentials(self) -> frozenset[str]:
+        """Every key the operator holds: in the Secrets providers name, and in the versions that serve."""
+        held = {value for data in self._secrets.values() for value in data.values()}
+        held |= {r.serving.credential for ns in self._namespaces.values() for r in ns.providers.values()
+                 if r.serving is not None and r.serving.credential}
+        return frozenset(held)
+
     def missing_secrets(self) -> set[Key]:
         """Named Secrets the index does not hold: the operator reads these at once."""
         return self.named_secrets() - self._secrets.keys()

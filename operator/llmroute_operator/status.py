@@ -10,8 +10,9 @@ an existing pod (on that Pod, at most one per pod every `REFUSAL_EVENT_INTERVAL_
 refusals in between, so a sidecar retrying with an expired token makes no Event storm). The status writer patches only what differs
 from what it wrote last; conditions keep their `lastTransitionTime` until their status changes.
 
-Nothing here ever holds a credential in a message: NACK reasons come from the sidecars, which never
-put one there, and are scrubbed of the pod's own credentials anyway.
+Nothing here ever holds a credential in a message. Problems quote what was applied (a key pasted into a
+url, say) and NACK reasons come from the sidecars: both pass the sidecar's scrubber, which knows every key
+the operator holds and the shapes of keys it does not, before they reach a status or an Event.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from llmroute_operator.contracts import PodRef
 from llmroute_operator.index import ClusterIndex
-from llmroute_operator.judging import Verdict
+from llmroute_operator.judging import Problem, Verdict
 from llmroute_proxy.routing.budget import period_bounds
+from llmroute_proxy.scrubbing import Scrubber, scrubber_of
 from llmroute_proxy.spec import ROUTE_KIND
 from llmroute_proxy.table import BudgetPeriod
 
@@ -228,7 +230,8 @@ def compute(index: ClusterIndex, book: StatusBook, previous: Mapping[ObjectRef, 
     """Every resource's status, and the Events its changes (and the NACKs since last time) call for."""
     statuses: dict[ObjectRef, dict[str, Any]] = {}
     events: list[Event] = []
-    for verdict in index.verdicts():
+    scrubber = scrubber_of(index.credentials())
+    for verdict in (scrubbed(v, scrubber) for v in index.verdicts()):
         ref = (verdict.kind, verdict.namespace, verdict.name)
         old = previous.get(ref) or {}
         if verdict.kind == ROUTE_KIND:
@@ -238,9 +241,7 @@ def compute(index: ClusterIndex, book: StatusBook, previous: Mapping[ObjectRef, 
         events += transition_events(ref, old, status)
         statuses[ref] = status
     for pod, version, error in book.pending_events:
-        table = index.table_for(pod)
-        secrets = list((table.payload.get("credentials") or {}).values()) if table else []
-        message = scrub(f"pod {pod.name} refused table {version[:16]}: {error}", secrets)
+        message = scrubber(f"pod {pod.name} refused table {version[:16]}: {error}")
         for route in routes_of(index, pod):
             events.append(Event((ROUTE_KIND, pod.namespace, route), "Warning", "TableRejected", message))
     book.pending_events.clear()
@@ -386,11 +387,14 @@ def routes_of(index: ClusterIndex, pod: PodRef) -> list[str]:
     return [d["metadata"]["name"] for d in documents if d.get("kind") == ROUTE_KIND]
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text
+def scrubbed(verdict: Verdict, scrubber: Scrubber) -> Verdict:
+    """The verdict with no key in its problems: they quote what was applied."""
+    def clean(problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+        return tuple(Problem(scrubber(p.path), scrubber(p.message)) for p in problems)
+
+    if not verdict.problems and not verdict.unresolved:
+        return verdict
+    return replace(verdict, problems=clean(verdict.problems), unresolved=clean(verdict.unresolved))
 
 
 def _iso(epoch: float) -> str:

@@ -264,6 +264,36 @@ def test_no_status_or_event_ever_holds_a_credential() -> None:
     assert KEY not in text and "TableRejected" in text
 
 
+OPAQUE_KEY = "0f3a9c5e7b1d4f6a8c0e2b4d6f8a1c3e"  # an Azure-style key: no shape to know it by, only its value
+
+
+@pytest.mark.parametrize(("pasted", "key"), [
+    ("sk-proj-Abcdef1234567890ghijKLMN", "Abcdef1234567890ghijKLMN"),
+    ("generativelanguage.googleapis.com/v1beta?key=AIzaSyA1234567890abcdefghijklmnopqrs", "1234567890abcdefghij"),
+    (OPAQUE_KEY, OPAQUE_KEY[4:-4]),
+])
+def test_a_key_pasted_into_a_providers_url_is_never_echoed_in_status_or_events(pasted: str, key: str) -> None:
+    """The CRD checks url with CEL so that its error never echoes a key pasted there; where CEL does not
+    run (before 1.25) the operator's own parser refuses it, quoting it: that text goes to status and Events."""
+    world = World(secret(key=OPAQUE_KEY))
+    world.compute()
+    world.index.put(provider(generation=2, endpoints=[{"region": "eu-west-1", "url": pasted}]))
+    events = world.compute()
+    text = json.dumps([world.statuses[k] for k in sorted(world.statuses)]) + repr(events)
+    assert "spec.endpoints[0].url: expected an http:// or https:// URL" in text and "[redacted]" in text
+    assert key not in text
+
+
+def test_a_nack_reason_quoting_a_key_of_any_shape_reaches_no_event() -> None:
+    world = World()
+    world.connect_all()
+    shaped = "sk-ant-api03-Zyxwvu9876543210abcdefGHIJ"
+    world.book.nacked(PODS[0], world.version(PODS[0]), f"table.documents: LLMProvider/x: it said {shaped}")
+    events = world.compute()
+    [nack] = [e for e in events if e.reason == "TableRejected"]
+    assert "Zyxwvu9876543210" not in nack.message and "[redacted]" in nack.message
+
+
 def test_no_condition_has_an_empty_message_which_the_api_server_takes_for_null() -> None:
     world = World()
     world.compute()
