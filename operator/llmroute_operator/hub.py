@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from llmroute_operator.contracts import DesiredTable, PodRef, ReportSink, TableSource
 from llmroute_operator.leases import LeaseBook
 from llmroute_operator.tokenreview import Identity, Refused, TokenReviewer
+from llmroute_proxy.scrubbing import scrubber_of
 from llmroute_proxy.sync.protocol import (
     ROUTE_KIND,
     SYNC_PATH,
@@ -213,6 +214,7 @@ class Hub:
                 case Ack(version):
                     self.sink.acked(conn.pod, version)
                 case Nack(version, reason):
+                    reason = self._scrub(conn.pod, reason)
                     log.warning("sidecar %s refused table %s: %s", conn.pod, version[:16], reason)
                     self.sink.nacked(conn.pod, version, reason)
                 case UsageReport():
@@ -221,6 +223,12 @@ class Hub:
                     self._observe(conn.pod, report)
                 case Hello():
                     log.warning("sidecar %s said hello twice; ignored", conn.pod)
+
+    def _scrub(self, pod: PodRef, text: str) -> str:
+        """`text` from the sidecar without the pod's keys or any key shape: it is logged and reported."""
+        desired = self.source.table_for(pod)
+        credentials = (desired.payload.get("credentials") or {}) if desired is not None else {}
+        return scrubber_of(frozenset(v for v in credentials.values() if isinstance(v, str)))(text)
 
     def _observe(self, pod: PodRef, report: Mapping[str, object]) -> None:
         if self.leases is None:
