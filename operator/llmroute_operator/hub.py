@@ -58,8 +58,10 @@ class Connection:
 class Hub:
     def __init__(self, source: TableSource, sink: ReportSink, reviewer: TokenReviewer, *,
                  leases: LeaseBook | None = None, hello_timeout_s: float = HELLO_TIMEOUT_S,
-                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time,
+                 synced: asyncio.Event | None = None) -> None:
         self.source = source
+        self.synced = synced  # when given: no table and no lease before it is set (the source is filling)
         self.sink = sink
         self.reviewer = reviewer
         self.leases = leases
@@ -96,7 +98,7 @@ class Hub:
             self._lease_due.clear()
 
     async def renew_leases(self) -> None:
-        if self.leases is None:
+        if self.leases is None or (self.synced is not None and not self.synced.is_set()):
             return
         tables: dict[PodRef, DesiredTable] = {}
         periods: dict[str, BudgetPeriod] = {}
@@ -187,6 +189,8 @@ class Hub:
     async def _push(self, conn: Connection) -> None:
         """The pod's table now and after every change; its lease after each."""
         said_in_hello = conn.sent  # until the pod's table is known: after an operator restart, not at once
+        if self.synced is not None:
+            await self.synced.wait()
         while not conn.ws.closed:
             generation = self.source.generation()
             desired = self.source.table_for(conn.pod)

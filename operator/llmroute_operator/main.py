@@ -156,9 +156,12 @@ class Operator:
         self.secrets = SecretReader(self.index, secret_api, refresh_s=settings.secret_refresh_s)
         self.index.listeners.append(self.writer.poke)
         self.book.listeners.append(self.writer.poke)
-        self.hub = Hub(self.index, self.book, reviewer, leases=LeaseBook(settings.lease_ttl_s))
+        self.listed = asyncio.Event()  # kopf's initial listing of every kind is in the index
+        self.synced = asyncio.Event()  # and the Secrets its providers name were read once
+        self.writer.ready = self.synced
+        self.hub = Hub(self.index, self.book, reviewer, leases=LeaseBook(settings.lease_ttl_s), synced=self.synced)
         self.registry = kopf.OperatorRegistry()
-        register(self.registry, self.index, self.writer, self.secrets)
+        register(self.registry, self.index, self.writer, self.secrets, listed=self.listed.set)
         self.live = Live(self.index, self.book, self.hub, self.writer, self.secrets, events_posted)
         self.ready = asyncio.Event()
         self.hub_port = 0
@@ -182,7 +185,8 @@ class Operator:
             self.webhook_port = webhook.addresses[0][1]
             log.info("injection webhook on %s:%d (API server %s)", self.settings.webhook_host, self.webhook_port,
                      self.webhook.server_version)
-        loops = [asyncio.create_task(self.writer.run()), asyncio.create_task(self.secrets.run())]
+        loops = [asyncio.create_task(self.writer.run()), asyncio.create_task(self.secrets.run()),
+                 asyncio.create_task(self.sync())]
         log.info("hub on %s:%d, admin on %s:%d, watching %s", self.settings.hub_host, self.hub_port,
                  self.settings.admin_host, self.admin_port, ", ".join(self.settings.namespaces) or "the cluster")
         try:
@@ -201,6 +205,22 @@ class Operator:
             await admin.cleanup()
             if webhook is not None:
                 await webhook.cleanup()
+
+    async def sync(self) -> None:
+        """`synced` once the index holds the cluster and the Secrets its providers name. Until then the hub
+        serves no table and no lease, and no status is written: after a restart the index fills object by
+        object, and a table made meanwhile would lack the routes whose provider or key is not in yet (the
+        sidecar would swap its whole table for it); shares would be divided among the few pods seen."""
+        await self.listed.wait()
+        while True:
+            try:
+                await self.secrets.read(self.index.missing_secrets())
+                break
+            except Exception as error:  # the API server is unavailable: the sidecars keep what they run
+                log.warning("reading the providers' Secrets failed, trying again: %s", error)
+                await asyncio.sleep(1.0)
+        self.synced.set()
+        log.info("cluster listed and Secrets read: serving tables (%d pods)", len(self.index.pods()))
 
     def _hub_ssl(self) -> ssl.SSLContext:
         s = self.settings

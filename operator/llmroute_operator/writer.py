@@ -46,6 +46,7 @@ class StatusWriter:
         self.passes = 0
         self.failures = 0
         self.passed = asyncio.Event()  # set after every pass, for whoever waits for status to catch up
+        self.ready: asyncio.Event | None = None  # when set: no pass before it (the index is still filling)
         self._due = asyncio.Event()
 
     def poke(self) -> None:
@@ -68,6 +69,8 @@ class StatusWriter:
         self.written.pop(ref, None)
 
     async def run(self) -> None:
+        if self.ready is not None:
+            await self.ready.wait()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), self.resync_s)

@@ -15,6 +15,7 @@ import pytest
 from llmroute_operator.certs import CertFiles, write_self_signed
 from llmroute_operator.contracts import PodRef
 from llmroute_operator.hub import Hub
+from llmroute_operator.leases import LeaseBook
 from llmroute_operator.tokenreview import Refused
 from llmroute_proxy.server.runner import build_sidecar
 from llmroute_proxy.server.state import Sidecar
@@ -173,6 +174,27 @@ async def test_a_nack_reason_that_quotes_a_key_is_scrubbed_before_the_hub_logs_o
     assert error.startswith("bad key [redacted]") and KEY not in error and "Zyxwvu9876543210" not in error
     assert "refused table" in caplog.text
     assert KEY not in caplog.text and "Zyxwvu9876543210" not in caplog.text
+
+
+async def test_a_hub_whose_source_is_not_synced_yet_serves_no_table_and_no_lease_until_it_is(
+        parts: Parts, certs: CertFiles) -> None:
+    synced = asyncio.Event()
+    parts.hub.synced, parts.hub.leases = synced, LeaseBook(ttl_s=30)
+    await parts.source.set(POD, desired(documents(model="gpt-4o")))  # what a half-filled index makes
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    headers = {"Authorization": f"Bearer pod:{POD.namespace}:{POD.name}"}
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(parts.url, headers=headers, ssl=context) as ws:
+        await ws.send_json({"type": "hello", "version": None, "sidecar": "9.9.9"})
+        await parts.sink.wait_for("connected")
+        await parts.hub.renew_leases()
+        with pytest.raises(TimeoutError):
+            await ws.receive(timeout=0.3)
+        whole = desired()
+        await parts.source.set(POD, whole)
+        synced.set()
+        first = await ws.receive_json(timeout=5)
+        assert (first["type"], first["version"]) == ("table", whole.version)
 
 
 @pytest.mark.parametrize("header, reason", [

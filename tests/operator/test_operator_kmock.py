@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 
 from llmroute_operator.certs import CertFiles, write_self_signed
@@ -15,7 +17,15 @@ from llmroute_operator.contracts import PodRef
 from llmroute_proxy.server.runner import build_sidecar
 from llmroute_proxy.sync.client import ClusterSettings, OperatorClient
 from llmroute_proxy.sync.persist import TableStore
-from tests.operator.kopfcluster import Cluster, Emulator, FakeSidecar, conditions, prepare, running_operator
+from tests.operator.kopfcluster import (
+    Cluster,
+    Emulator,
+    FakeSidecar,
+    conditions,
+    plural_path,
+    prepare,
+    running_operator,
+)
 from tests.operator.resources import KEY, node, pod, provider, route, secret
 from tests.operator.test_hub import NeverSleep
 from tests.syncfakes import write_token
@@ -161,3 +171,32 @@ async def test_the_real_sidecar_installs_what_the_operator_serves_and_follows_a_
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await car.upstream.close()
+
+
+@attrs.define(kw_only=True)
+class SlowSecretEmulator(Emulator):
+    """An API server that takes a second to answer for the Secret `keys-b`."""
+
+    async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.resource.plural == "secrets" and request.name == "keys-b":
+            await asyncio.sleep(1.0)
+        return await super()._handle(request)
+
+
+@pytest.mark.kmock(cls=SlowSecretEmulator)
+async def test_a_starting_operator_pushes_no_table_before_it_has_read_the_cluster_and_its_secrets(
+        kmock: SlowSecretEmulator, certs: CertFiles) -> None:
+    """An operator restart: the hub takes the sidecars' streams at once, while kopf is still listing and the
+    Secrets are still being read. A table pushed then lacks the routes whose providers' keys are not read
+    yet, and the sidecar would swap its whole table for it: its first push must be the whole table."""
+    prepare(kmock)
+    bodies = (node(), secret(), secret("keys-b"), provider(), provider("anthropic-b", secret="keys-b"),
+              route(), route("batch", provider_name="anthropic-b"), pod("chat-0"))
+    for body in bodies:  # there before the operator starts
+        async with kmock.post(plural_path(body["kind"], body["metadata"].get("namespace", "")), json=body) as made:
+            assert made.status in (200, 201), await made.text()
+    async with running_operator(kmock, certs) as running, FakeSidecar.connect(running, "team-a", "chat-0") as car:
+        first = await car.table()
+        routes = sorted(d["metadata"]["name"] for d in first.table["documents"] if d["kind"] == "LLMRoute")
+        assert routes == ["batch", "chat"]
+        assert sorted(first.table["credentials"]) == ["anthropic-b", "openai-main"]
