@@ -42,7 +42,10 @@ class StatusWriter:
                  sleep: Sleep = asyncio.sleep) -> None:
         self.index, self.book, self.api = index, book, api
         self.clock, self.debounce_s, self.resync_s, self.sleep = clock, debounce_s, resync_s, sleep
-        self.written: dict[ObjectRef, dict[str, Any]] = {}
+        self.written: dict[ObjectRef, dict[str, Any]] = {}  # what the API holds: patches are diffs from it
+        # what the last pass computed, patched or not: the Events of a change go with its first computation,
+        # so a patch that fails and is retried does not announce the change again
+        self.computed: dict[ObjectRef, dict[str, Any]] = {}
         self.passes = 0
         self.failures = 0
         self.passed = asyncio.Event()  # set after every pass, for whoever waits for status to catch up
@@ -58,6 +61,7 @@ class StatusWriter:
         if ref in self.written or not status:
             return
         self.written[ref] = dict(status)
+        self.computed[ref] = dict(status)
         spend = status.get("spend") or {}
         start = spend.get("periodStart")
         if ref[0] == "LLMRoute" and isinstance(start, str) and isinstance(spend.get("periodUSD"), int | float):
@@ -67,6 +71,7 @@ class StatusWriter:
 
     def forget(self, ref: ObjectRef) -> None:
         self.written.pop(ref, None)
+        self.computed.pop(ref, None)
 
     async def run(self) -> None:
         if self.ready is not None:
@@ -83,7 +88,8 @@ class StatusWriter:
                 log.exception("status pass failed")
 
     async def write_once(self) -> None:
-        statuses, events = compute(self.index, self.book, self.written, self.clock())
+        statuses, events = compute(self.index, self.book, self.computed, self.clock())
+        self.computed = statuses
         for ref, status in statuses.items():
             old = self.written.get(ref)
             if old == status:

@@ -128,3 +128,28 @@ async def test_a_refusal_event_goes_to_the_pod_with_the_pods_uid() -> None:
     await writer.write_once()
     assert [(e.involved, e.reason, uid) for e, uid in api.events if e.reason == "SidecarRefused"] == \
         [(("Pod", "team-a", "chat-1"), "SidecarRefused", "uid-chat-1")]
+
+
+async def test_a_budget_alert_is_posted_once_though_its_status_patch_failed_and_is_retried() -> None:
+    """A status patch that fails (the API server is busy) is retried on the next pass; the Warning that
+    went with the change was posted already and must not be posted again with every retry."""
+    index, book, api, writer = world()
+    index.put(route(budget_usd=10.0, generation=2))
+    await writer.write_once()
+    failing = True
+
+    async def patch_status(ref: ObjectRef, patch: Mapping[str, Any]) -> bool:
+        if failing:
+            raise ConnectionError("the API server is busy")
+        api.patches.append((ref, dict(patch)))
+        return True
+
+    api.patch_status = patch_status  # type: ignore[method-assign]
+    book.usage(PodRef("team-a", "chat-0"), {"type": "usage", "interval": 10,
+                                            "routes": {"chat": {"requests": 1, "cost_usd": 9.0}}})
+    await writer.write_once()
+    await writer.write_once()
+    failing = False
+    await writer.write_once()
+    assert [e.reason for e, _ in api.events].count("BudgetWarning") == 1
+    assert writer.written[ROUTE]["spend"]["periodUSD"] == 9.0 and writer.failures == 2
