@@ -266,7 +266,7 @@ async def serve(settings: Settings) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=conn.ssl),
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         api = KubernetesApi(session, conn)
-        reviewer = CachedReviewer(KubernetesTokenReviewer(session, conn.server, conn.headers()))
+        reviewer = CachedReviewer(KubernetesTokenReviewer(session, conn.server, conn.headers))
         webhook = None
         if settings.webhook_cert is not None and settings.inject_config is not None:
             webhook = Webhook(load_settings(settings.inject_config, settings.inject_operator_url),

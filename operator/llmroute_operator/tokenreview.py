@@ -95,15 +95,19 @@ def claimed_pod(token: str) -> PodRef | None:
 class KubernetesTokenReviewer:
     """TokenReview and the pod lookup through the API server, with the operator's own credentials."""
 
-    def __init__(self, session: aiohttp.ClientSession, api_url: str, headers: Mapping[str, str],
-                 audience: str = AUDIENCE) -> None:
-        self._session, self._api, self._headers, self._audience = session, api_url.rstrip("/"), dict(headers), audience
+    def __init__(self, session: aiohttp.ClientSession, api_url: str,
+                 headers: Mapping[str, str] | Callable[[], Mapping[str, str]], audience: str = AUDIENCE) -> None:
+        """`headers` may be a function, called for every request: in a pod the operator's own token is
+        projected and rotated by the kubelet, so it is read again each time (k8s.Connection.headers)."""
+        self._headers = headers if callable(headers) else _fixed(dict(headers))
+        self._session, self._api, self._audience = session, api_url.rstrip("/"), audience
 
     async def review(self, token: str) -> Identity:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                 "spec": {"token": token, "audiences": [self._audience]}}
+        headers = dict(self._headers())
         async with self._session.post(f"{self._api}/apis/authentication.k8s.io/v1/tokenreviews",
-                                      data=orjson.dumps(body), headers={**self._headers,
+                                      data=orjson.dumps(body), headers={**headers,
                                       "Content-Type": "application/json"}) as response:
             if response.status != 201 and response.status != 200:
                 raise Refused(503, f"TokenReview failed: HTTP {response.status}")
@@ -113,7 +117,7 @@ class KubernetesTokenReviewer:
         except Refused as refusal:
             raise Refused(refusal.status, refusal.reason, claimed_pod(token)) from None
         async with self._session.get(f"{self._api}/api/v1/namespaces/{pod.namespace}/pods/{pod.name}",
-                                     headers=self._headers) as response:
+                                     headers=headers) as response:
             if response.status == 404:
                 raise Refused(403, f"pod {pod} no longer exists", pod)
             if response.status != 200:
@@ -125,6 +129,10 @@ class KubernetesTokenReviewer:
         if runs_as != account:
             raise Refused(403, f"token of service account {account} names pod {pod}, which runs as {runs_as}", pod)
         return Identity(pod, uid)
+
+
+def _fixed(headers: Mapping[str, str]) -> Callable[[], Mapping[str, str]]:
+    return lambda: headers
 
 
 class CachedReviewer:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from llmroute_operator.contracts import PodRef
 from llmroute_operator.tokenreview import (
     CachedReviewer,
     Identity,
+    KubernetesTokenReviewer,
     Refused,
     claimed_pod,
     identity_from_review,
@@ -105,3 +109,30 @@ def bound(claims: dict[str, object]) -> str:
 ])
 def test_the_pod_a_token_claims_is_read_without_verifying_it(token: str, pod: PodRef | None) -> None:
     assert claimed_pod(token) == pod
+
+
+async def test_every_review_asks_with_the_operators_current_credentials(aiohttp_server: Any) -> None:
+    """In a pod the operator's own token is projected and rotated by the kubelet (bound tokens expire):
+    each TokenReview and pod lookup must carry the token read now, not the one read at start."""
+    seen: list[str] = []
+
+    async def token_review(request: web.Request) -> web.Response:
+        seen.append(request.headers["Authorization"])
+        return web.json_response(GOOD, status=201)
+
+    async def pod(request: web.Request) -> web.Response:
+        seen.append(request.headers["Authorization"])
+        return web.json_response({"metadata": {"uid": "u-1"}, "spec": {"serviceAccountName": "chat"}})
+
+    app = web.Application()
+    app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", token_review)
+    app.router.add_get("/api/v1/namespaces/team-a/pods/chat-0", pod)
+    server = await aiohttp_server(app)
+    rotations = iter(("Bearer operator-token-1", "Bearer operator-token-2"))
+    current = {"Authorization": next(rotations)}
+    async with aiohttp.ClientSession() as session:
+        reviewer = KubernetesTokenReviewer(session, str(server.make_url("")), lambda: dict(current))
+        assert await reviewer.review("sidecar-token") == Identity(PodRef("team-a", "chat-0"), "u-1")
+        current["Authorization"] = next(rotations)  # the kubelet wrote a new token
+        await reviewer.review("sidecar-token")
+    assert seen == ["Bearer operator-token-1"] * 2 + ["Bearer operator-token-2"] * 2
