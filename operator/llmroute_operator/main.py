@@ -39,6 +39,8 @@ from llmroute_operator.writer import SecretApi, SecretReader, StatusApi, StatusW
 
 log = logging.getLogger("llmroute.operator")
 
+LISTING_PATIENCE_S = 30.0  # how long kopf's initial listing may take before the operator says it waits
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -211,7 +213,12 @@ class Operator:
         serves no table and no lease, and no status is written: after a restart the index fills object by
         object, and a table made meanwhile would lack the routes whose provider or key is not in yet (the
         sidecar would swap its whole table for it); shares would be divided among the few pods seen."""
-        await self.listed.wait()
+        while not self.listed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.listed.wait(), LISTING_PATIENCE_S)
+            if not self.listed.is_set():  # kopf could not list a kind (RBAC?): nothing is served meanwhile
+                log.warning("kopf has not listed LLMProviders, LLMRoutes, Pods and Nodes yet; no table is served "
+                            "until it has (check its log and the operator's RBAC)")
         while True:
             try:
                 await self.secrets.read(self.index.missing_secrets())

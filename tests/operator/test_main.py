@@ -16,10 +16,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from llmroute_operator import main
 from llmroute_operator.certs import CertFiles, write_self_signed
-from llmroute_operator.main import Settings, identity, parse
+from llmroute_operator.main import Operator, Settings, identity, parse
 from tests.operator.kopfcluster import Emulator, prepare, running_operator
+from tests.operator.test_writer import FakeApi
 from tests.ports import free_ports
+from tests.syncfakes import FakeReviewer
 
 
 def test_the_defaults_watch_the_whole_cluster_and_need_a_hub_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,3 +132,16 @@ async def until_ready(url: str, process: asyncio.subprocess.Process, timeout: fl
                         return True
             await asyncio.sleep(0.2)
     return False
+
+
+async def test_the_operator_serves_nothing_before_kopf_has_listed_the_cluster_and_says_why_it_waits(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    monkeypatch.setattr(main, "LISTING_PATIENCE_S", 0.01)
+    api = FakeApi()
+    operator = Operator(Settings(dev_certs=tmp_path), api, api, FakeReviewer())
+    syncing = asyncio.create_task(operator.sync())
+    await asyncio.sleep(0.1)
+    assert not operator.synced.is_set() and "no table is served until it has" in caplog.text
+    operator.listed.set()
+    await asyncio.wait_for(syncing, 5)
+    assert operator.synced.is_set()
