@@ -170,10 +170,11 @@ class Operator:
         self.admin_port = 0
         self.webhook_port = 0
 
-    async def run(self, info: kopf.ConnectionInfo, *, stop_flag: asyncio.Event | None = None,
-                  hub_ssl: ssl.SSLContext | None = None) -> None:
-        """Until `stop_flag` is set (or SIGINT/SIGTERM when it is None)."""
-        kopf.on.login(registry=self.registry)(lambda **_: info)
+    async def run(self, info: kopf.ConnectionInfo | Callable[[], kopf.ConnectionInfo], *,
+                  stop_flag: asyncio.Event | None = None, hub_ssl: ssl.SSLContext | None = None) -> None:
+        """Until `stop_flag` is set (or SIGINT/SIGTERM when it is None). `info` may be a function: kopf
+        calls it again whenever the API server refuses its credentials (a rotated projected token)."""
+        kopf.on.login(registry=self.registry)(lambda **_: info() if callable(info) else info)
         hub = await self._serve(self.hub.app(), self.settings.hub_host, self.settings.hub_port,
                                 hub_ssl or self._hub_ssl())
         admin = await self._serve(admin_app(self.live, self.ready.is_set), self.settings.admin_host,
@@ -279,7 +280,7 @@ async def serve(settings: Settings) -> None:
             webhook = Webhook(load_settings(settings.inject_config, settings.inject_operator_url),
                               await api.server_version())
         operator = Operator(settings, api, api, reviewer, events_posted=lambda: api.events_posted, webhook=webhook)
-        await operator.run(info)
+        await operator.run(lambda: login(settings=kopf_settings()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,7 +119,8 @@ def prepare(api: Emulator) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(api: Emulator, certs: CertFiles) -> AsyncIterator[Cluster]:
+async def running_operator(api: Emulator, certs: CertFiles,
+                           login: Callable[[], kopf.ConnectionInfo] | None = None) -> AsyncIterator[Cluster]:
     server = str(api.url).rstrip("/")
     async with aiohttp.ClientSession() as session:
         k8s = KubernetesApi(session, Connection(server, False, dict), instance="test")
@@ -127,7 +128,7 @@ async def running_operator(api: Emulator, certs: CertFiles) -> AsyncIterator[Clu
                             status_debounce_s=0.0, status_resync_s=3600.0, secret_refresh_s=3600.0)
         operator = Operator(settings, k8s, k8s, FakeReviewer(), events_posted=lambda: k8s.events_posted)
         stop = asyncio.Event()
-        task = asyncio.create_task(operator.run(kopf.ConnectionInfo(server=server), stop_flag=stop,
+        task = asyncio.create_task(operator.run(login or kopf.ConnectionInfo(server=server), stop_flag=stop,
                                                 hub_ssl=hub_ssl_context(str(certs.cert), str(certs.key))),
                                    name="operator-run")
         try:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import attrs
+import kopf
 import pytest
 
 from llmroute_operator.certs import CertFiles, write_self_signed
@@ -200,3 +202,40 @@ async def test_a_starting_operator_pushes_no_table_before_it_has_read_the_cluste
         routes = sorted(d["metadata"]["name"] for d in first.table["documents"] if d["kind"] == "LLMRoute")
         assert routes == ["batch", "chat"]
         assert sorted(first.table["credentials"]) == ["anthropic-b", "openai-main"]
+
+
+@attrs.define(kw_only=True)
+class RotatingTokenEmulator(Emulator):
+    """An API server that takes one bearer token: the one the kubelet wrote last (the tests' own requests
+    carry none)."""
+
+    valid: str = "rotated-token"
+
+    async def _handle(self, request: Any) -> Any:
+        given = request.headers.get("Authorization", "")
+        if given and given != f"Bearer {self.valid}":
+            return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                              "reason": "Unauthorized", "code": 401}, status=401)
+        return await super()._handle(request)
+
+
+@pytest.mark.kmock(cls=RotatingTokenEmulator)
+async def test_kopf_logs_in_again_with_the_rotated_token_when_the_api_server_refuses_the_old_one(
+        kmock: RotatingTokenEmulator, certs: CertFiles) -> None:
+    """In a pod kopf's credentials are the projected token, which the kubelet rotates: after a 401, the
+    login must read it again, not hand kopf back the token it had at start."""
+    prepare(kmock)
+    server = str(kmock.url).rstrip("/")
+    tokens = ["expired-token"]
+
+    def login() -> kopf.ConnectionInfo:
+        token = tokens[-1]
+        tokens.append("rotated-token")  # the kubelet has written the new one by the next read
+        return kopf.ConnectionInfo(server=server, token=token)
+
+    async with running_operator(kmock, certs, login) as cluster:
+        for body in (node(), provider(), secret(), route(), pod("chat-0")):
+            await cluster.create(body)
+        await cluster.until(lambda: conditions(cluster.status("LLMRoute", "team-a", "chat")).get(
+            "Accepted", ("",))[0] == "True")
+    assert len(tokens) >= 3  # logged in, refused, logged in again
