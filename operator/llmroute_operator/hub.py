@@ -152,15 +152,15 @@ class Hub:
             if hello is None:
                 return
             conn.sent = hello.version
-            pusher = asyncio.create_task(self._push(conn))
+            pusher = asyncio.create_task(self._push_or_close(conn))
             conn.tasks.append(pusher)
             await self._receive(conn)
         finally:
             for task in conn.tasks:
                 task.cancel()
-            for task in conn.tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for outcome in await asyncio.gather(*conn.tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):  # the stream's end is seen all the same
+                    log.error("sidecar %s: its pusher failed: %r", conn.pod, outcome)
             if self.connections.get(conn.pod) is conn:  # not when a newer stream of the pod replaced it
                 del self.connections[conn.pod]
                 if self.leases is not None:
@@ -185,6 +185,16 @@ class Hub:
             await conn.ws.close(message=str(error)[:120].encode())
             return None
         return hello
+
+    async def _push_or_close(self, conn: Connection) -> None:
+        """A push that fails ends the stream (the sidecar reconnects and is served anew): left open
+        without its pusher, the pod would get no more tables; left failed, the stream's end was not seen."""
+        try:
+            await self._push(conn)
+        except (ConnectionError, RuntimeError) as error:
+            log.info("pushing to sidecar %s failed, closing its stream: %s", conn.pod, error)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.close()
 
     async def _push(self, conn: Connection) -> None:
         """The pod's table now and after every change; its lease after each."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import stat
@@ -74,6 +75,17 @@ class NeverSleep:
     async def __call__(self, seconds: float) -> None:
         self.requested.append(seconds)
         await asyncio.Event().wait()
+
+
+@contextlib.asynccontextmanager
+async def raw_stream(parts: Parts, certs: CertFiles) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """POD's stream to the hub, message by message, its hello sent: a sidecar the test speaks for."""
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    headers = {"Authorization": f"Bearer pod:{POD.namespace}:{POD.name}"}
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(parts.url, headers=headers, ssl=context) as ws:
+        await ws.send_json({"type": "hello", "version": None, "sidecar": "9.9.9"})
+        yield ws
 
 
 def client_for(parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles, pod: PodRef = POD,
@@ -162,11 +174,7 @@ async def test_a_nack_reason_that_quotes_a_key_is_scrubbed_before_the_hub_logs_o
     caplog.set_level(logging.DEBUG)
     table = desired()
     await parts.source.set(POD, table)
-    context = ssl.create_default_context(cafile=str(certs.ca))
-    headers = {"Authorization": f"Bearer pod:{POD.namespace}:{POD.name}"}
-    async with aiohttp.ClientSession() as session, \
-            session.ws_connect(parts.url, headers=headers, ssl=context) as ws:
-        await ws.send_json({"type": "hello", "version": None, "sidecar": "9.9.9"})
+    async with raw_stream(parts, certs) as ws:
         assert (await ws.receive_json())["type"] == "table"
         shaped = "sk-ant-api03-Zyxwvu9876543210abcdefGHIJ"
         await ws.send_json({"type": "nack", "version": table.version, "error": f"bad key {KEY}, also {shaped}"})
@@ -181,11 +189,7 @@ async def test_a_hub_whose_source_is_not_synced_yet_serves_no_table_and_no_lease
     synced = asyncio.Event()
     parts.hub.synced, parts.hub.leases = synced, LeaseBook(ttl_s=30)
     await parts.source.set(POD, desired(documents(model="gpt-4o")))  # what a half-filled index makes
-    context = ssl.create_default_context(cafile=str(certs.ca))
-    headers = {"Authorization": f"Bearer pod:{POD.namespace}:{POD.name}"}
-    async with aiohttp.ClientSession() as session, \
-            session.ws_connect(parts.url, headers=headers, ssl=context) as ws:
-        await ws.send_json({"type": "hello", "version": None, "sidecar": "9.9.9"})
+    async with raw_stream(parts, certs) as ws:
         await parts.sink.wait_for("connected")
         await parts.hub.renew_leases()
         with pytest.raises(TimeoutError):
@@ -195,6 +199,25 @@ async def test_a_hub_whose_source_is_not_synced_yet_serves_no_table_and_no_lease
         synced.set()
         first = await ws.receive_json(timeout=5)
         assert (first["type"], first["version"]) == ("table", whole.version)
+
+
+async def test_a_push_that_fails_on_a_dying_stream_still_lets_the_hub_see_the_pod_leave(
+        parts: Parts, certs: CertFiles) -> None:
+    """A table change pushed while the sidecar's socket is dying fails in the pusher; the stream's end
+    must still be seen (the pod disconnected, its connection and lease let go), not stop at that error."""
+    await parts.source.set(POD, desired())
+    async with raw_stream(parts, certs) as ws:
+        assert (await ws.receive_json())["type"] == "table"
+        served = parts.hub.connections[POD]
+
+        async def dying(_: str) -> None:
+            raise ConnectionResetError("Cannot write to closing transport")
+
+        served.ws.send_str = dying  # type: ignore[method-assign]
+        await parts.source.set(POD, desired(documents(model="gpt-4o")))
+        await asyncio.sleep(0.1)
+    await parts.sink.wait_for("disconnected", timeout=5)
+    assert POD not in parts.hub.connections
 
 
 @pytest.mark.parametrize("header, reason", [
