@@ -70,6 +70,7 @@ class ClusterIndex:
         self._cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
         self._cache_size = cache_size
         self._memo: dict[PodRef, DesiredTable | None] = {}
+        self._problems: dict[PodRef, str] = {}  # pods whose table does not compile (they keep their last)
         self._serving_memo: dict[str, tuple[dict[str, ServingProvider], list[ServingRoute]]] = {}
         self._selection_memo: dict[tuple[str, frozenset[tuple[str, str]]], list[ServingRoute]] = {}
         self._last: dict[PodRef, DesiredTable] = {}
@@ -88,8 +89,10 @@ class ClusterIndex:
     def table_for(self, pod: PodRef) -> DesiredTable | None:
         if pod in self._memo:
             return self._memo[pod]
-        table = self._table_for(pod)
+        table, problem = self._table_for(pod)
         self._memo[pod] = table
+        if problem is not None:
+            self._problems[pod] = problem
         if table is not None:
             self._last[pod] = table
         return table
@@ -304,6 +307,7 @@ class ClusterIndex:
     def _changed(self, tables: bool) -> bool:
         if tables:
             self._memo.clear()
+            self._problems.clear()
             self._serving_memo.clear()
             self._selection_memo.clear()
             self._generation.advance()
@@ -313,18 +317,24 @@ class ClusterIndex:
 
     # ---- compiling -------------------------------------------------------------------------------
 
-    def _table_for(self, pod: PodRef) -> DesiredTable | None:
+    def table_problem(self, pod: PodRef) -> str | None:
+        """Why the table the pod's routes and providers make does not compile, if it does not: the pod is
+        then kept on its last table (`table_for`), which lacks every change since."""
+        self.table_for(pod)
+        return self._problems.get(pod)
+
+    def _table_for(self, pod: PodRef) -> tuple[DesiredTable | None, str | None]:
         info = self._pods.get(pod)
         ns = self._namespaces.get(pod.namespace)
         if info is None or ns is None:
-            return None
+            return None, None
         providers, candidates = self._serving(pod.namespace, ns)
         labels = (pod.namespace, frozenset(info.labels.items()))
         routes = self._selection_memo.get(labels)
         if routes is None:  # pods of one Deployment share labels: select once for all of them
             routes = self._selection_memo[labels] = [r for r in candidates if selects(r.spec.pod_selector, info.labels)]
         if not routes:
-            return None
+            return None, None
         used = [providers[name] for name in sorted(set().union(*(r.providers for r in routes)))]
         region = self.topology(pod).region
         key = (pod.namespace, region, tuple(r.hash for r in routes), tuple(p.hash for p in used))
@@ -336,7 +346,9 @@ class ClusterIndex:
         else:
             self.cache_hits += 1
             self._cache.move_to_end(key)
-        return compiled.table if compiled.table is not None else self._last.get(pod)
+        if compiled.table is None:
+            return self._last.get(pod), compiled.problem
+        return compiled.table, None
 
     def _serving(self, namespace: str, ns: _Namespace) -> tuple[dict[str, ServingProvider], list[ServingRoute]]:
         """The namespace's serving providers, and its serving routes whose providers all serve (by name)."""

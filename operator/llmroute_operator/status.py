@@ -235,7 +235,7 @@ def compute(index: ClusterIndex, book: StatusBook, previous: Mapping[ObjectRef, 
         ref = (verdict.kind, verdict.namespace, verdict.name)
         old = previous.get(ref) or {}
         if verdict.kind == ROUTE_KIND:
-            status = route_status(index, book, verdict, old, now)
+            status = route_status(index, book, verdict, old, now, scrubber)
         else:
             status = provider_status(index, book, verdict, old, now)
         events += transition_events(ref, old, status)
@@ -268,15 +268,19 @@ def refusal_events(index: ClusterIndex, book: StatusBook, now: float) -> list[Ev
 
 
 def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: Mapping[str, Any],
-                 now: float) -> dict[str, Any]:
+                 now: float, scrubber: Scrubber) -> dict[str, Any]:
     ns, name = verdict.namespace, verdict.name
     spec = index.route_spec(ns, name)
     conditions = [accepted(verdict), resolved_refs(verdict)]
     selected = [pod for pod in index.selected_pods(ns, name) if pod in book.connected_pods]
     wanted = {pod: table.version for pod in selected if (table := index.table_for(pod)) is not None}
-    synced = [pod for pod in selected if pod in wanted and book.acks.get(pod) == wanted[pod]]
+    stuck = {pod: problem for pod in selected if (problem := index.table_problem(pod)) is not None}
+    synced = [pod for pod in selected if pod in wanted and book.acks.get(pod) == wanted[pod] and pod not in stuck]
     nacked = sorted(pod.name for pod in selected if pod in book.nacks and book.nacks[pod][0] == wanted.get(pod))
-    conditions.append(synced_condition(len(synced), len(selected), nacked))
+    conditions.append(synced_condition(len(synced), len(selected), nacked) if not stuck else
+                      condition("Synced", False, "TableInvalid", scrubber(
+                          f"{len(stuck)} of {len(selected)} sidecars keep their previous table: the table of "
+                          f"their routes and providers does not compile: {min(stuck.values())}")))
     status: dict[str, Any] = {
         "sidecars": {"selected": len(selected), "synced": len(synced), "summary": f"{len(synced)}/{len(selected)}",
                      "nacked": nacked},

@@ -235,6 +235,26 @@ def test_provider_status_names_regions_and_the_routes_using_it() -> None:
     assert conditions(status)["Accepted"][0] == "True" and status["observedGeneration"] == 1
 
 
+def test_a_route_whose_pods_table_does_not_compile_is_not_synced_and_says_why() -> None:
+    """Each resource is judged on its own, but a pod's table joins them: a provider that stops listing a
+    model one route uses leaves every pod of that route on its previous table. A route added for those
+    pods then runs nowhere; it must not say Synced 1/1 (kubectl wait would pass) but what keeps it out."""
+    models = [{"name": "gpt-4o-mini"}, {"name": "gpt-4o"}]
+    world = World(provider(models=models))
+    world.connect_all()
+    for p in PODS:
+        world.book.acked(p, world.version(p))
+    world.index.put(provider(generation=2, models=[{"name": "gpt-4o"}]))
+    world.index.put(route("batch", model="gpt-4o"))
+    world.compute()
+    batch = world.statuses[("LLMRoute", "team-a", "batch")]
+    synced = conditions(batch)["Synced"]
+    assert synced[:2] == ("False", "TableInvalid"), synced
+    assert "3 of 3 sidecars keep their previous table" in synced[2]
+    assert "LLMRoute/chat: spec.tiers.fast.targets[0].model: model 'gpt-4o-mini' is not listed" in synced[2]
+    assert batch["sidecars"]["synced"] == 0 and batch["sidecars"]["summary"] == "0/3"
+
+
 def test_an_unchanged_world_computes_the_same_status_later() -> None:
     world = World()
     world.connect_all()
