@@ -122,8 +122,12 @@ class StatusBook:
         self._changed()
 
     def disconnected(self, pod: PodRef) -> None:
+        """What the pod's sidecar said counts only while it is connected (it says it again when it
+        returns): forgotten, so pods coming and going do not grow the book."""
         self.connected_pods.discard(pod)
         self._pushed_at.pop(pod, None)
+        self.acks.pop(pod, None)
+        self.nacks.pop(pod, None)
         self._changed()
 
     def pushed(self, pod: PodRef, version: str) -> None:

@@ -255,6 +255,21 @@ def test_a_route_whose_pods_table_does_not_compile_is_not_synced_and_says_why() 
     assert batch["sidecars"]["synced"] == 0 and batch["sidecars"]["summary"] == "0/3"
 
 
+def test_a_sidecar_that_left_is_forgotten_so_pod_churn_does_not_grow_the_book() -> None:
+    """Deployments roll: pods come and go by the thousand. What the book knew of a pod whose stream
+    closed counts for nothing (status counts connected sidecars; a returning one says hello again)."""
+    world = World()
+    for i in range(100):
+        p = PodRef("team-a", f"gone-{i}")
+        world.book.connected(p)
+        world.book.pushed(p, "v1")
+        world.book.nacked(p, "v1", "bad")
+        world.book.acked(p, "v0")
+        world.book.disconnected(p)
+    assert (world.book.acks, world.book.nacks, world.book.connected_pods) == ({}, {}, set())
+    assert world.book.pending_events  # the NACKs' Warnings still go out
+
+
 def test_an_unchanged_world_computes_the_same_status_later() -> None:
     world = World()
     world.connect_all()
