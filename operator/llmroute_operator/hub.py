@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -41,6 +42,8 @@ from llmroute_proxy.sync.protocol import (
 from llmroute_proxy.table import BudgetPeriod
 
 log = logging.getLogger("llmroute.hub")
+
+T = TypeVar("T")
 
 HELLO_TIMEOUT_S = 10.0
 ENCODED_TABLES_KEPT = 256
@@ -70,7 +73,7 @@ class Hub:
         self.wallclock = wallclock
         self.connections: dict[PodRef, Connection] = {}
         self._encoded: OrderedDict[str, str] = OrderedDict()
-        self._periods: dict[str, dict[str, BudgetPeriod]] = {}  # table version → route → budget period
+        self._periods: OrderedDict[str, dict[str, BudgetPeriod]] = OrderedDict()  # version → route → period
         self._lease_due = asyncio.Event()
 
     def app(self) -> web.Application:
@@ -115,10 +118,7 @@ class Hub:
                     await conn.ws.send_str(encode(lease))
 
     def _budget_periods(self, desired: DesiredTable) -> Mapping[str, BudgetPeriod]:
-        periods = self._periods.get(desired.version)
-        if periods is None:
-            periods = self._periods[desired.version] = budget_periods(desired)
-        return periods
+        return _kept(self._periods, desired.version, lambda: budget_periods(desired))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -253,16 +253,22 @@ class Hub:
         self.leases.observe(pod, report, self.clock(), self.wallclock(), periods)
 
     def _encode(self, desired: DesiredTable) -> str:
-        text = self._encoded.get(desired.version)
-        if text is None:
-            text = self._encoded[desired.version] = encode(TablePush(desired.version, desired.payload))
-            while len(self._encoded) > ENCODED_TABLES_KEPT:
-                self._encoded.popitem(last=False)
-        return text
+        return _kept(self._encoded, desired.version, lambda: encode(TablePush(desired.version, desired.payload)))
 
     async def _close_all(self, app: web.Application) -> None:
         for conn in list(self.connections.values()):
             await conn.ws.close(message=b"operator shutting down")
+
+
+def _kept(cache: OrderedDict[str, T], version: str, make: Callable[[], T]) -> T:
+    """What `make` gives for a table version, made once; only the newest ENCODED_TABLES_KEPT versions are
+    kept (every edit of a route or provider makes new versions, for as long as the operator runs)."""
+    value = cache.get(version)
+    if value is None:
+        value = cache[version] = make()
+        while len(cache) > ENCODED_TABLES_KEPT:
+            cache.popitem(last=False)
+    return value
 
 
 def hub_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -15,7 +15,7 @@ import pytest
 
 from llmroute_operator.certs import CertFiles, write_self_signed
 from llmroute_operator.contracts import PodRef
-from llmroute_operator.hub import Hub
+from llmroute_operator.hub import ENCODED_TABLES_KEPT, Hub
 from llmroute_operator.leases import LeaseBook
 from llmroute_operator.tokenreview import Refused
 from llmroute_proxy.server.runner import build_sidecar
@@ -23,6 +23,7 @@ from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.status import status_document
 from llmroute_proxy.sync.client import ClusterSettings, OperatorClient, restore_persisted
 from llmroute_proxy.sync.persist import TableStore
+from llmroute_proxy.table import BudgetPeriod
 from tests.syncfakes import (
     KEY,
     FakeReviewer,
@@ -218,6 +219,15 @@ async def test_a_push_that_fails_on_a_dying_stream_still_lets_the_hub_see_the_po
         await asyncio.sleep(0.1)
     await parts.sink.wait_for("disconnected", timeout=5)
     assert POD not in parts.hub.connections
+
+
+def test_what_the_hub_keeps_per_table_version_is_bounded(parts: Parts) -> None:
+    """Every edit of a route or provider makes new table versions for as long as the operator runs."""
+    for n in range(ENCODED_TABLES_KEPT + 50):
+        table = desired(documents(budget_usd=float(n + 1)))
+        assert parts.hub._budget_periods(table) == {"chat": BudgetPeriod.DAY}
+        parts.hub._encode(table)
+    assert len(parts.hub._periods) == len(parts.hub._encoded) == ENCODED_TABLES_KEPT
 
 
 @pytest.mark.parametrize("header, reason", [
