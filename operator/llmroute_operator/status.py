@@ -294,7 +294,8 @@ def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: M
         status["tableVersion"] = versions[0][:16]
     elif versions:
         status["tableVersion"] = f"{len(versions)} tables"
-    providers = sorted({t.provider for tier in spec.tiers.values() for t in tier.targets}) if spec else []
+    providers = sorted({t.provider for tier in spec.tiers.values() for t in tier.targets} |
+                       {t.provider for arm in spec.experiments for t in arm.targets}) if spec else []
     degraded = [p for p in providers if book.failing_targets(ns, p, now)]
     status["degradedProviders"] = degraded
     conditions.append(condition("Degraded", bool(degraded), "ProviderFailing" if degraded else "Healthy",

@@ -219,6 +219,20 @@ def test_a_provider_failing_across_sidecars_is_degraded_until_the_window_passes(
     assert conditions(world.statuses[PROVIDER])["Degraded"][0] == "False"
 
 
+def test_a_provider_failing_in_an_experiment_arm_degrades_the_route() -> None:
+    """An experiment sends part of a tier's traffic to its own targets: when their provider fails across
+    sidecars, the route's requests fail over too, and its status must say which provider is degraded."""
+    arm = {"name": "try-b", "tier": "fast", "percent": 20, "targets": [{"provider": "provider-b", "model": "m"}]}
+    world = World(provider("provider-b"), route(budget_usd=10.0, experiments=[arm]))
+    world.compute()
+    for p in PODS[:2]:
+        world.book.usage(p, {"type": "usage", "interval": 10, "targets": {
+            "provider-b/m@eu-west-1": {"requests": 4, "failures": 3, "errors": {"server_error": 3}}}})
+    world.compute()
+    assert world.statuses[ROUTE]["degradedProviders"] == ["provider-b"]
+    assert conditions(world.statuses[ROUTE])["Degraded"][:2] == ("True", "ProviderFailing")
+
+
 @pytest.mark.parametrize(("requests", "failures", "degraded"), [(100, 10, False), (6, 4, False), (10, 5, True)])
 def test_degraded_needs_enough_failures_and_a_high_ratio(requests: int, failures: int, degraded: bool) -> None:
     world = World()
