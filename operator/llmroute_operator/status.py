@@ -36,6 +36,7 @@ HEALTH_WINDOW_S = 120.0
 DEGRADED_RATIO = 0.5
 DEGRADED_MIN_FAILURES = 5
 MAX_MESSAGE = 2000
+NAMED_PODS = 5  # pods a condition names before "and N more" (sidecars.nacked lists them all)
 REFUSAL_EVENT_INTERVAL_S = 300.0
 MAX_REFUSED_PODS = 1000  # refusals waiting for their Event; beyond this they are only counted
 ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -280,8 +281,11 @@ def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: M
     wanted = {pod: table.version for pod in selected if (table := index.table_for(pod)) is not None}
     stuck = {pod: problem for pod in selected if (problem := index.table_problem(pod)) is not None}
     synced = [pod for pod in selected if pod in wanted and book.acks.get(pod) == wanted[pod] and pod not in stuck]
-    nacked = sorted(pod.name for pod in selected if pod in book.nacks and book.nacks[pod][0] == wanted.get(pod))
-    conditions.append(synced_condition(len(synced), len(selected), nacked) if not stuck else
+    refusals = sorted((pod.name, book.nacks[pod][1]) for pod in selected
+                      if pod in book.nacks and book.nacks[pod][0] == wanted.get(pod))
+    nacked = [pod for pod, _ in refusals]
+    first_reason = scrubber(refusals[0][1]) if refusals else ""
+    conditions.append(synced_condition(len(synced), len(selected), nacked, first_reason) if not stuck else
                       condition("Synced", False, "TableInvalid", scrubber(
                           f"{len(stuck)} of {len(selected)} sidecars keep their previous table: the table of "
                           f"their routes and providers does not compile: {min(stuck.values())}")))
@@ -344,12 +348,14 @@ def resolved_refs(verdict: Verdict) -> dict[str, Any]:
     return condition("ResolvedRefs", False, "UnresolvedRefs", "; ".join(str(p) for p in verdict.unresolved))
 
 
-def synced_condition(synced: int, selected: int, nacked: list[str]) -> dict[str, Any]:
+def synced_condition(synced: int, selected: int, nacked: list[str], reason: str = "") -> dict[str, Any]:
+    """`reason`: why the first of the `nacked` pods refused the table (scrubbed)."""
     if selected == 0:
         return condition("Synced", False, "NoSidecars", "no connected sidecar of a selected pod")
     message = f"{synced}/{selected} sidecars run the current table"
     if nacked:
-        message += f"; refused by {', '.join(nacked)} (see Events)"
+        more = f" and {len(nacked) - NAMED_PODS} more" if len(nacked) > NAMED_PODS else ""
+        message += f"; refused by {', '.join(nacked[:NAMED_PODS])}{more}: {reason} (see Events)"
     if synced == selected:
         return condition("Synced", True, "AllSynced", message)
     return condition("Synced", False, "Rejected" if nacked else "Syncing", message)

@@ -114,6 +114,32 @@ def test_a_nack_is_named_in_status_and_its_reason_goes_to_a_warning_event_withou
     assert world.route()["sidecars"]["nacked"] == []
 
 
+def test_the_synced_condition_says_why_a_sidecar_refused_the_table_without_its_keys() -> None:
+    """Events expire (an hour by default) and kubectl get -o yaml does not show them: the reason a
+    sidecar refused the table stays in the condition as long as the refusal does."""
+    world = World()
+    world.connect_all()
+    version = world.version(PODS[2])
+    world.book.nacked(PODS[2], version, f"table.documents: LLMRoute/chat: spec.x: unknown field (key {KEY})")
+    world.compute()
+    world.compute()  # long after the Event went out
+    synced = conditions(world.statuses[ROUTE])["Synced"]
+    assert synced[:2] == ("False", "Rejected")
+    assert "refused by chat-2: table.documents: LLMRoute/chat: spec.x: unknown field" in synced[2]
+    assert KEY not in synced[2] and "[redacted]" in synced[2]
+
+
+def test_the_synced_condition_names_a_few_refusing_pods_and_keeps_room_for_the_reason() -> None:
+    pods = [PodRef("team-a", f"chat-{i}") for i in range(3, 40)]
+    world = World(*(pod(p.name) for p in pods))
+    for p in (*PODS, *pods):
+        world.book.connected(p)
+        world.book.nacked(p, world.version(p), "table.documents: LLMRoute/chat: spec.x: unknown field")
+    message = conditions(world.route())["Synced"][2]
+    assert "refused by chat-0, chat-1, chat-10, chat-11, chat-12 and 35 more: table.documents:" in message
+    assert len(world.statuses[ROUTE]["sidecars"]["nacked"]) == 40
+
+
 @pytest.mark.parametrize(("bad", "reason", "path", "refs"), [
     (route(generation=2, defaultTier="slow"), "Invalid", "spec.defaultTier", "True"),
     (route(generation=2, provider_name="nope"), "UnresolvedRefs", "spec.tiers.fast.targets[0].provider", "False"),
