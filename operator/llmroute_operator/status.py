@@ -308,14 +308,15 @@ def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: M
         budget = spec.budget
         book.set_period(ns, name, budget.period)
         start, spent = book.spend(ns, name, now)
-        percent = round(100 * spent / budget.limit_usd, 1) if budget.limit_usd > 0 else 0.0
+        exact = 100 * spent / budget.limit_usd if budget.limit_usd > 0 else 0.0
+        percent = round(exact, 1)  # shown; the thresholds compare what was spent (79.96 % is not 80 %)
+        warning, exceeded = exact >= budget.alert_at_percent, exact >= 100
         status["spend"] = {"periodUSD": round(spent, 6), "percentOfBudget": percent, "periodStart": _iso(start)}
         usage = f"{spent:.2f} of {budget.limit_usd:.2f} USD this {budget.period.value} ({percent}%)"
-        conditions.append(condition("BudgetWarning", percent >= budget.alert_at_percent,
-                                    "AlertThresholdReached" if percent >= budget.alert_at_percent else "WithinBudget",
+        conditions.append(condition("BudgetWarning", warning, "AlertThresholdReached" if warning else "WithinBudget",
                                     f"{usage}; alert at {budget.alert_at_percent:g}%"))
-        conditions.append(condition("BudgetExceeded", percent >= 100, "LimitReached" if percent >= 100
-                                    else "WithinBudget", f"{usage}; on exceeded: {budget.on_exceeded}"))
+        conditions.append(condition("BudgetExceeded", exceeded, "LimitReached" if exceeded else "WithinBudget",
+                                    f"{usage}; on exceeded: {budget.on_exceeded}"))
     status["observedGeneration"] = verdict.generation
     status["conditions"] = merge_conditions(old.get("conditions") or [], conditions, verdict.generation, now)
     return _without_none(status)

@@ -180,6 +180,20 @@ def test_spend_is_summed_over_sidecars_and_alerts_at_thresholds(
     assert sorted(e.reason for e in events) == alerts and all(e.type == "Warning" for e in events)
 
 
+def test_a_budget_is_not_called_exceeded_or_alerting_before_it_is() -> None:
+    """The percentage shown is rounded; the thresholds are compared with what was spent."""
+    world = World()
+    world.spend(PODS[0], 7.996)  # 79.96 % shows as 80.0
+    c = conditions(world.route())
+    assert world.statuses[ROUTE]["spend"]["percentOfBudget"] == 80.0 and c["BudgetWarning"][0] == "False"
+    world.spend(PODS[0], 2.0035)  # 99.995 % shows as 100.0
+    c = conditions(world.route())
+    assert world.statuses[ROUTE]["spend"]["percentOfBudget"] == 100.0
+    assert (c["BudgetWarning"][0], c["BudgetExceeded"][0]) == ("True", "False")
+    world.spend(PODS[0], 0.01)
+    assert conditions(world.route())["BudgetExceeded"][0] == "True"
+
+
 def test_spend_starts_again_in_a_new_period() -> None:
     world = World()
     world.spend(PODS[0], 9.0)
