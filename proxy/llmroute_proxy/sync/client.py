@@ -65,6 +65,7 @@ class ClusterSettings:
     ca_data: str | None = None  # the CA as PEM text (LLMROUTE_OPERATOR_CA_DATA), instead of ca_file
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+    connect_timeout_s: float = 10.0  # TCP, TLS and the upgrade together: a hung hub must not hold the retries
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ClusterSettings:
@@ -222,12 +223,16 @@ class OperatorClient:
         ssl_context = self._ssl_context()
         async with aiohttp.ClientSession() as session:
             try:
-                ws = await session.ws_connect(self.settings.url, ssl=ssl_context, heartbeat=30.0,
-                                              server_hostname=self.settings.server_name,
-                                              headers={"Authorization": f"Bearer {token}"},
-                                              max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    ws = await session.ws_connect(self.settings.url, ssl=ssl_context, heartbeat=30.0,
+                                                  server_hostname=self.settings.server_name,
+                                                  headers={"Authorization": f"Bearer {token}"},
+                                                  max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
             except aiohttp.WSServerHandshakeError as error:
                 raise ConnectFailed(f"operator refused the connection: HTTP {error.status}") from None
+            except TimeoutError:
+                raise ConnectFailed(f"the operator did not answer within {self.settings.connect_timeout_s:g}s "
+                                    "(connection, TLS and upgrade)") from None
             self._ws = ws
             self.connects += 1
             self.backoff.reset()

@@ -17,6 +17,7 @@ from llmroute_proxy.sync.client import (
     Backoff,
     ClusterConfigError,
     ClusterSettings,
+    ConnectFailed,
     OperatorClient,
     restore_persisted,
 )
@@ -91,6 +92,33 @@ async def test_an_unreadable_token_file_is_a_failed_connect_that_names_the_file(
     with pytest.raises(Exception, match=f"cannot read the service-account token {tmp_path / 'absent'}"):
         await client.connect_once()
     await sidecar.upstream.close()
+
+
+async def test_an_operator_that_takes_the_connection_but_never_answers_is_given_up_on_in_time(
+        tmp_path: Path) -> None:
+    """A hub behind a black hole, or hung: the TCP connection opens but no TLS or upgrade answer comes.
+    Each attempt must end within its connect timeout, or the sidecar would wait out aiohttp's 5-minute
+    default before its next attempt, however soon the operator is back."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # never answers
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    (tmp_path / "token").write_text("t\n")
+    settings = ClusterSettings(url=f"wss://127.0.0.1:{port}/v1/sync", ca_file=None, token_file=tmp_path / "token",
+                               state_dir=tmp_path, connect_timeout_s=0.2)
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(tmp_path))
+    try:
+        with pytest.raises(ConnectFailed, match=r"did not answer within 0\.2s"):
+            await asyncio.wait_for(client.connect_once(), 5)
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await sidecar.upstream.close()
 
 
 async def test_the_operator_token_is_scrubbed_like_the_table_keys(tmp_path: Path) -> None:
