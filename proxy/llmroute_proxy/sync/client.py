@@ -235,7 +235,6 @@ class OperatorClient:
                                     "(connection, TLS and upgrade)") from None
             self._ws = ws
             self.connects += 1
-            self.backoff.reset()
             self._set_state("connected")
             try:
                 await self._send(Hello(self.sidecar.pushed_version, __version__))
@@ -269,6 +268,9 @@ class OperatorClient:
             except ProtocolError as error:
                 log.error("operator sent a message that breaks the protocol: %s", error)
                 continue
+            # The operator works, not just accepts: only now is the backoff forgotten (an operator that
+            # accepts and drops every stream, crash-looping, would otherwise be reconnected to at once).
+            self.backoff.reset()
             if isinstance(down, TablePush):
                 self.tables_received += 1
                 await self._send(self._apply(down))

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 
+from llmroute_operator.certs import write_self_signed
+from llmroute_operator.hub import hub_ssl_context
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.scrubbing import MARKER
 from llmroute_proxy.server.runner import build_sidecar
@@ -22,7 +25,7 @@ from llmroute_proxy.sync.client import (
     restore_persisted,
 )
 from llmroute_proxy.sync.persist import TableStore
-from llmroute_proxy.sync.protocol import payload_version, table_payload
+from llmroute_proxy.sync.protocol import Lease, encode, payload_version, table_payload
 from llmroute_proxy.sync.usage import UsageMark
 from llmroute_proxy.table import TargetId
 from tests.syncfakes import KEY, documents
@@ -225,3 +228,58 @@ def test_the_ca_may_come_as_pem_text_but_not_together_with_a_ca_file() -> None:
         ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_CA_DATA": pem, "LLMROUTE_OPERATOR_CA": "/ca.pem"})
     with pytest.raises(ClusterConfigError, match="must hold PEM certificates"):
         ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_CA_DATA": "not a cert"})
+
+
+async def test_an_operator_that_accepts_and_drops_every_stream_is_backed_off_from_until_it_works(
+        tmp_path: Path) -> None:
+    """A crash-looping operator accepts the WebSocket, then closes it: that is no reason to forget the
+    backoff (every pod would reconnect at once, again and again); the first lease it sends is."""
+    certs = write_self_signed(tmp_path / "certs")
+    works = asyncio.Event()
+
+    async def operator(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        if works.is_set():
+            await ws.send_str(encode(Lease(ttl=60.0)))
+            await ws.receive()  # until the client goes
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/sync", operator)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=hub_ssl_context(str(certs.cert), str(certs.key)))
+    await site.start()
+    token = tmp_path / "token"
+    token.write_text("t")
+    settings = ClusterSettings(url=f"wss://localhost:{runner.addresses[0][1]}/v1/sync", ca_file=certs.ca,
+                               token_file=token, state_dir=tmp_path / "state", backoff_base_s=1.0, backoff_cap_s=4.0)
+    slept: list[float] = []
+    dropped_four_times = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds == settings.report_interval_s:  # the lease watch and the reporter: not what is looked at
+            await asyncio.Event().wait()
+        slept.append(seconds)
+        if len(slept) == 4:
+            dropped_four_times.set()
+            await works.wait()
+
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(settings.state_dir), rng=random.Random(1), sleep=sleep)
+    task = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(dropped_four_times.wait(), 10)
+        assert client.connects == 4 and client.backoff.attempts == 4  # accepted four times, backed off four times
+        works.set()
+        for _ in range(200):
+            if client.state == "connected" and client.backoff.attempts == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert client.backoff.attempts == 0 and sidecar.leases.state(sidecar.clock()) == "held"
+    finally:
+        task.cancel()
+        await sidecar.upstream.close()
+        await runner.cleanup()
