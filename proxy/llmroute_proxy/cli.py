@@ -143,12 +143,19 @@ def settings(args: argparse.Namespace) -> Settings:
                     responses_store_bytes=args.responses_store_bytes, responses_ttl_s=args.responses_ttl_seconds)
 
 
+def _without_key_shapes(text: str) -> str:
+    """A config error quotes what it found (a URL, say): a key pasted there must not reach a CI log."""
+    from llmroute_proxy.scrubbing import Scrubber
+
+    return Scrubber()(text)
+
+
 def _validate(path: Path) -> int:
     from llmroute_proxy.config import validate_file
 
     errors = validate_file(path)
     for error in errors:
-        print(error, file=sys.stderr)
+        print(_without_key_shapes(str(error)), file=sys.stderr)
     if errors:
         print(f"{len(errors)} error(s)", file=sys.stderr)
         return 1
@@ -172,7 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         table = load_table(args.config, region=args.region)
     except ConfigError as error:
-        print(f"{args.config}: refused:\n{error}", file=sys.stderr)
+        print(f"{args.config}: refused:\n{_without_key_shapes(str(error))}", file=sys.stderr)
         return 1
     except OSError as error:
         print(f"{args.config}: cannot read: {error.strerror}", file=sys.stderr)

@@ -49,3 +49,33 @@ def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path, capsys: pyt
     path.write_text(BROKEN)
     assert main(["serve", "--config", str(path), "--port", "0", "--admin-port", "0"]) == 1
     assert "refused" in capsys.readouterr().err
+
+
+LEAKY = """
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMProvider
+metadata: {name: openai}
+spec:
+  type: openai
+  endpoints: [{region: eu, url: "ftp://api.openai.com/v1?key=sk-proj-Zq3xT8vN2mK5pL7wR4yB9cJ1dF6gH0sA"}]
+  credentials: {env: OPENAI_API_KEY}
+  models: [{name: gpt-4o-mini}]
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: LLMRoute
+metadata: {name: chat}
+spec:
+  tiers: {fast: {targets: [{provider: openai, model: gpt-4o-mini}]}}
+  defaultTier: fast
+"""
+
+
+@pytest.mark.parametrize("command", [["validate"], ["serve", "--port", "0", "--admin-port", "0", "--config"]])
+def test_a_key_pasted_into_a_url_is_not_echoed_by_the_error_that_quotes_the_url(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    path = tmp_path / "leaky.yaml"
+    path.write_text(LEAKY)
+    assert main([*command, str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.endpoints[0].url" in err and "ftp://api.openai.com" in err  # still says what and where
+    assert "Zq3xT8vN" not in err  # not even the part of the key that a shortened quote keeps
