@@ -281,10 +281,6 @@ class ClusterIndex:
         regions = [e.get("region") for e in endpoints or [] if isinstance(e, Mapping)]
         return list(dict.fromkeys(r for r in regions if isinstance(r, str) and r))
 
-    def compile_problems(self) -> list[str]:
-        """Tables the sidecar's compiler refused (the pods kept their previous table)."""
-        return [c.problem for c in self._cache.values() if c.problem is not None]
-
     # ---- judging ---------------------------------------------------------------------------------
 
     def _judge_namespace(self, namespace: str) -> bool:
