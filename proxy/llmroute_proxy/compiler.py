@@ -85,6 +85,8 @@ def _targets(spec: TargetSpec, provider: ProviderSpec,
     """One target per endpoint: regions are balanced and ejected separately."""
     model = provider.model(spec.model)
     options = {"api_version": provider.api_version} if provider.api_version else {}
+    if provider.responses_api:
+        options["responses_api"] = "native"
     return [
         Target(
             id=TargetId(f"{provider.name}/{spec.model}@{endpoint.region}"),

@@ -94,7 +94,7 @@ class Target:
     priority: int = 0
     context_window: int | None = None
     pricing: Pricing = Pricing()
-    options: Mapping[str, str] = field(default_factory=dict)  # provider-specific, e.g. azure apiVersion
+    options: Mapping[str, str] = field(default_factory=dict)  # provider-specific: api_version, responses_api
     ca_bundle: str | None = None  # PEM: the CAs that alone verify this target's TLS (None: the system's)
 
 

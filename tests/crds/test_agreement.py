@@ -63,6 +63,8 @@ VALID: dict[str, Callable[[], Documents]] = {
     "openai-compatible without credentials": lambda: [
         with_spec(openai_doc(), type="openai-compatible", credentials=None)],
     "a file credential": lambda: [with_spec(openai_doc(), credentials={"file": "/var/run/keys/openai"})],
+    "an openai-compatible server that speaks the Responses API": lambda: [
+        with_spec(openai_doc(), type="openai-compatible", openaiCompatible={"responsesAPI": True})],
     **{f"azure apiVersion {value}": (lambda value=value: [with_spec(  # type: ignore[misc]
         openai_doc(), type="azure-openai", azure={"apiVersion": value})]) for value, _ in AZURE_VERSIONS},
     **{f"gemini apiVersion {version}": (lambda version=version: [with_spec(  # type: ignore[misc]

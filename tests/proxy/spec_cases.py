@@ -79,7 +79,8 @@ INVALID = [
      "unknown field 'regoin' (did you mean 'region'?)"),
     (PROVIDER, "spec.endpoint", [], "spec.endpoint", "unknown field 'endpoint' (did you mean 'endpoints'?)"),
     (PROVIDER, "spec.colour", "blue", "spec.colour",
-     "unknown field 'colour' (expected one of: type, endpoints, credentials, limits, models, azure, gemini, tls)"),
+     "unknown field 'colour' (expected one of: type, endpoints, credentials, limits, models, azure, gemini, "
+     "openaiCompatible, tls)"),
     (PROVIDER, "spec.credentials", DELETE, "spec.credentials",
      "missing required field (type openai needs a key; only openai-compatible may go without)"),
     (PROVIDER, "spec.credentials.file", "/run/key", "spec.credentials",
@@ -114,6 +115,8 @@ INVALID = [
     (PROVIDER, "spec.azure", {"apiVersion": "2024-10-21"}, "spec.azure",
      "only for type azure-openai (this provider is openai)"),
     (PROVIDER, "spec.gemini", {"apiVersion": "v1"}, "spec.gemini", "only for type gemini (this provider is openai)"),
+    (PROVIDER, "spec.openaiCompatible", {"responsesAPI": True}, "spec.openaiCompatible",
+     "only for type openai-compatible (this provider is openai)"),
     # LLMRoute
     (ROUTE, "spec.tiers", DELETE, "spec.tiers", "missing required field"),
     (ROUTE, "spec.tiers", {}, "spec.tiers", "must define at least one tier"),

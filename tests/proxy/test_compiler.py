@@ -85,6 +85,15 @@ def test_each_tier_target_becomes_one_target_per_endpoint() -> None:
     assert weu.credential == Secret(KEYS["azure-eu"])
 
 
+def test_an_openai_compatible_server_that_speaks_the_responses_api_is_marked_on_its_targets() -> None:
+    documents = docs()
+    documents[0]["spec"] |= {"type": "openai-compatible", "openaiCompatible": {"responsesAPI": True}}
+    first = compiled(documents).routes[0].tiers["smart"].targets[0]
+    assert (first.provider_type, first.options) == (ProviderType.OPENAI_COMPATIBLE, {"responses_api": "native"})
+    documents[0]["spec"]["openaiCompatible"] = {"responsesAPI": False}
+    assert compiled(documents).routes[0].tiers["smart"].targets[0].options == {}
+
+
 def test_a_model_the_provider_does_not_list_has_zero_pricing_and_no_context_window() -> None:
     (target,) = compiled().routes[0].tiers["fast"].targets
     assert target.pricing == Pricing() and target.context_window is None

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from llmroute_proxy.errors import BadRequest, LLMRouteError, RequestError
-from llmroute_proxy.table import ProviderType
+from llmroute_proxy.table import ProviderType, Target
 
 
 @dataclass(slots=True)
@@ -109,8 +109,11 @@ class NativeBody:
         self.unserved = unserved
         self.held_by = held_by
 
-    def spoken_by(self, provider_type: ProviderType) -> bool:
-        return provider_type in self.dialect.speakers
+    def spoken_by(self, target: Target) -> bool:
+        """Whether the target takes this dialect natively: its provider type does, or it is an
+        OpenAI-compatible server configured as speaking the Responses API too."""
+        return target.provider_type in self.dialect.speakers or (
+            self.dialect is NativeDialect.OPENAI_RESPONSES and target.options.get("responses_api") == "native")
 
 
 class ChatRequest:

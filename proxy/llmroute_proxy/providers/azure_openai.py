@@ -101,7 +101,7 @@ class AzureOpenAIProvider:
     type: ClassVar[str] = ProviderType.AZURE_OPENAI.value
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
-        native = responses_body(request, target.provider_type)
+        native = responses_body(request, target)
         if native is not None:
             return responses_request(target_urls(target).responses, api_key_headers(target.credential),
                                      native, target)
@@ -112,7 +112,7 @@ class AzureOpenAIProvider:
         return read_answer(body, request, target)
 
     def chat_stream(self, request: ChatRequest, target: Target) -> StreamTranslator:
-        if responses_body(request, target.provider_type) is not None:
+        if responses_body(request, target) is not None:
             return ResponsesEventTranslator(target.model)
         return AzureStreamTranslator()
 

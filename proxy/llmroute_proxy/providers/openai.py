@@ -55,7 +55,7 @@ class OpenAIProvider:
     tolerant: ClassVar[bool] = False
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
-        native = responses_body(request, target.provider_type)
+        native = responses_body(request, target)
         if native is not None:
             return responses_request(target.url.rstrip("/") + "/responses", bearer_headers(target.credential),
                                      native, target)
@@ -66,7 +66,7 @@ class OpenAIProvider:
         return read_answer(body, request, target)
 
     def chat_stream(self, request: ChatRequest, target: Target) -> StreamTranslator:
-        if responses_body(request, target.provider_type) is not None:
+        if responses_body(request, target) is not None:
             return ResponsesEventTranslator(target.model)
         return OpenAIStreamTranslator(self.tolerant)
 

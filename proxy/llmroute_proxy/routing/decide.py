@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from llmroute_proxy.dialects.base import DIALECT_NAMES, NativeBody
+from llmroute_proxy.dialects.base import DIALECT_NAMES, NativeBody, NativeDialect
 from llmroute_proxy.errors import BadRequest, RequestError
 from llmroute_proxy.routing.budget import BudgetDecision, BudgetLedger
 from llmroute_proxy.routing.cost import estimate_cost_usd
@@ -103,14 +103,16 @@ def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[
     assert only.only is not None
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
     native = tuple(t for t in candidates
-                   if only.spoken_by(t.provider_type) and (not only.held_by or t.provider == only.held_by))
+                   if only.spoken_by(t) and (not only.held_by or t.provider == only.held_by))
     name = only.dialect.value
     if not native:
         if only.unserved is not None:
             raise only.unserved
         speakers = " or ".join(sorted(DIALECT_NAMES[t] for t in only.dialect.speakers))
-        raise BadRequest(f"{only.only.message} Tier '{choice.tier}' has no {speakers} target to send it to natively.",
-                         param=only.only.param)
+        also = (" (nor an openai-compatible one with openaiCompatible.responsesAPI)"
+                if only.dialect is NativeDialect.OPENAI_RESPONSES else "")
+        raise BadRequest(f"{only.only.message} Tier '{choice.tier}' has no {speakers} target{also} to send it to "
+                         "natively.", param=only.only.param)
     narrowed = replace(route, fallback=replace(route.fallback, fallback_tiers=()))
     return narrowed, replace(choice, targets=native,
                              reason=f"{choice.reason}; {name}-only request: {name} targets only")

@@ -72,13 +72,15 @@ class ProviderSpec:
     models: tuple[ModelSpec, ...] = ()
     api_version: str | None = None  # azure.apiVersion or gemini.apiVersion
     tls: TrustSpec | None = None  # None: the system's CAs (and SSL_CERT_FILE)
+    responses_api: bool = False  # openaiCompatible.responsesAPI: the server speaks the Responses API too
 
     def model(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.name == name), None)
 
 
 
-_PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini", "tls")
+_PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azure", "gemini", "openaiCompatible",
+                    "tls")
 
 
 def provider_spec(doc: Opened) -> ProviderSpec:
@@ -103,7 +105,18 @@ def provider_spec(doc: Opened) -> ProviderSpec:
         models=models,
         api_version=api_version,
         tls=_trust(f),
+        responses_api=_responses_api(f, provider_type),
     )
+
+
+def _responses_api(spec: Fields, provider_type: ProviderType | None) -> bool:
+    if spec.get("openaiCompatible") is None:
+        return False
+    if provider_type is not None and provider_type is not ProviderType.OPENAI_COMPATIBLE:
+        spec.error("openaiCompatible", f"only for type openai-compatible (this provider is {provider_type.value})")
+        return False
+    f = spec.mapping("openaiCompatible", ("responsesAPI",))
+    return f is not None and f.boolean("responsesAPI") is True
 
 
 def _trust(spec: Fields) -> TrustSpec | None:

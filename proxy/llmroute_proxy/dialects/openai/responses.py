@@ -34,7 +34,7 @@ from llmroute_proxy.dialects.openai.chat import parse_chat_completion
 from llmroute_proxy.dialects.openai.errors import in_band_error
 from llmroute_proxy.dialects.sse import SSEParser, event_bytes
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.table import ProviderType, Target
+from llmroute_proxy.table import Target
 
 JSON = dict[str, Any]
 
@@ -46,11 +46,12 @@ _FAILURES = (b"\n\nevent: error\n", b"\n\nevent: response.failed\n")
 _FIRST_FAILURES = (b"event: error\n", b"event: response.failed\n")
 
 
-def responses_body(request: ChatRequest, provider_type: ProviderType) -> dict[str, Any] | None:
-    """The client's own Responses request, when it came in on `/v1/responses` and this provider
-    type speaks that API (OpenAI-compatible servers do not: they get the canonical chat request)."""
+def responses_body(request: ChatRequest, target: Target) -> dict[str, Any] | None:
+    """The client's own Responses request, when it came in on `/v1/responses` and this target
+    speaks that API (OpenAI-compatible servers get the canonical chat request, unless configured
+    with `openaiCompatible.responsesAPI`)."""
     native = request.native
-    if native is None or native.dialect is not NativeDialect.OPENAI_RESPONSES or not native.spoken_by(provider_type):
+    if native is None or native.dialect is not NativeDialect.OPENAI_RESPONSES or not native.spoken_by(target):
         return None
     return native.body
 
@@ -74,7 +75,7 @@ def _unmarked(item: Any) -> Any:
 
 def read_answer(body: bytes, request: ChatRequest, target: Target) -> ChatResult:
     """A non-streamed answer: a Response when the request went natively, else a chat completion."""
-    if responses_body(request, target.provider_type) is not None:
+    if responses_body(request, target) is not None:
         return result_from_response(body, target.model)
     return parse_chat_completion(body)
 
