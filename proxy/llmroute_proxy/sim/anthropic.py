@@ -7,8 +7,13 @@ SSE events, and a fault can end a 200 stream with `event: error`.
 With `quirks`, as Claude really answers: a `ping` right after `message_start` too, a short text
 block before the tool calls, every tool called at once when several may be (parallel tool use),
 `message_delta` usage that repeats the input count and carries `null` cache counts and
-`server_tool_use`, error bodies with a `request_id`, and a thinking block (thinking deltas, then
-its signature) before the answer when the request enables thinking.
+`server_tool_use`, and error bodies with a `request_id`.
+
+Always, as Claude does: a request that enables thinking is answered with a thinking block first
+(thinking deltas, then its signature), tool calls included; and with manual thinking
+(`thinking.type: enabled`) a conversation whose last assistant turn called tools must start that
+turn with the thinking block it was answered with, or it is refused with a 400 (the error real
+clients hit when a gateway drops the block).
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ class _Answer:
     input_tokens: int
     output_tokens: int
     thinking: str | None = None
-    """The thinking block's text, when the request enabled thinking (with quirks)."""
+    """The thinking block's text, when the request enabled thinking."""
 
 
 def _blocks_text(content: Any) -> str:
@@ -171,7 +176,7 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
         calls = tuple((tool["name"], tool_arguments(tool.get("input_schema"))) for tool in tools)
         preface = f"I'll call {', '.join(name for name, _ in calls)}." if state.config.quirks else None
         spoken = " ".join(f"{name} {orjson.dumps(arguments).decode()}" for name, arguments in calls)
-        return _Answer(preface, calls, "tool_use", prompt, count_tokens(f"{preface or ''} {spoken}"))
+        return _thought(body, _Answer(preface, calls, "tool_use", prompt, count_tokens(f"{preface or ''} {spoken}")))
     if result is not None:
         text = tool_reply_text(name, model, _blocks_text(result.get("content")))
     else:
@@ -182,17 +187,17 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
     if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
         text = structured_reply(output_format.get("schema"), text)
     text, cut = fit_tokens(text, body["max_tokens"])
-    return _thought(state, body, _Answer(text, (), "max_tokens" if cut else "end_turn", prompt, count_tokens(text)))
+    return _thought(body, _Answer(text, (), "max_tokens" if cut else "end_turn", prompt, count_tokens(text)))
 
 
 THINKING = "The user wrote to me; I will answer by saying back what they said."
 SIGNATURE = "EqQBCkgIARABGAIiQHNpbS1zaWduYXR1cmUtb2YtdGhlLXRoaW5raW5nLWJsb2Nr"
 
 
-def _thought(state: SimState, body: dict[str, Any], answer: _Answer) -> _Answer:
-    """With quirks, a request that enables thinking gets a thinking block first, as Claude answers it."""
+def _thought(body: dict[str, Any], answer: _Answer) -> _Answer:
+    """A request that enables thinking gets a thinking block first, as Claude answers it."""
     thinking = body.get("thinking")
-    if not state.config.quirks or not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
         return answer
     return replace(answer, thinking=THINKING, output_tokens=answer.output_tokens + count_tokens(THINKING))
 
@@ -220,7 +225,32 @@ def _validate(request: web.Request, body: Any) -> str | None:
         return "max_tokens: Input should be a valid integer greater than or equal to 1"
     if not isinstance(body["messages"], list) or not body["messages"]:
         return "messages: at least one message is required"
-    return None
+    return _unthought_tool_turn(body)
+
+
+_THINKING_FIRST = ("When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+                   "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+                   "thinking blocks from previous turns. To avoid this requirement, disable `thinking`. Please consult "
+                   "our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking")
+
+
+def _unthought_tool_turn(body: dict[str, Any]) -> str | None:
+    """Claude's refusal of manual thinking over a last assistant tool turn that does not start with its
+    thinking block (adaptive thinking does not ask for it)."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    messages: list[Any] = body["messages"]
+    at = next((i for i in range(len(messages) - 1, -1, -1)
+               if isinstance(messages[i], dict) and messages[i].get("role") == "assistant"), None)
+    content = messages[at].get("content") if at is not None else None
+    if not isinstance(content, list) or not any(isinstance(b, dict) and b.get("type") == "tool_use" for b in content):
+        return None
+    first = content[0].get("type") if isinstance(content[0], dict) else None
+    if first in ("thinking", "redacted_thinking"):
+        return None
+    return (f"messages.{at}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. "
+            + _THINKING_FIRST)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

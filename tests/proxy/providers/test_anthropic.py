@@ -132,6 +132,16 @@ def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens(
     assert body["max_tokens"] == expected_max > budget
 
 
+def test_reasoning_effort_is_left_off_a_request_whose_last_assistant_turn_called_tools() -> None:
+    """Claude refuses manual thinking when the last tool turn does not start with its thinking block."""
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    loop = [*USER_HI, {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "done"}]
+    assert "thinking" not in sent_body(chat(loop, reasoning_effort="high"))
+    answered = [*loop, {"role": "assistant", "content": "It is done."}, {"role": "user", "content": "thanks"}]
+    assert sent_body(chat(answered, reasoning_effort="high"))["thinking"]["type"] == "enabled"
+
+
 def test_json_schema_response_format_becomes_output_config() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     body = sent_body(chat(USER_HI, response_format={"type": "json_schema",

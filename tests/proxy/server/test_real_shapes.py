@@ -205,3 +205,25 @@ def test_claudes_thinking_block_reaches_each_sdk_in_its_own_place(stack: Stack) 
         response = rstream.get_final_response()
     assert [item.type for item in response.output] == ["reasoning", "message"]
     assert "You said: tell me a story" in response.output_text and THINKING not in response.output_text
+
+
+def test_a_tool_loop_with_reasoning_effort_goes_on_with_claude(stack: Stack) -> None:
+    """Claude refuses manual thinking over a last tool turn that does not start with its thinking block,
+    which OpenAI clients cannot send back: the second step of the loop must still be answered."""
+    client = openai_client(stack)
+    ask: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.chat.completions.create(model="anthropic", messages=ask, tools=[WEATHER], reasoning_effort="low")
+    calls = first.choices[0].message.tool_calls or []
+    assert first.choices[0].finish_reason == "tool_calls" and len(calls) == 1
+    replay: Any = [*ask, first.choices[0].message.model_dump(exclude_none=True),
+                   {"role": "tool", "tool_call_id": calls[0].id, "content": "18C and cloudy"}]
+    second = client.chat.completions.create(model="anthropic", messages=replay, tools=[WEATHER], reasoning_effort="low")
+    assert "18C and cloudy" in (second.choices[0].message.content or "")
+    tools: Any = [{"type": "function", **WEATHER["function"]}]
+    sdk = openai_client(stack)
+    answer = sdk.responses.create(model="anthropic", input="Weather in Paris?", tools=tools, reasoning={"effort": "low"})
+    call = next(item for item in answer.output if item.type == "function_call")
+    after = sdk.responses.create(model="anthropic", tools=tools, reasoning={"effort": "low"}, input=[
+        {"role": "user", "content": "Weather in Paris?"}, *[item.model_dump(exclude_none=True) for item in answer.output],  # type: ignore[misc]
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18C and cloudy"}])
+    assert "18C and cloudy" in after.output_text

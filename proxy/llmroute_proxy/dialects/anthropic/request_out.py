@@ -162,9 +162,20 @@ def _thinking(body: JSON, out: JSON) -> None:
     budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
     if budget is None:
         raise BadRequest(f"Unknown reasoning_effort {effort!r}.", param="reasoning_effort")
+    if _ends_in_tool_turn(out["messages"]):
+        return
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if out["max_tokens"] <= budget:
         out["max_tokens"] += budget
+
+
+def _ends_in_tool_turn(turns: list[JSON]) -> bool:
+    """Whether the last assistant turn called tools. With thinking on, Claude wants such a turn to start
+    with the thinking block (and signature) it was answered with, which an OpenAI request cannot carry,
+    and refuses it with a 400; its own advice is to leave thinking off for that request."""
+    last = next((turn for turn in reversed(turns) if turn["role"] == "assistant"), None)
+    content = last["content"] if last is not None else None
+    return isinstance(content, list) and any(block.get("type") == "tool_use" for block in content)
 
 
 # ---- messages ----------------------------------------------------------------------------
