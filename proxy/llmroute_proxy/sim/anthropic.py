@@ -10,10 +10,11 @@ block before the tool calls, every tool called at once when several may be (para
 `server_tool_use`, and error bodies with a `request_id`.
 
 Always, as Claude does: a request that enables thinking is answered with a thinking block first
-(thinking deltas, then its signature), tool calls included; and with manual thinking
-(`thinking.type: enabled`) a conversation whose last assistant turn called tools must start that
-turn with the thinking block it was answered with, or it is refused with a 400 (the error real
-clients hit when a gateway drops the block).
+(thinking deltas, then its signature), tool calls included, and is refused with a 400 when it also
+sets what thinking does not go with: a `temperature` other than 1, `top_k`, a `top_p` below 0.95, a
+`tool_choice` that forces tool use, or (manual thinking, `thinking.type: enabled`) a last assistant
+turn that called tools without starting with the thinking block it was answered with (the error
+real clients hit when a gateway drops the block).
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def _validate(request: web.Request, body: Any) -> str | None:
         return "max_tokens: Input should be a valid integer greater than or equal to 1"
     if not isinstance(body["messages"], list) or not body["messages"]:
         return "messages: at least one message is required"
-    return _unthought_tool_turn(body)
+    return _thinking_refusal(body)
 
 
 _THINKING_FIRST = ("When `thinking` is enabled, a final `assistant` message must start with a thinking block "
@@ -234,12 +235,31 @@ _THINKING_FIRST = ("When `thinking` is enabled, a final `assistant` message must
                    "our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking")
 
 
+_THINKING_DOCS = ("Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/"
+                  "extended-thinking#important-considerations-when-using-extended-thinking")
+
+
+def _thinking_refusal(body: dict[str, Any]) -> str | None:
+    """Why Claude refuses a request that enables thinking alongside what thinking does not go with."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return None
+    if body.get("temperature") not in (None, 1):
+        return f"`temperature` may only be set to 1 when thinking is enabled. {_THINKING_DOCS}"
+    if body.get("top_k") is not None:
+        return f"`top_k` must be unset when thinking is enabled. {_THINKING_DOCS}"
+    top_p = body.get("top_p")
+    if isinstance(top_p, (int, float)) and top_p < 0.95:
+        return f"`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled. {_THINKING_DOCS}"
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        return "Thinking may not be enabled when tool_choice forces tool use."
+    return _unthought_tool_turn(body) if thinking["type"] == "enabled" else None
+
+
 def _unthought_tool_turn(body: dict[str, Any]) -> str | None:
     """Claude's refusal of manual thinking over a last assistant tool turn that does not start with its
     thinking block (adaptive thinking does not ask for it)."""
-    thinking = body.get("thinking")
-    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
-        return None
     messages: list[Any] = body["messages"]
     at = next((i for i in range(len(messages) - 1, -1, -1)
                if isinstance(messages[i], dict) and messages[i].get("role") == "assistant"), None)

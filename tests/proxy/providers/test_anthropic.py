@@ -142,6 +142,19 @@ def test_reasoning_effort_is_left_off_a_request_whose_last_assistant_turn_called
     assert sent_body(chat(answered, reasoning_effort="high"))["thinking"]["type"] == "enabled"
 
 
+@pytest.mark.parametrize("fields", [
+    {"temperature": 0.2}, {"top_k": 40}, {"top_p": 0.9}, {"tool_choice": "required"},
+    {"tool_choice": {"type": "function", "function": {"name": "f"}}},
+], ids=["temperature", "top_k", "top_p", "required", "named"])
+def test_reasoning_effort_yields_to_what_claude_refuses_thinking_beside(fields: dict[str, Any]) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = sent_body(chat(USER_HI, reasoning_effort="low", tools=tools, **fields))
+    assert "thinking" not in body and set(fields) - {"tool_choice"} <= set(body)
+    kept = sent_body(chat(USER_HI, reasoning_effort="low", tools=tools, temperature=1, top_p=0.95,
+                          tool_choice="auto"))
+    assert kept["thinking"]["type"] == "enabled"
+
+
 def test_json_schema_response_format_becomes_output_config() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     body = sent_body(chat(USER_HI, response_format={"type": "json_schema",

@@ -227,3 +227,16 @@ def test_a_tool_loop_with_reasoning_effort_goes_on_with_claude(stack: Stack) -> 
         {"role": "user", "content": "Weather in Paris?"}, *[item.model_dump(exclude_none=True) for item in answer.output],  # type: ignore[misc]
         {"type": "function_call_output", "call_id": call.call_id, "output": "18C and cloudy"}])
     assert "18C and cloudy" in after.output_text
+
+
+@pytest.mark.parametrize("fields", [{"tool_choice": "required", "tools": [WEATHER]}, {"temperature": 0.2},
+                                    {"top_p": 0.5}], ids=["forced-tool", "temperature", "top_p"])
+def test_reasoning_effort_beside_what_claude_thinks_without_is_answered(stack: Stack, fields: dict[str, Any]) -> None:
+    """Claude refuses thinking with a forced tool call or non-default sampling: the OpenAI client, whose
+    request OpenAI's models take, still gets its answer."""
+    answer = openai_client(stack).chat.completions.create(model="anthropic", messages=ASK,  # type: ignore[arg-type]
+                                                          reasoning_effort="low", **fields)
+    if "tools" in fields:
+        assert [call.function.name for call in answer.choices[0].message.tool_calls or []] == ["get_weather"]
+    else:
+        assert "You said: tell me a story" in (answer.choices[0].message.content or "")

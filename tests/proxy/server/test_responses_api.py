@@ -80,8 +80,11 @@ def test_the_provider_gets_the_translated_request(stack: Stack) -> None:
     sent = last_request(stack, "claude").body
     assert sent["system"] == "Be brief." and sent["messages"] == [{"role": "user", "content": "hi"}]
     assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
-    assert sent["thinking"]["type"] == "enabled"
+    assert "thinking" not in sent  # Claude refuses thinking beside a forced tool call
     assert not {"store", "metadata", "previous_response_id", "instructions"} & set(sent)
+    client(stack).responses.create(model="anthropic", input="hi", tools=[WEATHER],  # type: ignore[list-item]
+                                   reasoning={"effort": "low"}, store=False)
+    assert last_request(stack, "claude").body["thinking"]["type"] == "enabled"
 
 
 class Place(pydantic.BaseModel):

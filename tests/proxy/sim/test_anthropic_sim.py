@@ -238,3 +238,37 @@ async def test_invalid_requests_are_400s_in_anthropic_shape(
     parsed = json.loads(text)
     assert status == 400 and parsed["type"] == "error"
     assert parsed["error"]["type"] == "invalid_request_error" and message in parsed["error"]["message"]
+
+
+THINK: Any = {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_a_thinking_tool_loop_goes_on_only_with_its_thinking_block(sim: SimServer, client: Client) -> None:
+    """As Claude: the tool call comes after a signed thinking block, which the next request must send back."""
+    api = client(sim)
+    first = await api.messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES, tools=[WEATHER_TOOL],
+                                      thinking=THINK)
+    assert [block.type for block in first.content] == ["thinking", "tool_use"]
+    use = first.content[1]
+    result: Any = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18C"}]}  # type: ignore[union-attr]
+    replayed = [block.model_dump() for block in first.content]
+    second = await api.messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=THINK,
+                                       messages=[*MESSAGES, {"role": "assistant", "content": replayed}, result])
+    assert "18C" in "".join(block.text for block in second.content if block.type == "text")
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.1\.content\.0\.type: Expected `thinking`"):
+        await api.messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=THINK,
+                                  messages=[*MESSAGES, {"role": "assistant", "content": replayed[1:]}, result])
+
+
+@pytest.mark.parametrize(("fields", "refusal"), [
+    ({"temperature": 0.5}, "`temperature` may only be set to 1"), ({"top_k": 5}, "`top_k` must be unset"),
+    ({"top_p": 0.5}, "`top_p` must be greater than or equal to 0.95"),
+    ({"tool_choice": {"type": "any"}}, "tool_choice forces tool use"),
+])
+async def test_thinking_is_refused_beside_what_claude_does_not_think_with(
+        sim: SimServer, client: Client, fields: dict[str, Any], refusal: str) -> None:
+    with pytest.raises(anthropic.BadRequestError, match=refusal):
+        await client(sim).messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES, tools=[WEATHER_TOOL],
+                                          thinking=THINK, extra_body=fields)
+    await client(sim).messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES, tools=[WEATHER_TOOL],
+                                      extra_body=fields)

@@ -162,17 +162,27 @@ def _thinking(body: JSON, out: JSON) -> None:
     budget = THINKING_BUDGETS.get(effort) if isinstance(effort, str) else None
     if budget is None:
         raise BadRequest(f"Unknown reasoning_effort {effort!r}.", param="reasoning_effort")
-    if _ends_in_tool_turn(out["messages"]):
+    if _unthinkable(out):
         return
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if out["max_tokens"] <= budget:
         out["max_tokens"] += budget
 
 
+def _unthinkable(out: JSON) -> bool:
+    """Whether Claude would refuse thinking (a 400) beside what the request already sets: sampling other
+    than its defaults, a forced tool call, or a last tool turn without its signed thinking block (which
+    an OpenAI request cannot carry back). `reasoning_effort` is the one hint among them, so it yields:
+    the request goes without thinking, Anthropic's own advice."""
+    choice = out.get("tool_choice") or {}
+    top_p = out.get("top_p")
+    return (out.get("temperature") not in (None, 1) or out.get("top_k") is not None
+            or (isinstance(top_p, (int, float)) and top_p < 0.95) or choice.get("type") in ("any", "tool")
+            or _ends_in_tool_turn(out["messages"]))
+
+
 def _ends_in_tool_turn(turns: list[JSON]) -> bool:
-    """Whether the last assistant turn called tools. With thinking on, Claude wants such a turn to start
-    with the thinking block (and signature) it was answered with, which an OpenAI request cannot carry,
-    and refuses it with a 400; its own advice is to leave thinking off for that request."""
+    """Whether the last assistant turn called tools."""
     last = next((turn for turn in reversed(turns) if turn["role"] == "assistant"), None)
     content = last["content"] if last is not None else None
     return isinstance(content, list) and any(block.get("type") == "tool_use" for block in content)
