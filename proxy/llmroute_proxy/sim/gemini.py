@@ -9,8 +9,11 @@ With `quirks`, as Gemini really answers: candidate 0 without its `index` (proto3
 defaults), running `usageMetadata` without `candidatesTokenCount` on the text chunks, the
 `finishReason` on a chunk of its own with an empty text part, a last chunk holding only
 `usageMetadata` (no candidates, as Gemini 3 sends), function calls with a `thoughtSignature` and
-all at once when several tools may be called, `thoughtsTokenCount` in the final usage (2.5 models
-think by default), and a streaming request's errors wrapped in a one-element JSON array.
+all at once when several tools may be called (a call without arguments has no `args`: the field is
+optional), a text answer's `thoughtSignature` on its last part, `thoughtsTokenCount` in the final
+usage (2.5 models think by default), a `maxOutputTokens` the thinking uses up answered by a
+candidate whose `content` has no `parts` (`finishReason: MAX_TOKENS`), and a streaming request's
+errors wrapped in a one-element JSON array.
 """
 
 from __future__ import annotations
@@ -176,6 +179,8 @@ class _Answer:
     finish_reason: str
     prompt_tokens: int
     output_tokens: int
+    thought_out: bool = False
+    """With quirks: the thinking used up `maxOutputTokens` (then `output_tokens` are all thoughts)."""
 
 
 def _parts_text(content: Any) -> str:
@@ -237,12 +242,17 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
     if field(config, "responseMimeType") == "application/json":
         text = structured_reply(field(config, "responseJsonSchema") or field(config, "responseSchema"), text)
     limit = field(config, "maxOutputTokens")
-    text, cut = fit_tokens(text, limit if isinstance(limit, int) else None)
+    limit = limit if isinstance(limit, int) else None
+    if state.config.quirks and limit is not None and limit <= THOUGHTS_TOKENS:
+        return _Answer(None, (), "MAX_TOKENS", prompt, limit, thought_out=True)
+    text, cut = fit_tokens(text, limit)
     return _Answer(text, (), "MAX_TOKENS" if cut else "STOP", prompt, count_tokens(text))
 
 
 THOUGHTS_TOKENS = 12
 """With quirks, the thinking a 2.5 model does by default, counted apart from the candidates."""
+SIGNATURE = "c2ltLXRob3VnaHQtc2lnbmF0dXJl"
+"""With quirks, the `thoughtSignature` on function calls and on a text answer's last part."""
 
 
 def _usage(prompt: int, output: int, cached: int, thoughts: int = 0) -> dict[str, Any]:
@@ -258,6 +268,8 @@ def _usage(prompt: int, output: int, cached: int, thoughts: int = 0) -> dict[str
 
 def _candidate(parts: list[dict[str, Any]] | None, finish: str | None, quirks: bool) -> dict[str, Any]:
     candidate: dict[str, Any] = {} if parts is None else {"content": {"role": "model", "parts": parts}}
+    if parts == []:
+        del candidate["content"]["parts"]
     if finish is not None:
         candidate["finishReason"] = finish
     if finish == "SAFETY":
@@ -274,9 +286,13 @@ def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: i
     if refuse:  # the candidate is stopped by the safety filter before any content
         return [{"candidates": [_candidate(None, "SAFETY", quirks)],
                  "usageMetadata": _usage(answer.prompt_tokens, 0, cached), **tail}]
+    if answer.thought_out:  # the thinking used up maxOutputTokens: a content without parts
+        usage = _usage(answer.prompt_tokens, 0, cached, answer.output_tokens)
+        del usage["candidatesTokenCount"]
+        return [{"candidates": [_candidate([], answer.finish_reason, quirks)], "usageMetadata": usage, **tail}]
     if answer.calls:
-        signature = {"thoughtSignature": "c2ltLXRob3VnaHQtc2lnbmF0dXJl"} if quirks else {}
-        parts = [{"functionCall": call, **signature} for call in answer.calls]
+        signature = {"thoughtSignature": SIGNATURE} if quirks else {}
+        parts = [{"functionCall": _call(call, quirks), **signature} for call in answer.calls]
         return [{"candidates": [_candidate(parts, answer.finish_reason, quirks)], "usageMetadata": full, **tail}]
     text = answer.text or ""
     pieces = split_words(text, chunks) if stream else [text]
@@ -293,10 +309,17 @@ def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: i
             out.append({"candidates": [_candidate([{"text": piece}], finish, quirks)], "usageMetadata": usage,
                         **tail})
     if quirks and stream:
-        out.append({"candidates": [_candidate([{"text": ""}], answer.finish_reason, quirks)], "usageMetadata": full,
-                    **tail})
+        out.append({"candidates": [_candidate([{"text": "", "thoughtSignature": SIGNATURE}], answer.finish_reason,
+                                              quirks)], "usageMetadata": full, **tail})
         out.append({"usageMetadata": full, **tail})
+    elif quirks:
+        out[-1]["candidates"][0]["content"]["parts"][-1]["thoughtSignature"] = SIGNATURE
     return out
+
+
+def _call(call: dict[str, Any], quirks: bool) -> dict[str, Any]:
+    """A function call as sent: with quirks, one without arguments leaves out `args`, as Gemini may."""
+    return {"name": call["name"]} if quirks and not call["args"] else call
 
 
 async def _generate(request: web.Request, call: SimCall, model: str, stream: bool) -> web.StreamResponse:

@@ -240,3 +240,21 @@ def test_reasoning_effort_beside_what_claude_thinks_without_is_answered(stack: S
         assert [call.function.name for call in answer.choices[0].message.tool_calls or []] == ["get_weather"]
     else:
         assert "You said: tell me a story" in (answer.choices[0].message.content or "")
+
+
+def test_gemini_thinking_that_uses_up_the_tokens_is_a_cut_answer_for_each_sdk(stack: Stack) -> None:
+    """Gemini 2.5 counts its thinking in maxOutputTokens: a small limit is answered by a candidate whose
+    content has no parts, finishReason MAX_TOKENS, and only thoughts in the usage."""
+    client = openai_client(stack)
+    whole = client.chat.completions.create(model="gemini", messages=ASK, max_completion_tokens=5)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model="gemini", messages=ASK, max_completion_tokens=5, stream=True,  # type: ignore[arg-type]
+                                                 stream_options={"include_usage": True}))
+    assert whole.choices[0].finish_reason == "length" and not whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    for usage in (whole.usage, chunks[-1].usage):
+        assert usage is not None and usage.completion_tokens == 5
+        assert usage.completion_tokens_details is not None and usage.completion_tokens_details.reasoning_tokens == 5
+    with anthropic_client(stack).messages.stream(model="gemini", max_tokens=5, messages=ASK) as stream:  # type: ignore[arg-type]
+        message = stream.get_final_message()
+    assert message.stop_reason == "max_tokens" and message.content == [] and message.usage.output_tokens == 5

@@ -24,6 +24,7 @@ from llmroute_proxy.sim import (
     gemini_app,
     openai_app,
 )
+from llmroute_proxy.sim.gemini import SIGNATURE
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
 from tests.proxy.sim import SimPool
 
@@ -184,7 +185,7 @@ async def test_gemini_with_quirks_finishes_and_counts_on_chunks_of_their_own(aio
         "contents": [{"role": "user", "parts": [{"text": "tell me a story"}]}]})).read())
     assert "candidates" not in chunks[-1] and chunks[-1]["usageMetadata"]["candidatesTokenCount"] > 0
     finish = chunks[-2]["candidates"][0]
-    assert finish["finishReason"] == "STOP" and finish["content"]["parts"] == [{"text": ""}]
+    assert finish["finishReason"] == "STOP" and finish["content"]["parts"] == [{"text": "", "thoughtSignature": SIGNATURE}]
     assert all("finishReason" not in c["candidates"][0] for c in chunks[:-2])
     assert all("candidatesTokenCount" not in c["usageMetadata"] for c in chunks[:-2])
     assert all("index" not in c for chunk in chunks for c in chunk.get("candidates") or ())
@@ -197,6 +198,37 @@ async def test_gemini_with_quirks_calls_every_function_with_a_thought_signature(
     parts = body["candidates"][0]["content"]["parts"]
     assert [p["functionCall"]["name"] for p in parts] == ["get_weather", "get_time"]
     assert all(p["thoughtSignature"] for p in parts)
+
+
+async def test_gemini_with_quirks_sends_a_call_without_arguments_without_args(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, gemini_app(quirks=True))
+    body = await (await client.post(GENERATE, json={
+        "contents": [{"role": "user", "parts": [{"text": "Weather and time?"}]}], "tools": GEMINI_TOOLS})).json()
+    calls = [part["functionCall"] for part in body["candidates"][0]["content"]["parts"]]
+    assert calls == [{"name": "get_weather", "args": {"city": "sim"}}, {"name": "get_time"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gemini_with_quirks_signs_a_text_answer_on_its_last_part(aiohttp_client: Any, stream: bool) -> None:
+    client = await start(aiohttp_client, gemini_app(quirks=True))
+    ask = {"contents": [{"role": "user", "parts": [{"text": "tell me a story"}]}]}
+    if stream:
+        chunks = data_events(await (await client.post(STREAM + "?alt=sse", json=ask)).read())
+        parts = [part for chunk in chunks for c in chunk.get("candidates") or () for part in c["content"]["parts"]]
+    else:
+        parts = (await (await client.post(GENERATE, json=ask)).json())["candidates"][0]["content"]["parts"]
+    assert [bool(part.get("thoughtSignature")) for part in parts] == [False] * (len(parts) - 1) + [True]
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+async def test_gemini_thinking_can_use_up_max_output_tokens_only_with_quirks(aiohttp_client: Any, quirks: bool) -> None:
+    client = await start(aiohttp_client, gemini_app(quirks=quirks))
+    body = await (await client.post(GENERATE, json={"contents": [{"role": "user", "parts": [{"text": "tell me"}]}],
+                                                    "generationConfig": {"maxOutputTokens": 5}})).json()
+    candidate = body["candidates"][0]
+    assert candidate["finishReason"] == "MAX_TOKENS"
+    assert ("parts" not in candidate["content"]) is quirks
+    assert body["usageMetadata"].get("thoughtsTokenCount") == (5 if quirks else None)
 
 
 @pytest.mark.parametrize("quirks", [False, True])
