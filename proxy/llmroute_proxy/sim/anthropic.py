@@ -14,12 +14,15 @@ Always, as Claude does: a request that enables thinking is answered with a think
 sets what thinking does not go with: a `temperature` other than 1, `top_k`, a `top_p` below 0.95, a
 `tool_choice` that forces tool use, or (manual thinking, `thinking.type: enabled`) a last assistant
 turn that called tools without starting with the thinking block it was answered with (the error
-real clients hit when a gateway drops the block).
+real clients hit when a gateway drops the block). Tool ids in a conversation (`tool_use.id`,
+`tool_result.tool_use_id`) must match `^[a-zA-Z0-9_-]+$`, as Claude checks them: other providers'
+ids (Kimi's `functions.name:0`) are refused with a 400.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Unpack
 
@@ -226,7 +229,23 @@ def _validate(request: web.Request, body: Any) -> str | None:
         return "max_tokens: Input should be a valid integer greater than or equal to 1"
     if not isinstance(body["messages"], list) or not body["messages"]:
         return "messages: at least one message is required"
-    return _thinking_refusal(body)
+    return _bad_tool_id(body["messages"]) or _thinking_refusal(body)
+
+
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+def _bad_tool_id(messages: list[Any]) -> str | None:
+    """Claude's refusal of a tool id it would not have written, as its request validation words it."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            kind = block.get("type") if isinstance(block, dict) else None
+            field = {"tool_use": "id", "tool_result": "tool_use_id"}.get(kind or "")
+            value = block.get(field) if field is not None else None
+            if isinstance(value, str) and not _TOOL_ID.fullmatch(value):
+                return f"messages.{i}.content.{j}.{kind}.{field}: String should match pattern '^[a-zA-Z0-9_-]+$'"
+    return None
 
 
 _THINKING_FIRST = ("When `thinking` is enabled, a final `assistant` message must start with a thinking block "

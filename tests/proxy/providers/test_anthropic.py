@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -153,6 +154,19 @@ def test_reasoning_effort_yields_to_what_claude_refuses_thinking_beside(fields: 
     kept = sent_body(chat(USER_HI, reasoning_effort="low", tools=tools, temperature=1, top_p=0.95,
                           tool_choice="auto"))
     assert kept["thinking"]["type"] == "enabled"
+
+
+def test_tool_ids_claude_would_refuse_are_rewritten_alike_in_call_and_result() -> None:
+    def ids(call_id: str) -> tuple[str, str]:
+        call = {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        sent = sent_body(chat([*USER_HI, {"role": "assistant", "content": None, "tool_calls": [call]},
+                               {"role": "tool", "tool_call_id": call_id, "content": "done"}]))["messages"]
+        return sent[1]["content"][0]["id"], sent[2]["content"][0]["tool_use_id"]
+
+    assert ids("call_Ab-9") == ("call_Ab-9", "call_Ab-9")
+    kimi, other = ids("functions.f:0"), ids("functions.f:1")
+    assert kimi[0] == kimi[1] and kimi[0].startswith("functions_f_0_") and kimi != other
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]+", sent) for sent in (*kimi, *other, *ids("")))
 
 
 def test_json_schema_response_format_becomes_output_config() -> None:

@@ -21,6 +21,7 @@ from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.sim.anthropic import SIGNATURE, THINKING
 from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
+from tests.proxy.server.conftest import last_request
 from tests.proxy.stack import Stack
 
 TIERS = {"openai": "oai", "anthropic": "claude", "gemini": "gem"}
@@ -258,3 +259,19 @@ def test_gemini_thinking_that_uses_up_the_tokens_is_a_cut_answer_for_each_sdk(st
     with anthropic_client(stack).messages.stream(model="gemini", max_tokens=5, messages=ASK) as stream:  # type: ignore[arg-type]
         message = stream.get_final_message()
     assert message.stop_reason == "max_tokens" and message.content == [] and message.usage.output_tokens == 5
+
+
+@pytest.mark.parametrize("call_id", ["functions.get_weather:0", "call_8f3a|fc_68e2b1c9", "call_ok-1"])
+def test_a_history_with_another_providers_tool_call_ids_goes_on_with_claude(stack: Stack, call_id: str) -> None:
+    """Claude takes only `^[a-zA-Z0-9_-]+$` tool ids (Kimi writes `functions.name:0`, Responses items carry
+    `|`): a conversation begun on such a provider goes on after a failover to Claude."""
+    history: Any = [{"role": "user", "content": "Weather in Paris?"},
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": call_id, "type": "function", "function": {"name": "get_weather",
+                                                                       "arguments": '{"city": "Paris"}'}}]},
+                    {"role": "tool", "tool_call_id": call_id, "content": "18C and cloudy"}]
+    answer = openai_client(stack).chat.completions.create(model="anthropic", messages=history, tools=[WEATHER])
+    assert "18C and cloudy" in (answer.choices[0].message.content or "")
+    sent = last_request(stack, "claude").body["messages"]
+    assert sent[1]["content"][0]["id"] == sent[2]["content"][0]["tool_use_id"]
+    assert (sent[1]["content"][0]["id"] == call_id) is (call_id == "call_ok-1")

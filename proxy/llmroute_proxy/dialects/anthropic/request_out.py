@@ -7,6 +7,8 @@ silently dropped.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -337,8 +339,22 @@ def _tool_use(call: Any, path: str) -> JSON:
         raise BadRequest("A tool call needs `function.name`.", param=f"{path}.function.name")
     if not isinstance(call.get("id"), str):
         raise BadRequest("A tool call needs an `id`.", param=f"{path}.id")
-    return {"type": "tool_use", "id": call["id"], "name": function["name"],
+    return {"type": "tool_use", "id": _tool_id(call["id"]), "name": function["name"],
             "input": _tool_input(function.get("arguments"), f"{path}.function.arguments")}
+
+
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_NOT_IN_TOOL_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def _tool_id(call_id: str) -> str:
+    """A tool call's id as Claude accepts it (`^[a-zA-Z0-9_-]+$`, else a 400): other providers' ids
+    (Kimi's `functions.name:0`, Responses ids with `|`) have the other characters replaced and a hash of
+    the whole id appended, the same for the call and its result, and distinct for distinct ids."""
+    if _TOOL_ID.fullmatch(call_id):
+        return call_id
+    digest = hashlib.blake2b(call_id.encode(), digest_size=5).hexdigest()
+    return f"{_NOT_IN_TOOL_ID.sub('_', call_id)}_{digest}"
 
 
 def _tool_input(arguments: Any, path: str) -> JSON:
@@ -354,7 +370,7 @@ def _tool_result(message: JSON, i: int) -> JSON:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str):
         raise BadRequest("A tool message needs `tool_call_id`.", param=f"messages[{i}].tool_call_id")
-    result: JSON = {"type": "tool_result", "tool_use_id": call_id}
+    result: JSON = {"type": "tool_result", "tool_use_id": _tool_id(call_id)}
     content = message.get("content")
     if isinstance(content, str):
         if content:
