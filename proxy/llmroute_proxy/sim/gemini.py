@@ -10,7 +10,7 @@ defaults), running `usageMetadata` without `candidatesTokenCount` on the text ch
 `finishReason` on a chunk of its own with an empty text part, a last chunk holding only
 `usageMetadata` (no candidates, as Gemini 3 sends), function calls with a `thoughtSignature` and
 all at once when several tools may be called (a call without arguments has no `args`: the field is
-optional), a text answer's `thoughtSignature` on its last part, `thoughtsTokenCount` in the final
+optional; streamed, their `finishReason` follows in a chunk whose content has no parts), a text answer's `thoughtSignature` on its last part, `thoughtsTokenCount` in the final
 usage (2.5 models think by default), a `maxOutputTokens` the thinking uses up answered by a
 candidate whose `content` has no `parts` (`finishReason: MAX_TOKENS`), and a streaming request's
 errors wrapped in a one-element JSON array.
@@ -293,6 +293,9 @@ def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: i
     if answer.calls:
         signature = {"thoughtSignature": SIGNATURE} if quirks else {}
         parts = [{"functionCall": _call(call, quirks), **signature} for call in answer.calls]
+        if quirks and stream:  # the finish comes after the calls, in a content without parts
+            return [{"candidates": [_candidate(parts, None, quirks)], "usageMetadata": full, **tail},
+                    {"candidates": [_candidate([], answer.finish_reason, quirks)], "usageMetadata": full, **tail}]
         return [{"candidates": [_candidate(parts, answer.finish_reason, quirks)], "usageMetadata": full, **tail}]
     text = answer.text or ""
     pieces = split_words(text, chunks) if stream else [text]

@@ -208,6 +208,15 @@ async def test_gemini_with_quirks_sends_a_call_without_arguments_without_args(ai
     assert calls == [{"name": "get_weather", "args": {"city": "sim"}}, {"name": "get_time"}]
 
 
+async def test_gemini_with_quirks_streams_the_finish_of_function_calls_apart(aiohttp_client: Any) -> None:
+    client = await start(aiohttp_client, gemini_app(quirks=True))
+    chunks = data_events(await (await client.post(STREAM + "?alt=sse", json={
+        "contents": [{"role": "user", "parts": [{"text": "Weather and time?"}]}], "tools": GEMINI_TOOLS})).read())
+    calls, finish = (chunk["candidates"][0] for chunk in chunks)
+    assert [part["functionCall"]["name"] for part in calls["content"]["parts"]] == ["get_weather", "get_time"]
+    assert "finishReason" not in calls and finish == {"content": {"role": "model"}, "finishReason": "STOP"}
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_gemini_with_quirks_signs_a_text_answer_on_its_last_part(aiohttp_client: Any, stream: bool) -> None:
     client = await start(aiohttp_client, gemini_app(quirks=True))
