@@ -10,8 +10,9 @@ block before the tool calls, every tool called at once when several may be (para
 `server_tool_use`, and error bodies with a `request_id`.
 
 Always, as Claude does: a request that enables thinking is answered with a thinking block first
-(thinking deltas, then its signature), tool calls included, and is refused with a 400 when it also
-sets what thinking does not go with: a `temperature` other than 1, `top_k`, a `top_p` below 0.95, a
+(thinking deltas, then its signature; a `redacted_thinking` block, whole in its start, when the last
+message holds Anthropic's documented test string `REDACT`), tool calls included, and is refused
+with a 400 when it also sets what thinking does not go with: a `temperature` other than 1, `top_k`, a `top_p` below 0.95, a
 `tool_choice` that forces tool use, or (manual thinking, `thinking.type: enabled`) a last assistant
 turn that called tools without starting with the thinking block it was answered with (the error
 real clients hit when a gateway drops the block). Tool ids in a conversation (`tool_use.id`,
@@ -127,6 +128,8 @@ class _Answer:
     output_tokens: int
     thinking: str | None = None
     """The thinking block's text, when the request enabled thinking."""
+    redacted: bool = False
+    """The thinking came back as a `redacted_thinking` block (its text is not shown)."""
 
 
 def _blocks_text(content: Any) -> str:
@@ -198,12 +201,20 @@ THINKING = "The user wrote to me; I will answer by saying back what they said."
 SIGNATURE = "EqQBCkgIARABGAIiQHNpbS1zaWduYXR1cmUtb2YtdGhlLXRoaW5raW5nLWJsb2Nr"
 
 
+REDACT = "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC2876CB"
+"""The prompt Anthropic documents for testing: the thinking comes back as a `redacted_thinking` block."""
+REDACTED_DATA = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPsim+redacted"
+
+
 def _thought(body: dict[str, Any], answer: _Answer) -> _Answer:
-    """A request that enables thinking gets a thinking block first, as Claude answers it."""
+    """A request that enables thinking gets a thinking block first, as Claude answers it; redacted when
+    the prompt holds Anthropic's test string for that."""
     thinking = body.get("thinking")
     if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
         return answer
-    return replace(answer, thinking=THINKING, output_tokens=answer.output_tokens + count_tokens(THINKING))
+    redacted = REDACT in _blocks_text([m.get("content") for m in body["messages"] if isinstance(m, dict)][-1])
+    return replace(answer, thinking=THINKING, redacted=redacted,
+                   output_tokens=answer.output_tokens + count_tokens(THINKING))
 
 
 def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> dict[str, Any]:
@@ -304,7 +315,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if body.get("stream") is True:
         return await _stream(request, call, answer, message_id, str(body["model"]))
     content: list[dict[str, Any]] = [] if answer.thinking is None else [
-        {"type": "thinking", "thinking": answer.thinking, "signature": SIGNATURE}]
+        {"type": "redacted_thinking", "data": REDACTED_DATA} if answer.redacted
+        else {"type": "thinking", "thinking": answer.thinking, "signature": SIGNATURE}]
     content += [{"type": "text", "text": answer.text}] if answer.text is not None else []
     content += [{"type": "tool_use", "id": state.new_id("toolu_"), "name": name, "input": tool_input}
                 for name, tool_input in answer.calls]
@@ -327,7 +339,10 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
     if quirks:
         await stream.send(_PING)
     index = 0
-    if answer.thinking is not None:
+    if answer.redacted:  # the whole block in its start, no deltas
+        await _block(stream, index, {"type": "redacted_thinking", "data": REDACTED_DATA}, [])
+        index += 1
+    elif answer.thinking is not None:
         await _block(stream, index, {"type": "thinking", "thinking": "", "signature": ""},
                      [*({"type": "thinking_delta", "thinking": piece}
                         for piece in split_words(answer.thinking, state.config.chunks)),

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind
-from llmroute_proxy.sim.anthropic import SIGNATURE, THINKING
+from llmroute_proxy.sim.anthropic import REDACT, REDACTED_DATA, SIGNATURE, THINKING
 from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
 from tests.proxy.server.conftest import last_request
@@ -275,3 +275,23 @@ def test_a_history_with_another_providers_tool_call_ids_goes_on_with_claude(stac
     sent = last_request(stack, "claude").body["messages"]
     assert sent[1]["content"][0]["id"] == sent[2]["content"][0]["tool_use_id"]
     assert (sent[1]["content"][0]["id"] == call_id) is (call_id == "call_ok-1")
+
+
+def test_redacted_thinking_reaches_the_anthropic_sdk_and_hides_from_the_others(stack: Stack) -> None:
+    """Claude's `redacted_thinking` block (opaque `data`, no deltas when streamed), triggered by the string
+    Anthropic documents for testing it: relayed to Anthropic clients, left out of the others' answers."""
+    ask: Any = [{"role": "user", "content": REDACT}]
+    with anthropic_client(stack).messages.stream(model="anthropic", max_tokens=4000, messages=ask,
+                                                 thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
+        message = stream.get_final_message()
+    assert [block.type for block in message.content] == ["redacted_thinking", "text"]
+    assert message.content[0].data == REDACTED_DATA  # type: ignore[union-attr]
+    client = openai_client(stack)
+    whole = client.chat.completions.create(model="anthropic", messages=ask, reasoning_effort="low")
+    chunks = list(client.chat.completions.create(model="anthropic", messages=ask, reasoning_effort="low", stream=True))
+    for text in (whole.choices[0].message.content or "", "".join(c.choices[0].delta.content or "" for c in chunks
+                                                                if c.choices)):
+        assert text.startswith("[sim-anthropic") and REDACTED_DATA not in text
+    with client.responses.stream(model="anthropic", input=REDACT, reasoning={"effort": "low"}) as rstream:
+        response = rstream.get_final_response()
+    assert [item.type for item in response.output] == ["message"] and response.status == "completed"
