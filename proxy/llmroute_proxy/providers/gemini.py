@@ -45,7 +45,7 @@ class GeminiProvider:
     type: ClassVar[str] = "gemini"
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
-        body = orjson.dumps(build_generate_body(request))
+        body = orjson.dumps(build_generate_body(request, target.model))
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest("POST", model_url(target, method), request_headers(target), body)
 

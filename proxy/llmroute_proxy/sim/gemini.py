@@ -14,6 +14,10 @@ optional; streamed, their `finishReason` follows in a chunk whose content has no
 usage (2.5 models think by default), a `maxOutputTokens` the thinking uses up answered by a
 candidate whose `content` has no `parts` (`finishReason: MAX_TOKENS`), and a streaming request's
 errors wrapped in a one-element JSON array.
+
+Always, as Gemini checks it: a `thinkingBudget` outside the model's range is a 400 (2.5 Pro thinks
+from 128 to 32768 and cannot stop, Flash from 0 to 24576, Flash-Lite 0 or 512 to 24576; -1 is
+"dynamic" everywhere).
 """
 
 from __future__ import annotations
@@ -331,6 +335,10 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
         return _error(call, 400, "Invalid JSON payload received.")
     if not isinstance(body.get("contents"), list) or not body["contents"]:
         return _error(call, 400, "* GenerateContentRequest.contents: contents is not specified\n")
+    budget = field(field(field(body, "generationConfig") or {}, "thinkingConfig") or {}, "thinkingBudget")
+    problem = _budget_problem(model, budget) if isinstance(budget, int) else None
+    if problem is not None:
+        return _error(call, 400, problem)
     state = call.state
     answer = _answer(state, model, body)
     refuse = call.fault is not None and call.fault.kind is FaultKind.REFUSAL
@@ -347,6 +355,22 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
                       for part in (candidate.get("content") or {}).get("parts") or ())
         await sse.send(sse_data(chunk, CRLF2), content=content)
     return await sse.finish()
+
+
+_BUDGETS = (("gemini-2.5-flash-lite", 512, 24576, True), ("gemini-2.5-flash", 1, 24576, True),
+            ("gemini-2.5-pro", 128, 32768, False))
+"""Per model family: the least and most thinking budget, and whether 0 (no thinking) is allowed."""
+
+
+def _budget_problem(model: str, budget: int) -> str | None:
+    """Gemini's refusal of a thinking budget the model does not take (ai.google.dev thinking guide)."""
+    family = next((f for f in _BUDGETS if model.startswith(f[0])), None)
+    if family is None or budget == -1:
+        return None
+    _, least, most, may_stop = family
+    if budget == 0:
+        return None if may_stop else "Budget 0 is invalid. This model only works in thinking mode."
+    return None if least <= budget <= most else f"The thinking budget ({budget}) is invalid."
 
 
 async def _sse_response(request: web.Request, events: list[bytes]) -> web.StreamResponse:

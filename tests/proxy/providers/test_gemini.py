@@ -8,6 +8,7 @@ shapes Gemini really uses and the requests are shapes it really accepts.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,21 @@ def test_sampling_parameters_map_to_generation_config() -> None:
 def test_reasoning_effort_sets_a_thinking_budget(effort: str, budget: int) -> None:
     config = gemini_body(user(reasoning_effort=effort))["generationConfig"]
     assert config == {"thinkingConfig": {"thinkingBudget": budget}}
+
+
+@pytest.mark.parametrize(("model", "budgets"), [
+    ("gemini-2.5-pro", {"none": 128, "minimal": 128, "low": 1024, "max": 24576}),
+    ("models/gemini-2.5-pro-preview-06-05", {"none": 128, "minimal": 128}),
+    ("gemini-2.5-flash-lite", {"none": 0, "minimal": 512, "low": 1024, "max": 24576}),
+    ("gemini-2.5-flash", {"none": 0, "minimal": 128}),
+])
+def test_each_effort_is_a_budget_the_model_takes(model: str, budgets: dict[str, int]) -> None:
+    """2.5 Pro cannot stop thinking nor think under 128 tokens; Flash-Lite may stop, else thinks ≥ 512."""
+    target = dataclasses.replace(TARGET, model=model)
+    for effort, budget in budgets.items():
+        upstream = PROVIDER.chat_request(ChatRequest(user(reasoning_effort=effort)), target)
+        assert upstream.body is not None
+        assert orjson.loads(upstream.body)["generationConfig"]["thinkingConfig"] == {"thinkingBudget": budget}
 
 
 def test_zero_valued_parameters_are_sent_not_dropped() -> None:

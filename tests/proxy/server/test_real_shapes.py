@@ -21,6 +21,7 @@ from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.sim.anthropic import REDACT, REDACTED_DATA, SIGNATURE, THINKING
 from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
+from tests.proxy.documents import model, provider, route, target
 from tests.proxy.server.conftest import last_request
 from tests.proxy.stack import Stack
 
@@ -295,3 +296,24 @@ def test_redacted_thinking_reaches_the_anthropic_sdk_and_hides_from_the_others(s
     with client.responses.stream(model="anthropic", input=REDACT, reasoning={"effort": "low"}) as rstream:
         response = rstream.get_final_response()
     assert [item.type for item in response.output] == ["message"] and response.status == "completed"
+
+
+@pytest.fixture(scope="module")
+def gemini_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    gem = provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[
+        model(name) for name in ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite")])
+    tiers = {name: [target("gem", name)] for name in ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite")}
+    with Stack(tmp_path_factory.mktemp("gemini-models"), config=[gem, route("main", tiers, default_tier="gemini-2.5-pro")],
+               quirks=True) as running:
+        yield running
+
+
+@pytest.mark.parametrize("tier", ["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"])
+@pytest.mark.parametrize("effort", ["none", "minimal", "high", "max"])
+def test_every_reasoning_effort_is_a_budget_the_gemini_model_takes(gemini_models: Stack, tier: str,
+                                                                     effort: str) -> None:
+    """Gemini 2.5 Pro cannot stop thinking (budget 0 is a 400) and Flash-Lite thinks at least 512 tokens
+    when it thinks at all: each effort must still be answered."""
+    answer = openai_client(gemini_models).chat.completions.create(model=tier, messages=ASK,  # type: ignore[arg-type]
+                                                                  reasoning_effort=effort)  # type: ignore[arg-type]
+    assert "You said: tell me a story" in (answer.choices[0].message.content or "")

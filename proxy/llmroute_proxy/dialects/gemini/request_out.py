@@ -40,6 +40,10 @@ FOREIGN_TOOL_ID_PREFIXES = ("call_", "toolu_", "srvtoolu_", "tooluse_")
 REASONING_BUDGETS: Mapping[str, int] = {
     "none": 0, "minimal": 128, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576, "max": 24576,
 }
+# The least budget a model family thinks with, where it is above 128: Gemini refuses less with a 400
+# (2.5 Pro cannot stop thinking at all: "Budget 0 is invalid"; Flash-Lite may stop, with 0).
+LEAST_BUDGETS: tuple[tuple[str, int, bool], ...] = (("gemini-2.5-pro", 128, False),
+                                                     ("gemini-2.5-flash-lite", 512, True))
 
 
 class _Contents:
@@ -283,7 +287,7 @@ _COPIED_PARAMS = (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "
                   ("frequency_penalty", "frequencyPenalty"))
 
 
-def generation_config(request: ChatRequest) -> dict[str, Any]:
+def generation_config(request: ChatRequest, model: str = "") -> dict[str, Any]:
     body = request.body
     for name, why in _REFUSED_FIELDS.items():
         if body.get(name):
@@ -303,8 +307,17 @@ def generation_config(request: ChatRequest) -> dict[str, Any]:
         if effort not in REASONING_BUDGETS:
             raise BadRequest(f"reasoning_effort '{effort}' is not one of {', '.join(REASONING_BUDGETS)}.",
                              param="reasoning_effort")
-        config["thinkingConfig"] = {"thinkingBudget": REASONING_BUDGETS[effort]}
+        config["thinkingConfig"] = {"thinkingBudget": _thinking_budget(REASONING_BUDGETS[effort], model)}
     return config
+
+
+def _thinking_budget(budget: int, model: str) -> int:
+    """`budget` raised to the least the model thinks with (`LEAST_BUDGETS`), 0 kept where it may stop."""
+    name = model.removeprefix("models/")
+    for family, least, may_stop in LEAST_BUDGETS:
+        if name.startswith(family):
+            return budget if (budget == 0 and may_stop) else max(budget, least)
+    return budget
 
 
 def _response_format(response_format: Any) -> dict[str, Any]:
@@ -322,13 +335,13 @@ def _response_format(response_format: Any) -> dict[str, Any]:
     raise BadRequest(f"response_format type '{kind}' is not supported by Gemini targets.", param="response_format")
 
 
-def build_generate_body(request: ChatRequest) -> dict[str, Any]:
+def build_generate_body(request: ChatRequest, model: str = "") -> dict[str, Any]:
     system, contents = translate_messages(request.body.get("messages"))
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
     out.update(translate_tools(request.body))
-    config = generation_config(request)
+    config = generation_config(request, model)
     if config:
         out["generationConfig"] = config
     return out
