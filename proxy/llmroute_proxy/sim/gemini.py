@@ -17,7 +17,8 @@ errors wrapped in a one-element JSON array.
 
 Always, as Gemini checks it: a `thinkingBudget` outside the model's range is a 400 (2.5 Pro thinks
 from 128 to 32768 and cannot stop, Flash from 0 to 24576, Flash-Lite 0 or 512 to 24576; -1 is
-"dynamic" everywhere).
+"dynamic" everywhere), and so is a part that holds no data: `{"text": ""}` reads as no text at
+all (proto3 JSON drops default values), so it is refused like `{}`.
 """
 
 from __future__ import annotations
@@ -336,7 +337,7 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
     if not isinstance(body.get("contents"), list) or not body["contents"]:
         return _error(call, 400, "* GenerateContentRequest.contents: contents is not specified\n")
     budget = field(field(field(body, "generationConfig") or {}, "thinkingConfig") or {}, "thinkingBudget")
-    problem = _budget_problem(model, budget) if isinstance(budget, int) else None
+    problem = _empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
     if problem is not None:
         return _error(call, 400, problem)
     state = call.state
@@ -355,6 +356,25 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
                       for part in (candidate.get("content") or {}).get("parts") or ())
         await sse.send(sse_data(chunk, CRLF2), content=content)
     return await sse.finish()
+
+
+_PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+              "codeExecutionResult")
+
+
+def _empty_part(body: dict[str, Any]) -> str | None:
+    """Gemini's refusal of a part with no data in it, as its request validation words it."""
+    system = field(body, "systemInstruction")
+    where = [("system_instruction", system)] if isinstance(system, dict) else []
+    where += [(f"contents[{i}]", content) for i, content in enumerate(body["contents"])]
+    for name, content in where:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for j, part in enumerate(parts if isinstance(parts, list) else ()):
+            if isinstance(part, dict) and not part.get("thoughtSignature") and not any(
+                    field(part, data) for data in _PART_DATA):
+                return (f"* GenerateContentRequest.{name}.parts[{j}].data: required oneof field 'data' must have "
+                        "one initialized field\n")
+    return None
 
 
 _BUDGETS = (("gemini-2.5-flash-lite", 512, 24576, True), ("gemini-2.5-flash", 1, 24576, True),

@@ -229,6 +229,32 @@ async def test_gemini_with_quirks_signs_a_text_answer_on_its_last_part(aiohttp_c
     assert [bool(part.get("thoughtSignature")) for part in parts] == [False] * (len(parts) - 1) + [True]
 
 
+@pytest.mark.parametrize("parts", [[{"text": ""}], [{}], [{"text": "hi"}, {"text": ""}]])
+async def test_gemini_refuses_a_part_without_data_as_the_api_does(aiohttp_client: Any, parts: list[Any]) -> None:
+    """Proto3 JSON drops default values: `{"text": ""}` is a part with no data, refused with a 400."""
+    client = await start(aiohttp_client, gemini_app())
+    response = await client.post(GENERATE, json={"contents": [{"role": "user", "parts": parts}]})
+    assert response.status == 400
+    message = (await response.json())["error"]["message"]
+    assert f"contents[0].parts[{len(parts) - 1}].data: required oneof field 'data'" in message
+    signed = await client.post(GENERATE, json={"contents": [{"role": "user", "parts": [
+        {"text": "hi"}, {"text": "", "thoughtSignature": "c2ln"}]}]})
+    assert signed.status == 200
+
+
+@pytest.mark.parametrize("budget", [0, 64, 40000])
+async def test_gemini_refuses_a_thinking_budget_the_model_does_not_take(aiohttp_client: Any, budget: int) -> None:
+    client = await start(aiohttp_client, gemini_app())
+    ask = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+           "generationConfig": {"thinkingConfig": {"thinkingBudget": budget}}}
+    response = await client.post("/v1beta/models/gemini-2.5-pro:generateContent", json=ask)
+    assert response.status == 400
+    assert (await response.json())["error"]["message"] == ("Budget 0 is invalid. This model only works in thinking mode."
+                                                           if budget == 0 else
+                                                           f"The thinking budget ({budget}) is invalid.")
+    assert (await client.post(GENERATE, json=ask)).status == (200 if budget <= 24576 else 400)  # 2.5 Flash
+
+
 @pytest.mark.parametrize("quirks", [False, True])
 async def test_gemini_thinking_can_use_up_max_output_tokens_only_with_quirks(aiohttp_client: Any, quirks: bool) -> None:
     client = await start(aiohttp_client, gemini_app(quirks=quirks))
