@@ -17,7 +17,8 @@ with a 400 when it also sets what thinking does not go with: a `temperature` oth
 turn that called tools without starting with the thinking block it was answered with (the error
 real clients hit when a gateway drops the block). Tool ids in a conversation (`tool_use.id`,
 `tool_result.tool_use_id`) must match `^[a-zA-Z0-9_-]+$`, as Claude checks them: other providers'
-ids (Kimi's `functions.name:0`) are refused with a 400.
+ids (Kimi's `functions.name:0`) are refused with a 400; so is a text block (or a message's string
+content, but for a final assistant prefill) that is empty or only whitespace.
 """
 
 from __future__ import annotations
@@ -240,7 +241,25 @@ def _validate(request: web.Request, body: Any) -> str | None:
         return "max_tokens: Input should be a valid integer greater than or equal to 1"
     if not isinstance(body["messages"], list) or not body["messages"]:
         return "messages: at least one message is required"
-    return _bad_tool_id(body["messages"]) or _thinking_refusal(body)
+    return _blank_text(body["messages"]) or _bad_tool_id(body["messages"]) or _thinking_refusal(body)
+
+
+def _blank_text(messages: list[Any]) -> str | None:
+    """Claude's refusal of text with nothing in it (a final assistant prefill may be an empty string)."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        texts: list[Any]
+        if isinstance(content, str):
+            final_prefill = i == len(messages) - 1 and message.get("role") == "assistant"
+            texts = [] if final_prefill else [content]
+        else:
+            texts = [b.get("text") for b in content or () if isinstance(b, dict) and b.get("type") == "text"]
+        for text in texts:
+            if text == "":
+                return "messages: text content blocks must be non-empty"
+            if isinstance(text, str) and not text.strip():
+                return "messages: text content blocks must contain non-whitespace text"
+    return None
 
 
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")

@@ -317,3 +317,22 @@ def test_every_reasoning_effort_is_a_budget_the_gemini_model_takes(gemini_models
     answer = openai_client(gemini_models).chat.completions.create(model=tier, messages=ASK,  # type: ignore[arg-type]
                                                                   reasoning_effort=effort)  # type: ignore[arg-type]
     assert "You said: tell me a story" in (answer.choices[0].message.content or "")
+
+
+@pytest.mark.parametrize("spoken", ["\n\n", " "])
+def test_blank_text_beside_tool_calls_goes_on_with_claude(stack: Stack, spoken: str) -> None:
+    """Models often write "\\n\\n" before their tool calls, and clients send it back; Claude refuses a text
+    block of whitespace (400 "text content blocks must contain non-whitespace text")."""
+    history: Any = [{"role": "user", "content": "Weather in Paris?"},
+                    {"role": "assistant", "content": spoken, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather",
+                                                                        "arguments": '{"city": "Paris"}'}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "18C and cloudy"},
+                    {"role": "assistant", "content": spoken},
+                    {"role": "user", "content": [{"type": "text", "text": spoken}, {"type": "text", "text": "Thanks!"}]}]
+    answer = openai_client(stack).chat.completions.create(model="anthropic", messages=history, tools=[WEATHER])
+    assert "18C and cloudy" in (answer.choices[0].message.content or "")
+    sent = last_request(stack, "claude").body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert [b["type"] for b in sent[1]["content"]] == ["tool_use"]
+    assert [b.get("text") for b in sent[2]["content"]] == [None, "Thanks!"]  # the tool result, then the text

@@ -245,7 +245,7 @@ def _text_blocks(content: Any, path: str) -> list[JSON]:
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
             raise BadRequest("Only text parts are allowed here.", param=f"{path}[{j}]")
-        if part["text"]:
+        if part["text"].strip():  # Claude refuses a text block of whitespace (or nothing) with a 400
             blocks.append(_text_block(part))
     return blocks
 
@@ -262,7 +262,8 @@ def _user_content(content: Any, path: str) -> str | list[JSON]:
         return content
     if not isinstance(content, list):
         raise BadRequest("User content must be a string or an array of parts.", param=path)
-    return [_user_block(part, f"{path}[{j}]") for j, part in enumerate(content)]
+    blocks = [_user_block(part, f"{path}[{j}]") for j, part in enumerate(content)]
+    return [block for block in blocks if block["type"] != "text" or block["text"].strip()]
 
 
 def _user_block(part: Any, path: str) -> JSON:
@@ -316,10 +317,10 @@ def _assistant_content(message: JSON, i: int) -> str | list[JSON]:
     content = message.get("content")
     tool_calls = message.get("tool_calls")
     if not tool_calls and isinstance(content, str):
-        return content
+        return content if content.strip() else ""  # models write "\n\n"; Claude refuses blank text
     blocks: list[JSON] = []
     if isinstance(content, str):
-        blocks = [{"type": "text", "text": content}] if content else []
+        blocks = [{"type": "text", "text": content}] if content.strip() else []
     elif isinstance(content, list):
         parts = [part for part in content if isinstance(part, dict) and part.get("type") != "refusal"]
         blocks = _text_blocks(parts, f"messages[{i}].content")
