@@ -51,6 +51,10 @@ class FaultKind(StrEnum):
     IGNORE_STREAM = "ignore_stream"
     """A stream request (`stream: true` in its body: OpenAI, Azure, Anthropic) is answered with the whole
     answer as one JSON document, as some OpenAI-compatible servers and buffering proxies do."""
+    MALFORMED_CALL = "malformed_call"
+    """Gemini answers 200 with a candidate that ends `finishReason: MALFORMED_FUNCTION_CALL`, no content and
+    a `finishMessage` quoting the code the model wrote instead of a call (streamed as one such chunk), as
+    2.5 models do now and then when given tools; the other APIs have no such answer and answer normally."""
     PROMPT_BLOCKED = "prompt_blocked"
     """The provider's safety filter refuses the prompt itself: Gemini answers 200 with
     `promptFeedback.blockReason` and no candidates (streamed as one such chunk); OpenAI answers

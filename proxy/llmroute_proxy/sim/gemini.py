@@ -284,13 +284,20 @@ def _candidate(parts: list[dict[str, Any]] | None, finish: str | None, quirks: b
     return candidate
 
 
-def _chunks(answer: _Answer, stream: bool, refuse: bool, quirks: bool, cached: int, chunks: int,
+MALFORMED_MESSAGE = "Malformed function call: print(default_api.get_weather(city='Paris'))"
+"""The `finishMessage` of a `MALFORMED_FUNCTION_CALL` (`FaultKind.MALFORMED_CALL`): the code the model wrote."""
+
+
+def _chunks(answer: _Answer, stream: bool, fault: FaultKind | None, quirks: bool, cached: int, chunks: int,
             tail: dict[str, Any]) -> list[dict[str, Any]]:
     """The GenerateContentResponses of one answer: one whole, or the stream's chunks."""
     full = _usage(answer.prompt_tokens, answer.output_tokens, cached, THOUGHTS_TOKENS if quirks else 0)
-    if refuse:  # the candidate is stopped by the safety filter before any content
+    if fault is FaultKind.REFUSAL:  # the candidate is stopped by the safety filter before any content
         return [{"candidates": [_candidate(None, "SAFETY", quirks)],
                  "usageMetadata": _usage(answer.prompt_tokens, 0, cached), **tail}]
+    if fault is FaultKind.MALFORMED_CALL:  # the model wrote code, not a call: no content at all
+        candidate = {**_candidate(None, "MALFORMED_FUNCTION_CALL", quirks), "finishMessage": MALFORMED_MESSAGE}
+        return [{"candidates": [candidate], "usageMetadata": _usage(answer.prompt_tokens, 0, cached), **tail}]
     if answer.thought_out:  # the thinking used up maxOutputTokens: a content without parts
         usage = _usage(answer.prompt_tokens, 0, cached, answer.output_tokens)
         del usage["candidatesTokenCount"]
@@ -342,9 +349,9 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
         return _error(call, 400, problem)
     state = call.state
     answer = _answer(state, model, body)
-    refuse = call.fault is not None and call.fault.kind is FaultKind.REFUSAL
+    fault = call.fault.kind if call.fault is not None else None
     tail = {"modelVersion": model, "responseId": state.new_id("resp")}
-    chunks = _chunks(answer, stream, refuse, state.config.quirks, state.config.cached_tokens,
+    chunks = _chunks(answer, stream, fault, state.config.quirks, state.config.cached_tokens,
                      state.config.chunks, tail)
     if not stream:
         return state.json(chunks[0])

@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from llmroute_proxy.sim import Fault, FaultKind
+from llmroute_proxy.sim import Fault, FaultKind, sim_state
 from llmroute_proxy.sim.anthropic import REDACT, REDACTED_DATA, SIGNATURE, THINKING
 from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
@@ -336,3 +336,22 @@ def test_blank_text_beside_tool_calls_goes_on_with_claude(stack: Stack, spoken: 
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert [b["type"] for b in sent[1]["content"]] == ["tool_use"]
     assert [b.get("text") for b in sent[2]["content"]] == [None, "Thanks!"]  # the tool result, then the text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_malformed_function_call_from_gemini_is_asked_again_unseen(stack: Stack, stream: bool) -> None:
+    """Gemini 2.5 now and then writes code instead of a call (finishReason MALFORMED_FUNCTION_CALL, no
+    content): an upstream failure before any output, so the client gets the next attempt's call."""
+    before = stack.call(lambda: sim_state(stack.sims["gem"].app).stats.total)
+    stack.faults["gem"].next(Fault(FaultKind.MALFORMED_CALL))
+    ask: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    client = openai_client(stack)
+    if stream:
+        with client.chat.completions.stream(model="gemini", messages=ask, tools=[WEATHER]) as streamed:
+            completion = streamed.get_final_completion()
+    else:
+        completion = client.chat.completions.create(model="gemini", messages=ask, tools=[WEATHER])
+    calls = completion.choices[0].message.tool_calls or []
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "sim"})]
+    assert stack.call(lambda: sim_state(stack.sims["gem"].app).stats.total) == before + 2

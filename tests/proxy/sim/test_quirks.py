@@ -24,7 +24,7 @@ from llmroute_proxy.sim import (
     gemini_app,
     openai_app,
 )
-from llmroute_proxy.sim.gemini import SIGNATURE
+from llmroute_proxy.sim.gemini import MALFORMED_MESSAGE, SIGNATURE
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
 from tests.proxy.sim import SimPool
 
@@ -296,6 +296,19 @@ async def test_gemini_refusal_and_blocked_prompt_shapes(aiohttp_client: Any, str
     assert refused["finishReason"] == "SAFETY" and "content" not in refused and refused["safetyRatings"]
     blocked = await answer()
     assert "candidates" not in blocked and blocked["promptFeedback"]["blockReason"] == "SAFETY"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gemini_malformed_function_call_shape(aiohttp_client: Any, stream: bool) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.MALFORMED_CALL))
+    client = await start(aiohttp_client, gemini_app(faults=faults))
+    ask = {"contents": [{"role": "user", "parts": [{"text": "Weather?"}]}], "tools": GEMINI_TOOLS}
+    response = await client.post(STREAM + "?alt=sse" if stream else GENERATE, json=ask)
+    body = data_events(await response.read())[-1] if stream else await response.json()
+    candidate = body["candidates"][0]
+    assert response.status == 200 and "content" not in candidate
+    assert candidate["finishReason"] == "MALFORMED_FUNCTION_CALL" and candidate["finishMessage"] == MALFORMED_MESSAGE
 
 
 # ---- the official SDKs read the quirks --------------------------------------------------------
