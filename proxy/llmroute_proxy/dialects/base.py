@@ -138,6 +138,15 @@ class ChatRequest:
         value = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
         return value if isinstance(value, int) else None
 
+    @property
+    def translated_reasoning_hint(self) -> bool:
+        """Whether `reasoning_effort` is the sidecar's translation of another dialect's thinking control
+        (Anthropic's `thinking`, a translated Responses `reasoning.effort`), not the client's own field."""
+        return self.native is not None and "reasoning_effort" in self.body
+
+    def without_reasoning_hint(self) -> ChatRequest:
+        return ChatRequest({k: v for k, v in self.body.items() if k != "reasoning_effort"}, self.native)
+
 
 @dataclass(frozen=True, slots=True)
 class Quota:

@@ -198,16 +198,41 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
     return upstream
 
 
+async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
+    """The attempt's answer (a 2xx), or its error, classified. A target that refuses a reasoning hint
+    the sidecar translated from the client's own thinking control (OpenAI's gpt-4o refuses
+    `reasoning_effort`) is asked again at once without it: the client asked for thinking where the
+    model has it, not for a model that has it, and failing over on that would fail every target alike."""
+    upstream = await _send(sidecar, run, upstream_request)
+    if upstream.status < 300:
+        return upstream
+    error = await _classified(run.provider, upstream)
+    upstream.close()
+    if not (ex.chat.translated_reasoning_hint and _refuses_reasoning_hint(error)):
+        raise error
+    log.info("%s refused the reasoning hint translated from the client's request; asked again without it",
+             run.attempt.target.id)
+    upstream = await _send(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), run.attempt.target))
+    if upstream.status < 300:
+        return upstream
+    error = await _classified(run.provider, upstream)
+    upstream.close()
+    raise error
+
+
+def _refuses_reasoning_hint(error: UpstreamError) -> bool:
+    return error.kind is FailureKind.CLIENT_ERROR and (
+        error.param == "reasoning_effort" or "reasoning_effort" in error.message)
+
+
 async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
                          upstream_request: UpstreamRequest) -> ChatResult:
     target = run.attempt.target
     budget = min(ex.route.fallback.per_try_timeout, ex.deadline - run.started)
     try:
         async with asyncio.timeout(budget):
-            upstream = await _send(sidecar, run, upstream_request)
+            upstream = await _answering(sidecar, ex, run, upstream_request)
             async with upstream:
-                if upstream.status >= 300:
-                    raise await _classified(run.provider, upstream)
                 body = await upstream.read()
     except TimeoutError:
         raise UpstreamError(FailureKind.TIMEOUT, f"no answer within {budget:.3g}s") from None
@@ -248,9 +273,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
     try:
         try:
             async with asyncio.timeout(first_token_budget):
-                upstream = await _send(sidecar, run, upstream_request)
-                if upstream.status >= 300:
-                    raise await _classified(run.provider, upstream)
+                upstream = await _answering(sidecar, ex, run, upstream_request)
                 body = upstream.chunks()
                 primed, ended, whole = await _prime(body, upstream.at_eof, translator, ex.encoder)
                 upstream.idle_timeout = policy.idle_timeout

@@ -228,6 +228,11 @@ def _usage(answer: _Answer, cached: int) -> dict[str, Any]:
     }
 
 
+NON_REASONING_MODELS = ("gpt-4", "gpt-3.5", "chatgpt-4o")
+"""Models (and, on Azure, deployments named after them) that refuse `reasoning_effort` with a 400: the
+o-series, gpt-5 and gpt-oss reason; gpt-4o and gpt-4.1 do not."""
+
+
 def _validate_chat(body: Any) -> tuple[str, str | None, str | None] | None:
     if not isinstance(body, dict):
         return ("We could not parse the JSON body of your request.", None, None)
@@ -239,6 +244,9 @@ def _validate_chat(body: Any) -> tuple[str, str | None, str | None] | None:
     if body.get("stream_options") is not None and body.get("stream") is not True:
         return ("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                 "stream_options", "invalid_value")
+    if "reasoning_effort" in body and str(body["model"]).startswith(NON_REASONING_MODELS):
+        return ("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                "reasoning_effort", "unsupported_parameter")
     return None
 
 

@@ -298,3 +298,13 @@ async def test_stats_keep_what_the_caller_sent_and_redact_keys_over_http(sim: Si
     assert shown["total"] == 3 and shown["last"]["path"] == "/v1/models"
     assert shown["last"]["headers"]["Authorization"].startswith("<redacted sha256:")
     assert KEY not in text
+
+
+async def test_reasoning_effort_is_refused_by_a_model_that_does_not_reason_as_openai_refuses_it(
+        sim: SimServer, client: Client) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client(sim).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, reasoning_effort="low")
+    assert (refused.value.param, refused.value.code) == ("reasoning_effort", "unsupported_parameter")
+    assert "is not supported with this model" in refused.value.message
+    answered = await client(sim).chat.completions.create(model="gpt-5-mini", messages=MESSAGES, reasoning_effort="low")
+    assert answered.choices[0].message.content
