@@ -479,12 +479,15 @@ def uninstall(options: Options) -> None:
         config.close()
     eventually(lambda: None if operator_pods() or any(runs(p) for p in get("pod", "-n", SYSTEM)["items"]) else True,
                f"no pod left running in {SYSTEM} after helm uninstall", 60, lambda: get("pod", "-n", SYSTEM)["items"])
+    gone_by = time.monotonic() + 30
+    while get("pod", "-n", SYSTEM)["items"] and time.monotonic() < gone_by:
+        time.sleep(0.5)
     for pod in get("pod", "-n", SYSTEM)["items"]:
         # Kubernetes 1.20's kubelet can leave a pod deleted soon after it started Terminating for good once its
         # container has ended ("ContainerStatusUnknown", waiting ContainerCreating): what the operator controls,
         # its process ending on SIGTERM, has happened; the object is the kubelet's to finalize, so it is removed.
         name = pod["metadata"]["name"]
-        log(f"chart: the kubelet left {name} Terminating after its container ended; force-deleting the object")
+        log(f"chart: the kubelet left {name} Terminating 30 s after its container ended; force-deleting the object")
         kubectl("delete", "pod", "-n", SYSTEM, name, "--grace-period=0", "--force", "--wait=false", check=False)
     left = kubectl("get", "deployment,service,secret,configmap,mutatingwebhookconfiguration,clusterrole",
                    "-A", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name")
