@@ -131,7 +131,7 @@ class AzureOpenAIProvider:
         """Azure sends OpenAI's names, often only `remaining` and without resets (providers.md §1.6)."""
         return openai_rate_limits(headers, seen_wall)
 
-    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
         collection, _, query = target_urls(target).responses.partition("?")
-        return UpstreamRequest("DELETE", f"{collection}/{quote(response_id, safe='')}" + (f"?{query}" if query else ""),
+        return UpstreamRequest(method, f"{collection}/{quote(response_id, safe='')}" + (f"?{query}" if query else ""),
                                api_key_headers(target.credential))

@@ -48,7 +48,7 @@ class Provider(Protocol):
         None when they say nothing."""
         ...
 
-    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
-        """The request that deletes a Response the provider keeps (one it answered natively, with the
-        client's `store`); None for a provider that keeps none."""
+    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+        """The request (`method` GET or DELETE) that reads or deletes a Response the provider keeps (one
+        it answered natively, with the client's `store`); None for a provider that keeps none."""
         ...

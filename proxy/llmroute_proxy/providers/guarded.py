@@ -248,5 +248,5 @@ class GuardedProvider:
         except _READ_ERRORS:
             return None
 
-    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
-        return self._inner.delete_response_request(target, response_id)
+    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+        return self._inner.stored_response_request(target, response_id, method)

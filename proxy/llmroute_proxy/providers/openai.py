@@ -85,10 +85,10 @@ class OpenAIProvider:
         return openai_rate_limits(headers, seen_wall)
 
 
-    def delete_response_request(self, target: Target, response_id: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
         if target.provider_type not in NativeDialect.OPENAI_RESPONSES.speakers:
-            return None  # OpenAI-compatible servers are sent chat completions: they keep no Response
-        return UpstreamRequest("DELETE", f"{target.url.rstrip('/')}/responses/{quote(response_id, safe='')}",
+            return None  # OpenAI-compatible servers: whether they keep Responses is theirs to say, not ours
+        return UpstreamRequest(method, f"{target.url.rstrip('/')}/responses/{quote(response_id, safe='')}",
                                bearer_headers(target.credential))
 
 

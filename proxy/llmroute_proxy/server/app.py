@@ -32,9 +32,10 @@ from llmroute_proxy.routing.rules import RequestFacts
 from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
+from llmroute_proxy.server.kept_responses import delete_response as delete_kept_response
+from llmroute_proxy.server.kept_responses import read_response as read_kept_response
 from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
-from llmroute_proxy.server.response_deletion import delete_response as delete_stored_response
 from llmroute_proxy.server.response_store import ResponseNotFound
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.table import Route, Table
@@ -135,17 +136,23 @@ def _conversation(sidecar: Sidecar, previous: str | None) -> tuple[list[dict[str
 async def get_response(request: web.Request) -> web.Response:
     sidecar = request.app[SIDECAR]
     try:
-        stored = sidecar.responses.response(request.match_info["response_id"], sidecar.clock())
+        stored = await read_kept_response(sidecar, request.match_info["response_id"], _keepers_route(request, sidecar))
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error)
     return web.Response(body=stored, content_type="application/json")
+
+
+def _keepers_route(request: web.Request, sidecar: Sidecar) -> Route | None:
+    """The route whose providers are asked for a response the sidecar does not hold: the one the
+    request names (`x-llmroute-route`), else the default; None without a table."""
+    return sidecar.table.route(request.headers.get(ROUTE_HEADER)) if sidecar.table is not None else None
 
 
 async def delete_response(request: web.Request) -> web.Response:
     sidecar = request.app[SIDECAR]
     response_id = request.match_info["response_id"]
     try:
-        await delete_stored_response(sidecar, response_id)
+        await delete_kept_response(sidecar, response_id, _keepers_route(request, sidecar))
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error)
     return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True}, dumps=_dumps)

@@ -49,6 +49,8 @@ class ResponseNotFound(RequestError):
 
     def __init__(self, response_id: str, why: str, param: str | None, held_by: str = "") -> None:
         super().__init__(f"No stored response '{response_id}': {why}.")
+        self.response_id = response_id
+        self.why = why
         self.param = param
         self.deleted = why == _DELETED
         self.held_by = held_by

@@ -166,7 +166,7 @@ def test_an_azure_target_gets_it_on_the_v1_responses_path_with_the_deployment_as
 
 
 def test_a_response_openai_keeps_is_deleted_at_its_own_path_with_the_targets_key() -> None:
-    request = OPENAI.delete_response_request(OPENAI_TARGET, "resp_123")
+    request = OPENAI.stored_response_request(OPENAI_TARGET, "resp_123", "DELETE")
     assert request is not None and (request.method, request.url, request.body) == (
         "DELETE", "https://api.openai.com/v1/responses/resp_123", None)
     assert request.headers["Authorization"] == "Bearer sk-test-0123456789"
@@ -179,14 +179,14 @@ def test_a_response_openai_keeps_is_deleted_at_its_own_path_with_the_targets_key
      "https://contoso.openai.azure.com/openai/v1/responses/resp_1?api-version=preview"),
 ])
 def test_a_response_azure_keeps_is_deleted_on_the_v1_path(url: str, options: dict[str, str], expected: str) -> None:
-    request = AZURE.delete_response_request(make_target(ProviderType.AZURE_OPENAI, url, options=options), "resp_1")
+    request = AZURE.stored_response_request(make_target(ProviderType.AZURE_OPENAI, url, options=options), "resp_1", "DELETE")
     assert request is not None and (request.method, request.url) == ("DELETE", expected)
     assert request.headers["api-key"] == "sk-test-0123456789"
 
 
 def test_an_openai_compatible_server_keeps_no_response_to_delete() -> None:
-    assert COMPATIBLE.delete_response_request(make_target(ProviderType.OPENAI_COMPATIBLE, "http://vllm:8000/v1"),
-                                              "resp_1") is None
+    assert COMPATIBLE.stored_response_request(make_target(ProviderType.OPENAI_COMPATIBLE, "http://vllm:8000/v1"),
+                                              "resp_1", "GET") is None
 
 
 # ---- answers -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import openai
 import pydantic
 import pytest
 
-from llmroute_proxy.server.response_deletion import delete_response
+from llmroute_proxy.server.kept_responses import delete_response
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.documents import target, with_tier
@@ -346,7 +346,9 @@ def test_two_deletions_of_one_response_both_succeed(stack: Stack) -> None:
     created = client(stack).responses.create(model="openai", input="forget me twice")
 
     async def twice() -> list[None]:
-        return await asyncio.gather(delete_response(stack.sidecar, created.id), delete_response(stack.sidecar, created.id))
+        route = stack.sidecar.table.route(None) if stack.sidecar.table is not None else None
+        return await asyncio.gather(delete_response(stack.sidecar, created.id, route),
+                                    delete_response(stack.sidecar, created.id, route))
 
     assert stack.run(twice()) == [None, None]
     with pytest.raises(openai.NotFoundError, match="it was deleted"):
@@ -411,6 +413,42 @@ def test_after_a_restart_a_conversation_openai_answered_continues_there_by_its_i
         third = stream.get_final_response()  # its earlier turns live at OpenAI: it is continued there again
     assert third.previous_response_id == second.parse().id and third.output_text
     assert last_request(stack, "oai").body["previous_response_id"] == second.parse().id
+
+
+def test_after_a_restart_a_response_openai_keeps_is_read_and_deleted_through_the_sidecar(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="openai", input="My name is Ada.")
+    forget_every_response(stack)
+    read = sdk.responses.retrieve(first.id)  # OpenAI's own copy, as OpenAI answers it
+    assert (read.id, read.output_text) == (first.id, first.output_text)
+    sdk.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_itself(stack).responses.retrieve(first.id)
+
+
+def test_after_a_restart_a_provider_that_cannot_be_asked_is_a_502_not_a_404(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="openai", input="My name is Ada.")
+    forget_every_response(stack)
+    stack.run(stack.sims["oai"].stop_listening())
+    try:
+        with pytest.raises(openai.APIStatusError) as failed:
+            sdk.responses.retrieve(first.id)
+    finally:
+        stack.run(stack.sims["oai"].resume())
+    assert (failed.value.status_code, failed.value.code) == (502, "provider_lookup_failed")
+    assert "provider 'oai'" in failed.value.message and KEYS["oai"] not in failed.value.message
+    assert sdk.responses.retrieve(first.id).id == first.id  # asked again, it answers
+
+
+def test_after_a_restart_a_response_no_provider_keeps_is_a_404_naming_who_was_asked(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="anthropic", input="My name is Ada.")  # under an id the sidecar made
+    forget_every_response(stack)
+    for call in (sdk.responses.retrieve, sdk.responses.delete):
+        with pytest.raises(openai.NotFoundError) as gone:
+            call(first.id)
+        assert "this sidecar never stored it" in gone.value.message and "nor does oai, asked for it" in gone.value.message
 
 
 def test_a_conversation_only_a_provider_may_hold_never_goes_to_one_that_cannot(stack: Stack) -> None:
