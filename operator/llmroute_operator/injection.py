@@ -13,7 +13,8 @@ What it adds: the `llmroute-proxy` container in cluster mode — a native sideca
 regular first container whose postStart hook holds the app's start until the sidecar is ready — with
 a projected service-account token (audience `llmroute.dev`, rotated by the kubelet), the hub's address,
 name and CA, the downward-API pod identity, a memory-backed directory for the last good table, probes,
-a preStop that lets the app stop first, and resources and security context from settings.
+a preStop that lets the app stop first, and resources and security context from settings. A Pod that must
+complete (restartPolicy Never or OnFailure: a Job's) is refused a regular container, which would never exit.
 
 Per-pod annotations override the image, CPU, memory and log level. A bad value refuses the Pod with a
 message that names the annotation: someone asked for something explicit, and a Pod silently running a
@@ -143,6 +144,8 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
             raise Refused(f"the Pod already has a volume named {volume['name']!r}, which llmroute injection "
                           f"adds; rename it or set the label {INJECT_LABEL}: \"false\"")
     native = native_sidecars(server_version, settings.native_sidecar)
+    if not native:
+        _refuse_if_it_must_complete(spec)
     container = sidecar_container(settings, annotations, native)
     patch: Patch = []
     if native:
@@ -161,6 +164,16 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
     patch += _append(spec, "volumes", token_volume(settings), state_volume())
     patch.append(_annotate(annotations, STATUS_ANNOTATION, "injected"))
     return patch
+
+
+def _refuse_if_it_must_complete(spec: Mapping[str, Any]) -> None:
+    """A regular sidecar container never exits, so a Pod meant to complete (a Job's) would run for ever."""
+    policy = spec.get("restartPolicy") or "Always"
+    if policy != "Always":
+        raise Refused(f"the Pod has restartPolicy {policy} (a Job's, say), which a regular sidecar container "
+                      "would keep from ever completing; llmroute injects a native sidecar, which stops when the "
+                      "app exits, only on Kubernetes 1.29 or later (the chart's injection.nativeSidecar); "
+                      f"set the label {INJECT_LABEL}: \"false\" to create it without the sidecar")
 
 
 def sidecar_container(settings: InjectionSettings, annotations: Mapping[str, str], native: bool) -> dict[str, Any]:

@@ -312,3 +312,19 @@ def test_quantities_are_read_as_the_api_server_reads_them(text: str, amount: str
 
 def _fields(settings: InjectionSettings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+@pytest.mark.parametrize("restart_policy", ["Never", "OnFailure"])
+def test_a_pod_that_must_complete_is_refused_a_sidecar_that_never_exits(restart_policy: str) -> None:
+    # A regular sidecar container never exits, so a Job's pod would run for ever; a native one is stopped
+    # once the app has exited.
+    job_pod = pod(ON, restartPolicy=restart_policy)
+    with pytest.raises(Refused, match=f"restartPolicy {restart_policy}.*1.29.*llmroute.dev/inject"):
+        mutate(job_pod, {}, SETTINGS, "v1.28.4")
+    native = apply(job_pod, mutate(job_pod, {}, SETTINGS, "v1.29.0"))
+    assert sidecar_of(native)["restartPolicy"] == "Always" and native["spec"]["restartPolicy"] == restart_policy
+
+
+def test_a_long_running_pod_gets_a_regular_sidecar_before_1_29() -> None:
+    result = apply(pod(ON, restartPolicy="Always"), mutate(pod(ON, restartPolicy="Always"), {}, SETTINGS, "v1.28.4"))
+    assert result["spec"]["containers"][0]["name"] == CONTAINER_NAME
