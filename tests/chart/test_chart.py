@@ -349,6 +349,9 @@ def test_notes_without_the_crds_say_how_to_apply_them_on_old_servers_too() -> No
     ({"webhook": {"excludeNamespaces": ["Not_A_Namespace"]}}, "at '/webhook/excludeNamespaces/0'"),
     ({"image": {"digest": "latest"}}, "at '/image/digest'"),
     ({"crds": {"install": "yes"}}, "at '/crds/install': got string, want boolean"),
+    # One operator replica: a budget that allows no disruption would block every node drain.
+    ({"podDisruptionBudget": {"maxUnavailable": 0}}, "at '/podDisruptionBudget/maxUnavailable'"),
+    ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "at '/podDisruptionBudget/maxUnavailable'"),
 ])
 def test_the_schema_refuses_bad_values_with_a_message_naming_the_key(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError) as refused:
