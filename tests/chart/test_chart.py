@@ -292,6 +292,20 @@ def test_the_injection_configmap_is_what_the_webhook_loads_and_injects_a_valid_p
             kv.validate(pod, version, strict=True)
 
 
+@pytest.mark.parametrize("overrides, image", [
+    ({}, "llmroute/llmroute:0.1.0"),
+    ({"image": {"digest": "sha256:" + "a" * 64}}, "llmroute/llmroute@sha256:" + "a" * 64),
+    ({"injection": {"image": {"tag": "0.2.0"}}}, "llmroute/llmroute:0.2.0"),
+    ({"image": {"repository": "registry.corp/llmroute", "digest": "sha256:" + "a" * 64},
+      "injection": {"image": {"tag": "0.2.0"}}}, "registry.corp/llmroute:0.2.0"),
+    ({"injection": {"image": {"repository": "registry.corp/proxy"}}}, "registry.corp/proxy:0.1.0"),
+])
+def test_the_sidecar_image_is_the_operators_unless_injection_image_names_a_repository_or_tag(
+        overrides: dict[str, Any], image: str) -> None:
+    raw = json.loads(one(render(overrides), "ConfigMap")["data"]["injection.json"])
+    assert raw["image"] == image
+
+
 def test_the_network_policy_admits_only_the_three_listeners() -> None:
     policy = one(rendered("defaults"), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]

@@ -52,9 +52,11 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* injection.image's repository or tag, either alone, chooses the sidecar's image; else the operator's. */}}
 {{- define "llmroute.sidecarImage" -}}
-{{- if .Values.injection.image.repository -}}
-{{- printf "%s:%s" .Values.injection.image.repository (default .Chart.AppVersion .Values.injection.image.tag) -}}
+{{- $i := .Values.injection.image -}}
+{{- if or $i.repository $i.tag -}}
+{{- printf "%s:%s" (default .Values.image.repository $i.repository) (default .Chart.AppVersion $i.tag) -}}
 {{- else -}}
 {{- include "llmroute.image" . -}}
 {{- end -}}
