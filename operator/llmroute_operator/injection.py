@@ -45,6 +45,7 @@ STATE_DIR = "/var/run/llmroute"
 TOKEN_AUDIENCE = "llmroute.dev"
 DATA_PORT = 15400
 ADMIN_PORT = 15401
+ADMIN_PORT_NAME = "llmroute-admin"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 Patch = list[dict[str, Any]]
@@ -143,6 +144,7 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
         if volume.get("name") in (TOKEN_VOLUME, STATE_VOLUME):
             raise Refused(f"the Pod already has a volume named {volume['name']!r}, which llmroute injection "
                           f"adds; rename it or set the label {INJECT_LABEL}: \"false\"")
+    _refuse_taken_ports(spec)
     native = native_sidecars(server_version, settings.native_sidecar)
     if not native:
         _refuse_if_it_must_complete(spec)
@@ -164,6 +166,18 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
     patch += _append(spec, "volumes", token_volume(settings), state_volume())
     patch.append(_annotate(annotations, STATUS_ANNOTATION, "injected"))
     return patch
+
+
+def _refuse_taken_ports(spec: Mapping[str, Any]) -> None:
+    """The Pod's containers share one network: a port the sidecar listens on must be free."""
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for port in container.get("ports") or []:
+            taken = port.get("containerPort") in (DATA_PORT, ADMIN_PORT) or port.get("name") == ADMIN_PORT_NAME
+            if taken:
+                what = port.get("name") if port.get("name") == ADMIN_PORT_NAME else port.get("containerPort")
+                raise Refused(f"the container {container.get('name')!r} declares the port {what}, which the llmroute "
+                              f"sidecar uses ({DATA_PORT} and {ADMIN_PORT}, named {ADMIN_PORT_NAME}); move it or "
+                              f"set the label {INJECT_LABEL}: \"false\"")
 
 
 def _refuse_if_it_must_complete(spec: Mapping[str, Any]) -> None:
@@ -197,7 +211,7 @@ def sidecar_container(settings: InjectionSettings, annotations: Mapping[str, str
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["llmroute-proxy", "serve", "--admin-host", "0.0.0.0"],
         "env": env,
-        "ports": [{"name": "llmroute-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+        "ports": [{"name": ADMIN_PORT_NAME, "containerPort": ADMIN_PORT, "protocol": "TCP"}],
         "resources": _resources(settings.resources, annotations),
         "securityContext": {
             "runAsNonRoot": True,

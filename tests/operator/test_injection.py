@@ -280,6 +280,23 @@ def test_a_volume_name_already_taken_refuses_the_pod() -> None:
         mutate(pod(ON, volumes=[{"name": "llmroute-token", "emptyDir": {}}]), {}, SETTINGS, "v1.30.0")
 
 
+@pytest.mark.parametrize("port, named", [
+    ({"containerPort": 15400}, "15400"),
+    ({"containerPort": 15401, "name": "admin"}, "15401"),
+    ({"containerPort": 8080, "name": "llmroute-admin"}, "llmroute-admin"),
+])
+@pytest.mark.parametrize("version", ["v1.30.0", "v1.20.2"])
+def test_a_port_the_sidecar_uses_already_declared_by_the_app_refuses_the_pod(
+        port: dict[str, Any], named: str, version: str) -> None:
+    # The containers share one network namespace: the sidecar could not listen, and would restart for ever.
+    app = pod(ON)
+    app["spec"]["containers"][0]["ports"] = [{"containerPort": 80}, port]
+    with pytest.raises(Refused, match=f"{named}.*llmroute.dev/inject"):
+        mutate(app, {}, SETTINGS, version)
+    app["spec"]["containers"][0]["ports"] = [{"containerPort": 80}]
+    assert mutate(app, {}, SETTINGS, version)
+
+
 def test_existing_annotations_are_kept_and_keys_escaped_in_the_patch() -> None:
     original = pod(ON, {"team": "a"})
     patch = mutate(original, {}, SETTINGS, "v1.20.2")
