@@ -151,3 +151,17 @@ async def test_with_the_webhook_down_the_pod_is_created_without_the_sidecar(serv
     stored = await admin.create(f"/api/v1/namespaces/{namespace}/pods", pod("app", LABEL))
     assert containers(stored) == ["app"]
     assert "llmroute.dev/status" not in (stored["metadata"].get("annotations") or {})
+
+
+async def test_a_pod_that_must_complete_is_refused_a_regular_sidecar_with_the_reason(
+        served: Served, admin: Kube) -> None:
+    """Before 1.29 the sidecar is a regular container, which would keep a Job's pod from ever completing."""
+    namespace = await admin.namespace("job")
+    await create_when_effective(admin, namespace, pod("fine", LABEL))
+    job_pod = pod("batch", LABEL)
+    job_pod["spec"]["restartPolicy"] = "Never"
+    with pytest.raises(KubeError) as refused:
+        await admin.create(f"/api/v1/namespaces/{namespace}/pods", job_pod)
+    assert refused.value.status == 400 and "restartPolicy Never" in refused.value.body["message"]
+    job_pod["metadata"]["labels"] = {"llmroute.dev/inject": "false"}
+    assert containers(await admin.create(f"/api/v1/namespaces/{namespace}/pods", job_pod)) == ["app"]
