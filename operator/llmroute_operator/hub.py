@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections import OrderedDict
@@ -276,6 +277,41 @@ def hub_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+class CertificateReloader:
+    """Loads a renewed certificate (cert-manager renews the mounted Secret) into the served context in place:
+    handshakes after it use the new one, open streams keep theirs, and nothing restarts."""
+
+    def __init__(self, context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+        self.context, self.files = context, (cert_file, key_file)
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
+        stats = [os.stat(path) for path in self.files]  # follows the Secret volume's ..data symlink
+        return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in stats)
+
+    def check(self) -> bool:
+        """True when a changed pair was loaded; a pair that does not load yet is tried again next time."""
+        try:
+            stamp = self._stamp()
+            if stamp == self.stamp:
+                return False
+            # Tried apart first: a failed load into the live context could leave it a certificate without its key.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(*self.files)
+            self.context.load_cert_chain(*self.files)
+        except (OSError, ssl.SSLError) as error:
+            log.warning("the renewed certificate %s does not load yet, still serving the previous one: %s",
+                        self.files[0], error)
+            return False
+        self.stamp = stamp
+        log.info("serving the renewed certificate %s", self.files[0])
+        return True
+
+    async def run(self, interval_s: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.check()
 
 
 async def start_hub(hub: Hub, host: str, port: int, ssl_context: ssl.SSLContext) -> web.AppRunner:

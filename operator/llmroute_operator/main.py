@@ -28,7 +28,7 @@ from kopf._core.engines.peering import Identity  # kopf does not export it (a Ne
 from llmroute_operator.admin import Live, admin_app
 from llmroute_operator.certs import CertFiles, write_self_signed
 from llmroute_operator.handlers import register
-from llmroute_operator.hub import Hub, hub_ssl_context
+from llmroute_operator.hub import CertificateReloader, Hub, hub_ssl_context
 from llmroute_operator.index import ClusterIndex
 from llmroute_operator.k8s import KubernetesApi, connection, login
 from llmroute_operator.leases import DEFAULT_TTL_S, LeaseBook
@@ -175,21 +175,24 @@ class Operator:
         """Until `stop_flag` is set (or SIGINT/SIGTERM when it is None). `info` may be a function: kopf
         calls it again whenever the API server refuses its credentials (a rotated projected token)."""
         kopf.on.login(registry=self.registry)(lambda **_: info() if callable(info) else info)
+        reloaders: list[CertificateReloader] = []
         hub = await self._serve(self.hub.app(), self.settings.hub_host, self.settings.hub_port,
-                                hub_ssl or self._hub_ssl())
+                                hub_ssl or self._hub_ssl(reloaders))
         admin = await self._serve(admin_app(self.live, self.ready.is_set), self.settings.admin_host,
                                   self.settings.admin_port, None)
         self.hub_port, self.admin_port = hub.addresses[0][1], admin.addresses[0][1]
         webhook = None
         if self.webhook is not None and self.settings.webhook_cert and self.settings.webhook_key:
+            context = hub_ssl_context(str(self.settings.webhook_cert), str(self.settings.webhook_key))
+            reloaders.append(CertificateReloader(context, str(self.settings.webhook_cert),
+                                                 str(self.settings.webhook_key)))
             webhook = await self._serve(self.webhook.app(), self.settings.webhook_host, self.settings.webhook_port,
-                                        hub_ssl_context(str(self.settings.webhook_cert),
-                                                        str(self.settings.webhook_key)))
+                                        context)
             self.webhook_port = webhook.addresses[0][1]
             log.info("injection webhook on %s:%d (API server %s)", self.settings.webhook_host, self.webhook_port,
                      self.webhook.server_version)
         loops = [asyncio.create_task(self.writer.run()), asyncio.create_task(self.secrets.run()),
-                 asyncio.create_task(self.sync())]
+                 asyncio.create_task(self.sync()), *(asyncio.create_task(r.run()) for r in reloaders)]
         log.info("hub on %s:%d, admin on %s:%d, watching %s", self.settings.hub_host, self.hub_port,
                  self.settings.admin_host, self.admin_port, ", ".join(self.settings.namespaces) or "the cluster")
         try:
@@ -230,10 +233,12 @@ class Operator:
         self.synced.set()
         log.info("cluster listed and Secrets read: serving tables (%d pods)", len(self.index.pods()))
 
-    def _hub_ssl(self) -> ssl.SSLContext:
+    def _hub_ssl(self, reloaders: list[CertificateReloader]) -> ssl.SSLContext:
         s = self.settings
         if s.hub_cert is not None and s.hub_key is not None:
-            return hub_ssl_context(str(s.hub_cert), str(s.hub_key))
+            context = hub_ssl_context(str(s.hub_cert), str(s.hub_key))
+            reloaders.append(CertificateReloader(context, str(s.hub_cert), str(s.hub_key)))
+            return context
         assert s.dev_certs is not None
         s.dev_certs.mkdir(parents=True, exist_ok=True)
         files = CertFiles(s.dev_certs / "ca.pem", s.dev_certs / "tls.crt", s.dev_certs / "tls.key")
