@@ -144,6 +144,9 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
         if volume.get("name") in (TOKEN_VOLUME, STATE_VOLUME):
             raise Refused(f"the Pod already has a volume named {volume['name']!r}, which llmroute injection "
                           f"adds; rename it or set the label {INJECT_LABEL}: \"false\"")
+    if (spec.get("os") or {}).get("name") == "windows":
+        raise Refused("the Pod is a Windows Pod (spec.os.name), and the llmroute sidecar is a Linux container; "
+                      f"set the label {INJECT_LABEL}: \"false\" to create it without the sidecar")
     _refuse_taken_ports(spec)
     native = native_sidecars(server_version, settings.native_sidecar)
     if not native:

@@ -345,3 +345,10 @@ def test_a_pod_that_must_complete_is_refused_a_sidecar_that_never_exits(restart_
 def test_a_long_running_pod_gets_a_regular_sidecar_before_1_29() -> None:
     result = apply(pod(ON, restartPolicy="Always"), mutate(pod(ON, restartPolicy="Always"), {}, SETTINGS, "v1.28.4"))
     assert result["spec"]["containers"][0]["name"] == CONTAINER_NAME
+
+
+def test_a_windows_pod_is_refused_the_linux_sidecar_with_the_reason() -> None:
+    # Its Linux-only security context (seccomp, capabilities, runAsUser) would fail validation, unexplained.
+    with pytest.raises(Refused, match=r"Windows.*llmroute\.dev/inject"):
+        mutate(pod(ON, os={"name": "windows"}), {}, SETTINGS, "v1.30.0")
+    assert mutate(pod(ON, os={"name": "linux"}), {}, SETTINGS, "v1.30.0")
