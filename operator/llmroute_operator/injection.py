@@ -140,17 +140,8 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
         return []
     annotations: Mapping[str, str] = metadata.get("annotations") or {}
     spec = pod.get("spec") or {}
-    for volume in spec.get("volumes") or []:
-        if volume.get("name") in (TOKEN_VOLUME, STATE_VOLUME):
-            raise Refused(f"the Pod already has a volume named {volume['name']!r}, which llmroute injection "
-                          f"adds; rename it or set the label {INJECT_LABEL}: \"false\"")
-    if (spec.get("os") or {}).get("name") == "windows":
-        raise Refused("the Pod is a Windows Pod (spec.os.name), and the llmroute sidecar is a Linux container; "
-                      f"set the label {INJECT_LABEL}: \"false\" to create it without the sidecar")
-    _refuse_taken_ports(spec)
     native = native_sidecars(server_version, settings.native_sidecar)
-    if not native:
-        _refuse_if_it_must_complete(spec)
+    _refuse_what_the_sidecar_cannot_join(spec, native)
     container = sidecar_container(settings, annotations, native)
     patch: Patch = []
     if native:
@@ -169,6 +160,19 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
     patch += _append(spec, "volumes", token_volume(settings), state_volume())
     patch.append(_annotate(annotations, STATUS_ANNOTATION, "injected"))
     return patch
+
+
+def _refuse_what_the_sidecar_cannot_join(spec: Mapping[str, Any], native: bool) -> None:
+    for volume in spec.get("volumes") or []:
+        if volume.get("name") in (TOKEN_VOLUME, STATE_VOLUME):
+            raise Refused(f"the Pod already has a volume named {volume['name']!r}, which llmroute injection "
+                          f"adds; rename it or set the label {INJECT_LABEL}: \"false\"")
+    if (spec.get("os") or {}).get("name") == "windows":
+        raise Refused("the Pod is a Windows Pod (spec.os.name), and the llmroute sidecar is a Linux container; "
+                      f"set the label {INJECT_LABEL}: \"false\" to create it without the sidecar")
+    _refuse_taken_ports(spec)
+    if not native:
+        _refuse_if_it_must_complete(spec)
 
 
 def _refuse_taken_ports(spec: Mapping[str, Any]) -> None:
