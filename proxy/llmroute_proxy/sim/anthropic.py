@@ -241,7 +241,21 @@ def _validate(request: web.Request, body: Any) -> str | None:
         return "max_tokens: Input should be a valid integer greater than or equal to 1"
     if not isinstance(body["messages"], list) or not body["messages"]:
         return "messages: at least one message is required"
+    most = max_output_tokens(str(body["model"]))
+    if body["max_tokens"] > most:
+        return (f"max_tokens: {body['max_tokens']} > {most}, which is the maximum allowed number of output tokens "
+                f"for {body['model']}")
     return _blank_text(body["messages"]) or _bad_tool_id(body["messages"]) or _thinking_refusal(body)
+
+
+def max_output_tokens(model: str) -> int:
+    """A model's output limit as Anthropic's API enforces it: Opus 4 and 4.1 stop at 32,000, the other
+    current models at 64,000 (Claude 3.5 Haiku at 8,192)."""
+    if model.startswith(("claude-opus-4-0", "claude-opus-4-1", "claude-opus-4-2025")) or model == "claude-opus-4":
+        return 32000
+    if model.startswith("claude-3-5-haiku"):
+        return 8192
+    return 64000
 
 
 def _blank_text(messages: list[Any]) -> str | None:

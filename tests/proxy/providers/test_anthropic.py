@@ -125,6 +125,10 @@ def test_user_content_parts_become_blocks(part: dict[str, Any], block: dict[str,
 
 @pytest.mark.parametrize(("effort", "max_tokens", "budget", "expected_max"), [
     ("low", None, 1024, 4096), ("medium", 1000, 4096, 5096), ("high", 20000, 16384, 20000),
+    # raised within 32,000 (Opus 4.x refuses more): the budget gives way, not the client's answer
+    ("xhigh", None, 32000 - 4096, 32000), ("max", 8000, 24000, 32000),
+    ("xhigh", 31500, 15750, 31500),  # the answer nearly fills it: thinking takes half, nothing is raised
+    ("xhigh", 40000, 32768, 40000),  # the client's own max_tokens is its own to set
 ])
 def test_reasoning_effort_becomes_a_thinking_budget_below_max_tokens(
         effort: str, max_tokens: int | None, budget: int, expected_max: int) -> None:

@@ -17,16 +17,22 @@ import anthropic
 import openai
 import pytest
 
+from tests.proxy.documents import edited, model, target, with_tier
 from tests.proxy.server.conftest import last_request, sim_requests
-from tests.proxy.stack import Stack
+from tests.proxy.stack import DOCUMENTS, Stack
 
 THINKING = {"type": "enabled", "budget_tokens": 4096}
 ASK = [{"role": "user", "content": "Think, then say hi."}]
 
 
+OPUS = "claude-opus-4-1"
+CONFIG = with_tier(edited(DOCUMENTS, "claude", models=[model("claude-sonnet-4-5"), model(OPUS)]), "main", "opus",
+                   [target("claude", OPUS)])
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("hints")) as running:
+    with Stack(tmp_path_factory.mktemp("hints"), config=CONFIG) as running:
         yield running
 
 
@@ -66,3 +72,14 @@ def test_an_openai_clients_own_reasoning_effort_is_its_own_400(stack: Stack) -> 
             model="openai", messages=ASK, reasoning_effort="low")  # type: ignore[arg-type]
     assert refused.value.param == "reasoning_effort" and refused.value.code == "unsupported_parameter"
     assert sim_requests(stack, "oai") == before + 1  # asked once: the field was the client's to choose
+
+
+@pytest.mark.parametrize("effort", ["high", "xhigh"])
+def test_the_most_thinking_an_openai_client_asks_of_opus_stays_within_its_output_limit(stack: Stack, effort: str) -> None:
+    """Claude counts thinking against max_tokens, so the sidecar adds the budget to it; Opus 4.1 refuses more
+    than 32,000 (400 "max_tokens: 36864 > 32000, which is the maximum allowed number of output tokens")."""
+    answer = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0).chat.completions.create(
+        model="opus", messages=ASK, reasoning_effort=effort)  # type: ignore[arg-type]
+    sent = last_request(stack, "claude").body
+    assert answer.choices[0].message.content and sent["thinking"]["type"] == "enabled"
+    assert sent["thinking"]["budget_tokens"] < sent["max_tokens"] <= 32000

@@ -17,6 +17,10 @@ from llmroute_proxy.errors import BadRequest
 
 DEFAULT_MAX_TOKENS = 4096
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
+MIN_THINKING_BUDGET = 1024
+THINKING_OUTPUT_CEILING = 32000
+"""The most `max_tokens` the sidecar raises a request to when it adds a thinking budget: the least output limit
+of the Claude models that think (Opus 4 and 4.1; the others allow 64,000). Claude refuses more with a 400."""
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 JSON = dict[str, Any]
@@ -166,9 +170,15 @@ def _thinking(body: JSON, out: JSON) -> None:
         raise BadRequest(f"Unknown reasoning_effort {effort!r}.", param="reasoning_effort")
     if _unthinkable(out):
         return
+    answer = out["max_tokens"]
+    if answer <= budget:  # thinking counts against max_tokens: it is added, within every model's output limit
+        room = THINKING_OUTPUT_CEILING - answer
+        if room >= MIN_THINKING_BUDGET:
+            budget = min(budget, room)
+            out["max_tokens"] = answer + budget
+        else:  # the answer alone nearly fills the ceiling: thinking takes half of it
+            budget = answer // 2
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    if out["max_tokens"] <= budget:
-        out["max_tokens"] += budget
 
 
 def _unthinkable(out: JSON) -> bool:
