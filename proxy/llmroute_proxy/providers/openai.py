@@ -84,7 +84,6 @@ class OpenAIProvider:
     def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
         return openai_rate_limits(headers, seen_wall)
 
-
     def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
         if target.provider_type not in NativeDialect.OPENAI_RESPONSES.speakers:
             return None  # OpenAI-compatible servers: whether they keep Responses is theirs to say, not ours

@@ -207,17 +207,14 @@ async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request
     if upstream.status < 300:
         return upstream
     error = await _classified(run.provider, upstream)
-    upstream.close()
     if not (ex.chat.translated_reasoning_hint and _refuses_reasoning_hint(error)):
         raise error
     log.info("%s refused the reasoning hint translated from the client's request; asked again without it",
              run.attempt.target.id)
     upstream = await _send(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), run.attempt.target))
-    if upstream.status < 300:
-        return upstream
-    error = await _classified(run.provider, upstream)
-    upstream.close()
-    raise error
+    if upstream.status >= 300:
+        raise await _classified(run.provider, upstream)
+    return upstream
 
 
 def _refuses_reasoning_hint(error: UpstreamError) -> bool:
@@ -370,7 +367,11 @@ async def _prime(body: AsyncIterator[bytes], at_eof: Callable[[], bool], transla
 
 
 async def _classified(provider: Provider, upstream: UpstreamResponse) -> UpstreamError:
-    body = await upstream.read_head(MAX_ERROR_BODY)
+    """A refused answer's error; the answer is done with (closed) once read."""
+    try:
+        body = await upstream.read_head(MAX_ERROR_BODY)
+    finally:
+        upstream.close()
     return provider.classify_error(upstream.status, upstream.headers, body)
 
 

@@ -52,11 +52,12 @@ async def read_response(sidecar: Sidecar, response_id: str, route: Route | None)
     except ResponseNotFound as not_found:
         if not_found.deleted:
             raise
-        for target in _keepers(route):
+        keepers = _keepers(route)
+        for target in keepers:
             found = await _ask(sidecar, target, response_id, "GET")
             if found is not None:
                 return found
-        raise _nowhere(not_found, route) from None
+        raise _nowhere(not_found, keepers) from None
 
 
 async def delete_response(sidecar: Sidecar, response_id: str, route: Route | None) -> None:
@@ -68,10 +69,11 @@ async def delete_response(sidecar: Sidecar, response_id: str, route: Route | Non
     except ResponseNotFound as not_found:
         if not_found.deleted:
             raise
-        for target in _keepers(route):
+        keepers = _keepers(route)
+        for target in keepers:
             if await _ask(sidecar, target, response_id, "DELETE") is not None:
                 return
-        raise _nowhere(not_found, route) from None
+        raise _nowhere(not_found, keepers) from None
     if holder:
         keeper = _a_target_of(sidecar, holder)
         if keeper is None:
@@ -120,8 +122,8 @@ def _keepers(route: Route | None) -> list[Target]:
     return list(seen.values())
 
 
-def _nowhere(not_found: ResponseNotFound, route: Route | None) -> ResponseNotFound:
-    asked = sorted({t.provider for t in _keepers(route)})
+def _nowhere(not_found: ResponseNotFound, asked_targets: list[Target]) -> ResponseNotFound:
+    asked = sorted(t.provider for t in asked_targets)  # one target per provider
     if not asked:
         return not_found
     return ResponseNotFound(not_found.response_id, f"{not_found.why}; nor does {', '.join(asked)}, asked for it",
