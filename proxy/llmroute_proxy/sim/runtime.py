@@ -15,6 +15,7 @@ import itertools
 import socket
 import struct
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,10 +167,12 @@ class SimState:
         self.stats = SimStats()
         self.closing = asyncio.Event()
         self._serial = itertools.count(1)
+        self._tag = f"{zlib.crc32(config.name.encode()):08x}"
 
     def new_id(self, prefix: str) -> str:
-        """Ids unique within this simulator and stable from run to run."""
-        return f"{prefix}sim{next(self._serial):012d}"
+        """Ids unique across simulators (as a real provider's are: an id one account made is unknown to
+        another, never another response of its own) and stable from run to run."""
+        return f"{prefix}sim{self._tag}{next(self._serial):012d}"
 
     def headers(self) -> dict[str, str]:
         dialect = self.dialect
