@@ -36,12 +36,19 @@ class FailureKind(StrEnum):
     CONNECTION = "connection"  # refused, reset, DNS, TLS: fail over
     STREAM_BROKEN = "stream_broken"  # stream ended or errored before completion
     CONTEXT_LENGTH = "context_length"  # prompt too long: fail over only to a larger context window
+    NOT_HELD = "not_held"  # 404 for previous_response_id: only a target of another store may hold it
     CLIENT_ERROR = "client_error"  # 400/413/422 that is the request's fault: returned as is
     CONTENT_FILTER = "content_filter"  # safety block on the prompt: returned as is
 
     @property
     def fails_over(self) -> bool:
         return self not in _RETURNED_TO_CLIENT
+
+    @property
+    def chosen_by_on_errors(self) -> bool:
+        """Whether a route's `onErrors` may leave it out: every failure that fails over but `not_held`,
+        which is no failure of the provider's (another store is simply asked for the conversation)."""
+        return self.fails_over and self is not FailureKind.NOT_HELD
 
     @property
     def counts_against_target(self) -> bool:
@@ -56,7 +63,7 @@ class FailureKind(StrEnum):
 
 _RETURNED_TO_CLIENT = frozenset({FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER})
 _NOT_THE_TARGETS_FAULT = frozenset(
-    {FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER, FailureKind.CONTEXT_LENGTH}
+    {FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER, FailureKind.CONTEXT_LENGTH, FailureKind.NOT_HELD}
 )
 _LONG_EJECTION = frozenset({FailureKind.AUTH, FailureKind.QUOTA_EXHAUSTED, FailureKind.TARGET_NOT_FOUND})
 

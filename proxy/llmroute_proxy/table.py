@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NewType
+from urllib.parse import urlsplit
 
 TargetId = NewType("TargetId", str)
 
@@ -96,6 +97,13 @@ class Target:
     pricing: Pricing = Pricing()
     options: Mapping[str, str] = field(default_factory=dict)  # provider-specific: api_version, responses_api
     ca_bundle: str | None = None  # PEM: the CAs that alone verify this target's TLS (None: the system's)
+
+    @property
+    def response_store(self) -> str:
+        """Where its provider keeps the responses this target answers (OpenAI, Azure OpenAI): the
+        provider, whose key they are stored under, at the endpoint's host. One provider's endpoints in
+        two regions (two Azure resources) keep theirs apart; its models at one endpoint share one."""
+        return f"{self.provider} ({urlsplit(self.url).netloc})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,9 @@ INVALID = [
      "unknown field 'perTryTimout' (did you mean 'perTryTimeout'?)"),
     (ROUTE, "spec.fallback", {"onErrors": ["client_error"]}, "spec.fallback.onErrors[0]",
      "'client_error' is never failed over: it is the request's own fault"),
+    (ROUTE, "spec.fallback", {"onErrors": ["not_held"]}, "spec.fallback.onErrors[0]",
+     "'not_held' is not a failure to choose: a conversation one provider's store does not hold is always looked "
+     "for at the next"),
     (ROUTE, "spec.fallback", {"onErrors": ["timeout", "ratelimited"]}, "spec.fallback.onErrors[1]",
      "unknown error kind 'ratelimited' (did you mean 'rate_limited'?) (expected one of: rate_limited, "
      "quota_exhausted, auth, target_not_found, overloaded, server_error, timeout, connection, "

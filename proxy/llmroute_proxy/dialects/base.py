@@ -96,7 +96,8 @@ class NativeBody:
     speak it may take the request, and the canonical body is just a summary to route by.
     `unserved`, when set, is the answer when no target speaks it (instead of a 400 naming `only`'s
     field): a conversation the sidecar does not hold is a 404 unless a provider may hold it; and
-    `held_by`, when known, the one provider (LLMProvider) that holds it: only its targets may go.
+    `held_by`, when known, the one provider's store that holds it (`Target.response_store`: a provider
+    at one endpoint): only targets of that store may go.
     """
 
     __slots__ = ("body", "dialect", "held_by", "only", "unserved")
@@ -247,9 +248,10 @@ class WholeStreamWriter(Protocol):
 
 
 class AttemptAware(Protocol):
-    """What an encoder may also want: the provider each attempt is sent to (the last one answers)."""
+    """What an encoder may also want: the provider each attempt is sent to (the last one answers), and
+    the store where that provider keeps Responses it answers (`Target.response_store`)."""
 
-    def attempting(self, provider: str) -> None: ...
+    def attempting(self, provider: str, store: str) -> None: ...
 
 
 class WholeStreamRelayer(Protocol):

@@ -103,7 +103,7 @@ def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[
     assert only.only is not None
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
     native = tuple(t for t in candidates
-                   if only.spoken_by(t) and (not only.held_by or t.provider == only.held_by))
+                   if only.spoken_by(t) and (not only.held_by or t.response_store == only.held_by))
     name = only.dialect.value
     if not native:
         if only.unserved is not None:

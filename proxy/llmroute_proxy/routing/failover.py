@@ -71,6 +71,8 @@ class StopReason(StrEnum):
     """The last failure would fail over, but the route's `onErrors` leaves its kind out."""
     NO_LARGER_WINDOW = "no_larger_window"
     """The prompt is too long for every target with a larger context window that is left."""
+    NOT_HELD_ANYWHERE = "not_held_anywhere"
+    """No target is left whose store may hold the conversation `previous_response_id` names."""
     SATURATED = "saturated"
     """Every candidate is at its local rate or concurrency limit, before any attempt."""
     RETRY_BUDGET = "retry_budget"
@@ -94,7 +96,7 @@ class Stop:
         """The error the client gets; `last` is the last attempt's (scrubbed) failure, which a
         failure that is not recoverable, or a prompt too long everywhere, returns as it is."""
         reason = self.reason
-        if reason in (StopReason.NOT_RECOVERABLE, StopReason.NO_LARGER_WINDOW) and last is not None:
+        if reason in _LAST_FAILURE_ANSWERS and last is not None:
             return last
         if reason is StopReason.SATURATED:
             return LocalLimitExceeded(self.message or "Every target is at its local limit.", self.retry_after or 0.0)
@@ -102,6 +104,13 @@ class Stop:
             return AttemptsExhausted(attempts, deadline_passed=True)
         note = self.message if reason is StopReason.RETRY_BUDGET else None
         return AttemptsExhausted(attempts, retry_after=self.retry_after, note=note)
+
+
+_LAST_FAILURE_ANSWERS = frozenset({StopReason.NOT_RECOVERABLE, StopReason.NO_LARGER_WINDOW,
+                                   StopReason.NOT_HELD_ANYWHERE})
+_NARROWING: dict[FailureKind | None, StopReason] = {
+    FailureKind.CONTEXT_LENGTH: StopReason.NO_LARGER_WINDOW, FailureKind.NOT_HELD: StopReason.NOT_HELD_ANYWHERE}
+"""Failures that leave only some other targets worth trying, and the stop when none of those is left."""
 
 
 @dataclass(slots=True)
@@ -151,6 +160,7 @@ class AttemptPlanner:
         self._soonest_retry_at: float | None = None  # when the first target that said so takes requests again
         self._same_target_retries = 0
         self._min_context_window: float | None = None  # set by a context-length failure
+        self._not_held_at: set[str] = set()  # response stores that answered `previous_response_id` 404
         self._stop: Stop | None = None
         retry_budget.on_request(now)
 
@@ -167,8 +177,8 @@ class AttemptPlanner:
         # and is bounded by the tier and maxAttempts: only attempts that do go to the budget.
         attempt = self._fresh_target(number, now, search)
         if attempt is None and number > 1 and not self._retry_budget.can_retry(now):
-            if self._last_kind is FailureKind.CONTEXT_LENGTH:
-                return self._stopping(StopReason.NO_LARGER_WINDOW)
+            if (narrowed := _NARROWING.get(self._last_kind)) is not None:
+                return self._stopping(narrowed)
             return self._stopping(StopReason.RETRY_BUDGET, self._retry_after(None, now), (
                 f"the retry budget stopped further retries (at most {self._retry_budget.ratio:.0%} of "
                 "requests may be retries during an outage)"))
@@ -205,6 +215,8 @@ class AttemptPlanner:
         on_errors = self.route.fallback.on_errors
         if not kind.fails_over:
             self._stopping(StopReason.NOT_RECOVERABLE, error.retry_after)
+        elif kind is FailureKind.NOT_HELD:  # no failure of the provider's: the next store is asked anyway
+            self._not_held_at.add(attempt.target.response_store)
         elif on_errors is not None and kind.value not in on_errors:
             self._stopping(StopReason.NOT_IN_ON_ERRORS, error.retry_after)
         elif kind is FailureKind.CONTEXT_LENGTH:
@@ -248,8 +260,8 @@ class AttemptPlanner:
         return self._stop
 
     def _exhausted(self, limit_wait: float | None, now: float) -> Stop:
-        if self._last_kind is FailureKind.CONTEXT_LENGTH:
-            return self._stopping(StopReason.NO_LARGER_WINDOW)
+        if (narrowed := _NARROWING.get(self._last_kind)) is not None:
+            return self._stopping(narrowed)
         if not self.attempts and limit_wait is not None:
             return self._stopping(StopReason.SATURATED, limit_wait, (
                 f"Every target of tier '{self._tier}' is at its local rate or concurrency limit."))
@@ -281,14 +293,18 @@ class AttemptPlanner:
                                          key=f"{self.route.name}/{plan.name}")
         return plan.ordered
 
-    def _fits_context(self, target: Target) -> bool:
+    def _may_serve(self, target: Target) -> bool:
+        """Whether what earlier attempts said leaves the target worth trying: a context window larger
+        than every one the prompt was too long for, a store that did not say it lacks the conversation."""
         floor = self._min_context_window
-        return floor is None or (target.context_window is not None and target.context_window > floor)
+        if floor is not None and (target.context_window is None or target.context_window <= floor):
+            return False
+        return not self._not_held_at or target.response_store not in self._not_held_at
 
     def _fresh_target(self, number: int, now: float, search: _Search) -> Attempt | None:
         for plan in self._tiers:
             for target in self._ordered(plan):
-                if target.id in self._tried or not self._fits_context(target):
+                if target.id in self._tried or not self._may_serve(target):
                     continue
                 probe = not self._health.is_available(target.id, now)
                 if probe and not self._health.can_probe(target.id, now):
@@ -304,7 +320,7 @@ class AttemptPlanner:
         for plan in self._tiers:
             if plan.panicked or any(self._health.is_available(t.id, now) for t in plan.targets):
                 continue
-            left = [t for t in plan.targets if t.id not in self._tried and self._fits_context(t)]
+            left = [t for t in plan.targets if t.id not in self._tried and self._may_serve(t)]
             left.sort(key=lambda t: self._out_since(t.id, now))
             for target in left:
                 if self._acquire(target, now, search):
@@ -314,7 +330,7 @@ class AttemptPlanner:
 
     def _same_target(self, number: int, now: float, search: _Search) -> Attempt | None:
         kind = self._last_kind
-        if kind is None or not self.attempts or kind is FailureKind.CONTEXT_LENGTH:
+        if kind is None or not self.attempts or kind in _NARROWING:
             return None
         last = self.attempts[-1]
         state = self._health.snapshot(last.target.id, now)

@@ -242,9 +242,9 @@ async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
 
 def _attempting(ex: Exchange, target: Target) -> None:
     """Tell an encoder that wants to know (`AttemptAware`) which provider this attempt goes to."""
-    tell: Callable[[str], None] | None = getattr(ex.encoder, "attempting", None)
+    tell: Callable[[str, str], None] | None = getattr(ex.encoder, "attempting", None)
     if tell is not None:
-        tell(target.provider)
+        tell(target.provider, target.response_store)
 
 
 def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,

@@ -8,9 +8,12 @@ A response such a target answered natively, with the client's `store`, is kept b
   Deleting only the sidecar's copy would answer `deleted: true` while the provider still holds the
   conversation, and a later turn could continue from it there.
 - An id the sidecar does not hold (after a restart; expired or evicted: not one deleted here) is looked
-  for at the route's providers that keep Responses, in tier order, each asked once: the first that has
-  it answers a GET with its own object, or deletes it. One that does not hold it answers 404, and the
-  next is asked.
+  for at the route's providers that keep Responses, in tier order, each store asked once (a provider
+  at one endpoint: `Target.response_store`; one provider's two regions are two Azure resources, each
+  with its own): the first that has it answers a GET with its own object, or deletes it. One that does
+  not hold it answers 404, and the next is asked.
+- A response the sidecar holds is deleted at the store that answered it, not at another endpoint of
+  the same provider, which would answer 404 while the copy lives on.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ async def delete_response(sidecar: Sidecar, response_id: str, route: Route | Non
     if holder:
         keeper = _a_target_of(sidecar, holder)
         if keeper is None:
-            raise ProviderNotAnswering(response_id, holder, "it is no longer in the routing table", "DELETE")
+            raise ProviderNotAnswering(response_id, holder, "its endpoint is no longer in the routing table",
+                                       "DELETE")
         await _ask(sidecar, keeper, response_id, "DELETE")  # a 404 there: gone already
     try:
         sidecar.responses.delete(response_id, sidecar.clock())
@@ -109,29 +113,30 @@ async def _ask(sidecar: Sidecar, target: Target, response_id: str, method: str) 
 
 
 def _keepers(route: Route | None) -> list[Target]:
-    """One target of each provider of the route that keeps Responses, the default tier's first."""
+    """One target of each store of the route's providers that keep Responses, the default tier's first."""
     if route is None:
         return []
     tiers = sorted(route.tiers.values(), key=lambda tier: tier.name != route.default_tier)
     seen: dict[str, Target] = {}
     for tier in tiers:
         for target in tier.targets:
-            if target.provider not in seen and provider_for(target.provider_type).stored_response_request(
+            store = target.response_store
+            if store not in seen and provider_for(target.provider_type).stored_response_request(
                     target, "", "GET") is not None:
-                seen[target.provider] = target
+                seen[store] = target
     return list(seen.values())
 
 
 def _nowhere(not_found: ResponseNotFound, asked_targets: list[Target]) -> ResponseNotFound:
-    asked = sorted(t.provider for t in asked_targets)  # one target per provider
+    asked = sorted(t.response_store for t in asked_targets)  # one target per store
     if not asked:
         return not_found
     return ResponseNotFound(not_found.response_id, f"{not_found.why}; nor does {', '.join(asked)}, asked for it",
                             not_found.param)
 
 
-def _a_target_of(sidecar: Sidecar, provider_name: str) -> Target | None:
-    """Any of the provider's targets: they share its endpoint (for this sidecar's region) and key."""
+def _a_target_of(sidecar: Sidecar, store: str) -> Target | None:
+    """Any target of the store: they share its provider's key and its endpoint."""
     if sidecar.table is None:
         return None
-    return next((t for t in sidecar.table.targets().values() if t.provider == provider_name), None)
+    return next((t for t in sidecar.table.targets().values() if t.response_store == store), None)

@@ -42,7 +42,8 @@ _DELETED = "it was deleted"
 class ResponseNotFound(RequestError):
     """`deleted`: the client deleted it here; otherwise it was never stored here, or expired or was
     evicted, and a provider may still hold it (OpenAI's own responses, which it keeps for 30 days).
-    `held_by`: the provider known to hold the conversation ("" when none is known)."""
+    `held_by`: the store known to hold the conversation (`Target.response_store`: a provider at one of
+    its endpoints), "" when none is known."""
 
     status = 404
     code = "response_not_found"
@@ -69,7 +70,8 @@ class StoredResponse:
     expires_at: float
     size: int
     held_by: str
-    """The provider that keeps its own copy (it answered natively, with the client's `store`), or ""."""
+    """The store of the provider that keeps its own copy (it answered natively, with the client's
+    `store`): `Target.response_store`, or ""."""
     remote: bool
     """The conversation it ends is held by `held_by` only: it continued an id the sidecar did not hold,
     so its items here are this turn's alone (for `input_items`), never a history to replay."""
@@ -106,7 +108,7 @@ class ResponseStore:
     def put(self, response_id: str, response: bytes, conversation: Sequence[dict[str, Any]], now: float,
             input_span: tuple[int, int] = (0, 0), held_by: str = "", remote: bool = False) -> bool:
         """Keep a response (its JSON, as sent) and the conversation's items, of which `input_span`
-        are the request's own, `held_by` the provider that keeps a copy too (and, `remote`, the only
+        are the request's own, `held_by` the store of the provider that keeps a copy too (and, `remote`, the only
         one that holds the whole conversation); False when it alone is larger than the whole store."""
         blob = b"".join((response, orjson.dumps(list(conversation))))  # a new object of exactly this size
         entry = StoredResponse(blob, len(response), *input_span, now + self.ttl_s, entry_size(response_id, blob),
@@ -137,7 +139,7 @@ class ResponseStore:
         conversation only its provider holds, which provider: `held_by`)."""
         entry = self._get(response_id, now, "previous_response_id")
         if entry.remote:
-            raise ResponseNotFound(response_id, f"its earlier turns are held by provider '{entry.held_by}' only",
+            raise ResponseNotFound(response_id, f"its earlier turns are held by provider {entry.held_by} only",
                                    "previous_response_id", entry.held_by)
         conversation: list[dict[str, Any]] = orjson.loads(entry.conversation)
         return conversation
@@ -149,7 +151,7 @@ class ResponseStore:
         return items
 
     def held_by(self, response_id: str, now: float) -> str:
-        """The provider that keeps its own copy of a stored response ("" for none)."""
+        """The store of the provider that keeps its own copy of a stored response ("" for none)."""
         return self._get(response_id, now, None).held_by
 
     def delete(self, response_id: str, now: float) -> None:

@@ -287,11 +287,14 @@ def _fallback(spec: Fields, tiers: Collection[str] | None) -> FallbackPolicy:
 def _on_errors(f: Fields) -> frozenset[str] | None:
     if f.get("onErrors") is None:
         return None
-    recoverable = [kind.value for kind in FailureKind if kind.fails_over]
+    recoverable = [kind.value for kind in FailureKind if kind.chosen_by_on_errors]
     kinds: set[str] = set()
     for path, value in f.strings("onErrors"):
         if value in recoverable:
             kinds.add(value)
+        elif value == FailureKind.NOT_HELD:
+            f.sink.error(path, f"'{value}' is not a failure to choose: a conversation one provider's store does "
+                               "not hold is always looked for at the next")
         elif value in {kind.value for kind in FailureKind}:
             f.sink.error(path, f"'{value}' is never failed over: it is the request's own fault")
         else:

@@ -412,6 +412,10 @@ ITEM_404 = {"error": {"message": "Item with id 'rs_68c1' not found. Items are no
                       "false. Try again with `store` set to true, or remove this item from your input.",
                       "type": "invalid_request_error", "param": "input", "code": None}}
 """The Responses API's answer to an input item it does not hold: the request's fault, not the target's."""
+PREVIOUS_404 = {"error": {"message": "Previous response with id 'resp_68c1' not found.",
+                          "type": "invalid_request_error", "param": "previous_response_id",
+                          "code": "previous_response_not_found"}}
+"""Its answer to a conversation it does not hold: another account or endpoint may hold it."""
 DEPLOYMENT_404 = {"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not "
                             "exist. If you created the deployment within the last 5 minutes, please wait a moment "
                             "and try again."}}
@@ -453,6 +457,7 @@ CLASSIFICATION = [
     (404, {}, NOT_FOUND_404, FailureKind.TARGET_NOT_FOUND, None),
     (404, {}, DEPLOYMENT_404, FailureKind.TARGET_NOT_FOUND, None),
     (404, {}, ITEM_404, FailureKind.CLIENT_ERROR, None),
+    (404, {}, PREVIOUS_404, FailureKind.NOT_HELD, None),
     (408, {}, b"", FailureKind.TIMEOUT, None),
     (409, {}, CONFLICT_409, FailureKind.SERVER_ERROR, None),
     (429, {"retry-after": "20"}, QUOTA_429, FailureKind.QUOTA_EXHAUSTED, 20.0),

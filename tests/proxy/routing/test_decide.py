@@ -207,8 +207,18 @@ def test_a_conversation_one_provider_holds_goes_to_that_providers_targets_only()
     other_account = Target(id=TargetId("openai-b/premium@eu"), provider="openai-b", provider_type=ProviderType.OPENAI,
                            model="premium", url="https://example.invalid/v1", region="eu", pricing=Pricing(1.0, 1.0))
     held = NativeBody(NativeDialect.OPENAI_RESPONSES, {"model": "auto"}, only=CONTINUED_ELSEWHERE.only,
-                      unserved=CONTINUED_ELSEWHERE.unserved, held_by="openai-b")
+                      unserved=CONTINUED_ELSEWHERE.unserved, held_by=other_account.response_store)
     decision = decide(route(premium=(PREMIUM, other_account, CLAUDE)), facts(), roll=0.5, native=held)
     assert decision.targets == (other_account,)
     with pytest.raises(ConversationNotHere):  # the tier does not reach the provider that holds it
         decide(route(premium=(PREMIUM, CLAUDE)), facts(), roll=0.5, native=held)
+
+
+def test_a_conversation_one_region_of_a_provider_holds_goes_to_that_regions_endpoint_only() -> None:
+    east, west = (Target(id=TargetId(f"azure/premium@{region}"), provider="azure", provider_type=ProviderType.AZURE_OPENAI,
+                         model="premium", url=f"https://llm-{region}.openai.azure.com/openai/v1", region=region)
+                  for region in ("east", "west"))
+    assert east.response_store == "azure (llm-east.openai.azure.com)" != west.response_store  # two Azure resources
+    held = NativeBody(NativeDialect.OPENAI_RESPONSES, {"model": "auto"}, only=CONTINUED_ELSEWHERE.only,
+                      unserved=CONTINUED_ELSEWHERE.unserved, held_by=west.response_store)
+    assert decide(route(premium=(east, west)), facts(), roll=0.5, native=held).targets == (west,)

@@ -135,6 +135,39 @@ def test_context_length_does_not_eject_the_target() -> None:
     assert books.health.is_available(TargetId("a"), 0.0)
 
 
+def store_target(name: str, provider: str, host: str, priority: int) -> Target:
+    return Target(id=TargetId(name), provider=provider, provider_type=ProviderType.OPENAI, model="m",
+                  url=f"https://{host}/v1", region="eu", priority=priority)
+
+
+NOT_HELD = UpstreamError(FailureKind.NOT_HELD, "Previous response with id 'resp_1' not found.", status=404,
+                         param="previous_response_id")
+
+
+def test_a_conversation_not_held_is_looked_for_at_the_next_store_never_at_the_same_one_again() -> None:
+    tier = Tier("fast", (store_target("a-gpt", "a", "api.a", 0), store_target("a-mini", "a", "api.a", 1),
+                         store_target("a-west", "a", "west.a", 2), store_target("b", "b", "api.a", 3)))
+    books = Books()
+    planner = books.planner(route(tier, fallback=FallbackPolicy(max_attempts=5)))
+    # a-mini shares a-gpt's store; a-west is the same provider at another endpoint; b another account
+    assert ids(run(planner, [NOT_HELD, NOT_HELD, NOT_HELD])) == ["a-gpt", "a-west", "b"]
+    assert planner.next_attempt(0.0) == Stop(StopReason.NOT_HELD_ANYWHERE)
+    assert planner.next_attempt(0.0).error([], NOT_HELD) is NOT_HELD  # the client gets the last store's 404
+    assert all(books.health.is_available(t.id, 0.0) for t in tier.targets)  # no target's fault
+
+
+def test_a_conversation_not_held_fails_over_whatever_on_errors_names() -> None:
+    tier = Tier("fast", (store_target("a", "a", "api.a", 0), store_target("b", "b", "api.b", 1)))
+    r = route(tier, fallback=FallbackPolicy(on_errors=frozenset({"rate_limited"})))
+    assert ids(run(Books().planner(r), [NOT_HELD, SERVER_ERROR])) == ["a", "b"]
+
+
+def test_a_conversation_not_held_by_the_only_store_stops_without_a_retry() -> None:
+    planner = Books().planner(route(Tier("fast", (store_target("a", "a", "api.a", 0),))))
+    assert ids(run(planner, [NOT_HELD, NOT_HELD])) == ["a"]
+    assert planner.next_attempt(0.0) == Stop(StopReason.NOT_HELD_ANYWHERE)
+
+
 def test_an_exhausted_tier_continues_with_each_fallback_tier_in_order() -> None:
     r = route(ordered_tier("a"), ordered_tier("x", name="cheap"), ordered_tier("y", name="local"),
               fallback=FallbackPolicy(max_attempts=3, fallback_tiers=("cheap", "local")))

@@ -448,7 +448,8 @@ def test_after_a_restart_a_response_no_provider_keeps_is_a_404_naming_who_was_as
     for call in (sdk.responses.retrieve, sdk.responses.delete):
         with pytest.raises(openai.NotFoundError) as gone:
             call(first.id)
-        assert "this sidecar never stored it" in gone.value.message and "nor does oai, asked for it" in gone.value.message
+        asked = f"nor does oai (127.0.0.1:{stack.sims['oai'].port}), asked for it"  # the provider at its endpoint
+        assert "this sidecar never stored it" in gone.value.message and asked in gone.value.message
 
 
 def test_a_conversation_only_a_provider_may_hold_never_goes_to_one_that_cannot(stack: Stack) -> None:

@@ -16,18 +16,22 @@ import openai
 import pytest
 
 from llmroute_proxy.server.response_store import ResponseStore
-from llmroute_proxy.sim import Fault, FaultKind
+from llmroute_proxy.sim import Fault, FaultKind, openai_app
 from tests.proxy.documents import model, provider, route, target
 from tests.proxy.server.conftest import last_request, sim_requests
-from tests.proxy.stack import Stack
+from tests.proxy.stack import KEYS, Stack
 
 REASONER = model("gpt-5-mini", context_window=400000, input_per_mtok=0.25, output_per_mtok=2.0)
 CONFIG = [
     provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[REASONER]),
     provider("oai-b", "openai", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there", models=[REASONER]),
+    # one account at two endpoints, each keeping its own responses (as two Azure resources do)
+    provider("regional", "openai", [("here", "{oai}/v1"), ("west", "{oai_west}/v1")], key_env="TEST_OAI_KEY",
+             models=[REASONER]),
     route("main", {
         "one": [target("oai", "gpt-5-mini")],
         "two-accounts": [target("oai", "gpt-5-mini"), target("oai-b", "gpt-5-mini", priority=1)],
+        "regions": [target("regional", "gpt-5-mini")],
     }, default_tier="one",
         fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
                   "overallTimeout": "10s"},
@@ -37,14 +41,15 @@ CONFIG = [
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("native-state"), config=CONFIG) as running:
+    west = {"oai-west": lambda faults: openai_app(KEYS["oai"], name="sim-oai-west", faults=faults)}
+    with Stack(tmp_path_factory.mktemp("native-state"), config=CONFIG, extra_sims=west) as running:
         yield running
 
 
 @pytest.fixture(autouse=True)
 def no_faults(stack: Stack) -> Iterator[None]:
     yield
-    for name in ("oai", "oai-b"):
+    for name in ("oai", "oai-b", "oai-west"):
         stack.call(lambda name=name: stack.faults[name].clear())  # type: ignore[misc]
 
 
@@ -107,9 +112,9 @@ def test_the_other_account_refuses_a_reasoning_item_it_does_not_hold_as_the_clie
 
 
 def test_a_conversation_one_account_holds_goes_back_to_that_account_only(stack: Stack) -> None:
-    """After a restart the sidecar cannot know which account holds an id, so it asks the first it picks;
-    the answer is kept marked with that account, and later turns go to it alone: another account would
-    only answer 404, and failing over to it would turn an outage into a lost conversation."""
+    """After a restart the sidecar cannot know which account holds an id, so it asks them in turn; the
+    answer is kept marked with the account that held it, and later turns go to it alone: another account
+    would only answer 404, and failing over to it would turn an outage into a lost conversation."""
     sdk = client(stack)
     first = sdk.responses.create(model="two-accounts", input="My name is Ada.")
     stack.call(lambda: setattr(stack.sidecar, "responses", ResponseStore(
@@ -125,3 +130,70 @@ def test_a_conversation_one_account_holds_goes_back_to_that_account_only(stack: 
     stack.call(lambda: stack.faults["oai"].clear())
     third = sdk.responses.create(model="two-accounts", previous_response_id=second.parse().id, input="Again?")
     assert third.output_text and last_request(stack, "oai").body["previous_response_id"] == second.parse().id
+
+
+def forget_every_response(stack: Stack) -> None:
+    """What a sidecar restart does to its response store; the providers keep theirs."""
+    stack.call(lambda: setattr(stack.sidecar, "responses", ResponseStore(
+        stack.sidecar.responses.max_bytes, stack.sidecar.responses.ttl_s)))
+
+
+def answered_while_down(stack: Stack, down: str, tier: str) -> str:
+    """A first turn that another target than the tier's first answers natively: the id it keeps."""
+    stack.call(lambda: stack.faults[down].always(Fault(FaultKind.STATUS, status=503)))
+    try:
+        return client(stack).responses.create(model=tier, input="My name is Ada.").id
+    finally:
+        stack.call(lambda: stack.faults[down].clear())
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_after_a_restart_each_account_is_asked_for_a_conversation_until_one_holds_it(
+        stack: Stack, streamed: bool) -> None:
+    first = answered_while_down(stack, "oai", "two-accounts")  # oai-b holds it
+    forget_every_response(stack)
+    asked_before = sim_requests(stack, "oai")
+    sdk = client(stack)
+    if streamed:
+        with sdk.responses.stream(model="two-accounts", previous_response_id=first, input="My name?") as stream:
+            second = stream.get_final_response()
+    else:
+        raw = sdk.responses.with_raw_response.create(model="two-accounts", previous_response_id=first,
+                                                     input="My name?")
+        assert (raw.headers["x-llmroute-provider"], raw.headers["x-llmroute-attempts"]) == ("oai-b", "2")
+        second = raw.parse()
+    assert second.previous_response_id == first and second.output_text
+    assert sim_requests(stack, "oai") == asked_before + 1  # oai answered 404: not its conversation
+    assert last_request(stack, "oai-b").body["previous_response_id"] == first
+    assert client(stack).responses.with_raw_response.create(
+        model="two-accounts", input="hi").headers["x-llmroute-provider"] == "oai"  # no fault of oai's
+    third = sdk.responses.with_raw_response.create(model="two-accounts", previous_response_id=second.id,
+                                                   input="Again?")
+    assert (third.headers["x-llmroute-provider"], third.headers["x-llmroute-attempts"]) == ("oai-b", "1")
+
+
+def test_after_a_restart_a_conversation_no_account_holds_is_the_last_404_saying_why(stack: Stack) -> None:
+    forget_every_response(stack)
+    with pytest.raises(openai.NotFoundError) as gone:
+        client(stack).responses.create(model="two-accounts", previous_response_id="resp_" + "7" * 48, input="hi")
+    assert gone.value.param == "previous_response_id" and "this sidecar never stored it" in gone.value.message
+    assert gone.value.response.headers["x-llmroute-attempts"] == "2"  # each account asked once
+
+
+def test_a_conversation_one_endpoint_holds_is_continued_and_deleted_at_that_endpoint(stack: Stack) -> None:
+    """One provider at two endpoints that keep their responses apart: a turn goes back to the endpoint
+    that holds its conversation, and DELETE deletes the copy there, not a 404 at the other."""
+    first = answered_while_down(stack, "oai", "regions")  # the west endpoint answered
+    forget_every_response(stack)
+    sdk = client(stack)
+    second = sdk.responses.with_raw_response.create(model="regions", previous_response_id=first, input="My name?")
+    assert second.headers["x-llmroute-attempts"] == "2"  # here: 404; west holds it
+    assert last_request(stack, "oai-west").body["previous_response_id"] == first
+    here_before = sim_requests(stack, "oai")
+    third = sdk.responses.create(model="regions", previous_response_id=second.parse().id, input="Again?")
+    assert third.output_text and sim_requests(stack, "oai") == here_before  # straight to west
+    sdk.responses.delete(third.id)
+    assert sim_requests(stack, "oai") == here_before
+    west = openai.OpenAI(base_url=stack.sims["oai-west"].url + "/v1", api_key=KEYS["oai"], max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        west.responses.retrieve(third.id)

@@ -32,7 +32,8 @@ _FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "invali
 _FILTER_INNER_CODES = frozenset({"ResponsibleAIPolicyViolation"})
 _NOT_FOUND_CODES = frozenset({"model_not_found", "DeploymentNotFound"})
 _QUOTA_CODES = frozenset({"insufficient_quota"})
-_REQUEST_KINDS = frozenset({FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER, FailureKind.CONTEXT_LENGTH})
+_REQUEST_KINDS = frozenset({FailureKind.CLIENT_ERROR, FailureKind.CONTENT_FILTER, FailureKind.CONTEXT_LENGTH,
+                            FailureKind.NOT_HELD})
 _HINTED_KINDS = frozenset({FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED, FailureKind.OVERLOADED,
                            FailureKind.SERVER_ERROR, FailureKind.TIMEOUT})
 
@@ -114,7 +115,9 @@ def _failure_kind(status: int, code: str | None, error_type: str | None, message
     if status == 429:
         quota = code in _QUOTA_CODES or error_type in _QUOTA_CODES
         return FailureKind.QUOTA_EXHAUSTED if quota else FailureKind.RATE_LIMITED
-    if status == 404 and code not in _NOT_FOUND_CODES and _text(error.get("param")) is not None:
+    if status == 404 and code not in _NOT_FOUND_CODES and (param := _text(error.get("param"))) is not None:
+        if param == "previous_response_id":
+            return FailureKind.NOT_HELD  # this target's store lacks the conversation; another's may hold it
         return FailureKind.CLIENT_ERROR  # what the request named (an input item) is missing, not the model
     if 400 <= status < 500:
         return _STATUS_KINDS.get(status) or _request_failure_kind(code, error_type, message, error)

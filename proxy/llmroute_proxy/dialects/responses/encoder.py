@@ -76,7 +76,7 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_clock", "_provider", "_relay", "_store", "_stream", "_turn", "created_at", "response_id",
+    __slots__ = ("_clock", "_provider", "_provider_store", "_relay", "_store", "_stream", "_turn", "created_at", "response_id",
                  "response_json")
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
@@ -90,11 +90,14 @@ class ResponsesEncoder:
         self.response_json: bytes | None = None
         self._relay: NativeRelay | None = None
         self._provider = ""
+        self._provider_store = ""
         self._stream = ResponsesStreamEncoder(turn, self.response_id, created_at, new_id) if turn else None
 
-    def attempting(self, provider: str) -> None:
-        """The provider the current attempt goes to: the reasoning of its answer is kept as its own."""
+    def attempting(self, provider: str, store: str) -> None:
+        """The provider the current attempt goes to: the reasoning of its answer is kept as its own, and
+        a native answer as held by its `store` too."""
         self._provider = provider
+        self._provider_store = store
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
         unheld = self._turn.unheld if self._turn is not None else None
@@ -178,11 +181,11 @@ class ResponsesEncoder:
         self.response_id = str(response.get("id") or self.response_id)
         output = [{**item, ANSWERED_BY: self._provider} if item.get("type") == "reasoning" else item
                   for item in response.get("output") or () if isinstance(item, dict)]
-        self._keep(orjson.dumps(response) if body is None else body, output, self._provider)
+        self._keep(orjson.dumps(response) if body is None else body, output, self._provider_store)
 
     def _keep(self, body: bytes | None, output: list[dict[str, Any]], held_by: str = "") -> None:
         """Stored before the last byte is written: a client that continues at once finds it. `held_by`:
-        the provider that answered natively and keeps it too (the client's `store` went to it as well)."""
+        the store of the provider that answered natively and keeps it too (the client's `store` went to it as well)."""
         self.response_json = body
         if body is None or self._store is None or self._turn is None or self._clock is None:
             return
