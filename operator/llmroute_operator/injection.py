@@ -67,6 +67,12 @@ class Refused(ValueError):
     """The Pod is refused; the message is shown to whoever created it (kubectl, the ReplicaSet's Events)."""
 
 
+WIRING_ENV = ("LLMROUTE_OPERATOR_URL", "LLMROUTE_OPERATOR_SERVER_NAME", "LLMROUTE_OPERATOR_CA_DATA", "LLMROUTE_TOKEN_FILE",
+              "LLMROUTE_STATE_DIR", "LLMROUTE_LOG_LEVEL", "LLMROUTE_DRAIN_SECONDS", "POD_NAME", "POD_NAMESPACE",
+              "NODE_NAME")
+"""What the webhook sets on every sidecar; the chart's injection.env may not set them (the chart refuses them too)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Resources:
     cpu_request: str = "50m"
@@ -101,6 +107,10 @@ class InjectionSettings:
             raise ValueError("native_sidecar must be auto, always or never")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        wiring = [name for name, _ in self.extra_env if name in WIRING_ENV]
+        if wiring:  # a later duplicate would win in the container: the sidecar would lose its operator
+            raise ValueError(f"env sets {', '.join(wiring)}, which the webhook sets itself to wire the sidecar to "
+                             f"the operator ({', '.join(WIRING_ENV)}); use the chart's own setting instead")
 
 
 def selected(pod_labels: Mapping[str, str], namespace_labels: Mapping[str, str]) -> bool:
@@ -199,7 +209,7 @@ def _refuse_if_it_must_complete(spec: Mapping[str, Any]) -> None:
 
 def sidecar_container(settings: InjectionSettings, annotations: Mapping[str, str], native: bool) -> dict[str, Any]:
     image = _image(settings, annotations)
-    env: list[dict[str, Any]] = [
+    env: list[dict[str, Any]] = [  # WIRING_ENV, then the chart's injection.env
         {"name": "LLMROUTE_OPERATOR_URL", "value": settings.operator_url},
         {"name": "LLMROUTE_OPERATOR_SERVER_NAME", "value": settings.server_name},
         {"name": "LLMROUTE_OPERATOR_CA_DATA", "value": settings.ca_pem},

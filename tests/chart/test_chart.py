@@ -25,7 +25,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from llmroute_operator.injection import mutate
+from llmroute_operator.injection import WIRING_ENV, mutate
 from llmroute_operator.webhook import load_settings
 from tests.operator.kopfcluster import Emulator, prepare
 from tests.operator.test_injection import apply
@@ -371,6 +371,13 @@ def test_the_schema_refuses_bad_values_with_a_message_naming_the_key(bad: dict[s
     with pytest.raises(helm.HelmValuesError) as refused:
         chart().render(bad, name="llmroute", namespace=NAMESPACE)
     assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("name", WIRING_ENV)
+def test_injection_env_may_not_set_the_variables_that_wire_the_sidecar(name: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=f"injection.env sets {name}, which the webhook sets itself"):
+        chart().render({"injection": {"env": [{"name": "OTEL_SERVICE_NAME", "value": "app"}, {"name": name, "value": "x"}]}},
+                       name="llmroute", namespace=NAMESPACE)
 
 
 def test_every_value_is_in_the_schema_and_documented_in_the_readme() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from llmroute_operator.injection import (
     CONTAINER_NAME,
+    WIRING_ENV,
     InjectionSettings,
     Refused,
     Resources,
@@ -311,9 +312,18 @@ def test_extra_environment_from_settings_reaches_the_sidecar() -> None:
     assert env_of(car)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://10.96.0.40:4318"
 
 
+def test_the_sidecars_wiring_is_what_the_webhook_sets_before_the_charts_env() -> None:
+    settings = InjectionSettings(**{**_fields(SETTINGS), "extra_env": (("OTEL_SERVICE_NAME", "app"),)})
+    names = [e["name"] for e in sidecar_of(apply(pod(ON), mutate(pod(ON), {}, settings, "v1.30.0")))["env"]]
+    assert names == [*WIRING_ENV, "OTEL_SERVICE_NAME"]
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("token_expiration_s", 300, "between 600"), ("native_sidecar", "maybe", "auto, always or never"),
     ("log_level", "loud", "log_level"),
+    # a second LLMROUTE_TOKEN_FILE would win in the container: the sidecar would never reach its operator
+    ("extra_env", (("OTEL_SERVICE_NAME", "app"), ("LLMROUTE_TOKEN_FILE", "/tmp/t")),
+     "env sets LLMROUTE_TOKEN_FILE, which the webhook sets itself"),
 ])
 def test_settings_refuse_what_the_api_server_or_the_sidecar_would(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
