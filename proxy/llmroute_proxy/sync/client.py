@@ -33,6 +33,7 @@ from llmroute_proxy.sync.protocol import (
     Hello,
     Lease,
     Nack,
+    PeriodSpend,
     ProtocolError,
     TablePush,
     TableRejected,
@@ -152,6 +153,19 @@ def sidecar_counters(sidecar: Sidecar) -> Counters:
     return {"routes": routes, "targets": targets, "providers": providers}
 
 
+def period_spend(sidecar: Sidecar, unsent: Mapping[str, float]) -> dict[str, PeriodSpend]:
+    """The hello's `budgets`: per route with a budget, what the sidecar has spent in its current period
+    less what its next usage report carries (`unsent`, USD by route), so the operator counts none twice."""
+    now = sidecar.wallclock()
+    out: dict[str, PeriodSpend] = {}
+    for route in sidecar.ledger.routes():
+        status = sidecar.ledger.snapshot(route, now)
+        spent = status.spent_usd - unsent.get(route, 0.0)
+        if spent > 0:
+            out[route] = PeriodSpend(status.period_start, spent)
+    return out
+
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -237,7 +251,8 @@ class OperatorClient:
             self.connects += 1
             self._set_state("connected")
             try:
-                await self._send(Hello(self.sidecar.pushed_version, __version__))
+                async with self._report_lock:  # the mark must not move between the hello's figures and it
+                    await self._send(self._hello())
                 reporter = asyncio.create_task(self._report_periodically())
                 try:
                     await self._read(ws)
@@ -249,6 +264,10 @@ class OperatorClient:
                 self._ws = None
                 await ws.close()
         self._set_state("disconnected")
+
+    def _hello(self) -> Hello:
+        unsent = self._usage.unsent(sidecar_counters(self.sidecar), "routes", "cost_usd")
+        return Hello(self.sidecar.pushed_version, __version__, period_spend(self.sidecar, unsent))
 
     async def send_final_report(self, timeout_s: float = 2.0) -> bool:
         """On drain: the last usage deltas, if the stream is up. True when they went out."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +48,22 @@ class TableRejected(ValueError):
 # ---- messages -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
+class PeriodSpend:
+    """What a sidecar has spent on a route in the budget period that starts at `period_start` (epoch
+    seconds), less what its next usage report will carry: its spend the operator may not have counted."""
+
+    period_start: float
+    spent_usd: float
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
-    """Up, first: what the sidecar runs now (None: nothing yet) and its package version."""
+    """Up, first: what the sidecar runs now (None: nothing yet), its package version, and per route what it
+    has spent this period (None: a sidecar that does not say, older than the field)."""
 
     version: str | None
     sidecar: str
+    budgets: Mapping[str, PeriodSpend] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +137,12 @@ def encode(message: Up | Down) -> str:
 
 def _to_json(message: Up | Down) -> dict[str, Any]:
     match message:
-        case Hello(version, sidecar):
-            return {"type": "hello", "version": version, "sidecar": sidecar}
+        case Hello(version, sidecar, budgets):
+            hello: dict[str, Any] = {"type": "hello", "version": version, "sidecar": sidecar}
+            if budgets is not None:
+                hello["budgets"] = {name: {"periodStart": b.period_start, "spentUSD": b.spent_usd}
+                                    for name, b in budgets.items()}
+            return hello
         case TablePush(version, table):
             return {"type": "table", "version": version, "table": table}
         case Lease(ttl, limits, budgets):
@@ -183,7 +198,7 @@ def decode_up(text: str | bytes) -> Up:
         version = body.get("version")
         if version is not None:
             version = _string(body, "version", kind)
-        return Hello(version, _string(body, "sidecar", kind))
+        return Hello(version, _string(body, "sidecar", kind), _hello_budgets(body))
     if kind == "ack":
         return Ack(_string(body, "version", kind))
     if kind == "nack":
@@ -247,13 +262,7 @@ def _lease(body: Mapping[str, Any]) -> Lease:
     if ttl <= 0:
         raise ProtocolError("lease.ttl", f"must be positive, got {ttl}")
     limits: dict[str, Limits] = {}
-    for name, value in _object(body, "limits", "lease").items():
-        where = f"lease.limits.{name}"
-        if not isinstance(value, Mapping):
-            raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
-        unknown = sorted(set(value) - set(LIMIT_FIELDS))
-        if unknown:
-            raise ProtocolError(f"{where}.{unknown[0]}", f"unknown field; expected one of {', '.join(LIMIT_FIELDS)}")
+    for name, value, where in _entries(body, "limits", "lease", LIMIT_FIELDS):
         rpm, tpm, conc = (_optional_number(value, key, where) for key in LIMIT_FIELDS)
         if conc is not None and conc != int(conc):
             raise ProtocolError(f"{where}.maxConcurrency", f"must be a whole number, got {conc}")
@@ -268,6 +277,34 @@ def _lease(body: Mapping[str, Any]) -> Lease:
             raise ProtocolError(f"{where}.limitUSD", "is required")
         budgets[name] = LeaseBudget(limit, _optional_number(value, "spentUSD", where) or 0.0)
     return Lease(ttl, limits, budgets)
+
+
+PERIOD_SPEND_FIELDS = ("periodStart", "spentUSD")
+
+
+def _hello_budgets(body: Mapping[str, Any]) -> dict[str, PeriodSpend] | None:
+    if body.get("budgets") is None:
+        return None
+    budgets: dict[str, PeriodSpend] = {}
+    for name, value, where in _entries(body, "budgets", "hello", PERIOD_SPEND_FIELDS):
+        start, spent = (_optional_number(value, key, where) for key in PERIOD_SPEND_FIELDS)
+        if start is None or spent is None:
+            raise ProtocolError(f"{where}.{'periodStart' if start is None else 'spentUSD'}", "is required")
+        budgets[name] = PeriodSpend(start, spent)
+    return budgets
+
+
+def _entries(body: Mapping[str, Any], key: str, kind: str,
+             fields: tuple[str, ...]) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+    """(name, entry, its path) for each entry of the object `body[key]`: objects with no field but `fields`."""
+    for name, value in _object(body, key, kind).items():
+        where = f"{kind}.{key}.{name}"
+        if not isinstance(value, Mapping):
+            raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise ProtocolError(f"{where}.{unknown[0]}", f"unknown field; expected one of {', '.join(fields)}")
+        yield name, value, where
 
 
 _ROUTE_COUNTS = ("requests", "input_tokens", "output_tokens", "cost_usd")

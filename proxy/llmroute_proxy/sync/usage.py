@@ -31,6 +31,11 @@ class UsageMark:
         targets = {name: _nest_errors(fields) for name, fields in sections["targets"].items()}
         return UsageReport(interval, sections["routes"], targets, sections["providers"], final)
 
+    def unsent(self, current: Counters, section: str, key: str) -> dict[str, float]:
+        """Per name of `section`, how much of `key` the next report would carry."""
+        grown = self._section(section, current.get(section, {}))
+        return {name: fields[key] for name, fields in grown.items() if fields.get(key)}
+
     def commit(self, current: Counters) -> None:
         """The report made from `current` went out."""
         self._sent = {s: {name: dict(fields) for name, fields in current.get(s, {}).items()} for s in SECTIONS}

@@ -28,6 +28,7 @@ from llmroute_proxy.sync.client import ClusterSettings, OperatorClient
 from llmroute_proxy.sync.persist import TableStore
 from llmroute_proxy.sync.protocol import (
     Ack,
+    Hello,
     Lease,
     Nack,
     ProtocolError,
@@ -35,6 +36,7 @@ from llmroute_proxy.sync.protocol import (
     TableRejected,
     compile_payload,
     decode_down,
+    decode_up,
     encode,
     payload_version,
     table_payload,
@@ -133,6 +135,27 @@ def test_a_pushed_message_decodes_and_compiles_or_is_refused_naming_where(messag
         for limits in down.limits.values():
             for value in (limits.requests_per_minute, limits.tokens_per_minute, limits.max_concurrency):
                 assert value is None or 0 <= value < float("inf")
+
+
+HELLO = {"type": "hello", "version": None, "sidecar": "0.2.0",
+         "budgets": {"chat": {"periodStart": 1_779_926_400.0, "spentUSD": 12.5}}}
+
+
+@FUZZ
+@given(mutated(HELLO))
+def test_a_hello_decodes_or_is_refused_naming_where(message: Any) -> None:
+    """The hub's side: a hello with its spend mutated is one the lease book can take, or a clean refusal."""
+    data = _wire(message)
+    if data is None:
+        return
+    try:
+        hello = decode_up(data)
+    except ProtocolError as error:
+        assert error.what and str(error)
+        return
+    if isinstance(hello, Hello) and hello.budgets is not None:
+        for said in hello.budgets.values():
+            assert 0 <= said.period_start < float("inf") and 0 <= said.spent_usd < float("inf")
 
 
 @FUZZ

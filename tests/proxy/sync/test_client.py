@@ -162,8 +162,9 @@ def test_usage_reports_are_deltas_and_only_a_commit_moves_the_mark() -> None:
     assert report.routes == {"chat": {"requests": 2, "cost_usd": 0.5}}
     assert report.targets == {"t": {"requests": 2, "failures": 1, "errors": {"timeout": 1}}}
     assert mark.report(first, 10) == report  # not sent: the same deltas again
+    assert mark.unsent(first, "routes", "cost_usd") == {"chat": 0.5}  # what the hello leaves to the report
     mark.commit(first)
-    assert mark.report(first, 10).is_empty()
+    assert mark.report(first, 10).is_empty() and mark.unsent(first, "routes", "cost_usd") == {}
     later = {"routes": {"chat": {"requests": 5, "cost_usd": 0.75}}, "targets": first["targets"]}
     assert mark.report(later, 10).routes == {"chat": {"requests": 3, "cost_usd": 0.25}}
 

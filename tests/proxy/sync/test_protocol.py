@@ -13,6 +13,7 @@ from llmroute_proxy.sync.protocol import (
     LeaseBudget,
     Limits,
     Nack,
+    PeriodSpend,
     ProtocolError,
     TablePush,
     TableRejected,
@@ -30,7 +31,8 @@ from tests.syncfakes import KEY, documents
 
 
 @pytest.mark.parametrize("message", [
-    Hello(None, "0.1.0"), Hello("abc", "0.1.0"), Ack("v1"), Nack("v1", "table.documents: bad"),
+    Hello(None, "0.1.0"), Hello("abc", "0.1.0"), Hello("abc", "0.2.0", {}),
+    Hello(None, "0.2.0", {"chat": PeriodSpend(1_779_926_400.0, 12.345678), "batch": PeriodSpend(0, 0)}), Ack("v1"), Nack("v1", "table.documents: bad"),
     UsageReport(10.0, {"chat": {"requests": 1, "input_tokens": 2, "output_tokens": 3, "cost_usd": 0.5}},
                 {"p/m@us": {"requests": 2, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0,
                             "failures": 1, "errors": {"timeout": 1}}},
@@ -59,6 +61,18 @@ def test_down_messages_round_trip(message: object) -> None:
     ('{"type":"ack"}', "ack.version", "must be a non-empty string, got null"),
     ('{"type":"nack","version":"v","error":""}', "nack.error", "non-empty string"),
     ('{"type":"hello","version":3,"sidecar":"x"}', "hello.version", "got a number"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":[]}', "hello.budgets", "must be an object, got an array"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":{"chat":3}}', "hello.budgets.chat", "must be an object"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":{"chat":{"spentUSD":1}}}',
+     "hello.budgets.chat.periodStart", "is required"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":{"chat":{"periodStart":0}}}',
+     "hello.budgets.chat.spentUSD", "is required"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":{"chat":{"periodStart":0,"spentUSD":-1}}}',
+     "hello.budgets.chat.spentUSD", "must not be negative"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":{"chat":{"periodStart":"today","spentUSD":1}}}',
+     "hello.budgets.chat.periodStart", "must be a number, got a string"),
+    ('{"type":"hello","version":null,"sidecar":"x","budgets":{"chat":{"periodStart":0,"spentUSD":1,"period":"day"}}}',
+     "hello.budgets.chat.period", "unknown field"),
     ('{"type":"usage","interval":1,"routes":{"chat":{"requests":-1}}}', "usage.routes.chat.requests",
      "non-negative"),
     ('{"type":"usage","interval":1,"targets":{"t":{"errors":[]}}}', "usage.targets.t.errors", "an array"),
@@ -92,6 +106,17 @@ def test_bad_down_messages_say_what_and_where(text: str, where: str, what: str) 
     with pytest.raises(ProtocolError) as caught:
         decode_down(text)
     assert caught.value.where == where and what in caught.value.what
+
+
+def test_a_hello_says_its_spend_or_nothing_of_it_as_older_sidecars_do() -> None:
+    """An older sidecar's hello has no `budgets`: that is not saying it spent nothing."""
+    older = decode_up('{"type":"hello","version":null,"sidecar":"0.1.0"}')
+    assert isinstance(older, Hello) and older.budgets is None
+    assert "budgets" not in encode(Hello(None, "0.1.0"))
+    assert '"budgets":{}' in encode(Hello(None, "0.2.0", {}))
+    said = decode_up('{"type":"hello","version":null,"sidecar":"0.2.0",'
+                     '"budgets":{"chat":{"periodStart":1779926400,"spentUSD":2.5}}}')
+    assert isinstance(said, Hello) and said.budgets == {"chat": PeriodSpend(1_779_926_400.0, 2.5)}
 
 
 def test_the_version_is_the_sha256_of_the_canonical_payload_whatever_the_key_order() -> None:
