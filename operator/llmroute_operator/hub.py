@@ -153,6 +153,9 @@ class Hub:
             if hello is None:
                 return
             conn.sent = hello.version
+            if self.leases is not None:
+                self.leases.announce(conn.pod, None if hello.budgets is None else
+                                     {f"{conn.pod.namespace}/{route}": spent for route, spent in hello.budgets.items()})
             pusher = asyncio.create_task(self._push_or_close(conn))
             conn.tasks.append(pusher)
             await self._receive(conn)

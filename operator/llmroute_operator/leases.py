@@ -8,6 +8,12 @@ global figure: a sidecar that left keeps its last share counted until its lease 
 out, because it may still be using it. A route's budget share is what a sidecar has already
 spent this period plus its part of what is left, so the shares add up to the limit.
 
+Spend outlives an operator restart. A sidecar's hello says what it spent this period before its
+reports to this operator (`announce`): that is its spend from before, on top of what its reports
+add. The route's status says what all sidecars spent before the restart (`seed_spend`); less what
+the pods said in their hellos, that is the spend of sidecars gone since, counted as spent. So a
+rollout earlier in the period is not forgotten, and a connected sidecar's spend is not counted twice.
+
 A provider that fails is leased where it is useful. The demand a sidecar's share follows is weighted by
 the fraction of its attempts on that provider that did not fail (the targets' failures in its reports),
 so a sidecar whose endpoint of the provider is down keeps only its floor and the rest goes to sidecars
@@ -42,7 +48,7 @@ from typing import Any, TypeVar
 from llmroute_operator.contracts import DesiredTable, GlobalLimits, PodRef
 from llmroute_proxy.dialects.base import Quota, RateLimits
 from llmroute_proxy.routing.budget import period_bounds
-from llmroute_proxy.sync.protocol import Lease, LeaseBudget, read_rate_limits
+from llmroute_proxy.sync.protocol import Lease, LeaseBudget, PeriodSpend, read_rate_limits
 from llmroute_proxy.table import BudgetPeriod, Limits
 
 K = TypeVar("K", bound=Hashable)
@@ -172,7 +178,14 @@ class _Demand:
 @dataclass(slots=True)
 class _Spend:
     period_start: float
-    by_pod: dict[PodRef, float] = field(default_factory=dict)
+    reported: dict[PodRef, float] = field(default_factory=dict)  # summed from the pod's usage reports
+    before: dict[PodRef, float] = field(default_factory=dict)  # spent before that, as its hello said
+
+    def of(self, pod: PodRef) -> float:
+        return self.reported.get(pod, 0.0) + self.before.get(pod, 0.0)
+
+    def total(self) -> float:
+        return math.fsum((*self.reported.values(), *self.before.values()))
 
 
 class LeaseBook:
@@ -183,6 +196,10 @@ class LeaseBook:
         self.half_life_s = half_life_s
         self._demand: dict[PodRef, _Demand] = {}
         self._spend: dict[str, _Spend] = {}  # route key → this period's spend by pod
+        self._announced: dict[str, dict[PodRef, tuple[float, float]]] = {}  # route key → pod → (period start,
+        # USD its hello said it had spent beyond what it had reported here), until the route's period is known
+        self._silent: set[PodRef] = set()  # connected pods whose hello says nothing of spend (older sidecars)
+        self._seeded: dict[str, tuple[float, float]] = {}  # route key → (period start, USD) read back from status
         self._held: dict[PodRef, _Held] = {}
         self._departed: dict[PodRef, _Held] = {}
         self._stated: dict[str, _Stated] = {}  # provider key → the freshest rate-limit headers reported
@@ -231,10 +248,36 @@ class LeaseBook:
             cost = float(counts.get("cost_usd", 0) or 0)
             add(key, "cost", cost)
             spend = self._period(key, (periods or {}).get(key, BudgetPeriod.DAY), now_wall)
-            spend.by_pod[pod] = spend.by_pod.get(pod, 0.0) + cost
+            spend.reported[pod] = spend.reported.get(pod, 0.0) + cost
+
+    def announce(self, pod: PodRef, budgets: Mapping[str, PeriodSpend] | None) -> None:
+        """The pod's hello: what it has spent per route (`namespace/name`) in the period starting at each
+        `period_start`, less what its next report carries; None when its sidecar does not say. Its part
+        beyond what this book counted from the pod's reports is the pod's spend from before: after an
+        operator restart, all of it. It counts once the route's period is known (at the next `leases`)."""
+        if budgets is None:
+            self._silent.add(pod)
+            return
+        self._silent.discard(pod)
+        for route, said in budgets.items():
+            spend = self._spend.get(route)
+            counted = spend.reported.get(pod, 0.0) if spend is not None and spend.period_start == said.period_start \
+                else 0.0
+            said_before = self._announced.setdefault(route, {})
+            earlier = said_before.get(pod)
+            beyond = said.spent_usd - counted
+            if earlier is not None and earlier[0] == said.period_start:  # two hellos before the route's period is known
+                beyond = max(beyond, earlier[1])
+            said_before[pod] = (said.period_start, beyond)
+
+    def seed_spend(self, namespace: str, route: str, period_start: float, usd: float) -> None:
+        """The route's spend read back from its status after an operator restart: every sidecar's, those
+        still connected (which say theirs in their hello) and those gone since (which never will)."""
+        self._seeded[f"{namespace}/{route}"] = (period_start, usd)
 
     def depart(self, pod: PodRef) -> None:
         """The pod's stream closed: its share stays counted until its lease runs out."""
+        self._silent.discard(pod)
         held = self._held.pop(pod, None)
         if held is not None:
             self._departed[pod] = held
@@ -251,9 +294,11 @@ class LeaseBook:
         self._totals = {}
         for provider, (limits, users) in _users(tables, "provider_limits").items():
             self._divide_limits(provider, limits, users, granted, now)
-        for route, (limit_usd, users) in _users(tables, "route_budgets").items():
+        budgets = _users(tables, "route_budgets")
+        for route, (limit_usd, users) in budgets.items():
             period = (periods or {}).get(route, BudgetPeriod.DAY)
             self._divide_budget(route, limit_usd, period, users, granted, now_wall)
+        self._announced = {route: said for route, said in self._announced.items() if route in budgets}
         self._held.update(granted)
         return {pod: _lease(held, self.ttl_s, self._spend, pod) for pod, held in granted.items()}
 
@@ -304,13 +349,27 @@ class LeaseBook:
     def _divide_budget(self, route: str, limit_usd: float, period: BudgetPeriod, users: list[PodRef],
                        granted: dict[PodRef, _Held], now_wall: float) -> None:
         spend = self._period(route, period, now_wall)
-        spent_total = math.fsum(spend.by_pod.values())
-        away = math.fsum(max(h.budgets[route] - spend.by_pod.get(p, 0.0), 0.0)
+        for pod, (start, usd) in self._announced.pop(route, {}).items():
+            if start == spend.period_start:  # said of an earlier period: it counts for nothing
+                spend.before[pod] = max(spend.before.get(pod, 0.0), usd)
+        away = math.fsum(max(h.budgets[route] - spend.of(p), 0.0)
                          for p, h in self._departed.items() if route in h.budgets)
-        remaining = max(limit_usd - spent_total - away, 0.0)
+        remaining = max(limit_usd - spend.total() - away - self._spent_by_the_gone(route, spend, users), 0.0)
         demand = {pod: self._rate(pod, route, "cost") for pod in users}
         for pod, share in divide(remaining, demand, self.floor_fraction).items():
-            granted[pod].budgets[route] = spend.by_pod.get(pod, 0.0) + share
+            granted[pod].budgets[route] = spend.of(pod) + share
+
+    def _spent_by_the_gone(self, route: str, spend: _Spend, users: list[PodRef]) -> float:
+        """What the route's status says was spent this period before the operator restarted, less what the
+        pods said of theirs in their hellos: the spend of sidecars gone before it (a rollout earlier in the
+        period). Until every pod of before the restart is back this counts theirs too: on the safe side.
+        0 while a connected user's sidecar does not say its spend: it cannot be told from the gone's."""
+        seeded = self._seeded.get(route)
+        if seeded is not None and seeded[0] < spend.period_start:
+            del self._seeded[route]
+        if seeded is None or seeded[0] != spend.period_start or any(pod in self._silent for pod in users):
+            return 0.0
+        return max(seeded[1] - math.fsum(spend.before.values()), 0.0)
 
     def _period(self, route: str, period: BudgetPeriod, now_wall: float) -> _Spend:
         start, _ = period_bounds(period, now_wall)
@@ -359,7 +418,7 @@ def _users(tables: Mapping[PodRef, DesiredTable], attribute: str) -> dict[str, t
 
 def _lease(held: _Held, ttl_s: float, spend: Mapping[str, _Spend], pod: PodRef) -> Lease:
     return Lease(ttl_s, {_local(k): v for k, v in held.limits.items()},
-                 {_local(k): LeaseBudget(v, spend[k].by_pod.get(pod, 0.0) if k in spend else 0.0)
+                 {_local(k): LeaseBudget(v, spend[k].of(pod) if k in spend else 0.0)
                   for k, v in held.budgets.items()})
 
 

@@ -161,7 +161,9 @@ class Operator:
         self.listed = asyncio.Event()  # kopf's initial listing of every kind is in the index
         self.synced = asyncio.Event()  # and the Secrets its providers name were read once
         self.writer.ready = self.synced
-        self.hub = Hub(self.index, self.book, reviewer, leases=LeaseBook(settings.lease_ttl_s), synced=self.synced)
+        leases = LeaseBook(settings.lease_ttl_s)
+        self.writer.spend_seeded.append(leases.seed_spend)  # after a restart, shares count the spend of before
+        self.hub = Hub(self.index, self.book, reviewer, leases=leases, synced=self.synced)
         self.registry = kopf.OperatorRegistry()
         register(self.registry, self.index, self.writer, self.secrets, listed=self.listed.set)
         self.live = Live(self.index, self.book, self.hub, self.writer, self.secrets, events_posted)

@@ -50,6 +50,8 @@ class StatusWriter:
         self.failures = 0
         self.passed = asyncio.Event()  # set after every pass, for whoever waits for status to catch up
         self.ready: asyncio.Event | None = None  # when set: no pass before it (the index is still filling)
+        # told (namespace, route, period start, USD) of each route's spend read back from its status
+        self.spend_seeded: list[Callable[[str, str, float, float], None]] = [book.seed_spend]
         self._due = asyncio.Event()
 
     def poke(self) -> None:
@@ -67,7 +69,8 @@ class StatusWriter:
         if ref[0] == "LLMRoute" and isinstance(start, str) and isinstance(spend.get("periodUSD"), int | float):
             with contextlib.suppress(ValueError):
                 stamp = datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
-                self.book.seed_spend(ref[1], ref[2], stamp, float(spend["periodUSD"]))
+                for seeded in self.spend_seeded:
+                    seeded(ref[1], ref[2], stamp, float(spend["periodUSD"]))
 
     def forget(self, ref: ObjectRef) -> None:
         self.written.pop(ref, None)

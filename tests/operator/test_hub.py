@@ -397,6 +397,73 @@ async def test_usage_deltas_are_reported_and_what_was_not_sent_is_carried_over(
     task.cancel()
 
 
+DAY = 1_779_926_400.0  # 2026-05-28T00:00:00Z
+NOON = DAY + 43_200
+
+
+def spend(car: Sidecar, usd: float) -> None:
+    """A request on chat that cost `usd`: settled in the budget ledger and counted for the usage report."""
+    from llmroute_proxy.dialects.base import Usage
+    from llmroute_proxy.table import TargetId
+
+    budget = car.table.route("chat").budget  # type: ignore[union-attr]
+    assert budget is not None
+    decision = car.ledger.reserve("chat", budget, usd, NOON)
+    assert decision.reservation is not None
+    car.ledger.settle(decision.reservation, usd, NOON)
+    car.record_spend(Usage(100, 20), usd, "chat", "fast", TargetId("openai-main/gpt-4o-mini@us"), None)
+
+
+async def test_after_an_operator_restart_the_hello_says_the_sidecars_spend_and_the_gone_stay_spent(
+        sidecar: Sidecar, certs: CertFiles, tmp_path: Path) -> None:
+    """The sidecar spent 25 and reported it; a sidecar gone in a rollout spent 35; the operator restarts (its
+    route's status says 60) while the sidecar spends 5 more. Its hello says 25 (the 5 is its next report's):
+    it is leased up to 100 − 35, from a floor of 25, then 30 once the 5 is reported; nothing counted twice."""
+    from dataclasses import replace
+
+    from llmroute_operator.contracts import DesiredTable
+
+    base = desired(documents(budget_usd=100))
+    table = DesiredTable(base.version, base.payload, {}, {"team-a/chat": 100.0})
+    sidecar.wallclock = lambda: NOON
+    before = Parts()
+    before.hub = Hub(before.source, before.sink, before.reviewer, leases=LeaseBook(ttl_s=30), wallclock=lambda: NOON)
+    async with running_hub(before.hub, certs) as url:
+        before.url = url
+        await before.source.set(POD, table)
+        client = client_for(before, sidecar, tmp_path, certs)
+        task = asyncio.create_task(client.connect_once())
+        await before.sink.wait_for("acked")
+        spend(sidecar, 25.0)
+        assert await client.send_final_report()
+        await before.sink.wait_for("usage")
+        task.cancel()
+    spend(sidecar, 5.0)
+
+    book = LeaseBook(ttl_s=30)
+    book.seed_spend("team-a", "chat", DAY, 60.0)  # what the status writer reads back at the restart
+    after = Parts()
+    after.hub = Hub(after.source, after.sink, after.reviewer, leases=book, wallclock=lambda: NOON)
+    async with running_hub(after.hub, certs) as url:
+        client.settings = replace(client.settings, url=url)
+        await after.source.set(POD, table)
+        task = asyncio.create_task(client.connect_once())
+        async with asyncio.timeout(10):
+            while sidecar.leases.spent_floors() != {"chat": 25.0}:
+                await asyncio.sleep(0.02)
+        assert sidecar.ledger.snapshot("chat", NOON).limit_usd == 100 - 35
+        assert await client.send_final_report()
+        [(_, _, report)] = await after.sink.wait_for("usage")
+        assert report["routes"]["chat"]["cost_usd"] == 5.0
+        await after.hub.renew_leases()
+        async with asyncio.timeout(10):
+            while sidecar.leases.spent_floors() != {"chat": 30.0}:
+                await asyncio.sleep(0.02)
+        ledger = sidecar.ledger.snapshot("chat", NOON)
+        assert (ledger.spent_usd, ledger.limit_usd) == (30.0, 100 - 35)  # 35 left: 100 − 35 gone − its 30
+        task.cancel()
+
+
 async def test_two_sidecars_get_leases_that_split_the_providers_global_limit(
         certs: CertFiles, tmp_path: Path) -> None:
     from llmroute_operator.contracts import DesiredTable, GlobalLimits

@@ -18,6 +18,7 @@ from llmroute_operator.leases import (
     usefulness,
 )
 from llmroute_proxy.dialects.base import Quota
+from llmroute_proxy.sync.protocol import Lease, LeaseBudget, PeriodSpend
 
 PODS = [PodRef("ns", f"p{i}") for i in range(6)]
 demands = st.dictionaries(st.integers(0, 50), st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50)
@@ -110,6 +111,128 @@ def test_a_new_budget_period_starts_from_zero_spend() -> None:
     book.observe(a, report(cost=80.0), now=3600, now_wall=3600)
     next_day = book.leases({a: table(budget=100)}, now=0, now_wall=86400 * 2)
     assert next_day[a].budgets["chat"].limit_usd == 100.0 and next_day[a].budgets["chat"].spent_usd == 0.0
+
+
+# ---- spend across an operator restart --------------------------------------------------------------
+
+DAY = 1_779_926_400.0  # 2026-05-28T00:00:00Z, the start of the route's budget period
+NOON = DAY + 43_200
+
+
+def hello(book: LeaseBook, pod: PodRef, usd: float, start: float = DAY) -> None:
+    """The pod's hello: it spent `usd` on chat in the period starting at `start`, beyond what it reported."""
+    book.announce(pod, {"ns/chat": PeriodSpend(start, usd)})
+
+
+def budgets(leases: dict[PodRef, Lease], *pods: PodRef) -> list[LeaseBudget]:
+    return [leases[pod].budgets["chat"] for pod in pods]
+
+
+@pytest.mark.parametrize("status_says, a_says, b_says, left", [
+    # a, b and c spent 20 each this morning; c went in a rollout: its 20 is spent by a sidecar gone,
+    # not leased again (the shares sum to 100 − 20)
+    pytest.param(60.0, 20.0, 20.0, 100 - 60, id="the spend of sidecars gone before it stays spent"),
+    # all of the 90 is a's and b's, which count it themselves: the 10 left is theirs to spend, not blocked
+    # by counting the 90 once as the status's and again as theirs
+    pytest.param(90.0, 60.0, 30.0, 100 - 90, id="connected sidecars' spend is not counted twice"),
+])
+def test_after_an_operator_restart_what_is_left_of_the_budget_is_what_all_sidecars_left(
+        status_says: float, a_says: float, b_says: float, left: float) -> None:
+    """The operator restarted; the route's status says what was spent, a's and b's hellos what of it is theirs."""
+    book = LeaseBook(ttl_s=30)
+    a, b = PODS[:2]
+    book.seed_spend("ns", "chat", DAY, status_says)
+    hello(book, a, a_says)
+    hello(book, b, b_says)
+    shares = budgets(book.leases({a: table(budget=100), b: table(budget=100)}, now=0, now_wall=NOON), a, b)
+    assert [share.spent_usd for share in shares] == [a_says, b_says]  # their floors: a restarted sidecar resumes there
+    assert math.isclose(sum(share.limit_usd - share.spent_usd for share in shares), left)
+
+
+def test_until_a_sidecar_of_before_the_restart_is_back_its_spend_counts_as_gone() -> None:
+    """On the safe side for a moment, never counted twice: b's 30 moves from the gone to b when it says hello."""
+    book = LeaseBook(ttl_s=30)
+    a, b = PODS[:2]
+    book.seed_spend("ns", "chat", DAY, 60.0)
+    hello(book, a, 30.0)
+    [alone] = budgets(book.leases({a: table(budget=100)}, now=0, now_wall=NOON), a)
+    assert math.isclose(alone.limit_usd, 100 - 30)  # b's 30 is counted as gone meanwhile
+    hello(book, b, 30.0)
+    shares = budgets(book.leases({a: table(budget=100), b: table(budget=100)}, now=1, now_wall=NOON + 1), a, b)
+    assert math.isclose(sum(share.limit_usd for share in shares), 100)
+
+
+@pytest.mark.parametrize("again", [
+    30.0,  # its stream broke: its hello says the 20 and the 10 it reported since
+    0.0,  # it restarted and forgot its spend
+])
+def test_a_sidecar_back_after_the_operator_restarted_resumes_from_what_it_said_and_the_gone_stay_gone(
+        again: float) -> None:
+    """a said 20 after the restart and reported 10 since, then came back: its floor is 30 (not 40, not 10),
+    and c's 40 (gone) is still 60 − 20."""
+    book = LeaseBook(ttl_s=30)
+    a = PODS[0]
+    book.seed_spend("ns", "chat", DAY, 60.0)
+    hello(book, a, 20.0)
+    book.leases({a: table(budget=100)}, now=0, now_wall=NOON)
+    book.observe(a, report(requests=1, cost=10.0), now=1, now_wall=NOON + 1)
+    book.depart(a)
+    hello(book, a, again)
+    [share] = budgets(book.leases({a: table(budget=100)}, now=2, now_wall=NOON + 2), a)
+    assert share.spent_usd == 30.0 and math.isclose(share.limit_usd, 100 - 40)
+
+
+def test_a_hello_without_a_restart_counts_nothing_twice() -> None:
+    """The stream broke, the operator did not restart: a's hello says the 30 it reported; it is 30, not 60."""
+    book = LeaseBook(ttl_s=30)
+    a, b = PODS[:2]
+    book.observe(a, report(requests=1, cost=30.0), now=0, now_wall=NOON)
+    book.leases({a: table(budget=100), b: table(budget=100)}, now=0, now_wall=NOON)
+    book.depart(a)
+    hello(book, a, 30.0)
+    shares = budgets(book.leases({a: table(budget=100), b: table(budget=100)}, now=1, now_wall=NOON + 1), a, b)
+    assert shares[0].spent_usd == 30.0 and math.isclose(sum(share.limit_usd for share in shares), 100)
+
+
+def test_spend_said_or_read_back_for_an_earlier_period_counts_for_nothing() -> None:
+    book = LeaseBook(ttl_s=30)
+    a = PODS[0]
+    yesterday = DAY - 86_400
+    book.seed_spend("ns", "chat", yesterday, 80.0)
+    hello(book, a, 50.0, start=yesterday)
+    [share] = budgets(book.leases({a: table(budget=100)}, now=0, now_wall=NOON), a)
+    assert share == LeaseBudget(100.0, 0.0)
+
+
+def test_while_an_older_sidecar_that_says_no_spend_is_connected_the_route_is_divided_as_before() -> None:
+    """An older sidecar's hello says nothing of its spend: the gone's cannot be told from its own (which it
+    counts itself), so none is counted as gone rather than blocking a route with budget left."""
+    book = LeaseBook(ttl_s=30)
+    a, old = PODS[:2]
+    book.seed_spend("ns", "chat", DAY, 60.0)
+    hello(book, a, 30.0)
+    book.announce(old, None)
+    shares = budgets(book.leases({a: table(budget=100), old: table(budget=100)}, now=0, now_wall=NOON), a, old)
+    assert math.isclose(sum(share.limit_usd for share in shares), 100)
+    book.depart(old)  # gone, its last lease run out: the 30 it spent before the restart is the gone's
+    [share] = budgets(book.leases({a: table(budget=100)}, now=31, now_wall=NOON + 31), a)
+    assert math.isclose(share.limit_usd, 100 - 30)
+
+
+@given(st.floats(1, 1e4), st.lists(st.floats(0, 1e3), min_size=1, max_size=6),
+       st.lists(st.floats(0, 1e3), max_size=6))
+def test_after_a_restart_the_route_never_stands_to_spend_more_than_its_limit(
+        limit: float, connected: list[float], gone: list[float]) -> None:
+    """What the connected may spend up to (their limits) plus what the gone spent is the limit, or what is
+    already spent when that is more: never more, and no budget left is withheld."""
+    book = LeaseBook(ttl_s=30)
+    pods = PODS[:len(connected)]
+    book.seed_spend("ns", "chat", DAY, math.fsum(connected) + math.fsum(gone))
+    for pod, usd in zip(pods, connected, strict=False):
+        hello(book, pod, usd)
+    leases = book.leases({pod: table(budget=limit) for pod in pods}, now=0, now_wall=NOON)
+    exposed = math.fsum(share.limit_usd for share in budgets(leases, *pods)) + math.fsum(gone)
+    assert math.isclose(exposed, max(limit, math.fsum(connected) + math.fsum(gone)), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def test_unlimited_figures_stay_unlimited() -> None:

@@ -145,3 +145,19 @@ async def test_the_operator_serves_nothing_before_kopf_has_listed_the_cluster_an
     operator.listed.set()
     await asyncio.wait_for(syncing, 5)
     assert operator.synced.is_set()
+
+
+def test_spend_read_back_from_a_routes_status_at_a_restart_reaches_the_lease_book(tmp_path: Path) -> None:
+    """The status says 6 of the route's 10 were spent this period and no sidecar says any of it was its own:
+    the leases divide the 4 left."""
+    from llmroute_operator.contracts import DesiredTable, PodRef
+
+    api = FakeApi()
+    operator = Operator(Settings(dev_certs=tmp_path), api, api, FakeReviewer())
+    operator.writer.seed(("LLMRoute", "team-a", "chat"),
+                         {"spend": {"periodUSD": 6.0, "periodStart": "2026-05-28T00:00:00Z"}})
+    assert operator.hub.leases is not None
+    pod = PodRef("team-a", "chat-0")
+    leases = operator.hub.leases.leases({pod: DesiredTable("v", {}, {}, {"team-a/chat": 10.0})}, now=0,
+                                        now_wall=1_779_926_400.0 + 3600)
+    assert leases[pod].budgets["chat"].limit_usd == 4.0
