@@ -72,7 +72,7 @@ class ClusterIndex:
         self._memo: dict[PodRef, DesiredTable | None] = {}
         self._problems: dict[PodRef, str] = {}  # pods whose table does not compile (they keep their last)
         self._serving_memo: dict[str, tuple[dict[str, ServingProvider], list[ServingRoute]]] = {}
-        self._selection_memo: dict[tuple[str, frozenset[tuple[str, str]]], list[ServingRoute]] = {}
+        self._selection_memo: dict[tuple[str, frozenset[tuple[str, str]]], tuple[list[ServingRoute], bool]] = {}
         self._last: dict[PodRef, DesiredTable] = {}
         self.compilations = 0
         self.cache_hits = 0
@@ -321,16 +321,22 @@ class ClusterIndex:
 
     def _table_for(self, pod: PodRef) -> tuple[DesiredTable | None, str | None]:
         info = self._pods.get(pod)
-        ns = self._namespaces.get(pod.namespace)
-        if info is None or ns is None:
+        if info is None:
             return None, None
+        ns = self._namespaces.get(pod.namespace)
+        if ns is None:  # nothing of llmroute's in its namespace (any more)
+            return self._unselected(pod.namespace, self.topology(pod).region), None
         providers, candidates = self._serving(pod.namespace, ns)
         labels = (pod.namespace, frozenset(info.labels.items()))
-        routes = self._selection_memo.get(labels)
-        if routes is None:  # pods of one Deployment share labels: select once for all of them
-            routes = self._selection_memo[labels] = [r for r in candidates if selects(r.spec.pod_selector, info.labels)]
+        selection = self._selection_memo.get(labels)
+        if selection is None:  # pods of one Deployment share labels: select once for all of them
+            selection = self._selection_memo[labels] = self._select(ns, candidates, info.labels)
+        routes, selected_at_all = selection
         if not routes:
-            return None, None
+            # A route that selects the pod but cannot serve (a provider of it is missing) leaves the pod on
+            # its last table; none selecting it at all (deleted, or its selector moved) leaves it no route.
+            return (None, None) if selected_at_all else (self._unselected(pod.namespace, self.topology(pod).region),
+                                                         None)
         used = [providers[name] for name in sorted(set().union(*(r.providers for r in routes)))]
         region = self.topology(pod).region
         key = (pod.namespace, region, tuple(r.hash for r in routes), tuple(p.hash for p in used))
@@ -345,6 +351,20 @@ class ClusterIndex:
         if compiled.table is None:
             return self._last.get(pod), compiled.problem
         return compiled.table, None
+
+    @staticmethod
+    def _select(ns: _Namespace, candidates: list[ServingRoute], labels: Mapping[str, str]) -> tuple[
+            list[ServingRoute], bool]:
+        """The serving routes that select pods of these labels, and whether any route, good or bad, does."""
+        routes = [r for r in candidates if selects(r.spec.pod_selector, labels)]
+        return routes, bool(routes) or any(_claims(r, labels) for r in ns.routes.values())
+
+    def _unselected(self, namespace: str, region: str) -> DesiredTable:
+        """The table of a pod no route selects: no documents, so the sidecar answers `no_route` (and holds
+        no provider's key) instead of serving its last routes on."""
+        compiled = compile_table(namespace, region, [], [])
+        assert compiled.table is not None
+        return compiled.table
 
     def _serving(self, namespace: str, ns: _Namespace) -> tuple[dict[str, ServingProvider], list[ServingRoute]]:
         """The namespace's serving providers, and its serving routes whose providers all serve (by name)."""
@@ -368,3 +388,13 @@ class ClusterIndex:
 
     def _referenced(self, key: Key) -> bool:
         return key in self.named_secrets()
+
+
+def _claims(route: Resource, labels: Mapping[str, str]) -> bool:
+    """Whether the route may mean to select pods of these labels: by the selector it serves with, or by the
+    one it was given, however bad the rest of it (a bad resource changes no pod's table, not even to none)."""
+    if route.serving is not None and selects(route.serving.spec.pod_selector, labels):
+        return True
+    spec = route.document.get("spec")
+    selector = spec.get("podSelector", {}) if isinstance(spec, Mapping) else None
+    return not isinstance(selector, Mapping) or selects(selector, labels)

@@ -145,6 +145,18 @@ class NoTableLoaded(LLMRouteError):
         super().__init__("llmroute has no routing table loaded yet.")
 
 
+class NoRouteSelects(LLMRouteError):
+    """The operator pushed a table without routes: no LLMRoute selects this pod (any more)."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "no_route"
+
+    def __init__(self) -> None:
+        super().__init__("No LLMRoute selects this pod: the operator's table for it has no routes (the routes that "
+                         "selected it were deleted, or their podSelector no longer matches its labels).")
+
+
 class DrainDeadlinePassed(LLMRouteError):
     """The sidecar is stopping and its drain time ran out: what is still open ends with this,
     in its own dialect (an in-band error event for a stream that has begun)."""

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from llmroute_operator.certs import CertFiles, write_self_signed
-from llmroute_operator.contracts import PodRef
+from llmroute_operator.contracts import DesiredTable, PodRef
 from llmroute_operator.hub import ENCODED_TABLES_KEPT, Hub
 from llmroute_operator.leases import LeaseBook
 from llmroute_operator.tokenreview import Refused
@@ -23,6 +23,7 @@ from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.status import status_document
 from llmroute_proxy.sync.client import ClusterSettings, OperatorClient, restore_persisted
 from llmroute_proxy.sync.persist import TableStore
+from llmroute_proxy.sync.protocol import payload_version, table_payload
 from llmroute_proxy.table import BudgetPeriod
 from tests.syncfakes import (
     KEY,
@@ -133,6 +134,28 @@ async def test_every_change_is_pushed_and_an_unchanged_version_is_not_sent_again
     assert client.tables_received == 2
     assert sidecar.table is not None and sidecar.table.route("chat").tiers["fast"].targets[0].model == "gpt-4o"  # type: ignore[union-attr]
     task.cancel()
+
+
+async def test_a_table_without_routes_is_taken_and_kept_so_no_key_outlives_the_routes_that_used_it(
+        parts: Parts, sidecar: Sidecar, tmp_path: Path, certs: CertFiles) -> None:
+    """What the operator pushes when no LLMRoute selects the pod any more (index.py): no documents at all."""
+    await parts.source.set(POD, desired())
+    task = asyncio.create_task(client_for(parts, sidecar, tmp_path, certs).connect_once())
+    await parts.sink.wait_for("acked")
+    payload = table_payload("us", [], {})
+    unselected = DesiredTable(payload_version(payload), payload)
+    await parts.source.set(POD, unselected)
+    acked = await parts.sink.wait_for("acked", 2)
+    assert acked[-1] == ("acked", POD, unselected.version)
+    assert sidecar.table is not None and sidecar.table.routes == () and sidecar.table.targets() == {}
+    task.cancel()
+    restarted = build_sidecar()
+    try:
+        assert restore_persisted(restarted, TableStore(tmp_path / "state"))  # not the old routes after a restart
+        assert restarted.table is not None and restarted.table.routes == ()
+        assert KEY not in (tmp_path / "state" / "last-table.json").read_text()
+    finally:
+        await restarted.upstream.close()
 
 
 async def test_a_broken_table_is_nacked_with_its_field_path_and_the_old_one_kept(

@@ -27,6 +27,14 @@ def cluster(*extra: dict[str, Any]) -> ClusterIndex:
     return loaded(node(), provider(), secret(), route(budget_usd=50.0), pod(), *extra)
 
 
+def routes_in(index: ClusterIndex, pod_ref: PodRef = POD) -> list[str] | None:
+    """The routes of the pod's table (None: no table for it, the pod keeps what it has)."""
+    table = index.table_for(pod_ref)
+    if table is None:
+        return None
+    return [d["metadata"]["name"] for d in table.payload["documents"] if d["kind"] == "LLMRoute"]
+
+
 def test_a_selected_pod_gets_its_routes_and_their_providers_with_the_credential_resolved() -> None:
     table = cluster().table_for(POD)
     assert table is not None
@@ -68,14 +76,14 @@ def test_the_payload_carries_no_kubernetes_bookkeeping() -> None:
 ])
 def test_pod_selector(selector: dict[str, Any], labels: dict[str, str], selected: bool) -> None:
     index = loaded(node(), provider(), secret(), route(selector=selector), pod(labels=labels))
-    assert (index.table_for(POD) is not None) is selected
+    assert routes_in(index) == (["chat"] if selected else [])
     assert (index.selected_pods("team-a", "chat") == [POD]) is selected
 
 
 def test_a_route_selects_only_pods_of_its_own_namespace() -> None:
     index = cluster(pod("chat-0", "team-b"), secret(namespace="team-b"))
-    assert index.table_for(PodRef("team-b", "chat-0")) is None
-    assert index.table_for(PodRef("team-a", "ghost")) is None
+    assert routes_in(index, PodRef("team-b", "chat-0")) == []  # known, selected by nothing: no route
+    assert index.table_for(PodRef("team-a", "ghost")) is None  # not known (yet): nothing to say
 
 
 @pytest.mark.parametrize(("node_region", "first"), [
@@ -224,7 +232,7 @@ def test_undecodable_secret_values_are_ignored() -> None:
 def test_deleting_a_provider_drops_the_routes_that_use_it_from_tables() -> None:
     index = cluster()
     assert index.delete(provider())
-    assert index.table_for(POD) is None
+    assert index.table_for(POD) is None  # the route still selects the pod: it keeps its last table
     verdict = index.verdict("LLMRoute", "team-a", "chat")
     assert verdict is not None and [p.path for p in verdict.unresolved] == ["spec.tiers.fast.targets[0].provider"]
 
@@ -253,11 +261,21 @@ def test_which_changes_move_the_generation(change: dict[str, Any], moves: bool) 
     assert (index.generation() > generation) is moves
 
 
-def test_a_pod_relabelled_out_of_the_selector_loses_its_table() -> None:
+def test_a_pod_relabelled_out_of_the_selector_loses_its_routes() -> None:
     index = cluster()
-    assert index.table_for(POD) is not None
+    assert routes_in(index) == ["chat"]
     index.put(pod(labels={"app": "other"}))
-    assert index.table_for(POD) is None
+    table = index.table_for(POD)
+    assert table is not None and table.payload["documents"] == [] and table.payload["credentials"] == {}
+    assert compile_payload(table.payload).routes == ()  # the sidecar takes it: it then answers no_route
+
+
+def test_a_deleted_route_leaves_the_pods_it_selected_no_route_and_no_key() -> None:
+    index = cluster()
+    index.delete(route())
+    table = index.table_for(POD)
+    assert table is not None and routes_in(index) == [] and "openai-main" not in table.payload["credentials"]
+    assert table.provider_limits == {} and table.route_budgets == {}  # nothing leased to it either
     assert index.delete(pod()) and index.pods() == []
 
 

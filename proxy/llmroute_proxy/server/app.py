@@ -23,6 +23,7 @@ from llmroute_proxy.errors import (
     BodyTooLarge,
     LLMRouteError,
     LocalLimitExceeded,
+    NoRouteSelects,
     NoTableLoaded,
     UpstreamError,
 )
@@ -353,6 +354,8 @@ def _table(sidecar: Sidecar) -> Table:
 def _route(request: web.Request, table: Table) -> Route:
     name = request.headers.get(ROUTE_HEADER)
     route = table.route(name)
+    if route is None and not table.routes:
+        raise NoRouteSelects()
     if route is None:
         known = ", ".join(r.name for r in table.routes) or "none"
         raise BadRequest(f"Unknown route '{name}' in {ROUTE_HEADER}; known routes: {known}.", param=ROUTE_HEADER,

@@ -441,8 +441,8 @@ def compile_payload(payload: Mapping[str, Any]) -> Table:
         raise TableRejected("table.credentials: must be an object of provider name → key string")
     specs = parse_documents(documents)
     problems = [f"table.documents: {error}" for error in specs.errors]
-    if not any(isinstance(d, Mapping) and d.get("kind") == ROUTE_KIND for d in documents):
-        problems.append("table.documents: holds no LLMRoute document")
+    if documents and not any(isinstance(d, Mapping) and d.get("kind") == ROUTE_KIND for d in documents):
+        problems.append("table.documents: holds no LLMRoute document")  # none at all: no LLMRoute selects the pod
     for provider in specs.providers:
         if provider.credentials is not None and not credentials.get(provider.name):
             problems.append(f"table.credentials.{provider.name}: missing for provider {provider.name}")

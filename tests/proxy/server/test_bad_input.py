@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from llmroute_proxy.server.app import create_app
 from llmroute_proxy.server.runner import build_sidecar
 from llmroute_proxy.sim import Fault, FaultKind
+from llmroute_proxy.sync.protocol import compile_payload
 from tests.proxy.stack import Stack
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -137,6 +138,21 @@ async def test_without_a_table_the_sidecar_answers_503_and_is_not_ready(aiohttp_
     response = await client.post("/v1/chat/completions", json={"model": "x", "messages": HELLO})
     assert response.status == 503
     assert (await response.json())["error"]["code"] == "no_routing_table"
+    await sidecar.upstream.close()
+
+
+@pytest.mark.parametrize("path, body", [("/v1/chat/completions", {"model": "x", "messages": HELLO}),
+                                        ("/v1/messages", {"model": "x", "max_tokens": 5, "messages": HELLO}),
+                                        ("/v1/responses", {"model": "x", "input": "hi"})])
+async def test_a_table_without_routes_answers_503_saying_no_llmroute_selects_the_pod(  # type: ignore[no-untyped-def]
+        aiohttp_client, path: str, body: dict[str, object]) -> None:
+    sidecar = build_sidecar()
+    sidecar.install(compile_payload({"region": "us", "documents": [], "credentials": {}}), "operator")
+    client: TestClient = await aiohttp_client(create_app(sidecar))
+    response = await client.post(path, json=body, headers={"x-llmroute-route": "chat"})
+    answer = await response.json()
+    assert response.status == 503 and "No LLMRoute selects this pod" in answer["error"]["message"]
+    assert answer["error"].get("code", "no_route") == "no_route"  # Anthropic's error shape has no code
     await sidecar.upstream.close()
 
 
