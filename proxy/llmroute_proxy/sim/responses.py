@@ -65,6 +65,8 @@ class Stored:
     response: JSON
     conversation: tuple[JSON, ...]
     """Input and output items: what a turn with this `previous_response_id` continues."""
+    inputs: tuple[JSON, ...] = ()
+    """The request's own input items as `input_items` lists them (each with its id), oldest first."""
 
 
 class ResponseStore:
@@ -323,7 +325,8 @@ def _given(body: JSON, name: str, default: Any) -> Any:
 def keep(request: web.Request, turn: Turn, response: JSON) -> None:
     """Store an answered Response when its request allows."""
     if turn.store:
-        request.app[RESPONSE_STORE].put(Stored(response, (*turn.conversation, *response["output"])))
+        inputs = tuple(listed_item(item, request[SIM_CALL].state.new_id) for item in turn.inputs)
+        request.app[RESPONSE_STORE].put(Stored(response, (*turn.conversation, *response["output"]), inputs))
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -369,6 +372,46 @@ async def get_response(request: web.Request) -> web.Response:
     return call.state.json(stored.response)
 
 
+async def list_input_items(request: web.Request) -> web.Response:
+    """`GET /responses/{id}/input_items`: the request's own items, newest first unless `order=asc`, `limit`
+    (1-100, 20) at a time after the item `after`, as OpenAI pages them."""
+    call = request[SIM_CALL]
+    response_id = request.match_info["response_id"]
+    stored = request.app[RESPONSE_STORE].get(response_id)
+    if stored is None:
+        return bad_request_404(call, f"Response with id '{response_id}' not found.")
+    order, limit = request.query.get("order", "desc"), request.query.get("limit", "20")
+    if order not in ("asc", "desc"):
+        return refused(call, Refused(f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.", "order",
+                                     "invalid_value"))
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        return refused(call, Refused(f"Invalid 'limit': integer below minimum value or above maximum value. Expected "
+                                     f"a value between 1 and 100, but got {limit} instead.", "limit", "invalid_value"))
+    items = list(stored.inputs if order == "asc" else stored.inputs[::-1])
+    after = request.query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    page = items[:int(limit)]
+    return call.state.json({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > len(page)})
+
+
+def listed_item(item: JSON, new_id: Callable[[str], str]) -> JSON:
+    """An input item as OpenAI lists it: with an id and a status, a message's text as parts."""
+    listed = dict(item)
+    if listed.get("type") == "message" and isinstance(listed.get("content"), str):
+        part = "output_text" if listed.get("role") == "assistant" else "input_text"
+        listed["content"] = [{"type": part, "text": listed["content"]}]
+    if not isinstance(listed.get("id"), str):
+        listed["id"] = new_id(_LISTED_ID_PREFIXES.get(str(listed.get("type")), "item") + "_")
+    listed.setdefault("status", "completed")
+    return listed
+
+
+_LISTED_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
 async def delete_response(request: web.Request) -> web.Response:
     call = request[SIM_CALL]
     response_id = request.match_info["response_id"]
@@ -391,5 +434,6 @@ def add_routes(app: web.Application, prefix: str, wrap: Callable[[Handler], Hand
         app[RESPONSE_STORE] = ResponseStore()
     app.router.add_post(prefix + "/responses", wrap(create_response))
     app.router.add_get(prefix + "/responses/{response_id}", wrap(get_response))
+    app.router.add_get(prefix + "/responses/{response_id}/input_items", wrap(list_input_items))
     app.router.add_delete(prefix + "/responses/{response_id}", wrap(delete_response))
 

@@ -69,6 +69,8 @@ class Turn:
     web_search: bool
     effort: str | None
     """The reasoning effort when the model reasons (its default `medium` when not asked), else None."""
+    inputs: tuple[JSON, ...] = ()
+    """This request's own input items (the end of `conversation`), as given."""
 
     @property
     def stream(self) -> bool:
@@ -139,7 +141,7 @@ def read_turn(body: Any, history: History, known_item: KnownItem) -> Turn:
                           + ", ".join(f"'{value}'" for value in INCLUDABLE) + ".", f"include[{index}]", "invalid_value")
     functions, web_search = _tools(body.get("tools") or [])
     _text_format(body.get("text"), conversation, body.get("instructions"))
-    return Turn(body, model, conversation, functions, web_search, _effort(model, body))
+    return Turn(body, model, conversation, functions, web_search, _effort(model, body), tuple(items))
 
 
 # --- types -------------------------------------------------------------------------------------

@@ -178,6 +178,23 @@ async def test_a_stored_response_is_retrieved_and_deleted(sim: SimServer, client
         await api.responses.retrieve(made.id)
 
 
+async def test_the_input_items_of_a_stored_response_are_listed_in_pages(sim: SimServer, client: Client) -> None:
+    api = client(sim)
+    created = await api.responses.create(model=MODEL, input=[
+        {"role": "user", "content": "Weather?"}, {"role": "user", "content": [{"type": "input_text", "text": "Now."}]}])
+    newest_first = [item async for item in api.responses.input_items.list(created.id)]
+    assert [(item.type, item.content[0].type, item.content[0].text) for item in newest_first] == [  # type: ignore[union-attr]
+        ("message", "input_text", "Now."), ("message", "input_text", "Weather?")]
+    assert all(item.id.startswith("msg_") for item in newest_first)  # type: ignore[union-attr]
+    first_page = await api.responses.input_items.list(created.id, order="asc", limit=1)
+    assert first_page.has_more and [item.id for item in first_page.data] == [newest_first[1].id]  # type: ignore[union-attr]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await api.responses.input_items.list(created.id, limit=101)
+    assert refused.value.param == "limit"
+    with pytest.raises(openai.NotFoundError):
+        await api.responses.input_items.list("resp_unknown")
+
+
 async def test_json_schema_output_is_parsed_by_the_sdk(sim: SimServer, client: Client) -> None:
     class Weather(pydantic.BaseModel):
         city: str
