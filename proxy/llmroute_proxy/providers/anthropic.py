@@ -81,7 +81,8 @@ class AnthropicProvider:
     def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
         return anthropic_rate_limits(headers, seen_wall)
 
-    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
         return None  # Anthropic keeps no Responses: the sidecar made those it answered
 
 

@@ -131,7 +131,11 @@ class AzureOpenAIProvider:
         """Azure sends OpenAI's names, often only `remaining` and without resets (providers.md §1.6)."""
         return openai_rate_limits(headers, seen_wall)
 
-    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
         collection, _, query = target_urls(target).responses.partition("?")
-        return UpstreamRequest(method, f"{collection}/{quote(response_id, safe='')}" + (f"?{query}" if query else ""),
-                               api_key_headers(target.credential))
+        url = f"{collection}/{quote(response_id, safe='')}"
+        if input_items is not None:
+            url += "/input_items"
+            query = "&".join(part for part in (query, input_items) if part)
+        return UpstreamRequest(method, url + (f"?{query}" if query else ""), api_key_headers(target.credential))

@@ -48,7 +48,9 @@ class Provider(Protocol):
         None when they say nothing."""
         ...
 
-    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
         """The request (`method` GET or DELETE) that reads or deletes a Response the provider keeps (one
-        it answered natively, with the client's `store`); None for a provider that keeps none."""
+        it answered natively, with the client's `store`), or with `input_items` (a query string, maybe
+        empty) GETs a page of its input items; None for a provider that keeps none."""
         ...

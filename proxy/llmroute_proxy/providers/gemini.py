@@ -71,5 +71,6 @@ class GeminiProvider:
         retry_after = retry_after_seconds(headers, seen_wall)
         return None if retry_after is None else RateLimits(retry_after_s=retry_after)
 
-    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
         return None  # Gemini keeps no Responses: the sidecar made those it answered

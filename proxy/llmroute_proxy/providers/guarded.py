@@ -248,5 +248,6 @@ class GuardedProvider:
         except _READ_ERRORS:
             return None
 
-    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
-        return self._inner.stored_response_request(target, response_id, method)
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
+        return self._inner.stored_response_request(target, response_id, method, input_items)

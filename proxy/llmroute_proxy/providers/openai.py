@@ -84,11 +84,14 @@ class OpenAIProvider:
     def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
         return openai_rate_limits(headers, seen_wall)
 
-    def stored_response_request(self, target: Target, response_id: str, method: str) -> UpstreamRequest | None:
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
         if target.provider_type not in NativeDialect.OPENAI_RESPONSES.speakers:
             return None  # OpenAI-compatible servers: whether they keep Responses is theirs to say, not ours
-        return UpstreamRequest(method, f"{target.url.rstrip('/')}/responses/{quote(response_id, safe='')}",
-                               bearer_headers(target.credential))
+        url = f"{target.url.rstrip('/')}/responses/{quote(response_id, safe='')}"
+        if input_items is not None:
+            url += "/input_items" + (f"?{input_items}" if input_items else "")
+        return UpstreamRequest(method, url, bearer_headers(target.credential))
 
 
 class OpenAICompatibleProvider(OpenAIProvider):

@@ -34,6 +34,7 @@ from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.kept_responses import delete_response as delete_kept_response
+from llmroute_proxy.server.kept_responses import read_input_items as read_kept_input_items
 from llmroute_proxy.server.kept_responses import read_response as read_kept_response
 from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
@@ -162,11 +163,11 @@ async def delete_response(request: web.Request) -> web.Response:
 async def list_input_items(request: web.Request) -> web.Response:
     sidecar = request.app[SIDECAR]
     try:
-        items = sidecar.responses.input_items(request.match_info["response_id"], sidecar.clock())
-        listed = responses_items.page(items, request.query)
+        listed = await read_kept_input_items(sidecar, request.match_info["response_id"],
+                                             _keepers_route(request, sidecar), request.query)
     except LLMRouteError as error:
         return _error_response(ResponsesEncoder(None), error)
-    return web.json_response(listed, dumps=_dumps)
+    return web.Response(body=listed, content_type="application/json")
 
 
 async def cancel_response(request: web.Request) -> web.Response:

@@ -12,6 +12,8 @@ A response such a target answered natively, with the client's `store`, is kept b
   at one endpoint: `Target.response_store`; one provider's two regions are two Azure resources, each
   with its own): the first that has it answers a GET with its own object, or deletes it. One that does
   not hold it answers 404, and the next is asked.
+- `input_items` of an id the sidecar does not hold is asked of the same stores, the client's query
+  (`limit`, `order`, `after`, `include`) passed on: the provider's page is the answer.
 - A response the sidecar holds is deleted at the store that answered it, not at another endpoint of
   the same provider, which would answer 404 while the copy lives on.
 """
@@ -19,7 +21,12 @@ A response such a target answered natively, with the client's `store`, is kept b
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from urllib.parse import urlencode
 
+import orjson
+
+from llmroute_proxy.dialects.responses.items import page
 from llmroute_proxy.errors import FailureKind, LLMRouteError, UpstreamError
 from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.server.response_store import ResponseNotFound
@@ -53,14 +60,17 @@ async def read_response(sidecar: Sidecar, response_id: str, route: Route | None)
     try:
         return sidecar.responses.response(response_id, sidecar.clock())
     except ResponseNotFound as not_found:
-        if not_found.deleted:
-            raise
-        keepers = _keepers(route)
-        for target in keepers:
-            found = await _ask(sidecar, target, response_id, "GET")
-            if found is not None:
-                return found
-        raise _nowhere(not_found, keepers) from None
+        return await _asked_of_keepers(sidecar, not_found, route, "GET")
+
+
+async def read_input_items(sidecar: Sidecar, response_id: str, route: Route | None, query: Mapping[str, str]) -> bytes:
+    """A page of the response's input items (`query`: `limit`, `order`, `after`, `include`): from the
+    store, or the provider's own page when the sidecar no longer holds the response."""
+    try:
+        items = sidecar.responses.input_items(response_id, sidecar.clock())
+    except ResponseNotFound as not_found:
+        return await _asked_of_keepers(sidecar, not_found, route, "GET", urlencode(list(query.items())))
+    return orjson.dumps(page(items, query))
 
 
 async def delete_response(sidecar: Sidecar, response_id: str, route: Route | None) -> None:
@@ -70,13 +80,8 @@ async def delete_response(sidecar: Sidecar, response_id: str, route: Route | Non
     try:
         holder = sidecar.responses.held_by(response_id, sidecar.clock())
     except ResponseNotFound as not_found:
-        if not_found.deleted:
-            raise
-        keepers = _keepers(route)
-        for target in keepers:
-            if await _ask(sidecar, target, response_id, "DELETE") is not None:
-                return
-        raise _nowhere(not_found, keepers) from None
+        await _asked_of_keepers(sidecar, not_found, route, "DELETE")
+        return
     if holder:
         keeper = _a_target_of(sidecar, holder)
         if keeper is None:
@@ -89,10 +94,26 @@ async def delete_response(sidecar: Sidecar, response_id: str, route: Route | Non
         pass  # it left the store (expiry, eviction, another DELETE) while the provider was asked: gone
 
 
-async def _ask(sidecar: Sidecar, target: Target, response_id: str, method: str) -> bytes | None:
-    """The provider's answer to a GET or DELETE of its copy; None when it holds none (404)."""
+async def _asked_of_keepers(sidecar: Sidecar, not_found: ResponseNotFound, route: Route | None, method: str,
+                            input_items: str | None = None) -> bytes:
+    """What the first of the route's stores that holds a response the sidecar does not (not one deleted
+    here) answers; `not_found`, naming every store asked, when none holds it."""
+    if not_found.deleted:
+        raise not_found
+    keepers = _keepers(route)
+    for target in keepers:
+        found = await _ask(sidecar, target, not_found.response_id, method, input_items)
+        if found is not None:
+            return found
+    raise _nowhere(not_found, keepers) from None
+
+
+async def _ask(sidecar: Sidecar, target: Target, response_id: str, method: str,
+               input_items: str | None = None) -> bytes | None:
+    """The provider's answer to a GET or DELETE of its copy (or a GET of a page of its `input_items`, with
+    that query); None when it holds none (404)."""
     provider = provider_for(target.provider_type)
-    request = provider.stored_response_request(target, response_id, method)
+    request = provider.stored_response_request(target, response_id, method, input_items)
     if request is None:
         return None
     try:

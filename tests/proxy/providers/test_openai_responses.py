@@ -184,6 +184,24 @@ def test_a_response_azure_keeps_is_deleted_on_the_v1_path(url: str, options: dic
     assert request.headers["api-key"] == "sk-test-0123456789"
 
 
+AZURE_PREVIEW = make_target(ProviderType.AZURE_OPENAI, "https://contoso.openai.azure.com",
+                            options={"api_version": "preview"})
+
+
+@pytest.mark.parametrize(("provider", "target", "query", "expected"), [
+    (OPENAI, OPENAI_TARGET, "order=asc&limit=1",
+     "https://api.openai.com/v1/responses/resp_1/input_items?order=asc&limit=1"),
+    (OPENAI, OPENAI_TARGET, "", "https://api.openai.com/v1/responses/resp_1/input_items"),
+    (AZURE, AZURE_PREVIEW, "order=asc&limit=1",
+     "https://contoso.openai.azure.com/openai/v1/responses/resp_1/input_items?api-version=preview&order=asc&limit=1"),
+    (AZURE, AZURE_PREVIEW, "", "https://contoso.openai.azure.com/openai/v1/responses/resp_1/input_items?api-version=preview"),
+])
+def test_the_input_items_a_provider_keeps_are_asked_with_the_clients_query(
+        provider: Any, target: Any, query: str, expected: str) -> None:
+    request = provider.stored_response_request(target, "resp_1", "GET", query)
+    assert request is not None and (request.method, request.url) == ("GET", expected)
+
+
 def test_an_openai_compatible_server_keeps_no_response_to_delete() -> None:
     assert COMPATIBLE.stored_response_request(make_target(ProviderType.OPENAI_COMPATIBLE, "http://vllm:8000/v1"),
                                               "resp_1", "GET") is None

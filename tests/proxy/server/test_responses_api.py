@@ -426,6 +426,18 @@ def test_after_a_restart_a_response_openai_keeps_is_read_and_deleted_through_the
         openai_itself(stack).responses.retrieve(first.id)
 
 
+def test_after_a_restart_the_input_items_of_a_response_openai_keeps_are_its_own_pages(stack: Stack) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="openai", input=[{"role": "user", "content": "My name is Ada."},
+                                                        {"role": "user", "content": "Remember it."}])
+    forget_every_response(stack)
+    newest_first = list(sdk.responses.input_items.list(first.id))
+    assert [item.content[0].text for item in newest_first] == ["Remember it.", "My name is Ada."]  # type: ignore[union-attr]
+    page = sdk.responses.input_items.list(first.id, order="asc", limit=1)  # the query goes on to OpenAI
+    assert page.has_more and [item.id for item in page.data] == [newest_first[1].id]
+    assert [item.id for item in page] == [item.id for item in reversed(newest_first)]  # the SDK pages on by `after`
+
+
 def test_after_a_restart_a_provider_that_cannot_be_asked_is_a_502_not_a_404(stack: Stack) -> None:
     sdk = client(stack)
     first = sdk.responses.create(model="openai", input="My name is Ada.")
@@ -445,7 +457,7 @@ def test_after_a_restart_a_response_no_provider_keeps_is_a_404_naming_who_was_as
     sdk = client(stack)
     first = sdk.responses.create(model="anthropic", input="My name is Ada.")  # under an id the sidecar made
     forget_every_response(stack)
-    for call in (sdk.responses.retrieve, sdk.responses.delete):
+    for call in (sdk.responses.retrieve, sdk.responses.delete, sdk.responses.input_items.list):
         with pytest.raises(openai.NotFoundError) as gone:
             call(first.id)
         asked = f"nor does oai (127.0.0.1:{stack.sims['oai'].port}), asked for it"  # the provider at its endpoint
