@@ -34,6 +34,9 @@ class FaultKind(StrEnum):
     """200 and headers, then the connection is cut before any body."""
     BREAK_AFTER_TOKENS = "break_after_tokens"
     """`tokens` content chunks, then the connection is cut."""
+    STALL_AFTER_TOKENS = "stall_after_tokens"
+    """`tokens` content chunks, then nothing more until the client hangs up or the app shuts down:
+    an answer still being generated when its reader leaves (a chat UI's stop button)."""
     ANTHROPIC_ERROR_EVENT = "anthropic_error_event"
     """200, then the provider's in-band stream error (Anthropic: `event: error`) before content
     chunk `tokens + 1`; every simulator sends its own API's in-band error shape."""
@@ -65,6 +68,7 @@ class FaultKind(StrEnum):
 STREAM_KINDS = frozenset({
     FaultKind.BREAK_BEFORE_FIRST_TOKEN,
     FaultKind.BREAK_AFTER_TOKENS,
+    FaultKind.STALL_AFTER_TOKENS,
     FaultKind.ANTHROPIC_ERROR_EVENT,
     FaultKind.SLOW_STREAM,
 })
@@ -91,7 +95,8 @@ class Fault:
     seconds: float = 0.0
     """`latency`: the delay; `slow_stream`: the gap between events."""
     tokens: int = 0
-    """`break_after_tokens` / `anthropic_error_event`: content chunks sent before the fault."""
+    """`break_after_tokens` / `stall_after_tokens` / `anthropic_error_event`: content chunks sent before the
+    fault."""
     path: str | None = None
     """Only requests whose path contains this string are affected (None: every request)."""
     echo_key: bool = False

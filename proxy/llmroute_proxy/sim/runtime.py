@@ -284,7 +284,7 @@ async def _before_handler(request: web.Request, state: SimState,
     if fault.kind is FaultKind.LATENCY:
         await state.pause(fault.seconds)
     elif fault.kind is FaultKind.HANG:
-        await _hang(request, state)
+        await until_hung_up(request, state)
         reset_connection(request)
         return web.Response()
     elif fault.kind is FaultKind.RESET:
@@ -301,7 +301,7 @@ async def _before_handler(request: web.Request, state: SimState,
     return None
 
 
-async def _hang(request: web.Request, state: SimState) -> None:
+async def until_hung_up(request: web.Request, state: SimState) -> None:
     """Wait until the client hangs up or the app shuts down (aiohttp does not cancel handlers)."""
     while not state.closing.is_set():
         transport = request.transport
@@ -322,8 +322,10 @@ async def _fault_plain_response(request: web.Request, state: SimState, fault: Fa
     cut = web.StreamResponse(status=response.status, headers=response.headers)
     cut.content_length = len(body)
     await cut.prepare(request)
-    if fault.kind is FaultKind.BREAK_AFTER_TOKENS:
+    if fault.kind in (FaultKind.BREAK_AFTER_TOKENS, FaultKind.STALL_AFTER_TOKENS):
         await cut.write(body[: len(body) // 2])
+    if fault.kind is FaultKind.STALL_AFTER_TOKENS:
+        await until_hung_up(request, state)
     close_connection(request)
     return cut
 

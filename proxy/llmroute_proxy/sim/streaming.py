@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from llmroute_proxy.sim.faults import Fault, FaultKind
-from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, StreamStopped, close_connection
+from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, StreamStopped, close_connection, until_hung_up
 
 # --- streaming ---------------------------------------------------------------------------------
 
@@ -69,6 +69,9 @@ class SimStream:
         if not content or self._content != fault.tokens:
             return
         if fault.kind is FaultKind.BREAK_AFTER_TOKENS:
+            self._cut()
+        if fault.kind is FaultKind.STALL_AFTER_TOKENS:
+            await until_hung_up(self._request, state)
             self._cut()
         if fault.kind is FaultKind.ANTHROPIC_ERROR_EVENT:
             dialect = state.dialect

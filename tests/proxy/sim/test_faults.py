@@ -534,6 +534,18 @@ async def test_a_slow_stream_trips_an_idle_timeout(sims: SimPool, provider: str)
         await APIS[provider].stream(sims, server, [], 0.15)
 
 
+@pytest.mark.parametrize("provider", APIS)
+async def test_a_stalled_stream_sends_its_tokens_then_nothing_until_the_client_gives_up(
+        sims: SimPool, provider: str) -> None:
+    server = await start(sims, provider, Fault(FaultKind.STALL_AFTER_TOKENS, tokens=2))
+    pieces: list[str] = []
+
+    with pytest.raises(TIMEOUT_ERRORS[provider]):
+        await APIS[provider].stream(sims, server, pieces, 0.15)
+
+    assert len(pieces) == 2 and ANSWERS[provider].startswith("".join(pieces))
+
+
 async def test_a_slow_stream_within_the_timeout_delivers_the_whole_answer(sims: SimPool) -> None:
     server = await start(sims, "openai", Fault(FaultKind.SLOW_STREAM, seconds=0.01))
     pieces: list[str] = []
