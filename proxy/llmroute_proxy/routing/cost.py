@@ -5,11 +5,18 @@ cached input tokens are taken out of the input count and billed at their own pri
 falls back to the input price. Cache writes stay inside the input count at the input price:
 the price list has no separate rate for them. Results are unrounded floats; rounding is the
 presenter's business (`x-llmroute-cost-usd` is written unrounded).
+
+A stream its client stopped (or the drain's deadline cut) is billed by the provider for what
+it generated until the connection closed; `stopped_stream_usage` estimates that usage.
 """
 
 from __future__ import annotations
 
-from llmroute_proxy.dialects.base import Usage
+from collections.abc import Sequence
+from typing import Any
+
+from llmroute_proxy.dialects.base import StreamChunk, Usage
+from llmroute_proxy.routing.tokens import estimate_tokens
 from llmroute_proxy.table import Pricing
 
 PER_MTOK = 1_000_000.0
@@ -35,3 +42,43 @@ def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing
     """
     output = DEFAULT_OUTPUT_ESTIMATE if max_output_tokens is None else max(max_output_tokens, 0)
     return (max(prompt_tokens, 0) * pricing.input_per_mtok + output * pricing.output_per_mtok) / PER_MTOK
+
+
+def stopped_stream_usage(carried: Usage | None, final: bool, prompt_tokens: int, received: int,
+                         seen: Sequence[StreamChunk]) -> Usage:
+    """What a stream stopped midway has used, as the provider bills it: the prompt, and the output
+    generated until the connection closed.
+
+    `carried` is the usage the stream reported so far: `final` when it came with the stream's end
+    (OpenAI's usage chunk), else running counts (Gemini's on every chunk, Anthropic's
+    `message_start`) that later output adds to. Without it the prompt is `prompt_tokens`, the
+    request's estimate. The output is the `received` chunks read so far at the tokens per chunk
+    of those still at hand (`seen`: the first ones and the last read's). A provider streams its
+    output in chunks of a steady size (one token each from OpenAI, a few from Claude), and
+    counting every chunk's text instead would add several lookups per chunk to every stream.
+    Chunks in `seen` that show nothing (the role chunk ahead of the text, a relay's carrier) are
+    taken out of `received` rather than averaged in."""
+    shown = [text for text in map(_shown_text, seen) if text]
+    per_chunk = estimate_tokens("".join(shown)) / len(shown) if shown else 0.0
+    streamed = round(per_chunk * max(received - (len(seen) - len(shown)), 0))
+    if carried is None:
+        return Usage(input_tokens=prompt_tokens, output_tokens=streamed)
+    if final:
+        return carried
+    return Usage(carried.input_tokens or prompt_tokens, max(carried.output_tokens, streamed),
+                 carried.cached_input_tokens, carried.cache_write_tokens, carried.reasoning_tokens)
+
+
+def _shown_text(chunk: StreamChunk) -> str:
+    """The output a canonical chunk shows: text, refusal, reasoning, tool names and arguments."""
+    parts: list[str] = []
+    for choice in chunk.data.get("choices") or ():
+        delta: dict[str, Any] = choice.get("delta") or {}
+        for key in ("content", "refusal", "reasoning_content"):
+            value = delta.get(key)
+            if isinstance(value, str):
+                parts.append(value)
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+    return "".join(parts)

@@ -38,7 +38,7 @@ log = logging.getLogger("llmroute.access")
 def access_entry(outcome: Outcome) -> dict[str, Any]:
     target = outcome.target
     usage = outcome.usage
-    return {
+    entry = {
         "route": outcome.route,
         "model": outcome.model,
         "tier": outcome.tier,
@@ -59,6 +59,9 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         "cost_usd": outcome.cost_usd,
         "trace_id": outcome.trace_id or None,
     }
+    if outcome.usage_estimated:
+        entry["usage_estimated"] = True
+    return entry
 
 
 def log_access(outcome: Outcome) -> None:

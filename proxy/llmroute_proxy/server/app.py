@@ -276,8 +276,9 @@ def _log_budget_alert(route: Route) -> None:
 
 
 def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> None:
-    """Real cost when known; nothing when no answer came; the estimate when an answer came
-    without usage (an unmetered stream), so that a budget is never spent for free."""
+    """Real cost when known (for a stream stopped midway, the estimate of what it streamed); nothing
+    when no answer came; the reserved estimate when an answer came without usage (an unmetered
+    stream), so that a budget is never spent for free."""
     if ex.cost is not None:
         sidecar.ledger.settle(reservation, ex.cost, sidecar.wallclock())
     elif ex.target is not None:
@@ -290,7 +291,7 @@ def _outcome(sidecar: Sidecar, ex: Exchange, status: int, started: float) -> Out
     choice, target = ex.choice, ex.target
     return Outcome(sidecar.wallclock(), ex.route.name, ex.requested_model, choice.tier, choice.rule, choice.reason,
                    ex.experiment.name if ex.experiment else None, ex.chat.stream, target, ex.attempts, status,
-                   sidecar.clock() - started, ex.usage, ex.cost, ex.scope.trace_id)
+                   sidecar.clock() - started, ex.usage, ex.cost, ex.scope.trace_id, ex.usage_estimated)
 
 
 class _Draining(LLMRouteError):

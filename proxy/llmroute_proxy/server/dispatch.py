@@ -32,15 +32,14 @@ from llmroute_proxy.dialects.base import (
 )
 from llmroute_proxy.errors import (
     AttemptRecord,
-    DrainDeadlinePassed,
     FailureKind,
     UpstreamError,
 )
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.registry import provider_for
-from llmroute_proxy.routing.cost import cost_usd
+from llmroute_proxy.routing.cost import cost_usd, stopped_stream_usage
 from llmroute_proxy.routing.failover import Attempt, AttemptPlanner, Stop
-from llmroute_proxy.routing.rules import TierChoice
+from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
@@ -70,6 +69,7 @@ class Exchange:
     target: Target | None = None
     embeddings: bool = False
     targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
+    usage_estimated: bool = False  # `usage` and `cost` are the sidecar's estimate of a stream stopped midway
 
     @property
     def admitted_tokens(self) -> int:
@@ -77,6 +77,12 @@ class Exchange:
         client set, as OpenAI's own limiter counts a request, so concurrent requests cannot overrun
         a tokens-per-minute limit by their answers. Settled with the real usage when it is known."""
         return self.prompt_tokens + (self.chat.max_output_tokens or 0) if self.prompt_tokens else 0
+
+    def prompt_estimate(self) -> int:
+        """The prompt's estimated tokens: the one the decision made, or made now when it needed none."""
+        if self.prompt_tokens:
+            return self.prompt_tokens
+        return RequestFacts(self.requested_model, self.chat.body.get("messages") or [], {}, False, None).prompt_tokens
 
     @property
     def requested_model(self) -> str:
@@ -177,17 +183,27 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         return _unary_response(sidecar, ex, planner, run, result)
 
 
-def _cut(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, error: DrainDeadlinePassed,
-         usage: Usage | None) -> None:
-    """The drain's deadline ended a committed stream: not the target's failure, but what was
-    streamed is paid for."""
+def _stopped(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, usage: Usage, estimated: bool,
+             why: str, error: BaseException) -> None:
+    """A committed stream ended midway by no fault of its target (its client went away, the drain's
+    deadline cut it): what was streamed is paid for. Its TPM charge, the budget (settled from
+    `ex.cost` when the request ends), the spend reported and the metrics all take the same usage."""
     target = run.attempt.target
-    planner.record_abandoned(run.attempt, sidecar.clock(), usage.total_tokens if usage is not None else None)
-    ex.usage = usage
-    ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
-    if usage is not None:
-        _spent(sidecar, ex, target, usage)
+    now = sidecar.clock()
+    planner.record_abandoned(run.attempt, now, usage.total_tokens)
+    ex.attempts.append(AttemptRecord(target.id, 200, None, why, now - run.started))
+    ex.usage, ex.usage_estimated = usage, estimated
+    ex.cost = cost_usd(usage, target.pricing)
+    _spent(sidecar, ex, target, usage)
     run.scope.end(usage, ex.cost, (), None, error)
+
+
+def _streamed(ex: Exchange, translator: StreamTranslator, received: int,
+              seen: list[StreamChunk]) -> tuple[Usage, bool]:
+    """A stopped stream's usage, and whether it is an estimate (not the stream's own final usage)."""
+    final = translator.usage is not None and translator.finish_reason is not None
+    usage = stopped_stream_usage(translator.usage, final, ex.prompt_estimate(), received, seen)
+    return usage, not final
 
 
 async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
@@ -288,13 +304,16 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 whole = ex.encoder.chunks(primed) + ex.encoder.end(ex.usage)
             return web.Response(body=whole, headers=headers)
         response = _EventStream(headers=headers)
-        await response.prepare(ex.http)
+        received = len(primed)  # chunks read: with the last ones, what a stopped stream cost (`_streamed`)
+        out: list[StreamChunk] = []
         try:
+            await response.prepare(ex.http)
             await response.write(ex.encoder.chunks(primed))  # the head with the first token, at once
             async with asyncio.timeout(attempt_deadline - sidecar.clock()):
                 async for data in body:
                     out = translator.feed(data)
                     if out:
+                        received += len(out)
                         await response.write(ex.encoder.chunks(out))
             tail = ex.encoder.chunks(translator.close())
         except (UpstreamError, TimeoutError) as exc:
@@ -303,10 +322,13 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 exc, UpstreamError) else UpstreamError(
                 FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline"))
             return response
-        except asyncio.CancelledError:
-            if (cut := sidecar.take_drain_cut()) is None:
+        except (asyncio.CancelledError, ConnectionError) as exc:
+            # a ConnectionError here is the client's: upstream reads raise UpstreamError
+            usage, estimated = _streamed(ex, translator, received, [*primed, *out])
+            if isinstance(exc, ConnectionError) or (cut := sidecar.take_drain_cut()) is None:
+                _stopped(sidecar, ex, planner, run, usage, estimated, "the client went away mid-stream", exc)
                 raise
-            _cut(sidecar, ex, planner, run, cut, translator.usage)
+            _stopped(sidecar, ex, planner, run, usage, estimated, "the drain's deadline cut the stream", cut)
             await response.write(ex.encoder.stream_error(cut))
             return response
         _succeeded(sidecar, ex, planner, run, translator.usage, _finish_reason(translator), None)

@@ -91,13 +91,16 @@ def _document(sidecar: Sidecar) -> dict[str, Any]:
 
 def _decision(outcome: Outcome) -> dict[str, Any]:
     """One recent request: where it went and why, each attempt, and what it cost."""
-    return {
+    decision = {
         "at": outcome.at, "route": outcome.route, "model": outcome.model, "tier": outcome.tier,
         "rule": outcome.rule, "reason": outcome.reason, "experiment": outcome.experiment,
         "target": outcome.target.id if outcome.target is not None else None,
         "attempts": [{"target": a.target, "status": a.status, "reason": a.reason} for a in outcome.attempts],
         "status": outcome.status, "latency_ms": round(outcome.latency_s * 1000, 2), "cost_usd": outcome.cost_usd,
     }
+    if outcome.usage_estimated:
+        decision["usage_estimated"] = True
+    return decision
 
 
 def _spend(sidecar: Sidecar) -> dict[str, dict[str, Any]]:

@@ -57,6 +57,14 @@ def test_one_json_line_says_where_the_request_went_and_what_it_cost(caplog: pyte
     }
 
 
+def test_a_stream_the_client_stopped_says_its_usage_and_cost_are_estimates(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "llmroute.access")
+    log_access(outcome(stream=True, status=499, usage=Usage(1200, 20), cost_usd=0.0032, usage_estimated=True))
+    entry = logged(caplog)
+    assert (entry["status"], entry["output_tokens"], entry["cost_usd"], entry["usage_estimated"]) == (
+        499, 20, 0.0032, True)
+
+
 def test_a_request_that_reached_no_target_logs_nulls_not_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "llmroute.access")
     log_access(outcome(target=None, status=429, latency_s=0.001))
