@@ -200,7 +200,8 @@ def _stopped(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
 
 def _streamed(ex: Exchange, translator: StreamTranslator, received: int,
               seen: list[StreamChunk]) -> tuple[Usage, bool]:
-    """A stopped stream's usage, and whether it is an estimate (not the stream's own final usage)."""
+    """A stream's usage when it ended midway (stopped, cut or broken), and whether it is an estimate (not
+    the stream's own final usage)."""
     final = translator.usage is not None and translator.finish_reason is not None
     usage = stopped_stream_usage(translator.usage, final, ex.prompt_estimate(), received, seen)
     return usage, not final
@@ -318,9 +319,9 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             tail = ex.encoder.chunks(translator.close())
         except (UpstreamError, TimeoutError) as exc:
             # No local outlives this block: a caught exception held by its own frame is a cycle.
-            await _broken(sidecar, ex, planner, run, response, translator.usage, exc if isinstance(
-                exc, UpstreamError) else UpstreamError(
-                FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline"))
+            await _broken(sidecar, ex, planner, run, response, _streamed(ex, translator, received, [*primed, *out]),
+                          exc if isinstance(exc, UpstreamError) else UpstreamError(
+                              FailureKind.TIMEOUT, f"stream exceeded its {policy.per_try_timeout:g}s attempt deadline"))
             return response
         except (asyncio.CancelledError, ConnectionError) as exc:
             # a ConnectionError here is the client's: upstream reads raise UpstreamError
@@ -347,8 +348,10 @@ class _EventStream(web.StreamResponse):
 
 
 async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
-                  response: web.StreamResponse, usage: Usage | None, error: UpstreamError) -> None:
-    """A committed stream failed: the target's failure, and an in-band error for the client."""
+                  response: web.StreamResponse, streamed: tuple[Usage, bool], error: UpstreamError) -> None:
+    """A committed stream failed: the target's failure, and an in-band error for the client. What it
+    streamed is paid for, as for a stream its client stopped (`streamed`: `_streamed`'s usage)."""
+    usage, ex.usage_estimated = streamed
     scrubbed = _failed(sidecar, ex, planner, run, error, committed=True, usage=usage)
     await response.write(ex.encoder.stream_error(scrubbed))
 

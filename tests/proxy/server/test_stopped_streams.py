@@ -245,3 +245,23 @@ def test_a_stream_cut_by_the_drain_deadline_before_it_carried_usage_is_charged_t
     assert budget(stack)["spent_usd"] - spent_before == pytest.approx(cost_usd(outcome.usage, PRICING))
     assert outcome.attempts[-1].reason == "the drain's deadline cut the stream"
 
+
+
+def test_a_stream_the_provider_broke_midway_is_charged_what_it_streamed(stack: Stack) -> None:
+    """No failover once the first token is out: the client gets an in-band error, and the provider's
+    bill for the output it generated is estimated as for a stopped stream, not charged at max_tokens."""
+    stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.BREAK_AFTER_TOKENS, tokens=3)))
+    spent_before, spend_before = budget(stack)["spent_usd"], route_spend(stack)
+    texts: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in chat(stack).chat.completions.create(model="fast", messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                                         stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                texts.append(chunk.choices[0].delta.content)
+    outcome = ended(stack)
+    assert outcome.usage_estimated and outcome.usage is not None and outcome.usage.input_tokens == PROMPT
+    assert 0.5 * estimate_tokens("".join(texts)) <= outcome.usage.output_tokens <= 2 * estimate_tokens("".join(texts))
+    after = budget(stack)
+    assert after["spent_usd"] - spent_before == pytest.approx(cost_usd(outcome.usage, PRICING))
+    assert after["reserved_usd"] == 0 and after["spent_usd"] - spent_before < WORST_CASE / 100
+    assert route_spend(stack)["output_tokens"] - spend_before.get("output_tokens", 0) == outcome.usage.output_tokens
