@@ -195,7 +195,9 @@ class LeaseBook:
         self.floor_fraction = floor_fraction
         self.half_life_s = half_life_s
         self._demand: dict[PodRef, _Demand] = {}
-        self._spend: dict[str, _Spend] = {}  # route key → this period's spend by pod
+        # (route key, period) → that period's spend by pod: every report counts in all three, because a
+        # route's period is not known before its table is (after an operator restart) and may change
+        self._spend: dict[tuple[str, BudgetPeriod], _Spend] = {}
         self._announced: dict[str, dict[PodRef, tuple[float, float]]] = {}  # route key → pod → (period start,
         # USD its hello said it had spent beyond what it had reported here), until the route's period is known
         self._silent: set[PodRef] = set()  # connected pods whose hello says nothing of spend (older sidecars)
@@ -247,8 +249,9 @@ class LeaseBook:
             key = _key(pod, route)
             cost = float(counts.get("cost_usd", 0) or 0)
             add(key, "cost", cost)
-            spend = self._period(key, (periods or {}).get(key, BudgetPeriod.DAY), now_wall)
-            spend.reported[pod] = spend.reported.get(pod, 0.0) + cost
+            for period in BudgetPeriod:
+                spend = self._period(key, period, now_wall)
+                spend.reported[pod] = spend.reported.get(pod, 0.0) + cost
 
     def announce(self, pod: PodRef, budgets: Mapping[str, PeriodSpend] | None) -> None:
         """The pod's hello: what it has spent per route (`namespace/name`) in the period starting at each
@@ -260,9 +263,9 @@ class LeaseBook:
             return
         self._silent.discard(pod)
         for route, said in budgets.items():
-            spend = self._spend.get(route)
-            counted = spend.reported.get(pod, 0.0) if spend is not None and spend.period_start == said.period_start \
-                else 0.0
+            counted = next((spend.reported.get(pod, 0.0) for period in BudgetPeriod
+                            if (spend := self._spend.get((route, period))) is not None
+                            and spend.period_start == said.period_start), 0.0)
             said_before = self._announced.setdefault(route, {})
             earlier = said_before.get(pod)
             beyond = said.spent_usd - counted
@@ -295,12 +298,13 @@ class LeaseBook:
         for provider, (limits, users) in _users(tables, "provider_limits").items():
             self._divide_limits(provider, limits, users, granted, now)
         budgets = _users(tables, "route_budgets")
+        spends: dict[str, _Spend] = {}  # route key → the spend of its own period
         for route, (limit_usd, users) in budgets.items():
             period = (periods or {}).get(route, BudgetPeriod.DAY)
-            self._divide_budget(route, limit_usd, period, users, granted, now_wall)
+            spends[route] = self._divide_budget(route, limit_usd, period, users, granted, now_wall)
         self._announced = {route: said for route, said in self._announced.items() if route in budgets}
         self._held.update(granted)
-        return {pod: _lease(held, self.ttl_s, self._spend, pod) for pod, held in granted.items()}
+        return {pod: _lease(held, self.ttl_s, spends, pod) for pod, held in granted.items()}
 
     def _divide_limits(self, provider: str, limits: GlobalLimits, users: list[PodRef],
                        granted: dict[PodRef, _Held], now: float) -> None:
@@ -347,7 +351,7 @@ class LeaseBook:
                 None if conc_shares is None else conc_shares[pod])
 
     def _divide_budget(self, route: str, limit_usd: float, period: BudgetPeriod, users: list[PodRef],
-                       granted: dict[PodRef, _Held], now_wall: float) -> None:
+                       granted: dict[PodRef, _Held], now_wall: float) -> _Spend:
         spend = self._period(route, period, now_wall)
         for pod, (start, usd) in self._announced.pop(route, {}).items():
             if start == spend.period_start:  # said of an earlier period: it counts for nothing
@@ -358,6 +362,7 @@ class LeaseBook:
         demand = {pod: self._rate(pod, route, "cost") for pod in users}
         for pod, share in divide(remaining, demand, self.floor_fraction).items():
             granted[pod].budgets[route] = spend.of(pod) + share
+        return spend
 
     def _spent_by_the_gone(self, route: str, spend: _Spend, users: list[PodRef]) -> float:
         """What the route's status says was spent this period before the operator restarted, less what the
@@ -373,9 +378,9 @@ class LeaseBook:
 
     def _period(self, route: str, period: BudgetPeriod, now_wall: float) -> _Spend:
         start, _ = period_bounds(period, now_wall)
-        spend = self._spend.get(route)
+        spend = self._spend.get((route, period))
         if spend is None or spend.period_start != start:
-            spend = self._spend[route] = _Spend(start)
+            spend = self._spend[route, period] = _Spend(start)
         return spend
 
     def _rate(self, pod: PodRef, key: str, metric: str) -> float:

@@ -19,6 +19,7 @@ from llmroute_operator.leases import (
 )
 from llmroute_proxy.dialects.base import Quota
 from llmroute_proxy.sync.protocol import Lease, LeaseBudget, PeriodSpend
+from llmroute_proxy.table import BudgetPeriod
 
 PODS = [PodRef("ns", f"p{i}") for i in range(6)]
 demands = st.dictionaries(st.integers(0, 50), st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=50)
@@ -111,6 +112,20 @@ def test_a_new_budget_period_starts_from_zero_spend() -> None:
     book.observe(a, report(cost=80.0), now=3600, now_wall=3600)
     next_day = book.leases({a: table(budget=100)}, now=0, now_wall=86400 * 2)
     assert next_day[a].budgets["chat"].limit_usd == 100.0 and next_day[a].budgets["chat"].spent_usd == 0.0
+
+
+@pytest.mark.parametrize("period", [BudgetPeriod.HOUR, BudgetPeriod.MONTH])
+def test_spend_reported_before_the_routes_period_was_known_counts_in_that_period(period: BudgetPeriod) -> None:
+    """After an operator restart, reports come before the pod's table (and so the route's period) is
+    known; a route whose period is not a day must not start again from zero once it is."""
+    book = LeaseBook()
+    a = PODS[0]
+    book.observe(a, report(cost=30.0), now=0, now_wall=NOON)  # no periods given: not known yet
+    leases = book.leases({a: table(budget=100)}, now=0, now_wall=NOON + 60, periods={"ns/chat": period})
+    assert leases[a].budgets["chat"].spent_usd == 30.0
+    book.observe(a, report(cost=5.0), now=10, now_wall=NOON + 70, periods={"ns/chat": period})
+    again = book.leases({a: table(budget=100)}, now=10, now_wall=NOON + 80, periods={"ns/chat": period})
+    assert again[a].budgets["chat"].spent_usd == 35.0
 
 
 # ---- spend across an operator restart --------------------------------------------------------------
