@@ -463,6 +463,29 @@ def degraded(image: str) -> None:
           [r.get("provider") for r in batches[-1]])
 
 
+def deselected() -> None:
+    """The LLMRoute is deleted: the running sidecar gets a table without routes and answers 503 no_route,
+    instead of serving the deleted route on with its providers' key."""
+    t0 = time.monotonic()
+    kubectl("delete", "llmroute", "-n", NS, "chat", "--timeout=30s", timeout=40)
+
+    def refused() -> str | None:
+        try:
+            via_sdk("after the route was deleted")
+        except openai.APIStatusError as error:
+            return error.message if (error.status_code, error.code) == (503, "no_route") else None
+        return None
+
+    said = eventually(refused, "the app's sidecar answers 503 no_route once its LLMRoute is deleted", 30)
+    check("No LLMRoute selects this pod" in said, f"LLMRoute chat deleted: the running sidecar answers 503 no_route "
+          f"{time.monotonic() - t0:.1f} s later, serving the deleted route no more", said)
+    t1 = time.monotonic()
+    apply(route("sim-a", "sim-b"))
+    synced()
+    _, via, _ = via_sdk("after the route came back")
+    check(via == "sim-a", f"LLMRoute chat applied again: served again {time.monotonic() - t1:.1f} s later", via)
+
+
 def runs(pod: dict[str, Any]) -> bool:
     """Whether a pod is not on its way out, or still has a container running."""
     statuses = pod.get("status", {}).get("containerStatuses") or []
@@ -524,6 +547,7 @@ def run(options: Options) -> None:
     operator_restart()
     failover(NS, "app", "sim-a", "sim-b", LOOP_REQUESTS, LOOP_SECONDS)
     degraded(image)
+    deselected()
     uninstall(options)
     log(f"scenario passed in {time.monotonic() - t0:.1f} s")
 
