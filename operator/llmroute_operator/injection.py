@@ -99,6 +99,7 @@ class InjectionSettings:
     allow_image_override: bool = True
     excluded_namespaces: frozenset[str] = frozenset({"kube-system"})
     extra_env: tuple[tuple[str, str], ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()  # added to the Pod's: the sidecar's image in a private registry
 
     def __post_init__(self) -> None:
         if not 600 <= self.token_expiration_s <= 86400:
@@ -168,6 +169,10 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
     if grace is None or grace < needed:
         patch.append({"op": "add", "path": "/spec/terminationGracePeriodSeconds", "value": needed})
     patch += _append(spec, "volumes", token_volume(settings), state_volume())
+    pulled_with = {entry.get("name") for entry in spec.get("imagePullSecrets") or () if isinstance(entry, Mapping)}
+    missing = [{"name": name} for name in settings.image_pull_secrets if name not in pulled_with]
+    if missing:
+        patch += _append(spec, "imagePullSecrets", *missing)
     patch.append(_annotate(annotations, STATUS_ANNOTATION, "injected"))
     return patch
 

@@ -141,6 +141,7 @@ def load_settings(path: Path, operator_url: str) -> InjectionSettings:
             allow_image_override=bool(raw.get("allowImageOverride", True)),
             excluded_namespaces=frozenset(str(n) for n in raw.get("excludedNamespaces", ["kube-system"])),
             extra_env=tuple((str(e["name"]), str(e["value"])) for e in raw.get("env", [])),
+            image_pull_secrets=tuple(str(s["name"]) for s in raw.get("imagePullSecrets") or []),
         )
     except KeyError as error:
         raise ConfigError(f"the injection settings {path} lack {error.args[0]!r}") from None

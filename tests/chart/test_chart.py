@@ -306,6 +306,20 @@ def test_the_sidecar_image_is_the_operators_unless_injection_image_names_a_repos
     assert raw["image"] == image
 
 
+def test_injection_pull_secrets_reach_the_webhook_and_the_pods_it_injects(tmp_path: Path) -> None:
+    raw = json.loads(one(render({"injection": {"imagePullSecrets": [{"name": "mirror-creds"}]}}), "ConfigMap")["data"][
+        "injection.json"])
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    config = tmp_path / "injection.json"
+    config.write_text(json.dumps({**raw, "caFile": str(ca)}))
+    settings = load_settings(config, "wss://10.96.0.12:15443/v1/sync")
+    app = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "namespace": "team-a",
+                                                          "labels": {"llmroute.dev/inject": "true"}},
+           "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+    assert apply(app, mutate(app, {}, settings, "v1.30.0"))["spec"]["imagePullSecrets"] == [{"name": "mirror-creds"}]
+
+
 def test_the_network_policy_admits_only_the_three_listeners() -> None:
     policy = one(rendered("defaults"), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -361,6 +375,7 @@ def test_notes_without_the_crds_say_how_to_apply_them_on_old_servers_too() -> No
     ({"operator": {"logLevel": "verbose"}}, "at '/operator/logLevel'"),
     ({"operator": {"runAsUser": 0}}, "at '/operator/runAsUser': minimum: got 0, want 1"),
     ({"webhook": {"excludeNamespaces": ["Not_A_Namespace"]}}, "at '/webhook/excludeNamespaces/0'"),
+    ({"injection": {"imagePullSecrets": [{"name": "Not_A_Secret"}]}}, "at '/injection/imagePullSecrets/0/name'"),
     ({"image": {"digest": "latest"}}, "at '/image/digest'"),
     ({"crds": {"install": "yes"}}, "at '/crds/install': got string, want boolean"),
     # One operator replica: a budget that allows no disruption would block every node drain.

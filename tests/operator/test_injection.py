@@ -312,6 +312,23 @@ def test_extra_environment_from_settings_reaches_the_sidecar() -> None:
     assert env_of(car)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://10.96.0.40:4318"
 
 
+@pytest.mark.parametrize("own, expected", [
+    (None, ["registry-a", "registry-b"]),
+    ([{"name": "app-registry"}, {"name": "registry-b"}], ["app-registry", "registry-b", "registry-a"]),
+])
+def test_the_sidecars_pull_secrets_join_the_pods_own(own: list[dict[str, str]] | None, expected: list[str]) -> None:
+    settings = InjectionSettings(**{**_fields(SETTINGS), "image_pull_secrets": ("registry-a", "registry-b")})
+    original = pod(ON)
+    if own is not None:
+        original["spec"]["imagePullSecrets"] = own
+    injected = apply(original, mutate(original, {}, settings, "v1.30.0"))
+    assert [entry["name"] for entry in injected["spec"]["imagePullSecrets"]] == expected
+
+
+def test_without_pull_secrets_the_pods_are_left_as_they_are() -> None:
+    assert "imagePullSecrets" not in apply(pod(ON), mutate(pod(ON), {}, SETTINGS, "v1.30.0"))["spec"]
+
+
 def test_the_sidecars_wiring_is_what_the_webhook_sets_before_the_charts_env() -> None:
     settings = InjectionSettings(**{**_fields(SETTINGS), "extra_env": (("OTEL_SERVICE_NAME", "app"),)})
     names = [e["name"] for e in sidecar_of(apply(pod(ON), mutate(pod(ON), {}, settings, "v1.30.0")))["env"]]

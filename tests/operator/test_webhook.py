@@ -116,13 +116,14 @@ def write_config(tmp_path: Path, **fields: Any) -> Path:
 def test_settings_load_from_the_charts_json_with_defaults(tmp_path: Path) -> None:
     path = write_config(tmp_path, resources={"requests": {"cpu": "20m"}, "limits": {"memory": "128Mi"}},
                         excludedNamespaces=["kube-system", "llmroute"], nativeSidecar="never",
-                        env=[{"name": "OTEL_SERVICE_NAME", "value": "app"}])
+                        env=[{"name": "OTEL_SERVICE_NAME", "value": "app"}], imagePullSecrets=[{"name": "mirror"}])
     settings = load_settings(path, "wss://10.96.0.12:15443/v1/sync")
     assert settings.ca_pem == CA and settings.operator_url == "wss://10.96.0.12:15443/v1/sync"
     assert settings.resources.cpu_request == "20m" and settings.resources.memory_request == "64Mi"
     assert settings.resources.cpu_limit is None and settings.resources.memory_limit == "128Mi"
     assert settings.excluded_namespaces == {"kube-system", "llmroute"} and settings.native_sidecar == "never"
     assert settings.extra_env == (("OTEL_SERVICE_NAME", "app"),) and settings.token_expiration_s == 3600
+    assert settings.image_pull_secrets == ("mirror",)
 
 
 @pytest.mark.parametrize("fields, url, message", [
