@@ -94,7 +94,7 @@ class InjectionSettings:
     drain_seconds: int = 25
     prestop_delay_s: int = 5  # regular-container mode: the app gets SIGTERM this long before the sidecar
     startup_timeout_s: int = 120
-    run_as_user: int = 65532
+    run_as_user: int | None = 65532  # None: the platform's (OpenShift assigns each namespace a range)
     native_sidecar: str = "auto"  # auto (by the API server's version) | always | never
     allow_image_override: bool = True
     excluded_namespaces: frozenset[str] = frozenset({"kube-system"})
@@ -237,8 +237,8 @@ def sidecar_container(settings: InjectionSettings, annotations: Mapping[str, str
         "resources": _resources(settings.resources, annotations),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
+            **({} if settings.run_as_user is None else {"runAsUser": settings.run_as_user,
+                                                        "runAsGroup": settings.run_as_user}),
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},

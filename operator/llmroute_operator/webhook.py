@@ -136,7 +136,7 @@ def load_settings(path: Path, operator_url: str) -> InjectionSettings:
             drain_seconds=int(raw.get("drainSeconds", 25)),
             prestop_delay_s=int(raw.get("preStopDelaySeconds", 5)),
             startup_timeout_s=int(raw.get("startupTimeoutSeconds", 120)),
-            run_as_user=int(raw.get("runAsUser", 65532)),
+            run_as_user=None if (uid := raw.get("runAsUser", 65532)) is None else int(uid),
             native_sidecar=str(raw.get("nativeSidecar", "auto")),
             allow_image_override=bool(raw.get("allowImageOverride", True)),
             excluded_namespaces=frozenset(str(n) for n in raw.get("excludedNamespaces", ["kube-system"])),

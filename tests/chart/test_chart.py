@@ -25,7 +25,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from llmroute_operator.injection import WIRING_ENV, mutate
+from llmroute_operator.injection import WIRING_ENV, InjectionSettings, mutate
 from llmroute_operator.webhook import load_settings
 from tests.operator.kopfcluster import Emulator, prepare
 from tests.operator.test_injection import apply
@@ -272,15 +272,20 @@ def test_with_cert_manager_the_chart_makes_no_secret_and_cert_manager_injects_th
     assert external[0]["spec"]["issuerRef"] == {"name": "platform-ca", "kind": "ClusterIssuer"}
 
 
-def test_the_injection_configmap_is_what_the_webhook_loads_and_injects_a_valid_pod(tmp_path: Path) -> None:
-    docs = rendered("defaults")
-    config = tmp_path / "injection.json"
+def webhook_settings(docs: Any, tmp_path: Path) -> InjectionSettings:
+    """What the webhook loads from the rendered ConfigMap, with the rendered CA where its caFile says."""
     raw = json.loads(one(docs, "ConfigMap")["data"]["injection.json"])
+    assert raw["caFile"] == "/etc/llmroute/tls/ca.crt"
     ca = tmp_path / "ca.crt"
     ca.write_bytes(base64.b64decode(one(docs, "Secret")["data"]["ca.crt"]))
+    config = tmp_path / "injection.json"
     config.write_text(json.dumps({**raw, "caFile": str(ca)}))
-    assert raw["caFile"] == "/etc/llmroute/tls/ca.crt"
-    settings = load_settings(config, "wss://10.96.0.12:15443/v1/sync")
+    return load_settings(config, "wss://10.96.0.12:15443/v1/sync")
+
+
+def test_the_injection_configmap_is_what_the_webhook_loads_and_injects_a_valid_pod(tmp_path: Path) -> None:
+    docs = rendered("defaults")
+    settings = webhook_settings(docs, tmp_path)
     assert settings.server_name == "llmroute-hub.llmroute.svc" and settings.image == "llmroute/llmroute:0.1.0"
     assert settings.excluded_namespaces == {"kube-system", NAMESPACE}
     app = {"apiVersion": "v1", "kind": "Pod",
@@ -307,17 +312,21 @@ def test_the_sidecar_image_is_the_operators_unless_injection_image_names_a_repos
 
 
 def test_injection_pull_secrets_reach_the_webhook_and_the_pods_it_injects(tmp_path: Path) -> None:
-    raw = json.loads(one(render({"injection": {"imagePullSecrets": [{"name": "mirror-creds"}]}}), "ConfigMap")["data"][
-        "injection.json"])
-    ca = tmp_path / "ca.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    config = tmp_path / "injection.json"
-    config.write_text(json.dumps({**raw, "caFile": str(ca)}))
-    settings = load_settings(config, "wss://10.96.0.12:15443/v1/sync")
+    settings = webhook_settings(render({"injection": {"imagePullSecrets": [{"name": "mirror-creds"}]}}), tmp_path)
     app = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "app", "namespace": "team-a",
                                                           "labels": {"llmroute.dev/inject": "true"}},
            "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
     assert apply(app, mutate(app, {}, settings, "v1.30.0"))["spec"]["imagePullSecrets"] == [{"name": "mirror-creds"}]
+
+
+def test_a_null_user_id_leaves_it_to_the_platform_for_the_operator_and_the_sidecars(tmp_path: Path) -> None:
+    docs = render({"operator": {"runAsUser": None}, "injection": {"runAsUser": None}})
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    contexts = [pod["securityContext"], *(c["securityContext"] for c in containers(docs))]
+    assert all(c["runAsNonRoot"] is True and "runAsUser" not in c and "runAsGroup" not in c for c in contexts)
+    for version in KUBE_VERSIONS:
+        kv.validate(one(docs, "Deployment"), version, strict=True)
+    assert webhook_settings(docs, tmp_path).run_as_user is None
 
 
 def test_the_network_policy_admits_only_the_three_listeners() -> None:

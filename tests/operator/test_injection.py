@@ -227,6 +227,13 @@ def test_the_sidecar_is_locked_down_and_sized_from_settings() -> None:
     assert car["resources"] == {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "1", "memory": "64Mi"}}
 
 
+def test_without_a_user_id_the_platform_assigns_one_and_the_sidecar_still_runs_as_non_root() -> None:
+    """OpenShift's restricted SCC refuses a fixed runAsUser outside the namespace's range and assigns one."""
+    settings = InjectionSettings(**{**_fields(SETTINGS), "run_as_user": None})
+    context = sidecar_of(apply(pod(ON), mutate(pod(ON), {}, settings, "v1.30.0")))["securityContext"]
+    assert context["runAsNonRoot"] is True and "runAsUser" not in context and "runAsGroup" not in context
+
+
 def test_annotations_override_image_resources_and_log_level() -> None:
     annotations = {"llmroute.dev/image": "registry.example:5000/team/llmroute:0.2.0", "llmroute.dev/cpu": "250m",
                    "llmroute.dev/memory": "512Mi", "llmroute.dev/log-level": "debug"}
