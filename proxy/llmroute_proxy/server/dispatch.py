@@ -219,16 +219,27 @@ async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request
     """The attempt's answer (a 2xx), or its error, classified. A target that refuses a reasoning hint
     the sidecar translated from the client's own thinking control (OpenAI's gpt-4o refuses
     `reasoning_effort`) is asked again at once without it: the client asked for thinking where the
-    model has it, not for a model that has it, and failing over on that would fail every target alike."""
+    model has it, not for a model that has it, and failing over on that would fail every target alike.
+    A target that refused it once is sent later requests without it at once."""
+    target = run.attempt.target
+    refusers = sidecar.refuses_reasoning_hint
+    if refusers and target.id in refusers and ex.chat.translated_reasoning_hint:
+        return await _answered(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), target))
     upstream = await _send(sidecar, run, upstream_request)
     if upstream.status < 300:
         return upstream
     error = await _classified(run.provider, upstream)
     if not (ex.chat.translated_reasoning_hint and _refuses_reasoning_hint(error)):
         raise error
-    log.info("%s refused the reasoning hint translated from the client's request; asked again without it",
-             run.attempt.target.id)
-    upstream = await _send(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), run.attempt.target))
+    log.info("%s refused the reasoning hint translated from the client's request; asked again without it, "
+             "and will send it none from now on", target.id)
+    sidecar.refuses_reasoning_hint.add(target.id)
+    return await _answered(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), target))
+
+
+async def _answered(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
+    """The answer (a 2xx) to a request sent as it is, or its error, classified."""
+    upstream = await _send(sidecar, run, upstream_request)
     if upstream.status >= 300:
         raise await _classified(run.provider, upstream)
     return upstream

@@ -107,6 +107,9 @@ class Sidecar:
     """Every key held, scrubbed from what is relayed, stored or logged; rebuilt when the keys change."""
     held_secrets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     """Secrets by where they come from: the table's keys, the previous table's, the operator token."""
+    refuses_reasoning_hint: set[TargetId] = field(default_factory=set)
+    """Targets that refused a reasoning hint the sidecar translated (gpt-4o and `reasoning_effort`): sent
+    without it from then on, not refused again on every request. Forgotten with each new table."""
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
@@ -138,6 +141,7 @@ class Sidecar:
         self._rebuild_scrubber()
         self.table = table
         self.table_loaded_at = self.wallclock()
+        self.refuses_reasoning_hint.clear()
         if previous != table.version:
             log.info("routing table %s installed (was %s)", table.version, previous or "none")
 

@@ -49,6 +49,20 @@ def test_an_anthropic_clients_thinking_reaches_gpt_4o_as_an_answer_not_a_400(sta
     assert "reasoning_effort" not in last_request(stack, "oai").body
 
 
+def test_a_target_that_refused_the_hint_is_sent_none_again_until_the_table_changes(stack: Stack) -> None:
+    def ask() -> int:
+        before = sim_requests(stack, "oai")
+        claude_client(stack).messages.create(model="openai", max_tokens=1024, messages=ASK,  # type: ignore[arg-type]
+                                             thinking=THINKING)  # type: ignore[arg-type]
+        return sim_requests(stack, "oai") - before
+
+    stack.call(lambda: stack.sidecar.refuses_reasoning_hint.clear())
+    assert [ask(), ask(), ask()] == [2, 1, 1]  # refused once, then asked without it at once
+    assert "reasoning_effort" not in last_request(stack, "oai").body
+    stack.call(lambda: stack.sidecar.install(stack.sidecar.table))  # type: ignore[arg-type]
+    assert ask() == 2  # a new table (a model may have changed): asked with the hint again
+
+
 def test_the_same_holds_for_a_stream(stack: Stack) -> None:
     with claude_client(stack).messages.stream(model="openai", max_tokens=1024, messages=ASK,  # type: ignore[arg-type]
                                               thinking=THINKING) as stream:  # type: ignore[arg-type]
