@@ -245,13 +245,32 @@ def compute(index: ClusterIndex, book: StatusBook, previous: Mapping[ObjectRef, 
             status = provider_status(index, book, verdict, old, now)
         events += transition_events(ref, old, status)
         statuses[ref] = status
-    for pod, version, error in book.pending_events:
-        message = scrubber(f"pod {pod.name} refused table {version[:16]}: {error}")
-        for route in routes_of(index, pod):
-            events.append(Event((ROUTE_KIND, pod.namespace, route), "Warning", "TableRejected", message))
+    events += nack_events(index, book, scrubber)
     book.pending_events.clear()
     events += refusal_events(index, book, now)
     return statuses, events
+
+
+def nack_events(index: ClusterIndex, book: StatusBook, scrubber: Scrubber) -> list[Event]:
+    """One Warning per route for the pods that refused one table for one reason since the last pass: a
+    rollout of sidecars too old for a new table is one Event naming its pods, not one per pod."""
+    refused: dict[tuple[str, str, str, str], list[str]] = {}  # (namespace, route, version, error) → pods
+    for pod, version, error in book.pending_events:
+        for route in routes_of(index, pod):
+            refused.setdefault((pod.namespace, route, version, error), []).append(pod.name)
+    events = []
+    for (namespace, route, version, error), pods in refused.items():
+        names = sorted(set(pods))
+        who = f"pod {names[0]}" if len(names) == 1 else f"{len(names)} pods ({named(names)})"
+        events.append(Event((ROUTE_KIND, namespace, route), "Warning", "TableRejected",
+                            scrubber(f"{who} refused table {version[:16]}: {error}")))
+    return events
+
+
+def named(pods: list[str]) -> str:
+    """The first NAMED_PODS of them, and how many more."""
+    more = f" and {len(pods) - NAMED_PODS} more" if len(pods) > NAMED_PODS else ""
+    return f"{', '.join(pods[:NAMED_PODS])}{more}"
 
 
 def refusal_events(index: ClusterIndex, book: StatusBook, now: float) -> list[Event]:
@@ -355,8 +374,7 @@ def synced_condition(synced: int, selected: int, nacked: list[str], reason: str 
         return condition("Synced", False, "NoSidecars", "no connected sidecar of a selected pod")
     message = f"{synced}/{selected} sidecars run the current table"
     if nacked:
-        more = f" and {len(nacked) - NAMED_PODS} more" if len(nacked) > NAMED_PODS else ""
-        message += f"; refused by {', '.join(nacked[:NAMED_PODS])}{more}: {reason} (see Events)"
+        message += f"; refused by {named(nacked)}: {reason} (see Events)"
     if synced == selected:
         return condition("Synced", True, "AllSynced", message)
     return condition("Synced", False, "Rejected" if nacked else "Syncing", message)

@@ -373,6 +373,17 @@ def test_a_key_pasted_into_a_providers_url_is_never_echoed_in_status_or_events(p
     assert key not in text
 
 
+def test_pods_refusing_one_table_for_one_reason_make_one_event_naming_them() -> None:
+    """Sidecars too old for a new table all refuse it: one Warning for the route, not one per pod."""
+    world = World()
+    world.connect_all()
+    for pod in PODS:
+        world.book.nacked(pod, world.version(pod), "table.documents: LLMRoute/chat: spec.x: unknown field 'x'")
+    [nack] = [e for e in world.compute() if e.reason == "TableRejected"]
+    assert nack.message.startswith(f"{len(PODS)} pods ({', '.join(sorted(p.name for p in PODS))}) refused table ")
+    assert nack.message.endswith("unknown field 'x'")
+
+
 def test_a_nack_reason_quoting_a_key_of_any_shape_reaches_no_event() -> None:
     world = World()
     world.connect_all()
