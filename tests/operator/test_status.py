@@ -377,8 +377,8 @@ def test_pods_refusing_one_table_for_one_reason_make_one_event_naming_them() -> 
     """Sidecars too old for a new table all refuse it: one Warning for the route, not one per pod."""
     world = World()
     world.connect_all()
-    for pod in PODS:
-        world.book.nacked(pod, world.version(pod), "table.documents: LLMRoute/chat: spec.x: unknown field 'x'")
+    for ref in PODS:
+        world.book.nacked(ref, world.version(ref), "table.documents: LLMRoute/chat: spec.x: unknown field 'x'")
     [nack] = [e for e in world.compute() if e.reason == "TableRejected"]
     assert nack.message.startswith(f"{len(PODS)} pods ({', '.join(sorted(p.name for p in PODS))}) refused table ")
     assert nack.message.endswith("unknown field 'x'")
