@@ -248,10 +248,9 @@ class WholeStreamWriter(Protocol):
 
 
 class AttemptAware(Protocol):
-    """What an encoder may also want: the provider each attempt is sent to (the last one answers), and
-    the store where that provider keeps Responses it answers (`Target.response_store`)."""
+    """What an encoder may also want: the target each attempt is sent to (the last one answers)."""
 
-    def attempting(self, provider: str, store: str) -> None: ...
+    def attempting(self, target: Target) -> None: ...
 
 
 class WholeStreamRelayer(Protocol):

@@ -270,9 +270,9 @@ async def _unary_attempt(sidecar: Sidecar, ex: Exchange, run: _Run,
 
 def _attempting(ex: Exchange, target: Target) -> None:
     """Tell an encoder that wants to know (`AttemptAware`) which provider this attempt goes to."""
-    tell: Callable[[str, str], None] | None = getattr(ex.encoder, "attempting", None)
+    tell: Callable[[Target], None] | None = getattr(ex.encoder, "attempting", None)
     if tell is not None:
-        tell(target.provider, target.response_store)
+        tell(target)
 
 
 def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,

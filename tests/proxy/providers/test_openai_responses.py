@@ -307,7 +307,7 @@ class Keeper:
 def relaying_encoder(keeper: Keeper) -> ResponsesEncoder:
     encoder = ResponsesEncoder(read_turn({"model": "smart", "input": "Say hi", "stream": True}), 1764000000, keeper,
                                lambda: 0.0)
-    encoder.attempting("p", "p (api.example)")
+    encoder.attempting(OPENAI_TARGET)
     return encoder
 
 
@@ -435,4 +435,4 @@ def test_relay_whole_answers_with_the_body_and_keeps_the_response_it_ended_with(
     response, conversation, span = keeper.kept["resp_68c1"]
     assert orjson.loads(response)["output"] == [REASONING, MESSAGE]  # the Response as the client got it
     assert conversation[span[1]:] == [KEPT_REASONING, MESSAGE]
-    assert keeper.held_by["resp_68c1"] == "p (api.example)"  # the provider keeps its own copy: a DELETE goes there too
+    assert keeper.held_by["resp_68c1"] == "p (api.openai.com)"  # the provider keeps its own copy: a DELETE goes there too

@@ -32,6 +32,7 @@ from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
 from llmroute_proxy.dialects.responses.whole_in import chunks as whole_chunks
 from llmroute_proxy.dialects.responses.whole_in import read_texts
 from llmroute_proxy.errors import LLMRouteError
+from llmroute_proxy.table import Target
 
 
 class ResponseKeeper(Protocol):
@@ -76,7 +77,7 @@ def error_body(error: LLMRouteError) -> dict[str, Any]:
 class ResponsesEncoder:
     """One Responses answer; `response` is the Response object once it has been written."""
 
-    __slots__ = ("_clock", "_provider", "_provider_store", "_relay", "_store", "_stream", "_turn", "created_at", "response_id",
+    __slots__ = ("_clock", "_relay", "_store", "_stream", "_target", "_turn", "created_at", "response_id",
                  "response_json")
 
     def __init__(self, turn: ResponsesTurn | None, created_at: int = 0, store: ResponseKeeper | None = None,
@@ -89,15 +90,13 @@ class ResponsesEncoder:
         self.response_id = new_id("resp")
         self.response_json: bytes | None = None
         self._relay: NativeRelay | None = None
-        self._provider = ""
-        self._provider_store = ""
+        self._target: Target | None = None
         self._stream = ResponsesStreamEncoder(turn, self.response_id, created_at, new_id) if turn else None
 
-    def attempting(self, provider: str, store: str) -> None:
-        """The provider the current attempt goes to: the reasoning of its answer is kept as its own, and
-        a native answer as held by its `store` too."""
-        self._provider = provider
-        self._provider_store = store
+    def attempting(self, target: Target) -> None:
+        """The target the current attempt goes to: the reasoning of its answer is kept as its provider's,
+        and a native answer as held by its store too (`Target.response_store`)."""
+        self._target = target
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
         unheld = self._turn.unheld if self._turn is not None else None
@@ -179,9 +178,10 @@ class ResponsesEncoder:
     def _keep_native(self, response: dict[str, Any], body: bytes | None = None) -> None:
         """The provider's own Response (`body`: its bytes, when they are at hand), under its own id."""
         self.response_id = str(response.get("id") or self.response_id)
-        output = [{**item, ANSWERED_BY: self._provider} if item.get("type") == "reasoning" else item
+        provider, store = ("", "") if self._target is None else (self._target.provider, self._target.response_store)
+        output = [{**item, ANSWERED_BY: provider} if item.get("type") == "reasoning" else item
                   for item in response.get("output") or () if isinstance(item, dict)]
-        self._keep(orjson.dumps(response) if body is None else body, output, self._provider_store)
+        self._keep(orjson.dumps(response) if body is None else body, output, store)
 
     def _keep(self, body: bytes | None, output: list[dict[str, Any]], held_by: str = "") -> None:
         """Stored before the last byte is written: a client that continues at once finds it. `held_by`:
