@@ -265,9 +265,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     filters = request.app.get(CONTENT_FILTERS)
     if filters is not None and answer.refusal is not None:  # Azure's output filter stops the answer instead
         answer = replace(answer, text=None, refusal=None, finish_reason="content_filter", completion_tokens=0)
+    unmetered = call.fault is not None and call.fault.kind is FaultKind.NO_USAGE
     if body.get("stream") is True:
         options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True and not unmetered
         return await _stream_chat(request, call, answer, _Chunks(completion_id, created, str(body["model"]),
                                                                  include_usage, filters, state.config.quirks))
     message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": answer.refusal,
@@ -294,6 +295,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         filtered = answer.finish_reason == "content_filter"
         choice["content_filter_results"] = FILTERED_RESULTS if filtered else SAFE_FILTER_RESULTS
         completion["prompt_filter_results"] = PROMPT_FILTER_RESULTS
+    if unmetered:
+        del completion["usage"]
     return state.json(completion)
 
 

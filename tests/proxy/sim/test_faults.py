@@ -555,6 +555,27 @@ async def test_a_slow_stream_within_the_timeout_delivers_the_whole_answer(sims: 
     assert "".join(pieces) == ANSWERS["openai"]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+async def test_an_unmetered_answer_carries_no_usage_even_when_asked(sims: SimPool, stream: bool) -> None:
+    """As some OpenAI-compatible servers answer: the text, and no usage chunk or object."""
+    server = await start(sims, "openai")
+    api = _openai(sims, server, 5)
+    for fault in (None, Fault(FaultKind.NO_USAGE)):
+        if fault is not None:
+            sim_state(server.app).faults.next(fault)
+        messages: list[Any] = [{"role": "user", "content": QUESTION}]
+        if stream:
+            chunks = [chunk async for chunk in await api.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True})]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            usage = [c.usage for c in chunks if c.usage is not None]
+        else:
+            completion = await api.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            text, usage = completion.choices[0].message.content or "", [completion.usage] if completion.usage else []
+        assert text == ANSWERS["openai"]
+        assert bool(usage) is (fault is None)
+
+
 # --- the control API ---------------------------------------------------------------------------
 
 async def test_faults_scripted_over_http_reach_the_sdk_and_delete_clears_them(sims: SimPool) -> None:
