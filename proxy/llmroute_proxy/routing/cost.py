@@ -6,8 +6,9 @@ falls back to the input price. Cache writes stay inside the input count at the i
 the price list has no separate rate for them. Results are unrounded floats; rounding is the
 presenter's business (`x-llmroute-cost-usd` is written unrounded).
 
-A stream its client stopped (or the drain's deadline cut) is billed by the provider for what
-it generated until the connection closed; `stopped_stream_usage` estimates that usage.
+A stream its client stopped (or the drain's deadline cut, or its provider broke) is billed by the
+provider for what it generated until the connection closed, and an answer that came without usage
+(a server that sends none) for what it answered: `streamed_usage` and `answer_usage` estimate them.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing
     return (max(prompt_tokens, 0) * pricing.input_per_mtok + output * pricing.output_per_mtok) / PER_MTOK
 
 
-def stopped_stream_usage(carried: Usage | None, final: bool, prompt_tokens: int, received: int,
-                         seen: Sequence[StreamChunk]) -> Usage:
-    """What a stream stopped midway has used, as the provider bills it: the prompt, and the output
-    generated until the connection closed.
+def streamed_usage(carried: Usage | None, final: bool, prompt_tokens: int, received: int,
+                   seen: Sequence[StreamChunk]) -> Usage:
+    """What a stream stopped midway, or one that ended without usage, has used, as the provider bills
+    it: the prompt, and the output generated until the connection closed.
 
     `carried` is the usage the stream reported so far: `final` when it came with the stream's end
     (OpenAI's usage chunk), else running counts (Gemini's on every chunk, Anthropic's
@@ -58,7 +59,7 @@ def stopped_stream_usage(carried: Usage | None, final: bool, prompt_tokens: int,
     counting every chunk's text instead would add several lookups per chunk to every stream.
     Chunks in `seen` that show nothing (the role chunk ahead of the text, a relay's carrier) are
     taken out of `received` rather than averaged in."""
-    shown = [text for text in map(_shown_text, seen) if text]
+    shown = [text for text in (_shown_text(chunk.data, "delta") for chunk in seen) if text]
     per_chunk = estimate_tokens("".join(shown)) / len(shown) if shown else 0.0
     streamed = round(per_chunk * max(received - (len(seen) - len(shown)), 0))
     if carried is None:
@@ -69,16 +70,23 @@ def stopped_stream_usage(carried: Usage | None, final: bool, prompt_tokens: int,
                  carried.cached_input_tokens, carried.cache_write_tokens, carried.reasoning_tokens)
 
 
-def _shown_text(chunk: StreamChunk) -> str:
-    """The output a canonical chunk shows: text, refusal, reasoning, tool names and arguments."""
+def answer_usage(prompt_tokens: int, answer: dict[str, Any]) -> Usage:
+    """What a complete answer that came without usage has used: `prompt_tokens` (the request's
+    estimate), and its output, estimated from what the canonical `chat.completion` shows."""
+    return Usage(input_tokens=prompt_tokens, output_tokens=estimate_tokens(_shown_text(answer, "message")))
+
+
+def _shown_text(data: dict[str, Any], part: str) -> str:
+    """The output a canonical chunk (`part` "delta") or answer ("message") shows: text, refusal,
+    reasoning, tool names and arguments."""
     parts: list[str] = []
-    for choice in chunk.data.get("choices") or ():
-        delta: dict[str, Any] = choice.get("delta") or {}
+    for choice in data.get("choices") or ():
+        shown: dict[str, Any] = choice.get(part) or {}
         for key in ("content", "refusal", "reasoning_content"):
-            value = delta.get(key)
+            value = shown.get(key)
             if isinstance(value, str):
                 parts.append(value)
-        for call in delta.get("tool_calls") or ():
+        for call in shown.get("tool_calls") or ():
             function = call.get("function") or {}
             parts.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
     return "".join(parts)

@@ -276,9 +276,9 @@ def _log_budget_alert(route: Route) -> None:
 
 
 def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> None:
-    """Real cost when known (for a stream stopped midway, the estimate of what it streamed); nothing
-    when no answer came; the reserved estimate when an answer came without usage (an unmetered
-    stream), so that a budget is never spent for free."""
+    """Real cost when known (for a stream stopped midway or an answer without usage, the estimate of
+    what it used); nothing when no answer came; the reserved estimate for an answer with no cost at
+    all (none is known: kept so that a budget is never spent for free)."""
     if ex.cost is not None:
         sidecar.ledger.settle(reservation, ex.cost, sidecar.wallclock())
     elif ex.target is not None:

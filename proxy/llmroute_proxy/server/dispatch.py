@@ -37,7 +37,7 @@ from llmroute_proxy.errors import (
 )
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.registry import provider_for
-from llmroute_proxy.routing.cost import cost_usd, stopped_stream_usage
+from llmroute_proxy.routing.cost import answer_usage, cost_usd, streamed_usage
 from llmroute_proxy.routing.failover import Attempt, AttemptPlanner, Stop
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.state import Sidecar
@@ -69,7 +69,7 @@ class Exchange:
     target: Target | None = None
     embeddings: bool = False
     targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
-    usage_estimated: bool = False  # `usage` and `cost` are the sidecar's estimate of a stream stopped midway
+    usage_estimated: bool = False  # `usage` and `cost` are the sidecar's estimate (a stream stopped, an unmetered answer)
 
     @property
     def admitted_tokens(self) -> int:
@@ -200,11 +200,20 @@ def _stopped(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
 
 def _streamed(ex: Exchange, translator: StreamTranslator, received: int,
               seen: list[StreamChunk]) -> tuple[Usage, bool]:
-    """A stream's usage when it ended midway (stopped, cut or broken), and whether it is an estimate (not
-    the stream's own final usage)."""
+    """A stream's usage when it ended midway (stopped, cut or broken) or without usage, and whether it
+    is an estimate (not the stream's own final usage)."""
     final = translator.usage is not None and translator.finish_reason is not None
-    usage = stopped_stream_usage(translator.usage, final, ex.prompt_estimate(), received, seen)
+    usage = streamed_usage(translator.usage, final, ex.prompt_estimate(), received, seen)
     return usage, not final
+
+
+def _stream_usage(ex: Exchange, translator: StreamTranslator, received: int,
+                  *seen: list[StreamChunk]) -> tuple[Usage, bool]:
+    """A stream that ended: its own usage, or (a server that sends none) `_streamed`'s estimate from
+    the `received` chunks and those still at hand (`seen`, joined only then)."""
+    if translator.usage is not None:
+        return translator.usage, False
+    return _streamed(ex, translator, received, [chunk for chunks in seen for chunk in chunks])
 
 
 async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
@@ -278,7 +287,10 @@ def _attempting(ex: Exchange, target: Target) -> None:
 def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
                     result: ChatResult) -> web.Response:
     _attempting(ex, run.attempt.target)
-    _succeeded(sidecar, ex, planner, run, result.usage, _finish_reasons(result), result.data.get("model"))
+    usage, estimated = result.usage, False
+    if not (usage.input_tokens or usage.output_tokens or ex.embeddings):  # an answer without usage
+        usage, estimated = answer_usage(ex.prompt_estimate(), result.data), True
+    _succeeded(sidecar, ex, planner, run, (usage, estimated), _finish_reasons(result), result.data.get("model"))
     headers = ex.headers()
     if ex.cost is not None:
         headers["x-llmroute-cost-usd"] = format_usd(ex.cost)
@@ -311,9 +323,10 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
         if ended:
             # The whole stream came in the first reads: one answer with its length, in one write
             # (writes are syscalls), judged whole before anything was sent.
-            _succeeded(sidecar, ex, planner, run, translator.usage, _finish_reason(translator), None)
+            _succeeded(sidecar, ex, planner, run, _stream_usage(ex, translator, len(primed), primed),
+                       _finish_reason(translator), None)
             if whole is None:
-                whole = ex.encoder.chunks(primed) + ex.encoder.end(ex.usage)
+                whole = ex.encoder.chunks(primed) + ex.encoder.end(translator.usage)
             return web.Response(body=whole, headers=headers)
         response = _EventStream(headers=headers)
         received = len(primed)  # chunks read: with the last ones, what a stopped stream cost (`_streamed`)
@@ -327,7 +340,8 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                     if out:
                         received += len(out)
                         await response.write(ex.encoder.chunks(out))
-            tail = ex.encoder.chunks(translator.close())
+            last = translator.close()
+            tail = ex.encoder.chunks(last)
         except (UpstreamError, TimeoutError) as exc:
             # No local outlives this block: a caught exception held by its own frame is a cycle.
             await _broken(sidecar, ex, planner, run, response, _streamed(ex, translator, received, [*primed, *out]),
@@ -343,8 +357,9 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             _stopped(sidecar, ex, planner, run, usage, estimated, "the drain's deadline cut the stream", cut)
             await response.write(ex.encoder.stream_error(cut))
             return response
-        _succeeded(sidecar, ex, planner, run, translator.usage, _finish_reason(translator), None)
-        await response.write_eof(tail + ex.encoder.end(ex.usage))
+        _succeeded(sidecar, ex, planner, run, _stream_usage(ex, translator, received + len(last), primed, out, last),
+                   _finish_reason(translator), None)
+        await response.write_eof(tail + ex.encoder.end(translator.usage))
         return response
     finally:
         if upstream is not None:
@@ -419,17 +434,20 @@ def _finish_reasons(result: ChatResult) -> tuple[str, ...]:
     return tuple([c.get("finish_reason") or "" for c in result.data.get("choices") or ()])
 
 
-def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, usage: Usage | None,
+def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, used: tuple[Usage, bool],
                finish_reasons: tuple[str, ...], response_model: object) -> None:
+    """An answer: its usage (`used`: the usage, and whether it is the sidecar's estimate of an answer
+    that came without any) settles its TPM charge and is priced, recorded and reported, as a stopped
+    stream's is."""
     target = run.attempt.target
     now = sidecar.clock()
-    planner.record_success(run.attempt, now, usage.total_tokens if usage is not None else None)
+    usage, ex.usage_estimated = used
+    planner.record_success(run.attempt, now, usage.total_tokens)
     ex.target = target
     ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
     ex.usage = usage
-    ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
-    if usage is not None:
-        _spent(sidecar, ex, target, usage)
+    ex.cost = cost_usd(usage, target.pricing)
+    _spent(sidecar, ex, target, usage)
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
                   None)

@@ -28,7 +28,7 @@ class Outcome:
     usage: Usage | None
     cost_usd: float | None
     trace_id: str
-    usage_estimated: bool = False  # usage and cost are the sidecar's estimate: a stream stopped midway
+    usage_estimated: bool = False  # usage and cost are the sidecar's estimate: a stream stopped, an unmetered answer
 
     @property
     def error_type(self) -> str | None:

@@ -240,9 +240,19 @@ def test_whatever_is_vouched_for_is_what_reading_event_by_event_gives(
 
 
 def test_a_judged_stream_carries_the_usage_its_translator_read() -> None:
-    for body, expected in ((PLAIN, Usage(input_tokens=7, output_tokens=3)),
-                           (stream(chunk("Hi"), chunk(finish="stop")), None)):
-        reader = translator(ProviderType.OPENAI, request(True))
-        judged = reader.judge_whole(body)
-        assert judged is not None
-        assert judged.usage == reader.usage == expected
+    reader = translator(ProviderType.OPENAI, request(True))
+    judged = reader.judge_whole(PLAIN)
+    assert judged is not None
+    assert judged.usage == reader.usage == Usage(input_tokens=7, output_tokens=3)
+
+
+def test_a_stream_without_usage_is_read_event_by_event_for_its_chunks_to_estimate_it() -> None:
+    """A server that sends no usage chunk: the sidecar estimates the answer from the chunks `feed` gives,
+    which a judged stream would not hand on."""
+    body = stream(chunk("Hi"), chunk(finish="stop"))
+    reader = translator(ProviderType.OPENAI, request(True))
+    assert reader.judge_whole(body) is None
+    assert reader.usage is None and reader.finish_reason is None
+    chunks = reader.feed(body) + reader.close()
+    assert [c.data["choices"][0]["delta"].get("content") for c in chunks] == ["Hi", None]
+    assert (reader.usage, reader.finish_reason) == (None, "stop")

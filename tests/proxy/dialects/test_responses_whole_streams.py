@@ -126,7 +126,6 @@ BENCH = b"".join(event(chunk({"role": "assistant", "content": f"tok{i} "} if i =
 TEXT_ANSWERS = {
     "bench": BENCH,
     "openai": texts("Hel", "lo", ", ", "world", "!"),
-    "no usage": texts("Hel", "lo", "!", with_usage=False),
     "usage null members": texts("a", "b", "c", usage=None),
     "empty deltas": texts("a", "", "b", "", "", "c"),
     "unicode": texts("é", "日本語", "🙂 ok", "\u2028", "ü"),
@@ -197,6 +196,14 @@ def test_a_text_answer_is_read_by_searches_and_written_as_event_by_event(name: s
     assert written is not None
     assert written == event_by_event(body)
     assert written[2] and written[2][0][1] == written[1]  # stored: the Response the last event carries
+
+
+def test_a_text_answer_without_usage_is_parsed_event_by_event_for_its_chunks_to_estimate_it() -> None:
+    body = texts("Hel", "lo", "!", with_usage=False)
+    assert not by_searches(body)
+    assert whole(body) is None
+    written, response, _ = event_by_event(body)
+    assert b'"delta":"Hel"' in written and response is not None and orjson.loads(response)["status"] == "completed"
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_BY_EVENT))

@@ -411,6 +411,7 @@ def test_a_stream_judged_whole_reads_as_event_by_event(stream: bytes) -> None:
     TEXT_STREAM.replace(b"\n\nevent: response.output_text.delta", b"\n\n: ping\n\nevent: response.output_text.delta"),
     TEXT_STREAM.replace(b"event: response.output_text.delta", b"event: response.output_text.annotation.added"),
     TEXT_STREAM.replace(orjson.dumps([REASONING, MESSAGE]), b"[]"),
+    TEXT_STREAM.replace(b',"usage":' + orjson.dumps(USAGE), b',"usage":null'),  # unmetered: its chunks estimate it
 ])
 def test_a_stream_that_cannot_be_vouched_for_by_its_bytes_is_read_event_by_event(stream: bytes) -> None:
     judge = ResponsesEventTranslator("m")

@@ -7,9 +7,10 @@ import pytest
 from llmroute_proxy.dialects.base import StreamChunk, Usage
 from llmroute_proxy.routing.cost import (
     DEFAULT_OUTPUT_ESTIMATE,
+    answer_usage,
     cost_usd,
     estimate_cost_usd,
-    stopped_stream_usage,
+    streamed_usage,
 )
 from llmroute_proxy.routing.tokens import estimate_tokens
 from llmroute_proxy.table import Pricing
@@ -77,40 +78,56 @@ WORD = " hello"  # one token, as OpenAI streams them
 
 def test_a_stopped_stream_without_usage_is_its_prompt_estimate_and_its_chunks_at_the_size_of_those_at_hand() -> None:
     """40 chunks read: the role chunk and 39 one-token chunks; only the first two and the last are at hand."""
-    used = stopped_stream_usage(None, False, prompt_tokens=120, received=40,
-                                seen=[ROLE, chunk(content=WORD), chunk(content=WORD)])
+    used = streamed_usage(None, False, prompt_tokens=120, received=40,
+                          seen=[ROLE, chunk(content=WORD), chunk(content=WORD)])
     assert estimate_tokens(WORD) == 1
     assert used == Usage(input_tokens=120, output_tokens=39)  # the role chunk shows nothing: not averaged in
 
 
 def test_chunks_of_several_tokens_count_as_several() -> None:
     text = " the quick brown fox jumps"  # how Claude streams: a few tokens a chunk
-    used = stopped_stream_usage(None, False, 10, received=11, seen=[ROLE, chunk(content=text)])
+    used = streamed_usage(None, False, 10, received=11, seen=[ROLE, chunk(content=text)])
     assert used.output_tokens == 10 * estimate_tokens(text) > 10
 
 
 def test_tool_call_arguments_reasoning_and_refusals_are_output_too() -> None:
     shown = [chunk(tool_calls=[{"index": 0, "function": {"name": "lookup", "arguments": '{"city": "Paris"}'}}]),
              chunk(reasoning_content="Let me think about it"), chunk(refusal="I can't help with that")]
-    used = stopped_stream_usage(None, False, 10, received=3, seen=shown)
+    used = streamed_usage(None, False, 10, received=3, seen=shown)
     assert used.output_tokens == estimate_tokens('lookup{"city": "Paris"}Let me think about itI can\'t help with that')
 
 
 def test_a_stream_stopped_before_any_output_chunk_used_its_prompt_alone() -> None:
-    assert stopped_stream_usage(None, False, 50, received=1, seen=[ROLE]) == Usage(input_tokens=50)
+    assert streamed_usage(None, False, 50, received=1, seen=[ROLE]) == Usage(input_tokens=50)
 
 
 def test_the_final_usage_a_stream_carried_is_what_it_used() -> None:
     final = Usage(input_tokens=900, output_tokens=12, cached_input_tokens=800)
-    assert stopped_stream_usage(final, True, 1000, received=500, seen=[chunk(content=WORD)]) == final
+    assert streamed_usage(final, True, 1000, received=500, seen=[chunk(content=WORD)]) == final
 
 
 def test_running_usage_gives_the_prompt_and_a_floor_under_the_output_streamed_since() -> None:
     """Anthropic's `message_start` counts the prompt exactly and one output token; Gemini's chunks count
     all the output up to them. Output streamed after the last count is still billed."""
     started = Usage(input_tokens=900, output_tokens=1, cached_input_tokens=800, cache_write_tokens=50)
-    used = stopped_stream_usage(started, False, 1000, received=21, seen=[ROLE, chunk(content=WORD)])
+    used = streamed_usage(started, False, 1000, received=21, seen=[ROLE, chunk(content=WORD)])
     assert used == Usage(input_tokens=900, output_tokens=20, cached_input_tokens=800, cache_write_tokens=50)
     counted = Usage(input_tokens=900, output_tokens=64)
-    assert stopped_stream_usage(counted, False, 1000, received=21, seen=[ROLE, chunk(content=WORD)]) == Usage(
+    assert streamed_usage(counted, False, 1000, received=21, seen=[ROLE, chunk(content=WORD)]) == Usage(
         input_tokens=900, output_tokens=64)
+
+
+def test_an_answer_without_usage_is_its_prompt_estimate_and_the_output_it_shows() -> None:
+    text = "Paris is the capital of France, and has been since the tenth century."
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"city": "Paris"}'}}
+    answer = {"object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+         "finish_reason": "tool_calls"}]}
+    used = answer_usage(120, answer)
+    assert used == Usage(input_tokens=120, output_tokens=estimate_tokens(text + 'lookup{"city": "Paris"}'))
+    assert used.output_tokens > estimate_tokens(text) > 10
+
+
+def test_an_answer_that_shows_nothing_used_its_prompt_alone() -> None:
+    assert answer_usage(50, {"choices": []}) == Usage(input_tokens=50)

@@ -13,6 +13,7 @@ from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.sim import sim_state
+from tests.proxy.server.spending import SettledLimits, install_limits
 from tests.proxy.stack import Stack
 
 
@@ -20,6 +21,12 @@ from tests.proxy.stack import Stack
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
+
+
+@pytest.fixture
+def limits(stack: Stack) -> SettledLimits:
+    """The sidecar's limit book, keeping every tokens-per-minute settlement for the test to read."""
+    return install_limits(stack)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,8 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
 from llmroute_proxy.dialects.base import Usage
+from llmroute_proxy.routing.rules import RequestFacts
+from llmroute_proxy.routing.tokens import estimate_tokens
 from llmroute_proxy.sim import FaultPlan
 from tests.proxy.documents import provider, route, target
 from tests.proxy.server.conftest import stream_app
@@ -155,6 +157,24 @@ def test_a_stream_still_arriving_is_relayed_chunked(in_two_parts: Stack) -> None
     stream = client.chat.completions.with_raw_response.create(model="one", messages=HELLO, stream=True)
     assert stream.headers["transfer-encoding"] == "chunked" and "content-length" not in stream.headers
     assert "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices) == "Whole answer"
+
+
+@pytest.mark.parametrize("arrival", ["whole", "in_two_parts"])
+def test_a_stream_without_usage_is_charged_an_estimate_of_its_prompt_and_text(
+        request: pytest.FixtureRequest, arrival: str) -> None:
+    """A server that sends no usage: the stream is read event by event (not judged by its bytes,
+    which would leave no chunks to estimate from), and what it showed is charged."""
+    stack: Stack = request.getfixturevalue(arrival)
+    client = _client(stack).with_options(default_headers={"x-llmroute-route": "good"})
+    stream = client.chat.completions.with_raw_response.create(
+        model="one", messages=HELLO, stream=True, stream_options={"include_usage": True})
+    text, usages = _text(stream.parse())
+    assert (text, usages) == ("Whole answer", [])
+    assert ("content-length" in stream.headers) is (arrival == "whole")  # still answered in one piece
+    outcome = stack.call(lambda: stack.sidecar.decisions[-1])
+    prompt = RequestFacts("one", list(HELLO), {}, False, None).prompt_tokens
+    assert outcome.usage_estimated
+    assert outcome.usage == Usage(input_tokens=prompt, output_tokens=estimate_tokens("Whole answer"))
 
 
 def _text(chunks: openai.Stream[ChatCompletionChunk]) -> tuple[str, list[CompletionUsage]]:

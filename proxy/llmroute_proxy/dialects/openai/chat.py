@@ -155,12 +155,13 @@ class OpenAIStreamTranslator:
         are sound because inside JSON a string's quotes are escaped: the bytes `"error"` occur
         only as a whole string token, and without `\\u` escapes no key spelled otherwise reads
         `error`. So a body of one-line `{...}` events ending in `[DONE]`, with no `"error"`, no
-        `\\u` and no CR, whose last event is either its finish chunk or a usage chunk without
-        choices (every other `usage` null), whose every other event has choices, and whose last
-        string `finish_reason` is the last one, is what `feed` would pass through unchanged;
-        only its last event and its finish event are parsed. Anything else (an in-band error,
-        usage on a choice chunk, Azure's annotations, a stream cut short, JSON written with
-        spaces) takes the general path. Not checked: that each event between is JSON.
+        `\\u` and no CR, whose last event is a usage chunk without choices (every other `usage`
+        null), whose every other event has choices, and whose last string `finish_reason` is the
+        last one, is what `feed` would pass through unchanged; only its last event and its finish
+        event are parsed. Anything else (an in-band error, usage on a choice chunk, no usage at all,
+        Azure's annotations, a stream cut short, JSON written with spaces) takes the general path:
+        a stream without usage is estimated from its chunks (`dispatch._streamed`), which a judge
+        would not hand on. Not checked: that each event between is JSON.
         """
         if (self._done or self.drops_annotations or not self._parser.idle() or not body.startswith(b"data: {")
                 or not body.endswith(_WHOLE_END) or body.find(b"\r") >= 0 or body.find(b'"error"') >= 0
@@ -180,36 +181,28 @@ class OpenAIStreamTranslator:
         try:
             last_chunk = orjson.loads(body[last + 6:done_at - 2])
             usage = last_chunk.get("usage")
-            if last_chunk.get("choices"):
-                if usage is not None:
-                    return None  # usage on a chunk with choices: `feed` moves it to a chunk of its own
-                usage_start = done_at
-            elif type(usage) is dict:
-                usage_start = last
-            else:
-                return None  # a chunk that shows nothing: `feed` drops it
-            usages = body.count(b'"usage"', 0, usage_start)
-            if (usages and usages != body.count(b'"usage":null', 0, usage_start)) or body.count(
-                    b'"choices":[{', 0, usage_start) != joints + (usage_start == done_at):
+            if last_chunk.get("choices") or type(usage) is not dict:
+                # usage on a chunk with choices (`feed` moves it to a chunk of its own), none at all (an
+                # unmetered stream: its chunks are read to estimate it) or a chunk that shows nothing
+                return None
+            usages = body.count(b'"usage"', 0, last)
+            if (usages and usages != body.count(b'"usage":null', 0, last)) or body.count(
+                    b'"choices":[{', 0, last) != joints:
                 return None  # usage elsewhere too, or a chunk without choices
-            at = body.rfind(b'"finish_reason":"', 0, usage_start)
-            if at < 0 or body.count(b'"finish_reason"', at, usage_start) != 1:
+            at = body.rfind(b'"finish_reason":"', 0, last)
+            if at < 0 or body.count(b'"finish_reason"', at, last) != 1:
                 return None  # no finish, or a later one that is not a string written without spaces
-            if at > last:
-                finish_chunk = last_chunk
-            else:
-                before = body.rfind(b"\n\ndata: ", 0, at)
-                finish_chunk = orjson.loads(body[before + 8 if before >= 0 else 6:body.find(b"\n\n", at)])
+            before = body.rfind(b"\n\ndata: ", 0, at)
+            finish_chunk = orjson.loads(body[before + 8 if before >= 0 else 6:body.find(b"\n\n", at)])
         except orjson.JSONDecodeError:
             return None  # `feed` says what is wrong
         reason = _last_finish_reason(finish_chunk)
         if reason is None:
             return None
-        if usage_start == last:
-            self.usage = Usage.from_openai(usage)
+        self.usage = Usage.from_openai(usage)
         self.finish_reason = reason
         self._done = self._ended = True
-        return WholeStream(body, usage_start, self.usage if usage_start == last else None)
+        return WholeStream(body, last, self.usage)
 
     def _take(self, event: str | None, payload: bytes, out: list[StreamChunk]) -> None:
         # runs once per event of every OpenAI stream: one function, few lookups

@@ -204,7 +204,7 @@ class ResponsesEventTranslator:
     def judge_whole(self, body: bytes) -> WholeRelayedStream | None:
         """A stream that arrived whole, vouched for by its bytes: simple framing (each event an
         `event:` and one `data:` line), no `error` or `response.failed` event, some output, and a
-        last event that ends the Response, the only one parsed; it sets `usage` and `finish_reason`
+        last event that ends the Response with its usage, the only one parsed; it sets `usage` and `finish_reason`
         as `feed` and `close` would, and nothing else. None otherwise (then they read it event by
         event)."""
         events = body.count(b"\n\nevent: ") + 1
@@ -222,7 +222,10 @@ class ResponsesEventTranslator:
         response = event.get("response") if event is not None else None
         if not isinstance(response, dict) or not response.get("output"):
             return None
-        self.usage = usage_from_response(response.get("usage"))
+        usage = usage_from_response(response.get("usage"))
+        if usage is None:
+            return None  # unmetered: its events are read, so that its chunks estimate it (`dispatch._streamed`)
+        self.usage = usage
         self.finish_reason = _finish_reason(response, any(
             isinstance(item, dict) and item.get("type") == "function_call" for item in response["output"]))
         return WholeRelayedStream(body, response)  # `feed` may still read it: nothing else was changed
