@@ -10,9 +10,13 @@ import openai
 import pytest
 from aiohttp import web
 
+from llmroute_proxy.routing.cost import cost_usd
+from llmroute_proxy.routing.rules import RequestFacts
+from llmroute_proxy.routing.tokens import estimate_tokens
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, azure_openai_app, sim_state
-from llmroute_proxy.table import TargetId
+from llmroute_proxy.table import Pricing, TargetId
 from tests.proxy.documents import model, provider, route, target
+from tests.proxy.server.spending import ended
 from tests.proxy.stack import Stack
 
 AZURE_KEY = "azure-route-key-0123456789abcdef"
@@ -26,6 +30,7 @@ WEATHER_TOOL: Any = {"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 
 PROD_MODEL = model("gpt-4o-prod", context_window=128000, input_per_mtok=2.5, output_per_mtok=10.0)
+PROD_MODEL_PRICING = Pricing(input_per_mtok=2.5, output_per_mtok=10.0)
 EMBED_MODEL = model("embed-prod", input_per_mtok=0.02)
 CONFIG = [
     provider("az-classic", "azure-openai", "{azure}", key_env="TEST_AZURE_KEY", azure={"apiVersion": "2024-10-21"},
@@ -222,6 +227,23 @@ def test_a_stream_to_a_target_pinned_to_an_old_api_version_succeeds(stack: Stack
         model="azure-old", messages=[{"role": "user", "content": "hi"}], stream=True))
 
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).endswith("You said: hi")
+
+
+def test_a_stream_to_an_old_api_version_carries_no_usage_and_is_charged_an_estimate_of_it(
+        stack: Stack, client: openai.OpenAI) -> None:
+    messages: list[Any] = [{"role": "user", "content": "hi"}]
+    chunks = list(client.chat.completions.create(model="azure-old", messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+    outcome = ended(stack)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert [c.usage for c in chunks if c.usage is not None] == []  # Azure sent none: none is made up
+    assert outcome.usage_estimated and outcome.usage is not None
+    assert outcome.usage.input_tokens == RequestFacts("azure-old", messages, {}, False, None).prompt_tokens
+    # a few chunks at the size of the first (the simulator's densest: its name and model), not the 4096
+    # tokens a reservation assumes; test_unmetered_answers checks the estimate on padded answers
+    assert estimate_tokens(text) <= outcome.usage.output_tokens < 100
+    assert outcome.cost_usd == pytest.approx(cost_usd(outcome.usage, PROD_MODEL_PRICING))
 
 
 def test_a_whole_answer_from_a_target_pinned_to_an_old_api_version_succeeds(
