@@ -440,9 +440,7 @@ def degraded(image: str) -> None:
     t1 = time.monotonic()
     # The deleted pod's object must be gone first: applied while it still terminates, the same name would
     # patch the dying pod instead of creating a new one.
-    eventually(lambda: "gone" if not kubectl("get", "pod", "-n", NS, "sim-a", "--ignore-not-found", "-o", "name")
-               .strip() else None, "the deleted pod sim-a gone", 60,
-               lambda: kubectl("get", "pod", "-n", NS, "sim-a", "--ignore-not-found", "-o", "wide"))
+    gone(NS, "sim-a")
     apply(sim("sim-a", image, NS)[0])  # the same Service, so the same cluster IP: the table is unchanged
     eventually(lambda: "ready" if kubectl("get", "pod", "-n", NS, "sim-a", "--ignore-not-found", "-o",
                                           "jsonpath={.status.conditions[?(@.type=='Ready')].status}").strip()
@@ -486,6 +484,28 @@ def deselected() -> None:
     check(via == "sim-a", f"LLMRoute chat applied again: served again {time.monotonic() - t1:.1f} s later", via)
 
 
+def gone(namespace: str, name: str, wait_s: float = 30) -> None:
+    """A deleted pod's object gone. Kubernetes 1.20's kubelet can leave a pod whose containers have ended
+    Terminating for a minute or more (its sandbox stopped again and again, removed only at a later sync):
+    what the scenario controls, the pod's processes ending on SIGTERM, has happened, so past `wait_s` such
+    a pod's object is force-deleted. One whose container still runs is a failure."""
+    def pod() -> dict[str, Any] | None:
+        found = get("pod", "-n", namespace, "--ignore-not-found", "--field-selector", f"metadata.name={name}")
+        return next(iter(found["items"]), None)
+
+    deadline = time.monotonic() + wait_s
+    while (left := pod()) is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left is None:
+        return
+    statuses = left.get("status", {}).get("containerStatuses") or []
+    check(not any("running" in s.get("state", {}) for s in statuses),
+          f"the deleted pod {name}'s containers ended within {wait_s:.0f} s", statuses)
+    log(f"the kubelet left {name} Terminating {wait_s:.0f} s after its containers ended; force-deleting the object")
+    kubectl("delete", "pod", "-n", namespace, name, "--grace-period=0", "--force", "--wait=false", check=False)
+    eventually(lambda: "gone" if pod() is None else None, f"the deleted pod {name} gone", 30, pod)
+
+
 def runs(pod: dict[str, Any]) -> bool:
     """Whether a pod is not on its way out, or still has a container running."""
     statuses = pod.get("status", {}).get("containerStatuses") or []
@@ -502,16 +522,8 @@ def uninstall(options: Options) -> None:
         config.close()
     eventually(lambda: None if operator_pods() or any(runs(p) for p in get("pod", "-n", SYSTEM)["items"]) else True,
                f"no pod left running in {SYSTEM} after helm uninstall", 60, lambda: get("pod", "-n", SYSTEM)["items"])
-    gone_by = time.monotonic() + 30
-    while get("pod", "-n", SYSTEM)["items"] and time.monotonic() < gone_by:
-        time.sleep(0.5)
     for pod in get("pod", "-n", SYSTEM)["items"]:
-        # Kubernetes 1.20's kubelet can leave a pod deleted soon after it started Terminating for good once its
-        # container has ended ("ContainerStatusUnknown", waiting ContainerCreating): what the operator controls,
-        # its process ending on SIGTERM, has happened; the object is the kubelet's to finalize, so it is removed.
-        name = pod["metadata"]["name"]
-        log(f"chart: the kubelet left {name} Terminating 30 s after its container ended; force-deleting the object")
-        kubectl("delete", "pod", "-n", SYSTEM, name, "--grace-period=0", "--force", "--wait=false", check=False)
+        gone(SYSTEM, pod["metadata"]["name"])
     left = kubectl("get", "deployment,service,secret,configmap,mutatingwebhookconfiguration,clusterrole",
                    "-A", "-l", f"app.kubernetes.io/instance={RELEASE}", "-o", "name")
     check(not left.strip(), "helm uninstall removed the operator, its Services, TLS Secret, webhook and RBAC", left)
