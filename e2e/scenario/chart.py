@@ -489,9 +489,9 @@ def gone(namespace: str, name: str, wait_s: float = 30) -> None:
     Terminating for a minute or more (its sandbox stopped again and again, removed only at a later sync):
     what the scenario controls, the pod's processes ending on SIGTERM, has happened, so past `wait_s` such
     a pod's object is force-deleted. One whose container still runs is a failure."""
-    def pod() -> dict[str, Any] | None:
-        found = get("pod", "-n", namespace, "--ignore-not-found", "--field-selector", f"metadata.name={name}")
-        return next(iter(found["items"]), None)
+    def pod() -> dict[str, Any] | None:  # kubectl prints nothing at all for a pod it does not find
+        found = kubectl("get", "pod", "-n", namespace, name, "--ignore-not-found", "-o", "json")
+        return json.loads(found) if found.strip() else None
 
     deadline = time.monotonic() + wait_s
     while (left := pod()) is not None and time.monotonic() < deadline:
