@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llmroute_proxy.dialects.base import StreamChunk, Usage
-from llmroute_proxy.routing.tokens import estimate_tokens
+from llmroute_proxy.routing.tokens import collect_message_texts, estimate_tokens
 from llmroute_proxy.table import Pricing
 
 PER_MTOK = 1_000_000.0
@@ -82,11 +82,6 @@ def _shown_text(data: dict[str, Any], part: str) -> str:
     parts: list[str] = []
     for choice in data.get("choices") or ():
         shown: dict[str, Any] = choice.get(part) or {}
-        for key in ("content", "refusal", "reasoning_content"):
-            value = shown.get(key)
-            if isinstance(value, str):
-                parts.append(value)
-        for call in shown.get("tool_calls") or ():
-            function = call.get("function") or {}
-            parts.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+        collect_message_texts(shown, parts)
+        parts.extend(value for key in ("refusal", "reasoning_content") if isinstance(value := shown.get(key), str))
     return "".join(parts)

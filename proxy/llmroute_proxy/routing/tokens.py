@@ -220,11 +220,12 @@ def prompt_text(messages: list[Any]) -> str:
     parts: list[str] = []
     for message in messages:
         if isinstance(message, Mapping):
-            _collect_message(message, parts)
+            collect_message_texts(message, parts)
     return "\n".join(parts)
 
 
-def _collect_message(message: Mapping[str, Any], parts: list[str]) -> None:
+def collect_message_texts(message: Mapping[str, Any], parts: list[str]) -> None:
+    """The texts of one message (or delta) into `parts`: its content, and its tool calls' names and arguments."""
     content = message.get("content")
     if isinstance(content, str):
         parts.append(content)
