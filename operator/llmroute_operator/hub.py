@@ -36,9 +36,11 @@ from llmroute_proxy.sync.protocol import (
     Nack,
     ProtocolError,
     TablePush,
+    UnknownMessage,
     UsageReport,
     decode_up,
     encode,
+    tell_of,
 )
 from llmroute_proxy.table import BudgetPeriod
 
@@ -220,11 +222,17 @@ class Hub:
             await self.source.changed(generation)
 
     async def _receive(self, conn: Connection) -> None:
+        unknown: set[str] = set()
         async for message in conn.ws:
             if message.type is not WSMsgType.TEXT:
                 continue
             try:
                 up = decode_up(message.data)
+            except UnknownMessage as newer:
+                if tell_of(unknown, newer):
+                    log.info("sidecar %s sent a message of type %r this operator does not know (a newer sidecar): "
+                             "skipped, as are the next ones of its type", conn.pod, newer.kind[:64])
+                continue
             except ProtocolError as error:
                 log.warning("sidecar %s sent a bad message, ignored: %s", conn.pod, error)
                 continue

@@ -80,13 +80,14 @@ class NeverSleep:
 
 
 @contextlib.asynccontextmanager
-async def raw_stream(parts: Parts, certs: CertFiles) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+async def raw_stream(parts: Parts, certs: CertFiles,
+                     hello: dict[str, object] | None = None) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
     """POD's stream to the hub, message by message, its hello sent: a sidecar the test speaks for."""
     context = ssl.create_default_context(cafile=str(certs.ca))
     headers = {"Authorization": f"Bearer pod:{POD.namespace}:{POD.name}"}
     async with aiohttp.ClientSession() as session, \
             session.ws_connect(parts.url, headers=headers, ssl=context) as ws:
-        await ws.send_json({"type": "hello", "version": None, "sidecar": "9.9.9"})
+        await ws.send_json(hello or {"type": "hello", "version": None, "sidecar": "9.9.9"})
         yield ws
 
 
@@ -206,6 +207,30 @@ async def test_a_nack_reason_that_quotes_a_key_is_scrubbed_before_the_hub_logs_o
     assert error.startswith("bad key [redacted]") and KEY not in error and "Zyxwvu9876543210" not in error
     assert "refused table" in caplog.text
     assert KEY not in caplog.text and "Zyxwvu9876543210" not in caplog.text
+
+
+async def test_a_newer_sidecar_is_served_though_it_says_what_this_hub_does_not_know(
+        parts: Parts, certs: CertFiles, caplog: pytest.LogCaptureFixture) -> None:
+    """Pods keep their sidecar's image until they are replaced, so an upgraded sidecar may talk to an older
+    operator: its new fields and message types are skipped, and everything else works as before."""
+    caplog.set_level(logging.INFO, "llmroute.hub")
+    table = desired()
+    await parts.source.set(POD, table)
+    newer_hello = {"type": "hello", "version": None, "sidecar": "9.9.9", "features": ["drain"],
+                   "budgets": {"chat": {"periodStart": 0, "spentUSD": 0.5, "byModel": {"m": 0.5}}}}
+    async with raw_stream(parts, certs, newer_hello) as ws:
+        assert (await ws.receive_json())["type"] == "table"
+        for _ in range(3):
+            await ws.send_json({"type": "progress", "pending": 1})
+        await ws.send_json({"type": "ack", "version": table.version, "installedIn_ms": 4})
+        await ws.send_json({"type": "usage", "interval": 1, "routes": {"chat": {"requests": 2, "cached_tokens": 7}},
+                            "rate_limits": {"openai-main": {"age_s": 0, "images": {"limit": 1}}}})
+        [(_, pod, report)] = await parts.sink.wait_for("usage")
+        assert not ws.closed
+    assert parts.sink.of("acked") == [("acked", POD, table.version)]
+    assert pod == POD and report["routes"]["chat"]["requests"] == 2
+    told = [r.getMessage() for r in caplog.records if "'progress'" in r.getMessage()]
+    assert len(told) == 1 and "a newer sidecar" in told[0], told
 
 
 async def test_a_hub_whose_source_is_not_synced_yet_serves_no_table_and_no_lease_until_it_is(

@@ -37,11 +37,13 @@ from llmroute_proxy.sync.protocol import (
     ProtocolError,
     TablePush,
     TableRejected,
+    UnknownMessage,
     compile_payload,
     decode_down,
     encode,
     payload_version,
     rate_limits_json,
+    tell_of,
 )
 from llmroute_proxy.sync.usage import Counters, UsageMark
 
@@ -279,11 +281,17 @@ class OperatorClient:
             return False
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        unknown: set[str] = set()
         async for message in ws:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
             try:
                 down = decode_down(message.data)
+            except UnknownMessage as newer:
+                if tell_of(unknown, newer):
+                    log.info("operator sent a message of type %r this sidecar does not know (a newer operator): "
+                             "skipped, as are the next ones of its type", newer.kind[:64])
+                continue
             except ProtocolError as error:
                 log.error("operator sent a message that breaks the protocol: %s", error)
                 continue

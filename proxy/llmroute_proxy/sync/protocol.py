@@ -4,6 +4,11 @@ Pure (no I/O) and imported by both sides, so the hub and the sidecar cannot drif
 decoding problem raises `ProtocolError` naming the message type and the field path; a table
 payload that is well-formed JSON but not a valid table raises `TableRejected` with every problem
 (field paths included), which the sidecar sends back in its NACK. docs/protocol.md is the prose.
+
+The operator and its sidecars are upgraded apart (a pod keeps its sidecar's image until it is
+replaced), so each must read what a newer peer writes: a field it does not know, at any level, is
+ignored, and a message of a type it does not know raises `UnknownMessage`, which the receiver
+skips. What it knows it checks strictly.
 """
 
 from __future__ import annotations
@@ -39,6 +44,26 @@ class ProtocolError(ValueError):
         self.where = where
         self.what = what
         super().__init__(f"{where}: {what}" if where else what)
+
+
+class UnknownMessage(ProtocolError):
+    """A message whose `type` this side does not know: a newer peer's, to be skipped."""
+
+    def __init__(self, kind: str, kinds: tuple[str, ...]) -> None:
+        self.kind = kind
+        super().__init__("type", f"{kind!r} is not one of {', '.join(repr(k) for k in kinds)}: a newer peer's message")
+
+
+UNKNOWN_KINDS_TOLD = 16
+
+
+def tell_of(told: set[str], newer: UnknownMessage) -> bool:
+    """Whether a newer peer's message type is worth a log line: the first of its type on a stream, for
+    the first `UNKNOWN_KINDS_TOLD` types (`told` holds those already told of); later ones are skipped quietly."""
+    if newer.kind in told or len(told) >= UNKNOWN_KINDS_TOLD:
+        return False
+    told.add(newer.kind)
+    return True
 
 
 class TableRejected(ValueError):
@@ -227,9 +252,10 @@ def _open(text: str | bytes, kinds: tuple[str, ...]) -> tuple[Mapping[str, Any],
     if not isinstance(body, dict):
         raise ProtocolError("", f"a message must be a JSON object, got {_kind_of(body)}")
     kind = body.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError("type", f"must be a non-empty string, got {_kind_of(kind)}")
     if kind not in kinds:
-        expected = ", ".join(repr(k) for k in kinds)
-        raise ProtocolError("type", f"must be one of {expected}, got {kind!r}")
+        raise UnknownMessage(kind, kinds)
     deep = _too_deep(body, MAX_DEPTH)
     if deep is not None:
         raise ProtocolError(f"{kind}.{deep}", f"nests deeper than {MAX_DEPTH} levels")
@@ -262,16 +288,13 @@ def _lease(body: Mapping[str, Any]) -> Lease:
     if ttl <= 0:
         raise ProtocolError("lease.ttl", f"must be positive, got {ttl}")
     limits: dict[str, Limits] = {}
-    for name, value, where in _entries(body, "limits", "lease", LIMIT_FIELDS):
+    for name, value, where in _entries(body, "limits", "lease"):
         rpm, tpm, conc = (_optional_number(value, key, where) for key in LIMIT_FIELDS)
         if conc is not None and conc != int(conc):
             raise ProtocolError(f"{where}.maxConcurrency", f"must be a whole number, got {conc}")
         limits[name] = Limits(rpm, tpm, None if conc is None else int(conc))
     budgets: dict[str, LeaseBudget] = {}
-    for name, value in _object(body, "budgets", "lease").items():
-        where = f"lease.budgets.{name}"
-        if not isinstance(value, Mapping):
-            raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
+    for name, value, where in _entries(body, "budgets", "lease"):
         limit = _optional_number(value, "limitUSD", where)
         if limit is None:
             raise ProtocolError(f"{where}.limitUSD", "is required")
@@ -286,7 +309,7 @@ def _hello_budgets(body: Mapping[str, Any]) -> dict[str, PeriodSpend] | None:
     if body.get("budgets") is None:
         return None
     budgets: dict[str, PeriodSpend] = {}
-    for name, value, where in _entries(body, "budgets", "hello", PERIOD_SPEND_FIELDS):
+    for name, value, where in _entries(body, "budgets", "hello"):
         start, spent = (_optional_number(value, key, where) for key in PERIOD_SPEND_FIELDS)
         if start is None or spent is None:
             raise ProtocolError(f"{where}.{'periodStart' if start is None else 'spentUSD'}", "is required")
@@ -294,16 +317,12 @@ def _hello_budgets(body: Mapping[str, Any]) -> dict[str, PeriodSpend] | None:
     return budgets
 
 
-def _entries(body: Mapping[str, Any], key: str, kind: str,
-             fields: tuple[str, ...]) -> Iterator[tuple[str, Mapping[str, Any], str]]:
-    """(name, entry, its path) for each entry of the object `body[key]`: objects with no field but `fields`."""
+def _entries(body: Mapping[str, Any], key: str, kind: str) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+    """(name, entry, its path) for each entry of the object `body[key]`, which must be objects."""
     for name, value in _object(body, key, kind).items():
         where = f"{kind}.{key}.{name}"
         if not isinstance(value, Mapping):
             raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise ProtocolError(f"{where}.{unknown[0]}", f"unknown field; expected one of {', '.join(fields)}")
         yield name, value, where
 
 
@@ -333,13 +352,7 @@ def _usage(body: Mapping[str, Any]) -> UsageReport:
 
 def _rate_limits(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for name, value in _object(body, "rate_limits", "usage").items():
-        where = f"usage.rate_limits.{name}"
-        if not isinstance(value, Mapping):
-            raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
-        unknown = sorted(set(value) - {"age_s", "requests", "tokens", "retry_after_s"})
-        if unknown:
-            raise ProtocolError(f"{where}.{unknown[0]}", "unknown field; expected age_s, requests, tokens, retry_after_s")
+    for name, value, where in _entries(body, "rate_limits", "usage"):
         if "age_s" not in value:
             raise ProtocolError(f"{where}.age_s", "is required")
         entry: dict[str, Any] = {"age_s": _count(value["age_s"], f"{where}.age_s")}
@@ -351,10 +364,6 @@ def _rate_limits(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 continue
             if not isinstance(figures, Mapping):
                 raise ProtocolError(f"{where}.{window}", f"must be an object, got {_kind_of(figures)}")
-            unknown = sorted(set(figures) - set(QUOTA_FIELDS))
-            if unknown:
-                raise ProtocolError(f"{where}.{window}.{unknown[0]}",
-                                    f"unknown field; expected one of {', '.join(QUOTA_FIELDS)}")
             entry[window] = {key: _count(figures[key], f"{where}.{window}.{key}")
                              for key in QUOTA_FIELDS if figures.get(key) is not None}
         out[name] = entry
@@ -363,10 +372,7 @@ def _rate_limits(body: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _counts(body: Mapping[str, Any], key: str, fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for name, value in _object(body, key, "usage").items():
-        where = f"usage.{key}.{name}"
-        if not isinstance(value, Mapping):
-            raise ProtocolError(where, f"must be an object, got {_kind_of(value)}")
+    for name, value, where in _entries(body, key, "usage"):
         out[name] = {f: _count(value.get(f, 0), f"{where}.{f}") for f in fields}
     return out
 

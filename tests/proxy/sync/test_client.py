@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -27,7 +30,7 @@ from llmroute_proxy.sync.client import (
 from llmroute_proxy.sync.persist import TableStore
 from llmroute_proxy.sync.protocol import Lease, encode, payload_version, table_payload
 from llmroute_proxy.sync.usage import UsageMark
-from llmroute_proxy.table import TargetId
+from llmroute_proxy.table import Limits, TargetId
 from tests.syncfakes import KEY, documents
 
 
@@ -231,11 +234,27 @@ def test_the_ca_may_come_as_pem_text_but_not_together_with_a_ca_file() -> None:
         ClusterSettings.from_env({**base, "LLMROUTE_OPERATOR_CA_DATA": "not a cert"})
 
 
+async def fake_operator(tmp_path: Path, operator: Callable[[web.Request], Awaitable[web.WebSocketResponse]]
+                        ) -> tuple[web.AppRunner, ClusterSettings]:
+    """An operator's hub played by `operator` over TLS, and the settings of a sidecar that dials it."""
+    certs = write_self_signed(tmp_path / "certs")
+    app = web.Application()
+    app.router.add_get("/v1/sync", operator)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=hub_ssl_context(str(certs.cert), str(certs.key)))
+    await site.start()
+    token = tmp_path / "token"
+    token.write_text("t")
+    settings = ClusterSettings(url=f"wss://localhost:{runner.addresses[0][1]}/v1/sync", ca_file=certs.ca,
+                               token_file=token, state_dir=tmp_path / "state", backoff_base_s=1.0, backoff_cap_s=4.0)
+    return runner, settings
+
+
 async def test_an_operator_that_accepts_and_drops_every_stream_is_backed_off_from_until_it_works(
         tmp_path: Path) -> None:
     """A crash-looping operator accepts the WebSocket, then closes it: that is no reason to forget the
     backoff (every pod would reconnect at once, again and again); the first lease it sends is."""
-    certs = write_self_signed(tmp_path / "certs")
     works = asyncio.Event()
 
     async def operator(request: web.Request) -> web.WebSocketResponse:
@@ -247,16 +266,7 @@ async def test_an_operator_that_accepts_and_drops_every_stream_is_backed_off_fro
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/v1/sync", operator)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=hub_ssl_context(str(certs.cert), str(certs.key)))
-    await site.start()
-    token = tmp_path / "token"
-    token.write_text("t")
-    settings = ClusterSettings(url=f"wss://localhost:{runner.addresses[0][1]}/v1/sync", ca_file=certs.ca,
-                               token_file=token, state_dir=tmp_path / "state", backoff_base_s=1.0, backoff_cap_s=4.0)
+    runner, settings = await fake_operator(tmp_path, operator)
     slept: list[float] = []
     dropped_four_times = asyncio.Event()
 
@@ -280,6 +290,47 @@ async def test_an_operator_that_accepts_and_drops_every_stream_is_backed_off_fro
                 break
             await asyncio.sleep(0.02)
         assert client.backoff.attempts == 0 and sidecar.leases.state(sidecar.clock()) == "held"
+    finally:
+        task.cancel()
+        await sidecar.upstream.close()
+        await runner.cleanup()
+
+
+async def test_a_newer_operator_is_followed_though_it_says_what_this_sidecar_does_not_know(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An upgraded operator talks to sidecars still running the older image: its new message types and
+    fields are skipped, its tables and leases taken as before."""
+    caplog.set_level(logging.INFO, "llmroute.sync")
+    payload = table_payload("us", documents(), {"openai-main": KEY})
+    version = payload_version(payload)
+    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def operator(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()  # the hello
+        for _ in range(3):
+            await ws.send_str('{"type": "drain", "within_s": 30}')
+        await ws.send_str(orjson.dumps({"type": "lease", "ttl": 60, "epoch": 3,
+                                        "limits": {"openai-main": {"requestsPerMinute": 12, "imagesPerMinute": 1}},
+                                        "budgets": {}}).decode())
+        await ws.send_str(orjson.dumps({"type": "table", "version": version, "table": payload,
+                                        "compression": "none"}).decode())
+        async for message in ws:
+            await answers.put(orjson.loads(message.data))
+        return ws
+
+    runner, settings = await fake_operator(tmp_path, operator)
+    sidecar = build_sidecar()
+    client = OperatorClient(settings, sidecar, TableStore(settings.state_dir), sleep=lambda _: asyncio.Event().wait())
+    task = asyncio.create_task(client.connect_once())
+    try:
+        answer = await asyncio.wait_for(answers.get(), 10)
+        assert answer == {"type": "ack", "version": version}
+        assert sidecar.leases.state(sidecar.clock()) == "held"
+        assert sidecar.leases.limits({"openai-main": Limits(600.0)}, sidecar.clock())["openai-main"] == Limits(12.0)
+        told = [r.getMessage() for r in caplog.records if "'drain'" in r.getMessage()]
+        assert len(told) == 1 and "a newer operator" in told[0], told
     finally:
         task.cancel()
         await sidecar.upstream.close()
