@@ -32,15 +32,18 @@ _LONGEST_MODEL_NAME = 256  # longer names never match a glob: bounds the work on
 class RequestFacts:
     """What rules look at in one request; derived facts are computed on first use."""
 
-    __slots__ = ("_code", "_text", "_text_lower", "_tokens", "has_tools", "headers", "messages", "model", "user")
+    __slots__ = ("_code", "_text", "_text_lower", "_tokens", "embedding_input", "has_tools", "headers", "messages", "model",
+                 "user")
 
     def __init__(self, model: str, messages: list[Any], headers: Mapping[str, str], has_tools: bool,
-                 user: str | None) -> None:
+                 user: str | None, *, embedding_input: Any = None) -> None:
+        """`embedding_input`: an embeddings request's `input`, which is its prompt (it has no `messages`)."""
         self.model = model
         self.messages = messages
         self.headers = headers  # lower-case names
         self.has_tools = has_tools
         self.user = user
+        self.embedding_input = embedding_input
         self._text: str | None = None
         self._text_lower: str | None = None
         self._tokens: int | None = None
@@ -60,7 +63,9 @@ class RequestFacts:
 
     @property
     def prompt_tokens(self) -> int:
-        if self._tokens is None:
+        if self._tokens is None and self.embedding_input is not None:
+            self._tokens = tokens.embedding_input_tokens(self.embedding_input)
+        elif self._tokens is None:
             framing = _TOKENS_PER_MESSAGE * (len(self.messages) + 1)
             self._tokens = tokens.estimate_tokens(self.text) + framing
         return self._tokens

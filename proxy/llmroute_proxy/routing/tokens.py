@@ -215,6 +215,16 @@ def _line_matches(pattern: re.Pattern[str], text: str, line_start: int) -> bool:
     return pattern.match(text, line_start, min(line_end, line_start + _LINE_WINDOW)) is not None
 
 
+def embedding_input_tokens(value: Any) -> int:
+    """An embeddings request's `input` in tokens (validated: a text, or an array of texts, token ids
+    or arrays of token ids): the texts estimated, the token ids counted."""
+    if isinstance(value, str):
+        return estimate_tokens(value)
+    items = value if isinstance(value, list) else ()
+    return sum(estimate_tokens(item) if isinstance(item, str) else len(item) if isinstance(item, list) else 1
+               for item in items)
+
+
 def prompt_text(messages: list[Any]) -> str:
     """Every text the model reads from `messages`, joined by line breaks; images ignored."""
     parts: list[str] = []

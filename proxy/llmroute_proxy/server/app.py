@@ -208,7 +208,8 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     try:
         route = _route(request, _table(sidecar))
         facts = RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
-                             bool(chat.body.get("tools")), _user(chat.body))
+                             bool(chat.body.get("tools")), _user(chat.body),
+                             embedding_input=chat.body.get("input") if operation == "embeddings" else None)
         prompt_tokens = facts.prompt_tokens if route.budget is not None or sidecar.tpm_limited else 0
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native,
                           budget=_budget_inputs(sidecar, chat, prompt_tokens))

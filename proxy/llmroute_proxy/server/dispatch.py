@@ -82,7 +82,8 @@ class Exchange:
         """The prompt's estimated tokens: the one the decision made, or made now when it needed none."""
         if self.prompt_tokens:
             return self.prompt_tokens
-        return RequestFacts(self.requested_model, self.chat.body.get("messages") or [], {}, False, None).prompt_tokens
+        return RequestFacts(self.requested_model, self.chat.body.get("messages") or [], {}, False, None,
+                            embedding_input=self.chat.body.get("input") if self.embeddings else None).prompt_tokens
 
     @property
     def requested_model(self) -> str:
@@ -288,8 +289,9 @@ def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run
                     result: ChatResult) -> web.Response:
     _attempting(ex, run.attempt.target)
     usage, estimated = result.usage, False
-    if not (usage.input_tokens or usage.output_tokens or ex.embeddings):  # an answer without usage
-        usage, estimated = answer_usage(ex.prompt_estimate(), result.data), True
+    if not (usage.input_tokens or usage.output_tokens):  # an answer without usage (Gemini's embeddings never have one)
+        prompt = ex.prompt_estimate()
+        usage, estimated = (Usage(input_tokens=prompt) if ex.embeddings else answer_usage(prompt, result.data)), True
     _succeeded(sidecar, ex, planner, run, (usage, estimated), _finish_reasons(result), result.data.get("model"))
     headers = ex.headers()
     if ex.cost is not None:

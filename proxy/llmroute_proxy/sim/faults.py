@@ -61,7 +61,7 @@ class FaultKind(StrEnum):
     NO_USAGE = "no_usage"
     """200, and the answer carries no usage, as some OpenAI-compatible servers answer: OpenAI's and Azure's
     chat completions send no usage chunk even when `stream_options.include_usage` asks for it, and no
-    `usage` object in an answer that is not streamed; the other APIs answer normally."""
+    `usage` object in an answer that is not streamed, nor in embeddings; the other APIs answer normally."""
     PROMPT_BLOCKED = "prompt_blocked"
     """The provider's safety filter refuses the prompt itself: Gemini answers 200 with
     `promptFeedback.blockReason` and no candidates (streamed as one such chunk); OpenAI answers

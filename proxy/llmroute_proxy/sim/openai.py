@@ -412,9 +412,11 @@ async def embeddings(request: web.Request) -> web.Response:
         encoded: Any = (base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
                         if as_base64 else vector)
         data.append({"object": "embedding", "index": index, "embedding": encoded})
-    tokens = sum(count_tokens(text) for text in inputs)
-    return call.state.json({"object": "list", "model": model, "data": data,
-                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    answer: dict[str, Any] = {"object": "list", "model": model, "data": data}
+    if call.fault is None or call.fault.kind is not FaultKind.NO_USAGE:
+        tokens = sum(count_tokens(text) for text in inputs)
+        answer["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return call.state.json(answer)
 
 
 def _model(model_id: str) -> dict[str, Any]:
