@@ -40,6 +40,7 @@ from llmroute_operator.writer import SecretApi, SecretReader, StatusApi, StatusW
 log = logging.getLogger("llmroute.operator")
 
 LISTING_PATIENCE_S = 30.0  # how long kopf's initial listing may take before the operator says it waits
+LAST_STATUS_S = 5.0  # the status pass on the way out: well within the pod's termination grace period
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +210,24 @@ class Operator:
             for task in loops:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.write_last_status()
             await hub.cleanup()
             await admin.cleanup()
             if webhook is not None:
                 await webhook.cleanup()
+
+    async def write_last_status(self) -> None:
+        """One more status pass on the way out (an upgrade, a node drain), while the sidecars are still
+        connected: the spend of the reports that came since the last pass, which the debounce held back,
+        is in the routes' status when the next operator reads it back. Skipped before the index was
+        synced: a status made from a half-filled index would be wrong."""
+        if not self.synced.is_set():
+            return
+        try:
+            async with asyncio.timeout(LAST_STATUS_S):
+                await self.writer.write_once()
+        except Exception as error:  # the process is ending: say so, and end it
+            log.warning("the last status pass did not complete: %r", error)
 
     async def sync(self) -> None:
         """`synced` once the index holds the cluster and the Secrets its providers name. Until then the hub

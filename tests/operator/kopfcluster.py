@@ -119,13 +119,13 @@ def prepare(api: Emulator) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_operator(api: Emulator, certs: CertFiles,
-                           login: Callable[[], kopf.ConnectionInfo] | None = None) -> AsyncIterator[Cluster]:
+async def running_operator(api: Emulator, certs: CertFiles, login: Callable[[], kopf.ConnectionInfo] | None = None,
+                           status_debounce_s: float = 0.0) -> AsyncIterator[Cluster]:
     server = str(api.url).rstrip("/")
     async with aiohttp.ClientSession() as session:
         k8s = KubernetesApi(session, Connection(server, False, dict), instance="test")
         settings = Settings(hub_host="127.0.0.1", hub_port=0, admin_host="127.0.0.1", admin_port=0,
-                            status_debounce_s=0.0, status_resync_s=3600.0, secret_refresh_s=3600.0)
+                            status_debounce_s=status_debounce_s, status_resync_s=3600.0, secret_refresh_s=3600.0)
         operator = Operator(settings, k8s, k8s, FakeReviewer(), events_posted=lambda: k8s.events_posted)
         stop = asyncio.Event()
         task = asyncio.create_task(operator.run(login or kopf.ConnectionInfo(server=server), stop_flag=stop,

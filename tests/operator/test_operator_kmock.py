@@ -20,6 +20,7 @@ from llmroute_proxy.server.runner import build_sidecar
 from llmroute_proxy.sync.client import ClusterSettings, OperatorClient
 from llmroute_proxy.sync.persist import TableStore
 from tests.operator.kopfcluster import (
+    TIMEOUT,
     Cluster,
     Emulator,
     FakeSidecar,
@@ -121,6 +122,32 @@ async def test_status_counts_acks_names_nacks_and_sums_spend(cluster: Cluster) -
         assert conditions(status)["BudgetWarning"][0] == "True" and conditions(status)["BudgetExceeded"][0] == "False"
         assert any(e["reason"] == "BudgetWarning" for e in cluster.events("team-a"))
         assert KEY not in str(status) and KEY not in str(cluster.events("team-a"))
+
+
+async def test_spend_reported_just_before_the_operator_stops_is_in_the_status_it_leaves(
+        kmock: Emulator, certs: CertFiles) -> None:
+    """A stopping operator (an upgrade, a node drain) writes status once more before it closes the sidecars'
+    streams: the spend their last reports brought, held back by the debounce, is not lost to the next one."""
+    prepare(kmock)
+    async with running_operator(kmock, certs, status_debounce_s=3600.0) as stopping:  # no pass but the last
+        for body in (node(), provider(), secret(), route(budget_usd=10.0), pod("chat-0")):
+            await stopping.create(body)
+        async with FakeSidecar.connect(stopping, "team-a", "chat-0") as car:
+            await car.table()
+            await car.ack()
+            await car.usage("chat", 3.0)
+            book = stopping.operator.book
+            async with asyncio.timeout(TIMEOUT):
+                while book.spend("team-a", "chat", book.clock())[1] != 3.0:  # the report is in
+                    await asyncio.sleep(0.01)
+            assert stopping.status("LLMRoute", "team-a", "chat") == {}  # nothing written yet
+            stopping.stop.set()
+            async with asyncio.timeout(TIMEOUT):
+                async for _ in car.ws:  # leases, until the hub closes the stream
+                    pass
+        status = stopping.status("LLMRoute", "team-a", "chat")
+        assert status["spend"]["periodUSD"] == 3.0
+        assert status["sidecars"]["summary"] == "1/1"  # written while the sidecar was still connected
 
 
 async def test_the_admin_plane_answers_health_readiness_and_metrics(cluster: Cluster) -> None:
