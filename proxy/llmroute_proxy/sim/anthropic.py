@@ -15,7 +15,10 @@ message holds Anthropic's documented test string `REDACT`), tool calls included,
 with a 400 when it also sets what thinking does not go with: a `temperature` other than 1, `top_k`, a `top_p` below 0.95, a
 `tool_choice` that forces tool use, or (manual thinking, `thinking.type: enabled`) a last assistant
 turn that called tools without starting with the thinking block it was answered with (the error
-real clients hit when a gateway drops the block). Tool ids in a conversation (`tool_use.id`,
+real clients hit when a gateway drops the block). Thinking is signed as Claude signs it, so that only
+the account that wrote a block takes it back: the signature (and a redacted block's `data`) is an HMAC
+keyed by the simulator's name, and a thinking block sent back without a signature, or with one another
+simulator made (a failover to another account), is refused with Claude's own 400. Tool ids in a conversation (`tool_use.id`,
 `tool_result.tool_use_id`) must match `^[a-zA-Z0-9_-]+$`, as Claude checks them: other providers'
 ids (Kimi's `functions.name:0`) are refused with a 400; so is a text block (or a message's string
 content, but for a final assistant prefill) that is empty or only whitespace.
@@ -23,6 +26,8 @@ content, but for a final assistant prefill) that is empty or only whitespace.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass, replace
@@ -199,12 +204,22 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
 
 
 THINKING = "The user wrote to me; I will answer by saying back what they said."
-SIGNATURE = "EqQBCkgIARABGAIiQHNpbS1zaWduYXR1cmUtb2YtdGhlLXRoaW5raW5nLWJsb2Nr"
-
 
 REDACT = "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC2876CB"
 """The prompt Anthropic documents for testing: the thinking comes back as a `redacted_thinking` block."""
-REDACTED_DATA = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPsim+redacted"
+_REDACTED = "redacted thinking"
+"""What a redacted block's `data` stands for (its text is never shown)."""
+
+
+def signature(sim_name: str, thinking: str) -> str:
+    """The signature the simulator named `sim_name` gives a thinking block: only it accepts it back."""
+    mac = hmac.new(sim_name.encode(), thinking.encode(), hashlib.sha256).digest()
+    return "Eq" + base64.b64encode(mac).decode()
+
+
+def redacted_data(sim_name: str) -> str:
+    """The `data` of the simulator's redacted thinking block, signed as a signature is."""
+    return signature(sim_name, _REDACTED)
 
 
 def _thought(body: dict[str, Any], answer: _Answer) -> _Answer:
@@ -246,6 +261,23 @@ def _validate(request: web.Request, body: Any) -> str | None:
         return (f"max_tokens: {body['max_tokens']} > {most}, which is the maximum allowed number of output tokens "
                 f"for {body['model']}")
     return _blank_text(body["messages"]) or _bad_tool_id(body["messages"]) or _thinking_refusal(body)
+
+
+def _unsigned_thinking(messages: list[Any], sim_name: str) -> str | None:
+    """Claude's refusal of a thinking block it did not sign: without a signature, or signed by another
+    account (a conversation that failed over from one). Checked whether or not thinking is enabled."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) and message.get("role") == "assistant" else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "thinking" and not isinstance(block.get("signature"), str):
+                return f"messages.{i}.content.{j}.thinking.signature: Field required"
+            if kind == "thinking" and not hmac.compare_digest(
+                    block["signature"], signature(sim_name, str(block.get("thinking")))):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+            if kind == "redacted_thinking" and block.get("data") != redacted_data(sim_name):
+                return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
+    return None
 
 
 def max_output_tokens(model: str) -> int:
@@ -339,6 +371,8 @@ def _unthought_tool_turn(body: dict[str, Any]) -> str | None:
 async def messages(request: web.Request) -> web.StreamResponse:
     call = request[SIM_CALL]
     problem = _validate(request, call.body)
+    if problem is None:
+        problem = _unsigned_thinking(call.body["messages"], call.state.config.name)
     if problem is not None:
         return _bad_request(call, problem)
     body: dict[str, Any] = call.body
@@ -347,9 +381,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     message_id = state.new_id("msg_")
     if body.get("stream") is True:
         return await _stream(request, call, answer, message_id, str(body["model"]))
+    name = state.config.name
     content: list[dict[str, Any]] = [] if answer.thinking is None else [
-        {"type": "redacted_thinking", "data": REDACTED_DATA} if answer.redacted
-        else {"type": "thinking", "thinking": answer.thinking, "signature": SIGNATURE}]
+        {"type": "redacted_thinking", "data": redacted_data(name)} if answer.redacted
+        else {"type": "thinking", "thinking": answer.thinking, "signature": signature(name, answer.thinking)}]
     content += [{"type": "text", "text": answer.text}] if answer.text is not None else []
     content += [{"type": "tool_use", "id": state.new_id("toolu_"), "name": name, "input": tool_input}
                 for name, tool_input in answer.calls]
@@ -373,13 +408,13 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
         await stream.send(_PING)
     index = 0
     if answer.redacted:  # the whole block in its start, no deltas
-        await _block(stream, index, {"type": "redacted_thinking", "data": REDACTED_DATA}, [])
+        await _block(stream, index, {"type": "redacted_thinking", "data": redacted_data(state.config.name)}, [])
         index += 1
     elif answer.thinking is not None:
         await _block(stream, index, {"type": "thinking", "thinking": "", "signature": ""},
                      [*({"type": "thinking_delta", "thinking": piece}
                         for piece in split_words(answer.thinking, state.config.chunks)),
-                      {"type": "signature_delta", "signature": SIGNATURE}])
+                      {"type": "signature_delta", "signature": signature(state.config.name, answer.thinking)}])
         index += 1
     if answer.text is not None:
         await _block(stream, index, {"type": "text", "text": ""},

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from llmroute_proxy.sim import Fault, FaultKind, sim_state
-from llmroute_proxy.sim.anthropic import REDACT, REDACTED_DATA, SIGNATURE, THINKING
+from llmroute_proxy.sim.anthropic import REDACT, THINKING, redacted_data, signature
 from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
 from tests.proxy.documents import model, provider, route, target
@@ -198,7 +198,7 @@ def test_claudes_thinking_block_reaches_each_sdk_in_its_own_place(stack: Stack) 
                                                  thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
         message = stream.get_final_message()
     assert [block.type for block in message.content] == ["thinking", "text"]
-    assert message.content[0].signature == SIGNATURE and message.content[0].thinking == THINKING  # type: ignore[union-attr]
+    assert message.content[0].signature == signature("sim-anthropic", THINKING) and message.content[0].thinking == THINKING  # type: ignore[union-attr]
     chat = openai_client(stack).chat.completions.create(model="anthropic", messages=ASK,  # type: ignore[arg-type]
                                                         reasoning_effort="low")
     assert chat.choices[0].message.content and THINKING not in chat.choices[0].message.content
@@ -286,13 +286,13 @@ def test_redacted_thinking_reaches_the_anthropic_sdk_and_hides_from_the_others(s
                                                  thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
         message = stream.get_final_message()
     assert [block.type for block in message.content] == ["redacted_thinking", "text"]
-    assert message.content[0].data == REDACTED_DATA  # type: ignore[union-attr]
+    assert message.content[0].data == redacted_data("sim-anthropic")  # type: ignore[union-attr]
     client = openai_client(stack)
     whole = client.chat.completions.create(model="anthropic", messages=ask, reasoning_effort="low")
     chunks = list(client.chat.completions.create(model="anthropic", messages=ask, reasoning_effort="low", stream=True))
     for text in (whole.choices[0].message.content or "", "".join(c.choices[0].delta.content or "" for c in chunks
                                                                 if c.choices)):
-        assert text.startswith("[sim-anthropic") and REDACTED_DATA not in text
+        assert text.startswith("[sim-anthropic") and redacted_data("sim-anthropic") not in text
     with client.responses.stream(model="anthropic", input=REDACT, reasoning={"effort": "low"}) as rstream:
         response = rstream.get_final_response()
     assert [item.type for item in response.output] == ["message"] and response.status == "completed"

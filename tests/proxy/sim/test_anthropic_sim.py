@@ -12,6 +12,7 @@ import anthropic
 import pytest
 
 from llmroute_proxy.sim import SimServer, anthropic_app, sim_state
+from llmroute_proxy.sim.anthropic import REDACT, signature
 from tests.proxy.sim import SimPool
 
 KEY = "sk-ant-sim-test-key"
@@ -258,6 +259,56 @@ async def test_a_thinking_tool_loop_goes_on_only_with_its_thinking_block(sim: Si
     with pytest.raises(anthropic.BadRequestError, match=r"messages\.1\.content\.0\.type: Expected `thinking`"):
         await api.messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=THINK,
                                   messages=[*MESSAGES, {"role": "assistant", "content": replayed[1:]}, result])
+
+
+async def test_thinking_streams_empty_then_its_deltas_then_its_signature(sim: SimServer, client: Client) -> None:
+    """As Claude streams it: the block starts with empty `thinking` and `signature`, the signature comes in
+    one `signature_delta` after the thinking deltas, and the SDK's final message carries it whole."""
+    async with client(sim).messages.stream(model=MODEL, max_tokens=2000, messages=MESSAGES, thinking=THINK) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_message()
+    start = next(e for e in events if e.type == "content_block_start")
+    deltas = [e.delta.type for e in events if e.type == "content_block_delta" and e.index == 0]  # type: ignore[union-attr]
+    assert start.content_block.model_dump() == {"type": "thinking", "thinking": "", "signature": ""}  # type: ignore[union-attr]
+    assert deltas[-1] == "signature_delta" and set(deltas[:-1]) == {"thinking_delta"}
+    thought = final.content[0]
+    assert thought.type == "thinking" and thought.signature == signature("sim-anthropic", thought.thinking)
+
+
+def _tool_loop(first: Any, replayed: list[Any]) -> list[Any]:
+    use = next(block for block in first.content if block.type == "tool_use")
+    return [*MESSAGES, {"role": "assistant", "content": replayed},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18C"}]}]
+
+
+@pytest.mark.parametrize(("redact", "tamper", "refusal"), [
+    (False, lambda block: {**block, "signature": "Eqforged"},
+     r"messages\.1\.content\.0: Invalid `signature` in `thinking` block"),
+    (False, lambda block: {key: value for key, value in block.items() if key != "signature"},
+     r"messages\.1\.content\.0\.thinking\.signature: Field required"),
+    (False, lambda block: {**block, "thinking": block["thinking"] + " (edited)"}, r"Invalid `signature`"),
+    (True, lambda block: {**block, "data": "Eqforged"},
+     r"messages\.1\.content\.0: Invalid `data` in `redacted_thinking` block"),
+], ids=["forged", "unsigned", "edited", "redacted-forged"])
+async def test_thinking_sent_back_must_be_signed_by_the_same_account(
+        sims: SimPool, sim: SimServer, client: Client, redact: bool, tamper: Callable[[Any], Any],
+        refusal: str) -> None:
+    """A block signed by another account (another simulator: a failover) is refused as a forged one is,
+    with thinking enabled or not; the account that signed it takes it back."""
+    other = await sims.start(anthropic_app(KEY, name="sim-anthropic-b"))
+    ask: Any = [{"role": "user", "content": REDACT}] if redact else MESSAGES
+    first = await client(sim).messages.create(model=MODEL, max_tokens=2000, messages=ask, tools=[WEATHER_TOOL],
+                                              thinking=THINK)
+    replayed = [block.model_dump() for block in first.content]
+    for thinking in (THINK, {"type": "disabled"}):
+        with pytest.raises(anthropic.BadRequestError, match=refusal):
+            await client(sim).messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=thinking,
+                                              messages=_tool_loop(first, [tamper(replayed[0]), *replayed[1:]]))
+    with pytest.raises(anthropic.BadRequestError, match=r"Invalid `(signature|data)`"):
+        await client(other).messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=THINK,
+                                            messages=_tool_loop(first, replayed))
+    await client(sim).messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=THINK,
+                                      messages=_tool_loop(first, replayed))
 
 
 @pytest.mark.parametrize(("fields", "refusal"), [
