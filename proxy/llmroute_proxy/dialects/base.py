@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from llmroute_proxy.dialects.thinking import unsigned
 from llmroute_proxy.errors import BadRequest, LLMRouteError, RequestError
 from llmroute_proxy.table import ProviderType, Target
 
@@ -147,6 +148,11 @@ class ChatRequest:
 
     def without_reasoning_hint(self) -> ChatRequest:
         return ChatRequest({k: v for k, v in self.body.items() if k != "reasoning_effort"}, self.native)
+
+    def without_thinking_blocks(self) -> ChatRequest:
+        """The request without Claude's signed thinking blocks (`dialects/thinking.py`); itself when it has none."""
+        body = unsigned(self.body)
+        return self if body is self.body else ChatRequest(body, self.native)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,8 @@ class AzureOpenAIProvider:
             return responses_request(target_urls(target).responses, api_key_headers(target.credential),
                                      native, target)
         return UpstreamRequest("POST", target_urls(target).chat, api_key_headers(target.credential),
-                               chat_body(request, target.model, stream_usage=streams_usage(target)))
+                               chat_body(request.without_thinking_blocks(), target.model,
+                                         stream_usage=streams_usage(target)))
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         return read_answer(body, request, target)

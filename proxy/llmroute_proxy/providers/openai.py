@@ -60,7 +60,7 @@ class OpenAIProvider:
             return responses_request(target.url.rstrip("/") + "/responses", bearer_headers(target.credential),
                                      native, target)
         return UpstreamRequest("POST", target.url.rstrip("/") + "/chat/completions",
-                               bearer_headers(target.credential), chat_body(request, target.model))
+                               bearer_headers(target.credential), chat_body(request.without_thinking_blocks(), target.model))
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         return read_answer(body, request, target)

@@ -18,6 +18,7 @@ from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
 from llmroute_proxy.dialects.responses import items as responses_items
 from llmroute_proxy.dialects.responses import request_in as responses
 from llmroute_proxy.dialects.responses.encoder import ResponsesEncoder
+from llmroute_proxy.dialects.thinking import check_messages as check_thinking_blocks
 from llmroute_proxy.errors import (
     BadRequest,
     BodyTooLarge,
@@ -84,7 +85,7 @@ async def _scrubbed_logs(app: web.Application) -> AsyncIterator[None]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     try:
-        chat = ChatRequest(validate_chat(await _read_json(request, sidecar)))
+        chat = ChatRequest(check_thinking_blocks(validate_chat(await _read_json(request, sidecar))))
     except LLMRouteError as error:
         return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, OpenAIEncoder(chat), "chat")

@@ -147,6 +147,42 @@ def test_reasoning_effort_is_left_off_a_request_whose_last_assistant_turn_called
     assert sent_body(chat(answered, reasoning_effort="high"))["thinking"]["type"] == "enabled"
 
 
+THOUGHT = {"type": "thinking", "thinking": "Paris, then.", "signature": "EqSig"}
+REDACTED = {"type": "redacted_thinking", "data": "EmwData"}
+
+
+def tool_loop(thinking_blocks: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    step: dict[str, Any] = {"role": "assistant", "content": "Let me look.", "tool_calls": [call]}
+    if thinking_blocks is not None:
+        step["thinking_blocks"] = thinking_blocks
+    return [*USER_HI, step, {"role": "tool", "tool_call_id": "toolu_1", "content": "done"}]
+
+
+def test_thinking_blocks_sent_back_open_the_tool_turn_and_keep_thinking_on() -> None:
+    body = sent_body(chat(tool_loop([THOUGHT, REDACTED]), reasoning_effort="high"))
+    assert body["messages"][1]["content"] == [THOUGHT, REDACTED, {"type": "text", "text": "Let me look."},
+                                              {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]
+    assert body["thinking"]["type"] == "enabled"
+
+
+def test_thinking_blocks_are_left_out_of_a_request_that_does_not_think() -> None:
+    for fields in ({}, {"reasoning_effort": "high", "temperature": 0.2}):
+        body = sent_body(chat(tool_loop([THOUGHT]), **fields))
+        assert "thinking" not in body
+        assert [block["type"] for block in body["messages"][1]["content"]] == ["text", "tool_use"]
+
+
+def test_a_chat_request_without_its_thinking_blocks_thinks_no_more_over_the_tool_turn() -> None:
+    """What the sidecar sends a Claude that refused another account's signatures."""
+    request = ChatRequest(chat(tool_loop([THOUGHT]), reasoning_effort="high"))
+    assert request.without_thinking_blocks().body == chat(tool_loop(None), reasoning_effort="high")
+    body = orjson.loads(PROVIDER.chat_request(request.without_thinking_blocks(), TARGET).body or b"")
+    assert "thinking" not in body and body["messages"][1]["content"][0]["type"] == "text"
+    plain = ChatRequest(chat(tool_loop(None)))
+    assert plain.without_thinking_blocks() is plain
+
+
 @pytest.mark.parametrize("fields", [
     {"temperature": 0.2}, {"top_k": 40}, {"top_p": 0.9}, {"tool_choice": "required"},
     {"tool_choice": {"type": "function", "function": {"name": "f"}}},
@@ -277,6 +313,7 @@ def test_a_message_becomes_a_chat_completion() -> None:
         "id": "msg_01", "object": "chat.completion", "created": 0, "model": "claude-sonnet-4-5-20250929",
         "choices": [{"index": 0, "logprobs": None, "finish_reason": "tool_calls", "message": {
             "role": "assistant", "content": "Let me check.", "refusal": None, "reasoning_content": "hmm",
+            "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}],
             "tool_calls": [{"id": "toolu_1", "type": "function",
                             "function": {"name": "weather", "arguments": '{"city":"Paris","n":1}'}}]}}],
         "usage": {"prompt_tokens": 1260, "completion_tokens": 40, "total_tokens": 1300,
@@ -448,7 +485,9 @@ def test_a_stream_translates_the_same_under_any_byte_split(size: int) -> None:
     translator, chunks = run(TRANSCRIPT, size)
     assert deltas(chunks) == [
         {"role": "assistant", "content": ""},
-        {"reasoning_content": "Paris?"},
+        {"reasoning_content": "Paris?",
+         "thinking_blocks": [{"index": 0, "type": "thinking", "thinking": "Paris?"}]},
+        {"thinking_blocks": [{"index": 0, "type": "thinking", "signature": "abc"}]},
         {"content": "Hello"},
         {"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function",
                          "function": {"name": "weather", "arguments": ""}}]},
@@ -465,6 +504,26 @@ def test_a_stream_translates_the_same_under_any_byte_split(size: int) -> None:
         ("msg_1", "claude-x", "chat.completion.chunk")}
     assert translator.finish_reason == "tool_calls"
     assert translator.usage == Usage(125, 42, 100, 0, 0)
+
+
+def test_a_redacted_thinking_block_streams_whole_as_its_own_fragment() -> None:
+    transcript = b"".join([
+        sse("message_start", {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x",
+                                                                   "usage": {"input_tokens": 5}}}),
+        sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                    "content_block": {"type": "redacted_thinking", "data": "EmwData"}}),
+        sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse("content_block_start", {"type": "content_block_start", "index": 1,
+                                    "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        sse("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                    "delta": {"type": "signature_delta", "signature": "EqSig"}}),
+        sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}}),
+        sse("message_stop", {"type": "message_stop"}),
+    ])
+    _, chunks = run(transcript, 7)
+    assert [delta for delta in deltas(chunks)[1:3]] == [
+        {"thinking_blocks": [{"index": 0, "type": "redacted_thinking", "data": "EmwData"}]},
+        {"thinking_blocks": [{"index": 1, "type": "thinking", "signature": "EqSig"}]}]
 
 
 def test_a_native_stream_carries_every_event_byte_for_byte() -> None:

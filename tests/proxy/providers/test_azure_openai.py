@@ -207,3 +207,10 @@ def test_an_undated_api_version_selects_the_v1_form(url: str, api_version: str, 
                     options={"api_version": api_version})
     request = ChatRequest({"model": "x", "messages": [{"role": "user", "content": "hi"}]})
     assert AzureOpenAIProvider().chat_request(request, target).url == chat_url
+
+
+def test_claudes_thinking_blocks_are_not_sent_to_azure() -> None:
+    step = {"role": "assistant", "content": "Looking.", "thinking_blocks": [{"type": "redacted_thinking", "data": "E"}]}
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}, step, {"role": "user", "content": "go"}]}
+    sent = orjson.loads(AZURE.chat_request(ChatRequest(body), make_target()).body or b"")
+    assert sent["messages"][1] == {"role": "assistant", "content": "Looking."}

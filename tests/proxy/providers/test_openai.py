@@ -536,3 +536,12 @@ def test_an_in_band_error_never_carries_an_echoed_key() -> None:
         OpenAIStreamTranslator().feed(b'data: {"error": {"message": "bad key sk-live-abcdefghijklmnop"}}\n\n')
     assert "sk-live-abcdefghijklmnop" not in Scrubber().error(caught.value).message
 
+
+
+@pytest.mark.parametrize("kind", list(PROVIDERS))
+def test_claudes_thinking_blocks_are_not_sent_to_openai(kind: str) -> None:
+    """Only Claude can read them: an OpenAI client's tool loop that failed over here goes on without them."""
+    step = {"role": "assistant", "content": "Looking.", "thinking_blocks": [{"type": "redacted_thinking", "data": "E"}]}
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}, step, {"role": "user", "content": "go"}]}
+    sent = orjson.loads(PROVIDERS[kind].chat_request(ChatRequest(body), make_target()).body or b"")
+    assert sent["messages"][1] == {"role": "assistant", "content": "Looking."}

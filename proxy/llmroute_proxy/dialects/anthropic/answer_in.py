@@ -3,6 +3,9 @@
 Usage, cost and finish reasons of every Anthropic answer come from the canonical answer built
 here, whether or not the client also gets the native one.
 
+Thinking is shown as `reasoning_content`, and its blocks, signatures included, ride along as
+`thinking_blocks` (`dialects/thinking.py`): the client sends them back to go on with a tool loop.
+
 `created` in canonical answers is 0: providers get no clock, and Anthropic sends no time.
 """
 
@@ -16,6 +19,8 @@ from llmroute_proxy.dialects.anthropic.wire import finish_reason, tool_call, usa
 from llmroute_proxy.dialects.base import StreamChunk, Usage, relayed_chunks
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.sse import SSEParser, event_bytes
+from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
+from llmroute_proxy.dialects.thinking import fragment, well_formed
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
 JSON = dict[str, Any]
@@ -25,20 +30,25 @@ def completion_from_message(message: JSON, model: str) -> tuple[JSON, Usage]:
     texts: list[str] = []
     thinking: list[str] = []
     tool_calls: list[JSON] = []
+    signed: list[JSON] = []
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
             tool_calls.append(_tool_call(block))
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
+        elif kind in ("thinking", "redacted_thinking"):
+            signed.append(block)
+            if kind == "thinking":
+                thinking.append(block.get("thinking") or "")
     reply: JSON = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None,
                    "refusal": None}
     if tool_calls:
         reply["tool_calls"] = tool_calls
     if thinking:
         reply["reasoning_content"] = "".join(thinking)
+    if signed:
+        reply[THINKING_BLOCKS] = well_formed(signed)
     usage = usage_from_anthropic(message.get("usage"))
     data = {"id": message.get("id") or "", "object": "chat.completion", "created": 0,
             "model": message.get("model") or model,
@@ -59,7 +69,7 @@ class AnthropicStreamTranslator:
     """Anthropic's named SSE events → OpenAI chunks (providers.md §5.7).
 
     Anthropic numbers every content block; OpenAI numbers only tool calls, hence a separate
-    tool counter. Usage in `message_delta` is cumulative, so it overwrites.
+    tool counter, and another for thinking blocks (their `thinking_blocks` fragments). Usage in `message_delta` is cumulative, so it overwrites.
 
     With `native` set, every chunk has `native` bytes, so a relay never needs to re-encode:
     an Anthropic event's bytes ride on the first chunk it produced and later ones carry
@@ -77,6 +87,7 @@ class AnthropicStreamTranslator:
         self._counts: JSON = {}
         self._stop_reason: str | None = None
         self._tool_for_block: dict[int, int] = {}
+        self._thinking_for_block: dict[int, int] = {}
         self._tools_with_arguments: set[int] = set()
         self._finished = False
 
@@ -137,9 +148,18 @@ class AnthropicStreamTranslator:
             return [self._chunk({"tool_calls": [call]})]
         if kind == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
-        if kind == "thinking" and block.get("thinking"):
-            return [self._chunk({"reasoning_content": block["thinking"]})]
+        if kind not in ("thinking", "redacted_thinking"):
+            return []
+        thinking_index = self._thinking_for_block[event.get("index", -1)] = len(self._thinking_for_block)
+        if kind == "redacted_thinking":  # whole in its start
+            return [self._chunk({THINKING_BLOCKS: [fragment(thinking_index, kind, data=block.get("data") or "")]})]
+        if block.get("thinking"):
+            return [self._thinking(thinking_index, block["thinking"])]
         return []
+
+    def _thinking(self, thinking_index: int, text: str) -> JSON:
+        return self._chunk({"reasoning_content": text,
+                            THINKING_BLOCKS: [fragment(thinking_index, "thinking", thinking=text)]})
 
     def _block_delta(self, event: JSON) -> list[JSON]:
         delta = event.get("delta") or {}
@@ -152,8 +172,14 @@ class AnthropicStreamTranslator:
                 self._tools_with_arguments.add(tool_index)
                 call = {"index": tool_index, "function": {"arguments": delta["partial_json"]}}
                 return [self._chunk({"tool_calls": [call]})]
+        thinking_index = self._thinking_for_block.get(event.get("index", -1))
+        if thinking_index is None:
+            return []
         if kind == "thinking_delta" and delta.get("thinking"):
-            return [self._chunk({"reasoning_content": delta["thinking"]})]
+            return [self._thinking(thinking_index, delta["thinking"])]
+        if kind == "signature_delta" and delta.get("signature"):
+            return [self._chunk({THINKING_BLOCKS: [fragment(thinking_index, "thinking",
+                                                            signature=delta["signature"])]})]
         return []
 
     def _block_stop(self, event: JSON) -> list[JSON]:

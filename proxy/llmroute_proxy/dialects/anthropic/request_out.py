@@ -3,6 +3,10 @@
 A canonical OpenAI request is translated field by field, and a field whose loss would change
 the answer (`n`, `seed`, penalties, JSON mode…) is refused with a 400 naming it rather than
 silently dropped.
+
+Thinking blocks an assistant message carries back (`thinking_blocks`, `dialects/thinking.py`) open
+its turn, as Claude wants them; they keep thinking enabled in a tool loop, which Claude refuses
+over a last tool turn without them, and are left out of a request that does not think.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from llmroute_proxy.dialects.anthropic.wire import arguments_object
+from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
+from llmroute_proxy.dialects.thinking import checked_blocks
 from llmroute_proxy.errors import BadRequest
 
 DEFAULT_MAX_TOKENS = 4096
@@ -52,6 +58,8 @@ def messages_body(body: JSON, model: str) -> JSON:
     _tooling(body, out)
     _output_format(body, out)
     _thinking(body, out)
+    if "thinking" not in out:
+        _drop_thinking_blocks(turns)
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str):
         out["metadata"] = {"user_id": user}
@@ -183,9 +191,9 @@ def _thinking(body: JSON, out: JSON) -> None:
 
 def _unthinkable(out: JSON) -> bool:
     """Whether Claude would refuse thinking (a 400) beside what the request already sets: sampling other
-    than its defaults, a forced tool call, or a last tool turn without its signed thinking block (which
-    an OpenAI request cannot carry back). `reasoning_effort` is the one hint among them, so it yields:
-    the request goes without thinking, Anthropic's own advice."""
+    than its defaults, a forced tool call, or a last tool turn without its signed thinking block (the
+    client did not send `thinking_blocks` back). `reasoning_effort` is the one hint among them, so it
+    yields: the request goes without thinking, Anthropic's own advice."""
     choice = out.get("tool_choice") or {}
     top_p = out.get("top_p")
     return (out.get("temperature") not in (None, 1) or out.get("top_k") is not None
@@ -194,10 +202,21 @@ def _unthinkable(out: JSON) -> bool:
 
 
 def _ends_in_tool_turn(turns: list[JSON]) -> bool:
-    """Whether the last assistant turn called tools."""
+    """Whether the last assistant turn called tools without opening with its thinking block."""
     last = next((turn for turn in reversed(turns) if turn["role"] == "assistant"), None)
     content = last["content"] if last is not None else None
-    return isinstance(content, list) and any(block.get("type") == "tool_use" for block in content)
+    return (isinstance(content, list) and any(block.get("type") == "tool_use" for block in content)
+            and content[0].get("type") not in _THINKING_TYPES)
+
+
+_THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
+
+
+def _drop_thinking_blocks(turns: list[JSON]) -> None:
+    for turn in turns:
+        content = turn["content"]
+        if turn["role"] == "assistant" and isinstance(content, list):
+            turn["content"] = [block for block in content if block.get("type") not in _THINKING_TYPES]
 
 
 # ---- messages ----------------------------------------------------------------------------
@@ -326,14 +345,15 @@ def _data_url(url: str, path: str) -> tuple[str, str]:
 def _assistant_content(message: JSON, i: int) -> str | list[JSON]:
     content = message.get("content")
     tool_calls = message.get("tool_calls")
-    if not tool_calls and isinstance(content, str):
+    signed = message.get(THINKING_BLOCKS)
+    if not tool_calls and not signed and isinstance(content, str):
         return content if content.strip() else ""  # models write "\n\n"; Claude refuses blank text
-    blocks: list[JSON] = []
+    blocks: list[JSON] = checked_blocks(signed, f"messages[{i}].{THINKING_BLOCKS}") if signed else []
     if isinstance(content, str):
-        blocks = [{"type": "text", "text": content}] if content.strip() else []
+        blocks += [{"type": "text", "text": content}] if content.strip() else []
     elif isinstance(content, list):
         parts = [part for part in content if isinstance(part, dict) and part.get("type") != "refusal"]
-        blocks = _text_blocks(parts, f"messages[{i}].content")
+        blocks += _text_blocks(parts, f"messages[{i}].content")
     elif content is not None:
         raise BadRequest("Assistant content must be a string, an array of parts or null.",
                          param=f"messages[{i}].content")
