@@ -14,12 +14,13 @@ import pytest
 from llmroute_proxy.dialects.anthropic.request_out import messages_body
 from llmroute_proxy.dialects.base import ChatRequest, StreamChunk, Usage
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
-from llmroute_proxy.dialects.openai.chat import chat_body
 from llmroute_proxy.dialects.openai.responses import responses_request
 from llmroute_proxy.dialects.responses.answer_out import response_frame, response_from_canonical
 from llmroute_proxy.dialects.responses.request_in import ResponsesOnly, read_turn, request_to_canonical
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder, sse
+from llmroute_proxy.dialects.thinking import TOKEN_PREFIX, read_token
 from llmroute_proxy.errors import BadRequest
+from llmroute_proxy.providers.openai import OpenAIProvider
 from llmroute_proxy.table import ProviderType, Target, TargetId
 from llmroute_proxy.validation import validate_chat
 
@@ -38,7 +39,7 @@ def counter_ids() -> Any:
 def provider_bodies(canonical: dict[str, Any]) -> dict[str, Any]:
     """What each provider type would be sent: the body, or the 400 its translator answers."""
     chat = ChatRequest(validate_chat(canonical))
-    builders = {"openai": lambda: orjson.loads(chat_body(chat, "gpt-4o-mini")),
+    builders = {"openai": lambda: orjson.loads(OpenAIProvider().chat_request(chat, OPENAI_MAIN).body or b""),
                 "anthropic": lambda: messages_body(chat.body, "claude-sonnet-4-5"),
                 "gemini": lambda: build_generate_body(chat)}
     out: dict[str, Any] = {}
@@ -269,3 +270,42 @@ def test_an_openai_only_request_is_summed_up_for_routing_and_names_what_only_ope
         {"role": "user", "content": "news?"}], "max_completion_tokens": 50, "stream": True,
         "tools": [{"type": "function", "function": {"name": "openai_tool"}}]}
     assert turn.native_body()["tools"] == [{"type": "web_search"}]
+
+
+CLAUDES_ANSWER = golden("response_thinking_encrypted.json")
+
+
+@pytest.mark.parametrize("include", [["reasoning.encrypted_content"], None])
+def test_claudes_signed_thinking_is_kept_always_and_shown_only_when_included(include: Any) -> None:
+    request = {**CLAUDES_ANSWER["request"], "include": include}
+    completion = CLAUDES_ANSWER["completion"]
+    body, kept = response_from_canonical(completion, Usage.from_openai(completion["usage"]),
+                                         request_to_canonical(request), "resp_1", 1700000000, counter_ids(), "claude-a")
+    shown = orjson.loads(body)["output"][0]
+    assert read_token(kept[0]["encrypted_content"], "x") == completion["choices"][0]["message"]["thinking_blocks"]
+    assert ("encrypted_content" in shown) is bool(include) and shown["summary"] == kept[0]["summary"]
+
+
+def test_a_streamed_answer_keeps_its_sealed_thinking_without_showing_it_unasked() -> None:
+    case = golden("stream_thinking_encrypted.json")
+    turn = request_to_canonical({**case["request"], "include": None})
+    encoder = ResponsesStreamEncoder(turn, "resp_1", 1700000000, counter_ids())
+    written = encoder.encode_chunks([StreamChunk(chunk) for chunk in case["chunks"]]) + encoder.finish()
+    assert b"encrypted_content" not in written and encoder.response is not None
+    assert encoder.output[0]["encrypted_content"] == case["expected"][-1]["response"]["output"][0]["encrypted_content"]
+
+
+@pytest.mark.parametrize("content", [TOKEN_PREFIX + "bm90IGpzb24", TOKEN_PREFIX])
+def test_a_malformed_token_of_ours_passed_back_is_a_400_naming_it(content: str) -> None:
+    reasoning = {"type": "reasoning", "summary": [], "encrypted_content": content}
+    with pytest.raises(BadRequest) as refused:
+        read_turn({"model": "auto", "input": [{"role": "user", "content": "hi"}, reasoning]})
+    assert refused.value.param == "input[1].encrypted_content"
+
+
+def test_signed_thinking_in_the_earlier_turns_goes_back_to_its_tool_call() -> None:
+    history = golden("request_thinking_blocks.json")["request"]["input"][:-1]
+    turn = request_to_canonical({"model": "auto", "input": [{"type": "function_call_output", "call_id": "toolu_1",
+                                                             "output": "18C"}]}, history)
+    assert [block["type"] for block in turn.canonical["messages"][1]["thinking_blocks"]] == [
+        "thinking", "redacted_thinking"]

@@ -111,3 +111,56 @@ def test_a_malformed_thinking_block_is_a_400_naming_its_member(stack: Stack, blo
         client(stack).chat.completions.create(model="anthropic", messages=[*ASK, step, *ASK])
     assert refused.value.param == param and param in refused.value.message  # type: ignore[attr-defined]
     assert sim_requests(stack, "claude") == before
+
+
+TOOLS: Any = [{"type": "function", **WEATHER["function"]}]
+QUESTION: Any = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def respond(stack: Stack, stream: bool, **fields: Any) -> Any:
+    """A Responses answer (`responses.create`, or `responses.stream`'s final response) about the weather."""
+    sdk = client(stack)
+    fields = {"model": "anthropic", "tools": TOOLS, "reasoning": {"effort": "low"}, **fields}
+    if not stream:
+        return sdk.responses.create(**fields)
+    with sdk.responses.stream(**fields) as events:
+        return events.get_final_response()
+
+
+def tool_output(answer: Any) -> dict[str, Any]:
+    call = next(item for item in answer.output if item.type == "function_call")
+    return {"type": "function_call_output", "call_id": call.call_id, "output": "18C, cloudy"}
+
+
+def claude_was_sent_its_thinking(stack: Stack) -> bool:
+    sent = last_request(stack, "claude").body
+    first = sent["messages"][1]["content"][0]
+    return sent["thinking"]["type"] == "enabled" and first["signature"] == signature("sim-anthropic", THINKING)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_responses_client_that_includes_encrypted_reasoning_passes_claudes_thinking_back(
+        stack: Stack, stream: bool) -> None:
+    answer = respond(stack, stream, input=QUESTION, include=["reasoning.encrypted_content"])
+    reasoning = answer.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content.startswith("llmroute.thinking.v1:")
+    items = [item.model_dump(exclude_none=True) for item in answer.output]
+    after = respond(stack, stream, input=[*QUESTION, *items, tool_output(answer)])
+    assert "18C, cloudy" in after.output_text and claude_was_sent_its_thinking(stack)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_previous_response_id_carries_claudes_thinking_the_client_was_not_shown(stack: Stack, stream: bool) -> None:
+    answer = respond(stack, stream, input=QUESTION)
+    assert answer.output[0].type == "reasoning" and answer.output[0].encrypted_content is None
+    after = respond(stack, stream, previous_response_id=answer.id, input=[tool_output(answer)])
+    assert "18C, cloudy" in after.output_text and claude_was_sent_its_thinking(stack)
+
+
+def test_a_malformed_encrypted_content_of_ours_is_a_400_in_the_responses_shape(stack: Stack) -> None:
+    reasoning = {"type": "reasoning", "summary": [], "encrypted_content": "llmroute.thinking.v1:bm90IGpzb24"}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(stack).responses.create(model="anthropic", input=[*QUESTION, reasoning])
+    assert refused.value.param == "input[1].encrypted_content"  # type: ignore[attr-defined]
+    assert refused.value.code == "invalid_encrypted_content"  # type: ignore[attr-defined]
+

@@ -295,7 +295,8 @@ def test_redacted_thinking_reaches_the_anthropic_sdk_and_hides_from_the_others(s
         assert text.startswith("[sim-anthropic") and redacted_data("sim-anthropic") not in text
     with client.responses.stream(model="anthropic", input=REDACT, reasoning={"effort": "low"}) as rstream:
         response = rstream.get_final_response()
-    assert [item.type for item in response.output] == ["message"] and response.status == "completed"
+    assert [item.type for item in response.output] == ["reasoning", "message"] and response.status == "completed"
+    assert response.output[0].summary == [] and response.output[0].encrypted_content is None  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.openai.chat import parse_chat_completion
 from llmroute_proxy.dialects.openai.errors import in_band_error
 from llmroute_proxy.dialects.sse import SSEParser, event_bytes
+from llmroute_proxy.dialects.thinking import TOKEN_PREFIX
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.table import Target
 
@@ -58,13 +59,20 @@ def responses_body(request: ChatRequest, target: Target) -> dict[str, Any] | Non
 
 def responses_request(url: str, headers: dict[str, str], body: dict[str, Any], target: Target) -> UpstreamRequest:
     """The client's request as it sent it, to the target's model. Reasoning the sidecar kept from
-    earlier turns (marked `ANSWERED_BY`) goes only to the provider that made it, unmarked."""
+    earlier turns (marked `ANSWERED_BY`) goes only to the provider that made it, unmarked; reasoning
+    whose `encrypted_content` the sidecar made (Claude's thinking, `dialects/thinking.py`) goes to none."""
     sent = {**body, "model": target.model}
     items = body.get("input")
-    if isinstance(items, list) and any(ANSWERED_BY in item for item in items if isinstance(item, dict)):
-        sent["input"] = [_unmarked(item) for item in items
-                         if not isinstance(item, dict) or item.get(ANSWERED_BY, target.provider) == target.provider]
+    if isinstance(items, list) and any(ANSWERED_BY in item or _claudes(item) for item in items
+                                       if isinstance(item, dict)):
+        sent["input"] = [_unmarked(item) for item in items if not isinstance(item, dict) or (
+            item.get(ANSWERED_BY, target.provider) == target.provider and not _claudes(item))]
     return UpstreamRequest("POST", url, headers, orjson.dumps(sent))
+
+
+def _claudes(item: dict[str, Any]) -> bool:
+    content = item.get("encrypted_content")
+    return item.get("type") == "reasoning" and isinstance(content, str) and content.startswith(TOKEN_PREFIX)
 
 
 def _unmarked(item: Any) -> Any:

@@ -4,7 +4,9 @@ the store keeps for the next turn.
 Output items come in the order OpenAI's own answers use: reasoning (when the provider showed
 it), the message, then the function calls. Ids are made by the caller's `NewId` (`resp_…`,
 `msg_…`, `fc_…`, `rs_…`); the tool call's upstream id is kept as `call_id`, which is what the
-client sends back in `function_call_output`.
+client sends back in `function_call_output`. Claude's signed thinking blocks become the reasoning
+item's `encrypted_content` (`dialects/thinking.py`): always in the items the store keeps, in the
+answer only when the request's `include` asks for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import orjson
 
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
+from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
+from llmroute_proxy.dialects.thinking import token
 
 JSON = dict[str, Any]
 NewId = Callable[[str], str]
@@ -100,26 +104,37 @@ def response_frame(turn: ResponsesTurn, response_id: str, created_at: int, model
 
 
 def response_from_canonical(result: JSON, usage: Usage, turn: ResponsesTurn, response_id: str, created_at: int,
-                            new_id: NewId) -> tuple[bytes, list[JSON]]:
-    """The Response for a canonical `chat.completion`, as JSON, and its output items."""
+                            new_id: NewId, provider: str = "") -> tuple[bytes, list[JSON]]:
+    """The Response for a canonical `chat.completion` from `provider`, as JSON, and its output items as
+    the store keeps them."""
     choice = (result.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     incomplete = incomplete_reason(choice.get("finish_reason"))
     model = result.get("model")
     model = model if isinstance(model, str) and model else str(turn.canonical["model"])
-    output = output_items(message, new_id, "incomplete" if incomplete else "completed")
+    output = output_items(message, new_id, "incomplete" if incomplete else "completed", provider)
+    shown = orjson.dumps(output if turn.shows_encrypted_reasoning else [_unencrypted(item) for item in output])
     frame = response_frame(turn, response_id, created_at, model)
     if incomplete:
-        return frame.json(b'"incomplete"', orjson.dumps(output), orjson.dumps(response_usage(usage)),
+        return frame.json(b'"incomplete"', shown, orjson.dumps(response_usage(usage)),
                           incomplete_details=orjson.dumps({"reason": incomplete})), output
-    return frame.json(b'"completed"', orjson.dumps(output), orjson.dumps(response_usage(usage))), output
+    return frame.json(b'"completed"', shown, orjson.dumps(response_usage(usage))), output
 
 
-def output_items(message: JSON, new_id: NewId, status: str = "completed") -> list[JSON]:
+def _unencrypted(item: JSON) -> JSON:
+    if "encrypted_content" not in item:
+        return item
+    return {name: value for name, value in item.items() if name != "encrypted_content"}
+
+
+def output_items(message: JSON, new_id: NewId, status: str = "completed", provider: str = "") -> list[JSON]:
     items: list[JSON] = []
     reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        items.append(reasoning_item(new_id("rs"), reasoning))
+    signed = message.get(THINKING_BLOCKS)
+    if (isinstance(reasoning, str) and reasoning) or signed:
+        items.append(reasoning_item(new_id("rs"), reasoning if isinstance(reasoning, str) else ""))
+        if signed:
+            items[-1]["encrypted_content"] = token(provider, signed)
     text = _text(message.get("content"))
     refusal = message.get("refusal")
     if text or (isinstance(refusal, str) and refusal):
@@ -142,7 +157,8 @@ def output_text(text: str) -> JSON:
 
 
 def reasoning_item(item_id: str, text: str) -> JSON:
-    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}]}
+    """A reasoning item showing `text` as its summary (none when there is no text: redacted thinking)."""
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}] if text else []}
 
 
 def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> JSON:

@@ -97,6 +97,8 @@ class ResponsesEncoder:
         """The target the current attempt goes to: the reasoning of its answer is kept as its provider's,
         and a native answer as held by its store too (`Target.response_store`)."""
         self._target = target
+        if self._stream is not None:
+            self._stream.provider = target.provider
 
     def error_body(self, error: LLMRouteError, status: int) -> bytes:
         unheld = self._turn.unheld if self._turn is not None else None
@@ -122,7 +124,7 @@ class ResponsesEncoder:
             self._keep_native(native, body)
             return body
         body, output = response_from_canonical(result.data, result.usage, self._turn, self.response_id,
-                                               self.created_at, new_id)
+                                               self.created_at, new_id, self._target.provider if self._target else "")
         self._keep(body, output)
         return body
 

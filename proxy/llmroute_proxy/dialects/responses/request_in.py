@@ -17,8 +17,10 @@ The conversation of earlier turns (`previous_response_id`) is kept by the sideca
 items: replayed as they are to a native target (reasoning items only with their encrypted
 content, ids left out), translated leniently to canonical messages for the others (what has no
 canonical form there, such as reasoning and built-in tool calls, is left out of the history).
-Reasoning items in the client's own input are accepted and left out of a canonical request
-because chat completions has no slot for them.
+Reasoning items in the client's own input are accepted; in a canonical request, the one slot chat
+completions has for them is Claude's signed thinking (`dialects/thinking.py`): a reasoning item whose
+`encrypted_content` the sidecar made gives its blocks back to the assistant message that follows it,
+and any other reasoning item is left out.
 
 The answer side lives in `answer_out` and `stream_out`.
 """
@@ -31,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmroute_proxy.dialects.base import ANSWERED_BY
+from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
+from llmroute_proxy.dialects.thinking import read_token
 from llmroute_proxy.errors import BadRequest, RequestError
 from llmroute_proxy.validation import boolean, integer, number, optional_object, string
 
@@ -101,6 +105,12 @@ class ResponsesTurn:
     @property
     def store(self) -> bool:
         return self.body.get("store") is not False
+
+    @property
+    def shows_encrypted_reasoning(self) -> bool:
+        """Whether the client asked to see reasoning items' `encrypted_content` (the store keeps it anyway)."""
+        include = self.body.get("include")
+        return isinstance(include, list) and "reasoning.encrypted_content" in include
 
     def native_body(self) -> JSON:
         """What a provider speaking the Responses API is sent (it sets `model`): the client's own
@@ -274,27 +284,48 @@ def _input(value: Any, lenient: bool = False) -> list[JSON]:
     if not isinstance(value, list):
         raise BadRequest("'input' must be a string or an array of items.", param="input")
     out: list[JSON] = []
+    thinking: list[JSON] = []  # the signed blocks of the reasoning just read, for the assistant message next
     for i, item in enumerate(value):
         path = f"input[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{path} must be an object.", param=path)
         kind = item.get("type", "message")
-        if kind == "message":
-            _message(item, path, out, lenient)
-        elif lenient and kind not in ("function_call", "function_call_output"):
+        if kind == "reasoning":
+            thinking += _signed_thinking(item, path, lenient)
             continue
-        elif kind == "function_call":
-            _function_call(item, path, out)
-        elif kind == "function_call_output":
-            out.append(_function_output(item, path, lenient))
-        elif kind == "reasoning":
-            continue  # the canonical chat form has no slot for reasoning passed back
-        elif isinstance(kind, str):
-            raise ResponsesOnly(f"{path}.type {kind!r} cannot be translated for other providers (built-in tool "
-                                "calls and item references need OpenAI's servers).", param=f"{path}.type")
-        else:
-            raise BadRequest(f"{path}.type must be a string.", param=f"{path}.type")
+        _item(item, kind, path, out, lenient)
+        if thinking and out and out[-1]["role"] == "assistant":  # a function call joins the text before it
+            out[-1][THINKING_BLOCKS] = [*out[-1].get(THINKING_BLOCKS, ()), *thinking]
+        thinking = []
     return out
+
+
+def _signed_thinking(item: JSON, path: str, lenient: bool) -> list[JSON]:
+    """The blocks a reasoning item's `encrypted_content` carries when the sidecar made it (Claude's
+    thinking), else none; a malformed one of ours is refused, in the earlier turns left out."""
+    try:
+        return read_token(item.get("encrypted_content"), f"{path}.encrypted_content") or []
+    except BadRequest:
+        if lenient:
+            return []
+        raise
+
+
+def _item(item: JSON, kind: Any, path: str, out: list[JSON], lenient: bool) -> None:
+    """One input item other than reasoning, translated onto `out`."""
+    if kind == "message":
+        _message(item, path, out, lenient)
+    elif lenient and kind not in ("function_call", "function_call_output"):
+        return
+    elif kind == "function_call":
+        _function_call(item, path, out)
+    elif kind == "function_call_output":
+        out.append(_function_output(item, path, lenient))
+    elif isinstance(kind, str):
+        raise ResponsesOnly(f"{path}.type {kind!r} cannot be translated for other providers (built-in tool "
+                            "calls and item references need OpenAI's servers).", param=f"{path}.type")
+    else:
+        raise BadRequest(f"{path}.type must be a string.", param=f"{path}.type")
 
 
 def _message(item: JSON, path: str, out: list[JSON], lenient: bool = False) -> None:

@@ -10,6 +10,11 @@ A reasoning or text item is closed as soon as anything else starts; function cal
 until the end of the stream, because OpenAI-style upstreams may interleave fragments of
 parallel calls. A failure after the stream started ends it with `response.failed`, carrying
 the output so far: never a clean `response.completed` over a truncated answer.
+
+Claude's signed thinking (`thinking_blocks` fragments in the deltas) is gathered on the reasoning item
+it came with (one without summary text for a redacted block) and sealed into its `encrypted_content`
+when the item closes: shown when the request's `include` asks for it, always in `output`, which the
+store keeps.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from llmroute_proxy.dialects.responses.answer_out import (
 )
 from llmroute_proxy.dialects.responses.request_in import ResponsesTurn
 from llmroute_proxy.dialects.responses.whole_in import WholeTexts
+from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
+from llmroute_proxy.dialects.thinking import BlockCollector, token
 
 JSON = dict[str, Any]
 
@@ -107,7 +114,7 @@ def _numbers(start: int, stop: int) -> list[bytes]:
 class _Item:
     """One output item being streamed: its index, the item as `.done` shows it, and its text."""
 
-    __slots__ = ("delta_event", "id_json", "index", "item", "json", "kind", "text")
+    __slots__ = ("delta_event", "id_json", "index", "item", "json", "kind", "sealed", "text", "thinking")
 
     def __init__(self, index: int, item: JSON) -> None:
         self.index = index
@@ -121,6 +128,10 @@ class _Item:
         and `%b` for the JSON of the text (its own `%` escaped), the same bytes as `_emit` writes."""
         self.json: bytes | None = None
         """The item as JSON once `output_item.done` wrote it: final, and reused for the whole response."""
+        self.thinking: BlockCollector | None = None
+        """A reasoning item's signed thinking blocks, as their fragments come."""
+        self.sealed: str | None = None
+        """A reasoning item's `encrypted_content` once it closed, shown or not."""
 
 
 class ResponsesStreamEncoder:
@@ -139,8 +150,11 @@ class ResponsesStreamEncoder:
         self._finish_reason: str | None = None
         self._usage: Any = None  # the last usage object a chunk carried, read only if `finish` is given none
         self._ended = False
+        self.provider = ""
+        """The provider answering (the current attempt's), named in the reasoning items' `encrypted_content`."""
         self.output: list[JSON] = []
-        """The output items, final once the stream has ended."""
+        """The output items, final once the stream has ended, as the store keeps them (`encrypted_content`
+        included)."""
         self.response_json: bytes | None = None
         """The final Response as JSON, once the stream has ended (completed, incomplete or failed):
         the last event's and the store's."""
@@ -290,7 +304,8 @@ class ResponsesStreamEncoder:
         """The last event, carrying the whole response."""
         assert self._frame is not None
         self._ended = True
-        self.output = [item.item for item in self._items]
+        self.output = [{**item.item, "encrypted_content": item.sealed} if item.sealed else item.item
+                       for item in self._items]
         output = b"[" + b",".join([item.json or orjson.dumps(item.item) for item in self._items]) + b"]"
         self.response_json = self._frame.json(status, output, orjson.dumps(response_usage(usage)), error,
                                               incomplete_details)
@@ -304,7 +319,7 @@ class ResponsesStreamEncoder:
             item = self._open
             text = "".join(item.text)
             if item.kind == "reasoning":
-                item.item["summary"] = [{"type": "summary_text", "text": text}]
+                item.item["summary"] = [{"type": "summary_text", "text": text}] if text else []
             else:
                 part = item.item["content"][-1]
                 part["refusal" if part["type"] == "refusal" else "text"] = text
@@ -318,6 +333,9 @@ class ResponsesStreamEncoder:
         reasoning = delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
             self._reasoning(reasoning, out)
+        signed = delta.get(THINKING_BLOCKS)
+        if signed:
+            self._thinking(signed, out)
         text = delta.get("content")
         if isinstance(text, str) and text:
             self._text(text, out)
@@ -335,17 +353,28 @@ class ResponsesStreamEncoder:
         self._emit(out, "response.output_item.added", output_index=added.index, item=item)
         return added
 
-    def _reasoning(self, text: str, out: list[bytes]) -> None:
+    def _reasoning_item(self, out: list[bytes]) -> _Item:
         item = self._open
         if item is None or item.kind != "reasoning":
             self._close_open(out)
             self._close_calls(out)
-            item = self._open = self._add({**reasoning_item(self._new_id("rs"), ""), "summary": []}, out)
+            item = self._open = self._add(reasoning_item(self._new_id("rs"), ""), out)
+        return item
+
+    def _reasoning(self, text: str, out: list[bytes]) -> None:
+        item = self._reasoning_item(out)
+        if not item.text:
             self._emit(out, "response.reasoning_summary_part.added", item_id=item.item["id"],
                        output_index=item.index, summary_index=0, part={"type": "summary_text", "text": ""})
         item.text.append(text)
         self._emit(out, "response.reasoning_summary_text.delta", item_id=item.item["id"], output_index=item.index,
                    summary_index=0, delta=text)
+
+    def _thinking(self, fragments: Any, out: list[bytes]) -> None:
+        item = self._reasoning_item(out)
+        if item.thinking is None:
+            item.thinking = BlockCollector()
+        item.thinking.add(fragments)
 
     def _message(self, out: list[bytes]) -> _Item:
         item = self._open
@@ -435,15 +464,24 @@ class ResponsesStreamEncoder:
             return
         status = "incomplete" if incomplete_reason(self._finish_reason) else "completed"
         if item.kind == "reasoning":
+            self._close_reasoning(item, out)
+        else:
+            self._close_part(item, out)
+            item.item["status"] = status
+        self._item_done(item, out)
+
+    def _close_reasoning(self, item: _Item, out: list[bytes]) -> None:
+        if item.text:
             text = "".join(item.text)
             item.item["summary"] = [{"type": "summary_text", "text": text}]
             common = {"item_id": item.item["id"], "output_index": item.index, "summary_index": 0}
             self._emit(out, "response.reasoning_summary_text.done", **common, text=text)
             self._emit(out, "response.reasoning_summary_part.done", **common, part=item.item["summary"][0])
-        else:
-            self._close_part(item, out)
-            item.item["status"] = status
-        self._item_done(item, out)
+        blocks = item.thinking.blocks() if item.thinking is not None else None
+        if blocks:
+            item.sealed = token(self.provider, blocks)
+            if self._turn.shows_encrypted_reasoning:
+                item.item["encrypted_content"] = item.sealed
 
     def _item_done(self, item: _Item, out: list[bytes]) -> None:
         item.json = orjson.dumps(item.item)
