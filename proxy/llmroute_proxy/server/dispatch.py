@@ -22,6 +22,7 @@ from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
     Encoder,
+    NativeDialect,
     StreamChunk,
     StreamTranslator,
     UpstreamRequest,
@@ -30,6 +31,7 @@ from llmroute_proxy.dialects.base import (
     WholeStream,
     carries_output,
 )
+from llmroute_proxy.dialects.thinking import refuses_signature
 from llmroute_proxy.errors import (
     AttemptRecord,
     FailureKind,
@@ -226,11 +228,12 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
 
 
 async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
-    """The attempt's answer (a 2xx), or its error, classified. A target that refuses a reasoning hint
-    the sidecar translated from the client's own thinking control (OpenAI's gpt-4o refuses
-    `reasoning_effort`) is asked again at once without it: the client asked for thinking where the
-    model has it, not for a model that has it, and failing over on that would fail every target alike.
-    A target that refused it once is sent later requests without it at once."""
+    """The attempt's answer (a 2xx), or its error, classified. A Claude that refuses thinking blocks
+    another account signed is asked again at once without them (`_refuses_foreign_thinking`). A target
+    that refuses a reasoning hint the sidecar translated from the client's own thinking control (OpenAI's
+    gpt-4o refuses `reasoning_effort`) is asked again at once without it: the client asked for thinking
+    where the model has it, not for a model that has it, and failing over on that would fail every target
+    alike. A target that refused it once is sent later requests without it at once."""
     target = run.attempt.target
     refusers = sidecar.refuses_reasoning_hint
     if refusers and target.id in refusers and ex.chat.translated_reasoning_hint:
@@ -239,6 +242,10 @@ async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request
     if upstream.status < 300:
         return upstream
     error = await _classified(run.provider, upstream)
+    if _refuses_foreign_thinking(ex.chat, error):
+        log.info("%s refused the signature of a thinking block another account wrote; asked again without the "
+                 "blocks, thinking off for this turn", target.id)
+        return await _answered(sidecar, run, run.provider.chat_request(ex.chat.without_thinking_blocks(), target))
     if not (ex.chat.translated_reasoning_hint and _refuses_reasoning_hint(error)):
         raise error
     log.info("%s refused the reasoning hint translated from the client's request; asked again without it, "
@@ -253,6 +260,18 @@ async def _answered(sidecar: Sidecar, run: _Run, upstream_request: UpstreamReque
     if upstream.status >= 300:
         raise await _classified(run.provider, upstream)
     return upstream
+
+
+def _refuses_foreign_thinking(chat: ChatRequest, error: UpstreamError) -> bool:
+    """Whether Claude refused thinking blocks the sidecar carried for the client (`thinking_blocks`, a
+    Responses token) because another account signed them: the conversation failed over from it. Asked
+    again without them, the turn is answered, as it would have been had the client never kept them. A
+    client on `/v1/messages` sent its own blocks, which are relayed as they are: its 400 is its own."""
+    native = chat.native
+    if native is not None and native.dialect is NativeDialect.ANTHROPIC_MESSAGES:
+        return False
+    return (error.kind is FailureKind.CLIENT_ERROR and refuses_signature(error.message)
+            and chat.without_thinking_blocks() is not chat)
 
 
 def _refuses_reasoning_hint(error: UpstreamError) -> bool:

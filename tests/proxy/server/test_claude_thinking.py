@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
-from llmroute_proxy.sim import anthropic_app
+from llmroute_proxy.sim import Fault, FaultKind, anthropic_app
 from llmroute_proxy.sim.anthropic import THINKING, signature
 from tests.proxy.documents import provider, target, with_tier
 from tests.proxy.server.conftest import last_request, sim_requests
@@ -164,3 +165,43 @@ def test_a_malformed_encrypted_content_of_ours_is_a_400_in_the_responses_shape(s
     assert refused.value.param == "input[1].encrypted_content"  # type: ignore[attr-defined]
     assert refused.value.code == "invalid_encrypted_content"  # type: ignore[attr-defined]
 
+
+OVERLOADED = Fault(FaultKind.STATUS, status=529)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_after_a_failover_to_another_claude_account_the_turn_is_answered_without_the_blocks(
+        stack: Stack, stream: bool) -> None:
+    """Claude B refuses blocks Claude A signed (400 "Invalid `signature`"): failing over on that would fail
+    every other account alike, so B is asked again at once without them, thinking off for the turn."""
+    step = first_step(stack, "claude-ha", stream)
+    assert step["thinking_blocks"][0]["signature"] == signature("sim-anthropic", THINKING)
+    stack.faults["claude"].next(OVERLOADED)
+    before = sim_requests(stack, "claude-b")
+    assert "18C, cloudy" in next_step(stack, "claude-ha", step, stream)
+    assert sim_requests(stack, "claude-b") == before + 2  # refused with A's blocks, answered without them
+    sent = last_request(stack, "claude-b").body
+    assert "thinking" not in sent and [block["type"] for block in sent["messages"][1]["content"]] == ["tool_use"]
+
+
+def test_a_responses_turn_that_fails_over_to_another_claude_account_is_answered(stack: Stack) -> None:
+    answer = respond(stack, False, model="claude-ha", input=QUESTION)
+    stack.faults["claude"].next(OVERLOADED)
+    after = respond(stack, True, model="claude-ha", previous_response_id=answer.id, input=[tool_output(answer)])
+    assert "18C, cloudy" in after.output_text and "thinking" not in last_request(stack, "claude-b").body
+
+
+def test_an_anthropic_clients_own_blocks_are_relayed_as_they_are_and_the_refusal_too(stack: Stack) -> None:
+    """On `/v1/messages` the blocks are the client's, sent as it sent them: the sidecar does not drop them."""
+    claude = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+    tools: Any = [{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    first = claude.messages.create(model="claude-ha", max_tokens=2000, tools=tools, thinking=thinking, messages=ASK)
+    use = next(block for block in first.content if block.type == "tool_use")
+    loop: Any = [*ASK, {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "18C"}]}]
+    stack.faults["claude"].next(OVERLOADED)
+    before = sim_requests(stack, "claude-b")
+    with pytest.raises(anthropic.BadRequestError, match="Invalid `signature`"):
+        claude.messages.create(model="claude-ha", max_tokens=2000, tools=tools, thinking=thinking, messages=loop)
+    assert sim_requests(stack, "claude-b") == before + 1
