@@ -91,7 +91,12 @@ def unsigned(body: JSON) -> JSON:
     """The chat request without thinking blocks (for a provider that cannot take them, or a Claude that
     refused them); the body itself when it has none."""
     messages = body.get("messages")
-    if not isinstance(messages, list) or not any(isinstance(m, dict) and FIELD in m for m in messages):
+    if type(messages) is not list:
+        return body
+    for message in messages:  # every request to OpenAI passes here: a loop, not any() over a generator
+        if type(message) is dict and FIELD in message:
+            break
+    else:
         return body
     kept = [{k: v for k, v in m.items() if k != FIELD} if isinstance(m, dict) else m for m in messages]
     return {**body, "messages": kept}
