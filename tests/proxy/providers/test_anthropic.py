@@ -173,6 +173,15 @@ def test_thinking_blocks_are_left_out_of_a_request_that_does_not_think() -> None
         assert [block["type"] for block in body["messages"][1]["content"]] == ["text", "tool_use"]
 
 
+def test_an_assistant_turn_of_thinking_blocks_alone_is_left_out_of_a_request_that_does_not_think() -> None:
+    """Claude refuses an empty assistant turn: one that carried only its thinking is not sent at all."""
+    thought_only = {"role": "assistant", "content": "", "thinking_blocks": [THOUGHT]}
+    body = sent_body(chat([*USER_HI, thought_only, {"role": "user", "content": "and then?"}]))
+    assert "thinking" not in body
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                             {"type": "text", "text": "and then?"}]}]
+
+
 def test_a_chat_request_without_its_thinking_blocks_thinks_no_more_over_the_tool_turn() -> None:
     """What the sidecar sends a Claude that refused another account's signatures."""
     request = ChatRequest(chat(tool_loop([THOUGHT]), reasoning_effort="high"))

@@ -213,10 +213,15 @@ _THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 
 
 def _drop_thinking_blocks(turns: list[JSON]) -> None:
+    """Every assistant turn without its thinking blocks; a turn that held nothing else is left out, as
+    Claude refuses an empty one, and the user turns around it become one."""
+    kept: list[JSON] = []
     for turn in turns:
         content = turn["content"]
         if turn["role"] == "assistant" and isinstance(content, list):
-            turn["content"] = [block for block in content if block.get("type") not in _THINKING_TYPES]
+            content = [block for block in content if block.get("type") not in _THINKING_TYPES]
+        _append_turn(kept, turn["role"], content)
+    turns[:] = kept
 
 
 # ---- messages ----------------------------------------------------------------------------
