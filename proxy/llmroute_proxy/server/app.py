@@ -88,7 +88,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         chat = ChatRequest(check_thinking_blocks(validate_chat(await _read_json(request, sidecar))))
     except LLMRouteError as error:
         return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
-    return await _serve(request, sidecar, chat, OpenAIEncoder(chat), "chat")
+    return await _serve(request, sidecar, chat, OpenAIEncoder(chat, int(sidecar.wallclock())), "chat")
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:

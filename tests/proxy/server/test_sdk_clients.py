@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import openai
@@ -56,6 +57,18 @@ async def test_async_openai_sdk_streams_from_every_provider_with_usage_last(stac
     assert chunks[-1].usage.completion_tokens > 0
     assert all(c.usage is None for c in chunks[:-1])
     await client.close()
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_every_answer_is_stamped_with_when_it_was_asked_for(stack: Stack, tier: str) -> None:
+    """Anthropic and Gemini send no time: their translated answers say when the sidecar got the request."""
+    client, hi = openai_client(stack), [{"role": "user", "content": "hi"}]
+    asked = int(time.time())
+    completion = client.chat.completions.create(model=tier, messages=hi)  # type: ignore[arg-type]
+    chunks = list(client.chat.completions.create(model=tier, messages=hi, stream=True))  # type: ignore[arg-type]
+    answered = int(time.time())
+    assert asked <= completion.created <= answered
+    assert chunks and all(asked <= chunk.created <= answered for chunk in chunks)
 
 
 def test_stream_usage_is_asked_upstream_but_hidden_from_a_client_that_did_not_ask(stack: Stack) -> None:

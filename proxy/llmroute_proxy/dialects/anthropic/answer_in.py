@@ -6,7 +6,8 @@ here, whether or not the client also gets the native one.
 Thinking is shown as `reasoning_content`, and its blocks, signatures included, ride along as
 `thinking_blocks` (`dialects/thinking.py`): the client sends them back to go on with a tool loop.
 
-`created` in canonical answers is 0: providers get no clock, and Anthropic sends no time.
+`created` in canonical answers is 0: providers get no clock, and Anthropic sends no time (the
+OpenAI encoder stamps it).
 """
 
 from __future__ import annotations

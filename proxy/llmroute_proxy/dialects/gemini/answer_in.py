@@ -29,7 +29,7 @@ from llmroute_proxy.dialects.gemini.errors import _in_band_error
 from llmroute_proxy.dialects.sse import SSEParser
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
-CREATED_UNKNOWN = 0  # Gemini sends no timestamp and providers read no clock; the server may stamp it
+CREATED_UNKNOWN = 0  # Gemini sends no timestamp and providers read no clock; the encoder stamps it
 
 _CONTENT_FILTER_REASONS = frozenset({
     "SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",

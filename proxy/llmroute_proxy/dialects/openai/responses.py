@@ -119,7 +119,9 @@ def result_from_response(body: bytes, model: str) -> ChatResult:
         raise response_error(response.get("error") or {"message": "the Response failed"})
     usage = usage_from_response(response.get("usage")) or Usage()
     message, finish = _canonical_message(response)
-    data = {"id": response.get("id") or "", "object": "chat.completion", "created": 0,
+    created = response.get("created_at")
+    data = {"id": response.get("id") or "", "object": "chat.completion",
+            "created": created if type(created) is int else 0,
             "model": response.get("model") or model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage.to_openai()}
