@@ -77,7 +77,7 @@ class ResponsesOnly(BadRequest):
         super().__init__(message, param, code)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponsesTurn:
     """One Responses request, validated, and what the sidecar derived from it.
 
@@ -85,6 +85,8 @@ class ResponsesTurn:
     translation of `history` (the earlier turns' items, without their instructions, which a later
     turn does not inherit) and of this request. When `only` is set the request has no canonical
     form (`only` names the field): `canonical` is then a summary to route by, never sent.
+    Never changed once made; not frozen only because a frozen dataclass costs several times as much
+    to build (each field set through `object.__setattr__`), and one is built for every request.
     """
 
     body: JSON
