@@ -216,14 +216,20 @@ class WholeStream:
     `usage_start` show output, the one from there to `[DONE]` is the usage event
     (`usage_start` is where `[DONE]` begins when there is none), and `usage` what it says
     (the translator's `usage`: an encoder that writes it anew need not parse it again).
+    `finish` is the event with the last finish reason as the judge parsed it, and `finish_at` where
+    that event (its `data: `) begins, -1 when there is none: an encoder reading the events need not
+    parse it again.
     """
 
-    __slots__ = ("body", "usage", "usage_start")
+    __slots__ = ("body", "finish", "finish_at", "usage", "usage_start")
 
-    def __init__(self, body: bytes, usage_start: int, usage: Usage | None = None) -> None:
+    def __init__(self, body: bytes, usage_start: int, usage: Usage | None = None,
+                 finish: dict[str, Any] | None = None, finish_at: int = -1) -> None:
         self.body = body
         self.usage_start = usage_start
         self.usage = usage
+        self.finish = finish
+        self.finish_at = finish_at
 
 
 class WholeRelayedStream(WholeStream):

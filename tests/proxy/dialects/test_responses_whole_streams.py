@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmroute_proxy.dialects.base import ChatRequest
+from llmroute_proxy.dialects.base import ChatRequest, WholeStream
 from llmroute_proxy.dialects.responses import encoder as encoder_module
 from llmroute_proxy.dialects.responses.encoder import ResponsesEncoder
 from llmroute_proxy.dialects.responses.request_in import request_to_canonical
@@ -196,6 +196,31 @@ def test_a_text_answer_is_read_by_searches_and_written_as_event_by_event(name: s
     assert written is not None
     assert written == event_by_event(body)
     assert written[2] and written[2][0][1] == written[1]  # stored: the Response the last event carries
+
+
+def judged(body: bytes) -> WholeStream:
+    judged = provider_for(ProviderType.OPENAI).chat_stream(ChatRequest(request_to_canonical(REQUEST).canonical),
+                                                           TARGET).judge_whole(body)
+    assert judged is not None
+    return judged
+
+
+@pytest.mark.parametrize(("name", "role"), [("bench", "last"), ("one event", "first"), ("two events", "last")])
+def test_the_finish_event_the_judge_parsed_is_not_parsed_again(name: str, role: str) -> None:
+    whole_stream = judged(TEXT_ANSWERS[name])
+    read = read_texts(whole_stream)
+    assert read is not None and whole_stream.finish is not None
+    assert getattr(read, role) is whole_stream.finish
+
+
+def test_a_finish_before_the_last_event_is_read_from_the_last_event_itself() -> None:
+    def unfinished(text: str) -> dict[str, Any]:  # no finish_reason member: the first event's finish stays the last
+        return {**MEMBERS, "choices": [{"index": 0, "delta": {"content": text}}]}
+
+    whole_stream = judged(stream(chunk({"role": "assistant", "content": "a"}, "stop"), *map(unfinished, "bcd")))
+    read = read_texts(whole_stream)
+    assert read is not None and read.first is whole_stream.finish
+    assert read.last == unfinished("d") and read.last is not whole_stream.finish
 
 
 def test_a_text_answer_without_usage_is_parsed_event_by_event_for_its_chunks_to_estimate_it() -> None:

@@ -192,8 +192,10 @@ class OpenAIStreamTranslator:
             at = body.rfind(b'"finish_reason":"', 0, last)
             if at < 0 or body.count(b'"finish_reason"', at, last) != 1:
                 return None  # no finish, or a later one that is not a string written without spaces
-            before = body.rfind(b"\n\ndata: ", 0, at)
-            finish_chunk = orjson.loads(body[before + 8 if before >= 0 else 6:body.find(b"\n\n", at)])
+            finish_at = body.rfind(b"\n\ndata: ", 0, at) + 2  # 1 when it is the first event
+            if finish_at == 1:
+                finish_at = 0
+            finish_chunk = orjson.loads(body[finish_at + 6:body.find(b"\n\n", at)])
         except orjson.JSONDecodeError:
             return None  # `feed` says what is wrong
         reason = _last_finish_reason(finish_chunk)
@@ -202,7 +204,7 @@ class OpenAIStreamTranslator:
         self.usage = Usage.from_openai(usage)
         self.finish_reason = reason
         self._done = self._ended = True
-        return WholeStream(body, last, self.usage)
+        return WholeStream(body, last, self.usage, finish_chunk, finish_at)
 
     def _take(self, event: str | None, payload: bytes, out: list[StreamChunk]) -> None:
         # runs once per event of every OpenAI stream: one function, few lookups

@@ -58,11 +58,11 @@ def read_texts(stream: WholeStream) -> WholeTexts | None:
     body, usage_start = stream.body, stream.usage_start
     first_end = body.find(b"\n\n") + 2
     try:
-        first = orjson.loads(body[6:first_end - 2])
+        first = _event(stream, 0, first_end)
         if first_end == usage_start:
             return WholeTexts(first, None, [], [], stream.usage)
         last_start = body.rfind(b"\n\n", 0, usage_start - 2) + 2
-        last = orjson.loads(body[last_start + 6:usage_start - 2])
+        last = _event(stream, last_start, usage_start)
     except orjson.JSONDecodeError:
         return None
     if last_start == first_end:
@@ -88,6 +88,14 @@ def read_texts(stream: WholeStream) -> WholeTexts | None:
     if len(texts) != len(pieces):
         return None
     return WholeTexts(first, last, list(filter(None, pieces)), list(filter(None, texts)), stream.usage)
+
+
+def _event(stream: WholeStream, start: int, end: int) -> Any:
+    """The event from `start` (its `data: `) to `end` (after its LFs), parsed: the judge's when it
+    parsed that one (the finish event, most often the last before the usage)."""
+    if start == stream.finish_at:
+        return stream.finish
+    return orjson.loads(stream.body[start + 6:end - 2])
 
 
 def _template(event: bytes) -> tuple[int, int] | None:
