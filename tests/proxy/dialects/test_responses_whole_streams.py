@@ -20,6 +20,7 @@ from llmroute_proxy.dialects.base import ChatRequest, WholeStream
 from llmroute_proxy.dialects.responses import encoder as encoder_module
 from llmroute_proxy.dialects.responses.encoder import ResponsesEncoder
 from llmroute_proxy.dialects.responses.request_in import request_to_canonical
+from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder
 from llmroute_proxy.dialects.responses.whole_in import read_texts
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.providers.registry import provider_for
@@ -221,6 +222,19 @@ def test_a_finish_before_the_last_event_is_read_from_the_last_event_itself() -> 
     read = read_texts(whole_stream)
     assert read is not None and read.first is whole_stream.finish
     assert read.last == unfinished("d") and read.last is not whole_stream.finish
+
+
+@pytest.mark.parametrize("name", ["bench", "openai", "text first", "text last", "length", "one event", "unicode"])
+def test_a_text_answer_of_text_chunks_only_is_written_without_reading_any_chunk(name: str) -> None:
+    body = TEXT_ANSWERS[name]
+    expected = event_by_event(body)
+
+    def no_chunks(*_: Any) -> bytes:
+        raise AssertionError("a chunk was read")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ResponsesStreamEncoder, "encode_chunks", no_chunks)
+        assert whole(body) == expected
 
 
 def test_a_text_answer_without_usage_is_parsed_event_by_event_for_its_chunks_to_estimate_it() -> None:

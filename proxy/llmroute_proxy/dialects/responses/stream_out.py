@@ -111,6 +111,28 @@ def _numbers(start: int, stop: int) -> list[bytes]:
     return _NUMBERS[start:] + [b"%d" % number for number in range(max(start, len(_NUMBERS)), stop)]
 
 
+_NO_TEXT = ("", None)
+
+
+def _plain_text(chunk: JSON) -> tuple[str, Any] | None:
+    """The text and finish reason of a chunk that shows nothing else (no usage, one choice, index 0,
+    its delta a role, a text and a null refusal at most), or None. `_encode` would write nothing for it
+    but the start of the response and that text, and keep its finish reason."""
+    try:
+        (choice,) = chunk["choices"]
+        delta = choice["delta"]
+        text = delta.get("content")
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if (chunk.get("usage") or choice.get("index", 0) != 0 or not delta.keys() <= _PLAIN_DELTA
+            or delta.get("refusal") is not None or (text is not None and type(text) is not str)):
+        return None
+    return text or "", choice.get("finish_reason") or None
+
+
+_PLAIN_DELTA = frozenset({"role", "content", "refusal"})
+
+
 class _Item:
     """One output item being streamed: its index, the item as `.done` shows it, and its text."""
 
@@ -216,11 +238,17 @@ class ResponsesStreamEncoder:
 
     def encode_whole(self, read: WholeTexts) -> bytes:
         """A whole text answer (`whole_in.read_texts`) to its end: what `encode_chunks` and `finish`
-        write for its chunks. Its first and last chunks are encoded as any; the texts between are
-        deltas whose JSON is the upstream's own (orjson's bytes for them), joined between the pieces
-        of the delta event in one `join`, with no chunk and no event built for each."""
+        write for its chunks. The texts between its first and last chunks are deltas whose JSON is the
+        upstream's own (orjson's bytes for them), joined between the pieces of the delta event, with no
+        chunk and no event built for each. When its first and last chunks carry nothing but text too (the
+        common answer: `_plain_text`), it is one message of one output_text part, written without
+        reading them as chunks (`_text_answer`); otherwise they are encoded as any."""
         if self._ended:
             return b""
+        first = _plain_text(read.first)
+        last = _plain_text(read.last) if read.last is not None else _NO_TEXT
+        if first is not None and last is not None and self._frame is None and (first[0] or read.pieces or last[0]):
+            return self._text_answer(read, first, last)
         out = [self.encode_chunks((StreamChunk(read.first),))]
         pieces = read.pieces
         if pieces:
@@ -229,21 +257,44 @@ class ResponsesStreamEncoder:
             item = self._open
             assert item is not None and item.delta_event is not None
             item.text += texts[1:]
-            more = len(pieces) - 1
-            if more:  # one join of [head, number, middle, text, tail + head, number, …, tail]
-                sequence = self._sequence
-                parts = [_DELTA_MIDDLE % (item.id_json, item.index, len(item.item["content"]) - 1) + b'"'] * (4 * more)
-                parts[0::4] = [b'"' + _DELTA_TAIL + _DELTA_HEAD] * more
-                parts[0] = _DELTA_HEAD
-                parts[1::4] = _numbers(sequence, sequence + more)
-                parts[3::4] = pieces[1:]
-                parts.append(b'"' + _DELTA_TAIL)
-                out.append(b"".join(parts))
-                self._sequence = sequence + more
+            self._deltas(item, pieces[1:], out)
         if read.last is not None:
             out.append(self.encode_chunks((StreamChunk(read.last),)))
         out.append(self.finish(read.usage))
         return b"".join(out)
+
+    def _text_answer(self, read: WholeTexts, first: tuple[str, Any], last: tuple[str, Any]) -> bytes:
+        """A whole answer whose every chunk carries text only (`first`, `last`: its first and last
+        chunks' text and finish reason): the events `encode_whole` writes for it, in one join."""
+        out: list[bytes] = []
+        self._start(read.first.get("model"), out)
+        texts, pieces = read.texts, read.pieces
+        if first[0]:
+            texts, pieces = [first[0], *texts], [orjson.dumps(first[0])[1:-1], *pieces]
+        if last[0]:
+            texts, pieces = [*texts, last[0]], [*pieces, orjson.dumps(last[0])[1:-1]]
+        item = self._message(out)
+        self._open_text_part(item, out)
+        item.text = texts
+        self._deltas(item, pieces, out)
+        self._finish_reason = last[1] or first[1]
+        return self._finish(out, read.usage)
+
+    def _deltas(self, item: _Item, pieces: list[bytes], out: list[bytes]) -> None:
+        """The delta events of `item`'s open text part for texts given as their JSON string contents: one
+        join of [head, number, middle, text, tail + head, number, …, tail]."""
+        if not pieces:
+            return
+        more = len(pieces)
+        sequence = self._sequence
+        parts = [_DELTA_MIDDLE % (item.id_json, item.index, len(item.item["content"]) - 1) + b'"'] * (4 * more)
+        parts[0::4] = [b'"' + _DELTA_TAIL + _DELTA_HEAD] * more
+        parts[0] = _DELTA_HEAD
+        parts[1::4] = _numbers(sequence, sequence + more)
+        parts[3::4] = pieces
+        parts.append(b'"' + _DELTA_TAIL)
+        out.append(b"".join(parts))
+        self._sequence = sequence + more
 
     def _encode(self, chunk: JSON, out: list[bytes]) -> None:
         if self._frame is None:
@@ -258,7 +309,10 @@ class ResponsesStreamEncoder:
     def finish(self, usage: Usage | None = None) -> bytes:
         if self._ended:
             return b""
-        out: list[bytes] = []
+        return self._finish([], usage)
+
+    def _finish(self, out: list[bytes], usage: Usage | None) -> bytes:
+        """`out` and the events that end the response, joined."""
         if self._frame is None:
             self._start(None, out)
         self._close_all(out)
@@ -394,17 +448,20 @@ class ResponsesStreamEncoder:
         item = self._open
         if item is None or item.delta_event is None:
             item = self._message(out)
-            content = item.item["content"]
-            if content:  # text after a refusal: a new part
+            if item.item["content"]:  # text after a refusal: a new part
                 self._close_part(item, out)
-            content.append(output_text(""))
-            item.text = []
-            index = len(content) - 1
-            out.append(_TEXT_PART_ADDED % (self._sequence, item.id_json, item.index, index))
-            self._sequence += 1
-            item.delta_event = _TEXT_DELTA % (item.id_json.replace(b"%", b"%%"), item.index, index)
+            self._open_text_part(item, out)
+            item.delta_event = _TEXT_DELTA % (item.id_json.replace(b"%", b"%%"), item.index,
+                                              len(item.item["content"]) - 1)
         item.text.append(text)
         out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
+        self._sequence += 1
+
+    def _open_text_part(self, item: _Item, out: list[bytes]) -> None:
+        content = item.item["content"]
+        content.append(output_text(""))
+        item.text = []
+        out.append(_TEXT_PART_ADDED % (self._sequence, item.id_json, item.index, len(content) - 1))
         self._sequence += 1
 
     def _refusal(self, text: str, out: list[bytes]) -> None:
