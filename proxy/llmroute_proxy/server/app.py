@@ -113,7 +113,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         body = await _read_json(request, sidecar)
         history, unheld = _conversation(sidecar, responses.previous_response_id(body))
         turn = responses.read_turn(body, history, unheld)
-        chat = ChatRequest(validate_chat(turn.canonical),
+        chat = ChatRequest(turn.checked(),
                            NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only, turn.unheld,
                                       unheld.held_by if unheld is not None else ""))
     except LLMRouteError as error:

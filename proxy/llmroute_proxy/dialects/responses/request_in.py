@@ -36,7 +36,7 @@ from llmroute_proxy.dialects.base import ANSWERED_BY
 from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
 from llmroute_proxy.dialects.thinking import read_token
 from llmroute_proxy.errors import BadRequest, RequestError
-from llmroute_proxy.validation import boolean, integer, number, optional_object, string
+from llmroute_proxy.validation import boolean, integer, number, optional_object, string, validate_chat
 
 JSON = dict[str, Any]
 
@@ -100,6 +100,14 @@ class ResponsesTurn:
     none. Its answer is kept marked as the provider's conversation (`remote`): the next turn goes
     back to that provider."""
 
+    def checked(self) -> JSON:
+        """`canonical`, checked as any chat completion request is (`validate_chat`): a plain first turn
+        (`_plain`) is what this module's own checks made of fields they checked as strictly, so it is
+        not checked twice."""
+        if self.only is None and not self.history and _plain(self.canonical):
+            return self.canonical
+        return validate_chat(self.canonical)
+
     @property
     def stream(self) -> bool:
         return self.body.get("stream") is True
@@ -124,6 +132,20 @@ class ResponsesTurn:
         if self.history:
             body["input"] = [*native_history(self.history), *_input_as_items(self.body.get("input"))]
         return body
+
+
+_PLAIN_FIELDS = frozenset({"model", "messages", "max_completion_tokens", "temperature", "top_p", "user",
+                           "safety_identifier", "prompt_cache_key", "stream", "stream_options"})
+"""The canonical fields `request_to_canonical` writes only after checking them as `validate_chat` would
+(or more strictly: `max_output_tokens` ≥ 16): a non-empty model, numbers in range, strings, a stream flag."""
+
+
+def _plain(canonical: JSON) -> bool:
+    """Whether a canonical request has only `_PLAIN_FIELDS`, and messages of a role and a string each
+    (the roles of message items, all chat roles too): tools, formats, parts, tool results and refusals
+    are left to `validate_chat`."""
+    return canonical.keys() <= _PLAIN_FIELDS and all(
+        len(message) == 2 and type(message["content"]) is str for message in canonical["messages"])
 
 
 def native_history(items: Sequence[JSON]) -> list[JSON]:
