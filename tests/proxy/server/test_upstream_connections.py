@@ -502,11 +502,34 @@ async def test_an_unread_stream_stops_the_socket_being_read_and_resumes_when_rea
 
 async def test_a_whole_answer_dropped_unread_while_reading_was_paused_leaves_a_working_connection(
         client: UpstreamClient) -> None:
-    body = b"x" * (READ_HIGH_WATER + 100_000)  # the last read completes it past the high-water mark
-    async with serving(keep_answering(ok(body))) as server:
+    """The read that completes the answer is the one that takes it past the high-water mark: the
+    server holds its last bytes back until the client holds all the others (below the mark)."""
+    body = b"x" * (READ_HIGH_WATER + 10)
+    tail_at = len(body) - 20
+    all_but_the_tail_held, answered = asyncio.Event(), 0
+
+    async def script(server: RawServer, index: int, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        while await server.read_request(reader) is not None:
+            answer = ok(body)
+            if answered == 0:
+                writer.write(answer[:len(answer) - 20])
+                await writer.drain()
+                await all_but_the_tail_held.wait()
+                answer = answer[len(answer) - 20:]
+            answered += 1
+            writer.write(answer)
+            await writer.drain()
+
+    async with serving(script) as server:
         async with asyncio.timeout(10):
             answer = await client.send(request(server.url()), "t")
             conn: Any = answer._conn
+            while conn._buffered < tail_at:
+                await asyncio.sleep(0.005)
+            assert not conn._paused
+            all_but_the_tail_held.set()
             while not conn._complete:
                 await asyncio.sleep(0.005)
             assert conn._paused
