@@ -6,6 +6,7 @@ the count does not depend on the core) in front of the same fake upstream; after
 callgrind's counters are zeroed, an exact number of requests is sent (`_load.py -n`), and the
 counters are dumped. Instructions are not time (cache misses and syscalls are not in them), so read
 this beside `overhead.py`; it is what to compare when a change must show it made the work smaller.
+Each proxy runs with `PYTHONHASHSEED=0`, so two runs of one build count the same work.
 
     .venv/bin/python bench/instructions.py [--requests 300] [--points ns,st,rs,rs_st] [--targets bare,llmroute]
 
@@ -73,7 +74,8 @@ def start(h: Harness, target: str, upstream: str) -> tuple[str, subprocess.Popen
         command = [PYTHON, *llmroute_command(), "serve", "--config", str(config), "--host", "127.0.0.1",
                    "--port", str(port), "--admin-port", str(free_port())]
         env = {"FAKE_API_KEY": "sk-fake"}
-    proc = h.spawn(target, 1, under_callgrind(profile, command), env=env)
+    # string hashing decides dict and set layouts: an unseeded run moves the count by up to 5 %
+    proc = h.spawn(target, 1, under_callgrind(profile, command), env={**env, "PYTHONHASHSEED": "0"})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(proc, lambda: chat_works(base, False) and chat_works(base, True), START_TIMEOUT_S, poll_s=0.5)
