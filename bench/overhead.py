@@ -553,7 +553,7 @@ def main() -> None:
                         help="before each run, wait up to this many seconds for other processes to leave the "
                              "CPU idle (default 15; 0: never wait)")
     parser.add_argument("--responses-store-bytes", type=int,
-                        help="llmroute's Responses store cap (default: as shipped, 64 MiB); a small cap shows it "
+                        help="llmroute's Responses store cap (default: as shipped, 32 MiB); a small cap shows it "
                              "holding under load")
     parser.add_argument("--json", type=Path, help="also write every raw result here")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from llmroute_proxy.server.accesslog import LINE_FORMAT
 from llmroute_proxy.server.connections import ConnectionLimits
 from llmroute_proxy.server.origins import parse_origins
 from llmroute_proxy.server.runner import Listen
-from llmroute_proxy.server.state import Settings
+from llmroute_proxy.server.state import RESPONSES_STORE_BYTES, Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +88,9 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
                              "requests from any other web page are refused with 403 (default: none; "
                              "$LLMROUTE_ALLOW_ORIGINS)")
     parser.add_argument("--responses-store-bytes", type=int,
-                        default=int(os.environ.get("LLMROUTE_RESPONSES_STORE_BYTES", 64 * 1024 * 1024)),
+                        default=int(os.environ.get("LLMROUTE_RESPONSES_STORE_BYTES", RESPONSES_STORE_BYTES)),
                         help="memory cap of the store behind previous_response_id and GET /v1/responses/{id}; "
-                             "the oldest responses leave first (default 64 MiB; 0 keeps none)")
+                             "the oldest responses leave first (default 32 MiB; 0 keeps none)")
     parser.add_argument("--responses-ttl-seconds", type=float,
                         default=float(os.environ.get("LLMROUTE_RESPONSES_TTL_SECONDS", 3600)),
                         help="how long a stored response can be read or continued (default 3600)")

@@ -63,12 +63,17 @@ class Spend:
                 "output_tokens": self.output_tokens, "cost_usd": self.cost_usd}
 
 
+RESPONSES_STORE_BYTES = 32 * 1024 * 1024
+"""The Responses store's default cap. Full, it adds ~1.24x its cap to the sidecar's RSS (bench/response_store.py):
+~40 MB on a ~46 MB process, which leaves room under 100 MB for 128 concurrent streams."""
+
+
 @dataclass(slots=True)
 class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     default_max_output_tokens: int = 4096
     allow_origins: frozenset[str] = frozenset()  # browser origins the data plane serves (see server/origins)
-    responses_store_bytes: int = 64 * 1024 * 1024  # memory cap of the Responses store (0: keep nothing)
+    responses_store_bytes: int = RESPONSES_STORE_BYTES  # memory cap of the Responses store (0: keep nothing)
     responses_ttl_s: float = 3600.0  # how long a stored Response can be read or continued
 
 

@@ -510,7 +510,7 @@ def test_status_shows_the_store(stack: Stack) -> None:
     client(stack).responses.create(model="openai", input="count me")
     with urllib.request.urlopen(stack.admin_url + "/status", timeout=5) as answer:
         store = json.load(answer)["responses_store"]
-    assert store["entries"] >= 1 and 0 < store["bytes"] <= store["max_bytes"] == 64 * 1024 * 1024
+    assert store["entries"] >= 1 and 0 < store["bytes"] <= store["max_bytes"] == 32 * 1024 * 1024
     assert store["ttl_seconds"] == 3600
 
 
