@@ -24,6 +24,7 @@ from llmroute_proxy.errors import (
     BodyTooLarge,
     LLMRouteError,
     LocalLimitExceeded,
+    ModelNotFound,
     NoRouteSelects,
     NoTableLoaded,
     UpstreamError,
@@ -69,6 +70,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_get("/v1/responses/{response_id}/input_items", list_input_items)
     app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
     return app
 
 
@@ -193,13 +195,34 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 async def list_models(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     try:
-        route = _route(request, _table(sidecar))
+        names = _model_names(request, sidecar)
     except LLMRouteError as error:
         return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
-    created = int(sidecar.table_loaded_at or 0)
-    names = [*route.tiers, "auto", *(m for m in route.models() if m not in route.tiers)]
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "llmroute"} for name in names]
+    data = [_model(name, sidecar) for name in names]
     return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def retrieve_model(request: web.Request) -> web.StreamResponse:
+    """One of the names `list_models` lists (a provider's model name may hold slashes), else a 404."""
+    sidecar = request.app[SIDECAR]
+    model = request.match_info["model"]
+    try:
+        names = _model_names(request, sidecar)
+        if model not in names:
+            raise ModelNotFound(model, names)
+    except LLMRouteError as error:
+        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
+    return web.json_response(_model(model, sidecar), dumps=_dumps)
+
+
+def _model_names(request: web.Request, sidecar: Sidecar) -> list[str]:
+    """The names the `model` field accepts on the request's route: its tiers, `auto`, its targets' models."""
+    route = _route(request, _table(sidecar))
+    return [*route.tiers, "auto", *(m for m in route.models() if m not in route.tiers)]
+
+
+def _model(name: str, sidecar: Sidecar) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(sidecar.table_loaded_at or 0), "owned_by": "llmroute"}
 
 
 async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, encoder: Encoder,

@@ -146,6 +146,17 @@ def test_embeddings_and_models(stack: Stack) -> None:
     assert {"openai", "anthropic", "gemini", "ha", "auto", "gpt-4o-mini", "claude-sonnet-4-5"} <= ids
 
 
+def test_a_model_the_list_names_can_be_retrieved_and_one_it_does_not_is_a_404(stack: Stack) -> None:
+    client = openai_client(stack)
+    listed = [m.id for m in client.models.list()]
+    for name in ("anthropic", "auto", "claude-sonnet-4-5"):
+        model = client.models.retrieve(name)
+        assert (model.id, model.object, model.owned_by) == (name, "model", "llmroute") and name in listed
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert missing.value.code == "model_not_found" and "'gpt-9' does not exist here" in missing.value.message
+
+
 def test_the_apps_authorization_is_never_forwarded_upstream(stack: Stack) -> None:
     openai_client(stack).chat.completions.create(model="openai", messages=[{"role": "user", "content": "hi"}])
     headers = last_request(stack, "oai").headers
