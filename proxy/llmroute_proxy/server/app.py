@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -193,12 +194,19 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
+    """The names the `model` field accepts, as OpenAI lists models, or as Anthropic does for an
+    Anthropic client (it sends `anthropic-version`): one page that holds them all."""
     sidecar = request.app[SIDECAR]
+    anthropic = _anthropic_client(request)
     try:
         names = _model_names(request, sidecar)
     except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
-    data = [_model(name, sidecar) for name in names]
+        return _model_error(request, sidecar, error)
+    data = [_model(name, sidecar, anthropic) for name in names]
+    if anthropic:
+        page = {"data": data, "has_more": False, "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None}
+        return web.json_response(page, dumps=_dumps)
     return web.json_response({"object": "list", "data": data}, dumps=_dumps)
 
 
@@ -211,8 +219,12 @@ async def retrieve_model(request: web.Request) -> web.StreamResponse:
         if model not in names:
             raise ModelNotFound(model, names)
     except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
-    return web.json_response(_model(model, sidecar), dumps=_dumps)
+        return _model_error(request, sidecar, error)
+    return web.json_response(_model(model, sidecar, _anthropic_client(request)), dumps=_dumps)
+
+
+def _anthropic_client(request: web.Request) -> bool:
+    return "anthropic-version" in request.headers
 
 
 def _model_names(request: web.Request, sidecar: Sidecar) -> list[str]:
@@ -221,8 +233,17 @@ def _model_names(request: web.Request, sidecar: Sidecar) -> list[str]:
     return [*route.tiers, "auto", *(m for m in route.models() if m not in route.tiers)]
 
 
-def _model(name: str, sidecar: Sidecar) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": int(sidecar.table_loaded_at or 0), "owned_by": "llmroute"}
+def _model(name: str, sidecar: Sidecar, anthropic: bool) -> dict[str, Any]:
+    loaded = int(sidecar.table_loaded_at or 0)
+    if anthropic:
+        created_at = datetime.fromtimestamp(loaded, UTC).isoformat().replace("+00:00", "Z")
+        return {"type": "model", "id": name, "display_name": name, "created_at": created_at}
+    return {"id": name, "object": "model", "created": loaded, "owned_by": "llmroute"}
+
+
+def _model_error(request: web.Request, sidecar: Sidecar, error: LLMRouteError) -> web.StreamResponse:
+    encoder = AnthropicEncoder("") if _anthropic_client(request) else OpenAIEncoder(None)
+    return _error_response(encoder, error, _early_headers(request, sidecar))
 
 
 async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, encoder: Encoder,

@@ -157,6 +157,20 @@ def test_a_model_the_list_names_can_be_retrieved_and_one_it_does_not_is_a_404(st
     assert missing.value.code == "model_not_found" and "'gpt-9' does not exist here" in missing.value.message
 
 
+def test_the_anthropic_sdk_lists_and_retrieves_models_in_anthropics_shape(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+    page = client.models.list()
+    ids = [model.id for model in page]
+    assert {"anthropic", "auto", "claude-sonnet-4-5"} <= set(ids) and page.has_more is False
+    assert (page.first_id, page.last_id) == (ids[0], ids[-1])
+    model = client.models.retrieve("claude-sonnet-4-5")
+    assert (model.type, model.id, model.display_name) == ("model", "claude-sonnet-4-5", "claude-sonnet-4-5")
+    assert model.created_at.tzinfo is not None and model.created_at.year >= 2024
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        client.models.retrieve("claude-9")
+    assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
 def test_the_apps_authorization_is_never_forwarded_upstream(stack: Stack) -> None:
     openai_client(stack).chat.completions.create(model="openai", messages=[{"role": "user", "content": "hi"}])
     headers = last_request(stack, "oai").headers
