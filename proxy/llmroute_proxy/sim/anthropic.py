@@ -1,4 +1,5 @@
-"""A simulated Anthropic Messages API: `/v1/messages` (streamed and not) and `/v1/models`.
+"""A simulated Anthropic Messages API: `/v1/messages` (streamed and not), `/v1/messages/count_tokens`
+and `/v1/models`.
 
 Follows providers.md §2: `max_tokens` and `anthropic-version` are required, auth is
 `x-api-key` or `Authorization: Bearer` (the 2.14 SDK sends the latter), streams are named
@@ -22,6 +23,10 @@ simulator made (a failover to another account), is refused with Claude's own 400
 `tool_result.tool_use_id`) must match `^[a-zA-Z0-9_-]+$`, as Claude checks them: other providers'
 ids (Kimi's `functions.name:0`) are refused with a 400; so is a text block (or a message's string
 content, but for a final assistant prefill) that is empty or only whitespace.
+
+`/v1/messages/count_tokens` counts a Messages request's input as the API does, without answering
+it: with the same checks but for `max_tokens` and the other generation parameters, which it refuses
+as extra inputs; its count is the `input_tokens` a message with the same prompt is billed.
 """
 
 from __future__ import annotations
@@ -174,12 +179,17 @@ def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]]:
     return tools if parallel else tools[:1]
 
 
+def _input_tokens(body: dict[str, Any]) -> int:
+    """The prompt's tokens: its system prompt and every message's text (tool results included)."""
+    texts = [_blocks_text(body.get("system"))]
+    texts += [_blocks_text(m.get("content")) for m in body["messages"] if isinstance(m, dict)]
+    return count_tokens(" ".join(texts))
+
+
 def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Answer:
     messages: list[Any] = body["messages"]
     model, name = str(body["model"]), state.config.name
-    texts = [_blocks_text(body.get("system"))]
-    texts += [_blocks_text(m.get("content")) for m in messages if isinstance(m, dict)]
-    prompt = count_tokens(" ".join(texts))
+    prompt = _input_tokens(body)
     last = messages[-1] if isinstance(messages[-1], dict) else {}
     result = _tool_result(last.get("content"))
     if refuse:  # the safety classifier stopped the answer before it began
@@ -245,22 +255,48 @@ def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> di
 
 
 def _validate(request: web.Request, body: Any) -> str | None:
-    if not request.headers.get("anthropic-version"):
-        return "anthropic-version: header is required"
-    if not isinstance(body, dict):
-        return "There was an error parsing the body of your request as JSON."
-    for field in ("model", "max_tokens", "messages"):
-        if body.get(field) is None:
-            return f"{field}: Field required"
+    problem = _request_problem(request, body, ("model", "max_tokens", "messages"))
+    if problem is not None:
+        return problem
     if isinstance(body["max_tokens"], bool) or not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
         return "max_tokens: Input should be a valid integer greater than or equal to 1"
     if not isinstance(body["messages"], list) or not body["messages"]:
-        return "messages: at least one message is required"
+        return _NO_MESSAGES
     most = max_output_tokens(str(body["model"]))
     if body["max_tokens"] > most:
         return (f"max_tokens: {body['max_tokens']} > {most}, which is the maximum allowed number of output tokens "
                 f"for {body['model']}")
-    return _blank_text(body["messages"]) or _bad_tool_id(body["messages"]) or _thinking_refusal(body)
+    return _prompt_problem(body["messages"]) or _thinking_refusal(body)
+
+
+_NO_MESSAGES = "messages: at least one message is required"
+_GENERATION_ONLY = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata",
+                    "service_tier")
+"""What a Messages request may set that a count request may not: it generates nothing."""
+
+
+def _request_problem(request: web.Request, body: Any, required: tuple[str, ...]) -> str | None:
+    if not request.headers.get("anthropic-version"):
+        return "anthropic-version: header is required"
+    if not isinstance(body, dict):
+        return "There was an error parsing the body of your request as JSON."
+    return next((f"{field}: Field required" for field in required if body.get(field) is None), None)
+
+
+def _prompt_problem(messages: list[Any]) -> str | None:
+    return _blank_text(messages) or _bad_tool_id(messages)
+
+
+def _count_problem(request: web.Request, body: Any) -> str | None:
+    problem = _request_problem(request, body, ("model", "messages"))
+    if problem is not None:
+        return problem
+    extra = next((field for field in _GENERATION_ONLY if field in body), None)
+    if extra is not None:
+        return f"{extra}: Extra inputs are not permitted"
+    if not isinstance(body["messages"], list) or not body["messages"]:
+        return _NO_MESSAGES
+    return _prompt_problem(body["messages"])
 
 
 def _unsigned_thinking(messages: list[Any], sim_name: str) -> str | None:
@@ -461,6 +497,14 @@ def _delta(index: int, delta: dict[str, Any]) -> bytes:
     return sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
 
+async def count_message_tokens(request: web.Request) -> web.Response:
+    call = request[SIM_CALL]
+    problem = _count_problem(request, call.body)
+    if problem is not None:
+        return _bad_request(call, problem)
+    return call.state.json({"input_tokens": _input_tokens(call.body)})
+
+
 # --- models ------------------------------------------------------------------------------------
 
 async def list_models(request: web.Request) -> web.Response:
@@ -478,5 +522,6 @@ def anthropic_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> 
     """An Anthropic-style provider; `api_key` None accepts any key; `quirks`: see the module's docstring."""
     app = sim_app(api_key, options, AnthropicDialect(), name="sim-anthropic", models=DEFAULT_MODELS)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_message_tokens)
     app.router.add_get("/v1/models", list_models)
     return app

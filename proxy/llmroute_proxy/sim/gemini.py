@@ -1,4 +1,4 @@
-"""A simulated Gemini Developer API: generate (streamed and not), embed, models.
+"""A simulated Gemini Developer API: generate (streamed and not), embed, count tokens, models.
 
 Follows providers.md §3: both `v1` (the google-genai 3.x default) and `v1beta` are served;
 auth is `x-goog-api-key` or `?key=`, and a bad key is a 400 `API_KEY_INVALID` as on the
@@ -19,6 +19,11 @@ Always, as Gemini checks it: a `thinkingBudget` outside the model's range is a 4
 from 128 to 32768 and cannot stop, Flash from 0 to 24576, Flash-Lite 0 or 512 to 24576; -1 is
 "dynamic" everywhere), and so is a part that holds no data: `{"text": ""}` reads as no text at
 all (proto3 JSON drops default values), so it is refused like `{}`.
+
+`:countTokens` takes either `contents` or a whole `generateContentRequest` (which names its
+`models/` model; the two together are refused) and answers `totalTokens` with its
+`promptTokensDetails`: the `promptTokenCount` generating from the same request reports, less any
+cached prefix.
 """
 
 from __future__ import annotations
@@ -223,11 +228,18 @@ def _chosen_functions(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]
     return declarations if quirks else declarations[:1]
 
 
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    """The prompt's tokens: its system instruction and every content's text (function responses included)."""
+    contents = body.get("contents")
+    texts = [_parts_text(field(body, "systemInstruction"))]
+    texts += [_parts_text(c) for c in contents] if isinstance(contents, list) else []
+    return count_tokens(" ".join(texts))
+
+
 def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
     contents: list[Any] = body["contents"]
     name = state.config.name
-    texts = [_parts_text(field(body, "systemInstruction"))] + [_parts_text(c) for c in contents]
-    prompt = count_tokens(" ".join(texts)) + state.config.cached_tokens
+    prompt = _prompt_tokens(body) + state.config.cached_tokens
     last = contents[-1]
     result = _function_response(last)
     is_user = isinstance(last, dict) and last.get("role", "user") == "user"
@@ -337,14 +349,19 @@ def _call(call: dict[str, Any], quirks: bool) -> dict[str, Any]:
     return {"name": call["name"]} if quirks and not call["args"] else call
 
 
+def _generate_problem(model: str, body: Any) -> str | None:
+    """Why Gemini refuses a GenerateContentRequest, as its request validation words it; None when it does not."""
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received."
+    if not isinstance(body.get("contents"), list) or not body["contents"]:
+        return "* GenerateContentRequest.contents: contents is not specified\n"
+    budget = field(field(field(body, "generationConfig") or {}, "thinkingConfig") or {}, "thinkingBudget")
+    return _empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
+
+
 async def _generate(request: web.Request, call: SimCall, model: str, stream: bool) -> web.StreamResponse:
     body = call.body
-    if not isinstance(body, dict):
-        return _error(call, 400, "Invalid JSON payload received.")
-    if not isinstance(body.get("contents"), list) or not body["contents"]:
-        return _error(call, 400, "* GenerateContentRequest.contents: contents is not specified\n")
-    budget = field(field(field(body, "generationConfig") or {}, "thinkingConfig") or {}, "thinkingBudget")
-    problem = _empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
+    problem = _generate_problem(model, body)
     if problem is not None:
         return _error(call, 400, problem)
     state = call.state
@@ -440,11 +457,28 @@ async def model_action(request: web.Request) -> web.StreamResponse:
         return await _generate(request, call, model, action == "streamGenerateContent")
     if action in ("embedContent", "batchEmbedContents"):
         return await _embed(call, model, action == "batchEmbedContents")
-    if action == "countTokens" and isinstance(call.body, dict):
-        contents = call.body.get("contents") or []
-        text = " ".join(_parts_text(c) for c in contents) if isinstance(contents, list) else ""
-        return call.state.json({"totalTokens": count_tokens(text)})
+    if action == "countTokens":
+        return _count_tokens(call, model)
     return _error(call, 404, f"Method not found: {action or request.match_info['target']}.")
+
+
+def _count_tokens(call: SimCall, model: str) -> web.Response:
+    body = call.body
+    if not isinstance(body, dict):
+        return _error(call, 400, "Invalid JSON payload received.")
+    whole = field(body, "generateContentRequest")
+    if whole is not None and body.get("contents") is not None:
+        return _error(call, 400, "* CountTokensRequest: contents and generate_content_request are mutually "
+                                 "exclusive; set only one\n")
+    if whole is None:
+        whole = {"contents": body.get("contents")}
+    elif not isinstance(named := field(whole, "model"), str) or not named.startswith("models/"):
+        return _error(call, 400, "* GenerateContentRequest.model: unexpected model name format\n")
+    problem = _generate_problem(model, whole)
+    if problem is not None:
+        return _error(call, 400, problem)
+    tokens = _prompt_tokens(whole)
+    return call.state.json({"totalTokens": tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}]})
 
 
 def _model(model: str) -> dict[str, Any]:

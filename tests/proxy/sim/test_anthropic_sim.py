@@ -323,3 +323,38 @@ async def test_thinking_is_refused_beside_what_claude_does_not_think_with(
                                           thinking=THINK, extra_body=fields)
     await client(sim).messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES, tools=[WEATHER_TOOL],
                                       extra_body=fields)
+
+
+async def test_count_tokens_counts_what_a_message_with_the_same_prompt_is_billed(
+        sim: SimServer, client: Client) -> None:
+    api = client(sim)
+    counted = await api.messages.count_tokens(model=MODEL, system="Be brief.", messages=MESSAGES)
+    beta = await api.beta.messages.count_tokens(model=MODEL, system="Be brief.", messages=MESSAGES)
+    message = await api.messages.create(model=MODEL, max_tokens=100, system="Be brief.", messages=MESSAGES)
+
+    assert counted.input_tokens == beta.input_tokens == message.usage.input_tokens == 13  # 10 words × 1.3
+    assert sim_state(sim.app).stats.by_path["/v1/messages/count_tokens"] == 2
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({"messages": MESSAGES}, "model: Field required"),
+    ({"model": MODEL}, "messages: Field required"),
+    ({"model": MODEL, "messages": []}, "messages: at least one message is required"),
+    ({"model": MODEL, "messages": MESSAGES, "max_tokens": 100}, "max_tokens: Extra inputs are not permitted"),
+    ({"model": MODEL, "messages": MESSAGES, "stream": True}, "stream: Extra inputs are not permitted"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": " "}]},
+     "messages: text content blocks must contain non-whitespace text"),
+])
+async def test_count_tokens_refuses_what_the_api_refuses(sim: SimServer, body: Any, problem: str) -> None:
+    async with aiohttp.ClientSession(headers=HEADERS) as session, session.post(
+            sim.url + "/v1/messages/count_tokens", json=body) as response:
+        status, answer = response.status, await response.json()
+
+    assert status == 400
+    assert answer == {"type": "error", "error": {"type": "invalid_request_error", "message": problem}}
+
+
+async def test_count_tokens_checks_the_key(sim: SimServer, client: Client) -> None:
+    with pytest.raises(anthropic.AuthenticationError):
+        await client(sim, key="sk-ant-wrong").messages.count_tokens(model=MODEL, messages=MESSAGES)
+    assert (await client(sim).messages.count_tokens(model=MODEL, messages=MESSAGES)).input_tokens == INPUT_TOKENS

@@ -239,3 +239,34 @@ async def test_invalid_requests_get_google_rpc_errors(sim: SimServer, path: str,
 
     assert response.status == status == error["code"]
     assert error["status"] == {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}[status] and error["message"]
+
+
+async def count_raw(server: SimServer, body: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession(headers={"x-goog-api-key": KEY}) as session, session.post(
+            f"{server.url}/v1beta/models/{MODEL}:countTokens", json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_count_tokens_counts_contents_or_a_whole_generate_content_request_as_generating_would(
+        sim: SimServer, client: Client) -> None:
+    counted = await client(sim, api_version="v1beta").aio.models.count_tokens(model=MODEL, contents=QUESTION)
+    whole = {"model": f"models/{MODEL}", "contents": [{"role": "user", "parts": [{"text": QUESTION}]}],
+             "systemInstruction": {"parts": [{"text": "Be brief."}]}}
+    status, answer = await count_raw(sim, {"generateContentRequest": whole})
+
+    assert counted.total_tokens == PROMPT_TOKENS
+    assert status == 200
+    assert answer == {"totalTokens": 13, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 13}]}
+
+
+@pytest.mark.parametrize("body", [
+    {"contents": [{"parts": [{"text": QUESTION}]}],
+     "generateContentRequest": {"model": f"models/{MODEL}", "contents": [{"parts": [{"text": QUESTION}]}]}},
+    {"generateContentRequest": {"contents": [{"parts": [{"text": QUESTION}]}]}},
+    {"contents": []},
+    {"contents": [{"parts": [{"text": ""}]}]},
+])
+async def test_count_tokens_refuses_what_the_api_refuses(sim: SimServer, body: Any) -> None:
+    status, answer = await count_raw(sim, body)
+
+    assert status == 400 and answer["error"]["status"] == "INVALID_ARGUMENT"
