@@ -72,6 +72,14 @@ def loads_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def counted_field(body: bytes, name: str) -> int | None:
+    """A count-tokens answer's count: the JSON object's `name`, when it is a positive integer (a proto3
+    answer leaves out a 0, and a count of none is no count)."""
+    counted = loads_object(body)
+    tokens = counted.get(name) if counted is not None else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else None
+
+
 def body_excerpt(body: bytes, limit: int = 300) -> str:
     """A short, printable excerpt of an unparseable body for error messages."""
     text = body[:limit].decode("utf-8", "replace").strip()

@@ -30,11 +30,14 @@ from llmroute_proxy.dialects.base import (
     UpstreamRequest,
     Usage,
 )
-from llmroute_proxy.dialects.common import body_excerpt, loads_object, retry_after_seconds
+from llmroute_proxy.dialects.common import body_excerpt, counted_field, loads_object, retry_after_seconds
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.table import Target
 
 ANTHROPIC_VERSION = "2023-06-01"
+_GENERATION_ONLY = frozenset({"max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata",
+                              "service_tier"})
+"""What a Messages request may set that a count request may not: it generates nothing."""
 
 JSON = dict[str, Any]
 
@@ -50,6 +53,21 @@ class AnthropicProvider:
             body = messages_body(request.body, target.model)
         return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages", _headers(target),
                                orjson.dumps(body))
+
+    def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        """The client's own body with `model` replaced, as for a message; a canonical request is
+        translated, less what only generating takes (the count endpoint refuses it)."""
+        native = _native(request)
+        if native is not None:
+            body = {**native, "model": target.model}
+        else:
+            body = {name: value for name, value in messages_body(request.body, target.model).items()
+                    if name not in _GENERATION_ONLY}
+        return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages/count_tokens", _headers(target),
+                               orjson.dumps(body))
+
+    def counted_tokens(self, body: bytes) -> int | None:
+        return counted_field(body, "input_tokens")
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         message = loads_object(body)

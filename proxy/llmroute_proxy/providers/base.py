@@ -8,7 +8,7 @@ dialect's parsers. Providers are pure: no network I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from llmroute_proxy.dialects.base import (
     ChatRequest,
@@ -54,3 +54,18 @@ class Provider(Protocol):
         it answered natively, with the client's `store`), or with `input_items` (a query string, maybe
         empty) GETs a page of its input items; None for a provider that keeps none."""
         ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """An optional ability: a provider with an endpoint that counts a request's input tokens."""
+
+    def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        """The request that counts `request`'s input tokens as the target would take them."""
+        ...
+
+    def counted_tokens(self, body: bytes) -> int | None:
+        """The count in a 2xx answer to `count_tokens_request`; None when it holds none."""
+        ...
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError: ...

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import orjson
 
 from llmroute_proxy.dialects.base import ChatRequest, ChatResult, RateLimits, UpstreamRequest, Usage
-from llmroute_proxy.dialects.common import retry_after_seconds
+from llmroute_proxy.dialects.common import counted_field, retry_after_seconds
 from llmroute_proxy.dialects.gemini.answer_in import (
     GeminiStream,
     _decode,
@@ -48,6 +48,16 @@ class GeminiProvider:
         body = orjson.dumps(build_generate_body(request, target.model))
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest("POST", model_url(target, method), request_headers(target), body)
+
+    def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        """`countTokens` of the whole GenerateContentRequest the sidecar would send: its system
+        instruction and tools count too, which `contents` alone would leave out."""
+        whole = {"model": "models/" + target.model.removeprefix("models/"), **build_generate_body(request, target.model)}
+        body = orjson.dumps({"generateContentRequest": whole})
+        return UpstreamRequest("POST", model_url(target, "countTokens"), request_headers(target), body)
+
+    def counted_tokens(self, body: bytes) -> int | None:
+        return counted_field(body, "totalTokens")
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         return translate_response(body, target.model)

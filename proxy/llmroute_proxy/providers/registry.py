@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llmroute_proxy.providers.anthropic import AnthropicProvider
 from llmroute_proxy.providers.azure_openai import AzureOpenAIProvider
-from llmroute_proxy.providers.base import Provider
+from llmroute_proxy.providers.base import Provider, TokenCounter
 from llmroute_proxy.providers.gemini import GeminiProvider
 from llmroute_proxy.providers.guarded import GuardedProvider
 from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider
@@ -25,3 +25,9 @@ GUARDED: dict[ProviderType, Provider] = {kind: GuardedProvider(provider) for kin
 def provider_for(provider_type: ProviderType) -> Provider:
     """The provider, its parsers guarded: an unreadable answer is the target's failure."""
     return GUARDED[provider_type]
+
+
+def token_counter_for(provider_type: ProviderType) -> TokenCounter | None:
+    """The provider's token counting, when its API has an endpoint for it (None: the sidecar estimates)."""
+    provider = PROVIDERS[provider_type]
+    return provider if isinstance(provider, TokenCounter) else None

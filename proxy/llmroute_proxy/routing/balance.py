@@ -88,8 +88,10 @@ class LoadBook:
 
 
 def order_targets(targets: Sequence[Target], *, policy: LoadBalancing, local_region: str, load: LoadBook,
-                  rng: random.Random, key: str) -> list[Target]:
-    """All `targets`, best first: by priority, then local region, then the strategy."""
+                  rng: random.Random, key: str, advance: bool = True) -> list[Target]:
+    """All `targets`, best first: by priority, then local region, then the strategy. `advance`: the
+    order is taken (a request's attempts follow it), which moves the round robin on; without it the
+    order is only looked at, and the next request still gets the same one."""
     if len(targets) <= 1:
         return list(targets)
     prefer_local = policy.prefer_region == "local" and bool(local_region)
@@ -100,20 +102,21 @@ def order_targets(targets: Sequence[Target], *, policy: LoadBalancing, local_reg
     serving = sorted((t for t in targets if t.weight > 0), key=rank)
     ordered: list[Target] = []
     for _, group in groupby(serving, key=rank):
-        ordered.extend(_order_group(list(group), policy.strategy, load, rng, key))
+        ordered.extend(_order_group(list(group), policy.strategy, load, rng, key, advance))
     ordered.extend(sorted((t for t in targets if t.weight <= 0), key=rank))
     return ordered
 
 
 def _order_group(group: list[Target], strategy: Strategy, load: LoadBook, rng: random.Random,
-                 key: str) -> list[Target]:
+                 key: str, advance: bool) -> list[Target]:
     if len(group) == 1:
         return group
     if strategy is Strategy.LEAST_OUTSTANDING:
         return sorted(group, key=lambda t: (load.outstanding(t.id), rng.random()))
     if strategy is Strategy.LEAST_LATENCY:
         return _power_of_two_choices(group, load, rng)
-    return _smooth_weighted_round_robin(group, load.wrr_state(key, tuple(t.id for t in group)))
+    state = load.wrr_state(key, tuple(t.id for t in group))
+    return _smooth_weighted_round_robin(group, state if advance else dict(state))
 
 
 def _smooth_weighted_round_robin(group: list[Target], state: dict[TargetId, int]) -> list[Target]:

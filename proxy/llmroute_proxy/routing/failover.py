@@ -275,13 +275,8 @@ class AttemptPlanner:
 
     @staticmethod
     def _tier_plans(route: Route, tier: str, override: Sequence[Target] | None) -> list[_TierPlan]:
-        primary = tuple(override) if override is not None else _tier_targets(route, tier)
-        plans = [_TierPlan(tier, primary, tuple(t.id for t in primary))]
-        for name in route.fallback.fallback_tiers:
-            if name != tier and name in route.tiers and all(p.name != name for p in plans):
-                targets = route.tiers[name].targets
-                plans.append(_TierPlan(name, targets, tuple(t.id for t in targets)))
-        return plans
+        return [_TierPlan(name, targets, tuple(t.id for t in targets))
+                for name, targets in attempt_tiers(route, tier, override)]
 
     def _peers(self, tier: str) -> tuple[TargetId, ...]:
         return next((p.peers for p in self._tiers if p.name == tier), ())
@@ -290,7 +285,7 @@ class AttemptPlanner:
         if plan.ordered is None:
             plan.ordered = order_targets(plan.targets, policy=self.route.load_balancing,
                                          local_region=self._local_region, load=self._load, rng=self._rng,
-                                         key=f"{self.route.name}/{plan.name}")
+                                         key=balance_key(self.route, plan.name))
         return plan.ordered
 
     def _may_serve(self, target: Target) -> bool:
@@ -370,6 +365,23 @@ class AttemptPlanner:
         else:
             reason = f"failover{after}"
         return f"{reason} (half-open probe)" if probe else reason
+
+
+def attempt_tiers(route: Route, tier: str,
+                  override: Sequence[Target] | None = None) -> list[tuple[str, tuple[Target, ...]]]:
+    """The tiers a request's attempts go through, in order, each with its candidates: the chosen tier
+    (with `override`'s candidates when the decision narrowed them), then each of `fallbackTiers`."""
+    primary = tuple(override) if override is not None else _tier_targets(route, tier)
+    tiers = [(tier, primary)]
+    for name in route.fallback.fallback_tiers:
+        if name != tier and name in route.tiers and all(taken != name for taken, _ in tiers):
+            tiers.append((name, route.tiers[name].targets))
+    return tiers
+
+
+def balance_key(route: Route, tier: str) -> str:
+    """The key of a tier's round-robin state in the load book."""
+    return f"{route.name}/{tier}"
 
 
 def _tier_targets(route: Route, tier: str) -> tuple[Target, ...]:

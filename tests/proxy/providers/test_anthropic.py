@@ -629,3 +629,31 @@ def test_chat_stream_is_native_only_for_native_requests() -> None:
     assert all(c.native is not None for c in native.feed(TRANSCRIPT))
     plain = PROVIDER.chat_stream(ChatRequest(chat(USER_HI)), TARGET)
     assert all(c.native is None for c in plain.feed(TRANSCRIPT))
+
+
+# ---- token counting -----------------------------------------------------------------------
+
+
+def test_a_count_sends_the_clients_own_body_to_count_tokens_with_the_targets_model() -> None:
+    native = {"model": "smart", "system": "Be brief.", "messages": USER_HI, "thinking": {"type": "adaptive"}}
+    request = PROVIDER.count_tokens_request(
+        ChatRequest(chat(USER_HI), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, native)), TARGET)
+
+    assert (request.method, request.url) == ("POST", "https://api.anthropic.com/v1/messages/count_tokens")
+    assert request.headers["x-api-key"] == KEY
+    assert request.body is not None and orjson.loads(request.body) == {**native, "model": "claude-sonnet-4-5"}
+
+
+def test_a_canonical_request_is_counted_without_what_only_generating_takes() -> None:
+    request = PROVIDER.count_tokens_request(ChatRequest(chat(USER_HI, max_tokens=50, temperature=0.5)), TARGET)
+
+    assert request.body is not None
+    assert orjson.loads(request.body) == {"model": "claude-sonnet-4-5", "messages": USER_HI}
+
+
+@pytest.mark.parametrize(("body", "tokens"), [
+    (b'{"input_tokens": 42}', 42), (b'{"input_tokens": 0}', None), (b'{"input_tokens": true}', None),
+    (b'{"input_tokens": "42"}', None), (b'{}', None), (b'[42]', None), (b'not json', None),
+])
+def test_only_a_positive_count_is_a_count(body: bytes, tokens: int | None) -> None:
+    assert PROVIDER.counted_tokens(body) == tokens

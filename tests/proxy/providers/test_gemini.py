@@ -688,3 +688,25 @@ def test_an_in_band_error_without_its_code_is_classified_by_its_rpc_status() -> 
         stream.feed(b'data: {"error": {"message": "Request had invalid authentication credentials.", '
                     b'"status": "UNAUTHENTICATED"}}\r\n\r\n')
     assert caught.value.kind is FailureKind.AUTH and caught.value.status == 401
+
+
+def test_a_count_asks_count_tokens_for_the_whole_generate_content_request() -> None:
+    request = PROVIDER.count_tokens_request(
+        ChatRequest({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                                {"role": "user", "content": "hi"}]}), TARGET)
+
+    assert request.url == "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:countTokens"
+    assert request.headers["x-goog-api-key"] == API_KEY and API_KEY not in request.url
+    assert request.body is not None
+    whole = orjson.loads(request.body)["generateContentRequest"]
+    assert whole.pop("model") == "models/gemini-2.5-flash"
+    assert whole == gemini_body({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                                            {"role": "user", "content": "hi"}]})
+
+
+@pytest.mark.parametrize(("body", "tokens"), [
+    (b'{"totalTokens": 7, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 7}]}', 7),
+    (b'{"promptTokensDetails": []}', None), (b'{"totalTokens": "7"}', None), (b'{"error": {"code": 500}}', None),
+])
+def test_the_count_is_total_tokens(body: bytes, tokens: int | None) -> None:
+    assert PROVIDER.counted_tokens(body) == tokens
