@@ -277,14 +277,15 @@ def _embedding_text(text: str, path: str) -> None:
 # ---- Anthropic Messages -----------------------------------------------------------------
 
 
-def validate_messages(body: Any) -> JSON:
+def validate_messages(body: Any, *, counting: bool = False) -> JSON:
     """The shape of a Messages request, checked before any translation (so that a request only
-    Anthropic can serve is checked as fully as any other)."""
+    Anthropic can serve is checked as fully as any other); `counting`: a count-tokens request, which
+    generates nothing and so need not set `max_tokens`."""
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     _required_string(body.get("model"), "model")
     max_tokens = body.get("max_tokens")
-    if max_tokens is None:
+    if max_tokens is None and not counting:
         raise BadRequest("'max_tokens' is required and must be an integer of at least 1.", param="max_tokens")
     integer(max_tokens, "max_tokens", minimum=1)
     boolean(body.get("stream"), "stream")

@@ -35,6 +35,7 @@ from llmroute_proxy.routing.decide import BudgetInputs, decide
 from llmroute_proxy.routing.rules import RequestFacts
 from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
+from llmroute_proxy.server.counting import count_tokens
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.kept_responses import delete_response as delete_kept_response
 from llmroute_proxy.server.kept_responses import read_input_items as read_kept_input_items
@@ -65,6 +66,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/v1/messages", anthropic_messages)
+    app.router.add_post("/v1/messages/count_tokens", count_message_tokens)
     app.router.add_post("/v1/responses", create_response)
     app.router.add_get("/v1/responses/{response_id}", get_response)
     app.router.add_delete("/v1/responses/{response_id}", delete_response)
@@ -99,15 +101,46 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     body: Any = None
     try:
         body = await _read_json(request, sidecar)
-        try:
-            chat = ChatRequest(validate_chat(request_to_canonical(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body))
-        except AnthropicOnly as only:
-            chat = ChatRequest(validate_chat(routing_summary(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, only))
+        chat = _messages_request(body)
     except LLMRouteError as error:
-        model = body.get("model") if isinstance(body, dict) else None
-        return _error_response(AnthropicEncoder(model if isinstance(model, str) else ""), error,
-                               _early_headers(request, sidecar))
+        return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
+
+
+async def count_message_tokens(request: web.Request) -> web.StreamResponse:
+    """A Messages request's input tokens, counted where it would be sent (`server.counting`); never charged."""
+    sidecar = request.app[SIDECAR]
+    body: Any = None
+    try:
+        if sidecar.draining:
+            raise _Draining()
+        body = await _read_json(request, sidecar)
+        chat = _messages_request(body, counting=True)
+        route = _route(request, _table(sidecar))
+        facts = _facts(request, chat, "chat")
+        decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native)
+    except LLMRouteError as error:
+        return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
+    count = await count_tokens(sidecar, chat, decision, facts.prompt_tokens)
+    headers = count.headers(decision.route)
+    if count.error is not None:
+        return _error_response(_messages_encoder(body), count.error, headers)
+    return web.Response(body=count.body, headers=headers, content_type="application/json")
+
+
+def _messages_request(body: Any, counting: bool = False) -> ChatRequest:
+    """A Messages request (`counting`: a count-tokens one), canonical; one only Anthropic can serve is
+    summed up for the router, and keeps why (`NativeBody.only`)."""
+    try:
+        canonical = request_to_canonical(body, counting=counting)
+        return ChatRequest(validate_chat(canonical), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body))
+    except AnthropicOnly as only:
+        return ChatRequest(validate_chat(routing_summary(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, only))
+
+
+def _messages_encoder(body: Any) -> AnthropicEncoder:
+    model = body.get("model") if isinstance(body, dict) else None
+    return AnthropicEncoder(model if isinstance(model, str) else "")
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
@@ -252,9 +285,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         return _error_response(encoder, _Draining(), _early_headers(request, sidecar))
     try:
         route = _route(request, _table(sidecar))
-        facts = RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
-                             bool(chat.body.get("tools")), _user(chat.body),
-                             embedding_input=chat.body.get("input") if operation == "embeddings" else None)
+        facts = _facts(request, chat, operation)
         prompt_tokens = facts.prompt_tokens if route.budget is not None or sidecar.tpm_limited else 0
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native,
                           budget=_budget_inputs(sidecar, chat, prompt_tokens))
@@ -300,6 +331,13 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         scope.end(outcome.status, outcome.error_type, outcome.usage, outcome.cost_usd)
         sidecar.decisions.append(outcome)
         log_access(outcome)
+
+
+def _facts(request: web.Request, chat: ChatRequest, operation: str) -> RequestFacts:
+    """What the rules read of a request (`operation`: chat or embeddings)."""
+    return RequestFacts(chat.body["model"], chat.body.get("messages") or [], request.headers,
+                        bool(chat.body.get("tools")), _user(chat.body),
+                        embedding_input=chat.body.get("input") if operation == "embeddings" else None)
 
 
 def _budget_spent(route: Route, decision: BudgetDecision) -> LocalLimitExceeded:

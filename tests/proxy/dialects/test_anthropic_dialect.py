@@ -156,6 +156,19 @@ def test_invalid_requests_are_refused_with_their_path(body: Any, param: str | No
     assert caught.value.param == param
 
 
+def test_a_count_request_needs_no_max_tokens_but_a_message_does() -> None:
+    body = {"model": "claude", "system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]}
+
+    assert request_to_canonical(body, counting=True) == {
+        "model": "claude", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+    with pytest.raises(BadRequest) as caught:
+        request_to_canonical(body)
+    assert caught.value.param == "max_tokens"
+    with pytest.raises(BadRequest) as counted:
+        request_to_canonical({**body, "max_tokens": 0}, counting=True)
+    assert counted.value.param == "max_tokens"
+
+
 # ---- response ---------------------------------------------------------------------------
 
 USAGE = {"prompt_tokens": 1260, "completion_tokens": 40, "total_tokens": 1300,

@@ -59,11 +59,13 @@ def _plain_text(content: Any) -> str:
                          if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
     return ""
 
-def request_to_canonical(body: Any) -> JSON:
-    """The canonical OpenAI request for a Messages request; `BadRequest` names what is wrong."""
-    body = validate_messages(body)
-    out: JSON = {"model": body["model"], "messages": _system(body.get("system")) + _messages(body["messages"]),
-                 "max_completion_tokens": body["max_tokens"]}
+def request_to_canonical(body: Any, *, counting: bool = False) -> JSON:
+    """The canonical OpenAI request for a Messages request (`counting`: a count-tokens request, which
+    has no `max_tokens`); `BadRequest` names what is wrong."""
+    body = validate_messages(body, counting=counting)
+    out: JSON = {"model": body["model"], "messages": _system(body.get("system")) + _messages(body["messages"])}
+    if body.get("max_tokens") is not None:
+        out["max_completion_tokens"] = body["max_tokens"]
     _sampling(body, out)
     _tooling(body, out)
     _reasoning(body.get("thinking"), out)
