@@ -98,18 +98,20 @@ class NativeBody:
     `unserved`, when set, is the answer when no target speaks it (instead of a 400 naming `only`'s
     field): a conversation the sidecar does not hold is a 404 unless a provider may hold it; and
     `held_by`, when known, the one provider's store that holds it (`Target.response_store`: a provider
-    at one endpoint): only targets of that store may go.
+    at one endpoint): only targets of that store may go. `betas`: the client's `anthropic-beta` header
+    (Anthropic Messages), sent on with its body: the beta features a body may use.
     """
 
-    __slots__ = ("body", "dialect", "held_by", "only", "unserved")
+    __slots__ = ("betas", "body", "dialect", "held_by", "only", "unserved")
 
     def __init__(self, dialect: NativeDialect, body: dict[str, Any], only: BadRequest | None = None,
-                 unserved: RequestError | None = None, held_by: str = "") -> None:
+                 unserved: RequestError | None = None, held_by: str = "", betas: str = "") -> None:
         self.dialect = dialect
         self.body = body
         self.only = only
         self.unserved = unserved
         self.held_by = held_by
+        self.betas = betas
 
     def spoken_by(self, target: Target) -> bool:
         """Whether the target takes this dialect natively: its provider type does, or it is an

@@ -51,7 +51,7 @@ class AnthropicProvider:
             body = {**native, "model": target.model}
         else:
             body = messages_body(request.body, target.model)
-        return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages", _headers(target),
+        return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages", _headers(target, request),
                                orjson.dumps(body))
 
     def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
@@ -63,7 +63,7 @@ class AnthropicProvider:
         else:
             body = {name: value for name, value in messages_body(request.body, target.model).items()
                     if name not in _GENERATION_ONLY}
-        return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages/count_tokens", _headers(target),
+        return UpstreamRequest("POST", target.url.rstrip("/") + "/v1/messages/count_tokens", _headers(target, request),
                                orjson.dumps(body))
 
     def counted_tokens(self, body: bytes) -> int | None:
@@ -104,10 +104,15 @@ class AnthropicProvider:
         return None  # Anthropic keeps no Responses: the sidecar made those it answered
 
 
-def _headers(target: Target) -> dict[str, str]:
+def _headers(target: Target, request: ChatRequest | None = None) -> dict[str, str]:
+    """The provider's own key, and the beta features of the client's own Messages request (its
+    `anthropic-beta`: what its body may use), the one client header sent on."""
     headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
     if target.credential:
         headers["x-api-key"] = target.credential.reveal()
+    native = request.native if request is not None else None
+    if native is not None and native.betas and native.dialect is NativeDialect.ANTHROPIC_MESSAGES:
+        headers["anthropic-beta"] = native.betas
     return headers
 
 

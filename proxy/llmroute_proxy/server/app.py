@@ -13,7 +13,12 @@ from aiohttp import hdrs, web
 from aiohttp.web_request import BaseRequest
 
 from llmroute_proxy.dialects.anthropic.encoder import AnthropicEncoder
-from llmroute_proxy.dialects.anthropic.request_in import AnthropicOnly, request_to_canonical, routing_summary
+from llmroute_proxy.dialects.anthropic.request_in import (
+    AnthropicOnly,
+    beta_features,
+    request_to_canonical,
+    routing_summary,
+)
 from llmroute_proxy.dialects.base import ChatRequest, Encoder, NativeBody, NativeDialect
 from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
 from llmroute_proxy.dialects.responses import items as responses_items
@@ -101,7 +106,7 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     body: Any = None
     try:
         body = await _read_json(request, sidecar)
-        chat = _messages_request(body)
+        chat = _messages_request(body, beta_features(request.headers.get("anthropic-beta")))
     except LLMRouteError as error:
         return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
     return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
@@ -115,7 +120,7 @@ async def count_message_tokens(request: web.Request) -> web.StreamResponse:
         if sidecar.draining:
             raise _Draining()
         body = await _read_json(request, sidecar)
-        chat = _messages_request(body, counting=True)
+        chat = _messages_request(body, beta_features(request.headers.get("anthropic-beta")), counting=True)
         route = _route(request, _table(sidecar))
         facts = _facts(request, chat, "chat")
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native)
@@ -128,14 +133,15 @@ async def count_message_tokens(request: web.Request) -> web.StreamResponse:
     return web.Response(body=count.body, headers=headers, content_type="application/json")
 
 
-def _messages_request(body: Any, counting: bool = False) -> ChatRequest:
+def _messages_request(body: Any, betas: str, counting: bool = False) -> ChatRequest:
     """A Messages request (`counting`: a count-tokens one), canonical; one only Anthropic can serve is
     summed up for the router, and keeps why (`NativeBody.only`)."""
     try:
         canonical = request_to_canonical(body, counting=counting)
-        return ChatRequest(validate_chat(canonical), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body))
+        return ChatRequest(validate_chat(canonical), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, betas=betas))
     except AnthropicOnly as only:
-        return ChatRequest(validate_chat(routing_summary(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, only))
+        return ChatRequest(validate_chat(routing_summary(body)), NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body, only,
+                                                                        betas=betas))
 
 
 def _messages_encoder(body: Any) -> AnthropicEncoder:

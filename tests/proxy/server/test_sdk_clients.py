@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import anthropic
 import openai
@@ -169,6 +170,28 @@ def test_the_anthropic_sdk_lists_and_retrieves_models_in_anthropics_shape(stack:
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.models.retrieve("claude-9")
     assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+BETAS = ["interleaved-thinking-2025-05-14", "context-management-2025-06-27"]
+
+
+def test_an_anthropic_clients_beta_features_reach_anthropic_and_only_anthropic(stack: Stack) -> None:
+    """Claude refuses a body that uses a beta feature without its `anthropic-beta`: the one client
+    header sent on, and only with the client's own Messages body."""
+    client = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+    hi: Any = [{"role": "user", "content": "hi"}]
+    client.beta.messages.create(model="anthropic", max_tokens=50, messages=hi, betas=BETAS)
+    assert last_request(stack, "claude").headers["anthropic-beta"] == ",".join(BETAS)
+    client.beta.messages.count_tokens(model="anthropic", messages=hi, betas=BETAS)  # the SDK adds its own
+    assert set(BETAS) < set(last_request(stack, "claude").headers["anthropic-beta"].split(","))
+    client.beta.messages.create(model="openai", max_tokens=50, messages=hi, betas=BETAS)
+    assert "anthropic-beta" not in last_request(stack, "oai").headers
+    openai_client(stack).chat.completions.create(model="anthropic", messages=hi)
+    assert "anthropic-beta" not in last_request(stack, "claude").headers
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="anthropic", max_tokens=50, messages=hi,
+                               extra_headers={"anthropic-beta": "a;b=c"})
+    assert "anthropic-beta" in refused.value.message
 
 
 def test_the_apps_authorization_is_never_forwarded_upstream(stack: Stack) -> None:

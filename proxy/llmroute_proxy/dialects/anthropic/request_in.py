@@ -10,6 +10,7 @@ The answers go back through `answer_out`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llmroute_proxy.dialects.anthropic.wire import tool_call
@@ -19,6 +20,8 @@ from llmroute_proxy.validation import validate_messages
 JSON = dict[str, Any]
 
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+_BETAS = re.compile(r"[A-Za-z0-9._-]+(?:\s*,\s*[A-Za-z0-9._-]+)*")
+MAX_BETAS_LENGTH = 1024
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
@@ -29,6 +32,16 @@ _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 class AnthropicOnly(BadRequest):
     """A valid Messages request using what only Anthropic serves (server tools, URL documents,
     block types without a canonical form): it can go to Anthropic targets only, natively."""
+
+
+def beta_features(header: str | None) -> str:
+    """The client's `anthropic-beta` header (the beta features it asks of Claude, comma-separated), to
+    be sent on to Anthropic targets; "" when it sent none. `BadRequest` when it is not a list of names."""
+    value = (header or "").strip()
+    if value and (len(value) > MAX_BETAS_LENGTH or _BETAS.fullmatch(value) is None):
+        raise BadRequest("The anthropic-beta header must be a comma-separated list of beta feature names.",
+                         param="anthropic-beta")
+    return value
 
 
 def routing_summary(body: JSON) -> JSON:
