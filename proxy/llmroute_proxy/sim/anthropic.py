@@ -280,7 +280,20 @@ def _request_problem(request: web.Request, body: Any, required: tuple[str, ...])
         return "anthropic-version: header is required"
     if not isinstance(body, dict):
         return "There was an error parsing the body of your request as JSON."
-    return next((f"{field}: Field required" for field in required if body.get(field) is None), None)
+    missing = next((f"{field}: Field required" for field in required if body.get(field) is None), None)
+    return missing or _beta_problem(request, body)
+
+
+_BETA_FIELDS = {"context_management": frozenset({"context-management-2025-06-27", "compact-2026-01-12"}),
+                "mcp_servers": frozenset({"mcp-client-2025-04-04", "mcp-client-2025-11-20"})}
+"""Fields Claude takes only with one of their beta features in `anthropic-beta`; without, they are
+unknown fields (Claude Code sends `context_management` with its beta)."""
+
+
+def _beta_problem(request: web.Request, body: dict[str, Any]) -> str | None:
+    betas = {name.strip() for name in request.headers.get("anthropic-beta", "").split(",")}
+    return next((f"{field}: Extra inputs are not permitted" for field, features in _BETA_FIELDS.items()
+                 if field in body and not betas & features), None)
 
 
 def _prompt_problem(messages: list[Any]) -> str | None:

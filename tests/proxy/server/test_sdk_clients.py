@@ -188,6 +188,10 @@ def test_an_anthropic_clients_beta_features_reach_anthropic_and_only_anthropic(s
     assert "anthropic-beta" not in last_request(stack, "oai").headers
     openai_client(stack).chat.completions.create(model="anthropic", messages=hi)
     assert "anthropic-beta" not in last_request(stack, "claude").headers
+    edits = {"edits": [{"type": "clear_tool_uses_20250919"}]}  # as Claude Code sends it, with its beta
+    client.beta.messages.create(model="anthropic", max_tokens=50, messages=hi, betas=BETAS,
+                                extra_body={"context_management": edits})
+    assert last_request(stack, "claude").body["context_management"] == edits
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model="anthropic", max_tokens=50, messages=hi,
                                extra_headers={"anthropic-beta": "a;b=c"})

@@ -358,3 +358,15 @@ async def test_count_tokens_checks_the_key(sim: SimServer, client: Client) -> No
     with pytest.raises(anthropic.AuthenticationError):
         await client(sim, key="sk-ant-wrong").messages.count_tokens(model=MODEL, messages=MESSAGES)
     assert (await client(sim).messages.count_tokens(model=MODEL, messages=MESSAGES)).input_tokens == INPUT_TOKENS
+
+
+async def test_a_beta_field_is_refused_without_its_beta_feature_as_claude_refuses_it(
+        sim: SimServer, client: Client) -> None:
+    api = client(sim)
+    edits = {"edits": [{"type": "clear_tool_uses_20250919"}]}
+    with pytest.raises(anthropic.BadRequestError, match="context_management: Extra inputs are not permitted"):
+        await api.messages.create(model=MODEL, max_tokens=50, messages=MESSAGES, extra_body={"context_management": edits})
+    message = await api.messages.create(model=MODEL, max_tokens=50, messages=MESSAGES,
+                                        extra_body={"context_management": edits},
+                                        extra_headers={"anthropic-beta": "context-management-2025-06-27"})
+    assert message.stop_reason == "end_turn"
