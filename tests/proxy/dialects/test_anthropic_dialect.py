@@ -146,6 +146,8 @@ BASE = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content":
      "messages[0].content[0].type"),
     ({**BASE, "system": [{"type": "image"}]}, "system[0].type"),
     ({**BASE, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
+    ({**BASE, "mcp_servers": [{"type": "url", "url": "https://mcp.example.test", "name": "docs"}]}, "mcp_servers"),
+    ({**BASE, "container": "container_011"}, "container"),
     ({**BASE, "tools": [{"name": "f"}]}, "tools[0].input_schema"),
     ({**BASE, "tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
     ({**BASE, "stop_sequences": "END"}, "stop_sequences"),

@@ -257,6 +257,28 @@ def test_an_anthropic_only_messages_request_goes_natively_to_anthropic_targets(s
     assert sent["tools"] == [WEB_SEARCH]  # forwarded as the client wrote it
 
 
+MCP = [{"type": "url", "url": "https://mcp.example.test/sse", "name": "docs"}]
+
+
+def test_mcp_servers_are_served_only_by_anthropic_and_context_management_is_left_out_elsewhere(
+        stack: Stack) -> None:
+    """Claude calls the MCP servers itself: another provider would answer without their tools."""
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+    ask: Any = [{"role": "user", "content": "what do the docs say?"}]
+    client.beta.messages.create(model="anthropic", max_tokens=100, messages=ask, betas=["mcp-client-2025-04-04"],
+                                extra_body={"mcp_servers": MCP})
+    assert last_request(stack, "claude").body["mcp_servers"] == MCP
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.beta.messages.create(model="openai", max_tokens=100, messages=ask, betas=["mcp-client-2025-04-04"],
+                                    extra_body={"mcp_servers": MCP})
+    assert caught.value.body["error"]["message"].startswith("Claude itself calls the MCP servers")  # type: ignore[index]
+    edits = {"edits": [{"type": "clear_tool_uses_20250919"}]}
+    answer = client.beta.messages.create(model="gemini", max_tokens=100, messages=ask,
+                                         betas=["context-management-2025-06-27"],
+                                         extra_body={"context_management": edits})
+    assert answer.content and "context_management" not in last_request(stack, "gem").body
+
+
 def test_an_anthropic_only_messages_request_is_refused_where_no_anthropic_target_exists(stack: Stack) -> None:
     client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
     with pytest.raises(anthropic.BadRequestError) as caught:

@@ -76,6 +76,7 @@ def request_to_canonical(body: Any, *, counting: bool = False) -> JSON:
     """The canonical OpenAI request for a Messages request (`counting`: a count-tokens request, which
     has no `max_tokens`); `BadRequest` names what is wrong."""
     body = validate_messages(body, counting=counting)
+    _anthropic_only_fields(body)
     out: JSON = {"model": body["model"], "messages": _system(body.get("system")) + _messages(body["messages"])}
     if body.get("max_tokens") is not None:
         out["max_completion_tokens"] = body["max_tokens"]
@@ -90,6 +91,20 @@ def request_to_canonical(body: Any, *, counting: bool = False) -> JSON:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return out
+
+
+_ANTHROPIC_ONLY_FIELDS = {
+    "mcp_servers": "Claude itself calls the MCP servers in `mcp_servers`",
+    "container": "`container` names a code-execution container of Anthropic's",
+}
+"""Top-level fields whose loss would change the answer and that no other provider can take. (Others
+are left out for them: `context_management` only trims what Claude reads of the conversation.)"""
+
+
+def _anthropic_only_fields(body: JSON) -> None:
+    for field, why in _ANTHROPIC_ONLY_FIELDS.items():
+        if body.get(field):
+            raise AnthropicOnly(f"{why}: it cannot be translated for this route.", param=field)
 
 
 def _system(system: Any) -> list[JSON]:
