@@ -316,11 +316,17 @@ def _anthropic_system(system: Any) -> None:
                          param="system")
 
 
+_MESSAGES_ROLES = ("user", "assistant", "system")
+"""A `system` message mid-conversation is Claude's beta `mid-conversation-system-2026-04-07` (Claude
+Code sends one in every request): Claude takes it with that beta, and every other provider as the
+system message it is."""
+
+
 def _anthropic_message(message: Any, path: str, last: bool) -> None:
     message = _required_object(message, path)
     role = message.get("role")
-    if not isinstance(role, str) or role not in ("user", "assistant"):
-        raise BadRequest(f"{path}.role must be user or assistant; got {_shown(role)}.", param=f"{path}.role")
+    if not isinstance(role, str) or role not in _MESSAGES_ROLES:
+        raise BadRequest(f"{path}.role must be user, assistant or system; got {_shown(role)}.", param=f"{path}.role")
     content = message.get("content")
     if content in ("", []) and not (last and role == "assistant"):
         raise BadRequest(f"{path}.content must not be empty (only a final assistant message may be).",

@@ -290,10 +290,20 @@ _BETA_FIELDS = {"context_management": frozenset({"context-management-2025-06-27"
 unknown fields (Claude Code sends `context_management` with its beta)."""
 
 
+_MID_CONVERSATION_SYSTEM = "mid-conversation-system-2026-04-07"
+"""The beta under which a message may have the role `system` (Claude Code sends one in every request)."""
+
+
 def _beta_problem(request: web.Request, body: dict[str, Any]) -> str | None:
     betas = {name.strip() for name in request.headers.get("anthropic-beta", "").split(",")}
-    return next((f"{field}: Extra inputs are not permitted" for field, features in _BETA_FIELDS.items()
-                 if field in body and not betas & features), None)
+    field = next((f"{field}: Extra inputs are not permitted" for field, features in _BETA_FIELDS.items()
+                  if field in body and not betas & features), None)
+    if field is not None or _MID_CONVERSATION_SYSTEM in betas:
+        return field
+    messages = body.get("messages")
+    return next((f"messages.{i}.role: Input should be 'user' or 'assistant'"
+                 for i, message in enumerate(messages if isinstance(messages, list) else ())
+                 if isinstance(message, dict) and message.get("role") == "system"), None)
 
 
 def _prompt_problem(messages: list[Any]) -> str | None:

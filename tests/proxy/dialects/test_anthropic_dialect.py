@@ -130,7 +130,9 @@ BASE = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content":
     ({**BASE, "max_tokens": 0}, "max_tokens"),
     ({**BASE, "max_tokens": True}, "max_tokens"),
     ({**BASE, "messages": []}, "messages"),
-    ({**BASE, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({**BASE, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({**BASE, "messages": [{"role": "user", "content": "x"}, {"role": "system", "content": [{"type": "image"}]}]},
+     "messages[1].content[0].type"),
     ({**BASE, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ({**BASE, "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": [{"text": "b"}]}]},
      "messages[1].content[0].type"),
@@ -156,6 +158,16 @@ def test_invalid_requests_are_refused_with_their_path(body: Any, param: str | No
     with pytest.raises(BadRequest) as caught:
         request_to_canonical(body)
     assert caught.value.param == param
+
+
+def test_a_system_message_mid_conversation_stays_where_it_was_said() -> None:
+    """Claude's beta `mid-conversation-system-2026-04-07`, which Claude Code uses in every request."""
+    body = {**BASE, "messages": [{"role": "user", "content": "hi"},
+                                 {"role": "system", "content": [{"type": "text", "text": "Agents: a, b."}]},
+                                 {"role": "assistant", "content": "Hello."}]}
+    assert request_to_canonical(body)["messages"] == [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": "Agents: a, b."},
+        {"role": "assistant", "content": "Hello."}]
 
 
 def test_a_count_request_needs_no_max_tokens_but_a_message_does() -> None:

@@ -370,3 +370,13 @@ async def test_a_beta_field_is_refused_without_its_beta_feature_as_claude_refuse
                                         extra_body={"context_management": edits},
                                         extra_headers={"anthropic-beta": "context-management-2025-06-27"})
     assert message.stop_reason == "end_turn"
+
+
+async def test_a_system_message_mid_conversation_needs_its_beta_as_claude_wants(sim: SimServer, client: Client) -> None:
+    api = client(sim)
+    messages: Any = [*MESSAGES, {"role": "system", "content": "Be brief."}]
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.1\.role: Input should be 'user' or 'assistant'"):
+        await api.messages.create(model=MODEL, max_tokens=50, messages=messages)
+    message = await api.messages.create(model=MODEL, max_tokens=50, messages=messages,
+                                        extra_headers={"anthropic-beta": "mid-conversation-system-2026-04-07"})
+    assert message.stop_reason == "end_turn"

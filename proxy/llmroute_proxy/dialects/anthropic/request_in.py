@@ -114,8 +114,14 @@ def _system(system: Any) -> list[JSON]:
         return [{"role": "system", "content": system}]
     if not isinstance(system, list):
         raise BadRequest("`system` must be a string or an array of text blocks.", param="system")
-    parts = [_text_part(block, f"system[{k}]") for k, block in enumerate(system)]
-    return [{"role": "system", "content": _collapse(parts)}] if parts else []
+    return [{"role": "system", "content": _system_content(system, "system")}] if system else []
+
+
+def _system_content(content: str | list[Any], path: str) -> str | list[JSON]:
+    """System text: a string, or text blocks (their `cache_control` kept)."""
+    if isinstance(content, str):
+        return content
+    return _collapse([_text_part(block, f"{path}[{k}]") for k, block in enumerate(content)])
 
 
 def _messages(messages: Any) -> list[JSON]:
@@ -127,12 +133,14 @@ def _messages(messages: Any) -> list[JSON]:
         if not isinstance(message, dict):
             raise BadRequest("Each message must be an object.", param=path)
         role, content = message.get("role"), message.get("content")
-        if role not in ("user", "assistant"):
-            raise BadRequest("`role` must be user or assistant.", param=f"{path}.role")
+        if role not in ("user", "assistant", "system"):
+            raise BadRequest("`role` must be user, assistant or system.", param=f"{path}.role")
         if not isinstance(content, (str, list)):
             raise BadRequest("`content` must be a string or an array of blocks.", param=f"{path}.content")
         if role == "user":
             out.extend(_user_messages(content, f"{path}.content"))
+        elif role == "system":  # mid-conversation, where it was said
+            out.append({"role": "system", "content": _system_content(content, f"{path}.content")})
         else:
             out.append(_assistant_message(content, f"{path}.content"))
     return out

@@ -1,0 +1,74 @@
+"""Claude Code's own request, as version 2.1.197 sends it, through the sidecar to every provider type.
+
+The shape was captured from the real CLI pointed at a local server: a `system` message in the middle
+of the conversation (its beta `mid-conversation-system-2026-04-07`), `context_management`,
+`output_config.effort`, adaptive thinking, cached system blocks, tools with a `$schema`, and seven
+beta features in `anthropic-beta`. Before, the sidecar refused every such request (400: role must be
+user or assistant), so Claude Code could not use it at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import pytest
+
+from tests.proxy.server.conftest import last_request
+from tests.proxy.stack import Stack
+
+BETAS = ["claude-code-20250219", "interleaved-thinking-2025-05-14", "thinking-token-count-2026-05-13",
+         "context-management-2025-06-27", "prompt-caching-scope-2026-01-05", "mid-conversation-system-2026-04-07",
+         "effort-2025-11-24"]
+AGENTS = "Available agent types for the Agent tool:\n- claude: Catch-all for any task."
+MESSAGES: Any = [
+    {"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>\nAs you answer the user's questions, use this context.\n"
+                                 "</system-reminder>"},
+        {"type": "text", "text": "Say hi"}]},
+    {"role": "system", "content": AGENTS},
+]
+SYSTEM: Any = [
+    {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197"},
+    {"type": "text", "text": "You are a Claude agent.", "cache_control": {"type": "ephemeral"}},
+]
+BASH: Any = {"name": "Bash", "description": "Run a command.", "input_schema": {
+    "$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "additionalProperties": False,
+    "properties": {"command": {"type": "string"}}, "required": ["command"]}}
+EXTRA = {"context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+         "output_config": {"effort": "high"}}
+
+
+def claude_code(stack: Stack, tier: str) -> Any:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="sk-app", max_retries=0)
+    with client.beta.messages.stream(
+            model=tier, max_tokens=8000, system=SYSTEM, messages=MESSAGES, tools=[BASH], betas=BETAS,
+            thinking={"type": "adaptive"},  # type: ignore[typeddict-item]
+            metadata={"user_id": '{"device_id":"f209","session_id":"79d0"}'},
+            extra_body=EXTRA) as stream:
+        return stream.get_final_message()
+
+
+def answered(message: Any) -> bool:
+    """A text answer, or a call of Claude Code's tool (a simulator may choose either)."""
+    return any((block.type == "text" and "You said: <system-reminder>" in block.text)
+               or (block.type == "tool_use" and block.name == "Bash") for block in message.content)
+
+
+def test_claude_code_is_answered_by_claude_with_its_request_as_it_sent_it(stack: Stack) -> None:
+    assert answered(claude_code(stack, "anthropic"))
+    sent = last_request(stack, "claude")
+    assert sent.body["messages"] == MESSAGES and sent.body["context_management"] == EXTRA["context_management"]
+    assert sent.headers["anthropic-beta"].split(",") == BETAS
+
+
+@pytest.mark.parametrize(("tier", "sim"), [("openai", "oai"), ("gemini", "gem")])
+def test_claude_code_is_answered_by_other_providers_with_its_system_message_where_it_said_it(
+        stack: Stack, tier: str, sim: str) -> None:
+    assert answered(claude_code(stack, tier))
+    sent = last_request(stack, sim).body
+    if sim == "oai":
+        roles = [message["role"] for message in sent["messages"]]
+        assert roles == ["system", "user", "system"] and sent["messages"][2]["content"] == AGENTS
+    else:
+        assert {"text": AGENTS} in sent["systemInstruction"]["parts"] and "context_management" not in sent
