@@ -148,6 +148,14 @@ class ChatRequest:
         (Anthropic's `thinking`, a translated Responses `reasoning.effort`), not the client's own field."""
         return self.native is not None and "reasoning_effort" in self.body
 
+    def with_output_limit(self, most: int) -> ChatRequest:
+        """The request asking for at most `most` output tokens; itself when it asks for no more."""
+        asked = self.max_output_tokens
+        if asked is None or asked <= most:
+            return self
+        field = "max_completion_tokens" if "max_completion_tokens" in self.body else "max_tokens"
+        return ChatRequest({**self.body, field: most}, self.native)
+
     def without_reasoning_hint(self) -> ChatRequest:
         return ChatRequest({k: v for k, v in self.body.items() if k != "reasoning_effort"}, self.native)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -228,30 +229,68 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
 
 
 async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
-    """The attempt's answer (a 2xx), or its error, classified. A Claude that refuses thinking blocks
-    another account signed is asked again at once without them (`_refuses_foreign_thinking`). A target
-    that refuses a reasoning hint the sidecar translated from the client's own thinking control (OpenAI's
-    gpt-4o refuses `reasoning_effort`) is asked again at once without it: the client asked for thinking
-    where the model has it, not for a model that has it, and failing over on that would fail every target
-    alike. A target that refused it once is sent later requests without it at once."""
+    """The attempt's answer (a 2xx), or its error, classified. A target that refuses what the sidecar
+    carried or translated for the client, not the client's own request, is asked again at once without it,
+    within the attempt (`_mended`); what a target refused once is not sent it again (`_as_target_takes`)."""
     target = run.attempt.target
-    refusers = sidecar.refuses_reasoning_hint
-    if refusers and target.id in refusers and ex.chat.translated_reasoning_hint:
-        return await _answered(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), target))
+    chat = _as_target_takes(sidecar, ex.chat, target)
+    if chat is not ex.chat:
+        upstream_request = run.provider.chat_request(chat, target)
     upstream = await _send(sidecar, run, upstream_request)
     if upstream.status < 300:
         return upstream
     error = await _classified(run.provider, upstream)
-    if _refuses_foreign_thinking(ex.chat, error):
+    mended = _mended(sidecar, chat, target, error)
+    if mended is None:
+        raise error
+    return await _answered(sidecar, run, run.provider.chat_request(mended, target))
+
+
+def _as_target_takes(sidecar: Sidecar, chat: ChatRequest, target: Target) -> ChatRequest:
+    """The request without what the target refused before: a translated reasoning hint, more output
+    tokens than it gives."""
+    if target.id in sidecar.refuses_reasoning_hint and chat.translated_reasoning_hint:
+        chat = chat.without_reasoning_hint()
+    most = sidecar.output_limits.get(target.id)
+    if most is not None and _translated_for(chat, target):
+        chat = chat.with_output_limit(most)
+    return chat
+
+
+def _mended(sidecar: Sidecar, chat: ChatRequest, target: Target, error: UpstreamError) -> ChatRequest | None:
+    """The request to ask the target again at once, when it refused only what the sidecar carried or
+    translated for the client; None when the refusal is the client's own.
+
+    - A Claude that refuses thinking blocks another account signed (`_refuses_foreign_thinking`):
+      without them, thinking off for this turn.
+    - A target that refuses a reasoning hint translated from the client's own thinking control (OpenAI's
+      gpt-4o refuses `reasoning_effort`): without it. The client asked for thinking where the model has
+      it, not for a model that has it; failing over on that would fail every target alike.
+    - A target that gives fewer output tokens than a translated request asks (Claude Code asks 32,000 of
+      whatever answers; gpt-4o gives 16,384): with the most it states. "Up to N" was asked of a model
+      family the client chose, not of this one.
+    The last two are remembered for the target until the next table."""
+    if _refuses_foreign_thinking(chat, error):
         log.info("%s refused the signature of a thinking block another account wrote; asked again without the "
                  "blocks, thinking off for this turn", target.id)
-        return await _answered(sidecar, run, run.provider.chat_request(ex.chat.without_thinking_blocks(), target))
-    if not (ex.chat.translated_reasoning_hint and _refuses_reasoning_hint(error)):
-        raise error
-    log.info("%s refused the reasoning hint translated from the client's request; asked again without it, "
-             "and will send it none from now on", target.id)
-    sidecar.refuses_reasoning_hint.add(target.id)
-    return await _answered(sidecar, run, run.provider.chat_request(ex.chat.without_reasoning_hint(), target))
+        return chat.without_thinking_blocks()
+    if chat.translated_reasoning_hint and _refuses_reasoning_hint(error):
+        log.info("%s refused the reasoning hint translated from the client's request; asked again without it, "
+                 "and will send it none from now on", target.id)
+        sidecar.refuses_reasoning_hint.add(target.id)
+        return chat.without_reasoning_hint()
+    most = stated_output_limit(error) if _translated_for(chat, target) else None
+    if most is not None and chat.with_output_limit(most) is not chat:
+        log.info("%s gives at most %d output tokens, fewer than the translated request asked; asked again for "
+                 "%d, and will be from now on", target.id, most, most)
+        sidecar.output_limits[target.id] = most
+        return chat.with_output_limit(most)
+    return None
+
+
+def _translated_for(chat: ChatRequest, target: Target) -> bool:
+    """Whether the target is sent the sidecar's translation of the client's request, not its own body."""
+    return chat.native is not None and not chat.native.spoken_by(target)
 
 
 async def _answered(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
@@ -272,6 +311,18 @@ def _refuses_foreign_thinking(chat: ChatRequest, error: UpstreamError) -> bool:
         return False
     return (error.kind is FailureKind.CLIENT_ERROR and refuses_signature(error.message)
             and chat.without_thinking_blocks() is not chat)
+
+
+_OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens")
+
+
+def stated_output_limit(error: UpstreamError) -> int | None:
+    """The most output tokens a target says it gives, when it refused a request for asking more
+    (OpenAI: 400 `max_tokens is too large: N. This model supports at most M completion tokens…`)."""
+    if error.kind is not FailureKind.CLIENT_ERROR or error.param not in ("max_tokens", "max_completion_tokens"):
+        return None
+    found = _OUTPUT_LIMIT.search(error.message)
+    return int(found.group(1)) if found and int(found.group(1)) > 0 else None
 
 
 def _refuses_reasoning_hint(error: UpstreamError) -> bool:

@@ -113,6 +113,7 @@ class Sidecar:
     held_secrets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
     """Secrets by where they come from: the table's keys, the previous table's, the operator token."""
     refuses_reasoning_hint: set[TargetId] = field(default_factory=set)
+    output_limits: dict[TargetId, int] = field(default_factory=dict)  # the most output tokens a target said it gives
     """Targets that refused a reasoning hint the sidecar translated (gpt-4o and `reasoning_effort`): sent
     without it from then on, not refused again on every request. Forgotten with each new table."""
 
@@ -147,6 +148,7 @@ class Sidecar:
         self.table = table
         self.table_loaded_at = self.wallclock()
         self.refuses_reasoning_hint.clear()
+        self.output_limits.clear()
         if previous != table.version:
             log.info("routing table %s installed (was %s)", table.version, previous or "none")
 

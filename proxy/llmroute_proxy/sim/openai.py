@@ -228,6 +228,9 @@ def _usage(answer: _Answer, cached: int) -> dict[str, Any]:
     }
 
 
+OUTPUT_LIMITS = {"gpt-4o-mini": 16384, "gpt-4o": 16384}
+"""The most completion tokens a model takes (OpenAI refuses more with a 400 that states it)."""
+
 NON_REASONING_MODELS = ("gpt-4", "gpt-3.5", "chatgpt-4o")
 """Models (and, on Azure, deployments named after them) that refuse `reasoning_effort` with a 400: the
 o-series, gpt-5 and gpt-oss reason; gpt-4o and gpt-4.1 do not."""
@@ -247,7 +250,17 @@ def _validate_chat(body: Any) -> tuple[str, str | None, str | None] | None:
     if "reasoning_effort" in body and str(body["model"]).startswith(NON_REASONING_MODELS):
         return ("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
                 "reasoning_effort", "unsupported_parameter")
-    return None
+    return _output_limit_problem(body)
+
+
+def _output_limit_problem(body: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
+    most = OUTPUT_LIMITS.get(str(body["model"]))
+    param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    asked = body.get(param)
+    if most is None or not isinstance(asked, int) or asked <= most:
+        return None
+    return (f"{param} is too large: {asked}. This model supports at most {most} completion tokens, whereas you "
+            f"provided {asked}.", param, "invalid_value")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

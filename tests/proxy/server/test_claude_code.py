@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
-from tests.proxy.server.conftest import last_request
+from tests.proxy.server.conftest import last_request, sim_requests
 from tests.proxy.stack import Stack
 
 BETAS = ["claude-code-20250219", "interleaved-thinking-2025-05-14", "thinking-token-count-2026-05-13",
@@ -72,3 +73,23 @@ def test_claude_code_is_answered_by_other_providers_with_its_system_message_wher
         assert roles == ["system", "user", "system"] and sent["messages"][2]["content"] == AGENTS
     else:
         assert {"text": AGENTS} in sent["systemInstruction"]["parts"] and "context_management" not in sent
+
+
+def test_claude_codes_32000_output_tokens_are_asked_of_gpt_4o_mini_as_the_16384_it_gives(stack: Stack) -> None:
+    """OpenAI refuses more than a model gives (400, stating the most); the limit was chosen for Claude."""
+    client = anthropic.Anthropic(base_url=stack.url, api_key="sk-app", max_retries=0)
+    hi: Any = [{"role": "user", "content": "hi"}]
+    before = sim_requests(stack, "oai")
+    first = client.messages.with_raw_response.create(model="openai", max_tokens=32000, messages=hi, timeout=30)
+    assert first.parse().content and first.headers["x-llmroute-attempts"] == "1"
+    assert sim_requests(stack, "oai") == before + 2  # refused for 32000, answered for 16384
+    assert last_request(stack, "oai").body["max_completion_tokens"] == 16384
+    client.messages.create(model="openai", max_tokens=32000, messages=hi, timeout=30)
+    assert sim_requests(stack, "oai") == before + 3  # the target's limit is remembered: asked once
+
+
+def test_an_openai_clients_own_output_limit_is_its_own_choice(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="sk-app", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="openai", max_tokens=32000, messages=[{"role": "user", "content": "hi"}])
+    assert "supports at most 16384 completion tokens" in refused.value.message
