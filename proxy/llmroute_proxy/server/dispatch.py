@@ -236,14 +236,21 @@ async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request
     chat = _as_target_takes(sidecar, ex.chat, target)
     if chat is not ex.chat:
         upstream_request = run.provider.chat_request(chat, target)
-    upstream = await _send(sidecar, run, upstream_request)
-    if upstream.status < 300:
-        return upstream
-    error = await _classified(run.provider, upstream)
-    mended = _mended(sidecar, chat, target, error)
-    if mended is None:
-        raise error
-    return await _answered(sidecar, run, run.provider.chat_request(mended, target))
+    for _ in range(_MENDS):  # each kind of mending takes away what was refused: it is not refused again
+        upstream = await _send(sidecar, run, upstream_request)
+        if upstream.status < 300:
+            return upstream
+        error = await _classified(run.provider, upstream)
+        mended = _mended(sidecar, chat, target, error)
+        if mended is None:
+            raise error
+        chat, upstream_request = mended, run.provider.chat_request(mended, target)
+    return await _answered(sidecar, run, upstream_request)
+
+
+_MENDS = 3
+"""The kinds of mending `_mended` knows: a request may need each once (Claude Code's to gpt-4o: its
+reasoning hint, then its output limit)."""
 
 
 def _as_target_takes(sidecar: Sidecar, chat: ChatRequest, target: Target) -> ChatRequest:

@@ -40,10 +40,10 @@ EXTRA = {"context_management": {"edits": [{"type": "clear_thinking_20251015", "k
          "output_config": {"effort": "high"}}
 
 
-def claude_code(stack: Stack, tier: str) -> Any:
+def claude_code(stack: Stack, tier: str, max_tokens: int = 8000) -> Any:
     client = anthropic.Anthropic(base_url=stack.url, api_key="sk-app", max_retries=0)
     with client.beta.messages.stream(
-            model=tier, max_tokens=8000, system=SYSTEM, messages=MESSAGES, tools=[BASH], betas=BETAS,
+            model=tier, max_tokens=max_tokens, system=SYSTEM, messages=MESSAGES, tools=[BASH], betas=BETAS,
             thinking={"type": "adaptive"},  # type: ignore[typeddict-item]
             metadata={"user_id": '{"device_id":"f209","session_id":"79d0"}'},
             extra_body=EXTRA) as stream:
@@ -93,3 +93,14 @@ def test_an_openai_clients_own_output_limit_is_its_own_choice(stack: Stack) -> N
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="openai", max_tokens=32000, messages=[{"role": "user", "content": "hi"}])
     assert "supports at most 16384 completion tokens" in refused.value.message
+
+
+def test_claude_codes_own_request_is_mended_twice_for_gpt_4o_mini_within_one_attempt(stack: Stack) -> None:
+    """Its adaptive thinking becomes a reasoning hint gpt-4o-mini refuses, then its 32,000 output tokens
+    are more than the model gives: each refusal is of the sidecar's translation, mended at once."""
+    stack.call(lambda: (stack.sidecar.refuses_reasoning_hint.clear(), stack.sidecar.output_limits.clear()))
+    before = sim_requests(stack, "oai")  # as on a new table: nothing learnt of the target yet
+    assert answered(claude_code(stack, "openai", max_tokens=32000))
+    sent = last_request(stack, "oai").body
+    assert "reasoning_effort" not in sent and sent["max_completion_tokens"] == 16384
+    assert sim_requests(stack, "oai") == before + 3
