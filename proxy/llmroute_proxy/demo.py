@@ -31,8 +31,8 @@ spec:
   endpoints: [{region: demo, url: "http://127.0.0.1:%(openai)d/v1"}]
   credentials: {env: DEMO_OPENAI_KEY}
   models:
-    - {name: gpt-4o-mini, contextWindow: 128000, pricing: {inputPerMTok: 0.15, outputPerMTok: 0.60, cachedInputPerMTok: 0.075}}
-    - {name: gpt-4o, contextWindow: 128000, pricing: {inputPerMTok: 2.50, outputPerMTok: 10.00, cachedInputPerMTok: 1.25}}
+    - {name: gpt-4o-mini, contextWindow: 128000, maxOutputTokens: 16384, pricing: {inputPerMTok: 0.15, outputPerMTok: 0.60, cachedInputPerMTok: 0.075}}
+    - {name: gpt-4o, contextWindow: 128000, maxOutputTokens: 16384, pricing: {inputPerMTok: 2.50, outputPerMTok: 10.00, cachedInputPerMTok: 1.25}}
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMProvider
@@ -42,7 +42,7 @@ spec:
   endpoints: [{region: demo, url: "http://127.0.0.1:%(anthropic)d"}]
   credentials: {env: DEMO_ANTHROPIC_KEY}
   models:
-    - {name: claude-sonnet-4-5, contextWindow: 200000, pricing: {inputPerMTok: 3.00, outputPerMTok: 15.00, cachedInputPerMTok: 0.30}}
+    - {name: claude-sonnet-4-5, contextWindow: 200000, maxOutputTokens: 64000, pricing: {inputPerMTok: 3.00, outputPerMTok: 15.00, cachedInputPerMTok: 0.30}}
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMProvider
@@ -52,7 +52,7 @@ spec:
   endpoints: [{region: demo, url: "http://127.0.0.1:%(gemini)d"}]
   credentials: {env: DEMO_GEMINI_KEY}
   models:
-    - {name: gemini-2.5-flash, contextWindow: 1000000, pricing: {inputPerMTok: 0.30, outputPerMTok: 2.50}}
+    - {name: gemini-2.5-flash, contextWindow: 1000000, maxOutputTokens: 65536, pricing: {inputPerMTok: 0.30, outputPerMTok: 2.50}}
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMRoute

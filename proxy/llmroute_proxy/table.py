@@ -94,6 +94,7 @@ class Target:
     weight: int = 1
     priority: int = 0
     context_window: int | None = None
+    max_output_tokens: int | None = None  # the most the model gives in one answer, when its provider says
     pricing: Pricing = Pricing()
     options: Mapping[str, str] = field(default_factory=dict)  # provider-specific: api_version, responses_api
     ca_bundle: str | None = None  # PEM: the CAs that alone verify this target's TLS (None: the system's)

@@ -18,12 +18,15 @@ from llmroute_proxy.spec import API_VERSION
 Document = dict[str, Any]
 
 
-def model(name: str, *, context_window: int | None = None, input_per_mtok: float | None = None,
-          output_per_mtok: float | None = None, cached_input_per_mtok: float | None = None) -> dict[str, Any]:
+def model(name: str, *, context_window: int | None = None, max_output_tokens: int | None = None,
+          input_per_mtok: float | None = None, output_per_mtok: float | None = None,
+          cached_input_per_mtok: float | None = None) -> dict[str, Any]:
     """One entry of a provider's `models`, with its pricing when any price is given."""
     entry: dict[str, Any] = {"name": name}
     if context_window is not None:
         entry["contextWindow"] = context_window
+    if max_output_tokens is not None:
+        entry["maxOutputTokens"] = max_output_tokens
     prices = {"inputPerMTok": input_per_mtok, "outputPerMTok": output_per_mtok,
               "cachedInputPerMTok": cached_input_per_mtok}
     if any(price is not None for price in prices.values()):

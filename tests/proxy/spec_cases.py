@@ -19,7 +19,8 @@ SECRET = "sk-live-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 def openai_doc() -> dict[str, Any]:
     return provider("openai-main", "openai", [("us", "https://api.openai.com/v1"), ("eu", "https://eu.api.openai.com/v1")],
                     key_env="OPENAI_API_KEY",
-                    models=[model("gpt-4o", context_window=128000, input_per_mtok=2.5, output_per_mtok=10), "gpt-4o-mini"])
+                    models=[model("gpt-4o", context_window=128000, max_output_tokens=16384, input_per_mtok=2.5,
+                                  output_per_mtok=10), "gpt-4o-mini"])
 
 
 def claude_doc() -> dict[str, Any]:
@@ -107,6 +108,9 @@ INVALID = [
     (PROVIDER, "spec.models[1].name", "gpt-4o", "spec.models[1].name", "duplicate model 'gpt-4o'"),
     (PROVIDER, "spec.models[1].name", DELETE, "spec.models[1].name", "missing required field"),
     (PROVIDER, "spec.models[0].contextWindow", 0, "spec.models[0].contextWindow", "must be at least 1, found 0"),
+    (PROVIDER, "spec.models[0].maxOutputTokens", 0, "spec.models[0].maxOutputTokens", "must be at least 1, found 0"),
+    (PROVIDER, "spec.models[0].maxOutputTokens", "16k", "spec.models[0].maxOutputTokens",
+     "expected an integer, found a string ('16k')"),
     (PROVIDER, "spec.models[0].pricing.inputPerMTok", -1, "spec.models[0].pricing.inputPerMTok",
      "must be at least 0, found -1"),
     (PROVIDER, "spec.models[0].pricing.inputPerMtok", 1, "spec.models[0].pricing.inputPerMtok",

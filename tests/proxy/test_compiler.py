@@ -24,7 +24,7 @@ def docs() -> list[dict[str, Any]]:
             "type": "openai", "endpoints": [{"region": "us", "url": "https://api.openai.com/v1"}],
             "credentials": {"env": "OPENAI_API_KEY"},
             "limits": {"requestsPerMinute": 1000, "tokensPerMinute": 400000, "maxConcurrency": 10},
-            "models": [{"name": "gpt-4o", "contextWindow": 128000,
+            "models": [{"name": "gpt-4o", "contextWindow": 128000, "maxOutputTokens": 16384,
                         "pricing": {"inputPerMTok": 2.5, "outputPerMTok": 10, "cachedInputPerMTok": 1.25}}]}),
         provider("azure-eu", {
             "type": "azure-openai", "credentials": {"env": "AZURE_KEY"}, "azure": {"apiVersion": "2024-10-21"},
@@ -78,7 +78,7 @@ def test_each_tier_target_becomes_one_target_per_endpoint() -> None:
     assert first == Target(
         id=first.id, provider="openai-main", provider_type=ProviderType.OPENAI, model="gpt-4o",
         url="https://api.openai.com/v1", region="us", credential=Secret(KEYS["openai-main"]), weight=3,
-        priority=0, context_window=128000, pricing=Pricing(2.5, 10.0, 1.25), options={})
+        priority=0, context_window=128000, max_output_tokens=16384, pricing=Pricing(2.5, 10.0, 1.25), options={})
     assert (weu.url, weu.region, weu.priority, weu.weight) == ("https://a-weu.openai.azure.com", "westeurope", 1, 1)
     assert swc.url == "https://a-swc.openai.azure.com"
     assert weu.options == {"api_version": "2024-10-21"}
@@ -96,7 +96,7 @@ def test_an_openai_compatible_server_that_speaks_the_responses_api_is_marked_on_
 
 def test_a_model_the_provider_does_not_list_has_zero_pricing_and_no_context_window() -> None:
     (target,) = compiled().routes[0].tiers["fast"].targets
-    assert target.pricing == Pricing() and target.context_window is None
+    assert target.pricing == Pricing() and target.context_window is None and target.max_output_tokens is None
 
 
 def test_rules_get_their_name_or_their_index_and_lower_case_matching() -> None:

@@ -91,6 +91,7 @@ def test_the_valid_set_parses_with_the_tables_defaults() -> None:
     assert openai.limits == Limits()
     assert openai.models[0].pricing == Pricing(2.5, 10.0, None)
     assert openai.models[1].context_window is None
+    assert (openai.models[0].max_output_tokens, openai.models[1].max_output_tokens) == (16384, None)
     (route,) = specs.routes
     assert list(route.tiers) == ["fast", "smart"]
     assert route.tiers["fast"].targets[1].priority == 1

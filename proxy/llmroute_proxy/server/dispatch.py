@@ -254,14 +254,20 @@ reasoning hint, then its output limit)."""
 
 
 def _as_target_takes(sidecar: Sidecar, chat: ChatRequest, target: Target) -> ChatRequest:
-    """The request without what the target refused before: a translated reasoning hint, more output
-    tokens than it gives."""
+    """The request without what the target refused before or cannot take: a translated reasoning hint,
+    more output tokens than it gives (its model's `maxOutputTokens`, or what it stated when it refused)."""
     if target.id in sidecar.refuses_reasoning_hint and chat.translated_reasoning_hint:
         chat = chat.without_reasoning_hint()
-    most = sidecar.output_limits.get(target.id)
+    most = _output_limit(sidecar.output_limits.get(target.id), target.max_output_tokens)
     if most is not None and _translated_for(chat, target):
         chat = chat.with_output_limit(most)
     return chat
+
+
+def _output_limit(stated: int | None, configured: int | None) -> int | None:
+    if stated is None or configured is None:
+        return configured if stated is None else stated
+    return min(stated, configured)
 
 
 def _mended(sidecar: Sidecar, chat: ChatRequest, target: Target, error: UpstreamError) -> ChatRequest | None:
@@ -321,14 +327,19 @@ def _refuses_foreign_thinking(chat: ChatRequest, error: UpstreamError) -> bool:
 
 
 _OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens")
+_ANTHROPIC_OUTPUT_LIMIT = re.compile(r"^max_tokens: \d+ > (\d+), which is the maximum allowed number of output tokens")
 
 
 def stated_output_limit(error: UpstreamError) -> int | None:
     """The most output tokens a target says it gives, when it refused a request for asking more
-    (OpenAI: 400 `max_tokens is too large: N. This model supports at most M completion tokens…`)."""
-    if error.kind is not FailureKind.CLIENT_ERROR or error.param not in ("max_tokens", "max_completion_tokens"):
+    (OpenAI: 400 `max_tokens is too large: N. This model supports at most M completion tokens…`;
+    Anthropic: 400 `max_tokens: N > M, which is the maximum allowed number of output tokens for …`)."""
+    if error.kind is not FailureKind.CLIENT_ERROR:
         return None
-    found = _OUTPUT_LIMIT.search(error.message)
+    if error.param in ("max_tokens", "max_completion_tokens"):
+        found = _OUTPUT_LIMIT.search(error.message)
+    else:
+        found = _ANTHROPIC_OUTPUT_LIMIT.search(error.message)
     return int(found.group(1)) if found and int(found.group(1)) > 0 else None
 
 

@@ -60,6 +60,8 @@ class ModelSpec:
     name: str
     context_window: int | None = None
     pricing: Pricing = field(default_factory=Pricing)
+    max_output_tokens: int | None = None
+    """The most output tokens the model gives in one answer (OpenAI's gpt-4o: 16,384)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,12 +226,13 @@ def _models(spec: Fields) -> tuple[ModelSpec, ...]:
     out: list[ModelSpec] = []
     seen: set[str] = set()
     for path, item in spec.items("models"):
-        f = Fields(spec.sink, path, item, ("name", "contextWindow", "pricing"))
+        f = Fields(spec.sink, path, item, ("name", "contextWindow", "maxOutputTokens", "pricing"))
         name = f.string("name", required=True)
         if name is not None and name in seen:
             f.error("name", f"duplicate model '{name}'")
         seen.add(name or "")
-        out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f)))
+        out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f),
+                             f.integer("maxOutputTokens", minimum=1)))
     return tuple(out)
 
 
