@@ -79,7 +79,17 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app.router.add_post("/v1/responses/{response_id}/cancel", cancel_response)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+    app.router.add_get("/", root)
     return app
+
+
+ROOT_TEXT = "llmroute sidecar: the OpenAI API at /v1, Anthropic's Messages API at /v1/messages.\n"
+
+
+async def root(request: web.Request) -> web.Response:
+    """`GET /` and `HEAD /`: what listens here. Claude Code sends `HEAD /` to its base URL as it starts;
+    a 404 would be logged as a refused request the operator can do nothing about."""
+    return web.Response(text=ROOT_TEXT)
 
 
 async def _scrubbed_logs(app: web.Application) -> AsyncIterator[None]:

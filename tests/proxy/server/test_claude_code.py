@@ -9,8 +9,10 @@ user or assistant), so Claude Code could not use it at all.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -104,3 +106,14 @@ def test_claude_codes_own_request_is_mended_twice_for_gpt_4o_mini_within_one_att
     sent = last_request(stack, "oai").body
     assert "reasoning_effort" not in sent and sent["max_completion_tokens"] == 16384
     assert sim_requests(stack, "oai") == before + 3
+
+
+async def test_claude_codes_head_of_its_base_url_is_answered_not_logged_as_refused(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="llmroute.proxy")
+    async with aiohttp.ClientSession() as session:
+        async with session.head(stack.url + "/") as head:
+            assert head.status == 200
+        async with session.get(stack.url + "/") as get:
+            assert get.status == 200 and "/v1/messages" in await get.text()
+    assert not [r for r in caplog.records if "refused a request" in r.getMessage()]
