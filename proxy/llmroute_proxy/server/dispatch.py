@@ -326,21 +326,28 @@ def _refuses_foreign_thinking(chat: ChatRequest, error: UpstreamError) -> bool:
             and chat.without_thinking_blocks() is not chat)
 
 
-_OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens")
+_OPENAI_OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens")
 _ANTHROPIC_OUTPUT_LIMIT = re.compile(r"^max_tokens: \d+ > (\d+), which is the maximum allowed number of output tokens")
+_GEMINI_OUTPUT_RANGE = re.compile(r"^Unable to submit request because it has a maxOutputTokens value of \d+ but the "
+                                  r"supported range is from 1 \(inclusive\) to (\d+) \(exclusive\)")
 
 
 def stated_output_limit(error: UpstreamError) -> int | None:
     """The most output tokens a target says it gives, when it refused a request for asking more
     (OpenAI: 400 `max_tokens is too large: N. This model supports at most M completion tokens…`;
-    Anthropic: 400 `max_tokens: N > M, which is the maximum allowed number of output tokens for …`)."""
+    Anthropic: 400 `max_tokens: N > M, which is the maximum allowed number of output tokens for …`;
+    Gemini: 400 `… a maxOutputTokens value of N but the supported range is from 1 (inclusive) to M+1
+    (exclusive)…`)."""
     if error.kind is not FailureKind.CLIENT_ERROR:
         return None
     if error.param in ("max_tokens", "max_completion_tokens"):
-        found = _OUTPUT_LIMIT.search(error.message)
-    else:
-        found = _ANTHROPIC_OUTPUT_LIMIT.search(error.message)
-    return int(found.group(1)) if found and int(found.group(1)) > 0 else None
+        found = _OPENAI_OUTPUT_LIMIT.search(error.message)
+        return int(found.group(1)) or None if found else None
+    if found := _ANTHROPIC_OUTPUT_LIMIT.search(error.message):
+        return int(found.group(1)) or None
+    if found := _GEMINI_OUTPUT_RANGE.search(error.message):
+        return int(found.group(1)) - 1 or None
+    return None
 
 
 def _refuses_reasoning_hint(error: UpstreamError) -> bool:

@@ -18,7 +18,8 @@ errors wrapped in a one-element JSON array.
 Always, as Gemini checks it: a `thinkingBudget` outside the model's range is a 400 (2.5 Pro thinks
 from 128 to 32768 and cannot stop, Flash from 0 to 24576, Flash-Lite 0 or 512 to 24576; -1 is
 "dynamic" everywhere), and so is a part that holds no data: `{"text": ""}` reads as no text at
-all (proto3 JSON drops default values), so it is refused like `{}`.
+all (proto3 JSON drops default values), so it is refused like `{}`, and so is a `maxOutputTokens`
+above the model's most (2.5 and later: 65,536; 2.0 and 1.5: 8,192), in the words that state its range.
 
 `:countTokens` takes either `contents` or a whole `generateContentRequest` (which names its
 `models/` model; the two together are refused) and answers `totalTokens` with its
@@ -355,8 +356,24 @@ def _generate_problem(model: str, body: Any) -> str | None:
         return "Invalid JSON payload received."
     if not isinstance(body.get("contents"), list) or not body["contents"]:
         return "* GenerateContentRequest.contents: contents is not specified\n"
-    budget = field(field(field(body, "generationConfig") or {}, "thinkingConfig") or {}, "thinkingBudget")
-    return _empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
+    config = field(body, "generationConfig") or {}
+    budget = field(field(config, "thinkingConfig") or {}, "thinkingBudget")
+    return (_empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
+            or _output_limit_problem(model, field(config, "maxOutputTokens")))
+
+
+def max_output_tokens(model: str) -> int:
+    """The most output tokens a model gives (ai.google.dev's model pages)."""
+    return 8192 if model.startswith(("gemini-2.0", "gemini-1.5")) else 65536
+
+
+def _output_limit_problem(model: str, asked: Any) -> str | None:
+    """Gemini's refusal of more output tokens than the model gives, which states the range it takes."""
+    most = max_output_tokens(model)
+    if not isinstance(asked, int) or asked <= most:
+        return None
+    return (f"Unable to submit request because it has a maxOutputTokens value of {asked} but the supported range "
+            f"is from 1 (inclusive) to {most + 1} (exclusive). Update the value and try again.")
 
 
 async def _generate(request: web.Request, call: SimCall, model: str, stream: bool) -> web.StreamResponse:

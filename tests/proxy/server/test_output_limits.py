@@ -3,8 +3,8 @@
 A client of `/v1/messages` or `/v1/responses` chose its output limit for the model family it speaks to
 (Claude Code asks 32,000 of whatever answers); the target may give fewer (gpt-4o-mini: 16,384) and
 refuses more with a 400. The target is asked for its model's `maxOutputTokens` from the first request
-when the provider lists it, and otherwise asked again at once for the most its refusal states (OpenAI's
-and Anthropic's wording), which is then remembered until the next table. A chat-completions client's
+when the provider lists it, and otherwise asked again at once for the most its refusal states (OpenAI's,
+Anthropic's and Gemini's wording), which is then remembered until the next table. A chat-completions client's
 own `max_tokens` is sent as it asked.
 """
 
@@ -26,11 +26,13 @@ CONFIG = [
         model("gpt-4o-mini", max_output_tokens=16384), "gpt-4o"]),
     provider("claude", "anthropic", "{claude}", key_env="TEST_CLAUDE_KEY", models=[
         "claude-sonnet-4-5", model("claude-3-5-haiku", max_output_tokens=4000)]),
+    provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=["gemini-2.5-flash"]),
     route("main", {
         "mini": [target("oai", "gpt-4o-mini")],
         "gpt-4o": [target("oai", "gpt-4o")],
         "sonnet": [target("claude", "claude-sonnet-4-5")],
         "haiku": [target("claude", "claude-3-5-haiku")],
+        "gemini": [target("gem", "gemini-2.5-flash")],
     }, default_tier="mini"),
 ]
 HI: Any = [{"role": "user", "content": "hi"}]
@@ -83,6 +85,15 @@ def test_a_translated_request_over_claudes_most_is_asked_again_for_what_anthropi
     assert last_request(stack, "claude").body["max_tokens"] == 64000
     client.responses.create(model="sonnet", input="hi", max_output_tokens=100_000)
     assert sim_requests(stack, "claude") == before + 3
+
+
+def test_a_translated_request_over_geminis_most_is_asked_again_for_what_its_range_states(stack: Stack) -> None:
+    client = openai_client(stack)
+    before = sim_requests(stack, "gem")
+    answer = client.responses.create(model="gemini", input="hi", max_output_tokens=100_000)
+    assert answer.status == "completed" and answer.output_text
+    assert sim_requests(stack, "gem") == before + 2  # refused for 100000 (range 1 to 65537, exclusive)
+    assert last_request(stack, "gem").body["generationConfig"]["maxOutputTokens"] == 65536
 
 
 def test_a_configured_most_below_what_the_provider_gives_is_what_the_model_is_asked(stack: Stack) -> None:

@@ -255,6 +255,21 @@ async def test_gemini_refuses_a_thinking_budget_the_model_does_not_take(aiohttp_
     assert (await client.post(GENERATE, json=ask)).status == (200 if budget <= 24576 else 400)  # 2.5 Flash
 
 
+@pytest.mark.parametrize(("model", "most"), [("gemini-2.5-flash", 65536), ("gemini-2.0-flash", 8192)])
+async def test_gemini_refuses_more_output_tokens_than_the_model_gives_stating_its_range(
+        aiohttp_client: Any, model: str, most: int) -> None:
+    client = await start(aiohttp_client, gemini_app())
+    ask: Any = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": most}}
+    assert (await client.post(f"/v1beta/models/{model}:generateContent", json=ask)).status == 200
+    ask["generationConfig"]["maxOutputTokens"] = most + 1
+    response = await client.post(f"/v1beta/models/{model}:generateContent", json=ask)
+    assert response.status == 400
+    assert (await response.json())["error"] == {
+        "code": 400, "status": "INVALID_ARGUMENT",
+        "message": f"Unable to submit request because it has a maxOutputTokens value of {most + 1} but the supported "
+                   f"range is from 1 (inclusive) to {most + 1} (exclusive). Update the value and try again."}
+
+
 @pytest.mark.parametrize("quirks", [False, True])
 async def test_gemini_thinking_can_use_up_max_output_tokens_only_with_quirks(aiohttp_client: Any, quirks: bool) -> None:
     client = await start(aiohttp_client, gemini_app(quirks=quirks))
