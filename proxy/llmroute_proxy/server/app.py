@@ -317,10 +317,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
     ex = Exchange(request, chat, route, choice, experiment, encoder, scope,
                   deadline=now + route.fallback.overall_timeout, prompt_tokens=prompt_tokens,
                   embeddings=operation == "embeddings", targets=decision.target_override)
-    sidecar.in_flight += 1
-    task = asyncio.current_task()
-    if task is not None:
-        sidecar.handlers.add(task)
+    task = sidecar.request_started()
     response: web.StreamResponse | None = None
     reservation = decision.budget
     try:
@@ -338,9 +335,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         response = _error_response(encoder, cut, ex.headers())
         return response
     finally:
-        sidecar.in_flight -= 1
-        if task is not None:
-            sidecar.handlers.discard(task)
+        sidecar.request_ended(task)
         if reservation is not None and reservation.reservation is not None:
             _settle_budget(sidecar, reservation.reservation, ex)
         outcome = _outcome(sidecar, ex, response.status if response is not None else 499, now)

@@ -122,6 +122,20 @@ class Sidecar:
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
 
+    def request_started(self) -> asyncio.Task[Any] | None:
+        """The current request is in flight: the drain waits for it, and cancels its task at the
+        deadline. Hand what this returns to `request_ended`."""
+        self.in_flight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+        return task
+
+    def request_ended(self, task: asyncio.Task[Any] | None) -> None:
+        self.in_flight -= 1
+        if task is not None:
+            self.handlers.discard(task)
+
     def take_drain_cut(self) -> DrainDeadlinePassed | None:
         """Inside `except CancelledError`: when the drain's cut cancelled this request, withdraw the
         cancellation (so that the handler can still answer) and return the error to answer with."""
