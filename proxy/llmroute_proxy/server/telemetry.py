@@ -11,6 +11,9 @@ The server calls this module at six points of a request, and nowhere else:
 
 A request is a SERVER span (`POST /v1/chat/completions`) continuing the caller's W3C
 `traceparent`; each upstream attempt is a CLIENT span `{operation} {model}` under it.
+A token count (`POST /v1/messages/count_tokens`) is no request in the metrics: its scope is
+started with `metered=False`, makes the same spans, records no metric point, and says how the
+count was answered with `scope.counted("exact" | "estimated" | "none")`.
 Spans exist only when an exporter does (an OTLP endpoint is configured, or a test injects
 one): otherwise no tracer is built and the hot path pays for metrics alone.
 
@@ -316,8 +319,9 @@ class Telemetry:
     # --- per request ---------------------------------------------------------------
 
     def start_request(self, operation: str, headers: Mapping[str, str], *, method: str = "POST",
-                      path: str | None = None) -> RequestScope:
-        return RequestScope(self, operation, headers, method, path or _ENDPOINT_PATHS.get(operation, "/"))
+                      path: str | None = None, metered: bool = True) -> RequestScope:
+        return RequestScope(self, operation, headers, method, path or _ENDPOINT_PATHS.get(operation, "/"),
+                            metered)
 
     # --- exposition and lifecycle --------------------------------------------------
 

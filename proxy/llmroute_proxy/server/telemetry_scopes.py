@@ -82,14 +82,20 @@ def _incoming_trace_id(headers: Mapping[str, str]) -> str:
 
 
 class RequestScope:
-    """One client request: the SERVER span, the in-flight gauge and the request's metrics."""
+    """One client request: the SERVER span, the in-flight gauge and the request's metrics.
 
-    __slots__ = ("_attempt_context", "_ended", "_failure", "_input", "_last_target", "_span", "_started",
-                 "_telemetry", "attempts", "experiment", "operation", "route", "rule", "tier", "trace_id")
+    An unmetered scope (`metered=False`: a token count, which is no request) makes its spans and
+    touches no metric, its attempts' included.
+    """
+
+    __slots__ = ("_attempt_context", "_ended", "_failure", "_input", "_last_target", "_metered", "_span",
+                 "_started", "_telemetry", "attempts", "experiment", "operation", "route", "rule", "tier",
+                 "trace_id")
 
     def __init__(self, telemetry: TelemetrySink, operation: str, headers: Mapping[str, str], method: str,
-                 path: str) -> None:
+                 path: str, metered: bool = True) -> None:
         self._telemetry = telemetry
+        self._metered = metered
         self.operation = operation
         self.route = ""
         self.tier = ""
@@ -112,7 +118,8 @@ class RequestScope:
                 "http.request.method": method, "http.route": path, "gen_ai.operation.name": operation})
             self._attempt_context = trace.set_span_in_context(self._span)
             self.trace_id = format(self._span.get_span_context().trace_id, "032x")
-        telemetry.in_flight += 1
+        if metered:
+            telemetry.in_flight += 1
 
     def routed(self, route: str, tier: str, rule: str | None, experiment: str | None = None,
                input_messages: Sequence[Mapping[str, Any]] | None = None) -> None:
@@ -130,10 +137,16 @@ class RequestScope:
         only moves to another target (a retry of the same target is an attempt, not a failover)."""
         self.attempts += 1
         reason, previous = self._failure, self._last_target
-        if reason is not None and previous is not None and previous != target.id:
+        if self._metered and reason is not None and previous is not None and previous != target.id:
             self._telemetry.failovers.add(1.0, self.route, previous, reason)
         self._last_target = target.id
         return AttemptScope(self, target, number, requested_model, stream, reason)
+
+    def counted(self, how: str) -> None:
+        """How a token count was answered: `exact` (its target counted it), `estimated` (the sidecar
+        did), or `none` (it was refused)."""
+        if self._span is not None:
+            self._span.set_attribute("llmroute.token_count", how)
 
     def end(self, status: int, error_type: str | None = None, usage: Usage | None = None,
             cost_usd: float | None = None) -> None:
@@ -142,9 +155,11 @@ class RequestScope:
             return
         self._ended = True
         telemetry = self._telemetry
-        telemetry.in_flight -= 1
-        telemetry.requests.add(1.0, self.route, self.tier, status, error_type or "")
-        telemetry.request_duration.record(telemetry.clock() - self._started, (self.route, status, error_type or ""))
+        if self._metered:
+            telemetry.in_flight -= 1
+            telemetry.requests.add(1.0, self.route, self.tier, status, error_type or "")
+            telemetry.request_duration.record(telemetry.clock() - self._started,
+                                              (self.route, status, error_type or ""))
         span = self._span
         if span is None:
             return
@@ -196,7 +211,8 @@ class AttemptScope:
             return
         telemetry = self._scope._telemetry
         self._first_chunk = telemetry.clock()
-        telemetry.time_to_first_chunk.record(self._first_chunk - self._started, self._key)
+        if self._scope._metered:
+            telemetry.time_to_first_chunk.record(self._first_chunk - self._started, self._key)
 
     def end(self, usage: Usage | None = None, cost_usd: float | None = None, finish_reasons: Sequence[str] = (),
             response_model: str | None = None, error: BaseException | None = None,
@@ -205,11 +221,19 @@ class AttemptScope:
         if self._ended:
             return
         self._ended = True
-        scope = self._scope
-        telemetry = scope._telemetry
         kind = error_type(error) if error is not None else None
         if kind is not None:
-            scope._failure = kind
+            self._scope._failure = kind
+        if self._scope._metered:
+            self._record(usage, cost_usd, response_model, kind)
+        if self._span is not None:
+            self._end_span(self._span, usage, cost_usd, finish_reasons, response_model, error, kind,
+                           output_messages)
+
+    def _record(self, usage: Usage | None, cost_usd: float | None, response_model: str | None,
+                kind: str | None) -> None:
+        scope = self._scope
+        telemetry = scope._telemetry
         key = (*self._key, response_model or "", kind or "")
         telemetry.operation_duration.record(telemetry.clock() - self._started, key)
         telemetry.attempts.add(1.0, scope.route, self.target.id, kind or "ok")
@@ -218,9 +242,6 @@ class AttemptScope:
             telemetry.token_usage.record(usage.output_tokens, (*key, "output"))
         if cost_usd:
             telemetry.cost.add(cost_usd, scope.route, scope.tier, self.target.id, scope.experiment or "")
-        if self._span is not None:
-            self._end_span(self._span, usage, cost_usd, finish_reasons, response_model, error, kind,
-                           output_messages)
     def _end_span(self, span: Span, usage: Usage | None, cost_usd: float | None, finish_reasons: Sequence[str],
                   response_model: str | None, error: BaseException | None, kind: str | None,
                   output_messages: Sequence[Mapping[str, Any]] | None) -> None:

@@ -319,6 +319,34 @@ def test_cost_requests_and_in_flight_metrics(telemetry: Telemetry, clock: FakeCl
     assert value(telemetry, "llmroute_request_duration_seconds_count") == 1
 
 
+def test_an_unmetered_request_is_traced_but_touches_no_metric(
+        telemetry: Telemetry, exporter: InMemorySpanExporter, clock: FakeClock) -> None:
+    """A token count: its spans, with the count's attempts, and not a single metric point."""
+    scope = telemetry.start_request("count_tokens", {}, path="/v1/messages/count_tokens", metered=False)
+    assert value(telemetry, "llmroute_requests_in_flight") == 0
+    scope.routed("default", "smart", "long-prompts")
+    scope.attempt(BACKUP, 1, "auto").end(error=UpstreamError(FailureKind.OVERLOADED, "overloaded", status=529))
+    attempt = scope.attempt(PRIMARY, 2, "auto", stream=True)
+    clock.now += 0.05
+    attempt.first_chunk()
+    attempt.end(Usage(5, 70), 0.5, (), None, None)
+    scope.counted("estimated")
+    scope.end(200)
+
+    assert shown_by_prometheus(telemetry) == {}
+    found = spans(telemetry, exporter)
+    server = found["POST /v1/messages/count_tokens"]
+    assert dict(server.attributes or {}) == {
+        "http.request.method": "POST", "http.route": "/v1/messages/count_tokens",
+        "gen_ai.operation.name": "count_tokens", "llmroute.route": "default", "llmroute.tier": "smart",
+        "llmroute.rule": "long-prompts", "llmroute.token_count": "estimated", "http.response.status_code": 200,
+        "llmroute.attempts": 2}
+    failed = found["count_tokens claude-sonnet-4"]
+    assert failed.kind is SpanKind.CLIENT and failed.parent is not None
+    assert failed.parent.span_id == server.context.span_id
+    assert failed.attributes is not None and failed.attributes["error.type"] == "overloaded"
+
+
 def test_ending_an_attempt_twice_counts_it_once(telemetry: Telemetry) -> None:
     scope = telemetry.start_request("chat", {})
     attempt = scope.attempt(PRIMARY, 1)
