@@ -2,7 +2,8 @@
 
 The line says where the request went and what it cost: route, tier, rule, target, every
 attempt with its outcome, status, latency, tokens, cost and the trace id that joins it to
-its spans. It never holds prompt or completion text, header values or credentials: attempt
+its spans. A token count's line says so (`token_count`) and holds no tokens and no cost:
+counting is charged nothing. It never holds prompt or completion text, header values or credentials: attempt
 reasons are failure kinds, not upstream messages (which may quote what the client sent).
 
 Whether a line is written is the logger's decision (its level, `LLMROUTE_LOG_LEVEL`): when
@@ -61,6 +62,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
     }
     if outcome.usage_estimated:
         entry["usage_estimated"] = True
+    if outcome.token_count is not None:
+        entry["token_count"] = outcome.token_count
     return entry
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import AttemptRecord
 from llmroute_proxy.table import Target
+
+TokenCount = Literal["exact", "estimated", "none"]
+"""How a token count was answered: counted by its target, estimated by the sidecar, or not at all
+(its body refused, or the target refused it as the client's fault)."""
 
 
 @dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
@@ -29,6 +34,7 @@ class Outcome:
     cost_usd: float | None
     trace_id: str
     usage_estimated: bool = False  # usage and cost are the sidecar's estimate: a stream stopped, an unmetered answer
+    token_count: TokenCount | None = None  # set only for a token count (POST /v1/messages/count_tokens)
 
     @property
     def error_type(self) -> str | None:

@@ -65,6 +65,15 @@ def test_a_stream_the_client_stopped_says_its_usage_and_cost_are_estimates(caplo
         499, 20, 0.0032, True)
 
 
+def test_a_token_count_says_how_it_was_counted_and_other_lines_do_not(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "llmroute.access")
+    log_access(outcome(token_count="exact"))
+    assert logged(caplog)["token_count"] == "exact"
+    caplog.clear()
+    log_access(outcome())
+    assert "token_count" not in logged(caplog)
+
+
 def test_a_request_that_reached_no_target_logs_nulls_not_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "llmroute.access")
     log_access(outcome(target=None, status=429, latency_s=0.001))
