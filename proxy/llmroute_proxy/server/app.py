@@ -40,7 +40,7 @@ from llmroute_proxy.routing.decide import BudgetInputs, decide
 from llmroute_proxy.routing.rules import RequestFacts
 from llmroute_proxy.scrubbing import ScrubbingFilter
 from llmroute_proxy.server.accesslog import log_access
-from llmroute_proxy.server.counting import count_tokens
+from llmroute_proxy.server.counting import CountLine, count_tokens
 from llmroute_proxy.server.dispatch import Exchange, dispatch_chat
 from llmroute_proxy.server.kept_responses import delete_response as delete_kept_response
 from llmroute_proxy.server.kept_responses import read_input_items as read_kept_input_items
@@ -49,6 +49,7 @@ from llmroute_proxy.server.origins import Screen, protect, screen
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.response_store import ResponseNotFound
 from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.server.telemetry import RequestScope
 from llmroute_proxy.table import Route, Table
 from llmroute_proxy.validation import validate_chat, validate_embeddings
 
@@ -122,9 +123,39 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
 
 
+COUNTING = "count_tokens"
+"""A token count's `gen_ai.operation.name`. The GenAI conventions name no such operation: this is the
+endpoint's own name (Anthropic's `count_tokens`), in their snake_case (`text_completion`, `execute_tool`)."""
+
+
 async def count_message_tokens(request: web.Request) -> web.StreamResponse:
-    """A Messages request's input tokens, counted where it would be sent (`server.counting`); never charged."""
+    """A Messages request's input tokens, counted where it would be sent (`server.counting`). Never
+    charged; but in flight for the drain, traced, and written to the access log, as every request is."""
     sidecar = request.app[SIDECAR]
+    scope = sidecar.telemetry.start_request(COUNTING, request.headers, path=request.path, metered=False)
+    named = _named_route(request, sidecar)
+    line = CountLine(named.name if named is not None else "", sidecar.clock())
+    response: web.StreamResponse | None = None
+    task = sidecar.request_started()
+    try:
+        response = await _count(request, sidecar, scope, line)
+        return response
+    except asyncio.CancelledError:
+        if (cut := sidecar.take_drain_cut()) is None:
+            raise
+        response = _error_response(AnthropicEncoder(line.model), cut, _early_headers(request, sidecar))
+        return response
+    finally:
+        sidecar.request_ended(task)
+        outcome = line.outcome(sidecar, response.status if response is not None else 499, scope.trace_id)
+        scope.counted(line.how)
+        scope.end(outcome.status, outcome.error_type)
+        log_access(outcome)
+
+
+async def _count(request: web.Request, sidecar: Sidecar, scope: RequestScope, line: CountLine) -> web.Response:
+    """The count's answer; `line` learns the model (once routed: a known name, never the client's
+    text), the decision and the count as they come."""
     body: Any = None
     try:
         if sidecar.draining:
@@ -136,7 +167,10 @@ async def count_message_tokens(request: web.Request) -> web.StreamResponse:
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native)
     except LLMRouteError as error:
         return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
-    count = await count_tokens(sidecar, chat, decision, facts.prompt_tokens)
+    line.model, line.decision = chat.body["model"], decision
+    choice, experiment = decision.choice, decision.experiment
+    scope.routed(decision.route.name, choice.tier, choice.rule, experiment.name if experiment else None)
+    line.count = count = await count_tokens(sidecar, chat, decision, facts.prompt_tokens, scope)
     headers = count.headers(decision.route)
     if count.error is not None:
         return _error_response(_messages_encoder(body), count.error, headers)
@@ -465,10 +499,15 @@ def _user(body: dict[str, Any]) -> str | None:
     return user if isinstance(user, str) else None
 
 
+def _named_route(request: BaseRequest, sidecar: Sidecar) -> Route | None:
+    """The route the request names (`x-llmroute-route`), else the default; None without a table."""
+    return sidecar.table.route(request.headers.get(ROUTE_HEADER)) if sidecar.table is not None else None
+
+
 def _early_headers(request: BaseRequest, sidecar: Sidecar) -> dict[str, str]:
     """The x-llmroute-* headers known before any attempt: the route, when it can be told."""
     headers = {"x-llmroute-attempts": "0"}
-    route = sidecar.table.route(request.headers.get(ROUTE_HEADER)) if sidecar.table is not None else None
+    route = _named_route(request, sidecar)
     if route is not None:
         headers["x-llmroute-route"] = route.name
     return headers

@@ -11,24 +11,28 @@ failed over. A 400 or 413 that is the client's own fault is its answer (its keys
 
 Nothing is charged: no budget reservation, no tokens-per-minute admission, no request in the usage
 counters or the spend, no verdict for the circuit breakers (how a target counts says nothing of how
-it answers).
+it answers). A count is seen all the same: one access line (`CountLine`), a SERVER span with the
+target's CLIENT span under it when one is asked (an unmetered scope: no metric point).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import orjson
 
 from llmroute_proxy.dialects.base import ChatRequest
-from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.errors import AttemptRecord, FailureKind, UpstreamError
 from llmroute_proxy.providers.base import TokenCounter
 from llmroute_proxy.providers.registry import token_counter_for
 from llmroute_proxy.routing.counting import Counter, counting_target
 from llmroute_proxy.routing.decide import RouteDecision
+from llmroute_proxy.server.outcome import Outcome, TokenCount
 from llmroute_proxy.server.state import Sidecar
+from llmroute_proxy.server.telemetry import RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY
 from llmroute_proxy.table import ProviderType, Route, Target
 
@@ -46,6 +50,13 @@ class Count:
     exact: bool
     body: bytes = b""
     error: UpstreamError | None = None
+    tried: Sequence[AttemptRecord] = ()  # the target asked, if one was
+
+    @property
+    def how(self) -> TokenCount:
+        if self.error is not None:
+            return "none"
+        return "exact" if self.exact else "estimated"
 
     def headers(self, route: Route) -> dict[str, str]:
         out = {"x-llmroute-route": route.name, "x-llmroute-tier": self.tier,
@@ -56,7 +67,8 @@ class Count:
         return out
 
 
-async def count_tokens(sidecar: Sidecar, chat: ChatRequest, decision: RouteDecision, estimate: int) -> Count:
+async def count_tokens(sidecar: Sidecar, chat: ChatRequest, decision: RouteDecision, estimate: int,
+                       scope: RequestScope) -> Count:
     """`chat`'s input tokens, counted by the target `decision` would try first, else `estimate`d."""
     counter = counting_target(decision, health=sidecar.health, load=sidecar.load, rng=sidecar.rng,
                               local_region=sidecar.table.region if sidecar.table else "", now=sidecar.clock())
@@ -66,16 +78,34 @@ async def count_tokens(sidecar: Sidecar, chat: ChatRequest, decision: RouteDecis
     provider = token_counter_for(counter.target.provider_type)
     if provider is None or not counter.ask:
         return estimated
+    answer, tried = await _attempted(sidecar, provider, chat, counter, decision.route, scope)
+    if isinstance(answer, bytes):
+        return Count(counter.tier, counter.target, exact=True, body=answer, tried=tried)
+    if answer.kind in _CLIENTS_FAULT and answer.status in (400, 413):
+        return Count(counter.tier, counter.target, exact=True, error=answer, tried=tried)
+    log.info("counting tokens on %s failed (%s: %s); answered the estimate", counter.target.id,
+             answer.kind.value, answer.message)
+    return replace(estimated, tried=tried)
+
+
+async def _attempted(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest, counter: Counter, route: Route,
+                     scope: RequestScope) -> tuple[bytes | UpstreamError, tuple[AttemptRecord]]:
+    """The count as the target answered it, or its failure (scrubbed), and the attempt as the access
+    line and the CLIENT span show it."""
+    target = counter.target
+    attempt = scope.attempt(target, 1, chat.body["model"])
+    started = sidecar.clock()
     try:
-        body = await _asked(sidecar, provider, chat, counter, decision.route)
+        body = await _asked(sidecar, provider, chat, counter, route)
     except UpstreamError as failure:
         error = sidecar.scrubber.error(failure)
-        if error.kind in _CLIENTS_FAULT and error.status in (400, 413):
-            return Count(counter.tier, counter.target, exact=True, error=error)
-        log.info("counting tokens on %s failed (%s: %s); answered the estimate", counter.target.id,
-                 error.kind.value, error.message)
-        return estimated
-    return Count(counter.tier, counter.target, exact=True, body=body)
+        attempt.end(error=error)
+        return error, (AttemptRecord(target.id, error.status, error.kind, error.message, sidecar.clock() - started),)
+    except BaseException as exc:
+        attempt.end(error=exc)
+        raise
+    attempt.end()
+    return body, (AttemptRecord(target.id, 200, None, "ok", sidecar.clock() - started),)
 
 
 async def _asked(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest, counter: Counter,
@@ -102,3 +132,33 @@ async def _asked(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest, co
 
 def _input_tokens(tokens: int) -> bytes:
     return orjson.dumps({"input_tokens": tokens})
+
+
+@dataclass(slots=True)
+class CountLine:
+    """What a count's access line says, filled in as the request goes: `model` and `decision` once
+    it is routed, `count` once it is answered (a refused one stops early)."""
+
+    route: str  # the route the request names, until it is routed
+    started: float
+    model: str = ""
+    decision: RouteDecision | None = None
+    count: Count | None = None
+
+    @property
+    def how(self) -> TokenCount:
+        return self.count.how if self.count is not None else "none"
+
+    def outcome(self, sidecar: Sidecar, status: int, trace_id: str) -> Outcome:
+        decision, count = self.decision, self.count
+        route, tier, rule, reason, experiment = self.route, "", "", "", None
+        if decision is not None:
+            choice = decision.choice
+            route, tier, rule, reason = decision.route.name, choice.tier, choice.rule, choice.reason
+            experiment = decision.experiment.name if decision.experiment is not None else None
+        target: Target | None = None
+        tried: Sequence[AttemptRecord] = ()
+        if count is not None:
+            tier, target, tried = count.tier, count.target, count.tried
+        return Outcome(sidecar.wallclock(), route, self.model, tier, rule, reason, experiment, False, target, tried,
+                       status, sidecar.clock() - self.started, None, None, trace_id, token_count=self.how)

@@ -3,21 +3,34 @@
 
 The count is asked where the request would be sent: Anthropic and Gemini count it exactly, with the
 target's model and key; an OpenAI target's count is the sidecar's own estimate, and so is the count
-of a target that fails. Counting is never charged.
+of a target that fails. Counting is never charged, but it is seen as every request is: an access
+line, a SERVER span (with the target's CLIENT span when it is asked), and in flight for the drain.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
+from unittest.mock import ANY
+from urllib.request import urlopen
 
+import aiohttp
 import anthropic
+import orjson
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy.errors import FailureKind
 from llmroute_proxy.routing.rules import RequestFacts
+from llmroute_proxy.server.runner import drain
+from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.sim import Fault, FaultKind
-from llmroute_proxy.table import TargetId
+from llmroute_proxy.table import Target, TargetId
 from tests.proxy.server import spending
 from tests.proxy.server.conftest import last_request, sim_requests
 from tests.proxy.server.spending import SettledLimits
@@ -26,11 +39,13 @@ from tests.proxy.stack import KEYS, Stack
 SYSTEM = "Be brief."
 HELLO: Any = [{"role": "user", "content": "hi there, how are you?"}]
 Count = Callable[..., Any]
+SPANS = InMemorySpanExporter()
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("count"), config=spending.CONFIG) as running:
+    telemetry = Telemetry(TelemetrySettings(), span_exporter=SPANS)
+    with Stack(tmp_path_factory.mktemp("count"), config=spending.CONFIG, telemetry=telemetry) as running:
         yield running
 
 
@@ -181,16 +196,186 @@ def test_counting_spends_nothing_and_is_no_request(stack: Stack, limits: Settled
 
 
 def recorded(stack: Stack) -> tuple[Any, ...]:
-    """What the sidecar records of the requests it serves: spend, budget, decisions, per-target counters."""
+    """What the sidecar records of the requests it serves: spend, budget, decisions, per-target
+    counters, and the metrics of requests, attempts, tokens and cost."""
     def counters() -> tuple[int, dict[TargetId, int]]:
         sidecar = stack.sidecar
         return len(sidecar.decisions), {target: c.requests for target, c in sidecar.counters.items()}
 
-    return spending.status(stack)["spend"], spending.budget(stack), stack.call(counters)
+    return spending.status(stack)["spend"], spending.budget(stack), stack.call(counters), request_metrics(stack)
+
+
+REQUEST_METRICS = ("llmroute_requests_total", "llmroute_request_duration_seconds_count", "llmroute_requests_in_flight",
+                   "llmroute_attempts_total", "llmroute_failovers_total", "llmroute_cost_usd_total",
+                   "gen_ai_client_operation_duration_seconds_count", "gen_ai_client_token_usage_count")
+
+
+def request_metrics(stack: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urlopen(stack.admin_url + "/metrics") as response:
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name in REQUEST_METRICS}
 
 
 def target_id(stack: Stack, tier: str, index: int = 0) -> TargetId:
+    return main_target(stack, tier, index).id
+
+
+def main_target(stack: Stack, tier: str, index: int = 0) -> Target:
     table = stack.sidecar.table
     route = table.route("main") if table is not None else None
     assert route is not None
-    return route.tiers[tier].targets[index].id
+    return route.tiers[tier].targets[index]
+
+
+# --- seen as every request is: the access log, the trace, the drain ------------------------------
+
+PRIVATE = "my passport number is P1234567 and my key is sk-live-in-the-prompt"
+
+
+@pytest.fixture
+def access(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """The access lines written since the test began."""
+    caplog.set_level(logging.INFO, "llmroute.access")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "llmroute.access"]
+
+
+@pytest.fixture
+def spans(stack: Stack) -> Callable[[], dict[str, ReadableSpan]]:
+    """The spans finished since the test began, by name."""
+    SPANS.clear()
+
+    def finished() -> dict[str, ReadableSpan]:
+        stack.sidecar.telemetry.flush()
+        return {span.name: span for span in SPANS.get_finished_spans()}
+    return finished
+
+
+@pytest.mark.parametrize(("tier", "sim", "upstream_model", "how"), [
+    ("anthropic", "claude", "claude-sonnet-4-5", "exact"),
+    ("openai", "oai", "gpt-4o-mini", "estimated"),
+])
+def test_a_count_writes_one_access_line_of_where_it_was_counted_without_its_prompt(
+        stack: Stack, access: Callable[[], list[str]], spans: Callable[[], dict[str, ReadableSpan]], tier: str,
+        sim: str, upstream_model: str, how: str) -> None:
+    plain(client(stack))(model=tier, system=PRIVATE, messages=[{"role": "user", "content": PRIVATE}])
+
+    [line] = access()
+    assert PRIVATE not in line and "P1234567" not in line and "sk-live" not in line
+    server = spans()["POST /v1/messages/count_tokens"]
+    asked = [{"target": target_id(stack, tier), "status": 200, "outcome": "ok", "ms": ANY}]
+    tried = asked if how == "exact" else []  # the sidecar estimates an OpenAI count without asking
+    assert orjson.loads(line) == {
+        "route": "main", "model": tier, "tier": tier, "rule": "model", "experiment": None,
+        "target": target_id(stack, tier), "provider": sim, "upstream_model": upstream_model, "stream": False,
+        "attempts": len(tried), "tried": tried, "status": 200, "latency_ms": ANY, "input_tokens": None,
+        "output_tokens": None, "cached_input_tokens": None, "cost_usd": None,
+        "trace_id": format(server.context.trace_id, "032x"), "token_count": how}
+
+
+def test_a_failing_count_shows_the_targets_failure_in_its_line_and_its_client_span(
+        stack: Stack, access: Callable[[], list[str]], spans: Callable[[], dict[str, ReadableSpan]]) -> None:
+    stack.call(lambda: stack.faults["claude"].next(Fault(FaultKind.STATUS, status=529)))
+    raw = plain(client(stack))(model="anthropic", messages=HELLO)
+
+    assert raw.headers["x-llmroute-token-count"] == "estimated"
+    line = orjson.loads(access()[0])
+    assert (line["status"], line["token_count"], line["target"]) == (200, "estimated", target_id(stack, "anthropic"))
+    assert [(t["status"], t["outcome"]) for t in line["tried"]] == [(529, "overloaded")]
+    found = spans()
+    attempt = found["count_tokens claude-sonnet-4-5"].attributes or {}
+    assert (attempt["error.type"], attempt["http.response.status_code"]) == ("overloaded", 529)
+    assert (found["POST /v1/messages/count_tokens"].attributes or {})["llmroute.token_count"] == "estimated"
+
+
+def test_a_refused_count_writes_its_line_and_span_with_its_400_and_no_prompt(
+        stack: Stack, access: Callable[[], list[str]], spans: Callable[[], dict[str, ReadableSpan]]) -> None:
+    with pytest.raises(anthropic.BadRequestError):
+        client(stack).post("/v1/messages/count_tokens", cast_to=object,
+                           body={"model": "anthropic", "messages": [{"role": "robot", "content": PRIVATE}]})
+
+    [line] = access()
+    assert PRIVATE not in line
+    entry = orjson.loads(line)
+    assert (entry["route"], entry["status"], entry["token_count"], entry["target"], entry["attempts"]) == (
+        "main", 400, "none", None, 0)
+    assert entry["model"] == ""  # a count's model is written once it is routed, a name the route knows
+    server = spans()["POST /v1/messages/count_tokens"].attributes or {}
+    assert (server["http.response.status_code"], server["error.type"], server["llmroute.token_count"]) == (
+        400, "400", "none")
+
+
+@pytest.mark.parametrize(("tier", "provider_name"), [("anthropic", "anthropic"), ("gemini", "gcp.gemini")])
+def test_a_count_is_a_server_span_with_the_targets_count_as_its_client_span(
+        stack: Stack, spans: Callable[[], dict[str, ReadableSpan]], tier: str, provider_name: str) -> None:
+    plain(client(stack))(model=tier, messages=HELLO)
+
+    found = spans()
+    target = main_target(stack, tier)
+    server, attempt = found["POST /v1/messages/count_tokens"], found[f"count_tokens {target.model}"]
+    assert server.kind is SpanKind.SERVER and attempt.kind is SpanKind.CLIENT
+    assert attempt.parent is not None and attempt.parent.span_id == server.context.span_id
+    assert dict(server.attributes or {}) == {
+        "http.request.method": "POST", "http.route": "/v1/messages/count_tokens",
+        "gen_ai.operation.name": "count_tokens", "llmroute.route": "main", "llmroute.tier": tier,
+        "llmroute.rule": "model", "llmroute.token_count": "exact", "http.response.status_code": 200,
+        "llmroute.attempts": 1}
+    client_attributes = attempt.attributes or {}
+    assert (client_attributes["gen_ai.operation.name"], client_attributes["gen_ai.provider.name"],
+            client_attributes["gen_ai.request.model"], client_attributes["llmroute.target"]) == (
+        "count_tokens", provider_name, target.model, target.id)
+    assert "error.type" not in client_attributes
+
+
+def test_an_estimated_count_is_a_server_span_alone(stack: Stack, spans: Callable[[], dict[str, ReadableSpan]]) -> None:
+    plain(client(stack))(model="openai", messages=HELLO)
+
+    found = spans()
+    assert list(found) == ["POST /v1/messages/count_tokens"]
+    assert (found["POST /v1/messages/count_tokens"].attributes or {})["llmroute.token_count"] == "estimated"
+
+
+async def test_the_drain_waits_for_a_count_in_flight(stack: Stack, access: Callable[[], list[str]]) -> None:
+    stack.call(lambda: stack.faults["claude"].next(Fault(FaultKind.LATENCY, seconds=0.3)))
+    try:
+        async with aiohttp.ClientSession() as session:
+            counting = await count_asking_claude(stack, session)
+            stack.run(drain(stack.sidecar, 5))
+            assert [orjson.loads(line)["status"] for line in access()] == [200]  # answered before the drain ended
+            answer = await asyncio.wait_for(counting, 10)
+            assert answer.status == 200 and answer.headers["x-llmroute-token-count"] == "exact"
+    finally:
+        undrain(stack)
+
+
+async def test_a_count_still_waiting_at_the_drain_deadline_gets_503_draining(
+        stack: Stack, access: Callable[[], list[str]]) -> None:
+    stack.call(lambda: stack.faults["claude"].always(Fault(FaultKind.HANG)))
+    try:
+        async with aiohttp.ClientSession() as session:
+            counting = await count_asking_claude(stack, session)
+            stack.run(drain(stack.sidecar, 0.05))
+            answer = await asyncio.wait_for(counting, 10)
+            assert answer.status == 503 and (await answer.json())["error"]["type"] == "overloaded_error"
+            assert [orjson.loads(line)["status"] for line in access()] == [503]
+    finally:
+        undrain(stack)
+
+
+async def count_asking_claude(stack: Stack, session: aiohttp.ClientSession) -> asyncio.Task[aiohttp.ClientResponse]:
+    """A count sent, once the sidecar has asked Claude for it (the answer is awaited by the caller)."""
+    counting = asyncio.create_task(session.post(stack.url + "/v1/messages/count_tokens",
+                                                json={"model": "anthropic", "messages": HELLO}))
+    async with asyncio.timeout(10):
+        while sim_requests(stack, "claude") == 0:
+            await asyncio.sleep(0.01)
+    return counting
+
+
+def undrain(stack: Stack) -> None:
+    def reset() -> None:
+        stack.sidecar.draining = False
+        stack.sidecar.drain_cut = None
+
+    stack.call(reset)
