@@ -58,6 +58,10 @@ class FaultKind(StrEnum):
     """Gemini answers 200 with a candidate that ends `finishReason: MALFORMED_FUNCTION_CALL`, no content and
     a `finishMessage` quoting the code the model wrote instead of a call (streamed as one such chunk), as
     2.5 models do now and then when given tools; the other APIs have no such answer and answer normally."""
+    EMPTY_ANSWER = "empty_answer"
+    """Gemini answers 200 with a candidate that ends `finishReason: STOP` and a content with no parts (only
+    its role), as 2.5 and later models do now and then (streamed as one such chunk); the other APIs have no
+    such answer and answer normally."""
     NO_USAGE = "no_usage"
     """200, and the answer carries no usage, as some OpenAI-compatible servers answer: OpenAI's and Azure's
     chat completions send no usage chunk even when `stream_options.include_usage` asks for it, and no

@@ -311,6 +311,10 @@ def _chunks(answer: _Answer, stream: bool, fault: FaultKind | None, quirks: bool
     if fault is FaultKind.MALFORMED_CALL:  # the model wrote code, not a call: no content at all
         candidate = {**_candidate(None, "MALFORMED_FUNCTION_CALL", quirks), "finishMessage": MALFORMED_MESSAGE}
         return [{"candidates": [candidate], "usageMetadata": _usage(answer.prompt_tokens, 0, cached), **tail}]
+    if fault is FaultKind.EMPTY_ANSWER:  # it thought, and said nothing (proto3 JSON drops the 0 candidates)
+        usage = _usage(answer.prompt_tokens, 0, cached, THOUGHTS_TOKENS if quirks else 0)
+        del usage["candidatesTokenCount"]
+        return [{"candidates": [_candidate([], "STOP", quirks)], "usageMetadata": usage, **tail}]
     if answer.thought_out:  # the thinking used up maxOutputTokens: a content without parts
         usage = _usage(answer.prompt_tokens, 0, cached, answer.output_tokens)
         del usage["candidatesTokenCount"]

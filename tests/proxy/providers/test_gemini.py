@@ -397,6 +397,34 @@ def test_malformed_function_call_family_is_an_upstream_failure(reason: str) -> N
     assert reason in caught.value.message and "bad call" in caught.value.message
 
 
+EMPTY_STOPS = {
+    "no parts": {"index": 0, "content": {"role": "model"}, "finishReason": "STOP"},
+    "an empty text": candidate([{"text": ""}]),
+    "thoughts only": candidate([{"text": "Let me think.", "thought": True}]),
+    "no content": {"index": 0, "finishReason": "STOP"},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(EMPTY_STOPS))
+def test_a_stop_with_nothing_in_it_is_an_upstream_failure_not_an_answer(shape: str) -> None:
+    with pytest.raises(UpstreamError) as caught:
+        translate(sim_response(candidates=[EMPTY_STOPS[shape]]))
+    assert caught.value.kind is FailureKind.SERVER_ERROR and "STOP and an empty answer" in caught.value.message
+
+
+def test_an_answer_without_candidates_or_a_block_reason_is_an_upstream_failure() -> None:
+    body = sim_response()
+    del body["candidates"]
+    with pytest.raises(UpstreamError) as caught:
+        translate(body)
+    assert caught.value.kind is FailureKind.SERVER_ERROR
+
+
+def test_an_empty_text_beside_a_call_is_a_call() -> None:
+    body = sim_response(candidates=[candidate([{"text": ""}, {"functionCall": {"name": "f", "args": {}}}])])
+    assert translate(body)["choices"][0]["finish_reason"] == "tool_calls"
+
+
 def test_a_safety_stop_without_content_is_an_empty_filtered_answer() -> None:
     choice = translate(sim_response(candidates=[{"index": 0, "finishReason": "SAFETY"}]))["choices"][0]
     assert choice["message"]["content"] == "" and choice["finish_reason"] == "content_filter"
@@ -542,6 +570,20 @@ def test_a_malformed_call_before_any_output_fails_the_stream_over() -> None:
     with pytest.raises(UpstreamError) as caught:
         GeminiStream("m").feed(sse({"candidates": [{"index": 0, "finishReason": "MALFORMED_FUNCTION_CALL"}]}))
     assert caught.value.kind is FailureKind.SERVER_ERROR
+
+
+@pytest.mark.parametrize("shape", sorted(EMPTY_STOPS))
+def test_a_stop_with_nothing_before_it_fails_the_stream_over(shape: str) -> None:
+    thinking = {"candidates": [candidate([{"text": "Hmm.", "thought": True}], None)], "responseId": "s5"}
+    with pytest.raises(UpstreamError) as caught:
+        run_stream(sse(thinking, {"candidates": [EMPTY_STOPS[shape]], "responseId": "s5"}))
+    assert caught.value.kind is FailureKind.SERVER_ERROR
+
+
+def test_a_stop_alone_after_the_text_ends_the_stream() -> None:
+    body = sse({"candidates": [candidate([{"text": "Sure"}], None)]}, {"candidates": [EMPTY_STOPS["no parts"]]})
+    _, chunks = run_stream(body)
+    assert deltas(chunks)[-1] == ({}, "stop")
 
 
 def test_a_malformed_call_after_output_ends_the_stream_as_stop() -> None:

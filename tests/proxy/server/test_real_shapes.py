@@ -356,3 +356,21 @@ def test_a_malformed_function_call_from_gemini_is_asked_again_unseen(stack: Stac
     assert completion.choices[0].finish_reason == "tool_calls"
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("get_weather", {"city": "sim"})]
     assert stack.call(lambda: sim_state(stack.sims["gem"].app).stats.total) == before + 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_answer_from_gemini_is_asked_again_unseen(stack: Stack, stream: bool) -> None:
+    """Gemini 2.5 now and then ends with STOP and nothing said (its content has no parts): a failure
+    of the provider before any output, so the client gets the next attempt's answer."""
+    before = stack.call(lambda: sim_state(stack.sims["gem"].app).stats.total)
+    stack.faults["gem"].next(Fault(FaultKind.EMPTY_ANSWER))
+    ask: Any = [{"role": "user", "content": "Say hello, gemini"}]
+    client = openai_client(stack)
+    if stream:
+        with client.chat.completions.stream(model="gemini", messages=ask) as streamed:
+            completion = streamed.get_final_completion()
+    else:
+        completion = client.chat.completions.create(model="gemini", messages=ask)
+    assert "Say hello, gemini" in (completion.choices[0].message.content or "")
+    assert completion.choices[0].finish_reason == "stop"
+    assert stack.call(lambda: sim_state(stack.sims["gem"].app).stats.total) == before + 2

@@ -326,6 +326,20 @@ async def test_gemini_malformed_function_call_shape(aiohttp_client: Any, stream:
     assert candidate["finishReason"] == "MALFORMED_FUNCTION_CALL" and candidate["finishMessage"] == MALFORMED_MESSAGE
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_gemini_empty_answer_shape(aiohttp_client: Any, stream: bool) -> None:
+    faults = FaultPlan()
+    faults.next(Fault(FaultKind.EMPTY_ANSWER))
+    client = await start(aiohttp_client, gemini_app(faults=faults, quirks=True))
+    ask = {"contents": [{"role": "user", "parts": [{"text": "Hello?"}]}]}
+    response = await client.post(STREAM + "?alt=sse" if stream else GENERATE, json=ask)
+    body = data_events(await response.read())[-1] if stream else await response.json()
+    types.GenerateContentResponse.model_validate(body)  # the SDK reads it
+    (candidate,) = body["candidates"]
+    assert response.status == 200 and candidate["content"] == {"role": "model"} and candidate["finishReason"] == "STOP"
+    assert "candidatesTokenCount" not in body["usageMetadata"] and body["usageMetadata"]["thoughtsTokenCount"] > 0
+
+
 # ---- the official SDKs read the quirks --------------------------------------------------------
 
 

@@ -94,6 +94,18 @@ def malformed_call(reason: str, finish_message: Any) -> UpstreamError:
     return UpstreamError(kind=FailureKind.SERVER_ERROR, message=f"Gemini finished with {reason}{detail}", status=502)
 
 
+def empty_answer() -> UpstreamError:
+    """Gemini 2.5 and later now and then end an answer with STOP and nothing in it (no text, no call;
+    at most thoughts), and answer when asked again: a failure of the provider, not an answer."""
+    return UpstreamError(kind=FailureKind.SERVER_ERROR, status=502,
+                         message="Gemini finished with STOP and an empty answer (no text and no function call)")
+
+
+def _empty(choice: Mapping[str, Any]) -> bool:
+    message = choice["message"]
+    return choice["finish_reason"] == "stop" and not message["content"] and not message.get("tool_calls")
+
+
 def _tool_call(part: Mapping[str, Any], seed: str, candidate: int, position: int) -> dict[str, Any]:
     call = part["functionCall"]
     call_id = call.get("id") or synthesised_tool_id(seed, candidate, position)
@@ -149,6 +161,8 @@ def translate_response(body: bytes, model: str) -> ChatResult:
         raise blocked
     seed = _response_seed(response, body)
     choices = [_choice(c, i, seed) for i, c in enumerate(response.get("candidates") or ())]
+    if all(map(_empty, choices)):  # none at all, too: clients read `choices[0]`
+        raise empty_answer()
     usage = usage_from(response.get("usageMetadata"))
     data = {"id": "chatcmpl-" + seed, "object": "chat.completion", "created": CREATED_UNKNOWN,
             "model": response.get("modelVersion") or model, "choices": choices, "usage": usage.to_openai()}
@@ -238,6 +252,8 @@ class GeminiStream:
         if reason in MALFORMED_CALL_REASONS and not self._shown:
             raise malformed_call(reason, finish_message)
         mapped = finish_reason_for(reason, self._tools[index] > 0)
+        if mapped == "stop" and not self._shown:
+            raise empty_answer()
         self._open.discard(index)
         self.finish_reason = mapped
         out.append(self._chunk(index, {}, mapped))
