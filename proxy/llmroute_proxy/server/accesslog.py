@@ -3,8 +3,10 @@
 The line says where the request went and what it cost: route, tier, rule, target, every
 attempt with its outcome, status, latency, tokens, cost and the trace id that joins it to
 its spans. A token count's line says so (`token_count`) and holds no tokens and no cost:
-counting is charged nothing. It never holds prompt or completion text, header values or credentials: attempt
-reasons are failure kinds, not upstream messages (which may quote what the client sent).
+counting is charged nothing. A request refused before it was routed says why (`refused`: the
+error code it was answered, never the message, which may quote the request). It never holds prompt
+or completion text, header values or credentials: attempt reasons are failure kinds, not upstream
+messages (which may quote what the client sent).
 
 Whether a line is written is the logger's decision (its level, `LLMROUTE_LOG_LEVEL`): when
 `llmroute.access` is not enabled for INFO nothing is built. How it is written depends on the
@@ -64,6 +66,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         entry["usage_estimated"] = True
     if outcome.token_count is not None:
         entry["token_count"] = outcome.token_count
+    if outcome.refused is not None:
+        entry["refused"] = outcome.refused
     return entry
 
 

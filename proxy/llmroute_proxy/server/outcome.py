@@ -35,6 +35,7 @@ class Outcome:
     trace_id: str
     usage_estimated: bool = False  # usage and cost are the sidecar's estimate: a stream stopped, an unmetered answer
     token_count: TokenCount | None = None  # set only for a token count (POST /v1/messages/count_tokens)
+    refused: str | None = None  # set only for a request refused before routing: the error code it was answered
 
     @property
     def error_type(self) -> str | None:

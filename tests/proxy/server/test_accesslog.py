@@ -74,6 +74,15 @@ def test_a_token_count_says_how_it_was_counted_and_other_lines_do_not(caplog: py
     assert "token_count" not in logged(caplog)
 
 
+def test_a_request_refused_before_routing_says_why_and_other_lines_do_not(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "llmroute.access")
+    log_access(outcome(status=404, tier="", rule="", target=None, refused="model_not_found"))
+    assert logged(caplog)["refused"] == "model_not_found"
+    caplog.clear()
+    log_access(outcome())
+    assert "refused" not in logged(caplog)
+
+
 def test_a_request_that_reached_no_target_logs_nulls_not_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "llmroute.access")
     log_access(outcome(target=None, status=429, latency_s=0.001))
