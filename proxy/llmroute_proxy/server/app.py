@@ -105,22 +105,24 @@ async def _scrubbed_logs(app: web.Application) -> AsyncIterator[None]:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
+    scope = sidecar.telemetry.start_request("chat", request.headers, path=request.path)
     try:
         chat = ChatRequest(check_thinking_blocks(validate_chat(await _read_json(request, sidecar))))
-    except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
-    return await _serve(request, sidecar, chat, OpenAIEncoder(chat, int(sidecar.wallclock())), "chat")
+    except BaseException as error:
+        return _unrouted(request, sidecar, scope, OpenAIEncoder(None), error)
+    return await _serve(request, sidecar, scope, chat, OpenAIEncoder(chat, int(sidecar.wallclock())))
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
+    scope = sidecar.telemetry.start_request("chat", request.headers, path=request.path)
     body: Any = None
     try:
         body = await _read_json(request, sidecar)
         chat = _messages_request(body, beta_features(request.headers.get("anthropic-beta")))
-    except LLMRouteError as error:
-        return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
-    return await _serve(request, sidecar, chat, AnthropicEncoder(chat.body["model"]), "chat")
+    except BaseException as error:
+        return _unrouted(request, sidecar, scope, _messages_encoder(body), error)
+    return await _serve(request, sidecar, scope, chat, AnthropicEncoder(chat.body["model"]))
 
 
 COUNTING = "count_tokens"
@@ -133,8 +135,7 @@ async def count_message_tokens(request: web.Request) -> web.StreamResponse:
     charged; but in flight for the drain, traced, and written to the access log, as every request is."""
     sidecar = request.app[SIDECAR]
     scope = sidecar.telemetry.start_request(COUNTING, request.headers, path=request.path, metered=False)
-    named = _named_route(request, sidecar)
-    line = CountLine(named.name if named is not None else "", sidecar.clock())
+    line = CountLine(_named_route_name(request, sidecar), sidecar.clock())
     response: web.StreamResponse | None = None
     task = sidecar.request_started()
     try:
@@ -195,6 +196,7 @@ def _messages_encoder(body: Any) -> AnthropicEncoder:
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
+    scope = sidecar.telemetry.start_request("chat", request.headers, path=request.path)
     try:
         body = await _read_json(request, sidecar)
         history, unheld = _conversation(sidecar, responses.previous_response_id(body))
@@ -202,10 +204,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         chat = ChatRequest(turn.checked(),
                            NativeBody(NativeDialect.OPENAI_RESPONSES, turn.native_body(), turn.only, turn.unheld,
                                       unheld.held_by if unheld is not None else ""))
-    except LLMRouteError as error:
-        return _error_response(ResponsesEncoder(None), error, _early_headers(request, sidecar))
+    except BaseException as error:
+        return _unrouted(request, sidecar, scope, ResponsesEncoder(None), error)
     encoder = ResponsesEncoder(turn, int(sidecar.wallclock()), sidecar.responses, sidecar.clock)
-    return await _serve(request, sidecar, chat, encoder, "chat")
+    return await _serve(request, sidecar, scope, chat, encoder)
 
 
 def _conversation(sidecar: Sidecar, previous: str | None) -> tuple[list[dict[str, Any]], ResponseNotFound | None]:
@@ -269,11 +271,12 @@ async def cancel_response(request: web.Request) -> web.Response:
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
+    scope = sidecar.telemetry.start_request("embeddings", request.headers, path=request.path)
     try:
         body = validate_embeddings(await _read_json(request, sidecar))
-    except LLMRouteError as error:
-        return _error_response(OpenAIEncoder(None), error, _early_headers(request, sidecar))
-    return await _serve(request, sidecar, ChatRequest(body), OpenAIEncoder(None), "embeddings")
+    except BaseException as error:
+        return _unrouted(request, sidecar, scope, OpenAIEncoder(None), error)
+    return await _serve(request, sidecar, scope, ChatRequest(body), OpenAIEncoder(None))
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
@@ -329,22 +332,24 @@ def _model_error(request: web.Request, sidecar: Sidecar, error: LLMRouteError) -
     return _error_response(encoder, error, _early_headers(request, sidecar))
 
 
-async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, encoder: Encoder,
-                 operation: str) -> web.StreamResponse:
-    if sidecar.draining:
-        return _error_response(encoder, _Draining(), _early_headers(request, sidecar))
+async def _serve(request: web.Request, sidecar: Sidecar, scope: RequestScope, chat: ChatRequest,
+                 encoder: Encoder) -> web.StreamResponse:
+    """A generation request, read and checked (`scope`: started as the handler began, its operation
+    chat or embeddings), routed and dispatched."""
+    operation = scope.operation
     try:
+        if sidecar.draining:
+            raise _Draining()
         route = _route(request, _table(sidecar))
         facts = _facts(request, chat, operation)
         prompt_tokens = facts.prompt_tokens if route.budget is not None or sidecar.tpm_limited else 0
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native,
                           budget=_budget_inputs(sidecar, chat, prompt_tokens))
-    except LLMRouteError as error:
-        return _error_response(encoder, error, _early_headers(request, sidecar))
+    except BaseException as error:
+        return _unrouted(request, sidecar, scope, encoder, error)
     if decision.budget is not None and decision.budget.alert:
         _log_budget_alert(decision.route)
     route, choice, experiment = decision.route, decision.choice, decision.experiment
-    scope = sidecar.telemetry.start_request(operation, request.headers, path=request.path)
     scope.routed(route.name, choice.tier, choice.rule, experiment.name if experiment else None,
                  input_messages=chat.body.get("messages") if sidecar.telemetry.capture_content else None)
     now = sidecar.clock()
@@ -376,6 +381,32 @@ async def _serve(request: web.Request, sidecar: Sidecar, chat: ChatRequest, enco
         scope.end(outcome.status, outcome.error_type, outcome.usage, outcome.cost_usd)
         sidecar.decisions.append(outcome)
         log_access(outcome)
+
+
+def _unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, encoder: Encoder,
+              error: BaseException) -> web.Response:
+    """A generation request that ends before it is routed: refused (an `LLMRouteError`: answered in
+    its dialect), or stopped by anything else (the client went away, a bug: raised on, as a 499, as
+    `_serve` sees one after routing). Seen as every request is: one access line and one point of the
+    request metrics (no attempt, token or cost), and its SERVER span."""
+    if not isinstance(error, LLMRouteError):
+        _end_unrouted(request, sidecar, scope, 499, None)
+        raise error
+    response = _error_response(encoder, error, _early_headers(request, sidecar))
+    _end_unrouted(request, sidecar, scope, response.status, error.code or error.error_type)
+    return response
+
+
+def _end_unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, status: int,
+                   refused: str | None) -> None:
+    """Its scope ended and its line written. Its route is the one the request names when the table has
+    it, else the default: a name in `x-llmroute-route` the table lacks is client text, kept out of the
+    line and the metric labels (as its model is: written only once a request is routed)."""
+    scope.route = _named_route_name(request, sidecar)
+    outcome = Outcome(sidecar.wallclock(), scope.route, "", "", "", "", None, False, None, (), status,
+                      scope.elapsed(), None, None, scope.trace_id, refused=refused)
+    scope.end(outcome.status, outcome.error_type)
+    log_access(outcome)
 
 
 def _facts(request: web.Request, chat: ChatRequest, operation: str) -> RequestFacts:
@@ -502,6 +533,11 @@ def _user(body: dict[str, Any]) -> str | None:
 def _named_route(request: BaseRequest, sidecar: Sidecar) -> Route | None:
     """The route the request names (`x-llmroute-route`), else the default; None without a table."""
     return sidecar.table.route(request.headers.get(ROUTE_HEADER)) if sidecar.table is not None else None
+
+
+def _named_route_name(request: BaseRequest, sidecar: Sidecar) -> str:
+    named = _named_route(request, sidecar)
+    return named.name if named is not None else ""
 
 
 def _early_headers(request: BaseRequest, sidecar: Sidecar) -> dict[str, str]:

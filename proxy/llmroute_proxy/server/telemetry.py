@@ -13,7 +13,9 @@ A request is a SERVER span (`POST /v1/chat/completions`) continuing the caller's
 `traceparent`; each upstream attempt is a CLIENT span `{operation} {model}` under it.
 A token count (`POST /v1/messages/count_tokens`) is no request in the metrics: its scope is
 started with `metered=False`, makes the same spans, records no metric point, and says how the
-count was answered with `scope.counted("exact" | "estimated" | "none")`.
+count was answered with `scope.counted("exact" | "estimated" | "none")`. A request refused
+before routing is never `routed`: it ends with its refusal's status, no tier, and as its route
+the one the table knows it by (`scope.route`), or none.
 Spans exist only when an exporter does (an OTLP endpoint is configured, or a test injects
 one): otherwise no tracer is built and the hot path pays for metrics alone.
 

@@ -148,6 +148,10 @@ class RequestScope:
         if self._span is not None:
             self._span.set_attribute("llmroute.token_count", how)
 
+    def elapsed(self) -> float:
+        """Seconds since the request started, by the clock its duration is recorded with."""
+        return self._telemetry.clock() - self._started
+
     def end(self, status: int, error_type: str | None = None, usage: Usage | None = None,
             cost_usd: float | None = None) -> None:
         """The response is complete (streams: after the last byte). Calling it again does nothing."""
