@@ -167,6 +167,7 @@ async def _count(request: web.Request, sidecar: Sidecar, scope: RequestScope, li
         facts = _facts(request, chat, "chat")
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native)
     except LLMRouteError as error:
+        line.refused = _refusal_code(error)
         return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
     line.model, line.decision = chat.body["model"], decision
     choice, experiment = decision.choice, decision.experiment
@@ -393,8 +394,13 @@ def _unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, encod
         _end_unrouted(request, sidecar, scope, 499, None)
         raise error
     response = _error_response(encoder, error, _early_headers(request, sidecar))
-    _end_unrouted(request, sidecar, scope, response.status, error.code or error.error_type)
+    _end_unrouted(request, sidecar, scope, response.status, _refusal_code(error))
     return response
+
+
+def _refusal_code(error: LLMRouteError) -> str:
+    """What an access line says a request was refused for: the error's code, one of the sidecar's own."""
+    return error.code or error.error_type
 
 
 def _end_unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, status: int,

@@ -137,13 +137,14 @@ def _input_tokens(tokens: int) -> bytes:
 @dataclass(slots=True)
 class CountLine:
     """What a count's access line says, filled in as the request goes: `model` and `decision` once
-    it is routed, `count` once it is answered (a refused one stops early)."""
+    it is routed, `count` once it is answered (a refused one stops early, with its `refused` code)."""
 
     route: str  # the route the request names, until it is routed
     started: float
     model: str = ""
     decision: RouteDecision | None = None
     count: Count | None = None
+    refused: str | None = None
 
     @property
     def how(self) -> TokenCount:
@@ -161,4 +162,5 @@ class CountLine:
         if count is not None:
             tier, target, tried = count.tier, count.target, count.tried
         return Outcome(sidecar.wallclock(), route, self.model, tier, rule, reason, experiment, False, target, tried,
-                       status, sidecar.clock() - self.started, None, None, trace_id, token_count=self.how)
+                       status, sidecar.clock() - self.started, None, None, trace_id, token_count=self.how,
+                       refused=self.refused)

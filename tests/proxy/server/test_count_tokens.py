@@ -300,6 +300,7 @@ def test_a_refused_count_writes_its_line_and_span_with_its_400_and_no_prompt(
     entry = orjson.loads(line)
     assert (entry["route"], entry["status"], entry["token_count"], entry["target"], entry["attempts"]) == (
         "main", 400, "none", None, 0)
+    assert entry["refused"] == "invalid_request"
     assert entry["model"] == ""  # a count's model is written once it is routed, a name the route knows
     server = spans()["POST /v1/messages/count_tokens"].attributes or {}
     assert (server["http.response.status_code"], server["error.type"], server["llmroute.token_count"]) == (
