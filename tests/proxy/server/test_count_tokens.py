@@ -243,7 +243,9 @@ def access(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
 
 @pytest.fixture
 def spans(stack: Stack) -> Callable[[], dict[str, ReadableSpan]]:
-    """The spans finished since the test began, by name."""
+    """The spans finished since the test began, by name (those of earlier tests flushed out first: the
+    exporter is batched, so a span an earlier test ended may still be on its way)."""
+    stack.sidecar.telemetry.flush()
     SPANS.clear()
 
     def finished() -> dict[str, ReadableSpan]:
