@@ -265,9 +265,7 @@ def _as_target_takes(sidecar: Sidecar, chat: ChatRequest, target: Target) -> Cha
 
 
 def _output_limit(stated: int | None, configured: int | None) -> int | None:
-    if stated is None or configured is None:
-        return configured if stated is None else stated
-    return min(stated, configured)
+    return min((most for most in (stated, configured) if most is not None), default=None)
 
 
 def _mended(sidecar: Sidecar, chat: ChatRequest, target: Target, error: UpstreamError) -> ChatRequest | None:
@@ -330,6 +328,8 @@ _OPENAI_OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens")
 _ANTHROPIC_OUTPUT_LIMIT = re.compile(r"^max_tokens: \d+ > (\d+), which is the maximum allowed number of output tokens")
 _GEMINI_OUTPUT_RANGE = re.compile(r"^Unable to submit request because it has a maxOutputTokens value of \d+ but the "
                                   r"supported range is from 1 \(inclusive\) to (\d+) \(exclusive\)")
+_UNNAMED_OUTPUT_LIMITS = ((_ANTHROPIC_OUTPUT_LIMIT, 0), (_GEMINI_OUTPUT_RANGE, 1))
+"""The refusals that name no `param`: each pattern, and how far its number is past the most."""
 
 
 def stated_output_limit(error: UpstreamError) -> int | None:
@@ -340,13 +340,11 @@ def stated_output_limit(error: UpstreamError) -> int | None:
     (exclusive)…`)."""
     if error.kind is not FailureKind.CLIENT_ERROR:
         return None
-    if error.param in ("max_tokens", "max_completion_tokens"):
-        found = _OPENAI_OUTPUT_LIMIT.search(error.message)
-        return int(found.group(1)) or None if found else None
-    if found := _ANTHROPIC_OUTPUT_LIMIT.search(error.message):
-        return int(found.group(1)) or None
-    if found := _GEMINI_OUTPUT_RANGE.search(error.message):
-        return int(found.group(1)) - 1 or None
+    openai = error.param in ("max_tokens", "max_completion_tokens")
+    for pattern, past_the_most in ((_OPENAI_OUTPUT_LIMIT, 0),) if openai else _UNNAMED_OUTPUT_LIMITS:
+        if found := pattern.search(error.message):
+            most = int(found.group(1)) - past_the_most
+            return most if most > 0 else None
     return None
 
 
