@@ -80,6 +80,12 @@ class LLMRouteError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def label(self) -> str:
+        """What went wrong in one word, for access lines: the error's code, else its type. Never its
+        message, which may quote the request."""
+        return self.code or self.error_type
+
     def headers(self) -> dict[str, str]:
         return {}
 

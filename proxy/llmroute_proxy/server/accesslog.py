@@ -4,7 +4,10 @@ The line says where the request went and what it cost: route, tier, rule, target
 attempt with its outcome, status, latency, tokens, cost and the trace id that joins it to
 its spans. A token count's line says so (`token_count`) and holds no tokens and no cost:
 counting is charged nothing. A request refused before it was routed says why (`refused`: the
-error code it was answered, never the message, which may quote the request). It never holds prompt
+error code it was answered, never the message, which may quote the request); a routed one that failed
+says so as well (`error`: the code it was answered, in its status or, for a stream already begun, in
+its stream). Its latency is the whole request's, from the handler's start, as the duration metric's.
+It never holds prompt
 or completion text, header values or credentials: attempt reasons are failure kinds, not upstream
 messages (which may quote what the client sent).
 
@@ -68,6 +71,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         entry["token_count"] = outcome.token_count
     if outcome.refused is not None:
         entry["refused"] = outcome.refused
+    if outcome.error is not None:
+        entry["error"] = outcome.error
     return entry
 
 

@@ -132,23 +132,22 @@ endpoint's own name (Anthropic's `count_tokens`), in their snake_case (`text_com
 
 async def count_message_tokens(request: web.Request) -> web.StreamResponse:
     """A Messages request's input tokens, counted where it would be sent (`server.counting`). Never
-    charged; but in flight for the drain, traced, and written to the access log, as every request is."""
+    charged; but in flight for the drain once routed, traced, and written to the access log, as every
+    request is."""
     sidecar = request.app[SIDECAR]
     scope = sidecar.telemetry.start_request(COUNTING, request.headers, path=request.path, metered=False)
-    line = CountLine(_named_route_name(request, sidecar), sidecar.clock())
+    line = CountLine(_named_route_name(request, sidecar))
     response: web.StreamResponse | None = None
-    task = sidecar.request_started()
+    unanswered = 499
     try:
         response = await _count(request, sidecar, scope, line)
         return response
-    except asyncio.CancelledError:
-        if (cut := sidecar.take_drain_cut()) is None:
-            raise
-        response = _error_response(AnthropicEncoder(line.model), cut, _early_headers(request, sidecar))
-        return response
+    except BaseException as error:
+        unanswered = _unanswered_status(error)
+        raise
     finally:
-        sidecar.request_ended(task)
-        outcome = line.outcome(sidecar, response.status if response is not None else 499, scope.trace_id)
+        outcome = line.outcome(sidecar, response.status if response is not None else unanswered, scope.stop(),
+                               scope.trace_id)
         scope.counted(line.how)
         scope.end(outcome.status, outcome.error_type)
         log_access(outcome)
@@ -156,25 +155,36 @@ async def count_message_tokens(request: web.Request) -> web.StreamResponse:
 
 async def _count(request: web.Request, sidecar: Sidecar, scope: RequestScope, line: CountLine) -> web.Response:
     """The count's answer; `line` learns the model (once routed: a known name, never the client's
-    text), the decision and the count as they come."""
+    text), the decision and the count as they come. Like a generation request, it is in flight for the
+    drain only once its body is read and it is routed: a slow upload does not hold a drain."""
     body: Any = None
     try:
+        body = await _read_json(request, sidecar)
         if sidecar.draining:
             raise _Draining()
-        body = await _read_json(request, sidecar)
         chat = _messages_request(body, beta_features(request.headers.get("anthropic-beta")), counting=True)
         route = _route(request, _table(sidecar))
         facts = _facts(request, chat, "chat")
         decision = decide(route, facts, roll=sidecar.rng.random(), native=chat.native)
     except LLMRouteError as error:
-        line.refused = _refusal_code(error)
+        line.refused = error.label
         return _error_response(_messages_encoder(body), error, _early_headers(request, sidecar))
     line.model, line.decision = chat.body["model"], decision
     choice, experiment = decision.choice, decision.experiment
     scope.routed(decision.route.name, choice.tier, choice.rule, experiment.name if experiment else None)
-    line.count = count = await count_tokens(sidecar, chat, decision, facts.prompt_tokens, scope)
+    task = sidecar.request_started()
+    try:
+        line.count = count = await count_tokens(sidecar, chat, decision, facts.prompt_tokens, scope)
+    except asyncio.CancelledError:
+        if (cut := sidecar.take_drain_cut()) is None:
+            raise
+        line.error = cut.label
+        return _error_response(AnthropicEncoder(line.model), cut, _early_headers(request, sidecar))
+    finally:
+        sidecar.request_ended(task)
     headers = count.headers(decision.route)
     if count.error is not None:
+        line.error = count.error.label
         return _error_response(_messages_encoder(body), count.error, headers)
     return web.Response(body=count.body, headers=headers, content_type="application/json")
 
@@ -359,6 +369,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, scope: RequestScope, ch
                   embeddings=operation == "embeddings", targets=decision.target_override)
     task = sidecar.request_started()
     response: web.StreamResponse | None = None
+    unanswered = 499
     reservation = decision.budget
     try:
         if reservation is not None and not reservation.allowed:
@@ -366,19 +377,24 @@ async def _serve(request: web.Request, sidecar: Sidecar, scope: RequestScope, ch
         response = await dispatch_chat(sidecar, ex)
         return response
     except LLMRouteError as error:
+        ex.error = error.label
         response = _error_response(encoder, error, ex.headers())
         return response
     except asyncio.CancelledError:
         # a stream that has begun (a target answered) ends with its own in-band error in dispatch
         if ex.target is not None or (cut := sidecar.take_drain_cut()) is None:
             raise
+        ex.error = cut.label
         response = _error_response(encoder, cut, ex.headers())
         return response
+    except BaseException as error:
+        unanswered = _unanswered_status(error)
+        raise
     finally:
         sidecar.request_ended(task)
         if reservation is not None and reservation.reservation is not None:
             _settle_budget(sidecar, reservation.reservation, ex)
-        outcome = _outcome(sidecar, ex, response.status if response is not None else 499, now)
+        outcome = _outcome(sidecar, ex, response.status if response is not None else unanswered)
         scope.end(outcome.status, outcome.error_type, outcome.usage, outcome.cost_usd)
         sidecar.decisions.append(outcome)
         log_access(outcome)
@@ -387,20 +403,22 @@ async def _serve(request: web.Request, sidecar: Sidecar, scope: RequestScope, ch
 def _unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, encoder: Encoder,
               error: BaseException) -> web.Response:
     """A generation request that ends before it is routed: refused (an `LLMRouteError`: answered in
-    its dialect), or stopped by anything else (the client went away, a bug: raised on, as a 499, as
-    `_serve` sees one after routing). Seen as every request is: one access line and one point of the
-    request metrics (no attempt, token or cost), and its SERVER span."""
+    its dialect), or stopped by anything else (the client went away, a bug: raised on, as `_serve`
+    does after routing). Seen as every request is: one access line and one point of the request metrics
+    (no attempt, token or cost), and its SERVER span."""
     if not isinstance(error, LLMRouteError):
-        _end_unrouted(request, sidecar, scope, 499, None)
+        _end_unrouted(request, sidecar, scope, _unanswered_status(error), None)
         raise error
     response = _error_response(encoder, error, _early_headers(request, sidecar))
-    _end_unrouted(request, sidecar, scope, response.status, _refusal_code(error))
+    _end_unrouted(request, sidecar, scope, response.status, error.label)
     return response
 
 
-def _refusal_code(error: LLMRouteError) -> str:
-    """What an access line says a request was refused for: the error's code, one of the sidecar's own."""
-    return error.code or error.error_type
+def _unanswered_status(error: BaseException) -> int:
+    """The status a request's line and metrics say when its handler raised: 499 when the client went
+    away (its task cancelled, its connection gone), else 500: a bug, which the client is answered as a
+    500 (`connections`) and whose traceback is logged."""
+    return 499 if isinstance(error, (asyncio.CancelledError, ConnectionError)) else 500
 
 
 def _end_unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, status: int,
@@ -410,7 +428,7 @@ def _end_unrouted(request: web.Request, sidecar: Sidecar, scope: RequestScope, s
     line and the metric labels (as its model is: written only once a request is routed)."""
     scope.route = _named_route_name(request, sidecar)
     outcome = Outcome(sidecar.wallclock(), scope.route, "", "", "", "", None, False, None, (), status,
-                      scope.elapsed(), None, None, scope.trace_id, refused=refused)
+                      scope.stop(), None, None, scope.trace_id, refused=refused)
     scope.end(outcome.status, outcome.error_type)
     log_access(outcome)
 
@@ -453,11 +471,11 @@ def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> 
         sidecar.ledger.release(reservation)
 
 
-def _outcome(sidecar: Sidecar, ex: Exchange, status: int, started: float) -> Outcome:
+def _outcome(sidecar: Sidecar, ex: Exchange, status: int) -> Outcome:
     choice, target = ex.choice, ex.target
     return Outcome(sidecar.wallclock(), ex.route.name, ex.requested_model, choice.tier, choice.rule, choice.reason,
                    ex.experiment.name if ex.experiment else None, ex.chat.stream, target, ex.attempts, status,
-                   sidecar.clock() - started, ex.usage, ex.cost, ex.scope.trace_id, ex.usage_estimated)
+                   ex.scope.stop(), ex.usage, ex.cost, ex.scope.trace_id, ex.usage_estimated, error=ex.error)
 
 
 class _Draining(LLMRouteError):

@@ -137,20 +137,21 @@ def _input_tokens(tokens: int) -> bytes:
 @dataclass(slots=True)
 class CountLine:
     """What a count's access line says, filled in as the request goes: `model` and `decision` once
-    it is routed, `count` once it is answered (a refused one stops early, with its `refused` code)."""
+    it is routed, `count` once it is answered (a refused one stops early, with its `refused` code; a
+    routed one that fails says its `error` code)."""
 
     route: str  # the route the request names, until it is routed
-    started: float
     model: str = ""
     decision: RouteDecision | None = None
     count: Count | None = None
     refused: str | None = None
+    error: str | None = None
 
     @property
     def how(self) -> TokenCount:
         return self.count.how if self.count is not None else "none"
 
-    def outcome(self, sidecar: Sidecar, status: int, trace_id: str) -> Outcome:
+    def outcome(self, sidecar: Sidecar, status: int, latency_s: float, trace_id: str) -> Outcome:
         decision, count = self.decision, self.count
         route, tier, rule, reason, experiment = self.route, "", "", "", None
         if decision is not None:
@@ -162,5 +163,5 @@ class CountLine:
         if count is not None:
             tier, target, tried = count.tier, count.target, count.tried
         return Outcome(sidecar.wallclock(), route, self.model, tier, rule, reason, experiment, False, target, tried,
-                       status, sidecar.clock() - self.started, None, None, trace_id, token_count=self.how,
-                       refused=self.refused)
+                       status, latency_s, None, None, trace_id, token_count=self.how, refused=self.refused,
+                       error=self.error)

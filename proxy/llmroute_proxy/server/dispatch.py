@@ -73,6 +73,7 @@ class Exchange:
     embeddings: bool = False
     targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
     usage_estimated: bool = False  # `usage` and `cost` are the sidecar's estimate (a stream stopped, an unmetered answer)
+    error: str | None = None  # the code of the error it was answered, in its status or in its stream (`label`)
 
     @property
     def admitted_tokens(self) -> int:
@@ -450,6 +451,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
                 _stopped(sidecar, ex, planner, run, usage, estimated, "the client went away mid-stream", exc)
                 raise
             _stopped(sidecar, ex, planner, run, usage, estimated, "the drain's deadline cut the stream", cut)
+            ex.error = cut.label
             await response.write(ex.encoder.stream_error(cut))
             return response
         _succeeded(sidecar, ex, planner, run, _stream_usage(ex, translator, received + len(last), primed, out, last),
@@ -474,6 +476,7 @@ async def _broken(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: 
     streamed is paid for, as for a stream its client stopped (`streamed`: `_streamed`'s usage)."""
     usage, ex.usage_estimated = streamed
     scrubbed = _failed(sidecar, ex, planner, run, error, committed=True, usage=usage)
+    ex.error = scrubbed.label
     await response.write(ex.encoder.stream_error(scrubbed))
 
 

@@ -28,7 +28,7 @@ class Outcome:
     stream: bool
     target: Target | None  # the one that answered
     attempts: Sequence[AttemptRecord]
-    status: int  # 499: the client went away first
+    status: int  # 499: the client went away first; 500: a bug (the client is answered 500)
     latency_s: float
     usage: Usage | None
     cost_usd: float | None
@@ -36,6 +36,7 @@ class Outcome:
     usage_estimated: bool = False  # usage and cost are the sidecar's estimate: a stream stopped, an unmetered answer
     token_count: TokenCount | None = None  # set only for a token count (POST /v1/messages/count_tokens)
     refused: str | None = None  # set only for a request refused before routing: the error code it was answered
+    error: str | None = None  # a routed request that failed: the error code it was answered (its status or its stream)
 
     @property
     def error_type(self) -> str | None:

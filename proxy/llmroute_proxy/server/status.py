@@ -100,6 +100,8 @@ def _decision(outcome: Outcome) -> dict[str, Any]:
     }
     if outcome.usage_estimated:
         decision["usage_estimated"] = True
+    if outcome.error is not None:
+        decision["error"] = outcome.error
     return decision
 
 

@@ -88,7 +88,7 @@ class RequestScope:
     touches no metric, its attempts' included.
     """
 
-    __slots__ = ("_attempt_context", "_ended", "_failure", "_input", "_last_target", "_metered", "_span",
+    __slots__ = ("_attempt_context", "_duration", "_ended", "_failure", "_input", "_last_target", "_metered", "_span",
                  "_started", "_telemetry", "attempts", "experiment", "operation", "route", "rule", "tier",
                  "trace_id")
 
@@ -107,6 +107,7 @@ class RequestScope:
         self._last_target: str | None = None
         self._ended = False
         self._started = telemetry.clock()
+        self._duration: float | None = None
         self._span: Span | None = None
         self._attempt_context: Context | None = None
         tracer = telemetry.tracer
@@ -148,9 +149,12 @@ class RequestScope:
         if self._span is not None:
             self._span.set_attribute("llmroute.token_count", how)
 
-    def elapsed(self) -> float:
-        """Seconds since the request started, by the clock its duration is recorded with."""
-        return self._telemetry.clock() - self._started
+    def stop(self) -> float:
+        """The request's duration in seconds, from the handler's start to now, fixed at the first call:
+        what `end` records, so that the access line and the duration metric say the same."""
+        if self._duration is None:
+            self._duration = self._telemetry.clock() - self._started
+        return self._duration
 
     def end(self, status: int, error_type: str | None = None, usage: Usage | None = None,
             cost_usd: float | None = None) -> None:
@@ -162,8 +166,7 @@ class RequestScope:
         if self._metered:
             telemetry.in_flight -= 1
             telemetry.requests.add(1.0, self.route, self.tier, status, error_type or "")
-            telemetry.request_duration.record(telemetry.clock() - self._started,
-                                              (self.route, status, error_type or ""))
+            telemetry.request_duration.record(self.stop(), (self.route, status, error_type or ""))
         span = self._span
         if span is None:
             return
