@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from llmroute_proxy.dialects.thinking import unsigned
-from llmroute_proxy.errors import BadRequest, LLMRouteError, RequestError
+from llmroute_proxy.errors import BadRequest, LLMRouteError, RequestError, UpstreamError
 from llmroute_proxy.table import ProviderType, Target
 
 
@@ -60,6 +60,15 @@ class Usage:
             cache_write_tokens=int(prompt.get("cache_write_tokens") or 0),
             reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
         )
+
+
+@dataclass(eq=False)
+class BilledFailure(UpstreamError):
+    """A failed answer that its provider charged for: Gemini's empty or malformed answer (200, its
+    prompt read and its thoughts generated, no text and no call). The attempt fails over as any other
+    does, and what it was billed (`billed`: the answer's own usage) is spent all the same."""
+
+    billed: Usage | None = None
 
 
 DIALECT_NAMES = {ProviderType.ANTHROPIC: "Anthropic", ProviderType.GEMINI: "Gemini", ProviderType.OPENAI: "OpenAI",

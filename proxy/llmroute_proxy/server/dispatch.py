@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from llmroute_proxy.dialects.base import (
+    BilledFailure,
     ChatRequest,
     ChatResult,
     Encoder,
@@ -198,9 +199,7 @@ def _stopped(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
     planner.record_abandoned(run.attempt, now, usage.total_tokens)
     ex.attempts.append(AttemptRecord(target.id, 200, None, why, now - run.started))
     ex.usage, ex.usage_estimated = usage, estimated
-    ex.cost = cost_usd(usage, target.pricing)
-    _spent(sidecar, ex, target, usage)
-    run.scope.end(usage, ex.cost, (), None, error)
+    run.scope.end(usage, _charge(sidecar, ex, target, usage), (), None, error)
 
 
 def _streamed(ex: Exchange, translator: StreamTranslator, received: int,
@@ -544,16 +543,20 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     ex.target = target
     ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
     ex.usage = usage
-    ex.cost = cost_usd(usage, target.pricing)
-    _spent(sidecar, ex, target, usage)
+    cost = _charge(sidecar, ex, target, usage)
     sidecar.counters_for(target.id).requests += 1
-    run.scope.end(usage, ex.cost, finish_reasons, response_model if isinstance(response_model, str) else None,
+    run.scope.end(usage, cost, finish_reasons, response_model if isinstance(response_model, str) else None,
                   None)
 
 
-def _spent(sidecar: Sidecar, ex: Exchange, target: Target, usage: Usage) -> None:
-    sidecar.record_spend(usage, ex.cost or 0.0, ex.route.name, ex.choice.tier, target.id,
+def _charge(sidecar: Sidecar, ex: Exchange, target: Target, usage: Usage) -> float:
+    """What `usage` on `target` costs, added to the request's cost (`ex.cost`: its answer's, and what
+    failed attempts were billed) and to the spend reported. Returns the attempt's own cost."""
+    cost = cost_usd(usage, target.pricing)
+    ex.cost = cost if ex.cost is None else ex.cost + cost
+    sidecar.record_spend(usage, cost, ex.route.name, ex.choice.tier, target.id,
                          ex.experiment.name if ex.experiment else None)
+    return cost
 
 
 def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, upstream_error: UpstreamError,
@@ -563,8 +566,11 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
     error = sidecar.scrubber.error(upstream_error)
     target = run.attempt.target
     now = sidecar.clock()
-    used = usage.total_tokens if committed and usage is not None else None
-    if planner.record_failure(run.attempt, error, now, used):
+    billed = upstream_error.billed if isinstance(upstream_error, BilledFailure) and not committed else None
+    if billed is not None:
+        usage = billed  # an answer that failed, charged for all the same
+    paid = usage if committed or billed is not None else None  # spent, settled against the TPM limit, metered
+    if planner.record_failure(run.attempt, error, now, paid.total_tokens if paid is not None else None):
         sidecar.telemetry.ejected(target.id, error.kind.value)
     ex.attempts.append(AttemptRecord(target.id, error.status, error.kind, error.message, now - run.started))
     counters = sidecar.counters_for(target.id)
@@ -575,13 +581,11 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
         counters.last_error = f"{error.kind.value}: {error.message}"[:300]
     if committed:
         ex.usage = usage
-        ex.cost = cost_usd(usage, target.pricing) if usage is not None else None
-        if usage is not None:
-            _spent(sidecar, ex, target, usage)
+    cost = _charge(sidecar, ex, target, paid) if paid is not None else None
     if error.kind.ejects_for_long:
         log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
                   target.id, error.kind.value, error.message)
     else:
         log.info("attempt %d on %s failed: %s %s", run.attempt.number, target.id, error.kind.value, error.message)
-    run.scope.end(usage, ex.cost if committed else None, (), None, error)
+    run.scope.end(usage, cost, (), None, error)
     return error

@@ -18,9 +18,11 @@ import pytest
 from google.genai import types
 
 from llmroute_proxy.dialects.base import (
+    BilledFailure,
     ChatRequest,
     StreamChunk,
     StreamTranslator,
+    Usage,
     carries_output,
     is_usage_chunk,
 )
@@ -410,6 +412,28 @@ def test_a_stop_with_nothing_in_it_is_an_upstream_failure_not_an_answer(shape: s
     with pytest.raises(UpstreamError) as caught:
         translate(sim_response(candidates=[EMPTY_STOPS[shape]]))
     assert caught.value.kind is FailureKind.SERVER_ERROR and "STOP and an empty answer" in caught.value.message
+
+
+THOUGHT_FOR_NOTHING = {"promptTokenCount": 40, "thoughtsTokenCount": 300, "totalTokenCount": 340}
+
+
+@pytest.mark.parametrize("ending", [EMPTY_STOPS["no parts"], {"index": 0, "finishReason": "MALFORMED_FUNCTION_CALL"}],
+                         ids=["empty", "malformed"])
+def test_an_empty_answer_says_what_it_was_billed(ending: dict[str, Any]) -> None:
+    """Google bills the prompt and the thoughts of an answer that said nothing: the failure carries them."""
+    billed = Usage(input_tokens=40, output_tokens=300, reasoning_tokens=300)
+    with pytest.raises(BilledFailure) as whole:
+        translate({"candidates": [ending], "usageMetadata": THOUGHT_FOR_NOTHING, "responseId": "b1"})
+    with pytest.raises(BilledFailure) as streamed:
+        run_stream(sse({"candidates": [candidate([{"text": "Hmm.", "thought": True}], None)], "responseId": "b2"},
+                       {"candidates": [ending], "usageMetadata": THOUGHT_FOR_NOTHING, "responseId": "b2"}))
+    assert whole.value.billed == streamed.value.billed == billed
+
+
+def test_an_empty_answer_without_usage_says_nothing_was_billed() -> None:
+    with pytest.raises(BilledFailure) as caught:
+        translate({"candidates": [EMPTY_STOPS["no parts"]], "responseId": "b3"})
+    assert caught.value.billed is None
 
 
 def test_an_answer_without_candidates_or_a_block_reason_is_an_upstream_failure() -> None:

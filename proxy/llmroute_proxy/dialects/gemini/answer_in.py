@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.base import BilledFailure, ChatResult, StreamChunk, Usage
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.dialects.gemini.errors import _in_band_error
 from llmroute_proxy.dialects.sse import SSEParser
@@ -89,15 +89,18 @@ def prompt_blocked(response: Mapping[str, Any]) -> UpstreamError | None:
                          error_type="invalid_request_error", code="content_filter")
 
 
-def malformed_call(reason: str, finish_message: Any) -> UpstreamError:
+def malformed_call(reason: str, finish_message: Any, billed: Usage | None) -> BilledFailure:
+    """`billed`: the answer's usage, when it came with one (Gemini charges for the prompt and thoughts)."""
     detail = f": {finish_message}" if isinstance(finish_message, str) and finish_message else ""
-    return UpstreamError(kind=FailureKind.SERVER_ERROR, message=f"Gemini finished with {reason}{detail}", status=502)
+    return BilledFailure(kind=FailureKind.SERVER_ERROR, message=f"Gemini finished with {reason}{detail}", status=502,
+                         billed=billed)
 
 
-def empty_answer() -> UpstreamError:
+def empty_answer(billed: Usage | None) -> BilledFailure:
     """Gemini 2.5 and later now and then end an answer with STOP and nothing in it (no text, no call;
-    at most thoughts), and answer when asked again: a failure of the provider, not an answer."""
-    return UpstreamError(kind=FailureKind.SERVER_ERROR, status=502,
+    at most thoughts), and answer when asked again: a failure of the provider, not an answer. It is
+    billed all the same (`billed`: the answer's usage, when it came with one)."""
+    return BilledFailure(kind=FailureKind.SERVER_ERROR, status=502, billed=billed,
                          message="Gemini finished with STOP and an empty answer (no text and no function call)")
 
 
@@ -130,11 +133,11 @@ def _split_parts(candidate: Mapping[str, Any]) -> tuple[list[str], list[Mapping[
     return texts, calls
 
 
-def _choice(candidate: Mapping[str, Any], position: int, seed: str) -> dict[str, Any]:
+def _choice(candidate: Mapping[str, Any], position: int, seed: str, usage: Usage | None) -> dict[str, Any]:
     index = candidate.get("index", position)
     reason = candidate.get("finishReason") or "STOP"
     if reason in MALFORMED_CALL_REASONS:
-        raise malformed_call(reason, candidate.get("finishMessage"))
+        raise malformed_call(reason, candidate.get("finishMessage"), usage)
     texts, calls = _split_parts(candidate)
     tool_calls = [_tool_call(part, seed, index, k) for k, part in enumerate(calls)]
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not tool_calls else None,
@@ -160,10 +163,12 @@ def translate_response(body: bytes, model: str) -> ChatResult:
     if blocked:
         raise blocked
     seed = _response_seed(response, body)
-    choices = [_choice(c, i, seed) for i, c in enumerate(response.get("candidates") or ())]
+    metadata = response.get("usageMetadata")
+    usage = usage_from(metadata)
+    billed = usage if metadata else None
+    choices = [_choice(c, i, seed, billed) for i, c in enumerate(response.get("candidates") or ())]
     if all(map(_empty, choices)):  # none at all, too: clients read `choices[0]`
-        raise empty_answer()
-    usage = usage_from(response.get("usageMetadata"))
+        raise empty_answer(billed)
     data = {"id": "chatcmpl-" + seed, "object": "chat.completion", "created": CREATED_UNKNOWN,
             "model": response.get("modelVersion") or model, "choices": choices, "usage": usage.to_openai()}
     return ChatResult(data=data, usage=usage)
@@ -221,10 +226,10 @@ class GeminiStream:
             self._seed = _response_seed(response, payload)
             self._id = "chatcmpl-" + self._seed
             self._model = response.get("modelVersion") or self._model
+        if response.get("usageMetadata"):  # first: an empty answer's last chunk carries what it was billed
+            self.usage = usage_from(response["usageMetadata"])
         for position, candidate in enumerate(response.get("candidates") or ()):
             self._candidate(candidate, position, out)
-        if response.get("usageMetadata"):
-            self.usage = usage_from(response["usageMetadata"])
 
     def _candidate(self, candidate: Mapping[str, Any], position: int, out: list[StreamChunk]) -> None:
         index = candidate.get("index", position)
@@ -250,10 +255,10 @@ class GeminiStream:
 
     def _finish(self, index: int, reason: str, finish_message: Any, out: list[StreamChunk]) -> None:
         if reason in MALFORMED_CALL_REASONS and not self._shown:
-            raise malformed_call(reason, finish_message)
+            raise malformed_call(reason, finish_message, self.usage)
         mapped = finish_reason_for(reason, self._tools[index] > 0)
         if mapped == "stop" and not self._shown:
-            raise empty_answer()
+            raise empty_answer(self.usage)
         self._open.discard(index)
         self.finish_reason = mapped
         out.append(self._chunk(index, {}, mapped))
