@@ -148,8 +148,16 @@ class ChatRequest:
 
     @property
     def max_output_tokens(self) -> int | None:
+        """The output cap the client set, for each of its answers (`choices`)."""
         value = self.body.get("max_completion_tokens") or self.body.get("max_tokens")
         return value if isinstance(value, int) else None
+
+    @property
+    def choices(self) -> int:
+        """How many answers the client asked for (`n`; Gemini's `candidateCount`): each may use the
+        whole output cap, and the provider bills them all."""
+        n = self.body.get("n")
+        return n if type(n) is int and n > 1 else 1
 
     @property
     def translated_reasoning_hint(self) -> bool:

@@ -41,7 +41,7 @@ class BudgetInputs:
     ledger: BudgetLedger
     now: float  # wall-clock epoch seconds: budget periods are calendar periods
     prompt_tokens: int
-    max_output_tokens: int
+    max_output_tokens: int  # every answer's together (the cap times `n`)
 
 
 def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody | None = None,

@@ -79,9 +79,11 @@ class Exchange:
     @property
     def admitted_tokens(self) -> int:
         """What the TPM admission charges an attempt: the prompt's estimate plus the output cap the
-        client set, as OpenAI's own limiter counts a request, so concurrent requests cannot overrun
-        a tokens-per-minute limit by their answers. Settled with the real usage when it is known."""
-        return self.prompt_tokens + (self.chat.max_output_tokens or 0) if self.prompt_tokens else 0
+        client set for each answer it asked for (`n`), as OpenAI's own limiter counts a request, so
+        concurrent requests cannot overrun a tokens-per-minute limit by their answers. Settled with
+        the real usage when it is known."""
+        chat = self.chat
+        return self.prompt_tokens + (chat.max_output_tokens or 0) * chat.choices if self.prompt_tokens else 0
 
     def prompt_estimate(self) -> int:
         """The prompt's estimated tokens: the one the decision made, or made now when it needed none."""
