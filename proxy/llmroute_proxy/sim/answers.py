@@ -7,6 +7,7 @@ Nothing here may import `llmroute_proxy.server`: the simulators stand in for the
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,12 @@ def reply_text(name: str, model: str, said: str, min_bytes: int = 0) -> str:
         return text
     filler = LONG_ANSWER_FILLER.encode()
     return text + LONG_ANSWER_FILLER * -(-missing // len(filler))
+
+
+def choice_text(text: str, index: int) -> str:
+    """Choice `index` of several asked at once (OpenAI's `n`, Gemini's `candidateCount`): the first is the
+    usual answer, each other one says which it is, so a client or translator that mixes choices up shows it."""
+    return text if index == 0 else f"(choice {index + 1}) {text}"
 
 
 def tool_reply_text(name: str, model: str, result: str) -> str:
@@ -73,6 +80,33 @@ def split_even(text: str, count: int) -> list[str]:
     count = max(1, min(count, len(text)))
     size = -(-len(text) // count)
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+_TOKEN = re.compile(r"\S+\s*|\s+")
+
+ALTERNATIVE_TOKENS = (" the", " a", ",", ".", " and", " of", " to", " in", " is", " it", " that", " for", " on",
+                      " with", " as", " at", " by", " this", " be", " or", " an")
+"""The tokens a model might have said instead, least likely last (at least 20 besides any one token)."""
+
+
+def logprob_tokens(text: str) -> list[str]:
+    """The tokens log probabilities are given for: each word with the spaces after it, so they join back to
+    `text` and a text split by `split_words` splits into the same tokens piece by piece."""
+    return _TOKEN.findall(text)
+
+
+def token_logprob(model: str, token: str, position: int) -> float:
+    """The log probability of the token said at `position`: between -0.5 and 0, from a hash (deterministic)."""
+    digest = hashlib.sha256(f"{model}\0{position}\0{token}".encode()).digest()
+    return -round(int.from_bytes(digest[:4], "little") % 5000 / 10000, 4)
+
+
+def top_alternatives(token: str, logprob: float, count: int) -> list[tuple[str, float]]:
+    """The `count` most likely tokens at a position, most likely first: the one said, then alternatives each
+    less likely than the last."""
+    others = (t for t in ALTERNATIVE_TOKENS if t != token)
+    ranked = [(token, logprob), *((other, round(logprob - 1.5 * (k + 1), 4)) for k, other in enumerate(others))]
+    return ranked[:count]
 
 
 def structured_reply(schema: Any, text: str) -> str:

@@ -21,6 +21,11 @@ from 128 to 32768 and cannot stop, Flash from 0 to 24576, Flash-Lite 0 or 512 to
 all (proto3 JSON drops default values), so it is refused like `{}`, and so is a `maxOutputTokens`
 above the model's most (2.5 and later: 65,536; 2.0 and 1.5: 8,192), in the words that state its range.
 
+`generationConfig.candidateCount` asks for that many candidates (1 to 8; more is refused in the words
+that state the range): each after the first says which it is (`choice_text`), a stream's chunks hold
+every candidate that has a part to send with its `index` (candidate 0's left out with quirks, as
+always), `candidatesTokenCount` and `thoughtsTokenCount` count them all, and a fault strikes them alike.
+
 `:countTokens` takes either `contents` or a whole `generateContentRequest` (which names its
 `models/` model; the two together are refused) and answers `totalTokens` with its
 `promptTokensDetails`: the `promptTokenCount` generating from the same request reports, less any
@@ -38,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from llmroute_proxy.sim.answers import (
+    choice_text,
     count_tokens,
     embedding_vector,
     fit_tokens,
@@ -237,7 +243,14 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return count_tokens(" ".join(texts))
 
 
-def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
+def _answers(state: SimState, model: str, body: dict[str, Any]) -> list[_Answer]:
+    """The `candidateCount` candidates asked for (one by default)."""
+    count = field(field(body, "generationConfig") or {}, "candidateCount")
+    count = count if isinstance(count, int) and not isinstance(count, bool) and count > 1 else 1
+    return [_answer(state, model, body, index) for index in range(count)]
+
+
+def _answer(state: SimState, model: str, body: dict[str, Any], index: int) -> _Answer:
     contents: list[Any] = body["contents"]
     name = state.config.name
     prompt = _prompt_tokens(body) + state.config.cached_tokens
@@ -256,6 +269,7 @@ def _answer(state: SimState, model: str, body: dict[str, Any]) -> _Answer:
         said = next((_parts_text(c) for c in reversed(contents)
                      if isinstance(c, dict) and c.get("role", "user") == "user"), "")
         text = reply_text(name, model, said, state.config.answer_bytes)
+    text = choice_text(text, index)
     config = field(body, "generationConfig") or {}
     if field(config, "responseMimeType") == "application/json":
         text = structured_reply(field(config, "responseJsonSchema") or field(config, "responseSchema"), text)
@@ -349,6 +363,51 @@ def _chunks(answer: _Answer, stream: bool, fault: FaultKind | None, quirks: bool
     return out
 
 
+def _all_chunks(answers: list[_Answer], stream: bool, fault: FaultKind | None, quirks: bool, cached: int,
+                chunks: int, tail: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GenerateContentResponses of every candidate: one whole, or the stream's chunks, each holding the
+    candidates that have a part to send at that point. A fault strikes every candidate alike."""
+    per_candidate = [_indexed(_chunks(answer, stream, fault, quirks, cached, chunks, tail), index)
+                     for index, answer in enumerate(answers)]
+    return per_candidate[0] if len(per_candidate) == 1 else _merged(per_candidate, tail)
+
+
+def _indexed(responses: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
+    """Candidate `index`'s responses, each candidate marked with it (always but for 0: proto3 JSON omits 0)."""
+    if index:
+        for response in responses:
+            for candidate in response.get("candidates") or ():
+                candidate["index"] = index
+    return responses
+
+
+def _merged(per_candidate: list[list[dict[str, Any]]], tail: dict[str, Any]) -> list[dict[str, Any]]:
+    """Several candidates' responses as one stream: the k-th response of each in response k, with the usage of
+    all so far (a candidate that has finished counts its last); a last usage-only response (quirks) stays last."""
+    usage_only = [responses.pop() for responses in per_candidate if "candidates" not in responses[-1]]
+    out: list[dict[str, Any]] = []
+    for k in range(max(map(len, per_candidate))):
+        at_k = [responses[k] for responses in per_candidate if k < len(responses)]
+        latest = [responses[min(k, len(responses) - 1)]["usageMetadata"] for responses in per_candidate]
+        out.append({"candidates": [c for response in at_k for c in response["candidates"]],
+                    "usageMetadata": _summed_usage(latest), **tail})
+    if usage_only:
+        out.append({"usageMetadata": _summed_usage([response["usageMetadata"] for response in usage_only]), **tail})
+    return out
+
+
+def _summed_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidates' usage together: the prompt once, the output and thoughts of each."""
+    summed = dict(usages[0])
+    for key in ("candidatesTokenCount", "thoughtsTokenCount"):
+        counts = [usage[key] for usage in usages if key in usage]
+        if counts:
+            summed[key] = sum(counts)
+    summed["totalTokenCount"] = (summed["promptTokenCount"] + summed.get("candidatesTokenCount", 0)
+                                 + summed.get("thoughtsTokenCount", 0))
+    return summed
+
+
 def _call(call: dict[str, Any], quirks: bool) -> dict[str, Any]:
     """A function call as sent: with quirks, one without arguments leaves out `args`, as Gemini may."""
     return {"name": call["name"]} if quirks and not call["args"] else call
@@ -363,7 +422,20 @@ def _generate_problem(model: str, body: Any) -> str | None:
     config = field(body, "generationConfig") or {}
     budget = field(field(config, "thinkingConfig") or {}, "thinkingBudget")
     return (_empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
-            or _output_limit_problem(model, field(config, "maxOutputTokens")))
+            or _output_limit_problem(model, field(config, "maxOutputTokens"))
+            or _candidate_count_problem(field(config, "candidateCount")))
+
+
+MOST_CANDIDATES = 8
+"""The most candidates (`candidateCount`) one request may ask for."""
+
+
+def _candidate_count_problem(asked: Any) -> str | None:
+    """Gemini's refusal of a `candidateCount` out of its range, in the words that state it."""
+    if not isinstance(asked, int) or 1 <= asked <= MOST_CANDIDATES:
+        return None
+    return (f"Unable to submit request because it has a candidateCount value of {asked} but the supported range "
+            f"is from 1 (inclusive) to {MOST_CANDIDATES + 1} (exclusive). Update the value and try again.")
 
 
 def max_output_tokens(model: str) -> int:
@@ -386,11 +458,11 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
     if problem is not None:
         return _error(call, 400, problem)
     state = call.state
-    answer = _answer(state, model, body)
+    answers = _answers(state, model, body)
     fault = call.fault.kind if call.fault is not None else None
     tail = {"modelVersion": model, "responseId": state.new_id("resp")}
-    chunks = _chunks(answer, stream, fault, state.config.quirks, state.config.cached_tokens,
-                     state.config.chunks, tail)
+    chunks = _all_chunks(answers, stream, fault, state.config.quirks, state.config.cached_tokens,
+                         state.config.chunks, tail)
     if not stream:
         return state.json(chunks[0])
     if request.query.get("alt") != "sse":

@@ -1,9 +1,10 @@
 """A simulated OpenAI API: chat completions (streamed and not), embeddings, models.
 
 Field names, ids, chunk order and error bodies follow OpenAI's wire format (providers.md §1)
-closely enough that the official `openai` SDK parses everything it sends. The handlers here also
-serve the Azure OpenAI simulator (`sim/azure_openai.py`): an app with `CONTENT_FILTERS` set adds
-Azure's content-filter results to what they answer.
+closely enough that the official `openai` SDK parses everything it sends, `n` choices and `logprobs`
+included (a stream sends the choices' chunks in turn, one choice a chunk, and their finishes last).
+The handlers here also serve the Azure OpenAI simulator (`sim/azure_openai.py`): an app with
+`CONTENT_FILTERS` set adds Azure's content-filter results to what they answer.
 """
 
 from __future__ import annotations
@@ -19,15 +20,19 @@ import orjson
 from aiohttp import web
 
 from llmroute_proxy.sim.answers import (
+    choice_text,
     count_tokens,
     embedding_vector,
     fit_tokens,
+    logprob_tokens,
     reply_text,
     split_even,
     split_words,
     structured_reply,
+    token_logprob,
     tool_arguments,
     tool_reply_text,
+    top_alternatives,
 )
 from llmroute_proxy.sim.faults import Fault, FaultKind
 from llmroute_proxy.sim.runtime import (
@@ -187,7 +192,23 @@ def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]] | 
     return functions if quirks and body.get("parallel_tool_calls") is not False else functions[:1]
 
 
-def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Answer | str:
+def _answers(state: SimState, body: dict[str, Any], refuse: bool = False) -> list[_Answer] | str:
+    """The `n` choices asked for (one by default), or why the request is refused."""
+    answers: list[_Answer] = []
+    for index in range(_choice_count(body)):
+        answer = _answer(state, body, index, refuse)
+        if isinstance(answer, str):
+            return answer
+        answers.append(answer)
+    return answers
+
+
+def _choice_count(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+def _answer(state: SimState, body: dict[str, Any], index: int, refuse: bool = False) -> _Answer | str:
     messages: list[Any] = body["messages"]
     model = str(body["model"])
     name = state.config.name
@@ -208,6 +229,7 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
         text = tool_reply_text(name, model, _content_text(last.get("content")))
     else:
         text = reply_text(name, model, _last_user_text(messages), state.config.answer_bytes)
+    text = choice_text(text, index)
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object"):
         spec = response_format.get("json_schema")
@@ -217,11 +239,14 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
     return _Answer(text, (), "length" if cut else "stop", prompt, count_tokens(text))
 
 
-def _usage(answer: _Answer, cached: int) -> dict[str, Any]:
+def _usage(answers: Sequence[_Answer], cached: int) -> dict[str, Any]:
+    """The prompt once, the completion tokens of every choice."""
+    prompt = answers[0].prompt_tokens
+    completion = sum(answer.completion_tokens for answer in answers)
     return {
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                       "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
@@ -250,7 +275,32 @@ def _validate_chat(body: Any) -> tuple[str, str | None, str | None] | None:
     if "reasoning_effort" in body and str(body["model"]).startswith(NON_REASONING_MODELS):
         return ("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
                 "reasoning_effort", "unsupported_parameter")
-    return _output_limit_problem(body)
+    return _choices_problem(body) or _output_limit_problem(body)
+
+
+MOST_CHOICES = 128
+"""The most choices (`n`) one request may ask for."""
+MOST_TOP_LOGPROBS = 20
+
+
+def _choices_problem(body: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
+    """OpenAI's refusal of `n` or `top_logprobs` out of range, or of `top_logprobs` without `logprobs`."""
+    top = body.get("top_logprobs")
+    if top is not None and body.get("logprobs") is not True:
+        return ("The 'top_logprobs' parameter is only allowed when 'logprobs' is enabled.", "top_logprobs", None)
+    return _range_problem("n", body.get("n"), 1, MOST_CHOICES) or _range_problem(
+        "top_logprobs", top, 0, MOST_TOP_LOGPROBS)
+
+
+def _range_problem(param: str, value: Any, least: int, most: int) -> tuple[str, str | None, str | None] | None:
+    """OpenAI's words for an integer parameter out of its range."""
+    if not isinstance(value, int) or isinstance(value, bool) or least <= value <= most:
+        return None
+    if value < least:
+        return (f"Invalid '{param}': integer below minimum value. Expected a value >= {least}, but got {value} "
+                "instead.", param, "integer_below_min_value")
+    return (f"Invalid '{param}': integer above maximum value. Expected a value <= {most}, but got {value} instead.",
+            param, "integer_above_max_value")
 
 
 def _output_limit_problem(body: dict[str, Any]) -> tuple[str, str | None, str | None] | None:
@@ -263,27 +313,91 @@ def _output_limit_problem(body: dict[str, Any]) -> tuple[str, str | None, str | 
             f"provided {asked}.", param, "invalid_value")
 
 
+@dataclass(frozen=True, slots=True)
+class _Logprobs:
+    """The log probabilities a request asked for (`logprobs: true`), `top` alternatives per token."""
+
+    model: str
+    top: int
+
+    @classmethod
+    def asked(cls, body: dict[str, Any]) -> _Logprobs | None:
+        if body.get("logprobs") is not True:
+            return None
+        top = body.get("top_logprobs")
+        return cls(str(body["model"]), top if isinstance(top, int) else 0)
+
+    def tokens(self, text: str, start: int = 0) -> list[dict[str, Any]]:
+        """`text`'s tokens with their log probabilities; `start`: the position of its first token in the answer."""
+        return [self._said(token, token_logprob(self.model, token, position))
+                for position, token in enumerate(logprob_tokens(text), start)]
+
+    def _said(self, token: str, logprob: float) -> dict[str, Any]:
+        top = [_logprob(t, p) for t, p in top_alternatives(token, logprob, self.top)]
+        return {**_logprob(token, logprob), "top_logprobs": top}
+
+    def of_answer(self, answer: _Answer) -> dict[str, Any]:
+        """A whole choice's: its text's tokens, or its refusal's; a tool call's carry none."""
+        if answer.refusal is not None:
+            return {"content": None, "refusal": self.tokens(answer.refusal)}
+        return {"content": None if answer.calls else self.tokens(answer.text or ""), "refusal": None}
+
+
+def _logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Chat completions; with `n` the choices are told apart by a prefix on all but the first (`choice_text`).
+    Faults strike the answer as a whole: a refusal is every choice's, a stream breaks after so many content
+    chunks of any choice."""
     call = request[SIM_CALL]
     problem = _validate_chat(call.body)
     if problem is not None:
         return bad_request(call, *problem)
     body: dict[str, Any] = call.body
-    answer = _answer(call.state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
-    if isinstance(answer, str):
-        return bad_request(call, answer, "tool_choice", "invalid_value")
+    answers = _answers(call.state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
+    if isinstance(answers, str):
+        return bad_request(call, answers, "tool_choice", "invalid_value")
     state = call.state
     completion_id = state.new_id("chatcmpl-")
     created = int(state.config.clock())
     filters = request.app.get(CONTENT_FILTERS)
-    if filters is not None and answer.refusal is not None:  # Azure's output filter stops the answer instead
-        answer = replace(answer, text=None, refusal=None, finish_reason="content_filter", completion_tokens=0)
+    if filters is not None:  # Azure's output filter stops a refusal instead
+        answers = [_filtered(answer) for answer in answers]
     unmetered = call.fault is not None and call.fault.kind is FaultKind.NO_USAGE
+    logprobs = _Logprobs.asked(body)
     if body.get("stream") is True:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True and not unmetered
-        return await _stream_chat(request, call, answer, _Chunks(completion_id, created, str(body["model"]),
-                                                                 include_usage, filters, state.config.quirks))
+        return await _stream_chat(request, call, answers, _Chunks(
+            completion_id, created, str(body["model"]), include_usage, filters, state.config.quirks, logprobs))
+    completion: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": body["model"],
+        "system_fingerprint": "fp_sim",
+        "service_tier": "default",
+        "choices": [_choice(state, index, answer, filters, logprobs) for index, answer in enumerate(answers)],
+        "usage": _usage(answers, state.config.cached_tokens),
+    }
+    if filters is not None:
+        completion["prompt_filter_results"] = PROMPT_FILTER_RESULTS
+    if unmetered:
+        del completion["usage"]
+    return state.json(completion)
+
+
+def _filtered(answer: _Answer) -> _Answer:
+    """Azure's output filter: a refusal is stopped as `content_filter`, with nothing said."""
+    if answer.refusal is None:
+        return answer
+    return replace(answer, text=None, refusal=None, finish_reason="content_filter", completion_tokens=0)
+
+
+def _choice(state: SimState, index: int, answer: _Answer, filters: ContentFilters | None,
+            logprobs: _Logprobs | None) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": answer.refusal,
                                "annotations": [], "tool_calls": None}
     if state.config.quirks:
@@ -292,25 +406,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         message["tool_calls"] = [{"id": state.new_id("call_"), "type": "function",
                                   "function": {"name": name, "arguments": arguments}}
                                  for name, arguments in answer.calls]
-    choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None,
+    choice: dict[str, Any] = {"index": index, "message": message,
+                              "logprobs": None if logprobs is None else logprobs.of_answer(answer),
                               "finish_reason": answer.finish_reason}
-    completion: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": body["model"],
-        "system_fingerprint": "fp_sim",
-        "service_tier": "default",
-        "choices": [choice],
-        "usage": _usage(answer, state.config.cached_tokens),
-    }
     if filters is not None:
         filtered = answer.finish_reason == "content_filter"
         choice["content_filter_results"] = FILTERED_RESULTS if filtered else SAFE_FILTER_RESULTS
-        completion["prompt_filter_results"] = PROMPT_FILTER_RESULTS
-    if unmetered:
-        del completion["usage"]
-    return state.json(completion)
+    return choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,19 +423,21 @@ class _Chunks:
     include_usage: bool
     filters: ContentFilters | None = None
     quirks: bool = False
+    logprobs: _Logprobs | None = None
 
     def chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None,
-              usage: dict[str, Any] | None = None, *, content: bool = False) -> bytes:
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+              usage: dict[str, Any] | None = None, *, content: bool = False, index: int = 0,
+              logprobs: dict[str, Any] | None = None) -> bytes:
+        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         if self.filters is not None:
             synchronous = content and not self.filters.async_filter
             choice["content_filter_results"] = FILTERED_RESULTS if finish_reason == "content_filter" \
                 else SAFE_FILTER_RESULTS if synchronous else {}
         return self._event([] if delta is None else [choice], usage)
 
-    def filter_annotation(self, length: int) -> bytes:
+    def filter_annotation(self, length: int, index: int = 0) -> bytes:
         """Azure's asynchronous filter: its verdict on the text so far, in a choice without a delta."""
-        return self._event([{"index": 0, "finish_reason": None, "content_filter_results": SAFE_FILTER_RESULTS,
+        return self._event([{"index": index, "finish_reason": None, "content_filter_results": SAFE_FILTER_RESULTS,
                              "content_filter_offsets": {"check_offset": 0, "start_offset": 0,
                                                         "end_offset": length}}], None)
 
@@ -358,34 +462,78 @@ _PROMPT_FILTER_CHUNK = sse_data({"choices": [], "created": 0, "id": "", "model":
                                  "prompt_filter_results": PROMPT_FILTER_RESULTS})
 
 
-async def _stream_chat(request: web.Request, call: SimCall, answer: _Answer, chunks: _Chunks) -> web.StreamResponse:
+@dataclass(frozen=True, slots=True)
+class _Delta:
+    """One chunk of one choice before its finish: what it adds, and whether that is answer content."""
+
+    delta: dict[str, Any]
+    content: bool = False
+    logprobs: dict[str, Any] | None = None
+
+
+def _deltas(state: SimState, answer: _Answer, logprobs: _Logprobs | None) -> list[_Delta]:
+    """A choice's chunks up to its finish; with `logprobs`, each carries those of its own tokens."""
+    empty: dict[str, Any] | None = None if logprobs is None else {"content": [], "refusal": None}
+    if answer.refusal is not None:
+        pieces = split_words(answer.refusal, state.config.chunks)
+        return [_Delta({"role": "assistant", "content": None, "refusal": ""}, logprobs=empty),
+                *(_Delta({"refusal": piece}, True, _piece_logprobs(logprobs, pieces, k, "refusal"))
+                  for k, piece in enumerate(pieces))]
+    if answer.calls:
+        return _call_deltas(state, answer, empty)
+    pieces = split_words(answer.text or "", state.config.chunks)
+    return [_Delta({"role": "assistant", "content": "", "refusal": None}, logprobs=empty),
+            *(_Delta({"content": piece}, True, _piece_logprobs(logprobs, pieces, k, "content"))
+              for k, piece in enumerate(pieces))]
+
+
+def _piece_logprobs(logprobs: _Logprobs | None, pieces: list[str], k: int, field: str) -> dict[str, Any] | None:
+    """The log probabilities of piece `k`'s tokens, counted from where it begins in the answer."""
+    if logprobs is None:
+        return None
+    start = sum(len(logprob_tokens(piece)) for piece in pieces[:k])
+    tokens = logprobs.tokens(pieces[k], start)
+    return {"content": tokens, "refusal": None} if field == "content" else {"content": None, "refusal": tokens}
+
+
+def _call_deltas(state: SimState, answer: _Answer, logprobs: dict[str, Any] | None) -> list[_Delta]:
+    """The id, type and name come only in a call's first delta; later ones carry the index alone."""
+    deltas: list[_Delta] = []
+    for index, (name, arguments) in enumerate(answer.calls):
+        head = {"tool_calls": [{"index": index, "id": state.new_id("call_"), "type": "function",
+                                "function": {"name": name, "arguments": ""}}]}
+        deltas.append(_Delta({"role": "assistant", "content": None, "refusal": None, **head} if index == 0 else head,
+                             logprobs=logprobs))
+        deltas.extend(_Delta({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}, True, logprobs)
+                      for fragment in split_even(arguments, state.config.chunks))
+    return deltas
+
+
+def _interleaved(choices: list[list[_Delta]]) -> list[tuple[int, _Delta]]:
+    """The choices' chunks taken in turn, one of each choice at a time, as OpenAI streams several choices."""
+    return [(index, deltas[k]) for k in range(max(map(len, choices)))
+            for index, deltas in enumerate(choices) if k < len(deltas)]
+
+
+async def _stream_chat(request: web.Request, call: SimCall, answers: list[_Answer],
+                       chunks: _Chunks) -> web.StreamResponse:
+    """Each choice's chunks in turn, then each choice's finish (OpenAI sends them last), the filter's
+    annotations (Azure) and the usage."""
     state = call.state
     stream = await SimStream.open(request)
     if chunks.filters is not None:
         await stream.send(_PROMPT_FILTER_CHUNK)
-    if answer.refusal is not None:
-        await stream.send(chunks.chunk({"role": "assistant", "content": None, "refusal": ""}))
-        for piece in split_words(answer.refusal, state.config.chunks):
-            await stream.send(chunks.chunk({"refusal": piece}, content=True), content=True)
-    elif answer.calls:
-        # the id, type and name come only in a call's first delta; later ones carry the index alone
-        for index, (name, arguments) in enumerate(answer.calls):
-            head = {"tool_calls": [{"index": index, "id": state.new_id("call_"), "type": "function",
-                                    "function": {"name": name, "arguments": ""}}]}
-            await stream.send(chunks.chunk({"role": "assistant", "content": None, "refusal": None, **head}
-                                           if index == 0 else head))
-            for fragment in split_even(arguments, state.config.chunks):
-                await stream.send(chunks.chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]},
-                                               content=True), content=True)
-    else:
-        await stream.send(chunks.chunk({"role": "assistant", "content": "", "refusal": None}))
-        for piece in split_words(answer.text or "", state.config.chunks):
-            await stream.send(chunks.chunk({"content": piece}, content=True), content=True)
-    await stream.send(chunks.chunk({}, answer.finish_reason))
+    for index, part in _interleaved([_deltas(state, answer, chunks.logprobs) for answer in answers]):
+        await stream.send(chunks.chunk(part.delta, content=part.content, index=index, logprobs=part.logprobs),
+                          content=part.content)
+    for index, answer in enumerate(answers):
+        await stream.send(chunks.chunk({}, answer.finish_reason, index=index))
     if chunks.filters is not None and (chunks.filters.async_filter or chunks.quirks):
-        await stream.send(chunks.filter_annotation(len(answer.text or "".join(a for _, a in answer.calls))))
+        for index, answer in enumerate(answers):
+            length = len(answer.text or "".join(a for _, a in answer.calls))
+            await stream.send(chunks.filter_annotation(length, index))
     if chunks.include_usage:
-        await stream.send(chunks.chunk(None, usage=_usage(answer, state.config.cached_tokens)))
+        await stream.send(chunks.chunk(None, usage=_usage(answers, state.config.cached_tokens)))
     await stream.send(b"data: [DONE]\n\n")
     return await stream.finish()
 

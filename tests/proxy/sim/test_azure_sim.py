@@ -296,3 +296,15 @@ async def test_the_plain_openai_simulator_sends_no_filter_results(sims: SimPool)
     assert status == 200 and "prompt_filter_results" not in body
     assert "content_filter_results" not in body["choices"][0]
     assert all(e["choices"] and "content_filter_results" not in e["choices"][0] for e in events)
+
+
+async def test_several_choices_each_carry_their_filter_results_and_annotations(sims: SimPool) -> None:
+    sim = await sims.start(azure_openai_app(KEY, async_filter=True, chunks=4))
+    status, whole = await post(sim, CLASSIC_CHAT + f"?api-version={VERSION}", {"messages": MESSAGES, "n": 2})
+    events = await stream_events(sim, CLASSIC_CHAT + f"?api-version={VERSION}", {"messages": MESSAGES, "n": 2})
+
+    assert status == 200
+    assert [(c["index"], c["content_filter_results"]["hate"]) for c in whole["choices"]] == [(0, SAFE), (1, SAFE)]
+    assert [c["message"]["content"] for c in whole["choices"]] == [ANSWER, f"(choice 2) {ANSWER}"]
+    annotated = [e["choices"][0]["index"] for e in events if e["choices"] and "content_filter_offsets" in e["choices"][0]]
+    assert annotated == [0, 1]

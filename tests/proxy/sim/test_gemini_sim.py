@@ -270,3 +270,67 @@ async def test_count_tokens_refuses_what_the_api_refuses(sim: SimServer, body: A
     status, answer = await count_raw(sim, body)
 
     assert status == 400 and answer["error"]["status"] == "INVALID_ARGUMENT"
+
+
+# --- several candidates (`candidateCount`) ------------------------------------------------------
+
+SECOND_ANSWER = f"(choice 2) {ANSWER}"
+SECOND_ANSWER_TOKENS = 18  # 14 words × 1.3
+TWO = types.GenerateContentConfig(candidate_count=2)
+
+
+def _texts(candidates: list[types.Candidate] | None) -> dict[int, str]:
+    """Each candidate's text by its index (None: candidate 0, whose index proto3 JSON may leave out)."""
+    texts: dict[int, str] = {}
+    for candidate in candidates or ():
+        parts = candidate.content.parts if candidate.content else None
+        texts[candidate.index or 0] = texts.get(candidate.index or 0, "") + "".join(p.text or "" for p in parts or ())
+    return texts
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+async def test_candidate_count_answers_that_many_candidates_and_counts_them_all(
+        sims: SimPool, client: Client, quirks: bool) -> None:
+    sim = await sims.start(gemini_app(KEY, quirks=quirks))
+    response = await asyncio.to_thread(client(sim).models.generate_content, model=MODEL, contents=QUESTION,
+                                       config=TWO)
+
+    assert response.candidates and len(response.candidates) == 2
+    assert [c.index for c in response.candidates] == [None if quirks else 0, 1]
+    assert _texts(response.candidates) == {0: ANSWER, 1: SECOND_ANSWER}
+    assert all(c.finish_reason == types.FinishReason.STOP for c in response.candidates)
+    usage = response.usage_metadata
+    assert usage is not None and usage.candidates_token_count == ANSWER_TOKENS + SECOND_ANSWER_TOKENS
+    assert usage.total_token_count == PROMPT_TOKENS + ANSWER_TOKENS + SECOND_ANSWER_TOKENS + (
+        usage.thoughts_token_count or 0)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+async def test_streamed_candidates_come_together_in_each_chunk_with_their_index(
+        sims: SimPool, client: Client, quirks: bool) -> None:
+    sim = await sims.start(gemini_app(KEY, chunks=4, quirks=quirks))
+
+    def collect() -> list[types.GenerateContentResponse]:
+        return list(client(sim).models.generate_content_stream(model=MODEL, contents=QUESTION, config=TWO))
+
+    chunks = await asyncio.to_thread(collect)
+
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for index, text in _texts(chunk.candidates).items():
+            texts[index] = texts.get(index, "") + text
+    assert texts == {0: ANSWER, 1: SECOND_ANSWER}
+    finishes = [(c.index or 0, c.finish_reason) for chunk in chunks for c in chunk.candidates or () if c.finish_reason]
+    assert finishes == [(0, types.FinishReason.STOP), (1, types.FinishReason.STOP)]
+    last = chunks[-1].usage_metadata
+    assert last is not None and last.candidates_token_count == ANSWER_TOKENS + SECOND_ANSWER_TOKENS
+
+
+async def test_more_candidates_than_a_model_gives_are_refused_stating_the_range(sim: SimServer, client: Client) -> None:
+    with pytest.raises(errors.ClientError) as refused:
+        await asyncio.to_thread(client(sim).models.generate_content, model=MODEL, contents=QUESTION,
+                                config=types.GenerateContentConfig(candidate_count=9))
+
+    assert refused.value.code == 400 and refused.value.status == "INVALID_ARGUMENT"
+    assert "candidateCount value of 9 but the supported range is from 1 (inclusive) to 9 (exclusive)" in str(
+        refused.value.message)

@@ -308,3 +308,116 @@ async def test_reasoning_effort_is_refused_by_a_model_that_does_not_reason_as_op
     assert "is not supported with this model" in refused.value.message
     answered = await client(sim).chat.completions.create(model="gpt-5-mini", messages=MESSAGES, reasoning_effort="low")
     assert answered.choices[0].message.content
+
+
+# --- several choices (`n`) and log probabilities ------------------------------------------------
+
+SECOND_ANSWER = f"(choice 2) {ANSWER}"
+SECOND_ANSWER_TOKENS = 18  # 14 words × 1.3
+
+
+async def test_n_choices_each_answer_with_its_index_and_usage_counts_them_all(sim: SimServer, client: Client) -> None:
+    completion = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, n=2)
+
+    assert [(c.index, c.message.content, c.finish_reason) for c in completion.choices] == [
+        (0, ANSWER, "stop"), (1, SECOND_ANSWER, "stop")]
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+        PROMPT_TOKENS, ANSWER_TOKENS + SECOND_ANSWER_TOKENS)
+
+
+async def test_streamed_choices_interleave_one_choice_a_chunk_and_each_finishes_last(
+        sim: SimServer, client: Client) -> None:
+    stream = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, n=2, stream=True,
+                                                       stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+
+    assert all(len(chunk.choices) == 1 for chunk in chunks[:-1]) and chunks[-1].choices == []
+    indexes = [chunk.choices[0].index for chunk in chunks[:-1]]
+    assert indexes == [0, 1] * (len(indexes) // 2)
+    finishes = [(c.choices[0].index, c.choices[0].finish_reason) for c in chunks[:-1] if c.choices[0].finish_reason]
+    assert finishes == [(0, "stop"), (1, "stop")] and chunks[-3].choices[0].finish_reason == "stop"
+    for index, answer in enumerate((ANSWER, SECOND_ANSWER)):
+        assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1] if c.choices[0].index == index) == answer
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == ANSWER_TOKENS + SECOND_ANSWER_TOKENS
+
+
+async def test_the_stream_helper_accumulates_the_choices_by_index(sim: SimServer, client: Client) -> None:
+    async with client(sim).chat.completions.stream(model=MODEL, messages=MESSAGES, n=3) as stream:
+        final = await stream.get_final_completion()
+
+    assert [c.message.content for c in final.choices] == [ANSWER, SECOND_ANSWER, f"(choice 3) {ANSWER}"]
+    assert [c.finish_reason for c in final.choices] == ["stop"] * 3
+
+
+async def test_n_tool_calls_give_every_choice_its_own_call_ids(sim: SimServer, client: Client) -> None:
+    completion = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, n=2, tools=[WEATHER_TOOL])
+
+    calls = [c.message.tool_calls for c in completion.choices]
+    assert all(c is not None and json.loads(c[0].function.arguments) == WEATHER_ARGS for c in calls)
+    assert calls[0] and calls[1] and calls[0][0].id != calls[1][0].id
+
+
+async def test_logprobs_give_every_token_of_the_answer_with_its_top_alternatives(
+        sim: SimServer, client: Client) -> None:
+    completion = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, logprobs=True,
+                                                           top_logprobs=3)
+    again = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, logprobs=True, top_logprobs=3)
+
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.content and logprobs.refusal is None
+    assert "".join(token.token for token in logprobs.content) == ANSWER
+    for token in logprobs.content:
+        assert -0.5 <= token.logprob <= 0 and bytes(token.bytes or []) == token.token.encode()
+        assert len(token.top_logprobs) == 3 and token.top_logprobs[0].token == token.token
+        assert [top.logprob for top in token.top_logprobs] == sorted((t.logprob for t in token.top_logprobs),
+                                                                     reverse=True)
+    assert again.choices[0].logprobs == logprobs
+
+
+async def test_without_logprobs_a_choice_has_none_and_zero_top_logprobs_gives_empty_lists(
+        sim: SimServer, client: Client) -> None:
+    plain = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES)
+    bare = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, logprobs=True)
+
+    assert plain.choices[0].logprobs is None
+    assert bare.choices[0].logprobs and bare.choices[0].logprobs.content
+    assert all(token.top_logprobs == [] for token in bare.choices[0].logprobs.content)
+
+
+async def test_streamed_logprobs_ride_on_the_chunks_of_their_own_tokens(sim: SimServer, client: Client) -> None:
+    whole = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, n=2, logprobs=True,
+                                                      top_logprobs=2)
+    stream = await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, n=2, logprobs=True,
+                                                       top_logprobs=2, stream=True)
+    chunks = [chunk async for chunk in stream]
+
+    for chunk in chunks:
+        choice = chunk.choices[0]
+        if choice.delta.content:
+            assert choice.logprobs and "".join(t.token for t in choice.logprobs.content or ()) == choice.delta.content
+        if choice.finish_reason:
+            assert choice.logprobs is None
+    async with client(sim).chat.completions.stream(model=MODEL, messages=MESSAGES, n=2, logprobs=True,
+                                                   top_logprobs=2) as helper:
+        final = await helper.get_final_completion()
+    for streamed, answered in zip(final.choices, whole.choices, strict=True):
+        assert streamed.logprobs and answered.logprobs
+        assert streamed.logprobs.content == answered.logprobs.content
+
+
+@pytest.mark.parametrize(("asked", "param", "code", "words"), [
+    ({"top_logprobs": 2}, "top_logprobs", None, "only allowed when 'logprobs' is enabled"),
+    ({"logprobs": False, "top_logprobs": 2}, "top_logprobs", None, "only allowed when 'logprobs' is enabled"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "integer_above_max_value", "Expected a value <= 20"),
+    ({"n": 129}, "n", "integer_above_max_value", "Expected a value <= 128, but got 129 instead."),
+    ({"n": 0}, "n", "integer_below_min_value", "Expected a value >= 1, but got 0 instead."),
+])
+async def test_choices_and_logprobs_out_of_range_are_refused_in_openai_words(
+        sim: SimServer, client: Client, asked: dict[str, Any], param: str, code: str | None, words: str) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client(sim).chat.completions.create(model=MODEL, messages=MESSAGES, extra_body=asked)
+
+    assert (refused.value.param, refused.value.code, refused.value.type) == (param, code, "invalid_request_error")
+    assert words in refused.value.message
