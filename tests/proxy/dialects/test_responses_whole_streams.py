@@ -185,7 +185,9 @@ EVENT_BY_EVENT = {
 
 
 def test_the_fixtures_are_what_they_say() -> None:
-    assert event_by_event(BENCH)[0].count(b"event: response.output_text.delta\n") == 20
+    encoder, _, reader = _encoder(REQUEST)
+    a_chunk_at_a_time = b"".join(encoder.chunks([chunk]) for chunk in reader.feed(BENCH) + reader.close())
+    assert a_chunk_at_a_time.count(b"event: response.output_text.delta\n") == 20
     assert b"refusal" in event_by_event(EVENT_BY_EVENT["a refusal"])[0]
 
 
@@ -242,7 +244,7 @@ def test_a_text_answer_without_usage_is_parsed_event_by_event_for_its_chunks_to_
     assert not by_searches(body)
     assert whole(body) is None
     written, response, _ = event_by_event(body)
-    assert b'"delta":"Hel"' in written and response is not None and orjson.loads(response)["status"] == "completed"
+    assert b'"delta":"Hello!"' in written and response is not None and orjson.loads(response)["status"] == "completed"
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_BY_EVENT))
@@ -264,6 +266,24 @@ def test_what_the_client_reads_of_a_text_answer() -> None:
     response = events[-1]["response"]
     assert (events[-1]["type"], response["usage"]["input_tokens"], response["usage"]["output_tokens"]) == (
         "response.completed", 7, 3)
+
+
+ONE_TEXT_ANSWER = ["response.created", "response.in_progress", "response.output_item.added",
+                   "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                   "response.content_part.done", "response.output_item.done", "response.completed"]
+
+
+@pytest.mark.parametrize("name", ["bench", "openai", "text first", "text last", "many", "unicode"])
+def test_the_text_of_an_answer_that_arrived_whole_is_one_delta(name: str) -> None:
+    """Its texts reach the client in one write: one delta carries them, as the final text."""
+    written = whole(TEXT_ANSWERS[name])
+    assert written is not None
+    events = [orjson.loads(block.split(b"\ndata: ")[1]) for block in written[0].split(b"\n\n")[:-1]]
+    assert [e["type"] for e in events] == ONE_TEXT_ANSWER
+    assert [e["sequence_number"] for e in events] == list(range(len(ONE_TEXT_ANSWER)))
+    text = events[-1]["response"]["output"][0]["content"][0]["text"]
+    assert events[4]["delta"] == events[5]["text"] == events[6]["part"]["text"] == text
+    assert written[2][0][2][-1]["content"][0]["text"] == text  # stored as sent
 
 
 def test_a_length_finish_ends_the_response_incomplete() -> None:

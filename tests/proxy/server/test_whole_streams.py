@@ -212,22 +212,30 @@ def test_usage_on_the_finish_chunk_of_a_whole_stream_reaches_the_client_as_a_chu
     assert (received[-1].usage.prompt_tokens, received[-1].usage.completion_tokens) == (7, 3)
 
 
-def _responses_text(stack: Stack, route_name: str, tier: str) -> tuple[str, Any, dict[str, str]]:
+def _responses_deltas(stack: Stack, route_name: str, tier: str) -> tuple[list[str], Any, dict[str, str]]:
+    """The text deltas the SDK's `responses.stream` read, its final Response, and the answer's headers."""
     client = _client(stack).with_options(default_headers={"x-llmroute-route": route_name})
     with client.responses.with_streaming_response.create(model=tier, input="hello", stream=True) as raw:
         headers = dict(raw.headers)
     with client.responses.stream(model=tier, input="hello") as stream:
-        text = "".join(event.delta for event in stream if event.type == "response.output_text.delta")
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
         final = stream.get_final_response()
-    return text, final, headers
+    return deltas, final, headers
+
+
+def _responses_text(stack: Stack, route_name: str, tier: str) -> tuple[str, Any, dict[str, str]]:
+    deltas, final, headers = _responses_deltas(stack, route_name, tier)
+    return "".join(deltas), final, headers
 
 
 def test_a_responses_stream_that_arrived_whole_reads_as_one_that_did_not(whole: Stack, in_two_parts: Stack) -> None:
-    """Through chat completions (a compatible server): OpenAI's own targets are sent `/responses`."""
-    at_once, final, headers = _responses_text(whole, "metered-compatible", "one")
+    """Through chat completions (a compatible server): OpenAI's own targets are sent `/responses`.
+    The texts of one read are one delta: the whole answer's, or each part's."""
+    at_once, final, headers = _responses_deltas(whole, "metered-compatible", "one")
     assert "content-length" in headers  # written whole, from the judged body
-    in_parts, final_in_parts, _ = _responses_text(in_two_parts, "metered-compatible", "one")
-    assert at_once == in_parts == final.output_text == "Whole answer"
+    in_parts, final_in_parts, _ = _responses_deltas(in_two_parts, "metered-compatible", "one")
+    assert at_once == ["Whole answer"] and in_parts == ["Whole ", "answer"]
+    assert final.output_text == final_in_parts.output_text == "Whole answer"
     assert final.status == final_in_parts.status == "completed"
     assert final.usage is not None and final_in_parts.usage is not None
     assert (final.usage.input_tokens, final.usage.output_tokens) == (

@@ -6,6 +6,12 @@ parts and deltas, their `.done` events and `output_item.done`, and at the end
 `response.completed` (or `response.incomplete` when the answer was cut by the token limit or a
 filter). Every event carries `sequence_number`, counting from 0.
 
+The text deltas of one upstream read are one `response.output_text.delta`: they reach the client in
+the same write anyway, and the Responses API allows any split of a text into deltas (the SDK joins
+them). A stream paced by the model (a chunk per read) still gets a delta per chunk; one that arrived
+whole (the unpaced case, or a fast model behind a buffering proxy) gets its text in one delta, with
+no event to build and encode per upstream chunk.
+
 A reasoning or text item is closed as soon as anything else starts; function calls stay open
 until the end of the stream, because OpenAI-style upstreams may interleave fragments of
 parallel calls. A failure after the stream started ends it with `response.failed`, carrying
@@ -89,26 +95,8 @@ _TEXT_DONE = (b'event: response.output_text.done\ndata: {"type":"response.output
 _TEXT_PART_DONE = (b'event: response.content_part.done\ndata: {"type":"response.content_part.done",'
                    b'"sequence_number":%d,"item_id":%b,"output_index":%d,"content_index":%d,'
                    b'"part":{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}}\n\n')
-_DELTA_HEAD, _DELTA_REST = _TEXT_DELTA.split(b"%%d")
-_DELTA_MIDDLE, _DELTA_TAIL = _DELTA_REST.split(b"%%b")
-"""`_TEXT_DELTA` cut around the sequence number and the text: a run of deltas is one join."""
 _ITEM_DONE = (b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
               b'"output_index":%d,"item":%b}\n\n')
-
-
-_NUMBERS: list[bytes] = []
-"""`b"%d" % n` at index n, as far as whole streams have needed, up to `_MOST_NUMBERS` (formatting one
-costs ~1k instructions)."""
-_MOST_NUMBERS = 4096
-
-
-def _numbers(start: int, stop: int) -> list[bytes]:
-    """`[b"%d" % n for n in range(start, stop)]`, from `_NUMBERS` as far as it goes."""
-    if stop > len(_NUMBERS) and len(_NUMBERS) < _MOST_NUMBERS:
-        _NUMBERS.extend([b"%d" % number for number in range(len(_NUMBERS), min(stop, _MOST_NUMBERS))])
-    if stop <= len(_NUMBERS):
-        return _NUMBERS[start:stop]
-    return _NUMBERS[start:] + [b"%d" % number for number in range(max(start, len(_NUMBERS)), stop)]
 
 
 _NO_TEXT = ("", None)
@@ -136,13 +124,16 @@ _PLAIN_DELTA = frozenset({"role", "content", "refusal"})
 class _Item:
     """One output item being streamed: its index, the item as `.done` shows it, and its text."""
 
-    __slots__ = ("delta_event", "id_json", "index", "item", "json", "kind", "sealed", "text", "thinking")
+    __slots__ = ("delta_event", "id_json", "index", "item", "json", "kind", "sealed", "sent", "text", "thinking")
 
     def __init__(self, index: int, item: JSON) -> None:
         self.index = index
         self.item = item
         self.kind: str = item["type"]
         self.text: list[str] = []
+        self.sent = 0
+        """How many of `text`'s pieces a delta event carried (an output_text part's): the rest came in
+        the current read and go out as one delta when it has been read (`_send_text`)."""
         self.id_json = b""
         """The item's id as JSON, for the templates (a message's; others' events are encoded whole)."""
         self.delta_event: bytes | None = None
@@ -193,23 +184,27 @@ class ResponsesStreamEncoder:
         return self.encode_chunks((StreamChunk(chunk),))
 
     def encode_chunks(self, chunks: Iterable[StreamChunk]) -> bytes:
-        """The events for the chunks of one upstream read, as one write. The common chunk, one more
-        piece of the text being written, is one template filled in: no event dict, no call per event.
-        This loop runs for every text delta of every stream, so what it reads of `self` is kept in
-        locals, refreshed only after a chunk that is not a plain delta (only `_encode` changes them)."""
+        """The events for the chunks of one upstream read, as one write: the texts they add to the open
+        output_text part are one delta, written once the read has been read (`_send_text`)."""
         if self._ended:
             return b""
         out: list[bytes] = []
-        write = out.append
-        dumps = orjson.dumps
-        item = self._open
-        template = item.delta_event if item is not None else None
-        texts = item.text if item is not None else []
-        sequence = self._sequence
+        self._read(chunks, out)
+        if self._open is not None:
+            self._send_text(self._open, out)
+        return b"".join(out)
+
+    def _read(self, chunks: Iterable[StreamChunk], out: list[bytes]) -> None:
+        """The events of `chunks` but the last delta of the open text part, which is left to send. The
+        common chunk, one more piece of the text being written, only adds its text to the part's: no
+        event, no call. This loop runs for every text chunk of every stream, so what it reads of `self`
+        is kept in locals, refreshed only after a chunk that is not a plain delta (only `_encode`
+        changes them)."""
+        texts = self._open_texts()
         for chunk in chunks:
             data = chunk.data
-            if template is not None and ("usage" not in data or not data["usage"]):
-                # a chunk that carries nothing but the next piece of text of choice 0: one more delta
+            if texts is not None and ("usage" not in data or not data["usage"]):
+                # a chunk that carries nothing but the next piece of text of choice 0: one more piece
                 # (usage first: the usage chunk's empty choices would raise below, and raising is dear)
                 try:
                     (choice,) = data["choices"]
@@ -222,79 +217,70 @@ class ResponsesStreamEncoder:
                 if type(text) is str and text and index == 0 and (len(delta) == 1 or not (
                         delta.get("tool_calls") or delta.get("refusal") or delta.get("reasoning_content"))):
                     texts.append(text)
-                    write(template % (sequence, dumps(text)))
-                    sequence += 1
                     if reason:  # the last piece of text often comes with it (as `_choice` takes it)
                         self._finish_reason = reason
                     continue
-            self._sequence = sequence
             self._encode(data, out)
-            sequence = self._sequence
-            item = self._open
-            template = item.delta_event if item is not None else None
-            texts = item.text if item is not None else []
-        self._sequence = sequence
-        return b"".join(out)
+            texts = self._open_texts()
+
+    def _open_texts(self) -> list[str] | None:
+        """The pieces of text of the output_text part taking deltas, if one is open."""
+        item = self._open
+        return item.text if item is not None and item.delta_event is not None else None
+
+    def _send_text(self, item: _Item, out: list[bytes]) -> None:
+        """The pieces of `item`'s open output_text part that no delta carried yet, as one delta. Every
+        public method that writes ends with it (or closes the part, which calls it), so between two of
+        them no text is left unsent."""
+        texts, sent = item.text, item.sent
+        if item.delta_event is None or sent == len(texts):
+            return
+        text = texts[sent] if sent + 1 == len(texts) else "".join(texts[sent:])
+        out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
+        self._sequence += 1
+        item.sent = len(texts)
 
     def encode_whole(self, read: WholeTexts) -> bytes:
         """A whole text answer (`whole_in.read_texts`) to its end: what `encode_chunks` and `finish`
-        write for its chunks. The texts between its first and last chunks are deltas whose JSON is the
-        upstream's own (orjson's bytes for them), joined between the pieces of the delta event, with no
-        chunk and no event built for each. When its first and last chunks carry nothing but text too (the
-        common answer: `_plain_text`), it is one message of one output_text part, written without
-        reading them as chunks (`_text_answer`); otherwise they are encoded as any."""
+        write for its chunks read at once. Its text between its first and last chunks is the text of
+        one delta, whose JSON is the upstream's own (orjson's bytes for it), with no chunk and no event
+        built for each piece. When its first and last chunks carry nothing but text too (the common
+        answer: `_plain_text`), it is one message of one output_text part, written without reading
+        them as chunks (`_text_answer`); otherwise they are encoded as any."""
         if self._ended:
             return b""
         first = _plain_text(read.first)
         last = _plain_text(read.last) if read.last is not None else _NO_TEXT
-        if first is not None and last is not None and self._frame is None and (first[0] or read.pieces or last[0]):
+        if first is not None and last is not None and self._frame is None and (first[0] or read.text or last[0]):
             return self._text_answer(read, first, last)
-        out = [self.encode_chunks((StreamChunk(read.first),))]
-        pieces = read.pieces
-        if pieces:
-            texts = read.texts
-            self._text(texts[0], out)  # opens the message and its text part, unless the first chunk did
-            item = self._open
-            assert item is not None and item.delta_event is not None
-            item.text += texts[1:]
-            self._deltas(item, pieces[1:], out)
+        out: list[bytes] = []
+        self._read((StreamChunk(read.first),), out)
+        if read.text:
+            self._text(read.text, out)  # opens the message and its text part, unless the first chunk did
         if read.last is not None:
-            out.append(self.encode_chunks((StreamChunk(read.last),)))
-        out.append(self.finish(read.usage))
-        return b"".join(out)
+            self._read((StreamChunk(read.last),), out)
+        return self._finish(out, read.usage)
 
     def _text_answer(self, read: WholeTexts, first: tuple[str, Any], last: tuple[str, Any]) -> bytes:
         """A whole answer whose every chunk carries text only (`first`, `last`: its first and last
-        chunks' text and finish reason): the events `encode_whole` writes for it, in one join."""
+        chunks' text and finish reason): the events `encode_whole` writes for it, in one join, its text
+        one delta."""
         out: list[bytes] = []
         self._start(read.first.get("model"), out)
-        texts, pieces = read.texts, read.pieces
+        text, text_json = read.text, read.text_json
         if first[0]:
-            texts, pieces = [first[0], *texts], [orjson.dumps(first[0])[1:-1], *pieces]
+            text, text_json = first[0] + text, orjson.dumps(first[0])[1:-1] + text_json
         if last[0]:
-            texts, pieces = [*texts, last[0]], [*pieces, orjson.dumps(last[0])[1:-1]]
+            text, text_json = text + last[0], text_json + orjson.dumps(last[0])[1:-1]
         item = self._message(out)
         self._open_text_part(item, out)
-        item.text = texts
-        self._deltas(item, pieces, out)
+        item.text = [text]
+        item.sent = 1
+        assert item.delta_event is not None
+        out.append(item.delta_event % (self._sequence, b'"' + text_json + b'"'))
+        self._sequence += 1
         self._finish_reason = last[1] or first[1]
         return self._finish(out, read.usage)
-
-    def _deltas(self, item: _Item, pieces: list[bytes], out: list[bytes]) -> None:
-        """The delta events of `item`'s open text part for texts given as their JSON string contents: one
-        join of [head, number, middle, text, tail + head, number, …, tail]."""
-        if not pieces:
-            return
-        more = len(pieces)
-        sequence = self._sequence
-        parts = [_DELTA_MIDDLE % (item.id_json, item.index, len(item.item["content"]) - 1) + b'"'] * (4 * more)
-        parts[0::4] = [b'"' + _DELTA_TAIL + _DELTA_HEAD] * more
-        parts[0] = _DELTA_HEAD
-        parts[1::4] = _numbers(sequence, sequence + more)
-        parts[3::4] = pieces
-        parts.append(b'"' + _DELTA_TAIL)
-        out.append(b"".join(parts))
-        self._sequence = sequence + more
 
     def _encode(self, chunk: JSON, out: list[bytes]) -> None:
         if self._frame is None:
@@ -328,6 +314,8 @@ class ResponsesStreamEncoder:
         out: list[bytes] = []
         if self._frame is None:
             self._start(None, out)
+        if self._open is not None:
+            self._send_text(self._open, out)
         self._cut_short()
         return self._end(out, "response.failed", b'"failed"', self._usage_seen(),
                          error=orjson.dumps({"code": code or "server_error", "message": message}))
@@ -451,18 +439,16 @@ class ResponsesStreamEncoder:
             if item.item["content"]:  # text after a refusal: a new part
                 self._close_part(item, out)
             self._open_text_part(item, out)
-            item.delta_event = _TEXT_DELTA % (item.id_json.replace(b"%", b"%%"), item.index,
-                                              len(item.item["content"]) - 1)
-        item.text.append(text)
-        out.append(item.delta_event % (self._sequence, orjson.dumps(text)))
-        self._sequence += 1
+        item.text.append(text)  # sent with the read's other pieces (`_send_text`)
 
     def _open_text_part(self, item: _Item, out: list[bytes]) -> None:
         content = item.item["content"]
         content.append(output_text(""))
         item.text = []
+        item.sent = 0
         out.append(_TEXT_PART_ADDED % (self._sequence, item.id_json, item.index, len(content) - 1))
         self._sequence += 1
+        item.delta_event = _TEXT_DELTA % (item.id_json.replace(b"%", b"%%"), item.index, len(content) - 1)
 
     def _refusal(self, text: str, out: list[bytes]) -> None:
         item = self._message(out)
@@ -481,6 +467,7 @@ class ResponsesStreamEncoder:
                    content_index=len(item.item["content"]) - 1, part=part)
 
     def _close_part(self, item: _Item, out: list[bytes]) -> None:
+        self._send_text(item, out)
         item.delta_event = None
         index = len(item.item["content"]) - 1
         part = item.item["content"][index]

@@ -18,6 +18,9 @@ give the same bytes), and their texts must be what one `orjson.loads` reads as t
 `\\/`, which orjson would write otherwise, is not taken). Their texts are then the upstream's bytes
 exactly as the event-by-event path would write them, and the events are what `feed` would have
 read. Anything else is read event by event.
+
+The texts are kept joined (`WholeTexts.text`, `text_json`): they arrived in one read, so the client
+gets them as one delta (`stream_out`), and joined JSON string contents are the joined text's.
 """
 
 from __future__ import annotations
@@ -38,17 +41,17 @@ _DELTA_KEYS = frozenset({"role", "content", "refusal"})
 
 class WholeTexts:
     """A text answer's events: `first` and `last` parsed (`last` None when there is one event), and
-    between them the texts of the events that carry one, as JSON string contents (`pieces`, the
-    upstream's bytes, orjson's too) and decoded (`texts`); the usage event's usage, if any (the judge's)."""
+    the text of the events between them, joined: decoded (`text`) and as JSON string contents
+    (`text_json`, the upstream's bytes, orjson's too); the usage event's usage, if any (the judge's)."""
 
-    __slots__ = ("first", "last", "pieces", "texts", "usage")
+    __slots__ = ("first", "last", "text", "text_json", "usage")
 
-    def __init__(self, first: dict[str, Any], last: dict[str, Any] | None, pieces: list[bytes], texts: list[str],
+    def __init__(self, first: dict[str, Any], last: dict[str, Any] | None, text: str, text_json: bytes,
                  usage: Usage | None) -> None:
         self.first = first
         self.last = last
-        self.pieces = pieces
-        self.texts = texts
+        self.text = text
+        self.text_json = text_json
         self.usage = usage
 
 
@@ -60,13 +63,13 @@ def read_texts(stream: WholeStream) -> WholeTexts | None:
     try:
         first = _event(stream, 0, first_end)
         if first_end == usage_start:
-            return WholeTexts(first, None, [], [], stream.usage)
+            return WholeTexts(first, None, "", b"", stream.usage)
         last_start = body.rfind(b"\n\n", 0, usage_start - 2) + 2
         last = _event(stream, last_start, usage_start)
     except orjson.JSONDecodeError:
         return None
     if last_start == first_end:
-        return WholeTexts(first, last, [], [], stream.usage)
+        return WholeTexts(first, last, "", b"", stream.usage)
     between = body[first_end + 6:last_start - 2]  # the events between, without `data: ` before and LFs after
     events = between.split(b"\n\ndata: ")
     template = events[0]
@@ -87,7 +90,7 @@ def read_texts(stream: WholeStream) -> WholeTexts | None:
         return None  # not an event of the template (or not JSON: `chunks` says so)
     if len(texts) != len(pieces):
         return None
-    return WholeTexts(first, last, list(filter(None, pieces)), list(filter(None, texts)), stream.usage)
+    return WholeTexts(first, last, "".join(texts), b"".join(pieces), stream.usage)
 
 
 def _event(stream: WholeStream, start: int, end: int) -> Any:
