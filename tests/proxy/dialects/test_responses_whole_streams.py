@@ -144,7 +144,7 @@ TEXT_ANSWERS = {
     "no role, no model": stream(*({k: v for k, v in c.items() if k != "model"} for c in (
         chunk({"content": "a"}), chunk({"content": "b"}), chunk({"content": "c"}), chunk({}, "stop")))),
     "many": texts(*(f"w{i} " for i in range(300))),
-    "more sequence numbers than are kept formatted": texts(*(f"{i}" for i in range(4200))),
+    "4,200 pieces": texts(*(f"{i}" for i in range(4200))),
     "a nested member": texts("a", "b", "c", x_meta={"k": "v"}),
 }
 

@@ -99,6 +99,27 @@ _ITEM_DONE = (b'event: response.output_item.done\ndata: {"type":"response.output
               b'"output_index":%d,"item":%b}\n\n')
 
 
+def _text_answer_template(kind: str) -> bytes:
+    """The nine events of a response whose output is one message of one output_text part, its text
+    one delta, ending with `kind`: the templates above, numbered from 0, chained into one, with `%b` for
+    the frame's JSON (twice), the item's id (five times) and the text (three times), the done item
+    and the final Response, in the order they come."""
+    return b"".join([
+        _WHOLE_RESPONSE_EVENTS["response.created"] % (0, b"%b"),
+        _WHOLE_RESPONSE_EVENTS["response.in_progress"] % (1, b"%b"),
+        _MESSAGE_ADDED % (2, 0, b"%b"),
+        _TEXT_PART_ADDED % (3, b"%b", 0, 0),
+        _TEXT_DELTA % (b"%b", 0, 0) % (4, b"%b", b"%b"),
+        _TEXT_DONE % (5, b"%b", 0, 0, b"%b"),
+        _TEXT_PART_DONE % (6, b"%b", 0, 0, b"%b"),
+        _ITEM_DONE % (7, 0, b"%b"),
+        _WHOLE_RESPONSE_EVENTS[kind] % (8, b"%b")])
+
+
+_TEXT_ANSWERS = {kind: _text_answer_template(kind) for kind in ("response.completed", "response.incomplete")}
+_TEXT_ANSWER_EVENTS = 9
+
+
 _NO_TEXT = ("", None)
 
 
@@ -263,24 +284,38 @@ class ResponsesStreamEncoder:
 
     def _text_answer(self, read: WholeTexts, first: tuple[str, Any], last: tuple[str, Any]) -> bytes:
         """A whole answer whose every chunk carries text only (`first`, `last`: its first and last
-        chunks' text and finish reason): the events `encode_whole` writes for it, in one join, its text
-        one delta."""
-        out: list[bytes] = []
-        self._start(read.first.get("model"), out)
+        chunks' text and finish reason), its text one delta: the events `encode_whole` writes for it,
+        filled into one template (`_TEXT_ANSWERS`) with no item, part or event built on the way. This is
+        most streams that arrive whole, so it is written in one go; what it leaves of the encoder is
+        what `_finish` leaves (the Response, its output), as nothing is written after it."""
         text, text_json = read.text, read.text_json
         if first[0]:
             text, text_json = first[0] + text, orjson.dumps(first[0])[1:-1] + text_json
         if last[0]:
             text, text_json = text + last[0], text_json + orjson.dumps(last[0])[1:-1]
-        item = self._message(out)
-        self._open_text_part(item, out)
-        item.text = [text]
-        item.sent = 1
-        assert item.delta_event is not None
-        out.append(item.delta_event % (self._sequence, b'"' + text_json + b'"'))
-        self._sequence += 1
+        text_json = b'"' + text_json + b'"'
         self._finish_reason = last[1] or first[1]
-        return self._finish(out, read.usage)
+        incomplete = incomplete_reason(self._finish_reason)
+        model = read.first.get("model")
+        frame = self._frame = response_frame(self._turn, self._id, self._created_at, model if isinstance(
+            model, str) and model else str(self._turn.canonical["model"]))
+        item_id = self._new_id("msg")
+        item = {"type": "message", "id": item_id, "status": "incomplete" if incomplete else "completed",
+                "role": "assistant", "content": [output_text(text)]}
+        item_json = orjson.dumps(item)
+        usage = orjson.dumps(response_usage(read.usage))
+        if incomplete:
+            self.response_json = frame.json(b'"incomplete"', b"[" + item_json + b"]", usage,
+                                            incomplete_details=orjson.dumps({"reason": incomplete}))
+        else:
+            self.response_json = frame.json(b'"completed"', b"[" + item_json + b"]", usage)
+        self.output = [item]
+        self._ended = True
+        self._sequence = _TEXT_ANSWER_EVENTS
+        shell, id_json = frame.json(IN_PROGRESS), orjson.dumps(item_id)
+        return _TEXT_ANSWERS["response.incomplete" if incomplete else "response.completed"] % (
+            shell, shell, id_json, id_json, id_json, text_json, id_json, text_json, id_json, text_json, item_json,
+            self.response_json)
 
     def _encode(self, chunk: JSON, out: list[bytes]) -> None:
         if self._frame is None:
