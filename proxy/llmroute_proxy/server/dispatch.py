@@ -564,15 +564,15 @@ def _charge(sidecar: Sidecar, ex: Exchange, target: Target, usage: Usage) -> flo
 def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, upstream_error: UpstreamError,
             committed: bool = False, usage: Usage | None = None) -> UpstreamError:
     """Record a failed attempt. Every upstream error passes here first, and leaves scrubbed of
-    every key the sidecar holds: what the client, /status, the logs and the traces get."""
+    every key the sidecar holds: what the client, /status, the logs and the traces get. `usage`: what
+    a committed stream used; a failure before it, unless its provider billed it, used nothing. What
+    was used is spent, settled against the TPM limit and metered."""
     error = sidecar.scrubber.error(upstream_error)
     target = run.attempt.target
     now = sidecar.clock()
-    billed = upstream_error.billed if isinstance(upstream_error, BilledFailure) and not committed else None
-    if billed is not None:
-        usage = billed  # an answer that failed, charged for all the same
-    paid = usage if committed or billed is not None else None  # spent, settled against the TPM limit, metered
-    if planner.record_failure(run.attempt, error, now, paid.total_tokens if paid is not None else None):
+    if isinstance(upstream_error, BilledFailure) and not committed:
+        usage = upstream_error.billed  # an answer that failed, charged for all the same
+    if planner.record_failure(run.attempt, error, now, usage.total_tokens if usage is not None else None):
         sidecar.telemetry.ejected(target.id, error.kind.value)
     ex.attempts.append(AttemptRecord(target.id, error.status, error.kind, error.message, now - run.started))
     counters = sidecar.counters_for(target.id)
@@ -583,7 +583,7 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
         counters.last_error = f"{error.kind.value}: {error.message}"[:300]
     if committed:
         ex.usage = usage
-    cost = _charge(sidecar, ex, target, paid) if paid is not None else None
+    cost = _charge(sidecar, ex, target, usage) if usage is not None else None
     if error.kind.ejects_for_long:
         log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
                   target.id, error.kind.value, error.message)
