@@ -22,7 +22,10 @@ keyed by the simulator's name, and a thinking block sent back without a signatur
 simulator made (a failover to another account), is refused with Claude's own 400. Tool ids in a conversation (`tool_use.id`,
 `tool_result.tool_use_id`) must match `^[a-zA-Z0-9_-]+$`, as Claude checks them: other providers'
 ids (Kimi's `functions.name:0`) are refused with a 400; so is a text block (or a message's string
-content, but for a final assistant prefill) that is empty or only whitespace.
+content, but for a final assistant prefill) that is empty or only whitespace. `cache_control` blocks
+are Claude's prompt cache (`prompt_cache`): a long enough prefix is written on first use and read
+while it lives, and the usage says so (`cache_creation_input_tokens` with its 5-minute and 1-hour
+parts, `cache_read_input_tokens`); more than four breakpoints are refused with Claude's 400.
 
 `/v1/messages/count_tokens` counts a Messages request's input as the API does, without answering
 it: with the same checks but for `max_tokens` and the other generation parameters, which it refuses
@@ -52,6 +55,13 @@ from llmroute_proxy.sim.answers import (
     tool_reply_text,
 )
 from llmroute_proxy.sim.faults import Fault, FaultKind
+from llmroute_proxy.sim.prompt_cache import (
+    NOTHING_CACHED,
+    Cached,
+    PromptCache,
+    blocks_text,
+    too_many_breakpoints,
+)
 from llmroute_proxy.sim.runtime import (
     SIM_CALL,
     Dialect,
@@ -59,10 +69,12 @@ from llmroute_proxy.sim.runtime import (
     SimOptions,
     SimState,
     sim_app,
+    sim_state,
 )
 from llmroute_proxy.sim.streaming import SimStream, sse_event
 
 DEFAULT_MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
+_PROMPT_CACHE = web.AppKey("llmroute_sim_prompt_cache", PromptCache)
 MODEL_CREATED_AT = "2025-09-29T00:00:00Z"
 
 _ERROR_TYPES = {
@@ -141,23 +153,8 @@ class _Answer:
     """The thinking block's text, when the request enabled thinking."""
     redacted: bool = False
     """The thinking came back as a `redacted_thinking` block (its text is not shown)."""
-
-
-def _blocks_text(content: Any) -> str:
-    """The text of a content string or block list, tool results included."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    texts: list[str] = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif block.get("type") == "tool_result":
-            texts.append(_blocks_text(block.get("content")))
-    return " ".join(texts)
+    cached: Cached = NOTHING_CACHED
+    """What the prompt read from Claude's prompt cache and wrote to it (`input_tokens` is the rest)."""
 
 
 def _tool_result(content: Any) -> dict[str, Any] | None:
@@ -181,8 +178,8 @@ def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]]:
 
 def _input_tokens(body: dict[str, Any]) -> int:
     """The prompt's tokens: its system prompt and every message's text (tool results included)."""
-    texts = [_blocks_text(body.get("system"))]
-    texts += [_blocks_text(m.get("content")) for m in body["messages"] if isinstance(m, dict)]
+    texts = [blocks_text(body.get("system"))]
+    texts += [blocks_text(m.get("content")) for m in body["messages"] if isinstance(m, dict)]
     return count_tokens(" ".join(texts))
 
 
@@ -201,9 +198,9 @@ def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Ans
         spoken = " ".join(f"{name} {orjson.dumps(arguments).decode()}" for name, arguments in calls)
         return _thought(body, _Answer(preface, calls, "tool_use", prompt, count_tokens(f"{preface or ''} {spoken}")))
     if result is not None:
-        text = tool_reply_text(name, model, _blocks_text(result.get("content")))
+        text = tool_reply_text(name, model, blocks_text(result.get("content")))
     else:
-        said = next((_blocks_text(m.get("content")) for m in reversed(messages)
+        said = next((blocks_text(m.get("content")) for m in reversed(messages)
                      if isinstance(m, dict) and m.get("role") == "user"), "")
         text = reply_text(name, model, said, state.config.answer_bytes)
     output_format = (body.get("output_config") or {}).get("format")
@@ -238,18 +235,20 @@ def _thought(body: dict[str, Any], answer: _Answer) -> _Answer:
     thinking = body.get("thinking")
     if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
         return answer
-    redacted = REDACT in _blocks_text([m.get("content") for m in body["messages"] if isinstance(m, dict)][-1])
+    redacted = REDACT in blocks_text([m.get("content") for m in body["messages"] if isinstance(m, dict)][-1])
     return replace(answer, thinking=THINKING, redacted=redacted,
                    output_tokens=answer.output_tokens + count_tokens(THINKING))
 
 
 def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> dict[str, Any]:
+    """`cached`: the configured read on top of the prompt (`SimConfig.cached_tokens`)."""
     return {
         "input_tokens": answer.input_tokens,
         "output_tokens": answer.output_tokens if output_tokens is None else output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation_input_tokens": answer.cached.written,
+        "cache_read_input_tokens": cached + answer.cached.read,
+        "cache_creation": {"ephemeral_5m_input_tokens": answer.cached.written_5m,
+                           "ephemeral_1h_input_tokens": answer.cached.written_1h},
         "service_tier": "standard",
     }
 
@@ -431,12 +430,14 @@ async def messages(request: web.Request) -> web.StreamResponse:
     call = request[SIM_CALL]
     problem = _validate(request, call.body)
     if problem is None:
-        problem = _unsigned_thinking(call.body["messages"], call.state.config.name)
+        problem = _unsigned_thinking(call.body["messages"], call.state.config.name) or too_many_breakpoints(call.body)
     if problem is not None:
         return _bad_request(call, problem)
     body: dict[str, Any] = call.body
     state = call.state
     answer = _answer(state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
+    cached = request.app[_PROMPT_CACHE].use(body)
+    answer = replace(answer, cached=cached, input_tokens=answer.input_tokens - cached.read - cached.written)
     message_id = state.new_id("msg_")
     if body.get("stream") is True:
         return await _stream(request, call, answer, message_id, str(body["model"]))
@@ -491,7 +492,8 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
     usage: dict[str, Any] = _usage(answer, cached)
     del usage["cache_creation"], usage["service_tier"]
     if quirks:  # as the API sends it: the input count again, and nulls for what it does not know
-        usage.update(cache_creation_input_tokens=None, cache_read_input_tokens=cached or None,
+        usage.update(cache_creation_input_tokens=answer.cached.written or None,
+                     cache_read_input_tokens=cached + answer.cached.read or None,
                      server_tool_use=None)
     await stream.send(sse_event("message_delta", {
         "type": "message_delta", "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
@@ -544,6 +546,7 @@ async def list_models(request: web.Request) -> web.Response:
 def anthropic_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
     """An Anthropic-style provider; `api_key` None accepts any key; `quirks`: see the module's docstring."""
     app = sim_app(api_key, options, AnthropicDialect(), name="sim-anthropic", models=DEFAULT_MODELS)
+    app[_PROMPT_CACHE] = PromptCache(sim_state(app).config.clock)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_message_tokens)
     app.router.add_get("/v1/models", list_models)

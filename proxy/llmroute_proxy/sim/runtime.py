@@ -404,6 +404,7 @@ class SimOptions(TypedDict, total=False):
     embedding_dims: int
     answer_bytes: int
     quirks: bool
+    clock: Callable[[], float]
 
 
 _DEFAULTS = SimConfig("")
@@ -417,7 +418,7 @@ def sim_app(api_key: str | None, options: SimOptions, dialect: Dialect, *, name:
                        options.get("cached_tokens", _DEFAULTS.cached_tokens), tuple(options.get("models", models)),
                        options.get("embedding_dims", _DEFAULTS.embedding_dims),
                        answer_bytes=options.get("answer_bytes", _DEFAULTS.answer_bytes),
-                       quirks=options.get("quirks", _DEFAULTS.quirks))
+                       quirks=options.get("quirks", _DEFAULTS.quirks), clock=options.get("clock", _DEFAULTS.clock))
     return build_app(config, options.get("faults"), dialect)
 
 

@@ -106,6 +106,81 @@ async def test_cached_tokens_are_reported_as_cache_reads_outside_input_tokens(
         assert (usage.input_tokens, usage.cache_read_input_tokens) == (INPUT_TOKENS, 64)
 
 
+LONG_SYSTEM = "You answer questions about the weather. " * 200  # 1,200 words: 1,560 tokens
+
+
+def cached_system(ttl: str | None = None) -> list[Any]:
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    return [{"type": "text", "text": LONG_SYSTEM, "cache_control": control}]
+
+
+async def test_a_cache_breakpoint_writes_its_prefix_once_then_reads_it_until_it_expires(
+        sims: SimPool, client: Client) -> None:
+    now = [1000.0]
+    sim = await sims.start(anthropic_app(KEY, clock=lambda: now[0]))
+    api = client(sim)
+
+    async def usage() -> Any:
+        message = await api.messages.create(model=MODEL, max_tokens=100, system=cached_system(),
+                                            messages=MESSAGES)
+        return message.usage
+
+    first = await usage()
+    now[0] += 299
+    second = await usage()
+    now[0] += 301  # 5 minutes after the read, which restarted its lifetime
+    third = await usage()
+
+    assert (first.cache_creation_input_tokens, first.cache_read_input_tokens, first.input_tokens) == (1560, 0, 10)
+    assert first.cache_creation is not None and first.cache_creation.ephemeral_5m_input_tokens == 1560
+    assert (second.cache_creation_input_tokens, second.cache_read_input_tokens, second.input_tokens) == (0, 1560, 10)
+    assert (third.cache_creation_input_tokens, third.cache_read_input_tokens) == (1560, 0)
+
+
+async def test_an_hour_long_write_is_reported_apart_in_a_stream_too(sim: SimServer, client: Client) -> None:
+    async with client(sim).messages.stream(model=MODEL, max_tokens=100, system=cached_system("1h"),
+                                           messages=MESSAGES) as stream:
+        message = await stream.get_final_message()
+
+    assert message.usage.cache_creation_input_tokens == 1560
+    assert message.usage.cache_creation is not None
+    assert (message.usage.cache_creation.ephemeral_1h_input_tokens,
+            message.usage.cache_creation.ephemeral_5m_input_tokens) == (1560, 0)
+
+
+async def test_a_prefix_shorter_than_the_models_minimum_is_not_cached(sim: SimServer, client: Client) -> None:
+    short = [{"type": "text", "text": "Be brief. " * 300, "cache_control": {"type": "ephemeral"}}]  # 780 tokens
+
+    message = await client(sim).messages.create(model=MODEL, max_tokens=100, system=short, messages=MESSAGES)
+
+    assert (message.usage.cache_creation_input_tokens, message.usage.cache_read_input_tokens) == (0, 0)
+    assert message.usage.input_tokens == 790
+
+
+async def test_a_later_breakpoint_reads_the_cached_prefix_and_writes_only_what_follows(
+        sim: SimServer, client: Client) -> None:
+    api = client(sim)
+    await api.messages.create(model=MODEL, max_tokens=100, system=cached_system(), messages=MESSAGES)
+    turn = [{"role": "user", "content": [{"type": "text", "text": "Tell me more about clouds. " * 200,
+                                          "cache_control": {"type": "ephemeral"}}]}]
+
+    message = await api.messages.create(model=MODEL, max_tokens=100, system=cached_system(), messages=turn)
+
+    # the prompt is 2,200 words (2,860 tokens), all of it before the second breakpoint
+    assert message.usage.cache_read_input_tokens == 1560
+    assert message.usage.cache_creation_input_tokens == 2860 - 1560
+    assert message.usage.input_tokens == 0
+
+
+async def test_more_than_four_breakpoints_are_refused_as_claude_refuses_them(sim: SimServer, client: Client) -> None:
+    blocks = [{"type": "text", "text": f"part {i}", "cache_control": {"type": "ephemeral"}} for i in range(5)]
+
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await client(sim).messages.create(model=MODEL, max_tokens=100, system=blocks, messages=MESSAGES)
+
+    assert "A maximum of 4 blocks with cache_control may be provided. Found 5." in str(refused.value)
+
+
 async def test_max_tokens_cuts_the_answer_with_stop_reason_max_tokens(sim: SimServer, client: Client) -> None:
     message = await client(sim).messages.create(model=MODEL, max_tokens=4, messages=MESSAGES)
 
