@@ -42,7 +42,9 @@ spec:
   endpoints: [{region: demo, url: "http://127.0.0.1:%(anthropic)d"}]
   credentials: {env: DEMO_ANTHROPIC_KEY}
   models:
-    - {name: claude-sonnet-4-5, contextWindow: 200000, maxOutputTokens: 64000, pricing: {inputPerMTok: 3.00, outputPerMTok: 15.00, cachedInputPerMTok: 0.30}}
+    - {name: claude-sonnet-4-5, contextWindow: 200000, maxOutputTokens: 64000,
+       pricing: {inputPerMTok: 3.00, outputPerMTok: 15.00, cachedInputPerMTok: 0.30, cacheWritePerMTok: 3.75,
+                 cacheWrite1hPerMTok: 6.00}}
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMProvider

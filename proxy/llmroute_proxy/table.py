@@ -64,11 +64,14 @@ class BudgetPeriod(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """USD per million tokens. Cached input falls back to the input price when not given."""
+    """USD per million tokens. Cached input and cache writes fall back to the input price when not
+    given, writes kept an hour to the writes' price."""
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+    cache_write_1h_per_mtok: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

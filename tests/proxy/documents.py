@@ -20,7 +20,8 @@ Document = dict[str, Any]
 
 def model(name: str, *, context_window: int | None = None, max_output_tokens: int | None = None,
           input_per_mtok: float | None = None, output_per_mtok: float | None = None,
-          cached_input_per_mtok: float | None = None) -> dict[str, Any]:
+          cached_input_per_mtok: float | None = None, cache_write_per_mtok: float | None = None,
+          cache_write_1h_per_mtok: float | None = None) -> dict[str, Any]:
     """One entry of a provider's `models`, with its pricing when any price is given."""
     entry: dict[str, Any] = {"name": name}
     if context_window is not None:
@@ -28,7 +29,8 @@ def model(name: str, *, context_window: int | None = None, max_output_tokens: in
     if max_output_tokens is not None:
         entry["maxOutputTokens"] = max_output_tokens
     prices = {"inputPerMTok": input_per_mtok, "outputPerMTok": output_per_mtok,
-              "cachedInputPerMTok": cached_input_per_mtok}
+              "cachedInputPerMTok": cached_input_per_mtok, "cacheWritePerMTok": cache_write_per_mtok,
+              "cacheWrite1hPerMTok": cache_write_1h_per_mtok}
     if any(price is not None for price in prices.values()):
         entry["pricing"] = {key: price for key, price in prices.items() if price is not None}
     return entry

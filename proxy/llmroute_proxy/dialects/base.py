@@ -25,13 +25,15 @@ from llmroute_proxy.table import ProviderType, Target
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts in OpenAI's semantics: cached ⊂ input, reasoning ⊂ output."""
+    """Token counts in OpenAI's semantics: cached (read) ⊂ input, cache writes ⊂ input (writes kept an
+    hour ⊂ writes), reasoning ⊂ output."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

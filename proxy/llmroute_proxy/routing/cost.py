@@ -1,10 +1,11 @@
 """What a request costs, from its token usage and the target's price list.
 
-Prices are USD per million tokens. Usage follows OpenAI's semantics (cached ⊂ input), so
-cached input tokens are taken out of the input count and billed at their own price, which
-falls back to the input price. Cache writes stay inside the input count at the input price:
-the price list has no separate rate for them. Results are unrounded floats; rounding is the
-presenter's business (`x-llmroute-cost-usd` is written unrounded).
+Prices are USD per million tokens. Usage follows OpenAI's semantics (cache reads and writes ⊂
+input), so cached input tokens (reads) and cache writes are taken out of the input count and billed
+at their own prices, each falling back to the input price; writes kept an hour (Anthropic's
+`ttl: 1h`) at theirs, falling back to the writes' price. Anthropic bills a write above the input
+price (1.25x for 5 minutes, 2x for an hour) and a read at a tenth of it. Results are unrounded
+floats; rounding is the presenter's business (`x-llmroute-cost-usd` is written unrounded).
 
 A stream its client stopped (or the drain's deadline cut, or its provider broke) is billed by the
 provider for what it generated until the connection closed, and an answer that came without usage
@@ -27,22 +28,36 @@ DEFAULT_OUTPUT_ESTIMATE = 4096
 
 
 def cost_usd(usage: Usage, pricing: Pricing) -> float:
-    cached = min(max(usage.cached_input_tokens, 0), max(usage.input_tokens, 0))
-    uncached = max(usage.input_tokens, 0) - cached
-    cached_price = pricing.input_per_mtok if pricing.cached_input_per_mtok is None else pricing.cached_input_per_mtok
-    return (uncached * pricing.input_per_mtok
+    prompt = max(usage.input_tokens, 0)
+    cached = min(max(usage.cached_input_tokens, 0), prompt)
+    written = min(max(usage.cache_write_tokens, 0), prompt - cached)
+    written_1h = min(max(usage.cache_write_1h_tokens, 0), written)
+    input_price, cached_price, write_price, write_1h_price = _input_prices(pricing)
+    return ((prompt - cached - written) * input_price
             + cached * cached_price
+            + (written - written_1h) * write_price
+            + written_1h * write_1h_price
             + max(usage.output_tokens, 0) * pricing.output_per_mtok) / PER_MTOK
 
 
 def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing: Pricing) -> float:
-    """The most a request can cost: every prompt token uncached, every allowed output token used.
+    """The most a request can cost: every prompt token at the dearest input price (a cache write's,
+    when it costs more than plain input), every allowed output token used.
 
     Budgets reserve this before dispatch, so an estimate must never be below the real cost
     for a request that respects its own `max_tokens`.
     """
     output = DEFAULT_OUTPUT_ESTIMATE if max_output_tokens is None else max(max_output_tokens, 0)
-    return (max(prompt_tokens, 0) * pricing.input_per_mtok + output * pricing.output_per_mtok) / PER_MTOK
+    return (max(prompt_tokens, 0) * max(_input_prices(pricing)) + output * pricing.output_per_mtok) / PER_MTOK
+
+
+def _input_prices(pricing: Pricing) -> tuple[float, float, float, float]:
+    """Plain input's price, a cache read's, a cache write's and an hour-long write's, fallbacks applied."""
+    input_price = pricing.input_per_mtok
+    cached_price = input_price if pricing.cached_input_per_mtok is None else pricing.cached_input_per_mtok
+    write_price = input_price if pricing.cache_write_per_mtok is None else pricing.cache_write_per_mtok
+    write_1h_price = write_price if pricing.cache_write_1h_per_mtok is None else pricing.cache_write_1h_per_mtok
+    return input_price, cached_price, write_price, write_1h_price
 
 
 def streamed_usage(carried: Usage | None, final: bool, prompt_tokens: int, received: int,
@@ -67,7 +82,8 @@ def streamed_usage(carried: Usage | None, final: bool, prompt_tokens: int, recei
     if final:
         return carried
     return Usage(carried.input_tokens or prompt_tokens, max(carried.output_tokens, streamed),
-                 carried.cached_input_tokens, carried.cache_write_tokens, carried.reasoning_tokens)
+                 carried.cached_input_tokens, carried.cache_write_tokens, carried.reasoning_tokens,
+                 carried.cache_write_1h_tokens)
 
 
 def answer_usage(prompt_tokens: int, answer: dict[str, Any]) -> Usage:

@@ -65,6 +65,10 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         "cost_usd": outcome.cost_usd,
         "trace_id": outcome.trace_id or None,
     }
+    if usage is not None and usage.cache_write_tokens:  # priced apart (Anthropic's prompt cache)
+        entry["cache_write_tokens"] = usage.cache_write_tokens
+        if usage.cache_write_1h_tokens:
+            entry["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
     if outcome.usage_estimated:
         entry["usage_estimated"] = True
     if outcome.token_count is not None:

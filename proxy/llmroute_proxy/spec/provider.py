@@ -237,13 +237,16 @@ def _models(spec: Fields) -> tuple[ModelSpec, ...]:
 
 
 def _pricing(model: Fields) -> Pricing:
-    f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok"))
+    f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok", "cacheWritePerMTok",
+                                  "cacheWrite1hPerMTok"))
     if f is None:
         return Pricing()
     return Pricing(
         input_per_mtok=f.number("inputPerMTok", minimum=0) or 0.0,
         output_per_mtok=f.number("outputPerMTok", minimum=0) or 0.0,
         cached_input_per_mtok=f.number("cachedInputPerMTok", minimum=0),
+        cache_write_per_mtok=f.number("cacheWritePerMTok", minimum=0),
+        cache_write_1h_per_mtok=f.number("cacheWrite1hPerMTok", minimum=0),
     )
 
 

@@ -50,6 +50,41 @@ def test_more_cached_than_input_tokens_never_bills_cached_tokens_twice() -> None
     assert cost_usd(Usage(input_tokens=100, cached_input_tokens=500), GPT4O) == pytest.approx(100 * 1.25 / 1e6)
 
 
+SONNET = Pricing(input_per_mtok=3.0, output_per_mtok=15.0, cached_input_per_mtok=0.30, cache_write_per_mtok=3.75,
+                 cache_write_1h_per_mtok=6.0)
+
+
+def test_cache_writes_are_a_subset_of_input_billed_at_the_write_price() -> None:
+    usage = Usage(input_tokens=10_000, cached_input_tokens=2000, cache_write_tokens=7000, output_tokens=100)
+    expected = (1000 * 3.0 + 2000 * 0.30 + 7000 * 3.75 + 100 * 15.0) / 1e6
+    assert cost_usd(usage, SONNET) == pytest.approx(expected, rel=1e-12)
+
+
+def test_writes_kept_an_hour_are_billed_at_their_own_price() -> None:
+    usage = Usage(input_tokens=10_000, cache_write_tokens=8000, cache_write_1h_tokens=5000)
+    expected = (2000 * 3.0 + 3000 * 3.75 + 5000 * 6.0) / 1e6
+    assert cost_usd(usage, SONNET) == pytest.approx(expected, rel=1e-12)
+
+
+def test_without_write_prices_writes_cost_the_input_price_and_hour_long_ones_the_write_price() -> None:
+    input_only = Pricing(input_per_mtok=3.0)
+    written = Usage(input_tokens=1000, cache_write_tokens=1000, cache_write_1h_tokens=400)
+    assert cost_usd(written, input_only) == cost_usd(Usage(input_tokens=1000), input_only)
+    writes_only = Pricing(input_per_mtok=3.0, cache_write_per_mtok=3.75)
+    assert cost_usd(written, writes_only) == pytest.approx(1000 * 3.75 / 1e6, rel=1e-12)
+
+
+def test_counts_that_overlap_more_than_the_input_never_bill_a_token_twice() -> None:
+    usage = Usage(input_tokens=100, cached_input_tokens=80, cache_write_tokens=50, cache_write_1h_tokens=90)
+    assert cost_usd(usage, SONNET) == pytest.approx((80 * 0.30 + 20 * 6.0) / 1e6, rel=1e-12)
+
+
+def test_estimate_prices_the_prompt_at_the_dearest_write_price_so_a_written_prompt_is_covered() -> None:
+    written = Usage(input_tokens=1000, cache_write_tokens=1000, cache_write_1h_tokens=1000, output_tokens=200)
+    assert estimate_cost_usd(1000, 200, SONNET) == pytest.approx((1000 * 6.0 + 200 * 15.0) / 1e6)
+    assert estimate_cost_usd(1000, 200, SONNET) >= cost_usd(written, SONNET)
+
+
 def test_cost_is_not_rounded() -> None:
     assert cost_usd(Usage(input_tokens=1, output_tokens=1), GPT4O) == (2.5 + 10.0) / 1e6
 

@@ -33,11 +33,14 @@ def usage_from_anthropic(usage: Any) -> Usage:
         return Usage()
     cache_read = usage.get("cache_read_input_tokens") or 0
     cache_write = usage.get("cache_creation_input_tokens") or 0
+    written = usage.get("cache_creation")  # the writes' split by lifetime, which Anthropic bills apart
     details = usage.get("output_tokens_details") or {}
     return Usage(input_tokens=(usage.get("input_tokens") or 0) + cache_read + cache_write,
                  output_tokens=usage.get("output_tokens") or 0,
                  cached_input_tokens=cache_read, cache_write_tokens=cache_write,
-                 reasoning_tokens=details.get("thinking_tokens") or 0)
+                 reasoning_tokens=details.get("thinking_tokens") or 0,
+                 cache_write_1h_tokens=min((written.get("ephemeral_1h_input_tokens") or 0)
+                                           if isinstance(written, dict) else 0, cache_write))
 
 
 def message_id(upstream_id: Any) -> str:
