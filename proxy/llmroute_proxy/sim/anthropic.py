@@ -155,6 +155,8 @@ class _Answer:
     """The thinking came back as a `redacted_thinking` block (its text is not shown)."""
     cached: Cached = NOTHING_CACHED
     """What the prompt read from Claude's prompt cache and wrote to it (`input_tokens` is the rest)."""
+    searched: str | None = None
+    """The query of the web search Claude ran before answering (its server tool), if it ran one."""
 
 
 def _tool_result(content: Any) -> dict[str, Any] | None:
@@ -165,7 +167,8 @@ def _tool_result(content: Any) -> dict[str, Any] | None:
 
 
 def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]]:
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and isinstance(t.get("name"), str)
+             and t.get("type", "custom") == "custom"]  # a server tool (`web_search_20250305`…) runs on Claude's side
     choice = body.get("tool_choice")
     kind = choice.get("type") if isinstance(choice, dict) else "auto"
     if not tools or kind == "none":
@@ -174,6 +177,25 @@ def _chosen_tools(body: dict[str, Any], quirks: bool) -> list[dict[str, Any]]:
         return [t for t in tools if t["name"] == choice.get("name")][:1]
     parallel = quirks and not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True)
     return tools if parallel else tools[:1]
+
+
+SEARCH_RESULT = {"type": "web_search_result", "url": "https://sim.example/weather", "title": "Simulated weather",
+                 "encrypted_content": "RXF1aXZhbGVudCBvZiBhIHNlYXJjaCByZXN1bHQ=", "page_age": "1 day ago"}
+SEARCH_RESULT_TOKENS = 400
+"""What the search results add to the input tokens (Claude bills them as input)."""
+
+
+def _search_query(body: dict[str, Any], last: dict[str, Any]) -> str | None:
+    """The query of the one web search Claude runs for a user turn that offers its web search tool
+    (unless `tool_choice` rules it out or `max_uses` is 0), else None."""
+    tool = next((t for t in body.get("tools") or () if isinstance(t, dict)
+                 and str(t.get("type", "")).startswith("web_search_")), None)
+    choice = body.get("tool_choice")
+    kind = choice.get("type") if isinstance(choice, dict) else "auto"
+    if (tool is None or last.get("role") != "user" or kind == "none" or tool.get("max_uses") == 0
+            or (kind == "tool" and isinstance(choice, dict) and choice.get("name") != tool.get("name"))):
+        return None
+    return blocks_text(last.get("content"))[:60] or "search"
 
 
 def _input_tokens(body: dict[str, Any]) -> int:
@@ -185,12 +207,22 @@ def _input_tokens(body: dict[str, Any]) -> int:
 
 def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Answer:
     messages: list[Any] = body["messages"]
-    model, name = str(body["model"]), state.config.name
     prompt = _input_tokens(body)
     last = messages[-1] if isinstance(messages[-1], dict) else {}
     result = _tool_result(last.get("content"))
     if refuse:  # the safety classifier stopped the answer before it began
         return _Answer(None, (), "refusal", prompt, 1)
+    query = _search_query(body, last) if result is None else None
+    if query is not None:
+        return replace(_answered(state, body, prompt, last, result), searched=query,
+                       input_tokens=prompt + SEARCH_RESULT_TOKENS)
+    return _answered(state, body, prompt, last, result)
+
+
+def _answered(state: SimState, body: dict[str, Any], prompt: int, last: dict[str, Any],
+              result: dict[str, Any] | None) -> _Answer:
+    messages: list[Any] = body["messages"]
+    model, name = str(body["model"]), state.config.name
     tools = _chosen_tools(body, state.config.quirks) if last.get("role") == "user" and result is None else []
     if tools:
         calls = tuple((tool["name"], tool_arguments(tool.get("input_schema"))) for tool in tools)
@@ -250,7 +282,11 @@ def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> di
         "cache_creation": {"ephemeral_5m_input_tokens": answer.cached.written_5m,
                            "ephemeral_1h_input_tokens": answer.cached.written_1h},
         "service_tier": "standard",
+        **({"server_tool_use": _SEARCHED} if answer.searched is not None else {}),
     }
+
+
+_SEARCHED = {"web_search_requests": 1, "web_fetch_requests": 0}
 
 
 def _validate(request: web.Request, body: Any) -> str | None:
@@ -445,6 +481,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
     content: list[dict[str, Any]] = [] if answer.thinking is None else [
         {"type": "redacted_thinking", "data": redacted_data(name)} if answer.redacted
         else {"type": "thinking", "thinking": answer.thinking, "signature": signature(name, answer.thinking)}]
+    content += _search_blocks(state, answer.searched) if answer.searched is not None else []
     content += [{"type": "text", "text": answer.text}] if answer.text is not None else []
     content += [{"type": "tool_use", "id": state.new_id("toolu_"), "name": name, "input": tool_input}
                 for name, tool_input in answer.calls]
@@ -453,6 +490,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "content": content, "stop_reason": answer.stop_reason, "stop_sequence": None,
         "usage": _usage(answer, state.config.cached_tokens),
     })
+
+
+def _search_blocks(state: SimState, query: str) -> list[dict[str, Any]]:
+    """The server tool's call and its result, as Claude puts them before what it answers from them."""
+    call_id = state.new_id("srvtoolu_")
+    return [{"type": "server_tool_use", "id": call_id, "name": "web_search", "input": {"query": query}},
+            {"type": "web_search_tool_result", "tool_use_id": call_id, "content": [SEARCH_RESULT]}]
 
 
 async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_id: str,
@@ -476,6 +520,13 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
                         for piece in split_words(answer.thinking, state.config.chunks)),
                       {"type": "signature_delta", "signature": signature(state.config.name, answer.thinking)}])
         index += 1
+    if answer.searched is not None:  # the call's input streamed as JSON, its result whole in its start
+        search, result = _search_blocks(state, answer.searched)
+        await _block(stream, index, {**search, "input": {}}, [
+            {"type": "input_json_delta", "partial_json": fragment}
+            for fragment in split_even(orjson.dumps(search["input"]).decode(), state.config.chunks) if fragment])
+        await _block(stream, index + 1, result, [])
+        index += 2
     if answer.text is not None:
         await _block(stream, index, {"type": "text", "text": ""},
                      [{"type": "text_delta", "text": piece} for piece in split_words(answer.text, state.config.chunks)])
@@ -494,7 +545,7 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, message_
     if quirks:  # as the API sends it: the input count again, and nulls for what it does not know
         usage.update(cache_creation_input_tokens=answer.cached.written or None,
                      cache_read_input_tokens=cached + answer.cached.read or None,
-                     server_tool_use=None)
+                     server_tool_use=_SEARCHED if answer.searched is not None else None)
     await stream.send(sse_event("message_delta", {
         "type": "message_delta", "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
         "usage": usage}))

@@ -181,6 +181,43 @@ async def test_more_than_four_breakpoints_are_refused_as_claude_refuses_them(sim
     assert "A maximum of 4 blocks with cache_control may be provided. Found 5." in str(refused.value)
 
 
+WEB_SEARCH: Any = {"type": "web_search_20250305", "name": "web_search"}
+
+
+async def test_a_web_search_runs_on_claudes_side_and_is_counted_in_the_usage(sim: SimServer, client: Client) -> None:
+    message = await client(sim).messages.create(model=MODEL, max_tokens=100, tools=[WEB_SEARCH], messages=MESSAGES)
+    async with client(sim).messages.stream(model=MODEL, max_tokens=100, tools=[WEB_SEARCH],
+                                           messages=MESSAGES) as stream:
+        streamed = await stream.get_final_message()
+
+    for answer in (message, streamed):
+        call, result, text = answer.content
+        assert call.type == "server_tool_use" and call.name == "web_search" and call.input == {"query": QUESTION}
+        assert result.type == "web_search_tool_result" and result.tool_use_id == call.id
+        assert text.type == "text" and answer.stop_reason == "end_turn"
+        assert answer.usage.server_tool_use is not None and answer.usage.server_tool_use.web_search_requests == 1
+        assert answer.usage.input_tokens > INPUT_TOKENS  # the results are read as input
+
+
+async def test_a_server_tool_is_never_called_like_a_function(sim: SimServer, client: Client) -> None:
+    message = await client(sim).messages.create(model=MODEL, max_tokens=100, tools=[WEB_SEARCH, WEATHER_TOOL],
+                                                messages=MESSAGES)
+
+    assert [block.type for block in message.content] == ["server_tool_use", "web_search_tool_result", "tool_use"]
+    assert message.content[2].type == "tool_use" and message.content[2].name == "get_weather"
+
+
+async def test_no_search_runs_when_max_uses_is_zero_or_tool_choice_is_none(sim: SimServer, client: Client) -> None:
+    none = await client(sim).messages.create(model=MODEL, max_tokens=100, tools=[WEB_SEARCH],
+                                             tool_choice={"type": "none"}, messages=MESSAGES)
+    unused = await client(sim).messages.create(model=MODEL, max_tokens=100, tools=[{**WEB_SEARCH, "max_uses": 0}],
+                                               messages=MESSAGES)
+
+    for message in (none, unused):
+        assert [block.type for block in message.content] == ["text"]
+        assert message.usage.server_tool_use is None
+
+
 async def test_max_tokens_cuts_the_answer_with_stop_reason_max_tokens(sim: SimServer, client: Client) -> None:
     message = await client(sim).messages.create(model=MODEL, max_tokens=4, messages=MESSAGES)
 
