@@ -44,7 +44,7 @@ spec:
   models:
     - {name: claude-sonnet-4-5, contextWindow: 200000, maxOutputTokens: 64000,
        pricing: {inputPerMTok: 3.00, outputPerMTok: 15.00, cachedInputPerMTok: 0.30, cacheWritePerMTok: 3.75,
-                 cacheWrite1hPerMTok: 6.00}}
+                 cacheWrite1hPerMTok: 6.00, webSearchPer1K: 10.00}}
 ---
 apiVersion: llmroute.dev/v1alpha1
 kind: LLMProvider

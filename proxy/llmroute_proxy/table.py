@@ -65,13 +65,15 @@ class BudgetPeriod(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Pricing:
     """USD per million tokens. Cached input and cache writes fall back to the input price when not
-    given, writes kept an hour to the writes' price."""
+    given, writes kept an hour to the writes' price; web searches (a provider's server-side tool) in
+    USD per thousand, 0 when not given."""
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     cached_input_per_mtok: float | None = None
     cache_write_per_mtok: float | None = None
     cache_write_1h_per_mtok: float | None = None
+    web_search_per_1k: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

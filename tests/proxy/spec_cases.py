@@ -119,6 +119,8 @@ INVALID = [
      "must be at least 0, found -3.75"),
     (PROVIDER, "spec.models[0].pricing.cacheWrite1hPerMTok", "6", "spec.models[0].pricing.cacheWrite1hPerMTok",
      "expected a number, found a string ('6')"),
+    (PROVIDER, "spec.models[0].pricing.webSearchPer1K", -10, "spec.models[0].pricing.webSearchPer1K",
+     "must be at least 0, found -10"),
     (PROVIDER, "spec.models", "gpt-4o", "spec.models", "expected a list, found a string ('gpt-4o')"),
     (PROVIDER, "spec.azure", {"apiVersion": "2024-10-21"}, "spec.azure",
      "only for type azure-openai (this provider is openai)"),

@@ -81,13 +81,14 @@ def test_a_document_with_an_error_is_left_out_of_the_result(document: int, mutat
     assert invalid_name not in names
 
 
-def test_cache_write_prices_are_read_beside_the_other_prices() -> None:
+def test_cache_write_and_search_prices_are_read_beside_the_other_prices() -> None:
     docs = documents()
     docs[0]["spec"]["models"][0]["pricing"] = {"inputPerMTok": 3, "outputPerMTok": 15, "cachedInputPerMTok": 0.3,
-                                                "cacheWritePerMTok": 3.75, "cacheWrite1hPerMTok": 6}
+                                                "cacheWritePerMTok": 3.75, "cacheWrite1hPerMTok": 6,
+                                                "webSearchPer1K": 10}
     specs = parse_documents(docs)
     assert specs.errors == ()
-    assert specs.providers[0].models[0].pricing == Pricing(3.0, 15.0, 0.3, 3.75, 6.0)
+    assert specs.providers[0].models[0].pricing == Pricing(3.0, 15.0, 0.3, 3.75, 6.0, 10.0)
 
 
 def test_the_valid_set_parses_with_the_tables_defaults() -> None:

@@ -26,7 +26,8 @@ from llmroute_proxy.table import ProviderType, Target
 @dataclass(slots=True)
 class Usage:
     """Token counts in OpenAI's semantics: cached (read) ⊂ input, cache writes ⊂ input (writes kept an
-    hour ⊂ writes), reasoning ⊂ output."""
+    hour ⊂ writes), reasoning ⊂ output; and the web searches the provider ran for the answer (its
+    server-side tool, billed per search)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -34,6 +35,7 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    web_searches: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -131,6 +133,10 @@ class NativeBody:
             self.dialect is NativeDialect.OPENAI_RESPONSES and target.options.get("responses_api") == "native")
 
 
+DEFAULT_SEARCH_ESTIMATE = 5
+"""Web searches a budget reserves for a search tool the request does not bound."""
+
+
 class ChatRequest:
     """A chat request in canonical (OpenAI) form, with what the sidecar derived from it.
 
@@ -160,6 +166,25 @@ class ChatRequest:
         whole output cap, and the provider bills them all."""
         n = self.body.get("n")
         return n if type(n) is int and n > 1 else 1
+
+    @property
+    def web_searches(self) -> int:
+        """The most web searches a provider's server-side search tool may run for it (for a budget's
+        reservation): a Messages search tool's `max_uses`, a Responses request's `max_tool_calls`, or
+        `DEFAULT_SEARCH_ESTIMATE` per search tool without a bound; 0 without such a tool (only a
+        provider that takes the client's body natively runs one)."""
+        native = self.native
+        if native is None:
+            return 0
+        tools = [tool for tool in native.body.get("tools") or () if isinstance(tool, dict)
+                 and str(tool.get("type", "")).startswith("web_search")]
+        if not tools:
+            return 0
+        if native.dialect is NativeDialect.OPENAI_RESPONSES:
+            most = native.body.get("max_tool_calls")
+            return most if type(most) is int and most >= 0 else DEFAULT_SEARCH_ESTIMATE
+        return sum(tool["max_uses"] if type(tool.get("max_uses")) is int else DEFAULT_SEARCH_ESTIMATE
+                   for tool in tools)
 
     @property
     def translated_reasoning_hint(self) -> bool:

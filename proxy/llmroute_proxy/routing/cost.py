@@ -22,6 +22,7 @@ from llmroute_proxy.routing.tokens import collect_message_texts, estimate_tokens
 from llmroute_proxy.table import Pricing
 
 PER_MTOK = 1_000_000.0
+PER_THOUSAND = 1000.0
 
 DEFAULT_OUTPUT_ESTIMATE = 4096
 """Output tokens assumed for a reservation when the client set no `max_tokens`."""
@@ -37,18 +38,22 @@ def cost_usd(usage: Usage, pricing: Pricing) -> float:
             + cached * cached_price
             + (written - written_1h) * write_price
             + written_1h * write_1h_price
-            + max(usage.output_tokens, 0) * pricing.output_per_mtok) / PER_MTOK
+            + max(usage.output_tokens, 0) * pricing.output_per_mtok) / PER_MTOK \
+        + max(usage.web_searches, 0) * pricing.web_search_per_1k / PER_THOUSAND
 
 
-def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing: Pricing) -> float:
+def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing: Pricing,
+                      web_searches: int = 0) -> float:
     """The most a request can cost: every prompt token at the dearest input price (a cache write's,
-    when it costs more than plain input), every allowed output token used.
+    when it costs more than plain input), every allowed output token used, and `web_searches`
+    searches (the most its server-side search tool may run).
 
     Budgets reserve this before dispatch, so an estimate must never be below the real cost
-    for a request that respects its own `max_tokens`.
+    for a request that respects its own `max_tokens` (and its search tool's `max_uses`).
     """
     output = DEFAULT_OUTPUT_ESTIMATE if max_output_tokens is None else max(max_output_tokens, 0)
-    return (max(prompt_tokens, 0) * max(_input_prices(pricing)) + output * pricing.output_per_mtok) / PER_MTOK
+    return ((max(prompt_tokens, 0) * max(_input_prices(pricing)) + output * pricing.output_per_mtok) / PER_MTOK
+            + max(web_searches, 0) * pricing.web_search_per_1k / PER_THOUSAND)
 
 
 def _input_prices(pricing: Pricing) -> tuple[float, float, float, float]:
@@ -83,7 +88,7 @@ def streamed_usage(carried: Usage | None, final: bool, prompt_tokens: int, recei
         return carried
     return Usage(carried.input_tokens or prompt_tokens, max(carried.output_tokens, streamed),
                  carried.cached_input_tokens, carried.cache_write_tokens, carried.reasoning_tokens,
-                 carried.cache_write_1h_tokens)
+                 carried.cache_write_1h_tokens, carried.web_searches)
 
 
 def answer_usage(prompt_tokens: int, answer: dict[str, Any]) -> Usage:

@@ -42,6 +42,7 @@ class BudgetInputs:
     now: float  # wall-clock epoch seconds: budget periods are calendar periods
     prompt_tokens: int
     max_output_tokens: int  # every answer's together (the cap times `n`)
+    web_searches: int = 0  # the most its provider's server-side search tool may run
 
 
 def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody | None = None,
@@ -55,7 +56,8 @@ def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody
     targets = _candidates(route, choice, experiment)
     if route.budget is None or budget is None:
         return RouteDecision(route, choice, experiment, targets, None)
-    estimate = max(estimate_cost_usd(budget.prompt_tokens, budget.max_output_tokens, t.pricing) for t in targets)
+    estimate = max(estimate_cost_usd(budget.prompt_tokens, budget.max_output_tokens, t.pricing, budget.web_searches)
+                   for t in targets)
     verdict = budget.ledger.reserve(route.name, route.budget, estimate, budget.now)
     downgrade = verdict.downgrade_to
     if downgrade is None or downgrade not in route.tiers or downgrade == choice.tier:

@@ -69,6 +69,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         entry["cache_write_tokens"] = usage.cache_write_tokens
         if usage.cache_write_1h_tokens:
             entry["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
+    if usage is not None and usage.web_searches:
+        entry["web_searches"] = usage.web_searches
     if outcome.usage_estimated:
         entry["usage_estimated"] = True
     if outcome.token_count is not None:

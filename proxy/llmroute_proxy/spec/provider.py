@@ -238,7 +238,7 @@ def _models(spec: Fields) -> tuple[ModelSpec, ...]:
 
 def _pricing(model: Fields) -> Pricing:
     f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok", "cacheWritePerMTok",
-                                  "cacheWrite1hPerMTok"))
+                                  "cacheWrite1hPerMTok", "webSearchPer1K"))
     if f is None:
         return Pricing()
     return Pricing(
@@ -247,6 +247,7 @@ def _pricing(model: Fields) -> Pricing:
         cached_input_per_mtok=f.number("cachedInputPerMTok", minimum=0),
         cache_write_per_mtok=f.number("cacheWritePerMTok", minimum=0),
         cache_write_1h_per_mtok=f.number("cacheWrite1hPerMTok", minimum=0),
+        web_search_per_1k=f.number("webSearchPer1K", minimum=0) or 0.0,
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator
 from llmroute_proxy.dialects.base import (
+    DEFAULT_SEARCH_ESTIMATE,
     ChatRequest,
     NativeBody,
     NativeDialect,
@@ -474,6 +475,52 @@ TRANSCRIPT = b"".join([
                           "usage": {"output_tokens": 42}}),
     sse("message_stop", {"type": "message_stop"}),
 ])
+
+
+SEARCHED = b"".join([
+    sse("message_start", {"type": "message_start", "message": {
+        "id": "msg_2", "type": "message", "role": "assistant", "content": [], "model": "claude-x", "stop_reason": None,
+        "usage": {"input_tokens": 30, "output_tokens": 1, "cache_creation_input_tokens": 2000,
+                  "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1500}}}}),
+    sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+        "type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}}),
+    sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                "delta": {"type": "input_json_delta", "partial_json": '{"query": "weather"}'}}),
+    sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    sse("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}}),
+    sse("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    sse("content_block_start", {"type": "content_block_start", "index": 2,
+                                "content_block": {"type": "text", "text": ""}}),
+    sse("content_block_delta", {"type": "content_block_delta", "index": 2,
+                                "delta": {"type": "text_delta", "text": "Sunny"}}),
+    sse("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                          "usage": {"output_tokens": 9, "cache_creation_input_tokens": None,
+                                    "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": 0}}}),
+    sse("message_stop", {"type": "message_stop"}),
+])
+
+
+def test_a_stream_counts_claudes_searches_and_its_hour_long_cache_writes() -> None:
+    translator, chunks = run(SEARCHED, 1 << 20)
+    assert translator.usage == Usage(input_tokens=2030, output_tokens=9, cache_write_tokens=2000,
+                                     cache_write_1h_tokens=1500, web_searches=2)
+    assert [delta for delta in deltas(chunks) if delta and "content" in delta] == [
+        {"role": "assistant", "content": ""}, {"content": "Sunny"}]  # the server tool is no function call
+    assert translator.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(("tools", "most"), [
+    ([], 0),
+    ([{"name": "get_weather", "input_schema": {"type": "object"}}], 0),
+    ([{"type": "web_search_20250305", "name": "web_search"}], DEFAULT_SEARCH_ESTIMATE),
+    ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}], 3),
+], ids=["no tools", "a function", "unbounded search", "max_uses"])
+def test_a_messages_request_allows_as_many_searches_as_its_tools_max_uses(tools: list[Any], most: int) -> None:
+    body = {"model": "m", "max_tokens": 10, "messages": [], "tools": tools}
+    request = ChatRequest({"model": "m", "messages": []}, NativeBody(NativeDialect.ANTHROPIC_MESSAGES, body))
+    assert request.web_searches == most
 
 
 def deltas(chunks: list[StreamChunk]) -> list[Any]:

@@ -14,6 +14,7 @@ import pytest
 
 from llmroute_proxy.dialects.base import (
     ANSWERED_BY,
+    DEFAULT_SEARCH_ESTIMATE,
     ChatRequest,
     NativeBody,
     NativeDialect,
@@ -220,6 +221,24 @@ def test_a_native_answer_is_read_for_the_books_and_kept_whole_for_the_relay() ->
         "name": "get_weather", "arguments": '{"city":"Paris"}'}}]
     assert (result.usage.input_tokens, result.usage.cached_input_tokens, result.usage.output_tokens,
             result.usage.reasoning_tokens) == (12, 4, 70, 64)
+
+
+def test_each_web_search_call_of_the_output_is_a_search_in_the_usage() -> None:
+    search = {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "q"}}
+    response = {**RESPONSE, "output": [search, {**search, "id": "ws_2"}, REASONING], "usage": USAGE}
+    assert result_from_response(orjson.dumps(response), "m").usage.web_searches == 2
+    assert result_from_response(orjson.dumps({**RESPONSE, "usage": USAGE}), "m").usage.web_searches == 0
+
+
+@pytest.mark.parametrize(("body", "most"), [
+    ({"input": "hi"}, 0),
+    ({"input": "hi", "tools": [{"type": "function", "name": "f", "parameters": {}}]}, 0),
+    ({"input": "hi", "tools": [{"type": "web_search"}]}, DEFAULT_SEARCH_ESTIMATE),
+    ({"input": "hi", "tools": [{"type": "web_search_preview"}], "max_tool_calls": 2}, 2),
+], ids=["no tools", "a function", "unbounded search", "max_tool_calls"])
+def test_a_responses_request_allows_as_many_searches_as_its_bound(body: dict[str, Any], most: int) -> None:
+    request = ChatRequest({"model": "m", "messages": []}, NativeBody(NativeDialect.OPENAI_RESPONSES, body))
+    assert request.web_searches == most
 
 
 def test_an_incomplete_answer_finishes_for_length() -> None:

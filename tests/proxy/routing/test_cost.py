@@ -85,6 +85,22 @@ def test_estimate_prices_the_prompt_at_the_dearest_write_price_so_a_written_prom
     assert estimate_cost_usd(1000, 200, SONNET) >= cost_usd(written, SONNET)
 
 
+def test_web_searches_are_billed_per_thousand_beside_the_tokens() -> None:
+    searching = Pricing(input_per_mtok=3.0, output_per_mtok=15.0, web_search_per_1k=10.0)
+    usage = Usage(input_tokens=1000, output_tokens=100, web_searches=2)
+    assert cost_usd(usage, searching) == pytest.approx((1000 * 3.0 + 100 * 15.0) / 1e6 + 2 * 10.0 / 1000, rel=1e-12)
+    assert cost_usd(usage, Pricing(input_per_mtok=3.0, output_per_mtok=15.0)) == pytest.approx(
+        (1000 * 3.0 + 100 * 15.0) / 1e6, rel=1e-12)  # no search price: searches are free
+
+
+def test_estimate_reserves_the_searches_a_request_allows() -> None:
+    searching = Pricing(input_per_mtok=3.0, output_per_mtok=15.0, web_search_per_1k=10.0)
+    assert estimate_cost_usd(1000, 200, searching, web_searches=3) == pytest.approx(
+        (1000 * 3.0 + 200 * 15.0) / 1e6 + 0.03)
+    real = Usage(input_tokens=1000, output_tokens=200, web_searches=3)
+    assert estimate_cost_usd(1000, 200, searching, web_searches=3) >= cost_usd(real, searching)
+
+
 def test_cost_is_not_rounded() -> None:
     assert cost_usd(Usage(input_tokens=1, output_tokens=1), GPT4O) == (2.5 + 10.0) / 1e6
 

@@ -222,3 +222,14 @@ def test_a_conversation_one_region_of_a_provider_holds_goes_to_that_regions_endp
     held = NativeBody(NativeDialect.OPENAI_RESPONSES, {"model": "auto"}, only=CONTINUED_ELSEWHERE.only,
                       unserved=CONTINUED_ELSEWHERE.unserved, held_by=west.response_store)
     assert decide(route(premium=(east, west)), facts(), roll=0.5, native=held).targets == (west,)
+
+
+def test_the_budget_estimate_reserves_the_searches_the_request_allows() -> None:
+    searching = Target(id=TargetId("anthropic/claude@eu"), provider="anthropic", provider_type=ProviderType.ANTHROPIC,
+                       model="claude", url="https://example.invalid", region="eu",
+                       pricing=Pricing(0.0, 0.0, web_search_per_1k=10.0))
+    ledger = BudgetLedger()
+    decision = decide(route(Budget(limit_usd=1000.0, on_exceeded="reject"), premium=(searching,)), facts(), roll=0.5,
+                      budget=BudgetInputs(ledger, NOW, 1000, 1000, web_searches=3))
+    assert decision.budget is not None and decision.budget.reservation is not None
+    assert decision.budget.reservation.estimate_usd == pytest.approx(0.03)

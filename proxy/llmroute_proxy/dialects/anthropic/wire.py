@@ -34,13 +34,15 @@ def usage_from_anthropic(usage: Any) -> Usage:
     cache_read = usage.get("cache_read_input_tokens") or 0
     cache_write = usage.get("cache_creation_input_tokens") or 0
     written = usage.get("cache_creation")  # the writes' split by lifetime, which Anthropic bills apart
+    server_tools = usage.get("server_tool_use")
     details = usage.get("output_tokens_details") or {}
     return Usage(input_tokens=(usage.get("input_tokens") or 0) + cache_read + cache_write,
                  output_tokens=usage.get("output_tokens") or 0,
                  cached_input_tokens=cache_read, cache_write_tokens=cache_write,
                  reasoning_tokens=details.get("thinking_tokens") or 0,
                  cache_write_1h_tokens=min((written.get("ephemeral_1h_input_tokens") or 0)
-                                           if isinstance(written, dict) else 0, cache_write))
+                                           if isinstance(written, dict) else 0, cache_write),
+                 web_searches=(server_tools.get("web_search_requests") or 0) if isinstance(server_tools, dict) else 0)
 
 
 def message_id(upstream_id: Any) -> str:

@@ -88,14 +88,18 @@ def read_answer(body: bytes, request: ChatRequest, target: Target) -> ChatResult
     return parse_chat_completion(body)
 
 
-def usage_from_response(usage: Any) -> Usage | None:
+def usage_from_response(response: JSON) -> Usage | None:
+    """A Response's usage, with its web searches: OpenAI bills each `web_search_call` of its output."""
+    usage = response.get("usage")
     if not isinstance(usage, dict):
         return None
     inputs = usage.get("input_tokens_details") or {}
     outputs = usage.get("output_tokens_details") or {}
+    searches = sum(1 for item in response.get("output") or () if isinstance(item, dict)
+                   and item.get("type") == "web_search_call")
     return Usage(input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0),
                  cached_input_tokens=int(inputs.get("cached_tokens") or 0),
-                 reasoning_tokens=int(outputs.get("reasoning_tokens") or 0))
+                 reasoning_tokens=int(outputs.get("reasoning_tokens") or 0), web_searches=searches)
 
 
 def response_error(error: Any) -> UpstreamError:
@@ -117,7 +121,7 @@ def result_from_response(body: bytes, model: str) -> ChatResult:
         raise UpstreamError(FailureKind.SERVER_ERROR, f"The upstream sent no Response object: {body_excerpt(body)}")
     if response.get("status") == "failed":
         raise response_error(response.get("error") or {"message": "the Response failed"})
-    usage = usage_from_response(response.get("usage")) or Usage()
+    usage = usage_from_response(response) or Usage()
     message, finish = _canonical_message(response)
     created = response.get("created_at")
     data = {"id": response.get("id") or "", "object": "chat.completion",
@@ -232,7 +236,7 @@ class ResponsesEventTranslator:
         response = event.get("response") if event is not None else None
         if not isinstance(response, dict) or not response.get("output"):
             return None
-        usage = usage_from_response(response.get("usage"))
+        usage = usage_from_response(response)
         if usage is None:
             return None  # unmetered: its events are read, so that its chunks estimate it (`dispatch._streamed`)
         self.usage = usage
@@ -283,7 +287,7 @@ class ResponsesEventTranslator:
     def _done(self, event: JSON) -> list[JSON]:
         self._finished = True
         response = event.get("response") or {}
-        self.usage = usage_from_response(response.get("usage"))
+        self.usage = usage_from_response(response)
         self.finish_reason = _finish_reason(response, self._called)
         out = [self._chunk({}, self.finish_reason)]
         if self.usage is not None:
