@@ -74,6 +74,18 @@ class Pricing:
     cache_write_per_mtok: float | None = None
     cache_write_1h_per_mtok: float | None = None
     web_search_per_1k: float = 0.0
+    long_context: LongContextPricing | None = None
+    """Dearer prices for every token of a request whose prompt is longer than a threshold (Gemini
+    2.5 Pro's and Claude's 1M-context prices above 200,000 input tokens)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LongContextPricing:
+    """`pricing` replaces the whole price list for a request whose input (cached and cache writes
+    included) is above `above_input_tokens` tokens. Its search price is the base list's."""
+
+    above_input_tokens: int
+    pricing: Pricing
 
 
 @dataclass(frozen=True, slots=True)

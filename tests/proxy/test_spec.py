@@ -27,6 +27,7 @@ from llmroute_proxy.table import (
     FallbackPolicy,
     Limits,
     LoadBalancing,
+    LongContextPricing,
     OutlierDetection,
     Pricing,
     ProviderType,
@@ -89,6 +90,18 @@ def test_cache_write_and_search_prices_are_read_beside_the_other_prices() -> Non
     specs = parse_documents(docs)
     assert specs.errors == ()
     assert specs.providers[0].models[0].pricing == Pricing(3.0, 15.0, 0.3, 3.75, 6.0, 10.0)
+
+
+def test_a_long_context_price_list_takes_the_base_lists_search_price() -> None:
+    docs = documents()
+    docs[0]["spec"]["models"][0]["pricing"] = {
+        "inputPerMTok": 1.25, "outputPerMTok": 10, "webSearchPer1K": 35,
+        "longContext": {"aboveInputTokens": 200000, "inputPerMTok": 2.5, "outputPerMTok": 15,
+                        "cachedInputPerMTok": 0.625}}
+    specs = parse_documents(docs)
+    assert specs.errors == ()
+    assert specs.providers[0].models[0].pricing == Pricing(1.25, 10.0, web_search_per_1k=35.0, long_context=(
+        LongContextPricing(200_000, Pricing(2.5, 15.0, 0.625, web_search_per_1k=35.0))))
 
 
 def test_the_valid_set_parses_with_the_tables_defaults() -> None:

@@ -15,10 +15,11 @@ provider for what it generated until the connection closed, and an answer that c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from llmroute_proxy.dialects.base import StreamChunk, Usage
-from llmroute_proxy.routing.tokens import collect_message_texts, estimate_tokens
+from llmroute_proxy.routing.tokens import ESTIMATE_TOLERANCE, collect_message_texts, estimate_tokens
 from llmroute_proxy.table import Pricing
 
 PER_MTOK = 1_000_000.0
@@ -29,6 +30,9 @@ DEFAULT_OUTPUT_ESTIMATE = 4096
 
 
 def cost_usd(usage: Usage, pricing: Pricing) -> float:
+    long = pricing.long_context
+    if long is not None and usage.input_tokens > long.above_input_tokens:
+        pricing = long.pricing
     prompt = max(usage.input_tokens, 0)
     cached = min(max(usage.cached_input_tokens, 0), prompt)
     written = min(max(usage.cache_write_tokens, 0), prompt - cached)
@@ -46,11 +50,17 @@ def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing
                       web_searches: int = 0) -> float:
     """The most a request can cost: every prompt token at the dearest input price (a cache write's,
     when it costs more than plain input), every allowed output token used, and `web_searches`
-    searches (the most its server-side search tool may run).
+    searches (the most its server-side search tool may run); at the long-context prices too (the
+    dearer estimate) when the prompt may be above their threshold, as far as the estimate of its
+    tokens can be off (`ESTIMATE_TOLERANCE`).
 
     Budgets reserve this before dispatch, so an estimate must never be below the real cost
     for a request that respects its own `max_tokens` (and its search tool's `max_uses`).
     """
+    long = pricing.long_context
+    if long is not None and prompt_tokens * (1 + ESTIMATE_TOLERANCE) > long.above_input_tokens:
+        return max(estimate_cost_usd(prompt_tokens, max_output_tokens, replace(pricing, long_context=None), web_searches),
+                   estimate_cost_usd(prompt_tokens, max_output_tokens, long.pricing, web_searches))
     output = DEFAULT_OUTPUT_ESTIMATE if max_output_tokens is None else max(max_output_tokens, 0)
     return ((max(prompt_tokens, 0) * max(_input_prices(pricing)) + output * pricing.output_per_mtok) / PER_MTOK
             + max(web_searches, 0) * pricing.web_search_per_1k / PER_THOUSAND)

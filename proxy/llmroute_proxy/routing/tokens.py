@@ -64,6 +64,10 @@ _WEIGHTS: tuple[tuple[bytes, float], ...] = (
 _SPACE_RUN_WEIGHT = 0.16  # runs of two or more spaces: indentation, alignment
 
 
+ESTIMATE_TOLERANCE = 0.15
+"""How far `estimate_tokens` may be from a real tokenizer's count, either way."""
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate of `text`'s length in tokens (within ~15 % of o200k_base)."""
     if not text:

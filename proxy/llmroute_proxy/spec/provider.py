@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from urllib.parse import urlsplit
 
 from llmroute_proxy.spec.fields import Fields, Opened, describe, quoted
-from llmroute_proxy.table import Limits, Pricing, ProviderType
+from llmroute_proxy.table import Limits, LongContextPricing, Pricing, ProviderType
 from llmroute_proxy.trust import ca_bundle_problem
 
 _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -236,19 +236,34 @@ def _models(spec: Fields) -> tuple[ModelSpec, ...]:
     return tuple(out)
 
 
+_TOKEN_PRICES = ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok", "cacheWritePerMTok", "cacheWrite1hPerMTok")
+
+
 def _pricing(model: Fields) -> Pricing:
-    f = model.mapping("pricing", ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok", "cacheWritePerMTok",
-                                  "cacheWrite1hPerMTok", "webSearchPer1K"))
+    f = model.mapping("pricing", (*_TOKEN_PRICES, "webSearchPer1K", "longContext"))
     if f is None:
         return Pricing()
+    searches = f.number("webSearchPer1K", minimum=0) or 0.0
+    return replace(_token_prices(f), web_search_per_1k=searches, long_context=_long_context(f, searches))
+
+
+def _token_prices(f: Fields, required: bool = False) -> Pricing:
     return Pricing(
-        input_per_mtok=f.number("inputPerMTok", minimum=0) or 0.0,
-        output_per_mtok=f.number("outputPerMTok", minimum=0) or 0.0,
+        input_per_mtok=f.number("inputPerMTok", minimum=0, required=required) or 0.0,
+        output_per_mtok=f.number("outputPerMTok", minimum=0, required=required) or 0.0,
         cached_input_per_mtok=f.number("cachedInputPerMTok", minimum=0),
         cache_write_per_mtok=f.number("cacheWritePerMTok", minimum=0),
         cache_write_1h_per_mtok=f.number("cacheWrite1hPerMTok", minimum=0),
-        web_search_per_1k=f.number("webSearchPer1K", minimum=0) or 0.0,
     )
+
+
+def _long_context(pricing: Fields, searches: float) -> LongContextPricing | None:
+    f = pricing.mapping("longContext", ("aboveInputTokens", *_TOKEN_PRICES))
+    if f is None:
+        return None
+    above = f.integer("aboveInputTokens", minimum=1, required=True)
+    prices = replace(_token_prices(f, required=True), web_search_per_1k=searches)
+    return None if above is None else LongContextPricing(above, prices)
 
 
 def _api_version(spec: Fields, provider_type: ProviderType | None) -> str | None:

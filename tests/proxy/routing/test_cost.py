@@ -13,7 +13,7 @@ from llmroute_proxy.routing.cost import (
     streamed_usage,
 )
 from llmroute_proxy.routing.tokens import estimate_tokens
-from llmroute_proxy.table import Pricing
+from llmroute_proxy.table import LongContextPricing, Pricing
 
 GPT4O = Pricing(input_per_mtok=2.5, output_per_mtok=10.0, cached_input_per_mtok=1.25)
 
@@ -99,6 +99,27 @@ def test_estimate_reserves_the_searches_a_request_allows() -> None:
         (1000 * 3.0 + 200 * 15.0) / 1e6 + 0.03)
     real = Usage(input_tokens=1000, output_tokens=200, web_searches=3)
     assert estimate_cost_usd(1000, 200, searching, web_searches=3) >= cost_usd(real, searching)
+
+
+GEMINI_PRO = Pricing(input_per_mtok=1.25, output_per_mtok=10.0, cached_input_per_mtok=0.31, long_context=LongContextPricing(
+    200_000, Pricing(input_per_mtok=2.5, output_per_mtok=15.0, cached_input_per_mtok=0.625)))
+
+
+def test_a_prompt_above_the_long_context_threshold_makes_every_token_dearer() -> None:
+    long = Usage(input_tokens=250_000, cached_input_tokens=100_000, output_tokens=1000)
+    assert cost_usd(long, GEMINI_PRO) == pytest.approx((150_000 * 2.5 + 100_000 * 0.625 + 1000 * 15.0) / 1e6)
+
+
+def test_a_prompt_at_the_threshold_is_not_long() -> None:
+    at = Usage(input_tokens=200_000, output_tokens=1000)
+    assert cost_usd(at, GEMINI_PRO) == pytest.approx((200_000 * 1.25 + 1000 * 10.0) / 1e6)
+
+
+def test_the_estimate_takes_the_long_context_prices_when_the_prompt_may_be_above_the_threshold() -> None:
+    short, near, long = 100_000, 180_000, 300_000  # near: the real count may be 15 % more, above 200,000
+    assert estimate_cost_usd(short, 1000, GEMINI_PRO) == pytest.approx((short * 1.25 + 1000 * 10.0) / 1e6)
+    assert estimate_cost_usd(near, 1000, GEMINI_PRO) == pytest.approx((near * 2.5 + 1000 * 15.0) / 1e6)
+    assert estimate_cost_usd(long, 1000, GEMINI_PRO) == pytest.approx((long * 2.5 + 1000 * 15.0) / 1e6)
 
 
 def test_cost_is_not_rounded() -> None:
