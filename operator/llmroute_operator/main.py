@@ -36,6 +36,7 @@ from llmroute_operator.status import StatusBook
 from llmroute_operator.tokenreview import CachedReviewer, KubernetesTokenReviewer, TokenReviewer
 from llmroute_operator.webhook import ConfigError, Webhook, load_settings
 from llmroute_operator.writer import SecretApi, SecretReader, StatusApi, StatusWriter
+from llmroute_proxy.arguments import from_env, log_level, port, positive_seconds, seconds
 
 log = logging.getLogger("llmroute.operator")
 
@@ -66,12 +67,19 @@ class Settings:
     inject_operator_url: str = ""
 
 
+def _namespaces(flags: list[str] | None, variable: str) -> tuple[str, ...]:
+    """The `--namespace` flags when any is given, else the variable's comma-separated names."""
+    names = flags if flags is not None else variable.split(",")
+    return tuple(name.strip() for name in names if name.strip())
+
+
 def parse(argv: list[str] | None = None) -> Settings:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="llmroute-operator", description="The llmroute Kubernetes operator.")
     p.add_argument("--hub-host", default=env("LLMROUTE_HUB_HOST", "0.0.0.0"), metavar="ADDR",
                    help="the hub's address (default 0.0.0.0)")
-    p.add_argument("--hub-port", type=int, default=int(env("LLMROUTE_HUB_PORT", "15443")), metavar="PORT",
+    p.add_argument("--hub-port", type=from_env(port, "LLMROUTE_HUB_PORT"), default=env("LLMROUTE_HUB_PORT", "15443"),
+                   metavar="PORT",
                    help="the hub's TLS port, where sidecars connect (default 15443)")
     p.add_argument("--hub-cert", type=Path, default=_path(env("LLMROUTE_HUB_CERT")), metavar="FILE",
                    help="the hub's certificate chain (PEM)")
@@ -81,28 +89,30 @@ def parse(argv: list[str] | None = None) -> Settings:
                    help="development only: make a CA (ca.pem) and a hub certificate in DIR instead")
     p.add_argument("--admin-host", default=env("LLMROUTE_OPERATOR_ADMIN_HOST", "0.0.0.0"), metavar="ADDR",
                    help="address of /healthz, /readyz and /metrics (default 0.0.0.0)")
-    p.add_argument("--admin-port", type=int, default=int(env("LLMROUTE_OPERATOR_ADMIN_PORT", "15444")),
-                   metavar="PORT", help="port of /healthz, /readyz and /metrics (default 15444)")
+    p.add_argument("--admin-port", type=from_env(port, "LLMROUTE_OPERATOR_ADMIN_PORT"),
+                   default=env("LLMROUTE_OPERATOR_ADMIN_PORT", "15444"), metavar="PORT", help="port of /healthz, /readyz and /metrics (default 15444)")
     p.add_argument("--namespace", action="append", dest="namespaces", metavar="NS",
-                   default=[n for n in env("LLMROUTE_NAMESPACES", "").split(",") if n.strip()],
-                   help="watch only this namespace (repeatable; default: the whole cluster)")
-    p.add_argument("--status-debounce", type=float, metavar="SECONDS",
-                   default=float(env("LLMROUTE_STATUS_DEBOUNCE_SECONDS", "1")),
+                   help="watch only this namespace (repeatable; replaces $LLMROUTE_NAMESPACES; "
+                        "default: the whole cluster)")
+    p.add_argument("--status-debounce", type=from_env(seconds, "LLMROUTE_STATUS_DEBOUNCE_SECONDS"), metavar="SECONDS",
+                   default=env("LLMROUTE_STATUS_DEBOUNCE_SECONDS", "1"),
                    help="wait this long after a change before writing status, so bursts make one write (default 1)")
-    p.add_argument("--status-resync", type=float, metavar="SECONDS",
-                   default=float(env("LLMROUTE_STATUS_RESYNC_SECONDS", "30")),
+    p.add_argument("--status-resync", type=from_env(positive_seconds, "LLMROUTE_STATUS_RESYNC_SECONDS"),
+                   metavar="SECONDS", default=env("LLMROUTE_STATUS_RESYNC_SECONDS", "30"),
                    help="recompute status at least this often (budget periods, failure windows) (default 30)")
-    p.add_argument("--secret-refresh", type=float, metavar="SECONDS",
-                   default=float(env("LLMROUTE_SECRET_REFRESH_SECONDS", "30")),
+    p.add_argument("--secret-refresh", type=from_env(positive_seconds, "LLMROUTE_SECRET_REFRESH_SECONDS"),
+                   metavar="SECONDS", default=env("LLMROUTE_SECRET_REFRESH_SECONDS", "30"),
                    help="read the Secrets that providers name again this often (key rotation) (default 30)")
-    p.add_argument("--lease-ttl", type=float, metavar="SECONDS",
-                   default=float(env("LLMROUTE_LEASE_TTL_SECONDS", str(DEFAULT_TTL_S))),
+    p.add_argument("--lease-ttl", type=from_env(positive_seconds, "LLMROUTE_LEASE_TTL_SECONDS"), metavar="SECONDS",
+                   default=env("LLMROUTE_LEASE_TTL_SECONDS", str(DEFAULT_TTL_S)),
                    help="how long a sidecar's share of global limits holds without renewal (default 30)")
-    p.add_argument("--log-level", default=env("LLMROUTE_LOG_LEVEL", "INFO"), metavar="LEVEL",
+    p.add_argument("--log-level", type=from_env(log_level, "LLMROUTE_LOG_LEVEL"), default=env("LLMROUTE_LOG_LEVEL", "INFO"),
+                   metavar="LEVEL",
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.add_argument("--webhook-host", default=env("LLMROUTE_WEBHOOK_HOST", "0.0.0.0"), metavar="ADDR",
                    help="the injection webhook's address (default 0.0.0.0)")
-    p.add_argument("--webhook-port", type=int, default=int(env("LLMROUTE_WEBHOOK_PORT", "15445")), metavar="PORT",
+    p.add_argument("--webhook-port", type=from_env(port, "LLMROUTE_WEBHOOK_PORT"),
+                   default=env("LLMROUTE_WEBHOOK_PORT", "15445"), metavar="PORT",
                    help="the injection webhook's TLS port (default 15445)")
     p.add_argument("--webhook-cert", type=Path, default=_path(env("LLMROUTE_WEBHOOK_CERT")), metavar="FILE",
                    help="the webhook's certificate chain (PEM); without it there is no webhook")
@@ -118,8 +128,8 @@ def parse(argv: list[str] | None = None) -> Settings:
     if a.webhook_cert is not None and (a.webhook_key is None or a.inject_config is None):
         p.error("the webhook needs --webhook-cert, --webhook-key and --inject-config")
     return Settings(a.hub_host, a.hub_port, a.hub_cert, a.hub_key, a.dev_certs, a.admin_host, a.admin_port,
-                    tuple(n.strip() for n in a.namespaces), a.status_debounce, a.status_resync, a.secret_refresh,
-                    a.lease_ttl, a.log_level.upper(), a.webhook_host, a.webhook_port, a.webhook_cert,
+                    _namespaces(a.namespaces, env("LLMROUTE_NAMESPACES", "")), a.status_debounce, a.status_resync,
+                    a.secret_refresh, a.lease_ttl, a.log_level, a.webhook_host, a.webhook_port, a.webhook_cert,
                     a.webhook_key, a.inject_config, a.inject_operator_url)
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 
 from llmroute_proxy import __version__
+from llmroute_proxy.arguments import (
+    from_env,
+    log_level,
+    positive_int,
+    positive_seconds,
+    seconds,
+    whole_number,
+)
 from llmroute_proxy.server.accesslog import LINE_FORMAT
 from llmroute_proxy.server.connections import ConnectionLimits
 from llmroute_proxy.server.origins import parse_origins
@@ -20,8 +27,7 @@ from llmroute_proxy.server.state import RESPONSES_STORE_BYTES, Settings
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level if "log_level" in args else "INFO").upper()),
-                        format=LINE_FORMAT)
+    logging.basicConfig(level=getattr(logging, args.log_level if "log_level" in args else "INFO"), format=LINE_FORMAT)
     if args.command == "validate":
         return _validate(args.file)
     if args.command == "demo":
@@ -55,69 +61,51 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _listen_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
     parser.add_argument("--host", default="127.0.0.1", help="data plane address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=15400, help="data plane port (default 15400)")
     parser.add_argument("--admin-host", default="127.0.0.1", help="admin plane address (default 127.0.0.1)")
     parser.add_argument("--admin-port", type=int, default=15401, help="admin plane port (default 15401)")
-    parser.add_argument("--log-level", default=os.environ.get("LLMROUTE_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"])
-    parser.add_argument("--max-body-bytes", type=int,
-                        default=int(os.environ.get("LLMROUTE_MAX_BODY_BYTES", 16 * 1024 * 1024)),
+    parser.add_argument("--log-level", type=from_env(log_level, "LLMROUTE_LOG_LEVEL"),
+                        default=env("LLMROUTE_LOG_LEVEL", "INFO"), metavar="{DEBUG,INFO,WARNING,ERROR}",
+                        help="(default INFO; $LLMROUTE_LOG_LEVEL; any case)")
+    parser.add_argument("--max-body-bytes", type=from_env(positive_int, "LLMROUTE_MAX_BODY_BYTES"),
+                        default=env("LLMROUTE_MAX_BODY_BYTES", str(16 * 1024 * 1024)),
                         help="largest accepted request body (default 16 MiB; larger gets 413)")
-    parser.add_argument("--drain-seconds", type=float,
-                        default=float(os.environ.get("LLMROUTE_DRAIN_SECONDS", 25)),
+    parser.add_argument("--drain-seconds", type=from_env(seconds, "LLMROUTE_DRAIN_SECONDS"),
+                        default=env("LLMROUTE_DRAIN_SECONDS", "25"),
                         help="on SIGTERM, how long requests in flight may take to finish (default 25)")
-    parser.add_argument("--max-connections", type=_positive_int,
-                        default=os.environ.get("LLMROUTE_MAX_CONNECTIONS", "1024"),
+    parser.add_argument("--max-connections", type=from_env(positive_int, "LLMROUTE_MAX_CONNECTIONS"),
+                        default=env("LLMROUTE_MAX_CONNECTIONS", "1024"),
                         help="open data-plane connections at most; more are answered 503 and closed "
                              "(default 1024; the admin plane takes at most 64)")
-    parser.add_argument("--header-read-seconds", type=_positive_float,
-                        default=os.environ.get("LLMROUTE_HEADER_READ_SECONDS", "10"),
+    parser.add_argument("--header-read-seconds", type=from_env(positive_seconds, "LLMROUTE_HEADER_READ_SECONDS"),
+                        default=env("LLMROUTE_HEADER_READ_SECONDS", "10"),
                         help="a request's line and headers must arrive within this, from the connection's "
                              "accept or the request's first byte; else 408 and close (default 10)")
-    parser.add_argument("--body-read-seconds", type=_positive_float,
-                        default=os.environ.get("LLMROUTE_BODY_READ_SECONDS", "30"),
+    parser.add_argument("--body-read-seconds", type=from_env(positive_seconds, "LLMROUTE_BODY_READ_SECONDS"),
+                        default=env("LLMROUTE_BODY_READ_SECONDS", "30"),
                         help="a request's body must arrive within this after its headers; else 408 and close "
                              "(default 30)")
-    parser.add_argument("--keepalive-seconds", type=_positive_float,
-                        default=os.environ.get("LLMROUTE_KEEPALIVE_SECONDS", "75"),
+    parser.add_argument("--keepalive-seconds", type=from_env(positive_seconds, "LLMROUTE_KEEPALIVE_SECONDS"),
+                        default=env("LLMROUTE_KEEPALIVE_SECONDS", "75"),
                         help="an idle connection between requests is closed after this (default 75)")
-    parser.add_argument("--allow-origins", type=_origins, default=os.environ.get("LLMROUTE_ALLOW_ORIGINS", ""),
-                        metavar="ORIGIN,...",
+    parser.add_argument("--allow-origins", type=from_env(_origins, "LLMROUTE_ALLOW_ORIGINS"),
+                        default=env("LLMROUTE_ALLOW_ORIGINS", ""), metavar="ORIGIN,...",
                         help="browser origins (scheme://host[:port]) whose requests the data plane serves; "
                              "requests from any other web page are refused with 403 (default: none; "
                              "$LLMROUTE_ALLOW_ORIGINS)")
-    parser.add_argument("--responses-store-bytes", type=int,
-                        default=int(os.environ.get("LLMROUTE_RESPONSES_STORE_BYTES", RESPONSES_STORE_BYTES)),
+    parser.add_argument("--responses-store-bytes", type=from_env(whole_number, "LLMROUTE_RESPONSES_STORE_BYTES"),
+                        default=env("LLMROUTE_RESPONSES_STORE_BYTES", str(RESPONSES_STORE_BYTES)),
                         help="memory cap of the store behind previous_response_id and GET /v1/responses/{id}; "
                              "the oldest responses leave first (default 32 MiB; 0 keeps none)")
-    parser.add_argument("--responses-ttl-seconds", type=float,
-                        default=float(os.environ.get("LLMROUTE_RESPONSES_TTL_SECONDS", 3600)),
+    parser.add_argument("--responses-ttl-seconds", type=from_env(positive_seconds, "LLMROUTE_RESPONSES_TTL_SECONDS"),
+                        default=env("LLMROUTE_RESPONSES_TTL_SECONDS", "3600"),
                         help="how long a stored response can be read or continued (default 3600)")
-    parser.add_argument("--admin-hosts", type=_names, default=os.environ.get("LLMROUTE_ADMIN_HOSTS", ""),
+    parser.add_argument("--admin-hosts", type=_names, default=env("LLMROUTE_ADMIN_HOSTS", ""),
                         metavar="HOST,...",
                         help="Host names besides localhost, 127.0.0.1 and ::1 under which the admin plane shows "
                              "/status and its page, e.g. the pod IP (default: none; $LLMROUTE_ADMIN_HOSTS)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
-    return value
 
 
 def _names(text: str) -> frozenset[str]:
@@ -178,12 +166,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         table = load_table(args.config, region=args.region)
-    except ConfigError as error:
+    except ConfigError as error:  # a file that cannot be read too: its error says so
         print(f"{args.config}: refused:\n{_without_key_shapes(str(error))}", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"{args.config}: cannot read: {error.strerror}", file=sys.stderr)
-        return 2
 
     async def run() -> None:
         sidecar = build_sidecar(settings(args))

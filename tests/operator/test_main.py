@@ -44,6 +44,33 @@ def test_the_environment_gives_defaults_and_flags_win(monkeypatch: pytest.Monkey
     assert settings.hub_port == 17443 and settings.status_debounce_s == 0.5 and settings.log_level == "DEBUG"
 
 
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("LLMROUTE_HUB_PORT", "https", "argument --hub-port: not a port (1-65535): 'https'"),
+    ("LLMROUTE_WEBHOOK_PORT", "70000", "argument --webhook-port: not a port (1-65535): '70000'"),
+    ("LLMROUTE_LEASE_TTL_SECONDS", "0", "argument --lease-ttl: not a positive number of seconds: '0'"),
+    ("LLMROUTE_STATUS_DEBOUNCE_SECONDS", "-1", "argument --status-debounce: not a number of seconds of 0 or more"),
+    ("LLMROUTE_LOG_LEVEL", "chatty", "argument --log-level: not a log level"),
+])
+def test_a_bad_environment_value_stops_the_operator_with_a_usage_error_that_names_it(
+        variable: str, value: str, said: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SystemExit) as stopped:
+        parse(["--dev-certs", "/tmp/dev"])
+
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error and f"(from ${variable})" in error
+
+
+def test_namespace_flags_replace_the_variables_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMROUTE_NAMESPACES", "team-a,team-b")
+
+    assert parse(["--dev-certs", "/tmp/dev", "--namespace", "team-c"]).namespaces == ("team-c",)
+    assert parse(["--dev-certs", "/tmp/dev"]).namespaces == ("team-a", "team-b")
+
+
 # ---- starting under a UID with no passwd entry (issue 8) ---------------------------------------------------
 
 @pytest.fixture(scope="module")

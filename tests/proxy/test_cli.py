@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmroute_proxy.cli import main
+from llmroute_proxy.cli import main, parser
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "standalone.yaml"
 
@@ -79,3 +79,51 @@ def test_a_key_pasted_into_a_url_is_not_echoed_by_the_error_that_quotes_the_url(
     err = capsys.readouterr().err
     assert "spec.endpoints[0].url" in err and "ftp://api.openai.com" in err  # still says what and where
     assert "Zq3xT8vN" not in err  # not even the part of the key that a shortened quote keeps
+
+
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("LLMROUTE_MAX_BODY_BYTES", "16MiB", "argument --max-body-bytes: not a positive whole number: '16MiB'"),
+    ("LLMROUTE_DRAIN_SECONDS", "soon", "argument --drain-seconds: not a number of seconds of 0 or more: 'soon'"),
+    ("LLMROUTE_RESPONSES_STORE_BYTES", "-1", "argument --responses-store-bytes: not a whole number of 0 or more"),
+    ("LLMROUTE_RESPONSES_TTL_SECONDS", "1h", "argument --responses-ttl-seconds: not a positive number of seconds"),
+    ("LLMROUTE_LOG_LEVEL", "verbose", "argument --log-level: not a log level (DEBUG, INFO, WARNING, ERROR)"),
+    ("LLMROUTE_KEEPALIVE_SECONDS", "0", "argument --keepalive-seconds: not a positive number of seconds: '0'"),
+])
+def test_a_bad_environment_default_is_a_usage_error_that_names_the_variable(
+        variable: str, value: str, said: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(variable, value)
+
+    for command in (["serve", "--config", str(EXAMPLE)], ["demo"]):
+        with pytest.raises(SystemExit) as stopped:
+            parser().parse_args(command)
+
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert said in error and f"(from ${variable})" in error
+
+
+def test_validate_reads_none_of_the_serving_variables(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LLMROUTE_MAX_BODY_BYTES", "16MiB")
+
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", [["--max-body-bytes", "0"], ["--max-body-bytes", "-1"], ["--drain-seconds", "-5"],
+                                  ["--log-level", "loud"]])
+def test_a_bad_flag_value_is_refused_and_says_nothing_of_a_variable(
+        flag: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parser().parse_args(["serve", "--config", str(EXAMPLE), *flag])
+
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {flag[0]}:" in error and "(from $" not in error
+
+
+def test_the_log_level_is_taken_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMROUTE_LOG_LEVEL", "warning")
+    assert parser().parse_args(["demo"]).log_level == "WARNING"
+    assert parser().parse_args(["demo", "--log-level", "Debug"]).log_level == "DEBUG"
