@@ -19,7 +19,10 @@ turn that called tools without starting with the thinking block it was answered 
 real clients hit when a gateway drops the block). Thinking is signed as Claude signs it, so that only
 the account that wrote a block takes it back: the signature (and a redacted block's `data`) is an HMAC
 keyed by the simulator's name, and a thinking block sent back without a signature, or with one another
-simulator made (a failover to another account), is refused with Claude's own 400. Tool ids in a conversation (`tool_use.id`,
+simulator made (a failover to another account), is refused with Claude's own 400. So is a block in the latest
+assistant turn (consecutive assistant messages are one turn, as the API combines them) that is not where Claude
+wrote it, opening its answer: after another block of the turn, as when two answers are merged into one ("blocks
+in the latest assistant message cannot be modified"). Tool ids in a conversation (`tool_use.id`,
 `tool_result.tool_use_id`) must match `^[a-zA-Z0-9_-]+$`, as Claude checks them: other providers'
 ids (Kimi's `functions.name:0`) are refused with a 400; so is a text block (or a message's string
 content, but for a final assistant prefill) that is empty or only whitespace. `cache_control` blocks
@@ -374,6 +377,33 @@ def _unsigned_thinking(messages: list[Any], sim_name: str) -> str | None:
     return None
 
 
+_MODIFIED = ("`thinking` or `redacted_thinking` blocks in the latest assistant message cannot be modified. "
+             "These blocks must remain as they were in the original response.")
+
+
+def _moved_thinking(messages: list[Any]) -> str | None:
+    """Claude's refusal of a thinking block in the latest assistant turn that is not where it was written.
+    Claude checks that turn's blocks against the answer that made them; an answer of the simulator opens
+    with its one thinking block, so a block after any other block of the turn was moved or merged in.
+    Checked whether or not thinking is enabled, as signatures are."""
+    end = next((i + 1 for i in range(len(messages) - 1, -1, -1) if _is_assistant(messages[i])), 0)
+    start = end
+    while start and _is_assistant(messages[start - 1]):
+        start -= 1
+    opened = False
+    for i in range(start, end):
+        content = messages[i].get("content")
+        for j, block in enumerate(content if isinstance(content, list) else [content] if content else ()):
+            if opened and isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
+                return f"messages.{i}.content.{j}: {_MODIFIED}"
+            opened = True
+    return None
+
+
+def _is_assistant(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant"
+
+
 def max_output_tokens(model: str) -> int:
     """A model's output limit as Anthropic's API enforces it: Opus 4 and 4.1 stop at 32,000, the other
     current models at 64,000 (Claude 3.5 Haiku at 8,192)."""
@@ -466,7 +496,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     call = request[SIM_CALL]
     problem = _validate(request, call.body)
     if problem is None:
-        problem = _unsigned_thinking(call.body["messages"], call.state.config.name) or too_many_breakpoints(call.body)
+        problem = (_unsigned_thinking(call.body["messages"], call.state.config.name)
+                   or _moved_thinking(call.body["messages"]) or too_many_breakpoints(call.body))
     if problem is not None:
         return _bad_request(call, problem)
     body: dict[str, Any] = call.body

@@ -423,6 +423,33 @@ async def test_thinking_sent_back_must_be_signed_by_the_same_account(
                                       messages=_tool_loop(first, replayed))
 
 
+MODIFIED = (r"`thinking` or `redacted_thinking` blocks in the latest assistant message cannot be modified\. "
+            r"These blocks must remain as they were in the original response\.")
+
+
+@pytest.mark.parametrize("thinking", [THINK, {"type": "disabled"}], ids=["thinking", "not-thinking"])
+async def test_a_thinking_block_the_latest_turn_holds_anywhere_but_where_claude_wrote_it_is_refused(
+        sim: SimServer, client: Client, thinking: Any) -> None:
+    """Claude checks the latest assistant turn's blocks against the answer that made them: one merged in
+    after another answer's blocks sits behind them (the 400 real clients hit when two turns are merged),
+    whether in the same message or in the next one, which Claude combines with it."""
+    api = client(sim)
+    said = await api.messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES, thinking=THINK)
+    step = await api.messages.create(model=MODEL, max_tokens=2000, messages=MESSAGES, tools=[WEATHER_TOOL],
+                                     thinking=THINK)
+    answer, call = [b.model_dump() for b in said.content], [b.model_dump() for b in step.content]
+    merged = _tool_loop(step, [*answer, *call])
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.1\.content\.2: " + MODIFIED):
+        await api.messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=thinking,
+                                  messages=merged)
+    apart = [*MESSAGES, {"role": "assistant", "content": answer}, *_tool_loop(step, call)[1:]]
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.2\.content\.0: " + MODIFIED):
+        await api.messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=thinking,
+                                  messages=apart)
+    kept = _tool_loop(step, [*answer, *call[1:]])  # the first answer's block opens the turn, the second's left out
+    await api.messages.create(model=MODEL, max_tokens=2000, tools=[WEATHER_TOOL], thinking=thinking, messages=kept)
+
+
 @pytest.mark.parametrize(("fields", "refusal"), [
     ({"temperature": 0.5}, "`temperature` may only be set to 1"), ({"top_k": 5}, "`top_k` must be unset"),
     ({"top_p": 0.5}, "`top_p` must be greater than or equal to 0.95"),
