@@ -193,6 +193,39 @@ def test_a_chat_request_without_its_thinking_blocks_thinks_no_more_over_the_tool
     assert plain.without_thinking_blocks() is plain
 
 
+EARLIER = {"type": "thinking", "thinking": "Sunny, surely.", "signature": "EqEarlier"}
+CALL = {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+RESULT = {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}
+TEXT_AND_CALL = [{"type": "text", "text": "Let me look."}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]
+
+
+def test_two_assistant_messages_make_one_turn_opened_by_the_first_ones_thinking_alone() -> None:
+    """Claude refuses a thinking block anywhere in its latest turn but where it wrote it, at the opening of its
+    answer; the second answer's blocks would follow the first one's text, so they are left out."""
+    answer = {"role": "assistant", "content": "It is sunny.", "thinking_blocks": [EARLIER]}
+    step = {"role": "assistant", "content": "Let me look.", "tool_calls": [CALL], "thinking_blocks": [THOUGHT, REDACTED]}
+    body = sent_body(chat([*USER_HI, answer, step, RESULT], reasoning_effort="high"))
+    assert body["messages"][1] == {"role": "assistant", "content": [
+        EARLIER, {"type": "text", "text": "It is sunny."}, *TEXT_AND_CALL]}
+    assert body["thinking"]["type"] == "enabled"  # the tool turn still opens with thinking
+
+
+def test_a_merged_in_message_of_thinking_alone_adds_nothing_to_the_turn() -> None:
+    thought_only = {"role": "assistant", "content": None, "thinking_blocks": [THOUGHT]}
+    answer = {"role": "assistant", "content": "It is sunny.", "thinking_blocks": [EARLIER]}
+    body = sent_body(chat([*USER_HI, answer, thought_only, {"role": "user", "content": "ok"}], reasoning_effort="low"))
+    assert body["messages"][1]["content"] == [EARLIER, {"type": "text", "text": "It is sunny."}]
+
+
+def test_a_tool_call_after_a_message_without_thinking_loses_its_blocks_and_the_turn_thinks_no_more() -> None:
+    """Its blocks cannot open the turn without going before the text said before them: the turn has no
+    thinking to open with, which Claude refuses over a tool turn, so the request goes without thinking."""
+    step = {"role": "assistant", "content": None, "tool_calls": [CALL], "thinking_blocks": [THOUGHT]}
+    body = sent_body(chat([*USER_HI, {"role": "assistant", "content": "Let me look."}, step, RESULT],
+                          reasoning_effort="high"))
+    assert "thinking" not in body and body["messages"][1]["content"] == TEXT_AND_CALL
+
+
 @pytest.mark.parametrize("fields", [
     {"temperature": 0.2}, {"top_k": 40}, {"top_p": 0.9}, {"tool_choice": "required"},
     {"tool_choice": {"type": "function", "function": {"name": "f"}}},

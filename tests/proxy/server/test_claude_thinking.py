@@ -93,6 +93,25 @@ def test_a_chat_tool_loop_sends_claudes_signed_thinking_back_first(stack: Stack,
     assert sent["messages"][1]["content"][0] == step["thinking_blocks"][0]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_two_answers_with_their_thinking_in_a_row_are_one_turn_claude_takes(stack: Stack, stream: bool) -> None:
+    """An answer and then a tool call, each with Claude's blocks and no user turn between, are one turn to
+    Claude, which refuses a block behind the other answer's text: the turn opens with the first one's alone."""
+    said = client(stack).chat.completions.create(model="anthropic", messages=ASK, reasoning_effort="low")
+    answer = said.choices[0].message.model_dump(exclude_none=True)
+    step = first_step(stack, "anthropic", stream)
+    assert answer["thinking_blocks"] and step["thinking_blocks"]
+    loop: Any = [*ASK, answer, step, {"role": "tool", "tool_call_id": step["tool_calls"][0]["id"],
+                                      "content": "18C, cloudy"}]
+    after = client(stack).chat.completions.create(model="anthropic", messages=loop, tools=[WEATHER],
+                                                  reasoning_effort="low")
+    assert "18C, cloudy" in (after.choices[0].message.content or "")
+    sent = last_request(stack, "claude").body
+    assert sent["thinking"]["type"] == "enabled"
+    assert [block["type"] for block in sent["messages"][1]["content"]] == ["thinking", "text", "tool_use"]
+    assert sent["messages"][1]["content"][0] == answer["thinking_blocks"][0]
+
+
 @pytest.mark.parametrize(("tier", "sim"), [("openai", "oai"), ("gemini", "gem")])
 def test_other_providers_are_sent_no_thinking_blocks(stack: Stack, tier: str, sim: str) -> None:
     step = first_step(stack, "anthropic", stream=False)

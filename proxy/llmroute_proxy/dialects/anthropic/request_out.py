@@ -6,7 +6,8 @@ silently dropped.
 
 Thinking blocks an assistant message carries back (`thinking_blocks`, `dialects/thinking.py`) open
 its turn, as Claude wants them; they keep thinking enabled in a tool loop, which Claude refuses
-over a last tool turn without them, and are left out of a request that does not think.
+over a last tool turn without them, and are left out of a request that does not think. Consecutive
+assistant messages become one turn, which keeps only the first message's blocks (`_append_turn`).
 """
 
 from __future__ import annotations
@@ -256,10 +257,18 @@ def _system(blocks: list[JSON]) -> str | list[JSON]:
 
 
 def _append_turn(turns: list[JSON], role: str, content: str | list[JSON]) -> None:
-    """Anthropic wants user and assistant to alternate: a same-role neighbour is merged in."""
+    """Anthropic wants user and assistant to alternate: a same-role neighbour is merged in, without
+    its thinking blocks."""
+    merged = bool(turns) and turns[-1]["role"] == role
+    if merged and isinstance(content, list):
+        # Claude takes a block back only where it wrote it: opening its answer, after the same messages.
+        # A merged-in message's blocks would follow the turn's other blocks (a 400: "blocks in the latest
+        # assistant message cannot be modified"), or, moved to the front, precede what was said before
+        # them. Claude allows leaving them out, and the turn still opens with the first message's.
+        content = [block for block in content if block.get("type") not in _THINKING_TYPES]
     if not content:
         return
-    if turns and turns[-1]["role"] == role:
+    if merged:
         last = turns[-1]
         last["content"] = _as_blocks(last["content"]) + _as_blocks(content)
     else:
