@@ -18,7 +18,7 @@ from llmroute_proxy.dialects.openai.responses import responses_request
 from llmroute_proxy.dialects.responses.answer_out import response_frame, response_from_canonical
 from llmroute_proxy.dialects.responses.request_in import ResponsesOnly, read_turn, request_to_canonical
 from llmroute_proxy.dialects.responses.stream_out import ResponsesStreamEncoder, sse
-from llmroute_proxy.dialects.thinking import TOKEN_PREFIX, read_token
+from llmroute_proxy.dialects.thinking import TOKEN_PREFIX, read_token, token
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.providers.openai import OpenAIProvider
 from llmroute_proxy.table import ProviderType, Target, TargetId
@@ -333,3 +333,23 @@ def test_signed_thinking_in_the_earlier_turns_goes_back_to_its_tool_call() -> No
                                                              "output": "18C"}]}, history)
     assert [block["type"] for block in turn.canonical["messages"][1]["thinking_blocks"]] == [
         "thinking", "redacted_thinking"]
+
+
+def test_a_function_call_after_claudes_blocks_is_its_own_answer_and_claude_keeps_the_first_ones_blocks() -> None:
+    """Two answers passed back without a user turn between: the second one's call does not join the first
+    one's text with its blocks behind it, and Claude is sent one turn opened by the first answer's thinking."""
+    first = {"type": "thinking", "thinking": "Sunny, surely.", "signature": "EqFirst"}
+    second = {"type": "thinking", "thinking": "Check it.", "signature": "EqSecond"}
+    turn = request_to_canonical({"model": "auto", "reasoning": {"effort": "low"}, "input": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "reasoning", "summary": [], "encrypted_content": token("claude-a", [first])},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "It is sunny."}]},
+        {"type": "reasoning", "summary": [], "encrypted_content": token("claude-a", [second])},
+        {"type": "function_call", "call_id": "toolu_1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "18C"}]})
+    answers = [m for m in turn.canonical["messages"] if m["role"] == "assistant"]
+    assert [m["thinking_blocks"] for m in answers] == [[first], [second]]
+    assert "tool_calls" not in answers[0] and answers[1]["content"] is None
+    claude = provider_bodies(turn.canonical)["anthropic"]
+    assert [block["type"] for block in claude["messages"][1]["content"]] == ["thinking", "text", "tool_use"]
+    assert claude["messages"][1]["content"][0] == first and claude["thinking"]["type"] == "enabled"

@@ -19,8 +19,9 @@ content, ids left out), translated leniently to canonical messages for the other
 canonical form there, such as reasoning and built-in tool calls, is left out of the history).
 Reasoning items in the client's own input are accepted; in a canonical request, the one slot chat
 completions has for them is Claude's signed thinking (`dialects/thinking.py`): a reasoning item whose
-`encrypted_content` the sidecar made gives its blocks back to the assistant message that follows it,
-and any other reasoning item is left out.
+`encrypted_content` the sidecar made gives its blocks back to the assistant message that follows it
+(one of its own: a function call after it starts another answer than the text before it), and any
+other reasoning item is left out.
 
 The answer side lives in `answer_out` and `stream_out`.
 """
@@ -317,9 +318,9 @@ def _input(value: Any, lenient: bool = False) -> list[JSON]:
         if kind == "reasoning":
             thinking += _signed_thinking(item, path, lenient)
             continue
-        _item(item, kind, path, out, lenient)
-        if thinking and out and out[-1]["role"] == "assistant":  # a function call joins the text before it
-            out[-1][THINKING_BLOCKS] = [*out[-1].get(THINKING_BLOCKS, ()), *thinking]
+        _item(item, kind, path, out, lenient, joins=not thinking)
+        if thinking and out and out[-1]["role"] == "assistant":
+            out[-1][THINKING_BLOCKS] = thinking
         thinking = []
     return out
 
@@ -335,14 +336,15 @@ def _signed_thinking(item: JSON, path: str, lenient: bool) -> list[JSON]:
         raise
 
 
-def _item(item: JSON, kind: Any, path: str, out: list[JSON], lenient: bool) -> None:
-    """One input item other than reasoning, translated onto `out`."""
+def _item(item: JSON, kind: Any, path: str, out: list[JSON], lenient: bool, joins: bool = True) -> None:
+    """One input item other than reasoning, translated onto `out`; a function call `joins` the assistant
+    message before it unless Claude's blocks came between: they open their own answer's message."""
     if kind == "message":
         _message(item, path, out, lenient)
     elif lenient and kind not in ("function_call", "function_call_output"):
         return
     elif kind == "function_call":
-        _function_call(item, path, out)
+        _function_call(item, path, out, joins)
     elif kind == "function_call_output":
         out.append(_function_output(item, path, lenient))
     elif isinstance(kind, str):
@@ -430,14 +432,14 @@ def _file(part: JSON, path: str) -> JSON:
     return {"type": "file", "file": {"filename": str(part.get("filename") or "document.pdf"), "file_data": data}}
 
 
-def _function_call(item: JSON, path: str, out: list[JSON]) -> None:
+def _function_call(item: JSON, path: str, out: list[JSON], joins: bool = True) -> None:
     """Consecutive calls (and the assistant text before them) make one assistant message."""
     for name in ("call_id", "name", "arguments"):
         if not isinstance(item.get(name), str):
             raise BadRequest(f"{path}.{name} must be a string.", param=f"{path}.{name}")
     call = {"id": item["call_id"], "type": "function",
             "function": {"name": item["name"], "arguments": item["arguments"]}}
-    last = out[-1] if out else None
+    last = out[-1] if out and joins else None
     if last is not None and last["role"] == "assistant" and isinstance(last.get("content"), str | None):
         last.setdefault("tool_calls", []).append(call)
         if last.get("content") == "":
