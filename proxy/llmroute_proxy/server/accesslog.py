@@ -79,6 +79,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         entry["refused"] = outcome.refused
     if outcome.error is not None:
         entry["error"] = outcome.error
+    if outcome.fallback_from is not None:
+        entry["fallback_from"] = outcome.fallback_from
     return entry
 
 

@@ -149,7 +149,7 @@ async def count_message_tokens(request: web.Request) -> web.StreamResponse:
         outcome = line.outcome(sidecar, response.status if response is not None else unanswered, scope.stop(),
                                scope.trace_id)
         scope.counted(line.how)
-        scope.end(outcome.status, outcome.error_type)
+        scope.end(outcome.status, outcome.error_type, tier=outcome.tier)
         log_access(outcome)
 
 
@@ -395,7 +395,7 @@ async def _serve(request: web.Request, sidecar: Sidecar, scope: RequestScope, ch
         if reservation is not None and reservation.reservation is not None:
             _settle_budget(sidecar, reservation.reservation, ex)
         outcome = _outcome(sidecar, ex, response.status if response is not None else unanswered)
-        scope.end(outcome.status, outcome.error_type, outcome.usage, outcome.cost_usd)
+        scope.end(outcome.status, outcome.error_type, outcome.usage, outcome.cost_usd, outcome.tier)
         sidecar.decisions.append(outcome)
         log_access(outcome)
 
@@ -472,10 +472,11 @@ def _settle_budget(sidecar: Sidecar, reservation: Reservation, ex: Exchange) -> 
 
 
 def _outcome(sidecar: Sidecar, ex: Exchange, status: int) -> Outcome:
-    choice, target = ex.choice, ex.target
-    return Outcome(sidecar.wallclock(), ex.route.name, ex.requested_model, choice.tier, choice.rule, choice.reason,
+    choice, target, tier = ex.choice, ex.target, ex.tier
+    return Outcome(sidecar.wallclock(), ex.route.name, ex.requested_model, tier, choice.rule, choice.reason,
                    ex.experiment.name if ex.experiment else None, ex.chat.stream, target, ex.attempts, status,
-                   ex.scope.stop(), ex.usage, ex.cost, ex.scope.trace_id, ex.usage_estimated, error=ex.error)
+                   ex.scope.stop(), ex.usage, ex.cost, ex.scope.trace_id, ex.usage_estimated, error=ex.error,
+                   fallback_from=choice.tier if tier != choice.tier else None)
 
 
 class _Draining(LLMRouteError):

@@ -93,7 +93,7 @@ async def _attempted(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest
     """The count as the target answered it, or its failure (scrubbed), and the attempt as the access
     line and the CLIENT span show it."""
     target = counter.target
-    attempt = scope.attempt(target, 1, chat.body["model"])
+    attempt = scope.attempt(target, 1, chat.body["model"], tier=counter.tier)
     started = sidecar.clock()
     try:
         body = await _asked(sidecar, provider, chat, counter, route)
@@ -160,8 +160,9 @@ class CountLine:
             experiment = decision.experiment.name if decision.experiment is not None else None
         target: Target | None = None
         tried: Sequence[AttemptRecord] = ()
+        routed = tier
         if count is not None:
             tier, target, tried = count.tier, count.target, count.tried
         return Outcome(sidecar.wallclock(), route, self.model, tier, rule, reason, experiment, False, target, tried,
                        status, latency_s, None, None, trace_id, token_count=self.how, refused=self.refused,
-                       error=self.error)
+                       error=self.error, fallback_from=routed if tier != routed else None)

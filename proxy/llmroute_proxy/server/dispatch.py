@@ -75,6 +75,14 @@ class Exchange:
     targets: tuple[Target, ...] | None = None  # the decision's candidates, when not the tier's own
     usage_estimated: bool = False  # `usage` and `cost` are the sidecar's estimate (a stream stopped, an unmetered answer)
     error: str | None = None  # the code of the error it was answered, in its status or in its stream (`label`)
+    attempt_tier: str | None = None  # the tier of the latest attempt's target (a fallback tier's, or the chosen one)
+
+    @property
+    def tier(self) -> str:
+        """The tier the request is reported in (its header, access line, /status and metrics): the one
+        whose target answered, or, when none did, the one last tried; the chosen one before any attempt.
+        A fallback tier's answer is that tier's, as its cost is."""
+        return self.attempt_tier or self.choice.tier
 
     @property
     def admitted_tokens(self) -> int:
@@ -101,7 +109,7 @@ class Exchange:
         """The x-llmroute-* headers; a stream sends them while its attempt is still running."""
         out = {
             "x-llmroute-route": self.route.name,
-            "x-llmroute-tier": self.choice.tier,
+            "x-llmroute-tier": self.tier,
             "x-llmroute-attempts": str(len(self.attempts) + attempt_in_progress),
         }
         if self.target is not None:
@@ -164,8 +172,9 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
             finally:
                 del last_error
         target = attempt.target
+        ex.attempt_tier = attempt.tier
         run = _Run(attempt, provider_for(target.provider_type),
-                   ex.scope.attempt(target, attempt.number, ex.requested_model, ex.chat.stream), now)
+                   ex.scope.attempt(target, attempt.number, ex.requested_model, ex.chat.stream, attempt.tier), now)
         sidecar.load.started(target.id)
         try:
             if attempt.delay_s > 0:
@@ -201,7 +210,7 @@ def _stopped(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
     planner.record_abandoned(run.attempt, now, usage.total_tokens)
     ex.attempts.append(AttemptRecord(target.id, 200, None, why, now - run.started))
     ex.usage, ex.usage_estimated = usage, estimated
-    run.scope.end(usage, _charge(sidecar, ex, target, usage), (), None, error)
+    run.scope.end(usage, _charge(sidecar, ex, run.attempt, usage), (), None, error)
 
 
 def _streamed(ex: Exchange, translator: StreamTranslator, received: int,
@@ -545,18 +554,20 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     ex.target = target
     ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
     ex.usage = usage
-    cost = _charge(sidecar, ex, target, usage)
+    cost = _charge(sidecar, ex, run.attempt, usage)
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, cost, finish_reasons, response_model if isinstance(response_model, str) else None,
                   None)
 
 
-def _charge(sidecar: Sidecar, ex: Exchange, target: Target, usage: Usage) -> float:
-    """What `usage` on `target` costs, added to the request's cost (`ex.cost`: its answer's, and what
-    failed attempts were billed) and to the spend reported. Returns the attempt's own cost."""
+def _charge(sidecar: Sidecar, ex: Exchange, attempt: Attempt, usage: Usage) -> float:
+    """What `usage` on the attempt's target costs, added to the request's cost (`ex.cost`: its answer's,
+    and what failed attempts were billed) and to the spend reported, under the tier the target was
+    taken from (a fallback tier's answer is that tier's spend). Returns the attempt's own cost."""
+    target = attempt.target
     cost = cost_usd(usage, target.pricing)
     ex.cost = cost if ex.cost is None else ex.cost + cost
-    sidecar.record_spend(usage, cost, ex.route.name, ex.choice.tier, target.id,
+    sidecar.record_spend(usage, cost, ex.route.name, attempt.tier, target.id,
                          ex.experiment.name if ex.experiment else None)
     return cost
 
@@ -583,7 +594,7 @@ def _failed(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run, 
         counters.last_error = f"{error.kind.value}: {error.message}"[:300]
     if committed:
         ex.usage = usage
-    cost = _charge(sidecar, ex, target, usage) if usage is not None else None
+    cost = _charge(sidecar, ex, run.attempt, usage) if usage is not None else None
     if error.kind.ejects_for_long:
         log.error("target %s failed with %s (%s): ejected; check its credentials, quota and model",
                   target.id, error.kind.value, error.message)

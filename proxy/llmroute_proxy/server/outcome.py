@@ -21,9 +21,9 @@ class Outcome:
     at: float  # wall-clock time when it ended
     route: str
     model: str  # as the client asked for it: a tier, an alias, "auto" or a concrete model
-    tier: str
+    tier: str  # the one whose target answered, or was tried last when none did; the chosen one before any attempt
     rule: str
-    reason: str  # why that tier
+    reason: str  # why the chosen tier
     experiment: str | None
     stream: bool
     target: Target | None  # the one that answered
@@ -37,6 +37,7 @@ class Outcome:
     token_count: TokenCount | None = None  # set only for a token count (POST /v1/messages/count_tokens)
     refused: str | None = None  # set only for a request refused before routing: the error code it was answered
     error: str | None = None  # a routed request that failed: the error code it was answered (its status or its stream)
+    fallback_from: str | None = None  # the chosen tier, when `tier` is one of its `fallbackTiers` instead
 
     @property
     def error_type(self) -> str | None:

@@ -102,6 +102,8 @@ def _decision(outcome: Outcome) -> dict[str, Any]:
         decision["usage_estimated"] = True
     if outcome.error is not None:
         decision["error"] = outcome.error
+    if outcome.fallback_from is not None:
+        decision["fallback_from"] = outcome.fallback_from
     return decision
 
 

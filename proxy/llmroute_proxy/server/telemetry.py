@@ -4,13 +4,17 @@ The server calls this module at six points of a request, and nowhere else:
 
     scope = telemetry.start_request("chat", request.headers, path=request.path)  # request start
     scope.routed(route, tier, rule, experiment)                                   # routing decided
-    attempt = scope.attempt(target, number, requested_model, stream)              # attempt start
+    attempt = scope.attempt(target, number, requested_model, stream, tier)        # attempt start
     attempt.first_chunk()                                                         # first streamed chunk
     attempt.end(usage, cost_usd, finish_reasons, response_model, error)           # attempt end
-    scope.end(status, error_type, usage, cost_usd)                                # request end
+    scope.end(status, error_type, usage, cost_usd, tier)                          # request end
 
 A request is a SERVER span (`POST /v1/chat/completions`) continuing the caller's W3C
 `traceparent`; each upstream attempt is a CLIENT span `{operation} {model}` under it.
+Each names a tier (`llmroute.tier`): an attempt's is the tier its target was taken from; the
+request's is the routed tier until it ends, then the tier it ended in, the one whose target
+answered (or, when none did, the last one tried), as its response header, access line and spend
+say. When a fallback tier answered, the SERVER span keeps the routed tier as `llmroute.fallback_from`.
 A token count (`POST /v1/messages/count_tokens`) is no request in the metrics: its scope is
 started with `metered=False`, makes the same spans, records no metric point, and says how the
 count was answered with `scope.counted("exact" | "estimated" | "none")`. A request refused

@@ -131,17 +131,19 @@ class RequestScope:
         if self._span is not None:
             self._span.set_attributes(_routing_attributes(self))
 
-    def attempt(self, target: Target, number: int, requested_model: str = "", stream: bool = False) -> AttemptScope:
+    def attempt(self, target: Target, number: int, requested_model: str = "", stream: bool = False,
+                tier: str | None = None) -> AttemptScope:
         """An upstream attempt starts. `requested_model` is what the client asked for (an alias);
-        the span's `gen_ai.request.model` is the model actually sent upstream. An attempt after a
-        failure carries that failure as `llmroute.failover_reason`; `llmroute.failovers` counts
+        the span's `gen_ai.request.model` is the model actually sent upstream. `tier` is the tier the
+        target was taken from (default: the routed one), which its span and its cost name. An attempt
+        after a failure carries that failure as `llmroute.failover_reason`; `llmroute.failovers` counts
         only moves to another target (a retry of the same target is an attempt, not a failover)."""
         self.attempts += 1
         reason, previous = self._failure, self._last_target
         if self._metered and reason is not None and previous is not None and previous != target.id:
             self._telemetry.failovers.add(1.0, self.route, previous, reason)
         self._last_target = target.id
-        return AttemptScope(self, target, number, requested_model, stream, reason)
+        return AttemptScope(self, target, number, requested_model, stream, reason, tier or self.tier)
 
     def counted(self, how: str) -> None:
         """How a token count was answered: `exact` (its target counted it), `estimated` (the sidecar
@@ -157,12 +159,18 @@ class RequestScope:
         return self._duration
 
     def end(self, status: int, error_type: str | None = None, usage: Usage | None = None,
-            cost_usd: float | None = None) -> None:
-        """The response is complete (streams: after the last byte). Calling it again does nothing."""
+            cost_usd: float | None = None, tier: str | None = None) -> None:
+        """The response is complete (streams: after the last byte). Calling it again does nothing.
+        `tier`: the tier the request ended in, when it is not the routed one (a fallback tier answered,
+        or was the last tried): the request's metric and span name it, and the span the routed one as
+        `llmroute.fallback_from`."""
         if self._ended:
             return
         self._ended = True
         telemetry = self._telemetry
+        fallback_from = None
+        if tier is not None and tier != self.tier:
+            fallback_from, self.tier = self.tier, tier
         if self._metered:
             telemetry.in_flight -= 1
             telemetry.requests.add(1.0, self.route, self.tier, status, error_type or "")
@@ -172,6 +180,8 @@ class RequestScope:
             return
         span.set_attribute("http.response.status_code", status)
         span.set_attribute("llmroute.attempts", self.attempts)
+        if fallback_from is not None:
+            span.set_attributes({"llmroute.tier": self.tier, "llmroute.fallback_from": fallback_from})
         if error_type:
             span.set_attribute("error.type", error_type)
         if status >= 500:
@@ -186,13 +196,14 @@ class RequestScope:
 class AttemptScope:
     """One upstream attempt: the CLIENT span and the GenAI client metrics."""
 
-    __slots__ = ("_ended", "_first_chunk", "_key", "_scope", "_span", "_started", "stream", "target")
+    __slots__ = ("_ended", "_first_chunk", "_key", "_scope", "_span", "_started", "stream", "target", "tier")
 
     def __init__(self, scope: RequestScope, target: Target, number: int, requested_model: str, stream: bool,
-                 failover_reason: str | None) -> None:
+                 failover_reason: str | None, tier: str) -> None:
         self._scope = scope
         self.target = target
         self.stream = stream
+        self.tier = tier
         self._ended = False
         self._first_chunk: float | None = None
         address, port = _server(target.url)
@@ -200,7 +211,8 @@ class AttemptScope:
         self._span: Span | None = None
         telemetry = scope._telemetry
         if telemetry.tracer is not None:
-            attributes: dict[str, Any] = {**dict(zip(ATTEMPT_ATTRIBUTES, self._key, strict=True)), **_routing_attributes(scope),
+            attributes: dict[str, Any] = {**dict(zip(ATTEMPT_ATTRIBUTES, self._key, strict=True)),
+                                          **_routing_attributes(scope, tier),
                                           "llmroute.attempt": number, "llmroute.region": target.region}
             if requested_model:
                 attributes["llmroute.requested_model"] = requested_model
@@ -248,7 +260,7 @@ class AttemptScope:
             telemetry.token_usage.record(usage.input_tokens, (*key, "input"))
             telemetry.token_usage.record(usage.output_tokens, (*key, "output"))
         if cost_usd:
-            telemetry.cost.add(cost_usd, scope.route, scope.tier, self.target.id, scope.experiment or "")
+            telemetry.cost.add(cost_usd, scope.route, self.tier, self.target.id, scope.experiment or "")
     def _end_span(self, span: Span, usage: Usage | None, cost_usd: float | None, finish_reasons: Sequence[str],
                   response_model: str | None, error: BaseException | None, kind: str | None,
                   output_messages: Sequence[Mapping[str, Any]] | None) -> None:
@@ -272,8 +284,8 @@ class AttemptScope:
         span.end()
 
 
-def _routing_attributes(scope: RequestScope) -> dict[str, str]:
-    attributes = {"llmroute.route": scope.route, "llmroute.tier": scope.tier}
+def _routing_attributes(scope: RequestScope, tier: str | None = None) -> dict[str, str]:
+    attributes = {"llmroute.route": scope.route, "llmroute.tier": scope.tier if tier is None else tier}
     if scope.rule:
         attributes["llmroute.rule"] = scope.rule
     if scope.experiment:

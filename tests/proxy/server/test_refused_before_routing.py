@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from tests.proxy.server.conftest import sim_requests
+from tests.proxy.server.tracing import spans_from_now
 from tests.proxy.stack import Stack
 
 PRIVATE = "my passport number is P1234567 and my key is sk-live-in-the-prompt"
@@ -50,14 +51,8 @@ def access(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
 
 @pytest.fixture
 def spans(stack: Stack) -> Callable[[], list[ReadableSpan]]:
-    """The spans finished since the test began (those of earlier tests flushed out first)."""
-    stack.sidecar.telemetry.flush()
-    SPANS.clear()
-
-    def finished() -> list[ReadableSpan]:
-        stack.sidecar.telemetry.flush()
-        return list(SPANS.get_finished_spans())
-    return finished
+    """The spans finished since the test began."""
+    return spans_from_now(stack, SPANS)
 
 
 def openai_client(stack: Stack, route: str | None = None) -> openai.OpenAI:

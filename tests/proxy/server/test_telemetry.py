@@ -319,6 +319,24 @@ def test_cost_requests_and_in_flight_metrics(telemetry: Telemetry, clock: FakeCl
     assert value(telemetry, "llmroute_request_duration_seconds_count") == 1
 
 
+def test_a_fallback_tiers_attempt_and_answer_are_that_tiers_with_the_routed_one_kept(
+        telemetry: Telemetry, exporter: InMemorySpanExporter) -> None:
+    scope = telemetry.start_request("chat", {})
+    scope.routed("default", "smart", "long-prompts")
+    scope.attempt(PRIMARY, 1).end(error=UpstreamError(FailureKind.OVERLOADED, "overloaded", status=529))
+    scope.attempt(BACKUP, 2, tier="cheap").end(Usage(10, 5), 0.001, ["stop"], "claude-sonnet-4", None)
+    scope.end(200, None, Usage(10, 5), 0.001, tier="cheap")
+
+    found = spans(telemetry, exporter)
+    server = dict(found["POST /v1/chat/completions"].attributes or {})
+    assert (server["llmroute.tier"], server["llmroute.fallback_from"]) == ("cheap", "smart")
+    assert server["llmroute.rule"] == "long-prompts"
+    assert (found["chat gpt-4o"].attributes or {})["llmroute.tier"] == "smart"
+    assert (found["chat claude-sonnet-4"].attributes or {})["llmroute.tier"] == "cheap"
+    assert value(telemetry, "llmroute_requests_total", llmroute_tier="cheap") == 1
+    assert value(telemetry, "llmroute_cost_usd_total", llmroute_tier="cheap") == 0.001
+
+
 def test_an_unmetered_request_is_traced_but_touches_no_metric(
         telemetry: Telemetry, exporter: InMemorySpanExporter, clock: FakeClock) -> None:
     """A token count: its spans, with the count's attempts, and not a single metric point."""
