@@ -360,11 +360,40 @@ class StreamTranslator(Protocol):
     """
 
     usage: Usage | None
-    finish_reason: str | None
+    finish_reason: str | None  # the last finish seen: whether the stream finished
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]:
+        """Every choice's finish reason so far, by the choice's index (several with `n` > 1)."""
+        ...
 
     def feed(self, data: bytes) -> list[StreamChunk]: ...
 
     def close(self) -> list[StreamChunk]: ...
+
+
+class OneChoiceFinish:
+    """For the translator of a dialect that streams one choice: its finish is choice 0's."""
+
+    __slots__ = ()
+
+    finish_reason: str | None
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]:
+        return {} if self.finish_reason is None else {0: self.finish_reason}
+
+
+def choice_index(choice: Mapping[str, Any], position: int) -> int:
+    """A streamed choice's (or Gemini candidate's) `index`, else its position among its chunk's."""
+    index = choice.get("index")
+    return index if type(index) is int else position
+
+
+def in_choice_order(finish_reasons: Mapping[int, str]) -> tuple[str, ...]:
+    """A stream's finish reasons (`StreamTranslator.finish_reasons`) in the order of its choices, as an
+    answer's `choices` list them."""
+    return tuple(finish_reasons[index] for index in sorted(finish_reasons))
 
 
 class Encoder(Protocol):

@@ -33,6 +33,7 @@ from llmroute_proxy.dialects.base import (
     UpstreamRequest,
     Usage,
     WholeStream,
+    choice_index,
 )
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.errors import FailureKind, UpstreamError
@@ -56,7 +57,7 @@ class GuardedStream:
     """A stream translator whose unexpected failures are `UpstreamError`s, and which reads an
     answer that is one JSON document instead of SSE with `read_whole` (the unary answer parser)."""
 
-    __slots__ = ("_answer", "_document", "_head", "_inner", "_judge", "_read_whole")
+    __slots__ = ("_answer", "_document", "_finishes", "_head", "_inner", "_judge", "_read_whole")
 
     def __init__(self, inner: StreamTranslator, read_whole: Callable[[bytes], object]) -> None:
         self._inner = inner
@@ -65,6 +66,7 @@ class GuardedStream:
         self._head: bytearray | None = bytearray()  # None once the body is known to be SSE
         self._document = False  # whether the body is a JSON document
         self._answer: list[StreamChunk] | None = None  # the document's answer, as stream chunks
+        self._finishes: dict[int, str] | None = None  # the document's choices' finish reasons
 
     @property
     def usage(self) -> Usage | None:
@@ -81,6 +83,10 @@ class GuardedStream:
     @finish_reason.setter
     def finish_reason(self, value: str | None) -> None:
         self._inner.finish_reason = value
+
+    @property
+    def finish_reasons(self) -> Mapping[int, str]:
+        return self._inner.finish_reasons if self._finishes is None else self._finishes
 
     def feed(self, data: bytes) -> list[StreamChunk]:
         try:
@@ -164,8 +170,10 @@ class GuardedStream:
                                 f"document instead of a stream: {body_excerpt(body)}", status=200)
         self._answer = _as_stream(result)
         self._inner.usage = result.usage
-        reasons = [c.get("finish_reason") for c in result.data.get("choices") or () if isinstance(c, dict)]
-        self._inner.finish_reason = next((r for r in reasons if isinstance(r, str) and r), None)
+        choices = [c for c in result.data.get("choices") or () if isinstance(c, dict)]
+        self._finishes = {choice_index(c, position): r for position, c in enumerate(choices)
+                          if isinstance(r := c.get("finish_reason"), str) and r}
+        self._inner.finish_reason = next(iter(self._finishes.values()), None)
 
     def _answered(self) -> list[StreamChunk]:
         """The document's answer, once; nothing before it is whole or after it was given."""

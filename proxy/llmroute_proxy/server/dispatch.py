@@ -32,6 +32,7 @@ from llmroute_proxy.dialects.base import (
     WholeRelayedStream,
     WholeStream,
     carries_output,
+    in_choice_order,
 )
 from llmroute_proxy.dialects.thinking import refuses_signature
 from llmroute_proxy.errors import (
@@ -430,7 +431,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             # The whole stream came in the first reads: one answer with its length, in one write
             # (writes are syscalls), judged whole before anything was sent.
             _succeeded(sidecar, ex, planner, run, _stream_usage(ex, translator, len(primed), primed),
-                       _finish_reason(translator), None)
+                       _stream_finish_reasons(translator), None)
             if whole is None:
                 whole = ex.encoder.chunks(primed) + ex.encoder.end(translator.usage)
             return web.Response(body=whole, headers=headers)
@@ -465,7 +466,7 @@ async def _stream_attempt(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanne
             await response.write(ex.encoder.stream_error(cut))
             return response
         _succeeded(sidecar, ex, planner, run, _stream_usage(ex, translator, received + len(last), primed, out, last),
-                   _finish_reason(translator), None)
+                   _stream_finish_reasons(translator), None)
         await response.write_eof(tail + ex.encoder.end(translator.usage))
         return response
     finally:
@@ -534,8 +535,9 @@ async def _classified(provider: Provider, upstream: UpstreamResponse) -> Upstrea
     return provider.classify_error(upstream.status, upstream.headers, body)
 
 
-def _finish_reason(translator: StreamTranslator) -> tuple[str, ...]:
-    return (translator.finish_reason,) if translator.finish_reason else ()
+def _stream_finish_reasons(translator: StreamTranslator) -> tuple[str, ...]:
+    """Every choice's finish reason, in choice order, as `_finish_reasons` gives an answer's."""
+    return in_choice_order(translator.finish_reasons)
 
 
 def _finish_reasons(result: ChatResult) -> tuple[str, ...]:

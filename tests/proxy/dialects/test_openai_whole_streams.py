@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmroute_proxy.dialects.base import ChatRequest, Usage
+from llmroute_proxy.dialects.base import ChatRequest, Usage, in_choice_order
 from llmroute_proxy.dialects.openai.encoder import OpenAIEncoder
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.guarded import GuardedStream
@@ -25,7 +25,8 @@ GOLDEN = Path(__file__).parents[1] / "providers" / "golden" / "openai"
 TARGET = Target(id=TargetId("p/m@us"), provider="p", provider_type=ProviderType.OPENAI, model="m",
                 url="https://api.openai.com/v1", region="us")
 KINDS = [ProviderType.OPENAI, ProviderType.OPENAI_COMPATIBLE]
-Read = tuple[bytes, Usage | None, str | None]
+Read = tuple[bytes, Usage | None, str | None, tuple[str, ...]]
+"""What a stream was written as, its usage, its last finish reason and every choice's, in choice order."""
 
 
 def request(include_usage: bool) -> ChatRequest:
@@ -45,7 +46,8 @@ def event_by_event(kind: ProviderType, body: bytes, include_usage: bool = True) 
     chat = request(include_usage)
     reader, encoder = translator(kind, chat), OpenAIEncoder(chat)
     chunks = reader.feed(body) + reader.close()
-    return encoder.chunks(chunks) + encoder.end(reader.usage), reader.usage, reader.finish_reason
+    return (encoder.chunks(chunks) + encoder.end(reader.usage), reader.usage, reader.finish_reason,
+            in_choice_order(reader.finish_reasons))
 
 
 def whole(kind: ProviderType, body: bytes, include_usage: bool = True) -> Read | None:
@@ -54,7 +56,7 @@ def whole(kind: ProviderType, body: bytes, include_usage: bool = True) -> Read |
     judged = reader.judge_whole(body)
     if judged is None:
         return None
-    return encoder.write_whole(judged), reader.usage, reader.finish_reason
+    return encoder.write_whole(judged), reader.usage, reader.finish_reason, in_choice_order(reader.finish_reasons)
 
 
 def event(payload: Any) -> bytes:
@@ -91,13 +93,13 @@ def test_a_common_whole_stream_is_vouched_for_and_written_as_event_by_event(kind
 
 def test_the_upstreams_bytes_are_forwarded_as_they_are() -> None:
     judged = whole(ProviderType.OPENAI, PLAIN)
-    assert judged == (PLAIN, Usage(input_tokens=7, output_tokens=3), "stop")
+    assert judged == (PLAIN, Usage(input_tokens=7, output_tokens=3), "stop", ("stop",))
 
 
 def test_a_client_that_did_not_ask_for_usage_gets_no_usage_chunk_but_the_usage_is_recorded() -> None:
     judged = whole(ProviderType.OPENAI, PLAIN, include_usage=False)
     assert judged is not None
-    written, usage, _ = judged
+    written, usage, *_ = judged
     assert written == PLAIN.replace(event(USAGE_CHUNK), b"")
     assert usage == Usage(input_tokens=7, output_tokens=3)
 
@@ -105,7 +107,7 @@ def test_a_client_that_did_not_ask_for_usage_gets_no_usage_chunk_but_the_usage_i
 def test_a_stream_whose_usage_sits_on_a_choice_chunk_is_read_event_by_event_which_moves_it() -> None:
     body = stream(chunk("Hi"), chunk(finish="length", usage=USAGE))
     assert whole(ProviderType.OPENAI_COMPATIBLE, body) is None
-    written, usage, finish = event_by_event(ProviderType.OPENAI_COMPATIBLE, body)
+    written, usage, finish, _ = event_by_event(ProviderType.OPENAI_COMPATIBLE, body)
     assert written.endswith(event(USAGE_CHUNK | {"id": "chatcmpl-1"}) + DONE)
     assert (usage, finish) == (Usage(input_tokens=7, output_tokens=3), "length")
 
@@ -179,6 +181,28 @@ def test_of_two_finish_reasons_the_last_is_recorded_as_event_by_event() -> None:
     body = stream(chunk("Hi", finish="stop"), chunk(finish="length"), USAGE_CHUNK)
     judged = whole(ProviderType.OPENAI, body)
     assert judged is not None and judged[2] == "length"
+    assert judged == event_by_event(ProviderType.OPENAI, body)
+
+
+def choice(index: int, content: str | None = None, finish: str | None = None) -> dict[str, Any]:
+    """A chunk of a stream of several choices (`n`): one choice's content or finish."""
+    made = chunk(content, finish)
+    made["choices"][0]["index"] = index
+    return made
+
+
+BOTH_FINISH = {**chunk(), "choices": [*choice(0, finish="stop")["choices"], *choice(1, finish="length")["choices"]]}
+
+
+@pytest.mark.parametrize("finishes", [
+    [choice(0, finish="stop"), choice(1, finish="length")],
+    [choice(1, finish="length"), choice(0, finish="stop")],
+    [BOTH_FINISH],
+], ids=["in order", "the second first", "in one chunk"])
+def test_every_choices_finish_is_recorded_in_choice_order_as_event_by_event(finishes: list[dict[str, Any]]) -> None:
+    body = stream(choice(0, "Hi"), choice(1, "Hello"), *finishes, USAGE_CHUNK)
+    judged = whole(ProviderType.OPENAI, body)
+    assert judged is not None and judged[3] == ("stop", "length")
     assert judged == event_by_event(ProviderType.OPENAI, body)
 
 

@@ -24,6 +24,7 @@ from llmroute_proxy.dialects.base import (
     StreamTranslator,
     Usage,
     carries_output,
+    in_choice_order,
     is_usage_chunk,
 )
 from llmroute_proxy.dialects.gemini.answer_in import GeminiStream, synthesised_tool_id
@@ -553,6 +554,19 @@ def test_each_streamed_function_call_is_one_complete_tool_call_delta() -> None:
     ]
     assert deltas(chunks)[-1] == ({}, "tool_calls")
     assert stream.finish_reason == "tool_calls"
+
+
+def test_every_candidates_finish_is_recorded_in_candidate_order_whichever_finished_first() -> None:
+    """`candidateCount` 2 (the client's `n`): candidate 1 is cut at the output limit before candidate 0 stops."""
+    body = sse(
+        {"candidates": [candidate([{"text": "Hel"}], None, 0), candidate([{"text": "Hi"}], "MAX_TOKENS", 1)],
+         "responseId": "s4"},
+        {"candidates": [candidate([{"text": "lo"}], "STOP", 0)], "responseId": "s4",
+         "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4}},
+    )
+    stream, _ = run_stream(body)
+    assert stream.finish_reasons == {1: "length", 0: "stop"}
+    assert in_choice_order(stream.finish_reasons) == ("stop", "length")
 
 
 def test_a_stream_that_ends_without_a_finish_reason_is_broken() -> None:

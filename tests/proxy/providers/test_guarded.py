@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from llmroute_proxy.dialects.base import ChatRequest, StreamTranslator
+from llmroute_proxy.dialects.base import ChatRequest, StreamTranslator, in_choice_order
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.guarded import MAX_DOCUMENT
 from llmroute_proxy.providers.registry import provider_for
@@ -172,6 +172,17 @@ def test_a_stream_answered_with_a_whole_answer_is_that_answer_as_a_stream(kind: 
     if kind is ProviderType.OPENAI:
         assert usage == [WHOLE_ANSWERS[kind]["usage"]]  # the upstream's own usage object, as it sent it
     assert translator.usage is not None and (translator.usage.input_tokens, translator.usage.output_tokens) == (3, 1)
+    assert translator.finish_reason == "stop"
+
+
+def test_a_whole_answer_of_several_choices_keeps_each_choices_finish_in_choice_order() -> None:
+    answer = {"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hi"}},
+        {"index": 1, "finish_reason": "length", "message": {"role": "assistant", "content": "Hel"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    translator = stream_for(ProviderType.OPENAI_COMPATIBLE)
+    translate(translator, [orjson.dumps(answer)])
+    assert in_choice_order(translator.finish_reasons) == ("stop", "length")
     assert translator.finish_reason == "stop"
 
 

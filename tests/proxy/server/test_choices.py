@@ -2,8 +2,9 @@
 
 An OpenAI target answers them itself; a Gemini target answers `n` as `candidateCount` and its
 candidates become the choices; log probabilities are refused by the targets that cannot give them
-(Gemini, Anthropic) with a 400 naming the field. Streams are read as they come over the network, as
-they come whole in one read (the sidecar's fast path for those) and in the real APIs' untidy shapes.
+(Gemini, Anthropic) with a 400 naming the field. Every choice's finish reason is in the attempt's span,
+in choice order. Streams are read as they come over the network, as they come whole in one read (the
+sidecar's fast path for those) and in the real APIs' untidy shapes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import openai
 import pytest
 from aiohttp import web
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
+from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.sim import FaultPlan
 from llmroute_proxy.sim.answers import count_tokens
 from llmroute_proxy.sim.openai import OpenAIDialect
 from llmroute_proxy.sim.runtime import SimConfig, build_app
 from tests.proxy.documents import model, provider, target, with_tier
+from tests.proxy.server.tracing import spans_from_now
 from tests.proxy.stack import DOCUMENTS, NETWORK, Stack
 
 QUESTION = "tell me a story"
@@ -29,6 +35,7 @@ MESSAGES: Any = [{"role": "user", "content": QUESTION}]
 ANSWERS = {"openai": f"[sim-oai gpt-4o-mini] You said: {QUESTION}",
            "gemini": f"[sim-gemini gemini-2.5-flash] You said: {QUESTION}"}
 ARRIVALS = ("network", "whole", "quirks")
+SPANS = InMemorySpanExporter()
 
 WHOLE_DOCUMENTS = [*with_tier(DOCUMENTS, "main", "openai", [target("oai-whole", "gpt-4o-mini")]),
                    provider("oai-whole", "openai", "{oai_whole}/v1", key_env="TEST_OAI_KEY",
@@ -61,14 +68,21 @@ def arrival(request: pytest.FixtureRequest) -> str:
 def stack(arrival: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack with its simulators' answers cut at arbitrary offsets, arriving whole, or in quirky shapes."""
     tmp = tmp_path_factory.mktemp("choices")
+    telemetry = Telemetry(TelemetrySettings(), span_exporter=SPANS)
     if arrival != "whole":
-        with Stack(tmp, delivery=NETWORK, quirks=arrival == "quirks") as running:
+        with Stack(tmp, telemetry=telemetry, delivery=NETWORK, quirks=arrival == "quirks") as running:
             yield running
         return
-    stack = Stack(tmp, config=WHOLE_DOCUMENTS, delivery=None, extra_sims={
+    stack = Stack(tmp, telemetry=telemetry, config=WHOLE_DOCUMENTS, delivery=None, extra_sims={
         "oai-whole": lambda faults: whole_answers(lambda: stack.sims["oai"].url, faults)})
     with stack:
         yield stack
+
+
+@pytest.fixture
+def spans(stack: Stack) -> Callable[[], list[ReadableSpan]]:
+    """The spans finished since the test began."""
+    return spans_from_now(stack, SPANS)
 
 
 @pytest.fixture
@@ -134,6 +148,28 @@ def test_a_stream_of_several_choices_that_arrived_whole_is_answered_whole_with_e
     assert texts == expected_texts("openai", 2)
     assert [(c.choices[0].index, c.choices[0].finish_reason) for c in chunks if c.choices[0].finish_reason] == [
         (0, "stop"), (1, "stop")]
+
+
+@pytest.mark.parametrize("tier", ["openai", "gemini"])
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_every_choices_finish_reason_is_in_the_attempts_span_in_choice_order(
+        client: openai.OpenAI, spans: Callable[[], list[ReadableSpan]], tier: str, stream: bool) -> None:
+    """The first choice fits the output limit, the second (the same text, with a prefix) is cut: `stop`, then
+    `length`. The question is long enough that the limit leaves a thinking Gemini room to answer."""
+    question = "tell me a story about a lighthouse keeper, his cat and the winter storm"
+    limit = count_tokens(ANSWERS[tier].replace(QUESTION, question))
+    asked: dict[str, Any] = {"model": tier, "messages": [{"role": "user", "content": question}], "n": 2,
+                             "max_tokens": limit}
+    if stream:
+        chunks = list(client.chat.completions.create(**asked, stream=True))
+        finishes = [c.finish_reason for c in sorted((c for chunk in chunks for c in chunk.choices if c.finish_reason),
+                                                    key=lambda c: c.index)]
+    else:
+        finishes = [c.finish_reason for c in client.chat.completions.create(**asked).choices]
+
+    assert finishes == ["stop", "length"]
+    [attempt] = [span for span in spans() if span.kind is SpanKind.CLIENT]
+    assert (attempt.attributes or {})["gen_ai.response.finish_reasons"] == ("stop", "length")
 
 
 def test_logprobs_of_an_openai_target_come_back_for_every_token(client: openai.OpenAI) -> None:

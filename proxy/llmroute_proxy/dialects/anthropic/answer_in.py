@@ -17,7 +17,7 @@ from typing import Any
 
 from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
 from llmroute_proxy.dialects.anthropic.wire import finish_reason, tool_call, usage_from_anthropic
-from llmroute_proxy.dialects.base import StreamChunk, Usage, relayed_chunks
+from llmroute_proxy.dialects.base import OneChoiceFinish, StreamChunk, Usage, relayed_chunks
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.sse import SSEParser, event_bytes
 from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
@@ -66,7 +66,7 @@ def _tool_call(block: JSON) -> JSON:
 # ---- stream ------------------------------------------------------------------------------
 
 
-class AnthropicStreamTranslator:
+class AnthropicStreamTranslator(OneChoiceFinish):
     """Anthropic's named SSE events → OpenAI chunks (providers.md §5.7).
 
     Anthropic numbers every content block; OpenAI numbers only tool calls, hence a separate

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.dialects.base import BilledFailure, ChatResult, StreamChunk, Usage
+from llmroute_proxy.dialects.base import BilledFailure, ChatResult, StreamChunk, Usage, choice_index
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.dialects.gemini.errors import _in_band_error
 from llmroute_proxy.dialects.sse import SSEParser
@@ -181,7 +181,8 @@ class GeminiStream:
     started candidate reported a `finishReason` is broken.
     """
 
-    __slots__ = ("_id", "_model", "_open", "_parser", "_seed", "_shown", "_tools", "finish_reason", "usage")
+    __slots__ = ("_id", "_model", "_open", "_parser", "_seed", "_shown", "_tools", "finish_reason", "finish_reasons",
+                 "usage")
 
     def __init__(self, model: str) -> None:
         self._parser = SSEParser()
@@ -192,6 +193,7 @@ class GeminiStream:
         self._tools: dict[int, int] = {}  # candidate → tool calls streamed so far
         self._shown = False  # whether any content or tool call reached a chunk
         self.finish_reason: str | None = None
+        self.finish_reasons: dict[int, str] = {}  # each candidate's, by its index (several with `candidateCount`)
         self.usage: Usage | None = None
 
     def feed(self, data: bytes) -> list[StreamChunk]:
@@ -251,16 +253,17 @@ class GeminiStream:
             out.append(self._chunk(index, {"tool_calls": [call]}))
         reason = candidate.get("finishReason")
         if reason:
-            self._finish(index, reason, candidate.get("finishMessage"), out)
+            self._finish(index, choice_index(candidate, position), reason, candidate.get("finishMessage"), out)
 
-    def _finish(self, index: int, reason: str, finish_message: Any, out: list[StreamChunk]) -> None:
+    def _finish(self, index: int, choice: int, reason: str, finish_message: Any, out: list[StreamChunk]) -> None:
+        """Candidate `index` finished (`choice`: its index as a number, by which its finish is kept)."""
         if reason in MALFORMED_CALL_REASONS and not self._shown:
             raise malformed_call(reason, finish_message, self.usage)
         mapped = finish_reason_for(reason, self._tools[index] > 0)
         if mapped == "stop" and not self._shown:
             raise empty_answer(self.usage)
         self._open.discard(index)
-        self.finish_reason = mapped
+        self.finish_reason = self.finish_reasons[choice] = mapped
         out.append(self._chunk(index, {}, mapped))
 
     def _chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None = None) -> StreamChunk:

@@ -14,7 +14,14 @@ from typing import Any, ClassVar
 
 import orjson
 
-from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk, Usage, WholeStream
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    StreamChunk,
+    Usage,
+    WholeStream,
+    choice_index,
+)
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.dialects.openai.encoder import DONE as DONE_EVENT
 from llmroute_proxy.dialects.openai.errors import in_band_error
@@ -103,7 +110,8 @@ class OpenAIStreamTranslator:
     finish chunk; OpenAI itself always sends `[DONE]`, so without it the stream was cut.
     """
 
-    __slots__ = ("_done", "_ended", "_parser", "_pending_usage", "_tolerant", "finish_reason", "usage")
+    __slots__ = ("_done", "_ended", "_parser", "_pending_usage", "_tolerant", "finish_reason", "finish_reasons",
+                 "usage")
 
     drops_annotations: ClassVar[bool] = False
     """Whether to drop chunks whose choices carry neither a delta nor a finish (Azure filter notes)."""
@@ -111,6 +119,7 @@ class OpenAIStreamTranslator:
     def __init__(self, tolerant: bool = False) -> None:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.finish_reasons: dict[int, str] = {}  # each choice's, by its index (several with `n` > 1)
         self._tolerant = tolerant
         self._parser = SSEParser()
         self._done = False
@@ -158,7 +167,7 @@ class OpenAIStreamTranslator:
         `\\u` and no CR, whose last event is a usage chunk without choices (every other `usage`
         null), whose every other event has choices, and whose last string `finish_reason` is the
         last one, is what `feed` would pass through unchanged; only its last event and its finish
-        event are parsed. Anything else (an in-band error, usage on a choice chunk, no usage at all,
+        events (one for each choice, with `n` > 1) are parsed. Anything else (an in-band error, usage on a choice chunk, no usage at all,
         Azure's annotations, a stream cut short, JSON written with spaces) takes the general path:
         a stream without usage is estimated from its chunks (`dispatch._streamed`), which a judge
         would not hand on. Not checked: that each event between is JSON.
@@ -189,20 +198,21 @@ class OpenAIStreamTranslator:
             if (usages and usages != body.count(b'"usage":null', 0, last)) or body.count(
                     b'"choices":[{', 0, last) != joints:
                 return None  # usage elsewhere too, or a chunk without choices
-            at = body.rfind(b'"finish_reason":"', 0, last)
+            at = body.rfind(_FINISH, 0, last)
             if at < 0 or body.count(b'"finish_reason"', at, last) != 1:
                 return None  # no finish, or a later one that is not a string written without spaces
-            finish_at = body.rfind(b"\n\ndata: ", 0, at) + 2  # 1 when it is the first event
-            if finish_at == 1:
-                finish_at = 0
+            finish_at = _event_at(body, at)
             finish_chunk = orjson.loads(body[finish_at + 6:body.find(b"\n\n", at)])
+            finishes: dict[int, str] = {}
+            reason = _finishes(finish_chunk, finishes)
+            if reason is None:
+                return None
+            _finishes_before(body, finish_at, finishes)
         except orjson.JSONDecodeError:
             return None  # `feed` says what is wrong
-        reason = _last_finish_reason(finish_chunk)
-        if reason is None:
-            return None
         self.usage = Usage.from_openai(usage)
         self.finish_reason = reason
+        self.finish_reasons = finishes
         self._done = self._ended = True
         return WholeStream(body, last, self.usage, finish_chunk, finish_at)
 
@@ -240,10 +250,12 @@ class OpenAIStreamTranslator:
         if self.drops_annotations and not any(c.get("delta") or c.get("finish_reason") for c in choices):
             return
         ended = False
-        for choice in choices:
+        for position, choice in enumerate(choices):
             reason = choice.get("finish_reason")
             if reason:
                 self.finish_reason = reason
+                if type(reason) is str:
+                    self.finish_reasons[choice_index(choice, position)] = reason
                 ended = True
         self._ended = ended
         out.append(StreamChunk(chunk, raw))
@@ -256,17 +268,38 @@ class OpenAIStreamTranslator:
 
 
 _WHOLE_END = b"}\n\n" + DONE_EVENT
+_FINISH = b'"finish_reason":"'
 _JOINT = b"}\n\ndata: {"
 
 
-def _last_finish_reason(chunk: Any) -> str | None:
-    """The last finish reason a chunk's choices give, when it is a string (as `feed` records it)."""
+def _finishes(chunk: Any, into: dict[int, str]) -> str | None:
+    """The last finish reason a chunk's choices give, when it is a string (as `feed` records it); each
+    choice's string finish goes `into` the finishes by choice index, unless a later event's is there."""
     reason = None
-    for choice in (chunk.get("choices") if type(chunk) is dict else None) or ():
+    for position, choice in enumerate((chunk.get("choices") if type(chunk) is dict else None) or ()):
         found = choice.get("finish_reason") if type(choice) is dict else None
         if found:
             reason = found
+            if type(found) is str:
+                into.setdefault(choice_index(choice, position), found)
     return reason if type(reason) is str else None
+
+
+def _finishes_before(body: bytes, end: int, into: dict[int, str]) -> None:
+    """The finishes of the events of a whole stream before `end` (with `n` > 1, of the choices that
+    finished before the last did) go `into` the finishes, read from the last back: a later finish of
+    a choice stands, as `feed` records it."""
+    at = body.rfind(_FINISH, 0, end)
+    while at >= 0:
+        start = _event_at(body, at)
+        _finishes(orjson.loads(body[start + 6:body.find(b"\n\n", at)]), into)
+        at = body.rfind(_FINISH, 0, start)
+
+
+def _event_at(body: bytes, at: int) -> int:
+    """Where the event of a whole stream that holds byte `at` begins."""
+    start = body.rfind(b"\n\ndata: ", 0, at) + 2
+    return 0 if start == 1 else start  # 1: it is the first event
 
 
 def _usage_chunk_like(chunk: Mapping[str, Any], usage: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
     NativeDialect,
+    OneChoiceFinish,
     StreamChunk,
     UpstreamRequest,
     Usage,
@@ -166,7 +167,7 @@ def _finish_reason(response: JSON, called: bool) -> str:
     return "tool_calls" if called else "stop"
 
 
-class ResponsesEventTranslator:
+class ResponsesEventTranslator(OneChoiceFinish):
     """A Responses event stream → canonical chunks, each event's bytes riding along for the relay.
 
     Function calls are numbered as canonical tool calls in the order their items open
