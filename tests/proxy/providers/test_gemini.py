@@ -31,6 +31,7 @@ from llmroute_proxy.dialects.gemini.answer_in import GeminiStream, synthesised_t
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.gemini import GeminiProvider
+from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
@@ -680,6 +681,23 @@ def test_retry_info_gives_the_back_off_hint(delay: str, seconds: float) -> None:
     retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
     error = PROVIDER.classify_error(429, {}, google_error(429, "RESOURCE_EXHAUSTED", "Quota.", QUOTA_MINUTE, retry))
     assert error.retry_after == seconds
+
+
+@pytest.mark.parametrize("answered", ["in a stream", "as a stream's whole body", "as an answer"])
+def test_a_rate_limit_inside_a_200_keeps_its_retry_info_as_a_429_does(answered: str) -> None:
+    """Gemini's back-off hint is in its error body, so an error it sends inside a 200 (a stream's error
+    event, or the error as the whole body) carries it as well: the cooldown and the wait follow it."""
+    retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "7s"}
+    body = google_error(429, "RESOURCE_EXHAUSTED", "Quota.", QUOTA_MINUTE, retry)
+    guarded = provider_for(ProviderType.GEMINI)
+    with pytest.raises(UpstreamError) as raised:
+        if answered == "as an answer":
+            guarded.chat_response(body, ChatRequest(user()), TARGET)
+        else:
+            stream = guarded.chat_stream(ChatRequest(user(stream=True)), TARGET)
+            stream.feed(b"data: " + body + b"\r\n\r\n" if answered == "in a stream" else body)
+            stream.close()
+    assert (raised.value.kind, raised.value.retry_after) == (FailureKind.RATE_LIMITED, 7.0)
 
 
 def test_without_retry_info_the_retry_after_header_is_used() -> None:
