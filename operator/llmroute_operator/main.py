@@ -78,7 +78,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     p = argparse.ArgumentParser(prog="llmroute-operator", description="The llmroute Kubernetes operator.")
     p.add_argument("--hub-host", default=env("LLMROUTE_HUB_HOST", "0.0.0.0"), metavar="ADDR",
                    help="the hub's address (default 0.0.0.0)")
-    p.add_argument("--hub-port", type=from_env(port, "LLMROUTE_HUB_PORT"), default=env("LLMROUTE_HUB_PORT", "15443"),
+    p.add_argument("--hub-port", **from_env("LLMROUTE_HUB_PORT", port, "15443"),
                    metavar="PORT",
                    help="the hub's TLS port, where sidecars connect (default 15443)")
     p.add_argument("--hub-cert", type=Path, default=_path(env("LLMROUTE_HUB_CERT")), metavar="FILE",
@@ -89,30 +89,28 @@ def parse(argv: list[str] | None = None) -> Settings:
                    help="development only: make a CA (ca.pem) and a hub certificate in DIR instead")
     p.add_argument("--admin-host", default=env("LLMROUTE_OPERATOR_ADMIN_HOST", "0.0.0.0"), metavar="ADDR",
                    help="address of /healthz, /readyz and /metrics (default 0.0.0.0)")
-    p.add_argument("--admin-port", type=from_env(port, "LLMROUTE_OPERATOR_ADMIN_PORT"),
-                   default=env("LLMROUTE_OPERATOR_ADMIN_PORT", "15444"), metavar="PORT", help="port of /healthz, /readyz and /metrics (default 15444)")
+    p.add_argument("--admin-port", **from_env("LLMROUTE_OPERATOR_ADMIN_PORT", port, "15444"), metavar="PORT",
+                   help="port of /healthz, /readyz and /metrics (default 15444)")
     p.add_argument("--namespace", action="append", dest="namespaces", metavar="NS",
                    help="watch only this namespace (repeatable; replaces $LLMROUTE_NAMESPACES; "
                         "default: the whole cluster)")
-    p.add_argument("--status-debounce", type=from_env(seconds, "LLMROUTE_STATUS_DEBOUNCE_SECONDS"), metavar="SECONDS",
-                   default=env("LLMROUTE_STATUS_DEBOUNCE_SECONDS", "1"),
+    p.add_argument("--status-debounce", **from_env("LLMROUTE_STATUS_DEBOUNCE_SECONDS", seconds, "1"), metavar="SECONDS",
                    help="wait this long after a change before writing status, so bursts make one write (default 1)")
-    p.add_argument("--status-resync", type=from_env(positive_seconds, "LLMROUTE_STATUS_RESYNC_SECONDS"),
-                   metavar="SECONDS", default=env("LLMROUTE_STATUS_RESYNC_SECONDS", "30"),
+    p.add_argument("--status-resync", **from_env("LLMROUTE_STATUS_RESYNC_SECONDS", positive_seconds, "30"),
+                   metavar="SECONDS",
                    help="recompute status at least this often (budget periods, failure windows) (default 30)")
-    p.add_argument("--secret-refresh", type=from_env(positive_seconds, "LLMROUTE_SECRET_REFRESH_SECONDS"),
-                   metavar="SECONDS", default=env("LLMROUTE_SECRET_REFRESH_SECONDS", "30"),
+    p.add_argument("--secret-refresh", **from_env("LLMROUTE_SECRET_REFRESH_SECONDS", positive_seconds, "30"),
+                   metavar="SECONDS",
                    help="read the Secrets that providers name again this often (key rotation) (default 30)")
-    p.add_argument("--lease-ttl", type=from_env(positive_seconds, "LLMROUTE_LEASE_TTL_SECONDS"), metavar="SECONDS",
-                   default=env("LLMROUTE_LEASE_TTL_SECONDS", str(DEFAULT_TTL_S)),
+    p.add_argument("--lease-ttl", **from_env("LLMROUTE_LEASE_TTL_SECONDS", positive_seconds, str(DEFAULT_TTL_S)),
+                   metavar="SECONDS",
                    help="how long a sidecar's share of global limits holds without renewal (default 30)")
-    p.add_argument("--log-level", type=from_env(log_level, "LLMROUTE_LOG_LEVEL"), default=env("LLMROUTE_LOG_LEVEL", "INFO"),
+    p.add_argument("--log-level", **from_env("LLMROUTE_LOG_LEVEL", log_level, "INFO"),
                    metavar="LEVEL",
                    help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     p.add_argument("--webhook-host", default=env("LLMROUTE_WEBHOOK_HOST", "0.0.0.0"), metavar="ADDR",
                    help="the injection webhook's address (default 0.0.0.0)")
-    p.add_argument("--webhook-port", type=from_env(port, "LLMROUTE_WEBHOOK_PORT"),
-                   default=env("LLMROUTE_WEBHOOK_PORT", "15445"), metavar="PORT",
+    p.add_argument("--webhook-port", **from_env("LLMROUTE_WEBHOOK_PORT", port, "15445"), metavar="PORT",
                    help="the injection webhook's TLS port (default 15445)")
     p.add_argument("--webhook-cert", type=Path, default=_path(env("LLMROUTE_WEBHOOK_CERT")), metavar="FILE",
                    help="the webhook's certificate chain (PEM); without it there is no webhook")

@@ -11,15 +11,16 @@ import argparse
 import math
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def from_env(convert: Callable[[str], T], variable: str) -> Callable[[str], T]:
-    """`convert`, whose refusal names `variable` when the text refused is that variable's value."""
+def from_env(variable: str, convert: Callable[[str], T], fallback: str) -> dict[str, Any]:
+    """`add_argument` keywords for a flag whose default is `variable` (else `fallback`), converted by
+    `convert` as the flag itself is; a refusal of the variable's value names the variable."""
     def checked(text: str) -> T:
         try:
             return convert(text)
@@ -29,7 +30,7 @@ def from_env(convert: Callable[[str], T], variable: str) -> Callable[[str], T]:
             raise
 
     checked.__name__ = convert.__name__  # argparse names the type in some messages
-    return checked
+    return {"type": checked, "default": os.environ.get(variable, fallback)}
 
 
 def positive_int(text: str) -> int:

@@ -66,41 +66,35 @@ def _listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=15400, help="data plane port (default 15400)")
     parser.add_argument("--admin-host", default="127.0.0.1", help="admin plane address (default 127.0.0.1)")
     parser.add_argument("--admin-port", type=int, default=15401, help="admin plane port (default 15401)")
-    parser.add_argument("--log-level", type=from_env(log_level, "LLMROUTE_LOG_LEVEL"),
-                        default=env("LLMROUTE_LOG_LEVEL", "INFO"), metavar="{DEBUG,INFO,WARNING,ERROR}",
+    parser.add_argument("--log-level", **from_env("LLMROUTE_LOG_LEVEL", log_level, "INFO"),
+                        metavar="{DEBUG,INFO,WARNING,ERROR}",
                         help="(default INFO; $LLMROUTE_LOG_LEVEL; any case)")
-    parser.add_argument("--max-body-bytes", type=from_env(positive_int, "LLMROUTE_MAX_BODY_BYTES"),
-                        default=env("LLMROUTE_MAX_BODY_BYTES", str(16 * 1024 * 1024)),
+    parser.add_argument("--max-body-bytes", **from_env("LLMROUTE_MAX_BODY_BYTES", positive_int, str(16 * 1024 * 1024)),
                         help="largest accepted request body (default 16 MiB; larger gets 413)")
-    parser.add_argument("--drain-seconds", type=from_env(seconds, "LLMROUTE_DRAIN_SECONDS"),
-                        default=env("LLMROUTE_DRAIN_SECONDS", "25"),
+    parser.add_argument("--drain-seconds", **from_env("LLMROUTE_DRAIN_SECONDS", seconds, "25"),
                         help="on SIGTERM, how long requests in flight may take to finish (default 25)")
-    parser.add_argument("--max-connections", type=from_env(positive_int, "LLMROUTE_MAX_CONNECTIONS"),
-                        default=env("LLMROUTE_MAX_CONNECTIONS", "1024"),
+    parser.add_argument("--max-connections", **from_env("LLMROUTE_MAX_CONNECTIONS", positive_int, "1024"),
                         help="open data-plane connections at most; more are answered 503 and closed "
                              "(default 1024; the admin plane takes at most 64)")
-    parser.add_argument("--header-read-seconds", type=from_env(positive_seconds, "LLMROUTE_HEADER_READ_SECONDS"),
-                        default=env("LLMROUTE_HEADER_READ_SECONDS", "10"),
+    parser.add_argument("--header-read-seconds", **from_env("LLMROUTE_HEADER_READ_SECONDS", positive_seconds, "10"),
                         help="a request's line and headers must arrive within this, from the connection's "
                              "accept or the request's first byte; else 408 and close (default 10)")
-    parser.add_argument("--body-read-seconds", type=from_env(positive_seconds, "LLMROUTE_BODY_READ_SECONDS"),
-                        default=env("LLMROUTE_BODY_READ_SECONDS", "30"),
+    parser.add_argument("--body-read-seconds", **from_env("LLMROUTE_BODY_READ_SECONDS", positive_seconds, "30"),
                         help="a request's body must arrive within this after its headers; else 408 and close "
                              "(default 30)")
-    parser.add_argument("--keepalive-seconds", type=from_env(positive_seconds, "LLMROUTE_KEEPALIVE_SECONDS"),
-                        default=env("LLMROUTE_KEEPALIVE_SECONDS", "75"),
+    parser.add_argument("--keepalive-seconds", **from_env("LLMROUTE_KEEPALIVE_SECONDS", positive_seconds, "75"),
                         help="an idle connection between requests is closed after this (default 75)")
-    parser.add_argument("--allow-origins", type=from_env(_origins, "LLMROUTE_ALLOW_ORIGINS"),
-                        default=env("LLMROUTE_ALLOW_ORIGINS", ""), metavar="ORIGIN,...",
+    parser.add_argument("--allow-origins", **from_env("LLMROUTE_ALLOW_ORIGINS", _origins, ""),
+                        metavar="ORIGIN,...",
                         help="browser origins (scheme://host[:port]) whose requests the data plane serves; "
                              "requests from any other web page are refused with 403 (default: none; "
                              "$LLMROUTE_ALLOW_ORIGINS)")
-    parser.add_argument("--responses-store-bytes", type=from_env(whole_number, "LLMROUTE_RESPONSES_STORE_BYTES"),
-                        default=env("LLMROUTE_RESPONSES_STORE_BYTES", str(RESPONSES_STORE_BYTES)),
+    parser.add_argument("--responses-store-bytes",
+                        **from_env("LLMROUTE_RESPONSES_STORE_BYTES", whole_number, str(RESPONSES_STORE_BYTES)),
                         help="memory cap of the store behind previous_response_id and GET /v1/responses/{id}; "
                              "the oldest responses leave first (default 32 MiB; 0 keeps none)")
-    parser.add_argument("--responses-ttl-seconds", type=from_env(positive_seconds, "LLMROUTE_RESPONSES_TTL_SECONDS"),
-                        default=env("LLMROUTE_RESPONSES_TTL_SECONDS", "3600"),
+    parser.add_argument("--responses-ttl-seconds",
+                        **from_env("LLMROUTE_RESPONSES_TTL_SECONDS", positive_seconds, "3600"),
                         help="how long a stored response can be read or continued (default 3600)")
     parser.add_argument("--admin-hosts", type=_names, default=env("LLMROUTE_ADMIN_HOSTS", ""),
                         metavar="HOST,...",
