@@ -60,7 +60,7 @@ def minimum_tokens(model: str) -> int:
 
 def too_many_breakpoints(body: dict[str, Any]) -> str | None:
     """Claude's 400 for a request with more than four `cache_control` blocks, or None."""
-    found = sum(1 for block in _blocks(body) if isinstance(block.get("cache_control"), dict))
+    found = sum(1 for part in _parts(body) if isinstance(part, dict) and isinstance(part.get("cache_control"), dict))
     found += sum(1 for tool in body.get("tools") or () if isinstance(tool, dict) and "cache_control" in tool)
     if found <= MAX_BREAKPOINTS:
         return None
@@ -94,14 +94,15 @@ class PromptCache:
         return Cached(read, written[300.0], written[3600.0])
 
 
-def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _parts(body: dict[str, Any]) -> list[Any]:
+    """The prompt in order, as Claude reads it: the system prompt's blocks (or string), then each
+    message's blocks (or string content)."""
     system = body.get("system")
-    blocks = [block for block in system if isinstance(block, dict)] if isinstance(system, list) else []
+    parts: list[Any] = [system] if isinstance(system, str) else list(system) if isinstance(system, list) else []
     for message in body.get("messages") or ():
         content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            blocks.extend(block for block in content if isinstance(block, dict))
-    return blocks
+        parts.extend(content if isinstance(content, list) else [content])
+    return parts
 
 
 def _breakpoints(body: dict[str, Any]) -> list[_Breakpoint]:
@@ -110,12 +111,7 @@ def _breakpoints(body: dict[str, Any]) -> list[_Breakpoint]:
     digest = hashlib.sha256(orjson.dumps([body.get("model"), body.get("tools")]))
     texts: list[str] = []
     points: list[_Breakpoint] = []
-    system = body.get("system")
-    parts: list[Any] = [system] if isinstance(system, str) else list(system) if isinstance(system, list) else []
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        parts.extend(content if isinstance(content, list) else [content])
-    for part in parts:
+    for part in _parts(body):
         block = {k: v for k, v in part.items() if k != "cache_control"} if isinstance(part, dict) else part
         digest.update(orjson.dumps(block, option=orjson.OPT_SORT_KEYS))
         texts.append(blocks_text(block if isinstance(block, str) else [block]))
