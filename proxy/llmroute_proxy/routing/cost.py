@@ -96,9 +96,8 @@ def streamed_usage(carried: Usage | None, final: bool, prompt_tokens: int, recei
         return Usage(input_tokens=prompt_tokens, output_tokens=streamed)
     if final:
         return carried
-    return Usage(carried.input_tokens or prompt_tokens, max(carried.output_tokens, streamed),
-                 carried.cached_input_tokens, carried.cache_write_tokens, carried.reasoning_tokens,
-                 carried.cache_write_1h_tokens, carried.web_searches)
+    return replace(carried, input_tokens=carried.input_tokens or prompt_tokens,
+                   output_tokens=max(carried.output_tokens, streamed))
 
 
 def answer_usage(prompt_tokens: int, answer: dict[str, Any]) -> Usage:
