@@ -2,7 +2,8 @@
 request's tier is reported: its `x-llmroute-tier`, its access line, `/status`'s decision and spend,
 the request and cost metrics, its SERVER span, and each attempt's CLIENT span (the tier its target was
 taken from). The chosen tier is kept as `fallback_from`. A request every tier failed is reported in the
-tier last tried; each attempt's billed cost is its own tier's spend.
+tier last tried; each attempt's billed cost is its own tier's spend. A request stays in its
+experiment's arm whatever tier answered it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ CONFIG = [
           default_tier="smart",
           fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
                     "overallTimeout": "10s", "fallbackTiers": ["smart", "cheap"]},  # each tier falls back on the other
+          outlierDetection={"consecutiveFailures": 5, "baseEjection": "30s"}),
+    route("armed", {"smart": [target("gem", "gemini-2.5-flash")], "cheap": [target("gem", "gemini-2.5-flash")]},
+          default_tier="smart",
+          experiments=[{"name": "challenger", "tier": "smart", "percent": 100,
+                        "targets": [target("claude", "claude-sonnet-4-5")]}],
+          fallback={"maxAttempts": 3, "perTryTimeout": "3s", "fallbackTiers": ["cheap"]},
           outlierDetection={"consecutiveFailures": 5, "baseEjection": "30s"}),
 ]
 HELLO: Any = [{"role": "user", "content": "hello"}]
@@ -190,3 +197,20 @@ def test_a_count_for_a_fallback_tiers_target_names_that_tier_in_its_span(
     server, attempts = tiers_of(spans())
     assert (server["llmroute.tier"], server["llmroute.fallback_from"]) == ("cheap", "smart")
     assert attempts == [(GEM_ID, "cheap")]
+
+
+def test_a_request_stays_in_its_experiment_arm_when_a_fallback_tier_answers(
+        stack: Stack, access: Callable[[], list[dict[str, Any]]]) -> None:
+    """Every `smart` request of route `armed` is the challenger's, whose one target (Claude) fails: the
+    `cheap` tier answers, and the request is still reported in the challenger's arm, its cost included."""
+    stack.call(lambda: stack.faults["claude"].always(Fault(FaultKind.STATUS, status=529)))
+    raw = client(stack).chat.completions.with_raw_response.create(
+        model="smart", messages=HELLO, extra_headers={"x-llmroute-route": "armed"})
+
+    assert (raw.headers["x-llmroute-tier"], raw.headers["x-llmroute-experiment"]) == ("cheap", "challenger")
+    [line] = access()
+    assert (line["experiment"], line["tier"], line["fallback_from"]) == ("challenger", "cheap", "smart")
+    assert [attempt["target"] for attempt in line["tried"]] == [CLAUDE_ID, GEM_ID]
+    spend = status(stack)["spend"]
+    assert line["cost_usd"] > 0
+    assert spend["experiments"]["armed/challenger"]["cost_usd"] == pytest.approx(line["cost_usd"])
