@@ -7,8 +7,9 @@ else, from the tier's targets, the health and load books, the local limits, the 
 the request's deadline, so that every rule below is tested without a network:
 
 1. Candidates are the tier's targets (or an override) ranked by `order_targets`; ejected,
-   cooling, saturated and already tried targets are skipped. A half-open target is taken as
-   the probe when this request wins it.
+   cooling, saturated and already tried targets are skipped, and so are those that cannot take the
+   request (`takes`: its translation for their provider was refused), which costs them nothing. A
+   half-open target is taken as the probe when this request wins it.
 2. A recoverable failure moves to the next candidate at once; a failure that does not fail over
    (or is not in `onErrors`) stops. Context-length failures only go to strictly larger windows.
 3. An exhausted tier continues with each of `fallbackTiers` in order.
@@ -30,7 +31,7 @@ failure ejected the target. It leaves the load book's counters to the caller
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -135,7 +136,10 @@ class AttemptPlanner:
     def __init__(self, route: Route, tier: str, *, targets: Sequence[Target] | None = None,
                  health: HealthBook, load: LoadBook, limits: LimitBook, retry_budget: RetryBudget,
                  rng: random.Random, local_region: str, tokens: int, now: float,
-                 unanswered_tokens: int | None = None, deadline: float = float("inf")) -> None:
+                 unanswered_tokens: int | None = None, deadline: float = float("inf"),
+                 takes: Callable[[Target], bool] | None = None) -> None:
+        """`takes`: whether a target can be sent the request at all (its provider can translate it);
+        asked once a target is otherwise next, before its limits are taken. None: every target can."""
         self.route = route
         self.tiers_tried: list[str] = []
         self.attempts: list[Attempt] = []
@@ -150,6 +154,7 @@ class AttemptPlanner:
         # what an attempt that brought no answer is settled to (the prompt's estimate: its output cap goes back)
         self._unanswered_tokens = tokens if unanswered_tokens is None else unanswered_tokens
         self._deadline = deadline
+        self._takes = takes
         self._tiers = self._tier_plans(route, tier, targets)
         self._tried: set[TargetId] = set()
         self._holding: set[int] = set()  # attempts whose limits are still held, by number
@@ -304,6 +309,8 @@ class AttemptPlanner:
                 probe = not self._health.is_available(target.id, now)
                 if probe and not self._health.can_probe(target.id, now):
                     continue
+                if self._takes is not None and not self._takes(target):
+                    continue
                 if not self._acquire(target, now, search):
                     continue
                 if probe:
@@ -315,7 +322,8 @@ class AttemptPlanner:
         for plan in self._tiers:
             if plan.panicked or any(self._health.is_available(t.id, now) for t in plan.targets):
                 continue
-            left = [t for t in plan.targets if t.id not in self._tried and self._may_serve(t)]
+            left = [t for t in plan.targets if t.id not in self._tried and self._may_serve(t)
+                    and (self._takes is None or self._takes(t))]
             left.sort(key=lambda t: self._out_since(t.id, now))
             for target in left:
                 if self._acquire(target, now, search):

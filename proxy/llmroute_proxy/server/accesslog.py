@@ -44,7 +44,7 @@ log = logging.getLogger("llmroute.access")
 def access_entry(outcome: Outcome) -> dict[str, Any]:
     target = outcome.target
     usage = outcome.usage
-    entry = {
+    entry: dict[str, Any] = {
         "route": outcome.route,
         "model": outcome.model,
         "tier": outcome.tier,
@@ -81,6 +81,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
         entry["error"] = outcome.error
     if outcome.fallback_from is not None:
         entry["fallback_from"] = outcome.fallback_from
+    if outcome.passed_over:
+        entry["passed_over"] = outcome.passed_over_shown()
     return entry
 
 

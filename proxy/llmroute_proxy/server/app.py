@@ -476,7 +476,7 @@ def _outcome(sidecar: Sidecar, ex: Exchange, status: int) -> Outcome:
     return Outcome(sidecar.wallclock(), ex.route.name, ex.requested_model, tier, choice.rule, choice.reason,
                    ex.experiment.name if ex.experiment else None, ex.chat.stream, target, ex.attempts, status,
                    ex.scope.stop(), ex.usage, ex.cost, ex.scope.trace_id, ex.usage_estimated, error=ex.error,
-                   fallback_from=choice.tier if tier != choice.tier else None)
+                   fallback_from=choice.tier if tier != choice.tier else None, passed_over=ex.passed_over)
 
 
 class _Draining(LLMRouteError):

@@ -4,6 +4,11 @@ The planner (pure) says which target to try next; this module sends the request,
 with the per-attempt deadlines (first token, idle gap between chunks, total) and the overall
 request deadline, feeds each outcome back, and writes the answer in the client's dialect.
 
+A target whose provider cannot translate the request (a field it has no equivalent for: `seed` for
+Claude, an embeddings request for Anthropic) is passed over before anything is sent to it, as if it were
+not in the tier: the request goes to the next target that can take it, and only when none can is the
+client answered the first target's refusal, a 400 naming the field.
+
 Streams are primed: nothing reaches the client before the first chunk that carries output,
 so a stream that fails before its first token fails over invisibly. After that the response
 is committed, and a failure ends it with an explicit in-band error, never with a clean end.
@@ -37,18 +42,19 @@ from llmroute_proxy.dialects.base import (
 from llmroute_proxy.dialects.thinking import refuses_signature
 from llmroute_proxy.errors import (
     AttemptRecord,
+    BadRequest,
     FailureKind,
     UpstreamError,
 )
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.routing.cost import answer_usage, cost_usd, streamed_usage
-from llmroute_proxy.routing.failover import Attempt, AttemptPlanner, Stop
+from llmroute_proxy.routing.failover import Attempt, AttemptPlanner, Stop, StopReason
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
-from llmroute_proxy.table import Experiment, Route, Target
+from llmroute_proxy.table import Experiment, Route, Target, TargetId
 
 log = logging.getLogger("llmroute.proxy")
 
@@ -77,6 +83,9 @@ class Exchange:
     usage_estimated: bool = False  # `usage` and `cost` are the sidecar's estimate (a stream stopped, an unmetered answer)
     error: str | None = None  # the code of the error it was answered, in its status or in its stream (`label`)
     attempt_tier: str | None = None  # the tier of the latest attempt's target (a fallback tier's, or the chosen one)
+    passed_over: list[tuple[TargetId, str | None]] = field(default_factory=list)
+    """The targets that could not take the request (their provider refused to translate it), each with
+    the field it named, in the order the plan came to them."""
 
     @property
     def tier(self) -> str:
@@ -151,8 +160,47 @@ class _Run:
     ttft: float | None = None
 
 
+class _NativeRequests:
+    """The request as each target's provider takes it, built when the planner first comes to the target
+    (`takes`) and sent by its attempts (`request`). A provider's refusal to translate it (a `BadRequest`)
+    passes the target over; the first refusal is kept for when no target could take the request."""
+
+    __slots__ = ("_built", "_ex", "refusal")
+
+    def __init__(self, ex: Exchange) -> None:
+        self._ex = ex
+        self._built: dict[TargetId, UpstreamRequest | None] = {}
+        self.refusal: BadRequest | None = None
+
+    def takes(self, target: Target) -> bool:
+        built = self._built
+        if target.id not in built:
+            ex = self._ex
+            provider = provider_for(target.provider_type)
+            try:
+                built[target.id] = (provider.embeddings_request(ex.chat.body, target) if ex.embeddings
+                                    else provider.chat_request(ex.chat, target))
+            except BadRequest as refusal:
+                built[target.id] = None
+                ex.passed_over.append((target.id, refusal.param if isinstance(refusal.param, str) else None))
+                if self.refusal is None:
+                    self.refusal = refusal.with_traceback(None)  # a traceback would hold this frame
+        return built[target.id] is not None
+
+    def take_refusal(self) -> BadRequest | None:
+        """The first refusal, no longer kept here (raised, its traceback holds the raising frame)."""
+        refusal, self.refusal = self.refusal, None
+        return refusal
+
+    def request(self, target: Target) -> UpstreamRequest:
+        upstream_request = self._built[target.id]
+        assert upstream_request is not None, "the planner chose a target that cannot take the request"
+        return upstream_request
+
+
 async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
     """Carry out the planner's attempts until one answers or the plan stops."""
+    natives = _NativeRequests(ex)
     planner = AttemptPlanner(
         ex.route, ex.choice.tier,
         targets=ex.targets,
@@ -160,6 +208,7 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         retry_budget=sidecar.retry_budget, rng=sidecar.rng,
         local_region=sidecar.table.region if sidecar.table else "",
         tokens=ex.admitted_tokens, unanswered_tokens=ex.prompt_tokens, now=sidecar.clock(), deadline=ex.deadline,
+        takes=natives.takes,
     )
     last_error: UpstreamError | None = None
     while True:
@@ -168,10 +217,12 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
         if isinstance(attempt, Stop):
             # `last_error` held by this frame while the raised error's traceback holds the frame
             # would be a reference cycle keeping the attempt's state alive (issue 11, defect 2).
+            # no target could take the request: the first one's refusal says why
+            refusal = natives.take_refusal() if not ex.attempts and attempt.reason is StopReason.EXHAUSTED else None
             try:
-                raise attempt.error(ex.attempts, last_error)
+                raise refusal if refusal is not None else attempt.error(ex.attempts, last_error)
             finally:
-                del last_error
+                del last_error, refusal
         target = attempt.target
         ex.attempt_tier = attempt.tier
         run = _Run(attempt, provider_for(target.provider_type),
@@ -181,10 +232,7 @@ async def dispatch_chat(sidecar: Sidecar, ex: Exchange) -> web.StreamResponse:
             if attempt.delay_s > 0:
                 await asyncio.sleep(attempt.delay_s)
                 run.started = sidecar.clock()
-            if ex.embeddings:
-                upstream_request = run.provider.embeddings_request(ex.chat.body, target)
-            else:
-                upstream_request = run.provider.chat_request(ex.chat, target)
+            upstream_request = natives.request(target)
             if ex.chat.stream:
                 return await _stream_attempt(sidecar, ex, planner, run, upstream_request)
             result = await _unary_attempt(sidecar, ex, run, upstream_request)

@@ -38,6 +38,11 @@ class Outcome:
     refused: str | None = None  # set only for a request refused before routing: the error code it was answered
     error: str | None = None  # a routed request that failed: the error code it was answered (its status or its stream)
     fallback_from: str | None = None  # the chosen tier, when `tier` is one of its `fallbackTiers` instead
+    passed_over: Sequence[tuple[str, str | None]] = ()  # targets that could not take it: (target, the field named)
+
+    def passed_over_shown(self) -> list[dict[str, str | None]]:
+        """`passed_over` as the access line and `/status` show it."""
+        return [{"target": target, "param": param} for target, param in self.passed_over]
 
     @property
     def error_type(self) -> str | None:

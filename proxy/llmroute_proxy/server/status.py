@@ -104,6 +104,8 @@ def _decision(outcome: Outcome) -> dict[str, Any]:
         decision["error"] = outcome.error
     if outcome.fallback_from is not None:
         decision["fallback_from"] = outcome.fallback_from
+    if outcome.passed_over:
+        decision["passed_over"] = outcome.passed_over_shown()
     return decision
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -52,10 +52,11 @@ class Books:
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
 
     def planner(self, r: Route, tier: str | None = None, *, targets: Sequence[Target] | None = None,
-                now: float = 0.0, seed: int = 1, deadline: float = float("inf")) -> AttemptPlanner:
+                now: float = 0.0, seed: int = 1, deadline: float = float("inf"),
+                takes: Callable[[Target], bool] | None = None) -> AttemptPlanner:
         return AttemptPlanner(r, tier or r.default_tier, targets=targets, health=self.health, load=self.load,
                               limits=self.limits, retry_budget=self.retry_budget, rng=random.Random(seed),
-                              local_region="eu", tokens=100, now=now, deadline=deadline)
+                              local_region="eu", tokens=100, now=now, deadline=deadline, takes=takes)
 
     def eject(self, r: Route, name: str, now: float) -> None:
         peers = [t.id for tier in r.tiers.values() for t in tier.targets]
@@ -571,3 +572,59 @@ def test_the_requests_own_fault_goes_back_to_the_client_as_it_is() -> None:
     stop = planner.next_attempt(0.0)
     assert stop == Stop(StopReason.NOT_RECOVERABLE)
     assert stop.error([], client_fault) is client_fault
+
+
+def cannot_take(*names: str) -> tuple[Callable[[Target], bool], list[str]]:
+    """A `takes` that refuses the named targets, and the targets it was asked about, in order."""
+    asked: list[str] = []
+
+    def takes(t: Target) -> bool:
+        asked.append(t.id)
+        return t.id not in names
+    return takes, asked
+
+
+def test_a_target_that_cannot_take_the_request_is_passed_over_without_an_attempt() -> None:
+    books = Books()
+    books.limits.configure({"a": Limits(max_concurrency=1, requests_per_minute=1)})
+    takes, asked = cannot_take("a")
+    planner = books.planner(route(ordered_tier("a", "b")), takes=takes)
+
+    attempt = planner.next_attempt(0.0)
+    assert isinstance(attempt, Attempt)
+    assert (attempt.target.id, attempt.number, attempt.reason) == ("b", 1, "primary")
+    assert asked == ["a", "b"]
+    assert books.limits.in_flight("a") == 0 and books.limits.try_acquire("a", 1, 0.0) == 0.0  # a's limits untouched
+
+
+def test_a_passed_over_target_is_never_tried_later_nor_counted_as_tried() -> None:
+    takes, _ = cannot_take("b")
+    planner = Books().planner(route(ordered_tier("a", "b", "c")), takes=takes)
+    attempts = run(planner, [SERVER_ERROR, SERVER_ERROR, SERVER_ERROR])
+    assert ids(attempts) == ["a", "c", "c"]  # after a and c, the same-target retry goes to c, never b
+    assert [a.number for a in attempts] == [1, 2, 3]
+
+
+def test_a_tier_that_cannot_take_the_request_continues_with_its_fallback_tiers() -> None:
+    takes, _ = cannot_take("a", "b")
+    r = route(ordered_tier("a", "b"), ordered_tier("c", name="spare"),
+              fallback=FallbackPolicy(fallback_tiers=("spare",)))
+    attempt = Books().planner(r, takes=takes).next_attempt(0.0)
+    assert isinstance(attempt, Attempt) and (attempt.target.id, attempt.tier) == ("c", "spare")
+
+
+def test_no_target_that_can_take_the_request_exhausts_the_plan_before_any_attempt() -> None:
+    takes, asked = cannot_take("a", "b")
+    planner = Books().planner(route(ordered_tier("a", "b")), takes=takes)
+    assert planner.next_attempt(0.0) == Stop(StopReason.EXHAUSTED)
+    assert planner.attempts == [] and asked == ["a", "b"]
+
+
+def test_a_panic_attempt_goes_only_to_a_target_that_can_take_the_request() -> None:
+    books = Books()
+    r = route(ordered_tier("a", "b"))
+    books.eject(r, "a", 0.0)
+    books.eject(r, "b", 0.0)
+    takes, _ = cannot_take("a")
+    attempt = books.planner(r, takes=takes, now=1.0).next_attempt(1.0)
+    assert isinstance(attempt, Attempt) and attempt.target.id == "b"
