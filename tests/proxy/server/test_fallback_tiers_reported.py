@@ -26,7 +26,7 @@ from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.table import TargetId
 from tests.proxy.documents import route, target
-from tests.proxy.server.spending import status
+from tests.proxy.server.spending import ended, status
 from tests.proxy.server.tracing import spans_from_now
 from tests.proxy.stack import CLAUDE, GEM, Stack
 
@@ -118,6 +118,7 @@ def test_an_answer_from_a_fallback_tier_is_that_tiers_everywhere_it_is_reported(
     raw = client(stack).chat.completions.with_raw_response.create(model="smart", messages=HELLO, stream=stream)
     if stream:
         list(raw.parse())
+        ended(stack)  # its line and metrics are written a moment after the client read the last byte
 
     assert (raw.headers["x-llmroute-tier"], raw.headers["x-llmroute-provider"]) == ("cheap", "gem")
     [line] = access()
