@@ -26,8 +26,10 @@ from llmroute_proxy.table import ProviderType, Target
 @dataclass(slots=True)
 class Usage:
     """Token counts in OpenAI's semantics: cached (read) ⊂ input, cache writes ⊂ input (writes kept an
-    hour ⊂ writes), reasoning ⊂ output; and the web searches the provider ran for the answer (its
-    server-side tool, billed per search)."""
+    hour ⊂ writes), reasoning ⊂ output; the web searches the provider ran for the answer (its
+    server-side tool, billed per search); and the service tier the answer says served it, as the
+    provider names it (OpenAI's `default`, `flex`, `priority`; Anthropic's `standard`, `priority`),
+    None when it said none (`dialects/service_tiers.py`)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -36,6 +38,7 @@ class Usage:
     reasoning_tokens: int = 0
     cache_write_1h_tokens: int = 0
     web_searches: int = 0
+    service_tier: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -52,9 +55,11 @@ class Usage:
         }
 
     @classmethod
-    def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
+    def from_openai(cls, usage: Mapping[str, Any] | None, service_tier: Any = None) -> Usage:
+        """`usage` of a chat completion or chunk; `service_tier`: that object's own (OpenAI reports it
+        beside `usage`, not in it)."""
         if not usage:
-            return cls()
+            return cls(service_tier=reported_tier(service_tier))
         prompt = usage.get("prompt_tokens_details") or {}
         completion = usage.get("completion_tokens_details") or {}
         return cls(
@@ -63,7 +68,13 @@ class Usage:
             cached_input_tokens=int(prompt.get("cached_tokens") or 0),
             cache_write_tokens=int(prompt.get("cache_write_tokens") or 0),
             reasoning_tokens=int(completion.get("reasoning_tokens") or 0),
+            service_tier=reported_tier(service_tier),
         )
+
+
+def reported_tier(value: Any) -> str | None:
+    """The service tier an answer reports, None when it reports none (or not as a name)."""
+    return value if type(value) is str and value else None
 
 
 @dataclass(eq=False)
@@ -185,6 +196,14 @@ class ChatRequest:
             return most if type(most) is int and most >= 0 else DEFAULT_SEARCH_ESTIMATE
         return sum(tool["max_uses"] if type(tool.get("max_uses")) is int else DEFAULT_SEARCH_ESTIMATE
                    for tool in tools)
+
+    @property
+    def service_tier(self) -> str | None:
+        """The service tier the client asked for, in OpenAI's terms (`auto`, `default`, `flex`,
+        `priority`, `scale`); None when it asked for none. What each target is sent, and may be
+        served at, is `dialects/service_tiers.py`'s business."""
+        tier = self.body.get("service_tier")
+        return tier if type(tier) is str else None
 
     @property
     def translated_reasoning_hint(self) -> bool:

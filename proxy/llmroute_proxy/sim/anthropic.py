@@ -69,6 +69,7 @@ from llmroute_proxy.sim.runtime import (
     SIM_CALL,
     Dialect,
     SimCall,
+    SimConfig,
     SimOptions,
     SimState,
     sim_app,
@@ -160,6 +161,8 @@ class _Answer:
     """What the prompt read from Claude's prompt cache and wrote to it (`input_tokens` is the rest)."""
     searched: str | None = None
     """The query of the web search Claude ran before answering (its server tool), if it ran one."""
+    service_tier: str = "standard"
+    """The tier that served it: `priority` for `auto` while the organisation has Priority Tier capacity."""
 
 
 def _tool_result(content: Any) -> dict[str, Any] | None:
@@ -284,7 +287,7 @@ def _usage(answer: _Answer, cached: int, output_tokens: int | None = None) -> di
         "cache_read_input_tokens": cached + answer.cached.read,
         "cache_creation": {"ephemeral_5m_input_tokens": answer.cached.written_5m,
                            "ephemeral_1h_input_tokens": answer.cached.written_1h},
-        "service_tier": "standard",
+        "service_tier": answer.service_tier,
         **({"server_tool_use": _SEARCHED} if answer.searched is not None else {}),
     }
 
@@ -504,7 +507,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     state = call.state
     answer = _answer(state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
     cached = request.app[_PROMPT_CACHE].use(body)
-    answer = replace(answer, cached=cached, input_tokens=answer.input_tokens - cached.read - cached.written)
+    answer = replace(answer, cached=cached, input_tokens=answer.input_tokens - cached.read - cached.written,
+                     service_tier=_served_tier(body, state.config))
     message_id = state.new_id("msg_")
     if body.get("stream") is True:
         return await _stream(request, call, answer, message_id, str(body["model"]))
@@ -521,6 +525,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
         "content": content, "stop_reason": answer.stop_reason, "stop_sequence": None,
         "usage": _usage(answer, state.config.cached_tokens),
     })
+
+
+def _served_tier(body: dict[str, Any], config: SimConfig) -> str:
+    """`standard` for `standard_only`; for `auto` (or none) `priority` when the organisation has Priority
+    Tier capacity (`SimConfig.service_tier`)."""
+    return "standard" if body.get("service_tier") == "standard_only" else config.service_tier or "standard"
 
 
 def _search_blocks(state: SimState, query: str) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from llmroute_proxy.sim.runtime import (
     SIM_CALL,
     Dialect,
     SimCall,
+    SimConfig,
     SimOptions,
     SimState,
     sim_app,
@@ -343,6 +344,15 @@ class _Logprobs:
         return {"content": None if answer.calls else self.tokens(answer.text or ""), "refusal": None}
 
 
+SERVICE_TIERS = ("default", "flex", "priority", "scale")
+
+
+def served_tier(body: dict[str, Any], config: SimConfig) -> str:
+    """The tier OpenAI reports it served a request at: the one it names, else the project's default."""
+    asked = body.get("service_tier")
+    return asked if asked in SERVICE_TIERS else config.service_tier or "default"
+
+
 def _logprob(token: str, logprob: float) -> dict[str, Any]:
     return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
@@ -371,14 +381,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True and not unmetered
         return await _stream_chat(request, call, answers, _Chunks(
-            completion_id, created, str(body["model"]), include_usage, filters, state.config.quirks, logprobs))
+            completion_id, created, str(body["model"]), include_usage, filters, state.config.quirks, logprobs,
+            served_tier(body, state.config)))
     completion: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": body["model"],
         "system_fingerprint": "fp_sim",
-        "service_tier": "default",
+        "service_tier": served_tier(body, state.config),
         "choices": [_choice(state, index, answer, filters, logprobs) for index, answer in enumerate(answers)],
         "usage": _usage(answers, state.config.cached_tokens),
     }
@@ -424,6 +435,7 @@ class _Chunks:
     filters: ContentFilters | None = None
     quirks: bool = False
     logprobs: _Logprobs | None = None
+    service_tier: str = "default"
 
     def chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None,
               usage: dict[str, Any] | None = None, *, content: bool = False, index: int = 0,
@@ -448,7 +460,7 @@ class _Chunks:
             "created": self.created,
             "model": self.model,
             "system_fingerprint": "fp_sim",
-            "service_tier": "default",
+            "service_tier": self.service_tier,
             "choices": choices,
         }
         if self.include_usage:

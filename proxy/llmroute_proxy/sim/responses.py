@@ -45,6 +45,7 @@ from llmroute_proxy.sim.openai import (
     REFUSAL_TEXT,
     SAFE_FILTER_RESULTS,
     ContentFilters,
+    served_tier,
 )
 from llmroute_proxy.sim.responses_input import Refused, Turn, read_turn, text_of
 from llmroute_proxy.sim.responses_stream import stream_response
@@ -272,6 +273,7 @@ class Frame:
     created_at: int
     turn: Turn
     filters: ContentFilters | None
+    service_tier: str = "default"
 
     def response(self, status: str, output: Sequence[JSON] = (), answered: JSON | None = None,
                  incomplete: str | None = None, error: JSON | None = None, completed_at: int | None = None) -> JSON:
@@ -288,7 +290,7 @@ class Frame:
             "previous_response_id": body.get("previous_response_id"), "prompt_cache_key": body.get("prompt_cache_key"),
             "prompt_cache_retention": None,
             "reasoning": {"effort": self.turn.effort, "summary": reasoning.get("summary")},
-            "safety_identifier": body.get("safety_identifier"), "service_tier": "default", "store": self.turn.store,
+            "safety_identifier": body.get("safety_identifier"), "service_tier": self.service_tier, "store": self.turn.store,
             "temperature": float(_given(body, "temperature", 1.0)),
             "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
             "tool_choice": _given(body, "tool_choice", "auto"), "tools": [_echo_tool(t) for t in body.get("tools") or ()],
@@ -354,7 +356,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     if filters is not None and result.refusal is not None:  # Azure's output filter stops the answer instead
         result = Answer(result.reasoning_tokens, None, None, None, None, (), "content_filter",
                         result.input_tokens, result.reasoning_tokens or 0, result.phases)
-    frame = Frame(state.new_id("resp_"), int(state.config.clock()), turn, filters)
+    frame = Frame(state.new_id("resp_"), int(state.config.clock()), turn, filters, served_tier(turn.body, state.config))
     output = output_items(state, turn, result)
     if turn.stream:
         return await stream_response(request, frame, output, result, lambda done: keep(request, turn, done))

@@ -50,6 +50,12 @@ class SimConfig:
     usage on a chunk of its own, parallel tool calls, …; each simulator's docstring lists its own)
     rather than the tidiest form: tests run both, so neither a parser nor a translator may depend
     on the tidy one."""
+    service_tier: str | None = None
+    """The tier a request that leaves it to the provider is served at: OpenAI's `auto` or none (the
+    project's default tier, which its owner may set to `priority`), Anthropic's `auto` (`priority`
+    while the organisation's committed Priority Tier capacity lasts). None: each API's ordinary tier
+    (`default`, `standard`). A request that names an OpenAI tier is served at it; Anthropic's
+    `standard_only` at `standard`."""
     clock: Callable[[], float] = time.time
 
 
@@ -404,6 +410,7 @@ class SimOptions(TypedDict, total=False):
     embedding_dims: int
     answer_bytes: int
     quirks: bool
+    service_tier: str | None
     clock: Callable[[], float]
 
 
@@ -418,7 +425,9 @@ def sim_app(api_key: str | None, options: SimOptions, dialect: Dialect, *, name:
                        options.get("cached_tokens", _DEFAULTS.cached_tokens), tuple(options.get("models", models)),
                        options.get("embedding_dims", _DEFAULTS.embedding_dims),
                        answer_bytes=options.get("answer_bytes", _DEFAULTS.answer_bytes),
-                       quirks=options.get("quirks", _DEFAULTS.quirks), clock=options.get("clock", _DEFAULTS.clock))
+                       quirks=options.get("quirks", _DEFAULTS.quirks),
+                       service_tier=options.get("service_tier", _DEFAULTS.service_tier),
+                       clock=options.get("clock", _DEFAULTS.clock))
     return build_app(config, options.get("faults"), dialect)
 
 

@@ -280,3 +280,13 @@ def test_a_stream_without_usage_is_read_event_by_event_for_its_chunks_to_estimat
     chunks = reader.feed(body) + reader.close()
     assert [c.data["choices"][0]["delta"].get("content") for c in chunks] == ["Hi", None]
     assert (reader.usage, reader.finish_reason) == (None, "stop")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_whole_stream_reports_the_tier_its_usage_chunk_names_as_event_by_event_reading_does(
+        kind: ProviderType) -> None:
+    body = (event(chunk("Hi", service_tier="flex")) + event(chunk(finish="stop", service_tier="flex"))
+            + event({**USAGE_CHUNK, "service_tier": "flex"}) + DONE)
+    judged = whole(kind, body)
+    assert judged is not None
+    assert judged[1] == event_by_event(kind, body)[1] == Usage(input_tokens=7, output_tokens=3, service_tier="flex")

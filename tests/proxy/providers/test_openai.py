@@ -120,13 +120,13 @@ def test_providers_declare_their_registry_type() -> None:
 # --- responses ------------------------------------------------------------------------------------
 
 
-def test_a_response_is_parsed_once_and_kept_as_raw_bytes_with_cached_and_reasoning_usage() -> None:
+def test_a_response_is_parsed_once_and_kept_as_raw_bytes_with_cached_and_reasoning_usage_and_its_tier() -> None:
     body = golden_bytes("chat_response_cached_reasoning.json")
     result = OPENAI.chat_response(body, ChatRequest({}), make_target())
     assert result.raw is body
     assert result.data["choices"][0]["message"]["content"] == "The answer is 42."
     assert result.usage == Usage(input_tokens=1117, output_tokens=946, cached_input_tokens=1024,
-                                 reasoning_tokens=768)
+                                 reasoning_tokens=768, service_tier="default")
 
 
 def test_a_tool_call_response_keeps_the_calls_and_counts_usage() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from llmroute_proxy.dialects.base import Usage
+from llmroute_proxy.dialects.base import Usage, reported_tier
 
 JSON = dict[str, Any]
 
@@ -42,7 +42,8 @@ def usage_from_anthropic(usage: Any) -> Usage:
                  reasoning_tokens=details.get("thinking_tokens") or 0,
                  cache_write_1h_tokens=min((written.get("ephemeral_1h_input_tokens") or 0)
                                            if isinstance(written, dict) else 0, cache_write),
-                 web_searches=(server_tools.get("web_search_requests") or 0) if isinstance(server_tools, dict) else 0)
+                 web_searches=(server_tools.get("web_search_requests") or 0) if isinstance(server_tools, dict) else 0,
+                 service_tier=reported_tier(usage.get("service_tier")))
 
 
 def message_id(upstream_id: Any) -> str:

@@ -61,7 +61,8 @@ def parse_chat_completion(body: bytes) -> ChatResult:
     data = _loads_or_none(body)
     if isinstance(data, dict):
         if isinstance(data.get("choices"), list):
-            return ChatResult(data, Usage.from_openai(_usage_object(data.get("usage"))), raw=body)
+            return ChatResult(data, Usage.from_openai(_usage_object(data.get("usage")), data.get("service_tier")),
+                              raw=body)
         if data.get("error") is not None:
             raise in_band_error(data["error"])
     raise _not_a("chat completion", body)
@@ -210,7 +211,7 @@ class OpenAIStreamTranslator:
             _finishes_before(body, finish_at, finishes)
         except orjson.JSONDecodeError:
             return None  # `feed` says what is wrong
-        self.usage = Usage.from_openai(usage)
+        self.usage = Usage.from_openai(usage, last_chunk.get("service_tier"))
         self.finish_reason = reason
         self.finish_reasons = finishes
         self._done = self._ended = True
@@ -236,7 +237,7 @@ class OpenAIStreamTranslator:
         usage = chunk.get("usage")
         if not choices:
             if type(usage) is dict:
-                self.usage = Usage.from_openai(usage)
+                self.usage = Usage.from_openai(usage, chunk.get("service_tier"))
                 self._pending_usage = StreamChunk(chunk, payload)
             # else: an empty-choices chunk without usage (Azure's prompt filter results): nothing to show
             return
@@ -245,7 +246,7 @@ class OpenAIStreamTranslator:
             del chunk["usage"]
             raw = None
             if type(usage) is dict:
-                self.usage = Usage.from_openai(usage)
+                self.usage = Usage.from_openai(usage, chunk.get("service_tier"))
                 self._pending_usage = StreamChunk(_usage_chunk_like(chunk, usage))
         if self.drops_annotations and not any(c.get("delta") or c.get("finish_reason") for c in choices):
             return

@@ -29,6 +29,7 @@ from llmroute_proxy.dialects.base import (
     Usage,
     WholeRelayedStream,
     relayed_chunks,
+    reported_tier,
 )
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.openai.chat import parse_chat_completion
@@ -90,7 +91,8 @@ def read_answer(body: bytes, request: ChatRequest, target: Target) -> ChatResult
 
 
 def usage_from_response(response: JSON) -> Usage | None:
-    """A Response's usage, with its web searches: OpenAI bills each `web_search_call` of its output."""
+    """A Response's usage, with its web searches (OpenAI bills each `web_search_call` of its output) and
+    the service tier it reports."""
     usage = response.get("usage")
     if not isinstance(usage, dict):
         return None
@@ -100,7 +102,8 @@ def usage_from_response(response: JSON) -> Usage | None:
                    and item.get("type") == "web_search_call")
     return Usage(input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0),
                  cached_input_tokens=int(inputs.get("cached_tokens") or 0),
-                 reasoning_tokens=int(outputs.get("reasoning_tokens") or 0), web_searches=searches)
+                 reasoning_tokens=int(outputs.get("reasoning_tokens") or 0), web_searches=searches,
+                 service_tier=reported_tier(response.get("service_tier")))
 
 
 def response_error(error: Any) -> UpstreamError:
