@@ -79,6 +79,12 @@ def test_a_messages_request_becomes_a_canonical_request() -> None:
     }
 
 
+@pytest.mark.parametrize(("asked", "canonical"), [("standard_only", "default"), ("auto", None)])
+def test_an_anthropic_service_tier_is_openais_nearest(asked: str, canonical: str | None) -> None:
+    body = {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}], "service_tier": asked}
+    assert request_to_canonical(body).get("service_tier") == canonical
+
+
 @pytest.mark.parametrize(("choice", "expected"), [
     ({"type": "auto"}, "auto"), ({"type": "none"}, "none"),
     ({"type": "tool", "name": "weather"}, {"type": "function", "function": {"name": "weather"}}),

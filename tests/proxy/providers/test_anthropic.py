@@ -93,6 +93,15 @@ def test_a_full_conversation_is_translated_to_messages_form() -> None:
     }
 
 
+@pytest.mark.parametrize(("asked", "sent"), [
+    ("default", "standard_only"), ("flex", "standard_only"), ("priority", None), ("scale", None), ("auto", None),
+])
+def test_an_openai_service_tier_is_sent_as_anthropics_nearest(asked: str, sent: str | None) -> None:
+    """Anthropic has no cheaper tier than standard: `default` and `flex` keep a request off Priority Tier
+    capacity; `priority` leaves Anthropic's default, `auto`, which uses it when the organisation has some."""
+    assert sent_body(chat([{"role": "user", "content": "hi"}], service_tier=asked)).get("service_tier") == sent
+
+
 def test_adjacent_user_turns_are_merged_into_one() -> None:
     body = sent_body(chat([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]))
     assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "a"},

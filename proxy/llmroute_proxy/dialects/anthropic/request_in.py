@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from llmroute_proxy.dialects.anthropic.wire import tool_call
+from llmroute_proxy.dialects.service_tiers import openai_request_tier
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.validation import validate_messages
 
@@ -87,6 +88,9 @@ def request_to_canonical(body: Any, *, counting: bool = False) -> JSON:
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"]
+    tier = openai_request_tier(body.get("service_tier"))
+    if tier is not None:
+        out["service_tier"] = tier
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

@@ -8,6 +8,7 @@ Thinking blocks an assistant message carries back (`thinking_blocks`, `dialects/
 its turn, as Claude wants them; they keep thinking enabled in a tool loop, which Claude refuses
 over a last tool turn without them, and are left out of a request that does not think. Consecutive
 assistant messages become one turn, which keeps only the first message's blocks (`_append_turn`).
+`service_tier` is mapped to Anthropic's nearest (`dialects/service_tiers.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmroute_proxy.dialects.anthropic.wire import arguments_object
+from llmroute_proxy.dialects.service_tiers import anthropic_request_tier
 from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
 from llmroute_proxy.dialects.thinking import checked_blocks
 from llmroute_proxy.errors import BadRequest
@@ -64,6 +66,9 @@ def messages_body(body: JSON, model: str) -> JSON:
     user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str):
         out["metadata"] = {"user_id": user}
+    tier = anthropic_request_tier(body.get("service_tier"))
+    if tier is not None:
+        out["service_tier"] = tier
     if body.get("stream") is True:
         out["stream"] = True
     return out

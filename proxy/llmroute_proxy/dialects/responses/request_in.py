@@ -136,7 +136,7 @@ class ResponsesTurn:
 
 
 _PLAIN_FIELDS = frozenset({"model", "messages", "max_completion_tokens", "temperature", "top_p", "user",
-                           "safety_identifier", "prompt_cache_key", "stream", "stream_options"})
+                           "safety_identifier", "prompt_cache_key", "service_tier", "stream", "stream_options"})
 """The canonical fields `request_to_canonical` writes only after checking them as `validate_chat` would
 (or more strictly: `max_output_tokens` ≥ 16): a non-empty model, numbers in range, strings, a stream flag."""
 
@@ -570,6 +570,8 @@ def _scalars(body: JSON, out: JSON) -> None:
     for name in ("user", "safety_identifier", "prompt_cache_key"):
         if name in body and string(body[name], name) is not None:
             out[name] = body[name]
+    if body.get("service_tier") == "default":  # `_top_level` let only it and `auto` through
+        out["service_tier"] = "default"
     if "store" in body:
         boolean(body["store"], "store")
     metadata = (optional_object(body["metadata"], "metadata") if "metadata" in body else None) or {}

@@ -1,0 +1,76 @@
+"""Service tiers: the capacity a request asks its provider for, and the one its answer says served it.
+
+Providers bill one model at several prices by the capacity that served a request, and say in the
+answer which it was:
+
+- OpenAI (Azure OpenAI and the servers that copy its API alike) takes `service_tier` on a request
+  (`auto`, `default`, `flex`, `priority`, `scale`) and reports the tier that served it on the chat
+  completion, on every chunk of a stream and on a Response (`default`, `flex`, `priority`,
+  `scale`). `auto`, or no value, is the project's default tier, which its owner may have set to
+  Priority; a `priority` (or `scale`) request is served at `default` when that capacity runs out;
+  a `flex` one is served at `flex` or refused (429), never moved.
+- Anthropic takes `auto` (the default: Priority Tier while the organisation's committed capacity
+  lasts, else standard) or `standard_only`, and reports `usage.service_tier` (`standard`,
+  `priority`; `batch` only for the Batches API, which the sidecar does not call).
+- Gemini's answers carry no tier in their body (a Priority request's is in the `x-gemini-service-tier`
+  header), and the sidecar sends it none: its answers are priced at the model's base list.
+
+The names each provider type reports are `table.REPORTED_SERVICE_TIERS`. The sidecar prices an answer
+at the list of the tier it reports (`Pricing.service_tiers`,
+`routing/cost.py`), and reserves a budget at the dearest list among the tiers the request may be
+served at (`landing_tiers`). A request sent to another provider's API has its tier translated
+(`anthropic_request_tier`, `openai_request_tier`), as the nearest the other provider offers: the tier
+decides what is billed, never what is answered, so it is mapped rather than refused.
+"""
+
+from __future__ import annotations
+
+from llmroute_proxy.dialects.base import NativeBody
+from llmroute_proxy.table import ProviderType, Target
+
+STANDARD_TIERS = frozenset({"default", "standard"})
+"""Each provider's name for its ordinary tier: an answer served there is no news (the access line omits it)."""
+
+_FALLS_BACK = ("priority", "scale")  # OpenAI serves these at `default` when their capacity runs out
+
+
+def anthropic_request_tier(openai_tier: str | None) -> str | None:
+    """An OpenAI request's `service_tier` as an Anthropic request's: `default` and `flex` ask for the
+    ordinary price or less, and Anthropic's nearest is `standard_only` (it has no cheaper tier); `priority`,
+    `scale` and `auto` are left to Anthropic's own default, `auto`, which uses Priority Tier capacity
+    when the organisation has committed some."""
+    return "standard_only" if openai_tier in ("default", "flex") else None
+
+
+def openai_request_tier(anthropic_tier: object) -> str | None:
+    """An Anthropic request's `service_tier` as an OpenAI request's: `standard_only` is `default`;
+    `auto` is left out, OpenAI's own default (`auto`: the project's default tier)."""
+    return "default" if anthropic_tier == "standard_only" else None
+
+
+def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) -> str | None:
+    """The `service_tier` the target's provider is sent: the client's own when the target takes its
+    body natively, else the canonical request's (`canonical`, OpenAI's terms) translated for its API;
+    none to Gemini."""
+    if native is not None and native.spoken_by(target):
+        tier = native.body.get("service_tier")
+        return tier if type(tier) is str else None
+    if target.provider_type is ProviderType.GEMINI:
+        return None
+    if target.provider_type is ProviderType.ANTHROPIC:
+        return anthropic_request_tier(canonical)
+    return canonical
+
+
+def landing_tiers(provider_type: ProviderType, sent: str | None) -> tuple[str, ...] | None:
+    """The tiers an answer to a request sent `sent` may report: None when it may be any (the provider
+    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Gemini)."""
+    if provider_type is ProviderType.GEMINI:
+        return ()
+    if provider_type is ProviderType.ANTHROPIC:
+        return ("standard",) if sent == "standard_only" else None
+    if sent in ("default", "flex"):
+        return (sent,)
+    if sent in _FALLS_BACK:
+        return (sent, "default")
+    return None
