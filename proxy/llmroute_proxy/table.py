@@ -50,6 +50,18 @@ class ProviderType(StrEnum):
     GEMINI = "gemini"
 
 
+REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
+    ProviderType.OPENAI: ("default", "flex", "priority", "scale"),
+    ProviderType.AZURE_OPENAI: ("default", "flex", "priority", "scale"),
+    ProviderType.OPENAI_COMPATIBLE: ("default", "flex", "priority", "scale"),
+    ProviderType.ANTHROPIC: ("standard", "priority"),
+    ProviderType.GEMINI: (),
+}
+"""The service tiers each provider type's answers report, the names `Pricing.service_tiers` is keyed by
+(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Gemini's answers
+report none in their body."""
+
+
 class Strategy(StrEnum):
     WEIGHTED = "weighted"
     LEAST_OUTSTANDING = "least-outstanding"
@@ -77,6 +89,11 @@ class Pricing:
     long_context: LongContextPricing | None = None
     """Dearer prices for every token of a request whose prompt is longer than a threshold (Gemini
     2.5 Pro's and Claude's 1M-context prices above 200,000 input tokens)."""
+    service_tiers: Mapping[str, Pricing] = field(default_factory=dict)
+    """Whole price lists by the name of the service tier an answer reports it was served at (OpenAI's
+    `flex` and `priority`, Anthropic's `priority`): each replaces this list, long context included
+    (its own `long_context`, none when not given), searches at this list's price; a tier not listed,
+    or an answer that reports none, is priced at this list."""
 
 
 @dataclass(frozen=True, slots=True)

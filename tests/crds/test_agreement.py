@@ -57,6 +57,23 @@ def with_spec(doc: dict[str, Any], **changes: object) -> dict[str, Any]:
     return doc
 
 
+OPENAI_TIERS = ("default", "flex", "priority", "scale")
+
+
+def service_tiers(doc: dict[str, Any], tiers: tuple[str, ...]) -> dict[str, Any]:
+    """`doc` with a price list for each of `tiers` on its first model, each with its own long context."""
+    lists = {tier: {"inputPerMTok": 1 + n, "outputPerMTok": 8 + n, "cachedInputPerMTok": 0.1, "cacheWritePerMTok": 1.5,
+                    "cacheWrite1hPerMTok": 2, "longContext": {"aboveInputTokens": 200000, "inputPerMTok": 9 + n,
+                                                              "outputPerMTok": 30}} for n, tier in enumerate(tiers)}
+    doc["spec"]["models"][0]["pricing"] = {"inputPerMTok": 1, "outputPerMTok": 8, "serviceTiers": lists}
+    return doc
+
+
+def renamed(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    doc["metadata"]["name"] = name
+    return doc
+
+
 VALID: dict[str, Callable[[], Documents]] = {
     "the valid set": documents,
     "every section of an LLMRoute": every_section_documents,
@@ -70,6 +87,9 @@ VALID: dict[str, Callable[[], Documents]] = {
     **{f"gemini apiVersion {version}": (lambda version=version: [with_spec(  # type: ignore[misc]
         openai_doc(), type="gemini", gemini={"apiVersion": version})])
        for version, errors in GEMINI_VERSIONS if not errors},
+    "service tier prices of each provider type": lambda: [
+        service_tiers(with_spec(openai_doc(), type="azure-openai", azure={"apiVersion": "2024-10-21"}), OPENAI_TIERS),
+        service_tiers(renamed(with_spec(openai_doc(), type="anthropic"), "claude-main"), ("standard", "priority"))],
     "tls caBundle": lambda: [tls_provider({"caBundle": CA.cert_pem})],
     "tls caFile": lambda: [tls_provider({"caFile": "/etc/llmroute/ca.pem"})],
     **{f"examples/{path.name}": (lambda path=path: [  # type: ignore[misc]
@@ -109,6 +129,9 @@ NOT_EXPRESSIBLE = [
     Unexpressible(r"^unknown provider '", "references another resource: the LLMProviders of the namespace"),
     Unexpressible(r"^model '.*' is not listed by provider '", "references another resource: the provider's models"),
     Unexpressible(r"^provider '.*' is invalid \(see its own errors\)", "references another resource's validity"),
+    Unexpressible(r"^type \S+ answers report no (tier|service tier)", "compares each model's tier names with the "
+                  "provider's type: a CEL rule over every model of the unbounded models list is beyond the API "
+                  "server's cost budget for a rule"),
     Unexpressible(r"^is not a valid PEM certificate bundle", "parsing PEM/DER: a schema sees only text"),
     Unexpressible(r"^holds no CA certificate", "reading X.509 basicConstraints: a schema sees only text"),
 ]

@@ -104,6 +104,39 @@ def test_a_long_context_price_list_takes_the_base_lists_search_price() -> None:
         LongContextPricing(200_000, Pricing(2.5, 15.0, 0.625, web_search_per_1k=35.0))))
 
 
+def test_service_tier_price_lists_are_whole_lists_with_their_own_long_context_and_the_base_search_price() -> None:
+    docs = documents()
+    docs[0]["spec"]["models"][0]["pricing"] = {
+        "inputPerMTok": 1.25, "outputPerMTok": 10, "webSearchPer1K": 10,
+        "serviceTiers": {"flex": {"inputPerMTok": 0.625, "outputPerMTok": 5, "cachedInputPerMTok": 0.0625},
+                         "priority": {"inputPerMTok": 2.5, "outputPerMTok": 20, "longContext": {
+                             "aboveInputTokens": 272000, "inputPerMTok": 5, "outputPerMTok": 30}}}}
+    specs = parse_documents(docs)
+    assert specs.errors == ()
+    assert specs.providers[0].models[0].pricing == Pricing(1.25, 10.0, web_search_per_1k=10.0, service_tiers={
+        "flex": Pricing(0.625, 5.0, 0.0625, web_search_per_1k=10.0),
+        "priority": Pricing(2.5, 20.0, web_search_per_1k=10.0, long_context=LongContextPricing(
+            272_000, Pricing(5.0, 30.0, web_search_per_1k=10.0)))})
+
+
+@pytest.mark.parametrize(("kind", "tiers", "error"), [
+    ("anthropic", {"priority": {"inputPerMTok": 6, "outputPerMTok": 30}}, None),
+    ("anthropic", {"flex": {"inputPerMTok": 1.5, "outputPerMTok": 7.5}},
+     "spec.models[0].pricing.serviceTiers.flex: type anthropic answers report no tier 'flex' (they report standard, "
+     "priority)"),
+    ("gemini", {"priority": {"inputPerMTok": 2.25, "outputPerMTok": 18}},
+     "spec.models[0].pricing.serviceTiers: type gemini answers report no service tier, so no tier's prices would "
+     "ever apply; price the tier it serves in this list"),
+])
+def test_a_tier_is_priced_only_under_a_provider_whose_answers_report_it(
+        kind: str, tiers: dict[str, Any], error: str | None) -> None:
+    doc = openai_doc()
+    doc["spec"]["type"] = kind
+    doc["spec"]["models"][0]["pricing"] = {"inputPerMTok": 3, "outputPerMTok": 15, "serviceTiers": tiers}
+    errors = [f"{e.path}: {e.message}" for e in parse_documents([doc]).errors]
+    assert errors == ([] if error is None else [error])
+
+
 def test_the_valid_set_parses_with_the_tables_defaults() -> None:
     specs = parse_documents(documents())
     assert specs.errors == ()

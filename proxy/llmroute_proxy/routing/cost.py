@@ -3,7 +3,9 @@
 Prices are USD per million tokens. Usage follows OpenAI's semantics (cache reads and writes ⊂
 input), so cached input tokens (reads) and cache writes are taken out of the input count and billed
 at their own prices, each falling back to the input price; writes kept an hour (Anthropic's
-`ttl: 1h`) at theirs, falling back to the writes' price. Anthropic bills a write above the input
+`ttl: 1h`) at theirs, falling back to the writes' price. An answer is priced at the list of the service
+tier it reports (OpenAI's `flex` at about half the standard price, `priority` at about twice), a
+long-context list being that tier list's own. Anthropic bills a write above the input
 price (1.25x for 5 minutes, 2x for an hour) and a read at a tenth of it. Results are unrounded
 floats; rounding is the presenter's business (`x-llmroute-cost-usd` is written unrounded).
 
@@ -14,7 +16,7 @@ provider for what it generated until the connection closed, and an answer that c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +32,10 @@ DEFAULT_OUTPUT_ESTIMATE = 4096
 
 
 def cost_usd(usage: Usage, pricing: Pricing) -> float:
+    """An answer's cost at the list of the service tier it reports (the base list when that tier is not
+    listed, or it reports none), and within that list at its long-context prices above their threshold."""
+    if usage.service_tier is not None:
+        pricing = pricing.service_tiers.get(usage.service_tier, pricing)
     long = pricing.long_context
     if long is not None and usage.input_tokens > long.above_input_tokens:
         pricing = long.pricing
@@ -47,16 +53,22 @@ def cost_usd(usage: Usage, pricing: Pricing) -> float:
 
 
 def estimate_cost_usd(prompt_tokens: int, max_output_tokens: int | None, pricing: Pricing,
-                      web_searches: int = 0) -> float:
+                      web_searches: int = 0, tiers: Collection[str] | None = ()) -> float:
     """The most a request can cost: every prompt token at the dearest input price (a cache write's,
     when it costs more than plain input), every allowed output token used, and `web_searches`
     searches (the most its server-side search tool may run); at the long-context prices too (the
     dearer estimate) when the prompt may be above their threshold, as far as the estimate of its
-    tokens can be off (`ESTIMATE_TOLERANCE`).
+    tokens can be off (`ESTIMATE_TOLERANCE`); at the dearest list of the service tiers it may be served
+    at (`tiers`, `service_tiers.landing_tiers`: None when any, () at the base list only).
 
     Budgets reserve this before dispatch, so an estimate must never be below the real cost
     for a request that respects its own `max_tokens` (and its search tool's `max_uses`).
     """
+    if pricing.service_tiers:
+        base = replace(pricing, service_tiers={})
+        lists = [base, *pricing.service_tiers.values()] if tiers is None else [
+            pricing.service_tiers.get(tier, base) for tier in tiers] or [base]
+        return max(estimate_cost_usd(prompt_tokens, max_output_tokens, prices, web_searches) for prices in lists)
     long = pricing.long_context
     if long is not None and prompt_tokens * (1 + ESTIMATE_TOLERANCE) > long.above_input_tokens:
         return max(estimate_cost_usd(prompt_tokens, max_output_tokens, replace(pricing, long_context=None), web_searches),

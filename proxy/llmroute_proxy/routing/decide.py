@@ -3,7 +3,8 @@
 In order: the tier (rules, aliases, a concrete model), the narrowing of a request only its own
 dialect can carry (an Anthropic-only `/v1/messages` request) to the tier's targets that speak it,
 the experiment arm, and the budget: its worst-case estimate is taken over the targets that will
-really be tried (the arm's, the concrete model's, the narrowed ones, or the tier's), and a downgrade is decided before the arm, so a downgraded
+really be tried (the arm's, the concrete model's, the narrowed ones, or the tier's), each at the
+dearest service tier the request may be served at there, and a downgrade is decided before the arm, so a downgraded
 request is sent to the downgrade tier's own targets (or to that tier's arm), never to an arm of
 the tier it left. The budget ledger is the only state touched: a reservation is opened here and
 settled by the caller when the request is over.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmroute_proxy.dialects.base import DIALECT_NAMES, NativeBody, NativeDialect
+from llmroute_proxy.dialects.service_tiers import landing_tiers, sent_tier
 from llmroute_proxy.errors import BadRequest, RequestError
 from llmroute_proxy.routing.budget import BudgetDecision, BudgetLedger
 from llmroute_proxy.routing.cost import estimate_cost_usd
@@ -43,6 +45,7 @@ class BudgetInputs:
     prompt_tokens: int
     max_output_tokens: int  # every answer's together (the cap times `n`)
     web_searches: int = 0  # the most its provider's server-side search tool may run
+    service_tier: str | None = None  # the tier the client asked for, in OpenAI's terms (`ChatRequest.service_tier`)
 
 
 def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody | None = None,
@@ -56,7 +59,8 @@ def decide(route: Route, facts: RequestFacts, *, roll: float, native: NativeBody
     targets = _candidates(route, choice, experiment)
     if route.budget is None or budget is None:
         return RouteDecision(route, choice, experiment, targets, None)
-    estimate = max(estimate_cost_usd(budget.prompt_tokens, budget.max_output_tokens, t.pricing, budget.web_searches)
+    estimate = max(estimate_cost_usd(budget.prompt_tokens, budget.max_output_tokens, t.pricing, budget.web_searches,
+                                     landing_tiers(t.provider_type, sent_tier(t, budget.service_tier, native)))
                    for t in targets)
     verdict = budget.ledger.reserve(route.name, route.budget, estimate, budget.now)
     downgrade = verdict.downgrade_to

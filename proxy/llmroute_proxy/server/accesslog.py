@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Protocol
 
 import orjson
 
+from llmroute_proxy.dialects.service_tiers import STANDARD_TIERS
 from llmroute_proxy.server.outcome import Outcome
 
 log = logging.getLogger("llmroute.access")
@@ -71,6 +72,8 @@ def access_entry(outcome: Outcome) -> dict[str, Any]:
             entry["cache_write_1h_tokens"] = usage.cache_write_1h_tokens
     if usage is not None and usage.web_searches:
         entry["web_searches"] = usage.web_searches
+    if usage is not None and usage.service_tier is not None and usage.service_tier not in STANDARD_TIERS:
+        entry["service_tier"] = usage.service_tier  # priced at its own list (`pricing.serviceTiers`)
     if outcome.usage_estimated:
         entry["usage_estimated"] = True
     if outcome.token_count is not None:

@@ -450,7 +450,8 @@ def _budget_spent(route: Route, decision: BudgetDecision) -> LocalLimitExceeded:
 
 def _budget_inputs(sidecar: Sidecar, chat: ChatRequest, prompt_tokens: int) -> BudgetInputs:
     max_output = (chat.max_output_tokens or sidecar.settings.default_max_output_tokens) * chat.choices
-    return BudgetInputs(sidecar.ledger, sidecar.wallclock(), prompt_tokens, max_output, chat.web_searches)
+    return BudgetInputs(sidecar.ledger, sidecar.wallclock(), prompt_tokens, max_output, chat.web_searches,
+                        chat.service_tier)
 
 
 def _log_budget_alert(route: Route) -> None:

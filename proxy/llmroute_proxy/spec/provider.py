@@ -9,7 +9,7 @@ from datetime import date
 from urllib.parse import urlsplit
 
 from llmroute_proxy.spec.fields import Fields, Opened, describe, quoted
-from llmroute_proxy.table import Limits, LongContextPricing, Pricing, ProviderType
+from llmroute_proxy.table import REPORTED_SERVICE_TIERS, Limits, LongContextPricing, Pricing, ProviderType
 from llmroute_proxy.trust import ca_bundle_problem
 
 _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -91,7 +91,7 @@ def provider_spec(doc: Opened) -> ProviderSpec:
     endpoints = _endpoints(f)
     credentials = _credentials(f, provider_type)
     limits = _limits(f)
-    models = _models(f)
+    models = _models(f, provider_type)
     api_version = _api_version(f, provider_type)
     if provider_type is ProviderType.AZURE_OPENAI and api_version and api_version[:1].isdigit() and any(
             "/openai/v1" in urlsplit(e.url).path for e in endpoints):
@@ -222,7 +222,7 @@ def _limits(spec: Fields) -> Limits:
     )
 
 
-def _models(spec: Fields) -> tuple[ModelSpec, ...]:
+def _models(spec: Fields, provider_type: ProviderType | None) -> tuple[ModelSpec, ...]:
     out: list[ModelSpec] = []
     seen: set[str] = set()
     for path, item in spec.items("models"):
@@ -231,7 +231,7 @@ def _models(spec: Fields) -> tuple[ModelSpec, ...]:
         if name is not None and name in seen:
             f.error("name", f"duplicate model '{name}'")
         seen.add(name or "")
-        out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f),
+        out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f, provider_type),
                              f.integer("maxOutputTokens", minimum=1)))
     return tuple(out)
 
@@ -239,12 +239,40 @@ def _models(spec: Fields) -> tuple[ModelSpec, ...]:
 _TOKEN_PRICES = ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok", "cacheWritePerMTok", "cacheWrite1hPerMTok")
 
 
-def _pricing(model: Fields) -> Pricing:
-    f = model.mapping("pricing", (*_TOKEN_PRICES, "webSearchPer1K", "longContext"))
+_SERVICE_TIERS = tuple(dict.fromkeys(tier for tiers in REPORTED_SERVICE_TIERS.values() for tier in tiers))
+
+
+def _pricing(model: Fields, provider_type: ProviderType | None) -> Pricing:
+    f = model.mapping("pricing", (*_TOKEN_PRICES, "webSearchPer1K", "longContext", "serviceTiers"))
     if f is None:
         return Pricing()
     searches = f.number("webSearchPer1K", minimum=0) or 0.0
-    return replace(_token_prices(f), web_search_per_1k=searches, long_context=_long_context(f, searches))
+    return replace(_token_prices(f), web_search_per_1k=searches, long_context=_long_context(f, searches),
+                   service_tiers=_service_tiers(f, searches, provider_type))
+
+
+def _service_tiers(pricing: Fields, searches: float, provider_type: ProviderType | None) -> dict[str, Pricing]:
+    """A whole price list (long context included) by the name of each tier the provider reports."""
+    f = pricing.mapping("serviceTiers", _SERVICE_TIERS)
+    if f is None:
+        return {}
+    reported = _SERVICE_TIERS if provider_type is None else REPORTED_SERVICE_TIERS[provider_type]
+    if not reported:
+        pricing.error("serviceTiers", f"type {provider_type} answers report no service tier, so no tier's "
+                                      "prices would ever apply; price the tier it serves in this list")
+        return {}
+    tiers: dict[str, Pricing] = {}
+    for tier in _SERVICE_TIERS:
+        prices = f.mapping(tier, (*_TOKEN_PRICES, "longContext"))
+        if prices is None:
+            continue
+        if tier not in reported:
+            f.error(tier, f"type {provider_type} answers report no tier '{tier}' (they report "
+                          f"{', '.join(reported)})")
+            continue
+        tiers[tier] = replace(_token_prices(prices, required=True), web_search_per_1k=searches,
+                              long_context=_long_context(prices, searches))
+    return tiers
 
 
 def _token_prices(f: Fields, required: bool = False) -> Pricing:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -120,6 +121,56 @@ def test_the_estimate_takes_the_long_context_prices_when_the_prompt_may_be_above
     assert estimate_cost_usd(short, 1000, GEMINI_PRO) == pytest.approx((short * 1.25 + 1000 * 10.0) / 1e6)
     assert estimate_cost_usd(near, 1000, GEMINI_PRO) == pytest.approx((near * 2.5 + 1000 * 15.0) / 1e6)
     assert estimate_cost_usd(long, 1000, GEMINI_PRO) == pytest.approx((long * 2.5 + 1000 * 15.0) / 1e6)
+
+
+FLEX = Pricing(input_per_mtok=0.625, output_per_mtok=5.0, cached_input_per_mtok=0.0625)
+PRIORITY = Pricing(input_per_mtok=2.5, output_per_mtok=20.0, cached_input_per_mtok=0.25)
+GPT5 = Pricing(input_per_mtok=1.25, output_per_mtok=10.0, cached_input_per_mtok=0.125, web_search_per_1k=10.0,
+               service_tiers={"flex": FLEX, "priority": PRIORITY})
+SPENT = Usage(input_tokens=10_000, cached_input_tokens=4000, output_tokens=1000)
+
+
+@pytest.mark.parametrize(("tier", "prices"), [
+    ("flex", FLEX), ("priority", PRIORITY), ("default", GPT5), ("scale", GPT5), (None, GPT5),
+], ids=["flex", "priority", "an unlisted tier", "a tier of no list", "no tier reported"])
+def test_an_answer_is_priced_at_the_list_of_the_tier_it_reports_else_at_the_base_list(
+        tier: str | None, prices: Pricing) -> None:
+    expected = (6000 * prices.input_per_mtok + 4000 * (prices.cached_input_per_mtok or 0)
+                + 1000 * prices.output_per_mtok) / 1e6
+    assert cost_usd(replace(SPENT, service_tier=tier), GPT5) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_tier_list_keeps_the_base_lists_search_price_and_has_its_own_long_context_or_none() -> None:
+    long_priority = replace(PRIORITY, web_search_per_1k=10.0, long_context=LongContextPricing(
+        200_000, Pricing(input_per_mtok=5.0, output_per_mtok=30.0, web_search_per_1k=10.0)))
+    tiered = replace(GEMINI_PRO, service_tiers={"priority": long_priority, "flex": replace(FLEX, web_search_per_1k=10.0)})
+    long = Usage(input_tokens=250_000, output_tokens=1000, web_searches=1)
+
+    assert cost_usd(replace(long, service_tier="priority"), tiered) == pytest.approx(
+        (250_000 * 5.0 + 1000 * 30.0) / 1e6 + 0.01)
+    assert cost_usd(replace(long, service_tier="flex"), tiered) == pytest.approx(  # flex: no long list of its own
+        (250_000 * 0.625 + 1000 * 5.0) / 1e6 + 0.01)
+    assert cost_usd(long, tiered) == pytest.approx((250_000 * 2.5 + 1000 * 15.0) / 1e6)  # the base's long list
+
+
+@pytest.mark.parametrize(("tiers", "prices"), [
+    (("flex",), FLEX), (("priority", "default"), PRIORITY), (("default",), GPT5), ((), GPT5), (None, PRIORITY),
+], ids=["flex asked", "priority asked", "default asked", "no tier reported", "any tier"])
+def test_the_estimate_is_at_the_dearest_list_the_request_may_be_served_at(
+        tiers: tuple[str, ...] | None, prices: Pricing) -> None:
+    expected = (10_000 * prices.input_per_mtok + 1000 * prices.output_per_mtok) / 1e6
+    assert estimate_cost_usd(10_000, 1000, GPT5, tiers=tiers) == pytest.approx(expected, rel=1e-12)
+
+
+def test_an_estimate_at_any_tier_is_never_below_the_cost_at_any_of_them() -> None:
+    dearest = estimate_cost_usd(10_000, 1000, GPT5, tiers=None)
+    for tier in (None, "default", "flex", "priority"):
+        assert dearest >= cost_usd(Usage(input_tokens=10_000, output_tokens=1000, service_tier=tier), GPT5)
+
+
+def test_a_stream_stopped_midway_keeps_the_tier_its_usage_reported() -> None:
+    started = Usage(input_tokens=900, output_tokens=1, service_tier="priority")
+    assert streamed_usage(started, False, 1000, received=21, seen=[ROLE, chunk(content=WORD)]).service_tier == "priority"
 
 
 def test_cost_is_not_rounded() -> None:

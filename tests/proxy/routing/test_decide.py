@@ -233,3 +233,35 @@ def test_the_budget_estimate_reserves_the_searches_the_request_allows() -> None:
                       budget=BudgetInputs(ledger, NOW, 1000, 1000, web_searches=3))
     assert decision.budget is not None and decision.budget.reservation is not None
     assert decision.budget.reservation.estimate_usd == pytest.approx(0.03)
+
+
+TIERED = Pricing(1.0, 1.0, service_tiers={"flex": Pricing(0.5, 0.5), "priority": Pricing(2.0, 2.0),
+                                          "standard": Pricing(1.0, 1.0)})
+
+
+def tiered(kind: ProviderType) -> Target:
+    return Target(id=TargetId(f"{kind.value}/tiered@eu"), provider=kind.value, provider_type=kind, model="tiered",
+                  url="https://example.invalid/v1", region="eu", pricing=TIERED)
+
+
+@pytest.mark.parametrize(("kind", "asked", "native", "per_token"), [
+    (ProviderType.OPENAI, "flex", None, 0.5),
+    (ProviderType.OPENAI, "default", None, 1.0),
+    (ProviderType.OPENAI, "priority", None, 2.0),
+    (ProviderType.OPENAI, "auto", None, 2.0),  # the project's default may be priority
+    (ProviderType.OPENAI, None, None, 2.0),
+    (ProviderType.AZURE_OPENAI, "flex", None, 0.5),
+    (ProviderType.ANTHROPIC, "default", None, 1.0),  # sent as standard_only
+    (ProviderType.ANTHROPIC, "flex", None, 1.0),  # Anthropic has no flex: standard_only
+    (ProviderType.ANTHROPIC, "priority", None, 2.0),
+    (ProviderType.ANTHROPIC, None, {"service_tier": "standard_only"}, 1.0),
+    (ProviderType.ANTHROPIC, None, {"service_tier": "auto"}, 2.0),
+    (ProviderType.GEMINI, "priority", None, 1.0),  # not sent: Gemini serves and reports its standard tier
+], ids=lambda value: str(value))
+def test_the_budget_reserves_at_the_dearest_tier_the_request_may_be_served_at(
+        kind: ProviderType, asked: str | None, native: dict[str, str] | None, per_token: float) -> None:
+    body = NativeBody(NativeDialect.ANTHROPIC_MESSAGES, {"model": "m", **native}) if native else None
+    decision = decide(route(Budget(limit_usd=1000.0, on_exceeded="reject"), premium=(tiered(kind),)), facts(),
+                      roll=0.5, native=body, budget=BudgetInputs(BudgetLedger(), NOW, 1000, 1000, service_tier=asked))
+    assert decision.budget is not None and decision.budget.reservation is not None
+    assert decision.budget.reservation.estimate_usd == pytest.approx(2000 * per_token / 1e6)

@@ -1,0 +1,174 @@
+"""An answer costs what its provider bills for the service tier that served it.
+
+OpenAI bills Flex at about half its standard prices and Priority at about twice, and reports the tier
+that served a request (`service_tier` on a completion, on every chunk, on a Response); Anthropic reports
+`usage.service_tier`, `priority` while an organisation's Priority Tier capacity lasts. A model's
+`pricing.serviceTiers` gives each tier's list: the cost (`x-llmroute-cost-usd`, the access line, which
+names a tier other than the standard one) is at the reported tier's list. `oai-prio` is a project whose
+default tier is Priority; `claude-prio` an organisation with Priority Tier capacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from llmroute_proxy.server.accesslog import access_entry
+from llmroute_proxy.sim.anthropic import anthropic_app
+from llmroute_proxy.sim.faults import FaultPlan
+from llmroute_proxy.sim.openai import openai_app
+from tests.proxy.documents import model, provider, route, target
+from tests.proxy.server.conftest import last_request
+from tests.proxy.server.spending import ended
+from tests.proxy.stack import Stack
+
+BASE = {"inputPerMTok": 1.25, "outputPerMTok": 10.0}
+FLEX = {"inputPerMTok": 0.625, "outputPerMTok": 5.0}
+PRIORITY = {"inputPerMTok": 2.5, "outputPerMTok": 20.0}
+CLAUDE_BASE = {"inputPerMTok": 3.0, "outputPerMTok": 15.0}
+CLAUDE_PRIORITY = {"inputPerMTok": 4.5, "outputPerMTok": 22.5}
+
+
+def priced(name: str, base: dict[str, float], tiers: dict[str, dict[str, float]]) -> dict[str, Any]:
+    entry = model(name)
+    entry["pricing"] = {**base, "serviceTiers": tiers}
+    return entry
+
+
+GPT = priced("gpt-5", BASE, {"flex": FLEX, "priority": PRIORITY})
+CLAUDE = priced("claude-sonnet-4-5", CLAUDE_BASE, {"priority": CLAUDE_PRIORITY})
+CONFIG = [
+    provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
+    provider("oai-prio", "openai", "{oai_prio}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
+    provider("claude-prio", "anthropic", "{claude_prio}", key_env="TEST_CLAUDE_KEY", models=[CLAUDE]),
+    route("tiers", {"gpt": [target("oai", "gpt-5")], "gpt-prio": [target("oai-prio", "gpt-5")],
+                    "claude": [target("claude-prio", "claude-sonnet-4-5")]},
+          default_tier="gpt", budget={"limitUSD": 100, "period": "day", "onExceeded": "reject"}),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    def oai_prio(faults: FaultPlan) -> Any:
+        return openai_app("sk-test-oai", name="sim-oai-prio", faults=faults, service_tier="priority", quirks=True)
+
+    def claude_prio(faults: FaultPlan) -> Any:
+        return anthropic_app("sk-ant-test", faults=faults, service_tier="priority", quirks=True)
+
+    with Stack(tmp_path_factory.mktemp("service-tier"), config=CONFIG, quirks=True,
+               extra_sims={"oai-prio": oai_prio, "claude-prio": claude_prio}) as running:
+        yield running
+
+
+def cost(prices: dict[str, float], input_tokens: int, output_tokens: int) -> float:
+    return (input_tokens * prices["inputPerMTok"] + output_tokens * prices["outputPerMTok"]) / 1e6
+
+
+def openai_client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
+
+
+@pytest.mark.parametrize(("model_name", "asked", "served", "prices"), [
+    ("gpt", "flex", "flex", FLEX),
+    ("gpt", "priority", "priority", PRIORITY),
+    ("gpt", "default", "default", BASE),
+    ("gpt", None, "default", BASE),
+    ("gpt-prio", "auto", "priority", PRIORITY),  # the project's default tier is Priority
+    ("gpt-prio", None, "priority", PRIORITY),
+], ids=["flex", "priority", "default", "none", "auto on a priority project", "none on a priority project"])
+def test_a_completion_is_billed_at_the_tier_that_served_it(
+        stack: Stack, model_name: str, asked: str | None, served: str, prices: dict[str, float]) -> None:
+    tier: Any = openai.NOT_GIVEN if asked is None else asked
+    answered = openai_client(stack).chat.completions.with_raw_response.create(
+        model=model_name, messages=[{"role": "user", "content": "Name a colour."}], service_tier=tier)
+
+    completion = answered.parse()
+    assert completion.service_tier == served and completion.usage is not None
+    expected = cost(prices, completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(expected, rel=1e-9)
+    entry = access_entry(ended(stack))
+    assert entry.get("service_tier") == (None if served == "default" else served)
+
+
+@pytest.mark.parametrize(("asked", "prices"), [("flex", FLEX), ("priority", PRIORITY)])
+def test_a_stream_is_billed_at_the_tier_its_chunks_report(stack: Stack, asked: str, prices: dict[str, float]) -> None:
+    with openai_client(stack).chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "Name a colour."}], service_tier=asked,  # type: ignore[arg-type]
+            stream=True, stream_options={"include_usage": True}) as stream:
+        chunks = list(stream)
+
+    assert {chunk.service_tier for chunk in chunks} == {asked}
+    usage = chunks[-1].usage
+    assert usage is not None
+    outcome = ended(stack)
+    assert outcome.cost_usd == pytest.approx(cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
+    assert access_entry(outcome)["service_tier"] == asked
+
+
+def test_a_response_is_billed_at_the_tier_it_reports_streamed_or_not(stack: Stack) -> None:
+    client = openai_client(stack)
+
+    answered = client.responses.with_raw_response.create(model="gpt", input="Name a colour.", service_tier="flex")
+    response = answered.parse()
+    assert response.service_tier == "flex" and response.usage is not None
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(FLEX, response.usage.input_tokens, response.usage.output_tokens), rel=1e-9)
+
+    with client.responses.stream(model="gpt", input="Name a colour.", service_tier="priority") as stream:
+        streamed = stream.get_final_response()
+    assert streamed.service_tier == "priority" and streamed.usage is not None
+    assert ended(stack).cost_usd == pytest.approx(
+        cost(PRIORITY, streamed.usage.input_tokens, streamed.usage.output_tokens), rel=1e-9)
+
+
+@pytest.mark.parametrize(("asked", "served", "prices"), [
+    (None, "priority", CLAUDE_PRIORITY), ("auto", "priority", CLAUDE_PRIORITY), ("standard_only", "standard", CLAUDE_BASE),
+])
+def test_a_message_is_billed_at_the_tier_its_usage_reports(
+        stack: Stack, asked: str | None, served: str, prices: dict[str, float]) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+    tier: Any = anthropic.NOT_GIVEN if asked is None else asked
+
+    answered = client.messages.with_raw_response.create(
+        model="claude", max_tokens=100, messages=[{"role": "user", "content": "Name a colour."}], service_tier=tier)
+
+    usage = answered.parse().usage
+    assert usage.service_tier == served
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(prices, usage.input_tokens, usage.output_tokens), rel=1e-9)
+    assert access_entry(ended(stack)).get("service_tier") == (None if served == "standard" else served)
+
+    with client.messages.stream(model="claude", max_tokens=100, messages=[{"role": "user", "content": "Again."}],
+                                service_tier=tier) as stream:
+        final = stream.get_final_message().usage
+    assert final.service_tier == served
+    assert ended(stack).cost_usd == pytest.approx(cost(prices, final.input_tokens, final.output_tokens), rel=1e-9)
+
+
+@pytest.mark.parametrize(("asked", "sent", "prices"), [
+    ("default", "standard_only", CLAUDE_BASE), ("flex", "standard_only", CLAUDE_BASE), ("priority", None, CLAUDE_PRIORITY),
+])
+def test_an_openai_clients_tier_reaches_claude_as_its_nearest(
+        stack: Stack, asked: str, sent: str | None, prices: dict[str, float]) -> None:
+    answered = openai_client(stack).chat.completions.with_raw_response.create(
+        model="claude", messages=[{"role": "user", "content": "Name a colour."}], service_tier=asked)  # type: ignore[arg-type]
+
+    assert last_request(stack, "claude-prio").body.get("service_tier") == sent
+    usage = answered.parse().usage
+    assert usage is not None
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
+
+
+def test_an_anthropic_clients_standard_only_reaches_openai_as_default(stack: Stack) -> None:
+    client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+
+    client.messages.create(model="gpt-prio", max_tokens=100, messages=[{"role": "user", "content": "Name a colour."}],
+                           service_tier="standard_only")
+
+    assert last_request(stack, "oai-prio").body["service_tier"] == "default"
+    assert "service_tier" not in access_entry(ended(stack))
