@@ -89,7 +89,7 @@ class Pricing:
     long_context: LongContextPricing | None = None
     """Dearer prices for every token of a request whose prompt is longer than a threshold (Gemini
     2.5 Pro's and Claude's 1M-context prices above 200,000 input tokens)."""
-    service_tiers: Mapping[str, Pricing] = field(default_factory=dict)
+    service_tiers: Mapping[str, Pricing] = field(default_factory=dict, hash=False)  # a dict: kept out of the hash
     """Whole price lists by the name of the service tier an answer reports it was served at (OpenAI's
     `flex` and `priority`, Anthropic's `priority`): each replaces this list, long context included
     (its own `long_context`, none when not given), searches at this list's price; a tier not listed,
