@@ -19,7 +19,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.table import Table, TargetId
-from tests.proxy.documents import edited
+from tests.proxy.documents import edited, named
 from tests.proxy.stack import DOCUMENTS, KEYS, Stack
 
 if TYPE_CHECKING:
@@ -31,7 +31,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 SCREENSHOT = Path("/tmp/llmroute-status-page.png")
 PHONE_WIDTH = 420
 DARK_BACKGROUND = "rgb(18, 21, 27)"  # --bg under prefers-color-scheme: dark
+MIXED_TIER = {"targets": [{"provider": "claude", "model": "claude-sonnet-4-5"},
+                          {"provider": "gem", "model": "gemini-2.5-flash", "priority": 1}]}
 BUDGET_CONFIG = edited(DOCUMENTS, "main", budget={"limitUSD": 5, "period": "day"})
+MIXED_CONFIG = edited(DOCUMENTS, "main", tiers={**named(DOCUMENTS, "main")["spec"]["tiers"], "mixed": MIXED_TIER})
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 CODE: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Why does this fail?\n```python\ndef f(x):\n    return x[0]\n```"}]
@@ -42,6 +45,13 @@ CONSECUTIVE_FAILURES = 2  # the stack's outlierDetection.consecutiveFailures
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The shared stack, with a daily budget on the route so the page has spend to show."""
     with Stack(tmp_path_factory.mktemp("stack"), config=BUDGET_CONFIG) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mixed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own whose route has a tier of Claude, then Gemini."""
+    with Stack(tmp_path_factory.mktemp("mixed"), config=MIXED_CONFIG) as running:
         yield running
 
 
@@ -138,6 +148,20 @@ def test_recent_decisions_show_tier_reason_and_each_failed_over_attempt(stack: S
     assert by_rule[4] == "claude/claude-sonnet-4-5@here"
     by_default = page.locator("#decisions tbody tr", has_text="auto → openai").first.locator("td")
     assert by_default.nth(3).inner_text() == "default auto: no rule matched"
+
+
+def test_a_target_passed_over_is_a_dashed_chip_naming_what_it_cannot_take(mixed_stack: Stack, page: Page) -> None:
+    """Claude has no `seed`: the tier's next target answers, and the decision shows Claude passed over
+    before the attempt that served it."""
+    client(mixed_stack).chat.completions.create(model="mixed", messages=HELLO, seed=1)
+    open_status_page(mixed_stack, page)
+    chips = page.locator("#decisions tbody tr").first.locator(".chip")
+    assert chips.count() == 2
+    passed, served = chips.nth(0), chips.nth(1)
+    assert passed.get_attribute("class") == "chip skip"
+    assert passed.text_content() == "claude/claude-sonnet-4-5@here: cannot take seed"
+    assert passed.get_attribute("title") == "claude/claude-sonnet-4-5@here passed over: cannot take seed"
+    assert served.get_attribute("class") == "chip ok" and served.text_content() == "gem/gemini-2.5-flash@here 200"
 
 
 def test_the_budget_shows_what_the_route_has_spent_of_its_limit(stack: Stack, page: Page) -> None:
