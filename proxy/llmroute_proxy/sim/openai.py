@@ -382,7 +382,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         include_usage = isinstance(options, dict) and options.get("include_usage") is True and not unmetered
         return await _stream_chat(request, call, answers, _Chunks(
             completion_id, created, str(body["model"]), include_usage, filters, state.config.quirks, logprobs,
-            served_tier(body, state.config)))
+            served_tier(body, state.config),
+            state.config.compatible))
     completion: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
@@ -436,11 +437,14 @@ class _Chunks:
     quirks: bool = False
     logprobs: _Logprobs | None = None
     service_tier: str = "default"
+    compatible: str = ""
 
     def chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None,
               usage: dict[str, Any] | None = None, *, content: bool = False, index: int = 0,
               logprobs: dict[str, Any] | None = None) -> bytes:
         choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+        if self.compatible == "openrouter":
+            choice["native_finish_reason"] = finish_reason
         if self.filters is not None:
             synchronous = content and not self.filters.async_filter
             choice["content_filter_results"] = FILTERED_RESULTS if finish_reason == "content_filter" \
@@ -463,6 +467,8 @@ class _Chunks:
             "service_tier": self.service_tier,
             "choices": choices,
         }
+        if self.compatible == "openrouter":
+            payload["provider"] = "OpenAI"
         if self.include_usage:
             payload["usage"] = usage
         if self.quirks:  # `stream_options.include_obfuscation` is on unless the client turns it off
@@ -509,7 +515,14 @@ def _piece_logprobs(logprobs: _Logprobs | None, pieces: list[str], k: int, field
 
 
 def _call_deltas(state: SimState, answer: _Answer, logprobs: dict[str, Any] | None) -> list[_Delta]:
-    """The id, type and name come only in a call's first delta; later ones carry the index alone."""
+    """The id, type and name come only in a call's first delta; later ones carry the index alone.
+    Gemini's OpenAI endpoint sends each call whole in one delta, with the role and without the `index`
+    OpenAI's stream contract requires (openai/openai-python#2806; a chunk measured from Google in
+    THU-MAIC/OpenMAIC#1556)."""
+    if state.config.compatible == "gemini":
+        return [_Delta({"role": "assistant", "tool_calls": [{"id": state.new_id("call_"), "type": "function",
+                                                             "function": {"name": name, "arguments": arguments}}]},
+                       True, logprobs) for name, arguments in answer.calls]
     deltas: list[_Delta] = []
     for index, (name, arguments) in enumerate(answer.calls):
         head = {"tool_calls": [{"index": index, "id": state.new_id("call_"), "type": "function",
@@ -527,19 +540,38 @@ def _interleaved(choices: list[list[_Delta]]) -> list[tuple[int, _Delta]]:
             for index, deltas in enumerate(choices) if k < len(deltas)]
 
 
+OPENROUTER_PROCESSING = b": OPENROUTER PROCESSING\n\n"
+"""OpenRouter's keep-alive, an SSE comment sent while the model has not begun (openai/openai-go#227,
+docker/docker-agent#2349, mnfst/llm-gateway#2053)."""
+
+
+def _streamed_finish(answer: _Answer, compatible: str) -> str:
+    """A choice's finish as its stream states it: Gemini's OpenAI endpoint ends streamed tool calls with
+    `stop`, though its whole answer says `tool_calls` (googleapis/python-genai#2868)."""
+    return "stop" if compatible == "gemini" and answer.calls else answer.finish_reason
+
+
 async def _stream_chat(request: web.Request, call: SimCall, answers: list[_Answer],
                        chunks: _Chunks) -> web.StreamResponse:
     """Each choice's chunks in turn, then each choice's finish (OpenAI sends them last), the filter's
-    annotations (Azure) and the usage."""
+    annotations (Azure) and the usage. vLLM puts a choice's finish on its last delta instead of a chunk
+    of its own (vllm-project/vllm#36944; Mistral too, jeremychone/rust-genai#164)."""
     state = call.state
     stream = await SimStream.open(request)
+    if chunks.compatible == "openrouter":
+        await stream.send(OPENROUTER_PROCESSING + OPENROUTER_PROCESSING)
     if chunks.filters is not None:
         await stream.send(_PROMPT_FILTER_CHUNK)
-    for index, part in _interleaved([_deltas(state, answer, chunks.logprobs) for answer in answers]):
-        await stream.send(chunks.chunk(part.delta, content=part.content, index=index, logprobs=part.logprobs),
-                          content=part.content)
+    per_choice = [_deltas(state, answer, chunks.logprobs) for answer in answers]
+    finish_on_last = chunks.compatible == "vllm"
+    for index, part in _interleaved(per_choice):
+        finish = _streamed_finish(answers[index], chunks.compatible) \
+            if finish_on_last and part is per_choice[index][-1] else None
+        await stream.send(chunks.chunk(part.delta, finish, content=part.content, index=index,
+                                       logprobs=part.logprobs), content=part.content)
     for index, answer in enumerate(answers):
-        await stream.send(chunks.chunk({}, answer.finish_reason, index=index))
+        if not finish_on_last:
+            await stream.send(chunks.chunk({}, _streamed_finish(answer, chunks.compatible), index=index))
     if chunks.filters is not None and (chunks.filters.async_filter or chunks.quirks):
         for index, answer in enumerate(answers):
             length = len(answer.text or "".join(a for _, a in answer.calls))
@@ -619,6 +651,12 @@ def openai_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web
     tool calls, each call's id and name only in its first delta); on the Responses API, a model given
     several tools calls them all, a reasoning model's messages carry their `phase` (its tool calls after a
     `commentary` preamble), and the in-band stream error is a `response.failed` event.
+
+    `compatible` names an OpenAI-compatible server whose chat streams it answers in, always, as that
+    server does: `gemini` (Google's `/v1beta/openai/` endpoint: each tool call whole in one delta without
+    its `index`, and streamed calls finished with `stop`), `openrouter` (`: OPENROUTER PROCESSING`
+    comments before the first chunk, `provider` and `native_finish_reason` fields) or `vllm` (a choice's
+    finish on its last delta, not a chunk of its own).
     """
     from llmroute_proxy.sim.responses import add_routes as add_responses_routes
 

@@ -56,7 +56,19 @@ class SimConfig:
     while the organisation's committed Priority Tier capacity lasts). None: each API's ordinary tier
     (`default`, `standard`). A request that names an OpenAI tier is served at it; Anthropic's
     `standard_only` at `standard`."""
+    compatible: str = ""
+    """The OpenAI-compatible server whose chat streams the OpenAI simulator answers in (one of
+    `COMPATIBLE_SERVERS`; "": OpenAI's own). Each sends its server's shapes always, as the server does."""
     clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.compatible and self.compatible not in COMPATIBLE_SERVERS:
+            raise ValueError(f"compatible must be one of: {', '.join(COMPATIBLE_SERVERS)}")
+
+
+COMPATIBLE_SERVERS = ("gemini", "openrouter", "vllm")
+"""The OpenAI-compatible servers whose stream shapes the OpenAI simulator can send (`sim/openai.py` says
+which each sends, and where they were seen)."""
 
 
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
@@ -411,6 +423,7 @@ class SimOptions(TypedDict, total=False):
     answer_bytes: int
     quirks: bool
     service_tier: str | None
+    compatible: str
     clock: Callable[[], float]
 
 
@@ -427,6 +440,7 @@ def sim_app(api_key: str | None, options: SimOptions, dialect: Dialect, *, name:
                        answer_bytes=options.get("answer_bytes", _DEFAULTS.answer_bytes),
                        quirks=options.get("quirks", _DEFAULTS.quirks),
                        service_tier=options.get("service_tier", _DEFAULTS.service_tier),
+                       compatible=options.get("compatible", _DEFAULTS.compatible),
                        clock=options.get("clock", _DEFAULTS.clock))
     return build_app(config, options.get("faults"), dialect)
 

@@ -217,6 +217,22 @@ def test_azure_streams_are_read_event_by_event_which_drops_their_annotations() -
     assert reader.judge_whole(PLAIN) is None
 
 
+def test_a_compatible_servers_tool_calls_are_read_event_by_event_which_numbers_them() -> None:
+    """Gemini's OpenAI endpoint sends each call whole without its `index` and finishes with `stop`: forwarded
+    as they came, the calls would reach the client unnumbered (openai/openai-python#2806)."""
+    calls = [{"role": "assistant", "tool_calls": [{"id": f"call_{name}", "type": "function",
+                                                   "function": {"name": name, "arguments": "{}"}}]}
+             for name in ("a", "b")]
+    body = stream(*({**chunk(), "choices": [{"index": 0, "delta": delta, "finish_reason": None}]} for delta in calls),
+                  chunk(finish="stop"), USAGE_CHUNK)
+    assert whole(ProviderType.OPENAI_COMPATIBLE, body) is None
+    written, _, finish, _ = event_by_event(ProviderType.OPENAI_COMPATIBLE, body)
+    events = [json.loads(line[6:]) for line in written.split(b"\n\n") if line.startswith(b"data: {")]
+    numbered = [(call["index"], call["id"]) for e in events for choice in e["choices"]
+                for call in choice["delta"].get("tool_calls") or ()]
+    assert numbered == [(0, "call_a"), (1, "call_b")] and finish == "tool_calls"
+
+
 # --- any stream near the common shape -------------------------------------------------------------
 
 texts = st.one_of(st.sampled_from(["", "error", '"error":', "usage", '"usage":{', "finish_reason", "é", "\\",

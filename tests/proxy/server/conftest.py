@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anthropic
+import openai
+import orjson
 import pytest
 from aiohttp import web
 
@@ -52,6 +56,43 @@ def fresh_state(request: pytest.FixtureRequest) -> None:
     stack.call(reset)
 
 
+def openai_client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
+
+
+def anthropic_client(stack: Stack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
+
+
+def text_streamed_as_whole(stack: Stack, model: str, ask: Any) -> None:
+    """The OpenAI client gets the same text and usage streamed as whole, with one finish and one usage chunk."""
+    client = openai_client(stack)
+    whole = client.chat.completions.create(model=model, messages=ask)
+    chunks = list(client.chat.completions.create(model=model, messages=ask, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and "You said: tell me a story" in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens > 0
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens > 0
+
+
+def calls_streamed_as_whole(stack: Stack, model: str, tools: Any, expected: dict[str, Any]) -> None:
+    """The OpenAI client gets the same calls (`expected`: arguments by function name) streamed, through the SDK's
+    stream helper (which files fragments by `index` and parses the arguments), as whole; each ends `tool_calls`."""
+    client = openai_client(stack)
+    ask: Any = [{"role": "user", "content": "Weather and time?"}]
+    whole = client.chat.completions.create(model=model, messages=ask, tools=tools)
+    with client.chat.completions.stream(model=model, messages=ask, tools=tools) as stream:
+        streamed = stream.get_final_completion()
+    for completion in (whole, streamed):
+        calls = completion.choices[0].message.tool_calls or []
+        assert completion.choices[0].finish_reason == "tool_calls"
+        assert {c.function.name: orjson.loads(c.function.arguments) for c in calls} == expected
+        assert len({c.id for c in calls}) == len(expected)
+
+
 def sim_requests(stack: Stack, name: str) -> int:
     return stack.call(lambda: sim_state(stack.sims[name].app).stats.total)
 
@@ -80,4 +121,5 @@ def stream_app(path: str, first: bytes, rest: bytes, gap_s: float) -> web.Applic
     return app
 
 
-__all__ = ["Path", "last_request", "sim_requests", "stream_app"]
+__all__ = ["Path", "anthropic_client", "calls_streamed_as_whole", "last_request", "openai_client", "sim_requests", "stream_app",
+           "text_streamed_as_whole"]

@@ -13,7 +13,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import anthropic
 import openai
 import pytest
 
@@ -22,7 +21,13 @@ from llmroute_proxy.sim.anthropic import REDACT, THINKING, redacted_data, signat
 from llmroute_proxy.sim.gemini import THOUGHTS_TOKENS
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
 from tests.proxy.documents import model, provider, route, target
-from tests.proxy.server.conftest import last_request
+from tests.proxy.server.conftest import (
+    anthropic_client,
+    calls_streamed_as_whole,
+    last_request,
+    openai_client,
+    text_streamed_as_whole,
+)
 from tests.proxy.stack import Stack
 
 TIERS = {"openai": "oai", "anthropic": "claude", "gemini": "gem"}
@@ -43,40 +48,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def openai_client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.url + "/v1", api_key="x", max_retries=0)
-
-
-def anthropic_client(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
-
-
 @pytest.mark.parametrize("tier", TIERS)
 def test_text_streamed_counts_what_the_whole_answer_counts(stack: Stack, tier: str) -> None:
-    client = openai_client(stack)
-    whole = client.chat.completions.create(model=tier, messages=ASK)  # type: ignore[arg-type]
-    chunks = list(client.chat.completions.create(model=tier, messages=ASK, stream=True,  # type: ignore[arg-type]
-                                                 stream_options={"include_usage": True}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == whole.choices[0].message.content and "You said: tell me a story" in text
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and whole.usage is not None
-    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens > 0
-    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens > 0
+    text_streamed_as_whole(stack, tier, ASK)
 
 
 @pytest.mark.parametrize("tier", TIERS)
 def test_parallel_tool_calls_reach_the_openai_sdk_whole(stack: Stack, tier: str) -> None:
-    client = openai_client(stack)
-    ask: Any = [{"role": "user", "content": "Weather and time?"}]
-    whole = client.chat.completions.create(model=tier, messages=ask, tools=[WEATHER, CLOCK])
-    with client.chat.completions.stream(model=tier, messages=ask, tools=[WEATHER, CLOCK]) as stream:
-        streamed = stream.get_final_completion()  # parses each call's arguments as JSON
-    for completion in (whole, streamed):
-        calls = completion.choices[0].message.tool_calls or []
-        assert completion.choices[0].finish_reason == "tool_calls"
-        assert {c.function.name: json.loads(c.function.arguments) for c in calls} == EXPECTED_ARGUMENTS
-        assert len({c.id for c in calls}) == 2
+    calls_streamed_as_whole(stack, tier, [WEATHER, CLOCK], EXPECTED_ARGUMENTS)
 
 
 @pytest.mark.parametrize("tier", TIERS)

@@ -77,6 +77,24 @@ async def test_openai_streams_obfuscation_and_parallel_calls_only_with_quirks(ai
     assert not any("name" in call["function"] for call in calls if "id" not in call)
 
 
+async def test_compatible_servers_stream_in_their_own_shapes(aiohttp_client: Any) -> None:
+    ask = {"model": "m", "messages": ASK, "tools": OPENAI_TOOLS, "stream": True}
+    gemini = await start(aiohttp_client, openai_app(compatible="gemini", quirks=True))
+    chunks = data_events(await (await gemini.post("/v1/chat/completions", json=ask)).read())
+    calls = [call for chunk in chunks for choice in chunk["choices"] for call in choice["delta"].get("tool_calls") or ()]
+    assert [call["function"]["name"] for call in calls] == ["get_weather", "get_time"]
+    assert not any("index" in call for call in calls) and calls[0]["function"]["arguments"] == '{"city":"sim"}'
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["stop"]
+    router = await start(aiohttp_client, openai_app(compatible="openrouter"))
+    raw = await (await router.post("/v1/chat/completions", json={**ask, "tools": None})).read()
+    assert raw.startswith(b": OPENROUTER PROCESSING\n\n: OPENROUTER PROCESSING\n\ndata: {")
+    vllm = await start(aiohttp_client, openai_app(compatible="vllm"))
+    chunks = data_events(await (await vllm.post("/v1/chat/completions", json={**ask, "tools": None})).read())
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["choices"][0]["delta"]["content"]
+    with pytest.raises(ValueError, match="compatible must be one of"):
+        openai_app(compatible="ollama")
+
+
 async def test_openai_refuses_in_the_refusal_field(aiohttp_client: Any) -> None:
     faults = FaultPlan()
     faults.next(Fault(FaultKind.REFUSAL), count=2)

@@ -108,11 +108,14 @@ class OpenAIStreamTranslator:
     The only rewriting: `usage` that a compatible server puts on a chunk with choices moves to a
     separate usage chunk, so the output ends with exactly one usage chunk like OpenAI's own.
     `tolerant` (compatible servers) accepts a stream that stops without `[DONE]` right after a
-    finish chunk; OpenAI itself always sends `[DONE]`, so without it the stream was cut.
+    finish chunk; OpenAI itself always sends `[DONE]`, so without it the stream was cut. It also
+    numbers tool calls as OpenAI does: Gemini's OpenAI endpoint sends each call whole without the
+    `index` the SDKs file fragments under (openai/openai-python#2806) and finishes streamed calls with
+    `stop` (googleapis/python-genai#2868), which OpenAI clients and translations read as "no calls".
     """
 
-    __slots__ = ("_done", "_ended", "_parser", "_pending_usage", "_tolerant", "finish_reason", "finish_reasons",
-                 "usage")
+    __slots__ = ("_call_ids", "_done", "_ended", "_parser", "_pending_usage", "_tolerant", "finish_reason",
+                 "finish_reasons", "usage")
 
     drops_annotations: ClassVar[bool] = False
     """Whether to drop chunks whose choices carry neither a delta nor a finish (Azure filter notes)."""
@@ -126,6 +129,7 @@ class OpenAIStreamTranslator:
         self._done = False
         self._ended = False
         self._pending_usage: StreamChunk | None = None
+        self._call_ids: dict[int, list[str]] = {}  # tolerant: each choice's tool calls so far, their ids
 
     def feed(self, data: bytes) -> list[StreamChunk]:
         out: list[StreamChunk] = []
@@ -175,7 +179,8 @@ class OpenAIStreamTranslator:
         """
         if (self._done or self.drops_annotations or not self._parser.idle() or not body.startswith(b"data: {")
                 or not body.endswith(_WHOLE_END) or body.find(b"\r") >= 0 or body.find(b'"error"') >= 0
-                or (body.find(b"\\") >= 0 and body.find(b"\\u") >= 0)):  # one byte is found ~9x faster than two
+                or (body.find(b"\\") >= 0 and body.find(b"\\u") >= 0)  # one byte is found ~9x faster than two
+                or (self._tolerant and body.find(b'"tool_calls":[') >= 0 and not _calls_as_openai_sends_them(body))):
             return None
         # The joints between JSON events (one fewer than there are) are cut out: any LF left before the
         # end is a line that is not an event of its own (a comment, a name, a second data line).
@@ -250,6 +255,8 @@ class OpenAIStreamTranslator:
                 self._pending_usage = StreamChunk(_usage_chunk_like(chunk, usage))
         if self.drops_annotations and not any(c.get("delta") or c.get("finish_reason") for c in choices):
             return
+        if self._tolerant and self._numbered(choices):
+            raw = None
         ended = False
         for position, choice in enumerate(choices):
             reason = choice.get("finish_reason")
@@ -261,6 +268,34 @@ class OpenAIStreamTranslator:
         self._ended = ended
         out.append(StreamChunk(chunk, raw))
 
+    def _numbered(self, choices: list[Any]) -> bool:
+        """A compatible server's tool calls numbered as OpenAI numbers them, and a choice that streamed
+        calls finished with `tool_calls` rather than `stop`; whether anything was changed. A call without
+        its `index` is a new one when its `id` is new, else the fragment of the call with that id (of the
+        latest, without an id)."""
+        changed = False
+        for position, choice in enumerate(choices):
+            if type(choice) is not dict:
+                continue
+            delta = choice.get("delta")
+            calls = delta.get("tool_calls") if type(delta) is dict else None
+            ids = self._call_ids.setdefault(choice_index(choice, position), [])
+            for call in calls if type(calls) is list else ():
+                if type(call) is not dict:
+                    continue
+                number, call_id = call.get("index"), call.get("id")
+                if type(number) is not int:
+                    number = ids.index(call_id) if call_id in ids else len(ids) if call_id or not ids else len(ids) - 1
+                    call["index"] = number
+                    changed = True
+                ids.extend([""] * (number + 1 - len(ids)))
+                if call_id:
+                    ids[number] = call_id
+            if ids and choice.get("finish_reason") == "stop":
+                choice["finish_reason"] = "tool_calls"
+                changed = True
+        return changed
+
     def _end(self, out: list[StreamChunk]) -> None:
         self._done = True
         if self._pending_usage is not None:
@@ -271,6 +306,14 @@ class OpenAIStreamTranslator:
 _WHOLE_END = b"}\n\n" + DONE_EVENT
 _FINISH = b'"finish_reason":"'
 _JOINT = b"}\n\ndata: {"
+
+
+def _calls_as_openai_sends_them(body: bytes) -> bool:
+    """Whether a whole stream's tool calls need no numbering (`_numbered`): every call fragment carries
+    its `index` (each fragment has a `function` object and each choice a `delta`, and OpenAI writes
+    an `index` in both, so the indexes are at least as many) and no choice finishes with `stop`."""
+    return (body.find(b'"finish_reason":"stop"') < 0
+            and body.count(b'"index":') >= body.count(b'"function":{') + body.count(b'"delta":'))
 
 
 def _finishes(chunk: Any, into: dict[int, str]) -> str | None:
