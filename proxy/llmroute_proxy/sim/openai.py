@@ -224,7 +224,10 @@ def _answer(state: SimState, body: dict[str, Any], index: int, refuse: bool = Fa
     if tools:
         calls = tuple((tool["name"], orjson.dumps(tool_arguments(tool.get("parameters"))).decode())
                       for tool in tools)
-        return _Answer(None, calls, "tool_calls", prompt,
+        # OpenAI finishes a call the request named (`tool_choice: {"type": "function", …}`) with `stop`,
+        # streamed or not; `auto` and `required` calls with `tool_calls` (measured, vllm-project/vllm#25054)
+        named = isinstance(body.get("tool_choice"), dict)
+        return _Answer(None, calls, "stop" if named else "tool_calls", prompt,
                        count_tokens(" ".join(f"{name} {arguments}" for name, arguments in calls)))
     if last.get("role") == "tool":
         text = tool_reply_text(name, model, _content_text(last.get("content")))

@@ -353,3 +353,21 @@ def test_an_empty_answer_from_gemini_is_asked_again_unseen(stack: Stack, stream:
     assert "Say hello, gemini" in (completion.choices[0].message.content or "")
     assert completion.choices[0].finish_reason == "stop"
     assert stack.call(lambda: sim_state(stack.sims["gem"].app).stats.total) == before + 2
+
+
+@pytest.mark.parametrize("tier", TIERS)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_named_tool_call_is_tool_use_for_the_anthropic_sdk(stack: Stack, tier: str, streamed: bool) -> None:
+    """OpenAI finishes a call the request named with `stop`, not `tool_calls` (vllm-project/vllm#25054); Claude
+    says `tool_use` for every answer that calls a tool, and agent loops run the calls only then."""
+    tools: Any = [{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}]
+    ask: Any = {"model": tier, "max_tokens": 200, "tools": tools, "tool_choice": {"type": "tool", "name": "get_weather"},
+                "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    client = anthropic_client(stack)
+    if streamed:
+        with client.messages.stream(**ask) as stream:
+            message = stream.get_final_message()
+    else:
+        message = client.messages.create(**ask)
+    assert message.stop_reason == "tool_use"
+    assert [block.input for block in message.content if block.type == "tool_use"] == [{"city": "sim"}]

@@ -150,18 +150,19 @@ async def test_max_tokens_cuts_the_answer_with_finish_reason_length(sim: SimServ
     assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 5
 
 
-@pytest.mark.parametrize(("tool_choice", "name", "arguments"), [
-    ("auto", "get_weather", WEATHER_ARGS),
-    ("required", "get_weather", WEATHER_ARGS),
-    ({"type": "function", "function": {"name": "get_time"}}, "get_time", {"zone": "UTC"}),
+@pytest.mark.parametrize(("tool_choice", "name", "arguments", "finish"), [
+    ("auto", "get_weather", WEATHER_ARGS, "tool_calls"),
+    ("required", "get_weather", WEATHER_ARGS, "tool_calls"),
+    # OpenAI ends a call the request named with `stop` (measured, vllm-project/vllm#25054)
+    ({"type": "function", "function": {"name": "get_time"}}, "get_time", {"zone": "UTC"}, "stop"),
 ])
 async def test_offered_tools_are_called_with_arguments_from_required_properties(
-        sim: SimServer, tool_choice: Any, name: str, arguments: dict[str, Any], client: Client) -> None:
+        sim: SimServer, tool_choice: Any, name: str, arguments: dict[str, Any], finish: str, client: Client) -> None:
     completion = await client(sim).chat.completions.create(
         model=MODEL, messages=MESSAGES, tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=tool_choice)
 
     choice = completion.choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.finish_reason == finish and choice.message.content is None
     calls = choice.message.tool_calls
     assert calls is not None and len(calls) == 1 and calls[0].id.startswith("call_")
     assert calls[0].type == "function"

@@ -27,9 +27,11 @@ def response_from_canonical(result: JSON, requested_model: str) -> JSON:
     choices = result.get("choices") or [{}]
     choice = choices[0]
     message = choice.get("message") or {}
+    content = _content_blocks(message)
+    called = any(block["type"] == "tool_use" for block in content)
     return {"id": message_id(result.get("id")), "type": "message", "role": "assistant",
-            "model": result.get("model") or requested_model, "content": _content_blocks(message),
-            "stop_reason": stop_reason(choice.get("finish_reason")), "stop_sequence": None,
+            "model": result.get("model") or requested_model, "content": content,
+            "stop_reason": stop_reason(choice.get("finish_reason"), called), "stop_sequence": None,
             "usage": anthropic_usage(Usage.from_openai(result.get("usage")))}
 
 
@@ -85,7 +87,7 @@ class AnthropicStreamEncoder:
         self._open: int | None = None
         self._open_is_text = False
         self._tool_blocks: dict[int, int] = {}
-        self._stop_reason: str | None = None
+        self._stop_reason: Any = None  # the last finish reason, OpenAI's word
         self._usage: Usage | None = None
 
     def encode(self, chunk: JSON) -> bytes:
@@ -112,7 +114,7 @@ class AnthropicStreamEncoder:
         totals = anthropic_usage(usage or self._usage or Usage())
         out.append(sse_event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self._stop_reason or "end_turn", "stop_sequence": None},
+            "delta": {"stop_reason": stop_reason(self._stop_reason, bool(self._tool_blocks)), "stop_sequence": None},
             "usage": totals}))
         out.append(sse_event("message_stop", {"type": "message_stop"}))
         return b"".join(out)
@@ -144,7 +146,7 @@ class AnthropicStreamEncoder:
         for call in delta.get("tool_calls") or ():
             self._tool_call(call, out)
         if choice.get("finish_reason"):
-            self._stop_reason = stop_reason(choice["finish_reason"])
+            self._stop_reason = choice["finish_reason"]
 
     def _text(self, text: str, out: list[bytes]) -> None:
         if self._open is None or not self._open_is_text:

@@ -56,8 +56,11 @@ def message_id(upstream_id: Any) -> str:
     return "msg_" + ("".join(c for c in upstream_id if c.isascii() and c.isalnum()) or "llmroute")
 
 
-def stop_reason(finish_reason: Any) -> str:
-    return STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+def stop_reason(finish_reason: Any, called: bool = False) -> str:
+    """`called`: the answer calls tools. Claude ends every such answer with `tool_use`, and agent loops run
+    the calls only then; OpenAI ends a call the request named with `stop` (vllm-project/vllm#25054)."""
+    reason = STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+    return "tool_use" if called and reason == "end_turn" else reason
 
 
 def anthropic_usage(usage: Usage) -> JSON:
