@@ -211,13 +211,19 @@ def _input_tokens(body: dict[str, Any]) -> int:
     return count_tokens(" ".join(texts))
 
 
-def _answer(state: SimState, body: dict[str, Any], refuse: bool = False) -> _Answer:
+def _answer(state: SimState, body: dict[str, Any], refuse: int | None = None) -> _Answer:
+    """`refuse`: the safety classifier stops the answer after that many of its text's chunks (0: before it
+    began). Claude 4's classifiers also stop an answer mid-stream, after part of it was sent (Anthropic's
+    "handle streaming refusals" guide, zed-industries/zed#31217; anthropics/claude-code#61634)."""
     messages: list[Any] = body["messages"]
     prompt = _input_tokens(body)
     last = messages[-1] if isinstance(messages[-1], dict) else {}
     result = _tool_result(last.get("content"))
-    if refuse:  # the safety classifier stopped the answer before it began
+    if refuse == 0:  # the safety classifier stopped the answer before it began
         return _Answer(None, (), "refusal", prompt, 1)
+    if refuse is not None:
+        said = "".join(split_words(_answered(state, body, prompt, last, result).text or "", state.config.chunks)[:refuse])
+        return _Answer(said, (), "refusal", prompt, count_tokens(said))
     query = _search_query(body, last) if result is None else None
     if query is not None:
         return replace(_answered(state, body, prompt, last, result), searched=query,
@@ -505,7 +511,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return _bad_request(call, problem)
     body: dict[str, Any] = call.body
     state = call.state
-    answer = _answer(state, body, refuse=call.fault is not None and call.fault.kind is FaultKind.REFUSAL)
+    refuse = call.fault.tokens if call.fault is not None and call.fault.kind is FaultKind.REFUSAL else None
+    answer = _answer(state, body, refuse)
     cached = request.app[_PROMPT_CACHE].use(body)
     answer = replace(answer, cached=cached, input_tokens=answer.input_tokens - cached.read - cached.written,
                      service_tier=_served_tier(body, state.config))
