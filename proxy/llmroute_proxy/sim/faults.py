@@ -46,8 +46,9 @@ class FaultKind(StrEnum):
     """200, and the model declines, in its API's own shape: OpenAI a `refusal` instead of `content`
     (streamed as `delta.refusal`), Azure's output filter `finish_reason: content_filter` with no
     content and its filter results marked `filtered`, Anthropic `stop_reason: refusal`, Gemini a candidate that ends
-    with `finishReason: SAFETY` and no content. Anthropic's answer is stopped after `tokens` chunks of its text
-    (default 0: before any), as Claude 4's streaming classifiers stop an answer mid-way."""
+    with `finishReason: SAFETY` and no content. Anthropic's and Gemini's answers are stopped after `tokens` chunks
+    of their text (default 0: before any), as Claude 4's streaming classifiers and Gemini's safety filter stop an
+    answer mid-way (Gemini's last chunk carries its text and the SAFETY finish)."""
     ERROR_AS_200 = "error_as_200"
     """HTTP 200 whose body is the error the `status` fault would send (the provider's native shape,
     as JSON, even when the request asked for a stream; Gemini's wrapped in a list on
@@ -104,8 +105,8 @@ class Fault:
     seconds: float = 0.0
     """`latency`: the delay; `slow_stream`: the gap between events."""
     tokens: int = 0
-    """`break_after_tokens` / `stall_after_tokens` / `anthropic_error_event` / `refusal` (Anthropic): content
-    chunks sent before the fault."""
+    """`break_after_tokens` / `stall_after_tokens` / `anthropic_error_event` / `refusal` (Anthropic, Gemini):
+    content chunks sent before the fault."""
     path: str | None = None
     """Only requests whose path contains this string are affected (None: every request)."""
     echo_key: bool = False

@@ -35,7 +35,7 @@ cached prefix.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Unpack
 
@@ -460,6 +460,9 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
     state = call.state
     answers = _answers(state, model, body)
     fault = call.fault.kind if call.fault is not None else None
+    if fault is FaultKind.REFUSAL and call.fault is not None and call.fault.tokens:
+        answers = [_stopped_by_safety(answer, call.fault.tokens, state.config.chunks) for answer in answers]
+        fault = None
     tail = {"modelVersion": model, "responseId": state.new_id("resp")}
     chunks = _all_chunks(answers, stream, fault, state.config.quirks, state.config.cached_tokens,
                          state.config.chunks, tail)
@@ -473,6 +476,14 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
                       for part in (candidate.get("content") or {}).get("parts") or ())
         await sse.send(sse_data(chunk, CRLF2), content=content)
     return await sse.finish()
+
+
+def _stopped_by_safety(answer: _Answer, tokens: int, chunks: int) -> _Answer:
+    """The answer stopped by Gemini's safety filter after `tokens` chunks of its text: the last of them comes
+    with `finishReason: SAFETY` (topcheer/ggcode#232: text parts in the chunk that finishes SAFETY or
+    RECITATION; BerriAI/litellm#3468: a SAFETY finish after text chunks)."""
+    said = "".join(split_words(answer.text or "", chunks)[:tokens]).rstrip()  # no empty last piece
+    return replace(answer, text=said, calls=(), finish_reason="SAFETY", output_tokens=count_tokens(said))
 
 
 _PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",

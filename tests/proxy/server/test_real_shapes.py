@@ -373,35 +373,38 @@ def test_a_named_tool_call_is_tool_use_for_the_anthropic_sdk(stack: Stack, tier:
     assert [block.input for block in message.content if block.type == "tool_use"] == [{"city": "sim"}]
 
 
+@pytest.mark.parametrize("tier", ["anthropic", "gemini"])
 @pytest.mark.parametrize("streamed", [False, True])
-def test_claude_refusing_mid_answer_reaches_each_sdk_as_a_filtered_answer(stack: Stack, streamed: bool) -> None:
-    """Claude 4's classifiers stop an answer after part of it was sent (`stop_reason: refusal` after text
-    deltas): the part said stays, and every client is told the answer was stopped by a filter."""
-    stack.faults["claude"].next(Fault(FaultKind.REFUSAL, tokens=2), count=3)
+def test_a_safety_stop_mid_answer_reaches_each_sdk_as_a_filtered_answer(stack: Stack, tier: str,
+                                                                         streamed: bool) -> None:
+    """Claude 4's classifiers and Gemini's safety filter stop an answer after part of it was sent (Claude:
+    `stop_reason: refusal` after text deltas; Gemini: `finishReason: SAFETY` on a chunk with text): the part
+    said stays, and every client is told the answer was stopped by a filter."""
+    stack.faults[TIERS[tier]].next(Fault(FaultKind.REFUSAL, tokens=2), count=3)
     client = openai_client(stack)
     if streamed:  # the SDK's stream helper raises on a content_filter finish: the chunks, as they come
-        chunks = list(client.chat.completions.create(model="anthropic", messages=ASK, stream=True,  # type: ignore[arg-type]
+        chunks = list(client.chat.completions.create(model=tier, messages=ASK, stream=True,  # type: ignore[arg-type]
                                                      stream_options={"include_usage": True}))
         said = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         usage = chunks[-1].usage
     else:
-        completion = client.chat.completions.create(model="anthropic", messages=ASK)  # type: ignore[arg-type]
+        completion = client.chat.completions.create(model=tier, messages=ASK)  # type: ignore[arg-type]
         said, finishes, usage = completion.choices[0].message.content or "", [completion.choices[0].finish_reason], \
             completion.usage
     assert finishes == ["content_filter"] and said and "tell me a story" not in said
     assert usage is not None and usage.completion_tokens > 0
     if streamed:
-        with client.responses.stream(model="anthropic", input="tell me a story") as rstream:
+        with client.responses.stream(model=tier, input="tell me a story") as rstream:
             response = list(rstream)[-1].response  # type: ignore[union-attr]
     else:
-        response = client.responses.create(model="anthropic", input="tell me a story")
+        response = client.responses.create(model=tier, input="tell me a story")
     assert response.status == "incomplete" and response.incomplete_details is not None
     assert response.incomplete_details.reason == "content_filter" and response.output_text == said
     claude = anthropic_client(stack)
     if streamed:
-        with claude.messages.stream(model="anthropic", max_tokens=200, messages=ASK) as astream:  # type: ignore[arg-type]
+        with claude.messages.stream(model=tier, max_tokens=200, messages=ASK) as astream:  # type: ignore[arg-type]
             message = astream.get_final_message()
     else:
-        message = claude.messages.create(model="anthropic", max_tokens=200, messages=ASK)  # type: ignore[arg-type]
+        message = claude.messages.create(model=tier, max_tokens=200, messages=ASK)  # type: ignore[arg-type]
     assert message.stop_reason == "refusal" and [b.text for b in message.content if b.type == "text"] == [said]

@@ -329,6 +329,9 @@ async def test_gemini_refusal_and_blocked_prompt_shapes(aiohttp_client: Any, str
     assert refused["finishReason"] == "SAFETY" and "content" not in refused and refused["safetyRatings"]
     blocked = await answer()
     assert "candidates" not in blocked and blocked["promptFeedback"]["blockReason"] == "SAFETY"
+    faults.next(Fault(FaultKind.REFUSAL, tokens=2))  # stopped mid-answer: what was said comes with the finish
+    stopped = (await answer())["candidates"][0]
+    assert stopped["finishReason"] == "SAFETY" and stopped["content"]["parts"][0]["text"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
