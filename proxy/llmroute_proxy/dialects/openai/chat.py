@@ -255,7 +255,8 @@ class OpenAIStreamTranslator:
                 self._pending_usage = StreamChunk(_usage_chunk_like(chunk, usage))
         if self.drops_annotations and not any(c.get("delta") or c.get("finish_reason") for c in choices):
             return
-        if self._tolerant and self._numbered(choices):
+        # only a chunk with calls, or after them, needs numbering: its key found in the bytes (as every server seen writes it)
+        if self._tolerant and (self._call_ids or payload.find(b'"tool_calls"') >= 0) and self._numbered(choices):
             raw = None
         ended = False
         for position, choice in enumerate(choices):
