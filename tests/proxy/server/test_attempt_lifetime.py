@@ -21,7 +21,7 @@ import aiohttp
 import openai
 import pytest
 
-from llmroute_proxy.errors import UpstreamError
+from llmroute_proxy.errors import BadRequest, UpstreamError
 from llmroute_proxy.routing.failover import AttemptPlanner
 from llmroute_proxy.server.dispatch import Exchange
 from llmroute_proxy.server.http1 import Http1Connection
@@ -37,8 +37,11 @@ CONFIG = [
     provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=["gpt-4o-mini"]),
     provider("oai-b", "openai-compatible", "{oai_b}/v1", key_env="TEST_OAI_B_KEY", region="there",
              models=["gpt-4o-mini"]),
+    provider("claude", "anthropic", "{claude}", key_env="TEST_CLAUDE_KEY", models=["claude-sonnet-4-5"]),
     route("main", {"ha": [target("oai", "gpt-4o-mini"), target("oai-b", "gpt-4o-mini", priority=1)],
-                   "alone": [target("oai", "gpt-4o-mini")]}, default_tier="ha",
+                   "alone": [target("oai", "gpt-4o-mini")],
+                   "mixed": [target("claude", "claude-sonnet-4-5"), target("oai", "gpt-4o-mini", priority=1)],
+                   "claude": [target("claude", "claude-sonnet-4-5")]}, default_tier="ha",
           fallback={"maxAttempts": 2, "perTryTimeout": "200ms", "firstByteTimeout": "200ms", "idleTimeout": "200ms",
                     "overallTimeout": "10s"},
           outlierDetection={"consecutiveFailures": 1000000, "baseEjection": "1s", "maxEjection": "1s"}),
@@ -130,3 +133,38 @@ def test_no_per_attempt_object_survives_a_failed_attempt(stack: Stack, fault: st
     assert failed >= REQUESTS  # every request made at least one attempt on the failing primary
     grown = {name: after[name] - before[name] for name in after if after[name] > before[name]}
     assert not grown, f"kept alive by reference cycles after {REQUESTS} failed attempts: {grown}"
+
+
+@pytest.mark.parametrize("model", ["mixed", "claude"])
+def test_nothing_of_a_request_outlives_a_target_passed_over(stack: Stack, model: str) -> None:
+    """Claude cannot take `seed`: passed over for the tier's next target (`mixed`), or, alone, its refusal
+    is the client's 400 (`claude`). The refusal is kept for that answer and raised: neither it nor the
+    request may stay in a cycle."""
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="app", max_retries=0, timeout=10)
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+
+    def ask() -> None:
+        try:
+            client.chat.completions.create(model=model, messages=messages, seed=1)
+        except openai.BadRequestError:
+            assert model == "claude"
+
+    def alive() -> dict[str, int]:
+        return {**_alive(), "BadRequest": sum(isinstance(obj, BadRequest) for obj in gc.get_objects())}
+
+    try:
+        ask()
+        gc.collect()
+        gc.disable()
+        try:
+            before = alive()
+            for _ in range(REQUESTS):
+                ask()
+            stack.run(_handlers_done(stack))
+            after = alive()
+        finally:
+            gc.enable()
+    finally:
+        client.close()
+    grown = {name: after[name] - before[name] for name in after if after[name] > before[name]}
+    assert not grown, f"kept alive by reference cycles after {REQUESTS} requests: {grown}"
