@@ -21,6 +21,7 @@ from llmroute_proxy.server import app as sidecar_app
 from llmroute_proxy.server.runner import drain
 from llmroute_proxy.sim import Fault, FaultKind
 from tests.proxy.server.conftest import sim_requests
+from tests.proxy.server.spending import ended
 from tests.proxy.stack import Stack
 
 HELLO = [{"role": "user", "content": "hello"}]
@@ -93,6 +94,7 @@ def test_a_stream_broken_after_its_first_token_is_a_200_that_says_its_error(
     stack.call(lambda: stack.faults["oai"].always(Fault(FaultKind.BREAK_AFTER_TOKENS, tokens=2)))
     with pytest.raises(openai.APIError) as answered:
         list(client(stack).chat.completions.create(model="openai", messages=HELLO, stream=True))
+    ended(stack)  # its line is written as its handler ends, a moment after the client read the error
 
     [line] = access()
     assert line["status"] == 200

@@ -26,6 +26,7 @@ from llmroute_proxy.routing.tokens import estimate_tokens
 from llmroute_proxy.sim import FaultPlan
 from tests.proxy.documents import provider, route, target
 from tests.proxy.server.conftest import stream_app
+from tests.proxy.server.spending import ended
 from tests.proxy.stack import Stack
 
 CHAT = "/v1/chat/completions"
@@ -171,7 +172,7 @@ def test_a_stream_without_usage_is_charged_an_estimate_of_its_prompt_and_text(
     text, usages = _text(stream.parse())
     assert (text, usages) == ("Whole answer", [])
     assert ("content-length" in stream.headers) is (arrival == "whole")  # still answered in one piece
-    outcome = stack.call(lambda: stack.sidecar.decisions[-1])
+    outcome = ended(stack)  # recorded as its handler ends, a moment after the client's last byte
     prompt = RequestFacts("one", list(HELLO), {}, False, None).prompt_tokens
     assert outcome.usage_estimated
     assert outcome.usage == Usage(input_tokens=prompt, output_tokens=estimate_tokens("Whole answer"))
@@ -191,7 +192,7 @@ def test_a_whole_stream_shows_its_usage_only_to_a_client_that_asked_and_is_bille
     text, usages = _text(client.chat.completions.create(model="one", messages=HELLO, stream=True, **options))
     assert text == "Whole answer"
     assert [(u.prompt_tokens, u.completion_tokens) for u in usages] == ([(7, 3)] if include_usage else [])
-    outcome = whole.call(lambda: whole.sidecar.decisions[-1])
+    outcome = ended(whole)
     assert outcome.usage == Usage(input_tokens=7, output_tokens=3) and outcome.cost_usd is not None
 
 
