@@ -25,6 +25,7 @@ from llmroute_proxy.spec import (
     RouteSpec,
     SecretKeyRef,
     SpecError,
+    credential_problem,
     parse_provider,
     parse_route,
 )
@@ -104,6 +105,9 @@ def judge_provider(namespace: str, resource: Resource, secrets: Mapping[Key, Map
                 elif not data.get(key):
                     unresolved.append(Problem("spec.credentials.secretRef.key",
                                               f"Secret '{secret}' has no non-empty text key '{key}'"))
+                elif (unusable := credential_problem(spec.type, data[key])) is not None:
+                    problems.append(Problem("spec.credentials.secretRef.key",
+                                            f"Secret '{secret}' key '{key}': {unusable}"))
                 else:
                     credential = data[key]
             case EnvCredential() | FileCredential():

@@ -23,6 +23,7 @@ from llmroute_proxy.spec import (
     SecretKeyRef,
     SpecError,
     Specs,
+    credential_problem,
     parse_documents,
 )
 from llmroute_proxy.table import Secret, Table
@@ -92,10 +93,17 @@ def resolve_credentials(
     errors: list[SpecError] = []
     for provider in providers:
         secret, problem = _credential(provider, environ, base_dir)
+        if secret is not None and problem is None and (unusable := credential_problem(
+                provider.type, secret.reveal())) is not None:
+            secret, problem = None, (_CREDENTIAL_PATHS[type(provider.credentials)], unusable)
         secrets[provider.name] = secret
         if problem is not None:
             errors.append(SpecError("LLMProvider", provider.name, *problem))
     return secrets, errors
+
+
+_CREDENTIAL_PATHS = {EnvCredential: "spec.credentials.env", FileCredential: "spec.credentials.file",
+                     SecretKeyRef: "spec.credentials.secretRef"}
 
 
 def _credential(

@@ -10,6 +10,8 @@ forms in which they come back:
   (HTTP Basic credentials, a base64 request dump);
 - cut: a start or an end of at least `FRAGMENT_CHARS` characters, extended over as much of
   the key as follows or precedes it, for keys of at least `FRAGMENT_MIN_KEY` characters;
+- a Google service-account key (a JSON key file) also by its private key: the PEM, its base64 body and
+  each of its lines;
 - masked in the middle as providers print keys (`sk-proj-****…abcd`, `sk-ab...wxyz`): a visible
   start of a held key, a run of `*`, `.` or `…`, then that key's visible end.
 
@@ -38,6 +40,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.service_accounts import key_parts
 from llmroute_proxy.table import Table
 
 MARKER = "[redacted]"
@@ -80,7 +83,9 @@ class Scrubber:
     __slots__ = ("_anchors", "_held", "_keys")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        originals = {s for s in secrets if len(s) >= MIN_SECRET_CHARS}
+        # a service-account key (JSON) is held whole and by what an echo could quote of it: its private key
+        held = [part for secret in secrets for part in (secret, *key_parts(secret))]
+        originals = {s for s in held if len(s) >= MIN_SECRET_CHARS}
         self._keys: tuple[str, ...] = tuple(sorted({s.lower() for s in originals}, key=len, reverse=True))
         # lower-cased anchor → (lower-cased key, how the anchor sits in it): "exact", "head" or "tail"
         self._anchors: dict[str, list[tuple[str, str]]] = {}

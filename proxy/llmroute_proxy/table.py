@@ -48,6 +48,7 @@ class ProviderType(StrEnum):
     AZURE_OPENAI = "azure-openai"
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
+    VERTEX = "vertex"
 
 
 REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
@@ -56,10 +57,16 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
     ProviderType.OPENAI_COMPATIBLE: ("default", "flex", "priority", "scale"),
     ProviderType.ANTHROPIC: ("standard", "priority"),
     ProviderType.GEMINI: (),
+    ProviderType.VERTEX: (),
 }
 """The service tiers each provider type's answers report, the names `Pricing.service_tiers` is keyed by
-(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Gemini's answers
-report none in their body."""
+(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Gemini's answers,
+and Vertex AI's (Gemini's and Claude's alike), report none in their body."""
+
+
+def vertex_publisher(model: str) -> str:
+    """The Vertex AI publisher of a model: `anthropic` for Claude (`claude-*`), `google` for any other."""
+    return "anthropic" if model.startswith("claude-") else "google"
 
 
 class Strategy(StrEnum):
@@ -132,6 +139,14 @@ class Target:
     pricing: Pricing = Pricing()
     options: Mapping[str, str] = field(default_factory=dict)  # provider-specific: api_version, responses_api
     ca_bundle: str | None = None  # PEM: the CAs that alone verify this target's TLS (None: the system's)
+
+    @property
+    def dialect(self) -> ProviderType:
+        """The provider type whose API the target speaks: its own, but a Vertex AI target speaks its
+        model's publisher's (Claude: Anthropic Messages; any other: Gemini)."""
+        if self.provider_type is ProviderType.VERTEX:
+            return ProviderType.ANTHROPIC if vertex_publisher(self.model) == "anthropic" else ProviderType.GEMINI
+        return self.provider_type
 
     @property
     def response_store(self) -> str:

@@ -26,11 +26,13 @@ from tests.crds.apiserver import admit
 from tests.proxy.spec_cases import (
     AZURE_VERSIONS,
     BAD_AZURE_BLOCKS,
+    BAD_VERTEX_URLS,
     GEMINI_VERSIONS,
     INVALID,
     MISTAKES_WITH_A_SECRET,
     PROVIDER,
     ROUTE,
+    VERTEX_URLS,
     documents,
     every_section_documents,
     openai_doc,
@@ -80,6 +82,8 @@ VALID: dict[str, Callable[[], Documents]] = {
     "openai-compatible without credentials": lambda: [
         with_spec(openai_doc(), type="openai-compatible", credentials=None)],
     "a file credential": lambda: [with_spec(openai_doc(), credentials={"file": "/var/run/keys/openai"})],
+    **{f"a vertex endpoint {url}": (lambda url=url: [with_spec(  # type: ignore[misc]
+        openai_doc(), type="vertex", endpoints=[{"region": "r", "url": url}])]) for url in VERTEX_URLS},
     "an openai-compatible server that speaks the Responses API": lambda: [
         with_spec(openai_doc(), type="openai-compatible", openaiCompatible={"responsesAPI": True})],
     **{f"azure apiVersion {value}": (lambda value=value: [with_spec(  # type: ignore[misc]
@@ -160,6 +164,8 @@ def invalid_cases() -> list[Case]:
     cases += [Case(f"gemini {version}", [with_spec(openai_doc(), type="gemini", gemini={"apiVersion": version})], 0)
               for version, errors in GEMINI_VERSIONS if errors]
     cases += [Case(f"tls {tls!r}"[:60], [tls_provider(tls)], 0) for tls, _ in BAD_TLS]
+    cases += [Case(f"vertex {url}", [with_spec(openai_doc(), type="vertex", endpoints=[{"region": "r", "url": url}])],
+                   0) for url in BAD_VERTEX_URLS]
     cases.append(Case("a route naming an invalid provider", _mutated(PROVIDER, "spec.type", "opnai"), ROUTE))
     cases.append(Case("a dated azure apiVersion with a v1 url", [with_spec(
         openai_doc(), type="azure-openai", azure={"apiVersion": "2024-10-21"},

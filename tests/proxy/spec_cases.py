@@ -337,3 +337,22 @@ MISTAKES_WITH_A_SECRET = [
     (PROVIDER, "spec.credentials", {"env": 12345678901234567890}),
     (PROVIDER, "spec.endpoints[0].url", f"https://user:{SECRET}@api.openai.com/v1"),
 ]
+
+
+VERTEX_URLS = (
+    "https://us-east5-aiplatform.googleapis.com/v1/projects/my-project/locations/us-east5",
+    "https://europe-west1-aiplatform.googleapis.com/v1beta1/projects/my-project/locations/europe-west1/",
+    "https://aiplatform.googleapis.com/v1/projects/my-project/locations/global",
+    "http://127.0.0.1:8080/v1/projects/sim-project/locations/us-east5",
+)
+"""Vertex AI endpoints as `spec.endpoints[].url` takes them: a location of a project, v1 or v1beta1."""
+
+BAD_VERTEX_URLS = (
+    "https://us-east5-aiplatform.googleapis.com",
+    "https://us-east5-aiplatform.googleapis.com/v1",
+    "https://us-east5-aiplatform.googleapis.com/v1/projects/my-project",
+    "https://us-east5-aiplatform.googleapis.com/v2/projects/my-project/locations/us-east5",
+    "https://us-east5-aiplatform.googleapis.com/v1/projects/my-project/locations/us-east5/publishers/google",
+    "https://us-east5-aiplatform.googleapis.com/v1/projects/my-project/locations/us-east5?alt=sse",
+)
+"""Endpoints without project and location, or with more than them (the publisher follows from the model)."""

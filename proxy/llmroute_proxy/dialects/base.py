@@ -87,7 +87,8 @@ class BilledFailure(UpstreamError):
 
 
 DIALECT_NAMES = {ProviderType.ANTHROPIC: "Anthropic", ProviderType.GEMINI: "Gemini", ProviderType.OPENAI: "OpenAI",
-                 ProviderType.AZURE_OPENAI: "Azure OpenAI", ProviderType.OPENAI_COMPATIBLE: "OpenAI-compatible"}
+                 ProviderType.AZURE_OPENAI: "Azure OpenAI", ProviderType.OPENAI_COMPATIBLE: "OpenAI-compatible",
+                 ProviderType.VERTEX: "Vertex AI"}
 """The name a message gives each provider type's dialect."""
 
 
@@ -138,9 +139,10 @@ class NativeBody:
         self.betas = betas
 
     def spoken_by(self, target: Target) -> bool:
-        """Whether the target takes this dialect natively: its provider type does, or it is an
-        OpenAI-compatible server configured as speaking the Responses API too."""
-        return target.provider_type in self.dialect.speakers or (
+        """Whether the target takes this dialect natively: the API it speaks does (a Vertex AI target's
+        Claude speaks Anthropic Messages), or it is an OpenAI-compatible server configured as speaking
+        the Responses API too."""
+        return target.dialect in self.dialect.speakers or (
             self.dialect is NativeDialect.OPENAI_RESPONSES and target.options.get("responses_api") == "native")
 
 

@@ -51,11 +51,11 @@ def openai_request_tier(anthropic_tier: object) -> str | None:
 def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) -> str | None:
     """The `service_tier` the target's provider is sent: the client's own when the target takes its
     body natively, else the canonical request's (`canonical`, OpenAI's terms) translated for its API;
-    none to Gemini."""
+    none to Gemini or Vertex AI (whose answers report none)."""
     if native is not None and native.spoken_by(target):
         tier = native.body.get("service_tier")
         return tier if type(tier) is str else None
-    if target.provider_type is ProviderType.GEMINI:
+    if target.provider_type in (ProviderType.GEMINI, ProviderType.VERTEX):
         return None
     if target.provider_type is ProviderType.ANTHROPIC:
         return anthropic_request_tier(canonical)
@@ -64,8 +64,8 @@ def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) 
 
 def landing_tiers(provider_type: ProviderType, sent: str | None) -> tuple[str, ...] | None:
     """The tiers an answer to a request sent `sent` may report: None when it may be any (the provider
-    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Gemini)."""
-    if provider_type is ProviderType.GEMINI:
+    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Gemini, Vertex AI)."""
+    if provider_type in (ProviderType.GEMINI, ProviderType.VERTEX):
         return ()
     if provider_type is ProviderType.ANTHROPIC:
         return ("standard",) if sent == "standard_only" else None

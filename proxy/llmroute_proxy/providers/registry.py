@@ -8,6 +8,7 @@ from llmroute_proxy.providers.base import Provider, TokenCounter
 from llmroute_proxy.providers.gemini import GeminiProvider
 from llmroute_proxy.providers.guarded import GuardedProvider
 from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider
+from llmroute_proxy.providers.vertex import VertexProvider
 from llmroute_proxy.table import ProviderType
 
 PROVIDERS: dict[ProviderType, Provider] = {
@@ -16,6 +17,7 @@ PROVIDERS: dict[ProviderType, Provider] = {
     ProviderType.AZURE_OPENAI: AzureOpenAIProvider(),
     ProviderType.ANTHROPIC: AnthropicProvider(),
     ProviderType.GEMINI: GeminiProvider(),
+    ProviderType.VERTEX: VertexProvider(google=GeminiProvider(), anthropic=AnthropicProvider()),
 }
 
 

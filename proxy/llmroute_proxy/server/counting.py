@@ -115,8 +115,8 @@ async def _asked(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest, co
     timeout = min(route.fallback.first_byte_timeout, route.fallback.per_try_timeout)
     try:
         async with asyncio.timeout(timeout):
-            upstream = await sidecar.upstream.send(provider.count_tokens_request(chat, target), target.id,
-                                                   ca_bundle=target.ca_bundle)
+            request = sidecar.google_tokens.with_token(provider.count_tokens_request(chat, target), target)
+            upstream = await sidecar.upstream.send(request, target.id, ca_bundle=target.ca_bundle)
             async with upstream:
                 body = await upstream.read(MAX_ERROR_BODY)
     except TimeoutError:
@@ -127,7 +127,7 @@ async def _asked(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest, co
     if tokens is None:
         raise UpstreamError(FailureKind.SERVER_ERROR, "the count answer holds no count", status=upstream.status)
     # an Anthropic count is in the client's own dialect: relayed as it came, any field it adds included
-    return body if target.provider_type is ProviderType.ANTHROPIC else _input_tokens(tokens)
+    return body if target.dialect is ProviderType.ANTHROPIC else _input_tokens(tokens)
 
 
 def _input_tokens(tokens: int) -> bytes:

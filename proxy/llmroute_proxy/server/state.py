@@ -24,6 +24,7 @@ from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.routing.ratelimits import SeenRateLimits
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
+from llmroute_proxy.server.google_tokens import GoogleTokens
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
@@ -108,6 +109,7 @@ class Sidecar:
     decisions: deque[Outcome] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
     responses: ResponseStore = field(init=False)  # POST /v1/responses with store (server/response_store)
+    google_tokens: GoogleTokens = field(init=False)  # Vertex AI targets' bearer tokens (server/google_tokens)
     scrubber: Scrubber = field(default_factory=Scrubber)
     """Every key held, scrubbed from what is relayed, stored or logged; rebuilt when the keys change."""
     held_secrets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
@@ -119,6 +121,7 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
+        self.google_tokens = GoogleTokens(lambda: self.wallclock())  # a wallclock replaced later is followed
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
 

@@ -46,6 +46,7 @@ PROVIDER_NAMES = {
     ProviderType.ANTHROPIC: "anthropic",
     ProviderType.GEMINI: "gcp.gemini",
     ProviderType.AZURE_OPENAI: "azure.ai.openai",
+    ProviderType.VERTEX: "gcp.vertex_ai",
 }
 """`gen_ai.provider.name` per provider type; openai-compatible targets use their LLMProvider's name."""
 

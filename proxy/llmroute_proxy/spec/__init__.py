@@ -30,6 +30,7 @@ from llmroute_proxy.spec.provider import (
     ProviderSpec,
     SecretKeyRef,
     TrustSpec,
+    credential_problem,
 )
 from llmroute_proxy.spec.route import (
     RESERVED_TIER_NAMES,
@@ -64,6 +65,7 @@ __all__ = [
     "TargetSpec",
     "TierSpec",
     "TrustSpec",
+    "credential_problem",
     "parse_documents",
     "parse_duration",
     "parse_provider",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from urllib.parse import urlsplit
 
+from llmroute_proxy.service_accounts import service_account_problem
 from llmroute_proxy.spec.fields import Fields, Opened, describe, quoted
 from llmroute_proxy.table import REPORTED_SERVICE_TIERS, Limits, LongContextPricing, Pricing, ProviderType
 from llmroute_proxy.trust import ca_bundle_problem
@@ -16,6 +17,7 @@ _REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _AZURE_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?|v1|preview|latest")
 _GEMINI_API_VERSIONS = ("v1beta", "v1")
+_VERTEX_PATH = re.compile(r"/(v1|v1beta1)/projects/[a-z0-9][a-z0-9.:-]*/locations/[a-z0-9][a-z0-9-]*/?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ _PROVIDER_FIELDS = ("type", "endpoints", "credentials", "limits", "models", "azu
 def provider_spec(doc: Opened) -> ProviderSpec:
     f = Fields(doc.sink, "spec", doc.spec, _PROVIDER_FIELDS)
     provider_type = f.enum("type", ProviderType, required=True)
-    endpoints = _endpoints(f)
+    endpoints = _endpoints(f, provider_type)
     credentials = _credentials(f, provider_type)
     limits = _limits(f)
     models = _models(f, provider_type)
@@ -139,7 +141,7 @@ def _trust(spec: Fields) -> TrustSpec | None:
     return TrustSpec(ca_file=path) if path is not None else None
 
 
-def _endpoints(spec: Fields) -> tuple[Endpoint, ...]:
+def _endpoints(spec: Fields, provider_type: ProviderType | None) -> tuple[Endpoint, ...]:
     out: list[Endpoint] = []
     seen: dict[str, str] = {}
     for path, item in spec.items("endpoints", required=True, nonempty=True):
@@ -153,8 +155,19 @@ def _endpoints(spec: Fields) -> tuple[Endpoint, ...]:
         elif region is not None:
             seen[region] = path
         url = _url(f)
+        if url is not None and provider_type is ProviderType.VERTEX and not _vertex_url(url):
+            f.error("url", f"a Vertex AI endpoint carries project and location: expected "
+                           f"https://LOCATION-aiplatform.googleapis.com/v1/projects/PROJECT/locations/LOCATION "
+                           f"(v1 or v1beta1; the global endpoint: https://aiplatform.googleapis.com/v1/projects/"
+                           f"PROJECT/locations/global), found {quoted(url)}")
+            url = None
         out.append(Endpoint(region or "", url or ""))
     return tuple(out)
+
+
+def _vertex_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(_VERTEX_PATH.fullmatch(parts.path)) and not parts.query and not parts.fragment
 
 
 def _url(f: Fields) -> str | None:
@@ -199,6 +212,16 @@ def _credentials(spec: Fields, provider_type: ProviderType | None) -> Credential
     assert ref is not None
     name, key = ref.string("name", required=True), ref.string("key", required=True)
     return SecretKeyRef(name, key) if name and key else None
+
+
+def credential_problem(provider_type: ProviderType, value: str) -> str | None:
+    """Why a resolved credential cannot serve a provider of this type, or None. Every loader (standalone
+    file, pushed table, operator) asks before it takes a key; the answer never quotes the key.
+    A Vertex AI credential is a service-account key file (JSON), which must load to sign tokens."""
+    if provider_type is ProviderType.VERTEX:
+        problem = service_account_problem(value)
+        return None if problem is None else f"the service-account key {problem}"
+    return None
 
 
 def _env_credential(f: Fields) -> EnvCredential | None:

@@ -1,0 +1,152 @@
+"""Google Cloud Vertex AI: Gemini and Claude behind Google's front end (providers.md §3.1).
+
+A Vertex target is an endpoint URL that carries project and location (`…/v1/projects/P/locations/L`)
+and a model whose publisher its name tells (`table.vertex_publisher`: `claude-*` is Anthropic's,
+any other Google's). Each publisher's API is the one the sidecar already speaks, at another address:
+
+- Google: `{url}/publishers/google/models/{model}:generateContent` (`:streamGenerateContent?alt=sse`,
+  `:countTokens`), the Gemini API's bodies, answers and errors. Vertex's `countTokens` takes
+  `contents`, `systemInstruction` and `tools` directly, not the Developer API's
+  `generateContentRequest`. Embeddings are another API on Vertex (`:predict`): refused, so a tier's
+  other targets serve them.
+- Anthropic: `{url}/publishers/anthropic/models/{model}:rawPredict` (`:streamRawPredict`), the
+  Messages body without `model`, with `anthropic_version` and the client's betas in its body
+  (`anthropic_beta`); answers, streams and errors are Anthropic's, but Google's front end refuses in
+  Google's shape (401, 403, 404, 429 `RESOURCE_EXHAUSTED`): both shapes are classified.
+
+This module builds only the addresses and the Vertex differences; the Gemini and Anthropic providers
+(handed in by the registry, so that no provider module imports another) build and read the bodies.
+No credential goes in a request built here: the service-account key signs a token in the I/O shell
+(`server/google_tokens.py`), which adds the `Authorization` header when the request is sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from llmroute_proxy.dialects.base import (
+    ChatRequest,
+    ChatResult,
+    RateLimits,
+    StreamTranslator,
+    UpstreamRequest,
+    Usage,
+)
+from llmroute_proxy.dialects.common import loads_object
+from llmroute_proxy.dialects.gemini.request_out import build_generate_body
+from llmroute_proxy.errors import BadRequest, UpstreamError
+from llmroute_proxy.providers.base import Provider, TokenCounter
+from llmroute_proxy.table import Target, vertex_publisher
+
+ANTHROPIC_VERSION = "vertex-2023-10-16"
+"""What Claude on Vertex takes as `anthropic_version`, in the body (Anthropic's "Claude on Vertex AI")."""
+
+_COUNTED = ("contents", "systemInstruction", "tools")
+"""What Vertex's `countTokens` takes of a GenerateContentRequest."""
+
+_JSON = {"content-type": "application/json"}
+
+
+class Publisher(Provider, TokenCounter, Protocol):
+    """A publisher's own provider (Gemini's, Anthropic's): it builds and reads the bodies."""
+
+
+class VertexProvider:
+    type: ClassVar[str] = "vertex"
+
+    def __init__(self, google: Publisher, anthropic: Publisher) -> None:
+        self._google = google
+        self._anthropic = anthropic
+
+    def _publisher(self, target: Target) -> Publisher:
+        return self._anthropic if vertex_publisher(target.model) == "anthropic" else self._google
+
+    def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        if vertex_publisher(target.model) == "anthropic":
+            inner = self._anthropic.chat_request(request, _keyless(target))
+            method = "streamRawPredict" if request.stream else "rawPredict"
+            return UpstreamRequest("POST", model_url(target, method), dict(_JSON), _claude_body(inner))
+        body = orjson.dumps(build_generate_body(request, target.model))
+        method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
+        return UpstreamRequest("POST", model_url(target, method), dict(_JSON), body)
+
+    def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
+        """Gemini: `countTokens` of what the sidecar would send. Claude: the Messages count body (with
+        `model`) at `count-tokens:rawPredict`, as Anthropic's own Vertex client sends it."""
+        if vertex_publisher(target.model) == "anthropic":
+            inner = self._anthropic.count_tokens_request(request, _keyless(target))
+            url = f"{publisher_url(target)}/count-tokens:rawPredict"
+            return UpstreamRequest("POST", url, dict(_JSON), _claude_body(inner, keep_model=True))
+        whole = build_generate_body(request, target.model)
+        body = orjson.dumps({name: whole[name] for name in _COUNTED if name in whole})
+        return UpstreamRequest("POST", model_url(target, "countTokens"), dict(_JSON), body)
+
+    def counted_tokens(self, body: bytes) -> int | None:
+        counted = self._anthropic.counted_tokens(body)
+        return counted if counted is not None else self._google.counted_tokens(body)
+
+    def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
+        return self._publisher(target).chat_response(body, request, target)
+
+    def chat_stream(self, request: ChatRequest, target: Target) -> StreamTranslator:
+        return self._publisher(target).chat_stream(request, target)
+
+    def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        raise _no_embeddings()
+
+    def embeddings_response(self, body: bytes, request_body: dict[str, Any],
+                            target: Target) -> tuple[dict[str, Any], Usage]:
+        raise _no_embeddings()
+
+    def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
+        """Anthropic's shape (`{"type": "error", "error": {"type", "message"}}`) from Claude itself;
+        Google's (`{"error": {"code", "message", "status"}}`) from Gemini and from Google's front end."""
+        parsed = loads_object(body)
+        error = parsed.get("error") if parsed else None
+        if isinstance(error, dict) and "type" in error and "status" not in error:
+            return self._anthropic.classify_error(status, headers, body)
+        return self._google.classify_error(status, headers, body)
+
+    def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
+        limits = self._anthropic.rate_limits(headers, seen_wall)
+        return limits if limits is not None else self._google.rate_limits(headers, seen_wall)
+
+    def stored_response_request(self, target: Target, response_id: str, method: str,
+                                input_items: str | None = None) -> UpstreamRequest | None:
+        return None  # Vertex keeps no Responses: the sidecar made those it answered
+
+
+def publisher_url(target: Target) -> str:
+    return f"{target.url.rstrip('/')}/publishers/{vertex_publisher(target.model)}/models"
+
+
+def model_url(target: Target, method: str) -> str:
+    return f"{publisher_url(target)}/{target.model}:{method}"
+
+
+def _keyless(target: Target) -> Target:
+    """The target as the publisher's provider is asked to build for: no key (Vertex takes a token)."""
+    return dataclasses.replace(target, credential=None) if target.credential is not None else target
+
+
+def _claude_body(inner: UpstreamRequest, keep_model: bool = False) -> bytes:
+    """A Messages request as Vertex takes it: `anthropic_version` in the body, the `anthropic-beta`
+    header's features as `anthropic_beta`, and (but for counting) no `model`, which is in the URL."""
+    body = orjson.loads(inner.body or b"{}")
+    if not keep_model:
+        body.pop("model", None)
+    body["anthropic_version"] = ANTHROPIC_VERSION
+    betas = [name.strip() for name in inner.headers.get("anthropic-beta", "").split(",") if name.strip()]
+    if betas:
+        body["anthropic_beta"] = betas
+    return orjson.dumps(body)
+
+
+def _no_embeddings() -> BadRequest:
+    return BadRequest("Vertex AI serves embeddings through another API (:predict), which the sidecar does not "
+                      "speak; route embeddings to an OpenAI, Azure OpenAI or Gemini target.",
+                      param="model", code="unsupported_operation")

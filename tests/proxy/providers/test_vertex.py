@@ -1,0 +1,118 @@
+"""Vertex AI's addresses and differences over the Gemini and Anthropic providers it delegates to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from llmroute_proxy.dialects.base import ChatRequest, NativeBody, NativeDialect
+from llmroute_proxy.errors import BadRequest, FailureKind
+from llmroute_proxy.providers.base import TokenCounter
+from llmroute_proxy.providers.registry import PROVIDERS, token_counter_for
+from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
+
+BASE = "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5"
+PROVIDER = PROVIDERS[ProviderType.VERTEX]
+KEY = Secret('{"type": "service_account", "private_key": "never sent"}')
+
+
+def target(model: str) -> Target:
+    return Target(TargetId(f"vx/{model}@us-east5"), "vx", ProviderType.VERTEX, model, BASE + "/", "us-east5",
+                  credential=KEY)
+
+
+GEMINI, CLAUDE = target("gemini-2.5-pro"), target("claude-sonnet-4-5@20250929")
+CHAT = ChatRequest({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                                               {"role": "user", "content": "hi"}], "max_tokens": 100})
+
+
+def body(request: Any) -> dict[str, Any]:
+    parsed: dict[str, Any] = orjson.loads(request.body)
+    return parsed
+
+
+@pytest.mark.parametrize(("stream", "method"), [(False, "generateContent"), (True, "streamGenerateContent?alt=sse")])
+def test_gemini_goes_to_the_google_publisher_with_roles_and_no_key(stream: bool, method: str) -> None:
+    request = PROVIDER.chat_request(ChatRequest({**CHAT.body, "stream": stream}), GEMINI)
+
+    assert request.url == f"{BASE}/publishers/google/models/gemini-2.5-pro:{method}"
+    assert request.headers == {"content-type": "application/json"}
+    sent = body(request)
+    assert [content["role"] for content in sent["contents"]] == ["user"] and "systemInstruction" in sent
+
+
+@pytest.mark.parametrize(("stream", "method"), [(False, "rawPredict"), (True, "streamRawPredict")])
+def test_claude_goes_to_the_anthropic_publisher_without_model_and_with_vertex_s_version(stream: bool,
+                                                                                     method: str) -> None:
+    request = PROVIDER.chat_request(ChatRequest({**CHAT.body, "stream": stream}), CLAUDE)
+
+    assert request.url == f"{BASE}/publishers/anthropic/models/claude-sonnet-4-5@20250929:{method}"
+    assert request.headers == {"content-type": "application/json"}
+    sent = body(request)
+    assert "model" not in sent and sent["anthropic_version"] == "vertex-2023-10-16"
+    assert sent["system"] == "Be brief." and sent["max_tokens"] == 100 and "anthropic_beta" not in sent
+
+
+def test_a_native_messages_request_keeps_its_body_and_carries_its_betas_in_it() -> None:
+    native = {"model": "alias", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}],
+              "context_management": {"edits": []}}
+    chat = ChatRequest({"model": "alias", "messages": [{"role": "user", "content": "hi"}]},
+                       NativeBody(NativeDialect.ANTHROPIC_MESSAGES, native, betas="context-management-2025-06-27, x"))
+
+    sent = body(PROVIDER.chat_request(chat, CLAUDE))
+
+    assert sent == {"max_tokens": 50, "messages": native["messages"], "context_management": {"edits": []},
+                    "anthropic_version": "vertex-2023-10-16",
+                    "anthropic_beta": ["context-management-2025-06-27", "x"]}
+    assert chat.native is not None and chat.native.spoken_by(CLAUDE) and not chat.native.spoken_by(GEMINI)
+
+
+def test_counting_uses_each_publisher_s_count_endpoint() -> None:
+    counter = token_counter_for(ProviderType.VERTEX)
+    assert isinstance(counter, TokenCounter)
+
+    gemini = counter.count_tokens_request(CHAT, GEMINI)
+    claude = counter.count_tokens_request(CHAT, CLAUDE)
+
+    assert gemini.url == f"{BASE}/publishers/google/models/gemini-2.5-pro:countTokens"
+    assert set(body(gemini)) == {"contents", "systemInstruction"}  # not the Developer API's generateContentRequest
+    assert claude.url == f"{BASE}/publishers/anthropic/models/count-tokens:rawPredict"
+    assert body(claude)["model"] == "claude-sonnet-4-5@20250929" and "max_tokens" not in body(claude)
+    assert counter.counted_tokens(b'{"totalTokens": 7}') == 7 and counter.counted_tokens(b'{"input_tokens": 9}') == 9
+
+
+def test_embeddings_are_refused_naming_the_model() -> None:
+    with pytest.raises(BadRequest) as refused:
+        PROVIDER.embeddings_request({"model": "e", "input": "x"}, GEMINI)
+    assert refused.value.param == "model" and refused.value.code == "unsupported_operation"
+
+
+GOOGLE_429 = b'{"error": {"code": 429, "message": "Quota exceeded for aiplatform.googleapis.com", ' \
+             b'"status": "RESOURCE_EXHAUSTED"}}'
+
+
+@pytest.mark.parametrize(("status", "payload", "kind"), [
+    (429, GOOGLE_429, FailureKind.RATE_LIMITED),
+    (401, b'{"error": {"code": 401, "message": "Request had invalid authentication credentials.", '
+          b'"status": "UNAUTHENTICATED"}}', FailureKind.AUTH),
+    (403, b'{"error": {"code": 403, "message": "Permission denied", "status": "PERMISSION_DENIED"}}',
+     FailureKind.AUTH),
+    (404, b'{"error": {"code": 404, "message": "Publisher Model not found.", "status": "NOT_FOUND"}}',
+     FailureKind.TARGET_NOT_FOUND),
+    (529, b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+     FailureKind.OVERLOADED),
+    (429, b'{"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}',
+     FailureKind.RATE_LIMITED),
+    (400, b'{"type": "error", "error": {"type": "invalid_request_error", "message": "messages: required"}}',
+     FailureKind.CLIENT_ERROR),
+    (503, b"<html>Service Unavailable</html>", FailureKind.OVERLOADED),
+])
+def test_google_s_front_end_errors_and_claude_s_own_are_both_classified(status: int, payload: bytes,
+                                                                        kind: FailureKind) -> None:
+    assert PROVIDER.classify_error(status, {}, payload).kind is kind
+
+
+def test_a_vertex_target_speaks_its_model_s_publisher_s_dialect() -> None:
+    assert CLAUDE.dialect is ProviderType.ANTHROPIC and GEMINI.dialect is ProviderType.GEMINI
