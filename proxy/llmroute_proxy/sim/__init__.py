@@ -1,4 +1,4 @@
-"""Simulated OpenAI-, Azure OpenAI-, Anthropic- and Gemini-style providers for the demo, the tests and the benchmarks.
+"""Simulated OpenAI-, Azure OpenAI-, Anthropic-, Gemini- and Vertex AI-style providers for the demo, the tests and the benchmarks.
 
 Each factory returns an aiohttp `web.Application` that speaks its provider's wire format well
 enough for the official SDKs (the OpenAI and Azure ones the Responses API too, `sim.responses`), answers deterministically from the request, and applies the
@@ -6,6 +6,7 @@ faults scripted in its `FaultPlan` (in process, or over HTTP at `/_sim/faults`).
 `SimServer` runs one on a loopback port and can make that port refuse connections; with a
 `Delivery` its answers arrive fragmented and delayed, and with an SSL context over HTTPS
 (`sim.tls.LocalCA` makes the certificates; it needs the `test` extra's `cryptography`).
+`sim.vertex.vertex_app` (Gemini and Claude behind Vertex AI's front end) is imported from its module.
 """
 
 from llmroute_proxy.sim.anthropic import anthropic_app

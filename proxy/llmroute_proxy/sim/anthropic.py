@@ -41,6 +41,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Unpack
 
@@ -322,8 +323,18 @@ _GENERATION_ONLY = ("max_tokens", "stream", "temperature", "top_p", "top_k", "st
 """What a Messages request may set that a count request may not: it generates nothing."""
 
 
+API_HEADERS = web.RequestKey("llmroute_sim_anthropic_headers", Mapping[str, str])
+"""The Messages API's own headers (`anthropic-version`, `anthropic-beta`) as a front end that carries
+them elsewhere hands them on (Vertex AI: in the body); the request's headers when not set."""
+
+
+def api_headers(request: web.Request) -> Mapping[str, str]:
+    headers: Mapping[str, str] = request.get(API_HEADERS, request.headers)
+    return headers
+
+
 def _request_problem(request: web.Request, body: Any, required: tuple[str, ...]) -> str | None:
-    if not request.headers.get("anthropic-version"):
+    if not api_headers(request).get("anthropic-version"):
         return "anthropic-version: header is required"
     if not isinstance(body, dict):
         return "There was an error parsing the body of your request as JSON."
@@ -342,7 +353,7 @@ _MID_CONVERSATION_SYSTEM = "mid-conversation-system-2026-04-07"
 
 
 def _beta_problem(request: web.Request, body: dict[str, Any]) -> str | None:
-    betas = {name.strip() for name in request.headers.get("anthropic-beta", "").split(",")}
+    betas = {name.strip() for name in api_headers(request).get("anthropic-beta", "").split(",")}
     field = next((f"{field}: Extra inputs are not permitted" for field, features in _BETA_FIELDS.items()
                   if field in body and not betas & features), None)
     if field is not None or _MID_CONVERSATION_SYSTEM in betas:
@@ -642,10 +653,15 @@ async def list_models(request: web.Request) -> web.Response:
     })
 
 
+def with_prompt_cache(app: web.Application) -> web.Application:
+    """`app` with the prompt cache the Messages handlers (`messages`) read: any app that serves them."""
+    app[_PROMPT_CACHE] = PromptCache(sim_state(app).config.clock)
+    return app
+
+
 def anthropic_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
     """An Anthropic-style provider; `api_key` None accepts any key; `quirks`: see the module's docstring."""
-    app = sim_app(api_key, options, AnthropicDialect(), name="sim-anthropic", models=DEFAULT_MODELS)
-    app[_PROMPT_CACHE] = PromptCache(sim_state(app).config.clock)
+    app = with_prompt_cache(sim_app(api_key, options, AnthropicDialect(), name="sim-anthropic", models=DEFAULT_MODELS))
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_message_tokens)
     app.router.add_get("/v1/models", list_models)
