@@ -1,4 +1,4 @@
-"""One target per provider type, for driving each provider's translators directly."""
+"""One target per provider type (Vertex AI: one per publisher), for driving each provider's translators directly."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 
 URLS = {ProviderType.OPENAI: "https://api.openai.com/v1", ProviderType.OPENAI_COMPATIBLE: "http://127.0.0.1:9/v1",
         ProviderType.AZURE_OPENAI: "https://r.openai.azure.com", ProviderType.ANTHROPIC: "https://api.anthropic.com",
-        ProviderType.GEMINI: "https://generativelanguage.googleapis.com"}
+        ProviderType.GEMINI: "https://generativelanguage.googleapis.com",
+        ProviderType.VERTEX: "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5"}
 
 
-def target(provider_type: ProviderType) -> Target:
-    return Target(id=TargetId(f"{provider_type.value}/m@here"), provider=provider_type.value,
-                  provider_type=provider_type, model="m", url=URLS[provider_type], region="here",
+def target(provider_type: ProviderType, model: str = "m") -> Target:
+    return Target(id=TargetId(f"{provider_type.value}/{model}@here"), provider=provider_type.value,
+                  provider_type=provider_type, model=model, url=URLS[provider_type], region="here",
                   credential=Secret("sk-fuzz-key"))
 
 
-PROVIDERS: list[tuple[Provider, Target]] = [(provider_for(kind), target(kind)) for kind in ProviderType]
+PROVIDERS: list[tuple[Provider, Target]] = [(provider_for(kind), target(kind)) for kind in ProviderType] + [
+    (provider_for(ProviderType.VERTEX), target(ProviderType.VERTEX, "claude-m"))]
