@@ -10,8 +10,8 @@ any other Google's). Each publisher's API is the one the sidecar already speaks,
   `generateContentRequest`. Embeddings are another API on Vertex (`:predict`): refused, so a tier's
   other targets serve them.
 - Anthropic: `{url}/publishers/anthropic/models/{model}:rawPredict` (`:streamRawPredict`), the
-  Messages body without `model`, with `anthropic_version` and the client's betas in its body
-  (`anthropic_beta`); answers, streams and errors are Anthropic's, but Google's front end refuses in
+  Messages body without `model`, with `anthropic_version`; the client's betas stay in the
+  `anthropic-beta` header, as Anthropic's own Vertex client sends them; answers, streams and errors are Anthropic's, but Google's front end refuses in
   Google's shape (401, 403, 404, 429 `RESOURCE_EXHAUSTED`): both shapes are classified.
 
 This module builds only the addresses and the Vertex differences; the Gemini and Anthropic providers
@@ -69,7 +69,7 @@ class VertexProvider:
         if vertex_publisher(target.model) == "anthropic":
             inner = self._anthropic.chat_request(request, _keyless(target))
             method = "streamRawPredict" if request.stream else "rawPredict"
-            return UpstreamRequest("POST", model_url(target, method), dict(_JSON), _claude_body(inner))
+            return UpstreamRequest("POST", model_url(target, method), _claude_headers(inner), _claude_body(inner))
         body = orjson.dumps(build_generate_body(request, target.model))
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest("POST", model_url(target, method), dict(_JSON), body)
@@ -80,7 +80,7 @@ class VertexProvider:
         if vertex_publisher(target.model) == "anthropic":
             inner = self._anthropic.count_tokens_request(request, _keyless(target))
             url = f"{publisher_url(target)}/count-tokens:rawPredict"
-            return UpstreamRequest("POST", url, dict(_JSON), _claude_body(inner, keep_model=True))
+            return UpstreamRequest("POST", url, _claude_headers(inner), _claude_body(inner, keep_model=True))
         whole = build_generate_body(request, target.model)
         body = orjson.dumps({name: whole[name] for name in _COUNTED if name in whole})
         return UpstreamRequest("POST", model_url(target, "countTokens"), dict(_JSON), body)
@@ -134,16 +134,20 @@ def _keyless(target: Target) -> Target:
 
 
 def _claude_body(inner: UpstreamRequest, keep_model: bool = False) -> bytes:
-    """A Messages request as Vertex takes it: `anthropic_version` in the body, the `anthropic-beta`
-    header's features as `anthropic_beta`, and (but for counting) no `model`, which is in the URL."""
+    """A Messages request as Vertex takes it: `anthropic_version` in the body, and (but for counting) no
+    `model`, which is in the URL."""
     body = orjson.loads(inner.body or b"{}")
     if not keep_model:
         body.pop("model", None)
     body["anthropic_version"] = ANTHROPIC_VERSION
-    betas = [name.strip() for name in inner.headers.get("anthropic-beta", "").split(",") if name.strip()]
-    if betas:
-        body["anthropic_beta"] = betas
     return orjson.dumps(body)
+
+
+def _claude_headers(inner: UpstreamRequest) -> dict[str, str]:
+    """JSON, and the client's betas in `anthropic-beta`, where Anthropic's Vertex client keeps them
+    (`anthropic/lib/vertex/_client.py` moves only `model` and the version; its Bedrock client moves betas)."""
+    betas = inner.headers.get("anthropic-beta")
+    return {**_JSON, "anthropic-beta": betas} if betas else dict(_JSON)
 
 
 def _no_embeddings() -> BadRequest:

@@ -13,7 +13,8 @@ requests); this module is the front end, and checks what Vertex checks before a 
   `tools`) directly: the Developer API's `generateContentRequest` is an unknown field here; no
   embeddings on `publishers/google` methods of the Developer API;
 - Claude: `anthropic_version` `vertex-2023-10-16` in the body, no `model` in a `:rawPredict` body
-  (it is in the URL; a `count-tokens:rawPredict` body names it), betas in the body's `anthropic_beta`.
+  (it is in the URL; a `count-tokens:rawPredict` body names it), betas in the `anthropic-beta` header, as
+  Anthropic's own Vertex client sends them.
 
 Errors of the front end (faults included) are Google's `{"error": {"code", "message", "status"}}`;
 Claude's own refusals stay Anthropic's.
@@ -138,13 +139,13 @@ async def anthropic_model_action(request: web.Request) -> web.StreamResponse:
     if not counting and "model" in body:
         return call.state.json({"type": "error", "error": {
             "type": "invalid_request_error", "message": "model: Extra inputs are not permitted"}}, 400)
-    betas = body.get("anthropic_beta")
-    messages_body = {name: value for name, value in body.items() if name not in ("anthropic_version", "anthropic_beta")}
+    betas = request.headers.get("anthropic-beta")
+    messages_body = {name: value for name, value in body.items() if name != "anthropic_version"}
     if not counting:
         messages_body["model"] = model
     headers = {"anthropic-version": "2023-06-01"}
-    if isinstance(betas, list):
-        headers["anthropic-beta"] = ",".join(str(beta) for beta in betas)
+    if betas:
+        headers["anthropic-beta"] = betas
     request[anthropic.API_HEADERS] = headers
     request[SIM_CALL] = SimCall(call.state, messages_body, call.fault)
     if counting:

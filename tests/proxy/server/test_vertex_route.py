@@ -146,8 +146,8 @@ def test_the_anthropic_sdk_reaches_claude_on_vertex_natively_its_betas_in_the_bo
     assert message.content[0].type == "text" and "You said: hi there" in message.content[0].text
     assert streamed.content[0].type == "text" and "You said: stream it" in streamed.content[0].text
     unary = sent(stack, f"{EAST}/anthropic/models/{CLAUDE}:rawPredict")
-    assert unary.body["anthropic_beta"] == ["context-management-2025-06-27"] and "model" not in unary.body
-    assert unary.body["system"] == "Be brief." and "anthropic-beta" not in unary.headers
+    assert unary.headers["anthropic-beta"] == "context-management-2025-06-27" and "model" not in unary.body
+    assert unary.body["system"] == "Be brief." and "anthropic_beta" not in unary.body
     assert sent(stack, f"{EAST}/anthropic/models/{CLAUDE}:streamRawPredict").body["stream"] is True
 
 
