@@ -25,6 +25,7 @@ from llmroute_proxy.spec import (
     RouteSpec,
     SecretKeyRef,
     SpecError,
+    WorkloadIdentity,
     credential_problem,
     parse_provider,
     parse_route,
@@ -110,6 +111,8 @@ def judge_provider(namespace: str, resource: Resource, secrets: Mapping[Key, Map
                                             f"Secret '{secret}' key '{key}': {unusable}"))
                 else:
                     credential = data[key]
+            case WorkloadIdentity():
+                pass  # no key: the pods' metadata server gives the tokens
             case EnvCredential() | FileCredential():
                 problems.append(Problem("spec.credentials", "in a cluster only secretRef credentials "
                                         "reach the sidecars; env and file work in standalone mode"))

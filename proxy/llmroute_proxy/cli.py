@@ -20,6 +20,7 @@ from llmroute_proxy.arguments import (
 )
 from llmroute_proxy.server.accesslog import LINE_FORMAT
 from llmroute_proxy.server.connections import ConnectionLimits
+from llmroute_proxy.server.google_tokens import METADATA_HOST
 from llmroute_proxy.server.origins import parse_origins
 from llmroute_proxy.server.runner import Listen
 from llmroute_proxy.server.state import RESPONSES_STORE_BYTES, Settings
@@ -122,7 +123,8 @@ def listen(args: argparse.Namespace) -> Listen:
 
 def settings(args: argparse.Namespace) -> Settings:
     return Settings(max_body_bytes=args.max_body_bytes, allow_origins=args.allow_origins,
-                    responses_store_bytes=args.responses_store_bytes, responses_ttl_s=args.responses_ttl_seconds)
+                    responses_store_bytes=args.responses_store_bytes, responses_ttl_s=args.responses_ttl_seconds,
+                    gcp_metadata_host=os.environ.get("GCE_METADATA_HOST") or METADATA_HOST)
 
 
 def _without_key_shapes(text: str) -> str:

@@ -14,8 +14,16 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
-from llmroute_proxy.spec import ExperimentSpec, ProviderSpec, RouteSpec, RuleSpec, TargetSpec
+from llmroute_proxy.spec import (
+    ExperimentSpec,
+    ProviderSpec,
+    RouteSpec,
+    RuleSpec,
+    TargetSpec,
+    WorkloadIdentity,
+)
 from llmroute_proxy.table import (
+    METADATA_AUTH,
     Experiment,
     HeaderMatch,
     Limits,
@@ -87,6 +95,8 @@ def _targets(spec: TargetSpec, provider: ProviderSpec,
     options = {"api_version": provider.api_version} if provider.api_version else {}
     if provider.responses_api:
         options["responses_api"] = "native"
+    if isinstance(provider.credentials, WorkloadIdentity):
+        options["auth"] = METADATA_AUTH
     return [
         Target(
             id=TargetId(f"{provider.name}/{spec.model}@{endpoint.region}"),

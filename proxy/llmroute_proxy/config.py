@@ -23,6 +23,7 @@ from llmroute_proxy.spec import (
     SecretKeyRef,
     SpecError,
     Specs,
+    WorkloadIdentity,
     credential_problem,
     parse_documents,
 )
@@ -121,6 +122,8 @@ def _credential(
             return Secret(value), None
         case FileCredential(name):
             return _read_key(base_dir / Path(name).expanduser())
+        case WorkloadIdentity():
+            return None, None  # the metadata server gives its tokens when requests are sent
         case SecretKeyRef():
             return None, ("spec.credentials.secretRef", "a Kubernetes Secret is resolved only by the operator; "
                           "in standalone mode use credentials.env or credentials.file")

@@ -64,6 +64,11 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
 and Vertex AI's (Gemini's and Claude's alike), report none in their body."""
 
 
+METADATA_AUTH = "metadata"
+"""`Target.options["auth"]` of a Vertex AI target whose token the GCP metadata server gives
+(`credentials.workloadIdentity`): the target holds no credential."""
+
+
 def vertex_publisher(model: str) -> str:
     """The Vertex AI publisher of a model: `anthropic` for Claude (`claude-*`), `google` for any other."""
     return "anthropic" if model.startswith("claude-") else "google"
@@ -137,7 +142,7 @@ class Target:
     context_window: int | None = None
     max_output_tokens: int | None = None  # the most the model gives in one answer, when its provider says
     pricing: Pricing = Pricing()
-    options: Mapping[str, str] = field(default_factory=dict)  # provider-specific: api_version, responses_api
+    options: Mapping[str, str] = field(default_factory=dict)  # provider-specific: api_version, responses_api, auth
     ca_bundle: str | None = None  # PEM: the CAs that alone verify this target's TLS (None: the system's)
 
     @property

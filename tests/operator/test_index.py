@@ -11,6 +11,7 @@ from llmroute_operator.contracts import GlobalLimits, PodRef
 from llmroute_operator.index import ClusterIndex
 from llmroute_operator.judging import Problem
 from llmroute_proxy.sync.protocol import compile_payload, payload_version
+from llmroute_proxy.table import METADATA_AUTH
 from tests.operator.resources import KEY, node, pod, provider, route, secret, secret_data
 
 POD = PodRef("team-a", "chat-0")
@@ -47,6 +48,20 @@ def test_a_selected_pod_gets_its_routes_and_their_providers_with_the_credential_
     assert table.route_budgets == {"team-a/chat": 50.0}
     compiled = compile_payload(table.payload)  # what the sidecar does with it: no NACK
     assert compiled.route("chat") is not None
+
+
+def test_a_vertex_provider_on_workload_identity_reaches_the_pod_without_a_key() -> None:
+    """No Secret to resolve: the pod's metadata server gives its tokens; the sidecar compiles the table
+    with a target that takes them from there."""
+    vertex = provider("vx", secret=None, type="vertex", credentials={"workloadIdentity": {}}, regions=("eu-west-1",),
+                      endpoints=[{"region": "eu-west-1",
+                                  "url": "https://europe-west1-aiplatform.googleapis.com/v1/projects/p/locations/europe-west1"}])
+    index = loaded(node(), vertex, route(provider_name="vx", model="gemini-2.5-flash"), pod())
+    table = index.table_for(POD)
+    assert table is not None
+    assert table.payload["credentials"] == {}
+    [target] = compile_payload(table.payload).route("chat").tiers["fast"].targets  # type: ignore[union-attr]
+    assert (target.credential, target.options.get("auth")) == (None, METADATA_AUTH)
 
 
 def test_the_payload_carries_no_kubernetes_bookkeeping() -> None:

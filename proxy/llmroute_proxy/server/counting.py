@@ -115,7 +115,7 @@ async def _asked(sidecar: Sidecar, provider: TokenCounter, chat: ChatRequest, co
     timeout = min(route.fallback.first_byte_timeout, route.fallback.per_try_timeout)
     try:
         async with asyncio.timeout(timeout):
-            request = sidecar.google_tokens.with_token(provider.count_tokens_request(chat, target), target)
+            request = await sidecar.google_tokens.with_token(provider.count_tokens_request(chat, target), target)
             upstream = await sidecar.upstream.send(request, target.id, ca_bundle=target.ca_bundle)
             async with upstream:
                 body = await upstream.read(MAX_ERROR_BODY)

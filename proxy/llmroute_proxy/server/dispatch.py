@@ -284,7 +284,7 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
     """Send the attempt's request (with its bearer token, for a provider that signs one: Vertex AI); the
     provider's rate-limit headers are kept for the usage reports."""
     target = run.attempt.target
-    upstream = await sidecar.upstream.send(sidecar.google_tokens.with_token(upstream_request, target), target.id,
+    upstream = await sidecar.upstream.send(await sidecar.google_tokens.with_token(upstream_request, target), target.id,
                                            ca_bundle=target.ca_bundle)
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
     return upstream

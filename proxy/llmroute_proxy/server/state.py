@@ -24,7 +24,7 @@ from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.routing.ratelimits import SeenRateLimits
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
-from llmroute_proxy.server.google_tokens import GoogleTokens
+from llmroute_proxy.server.google_tokens import METADATA_HOST, GoogleTokens, metadata_token
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
@@ -76,6 +76,7 @@ class Settings:
     allow_origins: frozenset[str] = frozenset()  # browser origins the data plane serves (see server/origins)
     responses_store_bytes: int = RESPONSES_STORE_BYTES  # memory cap of the Responses store (0: keep nothing)
     responses_ttl_s: float = 3600.0  # how long a stored Response can be read or continued
+    gcp_metadata_host: str = METADATA_HOST  # host[:port] of the GCP metadata server (`GCE_METADATA_HOST`)
 
 
 @dataclass
@@ -121,9 +122,13 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
-        self.google_tokens = GoogleTokens(lambda: self.wallclock())  # a wallclock replaced later is followed
+        self.google_tokens = GoogleTokens(lambda: self.wallclock(), self._metadata_token)  # a wallclock replaced later is followed
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
+
+    async def _metadata_token(self) -> tuple[str, float]:
+        host = self.settings.gcp_metadata_host
+        return await metadata_token(lambda request: self.upstream.send(request, f"gcp-metadata@{host}"), host)
 
     def request_started(self) -> asyncio.Task[Any] | None:
         """The current request is in flight: the drain waits for it, and cancels its task at the

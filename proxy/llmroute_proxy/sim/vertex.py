@@ -8,7 +8,8 @@ requests); this module is the front end, and checks what Vertex checks before a 
   answers for a project the caller may not use);
 - the caller: `Authorization: Bearer` a JWT the service account signed itself (RS256, verified with
   its public key), issued by its e-mail, with the cloud-platform scope, not expired by the
-  simulator's clock; else 401 `UNAUTHENTICATED` in Google's error shape;
+  simulator's clock, or an access token a metadata server gave (`access_tokens`); else 401
+  `UNAUTHENTICATED` in Google's error shape;
 - Gemini: `role` on every content, and `countTokens` takes `contents` (with `systemInstruction`,
   `tools`) directly: the Developer API's `generateContentRequest` is an unknown field here; no
   embeddings on `publishers/google` methods of the Developer API;
@@ -25,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
 import orjson
@@ -48,15 +49,19 @@ _UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OA
 class VertexDialect(gemini.GeminiDialect):
     """Google's front end: a service account's self-signed JWT, errors as Google RPC statuses."""
 
-    def __init__(self, client_email: str, public_key: rsa.RSAPublicKey, key_id: str) -> None:
+    def __init__(self, client_email: str, public_key: rsa.RSAPublicKey, key_id: str,
+                 access_tokens: Callable[[str], bool] | None = None) -> None:
         self.client_email = client_email
         self.public_key = public_key
         self.key_id = key_id
+        self.access_tokens = access_tokens
 
     def authorized(self, request: web.Request, api_key: str) -> bool:
         bearer = request.headers.get("Authorization", "")
         if not bearer.startswith("Bearer "):
             return False
+        if self.access_tokens is not None and self.access_tokens(bearer.removeprefix("Bearer ")):
+            return True  # an access token the metadata server gave (sim/gcp_metadata)
         claims = self._verified(bearer.removeprefix("Bearer "))
         if claims is None:
             return False
@@ -155,10 +160,13 @@ async def anthropic_model_action(request: web.Request) -> web.StreamResponse:
 
 def vertex_app(client_email: str, public_key: rsa.RSAPublicKey, key_id: str, *, project: str = "sim-project",
                locations: Sequence[str] = ("us-east5", "europe-west1", "global"),
+               access_tokens: Callable[[str], bool] | None = None,
                **options: Unpack[SimOptions]) -> web.Application:
     """A Vertex AI front end for one project that admits the service account `client_email` (its public
-    key and key id: tests make a throwaway pair); `options.clock` is the clock tokens expire by."""
-    app = anthropic.with_prompt_cache(sim_app(client_email, options, VertexDialect(client_email, public_key, key_id),
+    key and key id: tests make a throwaway pair), and the access tokens `access_tokens` says are live (a
+    metadata server's, `sim/gcp_metadata.MetadataTokens.valid`); `options.clock` is the clock tokens expire by."""
+    dialect = VertexDialect(client_email, public_key, key_id, access_tokens)
+    app = anthropic.with_prompt_cache(sim_app(client_email, options, dialect,
                                               name="sim-vertex", models=DEFAULT_MODELS))
     prefix = "/{version:v1|v1beta1}/projects/{project}/locations/{location}/publishers"
 

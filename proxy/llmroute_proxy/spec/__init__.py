@@ -30,7 +30,9 @@ from llmroute_proxy.spec.provider import (
     ProviderSpec,
     SecretKeyRef,
     TrustSpec,
+    WorkloadIdentity,
     credential_problem,
+    holds_key,
 )
 from llmroute_proxy.spec.route import (
     RESERVED_TIER_NAMES,
@@ -65,7 +67,9 @@ __all__ = [
     "TargetSpec",
     "TierSpec",
     "TrustSpec",
+    "WorkloadIdentity",
     "credential_problem",
+    "holds_key",
     "parse_documents",
     "parse_duration",
     "parse_provider",

@@ -38,7 +38,18 @@ class FileCredential:
     path: str
 
 
-Credentials = SecretKeyRef | EnvCredential | FileCredential
+@dataclass(frozen=True, slots=True)
+class WorkloadIdentity:
+    """No key: the GCP metadata server gives the pod's own service account's tokens (GKE Workload
+    Identity, a GCE VM's attached account). Vertex AI only."""
+
+
+Credentials = SecretKeyRef | EnvCredential | FileCredential | WorkloadIdentity
+
+
+def holds_key(credentials: Credentials | None) -> bool:
+    """Whether the credentials name a key that must be resolved (a Secret's, a variable's, a file's)."""
+    return credentials is not None and not isinstance(credentials, WorkloadIdentity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,15 +205,17 @@ def _credentials(spec: Fields, provider_type: ProviderType | None) -> Credential
             spec.error("credentials", f"missing required field (type {provider_type.value} needs a key; "
                                       "only openai-compatible may go without)")
         return None
-    choices = ("secretRef", "env", "file")
+    choices = ("secretRef", "env", "file", "workloadIdentity")
     f = spec.mapping("credentials", choices, redact=True)
     if f is None or not isinstance(spec.get("credentials"), Mapping):
         return None
     given = [key for key in choices if f.get(key) is not None]
     if len(given) != 1:
         found = ", ".join(given) if given else "none"
-        spec.error("credentials", f"give exactly one of secretRef, env, file (found: {found})")
+        spec.error("credentials", f"give exactly one of secretRef, env, file, workloadIdentity (found: {found})")
         return None
+    if given == ["workloadIdentity"]:
+        return _workload_identity(f, provider_type)
     if given == ["env"]:
         return _env_credential(f)
     if given == ["file"]:
@@ -212,6 +225,16 @@ def _credentials(spec: Fields, provider_type: ProviderType | None) -> Credential
     assert ref is not None
     name, key = ref.string("name", required=True), ref.string("key", required=True)
     return SecretKeyRef(name, key) if name and key else None
+
+
+def _workload_identity(f: Fields, provider_type: ProviderType | None) -> WorkloadIdentity | None:
+    if f.mapping("workloadIdentity", ()) is None:
+        return None
+    if provider_type not in (None, ProviderType.VERTEX):
+        f.error("workloadIdentity", f"only for type vertex (the GCP metadata server gives Google tokens); "
+                                    f"type {provider_type.value} needs a key")
+        return None
+    return WorkloadIdentity()
 
 
 def credential_problem(provider_type: ProviderType, value: str) -> str | None:

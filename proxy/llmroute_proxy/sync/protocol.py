@@ -24,7 +24,7 @@ import orjson
 from llmroute_proxy.compiler import compile_table
 from llmroute_proxy.dialects.base import Quota, RateLimits
 from llmroute_proxy.spec import ROUTE_KIND as ROUTE_KIND
-from llmroute_proxy.spec import ProviderSpec, credential_problem, parse_documents
+from llmroute_proxy.spec import ProviderSpec, credential_problem, holds_key, parse_documents
 from llmroute_proxy.table import Limits, Secret, Table
 
 SYNC_PATH = "/v1/sync"
@@ -451,7 +451,7 @@ def compile_payload(payload: Mapping[str, Any]) -> Table:
         problems.append("table.documents: holds no LLMRoute document")  # none at all: no LLMRoute selects the pod
     for provider in specs.providers:
         key = credentials.get(provider.name)
-        if provider.credentials is not None and not key:
+        if holds_key(provider.credentials) and not key:
             problems.append(f"table.credentials.{provider.name}: missing for provider {provider.name}")
         elif key and (unusable := credential_problem(provider.type, key)) is not None:
             problems.append(f"table.credentials.{provider.name}: {unusable}")

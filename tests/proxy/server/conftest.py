@@ -17,6 +17,7 @@ from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.sim import sim_state
+from llmroute_proxy.sim.runtime import SIM_STATE
 from tests.proxy.server.spending import SettledLimits, install_limits
 from tests.proxy.stack import Stack
 
@@ -51,7 +52,8 @@ def fresh_state(request: pytest.FixtureRequest) -> None:
         for plan in stack.faults.values():
             plan.clear()
         for sim in stack.sims.values():
-            sim_state(sim.app).stats.reset()
+            if SIM_STATE in sim.app:  # a provider's simulator (not, say, a metadata server)
+                sim_state(sim.app).stats.reset()
 
     stack.call(reset)
 
