@@ -54,7 +54,7 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
-from llmroute_proxy.table import Experiment, Route, Target, TargetId
+from llmroute_proxy.table import Experiment, ProviderType, Route, Target, TargetId
 
 log = logging.getLogger("llmroute.proxy")
 
@@ -284,8 +284,9 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
     """Send the attempt's request (with its bearer token, for a provider that signs one: Vertex AI); the
     provider's rate-limit headers are kept for the usage reports."""
     target = run.attempt.target
-    upstream = await sidecar.upstream.send(await sidecar.google_tokens.with_token(upstream_request, target), target.id,
-                                           ca_bundle=target.ca_bundle)
+    if target.provider_type is ProviderType.VERTEX:  # a coroutine less for every other attempt
+        upstream_request = await sidecar.google_tokens.with_token(upstream_request, target)
+    upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
     return upstream
 
