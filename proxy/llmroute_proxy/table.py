@@ -49,6 +49,7 @@ class ProviderType(StrEnum):
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
     VERTEX = "vertex"
+    BEDROCK = "bedrock"
 
 
 REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
@@ -58,10 +59,12 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
     ProviderType.ANTHROPIC: ("standard", "priority"),
     ProviderType.GEMINI: (),
     ProviderType.VERTEX: (),
+    ProviderType.BEDROCK: (),
 }
 """The service tiers each provider type's answers report, the names `Pricing.service_tiers` is keyed by
 (`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Gemini's answers,
-and Vertex AI's (Gemini's and Claude's alike), report none in their body."""
+Vertex AI's (Gemini's and Claude's alike) and Bedrock's (Claude's), report none in
+their body."""
 
 
 METADATA_AUTH = "metadata"
@@ -148,9 +151,12 @@ class Target:
     @property
     def dialect(self) -> ProviderType:
         """The provider type whose API the target speaks: its own, but a Vertex AI target speaks its
-        model's publisher's (Claude: Anthropic Messages; any other: Gemini)."""
+        model's publisher's (Claude: Anthropic Messages; any other: Gemini), and a Bedrock target
+        Anthropic Messages (InvokeModel takes Claude's body; only Claude is built for it)."""
         if self.provider_type is ProviderType.VERTEX:
             return ProviderType.ANTHROPIC if vertex_publisher(self.model) == "anthropic" else ProviderType.GEMINI
+        if self.provider_type is ProviderType.BEDROCK:
+            return ProviderType.ANTHROPIC
         return self.provider_type
 
     @property

@@ -88,7 +88,7 @@ class BilledFailure(UpstreamError):
 
 DIALECT_NAMES = {ProviderType.ANTHROPIC: "Anthropic", ProviderType.GEMINI: "Gemini", ProviderType.OPENAI: "OpenAI",
                  ProviderType.AZURE_OPENAI: "Azure OpenAI", ProviderType.OPENAI_COMPATIBLE: "OpenAI-compatible",
-                 ProviderType.VERTEX: "Vertex AI"}
+                 ProviderType.VERTEX: "Vertex AI", ProviderType.BEDROCK: "Amazon Bedrock"}
 """The name a message gives each provider type's dialect."""
 
 

@@ -14,6 +14,8 @@ answer which it was:
   `priority`; `batch` only for the Batches API, which the sidecar does not call).
 - Gemini's answers carry no tier in their body (a Priority request's is in the `x-gemini-service-tier`
   header), and the sidecar sends it none: its answers are priced at the model's base list.
+- Claude on Amazon Bedrock is sent no `service_tier` either (Bedrock's tiers are its own, not Anthropic's)
+  and its answers report none: priced at the base list, as Gemini's.
 
 The names each provider type reports are `table.REPORTED_SERVICE_TIERS`. The sidecar prices an answer
 at the list of the tier it reports (`Pricing.service_tiers`,
@@ -32,6 +34,7 @@ STANDARD_TIERS = frozenset({"default", "standard"})
 """Each provider's name for its ordinary tier: an answer served there is no news (the access line omits it)."""
 
 _FALLS_BACK = ("priority", "scale")  # OpenAI serves these at `default` when their capacity runs out
+_SENT_NONE = frozenset({ProviderType.GEMINI, ProviderType.VERTEX, ProviderType.BEDROCK})  # sent no tier, report none
 
 
 def anthropic_request_tier(openai_tier: str | None) -> str | None:
@@ -51,11 +54,11 @@ def openai_request_tier(anthropic_tier: object) -> str | None:
 def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) -> str | None:
     """The `service_tier` the target's provider is sent: the client's own when the target takes its
     body natively, else the canonical request's (`canonical`, OpenAI's terms) translated for its API;
-    none to Gemini or Vertex AI (whose answers report none)."""
+    none to Gemini, Vertex AI or Bedrock (whose answers report none)."""
     if native is not None and native.spoken_by(target):
         tier = native.body.get("service_tier")
         return tier if type(tier) is str else None
-    if target.provider_type in (ProviderType.GEMINI, ProviderType.VERTEX):
+    if target.provider_type in _SENT_NONE:
         return None
     if target.provider_type is ProviderType.ANTHROPIC:
         return anthropic_request_tier(canonical)
@@ -64,8 +67,8 @@ def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) 
 
 def landing_tiers(provider_type: ProviderType, sent: str | None) -> tuple[str, ...] | None:
     """The tiers an answer to a request sent `sent` may report: None when it may be any (the provider
-    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Gemini, Vertex AI)."""
-    if provider_type in (ProviderType.GEMINI, ProviderType.VERTEX):
+    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Gemini, Vertex AI, Bedrock)."""
+    if provider_type in _SENT_NONE:
         return ()
     if provider_type is ProviderType.ANTHROPIC:
         return ("standard",) if sent == "standard_only" else None

@@ -18,10 +18,14 @@ from typing import Any, ClassVar
 
 import orjson
 
-from llmroute_proxy.dialects.anthropic.answer_in import AnthropicStreamTranslator, completion_from_message
-from llmroute_proxy.dialects.anthropic.errors import _STATUS_BY_ERROR_TYPE, upstream_error
+from llmroute_proxy.dialects.anthropic.answer_in import (
+    AnthropicStreamTranslator,
+    completion_from_message,
+    read_message,
+)
+from llmroute_proxy.dialects.anthropic.errors import upstream_error
 from llmroute_proxy.dialects.anthropic.ratelimits import rate_limits as anthropic_rate_limits
-from llmroute_proxy.dialects.anthropic.request_out import messages_body
+from llmroute_proxy.dialects.anthropic.request_out import messages_body, native_messages
 from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
@@ -31,7 +35,7 @@ from llmroute_proxy.dialects.base import (
     Usage,
 )
 from llmroute_proxy.dialects.common import body_excerpt, counted_field, loads_object, retry_after_seconds
-from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
+from llmroute_proxy.errors import BadRequest, UpstreamError
 from llmroute_proxy.table import Target
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -46,7 +50,7 @@ class AnthropicProvider:
     type: ClassVar[str] = "anthropic"
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
-        native = _native(request)
+        native = native_messages(request)
         if native is not None:
             body = {**native, "model": target.model}
         else:
@@ -57,7 +61,7 @@ class AnthropicProvider:
     def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
         """The client's own body with `model` replaced, as for a message; a canonical request is
         translated, less what only generating takes (the count endpoint refuses it)."""
-        native = _native(request)
+        native = native_messages(request)
         if native is not None:
             body = {**native, "model": target.model}
         else:
@@ -70,14 +74,12 @@ class AnthropicProvider:
         return counted_field(body, "input_tokens")
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
-        message = loads_object(body)
-        if message is None or message.get("type") == "error" or "error" in message:
-            raise _unusable_answer(body, message)
+        message = read_message(body)
         data, usage = completion_from_message(message, target.model)
-        return ChatResult(data=data, usage=usage, native=message if _native(request) is not None else None)
+        return ChatResult(data=data, usage=usage, native=message if native_messages(request) is not None else None)
 
     def chat_stream(self, request: ChatRequest, target: Target) -> AnthropicStreamTranslator:
-        return AnthropicStreamTranslator(target.model, native=_native(request) is not None)
+        return AnthropicStreamTranslator(target.model, native=native_messages(request) is not None)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         raise _no_embeddings()
@@ -119,18 +121,3 @@ def _headers(target: Target, request: ChatRequest | None = None) -> dict[str, st
 def _no_embeddings() -> BadRequest:
     return BadRequest("Anthropic has no embeddings API; route embeddings to an OpenAI, Azure OpenAI "
                       "or Gemini target.", param="model", code="unsupported_operation")
-
-
-def _unusable_answer(body: bytes, message: JSON | None) -> UpstreamError:
-    error = message.get("error") if message else None
-    if isinstance(error, dict):
-        error_type = str(error.get("type") or "api_error")
-        return upstream_error(_STATUS_BY_ERROR_TYPE.get(error_type, 500), error_type,
-                              str(error.get("message") or error_type), None)
-    return UpstreamError(FailureKind.SERVER_ERROR, f"Anthropic sent an unreadable answer: {body_excerpt(body)}")
-
-
-def _native(request: ChatRequest) -> dict[str, Any] | None:
-    """The client's own Messages body, when it came in on `/v1/messages`."""
-    native = request.native
-    return native.body if native is not None and native.dialect is NativeDialect.ANTHROPIC_MESSAGES else None

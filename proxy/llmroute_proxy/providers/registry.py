@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmroute_proxy.providers.anthropic import AnthropicProvider
 from llmroute_proxy.providers.azure_openai import AzureOpenAIProvider
 from llmroute_proxy.providers.base import Provider, TokenCounter
+from llmroute_proxy.providers.bedrock import BedrockProvider
 from llmroute_proxy.providers.gemini import GeminiProvider
 from llmroute_proxy.providers.guarded import GuardedProvider
 from llmroute_proxy.providers.openai import OpenAICompatibleProvider, OpenAIProvider
@@ -18,6 +19,7 @@ PROVIDERS: dict[ProviderType, Provider] = {
     ProviderType.ANTHROPIC: AnthropicProvider(),
     ProviderType.GEMINI: GeminiProvider(),
     ProviderType.VERTEX: VertexProvider(google=GeminiProvider(), anthropic=AnthropicProvider()),
+    ProviderType.BEDROCK: BedrockProvider(),
 }
 
 

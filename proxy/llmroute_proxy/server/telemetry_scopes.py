@@ -47,6 +47,7 @@ PROVIDER_NAMES = {
     ProviderType.GEMINI: "gcp.gemini",
     ProviderType.AZURE_OPENAI: "azure.ai.openai",
     ProviderType.VERTEX: "gcp.vertex_ai",
+    ProviderType.BEDROCK: "aws.bedrock",
 }
 """`gen_ai.provider.name` per provider type; openai-compatible targets use their LLMProvider's name."""
 

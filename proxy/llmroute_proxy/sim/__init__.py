@@ -1,4 +1,4 @@
-"""Simulated OpenAI-, Azure OpenAI-, Anthropic-, Gemini- and Vertex AI-style providers for the demo, the tests and the benchmarks.
+"""Simulated OpenAI-, Azure OpenAI-, Anthropic-, Bedrock-, Gemini- and Vertex AI-style providers for the demo, the tests and the benchmarks.
 
 Each factory returns an aiohttp `web.Application` that speaks its provider's wire format well
 enough for the official SDKs (the OpenAI and Azure ones the Responses API too, `sim.responses`), answers deterministically from the request, and applies the
@@ -11,6 +11,7 @@ faults scripted in its `FaultPlan` (in process, or over HTTP at `/_sim/faults`).
 
 from llmroute_proxy.sim.anthropic import anthropic_app
 from llmroute_proxy.sim.azure_openai import azure_openai_app
+from llmroute_proxy.sim.bedrock import bedrock_app
 from llmroute_proxy.sim.faults import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.gemini import gemini_app
 from llmroute_proxy.sim.network import Delivery
@@ -29,6 +30,7 @@ __all__ = [
     "SimStats",
     "anthropic_app",
     "azure_openai_app",
+    "bedrock_app",
     "gemini_app",
     "openai_app",
     "sim_state",

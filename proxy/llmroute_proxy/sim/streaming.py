@@ -7,6 +7,7 @@ Nothing here may import `llmroute_proxy.server`: the simulators stand in for the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -25,6 +26,20 @@ def sse_event(name: str, payload: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class StreamFraming:
+    """How an API that carries another's stream events frames them (Bedrock: Anthropic's events in AWS
+    event-stream frames). A handler sets it on its request (`STREAM_FRAMING`) before a dialect's stream
+    handler runs: `frame` turns each SSE event it sends into the wire's bytes."""
+
+    content_type: str
+    frame: Callable[[bytes], bytes]
+    in_band_error: Callable[[dict[str, Any]], bytes]
+
+
+STREAM_FRAMING = web.RequestKey("llmroute_sim_stream_framing", StreamFraming)
+
+
 class SimStream:
     """A streamed 200 answer that applies the request's stream fault as events are sent.
 
@@ -40,14 +55,20 @@ class SimStream:
         self._content = 0
         self.in_band_error: Callable[[dict[str, Any]], bytes] | None = None
         """How this stream's API frames an in-band error body (default: the dialect's way)."""
+        self._frame: Callable[[bytes], bytes] | None = None
 
     @classmethod
     async def open(cls, request: web.Request, content_type: str = "text/event-stream") -> SimStream:
         call = request[SIM_CALL]
+        framing = request.get(STREAM_FRAMING)
+        if framing is not None:
+            content_type = framing.content_type
         response = web.StreamResponse(status=200, headers={
             "Content-Type": content_type, "Cache-Control": "no-cache", **call.state.headers()})
         await response.prepare(request)
         stream = cls(request, response, call)
+        if framing is not None:
+            stream._frame, stream.in_band_error = framing.frame, framing.in_band_error
         if call.fault is not None and call.fault.kind is FaultKind.BREAK_BEFORE_FIRST_TOKEN:
             stream._cut()
         return stream
@@ -56,7 +77,7 @@ class SimStream:
         fault = self._call.fault
         if fault is not None:
             await self._apply(fault, content)
-        await self._write(event)
+        await self._write(event if self._frame is None else self._frame(event))
         self._events += 1
         self._content += content
 

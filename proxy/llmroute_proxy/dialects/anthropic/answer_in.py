@@ -27,6 +27,20 @@ from llmroute_proxy.errors import FailureKind, UpstreamError
 JSON = dict[str, Any]
 
 
+def read_message(body: bytes, where: str = "Anthropic") -> JSON:
+    """A 2xx Messages answer's message; the `UpstreamError` it carries instead, classified, or a
+    `server_error` for one that cannot be read (`where`: who sent it, for the message)."""
+    message = loads_object(body)
+    if message is not None and message.get("type") != "error" and "error" not in message:
+        return message
+    error = message.get("error") if message else None
+    if isinstance(error, dict):
+        error_type = str(error.get("type") or "api_error")
+        raise upstream_error(_STATUS_BY_ERROR_TYPE.get(error_type, 500), error_type,
+                             str(error.get("message") or error_type), None)
+    raise UpstreamError(FailureKind.SERVER_ERROR, f"{where} sent an unreadable answer: {body_excerpt(body)}")
+
+
 def completion_from_message(message: JSON, model: str) -> tuple[JSON, Usage]:
     texts: list[str] = []
     thinking: list[str] = []

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmroute_proxy.dialects.anthropic.wire import arguments_object
+from llmroute_proxy.dialects.base import ChatRequest, NativeDialect
 from llmroute_proxy.dialects.service_tiers import anthropic_request_tier
 from llmroute_proxy.dialects.thinking import FIELD as THINKING_BLOCKS
 from llmroute_proxy.dialects.thinking import checked_blocks
@@ -48,6 +49,12 @@ _UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("functions", lambda v: True, "Use `tools`: the deprecated `functions` is not translated for Anthropic."),
     ("function_call", lambda v: True, "Use `tool_choice`: the deprecated `function_call` is not translated."),
 )
+
+
+def native_messages(request: ChatRequest) -> JSON | None:
+    """The client's own Messages body, when it came in on `/v1/messages`."""
+    native = request.native
+    return native.body if native is not None and native.dialect is NativeDialect.ANTHROPIC_MESSAGES else None
 
 
 def messages_body(body: JSON, model: str) -> JSON:
