@@ -94,6 +94,11 @@ VALID: dict[str, Callable[[], Documents]] = {
     "service tier prices of each provider type": lambda: [
         service_tiers(with_spec(openai_doc(), type="azure-openai", azure={"apiVersion": "2024-10-21"}), OPENAI_TIERS),
         service_tiers(renamed(with_spec(openai_doc(), type="anthropic"), "claude-main"), ("standard", "priority"))],
+    "a bedrock provider of Claude models and inference profiles": lambda: [with_spec(
+        openai_doc(), type="bedrock", endpoints=[{"region": "us-east-1", "url": "https://bedrock-runtime.us-east-1.amazonaws.com"}],
+        credentials={"secretRef": {"name": "bedrock", "key": "api-key"}},
+        models=[{"name": "anthropic.claude-sonnet-4-5-20250929-v1:0"},
+                {"name": "us.anthropic.claude-haiku-4-5-20251001-v1:0"}])],
     "tls caBundle": lambda: [tls_provider({"caBundle": CA.cert_pem})],
     "tls caFile": lambda: [tls_provider({"caFile": "/etc/llmroute/ca.pem"})],
     **{f"examples/{path.name}": (lambda path=path: [  # type: ignore[misc]

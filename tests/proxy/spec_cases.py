@@ -56,7 +56,7 @@ def set_path(doc: dict[str, Any], path: str, value: object) -> None:
 
 
 PROVIDER, ROUTE = 0, 2
-PROVIDER_TYPES = "openai, openai-compatible, azure-openai, anthropic, gemini, vertex"
+PROVIDER_TYPES = "openai, openai-compatible, azure-openai, anthropic, gemini, vertex, bedrock"
 
 INVALID = [
     # (document, mutated path, new value, error path, error message)

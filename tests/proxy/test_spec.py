@@ -127,6 +127,9 @@ def test_service_tier_price_lists_are_whole_lists_with_their_own_long_context_an
     ("gemini", {"priority": {"inputPerMTok": 2.25, "outputPerMTok": 18}},
      "spec.models[0].pricing.serviceTiers: type gemini answers report no service tier, so no tier's prices would "
      "ever apply; price the tier it serves in this list"),
+    ("bedrock", {"priority": {"inputPerMTok": 6, "outputPerMTok": 30}},
+     "spec.models[0].pricing.serviceTiers: type bedrock answers report no service tier, so no tier's prices would "
+     "ever apply; price the tier it serves in this list"),
 ])
 def test_a_tier_is_priced_only_under_a_provider_whose_answers_report_it(
         kind: str, tiers: dict[str, Any], error: str | None) -> None:
@@ -295,6 +298,27 @@ def test_invalid_azure_blocks_are_reported(block: dict[str, Any], path: str, mes
     doc["spec"]["azure"] = block
     _, errors = parse_provider(doc)
     assert SpecError("LLMProvider", "openai-main", path, message) in errors
+
+
+def test_a_bedrock_provider_parses_with_its_api_key_and_claude_model_ids() -> None:
+    doc = openai_doc()
+    doc["spec"].update(type="bedrock", credentials={"secretRef": {"name": "bedrock", "key": "api-key"}},
+                       endpoints=[{"region": "us-east-1", "url": "https://bedrock-runtime.us-east-1.amazonaws.com"}],
+                       models=[{"name": "anthropic.claude-sonnet-4-5-20250929-v1:0"},
+                               {"name": "us.anthropic.claude-haiku-4-5-20251001-v1:0"}])
+    spec, errors = parse_provider(doc)
+    assert errors == [] and spec is not None
+    assert spec.type is ProviderType.BEDROCK and spec.credentials == SecretKeyRef("bedrock", "api-key")
+    assert [m.name for m in spec.models] == ["anthropic.claude-sonnet-4-5-20250929-v1:0",
+                                             "us.anthropic.claude-haiku-4-5-20251001-v1:0"]
+
+
+def test_a_bedrock_provider_needs_its_api_key() -> None:
+    doc = openai_doc()
+    doc["spec"].update(type="bedrock", credentials=None)
+    del doc["spec"]["credentials"]
+    _, errors = parse_provider(doc)
+    assert [e.path for e in errors] == ["spec.credentials"]
 
 
 @pytest.mark.parametrize(("version", "errors"), GEMINI_VERSIONS)
