@@ -9,7 +9,10 @@ from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
 URLS = {ProviderType.OPENAI: "https://api.openai.com/v1", ProviderType.OPENAI_COMPATIBLE: "http://127.0.0.1:9/v1",
         ProviderType.AZURE_OPENAI: "https://r.openai.azure.com", ProviderType.ANTHROPIC: "https://api.anthropic.com",
         ProviderType.GEMINI: "https://generativelanguage.googleapis.com",
-        ProviderType.VERTEX: "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5"}
+        ProviderType.VERTEX: "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5",
+        ProviderType.BEDROCK: "https://bedrock-runtime.us-east-1.amazonaws.com"}
+MODELS = {ProviderType.BEDROCK: "anthropic.claude-sonnet-4-5-20250929-v1:0"}
+"""A model each type's provider serves, where not any name does (Bedrock refuses all but Claude)."""
 
 
 def target(provider_type: ProviderType, model: str = "m") -> Target:
@@ -18,5 +21,6 @@ def target(provider_type: ProviderType, model: str = "m") -> Target:
                   credential=Secret("sk-fuzz-key"))
 
 
-PROVIDERS: list[tuple[Provider, Target]] = [(provider_for(kind), target(kind)) for kind in ProviderType] + [
+PROVIDERS: list[tuple[Provider, Target]] = [(provider_for(kind), target(kind, MODELS.get(kind, "m")))
+                                            for kind in ProviderType] + [
     (provider_for(ProviderType.VERTEX), target(ProviderType.VERTEX, "claude-m"))]

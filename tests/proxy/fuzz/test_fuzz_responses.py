@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from llmroute_proxy.dialects.base import ChatRequest, ChatResult, StreamChunk
 from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.sim.bedrock import chunk_frame
 from llmroute_proxy.table import ProviderType
 from tests.proxy.fuzz.strategies import FUZZ, mutated, splits
 from tests.proxy.fuzz.targets import PROVIDERS
@@ -90,8 +91,11 @@ GEMINI_ERROR = {"error": {"code": 429, "message": "quota", "status": "RESOURCE_E
                                        "violations": [{"quotaId": "PerDay"}]}]}}
 GEMINI_EMBEDDINGS = {"embeddings": [{"values": [0.1, -0.2]}, {"values": [0.3]}]}
 
-ANSWERS = {ProviderType.ANTHROPIC: ANTHROPIC_ANSWER, ProviderType.GEMINI: GEMINI_ANSWER}
-ERRORS = {ProviderType.ANTHROPIC: ANTHROPIC_ERROR, ProviderType.GEMINI: GEMINI_ERROR}
+BEDROCK_ERROR = {"message": "Too many requests, please wait before trying again."}
+ANSWERS = {ProviderType.ANTHROPIC: ANTHROPIC_ANSWER, ProviderType.GEMINI: GEMINI_ANSWER,
+           ProviderType.BEDROCK: ANTHROPIC_ANSWER}
+ERRORS = {ProviderType.ANTHROPIC: ANTHROPIC_ERROR, ProviderType.GEMINI: GEMINI_ERROR,
+          ProviderType.BEDROCK: BEDROCK_ERROR}
 EMBEDDINGS = {ProviderType.GEMINI: GEMINI_EMBEDDINGS}
 HEADERS = st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms", "x-should-retry", "content-type",
                                            "anthropic-ratelimit-requests-reset", "x-ratelimit-reset-requests"]),
@@ -167,8 +171,8 @@ def test_any_answer_is_parsed_or_refused_cleanly(case: tuple[int, bytes]) -> Non
 def test_any_embeddings_answer_is_parsed_or_refused_cleanly(case: tuple[int, bytes]) -> None:
     index, body = case
     provider, target = PROVIDERS[index]
-    if target.provider_type in (ProviderType.ANTHROPIC, ProviderType.VERTEX):
-        return  # no embeddings API (Vertex: not the one the sidecar speaks)
+    if target.provider_type in (ProviderType.ANTHROPIC, ProviderType.VERTEX, ProviderType.BEDROCK):
+        return  # no embeddings API (Vertex: not the one the sidecar speaks; Bedrock: not built)
     try:
         data, usage = provider.embeddings_response(body, EMBED_REQUEST, target)
     except UpstreamError as error:
@@ -192,6 +196,8 @@ def stream_wire(provider_type: ProviderType, events: list[tuple[str | None, Any]
     if provider_type is ProviderType.ANTHROPIC:
         return b"".join((f"event: {name}\n".encode() if name else b"") + b"data: " + encode(data) + b"\n\n"
                         for name, data in events)
+    if provider_type is ProviderType.BEDROCK:
+        return b"".join(chunk_frame(b"data: " + encode(data)) for _, data in events)
     wire = b"".join(b"data: " + encode(data) + b"\n\n" for _, data in events)
     return wire + (b"data: [DONE]\n\n" if provider_type is not ProviderType.GEMINI else b"")
 
@@ -200,7 +206,7 @@ def stream_wire(provider_type: ProviderType, events: list[tuple[str | None, Any]
 def streams(draw: st.DrawFn) -> tuple[int, list[bytes]]:
     index = draw(st.integers(0, len(PROVIDERS) - 1))
     kind = PROVIDERS[index][1].provider_type
-    if kind is ProviderType.ANTHROPIC:
+    if kind in (ProviderType.ANTHROPIC, ProviderType.BEDROCK):
         base: list[tuple[str | None, Any]] = list(ANTHROPIC_EVENTS)
     elif kind is ProviderType.GEMINI:
         base = [(None, GEMINI_ANSWER), (None, GEMINI_ANSWER)]
