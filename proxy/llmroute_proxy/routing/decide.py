@@ -21,7 +21,7 @@ from llmroute_proxy.routing.budget import BudgetDecision, BudgetLedger
 from llmroute_proxy.routing.cost import estimate_cost_usd
 from llmroute_proxy.routing.experiments import choose_arm
 from llmroute_proxy.routing.rules import RequestFacts, TierChoice, choose_tier
-from llmroute_proxy.table import Experiment, Route, Target
+from llmroute_proxy.table import Experiment, ProviderType, Route, Target
 
 
 @dataclass(slots=True)  # per request: not frozen, 4× cheaper to build
@@ -110,6 +110,10 @@ def _speakers_only(route: Route, choice: TierChoice, only: NativeBody) -> tuple[
     candidates = choice.targets if choice.targets is not None else route.tiers[choice.tier].targets
     native = tuple(t for t in candidates
                    if only.spoken_by(t) and (not only.held_by or t.response_store == only.held_by))
+    if only.dialect is NativeDialect.ANTHROPIC_MESSAGES:
+        # Claude on a cloud (Bedrock, Vertex AI) runs only some of Anthropic's server tools, and refuses the
+        # rest with a 400 that is not failed over: such a request goes to Anthropic's own API when it can
+        native = tuple(t for t in native if t.provider_type is ProviderType.ANTHROPIC) or native
     name = only.dialect.value
     if not native:
         if only.unserved is not None:

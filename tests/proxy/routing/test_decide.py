@@ -140,6 +140,12 @@ def test_an_anthropic_only_request_is_narrowed_to_anthropic_targets_without_fall
     assert decision.route.fallback.fallback_tiers == ()
 
 
+def test_an_anthropic_only_request_goes_to_claude_on_a_cloud_only_when_the_tier_has_no_anthropic_target() -> None:
+    bedrock = target("claude-on-bedrock", price=5.0, kind=ProviderType.BEDROCK)
+    assert decide(route(premium=(bedrock, PREMIUM, CLAUDE)), facts(), roll=0.5, native=ANTHROPIC_ONLY).targets == (CLAUDE,)
+    assert decide(route(premium=(bedrock, PREMIUM)), facts(), roll=0.5, native=ANTHROPIC_ONLY).targets == (bedrock,)
+
+
 def test_an_anthropic_only_request_with_no_anthropic_target_names_the_field() -> None:
     with pytest.raises(BadRequest) as refused:
         decide(route(), facts(), roll=0.5, native=ANTHROPIC_ONLY)
