@@ -109,7 +109,10 @@ class VertexProvider:
         error = parsed.get("error") if parsed else None
         if isinstance(error, dict) and "type" in error and "status" not in error:
             return self._anthropic.classify_error(status, headers, body)
-        return self._google.classify_error(status, headers, body)
+        classified = self._google.classify_error(status, headers, body)
+        if classified.message.startswith("Gemini "):  # Google's front end answers for Claude as well
+            return dataclasses.replace(classified, message="Vertex AI " + classified.message.removeprefix("Gemini "))
+        return classified
 
     def rate_limits(self, headers: Mapping[str, str], seen_wall: float) -> RateLimits | None:
         limits = self._anthropic.rate_limits(headers, seen_wall)

@@ -114,5 +114,12 @@ def test_google_s_front_end_errors_and_claude_s_own_are_both_classified(status: 
     assert PROVIDER.classify_error(status, {}, payload).kind is kind
 
 
+def test_google_s_front_end_errors_name_vertex_ai_not_gemini() -> None:
+    """The 429 may be about Claude: it comes from Vertex AI's front end, whichever publisher was asked."""
+    error = PROVIDER.classify_error(429, {}, GOOGLE_429)
+    assert error.message.startswith("Vertex AI 429 RESOURCE_EXHAUSTED") and "Gemini" not in error.message
+    assert error.kind is FailureKind.RATE_LIMITED
+
+
 def test_a_vertex_target_speaks_its_model_s_publisher_s_dialect() -> None:
     assert CLAUDE.dialect is ProviderType.ANTHROPIC and GEMINI.dialect is ProviderType.GEMINI
