@@ -183,6 +183,7 @@ class _NativeRequests:
             except BadRequest as refusal:
                 built[target.id] = None
                 ex.passed_over.append((target.id, refusal.param if isinstance(refusal.param, str) else None))
+                ex.scope.passed_over(target.id)
                 if self.refusal is None:
                     self.refusal = refusal.with_traceback(None)  # a traceback would hold this frame
         return built[target.id] is not None

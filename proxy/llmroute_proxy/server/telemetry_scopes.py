@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.server.metrics_local import Histogram, Key, Tally
-from llmroute_proxy.table import ProviderType, Target
+from llmroute_proxy.table import ProviderType, Target, TargetId
 
 
 class TelemetrySink(Protocol):
@@ -55,6 +55,8 @@ ATTEMPT_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.r
             "server.port", "llmroute.target")
 """The attributes of every GenAI client metric point, in the order of an attempt's key."""
 ATTEMPT_END_ATTRIBUTES = (*ATTEMPT_ATTRIBUTES, "gen_ai.response.model", "error.type")
+PASSED_OVER = "passed_over"
+"""The `llmroute.failover_reason` of a target passed over: its provider cannot translate the request."""
 TOKEN_ATTRIBUTES = (*ATTEMPT_END_ATTRIBUTES, "gen_ai.token.type")
 
 
@@ -146,6 +148,12 @@ class RequestScope:
             self._telemetry.failovers.add(1.0, self.route, previous, reason)
         self._last_target = target.id
         return AttemptScope(self, target, number, requested_model, stream, reason, tier or self.tier)
+
+    def passed_over(self, target: TargetId) -> None:
+        """The request moved past a target whose provider cannot translate it (`dispatch`): counted in
+        `llmroute.failovers` with the reason `passed_over`, as a move away from that target."""
+        if self._metered:
+            self._telemetry.failovers.add(1.0, self.route, target, PASSED_OVER)
 
     def counted(self, how: str) -> None:
         """How a token count was answered: `exact` (its target counted it), `estimated` (the sidecar

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.request import urlopen
 
 import openai
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmroute_proxy.table import TargetId
 from tests.proxy.documents import route, target
@@ -83,6 +85,22 @@ def test_a_request_the_first_target_cannot_translate_goes_to_the_next_that_can(
     assert [attempt["target"] for attempt in line["tried"]] == [GEM_ID]
     assert "fallback_from" not in line
     assert status(stack)["decisions"][0]["passed_over"] == [{"target": CLAUDE_ID, "param": "seed"}]
+
+
+def passed_over_total(stack: Stack) -> float:
+    """`llmroute_failovers_total` for Claude on the route `mixed` with the reason `passed_over`."""
+    with urlopen(stack.admin_url + "/metrics") as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "llmroute_failovers_total" and sample.labels.items() >= {
+                   "llmroute_route": "mixed", "llmroute_target": CLAUDE_ID, "llmroute_failover_reason": "passed_over"}.items())
+
+
+def test_each_target_passed_over_counts_as_a_failover_with_its_reason(stack: Stack) -> None:
+    before = passed_over_total(stack)
+    client(stack).chat.completions.create(model="smart", messages=HELLO, seed=7)
+    client(stack).chat.completions.create(model="smart", messages=HELLO)  # Claude takes it: nothing counted
+    assert passed_over_total(stack) == before + 1
 
 
 def test_a_passed_over_target_keeps_its_health(stack: Stack) -> None:
