@@ -382,6 +382,11 @@ class StreamTranslator(Protocol):
 
     usage: Usage | None
     finish_reason: str | None  # the last finish seen: whether the stream finished
+    @property
+    def service_tier(self) -> str | None:
+        """The service tier the stream's chunks reported before its usage came (OpenAI's, on every chunk),
+        for the estimate of a stream cut before it; None where chunks report none."""
+        ...
 
     @property
     def finish_reasons(self) -> Mapping[int, str]:
@@ -397,6 +402,8 @@ class OneChoiceFinish:
     """For the translator of a dialect that streams one choice: its finish is choice 0's."""
 
     __slots__ = ()
+
+    service_tier: str | None = None  # its usage carries the tier from the stream's start (Anthropic's)
 
     finish_reason: str | None
 

@@ -85,6 +85,10 @@ class GuardedStream:
         self._inner.finish_reason = value
 
     @property
+    def service_tier(self) -> str | None:
+        return self._inner.service_tier
+
+    @property
     def finish_reasons(self) -> Mapping[int, str]:
         return self._inner.finish_reasons if self._finishes is None else self._finishes
 

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -269,6 +269,8 @@ def _streamed(ex: Exchange, translator: StreamTranslator, received: int,
     is an estimate (not the stream's own final usage)."""
     final = translator.usage is not None and translator.finish_reason is not None
     usage = streamed_usage(translator.usage, final, ex.prompt_estimate(), received, seen)
+    if usage.service_tier is None and translator.service_tier is not None:  # priced at the tier the chunks said
+        usage = replace(usage, service_tier=translator.service_tier)
     return usage, not final
 
 

@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from llmroute_proxy.server.accesslog import access_entry
+from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.sim.anthropic import anthropic_app
 from llmroute_proxy.sim.faults import FaultPlan
 from llmroute_proxy.sim.openai import openai_app
@@ -107,6 +108,22 @@ def test_a_stream_is_billed_at_the_tier_its_chunks_report(stack: Stack, asked: s
     outcome = ended(stack)
     assert outcome.cost_usd == pytest.approx(cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
     assert access_entry(outcome)["service_tier"] == asked
+
+
+def test_a_stream_cut_before_its_usage_is_estimated_at_the_tier_its_chunks_reported(stack: Stack) -> None:
+    """The usage comes in the last chunk; the tier in every chunk. A stream broken after two chunks is
+    charged its estimate, at the Priority prices its chunks said it was served at."""
+    stack.call(lambda: stack.faults["oai"].next(Fault(FaultKind.BREAK_AFTER_TOKENS, tokens=2)))
+    with pytest.raises(openai.APIError):
+        list(openai_client(stack).chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "Name a colour."}], service_tier="priority",
+            stream=True, stream_options={"include_usage": True}))
+
+    outcome = ended(stack)
+    assert outcome.usage_estimated and outcome.usage is not None and outcome.usage.service_tier == "priority"
+    assert outcome.cost_usd == pytest.approx(
+        cost(PRIORITY, outcome.usage.input_tokens, outcome.usage.output_tokens), rel=1e-9)
+    assert access_entry(outcome)["service_tier"] == "priority"
 
 
 def test_a_response_is_billed_at_the_tier_it_reports_streamed_or_not(stack: Stack) -> None:

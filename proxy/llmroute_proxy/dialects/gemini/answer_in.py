@@ -184,6 +184,8 @@ class GeminiStream:
     __slots__ = ("_id", "_model", "_open", "_parser", "_seed", "_shown", "_tools", "finish_reason", "finish_reasons",
                  "usage")
 
+    service_tier: str | None = None  # Gemini's chunks report none
+
     def __init__(self, model: str) -> None:
         self._parser = SSEParser()
         self._model = model

@@ -21,6 +21,7 @@ from llmroute_proxy.dialects.base import (
     Usage,
     WholeStream,
     choice_index,
+    reported_tier,
 )
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.dialects.openai.encoder import DONE as DONE_EVENT
@@ -114,8 +115,8 @@ class OpenAIStreamTranslator:
     `stop` (googleapis/python-genai#2868), which OpenAI clients and translations read as "no calls".
     """
 
-    __slots__ = ("_call_ids", "_done", "_ended", "_parser", "_pending_usage", "_tolerant", "finish_reason",
-                 "finish_reasons", "usage")
+    __slots__ = ("_call_ids", "_done", "_ended", "_parser", "_pending_usage", "_tier_read", "_tolerant",
+                 "finish_reason", "finish_reasons", "service_tier", "usage")
 
     drops_annotations: ClassVar[bool] = False
     """Whether to drop chunks whose choices carry neither a delta nor a finish (Azure filter notes)."""
@@ -130,6 +131,8 @@ class OpenAIStreamTranslator:
         self._ended = False
         self._pending_usage: StreamChunk | None = None
         self._call_ids: dict[int, list[str]] = {}  # tolerant: each choice's tool calls so far, their ids
+        self.service_tier: str | None = None
+        self._tier_read = False  # OpenAI puts the tier on every chunk: the first one's is read
 
     def feed(self, data: bytes) -> list[StreamChunk]:
         out: list[StreamChunk] = []
@@ -238,6 +241,9 @@ class OpenAIStreamTranslator:
             raise in_band_error(error)
         if event == "error":
             raise in_band_error(chunk)
+        if not self._tier_read:
+            self._tier_read = True
+            self.service_tier = reported_tier(chunk.get("service_tier"))
         choices = chunk.get("choices")
         usage = chunk.get("usage")
         if not choices:
