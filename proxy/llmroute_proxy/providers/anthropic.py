@@ -35,7 +35,8 @@ from llmroute_proxy.dialects.base import (
     Usage,
 )
 from llmroute_proxy.dialects.common import body_excerpt, counted_field, loads_object, retry_after_seconds
-from llmroute_proxy.errors import BadRequest, UpstreamError
+from llmroute_proxy.errors import UpstreamError
+from llmroute_proxy.providers.base import embeddings_elsewhere
 from llmroute_proxy.table import Target
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -82,11 +83,11 @@ class AnthropicProvider:
         return AnthropicStreamTranslator(target.model, native=native_messages(request) is not None)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        raise _no_embeddings()
+        raise embeddings_elsewhere("Anthropic has no embeddings API")
 
     def embeddings_response(self, body: bytes, request_body: dict[str, Any],
                             target: Target) -> tuple[dict[str, Any], Usage]:
-        raise _no_embeddings()
+        raise embeddings_elsewhere("Anthropic has no embeddings API")
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         parsed = loads_object(body)
@@ -118,6 +119,3 @@ def _headers(target: Target, request: ChatRequest | None = None) -> dict[str, st
     return headers
 
 
-def _no_embeddings() -> BadRequest:
-    return BadRequest("Anthropic has no embeddings API; route embeddings to an OpenAI, Azure OpenAI "
-                      "or Gemini target.", param="model", code="unsupported_operation")

@@ -18,7 +18,7 @@ from llmroute_proxy.dialects.base import (
     UpstreamRequest,
     Usage,
 )
-from llmroute_proxy.errors import UpstreamError
+from llmroute_proxy.errors import BadRequest, UpstreamError
 from llmroute_proxy.table import Target
 
 
@@ -69,3 +69,10 @@ class TokenCounter(Protocol):
         ...
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError: ...
+
+
+def embeddings_elsewhere(why: str) -> BadRequest:
+    """An embeddings request refused by a provider that has none to offer (`why`): the dispatch passes the
+    target over for the tier's next one, and a client whose tier has none gets this 400 naming `model`."""
+    return BadRequest(f"{why}; route embeddings to an OpenAI, Azure OpenAI or Gemini target.",
+                      param="model", code="unsupported_operation")

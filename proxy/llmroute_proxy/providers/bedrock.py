@@ -45,6 +45,7 @@ from llmroute_proxy.dialects.base import (
 from llmroute_proxy.dialects.common import body_excerpt, loads_object, retry_after_seconds
 from llmroute_proxy.dialects.eventstream import EventStreamDecoder, Frame
 from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
+from llmroute_proxy.providers.base import embeddings_elsewhere
 from llmroute_proxy.table import Target
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -53,6 +54,7 @@ _CLAUDE = re.compile(r"(?:[a-z]{2,6}\.)?anthropic\.claude-[A-Za-z0-9._:-]+")
 (`us.`, `eu.`, `apac.`, `global.`… before it)."""
 _NOT_SENT = frozenset({"model", "stream", "service_tier"})
 """The model is in the path, streaming in the operation; Bedrock's service tiers are not Anthropic's."""
+_NO_EMBEDDINGS = "Bedrock embeddings are not built: only Anthropic's Claude models through InvokeModel are"
 
 _KINDS = {
     "ThrottlingException": FailureKind.RATE_LIMITED,
@@ -108,11 +110,11 @@ class BedrockProvider:
         return BedrockStreamTranslator(target.model, native=native_messages(request) is not None)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        raise _not_built("embeddings")
+        raise embeddings_elsewhere(_NO_EMBEDDINGS)
 
     def embeddings_response(self, body: bytes, request_body: dict[str, Any],
                             target: Target) -> tuple[dict[str, Any], Usage]:
-        raise _not_built("embeddings")
+        raise embeddings_elsewhere(_NO_EMBEDDINGS)
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         parsed = loads_object(body)
@@ -211,9 +213,3 @@ def _require_claude(target: Target) -> None:
         raise BadRequest(f"Bedrock target '{target.model}' is not a Claude model: only Anthropic's Claude models "
                          "through InvokeModel are built for Bedrock providers.",
                          param="model", code="unsupported_operation")
-
-
-def _not_built(what: str) -> BadRequest:
-    return BadRequest(f"Bedrock {what} are not built: only Anthropic's Claude models through InvokeModel are; "
-                      "route embeddings to an OpenAI, Azure OpenAI or Gemini target.",
-                      param="model", code="unsupported_operation")

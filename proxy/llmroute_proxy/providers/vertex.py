@@ -38,8 +38,8 @@ from llmroute_proxy.dialects.base import (
 )
 from llmroute_proxy.dialects.common import loads_object
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
-from llmroute_proxy.errors import BadRequest, UpstreamError
-from llmroute_proxy.providers.base import Provider, TokenCounter
+from llmroute_proxy.errors import UpstreamError
+from llmroute_proxy.providers.base import Provider, TokenCounter, embeddings_elsewhere
 from llmroute_proxy.table import Target, vertex_publisher
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -49,6 +49,7 @@ _COUNTED = ("contents", "systemInstruction", "tools")
 """What Vertex's `countTokens` takes of a GenerateContentRequest."""
 
 _JSON = {"content-type": "application/json"}
+_NO_EMBEDDINGS = "Vertex AI serves embeddings through another API (:predict), which the sidecar does not speak"
 
 
 class Publisher(Provider, TokenCounter, Protocol):
@@ -96,11 +97,11 @@ class VertexProvider:
         return self._publisher(target).chat_stream(request, target)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        raise _no_embeddings()
+        raise embeddings_elsewhere(_NO_EMBEDDINGS)
 
     def embeddings_response(self, body: bytes, request_body: dict[str, Any],
                             target: Target) -> tuple[dict[str, Any], Usage]:
-        raise _no_embeddings()
+        raise embeddings_elsewhere(_NO_EMBEDDINGS)
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         """Anthropic's shape (`{"type": "error", "error": {"type", "message"}}`) from Claude itself;
@@ -151,9 +152,3 @@ def _claude_headers(inner: UpstreamRequest) -> dict[str, str]:
     (`anthropic/lib/vertex/_client.py` moves only `model` and the version; its Bedrock client moves betas)."""
     betas = inner.headers.get("anthropic-beta")
     return {**_JSON, "anthropic-beta": betas} if betas else dict(_JSON)
-
-
-def _no_embeddings() -> BadRequest:
-    return BadRequest("Vertex AI serves embeddings through another API (:predict), which the sidecar does not "
-                      "speak; route embeddings to an OpenAI, Azure OpenAI or Gemini target.",
-                      param="model", code="unsupported_operation")
