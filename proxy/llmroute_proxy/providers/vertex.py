@@ -11,11 +11,14 @@ any other Google's). Each publisher's API is the one the sidecar already speaks,
   other targets serve them.
 - Anthropic: `{url}/publishers/anthropic/models/{model}:rawPredict` (`:streamRawPredict`), the
   Messages body without `model`, with `anthropic_version`; the client's betas stay in the
-  `anthropic-beta` header, as Anthropic's own Vertex client sends them; answers, streams and errors are Anthropic's, but Google's front end refuses in
-  Google's shape (401, 403, 404, 429 `RESOURCE_EXHAUSTED`): both shapes are classified.
+  `anthropic-beta` header, as Anthropic's own Vertex client sends them; answers, streams and errors
+  are Anthropic's, but Google's front end refuses in Google's shape (401, 403, 404, 429
+  `RESOURCE_EXHAUSTED`): both shapes are classified.
 
-This module builds only the addresses and the Vertex differences; the Gemini and Anthropic providers
-(handed in by the registry, so that no provider module imports another) build and read the bodies.
+This module builds only the addresses and the Vertex differences: the bodies are the Gemini and
+Anthropic dialects' (a message's built once, as Vertex takes it), and the Gemini and Anthropic
+providers (handed in by the registry, so that no provider module imports another) read the answers
+and build the count requests.
 No credential goes in a request built here: the service-account key signs a token in the I/O shell
 (`server/google_tokens.py`), which adds the `Authorization` header when the request is sent.
 """
@@ -28,9 +31,11 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from llmroute_proxy.dialects.anthropic.request_out import messages_body, native_messages
 from llmroute_proxy.dialects.base import (
     ChatRequest,
     ChatResult,
+    NativeDialect,
     RateLimits,
     StreamTranslator,
     UpstreamRequest,
@@ -68,9 +73,12 @@ class VertexProvider:
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
         if vertex_publisher(target.model) == "anthropic":
-            inner = self._anthropic.chat_request(request, _keyless(target))
+            native = native_messages(request)
+            message = {**native} if native is not None else messages_body(request.body, target.model)
+            message.pop("model", None)  # in the URL
+            message["anthropic_version"] = ANTHROPIC_VERSION
             method = "streamRawPredict" if request.stream else "rawPredict"
-            return UpstreamRequest("POST", model_url(target, method), _claude_headers(inner), _claude_body(inner))
+            return UpstreamRequest("POST", model_url(target, method), _claude_headers(request), orjson.dumps(message))
         body = orjson.dumps(build_generate_body(request, target.model))
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest("POST", model_url(target, method), dict(_JSON), body)
@@ -81,7 +89,7 @@ class VertexProvider:
         if vertex_publisher(target.model) == "anthropic":
             inner = self._anthropic.count_tokens_request(request, _keyless(target))
             url = f"{publisher_url(target)}/count-tokens:rawPredict"
-            return UpstreamRequest("POST", url, _claude_headers(inner), _claude_body(inner, keep_model=True))
+            return UpstreamRequest("POST", url, _claude_headers(request), _versioned(inner.body))
         whole = build_generate_body(request, target.model)
         body = orjson.dumps({name: whole[name] for name in _COUNTED if name in whole})
         return UpstreamRequest("POST", model_url(target, "countTokens"), dict(_JSON), body)
@@ -137,18 +145,19 @@ def _keyless(target: Target) -> Target:
     return dataclasses.replace(target, credential=None) if target.credential is not None else target
 
 
-def _claude_body(inner: UpstreamRequest, keep_model: bool = False) -> bytes:
-    """A Messages request as Vertex takes it: `anthropic_version` in the body, and (but for counting) no
-    `model`, which is in the URL."""
-    body = orjson.loads(inner.body or b"{}")
-    if not keep_model:
-        body.pop("model", None)
+def _versioned(count_body: bytes | None) -> bytes:
+    """The Anthropic provider's count body (`model` kept: the count endpoint names none in its URL), with
+    the `anthropic_version` Vertex wants in every body."""
+    body = orjson.loads(count_body or b"{}")
     body["anthropic_version"] = ANTHROPIC_VERSION
     return orjson.dumps(body)
 
 
-def _claude_headers(inner: UpstreamRequest) -> dict[str, str]:
-    """JSON, and the client's betas in `anthropic-beta`, where Anthropic's Vertex client keeps them
-    (`anthropic/lib/vertex/_client.py` moves only `model` and the version; its Bedrock client moves betas)."""
-    betas = inner.headers.get("anthropic-beta")
-    return {**_JSON, "anthropic-beta": betas} if betas else dict(_JSON)
+def _claude_headers(request: ChatRequest) -> dict[str, str]:
+    """JSON, and the betas of a client's own Messages request in `anthropic-beta`, where Anthropic's Vertex
+    client keeps them (`anthropic/lib/vertex/_client.py` moves only `model` and the version; its Bedrock
+    client moves betas)."""
+    native = request.native
+    if native is not None and native.betas and native.dialect is NativeDialect.ANTHROPIC_MESSAGES:
+        return {**_JSON, "anthropic-beta": native.betas}
+    return dict(_JSON)
