@@ -122,7 +122,7 @@ class GoogleTokens:
         return token
 
 
-async def metadata_token(send: Callable[[UpstreamRequest], Awaitable[Any]], host: str) -> tuple[str, float]:
+async def fetch_metadata_token(send: Callable[[UpstreamRequest], Awaitable[Any]], host: str) -> tuple[str, float]:
     """The pod's access token and its life in seconds, from the metadata server at `host` (`send`: the
     sidecar's upstream client, bound to a target name for its errors)."""
     request = UpstreamRequest("GET", f"http://{host}{METADATA_PATH}", {"Metadata-Flavor": "Google"})

@@ -24,7 +24,7 @@ from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.routing.ratelimits import SeenRateLimits
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
-from llmroute_proxy.server.google_tokens import METADATA_HOST, GoogleTokens, metadata_token
+from llmroute_proxy.server.google_tokens import METADATA_HOST, GoogleTokens, fetch_metadata_token
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.server.telemetry import Telemetry
@@ -122,13 +122,13 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
-        self.google_tokens = GoogleTokens(lambda: self.wallclock(), self._metadata_token)  # a wallclock replaced later is followed
+        self.google_tokens = GoogleTokens(lambda: self.wallclock(), self._fetch_metadata_token)  # a wallclock replaced later is followed
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
 
-    async def _metadata_token(self) -> tuple[str, float]:
+    async def _fetch_metadata_token(self) -> tuple[str, float]:
         host = self.settings.gcp_metadata_host
-        return await metadata_token(lambda request: self.upstream.send(request, f"gcp-metadata@{host}"), host)
+        return await fetch_metadata_token(lambda request: self.upstream.send(request, f"gcp-metadata@{host}"), host)
 
     def request_started(self) -> asyncio.Task[Any] | None:
         """The current request is in flight: the drain waits for it, and cancels its task at the
