@@ -29,6 +29,7 @@ import orjson
 
 from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
+from llmroute_proxy.server.renewing import Fetched, Renewing
 from llmroute_proxy.service_accounts import (
     TOKEN_LIFETIME_S,
     ServiceAccount,
@@ -57,12 +58,6 @@ class _Signed:
     expires: float = 0.0
 
 
-@dataclass(slots=True, frozen=True)
-class _Given:
-    token: str
-    renew_at: float
-
-
 class GoogleTokens:
     """The bearer token of each Vertex AI target: its service-account key's self-signed JWT, re-signed
     before it expires, or the metadata server's token for the pod; `wallclock` gives epoch seconds (the
@@ -72,8 +67,7 @@ class GoogleTokens:
         self._wallclock = wallclock
         self._metadata = metadata
         self._signed: dict[Secret, _Signed] = {}
-        self._given: _Given | None = None
-        self._fetching: asyncio.Task[str] | None = None
+        self._given = Renewing(wallclock, self._fetch, "the GCP metadata server's token")
 
     def token(self, credential: Secret) -> str:
         signed = self._signed.get(credential)
@@ -105,21 +99,15 @@ class GoogleTokens:
 
     async def metadata_token(self) -> str:
         """The pod's access token from the metadata server: the one held while it has time left, else the
-        one being fetched (a fetch is started when none is)."""
-        given = self._given
-        if given is not None and given.renew_at > self._wallclock():
-            return given.token
-        fetching = self._fetching
-        if fetching is None or fetching.done():
-            fetching = self._fetching = asyncio.get_running_loop().create_task(self._fetch())
-        return await asyncio.shield(fetching)
+        one being fetched (a fetch is started when none is: `server/renewing`)."""
+        return await self._given.get()
 
-    async def _fetch(self) -> str:
+    async def _fetch(self) -> Fetched[str]:
         if self._metadata is None:
             raise UpstreamError(FailureKind.AUTH, "no metadata server is configured to give this sidecar a token")
         token, lifetime = await self._metadata()
-        self._given = _Given(token, self._wallclock() + max(lifetime - RESIGN_BEFORE_S, lifetime / 2))
-        return token
+        renew_at = self._wallclock() + max(lifetime - RESIGN_BEFORE_S, lifetime / 2)
+        return Fetched(token, renew_at, renew_at)
 
 
 async def fetch_metadata_token(send: Callable[[UpstreamRequest], Awaitable[Any]], host: str) -> tuple[str, float]:
