@@ -112,7 +112,7 @@ def judge_provider(namespace: str, resource: Resource, secrets: Mapping[Key, Map
                 else:
                     credential = data[key]
             case WorkloadIdentity():
-                pass  # no key: the pods' metadata server gives the tokens
+                pass  # no key: the pods' own identity (GCP metadata server, AWS IRSA or Pod Identity)
             case EnvCredential() | FileCredential():
                 problems.append(Problem("spec.credentials", "in a cluster only secretRef credentials "
                                         "reach the sidecars; env and file work in standalone mode"))

@@ -68,8 +68,9 @@ their body."""
 
 
 METADATA_AUTH = "metadata"
-"""`Target.options["auth"]` of a Vertex AI target whose token the GCP metadata server gives
-(`credentials.workloadIdentity`): the target holds no credential."""
+"""`Target.options["auth"]` of a target that takes the pod's own identity (`credentials.workloadIdentity`)
+and holds no credential: a Vertex AI target's token comes from the GCP metadata server, a Bedrock target's
+requests are signed with the pod's AWS credentials (IRSA, EKS Pod Identity)."""
 
 
 def vertex_publisher(model: str) -> str:

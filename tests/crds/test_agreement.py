@@ -99,6 +99,12 @@ VALID: dict[str, Callable[[], Documents]] = {
         credentials={"secretRef": {"name": "bedrock", "key": "api-key"}},
         models=[{"name": "anthropic.claude-sonnet-4-5-20250929-v1:0"},
                 {"name": "us.anthropic.claude-haiku-4-5-20251001-v1:0"}])],
+    **{f"{kind} with the pod's own identity": (lambda kind=kind, url=url, model=model: [with_spec(  # type: ignore[misc]
+        openai_doc(), type=kind, credentials={"workloadIdentity": {}},
+        endpoints=[{"region": "r", "url": url}], models=[{"name": model}])])
+       for kind, url, model in (("vertex", VERTEX_URLS[0], "gemini-2.5-pro"),
+                                ("bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com",
+                                 "anthropic.claude-sonnet-4-5-20250929-v1:0"))},
     "tls caBundle": lambda: [tls_provider({"caBundle": CA.cert_pem})],
     "tls caFile": lambda: [tls_provider({"caFile": "/etc/llmroute/ca.pem"})],
     **{f"examples/{path.name}": (lambda path=path: [  # type: ignore[misc]

@@ -88,7 +88,7 @@ def differences(parser: dict[str, set[str]], schemas: dict[str, dict[str, Any]])
     schema = {path: names for kind, root in schemas.items() for path, names in schema_fields(kind, root)}
     return {path: {"parser only": sorted(parser.get(path, set()) - schema.get(path, set())),
                    "schema only": sorted(schema.get(path, set()) - parser.get(path, set()))}
-            for path in parser.keys() | schema.keys() if parser.get(path) != schema.get(path)}
+            for path in parser.keys() | schema.keys() if parser.get(path, set()) != schema.get(path, set())}
 
 
 def crd_schemas() -> dict[str, dict[str, Any]]:

@@ -96,7 +96,8 @@ INVALID = [
     (PROVIDER, "spec.credentials.envVar", "X", "spec.credentials",
      "unknown field (expected one of: secretRef, env, file, workloadIdentity)"),
     (PROVIDER, "spec.credentials", {"workloadIdentity": {}}, "spec.credentials.workloadIdentity",
-     "only for type vertex (the GCP metadata server gives Google tokens); type openai needs a key"),
+     "only for types vertex and bedrock (the pod's own Google or AWS identity: the GCP metadata server, "
+     "EKS Pod Identity or IRSA); type openai needs a key"),
     (PROVIDER, "spec.limits", {"requestsPerMinute": 0}, "spec.limits.requestsPerMinute",
      "must be greater than 0, found 0"),
     (PROVIDER, "spec.limits", {"tokensPerMinute": "1M"}, "spec.limits.tokensPerMinute",

@@ -40,9 +40,14 @@ class FileCredential:
 
 @dataclass(frozen=True, slots=True)
 class WorkloadIdentity:
-    """No key: the GCP metadata server gives the pod's own service account's tokens (GKE Workload
-    Identity, a GCE VM's attached account). Vertex AI only."""
+    """No key: the pod's own cloud identity. Vertex AI: the GCP metadata server gives the pod's service
+    account's tokens (GKE Workload Identity, a GCE VM's attached account). Bedrock: the pod's AWS role's
+    temporary credentials (EKS Pod Identity, IRSA), with which the sidecar signs (SigV4)."""
 
+
+WORKLOAD_IDENTITY_TYPES = (ProviderType.VERTEX, ProviderType.BEDROCK)
+WORKLOAD_IDENTITY_ONLY = ("only for types vertex and bedrock (the pod's own Google or AWS identity: "
+                          "the GCP metadata server, EKS Pod Identity or IRSA)")
 
 Credentials = SecretKeyRef | EnvCredential | FileCredential | WorkloadIdentity
 
@@ -230,9 +235,8 @@ def _credentials(spec: Fields, provider_type: ProviderType | None) -> Credential
 def _workload_identity(f: Fields, provider_type: ProviderType | None) -> WorkloadIdentity | None:
     if f.mapping("workloadIdentity", ()) is None:
         return None
-    if provider_type not in (None, ProviderType.VERTEX):
-        f.error("workloadIdentity", f"only for type vertex (the GCP metadata server gives Google tokens); "
-                                    f"type {provider_type.value} needs a key")
+    if provider_type not in (None, *WORKLOAD_IDENTITY_TYPES):
+        f.error("workloadIdentity", f"{WORKLOAD_IDENTITY_ONLY}; type {provider_type.value} needs a key")
         return None
     return WorkloadIdentity()
 
