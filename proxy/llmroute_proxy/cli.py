@@ -19,6 +19,7 @@ from llmroute_proxy.arguments import (
     whole_number,
 )
 from llmroute_proxy.server.accesslog import LINE_FORMAT
+from llmroute_proxy.server.aws_credentials import aws_environment
 from llmroute_proxy.server.connections import ConnectionLimits
 from llmroute_proxy.server.google_tokens import METADATA_HOST
 from llmroute_proxy.server.origins import parse_origins
@@ -124,7 +125,8 @@ def listen(args: argparse.Namespace) -> Listen:
 def settings(args: argparse.Namespace) -> Settings:
     return Settings(max_body_bytes=args.max_body_bytes, allow_origins=args.allow_origins,
                     responses_store_bytes=args.responses_store_bytes, responses_ttl_s=args.responses_ttl_seconds,
-                    gcp_metadata_host=os.environ.get("GCE_METADATA_HOST") or METADATA_HOST)
+                    gcp_metadata_host=os.environ.get("GCE_METADATA_HOST") or METADATA_HOST,
+                    aws=aws_environment(os.environ))
 
 
 def _without_key_shapes(text: str) -> str:

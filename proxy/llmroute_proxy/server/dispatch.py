@@ -54,7 +54,7 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
-from llmroute_proxy.table import Experiment, ProviderType, Route, Target, TargetId
+from llmroute_proxy.table import METADATA_AUTH, Experiment, ProviderType, Route, Target, TargetId
 
 log = logging.getLogger("llmroute.proxy")
 
@@ -284,11 +284,14 @@ def _stream_usage(ex: Exchange, translator: StreamTranslator, received: int,
 
 
 async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
-    """Send the attempt's request (with its bearer token, for a provider that signs one: Vertex AI); the
-    provider's rate-limit headers are kept for the usage reports."""
+    """Send the attempt's request (with its bearer token, for a provider that signs one: Vertex AI; signed
+    with the pod's AWS credentials, for Bedrock without a key); the provider's rate-limit headers are kept
+    for the usage reports."""
     target = run.attempt.target
     if target.provider_type is ProviderType.VERTEX:  # a coroutine less for every other attempt
         upstream_request = await sidecar.google_tokens.with_token(upstream_request, target)
+    elif target.provider_type is ProviderType.BEDROCK and target.options.get("auth") == METADATA_AUTH:
+        upstream_request = await sidecar.aws_credentials.signed(upstream_request, target)
     upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
     return upstream

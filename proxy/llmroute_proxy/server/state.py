@@ -17,6 +17,7 @@ from typing import Any
 
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import DrainDeadlinePassed
+from llmroute_proxy.providers.aws_sigv4 import AwsCredentials
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook
@@ -24,6 +25,11 @@ from llmroute_proxy.routing.leases import LeaseGrant, LeaseHolder
 from llmroute_proxy.routing.limits import LimitBook, RetryBudget
 from llmroute_proxy.routing.ratelimits import SeenRateLimits
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of, table_secrets
+from llmroute_proxy.server.aws_credentials import (
+    AwsCredentialSource,
+    AwsEnvironment,
+    fetch_aws_credentials,
+)
 from llmroute_proxy.server.google_tokens import METADATA_HOST, GoogleTokens, fetch_metadata_token
 from llmroute_proxy.server.outcome import Outcome
 from llmroute_proxy.server.response_store import ResponseStore
@@ -77,6 +83,7 @@ class Settings:
     responses_store_bytes: int = RESPONSES_STORE_BYTES  # memory cap of the Responses store (0: keep nothing)
     responses_ttl_s: float = 3600.0  # how long a stored Response can be read or continued
     gcp_metadata_host: str = METADATA_HOST  # host[:port] of the GCP metadata server (`GCE_METADATA_HOST`)
+    aws: AwsEnvironment = field(default_factory=AwsEnvironment)  # where the pod's AWS credentials come from (`AWS_*` variables)
 
 
 @dataclass
@@ -111,6 +118,7 @@ class Sidecar:
     spend: dict[tuple[str, str], Spend] = field(default_factory=dict)  # ("route"|"tier"|..., name)
     responses: ResponseStore = field(init=False)  # POST /v1/responses with store (server/response_store)
     google_tokens: GoogleTokens = field(init=False)  # Vertex AI targets' bearer tokens (server/google_tokens)
+    aws_credentials: AwsCredentialSource = field(init=False)  # the pod's AWS credentials (server/aws_credentials)
     scrubber: Scrubber = field(default_factory=Scrubber)
     """Every key held, scrubbed from what is relayed, stored or logged; rebuilt when the keys change."""
     held_secrets: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
@@ -122,13 +130,32 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.settings.responses_store_bytes, self.settings.responses_ttl_s)
-        self.google_tokens = GoogleTokens(lambda: self.wallclock(), self._fetch_metadata_token)  # a wallclock replaced later is followed
+        # a wallclock or settings replaced later are followed
+        self.google_tokens = GoogleTokens(lambda: self.wallclock(), self._fetch_metadata_token)
+        self.aws_credentials = AwsCredentialSource(lambda: self.wallclock(), lambda: self.settings.aws,
+                                                   self._fetch_aws_credentials)
         self.telemetry.register_circuits(self._circuit_states)
         self.telemetry.register_budgets(self._budget_states)
 
     async def _fetch_metadata_token(self) -> tuple[str, float]:
         host = self.settings.gcp_metadata_host
-        return await fetch_metadata_token(lambda request: self.upstream.send(request, f"gcp-metadata@{host}"), host)
+        token, lifetime = await fetch_metadata_token(lambda request: self.upstream.send(request, f"gcp-metadata@{host}"),
+                                                     host)
+        self._hold_fetched("gcp metadata token", (token,))
+        return token, lifetime
+
+    async def _fetch_aws_credentials(self) -> AwsCredentials:
+        credentials = await fetch_aws_credentials(lambda request: self.upstream.send(request, "aws-credentials"),
+                                                  self.settings.aws, self.wallclock())
+        self._hold_fetched("aws credentials", credentials.secrets())
+        return credentials
+
+    def _hold_fetched(self, source: str, values: tuple[str, ...]) -> None:
+        """Credentials fetched from the pod's platform are scrubbed, and the ones they replace for one more
+        fetch (requests in flight still carry them)."""
+        previous = self.held_secrets.get(source + " (current)", frozenset())
+        self.held_secrets[source + " (previous)"] = previous
+        self.hold_secrets(source + " (current)", values)
 
     def request_started(self) -> asyncio.Task[Any] | None:
         """The current request is in flight: the drain waits for it, and cancels its task at the
