@@ -5,7 +5,8 @@ InvokeModel takes Anthropic's own Messages body, so the Anthropic dialect transl
 Anthropic's SDK sends it), `stream` chooses `/invoke` or `/invoke-with-response-stream`, the body loses
 `model` and `stream` and gains `anthropic_version: bedrock-2023-05-31`, and the betas a client sent in
 `anthropic-beta` go in the body's `anthropic_beta`. The key is an Amazon Bedrock API key, sent as
-`Authorization: Bearer` (SigV4 and IAM roles are not built).
+`Authorization: Bearer`; a target without one (`credentials.workloadIdentity`) is signed with the pod's
+AWS credentials where the request is sent (SigV4: `providers/aws_sigv4`, `server/aws_credentials`).
 
 A stream is AWS event-stream frames (`dialects/eventstream.py`): each `chunk` carries one Anthropic
 stream event, base64 in its JSON, which the Anthropic stream translator reads as if it came as SSE; an
@@ -67,6 +68,10 @@ _KINDS = {
     "ModelTimeoutException": FailureKind.TIMEOUT,
     "AccessDeniedException": FailureKind.AUTH,
     "UnrecognizedClientException": FailureKind.AUTH,
+    "InvalidSignatureException": FailureKind.AUTH,  # a bad signature, or one signed more than 5 min off
+    "IncompleteSignatureException": FailureKind.AUTH,
+    "MissingAuthenticationTokenException": FailureKind.AUTH,
+    "ExpiredTokenException": FailureKind.AUTH,  # temporary credentials used past their expiry
     "ResourceNotFoundException": FailureKind.TARGET_NOT_FOUND,
 }
 """Bedrock's exception types (the `x-amzn-ErrorType` header, an exception frame's `:exception-type`)

@@ -2,7 +2,10 @@
 `/model/{modelId}/invoke-with-response-stream` (providers.md §2.7, §4.2).
 
 Claude answers as the Anthropic simulator does (its handler, its checks, its answers); what is
-Bedrock's is around it: an Amazon Bedrock API key as `Authorization: Bearer`, the model in the path,
+Bedrock's is around it: an Amazon Bedrock API key as `Authorization: Bearer`, or a SigV4 signature
+(service `bedrock`, the simulator's region) with an access key `aws_keys` knows, checked as AWS checks it
+(`sim/aws_identity.sigv4_refusal`: 403 `UnrecognizedClientException`, `ExpiredTokenException`,
+`InvalidSignatureException`, `IncompleteSignatureException`, with `{"message": …}`), the model in the path,
 a body with `anthropic_version: bedrock-2023-05-31`, no `model` and no `stream` (betas in
 `anthropic_beta`), and AWS's shapes for what goes wrong: errors as `{"message": …}` with their type in
 the `x-amzn-ErrorType` header, and streams as AWS event-stream frames (real CRC32s) whose `chunk`
@@ -25,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from llmroute_proxy.sim.anthropic import API_HEADERS, messages, with_prompt_cache
+from llmroute_proxy.sim.aws_identity import AwsKeys, sigv4_refusal
 from llmroute_proxy.sim.faults import Fault
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimOptions, sim_app
 from llmroute_proxy.sim.streaming import STREAM_FRAMING, StreamFraming
@@ -46,19 +50,33 @@ _MESSAGES = {
 }
 _STREAM_ONLY = {"ModelErrorException": "ModelStreamErrorException"}
 """What an HTTP error type is as an exception frame (a model failing mid-stream)."""
+_INVALID_TOKEN = "The security token included in the request is invalid."
 _TYPE = "__type"  # the error type, between `error_body` and where it goes on the wire
+
+
+_REFUSAL = web.RequestKey("llmroute_sim_sigv4_refusal", tuple)
 
 
 class BedrockDialect(Dialect):
     overloaded_status = 503
     request_id_header = "x-amzn-RequestId"
 
+    def __init__(self, aws_keys: AwsKeys | None = None, region: str = "us-east-1") -> None:
+        self.aws_keys = aws_keys
+        self.region = region
+
     def authorized(self, request: web.Request, api_key: str) -> bool:
-        return hmac.compare_digest(request.headers.get("Authorization", "").encode(), b"Bearer " + api_key.encode())
+        given = request.headers.get("Authorization", "")
+        if self.aws_keys is not None and given.startswith("AWS4-"):
+            refusal = sigv4_refusal(request, request[SIM_CALL].raw, self.aws_keys, self.region, "bedrock")
+            if refusal is not None:
+                request[_REFUSAL] = refusal
+            return refusal is None
+        return bool(api_key) and hmac.compare_digest(given.encode(), b"Bearer " + api_key.encode())
 
     def unauthorized(self, request: web.Request) -> web.Response:
-        return aws_error(request[SIM_CALL], 403, "UnrecognizedClientException",
-                         "The security token included in the request is invalid.")
+        kind, message = request.get(_REFUSAL) or ("UnrecognizedClientException", _INVALID_TOKEN)
+        return aws_error(request[SIM_CALL], 403, kind, message)
 
     def error_body(self, status: int, code: str | None, message: str | None,
                    fault: Fault | None) -> dict[str, Any]:
@@ -139,8 +157,13 @@ def _bedrock_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
-def bedrock_app(api_key: str | None = None, **options: Unpack[SimOptions]) -> web.Application:
-    """A Bedrock runtime serving Claude through InvokeModel; `api_key` None accepts any key."""
-    app = with_prompt_cache(sim_app(api_key, options, BedrockDialect(), name="sim-bedrock", models=DEFAULT_MODELS))
+def bedrock_app(api_key: str | None = None, *, aws_keys: AwsKeys | None = None, region: str = "us-east-1",
+                **options: Unpack[SimOptions]) -> web.Application:
+    """A Bedrock runtime of `region` serving Claude through InvokeModel; it takes the API key `api_key` and
+    requests signed with the access keys `aws_keys` knows (on its clock); no `api_key` and no `aws_keys`
+    accepts any request."""
+    key = api_key if api_key is not None or aws_keys is None else ""  # "": signed requests only
+    app = with_prompt_cache(sim_app(key, options, BedrockDialect(aws_keys, region), name="sim-bedrock",
+                                    models=DEFAULT_MODELS))
     app.router.add_post(r"/model/{model}/{operation:invoke|invoke-with-response-stream}", invoke)
     return app

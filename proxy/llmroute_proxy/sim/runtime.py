@@ -227,6 +227,7 @@ class SimCall:
     state: SimState
     body: Any
     fault: Fault | None
+    raw: bytes = b""  # the body as it came (a signature covers its bytes)
 
 
 SIM_CALL = web.RequestKey("llmroute_sim_call", SimCall)
@@ -259,7 +260,7 @@ async def _sim_middleware(
         fault = fault.echoing(presented_key(request))
     if fault is not None and fault.kind is FaultKind.IGNORE_STREAM and isinstance(body, dict):
         body = {name: value for name, value in body.items() if name not in ("stream", "stream_options")}
-    request[SIM_CALL] = SimCall(state, body, fault)
+    request[SIM_CALL] = SimCall(state, body, fault, raw)
     try:
         early = await _before_handler(request, state, fault)
         if early is not None:
