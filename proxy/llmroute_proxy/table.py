@@ -57,14 +57,13 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
     ProviderType.AZURE_OPENAI: ("default", "flex", "priority", "scale"),
     ProviderType.OPENAI_COMPATIBLE: ("default", "flex", "priority", "scale"),
     ProviderType.ANTHROPIC: ("standard", "priority"),
-    ProviderType.GEMINI: (),
+    ProviderType.GEMINI: ("standard", "flex", "priority"),
     ProviderType.VERTEX: (),
     ProviderType.BEDROCK: (),
 }
 """The service tiers each provider type's answers report, the names `Pricing.service_tiers` is keyed by
-(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Gemini's answers,
-Vertex AI's (Gemini's and Claude's alike) and Bedrock's (Claude's), report none in
-their body."""
+(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Vertex AI's answers
+(Gemini's and Claude's alike) and Bedrock's (Claude's) report none in their body."""
 
 
 METADATA_AUTH = "metadata"

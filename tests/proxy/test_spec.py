@@ -124,9 +124,11 @@ def test_service_tier_price_lists_are_whole_lists_with_their_own_long_context_an
     ("anthropic", {"flex": {"inputPerMTok": 1.5, "outputPerMTok": 7.5}},
      "spec.models[0].pricing.serviceTiers.flex: type anthropic answers report no tier 'flex' (they report standard, "
      "priority)"),
-    ("gemini", {"priority": {"inputPerMTok": 2.25, "outputPerMTok": 18}},
-     "spec.models[0].pricing.serviceTiers: type gemini answers report no service tier, so no tier's prices would "
-     "ever apply; price the tier it serves in this list"),
+    ("gemini", {"flex": {"inputPerMTok": 0.15, "outputPerMTok": 1.25},
+                "priority": {"inputPerMTok": 0.54, "outputPerMTok": 4.5}}, None),
+    ("gemini", {"scale": {"inputPerMTok": 0.54, "outputPerMTok": 4.5}},
+     "spec.models[0].pricing.serviceTiers.scale: type gemini answers report no tier 'scale' (they report standard, "
+     "flex, priority)"),
     ("bedrock", {"priority": {"inputPerMTok": 6, "outputPerMTok": 30}},
      "spec.models[0].pricing.serviceTiers: type bedrock answers report no service tier, so no tier's prices would "
      "ever apply; price the tier it serves in this list"),

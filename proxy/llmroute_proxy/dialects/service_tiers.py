@@ -12,8 +12,13 @@ answer which it was:
 - Anthropic takes `auto` (the default: Priority Tier while the organisation's committed capacity
   lasts, else standard) or `standard_only`, and reports `usage.service_tier` (`standard`,
   `priority`; `batch` only for the Batches API, which the sidecar does not call).
-- Gemini's answers carry no tier in their body (a Priority request's is in the `x-gemini-service-tier`
-  header), and the sidecar sends it none: its answers are priced at the model's base list.
+- Gemini (the Gemini API) takes `serviceTier` on a request (`standard`, the default, `flex`, `priority`)
+  and reports the tier that served it in `usageMetadata.serviceTier`, whole answers and streams alike
+  (and, on whole answers, in the `x-gemini-service-tier` header). A `priority` request is served at
+  `standard` when its Priority capacity runs out; a `flex` one is best-effort: served at `flex` or
+  refused, never moved.
+- Vertex AI is sent no tier (its Flex and Priority PayGo are asked for by headers, on its global
+  endpoint only) and its answers are priced at the base list: it reports no `serviceTier`.
 - Claude on Amazon Bedrock is sent no `service_tier` either (Bedrock's tiers are its own, not Anthropic's)
   and its answers report none: priced at the base list, as Gemini's.
 
@@ -21,7 +26,7 @@ The names each provider type reports are `table.REPORTED_SERVICE_TIERS`. The sid
 at the list of the tier it reports (`Pricing.service_tiers`,
 `routing/cost.py`), and reserves a budget at the dearest list among the tiers the request may be
 served at (`landing_tiers`). A request sent to another provider's API has its tier translated
-(`anthropic_request_tier`, `openai_request_tier`), as the nearest the other provider offers: the tier
+(`anthropic_request_tier`, `openai_request_tier`, `gemini_request_tier`), as the nearest the other provider offers: the tier
 decides what is billed, never what is answered, so it is mapped rather than refused.
 """
 
@@ -34,7 +39,8 @@ STANDARD_TIERS = frozenset({"default", "standard"})
 """Each provider's name for its ordinary tier: an answer served there is no news (the access line omits it)."""
 
 _FALLS_BACK = ("priority", "scale")  # OpenAI serves these at `default` when their capacity runs out
-_SENT_NONE = frozenset({ProviderType.GEMINI, ProviderType.VERTEX, ProviderType.BEDROCK})  # sent no tier, report none
+_SENT_NONE = frozenset({ProviderType.VERTEX, ProviderType.BEDROCK})  # sent no tier, report none
+_GEMINI_TIERS = {"default": "standard", "flex": "flex", "priority": "priority", "scale": "priority"}
 
 
 def anthropic_request_tier(openai_tier: str | None) -> str | None:
@@ -51,10 +57,27 @@ def openai_request_tier(anthropic_tier: object) -> str | None:
     return "default" if anthropic_tier == "standard_only" else None
 
 
+def gemini_request_tier(openai_tier: str | None) -> str | None:
+    """An OpenAI request's `service_tier` as a Gemini request's `serviceTier`: `default` is `standard`,
+    `flex` and `priority` are Gemini's own, and `scale` (OpenAI's reserved capacity, above the ordinary)
+    is `priority`, the nearest; `auto` or none is left to Gemini's default, `standard`."""
+    return _GEMINI_TIERS.get(openai_tier) if openai_tier is not None else None
+
+
+def gemini_reported_tier(value: object) -> str | None:
+    """The tier a Gemini answer's `usageMetadata.serviceTier` names, as `REPORTED_SERVICE_TIERS` spells it:
+    the API writes the enum's value (`priority`); its proto name (`SERVICE_TIER_PRIORITY`) and any case are
+    read alike. None for none, or `unspecified`."""
+    if type(value) is not str:
+        return None
+    tier = value.lower().removeprefix("service_tier_")
+    return tier if tier and tier != "unspecified" else None
+
+
 def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) -> str | None:
     """The `service_tier` the target's provider is sent: the client's own when the target takes its
     body natively, else the canonical request's (`canonical`, OpenAI's terms) translated for its API;
-    none to Gemini, Vertex AI or Bedrock (whose answers report none)."""
+    none to Vertex AI or Bedrock (whose answers report none)."""
     if native is not None and native.spoken_by(target):
         tier = native.body.get("service_tier")
         return tier if type(tier) is str else None
@@ -62,14 +85,18 @@ def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) 
         return None
     if target.provider_type is ProviderType.ANTHROPIC:
         return anthropic_request_tier(canonical)
+    if target.provider_type is ProviderType.GEMINI:
+        return gemini_request_tier(canonical)
     return canonical
 
 
 def landing_tiers(provider_type: ProviderType, sent: str | None) -> tuple[str, ...] | None:
     """The tiers an answer to a request sent `sent` may report: None when it may be any (the provider
-    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Gemini, Vertex AI, Bedrock)."""
+    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Vertex AI, Bedrock)."""
     if provider_type in _SENT_NONE:
         return ()
+    if provider_type is ProviderType.GEMINI:
+        return ("priority", "standard") if sent == "priority" else (sent or "standard",)
     if provider_type is ProviderType.ANTHROPIC:
         return ("standard",) if sent == "standard_only" else None
     if sent in ("default", "flex"):

@@ -22,6 +22,7 @@ from llmroute_proxy.dialects.gemini.answer_in import (
 )
 from llmroute_proxy.dialects.gemini.errors import classify_payload
 from llmroute_proxy.dialects.gemini.request_out import build_embeddings_body, build_generate_body
+from llmroute_proxy.dialects.service_tiers import gemini_request_tier
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.table import Target
 
@@ -45,7 +46,11 @@ class GeminiProvider:
     type: ClassVar[str] = "gemini"
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
-        body = orjson.dumps(build_generate_body(request, target.model))
+        generate = build_generate_body(request, target.model)
+        tier = gemini_request_tier(request.service_tier)
+        if tier is not None:
+            generate["serviceTier"] = tier
+        body = orjson.dumps(generate)
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
         return UpstreamRequest("POST", model_url(target, method), request_headers(target), body)
 

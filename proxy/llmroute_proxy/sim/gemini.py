@@ -26,6 +26,12 @@ that state the range): each after the first says which it is (`choice_text`), a 
 every candidate that has a part to send with its `index` (candidate 0's left out with quirks, as
 always), `candidatesTokenCount` and `thoughtsTokenCount` count them all, and a fault strikes them alike.
 
+`serviceTier` (`standard`, the default, `flex`, `priority`, or `unspecified`: the values google-genai
+sends) picks the capacity, and anything else is refused as the API refuses a bad enum value. The tier
+that served it is in every `usageMetadata` (`serviceTier`) and, on a whole answer, in the
+`x-gemini-service-tier` header; a `priority` request is served at `standard` once Priority capacity ran
+out (`SimConfig.priority_capacity`).
+
 `:countTokens` takes either `contents` or a whole `generateContentRequest` (which names its
 `models/` model; the two together are refused) and answers `totalTokens` with its
 `promptTokensDetails`: the `promptTokenCount` generating from the same request reports, less any
@@ -58,6 +64,7 @@ from llmroute_proxy.sim.runtime import (
     SIM_CALL,
     Dialect,
     SimCall,
+    SimConfig,
     SimOptions,
     SimState,
     sim_app,
@@ -118,6 +125,13 @@ class GeminiDialect(Dialect):
 
     def error_headers(self, fault: Fault) -> dict[str, str]:
         return {}
+
+    def served(self, body: dict[str, Any], config: SimConfig) -> tuple[dict[str, Any], dict[str, str]]:
+        """What an answer says of the capacity that served it: members of its `usageMetadata`, and the
+        headers of a whole answer."""
+        asked = service_tier(body.get("serviceTier"))
+        tier = "standard" if asked is None or (asked == "priority" and not config.priority_capacity) else asked
+        return {"serviceTier": tier}, {"x-gemini-service-tier": tier}
 
     def in_band_error(self, body: dict[str, Any]) -> bytes:
         return sse_data(body, CRLF2)
@@ -423,7 +437,23 @@ def _generate_problem(model: str, body: Any) -> str | None:
     budget = field(field(config, "thinkingConfig") or {}, "thinkingBudget")
     return (_empty_part(body) or (_budget_problem(model, budget) if isinstance(budget, int) else None)
             or _output_limit_problem(model, field(config, "maxOutputTokens"))
-            or _candidate_count_problem(field(config, "candidateCount")))
+            or _candidate_count_problem(field(config, "candidateCount"))
+            or _service_tier_problem(field(body, "serviceTier")))
+
+
+SERVICE_TIERS = ("standard", "flex", "priority")
+
+
+def service_tier(value: Any) -> str | None:
+    """A request's `serviceTier`; None for none or `unspecified`."""
+    return value if value in SERVICE_TIERS else None
+
+
+def _service_tier_problem(value: Any) -> str | None:
+    if value is None or value == "unspecified" or service_tier(value) is not None:
+        return None
+    return ("Invalid value at 'service_tier' (type.googleapis.com/google.ai.generativelanguage.v1beta.ServiceTier), "
+            f"{orjson.dumps(value).decode()}")
 
 
 MOST_CANDIDATES = 8
@@ -466,8 +496,14 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
     tail = {"modelVersion": model, "responseId": state.new_id("resp")}
     chunks = _all_chunks(answers, stream, fault, state.config.quirks, state.config.cached_tokens,
                          state.config.chunks, tail)
+    dialect = state.dialect
+    assert isinstance(dialect, GeminiDialect)  # Gemini's and Vertex AI's
+    usage_members, headers = dialect.served(body, state.config)
+    for chunk in chunks:
+        if "usageMetadata" in chunk:
+            chunk["usageMetadata"] = {**chunk["usageMetadata"], **usage_members}
     if not stream:
-        return state.json(chunks[0])
+        return state.json(chunks[0], headers=headers)
     if request.query.get("alt") != "sse":
         return state.json(chunks)
     sse = await SimStream.open(request)

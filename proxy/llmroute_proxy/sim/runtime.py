@@ -56,6 +56,9 @@ class SimConfig:
     while the organisation's committed Priority Tier capacity lasts). None: each API's ordinary tier
     (`default`, `standard`). A request that names an OpenAI tier is served at it; Anthropic's
     `standard_only` at `standard`."""
+    priority_capacity: bool = True
+    """Whether a request that asks for Priority capacity gets it (Gemini's `serviceTier: priority`). False:
+    it ran out, and the request is served at the ordinary tier, which its answer reports."""
     compatible: str = ""
     """The OpenAI-compatible server whose chat streams the OpenAI simulator answers in (one of
     `COMPATIBLE_SERVERS`; "": OpenAI's own). Each sends its server's shapes always, as the server does."""
@@ -424,6 +427,7 @@ class SimOptions(TypedDict, total=False):
     answer_bytes: int
     quirks: bool
     service_tier: str | None
+    priority_capacity: bool
     compatible: str
     clock: Callable[[], float]
 
@@ -441,6 +445,7 @@ def sim_app(api_key: str | None, options: SimOptions, dialect: Dialect, *, name:
                        answer_bytes=options.get("answer_bytes", _DEFAULTS.answer_bytes),
                        quirks=options.get("quirks", _DEFAULTS.quirks),
                        service_tier=options.get("service_tier", _DEFAULTS.service_tier),
+                       priority_capacity=options.get("priority_capacity", _DEFAULTS.priority_capacity),
                        compatible=options.get("compatible", _DEFAULTS.compatible),
                        clock=options.get("clock", _DEFAULTS.clock))
     return build_app(config, options.get("faults"), dialect)

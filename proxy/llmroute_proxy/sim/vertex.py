@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from llmroute_proxy.sim import anthropic, gemini
-from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, SimOptions, sim_app
+from llmroute_proxy.sim.runtime import SIM_CALL, SimCall, SimConfig, SimOptions, sim_app
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -55,6 +55,11 @@ class VertexDialect(gemini.GeminiDialect):
         self.public_key = public_key
         self.key_id = key_id
         self.access_tokens = access_tokens
+
+    def served(self, body: dict[str, Any], config: SimConfig) -> tuple[dict[str, Any], dict[str, str]]:
+        """Vertex AI reports no `serviceTier` (its tiers are asked for by headers): its `usageMetadata` says
+        `trafficType`, on-demand here."""
+        return {"trafficType": "ON_DEMAND"}, {}
 
     def authorized(self, request: web.Request, api_key: str) -> bool:
         bearer = request.headers.get("Authorization", "")

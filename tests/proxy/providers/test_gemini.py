@@ -33,6 +33,7 @@ from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.gemini import GeminiProvider
 from llmroute_proxy.providers.registry import provider_for
 from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
+from tests.proxy.genai_shapes import assert_genai_reads
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
 API_KEY = "AIza-test-key-never-shown"
@@ -331,6 +332,28 @@ def test_usage_counts_thoughts_as_completion_and_cache_as_part_of_prompt() -> No
     assert result.usage.total_tokens == usage["totalTokenCount"]
 
 
+@pytest.mark.parametrize(("asked", "sent"), [
+    ("flex", "flex"), ("priority", "priority"), ("scale", "priority"), ("default", "standard"), ("auto", None), (None, None),
+])
+def test_a_service_tier_is_sent_as_geminis_nearest_at_the_top_of_the_request(asked: str | None, sent: str | None) -> None:
+    upstream = PROVIDER.chat_request(ChatRequest(user(**({"service_tier": asked} if asked else {}))), TARGET)
+    assert upstream.body is not None
+    assert orjson.loads(upstream.body).get("serviceTier") == sent  # where google-genai puts `config.service_tier`
+
+
+@pytest.mark.parametrize(("reported", "tier"), [
+    ("priority", "priority"), ("standard", "standard"), ("flex", "flex"), ("SERVICE_TIER_FLEX", "flex"),
+    ("unspecified", None), (None, None), (3, None),
+])
+def test_the_tier_an_answer_reports_in_its_usage_is_read(reported: Any, tier: str | None) -> None:
+    usage = {"promptTokenCount": 10, "candidatesTokenCount": 2, "totalTokenCount": 12, "serviceTier": reported}
+    body = {"candidates": [candidate([{"text": "Hello"}])], "usageMetadata": usage, "responseId": "r-1"}
+
+    assert PROVIDER.chat_response(orjson.dumps(body), ChatRequest(user()), TARGET).usage.service_tier == tier
+    stream, _ = run_stream(sse(body))
+    assert stream.usage is not None and stream.usage.service_tier == tier
+
+
 def test_function_calls_become_tool_calls_with_given_or_synthesised_ids() -> None:
     parts: list[dict[str, Any]] = [{"text": "Let me check."},
              {"functionCall": {"id": "gem-9", "name": "get_weather", "args": {"city": "Paris", "n": [1, 2]}},
@@ -478,7 +501,7 @@ def test_a_body_that_is_not_json_fails_over_as_a_server_error() -> None:
 
 def sse(*events: dict[str, Any]) -> bytes:
     for event in events:
-        types.GenerateContentResponse.model_validate(event)
+        assert_genai_reads(event)
     return b"".join(b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events)
 
 

@@ -262,7 +262,13 @@ def tiered(kind: ProviderType) -> Target:
     (ProviderType.ANTHROPIC, "priority", None, 2.0),
     (ProviderType.ANTHROPIC, None, {"service_tier": "standard_only"}, 1.0),
     (ProviderType.ANTHROPIC, None, {"service_tier": "auto"}, 2.0),
-    (ProviderType.GEMINI, "priority", None, 1.0),  # not sent: Gemini serves and reports its standard tier
+    (ProviderType.GEMINI, "priority", None, 2.0),  # served at priority, or at standard once that capacity ran out
+    (ProviderType.GEMINI, "scale", None, 2.0),  # sent as priority, the nearest
+    (ProviderType.GEMINI, "flex", None, 0.5),  # best-effort: served at flex or refused, never moved
+    (ProviderType.GEMINI, "default", None, 1.0),  # sent as standard
+    (ProviderType.GEMINI, None, None, 1.0),  # Gemini's default is its standard tier
+    (ProviderType.GEMINI, None, {"service_tier": "standard_only"}, 1.0),
+    (ProviderType.VERTEX, "priority", None, 1.0),  # not sent: Vertex AI reports no tier, priced at the base list
 ], ids=lambda value: str(value))
 def test_the_budget_reserves_at_the_dearest_tier_the_request_may_be_served_at(
         kind: ProviderType, asked: str | None, native: dict[str, str] | None, per_token: float) -> None:

@@ -5,7 +5,9 @@ that served a request (`service_tier` on a completion, on every chunk, on a Resp
 `usage.service_tier`, `priority` while an organisation's Priority Tier capacity lasts. A model's
 `pricing.serviceTiers` gives each tier's list: the cost (`x-llmroute-cost-usd`, the access line, which
 names a tier other than the standard one) is at the reported tier's list. `oai-prio` is a project whose
-default tier is Priority; `claude-prio` an organisation with Priority Tier capacity.
+default tier is Priority; `claude-prio` an organisation with Priority Tier capacity. Gemini takes
+`serviceTier` (`standard`, `flex`, `priority`) and reports the tier in `usageMetadata.serviceTier`, and
+serves a Priority request at `standard` once its Priority capacity ran out (`gem-prio-out`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from llmroute_proxy.server.accesslog import access_entry
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.sim.anthropic import anthropic_app
 from llmroute_proxy.sim.faults import FaultPlan
+from llmroute_proxy.sim.gemini import gemini_app
 from llmroute_proxy.sim.openai import openai_app
 from tests.proxy.documents import model, provider, route, target
 from tests.proxy.server.conftest import last_request
@@ -32,6 +35,9 @@ FLEX = {"inputPerMTok": 0.625, "outputPerMTok": 5.0}
 PRIORITY = {"inputPerMTok": 2.5, "outputPerMTok": 20.0}
 CLAUDE_BASE = {"inputPerMTok": 3.0, "outputPerMTok": 15.0}
 CLAUDE_PRIORITY = {"inputPerMTok": 4.5, "outputPerMTok": 22.5}
+GEMINI_BASE = {"inputPerMTok": 0.3, "outputPerMTok": 2.5}
+GEMINI_FLEX = {"inputPerMTok": 0.15, "outputPerMTok": 1.25}
+GEMINI_PRIORITY = {"inputPerMTok": 0.54, "outputPerMTok": 4.5}
 
 
 def priced(name: str, base: dict[str, float], tiers: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -42,12 +48,17 @@ def priced(name: str, base: dict[str, float], tiers: dict[str, dict[str, float]]
 
 GPT = priced("gpt-5", BASE, {"flex": FLEX, "priority": PRIORITY})
 CLAUDE = priced("claude-sonnet-4-5", CLAUDE_BASE, {"priority": CLAUDE_PRIORITY})
+GEMINI = priced("gemini-2.5-flash", GEMINI_BASE, {"flex": GEMINI_FLEX, "priority": GEMINI_PRIORITY})
 CONFIG = [
     provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
     provider("oai-prio", "openai", "{oai_prio}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
     provider("claude-prio", "anthropic", "{claude_prio}", key_env="TEST_CLAUDE_KEY", models=[CLAUDE]),
+    provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[GEMINI]),
+    provider("gem-prio-out", "gemini", "{gem_prio_out}", key_env="TEST_GEM_KEY", models=[GEMINI]),
     route("tiers", {"gpt": [target("oai", "gpt-5")], "gpt-prio": [target("oai-prio", "gpt-5")],
-                    "claude": [target("claude-prio", "claude-sonnet-4-5")]},
+                    "claude": [target("claude-prio", "claude-sonnet-4-5")],
+                    "gemini": [target("gem", "gemini-2.5-flash")],
+                    "gemini-prio-out": [target("gem-prio-out", "gemini-2.5-flash")]},
           default_tier="gpt", budget={"limitUSD": 100, "period": "day", "onExceeded": "reject"}),
 ]
 
@@ -60,8 +71,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     def claude_prio(faults: FaultPlan) -> Any:
         return anthropic_app("sk-ant-test", faults=faults, service_tier="priority", quirks=True)
 
+    def gem_prio_out(faults: FaultPlan) -> Any:
+        return gemini_app("gem-test-key", faults=faults, priority_capacity=False, quirks=True)
+
     with Stack(tmp_path_factory.mktemp("service-tier"), config=CONFIG, quirks=True,
-               extra_sims={"oai-prio": oai_prio, "claude-prio": claude_prio}) as running:
+               extra_sims={"oai-prio": oai_prio, "claude-prio": claude_prio, "gem-prio-out": gem_prio_out}) as running:
         yield running
 
 
@@ -181,11 +195,54 @@ def test_an_openai_clients_tier_reaches_claude_as_its_nearest(
         cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
 
 
-def test_an_anthropic_clients_standard_only_reaches_openai_as_default(stack: Stack) -> None:
+@pytest.mark.parametrize(("model_name", "sim", "field", "sent"), [
+    ("gpt-prio", "oai-prio", "service_tier", "default"), ("gemini", "gem", "serviceTier", "standard"),
+], ids=["openai", "gemini"])
+def test_an_anthropic_clients_standard_only_reaches_another_provider_as_its_standard_tier(
+        stack: Stack, model_name: str, sim: str, field: str, sent: str) -> None:
     client = anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0)
 
-    client.messages.create(model="gpt-prio", max_tokens=100, messages=[{"role": "user", "content": "Name a colour."}],
+    client.messages.create(model=model_name, max_tokens=100, messages=[{"role": "user", "content": "Name a colour."}],
                            service_tier="standard_only")
 
-    assert last_request(stack, "oai-prio").body["service_tier"] == "default"
+    assert last_request(stack, sim).body[field] == sent
     assert "service_tier" not in access_entry(ended(stack))
+
+
+@pytest.mark.parametrize(("model_name", "asked", "sent", "prices"), [
+    ("gemini", "flex", "flex", GEMINI_FLEX),
+    ("gemini", "priority", "priority", GEMINI_PRIORITY),
+    ("gemini", "scale", "priority", GEMINI_PRIORITY),  # OpenAI's reserved capacity: Gemini's nearest
+    ("gemini", "default", "standard", GEMINI_BASE),
+    ("gemini", None, None, GEMINI_BASE),  # Gemini's default, standard
+    ("gemini-prio-out", "priority", "priority", GEMINI_BASE),  # served at standard: its Priority capacity ran out
+], ids=["flex", "priority", "scale", "default", "none", "priority capacity ran out"])
+def test_a_gemini_answer_is_billed_at_the_tier_its_usage_reports(
+        stack: Stack, model_name: str, asked: str | None, sent: str | None, prices: dict[str, float]) -> None:
+    tier: Any = openai.NOT_GIVEN if asked is None else asked
+    answered = openai_client(stack).chat.completions.with_raw_response.create(
+        model=model_name, messages=[{"role": "user", "content": "Name a colour."}], service_tier=tier)
+
+    assert last_request(stack, "gem" if model_name == "gemini" else "gem-prio-out").body.get("serviceTier") == sent
+    usage = answered.parse().usage
+    assert usage is not None
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
+    served = "standard" if prices is GEMINI_BASE else sent
+    assert access_entry(ended(stack)).get("service_tier") == (None if served == "standard" else served)
+
+
+@pytest.mark.parametrize(("model_name", "asked", "prices"), [
+    ("gemini", "flex", GEMINI_FLEX), ("gemini", "priority", GEMINI_PRIORITY), ("gemini-prio-out", "priority", GEMINI_BASE),
+])
+def test_a_gemini_stream_is_billed_at_the_tier_its_usage_reports(
+        stack: Stack, model_name: str, asked: str, prices: dict[str, float]) -> None:
+    with openai_client(stack).chat.completions.create(
+            model=model_name, messages=[{"role": "user", "content": "Name a colour."}], service_tier=asked,  # type: ignore[arg-type]
+            stream=True, stream_options={"include_usage": True}) as stream:
+        usage = list(stream)[-1].usage
+
+    assert usage is not None
+    outcome = ended(stack)
+    assert not outcome.usage_estimated
+    assert outcome.cost_usd == pytest.approx(cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)

@@ -334,3 +334,46 @@ async def test_more_candidates_than_a_model_gives_are_refused_stating_the_range(
     assert refused.value.code == 400 and refused.value.status == "INVALID_ARGUMENT"
     assert "candidateCount value of 9 but the supported range is from 1 (inclusive) to 9 (exclusive)" in str(
         refused.value.message)
+
+
+@pytest.mark.parametrize(("asked", "capacity", "served"), [
+    ("flex", True, "flex"), ("priority", True, "priority"), ("priority", False, "standard"), (None, True, "standard"),
+], ids=["flex", "priority", "priority after its capacity ran out", "none"])
+async def test_the_tier_that_served_a_request_is_in_its_header_and_its_usage(
+        sims: SimPool, client: Client, asked: str | None, capacity: bool, served: str) -> None:
+    sim = await sims.start(gemini_app(KEY, chunks=4, priority_capacity=capacity))
+    config = types.GenerateContentConfig(service_tier=asked) if asked else None
+
+    response = await asyncio.to_thread(client(sim).models.generate_content, model=MODEL, contents=QUESTION,
+                                       config=config)
+
+    assert sim_state(sim.app).stats.last.body.get("serviceTier") == asked  # as google-genai sends it
+    assert response.sdk_http_response is not None and response.sdk_http_response.headers is not None
+    assert response.sdk_http_response.headers["x-gemini-service-tier"] == served
+    async with aiohttp.ClientSession(headers={"x-goog-api-key": KEY}) as session, session.post(
+            f"{sim.url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+            json={"contents": [{"parts": [{"text": QUESTION}]}], **({"serviceTier": asked} if asked else {})}) as streamed:
+        events = [json.loads(line[6:]) for line in (await streamed.text()).splitlines() if line.startswith("data: ")]
+    assert {event["usageMetadata"]["serviceTier"] for event in events} == {served}
+
+
+async def test_an_unspecified_tier_is_the_standard_one(sim: SimServer) -> None:
+    async with aiohttp.ClientSession(headers={"x-goog-api-key": KEY}) as session, session.post(
+            f"{sim.url}/v1beta/models/{MODEL}:generateContent",
+            json={"contents": [{"parts": [{"text": QUESTION}]}], "serviceTier": "unspecified"}) as response:
+        body = await response.json()
+
+    assert response.status == 200
+    assert body["usageMetadata"]["serviceTier"] == "standard" == response.headers["x-gemini-service-tier"]
+
+
+@pytest.mark.parametrize("tier", ["scale", "default", 1])
+async def test_an_unknown_tier_is_refused_as_a_bad_enum_value(sim: SimServer, tier: Any) -> None:
+    async with aiohttp.ClientSession(headers={"x-goog-api-key": KEY}) as session, session.post(
+            f"{sim.url}/v1beta/models/{MODEL}:generateContent",
+            json={"contents": [{"parts": [{"text": QUESTION}]}], "serviceTier": tier}) as response:
+        error = (await response.json())["error"]
+
+    assert response.status == 400 and error["status"] == "INVALID_ARGUMENT"
+    assert error["message"] == ("Invalid value at 'service_tier' "
+                                f"(type.googleapis.com/google.ai.generativelanguage.v1beta.ServiceTier), {json.dumps(tier)}")

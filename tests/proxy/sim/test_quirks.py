@@ -26,6 +26,7 @@ from llmroute_proxy.sim import (
 )
 from llmroute_proxy.sim.gemini import MALFORMED_MESSAGE, SIGNATURE
 from llmroute_proxy.sim.openai import REFUSAL_TEXT
+from tests.proxy.genai_shapes import assert_genai_reads
 from tests.proxy.sim import SimPool
 
 Client = TestClient  # type: ignore[type-arg]
@@ -355,7 +356,7 @@ async def test_gemini_empty_answer_shape(aiohttp_client: Any, stream: bool) -> N
     ask = {"contents": [{"role": "user", "parts": [{"text": "Hello?"}]}]}
     response = await client.post(STREAM + "?alt=sse" if stream else GENERATE, json=ask)
     body = data_events(await response.read())[-1] if stream else await response.json()
-    types.GenerateContentResponse.model_validate(body)  # the SDK reads it
+    assert_genai_reads(body)
     (candidate,) = body["candidates"]
     assert response.status == 200 and candidate["content"] == {"role": "model"} and candidate["finishReason"] == "STOP"
     assert "candidatesTokenCount" not in body["usageMetadata"] and body["usageMetadata"]["thoughtsTokenCount"] > 0

@@ -26,6 +26,7 @@ import orjson
 from llmroute_proxy.dialects.base import BilledFailure, ChatResult, StreamChunk, Usage, choice_index
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.dialects.gemini.errors import _in_band_error
+from llmroute_proxy.dialects.service_tiers import gemini_reported_tier
 from llmroute_proxy.dialects.sse import SSEParser
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
@@ -51,7 +52,8 @@ def finish_reason_for(gemini_reason: str, has_tool_calls: bool) -> str:
 
 
 def usage_from(metadata: Mapping[str, Any] | None) -> Usage:
-    """§5.6: tool-use prompt tokens count as input and thoughts as output, so totals add up."""
+    """§5.6: tool-use prompt tokens count as input and thoughts as output, so totals add up; the
+    service tier that served the request, when it says (`serviceTier`)."""
     if not metadata:
         return Usage()
     thoughts = int(metadata.get("thoughtsTokenCount") or 0)
@@ -60,6 +62,7 @@ def usage_from(metadata: Mapping[str, Any] | None) -> Usage:
         output_tokens=int(metadata.get("candidatesTokenCount") or 0) + thoughts,
         cached_input_tokens=int(metadata.get("cachedContentTokenCount") or 0),
         reasoning_tokens=thoughts,
+        service_tier=gemini_reported_tier(metadata.get("serviceTier")),
     )
 
 
@@ -184,7 +187,7 @@ class GeminiStream:
     __slots__ = ("_id", "_model", "_open", "_parser", "_seed", "_shown", "_tools", "finish_reason", "finish_reasons",
                  "usage")
 
-    service_tier: str | None = None  # Gemini's chunks report none
+    service_tier: str | None = None  # a chunk's tier is in its usageMetadata, read with the usage
 
     def __init__(self, model: str) -> None:
         self._parser = SSEParser()
