@@ -154,6 +154,7 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
     native = native_sidecars(server_version, settings.native_sidecar)
     _refuse_what_the_sidecar_cannot_join(spec, native)
     container = sidecar_container(settings, annotations, native)
+    _join_the_pods_cloud_identity(container, spec)
     patch: Patch = []
     if native:
         patch += _prepend(spec, "initContainers", container)
@@ -175,6 +176,39 @@ def mutate(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], settings
         patch += _append(spec, "imagePullSecrets", *missing)
     patch.append(_annotate(annotations, STATUS_ANNOTATION, "injected"))
     return patch
+
+
+CLOUD_IDENTITY_ENV = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_STS_REGIONAL_ENDPOINTS", "AWS_REGION",
+                      "AWS_DEFAULT_REGION", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                      "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+"""What EKS's pod identity webhook sets in a pod's containers for IRSA and EKS Pod Identity: the sidecar signs
+Bedrock requests with them (`credentials.workloadIdentity`)."""
+_CLOUD_TOKEN_FILES = ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+
+
+def _join_the_pods_cloud_identity(container: dict[str, Any], spec: Mapping[str, Any]) -> None:
+    """Give the sidecar the AWS identity EKS's webhook gave the app, when that webhook ran first.
+
+    That webhook adds its variables and token mounts to the containers a pod has when it is called and,
+    called again, not to containers added since: were it called before this one, the sidecar would have
+    no credentials. So they are copied from the first app container that has them (with the mounts of
+    their token files). Called after this one, it gives them to the sidecar itself, and nothing is here
+    to copy yet. The chart's own injection.env wins over a copied variable."""
+    for app in spec.get("containers") or ():
+        env = {entry.get("name"): entry for entry in app.get("env") or () if isinstance(entry, Mapping)}
+        found = [env[name] for name in CLOUD_IDENTITY_ENV if name in env]
+        if not found:
+            continue
+        own = {entry["name"] for entry in container["env"]}
+        container["env"] += [dict(entry) for entry in found if entry["name"] not in own]
+        files = [env[name].get("value") or "" for name in _CLOUD_TOKEN_FILES if name in env]
+        mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
+        container["volumeMounts"] += [
+            {**{key: mount[key] for key in ("name", "mountPath", "subPath") if key in mount}, "readOnly": True}
+            for mount in app.get("volumeMounts") or ()
+            if isinstance(mount, Mapping) and mount.get("mountPath") not in mounted
+            and any(path.startswith(str(mount.get("mountPath")).rstrip("/") + "/") for path in files)]
+        return
 
 
 def _refuse_what_the_sidecar_cannot_join(spec: Mapping[str, Any], native: bool) -> None:

@@ -10,6 +10,7 @@ import jsonpatch
 import pytest
 
 from llmroute_operator.injection import (
+    CLOUD_IDENTITY_ENV,
     CONTAINER_NAME,
     WIRING_ENV,
     InjectionSettings,
@@ -340,6 +341,60 @@ def test_the_sidecars_wiring_is_what_the_webhook_sets_before_the_charts_env() ->
     settings = InjectionSettings(**{**_fields(SETTINGS), "extra_env": (("OTEL_SERVICE_NAME", "app"),)})
     names = [e["name"] for e in sidecar_of(apply(pod(ON), mutate(pod(ON), {}, settings, "v1.30.0")))["env"]]
     assert names == [*WIRING_ENV, "OTEL_SERVICE_NAME"]
+
+
+IRSA_TOKEN = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+POD_IDENTITY_TOKEN = "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token"
+
+
+def eks_mutated_pod(**env: str) -> dict[str, Any]:
+    """A pod as EKS's pod identity webhook leaves it (its `env` and token mounts on the app), beside an
+    app volume of its own."""
+    original = pod(ON)
+    app = original["spec"]["containers"][0]
+    app["env"] = [{"name": "APP_MODE", "value": "prod"}, *({"name": k, "value": v} for k, v in env.items())]
+    app["volumeMounts"] = [{"name": "data", "mountPath": "/data"},
+                           {"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount",
+                            "readOnly": True},
+                           {"name": "eks-pod-identity-token",
+                            "mountPath": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount", "readOnly": True}]
+    return original
+
+
+@pytest.mark.parametrize("version", ["v1.30.0", "v1.27.0"], ids=["native sidecar", "regular container"])
+@pytest.mark.parametrize(("env", "mount"), [
+    ({"AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/chat", "AWS_WEB_IDENTITY_TOKEN_FILE": IRSA_TOKEN,
+      "AWS_STS_REGIONAL_ENDPOINTS": "regional", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1"},
+     "aws-iam-token"),
+    ({"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
+      "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": POD_IDENTITY_TOKEN}, "eks-pod-identity-token"),
+], ids=["IRSA", "EKS Pod Identity"])
+def test_the_aws_identity_eks_gave_the_app_first_is_the_sidecars_too(
+        version: str, env: dict[str, str], mount: str) -> None:
+    """EKS's webhook, called before this one, gave its variables and token to the app only, and does not
+    come back for containers added since: the sidecar copies them, with the mount of the token file."""
+    original = eks_mutated_pod(**env)
+    car = sidecar_of(apply(original, mutate(original, {}, SETTINGS, version)))
+
+    assert {name: value for name, value in env_of(car).items() if name not in WIRING_ENV} == env
+    copied = [m for m in car["volumeMounts"] if m["name"] not in ("llmroute-token", "llmroute-state")]
+    assert [(m["name"], m["readOnly"]) for m in copied] == [(mount, True)]  # only the token's, never the app's data
+
+
+def test_a_pod_without_an_aws_identity_gives_the_sidecar_none() -> None:
+    car = sidecar_of(apply(eks_mutated_pod(), mutate(eks_mutated_pod(), {}, SETTINGS, "v1.30.0")))
+    assert not set(env_of(car)) & set(CLOUD_IDENTITY_ENV)
+    assert {m["mountPath"] for m in car["volumeMounts"]} == {m["mountPath"] for m in sidecar_of(
+        apply(pod(ON), mutate(pod(ON), {}, SETTINGS, "v1.30.0")))["volumeMounts"]}
+
+
+def test_the_charts_env_wins_over_the_aws_identity_copied_from_the_app() -> None:
+    settings = InjectionSettings(**{**_fields(SETTINGS), "extra_env": (("AWS_REGION", "us-east-1"),)})
+    original = eks_mutated_pod(AWS_ROLE_ARN="arn:aws:iam::111122223333:role/chat",
+                               AWS_WEB_IDENTITY_TOKEN_FILE=IRSA_TOKEN, AWS_REGION="eu-west-1")
+    env = sidecar_of(apply(original, mutate(original, {}, settings, "v1.30.0")))["env"]
+    assert [e["value"] for e in env if e["name"] == "AWS_REGION"] == ["us-east-1"]
+    assert [e["name"] for e in env][-2:] == ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"]
 
 
 @pytest.mark.parametrize("field, value, message", [
