@@ -58,12 +58,12 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
     ProviderType.OPENAI_COMPATIBLE: ("default", "flex", "priority", "scale"),
     ProviderType.ANTHROPIC: ("standard", "priority"),
     ProviderType.GEMINI: ("standard", "flex", "priority"),
-    ProviderType.VERTEX: (),
+    ProviderType.VERTEX: ("standard", "flex", "priority"),
     ProviderType.BEDROCK: (),
 }
 """The service tiers each provider type's answers report, the names `Pricing.service_tiers` is keyed by
-(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Vertex AI's answers
-(Gemini's and Claude's alike) and Bedrock's (Claude's) report none in their body."""
+(`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Vertex AI's Gemini
+answers report theirs as `trafficType`, read under these names; Bedrock's (Claude's) report none."""
 
 
 METADATA_AUTH = "metadata"
@@ -75,6 +75,11 @@ requests are signed with the pod's AWS credentials (IRSA, EKS Pod Identity)."""
 def vertex_publisher(model: str) -> str:
     """The Vertex AI publisher of a model: `anthropic` for Claude (`claude-*`), `google` for any other."""
     return "anthropic" if model.startswith("claude-") else "google"
+
+
+def vertex_location(url: str) -> str:
+    """The location of a Vertex AI endpoint URL (`…/projects/P/locations/L`): `global`, `us-east5`…"""
+    return url.rstrip("/").rpartition("/locations/")[2].partition("/")[0]
 
 
 class Strategy(StrEnum):

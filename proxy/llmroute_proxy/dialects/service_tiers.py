@@ -17,8 +17,12 @@ answer which it was:
   (and, on whole answers, in the `x-gemini-service-tier` header). A `priority` request is served at
   `standard` when its Priority capacity runs out; a `flex` one is best-effort: served at `flex` or
   refused, never moved.
-- Vertex AI is sent no tier (its Flex and Priority PayGo are asked for by headers, on its global
-  endpoint only) and its answers are priced at the base list: it reports no `serviceTier`.
+- Vertex AI serves Gemini's Flex and Priority PayGo on its global endpoint only, asked for by the
+  `X-Vertex-AI-LLM-Shared-Request-Type` header (`flex`, `priority`: Provisioned Throughput first, when the
+  project has some, then that tier), and reports what served it as `usageMetadata.trafficType`
+  (`ON_DEMAND`, `ON_DEMAND_FLEX`, `ON_DEMAND_PRIORITY`, `PROVISIONED_THROUGHPUT`), read as `standard`,
+  `flex` and `priority` (Provisioned Throughput as none: the base list). A regional endpoint, and Claude on
+  Vertex, is sent no tier.
 - Claude on Amazon Bedrock is sent no `service_tier` either (Bedrock's tiers are its own, not Anthropic's)
   and its answers report none: priced at the base list, as Gemini's.
 
@@ -33,13 +37,14 @@ decides what is billed, never what is answered, so it is mapped rather than refu
 from __future__ import annotations
 
 from llmroute_proxy.dialects.base import NativeBody
-from llmroute_proxy.table import ProviderType, Target
+from llmroute_proxy.table import ProviderType, Target, vertex_location, vertex_publisher
 
 STANDARD_TIERS = frozenset({"default", "standard"})
 """Each provider's name for its ordinary tier: an answer served there is no news (the access line omits it)."""
 
 _FALLS_BACK = ("priority", "scale")  # OpenAI serves these at `default` when their capacity runs out
-_SENT_NONE = frozenset({ProviderType.VERTEX, ProviderType.BEDROCK})  # sent no tier, report none
+_SENT_NONE = frozenset({ProviderType.BEDROCK})  # sent no tier, report none
+_VERTEX_TRAFFIC = {"ON_DEMAND": "standard", "ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority"}
 _GEMINI_TIERS = {"default": "standard", "flex": "flex", "priority": "priority", "scale": "priority"}
 
 
@@ -74,10 +79,26 @@ def gemini_reported_tier(value: object) -> str | None:
     return tier if tier and tier != "unspecified" else None
 
 
+def vertex_request_tier(target: Target, openai_tier: str | None) -> str | None:
+    """The Shared-Request-Type a Vertex AI target is asked for (`flex`, `priority`): Gemini's nearest to the
+    OpenAI tier, where Vertex serves it (a Gemini model, the global endpoint); none elsewhere, or for the
+    standard tier."""
+    if vertex_publisher(target.model) != "google" or vertex_location(target.url) != "global":
+        return None
+    tier = gemini_request_tier(openai_tier)
+    return tier if tier in ("flex", "priority") else None
+
+
+def vertex_reported_tier(traffic_type: object) -> str | None:
+    """The tier a Vertex AI answer's `usageMetadata.trafficType` says served it; None for Provisioned
+    Throughput (bought ahead, not per token) or none."""
+    return _VERTEX_TRAFFIC.get(traffic_type) if type(traffic_type) is str else None
+
+
 def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) -> str | None:
     """The `service_tier` the target's provider is sent: the client's own when the target takes its
     body natively, else the canonical request's (`canonical`, OpenAI's terms) translated for its API;
-    none to Vertex AI or Bedrock (whose answers report none)."""
+    none to Bedrock (whose answers report none), nor to Vertex AI but where it serves tiers."""
     if native is not None and native.spoken_by(target):
         tier = native.body.get("service_tier")
         return tier if type(tier) is str else None
@@ -87,16 +108,20 @@ def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) 
         return anthropic_request_tier(canonical)
     if target.provider_type is ProviderType.GEMINI:
         return gemini_request_tier(canonical)
+    if target.provider_type is ProviderType.VERTEX:
+        return vertex_request_tier(target, canonical)
     return canonical
 
 
 def landing_tiers(provider_type: ProviderType, sent: str | None) -> tuple[str, ...] | None:
     """The tiers an answer to a request sent `sent` may report: None when it may be any (the provider
-    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Vertex AI, Bedrock)."""
+    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Bedrock)."""
     if provider_type in _SENT_NONE:
         return ()
     if provider_type is ProviderType.GEMINI:
         return ("priority", "standard") if sent == "priority" else (sent or "standard",)
+    if provider_type is ProviderType.VERTEX:  # how Vertex falls back from either is not documented: standard too
+        return (sent, "standard") if sent else ("standard",)
     if provider_type is ProviderType.ANTHROPIC:
         return ("standard",) if sent == "standard_only" else None
     if sent in ("default", "flex"):

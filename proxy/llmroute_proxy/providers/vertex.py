@@ -43,6 +43,7 @@ from llmroute_proxy.dialects.base import (
 )
 from llmroute_proxy.dialects.common import loads_object
 from llmroute_proxy.dialects.gemini.request_out import build_generate_body
+from llmroute_proxy.dialects.service_tiers import vertex_request_tier
 from llmroute_proxy.errors import UpstreamError
 from llmroute_proxy.providers.base import Provider, TokenCounter, embeddings_elsewhere
 from llmroute_proxy.table import Target, vertex_publisher
@@ -54,6 +55,8 @@ _COUNTED = ("contents", "systemInstruction", "tools")
 """What Vertex's `countTokens` takes of a GenerateContentRequest."""
 
 _JSON = {"content-type": "application/json"}
+SHARED_REQUEST_TYPE = "x-vertex-ai-llm-shared-request-type"
+"""Flex or Priority PayGo, for Gemini on the global endpoint (`dialects/service_tiers.py`)."""
 _NO_EMBEDDINGS = "Vertex AI serves embeddings through another API (:predict), which the sidecar does not speak"
 
 
@@ -81,7 +84,11 @@ class VertexProvider:
             return UpstreamRequest("POST", model_url(target, method), _claude_headers(request), orjson.dumps(message))
         body = orjson.dumps(build_generate_body(request, target.model))
         method = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
-        return UpstreamRequest("POST", model_url(target, method), dict(_JSON), body)
+        headers = dict(_JSON)
+        tier = vertex_request_tier(target, request.service_tier)
+        if tier is not None:
+            headers[SHARED_REQUEST_TYPE] = tier
+        return UpstreamRequest("POST", model_url(target, method), headers, body)
 
     def count_tokens_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
         """Gemini: `countTokens` of what the sidecar would send. Claude: the Messages count body (with

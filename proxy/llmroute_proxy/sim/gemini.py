@@ -126,7 +126,8 @@ class GeminiDialect(Dialect):
     def error_headers(self, fault: Fault) -> dict[str, str]:
         return {}
 
-    def served(self, body: dict[str, Any], config: SimConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    def served(self, request: web.Request, body: dict[str, Any], config: SimConfig
+               ) -> tuple[dict[str, Any], dict[str, str]]:
         """What an answer says of the capacity that served it: members of its `usageMetadata`, and the
         headers of a whole answer."""
         asked = service_tier(body.get("serviceTier"))
@@ -498,7 +499,7 @@ async def _generate(request: web.Request, call: SimCall, model: str, stream: boo
                          state.config.chunks, tail)
     dialect = state.dialect
     assert isinstance(dialect, GeminiDialect)  # Gemini's and Vertex AI's
-    usage_members, headers = dialect.served(body, state.config)
+    usage_members, headers = dialect.served(request, body, state.config)
     for chunk in chunks:
         if "usageMetadata" in chunk:
             chunk["usageMetadata"] = {**chunk["usageMetadata"], **usage_members}

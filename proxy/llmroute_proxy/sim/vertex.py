@@ -17,6 +17,10 @@ requests); this module is the front end, and checks what Vertex checks before a 
   (it is in the URL; a `count-tokens:rawPredict` body names it), betas in the `anthropic-beta` header, as
   Anthropic's own Vertex client sends them.
 
+Gemini's answers report `trafficType` in `usageMetadata`, not the Developer API's `serviceTier`: Flex and
+Priority PayGo (the `X-Vertex-AI-LLM-Shared-Request-Type` header) on the global location only, else on
+demand.
+
 Errors of the front end (faults included) are Google's `{"error": {"code", "message", "status"}}`;
 Claude's own refusals stay Anthropic's.
 """
@@ -42,6 +46,8 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 DEFAULT_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "claude-sonnet-4-5@20250929", "claude-haiku-4-5@20251001")
 CLOCK_SKEW_S = 10
+SHARED_REQUEST_TYPE = "X-Vertex-AI-LLM-Shared-Request-Type"
+_TRAFFIC_TYPES = {"flex": "ON_DEMAND_FLEX", "priority": "ON_DEMAND_PRIORITY"}
 _UNAUTHENTICATED = ("Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
                     "or other valid authentication credential.")
 
@@ -56,10 +62,16 @@ class VertexDialect(gemini.GeminiDialect):
         self.key_id = key_id
         self.access_tokens = access_tokens
 
-    def served(self, body: dict[str, Any], config: SimConfig) -> tuple[dict[str, Any], dict[str, str]]:
-        """Vertex AI reports no `serviceTier` (its tiers are asked for by headers): its `usageMetadata` says
-        `trafficType`, on-demand here."""
-        return {"trafficType": "ON_DEMAND"}, {}
+    def served(self, request: web.Request, body: dict[str, Any], config: SimConfig
+               ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Vertex AI reports no `serviceTier`: its `usageMetadata` says `trafficType`. Flex and Priority PayGo
+        are asked for by `X-Vertex-AI-LLM-Shared-Request-Type`, and served on the global endpoint only
+        (elsewhere the request is served on demand); Priority falls back to on demand once its capacity ran
+        out (`SimConfig.priority_capacity`)."""
+        asked = request.headers.get(SHARED_REQUEST_TYPE, "").lower()
+        if request.match_info.get("location") != "global" or (asked == "priority" and not config.priority_capacity):
+            asked = ""
+        return {"trafficType": _TRAFFIC_TYPES.get(asked, "ON_DEMAND")}, {}
 
     def authorized(self, request: web.Request, api_key: str) -> bool:
         bearer = request.headers.get("Authorization", "")

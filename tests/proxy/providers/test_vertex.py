@@ -123,3 +123,37 @@ def test_google_s_front_end_errors_name_vertex_ai_not_gemini() -> None:
 
 def test_a_vertex_target_speaks_its_model_s_publisher_s_dialect() -> None:
     assert CLAUDE.dialect is ProviderType.ANTHROPIC and GEMINI.dialect is ProviderType.GEMINI
+
+
+GLOBAL = "https://aiplatform.googleapis.com/v1/projects/p/locations/global"
+
+
+@pytest.mark.parametrize(("model", "url", "asked", "sent"), [
+    ("gemini-2.5-pro", GLOBAL, "priority", "priority"),
+    ("gemini-2.5-pro", GLOBAL, "scale", "priority"),
+    ("gemini-2.5-pro", GLOBAL, "flex", "flex"),
+    ("gemini-2.5-pro", GLOBAL, "default", None),  # the standard tier: no header
+    ("gemini-2.5-pro", GLOBAL, None, None),
+    ("gemini-2.5-pro", BASE, "priority", None),  # Vertex serves Flex and Priority on the global endpoint only
+    ("claude-sonnet-4-5@20250929", GLOBAL, "priority", None),  # a Gemini PayGo option, not Claude's
+])
+def test_flex_and_priority_paygo_are_asked_for_by_header_where_vertex_serves_them(
+        model: str, url: str, asked: str | None, sent: str | None) -> None:
+    where = Target(TargetId(f"vx/{model}@g"), "vx", ProviderType.VERTEX, model, url, "g", credential=KEY)
+    request = PROVIDER.chat_request(ChatRequest({**CHAT.body, **({"service_tier": asked} if asked else {})}), where)
+
+    assert request.headers.get("x-vertex-ai-llm-shared-request-type") == sent
+    assert request.body is not None and b"serviceTier" not in request.body  # the Gemini API's field, not Vertex's
+
+
+@pytest.mark.parametrize(("traffic", "tier"), [
+    ("ON_DEMAND", "standard"), ("ON_DEMAND_PRIORITY", "priority"), ("ON_DEMAND_FLEX", "flex"),
+    ("PROVISIONED_THROUGHPUT", None), (None, None),
+])
+def test_the_tier_a_gemini_answer_reports_as_its_traffic_type_is_read(traffic: str | None, tier: str | None) -> None:
+    usage = {"promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4,
+             **({"trafficType": traffic} if traffic else {})}
+    answer = {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP"}],
+              "usageMetadata": usage}
+
+    assert PROVIDER.chat_response(orjson.dumps(answer), CHAT, GEMINI).usage.service_tier == tier

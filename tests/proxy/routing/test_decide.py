@@ -277,3 +277,17 @@ def test_the_budget_reserves_at_the_dearest_tier_the_request_may_be_served_at(
                       roll=0.5, native=body, budget=BudgetInputs(BudgetLedger(), NOW, 1000, 1000, service_tier=asked))
     assert decision.budget is not None and decision.budget.reservation is not None
     assert decision.budget.reservation.estimate_usd == pytest.approx(2000 * per_token / 1e6)
+
+
+@pytest.mark.parametrize(("model", "asked", "per_token"), [
+    ("gemini-2.5-pro", "priority", 2.0), ("gemini-2.5-pro", "flex", 1.0),  # a Flex fallback is not documented
+    ("gemini-2.5-pro", "default", 1.0), ("claude-sonnet-4-5@20250929", "priority", 1.0),
+])
+def test_a_vertex_budget_reserves_at_the_tier_its_global_endpoint_may_serve(
+        model: str, asked: str, per_token: float) -> None:
+    where = Target(id=TargetId(f"vertex/{model}@eu"), provider="vertex", provider_type=ProviderType.VERTEX, model=model,
+                   url="https://aiplatform.googleapis.com/v1/projects/p/locations/global", region="eu", pricing=TIERED)
+    decision = decide(route(Budget(limit_usd=1000.0, on_exceeded="reject"), premium=(where,)), facts(), roll=0.5,
+                      budget=BudgetInputs(BudgetLedger(), NOW, 1000, 1000, service_tier=asked))
+    assert decision.budget is not None and decision.budget.reservation is not None
+    assert decision.budget.reservation.estimate_usd == pytest.approx(2000 * per_token / 1e6)

@@ -26,7 +26,7 @@ import orjson
 from llmroute_proxy.dialects.base import BilledFailure, ChatResult, StreamChunk, Usage, choice_index
 from llmroute_proxy.dialects.common import body_excerpt
 from llmroute_proxy.dialects.gemini.errors import _in_band_error
-from llmroute_proxy.dialects.service_tiers import gemini_reported_tier
+from llmroute_proxy.dialects.service_tiers import gemini_reported_tier, vertex_reported_tier
 from llmroute_proxy.dialects.sse import SSEParser
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
@@ -53,7 +53,8 @@ def finish_reason_for(gemini_reason: str, has_tool_calls: bool) -> str:
 
 def usage_from(metadata: Mapping[str, Any] | None) -> Usage:
     """§5.6: tool-use prompt tokens count as input and thoughts as output, so totals add up; the
-    service tier that served the request, when it says (`serviceTier`)."""
+    service tier that served the request, when it says (the Gemini API's `serviceTier`, Vertex AI's
+    `trafficType`)."""
     if not metadata:
         return Usage()
     thoughts = int(metadata.get("thoughtsTokenCount") or 0)
@@ -62,7 +63,7 @@ def usage_from(metadata: Mapping[str, Any] | None) -> Usage:
         output_tokens=int(metadata.get("candidatesTokenCount") or 0) + thoughts,
         cached_input_tokens=int(metadata.get("cachedContentTokenCount") or 0),
         reasoning_tokens=thoughts,
-        service_tier=gemini_reported_tier(metadata.get("serviceTier")),
+        service_tier=gemini_reported_tier(metadata.get("serviceTier")) or vertex_reported_tier(metadata.get("trafficType")),
     )
 
 
