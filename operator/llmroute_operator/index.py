@@ -32,7 +32,7 @@ from llmroute_operator.judging import (
 )
 from llmroute_operator.selectors import selects
 from llmroute_operator.tables import Compiled, compile_table
-from llmroute_proxy.spec import PROVIDER_KIND, ROUTE_KIND, RouteSpec
+from llmroute_proxy.spec import PROVIDER_KIND, ROUTE_KIND, RouteSpec, unpriced_targets
 
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -266,6 +266,15 @@ class ClusterIndex:
     def route_spec(self, namespace: str, route: str) -> RouteSpec | None:
         serving = self._serving_route(namespace, route)
         return None if serving is None else serving.spec
+
+    def unpriced_targets(self, namespace: str, route: str) -> tuple[str, ...]:
+        """`provider/model` of the serving route's targets whose model has no pricing (`spec.unpriced_targets`)."""
+        ns = self._namespaces.get(namespace)
+        serving = self._serving_route(namespace, route)
+        if ns is None or serving is None:
+            return ()
+        providers = {name: provider.spec for name, provider in self._serving(namespace, ns)[0].items()}
+        return unpriced_targets(serving.spec, providers)
 
     def routes_using(self, namespace: str, provider: str) -> list[str]:
         ns = self._namespaces.get(namespace)

@@ -29,7 +29,7 @@ from llmroute_operator.index import ClusterIndex
 from llmroute_operator.judging import Problem, Verdict
 from llmroute_proxy.routing.budget import period_bounds
 from llmroute_proxy.scrubbing import Scrubber, scrubber_of
-from llmroute_proxy.spec import ROUTE_KIND
+from llmroute_proxy.spec import ROUTE_KIND, unpriced_message
 from llmroute_proxy.table import BudgetPeriod
 
 HEALTH_WINDOW_S = 120.0
@@ -319,6 +319,10 @@ def route_status(index: ClusterIndex, book: StatusBook, verdict: Verdict, old: M
         status["tableVersion"] = f"{len(versions)} tables"
     providers = sorted({t.provider for tier in spec.tiers.values() for t in tier.targets} |
                        {t.provider for arm in spec.experiments for t in arm.targets}) if spec else []
+    if spec is not None:
+        unpriced = index.unpriced_targets(ns, name)
+        conditions.append(condition("Priced", not unpriced, "PricingMissing" if unpriced else "AllPriced",
+                                    unpriced_message(spec, unpriced) if unpriced else ""))
     degraded = [p for p in providers if book.failing_targets(ns, p, now)]
     status["degradedProviders"] = degraded
     conditions.append(condition("Degraded", bool(degraded), "ProviderFailing" if degraded else "Healthy",
@@ -401,7 +405,7 @@ def merge_conditions(old: Iterable[Mapping[str, Any]], new: list[dict[str, Any]]
 
 
 def transition_events(ref: ObjectRef, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
-    """Warnings when a budget alert, a budget limit, degradation or a rejection begins."""
+    """Warnings when a budget alert, a budget limit, degradation, a rejection or missing pricing begins."""
     before = {c.get("type"): c.get("status") for c in old.get("conditions") or []}
     out = []
     for c in new.get("conditions") or []:
@@ -409,9 +413,9 @@ def transition_events(ref: ObjectRef, old: Mapping[str, Any], new: Mapping[str, 
         if before.get(kind) == status:
             continue
         bad = (status == "True") if kind in ("BudgetWarning", "BudgetExceeded", "Degraded") else \
-            (status == "False" and kind == "Accepted")
+            (status == "False" and kind in ("Accepted", "Priced"))
         if bad:
-            out.append(Event(ref, "Warning", c["reason"] if kind == "Accepted" else kind, c["message"]))
+            out.append(Event(ref, "Warning", c["reason"] if kind in ("Accepted", "Priced") else kind, c["message"]))
     return out
 
 

@@ -137,7 +137,7 @@ def _without_key_shapes(text: str) -> str:
 
 
 def _validate(path: Path) -> int:
-    from llmroute_proxy.config import validate_file
+    from llmroute_proxy.config import file_warnings, validate_file
 
     errors = validate_file(path)
     for error in errors:
@@ -145,6 +145,8 @@ def _validate(path: Path) -> int:
     if errors:
         print(f"{len(errors)} error(s)", file=sys.stderr)
         return 1
+    for warning in file_warnings(path):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok")
     return 0
 

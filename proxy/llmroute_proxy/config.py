@@ -8,6 +8,7 @@ the pure `spec` and `compiler`. Every problem is collected before anything is ra
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,9 +27,13 @@ from llmroute_proxy.spec import (
     WorkloadIdentity,
     credential_problem,
     parse_documents,
+    unpriced_message,
+    unpriced_targets,
 )
 from llmroute_proxy.table import Secret, Table
 from llmroute_proxy.trust import ca_bundle_problem
+
+log = logging.getLogger("llmroute.proxy")
 
 
 class ConfigError(Exception):
@@ -45,6 +50,18 @@ def validate_file(path: str | Path) -> list[SpecError]:
     return _parse_file(Path(path))[1]
 
 
+def file_warnings(path: str | Path) -> list[str]:
+    """What `validate` warns of in a valid file: what works, but is rarely meant (`pricing_warnings`)."""
+    return pricing_warnings(_parse_file(Path(path))[0])
+
+
+def pricing_warnings(specs: Specs) -> list[str]:
+    """A line per route whose targets include models without pricing (`spec.unpriced_targets`)."""
+    providers = {provider.name: provider for provider in specs.providers}
+    return [f"LLMRoute {route.name}: {unpriced_message(route, unpriced)}" for route in specs.routes
+            if (unpriced := unpriced_targets(route, providers))]
+
+
 def load_table(path: str | Path, *, region: str = "", environ: Mapping[str, str] | None = None) -> Table:
     """Credentials: `env` names a variable of `environ`; a relative `file` is relative to the config file."""
     path = Path(path)
@@ -56,6 +73,8 @@ def load_table(path: str | Path, *, region: str = "", environ: Mapping[str, str]
     providers, trust_errors = resolve_ca_files(specs.providers, path.parent)
     if errors or trust_errors:
         raise ConfigError([*errors, *trust_errors])
+    for warning in pricing_warnings(specs):
+        log.warning("%s: %s", path, warning)
     return compile_table(providers, specs.routes, region=region,
                          credentials=lambda provider: secrets[provider.name])
 

@@ -7,6 +7,10 @@ from typing import Any
 
 API_VERSION = "llmroute.dev/v1alpha1"
 KEY = "sk-index-test-key-0123456789"
+PRICED_MODELS = [{"name": "gpt-4o-mini", "pricing": {"inputPerMTok": 0.15, "outputPerMTok": 0.6}},
+                 {"name": "gpt-4o", "pricing": {"inputPerMTok": 2.5, "outputPerMTok": 10.0}},
+                 {"name": "m", "pricing": {"inputPerMTok": 1.0, "outputPerMTok": 2.0}}]
+"""The models a provider lists unless a test gives its own: priced, as a real LLMProvider's are."""
 
 
 def provider(name: str = "openai-main", namespace: str = "team-a", *, secret: str | None = "keys",
@@ -17,6 +21,7 @@ def provider(name: str = "openai-main", namespace: str = "team-a", *, secret: st
         "endpoints": [{"region": r, "url": f"https://{r}.llm.example/v1"} for r in regions],
         **({"credentials": {"secretRef": {"name": secret, "key": "openai"}}} if secret else {}),
         **({"limits": {"requestsPerMinute": rpm, "maxConcurrency": 8}} if rpm is not None else {}),
+        "models": PRICED_MODELS,
     }
     body.update(spec)
     return {"apiVersion": API_VERSION, "kind": "LLMProvider",

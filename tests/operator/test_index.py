@@ -55,7 +55,8 @@ def test_a_vertex_provider_on_workload_identity_reaches_the_pod_without_a_key() 
     with a target that takes them from there."""
     vertex = provider("vx", secret=None, type="vertex", credentials={"workloadIdentity": {}}, regions=("eu-west-1",),
                       endpoints=[{"region": "eu-west-1",
-                                  "url": "https://europe-west1-aiplatform.googleapis.com/v1/projects/p/locations/europe-west1"}])
+                                  "url": "https://europe-west1-aiplatform.googleapis.com/v1/projects/p/locations/europe-west1"}],
+                      models=[{"name": "gemini-2.5-flash", "pricing": {"inputPerMTok": 0.3, "outputPerMTok": 2.5}}])
     index = loaded(node(), vertex, route(provider_name="vx", model="gemini-2.5-flash"), pod())
     table = index.table_for(POD)
     assert table is not None

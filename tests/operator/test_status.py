@@ -444,3 +444,30 @@ def test_refusals_waiting_for_their_event_are_bounded() -> None:
     for i in range(MAX_REFUSED_PODS + 50):
         book.refused("forged", PodRef("team-a", f"p-{i}"))
     assert len(book.pending_refusals) == MAX_REFUSED_PODS and book.refusals == MAX_REFUSED_PODS + 50
+
+
+UNPRICED = [{"name": "gpt-4o-mini"}, {"name": "gpt-4o", "pricing": {"inputPerMTok": 2.5, "outputPerMTok": 10.0}}]
+
+
+def test_a_route_whose_models_have_no_pricing_says_so_once_as_a_warning_and_clears_when_priced() -> None:
+    """A budget that never counts a model's answers is a silent failure: the route says which, and why."""
+    world = World(provider(models=UNPRICED))
+
+    events = world.compute()
+    assert conditions(world.statuses[ROUTE])["Priced"] == (
+        "False", "PricingMissing", "openai-main/gpt-4o-mini has no pricing: its budget never counts them; give "
+        "the model's pricing in its LLMProvider (pricing of zeros for a free model)")
+    assert [(e.type, e.reason) for e in events if e.involved == ROUTE] == [("Warning", "PricingMissing")]
+    assert not [e for e in world.compute() if e.involved == ROUTE]  # said once, not at every pass
+
+    world.index.put(provider(generation=2))  # the default models are priced
+    assert conditions(world.route())["Priced"][:2] == ("True", "AllPriced")
+
+
+def test_an_experiment_arm_on_an_unlisted_model_counts_as_unpriced() -> None:
+    """A provider that lists no models takes any model, and prices none of them."""
+    arm = {"name": "try-b", "tier": "fast", "percent": 20, "targets": [{"provider": "provider-b", "model": "big"}]}
+    world = World(provider("provider-b", models=[]), route(budget_usd=10.0, experiments=[arm], generation=2))
+
+    status, reason, message = conditions(world.route())["Priced"]
+    assert (status, reason) == ("False", "PricingMissing") and message.startswith("provider-b/big has no pricing")

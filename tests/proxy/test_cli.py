@@ -127,3 +127,16 @@ def test_the_log_level_is_taken_in_any_case(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LLMROUTE_LOG_LEVEL", "warning")
     assert parser().parse_args(["demo"]).log_level == "WARNING"
     assert parser().parse_args(["demo", "--log-level", "Debug"]).log_level == "DEBUG"
+
+
+def test_validate_warns_of_models_without_pricing_and_still_passes_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "unpriced.yaml"
+    path.write_text(BROKEN.replace("opneai", "openai").replace(", weight: -1", "").replace("smart", "fast")
+                    + "  budget: {limitUSD: 50, period: day}\n")
+
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok" in out
+    assert err == ("warning: LLMRoute chat: openai/gpt-4o-mini has no pricing: its budget never counts them; give "
+                   "the model's pricing in its LLMProvider (pricing of zeros for a free model)\n")

@@ -214,3 +214,23 @@ def test_no_key_appears_in_any_error(tmp_path: Path) -> None:
     assert len(caught.value.errors) == 2
     for shown in (str(caught.value), repr(caught.value), *map(repr, caught.value.errors)):
         assert OPENAI_KEY not in shown and ANTHROPIC_KEY not in shown
+
+
+def test_loading_a_route_whose_models_have_no_pricing_warns_naming_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The table loads (a model may be free), but a budget that never counts its answers is rarely meant."""
+    with caplog.at_level("WARNING", logger="llmroute.proxy"):
+        load_table(with_credentials(tmp_path, "{env: KEY}"), environ={"KEY": OPENAI_KEY})
+
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{tmp_path / 'llmroute.yaml'}: LLMRoute r: local/m has no pricing: they cost 0 in spend and metrics; give "
+        "the model's pricing in its LLMProvider (pricing of zeros for a free model)"]
+    assert OPENAI_KEY not in caplog.text
+
+
+def test_pricing_of_zeros_is_a_free_model_and_no_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    free = PROVIDER % "{env: KEY}" + "  models: [{name: m, pricing: {inputPerMTok: 0, outputPerMTok: 0}}]\n"
+    with caplog.at_level("WARNING", logger="llmroute.proxy"):
+        load_table(write(tmp_path, free + "---\n" + ROUTE), environ={"KEY": OPENAI_KEY})
+
+    assert not caplog.records

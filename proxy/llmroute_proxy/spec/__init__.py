@@ -43,6 +43,8 @@ from llmroute_proxy.spec.route import (
     RuleSpec,
     TargetSpec,
     TierSpec,
+    unpriced_message,
+    unpriced_targets,
 )
 
 __all__ = [
@@ -74,4 +76,6 @@ __all__ = [
     "parse_duration",
     "parse_provider",
     "parse_route",
+    "unpriced_message",
+    "unpriced_targets",
 ]

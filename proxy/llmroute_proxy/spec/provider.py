@@ -80,6 +80,8 @@ class ModelSpec:
     pricing: Pricing = field(default_factory=Pricing)
     max_output_tokens: int | None = None
     """The most output tokens the model gives in one answer (OpenAI's gpt-4o: 16,384)."""
+    priced: bool = False
+    """Whether its `pricing` was given (zeros included: a free model says so); without it, it costs 0 unsaid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +284,12 @@ def _models(spec: Fields, provider_type: ProviderType | None) -> tuple[ModelSpec
             f.error("name", f"duplicate model '{name}'")
         seen.add(name or "")
         out.append(ModelSpec(name or "", f.integer("contextWindow", minimum=1), _pricing(f, provider_type),
-                             f.integer("maxOutputTokens", minimum=1)))
+                             f.integer("maxOutputTokens", minimum=1), priced=_given(item, "pricing")))
     return tuple(out)
+
+
+def _given(item: object, name: str) -> bool:
+    return isinstance(item, Mapping) and isinstance(item.get(name), Mapping)
 
 
 _TOKEN_PRICES = ("inputPerMTok", "outputPerMTok", "cachedInputPerMTok", "cacheWritePerMTok", "cacheWrite1hPerMTok")

@@ -392,3 +392,25 @@ def _on_exceeded(f: Fields, tiers: Collection[str] | None) -> tuple[str, str | N
     f.error("onExceeded", f"expected one of: {', '.join(_ON_EXCEEDED)}; found {quoted(value)}"
                           f"{did_you_mean(value, ('alert', 'reject', 'downgrade:'))}")
     return "alert", None
+
+
+def unpriced_targets(route: RouteSpec, providers: Mapping[str, ProviderSpec]) -> tuple[str, ...]:
+    """`provider/model` of the route's targets (tiers and experiment arms) whose model has no `pricing`: a
+    model its provider does not list, or lists without prices. Their answers cost 0 in spend, budgets and
+    metrics, which is rarely what was meant: a free model says so with `pricing` of zeros."""
+    targets = [*(t for tier in route.tiers.values() for t in tier.targets),
+               *(t for arm in route.experiments for t in arm.targets)]
+    unpriced = []
+    for target in targets:
+        provider = providers.get(target.provider)
+        model = provider.model(target.model) if provider is not None else None
+        if provider is not None and (model is None or not model.priced):
+            unpriced.append(f"{target.provider}/{target.model}")
+    return tuple(dict.fromkeys(unpriced))
+
+
+def unpriced_message(route: RouteSpec, unpriced: Collection[str]) -> str:
+    """What a person is told of a route's unpriced targets, and what to do."""
+    blind = "its budget never counts them" if route.budget is not None else "they cost 0 in spend and metrics"
+    return (f"{', '.join(unpriced)} {'has' if len(unpriced) == 1 else 'have'} no pricing: {blind}; give the "
+            "model's pricing in its LLMProvider (pricing of zeros for a free model)")
