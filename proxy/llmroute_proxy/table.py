@@ -7,6 +7,7 @@ the sidecar swaps whole tables atomically and never mutates one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -70,6 +71,16 @@ METADATA_AUTH = "metadata"
 """`Target.options["auth"]` of a target that takes the pod's own identity (`credentials.workloadIdentity`)
 and holds no credential: a Vertex AI target's token comes from the GCP metadata server, a Bedrock target's
 requests are signed with the pod's AWS credentials (IRSA, EKS Pod Identity)."""
+
+
+_BEDROCK_CLAUDE = re.compile(r"(?:[a-z]{2,6}\.)?anthropic\.claude-[A-Za-z0-9._:-]+")
+
+
+def bedrock_claude(model: str) -> bool:
+    """Whether a Bedrock model id is Claude's (`anthropic.claude-…`, or a cross-region inference profile's:
+    `us.`, `eu.`, `apac.`, `global.`… before it), which Bedrock serves through InvokeModel with Anthropic's
+    Messages body; any other speaks Converse."""
+    return _BEDROCK_CLAUDE.fullmatch(model) is not None
 
 
 def vertex_publisher(model: str) -> str:
@@ -157,10 +168,10 @@ class Target:
     def dialect(self) -> ProviderType:
         """The provider type whose API the target speaks: its own, but a Vertex AI target speaks its
         model's publisher's (Claude: Anthropic Messages; any other: Gemini), and a Bedrock target
-        Anthropic Messages (InvokeModel takes Claude's body; only Claude is built for it)."""
+        Anthropic Messages for Claude (InvokeModel takes Claude's body), its own Converse for any other."""
         if self.provider_type is ProviderType.VERTEX:
             return ProviderType.ANTHROPIC if vertex_publisher(self.model) == "anthropic" else ProviderType.GEMINI
-        if self.provider_type is ProviderType.BEDROCK:
+        if self.provider_type is ProviderType.BEDROCK and bedrock_claude(self.model):
             return ProviderType.ANTHROPIC
         return self.provider_type
 

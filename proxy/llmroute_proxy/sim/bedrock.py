@@ -1,5 +1,6 @@
-"""A simulated Amazon Bedrock runtime for Claude through InvokeModel: `/model/{modelId}/invoke` and
-`/model/{modelId}/invoke-with-response-stream` (providers.md §2.7, §4.2).
+"""A simulated Amazon Bedrock runtime: Claude through InvokeModel, `/model/{modelId}/invoke` and
+`/model/{modelId}/invoke-with-response-stream` (providers.md §2.7, §4.2), and any chat model through
+Converse, `/model/{modelId}/converse` and `/converse-stream` (`sim/bedrock_converse.py`).
 
 Claude answers as the Anthropic simulator does (its handler, its checks, its answers); what is
 Bedrock's is around it: an Amazon Bedrock API key as `Authorization: Bearer`, or a SigV4 signature
@@ -29,12 +30,14 @@ from aiohttp import web
 
 from llmroute_proxy.sim.anthropic import API_HEADERS, messages, with_prompt_cache
 from llmroute_proxy.sim.aws_identity import AwsKeys, sigv4_refusal
+from llmroute_proxy.sim.bedrock_converse import converse
 from llmroute_proxy.sim.faults import Fault
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimOptions, sim_app
 from llmroute_proxy.sim.streaming import STREAM_FRAMING, StreamFraming
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
-DEFAULT_MODELS = ("anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.claude-haiku-4-5-20251001-v1:0")
+DEFAULT_MODELS = ("anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                  "meta.llama3-3-70b-instruct-v1:0", "us.amazon.nova-pro-v1:0")
 _CLAUDE = re.compile(r"(?:[a-z]{2,6}\.)?anthropic\.(claude-[A-Za-z0-9.-]+?)(?:-v[0-9]+(?::[0-9]+)?)?")
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 
@@ -144,6 +147,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def converse_any_model(request: web.Request) -> web.StreamResponse:
+    return await converse(request, encode_frame)
+
+
 def _bedrock_problem(body: dict[str, Any]) -> str | None:
     """What Bedrock refuses before Claude sees the body."""
     if body.get("anthropic_version") != BEDROCK_ANTHROPIC_VERSION:
@@ -159,11 +166,12 @@ def _bedrock_problem(body: dict[str, Any]) -> str | None:
 
 def bedrock_app(api_key: str | None = None, *, aws_keys: AwsKeys | None = None, region: str = "us-east-1",
                 **options: Unpack[SimOptions]) -> web.Application:
-    """A Bedrock runtime of `region` serving Claude through InvokeModel; it takes the API key `api_key` and
+    """A Bedrock runtime of `region` serving Claude through InvokeModel and any model through Converse; it takes the API key `api_key` and
     requests signed with the access keys `aws_keys` knows (on its clock); no `api_key` and no `aws_keys`
     accepts any request."""
     key = api_key if api_key is not None or aws_keys is None else ""  # "": signed requests only
     app = with_prompt_cache(sim_app(key, options, BedrockDialect(aws_keys, region), name="sim-bedrock",
                                     models=DEFAULT_MODELS))
     app.router.add_post(r"/model/{model}/{operation:invoke|invoke-with-response-stream}", invoke)
+    app.router.add_post(r"/model/{model}/{operation:converse|converse-stream}", converse_any_model)
     return app

@@ -77,15 +77,6 @@ def test_inference_profiles_are_claude_and_go_in_the_path_with_their_colon(model
     assert url == f"{URL}/model/{path}/invoke"
 
 
-@pytest.mark.parametrize("model", ["meta.llama3-70b-instruct-v1:0", "amazon.nova-pro-v1:0", "amazon.titan-text-express-v1",
-                                   "claude-sonnet-4-5", "mistral.anthropic.claude-x-y/z"])
-def test_any_model_but_claude_is_refused_naming_model(model: str) -> None:
-    with pytest.raises(BadRequest) as refused:
-        PROVIDER.chat_request(ChatRequest({"model": "m", "messages": USER_HI}), target(model))
-    assert (refused.value.param, refused.value.code) == ("model", "unsupported_operation")
-    assert "only Anthropic's Claude models through InvokeModel" in refused.value.message
-
-
 def test_embeddings_are_refused_naming_model() -> None:
     with pytest.raises(BadRequest) as refused:
         PROVIDER.embeddings_request({"model": "e", "input": "hi"}, target())
