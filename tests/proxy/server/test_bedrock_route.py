@@ -1,5 +1,6 @@
 """The official OpenAI and Anthropic SDKs call the sidecar, which calls Claude on Amazon Bedrock
-through InvokeModel (the simulator checks Bedrock's path, key and body, and answers in AWS's shapes)."""
+through InvokeModel (the simulator checks Bedrock's path, key and body, and answers in AWS's shapes).
+Bedrock's other models, through Converse, are `test_bedrock_converse_route.py`'s."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1zaW0tdGVzdA=="
 APP_KEY = "app-key-never-forwarded"
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
-LLAMA = "meta.llama3-70b-instruct-v1:0"
 SONNET_TARGET = TargetId(f"bedrock/{SONNET}@here")
 INVOKE = f"/model/{SONNET}/invoke"
 INVOKE_STREAM = f"/model/{SONNET}/invoke-with-response-stream"
@@ -33,14 +33,11 @@ CONFIG = [
     OAI, CLAUDE,
     provider("bedrock", "bedrock", "{bedrock}", key_env="TEST_BEDROCK_KEY", region="here", models=[
         model(SONNET, context_window=200000, input_per_mtok=3.0, output_per_mtok=15.0),
-        model(HAIKU, context_window=200000, input_per_mtok=1.0, output_per_mtok=5.0),
-        model(LLAMA, context_window=8000, input_per_mtok=2.65, output_per_mtok=3.5)]),
+        model(HAIKU, context_window=200000, input_per_mtok=1.0, output_per_mtok=5.0)]),
     route("main", {
         "bedrock": [target("bedrock", SONNET)],
         "haiku": [target("bedrock", HAIKU)],
         "bedrock-first": [target("bedrock", SONNET), target("claude", "claude-sonnet-4-5", priority=1)],
-        "llama-first": [target("bedrock", LLAMA), target("oai", "gpt-4o-mini", priority=1)],
-        "llama": [target("bedrock", LLAMA)],
     }, default_tier="bedrock",
         fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
                   "overallTimeout": "10s"},
@@ -212,25 +209,6 @@ def test_the_anthropic_sdk_gets_an_exception_frame_after_the_first_token_as_an_e
             pass
 
     assert "ThrottlingException" in str(raised.value)
-
-
-def test_a_model_bedrock_serves_without_claude_is_passed_over(stack: Stack, client: openai.OpenAI) -> None:
-    raw = client.chat.completions.with_raw_response.create(
-        model="llama-first", messages=[{"role": "user", "content": "hello"}])
-
-    assert "You said: hello" in (raw.parse().choices[0].message.content or "")
-    assert raw.headers["x-llmroute-provider"] == "oai" and raw.headers["x-llmroute-attempts"] == "1"
-    assert bedrock_paths(stack) == {}, "nothing is sent to a target passed over"
-
-
-def test_a_tier_of_only_non_claude_bedrock_models_is_refused_naming_model(stack: Stack, client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "hello"}])
-
-    error: Any = raised.value.body
-    assert error["code"] == "unsupported_operation" and error["param"] == "model"
-    assert "only Anthropic's Claude models through InvokeModel" in error["message"]
-    assert bedrock_paths(stack) == {}
 
 
 def test_embeddings_are_refused_for_a_bedrock_target(stack: Stack, client: openai.OpenAI) -> None:
