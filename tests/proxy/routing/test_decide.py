@@ -141,9 +141,15 @@ def test_an_anthropic_only_request_is_narrowed_to_anthropic_targets_without_fall
 
 
 def test_an_anthropic_only_request_goes_to_claude_on_a_cloud_only_when_the_tier_has_no_anthropic_target() -> None:
-    bedrock = target("claude-on-bedrock", price=5.0, kind=ProviderType.BEDROCK)
+    bedrock = target("anthropic.claude-sonnet-4-5-20250929-v1:0", price=5.0, kind=ProviderType.BEDROCK)
     assert decide(route(premium=(bedrock, PREMIUM, CLAUDE)), facts(), roll=0.5, native=ANTHROPIC_ONLY).targets == (CLAUDE,)
     assert decide(route(premium=(bedrock, PREMIUM)), facts(), roll=0.5, native=ANTHROPIC_ONLY).targets == (bedrock,)
+
+
+def test_an_anthropic_only_request_does_not_go_to_a_bedrock_model_that_speaks_converse() -> None:
+    nova = target("us.amazon.nova-pro-v1:0", price=5.0, kind=ProviderType.BEDROCK)
+    with pytest.raises(BadRequest):
+        decide(route(premium=(nova, PREMIUM)), facts(), roll=0.5, native=ANTHROPIC_ONLY)
 
 
 def test_an_anthropic_only_request_with_no_anthropic_target_names_the_field() -> None:
