@@ -5,7 +5,9 @@ What Bedrock checks it checks too, with its `ValidationException`s: alternating 
 user, no blank text block, `toolConfig` present when the messages hold tool calls or results, no `system`
 for the model families without a system prompt (Mistral 7B, Mixtral, Titan Text, Cohere Command text), no
 `toolConfig` for those without tool use (those, Llama 2 and 3.0, DeepSeek-R1), `toolChoice.tool` and a tool
-result's `status` for Claude and Nova only, and only the members its shapes have.
+result's `status` for Claude and Nova only, `outputConfig.textFormat` for the families with structured
+outputs only, and only the members its shapes have. The refusal fault is a guardrail that intervened:
+its blocked message, `stopReason: guardrail_intervened`.
 
 Answers as Converse gives them: `output.message.content` blocks, `stopReason`, `usage` (with
 `totalTokens`, and `cacheReadInputTokens` when the simulator reports a cached prefix) and `metrics`; a
@@ -39,6 +41,7 @@ from llmroute_proxy.sim.answers import (
     tool_arguments,
     tool_reply_text,
 )
+from llmroute_proxy.sim.faults import FaultKind
 from llmroute_proxy.sim.runtime import SIM_CALL, SimCall
 from llmroute_proxy.sim.streaming import SimStream
 
@@ -49,6 +52,12 @@ NO_SYSTEM = ("mistral.mistral-7b-instruct", "mistral.mixtral-8x7b-instruct", "am
 NO_TOOLS = (*NO_SYSTEM, "meta.llama2-", "meta.llama3-8b-instruct", "meta.llama3-70b-instruct", "deepseek.r1")
 NAMED_TOOL = ("anthropic.claude", "amazon.nova")
 REASONS_ALWAYS = ("deepseek.r1",)
+STRUCTURED_OUTPUTS = ("anthropic.claude-sonnet-4-5", "anthropic.claude-haiku-4-5", "anthropic.claude-opus-4-5",
+                      "openai.gpt-oss", "qwen.", "deepseek.", "mistral.", "google.gemma", "nvidia.", "minimax.",
+                      "moonshot.")
+"""The families with structured outputs (`outputConfig.textFormat`), as AWS's announcement lists them."""
+GUARDRAIL_TEXT = "Sorry, the model cannot answer this question."
+"""What a guardrail that intervened answers instead (Bedrock's default blocked message)."""
 _MEMBERS = {
     "request": {"messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
                 "promptVariables", "additionalModelResponseFieldPaths", "requestMetadata", "performanceConfig",
@@ -93,6 +102,8 @@ def problem(model: str, body: Any) -> str | None:
         if "tool" in (tool_config.get("toolChoice") or {}) and not family.startswith(NAMED_TOOL):
             return ("This model doesn't support the toolConfig.toolChoice.tool field. Remove "
                     "toolConfig.toolChoice.tool and try again.")
+    if (body.get("outputConfig") or {}).get("textFormat") is not None and not family.startswith(STRUCTURED_OUTPUTS):
+        return "This model doesn't support the outputConfig.textFormat field. Remove it and try again."
     return _messages_problem(body.get("messages"), tool_config is not None, family)
 
 
@@ -150,6 +161,8 @@ def _answer(call: SimCall, model: str, body: dict[str, Any]) -> _Answer:
     state, name = call.state, call.state.config.name
     messages = body["messages"]
     prompt = count_tokens(" ".join([_texts(body.get("system")), *(_texts(m["content"]) for m in messages)]))
+    if call.fault is not None and call.fault.kind is FaultKind.REFUSAL:  # a guardrail blocked the prompt
+        return _Answer(GUARDRAIL_TEXT, None, None, "guardrail_intervened", prompt, 0)
     last = messages[-1]["content"]
     result = next((b["toolResult"] for b in reversed(last) if "toolResult" in b), None)
     tools = [t["toolSpec"] for t in (body.get("toolConfig") or {}).get("tools") or () if "toolSpec" in t]

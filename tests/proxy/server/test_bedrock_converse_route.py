@@ -15,6 +15,7 @@ from aiohttp import web
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, bedrock_app, sim_state
 from tests.proxy.documents import model, provider, route, target
+from tests.proxy.providers.test_bedrock_converse import assert_valid_request
 from tests.proxy.server.test_bedrock_route import (  # its fixtures take this module's `stack`
     APP_KEY,
     BEDROCK_KEY,
@@ -121,6 +122,7 @@ def test_a_tool_loop_goes_round_through_converse(stack: Stack, client: openai.Op
     assert sent.body["messages"][2]["content"] == [{"toolResult": {"toolUseId": call.id,
                                                                    "content": [{"text": "18C and cloudy"}]}}]
     assert sent.body["toolConfig"]["toolChoice"] == {"auto": {}}
+    assert_valid_request(sent.body, LLAMA)
 
 
 def test_the_openai_stream_helper_assembles_a_streamed_tool_call(stack: Stack, client: openai.OpenAI) -> None:
@@ -149,6 +151,22 @@ def test_the_anthropic_sdk_reaches_a_converse_model_through_the_canonical_form(
     sent = last_bedrock_request(stack, CONVERSE)
     assert sent.body["system"] == [{"text": "Be brief."}] and sent.body["inferenceConfig"] == {"maxTokens": 256}
     assert bedrock_paths(stack) == {CONVERSE: 1, CONVERSE_STREAM: 1}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_guardrail_that_intervened_is_a_content_filter_finish(stack: Stack, client: openai.OpenAI,
+                                                                 streamed: bool) -> None:
+    stack.call(lambda: stack.faults["bedrock"].next(Fault(FaultKind.REFUSAL)))
+
+    if streamed:
+        chunks = list(client.chat.completions.create(model="nova", messages=[{"role": "user", "content": "hi"}],
+                                                     stream=True))
+        text, finish = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), finishes(chunks)
+    else:
+        completion = client.chat.completions.create(model="nova", messages=[{"role": "user", "content": "hi"}])
+        text, finish = completion.choices[0].message.content or "", [completion.choices[0].finish_reason]
+
+    assert text == "Sorry, the model cannot answer this question." and finish == ["content_filter"]
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
