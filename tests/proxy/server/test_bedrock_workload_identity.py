@@ -30,6 +30,8 @@ from tests.proxy.stack import CLAUDE, Stack
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 SONNET_TARGET = f"bedrock/{SONNET}@here"
 INVOKE, INVOKE_STREAM = f"/model/{SONNET}/invoke", f"/model/{SONNET}/invoke-with-response-stream"
+NOVA = "us.amazon.nova-pro-v1:0"
+CONVERSE, CONVERSE_STREAM = f"/model/{NOVA}/converse", f"/model/{NOVA}/converse-stream"
 ROLE = "arn:aws:iam::123456789012:role/llmroute"
 POD_TOKEN = "eyJhbGciOiJSUzI1NiJ9.pod-identity-audience.sim-signature"
 WEB_TOKEN = "eyJhbGciOiJSUzI1NiJ9.sts-audience.sim-signature"
@@ -41,9 +43,11 @@ HELLO: Any = [{"role": "user", "content": "hello"}]
 CONFIG = [
     CLAUDE,
     provider("bedrock", "bedrock", "{bedrock}", credentials={"workloadIdentity": {}},
-             models=[model(SONNET, context_window=200000, input_per_mtok=3.0, output_per_mtok=15.0)]),
+             models=[model(SONNET, context_window=200000, input_per_mtok=3.0, output_per_mtok=15.0),
+                     model(NOVA, context_window=300000, input_per_mtok=0.8, output_per_mtok=3.2)]),
     route("main", {
         "bedrock": [target("bedrock", SONNET)],
+        "nova": [target("bedrock", NOVA)],
         "bedrock-first": [target("bedrock", SONNET), target("claude", "claude-sonnet-4-5", priority=1)],
     }, default_tier="bedrock",
         fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
@@ -116,6 +120,20 @@ def test_the_sdks_reach_claude_on_bedrock_signed_with_the_pods_credentials(stack
     issued = KEYS.latest()
     assert signed_with(stack, INVOKE) == signed_with(stack, INVOKE_STREAM) == issued
     assert KEYS.fetches - fetched == 1  # one fetch serves every request while the keys live
+
+
+def test_the_sdks_reach_a_converse_model_signed_with_the_pods_credentials(stack: Stack) -> None:
+    oai = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
+    claude = anthropic.Anthropic(base_url=stack.url, api_key="app-key", max_retries=0)
+
+    whole = oai.chat.completions.create(model="nova", messages=HELLO)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in oai.chat.completions.create(
+        model="nova", messages=HELLO, stream=True) if chunk.choices)
+    message = claude.messages.create(model="nova", max_tokens=64, messages=HELLO)
+
+    assert "You said: hello" in (whole.choices[0].message.content or "") and "You said: hello" in streamed
+    assert "You said: hello" in "".join(block.text for block in message.content if block.type == "text")
+    assert signed_with(stack, CONVERSE) == signed_with(stack, CONVERSE_STREAM) == KEYS.latest()
 
 
 def test_the_credentials_are_fetched_again_only_near_their_end(stack: Stack) -> None:
