@@ -358,3 +358,23 @@ def test_a_converse_validation_exception_is_the_clients_and_a_throttle_a_rate_li
 
     assert invalid.kind is FailureKind.CLIENT_ERROR and "tool use" in invalid.message
     assert throttled.kind is FailureKind.RATE_LIMITED
+
+
+def test_tool_calls_in_the_messages_without_tools_declared_are_refused_naming_tools() -> None:
+    with pytest.raises(BadRequest) as refused:
+        converse({"messages": [*USER_HI, {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]})
+
+    assert refused.value.param == "tools"
+
+
+def test_a_blank_text_part_is_left_out_and_a_bad_part_is_named_by_its_place() -> None:
+    body = converse({"messages": [{"role": "user", "content": [{"type": "text", "text": " "},
+                                                               {"type": "text", "text": "hi"}]}]})
+    with pytest.raises(BadRequest) as refused:
+        converse({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                            {"type": "input_audio", "input_audio": {}}]}]})
+
+    assert body["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
+    assert refused.value.param == "messages[0].content[1].type"

@@ -14,8 +14,9 @@ Choices documented here because neither API forces them:
   a request that needs them refused here, naming the field, rather than sent to a sure
   `ValidationException` (a 400 the client would get instead of the next target).
 - `tool_choice: none` sends no tools (Converse cannot offer tools and forbid calling them; a model
-  cannot call what it was not offered); a history with tool calls needs `toolConfig` on Converse, so
-  there `none` is refused. A named function (`toolChoice.tool`) only Nova takes among the models
+  cannot call what it was not offered). Converse refuses tool calls or results in the messages without
+  `toolConfig`, so there `none` is refused, and so is a request that holds them without `tools` (rather
+  than declaring a stand-in tool the model might call, as some gateways do). A named function (`toolChoice.tool`) only Nova takes among the models
   served through Converse (Claude goes through InvokeModel), so other families refuse it.
 - Tool results go back as `{"text": …}`, the content the client wrote, with no `status` (OpenAI has no
   error flag, and only Nova and Claude take it).
@@ -177,8 +178,8 @@ def _user_blocks(content: Any, where: str) -> list[JSON]:
     for j, part in enumerate(content):
         path = f"{where}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            blocks.extend(_text_blocks([part], where))
+        if kind == "text" and isinstance(part.get("text"), str):
+            blocks.extend([{"text": part["text"]}] if part["text"].strip() else [])
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url"), f"{path}.image_url.url"))
         elif kind == "file":
