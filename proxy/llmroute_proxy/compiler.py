@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
+from llmroute_proxy.aws_access_keys import is_access_key
 from llmroute_proxy.spec import (
     ExperimentSpec,
     ProviderSpec,
@@ -23,11 +24,13 @@ from llmroute_proxy.spec import (
     WorkloadIdentity,
 )
 from llmroute_proxy.table import (
+    ACCESS_KEY_AUTH,
     METADATA_AUTH,
     Experiment,
     HeaderMatch,
     Limits,
     Pricing,
+    ProviderType,
     Route,
     Rule,
     RuleMatch,
@@ -97,6 +100,9 @@ def _targets(spec: TargetSpec, provider: ProviderSpec,
         options["responses_api"] = "native"
     if isinstance(provider.credentials, WorkloadIdentity):
         options["auth"] = METADATA_AUTH
+    secret = secrets[provider.name]
+    if provider.type is ProviderType.BEDROCK and secret is not None and is_access_key(secret.reveal()):
+        options["auth"] = ACCESS_KEY_AUTH
     return [
         Target(
             id=TargetId(f"{provider.name}/{spec.model}@{endpoint.region}"),

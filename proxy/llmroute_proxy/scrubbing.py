@@ -39,8 +39,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from llmroute_proxy import aws_access_keys, service_accounts
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.service_accounts import key_parts
 from llmroute_proxy.table import Table
 
 MARKER = "[redacted]"
@@ -83,8 +83,10 @@ class Scrubber:
     __slots__ = ("_anchors", "_held", "_keys")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # a service-account key (JSON) is held whole and by what an echo could quote of it: its private key
-        held = [part for secret in secrets for part in (secret, *key_parts(secret))]
+        # a service-account key (JSON) is held whole and by what an echo could quote of it: its private key;
+        # an IAM access key (JSON) by its secret and session token
+        held = [part for secret in secrets for part in (secret, *service_accounts.key_parts(secret),
+                                                        *aws_access_keys.key_parts(secret))]
         originals = {s for s in held if len(s) >= MIN_SECRET_CHARS}
         self._keys: tuple[str, ...] = tuple(sorted({s.lower() for s in originals}, key=len, reverse=True))
         # lower-cased anchor → (lower-cased key, how the anchor sits in it): "exact", "head" or "tail"

@@ -67,6 +67,10 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
 answers report theirs as `trafficType`, read under these names; Bedrock's (Claude's) report none."""
 
 
+ACCESS_KEY_AUTH = "access-key"
+"""`Target.options["auth"]` of a Bedrock target whose credential is an IAM access key (`aws_access_keys`):
+its requests are signed with it (SigV4), not sent it as a bearer token."""
+
 METADATA_AUTH = "metadata"
 """`Target.options["auth"]` of a target that takes the pod's own identity (`credentials.workloadIdentity`)
 and holds no credential: a Vertex AI target's token comes from the GCP metadata server, a Bedrock target's

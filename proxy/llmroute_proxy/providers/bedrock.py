@@ -10,8 +10,8 @@ client's request to one goes through the canonical form, as to any provider that
 
 The model id goes in the path, URL-encoded with its `:` kept (as Anthropic's SDK sends it), and `stream`
 chooses the operation: `/invoke` or `/invoke-with-response-stream`, `/converse` or `/converse-stream`. The
-key is an Amazon Bedrock API key, sent as `Authorization: Bearer`; a target without one
-(`credentials.workloadIdentity`) is signed with the pod's AWS credentials where the request is sent
+key is an Amazon Bedrock API key, sent as `Authorization: Bearer`, or an IAM access key (`aws_access_keys`),
+with which the request is signed where it is sent; a target without one (`credentials.workloadIdentity`) is signed with the pod's AWS credentials where the request is sent
 (SigV4: `providers/aws_sigv4`, `server/aws_credentials`).
 
 Streams are AWS event-stream frames (`dialects/eventstream.py`). InvokeModel's `chunk` frames carry one
@@ -55,7 +55,7 @@ from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.eventstream import EventStreamDecoder, Frame
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.base import embeddings_elsewhere
-from llmroute_proxy.table import Target, bedrock_claude
+from llmroute_proxy.table import ACCESS_KEY_AUTH, Target, bedrock_claude
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
 _NOT_SENT = frozenset({"model", "stream", "service_tier"})
@@ -113,7 +113,7 @@ class BedrockProvider:
 def _request(target: Target, operation: str, body: bytes) -> UpstreamRequest:
     url = f"{target.url.rstrip('/')}/model/{quote(target.model, safe=':')}/{operation}"
     headers = {"content-type": "application/json", "accept": "application/json"}
-    if target.credential:
+    if target.credential and target.options.get("auth") != ACCESS_KEY_AUTH:  # an access key signs instead
         headers["authorization"] = "Bearer " + target.credential.reveal()
     return UpstreamRequest("POST", url, headers, body)
 

@@ -42,11 +42,12 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 
+from llmroute_proxy.aws_access_keys import load_access_key
 from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.aws_sigv4 import AwsCredentials, bedrock_region, is_aws_region, sign
 from llmroute_proxy.server.renewing import Fetched, Renewing
-from llmroute_proxy.table import Target
+from llmroute_proxy.table import ACCESS_KEY_AUTH, Target
 
 SERVICE = "bedrock"
 ADVISORY_REFRESH_S = 15 * 60
@@ -113,17 +114,33 @@ class AwsCredentialSource:
         self._environment = environment
         self._fetch = fetch
         self._held = Renewing(wallclock, self._fetched, "the pod's AWS credentials")
+        self._access_keys: dict[str, AwsCredentials] = {}
 
     async def credentials(self) -> AwsCredentials:
         return await self._held.get()
 
     async def signed(self, request: UpstreamRequest, target: Target) -> UpstreamRequest:
-        """The request signed (SigV4, service `bedrock`) with the pod's credentials, for the target's region."""
+        """The request signed (SigV4, service `bedrock`) for the target's region, with its own access key
+        (`ACCESS_KEY_AUTH`), else with the pod's credentials."""
         region = signing_region(target, self._environment().region)
-        credentials = await self._held.get()
+        if target.options.get("auth") == ACCESS_KEY_AUTH and target.credential is not None:
+            credentials = self._access_key(target.credential.reveal())
+        else:
+            credentials = await self._held.get()
         added = sign(request.method, request.url, request.headers, request.body, credentials, region, SERVICE,
                      self._wallclock())
         return replace(request, headers={**request.headers, **added})
+
+    def _access_key(self, text: str) -> AwsCredentials:
+        """A target's access key, parsed once per key (the table's loader checked that it parses)."""
+        credentials = self._access_keys.get(text)
+        if credentials is None:
+            if len(self._access_keys) >= 64:  # keys rotated many times: start again
+                self._access_keys.clear()
+            key = load_access_key(text)
+            credentials = self._access_keys[text] = AwsCredentials(key.access_key_id, key.secret_access_key,
+                                                                   key.session_token)
+        return credentials
 
     async def _fetched(self) -> Fetched[AwsCredentials]:
         credentials = await self._fetch()

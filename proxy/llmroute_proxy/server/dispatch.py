@@ -54,7 +54,15 @@ from llmroute_proxy.routing.rules import RequestFacts, TierChoice
 from llmroute_proxy.server.state import Sidecar
 from llmroute_proxy.server.telemetry import AttemptScope, RequestScope
 from llmroute_proxy.server.upstream import MAX_ERROR_BODY, UpstreamResponse
-from llmroute_proxy.table import METADATA_AUTH, Experiment, ProviderType, Route, Target, TargetId
+from llmroute_proxy.table import (
+    ACCESS_KEY_AUTH,
+    METADATA_AUTH,
+    Experiment,
+    ProviderType,
+    Route,
+    Target,
+    TargetId,
+)
 
 log = logging.getLogger("llmroute.proxy")
 
@@ -283,14 +291,17 @@ def _stream_usage(ex: Exchange, translator: StreamTranslator, received: int,
     return _streamed(ex, translator, received, [chunk for chunks in seen for chunk in chunks])
 
 
+_SIGNED = (METADATA_AUTH, ACCESS_KEY_AUTH)  # Bedrock targets signed with the pod's credentials, or an access key
+
+
 async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
     """Send the attempt's request (with its bearer token, for a provider that signs one: Vertex AI; signed
-    with the pod's AWS credentials, for Bedrock without a key); the provider's rate-limit headers are kept
-    for the usage reports."""
+    with its access key or the pod's AWS credentials, for Bedrock without an API key); the provider's
+    rate-limit headers are kept for the usage reports."""
     target = run.attempt.target
     if target.provider_type is ProviderType.VERTEX:  # a coroutine less for every other attempt
         upstream_request = await sidecar.google_tokens.with_token(upstream_request, target)
-    elif target.provider_type is ProviderType.BEDROCK and target.options.get("auth") == METADATA_AUTH:
+    elif target.provider_type is ProviderType.BEDROCK and target.options.get("auth") in _SIGNED:
         upstream_request = await sidecar.aws_credentials.signed(upstream_request, target)
     upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from urllib.parse import urlsplit
 
+from llmroute_proxy.aws_access_keys import access_key_problem, is_access_key
 from llmroute_proxy.service_accounts import service_account_problem
 from llmroute_proxy.spec.fields import Fields, Opened, describe, quoted
 from llmroute_proxy.table import REPORTED_SERVICE_TIERS, Limits, LongContextPricing, Pricing, ProviderType
@@ -246,10 +247,14 @@ def _workload_identity(f: Fields, provider_type: ProviderType | None) -> Workloa
 def credential_problem(provider_type: ProviderType, value: str) -> str | None:
     """Why a resolved credential cannot serve a provider of this type, or None. Every loader (standalone
     file, pushed table, operator) asks before it takes a key; the answer never quotes the key.
-    A Vertex AI credential is a service-account key file (JSON), which must load to sign tokens."""
+    A Vertex AI credential is a service-account key file (JSON), which must load to sign tokens; a Bedrock
+    credential given as JSON is an IAM access key (`aws_access_keys`), which must load to sign requests."""
     if provider_type is ProviderType.VERTEX:
         problem = service_account_problem(value)
         return None if problem is None else f"the service-account key {problem}"
+    if provider_type is ProviderType.BEDROCK and is_access_key(value):
+        problem = access_key_problem(value)
+        return None if problem is None else f"the access key {problem}"
     return None
 
 
