@@ -10,9 +10,9 @@ client's request to one goes through the canonical form, as to any provider that
 
 The model id goes in the path, URL-encoded with its `:` kept (as Anthropic's SDK sends it), and `stream`
 chooses the operation: `/invoke` or `/invoke-with-response-stream`, `/converse` or `/converse-stream`. The
-key is an Amazon Bedrock API key, sent as `Authorization: Bearer`, or an IAM access key (`aws_access_keys`),
-with which the request is signed where it is sent; a target without one (`credentials.workloadIdentity`) is signed with the pod's AWS credentials where the request is sent
-(SigV4: `providers/aws_sigv4`, `server/aws_credentials`).
+key is an Amazon Bedrock API key, sent as `Authorization: Bearer`, or an IAM access key (JSON:
+`aws_access_keys`); a request with the latter, or with none (`credentials.workloadIdentity`: the pod's AWS
+credentials), is signed where it is sent (SigV4: `providers/aws_sigv4`, `server/aws_credentials`).
 
 Streams are AWS event-stream frames (`dialects/eventstream.py`). InvokeModel's `chunk` frames carry one
 Anthropic stream event each, base64 in their JSON, which the Anthropic stream translator reads as if it
