@@ -125,12 +125,23 @@ BASE: dict[str, Any] = {"model": "auto", "input": "hi"}
     ({"tools": [{"type": {"a": 1}, "name": "f"}]}, "tools[0].type"),
     ({"tool_choice": {"type": ["function"]}}, "tool_choice"),
     ({"include": [["reasoning.encrypted_content"]]}, "include[0]"),
+    ({"service_tier": 1}, "service_tier"),
 ])
 def test_what_cannot_be_served_is_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequest) as refused:
         request_to_canonical({**BASE, **extra})
     assert refused.value.param == param
     assert param.split(".")[0].split("[")[0] in refused.value.message
+
+
+@pytest.mark.parametrize(("asked", "canonical"), [
+    ("flex", "flex"), ("priority", "priority"), ("scale", "scale"), ("default", "default"), ("auto", None), (None, None),
+])
+def test_a_service_tier_is_carried_as_chat_completions_carry_it(asked: str | None, canonical: str | None) -> None:
+    """Each provider gets the nearest tier it offers (`dialects/service_tiers.py`), as for chat completions."""
+    turn = request_to_canonical({**BASE, **({"service_tier": asked} if asked else {})})
+    assert turn.canonical.get("service_tier") == canonical
+    assert turn.only is None  # any provider can take it
 
 
 def test_reasoning_items_passed_back_are_accepted_and_left_out() -> None:

@@ -246,3 +246,15 @@ def test_a_gemini_stream_is_billed_at_the_tier_its_usage_reports(
     outcome = ended(stack)
     assert not outcome.usage_estimated
     assert outcome.cost_usd == pytest.approx(cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
+
+
+def test_a_responses_client_gets_geminis_flex_at_flex_prices(stack: Stack) -> None:
+    client = openai_client(stack)
+
+    answered = client.responses.with_raw_response.create(model="gemini", input="Name a colour.", service_tier="flex")
+
+    assert last_request(stack, "gem").body["serviceTier"] == "flex"
+    usage = answered.parse().usage
+    assert usage is not None
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(GEMINI_FLEX, usage.input_tokens, usage.output_tokens), rel=1e-9)

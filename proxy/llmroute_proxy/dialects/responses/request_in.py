@@ -265,8 +265,8 @@ def _top_level(body: JSON) -> None:
     if body.get("truncation") not in (None, "disabled"):
         raise ResponsesOnly("'truncation' other than disabled is OpenAI's own: other providers are sent every "
                             "input item.", param="truncation")
-    if body.get("service_tier") not in (None, "auto", "default"):
-        raise ResponsesOnly("'service_tier' other than auto or default is OpenAI's own.", param="service_tier")
+    if "service_tier" in body:
+        string(body["service_tier"], "service_tier")
     for i, item in enumerate(_array(body.get("include"), "include") if "include" in body else ()):
         if not isinstance(item, str):
             raise BadRequest(f"include[{i}] must be a string.", param=f"include[{i}]")
@@ -570,8 +570,8 @@ def _scalars(body: JSON, out: JSON) -> None:
     for name in ("user", "safety_identifier", "prompt_cache_key"):
         if name in body and string(body[name], name) is not None:
             out[name] = body[name]
-    if body.get("service_tier") == "default":  # `_top_level` let only it and `auto` through
-        out["service_tier"] = "default"
+    if body.get("service_tier") not in (None, "auto"):  # as chat completions carry it: mapped for each provider
+        out["service_tier"] = body["service_tier"]
     if "store" in body:
         boolean(body["store"], "store")
     metadata = (optional_object(body["metadata"], "metadata") if "metadata" in body else None) or {}
