@@ -60,11 +60,12 @@ REPORTED_SERVICE_TIERS: Mapping[ProviderType, tuple[str, ...]] = {
     ProviderType.ANTHROPIC: ("standard", "priority"),
     ProviderType.GEMINI: ("standard", "flex", "priority"),
     ProviderType.VERTEX: ("standard", "flex", "priority"),
-    ProviderType.BEDROCK: (),
+    ProviderType.BEDROCK: ("default", "flex", "priority", "reserved"),
 }
 """The service tiers each provider type's answers report, the names `Pricing.service_tiers` is keyed by
 (`dialects/service_tiers.py`). Anthropic's `batch` comes only from its Batches API; Vertex AI's Gemini
-answers report theirs as `trafficType`, read under these names; Bedrock's (Claude's) report none."""
+answers report theirs as `trafficType`, read under these names; Bedrock's Converse answers as
+`serviceTier.type` (Claude's, through InvokeModel, report none in their body)."""
 
 
 ACCESS_KEY_AUTH = "access-key"

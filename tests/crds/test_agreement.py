@@ -93,7 +93,10 @@ VALID: dict[str, Callable[[], Documents]] = {
        for version, errors in GEMINI_VERSIONS if not errors},
     "service tier prices of each provider type": lambda: [
         service_tiers(with_spec(openai_doc(), type="azure-openai", azure={"apiVersion": "2024-10-21"}), OPENAI_TIERS),
-        service_tiers(renamed(with_spec(openai_doc(), type="anthropic"), "claude-main"), ("standard", "priority"))],
+        service_tiers(renamed(with_spec(openai_doc(), type="anthropic"), "claude-main"), ("standard", "priority")),
+        service_tiers(renamed(with_spec(
+            openai_doc(), type="bedrock", endpoints=[{"region": "us-east-1", "url": "https://bedrock-runtime.us-east-1.amazonaws.com"}],
+            models=[{"name": "us.amazon.nova-pro-v1:0"}]), "nova"), ("default", "flex", "priority", "reserved"))],
     "a bedrock provider of Claude models and inference profiles": lambda: [with_spec(
         openai_doc(), type="bedrock", endpoints=[{"region": "us-east-1", "url": "https://bedrock-runtime.us-east-1.amazonaws.com"}],
         credentials={"secretRef": {"name": "bedrock", "key": "api-key"}},

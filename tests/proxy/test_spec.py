@@ -129,9 +129,11 @@ def test_service_tier_price_lists_are_whole_lists_with_their_own_long_context_an
     ("gemini", {"scale": {"inputPerMTok": 0.54, "outputPerMTok": 4.5}},
      "spec.models[0].pricing.serviceTiers.scale: type gemini answers report no tier 'scale' (they report standard, "
      "flex, priority)"),
-    ("bedrock", {"priority": {"inputPerMTok": 6, "outputPerMTok": 30}},
-     "spec.models[0].pricing.serviceTiers: type bedrock answers report no service tier, so no tier's prices would "
-     "ever apply; price the tier it serves in this list"),
+    ("bedrock", {"flex": {"inputPerMTok": 1.5, "outputPerMTok": 7.5}, "priority": {"inputPerMTok": 5.25, "outputPerMTok": 26.25},
+                 "reserved": {"inputPerMTok": 0, "outputPerMTok": 0}}, None),
+    ("bedrock", {"standard": {"inputPerMTok": 3, "outputPerMTok": 15}},
+     "spec.models[0].pricing.serviceTiers.standard: type bedrock answers report no tier 'standard' (they report "
+     "default, flex, priority, reserved)"),
 ])
 def test_a_tier_is_priced_only_under_a_provider_whose_answers_report_it(
         kind: str, tiers: dict[str, Any], error: str | None) -> None:

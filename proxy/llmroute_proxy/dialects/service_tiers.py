@@ -23,8 +23,10 @@ answer which it was:
   (`ON_DEMAND`, `ON_DEMAND_FLEX`, `ON_DEMAND_PRIORITY`, `PROVISIONED_THROUGHPUT`), read as `standard`,
   `flex` and `priority` (Provisioned Throughput as none: the base list). A regional endpoint, and Claude on
   Vertex, is sent no tier.
-- Claude on Amazon Bedrock is sent no `service_tier` either (Bedrock's tiers are its own, not Anthropic's)
-  and its answers report none: priced at the base list, as Gemini's.
+- Amazon Bedrock's Converse API takes `serviceTier: {"type": …}` (`default`, `flex`, `priority`,
+  `reserved`) and reports the tier that served it the same way, on a whole answer and in a stream's
+  `metadata` event. Claude through InvokeModel (whose tier travels in a header the provider's answer
+  reader does not see) is sent none and priced at the base list.
 
 The names each provider type reports are `table.REPORTED_SERVICE_TIERS`. The sidecar prices an answer
 at the list of the tier it reports (`Pricing.service_tiers`,
@@ -37,13 +39,13 @@ decides what is billed, never what is answered, so it is mapped rather than refu
 from __future__ import annotations
 
 from llmroute_proxy.dialects.base import NativeBody
-from llmroute_proxy.table import ProviderType, Target, vertex_location, vertex_publisher
+from llmroute_proxy.table import ProviderType, Target, bedrock_claude, vertex_location, vertex_publisher
 
 STANDARD_TIERS = frozenset({"default", "standard"})
 """Each provider's name for its ordinary tier: an answer served there is no news (the access line omits it)."""
 
 _FALLS_BACK = ("priority", "scale")  # OpenAI serves these at `default` when their capacity runs out
-_SENT_NONE = frozenset({ProviderType.BEDROCK})  # sent no tier, report none
+_BEDROCK_TIERS = {"default": "default", "flex": "flex", "priority": "priority", "scale": "priority"}
 _VERTEX_TRAFFIC = {"ON_DEMAND": "standard", "ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority"}
 _GEMINI_TIERS = {"default": "standard", "flex": "flex", "priority": "priority", "scale": "priority"}
 
@@ -89,6 +91,21 @@ def vertex_request_tier(target: Target, openai_tier: str | None) -> str | None:
     return tier if tier in ("flex", "priority") else None
 
 
+def bedrock_request_tier(target: Target, openai_tier: str | None) -> str | None:
+    """The `serviceTier.type` a Bedrock Converse target is sent: OpenAI's tier where Bedrock has it, `scale`
+    (OpenAI's reserved capacity) as `priority` (Bedrock's `reserved` needs a reservation of its own); none
+    for `auto` or none, and none to Claude through InvokeModel."""
+    if openai_tier is None or bedrock_claude(target.model):
+        return None
+    return _BEDROCK_TIERS.get(openai_tier)
+
+
+def bedrock_reported_tier(service_tier: object) -> str | None:
+    """The tier a Converse answer's `serviceTier` (`{"type": …}`) says served it."""
+    tier = service_tier.get("type") if isinstance(service_tier, dict) else None
+    return tier if type(tier) is str and tier else None
+
+
 def vertex_reported_tier(traffic_type: object) -> str | None:
     """The tier a Vertex AI answer's `usageMetadata.trafficType` says served it; None for Provisioned
     Throughput (bought ahead, not per token) or none."""
@@ -98,12 +115,12 @@ def vertex_reported_tier(traffic_type: object) -> str | None:
 def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) -> str | None:
     """The `service_tier` the target's provider is sent: the client's own when the target takes its
     body natively, else the canonical request's (`canonical`, OpenAI's terms) translated for its API;
-    none to Bedrock (whose answers report none), nor to Vertex AI but where it serves tiers."""
+    none to Vertex AI or Bedrock but where they serve tiers."""
+    if target.provider_type is ProviderType.BEDROCK:  # Claude's native body loses its tier there (`_NOT_SENT`)
+        return bedrock_request_tier(target, canonical)
     if native is not None and native.spoken_by(target):
         tier = native.body.get("service_tier")
         return tier if type(tier) is str else None
-    if target.provider_type in _SENT_NONE:
-        return None
     if target.provider_type is ProviderType.ANTHROPIC:
         return anthropic_request_tier(canonical)
     if target.provider_type is ProviderType.GEMINI:
@@ -115,9 +132,9 @@ def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) 
 
 def landing_tiers(provider_type: ProviderType, sent: str | None) -> tuple[str, ...] | None:
     """The tiers an answer to a request sent `sent` may report: None when it may be any (the provider
-    chooses: OpenAI's `auto`, Anthropic's `auto`), () when it reports none (Bedrock)."""
-    if provider_type in _SENT_NONE:
-        return ()
+    chooses: OpenAI's `auto`, Anthropic's `auto`)."""
+    if provider_type is ProviderType.BEDROCK:  # how Bedrock falls back from flex or priority is not documented
+        return (sent, "default") if sent and sent != "default" else ("default",)
     if provider_type is ProviderType.GEMINI:
         return ("priority", "standard") if sent == "priority" else (sent or "standard",)
     if provider_type is ProviderType.VERTEX:  # how Vertex falls back from either is not documented: standard too

@@ -53,6 +53,7 @@ from llmroute_proxy.dialects.bedrock.answer_in import ConverseStream, translate_
 from llmroute_proxy.dialects.bedrock.request_out import converse_body
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.eventstream import EventStreamDecoder, Frame
+from llmroute_proxy.dialects.service_tiers import bedrock_request_tier
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.base import embeddings_elsewhere
 from llmroute_proxy.table import ACCESS_KEY_AUTH, Target, bedrock_claude
@@ -69,7 +70,8 @@ class BedrockProvider:
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
         if not bedrock_claude(target.model):
             operation = "converse-stream" if request.stream else "converse"
-            return _request(target, operation, orjson.dumps(converse_body(request, target.model)))
+            tier = bedrock_request_tier(target, request.service_tier)
+            return _request(target, operation, orjson.dumps(converse_body(request, target.model, tier)))
         native = native_messages(request)
         body = native if native is not None else messages_body(request.body, target.model)
         sent = {name: value for name, value in body.items() if name not in _NOT_SENT}

@@ -16,7 +16,8 @@ A stream is event-stream frames whose `:event-type` names the event and whose pa
 AWS's `p` padding member: `messageStart`, `contentBlockStart` only for a tool call, `contentBlockDelta`s
 (text pieces; a tool call's input as fragments of JSON text, an empty one for a tool without parameters),
 `contentBlockStop`, `messageStop`, then `metadata` with the usage. Faults apply as for InvokeModel (an
-in-band error is an exception frame).
+in-band error is an exception frame). A request's `serviceTier` (`{"type": …}`, one of Bedrock's four) is
+reported back on the answer and on the `metadata` event; anything else is a ValidationException.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ def problem(model: str, body: Any) -> str | None:
         if "tool" in (tool_config.get("toolChoice") or {}) and not family.startswith(NAMED_TOOL):
             return ("This model doesn't support the toolConfig.toolChoice.tool field. Remove "
                     "toolConfig.toolChoice.tool and try again.")
+    tier = body.get("serviceTier")
+    if tier is not None and (not isinstance(tier, dict) or tier.get("type") not in SERVICE_TIERS):
+        return ("1 validation error detected: Value at 'serviceTier.type' failed to satisfy constraint: Member must "
+                f"satisfy enum value set: [{', '.join(SERVICE_TIERS)}]")
     if (body.get("outputConfig") or {}).get("textFormat") is not None and not family.startswith(STRUCTURED_OUTPUTS):
         return "This model doesn't support the outputConfig.textFormat field. Remove it and try again."
     return _messages_problem(body.get("messages"), tool_config is not None, family)
@@ -190,6 +195,19 @@ def _answer(call: SimCall, model: str, body: dict[str, Any]) -> _Answer:
     return _Answer(text, None, reasoning, "max_tokens" if cut else "end_turn", prompt, count_tokens(text) + thought)
 
 
+SERVICE_TIERS = ("priority", "default", "flex", "reserved")
+
+
+def served(call: SimCall, body: dict[str, Any]) -> dict[str, Any]:
+    """The `serviceTier` member of an answer to a request that named one: the tier asked for, but a
+    `priority` one at `default` once Priority capacity ran out (`SimConfig.priority_capacity`)."""
+    asked = (body.get("serviceTier") or {}).get("type")
+    if asked is None:
+        return {}
+    tier = "default" if asked == "priority" and not call.state.config.priority_capacity else asked
+    return {"serviceTier": {"type": tier}}
+
+
 def _usage(call: SimCall, answer: _Answer) -> dict[str, Any]:
     cached = call.state.config.cached_tokens
     usage = {"inputTokens": answer.input_tokens, "outputTokens": answer.output_tokens,
@@ -224,7 +242,7 @@ async def converse(request: web.Request, encode: FrameEncoder) -> web.StreamResp
         return await _stream(request, call, answer, encode)
     return call.state.json({"output": {"message": {"role": "assistant", "content": _content(answer)}},
                             "stopReason": answer.stop_reason, "usage": _usage(call, answer),
-                            "metrics": {"latencyMs": 321}})
+                            "metrics": {"latencyMs": 321}, **served(call, call.body)})
 
 
 def event_frame(name: str, event: dict[str, Any], encode: FrameEncoder) -> bytes:
@@ -262,5 +280,5 @@ async def _stream(request: web.Request, call: SimCall, answer: _Answer, encode: 
                        content=True)
         await send("contentBlockStop", {"contentBlockIndex": index})
     await send("messageStop", {"stopReason": answer.stop_reason})
-    await send("metadata", {"usage": _usage(call, answer), "metrics": {"latencyMs": 321}})
+    await send("metadata", {"usage": _usage(call, answer), "metrics": {"latencyMs": 321}, **served(call, call.body)})
     return await stream.finish()

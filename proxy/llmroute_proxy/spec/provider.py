@@ -318,10 +318,6 @@ def _service_tiers(pricing: Fields, searches: float, provider_type: ProviderType
     if f is None:
         return {}
     reported = _SERVICE_TIERS if provider_type is None else REPORTED_SERVICE_TIERS[provider_type]
-    if not reported:
-        pricing.error("serviceTiers", f"type {provider_type} answers report no service tier, so no tier's "
-                                      "prices would ever apply; price the tier it serves in this list")
-        return {}
     tiers: dict[str, Pricing] = {}
     for tier in _SERVICE_TIERS:
         prices = f.mapping(tier, (*_TOKEN_PRICES, "longContext"))

@@ -378,3 +378,43 @@ def test_a_blank_text_part_is_left_out_and_a_bad_part_is_named_by_its_place() ->
 
     assert body["messages"] == [{"role": "user", "content": [{"text": "hi"}]}]
     assert refused.value.param == "messages[0].content[1].type"
+
+
+@pytest.mark.parametrize(("asked", "sent"), [
+    ("flex", "flex"), ("priority", "priority"), ("scale", "priority"), ("default", "default"), ("auto", None), (None, None),
+])
+def test_a_service_tier_goes_to_converse_as_its_service_tier_type(asked: str | None, sent: str | None) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **({"service_tier": asked} if asked else {})}
+    upstream = PROVIDER.chat_request(ChatRequest(body), target(NOVA))
+    assert upstream.body is not None
+    sent_body = orjson.loads(upstream.body)
+    assert sent_body.get("serviceTier") == (None if sent is None else {"type": sent})
+    assert_valid_request(sent_body, NOVA)
+
+
+def test_claude_through_invoke_model_is_sent_no_tier() -> None:
+    claude = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "service_tier": "flex"}
+    upstream = PROVIDER.chat_request(ChatRequest(body), target(claude))
+    assert upstream.body is not None and b"service" not in upstream.body.lower()
+    assert not {name.lower() for name in upstream.headers} & {"x-amzn-bedrock-service-tier"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_tier_an_answer_reports_is_read_whole_or_streamed(stream: bool) -> None:
+    usage = {"inputTokens": 5, "outputTokens": 2, "totalTokens": 7}
+    if not stream:
+        answer = {"output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}}, "stopReason": "end_turn",
+                  "usage": usage, "metrics": {"latencyMs": 10}, "serviceTier": {"type": "flex"}}
+        assert not list(unknown_members(answer, service_model().operation_model("Converse").output_shape))
+        result = PROVIDER.chat_response(orjson.dumps(answer), ChatRequest({"model": "m", "messages": []}), target(NOVA))
+        assert result.usage.service_tier == "flex"
+        return
+    frames = b"".join(event_frame(name, event, encode_frame) for name, event in (
+        ("messageStart", {"role": "assistant"}), ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": usage, "metrics": {"latencyMs": 10}, "serviceTier": {"type": "priority"}})))
+    translator = PROVIDER.chat_stream(ChatRequest({"model": "m", "messages": [], "stream": True}), target(NOVA))
+    translator.feed(frames)
+    translator.close()
+    assert translator.usage is not None and translator.usage.service_tier == "priority"

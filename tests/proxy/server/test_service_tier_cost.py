@@ -22,6 +22,7 @@ import pytest
 from llmroute_proxy.server.accesslog import access_entry
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.sim.anthropic import anthropic_app
+from llmroute_proxy.sim.bedrock import bedrock_app
 from llmroute_proxy.sim.faults import FaultPlan
 from llmroute_proxy.sim.gemini import gemini_app
 from llmroute_proxy.sim.openai import openai_app
@@ -49,16 +50,23 @@ def priced(name: str, base: dict[str, float], tiers: dict[str, dict[str, float]]
 GPT = priced("gpt-5", BASE, {"flex": FLEX, "priority": PRIORITY})
 CLAUDE = priced("claude-sonnet-4-5", CLAUDE_BASE, {"priority": CLAUDE_PRIORITY})
 GEMINI = priced("gemini-2.5-flash", GEMINI_BASE, {"flex": GEMINI_FLEX, "priority": GEMINI_PRIORITY})
+NOVA_BASE = {"inputPerMTok": 0.8, "outputPerMTok": 3.2}
+NOVA_FLEX = {"inputPerMTok": 0.4, "outputPerMTok": 1.6}
+NOVA_PRIORITY = {"inputPerMTok": 1.4, "outputPerMTok": 5.6}
+NOVA = priced("us.amazon.nova-pro-v1:0", NOVA_BASE, {"flex": NOVA_FLEX, "priority": NOVA_PRIORITY})
+BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1zaW0tdGllcnM="
 CONFIG = [
     provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
     provider("oai-prio", "openai", "{oai_prio}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
     provider("claude-prio", "anthropic", "{claude_prio}", key_env="TEST_CLAUDE_KEY", models=[CLAUDE]),
     provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[GEMINI]),
     provider("gem-prio-out", "gemini", "{gem_prio_out}", key_env="TEST_GEM_KEY", models=[GEMINI]),
+    provider("bedrock", "bedrock", "{bedrock}", key_env="TEST_BEDROCK_KEY", models=[NOVA]),
     route("tiers", {"gpt": [target("oai", "gpt-5")], "gpt-prio": [target("oai-prio", "gpt-5")],
                     "claude": [target("claude-prio", "claude-sonnet-4-5")],
                     "gemini": [target("gem", "gemini-2.5-flash")],
-                    "gemini-prio-out": [target("gem-prio-out", "gemini-2.5-flash")]},
+                    "gemini-prio-out": [target("gem-prio-out", "gemini-2.5-flash")],
+                    "nova": [target("bedrock", "us.amazon.nova-pro-v1:0")]},
           default_tier="gpt", budget={"limitUSD": 100, "period": "day", "onExceeded": "reject"}),
 ]
 
@@ -74,8 +82,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     def gem_prio_out(faults: FaultPlan) -> Any:
         return gemini_app("gem-test-key", faults=faults, priority_capacity=False, quirks=True)
 
+    def bedrock(faults: FaultPlan) -> Any:
+        return bedrock_app(BEDROCK_KEY, faults=faults)
+
     with Stack(tmp_path_factory.mktemp("service-tier"), config=CONFIG, quirks=True,
-               extra_sims={"oai-prio": oai_prio, "claude-prio": claude_prio, "gem-prio-out": gem_prio_out}) as running:
+               extra_sims={"oai-prio": oai_prio, "claude-prio": claude_prio, "gem-prio-out": gem_prio_out,
+                           "bedrock": bedrock}, environ={"TEST_BEDROCK_KEY": BEDROCK_KEY}) as running:
         yield running
 
 
@@ -258,3 +270,29 @@ def test_a_responses_client_gets_geminis_flex_at_flex_prices(stack: Stack) -> No
     assert usage is not None
     assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
         cost(GEMINI_FLEX, usage.input_tokens, usage.output_tokens), rel=1e-9)
+
+
+@pytest.mark.parametrize(("asked", "sent", "prices"), [
+    ("flex", "flex", NOVA_FLEX), ("priority", "priority", NOVA_PRIORITY), ("scale", "priority", NOVA_PRIORITY),
+    ("default", "default", NOVA_BASE), (None, None, NOVA_BASE),
+])
+def test_a_bedrock_converse_answer_is_billed_at_the_tier_it_reports(
+        stack: Stack, asked: str | None, sent: str | None, prices: dict[str, float]) -> None:
+    tier: Any = openai.NOT_GIVEN if asked is None else asked
+    client = openai_client(stack)
+    answered = client.chat.completions.with_raw_response.create(
+        model="nova", messages=[{"role": "user", "content": "Name a colour."}], service_tier=tier)
+
+    assert last_request(stack, "bedrock").body.get("serviceTier") == (None if sent is None else {"type": sent})
+    usage = answered.parse().usage
+    assert usage is not None
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
+    with client.chat.completions.create(model="nova", messages=[{"role": "user", "content": "Again."}],
+                                        service_tier=tier, stream=True,
+                                        stream_options={"include_usage": True}) as stream:
+        streamed = list(stream)[-1].usage
+    assert streamed is not None
+    assert ended(stack).cost_usd == pytest.approx(cost(prices, streamed.prompt_tokens, streamed.completion_tokens),
+                                                  rel=1e-9)
+

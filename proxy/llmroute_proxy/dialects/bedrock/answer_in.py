@@ -37,6 +37,7 @@ from llmroute_proxy.dialects.base import (
 from llmroute_proxy.dialects.bedrock.errors import event_payload
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.eventstream import EventStreamDecoder
+from llmroute_proxy.dialects.service_tiers import bedrock_reported_tier
 from llmroute_proxy.errors import FailureKind, UpstreamError
 
 JSON = dict[str, Any]
@@ -49,14 +50,16 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 MALFORMED = frozenset({"malformed_model_output", "malformed_tool_use"})
 
 
-def usage_from(usage: Any) -> Usage:
+def usage_from(usage: Any, service_tier: Any = None) -> Usage:
+    """A Converse answer's (or `metadata` event's) `usage`, at the `serviceTier` it reports."""
+    tier = bedrock_reported_tier(service_tier)
     if not isinstance(usage, dict):
-        return Usage()
+        return Usage(service_tier=tier)
     read = int(usage.get("cacheReadInputTokens") or 0)
     written = int(usage.get("cacheWriteInputTokens") or 0)
     return Usage(input_tokens=int(usage.get("inputTokens") or 0) + read + written,
                  output_tokens=int(usage.get("outputTokens") or 0),
-                 cached_input_tokens=read, cache_write_tokens=written)
+                 cached_input_tokens=read, cache_write_tokens=written, service_tier=tier)
 
 
 def malformed(reason: str, billed: Usage | None) -> BilledFailure:
@@ -75,7 +78,7 @@ def translate_response(body: bytes, model: str) -> ChatResult:
     if answer is None or not isinstance(message, dict):
         raise UpstreamError(FailureKind.SERVER_ERROR, f"Bedrock answered without output.message: {body_excerpt(body)}",
                             status=502)
-    usage = usage_from(answer.get("usage"))
+    usage = usage_from(answer.get("usage"), answer.get("serviceTier"))
     reason = str(answer.get("stopReason") or "end_turn")
     if reason in MALFORMED:
         raise malformed(reason, usage)
@@ -186,7 +189,7 @@ class ConverseStream(OneChoiceFinish):
             self.finish_reason = FINISH_REASONS.get(reason, "stop")
             out.append(self._chunk({}, self.finish_reason))
         elif name == "metadata":
-            self.usage = usage_from(event.get("usage"))
+            self.usage = usage_from(event.get("usage"), event.get("serviceTier"))
 
     def _delta(self, index: Any, delta: Mapping[str, Any], out: list[StreamChunk]) -> None:
         if isinstance(delta.get("text"), str) and delta["text"]:

@@ -82,8 +82,9 @@ def base_model(model: str) -> str:
     return _REGION_PREFIX.sub("", model)
 
 
-def converse_body(request: ChatRequest, model: str) -> JSON:
-    """The Converse request body (the model is in the path) for a canonical OpenAI request."""
+def converse_body(request: ChatRequest, model: str, tier: str | None = None) -> JSON:
+    """The Converse request body (the model is in the path) for a canonical OpenAI request, asking for the
+    service tier `tier` (`dialects/service_tiers.bedrock_request_tier`)."""
     body = request.body
     for name, changes_meaning, reason in _UNSUPPORTED:
         value = body.get(name)
@@ -109,6 +110,8 @@ def converse_body(request: ChatRequest, model: str) -> JSON:
     extra = _reasoning_fields(body.get("reasoning_effort"), family)
     if extra:
         out["additionalModelRequestFields"] = extra
+    if tier is not None:
+        out["serviceTier"] = {"type": tier}
     return out
 
 
