@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
-from collections.abc import Callable
-from typing import Any
 
 import orjson
 
+from _timing import per_call_us
 from llmroute_proxy.routing.experiments import choose_arm
 from llmroute_proxy.routing.rules import RequestFacts, choose_tier
 from llmroute_proxy.table import (
@@ -80,16 +78,6 @@ def request_body(prompt: str) -> bytes:
         "max_tokens": 512,
     })
 
-
-def per_call_us(fn: Callable[[], Any], rounds: int) -> float:
-    """The best of 7 batches, in µs per call: the least disturbed by other processes."""
-    batches = []
-    for _ in range(7):
-        start = time.perf_counter_ns()
-        for _ in range(rounds):
-            fn()
-        batches.append((time.perf_counter_ns() - start) / rounds / 1000)
-    return min(batches)
 
 
 def bench_case(name: str, prompt: str, route: Route, rounds: int) -> None:

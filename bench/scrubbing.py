@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import random
 import string
-import time
-from collections.abc import Callable
 from typing import Any
 
+from _timing import per_call_us
 from llmroute_proxy.scrubbing import Scrubber
 
 ERROR = ("The server had an error while processing your request. Sorry about that! You can retry your request, "
@@ -47,16 +46,6 @@ def status_document(count: int) -> dict[str, Any]:
                  for _ in range(50)]
     return {"version": "0.1.0", "targets": targets, "decisions": decisions}
 
-
-def per_call_us(fn: Callable[[], Any], rounds: int) -> float:
-    """The best of 7 batches, in µs per call: the least disturbed by other processes."""
-    batches = []
-    for _ in range(7):
-        start = time.perf_counter_ns()
-        for _ in range(rounds):
-            fn()
-        batches.append((time.perf_counter_ns() - start) / rounds / 1000)
-    return min(batches)
 
 
 def main() -> None:

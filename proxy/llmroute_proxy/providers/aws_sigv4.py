@@ -15,6 +15,7 @@ does, and so what this does (tests compare the two byte for byte):
 
 A signing key is an HMAC chain over the date, region and service; it is the same for a day, so it is
 kept (`_signing_key`, per secret, date, region and service) and a request costs two SHA-256s and one HMAC.
+A path's canonical form, a URL's host and a second's date are kept too (bench/signing.py).
 """
 
 from __future__ import annotations
@@ -68,9 +69,16 @@ class Signed:
 
 
 def amz_date(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    return _second(int(now))
 
 
+@functools.lru_cache(maxsize=4)
+def _second(epoch: int) -> str:
+    """One second's `x-amz-date` (requests signed in the same second share it)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@functools.lru_cache(maxsize=256)
 def host_of(url: str) -> str:
     """The `Host` header an HTTP client sends for `url` (botocore's `_host_from_url`)."""
     parts = urlsplit(url)
@@ -141,6 +149,7 @@ def parse_authorization(value: str) -> Signed | None:
                   fields["Signature"])
 
 
+@functools.lru_cache(maxsize=1024)  # a target's paths are few: two operations per model
 def canonical_uri(path: str) -> str:
     """botocore's `_normalize_url_path`: dot segments and empty segments removed, then encoded once more."""
     kept: list[str] = []
