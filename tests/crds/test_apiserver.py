@@ -90,6 +90,8 @@ ROUTE_STATUS = {
          "lastTransitionTime": "2026-12-03T07:00:00Z"},
         {"type": "Synced", "status": "True", "reason": "AllSynced", "message": "3/3 sidecars run the current table",
          "lastTransitionTime": "2026-12-03T07:00:00Z"},
+        {"type": "Priced", "status": "False", "reason": "PricingMissing",
+         "message": "openai-main/gpt-4o has no pricing", "lastTransitionTime": "2026-12-03T07:00:00Z"},
     ],
 }
 
@@ -103,6 +105,8 @@ def test_kubectl_get_shows_the_printer_columns_and_wait_works(api: ApiServer) ->
     table = api.kubectl("get", "llmr", "-n", NAMESPACE).stdout.split("\n")
     assert table[0].split() == ["NAME", "ACCEPTED", "SYNCED", "SPEND", "%", "TABLE", "AGE"]
     assert table[1].split()[:5] == ["chat", "True", "2/3", "5", "3f2a9c1d00e4b7a1"]
+    wide = api.kubectl("get", "llmr", "-n", NAMESPACE, "-o", "wide").stdout.split("\n")
+    assert wide[0].split()[-3:] == ["DEGRADED", "PRICED", "AGE"] and wide[1].split()[-2] == "False"
     providers = api.kubectl("get", "llmp", "-n", NAMESPACE, "-o", "name").stdout.split()
     assert sorted(providers) == ["llmprovider.llmroute.dev/azure-gpt", "llmprovider.llmroute.dev/claude",
                                  "llmprovider.llmroute.dev/openai-main"]

@@ -201,7 +201,7 @@ def _resolve(schema: Schema, json_path: str) -> Schema | None:
 
 
 PRINTER_COLUMNS = {
-    "LLMRoute": ["Accepted", "Synced", "Spend %", "Table", "Degraded", "Age"],
+    "LLMRoute": ["Accepted", "Synced", "Spend %", "Table", "Degraded", "Priced", "Age"],
     "LLMProvider": ["Type", "Regions", "Degraded", "Accepted", "Age"],
 }
 
@@ -228,6 +228,7 @@ def test_the_spec_parts_the_issue_names_are_printed() -> None:
     assert paths["Synced"] == ".status.sidecars.summary"
     assert paths["Spend %"] == ".status.spend.percentOfBudget"
     assert paths["Accepted"] == '.status.conditions[?(@.type=="Accepted")].status'
+    assert paths["Priced"] == '.status.conditions[?(@.type=="Priced")].status'
 
 
 # Bounds the parser does not have: they keep the CEL rules within the API server's cost budget (it refuses
