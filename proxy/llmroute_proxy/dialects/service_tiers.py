@@ -28,6 +28,9 @@ answer which it was:
   `metadata` event. Claude through InvokeModel (whose tier travels in a header the provider's answer
   reader does not see) is sent none and priced at the base list.
 
+Google's and Amazon's tiers are asked for only where the target's model prices them (`priced_tier`):
+not every project or model has them, and asking one that does not is a 400 the client would get.
+
 The names each provider type reports are `table.REPORTED_SERVICE_TIERS`. The sidecar prices an answer
 at the list of the tier it reports (`Pricing.service_tiers`,
 `routing/cost.py`), and reserves a budget at the dearest list among the tiers the request may be
@@ -64,11 +67,24 @@ def openai_request_tier(anthropic_tier: object) -> str | None:
     return "default" if anthropic_tier == "standard_only" else None
 
 
-def gemini_request_tier(openai_tier: str | None) -> str | None:
+def gemini_request_tier(target: Target, openai_tier: str | None) -> str | None:
     """An OpenAI request's `service_tier` as a Gemini request's `serviceTier`: `default` is `standard`,
     `flex` and `priority` are Gemini's own, and `scale` (OpenAI's reserved capacity, above the ordinary)
-    is `priority`, the nearest; `auto` or none is left to Gemini's default, `standard`."""
-    return _GEMINI_TIERS.get(openai_tier) if openai_tier is not None else None
+    is `priority`, the nearest; `auto` or none is left to Gemini's default, `standard`. Sent only when the
+    target's model prices that tier (`priced_tier`)."""
+    return priced_tier(target, _GEMINI_TIERS.get(openai_tier) if openai_tier is not None else None)
+
+
+def priced_tier(target: Target, tier: str | None) -> str | None:
+    """`tier` when the target's model prices it (`pricing.serviceTiers`), else None.
+
+    Google's and Amazon's Flex and Priority capacity is not every project's or every model's: Gemini's
+    Priority is for its paid tiers 2 and 3, Vertex AI serves both for some models on its global endpoint,
+    Bedrock for some models. A request for a tier the project or model lacks is refused with a 400, which
+    is the client's to see, not a failover. So a cloud target is asked for a tier only when its model's
+    prices name it: listing the tier is how its owner says the project has it (and how it is billed). An
+    OpenAI client that always asks for `priority` keeps being served elsewhere as before."""
+    return tier if tier is not None and tier in target.pricing.service_tiers else None
 
 
 def gemini_reported_tier(value: object) -> str | None:
@@ -87,17 +103,18 @@ def vertex_request_tier(target: Target, openai_tier: str | None) -> str | None:
     standard tier."""
     if vertex_publisher(target.model) != "google" or vertex_location(target.url) != "global":
         return None
-    tier = gemini_request_tier(openai_tier)
+    tier = gemini_request_tier(target, openai_tier)
     return tier if tier in ("flex", "priority") else None
 
 
 def bedrock_request_tier(target: Target, openai_tier: str | None) -> str | None:
     """The `serviceTier.type` a Bedrock Converse target is sent: OpenAI's tier where Bedrock has it, `scale`
     (OpenAI's reserved capacity) as `priority` (Bedrock's `reserved` needs a reservation of its own); none
-    for `auto` or none, and none to Claude through InvokeModel."""
+    for `auto` or none, and none to Claude through InvokeModel. Sent only when the target's model prices
+    that tier (`priced_tier`)."""
     if openai_tier is None or bedrock_claude(target.model):
         return None
-    return _BEDROCK_TIERS.get(openai_tier)
+    return priced_tier(target, _BEDROCK_TIERS.get(openai_tier))
 
 
 def bedrock_reported_tier(service_tier: object) -> str | None:
@@ -124,7 +141,7 @@ def sent_tier(target: Target, canonical: str | None, native: NativeBody | None) 
     if target.provider_type is ProviderType.ANTHROPIC:
         return anthropic_request_tier(canonical)
     if target.provider_type is ProviderType.GEMINI:
-        return gemini_request_tier(canonical)
+        return gemini_request_tier(target, canonical)
     if target.provider_type is ProviderType.VERTEX:
         return vertex_request_tier(target, canonical)
     return canonical

@@ -47,7 +47,7 @@ class GeminiProvider:
 
     def chat_request(self, request: ChatRequest, target: Target) -> UpstreamRequest:
         generate = build_generate_body(request, target.model)
-        tier = gemini_request_tier(request.service_tier)
+        tier = gemini_request_tier(target, request.service_tier)
         if tier is not None:
             generate["serviceTier"] = tier
         body = orjson.dumps(generate)

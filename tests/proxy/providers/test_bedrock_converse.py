@@ -21,7 +21,7 @@ from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.providers.bedrock import BedrockProvider
 from llmroute_proxy.sim.bedrock import encode_frame
 from llmroute_proxy.sim.bedrock_converse import event_frame
-from llmroute_proxy.table import ProviderType, Secret, Target, TargetId, bedrock_claude
+from llmroute_proxy.table import Pricing, ProviderType, Secret, Target, TargetId, bedrock_claude
 
 GOLDEN = Path(__file__).parent / "golden" / "bedrock"
 PROVIDER = BedrockProvider()
@@ -41,9 +41,10 @@ def service_model() -> ServiceModel:
     return ServiceModel(json.loads(gzip.decompress(path.read_bytes())), "bedrock-runtime")
 
 
-def target(model: str = GPT_OSS, key: str | None = "ABSKkey") -> Target:
+def target(model: str = GPT_OSS, key: str | None = "ABSKkey", pricing: Pricing | None = None) -> Target:
     return Target(id=TargetId(f"bedrock/{model}@us-east-1"), provider="bedrock", provider_type=ProviderType.BEDROCK,
-                  model=model, url=URL, region="us-east-1", credential=Secret(key) if key else None)
+                  model=model, url=URL, region="us-east-1", credential=Secret(key) if key else None,
+                  pricing=pricing or Pricing())
 
 
 def converse(body: dict[str, Any], model: str = GPT_OSS) -> dict[str, Any]:
@@ -385,11 +386,18 @@ def test_a_blank_text_part_is_left_out_and_a_bad_part_is_named_by_its_place() ->
 ])
 def test_a_service_tier_goes_to_converse_as_its_service_tier_type(asked: str | None, sent: str | None) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **({"service_tier": asked} if asked else {})}
-    upstream = PROVIDER.chat_request(ChatRequest(body), target(NOVA))
+    tiers = {tier: Pricing(1.0, 1.0) for tier in ("default", "flex", "priority")}
+    upstream = PROVIDER.chat_request(ChatRequest(body), target(NOVA, pricing=Pricing(1.0, 1.0, service_tiers=tiers)))
     assert upstream.body is not None
     sent_body = orjson.loads(upstream.body)
     assert sent_body.get("serviceTier") == (None if sent is None else {"type": sent})
     assert_valid_request(sent_body, NOVA)
+
+
+def test_a_tier_the_model_does_not_price_is_not_asked_for() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "service_tier": "flex"}
+    upstream = PROVIDER.chat_request(ChatRequest(body), target(NOVA))
+    assert upstream.body is not None and "serviceTier" not in orjson.loads(upstream.body)
 
 
 def test_claude_through_invoke_model_is_sent_no_tier() -> None:

@@ -32,7 +32,7 @@ from llmroute_proxy.errors import BadRequest, FailureKind, UpstreamError
 from llmroute_proxy.providers.base import Provider
 from llmroute_proxy.providers.gemini import GeminiProvider
 from llmroute_proxy.providers.registry import provider_for
-from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
+from llmroute_proxy.table import Pricing, ProviderType, Secret, Target, TargetId
 from tests.proxy.genai_shapes import assert_genai_reads
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
@@ -332,13 +332,26 @@ def test_usage_counts_thoughts_as_completion_and_cache_as_part_of_prompt() -> No
     assert result.usage.total_tokens == usage["totalTokenCount"]
 
 
+TIER_PRICES = Pricing(0.3, 2.5, service_tiers={"flex": Pricing(0.15, 1.25), "priority": Pricing(0.54, 4.5),
+                                                "standard": Pricing(0.3, 2.5)})
+
+
 @pytest.mark.parametrize(("asked", "sent"), [
     ("flex", "flex"), ("priority", "priority"), ("scale", "priority"), ("default", "standard"), ("auto", None), (None, None),
 ])
 def test_a_service_tier_is_sent_as_geminis_nearest_at_the_top_of_the_request(asked: str | None, sent: str | None) -> None:
-    upstream = PROVIDER.chat_request(ChatRequest(user(**({"service_tier": asked} if asked else {}))), TARGET)
+    priced = dataclasses.replace(TARGET, pricing=TIER_PRICES)
+    upstream = PROVIDER.chat_request(ChatRequest(user(**({"service_tier": asked} if asked else {}))), priced)
     assert upstream.body is not None
     assert orjson.loads(upstream.body).get("serviceTier") == sent  # where google-genai puts `config.service_tier`
+
+
+@pytest.mark.parametrize("asked", ["flex", "priority", "default"])
+def test_a_tier_the_model_does_not_price_is_not_asked_for(asked: str) -> None:
+    """Not every project has Flex or Priority (Priority is for Gemini's paid tiers 2 and 3), and asking one
+    that has not is a 400: the model's prices listing the tier is its owner's word that it has it."""
+    upstream = PROVIDER.chat_request(ChatRequest(user(service_tier=asked)), TARGET)
+    assert upstream.body is not None and "serviceTier" not in orjson.loads(upstream.body)
 
 
 @pytest.mark.parametrize(("reported", "tier"), [

@@ -11,7 +11,7 @@ from llmroute_proxy.dialects.base import ChatRequest, NativeBody, NativeDialect
 from llmroute_proxy.errors import BadRequest, FailureKind
 from llmroute_proxy.providers.base import TokenCounter
 from llmroute_proxy.providers.registry import PROVIDERS, token_counter_for
-from llmroute_proxy.table import ProviderType, Secret, Target, TargetId
+from llmroute_proxy.table import Pricing, ProviderType, Secret, Target, TargetId
 
 BASE = "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5"
 PROVIDER = PROVIDERS[ProviderType.VERTEX]
@@ -139,7 +139,8 @@ GLOBAL = "https://aiplatform.googleapis.com/v1/projects/p/locations/global"
 ])
 def test_flex_and_priority_paygo_are_asked_for_by_header_where_vertex_serves_them(
         model: str, url: str, asked: str | None, sent: str | None) -> None:
-    where = Target(TargetId(f"vx/{model}@g"), "vx", ProviderType.VERTEX, model, url, "g", credential=KEY)
+    where = Target(TargetId(f"vx/{model}@g"), "vx", ProviderType.VERTEX, model, url, "g", credential=KEY,
+                   pricing=Pricing(1.25, 10.0, service_tiers={"flex": Pricing(0.6, 5.0), "priority": Pricing(2.2, 18.0)}))
     request = PROVIDER.chat_request(ChatRequest({**CHAT.body, **({"service_tier": asked} if asked else {})}), where)
 
     assert request.headers.get("x-vertex-ai-llm-shared-request-type") == sent
@@ -157,3 +158,10 @@ def test_the_tier_a_gemini_answer_reports_as_its_traffic_type_is_read(traffic: s
               "usageMetadata": usage}
 
     assert PROVIDER.chat_response(orjson.dumps(answer), CHAT, GEMINI).usage.service_tier == tier
+
+
+def test_a_paygo_tier_the_model_does_not_price_is_not_asked_for() -> None:
+    where = Target(TargetId("vx/gemini-2.5-pro@g"), "vx", ProviderType.VERTEX, "gemini-2.5-pro", GLOBAL, "g",
+                   credential=KEY)
+    request = PROVIDER.chat_request(ChatRequest({**CHAT.body, "service_tier": "priority"}), where)
+    assert "x-vertex-ai-llm-shared-request-type" not in request.headers

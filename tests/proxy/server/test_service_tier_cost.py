@@ -50,6 +50,7 @@ def priced(name: str, base: dict[str, float], tiers: dict[str, dict[str, float]]
 GPT = priced("gpt-5", BASE, {"flex": FLEX, "priority": PRIORITY})
 CLAUDE = priced("claude-sonnet-4-5", CLAUDE_BASE, {"priority": CLAUDE_PRIORITY})
 GEMINI = priced("gemini-2.5-flash", GEMINI_BASE, {"flex": GEMINI_FLEX, "priority": GEMINI_PRIORITY})
+GEMINI_STANDARD = priced("gemini-2.5-flash", GEMINI_BASE, {"standard": GEMINI_BASE})
 NOVA_BASE = {"inputPerMTok": 0.8, "outputPerMTok": 3.2}
 NOVA_FLEX = {"inputPerMTok": 0.4, "outputPerMTok": 1.6}
 NOVA_PRIORITY = {"inputPerMTok": 1.4, "outputPerMTok": 5.6}
@@ -61,10 +62,12 @@ CONFIG = [
     provider("claude-prio", "anthropic", "{claude_prio}", key_env="TEST_CLAUDE_KEY", models=[CLAUDE]),
     provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[GEMINI]),
     provider("gem-prio-out", "gemini", "{gem_prio_out}", key_env="TEST_GEM_KEY", models=[GEMINI]),
+    provider("gem-std", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[GEMINI_STANDARD]),
     provider("bedrock", "bedrock", "{bedrock}", key_env="TEST_BEDROCK_KEY", models=[NOVA]),
     route("tiers", {"gpt": [target("oai", "gpt-5")], "gpt-prio": [target("oai-prio", "gpt-5")],
                     "claude": [target("claude-prio", "claude-sonnet-4-5")],
                     "gemini": [target("gem", "gemini-2.5-flash")],
+                    "gemini-standard": [target("gem-std", "gemini-2.5-flash")],
                     "gemini-prio-out": [target("gem-prio-out", "gemini-2.5-flash")],
                     "nova": [target("bedrock", "us.amazon.nova-pro-v1:0")]},
           default_tier="gpt", budget={"limitUSD": 100, "period": "day", "onExceeded": "reject"}),
@@ -208,7 +211,7 @@ def test_an_openai_clients_tier_reaches_claude_as_its_nearest(
 
 
 @pytest.mark.parametrize(("model_name", "sim", "field", "sent"), [
-    ("gpt-prio", "oai-prio", "service_tier", "default"), ("gemini", "gem", "serviceTier", "standard"),
+    ("gpt-prio", "oai-prio", "service_tier", "default"), ("gemini-standard", "gem", "serviceTier", "standard"),
 ], ids=["openai", "gemini"])
 def test_an_anthropic_clients_standard_only_reaches_another_provider_as_its_standard_tier(
         stack: Stack, model_name: str, sim: str, field: str, sent: str) -> None:
@@ -225,7 +228,7 @@ def test_an_anthropic_clients_standard_only_reaches_another_provider_as_its_stan
     ("gemini", "flex", "flex", GEMINI_FLEX),
     ("gemini", "priority", "priority", GEMINI_PRIORITY),
     ("gemini", "scale", "priority", GEMINI_PRIORITY),  # OpenAI's reserved capacity: Gemini's nearest
-    ("gemini", "default", "standard", GEMINI_BASE),
+    ("gemini", "default", None, GEMINI_BASE),  # its prices list no `standard`: not asked for, Gemini's default
     ("gemini", None, None, GEMINI_BASE),  # Gemini's default, standard
     ("gemini-prio-out", "priority", "priority", GEMINI_BASE),  # served at standard: its Priority capacity ran out
 ], ids=["flex", "priority", "scale", "default", "none", "priority capacity ran out"])
@@ -274,7 +277,7 @@ def test_a_responses_client_gets_geminis_flex_at_flex_prices(stack: Stack) -> No
 
 @pytest.mark.parametrize(("asked", "sent", "prices"), [
     ("flex", "flex", NOVA_FLEX), ("priority", "priority", NOVA_PRIORITY), ("scale", "priority", NOVA_PRIORITY),
-    ("default", "default", NOVA_BASE), (None, None, NOVA_BASE),
+    ("default", None, NOVA_BASE), (None, None, NOVA_BASE),  # its prices list no `default`: not asked for
 ])
 def test_a_bedrock_converse_answer_is_billed_at_the_tier_it_reports(
         stack: Stack, asked: str | None, sent: str | None, prices: dict[str, float]) -> None:
