@@ -74,5 +74,5 @@ class TokenCounter(Protocol):
 def embeddings_elsewhere(why: str) -> BadRequest:
     """An embeddings request refused by a provider that has none to offer (`why`): the dispatch passes the
     target over for the tier's next one, and a client whose tier has none gets this 400 naming `model`."""
-    return BadRequest(f"{why}; route embeddings to an OpenAI, Azure OpenAI or Gemini target.",
+    return BadRequest(f"{why}; route embeddings to an OpenAI, Azure OpenAI or Gemini target, or a Bedrock embedding model.",
                       param="model", code="unsupported_operation")

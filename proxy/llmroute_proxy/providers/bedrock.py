@@ -19,7 +19,9 @@ Anthropic stream event each, base64 in their JSON, which the Anthropic stream tr
 came as SSE; Converse's frames carry its own events. An `exception` frame is the failure its type says,
 as an HTTP error of that type would be (`dialects/bedrock/errors.py`, for both).
 
-Embeddings are not built; token counting is left to the sidecar's estimate.
+Embeddings go through InvokeModel too, to Titan Text Embeddings (v2, v1) and Cohere Embed v3, each in its
+own body (`dialects/bedrock/embeddings.py`); any other model passes the target over. Token counting is left
+to the sidecar's estimate.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from llmroute_proxy.dialects.base import (
 )
 from llmroute_proxy.dialects.bedrock import errors
 from llmroute_proxy.dialects.bedrock.answer_in import ConverseStream, translate_response
+from llmroute_proxy.dialects.bedrock.embeddings import embedding_family, embeddings_body, translate_embeddings
 from llmroute_proxy.dialects.bedrock.request_out import converse_body
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.eventstream import EventStreamDecoder, Frame
@@ -61,7 +64,9 @@ from llmroute_proxy.table import ACCESS_KEY_AUTH, Target, bedrock_claude
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
 _NOT_SENT = frozenset({"model", "stream", "service_tier"})
 """The model is in the path, streaming in the operation; Bedrock's service tiers are not Anthropic's."""
-_NO_EMBEDDINGS = "Bedrock embeddings are not built: only its chat models, through InvokeModel and Converse, are"
+_NO_EMBEDDINGS = ("Bedrock embeddings are built for Titan Text Embeddings (amazon.titan-embed-text-v2:0, "
+                  "amazon.titan-embed-text-v1) and Cohere Embed v3 (cohere.embed-english-v3, "
+                  "cohere.embed-multilingual-v3) only")
 
 
 class BedrockProvider:
@@ -95,11 +100,17 @@ class BedrockProvider:
         return BedrockStreamTranslator(target.model, native=native_messages(request) is not None)
 
     def embeddings_request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        raise embeddings_elsewhere(_NO_EMBEDDINGS)
+        family = embedding_family(target.model)
+        if family is None:
+            raise embeddings_elsewhere(_NO_EMBEDDINGS)
+        return _request(target, "invoke", orjson.dumps(embeddings_body(body, family)))
 
     def embeddings_response(self, body: bytes, request_body: dict[str, Any],
                             target: Target) -> tuple[dict[str, Any], Usage]:
-        raise embeddings_elsewhere(_NO_EMBEDDINGS)
+        family = embedding_family(target.model)
+        if family is None:
+            raise embeddings_elsewhere(_NO_EMBEDDINGS)
+        return translate_embeddings(body, request_body, family, target.model)
 
     def classify_error(self, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
         return errors.classify_error(status, headers, body)

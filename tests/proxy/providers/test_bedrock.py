@@ -77,7 +77,7 @@ def test_inference_profiles_are_claude_and_go_in_the_path_with_their_colon(model
     assert url == f"{URL}/model/{path}/invoke"
 
 
-def test_embeddings_are_refused_naming_model() -> None:
+def test_embeddings_are_refused_naming_model_for_a_chat_model() -> None:
     with pytest.raises(BadRequest) as refused:
         PROVIDER.embeddings_request({"model": "e", "input": "hi"}, target())
     assert (refused.value.param, refused.value.code) == ("model", "unsupported_operation")

@@ -15,16 +15,15 @@ Choices documented here because they are not forced by either API:
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from llmroute_proxy.dialects.base import BilledFailure, ChatResult, StreamChunk, Usage, choice_index
 from llmroute_proxy.dialects.common import body_excerpt
+from llmroute_proxy.dialects.embeddings import embeddings_list
 from llmroute_proxy.dialects.gemini.errors import _in_band_error
 from llmroute_proxy.dialects.service_tiers import gemini_reported_tier, vertex_reported_tier
 from llmroute_proxy.dialects.sse import SSEParser
@@ -290,17 +289,8 @@ def translate_embeddings(body: bytes, request_body: Mapping[str, Any], model: st
     if not isinstance(embeddings, list):
         raise UpstreamError(kind=FailureKind.SERVER_ERROR, status=502,
                             message=f"Gemini embeddings answer has no 'embeddings' list: {body_excerpt(body)}")
-    as_base64 = request_body.get("encoding_format") == "base64"
-    data = [{"object": "embedding", "index": i,
-             "embedding": _base64_floats(e.get("values") or ()) if as_base64 else e.get("values") or []}
-            for i, e in enumerate(embeddings)]
     metadata = (response or {}).get("usageMetadata") or {}
     prompt_tokens = int(metadata.get("promptTokenCount") or 0)
-    usage = Usage(input_tokens=prompt_tokens)
-    return ({"object": "list", "model": model, "data": data,
-             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}, usage)
-
-
-def _base64_floats(values: Sequence[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    vectors = [e.get("values") or [] for e in embeddings]
+    return embeddings_list(vectors, request_body, model, prompt_tokens), Usage(input_tokens=prompt_tokens)
 

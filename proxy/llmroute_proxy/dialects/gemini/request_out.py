@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from llmroute_proxy.dialects.base import ChatRequest
+from llmroute_proxy.dialects.embeddings import embedding_texts
 from llmroute_proxy.errors import BadRequest
 from llmroute_proxy.table import Target
 
@@ -351,14 +352,7 @@ def build_generate_body(request: ChatRequest, model: str = "") -> dict[str, Any]
 
 
 def build_embeddings_body(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
-    texts = body.get("input")
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise BadRequest("'input' must be a string or an array of strings for Gemini targets "
-                         "(token-id input is not supported).", param="input")
-    if body.get("encoding_format", "float") not in ("float", "base64"):
-        raise BadRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    texts = embedding_texts(body, "Gemini")
     model = "models/" + target.model.removeprefix("models/")
     dimensions = body.get("dimensions")
     requests = []
