@@ -1,6 +1,7 @@
 """A simulated Amazon Bedrock runtime: Claude through InvokeModel, `/model/{modelId}/invoke` and
-`/model/{modelId}/invoke-with-response-stream` (providers.md §2.7, §4.2), and any chat model through
-Converse, `/model/{modelId}/converse` and `/converse-stream` (`sim/bedrock_converse.py`).
+`/model/{modelId}/invoke-with-response-stream` (providers.md §2.7, §4.2), Titan's and Cohere's text
+embeddings through InvokeModel (`sim/bedrock_embeddings.py`), and any chat model through Converse,
+`/model/{modelId}/converse` and `/converse-stream` (`sim/bedrock_converse.py`).
 
 Claude answers as the Anthropic simulator does (its handler, its checks, its answers); what is
 Bedrock's is around it: an Amazon Bedrock API key as `Authorization: Bearer`, or a SigV4 signature
@@ -31,6 +32,7 @@ from aiohttp import web
 from llmroute_proxy.sim.anthropic import API_HEADERS, messages, with_prompt_cache
 from llmroute_proxy.sim.aws_identity import AwsKeys, sigv4_refusal
 from llmroute_proxy.sim.bedrock_converse import converse
+from llmroute_proxy.sim.bedrock_embeddings import embed, embedding_model
 from llmroute_proxy.sim.faults import Fault
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimOptions, sim_app
 from llmroute_proxy.sim.streaming import STREAM_FRAMING, StreamFraming
@@ -125,6 +127,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     model_id = unquote(request.match_info["model"])
     claude = _CLAUDE.fullmatch(model_id)
     body = call.body
+    if claude is None and embedding_model(model_id) and request.match_info["operation"] == "invoke":
+        return embed(call, model_id)
     if claude is None:
         return aws_error(call, 400, "ValidationException", f"The provided model identifier is invalid: {model_id}")
     if not isinstance(body, dict):
