@@ -20,7 +20,15 @@ from llmroute_proxy.config import load_table
 from llmroute_proxy.server.runner import Listen, build_sidecar, start_listeners
 from llmroute_proxy.server.state import Settings, Sidecar
 from llmroute_proxy.server.telemetry import Telemetry
-from llmroute_proxy.sim import Delivery, FaultPlan, SimServer, anthropic_app, gemini_app, openai_app
+from llmroute_proxy.sim import (
+    Delivery,
+    FaultPlan,
+    SimServer,
+    anthropic_app,
+    gemini_app,
+    openai_app,
+    sim_state,
+)
 from tests.proxy.documents import Document, model, provider, resolved, route, target, yaml_text
 
 T = TypeVar("T")
@@ -110,6 +118,14 @@ class Stack:
             return fn()
 
         return self.run(wrapper())
+
+    def sim_paths(self, sim: str) -> dict[str, int]:
+        """How many requests simulator `sim` was sent, by path."""
+        return self.call(lambda: dict(sim_state(self.sims[sim].app).stats.by_path))
+
+    def last_sim_request(self, sim: str, path: str) -> Any:
+        """The last request simulator `sim` was sent on `path`."""
+        return self.call(lambda: sim_state(self.sims[sim].app).stats.last_by_path[path])
 
     @property
     def config_path(self) -> Path:
