@@ -136,7 +136,9 @@ def test_cohere_answers_one_embedding_per_text_in_order_and_counts_nothing() -> 
 
 @pytest.mark.parametrize(("model", "answer"), [(TITAN, TITAN_ANSWER), (COHERE, COHERE_ANSWER)])
 def test_base64_is_little_endian_float32(model: str, answer: dict[str, Any]) -> None:
-    data, _ = PROVIDER.embeddings_response(orjson.dumps(answer), {"encoding_format": "base64"}, target(model))
+    texts = answer.get("texts", "a cat")
+    data, _ = PROVIDER.embeddings_response(orjson.dumps(answer), {"input": texts, "encoding_format": "base64"},
+                                           target(model))
 
     raw = base64.b64decode(data["data"][0]["embedding"])
     first = answer.get("embedding") or answer["embeddings"][0]
@@ -155,3 +157,10 @@ def test_an_answer_without_vectors_is_a_server_error(model: str, answer: Any) ->
     with pytest.raises(UpstreamError) as raised:
         PROVIDER.embeddings_response(body, {"input": "a"}, target(model))
     assert (raised.value.kind, raised.value.status) == (FailureKind.SERVER_ERROR, 502)
+
+
+def test_an_answer_with_a_vector_short_is_a_server_error() -> None:
+    with pytest.raises(UpstreamError) as raised:
+        PROVIDER.embeddings_response(orjson.dumps(COHERE_ANSWER), {"input": ["a", "b", "c"]}, target(COHERE))
+    assert (raised.value.kind, raised.value.status) == (FailureKind.SERVER_ERROR, 502)
+    assert "2 embeddings for 3 texts" in raised.value.message

@@ -30,12 +30,14 @@ CREATED = {"AccessKey": {"UserName": "llmroute", "AccessKeyId": ACCOUNT_A[0], "S
 """What `aws iam create-access-key` prints, pasted whole into a Secret."""
 INNER = {"accessKeyId": ACCOUNT_B[0], "secretAccessKey": ACCOUNT_B[1]}
 HELLO: Any = [{"role": "user", "content": "hello"}]
-PRICED = [model(SONNET, input_per_mtok=3.0, output_per_mtok=15.0)]
+TITAN = "amazon.titan-embed-text-v2:0"
+PRICED = [model(SONNET, input_per_mtok=3.0, output_per_mtok=15.0), model(TITAN, input_per_mtok=0.02)]
 CONFIG = [
     # the endpoints' region names the region signed for (the simulator is not at a bedrock-runtime URL)
     provider("bedrock-a", "bedrock", "{bedrock}", key_env="BEDROCK_A_KEY", models=PRICED, region="us-east-1"),
     provider("bedrock-b", "bedrock", "{bedrock}", key_env="BEDROCK_B_KEY", models=PRICED, region="us-east-1"),
-    route("main", {"a": [target("bedrock-a", SONNET)], "b": [target("bedrock-b", SONNET)]}, default_tier="a"),
+    route("main", {"a": [target("bedrock-a", SONNET)], "b": [target("bedrock-b", SONNET)],
+                   "a-embed": [target("bedrock-a", TITAN)]}, default_tier="a"),
 ]
 
 
@@ -64,6 +66,16 @@ def test_each_provider_signs_with_its_own_access_key(stack: Stack, tier: str, ke
     assert last_authorization(stack).startswith(f"AWS4-HMAC-SHA256 Credential={key_id}/")
     with claude.messages.stream(model=tier, max_tokens=64, messages=HELLO) as events:
         assert "".join(events.text_stream)
+
+
+def test_an_embeddings_request_is_signed_as_a_chat_request_is(stack: Stack) -> None:
+    oai = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
+
+    answer = oai.embeddings.create(model="a-embed", input="a cat", dimensions=512)
+
+    assert len(answer.data[0].embedding) == 512
+    request = stack.call(lambda: sim_state(stack.sims["bedrock"].app).stats.last_by_path[f"/model/{TITAN}/invoke"])
+    assert request.headers["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ACCOUNT_A[0]}/")
 
 
 def test_the_secret_key_is_never_sent_logged_or_shown(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:

@@ -101,6 +101,11 @@ def translate_embeddings(body: bytes, request_body: Mapping[str, Any], family: E
     if not (isinstance(vectors, list) and vectors and all(_floats(v) for v in vectors)):
         raise UpstreamError(FailureKind.SERVER_ERROR, f"Bedrock's embeddings answer holds no vectors: "
                                                       f"{body_excerpt(body)}", status=502)
+    texts = request_body.get("input")
+    asked = len(texts) if isinstance(texts, list) else 1
+    if len(vectors) != asked:  # a vector short would put every later one at the wrong index
+        raise UpstreamError(FailureKind.SERVER_ERROR, f"Bedrock answered {len(vectors)} embeddings for {asked} "
+                                                      "texts", status=502)
     return embeddings_list(vectors, request_body, model, tokens), Usage(input_tokens=tokens)
 
 
