@@ -25,8 +25,8 @@ answer which it was:
   Vertex, is sent no tier.
 - Amazon Bedrock's Converse API takes `serviceTier: {"type": …}` (`default`, `flex`, `priority`,
   `reserved`) and reports the tier that served it the same way, on a whole answer and in a stream's
-  `metadata` event. Claude through InvokeModel (whose tier travels in a header the provider's answer
-  reader does not see) is sent none and priced at the base list.
+  `metadata` event; InvokeModel (Claude) takes and reports it in the `X-Amzn-Bedrock-Service-Tier`
+  header (`header_tier`, read where the answer arrives).
 
 Google's and Amazon's tiers are asked for only where the target's model prices them (`priced_tier`):
 not every project or model has them, and asking one that does not is a 400 the client would get.
@@ -41,8 +41,10 @@ decides what is billed, never what is answered, so it is mapped rather than refu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from llmroute_proxy.dialects.base import NativeBody
-from llmroute_proxy.table import ProviderType, Target, bedrock_claude, vertex_location, vertex_publisher
+from llmroute_proxy.table import ProviderType, Target, vertex_location, vertex_publisher
 
 STANDARD_TIERS = frozenset({"default", "standard"})
 """Each provider's name for its ordinary tier: an answer served there is no news (the access line omits it)."""
@@ -108,13 +110,26 @@ def vertex_request_tier(target: Target, openai_tier: str | None) -> str | None:
 
 
 def bedrock_request_tier(target: Target, openai_tier: str | None) -> str | None:
-    """The `serviceTier.type` a Bedrock Converse target is sent: OpenAI's tier where Bedrock has it, `scale`
+    """The service tier a Bedrock target is sent: OpenAI's tier where Bedrock has it, `scale`
     (OpenAI's reserved capacity) as `priority` (Bedrock's `reserved` needs a reservation of its own); none
-    for `auto` or none, and none to Claude through InvokeModel. Sent only when the target's model prices
-    that tier (`priced_tier`)."""
-    if openai_tier is None or bedrock_claude(target.model):
+    for `auto` or none. Sent only when the target's model prices that tier (`priced_tier`): in the body
+    to a Converse model, in `BEDROCK_TIER_HEADER` to Claude through InvokeModel."""
+    if openai_tier is None:
         return None
     return priced_tier(target, _BEDROCK_TIERS.get(openai_tier))
+
+
+BEDROCK_TIER_HEADER = "x-amzn-bedrock-service-tier"
+"""InvokeModel's service tier, in a request's and its answer's headers."""
+
+
+def header_tier(provider_type: ProviderType, headers: Mapping[str, str]) -> str | None:
+    """The tier an answer's headers say served it, for a provider that says it there (Bedrock's
+    InvokeModel); None for any other."""
+    if provider_type is not ProviderType.BEDROCK:
+        return None
+    tier = headers.get(BEDROCK_TIER_HEADER)
+    return tier or None
 
 
 def bedrock_reported_tier(service_tier: object) -> str | None:

@@ -56,14 +56,15 @@ from llmroute_proxy.dialects.bedrock.embeddings import embedding_family, embeddi
 from llmroute_proxy.dialects.bedrock.request_out import converse_body
 from llmroute_proxy.dialects.common import body_excerpt, loads_object
 from llmroute_proxy.dialects.eventstream import EventStreamDecoder, Frame
-from llmroute_proxy.dialects.service_tiers import bedrock_request_tier
+from llmroute_proxy.dialects.service_tiers import BEDROCK_TIER_HEADER, bedrock_request_tier
 from llmroute_proxy.errors import FailureKind, UpstreamError
 from llmroute_proxy.providers.base import embeddings_elsewhere
 from llmroute_proxy.table import ACCESS_KEY_AUTH, Target, bedrock_claude
 
 BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
 _NOT_SENT = frozenset({"model", "stream", "service_tier"})
-"""The model is in the path, streaming in the operation; Bedrock's service tiers are not Anthropic's."""
+"""The model is in the path, streaming in the operation, the service tier in a header (Bedrock's, not
+Anthropic's)."""
 _NO_EMBEDDINGS = ("Bedrock embeddings are built for Titan Text Embeddings (amazon.titan-embed-text-v2:0, "
                   "amazon.titan-embed-text-v1) and Cohere Embed v3 (cohere.embed-english-v3, "
                   "cohere.embed-multilingual-v3) only")
@@ -85,7 +86,11 @@ class BedrockProvider:
         if betas:
             sent["anthropic_beta"] = betas
         operation = "invoke-with-response-stream" if body.get("stream") is True else "invoke"
-        return _request(target, operation, orjson.dumps(sent))
+        upstream = _request(target, operation, orjson.dumps(sent))
+        tier = bedrock_request_tier(target, request.service_tier)
+        if tier is not None:  # InvokeModel's tier is a header (the body is Anthropic's)
+            upstream.headers[BEDROCK_TIER_HEADER] = tier
+        return upstream
 
     def chat_response(self, body: bytes, request: ChatRequest, target: Target) -> ChatResult:
         if not bedrock_claude(target.model):

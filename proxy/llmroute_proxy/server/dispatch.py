@@ -39,6 +39,7 @@ from llmroute_proxy.dialects.base import (
     carries_output,
     in_choice_order,
 )
+from llmroute_proxy.dialects.service_tiers import header_tier
 from llmroute_proxy.dialects.thinking import refuses_signature
 from llmroute_proxy.errors import (
     AttemptRecord,
@@ -166,6 +167,9 @@ class _Run:
     scope: AttemptScope
     started: float
     ttft: float | None = None
+    header_tier: str | None = None
+    """The service tier the answer's headers said served it (`service_tiers.header_tier`: Bedrock's
+    InvokeModel): the one it is priced at."""
 
 
 class _NativeRequests:
@@ -265,6 +269,7 @@ def _stopped(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Run,
     `ex.cost` when the request ends), the spend reported and the metrics all take the same usage."""
     target = run.attempt.target
     now = sidecar.clock()
+    usage = _at_header_tier(usage, run)
     planner.record_abandoned(run.attempt, now, usage.total_tokens)
     ex.attempts.append(AttemptRecord(target.id, 200, None, why, now - run.started))
     ex.usage, ex.usage_estimated = usage, estimated
@@ -305,6 +310,8 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
         upstream_request = await sidecar.aws_credentials.signed(upstream_request, target)
     upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
+    if target.provider_type is ProviderType.BEDROCK:
+        run.header_tier = header_tier(target.provider_type, upstream.headers)
     return upstream
 
 
@@ -620,6 +627,7 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     target = run.attempt.target
     now = sidecar.clock()
     usage, ex.usage_estimated = used
+    usage = _at_header_tier(usage, run)
     planner.record_success(run.attempt, now, usage.total_tokens)
     ex.target = target
     ex.attempts.append(AttemptRecord(target.id, 200, None, "ok", now - run.started))
@@ -628,6 +636,14 @@ def _succeeded(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run: _Ru
     sidecar.counters_for(target.id).requests += 1
     run.scope.end(usage, cost, finish_reasons, response_model if isinstance(response_model, str) else None,
                   None)
+
+
+def _at_header_tier(usage: Usage, run: _Run) -> Usage:
+    """`usage` at the tier the answer's headers said served it. Those are Bedrock's, in Bedrock's terms,
+    and win over what Claude's body says in Anthropic's (`usage.service_tier`: Anthropic's own tiers)."""
+    if run.header_tier is None or usage.service_tier == run.header_tier:
+        return usage
+    return replace(usage, service_tier=run.header_tier)
 
 
 def _charge(sidecar: Sidecar, ex: Exchange, attempt: Attempt, usage: Usage) -> float:

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from llmroute_proxy.sim.anthropic import API_HEADERS, messages, with_prompt_cache
 from llmroute_proxy.sim.aws_identity import AwsKeys, sigv4_refusal
-from llmroute_proxy.sim.bedrock_converse import converse
+from llmroute_proxy.sim.bedrock_converse import SERVICE_TIERS, converse
 from llmroute_proxy.sim.bedrock_embeddings import embed, embedding_model
 from llmroute_proxy.sim.faults import Fault
 from llmroute_proxy.sim.runtime import SIM_CALL, Dialect, SimCall, SimOptions, sim_app
@@ -136,6 +136,14 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     problem = _bedrock_problem(body)
     if problem is not None:
         return aws_error(call, 400, "ValidationException", problem)
+    asked = request.headers.get(TIER_HEADER)
+    if asked is not None:
+        if asked not in SERVICE_TIERS:
+            return aws_error(call, 400, "ValidationException",
+                             "1 validation error detected: Value at 'serviceTier' failed to satisfy constraint: Member "
+                             f"must satisfy enum value set: [{', '.join(SERVICE_TIERS)}]")
+        priority_out = asked == "priority" and not call.state.config.priority_capacity
+        request[SERVED_TIER] = "default" if priority_out else asked
     streamed = request.match_info["operation"] == "invoke-with-response-stream"
     betas = body.get("anthropic_beta") or []
     request[API_HEADERS] = {"anthropic-version": "2023-06-01",
@@ -168,6 +176,18 @@ def _bedrock_problem(body: dict[str, Any]) -> str | None:
     return None
 
 
+TIER_HEADER = "X-Amzn-Bedrock-Service-Tier"
+"""InvokeModel's service tier, asked for and reported in this header (botocore's model: `serviceTier`)."""
+SERVED_TIER = web.RequestKey("llmroute_sim_bedrock_served_tier", str)
+
+
+async def _tier_header(request: web.Request, response: web.StreamResponse) -> None:
+    """The tier that served an InvokeModel request that named one, on its answer or stream's headers."""
+    served = request.get(SERVED_TIER)
+    if served is not None:
+        response.headers[TIER_HEADER] = served
+
+
 def bedrock_app(api_key: str | None = None, *, aws_keys: AwsKeys | None = None, region: str = "us-east-1",
                 **options: Unpack[SimOptions]) -> web.Application:
     """A Bedrock runtime of `region` serving Claude through InvokeModel and any model through Converse; it takes the API key `api_key` and
@@ -178,4 +198,5 @@ def bedrock_app(api_key: str | None = None, *, aws_keys: AwsKeys | None = None, 
                                     models=DEFAULT_MODELS))
     app.router.add_post(r"/model/{model}/{operation:invoke|invoke-with-response-stream}", invoke)
     app.router.add_post(r"/model/{model}/{operation:converse|converse-stream}", converse_any_model)
+    app.on_response_prepare.append(_tier_header)
     return app

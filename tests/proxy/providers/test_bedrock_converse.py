@@ -400,12 +400,16 @@ def test_a_tier_the_model_does_not_price_is_not_asked_for() -> None:
     assert upstream.body is not None and "serviceTier" not in orjson.loads(upstream.body)
 
 
-def test_claude_through_invoke_model_is_sent_no_tier() -> None:
+@pytest.mark.parametrize(("priced", "sent"), [(True, "flex"), (False, None)])
+def test_claude_through_invoke_model_is_asked_for_its_tier_in_a_header(priced: bool, sent: str | None) -> None:
+    """InvokeModel's body is Anthropic's: the tier goes in `X-Amzn-Bedrock-Service-Tier` (botocore's model),
+    and only when the model prices it."""
     claude = "anthropic.claude-sonnet-4-5-20250929-v1:0"
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "service_tier": "flex"}
-    upstream = PROVIDER.chat_request(ChatRequest(body), target(claude))
+    pricing = Pricing(3.0, 15.0, service_tiers={"flex": Pricing(1.5, 7.5)}) if priced else None
+    upstream = PROVIDER.chat_request(ChatRequest(body), target(claude, pricing=pricing))
     assert upstream.body is not None and b"service" not in upstream.body.lower()
-    assert not {name.lower() for name in upstream.headers} & {"x-amzn-bedrock-service-tier"}
+    assert upstream.headers.get("x-amzn-bedrock-service-tier") == sent
 
 
 @pytest.mark.parametrize("stream", [False, True])

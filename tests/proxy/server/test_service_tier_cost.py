@@ -55,6 +55,8 @@ NOVA_BASE = {"inputPerMTok": 0.8, "outputPerMTok": 3.2}
 NOVA_FLEX = {"inputPerMTok": 0.4, "outputPerMTok": 1.6}
 NOVA_PRIORITY = {"inputPerMTok": 1.4, "outputPerMTok": 5.6}
 NOVA = priced("us.amazon.nova-pro-v1:0", NOVA_BASE, {"flex": NOVA_FLEX, "priority": NOVA_PRIORITY})
+SONNET_FLEX = {"inputPerMTok": 1.5, "outputPerMTok": 7.5}
+BEDROCK_SONNET = priced("anthropic.claude-sonnet-4-5-20250929-v1:0", CLAUDE_BASE, {"flex": SONNET_FLEX})
 BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1zaW0tdGllcnM="
 CONFIG = [
     provider("oai", "openai", "{oai}/v1", key_env="TEST_OAI_KEY", models=[GPT]),
@@ -63,13 +65,14 @@ CONFIG = [
     provider("gem", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[GEMINI]),
     provider("gem-prio-out", "gemini", "{gem_prio_out}", key_env="TEST_GEM_KEY", models=[GEMINI]),
     provider("gem-std", "gemini", "{gem}", key_env="TEST_GEM_KEY", models=[GEMINI_STANDARD]),
-    provider("bedrock", "bedrock", "{bedrock}", key_env="TEST_BEDROCK_KEY", models=[NOVA]),
+    provider("bedrock", "bedrock", "{bedrock}", key_env="TEST_BEDROCK_KEY", models=[NOVA, BEDROCK_SONNET]),
     route("tiers", {"gpt": [target("oai", "gpt-5")], "gpt-prio": [target("oai-prio", "gpt-5")],
                     "claude": [target("claude-prio", "claude-sonnet-4-5")],
                     "gemini": [target("gem", "gemini-2.5-flash")],
                     "gemini-standard": [target("gem-std", "gemini-2.5-flash")],
                     "gemini-prio-out": [target("gem-prio-out", "gemini-2.5-flash")],
-                    "nova": [target("bedrock", "us.amazon.nova-pro-v1:0")]},
+                    "nova": [target("bedrock", "us.amazon.nova-pro-v1:0")],
+                    "bedrock-claude": [target("bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0")]},
           default_tier="gpt", budget={"limitUSD": 100, "period": "day", "onExceeded": "reject"}),
 ]
 
@@ -291,11 +294,34 @@ def test_a_bedrock_converse_answer_is_billed_at_the_tier_it_reports(
     assert usage is not None
     assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
         cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
-    with client.chat.completions.create(model="nova", messages=[{"role": "user", "content": "Again."}],
-                                        service_tier=tier, stream=True,
-                                        stream_options={"include_usage": True}) as stream:
+    assert_stream_billed(stack, "nova", tier, prices)
+
+
+@pytest.mark.parametrize(("asked", "prices"), [("flex", SONNET_FLEX), ("priority", CLAUDE_BASE), (None, CLAUDE_BASE)],
+                         ids=["flex", "a tier the model does not price", "none"])
+def test_claude_on_bedrock_is_billed_at_the_tier_invoke_model_reports_in_its_header(
+        stack: Stack, asked: str | None, prices: dict[str, float]) -> None:
+    tier: Any = openai.NOT_GIVEN if asked is None else asked
+    client = openai_client(stack)
+    answered = client.chat.completions.with_raw_response.create(
+        model="bedrock-claude", messages=[{"role": "user", "content": "Name a colour."}], service_tier=tier)
+
+    sent = last_request(stack, "bedrock").headers.get("X-Amzn-Bedrock-Service-Tier")
+    assert sent == ("flex" if prices is SONNET_FLEX else None)
+    usage = answered.parse().usage
+    assert usage is not None
+    assert float(answered.headers["x-llmroute-cost-usd"]) == pytest.approx(
+        cost(prices, usage.prompt_tokens, usage.completion_tokens), rel=1e-9)
+    assert access_entry(ended(stack)).get("service_tier") == ("flex" if prices is SONNET_FLEX else None)
+    assert_stream_billed(stack, "bedrock-claude", tier, prices)
+
+
+def assert_stream_billed(stack: Stack, model_name: str, tier: Any, prices: dict[str, float]) -> None:
+    """A stream asked at `tier` is billed, by its own usage, at `prices`."""
+    with openai_client(stack).chat.completions.create(
+            model=model_name, messages=[{"role": "user", "content": "Again."}], service_tier=tier, stream=True,
+            stream_options={"include_usage": True}) as stream:
         streamed = list(stream)[-1].usage
     assert streamed is not None
     assert ended(stack).cost_usd == pytest.approx(cost(prices, streamed.prompt_tokens, streamed.completion_tokens),
                                                   rel=1e-9)
-

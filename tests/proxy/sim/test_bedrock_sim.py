@@ -103,3 +103,27 @@ async def test_what_bedrock_refuses_is_refused_in_its_shape(sim: SimServer, body
 async def test_a_model_that_is_not_claude_is_refused(sim: SimServer) -> None:
     got, answered, _ = await post(sim, "/model/meta.llama3-70b-instruct-v1:0/invoke", BODY)
     assert (got, answered["x-amzn-ErrorType"]) == (400, "ValidationException")
+
+
+@pytest.mark.parametrize(("path", "asked", "served"), [
+    (f"/model/{SONNET}/invoke", "flex", "flex"), (f"/model/{SONNET}/invoke-with-response-stream", "priority", "priority"),
+    (f"/model/{SONNET}/invoke", None, None),
+])
+async def test_invoke_model_reports_the_tier_it_was_asked_for_in_its_header(
+        sim: SimServer, path: str, asked: str | None, served: str | None) -> None:
+    status, headers, _ = await post(sim, path, BODY, {**AUTH, **({"X-Amzn-Bedrock-Service-Tier": asked} if asked else {})})
+    assert status == 200 and headers.get("X-Amzn-Bedrock-Service-Tier") == served
+
+
+async def test_a_priority_request_is_served_at_default_once_its_capacity_ran_out(sims: SimPool) -> None:
+    sim = await sims.start(bedrock_app(KEY, priority_capacity=False))
+    status, headers, _ = await post(sim, f"/model/{SONNET}/invoke", BODY,
+                                    {**AUTH, "X-Amzn-Bedrock-Service-Tier": "priority"})
+    assert status == 200 and headers["X-Amzn-Bedrock-Service-Tier"] == "default"
+
+
+async def test_an_unknown_tier_is_a_validation_exception(sim: SimServer) -> None:
+    status, headers, body = await post(sim, f"/model/{SONNET}/invoke", BODY,
+                                       {**AUTH, "X-Amzn-Bedrock-Service-Tier": "turbo"})
+    assert status == 400 and headers["x-amzn-ErrorType"].startswith("ValidationException")
+    assert "serviceTier" in orjson.loads(body)["message"]
