@@ -170,6 +170,9 @@ class _Run:
     header_tier: str | None = None
     """The service tier the answer's headers said served it (`service_tiers.header_tier`: Bedrock's
     InvokeModel): the one it is priced at."""
+    header_input_tokens: int | None = None
+    """The input tokens the answer's headers counted (Bedrock's `X-Amzn-Bedrock-Input-Token-Count`), for an
+    answer whose body counts none (Cohere's embeddings)."""
 
 
 class _NativeRequests:
@@ -312,7 +315,15 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
     if target.provider_type is ProviderType.BEDROCK:
         run.header_tier = header_tier(target.provider_type, upstream.headers)
+        run.header_input_tokens = _count(upstream.headers.get(BEDROCK_INPUT_TOKENS_HEADER))
     return upstream
+
+
+BEDROCK_INPUT_TOKENS_HEADER = "x-amzn-bedrock-input-token-count"
+
+
+def _count(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
 
 
 async def _answering(sidecar: Sidecar, ex: Exchange, run: _Run, upstream_request: UpstreamRequest) -> UpstreamResponse:
@@ -470,8 +481,11 @@ def _unary_response(sidecar: Sidecar, ex: Exchange, planner: AttemptPlanner, run
     _attempting(ex, run.attempt.target)
     usage, estimated = result.usage, False
     if not (usage.input_tokens or usage.output_tokens):  # an answer without usage (Gemini's embeddings never have one)
-        prompt = ex.prompt_estimate()
-        usage, estimated = (Usage(input_tokens=prompt) if ex.embeddings else answer_usage(prompt, result.data)), True
+        if ex.embeddings and run.header_input_tokens:  # counted in its headers (Bedrock's Cohere)
+            usage = Usage(input_tokens=run.header_input_tokens)
+        else:
+            prompt = ex.prompt_estimate()
+            usage, estimated = (Usage(input_tokens=prompt) if ex.embeddings else answer_usage(prompt, result.data)), True
     _succeeded(sidecar, ex, planner, run, (usage, estimated), _finish_reasons(result), result.data.get("model"))
     headers = ex.headers()
     if ex.cost is not None:
