@@ -18,6 +18,11 @@ from llmroute_proxy.spec import API_VERSION
 Document = dict[str, Any]
 
 
+QUICK_FALLBACK: dict[str, Any] = {"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s",
+                                  "idleTimeout": "2s", "overallTimeout": "10s"}
+"""A route's `fallback` for tests: deadlines short enough that a hanging simulator fails the attempt fast."""
+
+
 def model(name: str, *, context_window: int | None = None, max_output_tokens: int | None = None,
           input_per_mtok: float | None = None, output_per_mtok: float | None = None,
           cached_input_per_mtok: float | None = None, cache_write_per_mtok: float | None = None,

@@ -29,7 +29,16 @@ from llmroute_proxy.sim import (
     openai_app,
     sim_state,
 )
-from tests.proxy.documents import Document, model, provider, resolved, route, target, yaml_text
+from tests.proxy.documents import (
+    QUICK_FALLBACK,
+    Document,
+    model,
+    provider,
+    resolved,
+    route,
+    target,
+    yaml_text,
+)
 
 T = TypeVar("T")
 SimFactory = Callable[[FaultPlan], web.Application]
@@ -58,8 +67,7 @@ MAIN = route("main", {
 }, default_tier="openai",
     rules=[{"name": "code", "when": {"containsCode": True}, "tier": "anthropic"},
            {"name": "gemini-word", "when": {"keywords": ["gemini"]}, "tier": "gemini"}],
-    fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-              "overallTimeout": "10s"},
+    fallback=QUICK_FALLBACK,
     outlierDetection={"consecutiveFailures": 2, "baseEjection": "30s"})
 DOCUMENTS: list[Document] = [OAI, OAI_B, CLAUDE, GEM, MAIN]
 """The stack's configuration: four providers (one per simulator) and the route `main`."""

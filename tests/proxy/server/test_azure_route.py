@@ -15,7 +15,7 @@ from llmroute_proxy.routing.rules import RequestFacts
 from llmroute_proxy.routing.tokens import estimate_tokens
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, azure_openai_app, sim_state
 from llmroute_proxy.table import Pricing, TargetId
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.server.spending import ended
 from tests.proxy.stack import Stack
 
@@ -45,8 +45,7 @@ CONFIG = [
         "embed-classic": [target("az-classic", "embed-prod")],
         "embed-v1": [target("az-v1", "embed-prod")],
     }, default_tier="azure",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"},
+        fallback=QUICK_FALLBACK,
         outlierDetection={"consecutiveFailures": 2, "baseEjection": "30s"}),
 ]
 

@@ -14,13 +14,14 @@ import pytest
 from aiohttp import web
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, bedrock_app, sim_state
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.providers.test_bedrock_converse import assert_valid_request
 from tests.proxy.server.test_bedrock_route import (  # its fixtures take this module's `stack`
     APP_KEY,
     BEDROCK_KEY,
     WEATHER_TOOL,
     bedrock_paths,
+    bedrock_sim,
     claude_client,
     client,
     last_bedrock_request,
@@ -46,14 +47,9 @@ CONFIG = [
         "nova-first": [target("bedrock", NOVA), target("oai", "gpt-4o-mini", priority=1)],
         "long-nova-first": [target("bedrock-long", NOVA), target("oai", "gpt-4o-mini", priority=1)],
     }, default_tier="nova",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"},
+        fallback=QUICK_FALLBACK,
         outlierDetection={"consecutiveFailures": 5, "baseEjection": "1s"}),
 ]
-
-
-def bedrock_sim(faults: FaultPlan) -> web.Application:
-    return bedrock_app(BEDROCK_KEY, faults=faults, chunks=4)
 
 
 def long_answers_sim(faults: FaultPlan) -> web.Application:

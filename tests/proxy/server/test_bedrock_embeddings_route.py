@@ -17,7 +17,7 @@ from llmroute_proxy.routing.tokens import embedding_input_tokens
 from llmroute_proxy.sim import Fault, FaultKind, bedrock_app
 from llmroute_proxy.sim.answers import count_tokens
 from llmroute_proxy.table import TargetId
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.server.spending import ended
 from tests.proxy.stack import OAI, Stack
 
@@ -42,8 +42,7 @@ CONFIG = [
         "titan-first": [target("bedrock", TITAN), target("oai", "text-embedding-3-small", priority=1)],
         "sonnet-first": [target("bedrock", SONNET), target("bedrock", TITAN, priority=1)],
     }, default_tier="titan",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"}),
+        fallback=QUICK_FALLBACK),
 ]
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, bedrock_app, sim_state
 from llmroute_proxy.table import TargetId
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.stack import CLAUDE, OAI, Stack
 
 BEDROCK_KEY = "ABSKQmVkcm9ja0FQSUtleS1zaW0tdGVzdA=="
@@ -39,8 +39,7 @@ CONFIG = [
         "haiku": [target("bedrock", HAIKU)],
         "bedrock-first": [target("bedrock", SONNET), target("claude", "claude-sonnet-4-5", priority=1)],
     }, default_tier="bedrock",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"},
+        fallback=QUICK_FALLBACK,
         outlierDetection={"consecutiveFailures": 2, "baseEjection": "30s"}),
 ]
 

@@ -23,7 +23,7 @@ from llmroute_proxy.routing.health import HealthBook
 from llmroute_proxy.server.aws_credentials import AwsEnvironment
 from llmroute_proxy.sim import FaultPlan, bedrock_app, sim_state
 from llmroute_proxy.sim.aws_identity import AwsKeys, pod_identity_app, sts_app
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.server.spending import ended
 from tests.proxy.stack import CLAUDE, Stack
 
@@ -50,8 +50,7 @@ CONFIG = [
         "nova": [target("bedrock", NOVA)],
         "bedrock-first": [target("bedrock", SONNET), target("claude", "claude-sonnet-4-5", priority=1)],
     }, default_tier="bedrock",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"}),
+        fallback=QUICK_FALLBACK),
 ]
 
 

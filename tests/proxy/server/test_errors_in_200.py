@@ -19,7 +19,7 @@ from aiohttp import web
 from llmroute_proxy.errors import FailureKind
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, azure_openai_app
 from llmroute_proxy.table import TargetId
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.server.conftest import sim_requests
 from tests.proxy.stack import CLAUDE, GEM, OAI, OAI_B, Stack
 
@@ -35,8 +35,7 @@ CONFIG = [
     route("main", {**{tier: [target(name, model_name), BACKUP] for tier, (name, model_name) in PRIMARIES.items()},
                    "gem-embed": [target("gem-embed", "gemini-embedding-001")]},
           default_tier="openai",
-          fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                    "overallTimeout": "10s"},
+          fallback=QUICK_FALLBACK,
           outlierDetection={"consecutiveFailures": 2, "baseEjection": "30s"}),
 ]
 HELLO: Any = [{"role": "user", "content": "hello"}]

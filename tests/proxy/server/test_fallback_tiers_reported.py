@@ -25,7 +25,7 @@ from llmroute_proxy.errors import FailureKind
 from llmroute_proxy.server.telemetry import Telemetry, TelemetrySettings
 from llmroute_proxy.sim import Fault, FaultKind
 from llmroute_proxy.table import TargetId
-from tests.proxy.documents import route, target
+from tests.proxy.documents import QUICK_FALLBACK, route, target
 from tests.proxy.server.spending import ended, status
 from tests.proxy.server.tracing import spans_from_now
 from tests.proxy.stack import CLAUDE, GEM, Stack
@@ -35,8 +35,7 @@ CONFIG = [
     CLAUDE, GEM,
     route("tiered", {"smart": [target("claude", "claude-sonnet-4-5")], "cheap": [target("gem", "gemini-2.5-flash")]},
           default_tier="smart",
-          fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                    "overallTimeout": "10s", "fallbackTiers": ["smart", "cheap"]},  # each tier falls back on the other
+          fallback={**QUICK_FALLBACK, "fallbackTiers": ["smart", "cheap"]},  # each tier falls back on the other
           outlierDetection={"consecutiveFailures": 5, "baseEjection": "30s"}),
     route("armed", {"smart": [target("gem", "gemini-2.5-flash")], "cheap": [target("gem", "gemini-2.5-flash")]},
           default_tier="smart",

@@ -33,7 +33,7 @@ from llmroute_proxy.sim import Fault, FaultKind, anthropic_app, azure_openai_app
 from llmroute_proxy.sync.client import sidecar_counters
 from llmroute_proxy.sync.protocol import encode
 from llmroute_proxy.sync.usage import UsageMark
-from tests.proxy.documents import provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, provider, route, target
 from tests.proxy.stack import Stack
 
 KEYS = {
@@ -59,8 +59,7 @@ CONFIG = [
         "k-gem": [target("k-gem", "gemini-2.5-flash")],
         "k-az": [target("k-az", "gpt-4o-prod")],
     }, default_tier="k-oai",
-        fallback={"maxAttempts": 1, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"},
+        fallback={**QUICK_FALLBACK, "maxAttempts": 1},
         outlierDetection={"consecutiveFailures": 1000}),
 ]
 

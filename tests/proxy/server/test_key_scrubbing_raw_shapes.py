@@ -28,7 +28,7 @@ from llmroute_proxy.sim import FaultPlan
 from llmroute_proxy.sync.client import sidecar_counters
 from llmroute_proxy.sync.protocol import encode
 from llmroute_proxy.sync.usage import UsageMark
-from tests.proxy.documents import provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, provider, route, target
 from tests.proxy.server.test_key_scrubbing import _assert_no_key, _get
 from tests.proxy.stack import Stack
 
@@ -56,8 +56,7 @@ CONFIG = [
         "e-gem": [target("r-gem", "gemini-embedding-001")],
         "e-az": [target("r-az", "text-embedding-3-small")],
     }, default_tier="r-oai",
-        fallback={"maxAttempts": 1, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"},
+        fallback={**QUICK_FALLBACK, "maxAttempts": 1},
         outlierDetection={"consecutiveFailures": 1000}),
 ]
 SHAPES = ("text 401", "html 502", "200 in-band", "400 every field")

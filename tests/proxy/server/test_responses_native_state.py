@@ -17,7 +17,7 @@ import pytest
 
 from llmroute_proxy.server.response_store import ResponseStore
 from llmroute_proxy.sim import Fault, FaultKind, openai_app
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.server.conftest import last_request, sim_requests
 from tests.proxy.stack import KEYS, Stack
 
@@ -33,8 +33,7 @@ CONFIG = [
         "two-accounts": [target("oai", "gpt-5-mini"), target("oai-b", "gpt-5-mini", priority=1)],
         "regions": [target("regional", "gpt-5-mini")],
     }, default_tier="one",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"},
+        fallback=QUICK_FALLBACK,
         outlierDetection={"consecutiveFailures": 1000, "baseEjection": "1s", "maxEjection": "1s"}),
 ]
 

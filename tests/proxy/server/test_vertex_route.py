@@ -16,7 +16,7 @@ from aiohttp import web
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, sim_state
 from llmroute_proxy.sim.vertex import vertex_app
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.google_keys import service_account
 from tests.proxy.stack import Stack
 
@@ -44,8 +44,7 @@ CONFIG = [
         "claude": [target("vx", CLAUDE)],
         "embed": [target("vx", GEMINI), target("oai", "text-embedding-3-small", priority=1)],
     }, default_tier="gemini",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"}),
+        fallback=QUICK_FALLBACK),
 ]
 
 

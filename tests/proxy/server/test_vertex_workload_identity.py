@@ -18,7 +18,7 @@ from aiohttp import web
 from llmroute_proxy.sim import FaultPlan, sim_state
 from llmroute_proxy.sim.gcp_metadata import MetadataTokens, metadata_app
 from llmroute_proxy.sim.vertex import vertex_app
-from tests.proxy.documents import model, provider, route, target
+from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.google_keys import service_account
 from tests.proxy.server.spending import ended
 from tests.proxy.stack import GEM, Stack
@@ -40,8 +40,7 @@ CONFIG = [
         "gemini": [target("vx", GEMINI), target("gem", "gemini-2.5-flash", priority=1)],
         "claude": [target("vx", CLAUDE)],
     }, default_tier="gemini",
-        fallback={"maxAttempts": 3, "perTryTimeout": "3s", "firstByteTimeout": "2s", "idleTimeout": "2s",
-                  "overallTimeout": "10s"}),
+        fallback=QUICK_FALLBACK),
 ]
 
 
