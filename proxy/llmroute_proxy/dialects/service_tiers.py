@@ -26,7 +26,7 @@ answer which it was:
 - Amazon Bedrock's Converse API takes `serviceTier: {"type": …}` (`default`, `flex`, `priority`,
   `reserved`) and reports the tier that served it the same way, on a whole answer and in a stream's
   `metadata` event; InvokeModel (Claude) takes and reports it in the `X-Amzn-Bedrock-Service-Tier`
-  header (`header_tier`, read where the answer arrives).
+  header (`BEDROCK_TIER_HEADER`, read where the answer arrives: `server/dispatch._send`).
 
 Google's and Amazon's tiers are asked for only where the target's model prices them (`priced_tier`):
 not every project or model has them, and asking one that does not is a 400 the client would get.
@@ -40,8 +40,6 @@ decides what is billed, never what is answered, so it is mapped rather than refu
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 from llmroute_proxy.dialects.base import NativeBody
 from llmroute_proxy.table import ProviderType, Target, vertex_location, vertex_publisher
@@ -121,15 +119,6 @@ def bedrock_request_tier(target: Target, openai_tier: str | None) -> str | None:
 
 BEDROCK_TIER_HEADER = "x-amzn-bedrock-service-tier"
 """InvokeModel's service tier, in a request's and its answer's headers."""
-
-
-def header_tier(provider_type: ProviderType, headers: Mapping[str, str]) -> str | None:
-    """The tier an answer's headers say served it, for a provider that says it there (Bedrock's
-    InvokeModel); None for any other."""
-    if provider_type is not ProviderType.BEDROCK:
-        return None
-    tier = headers.get(BEDROCK_TIER_HEADER)
-    return tier or None
 
 
 def bedrock_reported_tier(service_tier: object) -> str | None:

@@ -39,7 +39,7 @@ from llmroute_proxy.dialects.base import (
     carries_output,
     in_choice_order,
 )
-from llmroute_proxy.dialects.service_tiers import header_tier
+from llmroute_proxy.dialects.service_tiers import BEDROCK_TIER_HEADER
 from llmroute_proxy.dialects.thinking import refuses_signature
 from llmroute_proxy.errors import (
     AttemptRecord,
@@ -168,8 +168,8 @@ class _Run:
     started: float
     ttft: float | None = None
     header_tier: str | None = None
-    """The service tier the answer's headers said served it (`service_tiers.header_tier`: Bedrock's
-    InvokeModel): the one it is priced at."""
+    """The service tier the answer's headers said served it (Bedrock's InvokeModel:
+    `service_tiers.BEDROCK_TIER_HEADER`): the one it is priced at."""
     header_input_tokens: int | None = None
     """The input tokens the answer's headers counted (Bedrock's `X-Amzn-Bedrock-Input-Token-Count`), for an
     answer whose body counts none (Cohere's embeddings)."""
@@ -314,7 +314,7 @@ async def _send(sidecar: Sidecar, run: _Run, upstream_request: UpstreamRequest) 
     upstream = await sidecar.upstream.send(upstream_request, target.id, ca_bundle=target.ca_bundle)
     sidecar.rate_limits_seen.seen(target.provider, run.provider.rate_limits, upstream.headers, sidecar.clock())
     if target.provider_type is ProviderType.BEDROCK:
-        run.header_tier = header_tier(target.provider_type, upstream.headers)
+        run.header_tier = upstream.headers.get(BEDROCK_TIER_HEADER) or None
         run.header_input_tokens = _count(upstream.headers.get(BEDROCK_INPUT_TOKENS_HEADER))
     return upstream
 
