@@ -137,15 +137,15 @@ def _without_key_shapes(text: str) -> str:
 
 
 def _validate(path: Path) -> int:
-    from llmroute_proxy.config import file_warnings, validate_file
+    from llmroute_proxy.config import check_file
 
-    errors = validate_file(path)
+    errors, warnings = check_file(path)
     for error in errors:
         print(_without_key_shapes(str(error)), file=sys.stderr)
     if errors:
         print(f"{len(errors)} error(s)", file=sys.stderr)
         return 1
-    for warning in file_warnings(path):
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok")
     return 0

@@ -46,13 +46,15 @@ class ConfigError(Exception):
 
 
 def validate_file(path: str | Path) -> list[SpecError]:
-    """What `llmroute-proxy validate FILE` prints. Credentials are not resolved: that needs the runtime."""
-    return _parse_file(Path(path))[1]
+    """Every error of the file. Credentials are not resolved: that needs the runtime."""
+    return check_file(path)[0]
 
 
-def file_warnings(path: str | Path) -> list[str]:
-    """What `validate` warns of in a valid file: what works, but is rarely meant (`pricing_warnings`)."""
-    return pricing_warnings(_parse_file(Path(path))[0])
+def check_file(path: str | Path) -> tuple[list[SpecError], list[str]]:
+    """What `llmroute-proxy validate FILE` prints: every error, and for a valid file what works but is
+    rarely meant (`pricing_warnings`), from one reading of it."""
+    specs, errors = _parse_file(Path(path))
+    return errors, [] if errors else pricing_warnings(specs)
 
 
 def pricing_warnings(specs: Specs) -> list[str]:
