@@ -20,11 +20,9 @@ from tests.proxy.server.test_bedrock_route import (  # its fixtures take this mo
     APP_KEY,
     BEDROCK_KEY,
     WEATHER_TOOL,
-    bedrock_paths,
     bedrock_sim,
     claude_client,
     client,
-    last_bedrock_request,
 )
 from tests.proxy.stack import CLAUDE, OAI, Stack
 
@@ -82,12 +80,12 @@ def test_a_chat_completion_reaches_converse_with_its_key_and_is_priced(stack: St
     expected_cost = (usage.prompt_tokens * 0.8 + usage.completion_tokens * 3.2) / 1e6
     assert float(raw.headers["x-llmroute-cost-usd"]) == pytest.approx(expected_cost, rel=1e-3)
     assert raw.headers["x-llmroute-provider"] == "bedrock"
-    sent = last_bedrock_request(stack, CONVERSE)
+    sent = stack.last_sim_request("bedrock", CONVERSE)
     assert sent.headers["Authorization"] == f"Bearer {BEDROCK_KEY}" and APP_KEY not in json.dumps(dict(sent.headers))
     assert sent.body == {"messages": [{"role": "user", "content": [{"text": "hello there"}]}],
                          "system": [{"text": "Be brief."}],
                          "inferenceConfig": {"maxTokens": 200, "temperature": 0.2}}
-    assert bedrock_paths(stack) == {CONVERSE: 1}
+    assert stack.sim_paths("bedrock") == {CONVERSE: 1}
 
 
 def test_an_openai_stream_is_translated_from_converse_stream_frames(stack: Stack, client: openai.OpenAI) -> None:
@@ -98,7 +96,7 @@ def test_an_openai_stream_is_translated_from_converse_stream_frames(stack: Stack
     assert "You said: tell me a story" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert finishes(chunks) == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
-    assert bedrock_paths(stack) == {CONVERSE_STREAM: 1}
+    assert stack.sim_paths("bedrock") == {CONVERSE_STREAM: 1}
 
 
 def test_a_tool_loop_goes_round_through_converse(stack: Stack, client: openai.OpenAI) -> None:
@@ -113,7 +111,7 @@ def test_a_tool_loop_goes_round_through_converse(stack: Stack, client: openai.Op
     assert call.id.startswith("tooluse_") and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "sim"}
     assert "Tool said: 18C and cloudy" in (second.choices[0].message.content or "")
-    sent = last_bedrock_request(stack, f"/model/{LLAMA}/converse")
+    sent = stack.last_sim_request("bedrock", f"/model/{LLAMA}/converse")
     assert [m["role"] for m in sent.body["messages"]] == ["user", "assistant", "user"]
     assert sent.body["messages"][2]["content"] == [{"toolResult": {"toolUseId": call.id,
                                                                    "content": [{"text": "18C and cloudy"}]}}]
@@ -129,7 +127,7 @@ def test_the_openai_stream_helper_assembles_a_streamed_tool_call(stack: Stack, c
     calls = final.choices[0].message.tool_calls
     assert final.choices[0].finish_reason == "tool_calls" and calls is not None
     assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments) == {"city": "sim"}
-    assert last_bedrock_request(stack, CONVERSE_STREAM).body["toolConfig"]["toolChoice"] == {"any": {}}
+    assert stack.last_sim_request("bedrock", CONVERSE_STREAM).body["toolConfig"]["toolChoice"] == {"any": {}}
 
 
 def test_the_anthropic_sdk_reaches_a_converse_model_through_the_canonical_form(
@@ -144,9 +142,9 @@ def test_the_anthropic_sdk_reaches_a_converse_model_through_the_canonical_form(
     assert "You said: hello there" in "".join(b.text for b in message.content if b.type == "text")
     assert "You said: tell me a story" in "".join(b.text for b in streamed.content if b.type == "text")
     assert streamed.usage.output_tokens > 0
-    sent = last_bedrock_request(stack, CONVERSE)
+    sent = stack.last_sim_request("bedrock", CONVERSE)
     assert sent.body["system"] == [{"text": "Be brief."}] and sent.body["inferenceConfig"] == {"maxTokens": 256}
-    assert bedrock_paths(stack) == {CONVERSE: 1, CONVERSE_STREAM: 1}
+    assert stack.sim_paths("bedrock") == {CONVERSE: 1, CONVERSE_STREAM: 1}
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
@@ -210,7 +208,7 @@ def test_a_field_converse_cannot_say_passes_the_target_over(stack: Stack, client
 
     assert len(raw.parse().choices) == 2
     assert raw.headers["x-llmroute-provider"] == "oai" and raw.headers["x-llmroute-attempts"] == "1"
-    assert bedrock_paths(stack) == {}, "nothing is sent to a target passed over"
+    assert stack.sim_paths("bedrock") == {}, "nothing is sent to a target passed over"
 
 
 def test_a_tier_of_only_converse_targets_refuses_it_naming_the_field(stack: Stack, client: openai.OpenAI) -> None:
@@ -219,7 +217,7 @@ def test_a_tier_of_only_converse_targets_refuses_it_naming_the_field(stack: Stac
 
     error: Any = raised.value.body
     assert error["param"] == "seed"
-    assert bedrock_paths(stack) == {}
+    assert stack.sim_paths("bedrock") == {}
 
 
 def test_embeddings_are_still_refused_for_a_converse_model(stack: Stack, client: openai.OpenAI) -> None:
@@ -228,4 +226,4 @@ def test_embeddings_are_still_refused_for_a_converse_model(stack: Stack, client:
 
     error: Any = raised.value.body
     assert (error["code"], error["param"]) == ("unsupported_operation", "model")
-    assert bedrock_paths(stack) == {}
+    assert stack.sim_paths("bedrock") == {}

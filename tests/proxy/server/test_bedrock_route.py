@@ -13,7 +13,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, bedrock_app, sim_state
+from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, bedrock_app
 from llmroute_proxy.table import TargetId
 from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.stack import CLAUDE, OAI, Stack
@@ -65,12 +65,6 @@ def claude_client(stack: Stack) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=stack.url, api_key=APP_KEY, max_retries=0)
 
 
-def bedrock_paths(stack: Stack) -> dict[str, int]:
-    return stack.call(lambda: dict(sim_state(stack.sims["bedrock"].app).stats.by_path))
-
-
-def last_bedrock_request(stack: Stack, path: str) -> Any:
-    return stack.call(lambda: sim_state(stack.sims["bedrock"].app).stats.last_by_path[path])
 
 
 def test_a_chat_completion_reaches_bedrock_with_its_key_path_and_version(stack: Stack, client: openai.OpenAI) -> None:
@@ -83,13 +77,13 @@ def test_a_chat_completion_reaches_bedrock_with_its_key_path_and_version(stack: 
     assert completion.usage is not None and completion.usage.completion_tokens > 0
     assert raw.headers["x-llmroute-provider"] == "bedrock" and raw.headers["x-llmroute-attempts"] == "1"
     assert float(raw.headers["x-llmroute-cost-usd"]) > 0
-    sent = last_bedrock_request(stack, INVOKE)
+    sent = stack.last_sim_request("bedrock", INVOKE)
     assert sent.headers["Authorization"] == f"Bearer {BEDROCK_KEY}"
     assert APP_KEY not in json.dumps(dict(sent.headers))
     assert sent.body["anthropic_version"] == "bedrock-2023-05-31"
     assert "model" not in sent.body and "stream" not in sent.body
     assert sent.body["system"] == "Be brief."
-    assert bedrock_paths(stack) == {INVOKE: 1}
+    assert stack.sim_paths("bedrock") == {INVOKE: 1}
 
 
 def test_an_openai_stream_is_translated_from_bedrocks_event_stream(stack: Stack, client: openai.OpenAI) -> None:
@@ -101,16 +95,16 @@ def test_an_openai_stream_is_translated_from_bedrocks_event_stream(stack: Stack,
     assert "You said: tell me a story" in text
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
-    sent = last_bedrock_request(stack, INVOKE_STREAM)
+    sent = stack.last_sim_request("bedrock", INVOKE_STREAM)
     assert "stream" not in sent.body and sent.body["anthropic_version"] == "bedrock-2023-05-31"
-    assert bedrock_paths(stack) == {INVOKE_STREAM: 1}
+    assert stack.sim_paths("bedrock") == {INVOKE_STREAM: 1}
 
 
 def test_an_inference_profile_id_is_the_path_and_the_answer_is_claudes(stack: Stack, client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(model="haiku", messages=[{"role": "user", "content": "hi"}])
 
     assert "You said: hi" in (completion.choices[0].message.content or "")
-    assert bedrock_paths(stack) == {f"/model/{HAIKU}/invoke": 1}
+    assert stack.sim_paths("bedrock") == {f"/model/{HAIKU}/invoke": 1}
 
 
 def test_a_tool_call_comes_back_as_an_openai_tool_call_whole_and_streamed(stack: Stack, client: openai.OpenAI) -> None:
@@ -125,7 +119,7 @@ def test_a_tool_call_comes_back_as_an_openai_tool_call_whole_and_streamed(stack:
     assert streamed[0].function is not None and streamed[0].function.name == "get_weather"
     assert set(json.loads("".join(tc.function.arguments or "" for tc in streamed if tc.function))) == {"city"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
-    sent = last_bedrock_request(stack, INVOKE_STREAM)
+    sent = stack.last_sim_request("bedrock", INVOKE_STREAM)
     assert sent.body["tools"][0]["name"] == "get_weather" and "input_schema" in sent.body["tools"][0]
 
 
@@ -137,7 +131,7 @@ def test_the_anthropic_sdk_is_answered_natively_with_its_betas_in_the_body(
 
     assert message.type == "message" and message.stop_reason == "end_turn"
     assert "You said: hello there" in "".join(b.text for b in message.content if b.type == "text")
-    sent = last_bedrock_request(stack, INVOKE)
+    sent = stack.last_sim_request("bedrock", INVOKE)
     assert sent.body["anthropic_beta"] == ["context-1m-2025-08-07", "interleaved-thinking-2025-05-14"]
     assert sent.body["max_tokens"] == 256 and "model" not in sent.body
     assert "anthropic-beta" not in sent.headers
@@ -152,7 +146,7 @@ def test_the_anthropic_sdk_streams_the_events_bedrock_carried(stack: Stack, clau
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert "You said: tell me a story" in "".join(b.text for b in final.content if b.type == "text")
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
-    assert bedrock_paths(stack) == {INVOKE_STREAM: 1}
+    assert stack.sim_paths("bedrock") == {INVOKE_STREAM: 1}
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
@@ -195,7 +189,7 @@ def test_an_exception_frame_after_the_first_token_ends_the_stream_with_an_in_ban
 
     assert "".join(got), "the first token reached the client before the exception frame"
     assert "ModelStreamErrorException" in str(raised.value.message)
-    assert bedrock_paths(stack) == {INVOKE_STREAM: 1}, "a committed stream never fails over"
+    assert stack.sim_paths("bedrock") == {INVOKE_STREAM: 1}, "a committed stream never fails over"
 
 
 def test_the_anthropic_sdk_gets_an_exception_frame_after_the_first_token_as_an_error_event(
@@ -216,4 +210,4 @@ def test_embeddings_are_refused_for_a_bedrock_target(stack: Stack, client: opena
 
     error: Any = raised.value.body
     assert (error["code"], error["param"]) == ("unsupported_operation", "model")
-    assert bedrock_paths(stack) == {}
+    assert stack.sim_paths("bedrock") == {}

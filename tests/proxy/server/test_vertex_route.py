@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, sim_state
+from llmroute_proxy.sim import Fault, FaultKind, FaultPlan
 from llmroute_proxy.sim.vertex import vertex_app
 from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
 from tests.proxy.google_keys import service_account
@@ -72,12 +72,6 @@ def client(stack: Stack) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
 
 
-def vertex_paths(stack: Stack) -> dict[str, int]:
-    return stack.call(lambda: dict(sim_state(stack.sims["vertex"].app).stats.by_path))
-
-
-def sent(stack: Stack, path: str) -> Any:
-    return stack.call(lambda: sim_state(stack.sims["vertex"].app).stats.last_by_path[path])
 
 
 def claims(request: Any) -> dict[str, Any]:
@@ -98,14 +92,14 @@ def test_a_chat_reaches_gemini_on_vertex_at_its_publisher_path_with_a_self_signe
     assert completion.choices[0].message.content and "You said: hello" in completion.choices[0].message.content
     assert raw.headers["x-llmroute-provider"] == "vx" and float(raw.headers["x-llmroute-cost-usd"]) > 0
     path = f"{EAST}/google/models/{GEMINI}:generateContent"
-    request = sent(stack, path)
+    request = stack.last_sim_request("vertex", path)
     assert all(content["role"] == "user" for content in request.body["contents"])
     assert "x-goog-api-key" not in request.headers and "generateContentRequest" not in request.body
     token = claims(request)
     assert token["iss"] == token["sub"] == ACCOUNT.client_email
     assert token["scope"] == "https://www.googleapis.com/auth/cloud-platform" and "aud" not in token
     assert token["exp"] - token["iat"] == 3600 and abs(token["iat"] - time.time()) < 60
-    assert vertex_paths(stack) == {path: 1}
+    assert stack.sim_paths("vertex") == {path: 1}
 
 
 @pytest.mark.parametrize(("tier", "path"), [("gemini", f"{EAST}/google/models/{GEMINI}:streamGenerateContent"),
@@ -119,7 +113,7 @@ def test_a_stream_from_either_publisher_ends_with_its_usage(stack: Stack, client
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "You said: tell me a story" in text
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
-    assert vertex_paths(stack) == {path: 1}
+    assert stack.sim_paths("vertex") == {path: 1}
 
 
 def test_a_translated_chat_reaches_claude_on_vertex_without_model_and_with_vertex_s_version(
@@ -128,7 +122,7 @@ def test_a_translated_chat_reaches_claude_on_vertex_without_model_and_with_verte
                                                 messages=[{"role": "user", "content": "hi claude"}])
 
     assert completion.choices[0].message.content and "You said: hi claude" in completion.choices[0].message.content
-    body = sent(stack, f"{EAST}/anthropic/models/{CLAUDE}:rawPredict").body
+    body = stack.last_sim_request("vertex", f"{EAST}/anthropic/models/{CLAUDE}:rawPredict").body
     assert "model" not in body and body["anthropic_version"] == "vertex-2023-10-16"
     assert body["max_tokens"] == 300
 
@@ -144,10 +138,10 @@ def test_the_anthropic_sdk_reaches_claude_on_vertex_natively_its_betas_in_the_bo
 
     assert message.content[0].type == "text" and "You said: hi there" in message.content[0].text
     assert streamed.content[0].type == "text" and "You said: stream it" in streamed.content[0].text
-    unary = sent(stack, f"{EAST}/anthropic/models/{CLAUDE}:rawPredict")
+    unary = stack.last_sim_request("vertex", f"{EAST}/anthropic/models/{CLAUDE}:rawPredict")
     assert unary.headers["anthropic-beta"] == "context-management-2025-06-27" and "model" not in unary.body
     assert unary.body["system"] == "Be brief." and "anthropic_beta" not in unary.body
-    assert sent(stack, f"{EAST}/anthropic/models/{CLAUDE}:streamRawPredict").body["stream"] is True
+    assert stack.last_sim_request("vertex", f"{EAST}/anthropic/models/{CLAUDE}:streamRawPredict").body["stream"] is True
 
 
 @pytest.mark.parametrize("tier", ["gemini", "claude"])
@@ -174,7 +168,7 @@ def test_a_vertex_429_fails_over_to_the_other_region(stack: Stack, client: opena
 
     assert raw.parse().choices[0].message.content
     assert raw.headers["x-llmroute-attempts"] == "2"
-    assert vertex_paths(stack) == {f"{EAST}/{publisher}/models/{method}": 1, f"{WEST}/{publisher}/models/{method}": 1}
+    assert stack.sim_paths("vertex") == {f"{EAST}/{publisher}/models/{method}": 1, f"{WEST}/{publisher}/models/{method}": 1}
 
 
 def test_a_token_the_simulator_holds_expired_is_refused_in_google_s_shape(stack: Stack,
@@ -186,7 +180,7 @@ def test_a_token_the_simulator_holds_expired_is_refused_in_google_s_shape(stack:
 
     assert refused.value.status_code >= 500  # the sidecar's own credential failed: not the client's 401
     assert "UNAUTHENTICATED" in str(refused.value.body) and ACCOUNT.private_pem[40:80] not in str(refused.value.body)
-    assert sum(vertex_paths(stack).values()) == 2  # both regions refused it
+    assert sum(stack.sim_paths("vertex").values()) == 2  # both regions refused it
 
 
 def test_the_token_is_kept_then_signed_again_when_five_minutes_remain(stack: Stack, client: openai.OpenAI) -> None:
@@ -195,7 +189,7 @@ def test_the_token_is_kept_then_signed_again_when_five_minutes_remain(stack: Sta
     def token_now(shift: float) -> dict[str, Any]:
         SHIFT["sim"] = SHIFT["sidecar"] = shift
         client.chat.completions.create(model="gemini", messages=[{"role": "user", "content": "hi"}])
-        return claims(sent(stack, path))
+        return claims(stack.last_sim_request("vertex", path))
 
     first = token_now(0.0)
     kept = token_now(50 * 60.0)
@@ -218,7 +212,7 @@ def test_counting_tokens_reaches_both_publishers_count_endpoints(stack: Stack) -
     claude = client.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "count me in"}])
 
     assert gemini.input_tokens > 0 and claude.input_tokens > 0
-    counted = sent(stack, f"{EAST}/google/models/{GEMINI}:countTokens").body
+    counted = stack.last_sim_request("vertex", f"{EAST}/google/models/{GEMINI}:countTokens").body
     assert set(counted) <= {"contents", "systemInstruction", "tools"}
-    claude_count = sent(stack, f"{EAST}/anthropic/models/count-tokens:rawPredict").body
+    claude_count = stack.last_sim_request("vertex", f"{EAST}/anthropic/models/count-tokens:rawPredict").body
     assert claude_count["model"] == CLAUDE and claude_count["anthropic_version"] == "vertex-2023-10-16"
