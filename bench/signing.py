@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 
 from _timing import per_call_us
+from llmroute_proxy.aws_access_keys import AwsCredentials
 from llmroute_proxy.providers import aws_sigv4
-from llmroute_proxy.providers.aws_sigv4 import AwsCredentials, sign
+from llmroute_proxy.providers.aws_sigv4 import sign
 
 URL = "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-sonnet-4-5-20250929-v1:0/invoke"
 HEADERS = {"content-type": "application/json", "accept": "application/json"}

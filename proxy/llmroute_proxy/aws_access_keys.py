@@ -7,6 +7,9 @@ object alone; member names are read with either first letter's case (`accessKeyI
 `SessionToken` is taken for temporary keys. Any JSON object is taken for one, so a mistyped member is
 refused when the table is loaded rather than sent as a bearer token.
 
+`AwsCredentials` is the one type of an AWS key here and wherever the sidecar holds one: given so, or
+fetched for the pod (`server/aws_credentials`), and what the SigV4 signer signs with (`providers/aws_sigv4`).
+
 Pure; nothing here ever puts a key, or any part of one, in a message.
 """
 
@@ -23,10 +26,18 @@ class AccessKeyError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class AccessKey:
+class AwsCredentials:
+    """An access key, with its session token when it is temporary (an assumed role's, a pod's);
+    `expires` in epoch seconds (None: a long-term key)."""
+
     access_key_id: str
     secret_access_key: str = field(repr=False)
     session_token: str | None = field(default=None, repr=False)
+    expires: float | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """What of them must never be shown: for the scrubber."""
+        return (self.access_key_id, self.secret_access_key, *((self.session_token,) if self.session_token else ()))
 
 
 def is_access_key(text: str) -> bool:
@@ -34,7 +45,7 @@ def is_access_key(text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
-def load_access_key(text: str) -> AccessKey:
+def load_access_key(text: str) -> AwsCredentials:
     try:
         info = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -53,7 +64,7 @@ def load_access_key(text: str) -> AccessKey:
         raise AccessKeyError(f"misses {', '.join(missing)} (members found: {found})")
     if token is not None and not isinstance(token, str):
         raise AccessKeyError("has a SessionToken that is not a string")
-    return AccessKey(key_id, secret, token or None)
+    return AwsCredentials(key_id, secret, token or None)
 
 
 def access_key_problem(text: str) -> str | None:

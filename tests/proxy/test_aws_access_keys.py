@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from llmroute_proxy.aws_access_keys import AccessKey, access_key_problem, is_access_key, load_access_key
+from llmroute_proxy.aws_access_keys import AwsCredentials, access_key_problem, is_access_key, load_access_key
 from llmroute_proxy.config import ConfigError, load_table
 from llmroute_proxy.scrubbing import MARKER, Scrubber
 from llmroute_proxy.spec import credential_problem
@@ -26,7 +26,7 @@ KEY_ID, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEK
 def test_an_access_key_is_read_as_aws_prints_it(given: dict[str, object]) -> None:
     text = orjson.dumps(given).decode()
     assert is_access_key("\n " + text)
-    assert load_access_key(text) == AccessKey(KEY_ID, SECRET)
+    assert load_access_key(text) == AwsCredentials(KEY_ID, SECRET)
 
 
 def test_a_temporary_key_keeps_its_session_token() -> None:

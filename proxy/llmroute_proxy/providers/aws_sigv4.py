@@ -25,9 +25,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
+
+from llmroute_proxy.aws_access_keys import AwsCredentials
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_HEADERS = frozenset({
@@ -39,21 +41,6 @@ UNSIGNED_HEADERS = frozenset({
 _BEDROCK_HOST = re.compile(
     r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z]{2}(?:-[a-z]+)+-[0-9]+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$")
 _AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]+")
-
-
-@dataclass(frozen=True, slots=True)
-class AwsCredentials:
-    """An access key, with its session token when it is temporary (an assumed role's, a pod's);
-    `expires` in epoch seconds (None: a long-term key)."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    expires: float | None = None
-
-    def secrets(self) -> tuple[str, ...]:
-        """What of them must never be shown: for the scrubber."""
-        return (self.access_key_id, self.secret_access_key, *((self.session_token,) if self.session_token else ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,10 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 
-from llmroute_proxy.aws_access_keys import load_access_key
+from llmroute_proxy.aws_access_keys import AwsCredentials, load_access_key
 from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.aws_sigv4 import AwsCredentials, bedrock_region, is_aws_region, sign
+from llmroute_proxy.providers.aws_sigv4 import bedrock_region, is_aws_region, sign
 from llmroute_proxy.server.renewing import Fetched, Renewing
 from llmroute_proxy.table import ACCESS_KEY_AUTH, Target
 
@@ -137,9 +137,7 @@ class AwsCredentialSource:
         if credentials is None:
             if len(self._access_keys) >= 64:  # keys rotated many times: start again
                 self._access_keys.clear()
-            key = load_access_key(text)
-            credentials = self._access_keys[text] = AwsCredentials(key.access_key_id, key.secret_access_key,
-                                                                   key.session_token)
+            credentials = self._access_keys[text] = load_access_key(text)
         return credentials
 
     async def _fetched(self) -> Fetched[AwsCredentials]:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmroute_proxy.aws_access_keys import AwsCredentials
 from llmroute_proxy.dialects.base import Usage
 from llmroute_proxy.errors import DrainDeadlinePassed
-from llmroute_proxy.providers.aws_sigv4 import AwsCredentials
 from llmroute_proxy.routing.balance import LoadBook
 from llmroute_proxy.routing.budget import BudgetLedger, BudgetStatus
 from llmroute_proxy.routing.health import HealthBook

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
+from llmroute_proxy.aws_access_keys import AwsCredentials
 from llmroute_proxy.dialects.base import UpstreamRequest
 from llmroute_proxy.errors import FailureKind, UpstreamError
-from llmroute_proxy.providers.aws_sigv4 import AwsCredentials
 from llmroute_proxy.server.aws_credentials import (
     AwsCredentialSource,
     AwsEnvironment,
