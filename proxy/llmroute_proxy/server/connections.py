@@ -354,6 +354,9 @@ class AnsweringHandler(RequestHandler):
                 return super().handle_error(request, status, exc, message)
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
             return _json(refusals.failed(status), request.path, close=True)
+        # aiohttp answers a request its parser gave up on as HTTP/1.0, not knowing what the client spoke; the
+        # sidecar speaks HTTP/1.1 (RFC 9112 §2.3), and most of these requests (`br` bodies…) said so
+        request._version = HttpVersion11
         protocol = self.transport.get_protocol() if self.transport is not None else None
         if isinstance(protocol, GuardedConnection):
             path, line_length = protocol.request_line()

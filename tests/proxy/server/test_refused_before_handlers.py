@@ -28,7 +28,8 @@ PLANTED = "sk-planted-0123456789abcdefghij"
 
 
 def exchange(stack: Stack, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send `raw`, read until the sidecar closes; the final answer's status, headers and body."""
+    """Send `raw`, read until the sidecar closes; the final answer's status, headers and body (checked to be
+    an HTTP/1.1 answer)."""
     host, port = stack.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(raw)
@@ -42,6 +43,7 @@ def exchange(stack: Stack, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         received = received.split(b"\r\n\r\n", 1)[1]
     head, _, body = received.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.1 "), status_line  # the version the sidecar speaks, whatever it refuses
     headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
     return int(status_line.split(" ")[1]), headers, body
 
