@@ -6,8 +6,8 @@ user, no blank text block, `toolConfig` present when the messages hold tool call
 for the model families without a system prompt (Mistral 7B, Mixtral, Titan Text, Cohere Command text), no
 `toolConfig` for those without tool use (those, Llama 2 and 3.0, DeepSeek-R1), `toolChoice.tool` and a tool
 result's `status` for Claude and Nova only, `outputConfig.textFormat` for the families with structured
-outputs only, and only the members its shapes have. The refusal fault is a guardrail that intervened:
-its blocked message, `stopReason: guardrail_intervened`.
+outputs only (`STRUCTURED_OUTPUTS`), and only the members its shapes have. The refusal fault is a
+guardrail that intervened: its blocked message, `stopReason: guardrail_intervened`.
 
 Answers as Converse gives them: `output.message.content` blocks, `stopReason`, `usage` (with
 `totalTokens`, and `cacheReadInputTokens` when the simulator reports a cached prefix) and `metrics`; a
@@ -54,9 +54,12 @@ NO_TOOLS = (*NO_SYSTEM, "meta.llama2-", "meta.llama3-8b-instruct", "meta.llama3-
 NAMED_TOOL = ("anthropic.claude", "amazon.nova")
 REASONS_ALWAYS = ("deepseek.r1",)
 STRUCTURED_OUTPUTS = ("anthropic.claude-sonnet-4-5", "anthropic.claude-haiku-4-5", "anthropic.claude-opus-4-5",
-                      "openai.gpt-oss", "qwen.", "deepseek.", "mistral.", "google.gemma", "nvidia.", "minimax.",
-                      "moonshot.")
-"""The families with structured outputs (`outputConfig.textFormat`), as AWS's announcement lists them."""
+                      "anthropic.claude-opus-4-6", "anthropic.claude-sonnet-4-6", "openai.gpt-oss", "qwen.qwen3",
+                      "deepseek.v3", "google.gemma-3-12b", "google.gemma-3-27b", "mistral.mistral-large-3",
+                      "mistral.ministral-3", "mistral.magistral", "mistral.devstral-2", "mistral.voxtral",
+                      "moonshot.kimi", "moonshotai.kimi", "nvidia.nemotron", "minimax.", "zai.glm")
+"""The families with structured outputs (`outputConfig.textFormat`), as AWS's model cards and announcement
+list them: not Nova, Llama, DeepSeek-R1 or the Mistral models before Mistral Large 3."""
 GUARDRAIL_TEXT = "Sorry, the model cannot answer this question."
 """What a guardrail that intervened answers instead (Bedrock's default blocked message)."""
 _MEMBERS = {

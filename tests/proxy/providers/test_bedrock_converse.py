@@ -31,6 +31,17 @@ NOVA = "us.amazon.nova-pro-v1:0"
 USER_HI = [{"role": "user", "content": "hi"}]
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PLACE = {"type": "json_schema", "json_schema": {"name": "place", "schema": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}}}
+WITH_STRUCTURED_OUTPUTS = (GPT_OSS, "us.openai.gpt-oss-20b-1:0", "qwen.qwen3-32b-v1:0", "deepseek.v3-v1:0",
+                           "google.gemma-3-27b-it", "mistral.mistral-large-3-675b-instruct",
+                           "mistral.ministral-3-8b-instruct", "moonshotai.kimi-k2.5", "nvidia.nemotron-nano-12b-v2",
+                           "minimax.minimax-m2", "zai.glm-4.7")
+WITHOUT_STRUCTURED_OUTPUTS = (NOVA, "amazon.nova-2-lite-v1:0", "meta.llama3-3-70b-instruct-v1:0",
+                              "us.meta.llama4-maverick-17b-instruct-v1:0", "deepseek.r1-v1:0",
+                              "mistral.mistral-large-2407-v1:0", "mistral.pixtral-large-2502-v1:0",
+                              "cohere.command-r-plus-v1:0", "writer.palmyra-x5-v1:0")
+"""Converse models with structured outputs and without them (AWS's model cards)."""
 
 
 @cache
@@ -180,6 +191,32 @@ def test_tool_choice_none_sends_no_tools_and_a_named_tool_goes_to_nova() -> None
 def test_reasoning_effort_goes_where_the_family_has_a_control_and_nowhere_else(
         model: str, effort: str, fields: dict[str, Any] | None) -> None:
     assert converse({"messages": USER_HI, "reasoning_effort": effort}, model).get("additionalModelRequestFields") == fields
+
+
+@pytest.mark.parametrize("model", WITHOUT_STRUCTURED_OUTPUTS)
+def test_a_response_schema_is_refused_for_a_model_without_structured_outputs(model: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        converse({"messages": USER_HI, "response_format": PLACE}, model)
+
+    assert (refused.value.param, refused.value.code) == ("response_format", "unsupported_parameter")
+    assert "structured outputs" in str(refused.value)
+
+
+@pytest.mark.parametrize("model", WITH_STRUCTURED_OUTPUTS)
+def test_a_response_schema_goes_to_every_family_with_structured_outputs(model: str) -> None:
+    body = converse({"messages": USER_HI, "response_format": PLACE}, model)
+
+    assert body["outputConfig"]["textFormat"]["structure"]["jsonSchema"]["name"] == "place"
+    assert_valid_request(body, model)
+
+
+@pytest.mark.parametrize("model", [GPT_OSS, NOVA])
+def test_json_mode_is_refused_for_every_model_as_converse_has_only_json_schema(model: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        converse({"messages": USER_HI, "response_format": {"type": "json_object"}}, model)
+
+    assert refused.value.param == "response_format" and "no JSON mode" in str(refused.value)
+    assert service_model().shape_for("OutputFormatType").enum == ["json_schema"]  # type: ignore[attr-defined]
 
 
 def test_a_json_schema_response_format_is_bedrocks_structured_output() -> None:

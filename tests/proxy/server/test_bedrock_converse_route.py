@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 import anthropic
 import openai
@@ -14,8 +16,10 @@ import pytest
 from aiohttp import web
 
 from llmroute_proxy.sim import Fault, FaultKind, FaultPlan, bedrock_app, sim_state
+from llmroute_proxy.table import TargetId
 from tests.proxy.documents import QUICK_FALLBACK, model, provider, route, target
-from tests.proxy.providers.test_bedrock_converse import assert_valid_request
+from tests.proxy.providers.test_bedrock_converse import PLACE, assert_valid_request
+from tests.proxy.server.spending import ended
 from tests.proxy.server.test_bedrock_route import (  # its fixtures take this module's `stack`
     APP_KEY,
     BEDROCK_KEY,
@@ -29,6 +33,7 @@ from tests.proxy.stack import CLAUDE, OAI, Stack
 __all__ = ["claude_client", "client"]
 NOVA = "us.amazon.nova-pro-v1:0"
 LLAMA = "meta.llama3-3-70b-instruct-v1:0"
+GPT_OSS = "openai.gpt-oss-120b-1:0"
 CONVERSE = f"/model/{NOVA}/converse"
 CONVERSE_STREAM = f"/model/{NOVA}/converse-stream"
 
@@ -36,13 +41,16 @@ CONFIG = [
     OAI, CLAUDE,
     provider("bedrock", "bedrock", "{bedrock}", key_env="TEST_BEDROCK_KEY", region="here", models=[
         model(NOVA, context_window=300000, input_per_mtok=0.8, output_per_mtok=3.2),
-        model(LLAMA, context_window=128000, input_per_mtok=0.72, output_per_mtok=0.72)]),
+        model(LLAMA, context_window=128000, input_per_mtok=0.72, output_per_mtok=0.72),
+        model(GPT_OSS, context_window=128000, input_per_mtok=0.15, output_per_mtok=0.6)]),
     provider("bedrock-long", "bedrock", "{bedrock_long}", key_env="TEST_BEDROCK_KEY", region="here",
              models=[model(NOVA, context_window=300000)]),
     route("main", {
         "nova": [target("bedrock", NOVA)],
         "llama": [target("bedrock", LLAMA)],
+        "gpt-oss": [target("bedrock", GPT_OSS)],
         "nova-first": [target("bedrock", NOVA), target("oai", "gpt-4o-mini", priority=1)],
+        "llama-then-gpt-oss": [target("bedrock", LLAMA), target("bedrock", GPT_OSS, priority=1)],
         "long-nova-first": [target("bedrock-long", NOVA), target("oai", "gpt-4o-mini", priority=1)],
     }, default_tier="nova",
         fallback=QUICK_FALLBACK,
@@ -226,4 +234,46 @@ def test_embeddings_are_still_refused_for_a_converse_model(stack: Stack, client:
 
     error: Any = raised.value.body
     assert (error["code"], error["param"]) == ("unsupported_operation", "model")
+    assert stack.sim_paths("bedrock") == {}
+
+
+def test_a_response_schema_goes_to_converse_as_structured_outputs(stack: Stack, client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="gpt-oss", response_format=PLACE,  # type: ignore[arg-type]
+                                                messages=[{"role": "user", "content": "Where?"}])
+
+    assert json.loads(completion.choices[0].message.content or "") == {"city": "sim"}
+    sent = stack.last_sim_request("bedrock", f"/model/{GPT_OSS}/converse")
+    assert sent.body["outputConfig"]["textFormat"]["type"] == "json_schema"
+    to_llama = Request(f"{stack.sims['bedrock'].url}/model/{LLAMA}/converse", data=json.dumps(sent.body).encode(),
+                       headers={"Authorization": f"Bearer {BEDROCK_KEY}", "Content-Type": "application/json"})
+    with pytest.raises(HTTPError) as refused:
+        urlopen(to_llama)
+    assert (refused.value.code, refused.value.headers["x-amzn-ErrorType"]) == (400, "ValidationException"), \
+        "the same body sent to Llama would be a 400, which is not failed over: hence Llama is passed over"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "stream"])
+def test_a_model_without_structured_outputs_is_passed_over_for_a_response_schema(
+        stack: Stack, client: openai.OpenAI, streamed: bool) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="llama-then-gpt-oss", response_format=PLACE, stream=streamed,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "Where?"}])
+    parsed = raw.parse()
+    text = "".join(c.choices[0].delta.content or "" for c in parsed if c.choices) if streamed \
+        else parsed.choices[0].message.content  # type: ignore[union-attr]
+
+    assert json.loads(text or "") == {"city": "sim"}
+    assert raw.headers["x-llmroute-attempts"] == "1"
+    assert list(ended(stack).passed_over) == [(TargetId(f"bedrock/{LLAMA}@here"), "response_format")]
+    operation = "converse-stream" if streamed else "converse"
+    assert stack.sim_paths("bedrock") == {f"/model/{GPT_OSS}/{operation}": 1}, "nothing is sent to Llama"
+
+
+def test_a_tier_without_structured_outputs_refuses_a_response_schema_naming_it(
+        stack: Stack, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="llama", response_format=PLACE,  # type: ignore[arg-type]
+                                       messages=[{"role": "user", "content": "Where?"}])
+
+    assert raised.value.param == "response_format" and "structured outputs" in raised.value.message
     assert stack.sim_paths("bedrock") == {}

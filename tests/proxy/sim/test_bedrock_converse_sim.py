@@ -17,7 +17,16 @@ from llmroute_proxy.dialects.eventstream import EventStreamDecoder
 from llmroute_proxy.sim import Fault, FaultKind, SimServer, bedrock_app, sim_state
 from llmroute_proxy.sim.aws_identity import AwsKeys
 from llmroute_proxy.sim.bedrock_converse import GUARDRAIL_TEXT
-from tests.proxy.providers.test_bedrock_converse import service_model, unknown_members
+from tests.proxy.providers.test_bedrock_converse import (
+    GPT_OSS,
+    PLACE,
+    USER_HI,
+    WITH_STRUCTURED_OUTPUTS,
+    WITHOUT_STRUCTURED_OUTPUTS,
+    converse,
+    service_model,
+    unknown_members,
+)
 from tests.proxy.sim import SimPool
 
 KEY = "ABSKsim-bedrock-key"
@@ -140,3 +149,22 @@ async def test_a_stream_fault_is_an_exception_frame_after_the_text_so_far(sim: S
     assert [f.headers.get(":event-type") for f in frames[:-1]] == ["messageStart", "contentBlockDelta"]
     assert (frames[-1].headers[":message-type"], frames[-1].headers[":exception-type"]) == (
         "exception", "throttlingException")
+
+
+@pytest.mark.parametrize("model", WITHOUT_STRUCTURED_OUTPUTS)
+async def test_a_model_without_structured_outputs_refuses_the_body_the_dialect_would_send_it(
+        sim: SimServer, model: str) -> None:
+    body = converse({"messages": USER_HI, "response_format": PLACE}, GPT_OSS)  # as if it were not refused
+    status, headers, raw = await post(sim, model, "converse", body)
+
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException")
+    assert "outputConfig.textFormat" in orjson.loads(raw)["message"]
+
+
+@pytest.mark.parametrize("model", WITH_STRUCTURED_OUTPUTS)
+async def test_a_model_with_structured_outputs_answers_in_the_schema(sim: SimServer, model: str) -> None:
+    status, _, raw = await post(sim, model, "converse", converse({"messages": USER_HI, "response_format": PLACE}, model))
+
+    assert status == 200
+    assert orjson.loads(orjson.loads(raw)["output"]["message"]["content"][-1]["text"]) == {"city": "sim"}
+

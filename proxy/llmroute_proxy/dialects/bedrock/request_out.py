@@ -21,8 +21,10 @@ Choices documented here because neither API forces them:
 - Tool results go back as `{"text": …}`, the content the client wrote, with no `status` (OpenAI has no
   error flag, and only Nova and Claude take it).
 - `response_format: json_schema` becomes `outputConfig.textFormat` (Bedrock's structured outputs; the
-  schema as JSON text); a model without structured outputs refuses it upstream. `json_object` (JSON
-  mode without a schema) has no Converse equivalent and is refused.
+  schema as JSON text) for the families that have them (`STRUCTURED_OUTPUTS`) and is refused for the
+  others (Nova, Llama, DeepSeek-R1, older Mistral…), which Bedrock would answer with a
+  `ValidationException`. `json_object` (JSON mode without a schema) has no Converse equivalent (the
+  output format's only type is `json_schema`) and is refused for every model.
 - `reasoning_effort` goes where the family has a control: OpenAI's gpt-oss (`reasoning_effort` in
   `additionalModelRequestFields`) and Nova 2 (`reasoningConfig`); other families have none (DeepSeek-R1
   always reasons, Llama and Mistral never), and the hint is dropped, as Bedrock would ignore it.
@@ -51,6 +53,11 @@ NO_SYSTEM_PROMPT = ("mistral.mistral-7b-instruct", "mistral.mixtral-8x7b-instruc
 NO_TOOL_USE = (*NO_SYSTEM_PROMPT, "meta.llama2-", "meta.llama3-8b-instruct", "meta.llama3-70b-instruct",
                "deepseek.r1")
 """Model families without tool use through Converse."""
+STRUCTURED_OUTPUTS = ("openai.gpt-oss", "qwen.qwen3", "deepseek.v3", "google.gemma-3-12b", "google.gemma-3-27b",
+                      "mistral.mistral-large-3", "mistral.ministral-3", "mistral.magistral", "mistral.devstral-2",
+                      "mistral.voxtral", "moonshot.kimi", "moonshotai.kimi", "nvidia.nemotron", "minimax.", "zai.glm")
+"""The families besides Claude with structured outputs (`outputConfig.textFormat`): the models AWS's model
+cards mark so (as of 2026-05), and the open-weight families its announcement names (MiniMax among them)."""
 NAMED_TOOL_CHOICE = ("amazon.nova",)
 """The families besides Claude that take `toolChoice.tool` (botocore's service model: "Only supported by
 Anthropic Claude 3 and Amazon Nova models")."""
@@ -104,7 +111,7 @@ def converse_body(request: ChatRequest, model: str, tier: str | None = None) -> 
     tool_config = _tool_config(body, messages, family, model)
     if tool_config is not None:
         out["toolConfig"] = tool_config
-    output_config = _output_config(body.get("response_format"))
+    output_config = _output_config(body.get("response_format"), family, model)
     if output_config is not None:
         out["outputConfig"] = output_config
     extra = _reasoning_fields(body.get("reasoning_effort"), family)
@@ -372,11 +379,14 @@ def _tool_choice(choice: Any, family: str, model: str) -> JSON | None:
                      param="tool_choice")
 
 
-def _output_config(response_format: Any) -> JSON | None:
+def _output_config(response_format: Any, family: str, model: str) -> JSON | None:
     kind = response_format.get("type") if isinstance(response_format, dict) else response_format
     if kind is None or kind == "text":
         return None
     if kind == "json_schema":
+        if not family.startswith(STRUCTURED_OUTPUTS):
+            raise BadRequest(f"Bedrock model '{model}' has no structured outputs through Converse.",
+                             param="response_format", code="unsupported_parameter")
         spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
