@@ -6,7 +6,8 @@ user, no blank text block, `toolConfig` present when the messages hold tool call
 for the model families without a system prompt (Mistral 7B, Mixtral, Titan Text, Cohere Command text), no
 `toolConfig` for those without tool use (those, Llama 2 and 3.0, DeepSeek-R1), `toolChoice.tool` and a tool
 result's `status` for Claude and Nova only, `outputConfig.textFormat` for the families with structured
-outputs only (`STRUCTURED_OUTPUTS`), and only the members its shapes have. The refusal fault is a
+outputs only (`STRUCTURED_OUTPUTS`), no model that is not a text or chat model (embeddings, rerank,
+image, video, speech: `NOT_CONVERSE`), and only the members its shapes have. The refusal fault is a
 guardrail that intervened: its blocked message, `stopReason: guardrail_intervened`.
 
 Answers as Converse gives them: `output.message.content` blocks, `stopReason`, `usage` (with
@@ -60,6 +61,12 @@ STRUCTURED_OUTPUTS = ("anthropic.claude-sonnet-4-5", "anthropic.claude-haiku-4-5
                       "moonshot.kimi", "moonshotai.kimi", "nvidia.nemotron", "minimax.", "zai.glm")
 """The families with structured outputs (`outputConfig.textFormat`), as AWS's model cards and announcement
 list them: not Nova, Llama, DeepSeek-R1 or the Mistral models before Mistral Large 3."""
+NOT_CONVERSE = ("amazon.titan-embed-", "cohere.embed-", "amazon.nova-2-multimodal-embeddings",
+                "twelvelabs.marengo-embed", "amazon.rerank-", "cohere.rerank-", "amazon.titan-image-generator",
+                "amazon.nova-canvas", "amazon.nova-reel", "amazon.nova-sonic", "amazon.nova-2-sonic", "stability.")
+"""Models that are not text or chat models: Converse refuses them whatever the body."""
+NOT_CONVERSE_ERROR = ("This action doesn't support the model that you provided. Try again with a supported text or "
+                      "chat model.")
 GUARDRAIL_TEXT = "Sorry, the model cannot answer this question."
 """What a guardrail that intervened answers instead (Bedrock's default blocked message)."""
 _MEMBERS = {
@@ -237,6 +244,8 @@ async def converse(request: web.Request, encode: FrameEncoder) -> web.StreamResp
     model = unquote(request.match_info["model"])
     if "." not in model:
         return _invalid(call, MODEL_ERROR)
+    if _family(model).startswith(NOT_CONVERSE):
+        return _invalid(call, NOT_CONVERSE_ERROR)
     refused = problem(model, call.body)
     if refused is not None:
         return _invalid(call, refused)

@@ -42,6 +42,9 @@ WITHOUT_STRUCTURED_OUTPUTS = (NOVA, "amazon.nova-2-lite-v1:0", "meta.llama3-3-70
                               "mistral.mistral-large-2407-v1:0", "mistral.pixtral-large-2502-v1:0",
                               "cohere.command-r-plus-v1:0", "writer.palmyra-x5-v1:0")
 """Converse models with structured outputs and without them (AWS's model cards)."""
+NOT_CHAT_MODELS = ("amazon.titan-embed-text-v2:0", "cohere.embed-english-v3", "cohere.embed-v4:0",
+                   "amazon.titan-embed-image-v1", "cohere.rerank-v3-5:0", "amazon.nova-canvas-v1:0",
+                   "stability.sd3-5-large-v1:0", "amazon.nova-sonic-v1:0")
 
 
 @cache
@@ -217,6 +220,15 @@ def test_json_mode_is_refused_for_every_model_as_converse_has_only_json_schema(m
 
     assert refused.value.param == "response_format" and "no JSON mode" in str(refused.value)
     assert service_model().shape_for("OutputFormatType").enum == ["json_schema"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("model", [*NOT_CHAT_MODELS, "us.cohere.embed-v4:0"])
+def test_a_chat_request_to_a_model_that_is_not_a_chat_model_is_refused_naming_model(model: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        converse({"messages": USER_HI, "seed": 7}, model)
+
+    assert (refused.value.param, refused.value.code) == ("model", "unsupported_operation")
+    assert "not a chat model" in str(refused.value)
 
 
 def test_a_json_schema_response_format_is_bedrocks_structured_output() -> None:

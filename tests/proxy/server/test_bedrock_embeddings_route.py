@@ -41,6 +41,7 @@ CONFIG = [
         "cohere": [target("bedrock", COHERE)],
         "titan-first": [target("bedrock", TITAN), target("oai", "text-embedding-3-small", priority=1)],
         "sonnet-first": [target("bedrock", SONNET), target("bedrock", TITAN, priority=1)],
+        "cohere-first": [target("bedrock", COHERE), target("bedrock", SONNET, priority=1)],
     }, default_tier="titan",
         fallback=QUICK_FALLBACK),
 ]
@@ -151,3 +152,24 @@ def test_a_throttled_titan_fails_over_to_the_next_target(stack: Stack, client: o
     assert len(raw.parse().data) == 1
     assert (raw.headers["x-llmroute-provider"], raw.headers["x-llmroute-attempts"]) == ("oai", "2")
     assert stack.sim_paths("bedrock") == {TITAN_INVOKE: 1}
+
+
+def test_an_embedding_model_is_passed_over_for_the_chat_model_of_the_tier(stack: Stack, client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="cohere-first",
+                                                           messages=[{"role": "user", "content": "hello"}])
+
+    assert "You said: hello" in (raw.parse().choices[0].message.content or "")
+    assert raw.headers["x-llmroute-attempts"] == "1"
+    assert list(ended(stack).passed_over) == [(TargetId(f"bedrock/{COHERE}@here"), "model")]
+    assert stack.sim_paths("bedrock") == {f"/model/{SONNET}/invoke": 1}, "nothing goes to Cohere's Converse"
+
+
+def test_a_tier_of_an_embedding_model_alone_refuses_a_chat_completion_naming_model(
+        stack: Stack, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="titan", messages=[{"role": "user", "content": "hello"}])
+
+    error: Any = raised.value.body
+    assert (error["param"], error["code"]) == ("model", "unsupported_operation")
+    assert "not a chat model" in raised.value.message
+    assert stack.sim_paths("bedrock") == {}

@@ -19,6 +19,7 @@ from llmroute_proxy.sim.aws_identity import AwsKeys
 from llmroute_proxy.sim.bedrock_converse import GUARDRAIL_TEXT
 from tests.proxy.providers.test_bedrock_converse import (
     GPT_OSS,
+    NOT_CHAT_MODELS,
     PLACE,
     USER_HI,
     WITH_STRUCTURED_OUTPUTS,
@@ -168,3 +169,12 @@ async def test_a_model_with_structured_outputs_answers_in_the_schema(sim: SimSer
     assert status == 200
     assert orjson.loads(orjson.loads(raw)["output"]["message"]["content"][-1]["text"]) == {"city": "sim"}
 
+
+@pytest.mark.parametrize("model", NOT_CHAT_MODELS)
+@pytest.mark.parametrize("operation", ["converse", "converse-stream"])
+async def test_a_model_that_is_not_a_chat_model_has_no_converse(sim: SimServer, model: str, operation: str) -> None:
+    status, headers, raw = await post(sim, model, operation, {"messages": HELLO})
+
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException")
+    assert orjson.loads(raw)["message"] == ("This action doesn't support the model that you provided. Try again "
+                                            "with a supported text or chat model.")

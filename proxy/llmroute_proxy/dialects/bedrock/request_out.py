@@ -25,6 +25,8 @@ Choices documented here because neither API forces them:
   others (Nova, Llama, DeepSeek-R1, older Mistral…), which Bedrock would answer with a
   `ValidationException`. `json_object` (JSON mode without a schema) has no Converse equivalent (the
   output format's only type is `json_schema`) and is refused for every model.
+- A model that is not a chat model (an embedding, rerank, image, video or speech model) has no Converse;
+  a chat request to one is refused naming `model`, as an embeddings request to a chat model is.
 - `reasoning_effort` goes where the family has a control: OpenAI's gpt-oss (`reasoning_effort` in
   `additionalModelRequestFields`) and Nova 2 (`reasoningConfig`); other families have none (DeepSeek-R1
   always reasons, Llama and Mistral never), and the hint is dropped, as Bedrock would ignore it.
@@ -58,6 +60,10 @@ STRUCTURED_OUTPUTS = ("openai.gpt-oss", "qwen.qwen3", "deepseek.v3", "google.gem
                       "mistral.voxtral", "moonshot.kimi", "moonshotai.kimi", "nvidia.nemotron", "minimax.", "zai.glm")
 """The families besides Claude with structured outputs (`outputConfig.textFormat`): the models AWS's model
 cards mark so (as of 2026-05), and the open-weight families its announcement names (MiniMax among them)."""
+NOT_CHAT = ("amazon.titan-embed-", "cohere.embed-", "amazon.nova-2-multimodal-embeddings", "twelvelabs.marengo-embed",
+            "amazon.rerank-", "cohere.rerank-", "amazon.titan-image-generator", "amazon.nova-canvas",
+            "amazon.nova-reel", "amazon.nova-sonic", "amazon.nova-2-sonic", "stability.")
+"""Models Converse does not serve (embeddings, rerank, image, video, speech-to-speech)."""
 NAMED_TOOL_CHOICE = ("amazon.nova",)
 """The families besides Claude that take `toolChoice.tool` (botocore's service model: "Only supported by
 Anthropic Claude 3 and Amazon Nova models")."""
@@ -93,11 +99,14 @@ def converse_body(request: ChatRequest, model: str, tier: str | None = None) -> 
     """The Converse request body (the model is in the path) for a canonical OpenAI request, asking for the
     service tier `tier` (`dialects/service_tiers.bedrock_request_tier`)."""
     body = request.body
+    family = base_model(model)
+    if family.startswith(NOT_CHAT):
+        raise BadRequest(f"Bedrock model '{model}' is not a chat model: Converse does not serve it; route chat "
+                         "completions to a chat model.", param="model", code="unsupported_operation")
     for name, changes_meaning, reason in _UNSUPPORTED:
         value = body.get(name)
         if value is not None and changes_meaning(value):
             raise BadRequest(reason, param=name, code="unsupported_parameter")
-    family = base_model(model)
     system, messages = _messages(body.get("messages"))
     out: JSON = {"messages": messages}
     if system:
