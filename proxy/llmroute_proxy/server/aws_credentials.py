@@ -11,10 +11,16 @@ reads the variables; `Settings.aws` holds them):
    `AWS_ENDPOINT_URL_STS` (or `AWS_ENDPOINT_URL`) if set, else the regional endpoint of `AWS_REGION`
    (`AWS_DEFAULT_REGION`), or the global one when `AWS_STS_REGIONAL_ENDPOINTS=legacy` or no region is set.
    Its XML answer, or its XML error, is read with the standard library;
-3. EKS Pod Identity (and ECS): `AWS_CONTAINER_CREDENTIALS_FULL_URI`, a GET with the token of
-   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read at each fetch) or `AWS_CONTAINER_AUTHORIZATION_TOKEN` in
-   `Authorization`; JSON `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`. As botocore, only an
-   https URL, a loopback address or the agents' own (169.254.170.2, 169.254.170.23, fd00:ec2::23) is asked.
+3. A container credentials endpoint (EKS Pod Identity, ECS): `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS:
+   asked at `http://169.254.170.2` followed by it; `AwsEnvironment.ecs_agent_host` holds the host, for
+   tests) or, when that is not set, `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS Pod Identity). Either is a
+   GET with the token of `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read at each fetch) or
+   `AWS_CONTAINER_AUTHORIZATION_TOKEN` in `Authorization`, as botocore sends it to both; JSON
+   `AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`. As botocore, only an https URL, a loopback
+   address, `localhost` or the agents' own (169.254.170.2, 169.254.170.23, fd00:ec2::23) is asked.
+   botocore asks the agent up to three times, 2 s each, 1 s apart; here one fetch is asked once: a request
+   waiting on it fails over rather than wait up to 8 s, and the next request that needs credentials asks
+   again.
 
 Temporary credentials are refreshed in the background from 15 minutes before they expire and are no longer
 used from 10 minutes before (botocore's advisory and mandatory refresh), one fetch at a time
@@ -54,7 +60,8 @@ ADVISORY_REFRESH_S = 15 * 60
 MANDATORY_REFRESH_S = 10 * 60
 FETCH_TIMEOUT_S = 5.0
 MAX_ANSWER = 64 * 1024
-CONTAINER_HOSTS = frozenset({"169.254.170.2", "169.254.170.23", "fd00:ec2::23"})
+ECS_AGENT_HOST = "169.254.170.2"
+CONTAINER_HOSTS = frozenset({ECS_AGENT_HOST, "169.254.170.23", "fd00:ec2::23", "localhost"})
 STS_VERSION = "2011-06-15"
 _STS_AUTH_CODES = frozenset({"InvalidIdentityToken", "ExpiredTokenException", "AccessDenied", "IDPRejectedClaim",
                              "InvalidParameterValue", "MalformedPolicyDocument", "RegionDisabledException"})
@@ -76,17 +83,28 @@ class AwsEnvironment:
     role_session_name: str | None = None
     sts_endpoint: str | None = None  # the endpoint URL set for STS; None: the region's
     sts_regional: bool = True  # AWS_STS_REGIONAL_ENDPOINTS is not `legacy`
+    container_relative_uri: str | None = None  # asked at `ecs_agent_host`; wins over `container_uri`
     container_uri: str | None = None
     container_token_file: str | None = None
     container_token: str | None = field(default=None, repr=False)
+    ecs_agent_host: str = ECS_AGENT_HOST  # host[:port] the relative URI is asked at (not an AWS variable)
 
     def source(self) -> str:
-        """Where credentials come from, for messages: `environment`, `IRSA`, `EKS Pod Identity` or `none`."""
+        """Where credentials come from, for messages: `environment`, `IRSA`, `ECS`, `EKS Pod Identity` or
+        `none`."""
         if self.access_key_id and self.secret_access_key:
             return "environment"
         if self.web_identity_token_file:
             return "IRSA"
+        if self.container_relative_uri:
+            return "ECS"
         return "EKS Pod Identity" if self.container_uri else "none"
+
+    def container_url(self) -> str | None:
+        """Where container credentials are asked: the relative URI on the ECS agent, else the full URI."""
+        if self.container_relative_uri:
+            return f"http://{self.ecs_agent_host}{self.container_relative_uri}"
+        return self.container_uri
 
 
 def aws_environment(environ: Mapping[str, str]) -> AwsEnvironment:
@@ -99,6 +117,7 @@ def aws_environment(environ: Mapping[str, str]) -> AwsEnvironment:
         role_arn=get("AWS_ROLE_ARN"), web_identity_token_file=get("AWS_WEB_IDENTITY_TOKEN_FILE"),
         role_session_name=get("AWS_ROLE_SESSION_NAME"), sts_endpoint=get("AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"),
         sts_regional=(get("AWS_STS_REGIONAL_ENDPOINTS") or "regional").lower() != "legacy",
+        container_relative_uri=get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
         container_uri=get("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
         container_token_file=get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"),
         container_token=get("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
@@ -168,11 +187,17 @@ async def fetch_aws_credentials(send: Send, environment: AwsEnvironment, now: fl
         return AwsCredentials(environment.access_key_id, environment.secret_access_key, environment.session_token)
     if environment.web_identity_token_file:
         return await _bounded(_assume_role(send, environment, now), "STS")
-    if environment.container_uri:
-        return await _bounded(_container(send, environment), "the EKS Pod Identity agent")
+    if environment.container_url():
+        return await _bounded(_container(send, environment), _agent_name(environment))
     raise UpstreamError(FailureKind.AUTH, "no AWS credentials for the pod: neither IRSA (AWS_ROLE_ARN, "
                                           "AWS_WEB_IDENTITY_TOKEN_FILE) nor EKS Pod Identity "
-                                          "(AWS_CONTAINER_CREDENTIALS_FULL_URI) is set up in the sidecar's environment")
+                                          "(AWS_CONTAINER_CREDENTIALS_FULL_URI) or ECS "
+                                          "(AWS_CONTAINER_CREDENTIALS_RELATIVE_URI) is set up in the sidecar's "
+                                          "environment")
+
+
+def _agent_name(environment: AwsEnvironment) -> str:
+    return "the ECS agent" if environment.container_relative_uri else "the EKS Pod Identity agent"
 
 
 async def _bounded(fetch: Awaitable[AwsCredentials], source: str) -> AwsCredentials:
@@ -184,18 +209,19 @@ async def _bounded(fetch: Awaitable[AwsCredentials], source: str) -> AwsCredenti
 
 
 async def _container(send: Send, environment: AwsEnvironment) -> AwsCredentials:
-    uri = environment.container_uri or ""
+    uri = environment.container_url() or ""
     parts = urlsplit(uri)
-    name = f"the EKS Pod Identity agent at {parts.hostname}"
+    name = f"{_agent_name(environment)} at {parts.hostname}"
     if parts.scheme != "https" and not _container_host(parts.hostname or ""):
-        raise UpstreamError(FailureKind.AUTH, f"AWS_CONTAINER_CREDENTIALS_FULL_URI: {parts.hostname} is not a loopback "
-                                              "address nor the agent's (169.254.170.23), and not https")
+        variable = "AWS_CONTAINER_CREDENTIALS_" + ("RELATIVE_URI" if environment.container_relative_uri else "FULL_URI")
+        raise UpstreamError(FailureKind.AUTH, f"{variable}: {parts.hostname} is not a loopback address nor an "
+                                              "agent's (169.254.170.2, 169.254.170.23), and not https")
     headers = {"Accept": "application/json"}
     token = _read_token(environment.container_token_file, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") \
         if environment.container_token_file else environment.container_token
     if token is not None:
         if "\r" in token or "\n" in token:
-            raise UpstreamError(FailureKind.AUTH, "the EKS Pod Identity token is not a legal header value")
+            raise UpstreamError(FailureKind.AUTH, "the container authorization token is not a legal header value")
         headers["Authorization"] = token
     status, body = await _asked(send, UpstreamRequest("GET", uri, headers), name)
     if status != 200:

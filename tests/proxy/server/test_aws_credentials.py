@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -98,6 +99,16 @@ def test_the_environment_is_read_as_botocore_reads_it() -> None:
     assert "AKID" not in repr(aws_environment({"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "s"}))
 
 
+def test_an_ecs_relative_uri_alone_is_a_source_asked_on_the_ecs_agent() -> None:
+    read = aws_environment({"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/task-uuid"})
+    assert read.source() == "ECS" and read.container_url() == "http://169.254.170.2/v2/credentials/task-uuid"
+    client = Client(200, container_answer())
+    assert asyncio.run(fetch_aws_credentials(client, read, 0.0)).access_key_id == "ASIAPOD"
+    [sent] = client.sent
+    assert (sent.method, sent.url, "Authorization" in sent.headers) == (
+        "GET", "http://169.254.170.2/v2/credentials/task-uuid", False)
+
+
 @pytest.mark.parametrize(("environment", "url"), [
     (AwsEnvironment(region="eu-west-1"), "https://sts.eu-west-1.amazonaws.com/"),
     (AwsEnvironment(region="cn-north-1"), "https://sts.cn-north-1.amazonaws.com.cn/"),
@@ -116,6 +127,25 @@ def test_pod_identity_is_asked_with_the_token_of_its_file(pod_identity: AwsEnvir
     [sent] = client.sent
     assert (sent.method, sent.url, sent.headers["Authorization"]) == (
         "GET", "http://169.254.170.23/v1/credentials", "projected-pod-token")
+
+
+def test_the_relative_uri_wins_over_the_full_uri_and_is_asked_with_the_same_token(
+        pod_identity: AwsEnvironment) -> None:
+    both = replace(pod_identity, container_relative_uri="/v2/credentials/task-uuid")
+    assert both.source() == "ECS"
+    client = Client(200, container_answer())
+    assert asyncio.run(fetch_aws_credentials(client, both, 0.0)).access_key_id == "ASIAPOD"
+    [sent] = client.sent
+    assert (sent.url, sent.headers["Authorization"]) == (  # botocore sends the token to either URI
+        "http://169.254.170.2/v2/credentials/task-uuid", "projected-pod-token")
+
+
+@pytest.mark.parametrize("uri", ["http://localhost:2773/creds", "http://127.0.0.2/creds", "http://[::1]/creds",
+                                 "http://[fd00:ec2::23]/v1/credentials", "https://creds.example/v1"])
+def test_the_container_hosts_botocore_allows_are_asked(uri: str) -> None:
+    client = Client(200, container_answer())
+    asyncio.run(fetch_aws_credentials(client, AwsEnvironment(container_uri=uri), 0.0))
+    assert [sent.url for sent in client.sent] == [uri]
 
 
 def test_irsa_assumes_the_role_with_the_web_identity_token(irsa: AwsEnvironment) -> None:
@@ -173,6 +203,8 @@ def test_refusals_and_failures_are_classified_and_name_no_token(
     (AwsEnvironment(role_arn="r", web_identity_token_file="/nonexistent/token"), "cannot read /nonexistent/token"),
     (AwsEnvironment(container_uri="http://metadata.example/creds"), "not a loopback address"),
     (AwsEnvironment(container_uri="http://127.0.0.1/creds", container_token="a\r\nb"), "not a legal header value"),
+    (AwsEnvironment(container_relative_uri="/creds", ecs_agent_host="metadata.example"),
+     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: metadata.example is not a loopback address"),
 ])
 def test_what_is_not_set_up_is_the_targets_auth_failure(environment: AwsEnvironment, said: str) -> None:
     client = Client(200, container_answer())

@@ -1,5 +1,5 @@
 """Bedrock with no key (`credentials.workloadIdentity`): the sidecar takes the pod's AWS credentials, from
-EKS Pod Identity or IRSA (STS AssumeRoleWithWebIdentity) as the AWS SDKs do, and signs each request with
+EKS Pod Identity, an ECS relative URI or IRSA (STS AssumeRoleWithWebIdentity) as the AWS SDKs do, and signs each request with
 SigV4. The official SDKs' requests reach Claude on a simulated Bedrock that checks every signature, and
 accepts only the temporary keys the simulated agent or STS issued, until they expire on its clock."""
 
@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import anthropic
@@ -62,11 +63,16 @@ def environment(source: str, stack: Stack, tokens: Path) -> AwsEnvironment:
     if source == "pod-identity":
         return AwsEnvironment(region="us-east-1", container_uri=stack.sims["pod-identity"].url + "/v1/credentials",
                               container_token_file=str(tokens / "eks-pod-identity-token"))
+    if source == "ecs-relative-uri":  # it wins over a full URI that nothing answers
+        return AwsEnvironment(region="us-east-1", container_relative_uri="/v1/credentials",
+                              ecs_agent_host=urlsplit(stack.sims["pod-identity"].url).netloc,
+                              container_uri="http://127.0.0.1:9/v1/credentials",
+                              container_token_file=str(tokens / "eks-pod-identity-token"))
     return AwsEnvironment(region="us-east-1", role_arn=ROLE, web_identity_token_file=str(tokens / "token"),
                           sts_endpoint=stack.sims["sts"].url)
 
 
-@pytest.fixture(scope="module", params=["pod-identity", "irsa"])
+@pytest.fixture(scope="module", params=["pod-identity", "ecs-relative-uri", "irsa"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tokens = tmp_path_factory.mktemp("projected-tokens")
     (tokens / "eks-pod-identity-token").write_text(POD_TOKEN + "\n")
@@ -193,3 +199,4 @@ def test_no_key_token_or_secret_reaches_a_log_record_or_status(stack: Stack, cap
         assert not any(secret in text for text in texts)
     scrubbed = stack.call(lambda: stack.sidecar.scrubber.scrub(f"echo: {key.secret} and {key.token}"))
     assert key.secret not in scrubbed and (key.token or "") not in scrubbed  # held: an echo would be scrubbed
+
