@@ -30,8 +30,10 @@ an agent or STS that is down is a `server_error`, `timeout` or `connection` fail
 metadata server: either way the attempt fails and the request fails over.
 
 Keys, session tokens and web-identity tokens travel only in requests' headers and bodies, which are never
-printed; messages name hosts, HTTP statuses and AWS error codes only. The sidecar also hands the values to
-the scrubber (`on_fetched`).
+printed; messages name hosts, HTTP statuses and AWS error codes only. The sidecar also hands them to its
+scrubber (`Sidecar.hold_secrets`): the credentials fetched, and each token read to fetch them (the
+web-identity token, the container authorization token) as it is read (`fetch_aws_credentials`'s `on_token`),
+since the kubelet rotates the token files.
 """
 
 from __future__ import annotations
@@ -181,14 +183,20 @@ def signing_region(target: Target, configured: str | None) -> str:
     return region
 
 
-async def fetch_aws_credentials(send: Send, environment: AwsEnvironment, now: float) -> AwsCredentials:
-    """The pod's credentials from the first source its environment sets up, in botocore's order."""
+def _not_held(token: str) -> None:
+    return None
+
+
+async def fetch_aws_credentials(send: Send, environment: AwsEnvironment, now: float,
+                                on_token: Callable[[str], None] = _not_held) -> AwsCredentials:
+    """The pod's credentials from the first source its environment sets up, in botocore's order. `on_token`
+    is given each token read to ask for them (web-identity, container authorization) before it is sent."""
     if environment.access_key_id and environment.secret_access_key:
         return AwsCredentials(environment.access_key_id, environment.secret_access_key, environment.session_token)
     if environment.web_identity_token_file:
-        return await _bounded(_assume_role(send, environment, now), "STS")
+        return await _bounded(_assume_role(send, environment, now, on_token), "STS")
     if environment.container_url():
-        return await _bounded(_container(send, environment), _agent_name(environment))
+        return await _bounded(_container(send, environment, on_token), _agent_name(environment))
     raise UpstreamError(FailureKind.AUTH, "no AWS credentials for the pod: neither IRSA (AWS_ROLE_ARN, "
                                           "AWS_WEB_IDENTITY_TOKEN_FILE) nor EKS Pod Identity "
                                           "(AWS_CONTAINER_CREDENTIALS_FULL_URI) or ECS "
@@ -208,7 +216,7 @@ async def _bounded(fetch: Awaitable[AwsCredentials], source: str) -> AwsCredenti
         raise UpstreamError(FailureKind.TIMEOUT, f"{source} gave no AWS credentials within {FETCH_TIMEOUT_S:g}s") from None
 
 
-async def _container(send: Send, environment: AwsEnvironment) -> AwsCredentials:
+async def _container(send: Send, environment: AwsEnvironment, on_token: Callable[[str], None]) -> AwsCredentials:
     uri = environment.container_url() or ""
     parts = urlsplit(uri)
     name = f"{_agent_name(environment)} at {parts.hostname}"
@@ -220,6 +228,7 @@ async def _container(send: Send, environment: AwsEnvironment) -> AwsCredentials:
     token = _read_token(environment.container_token_file, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") \
         if environment.container_token_file else environment.container_token
     if token is not None:
+        on_token(token)
         if "\r" in token or "\n" in token:
             raise UpstreamError(FailureKind.AUTH, "the container authorization token is not a legal header value")
         headers["Authorization"] = token
@@ -237,11 +246,13 @@ async def _container(send: Send, environment: AwsEnvironment) -> AwsCredentials:
     return AwsCredentials(values[0], values[1], values[2], _expiration(values[3], name))
 
 
-async def _assume_role(send: Send, environment: AwsEnvironment, now: float) -> AwsCredentials:
+async def _assume_role(send: Send, environment: AwsEnvironment, now: float,
+                       on_token: Callable[[str], None]) -> AwsCredentials:
     if not environment.role_arn:
         raise UpstreamError(FailureKind.AUTH, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not: "
                                               "IRSA needs the role to assume")
     token = _read_token(environment.web_identity_token_file or "", "AWS_WEB_IDENTITY_TOKEN_FILE")
+    on_token(token)
     url = sts_endpoint(environment)
     name = f"STS at {urlsplit(url).hostname}"
     form = urlencode({"Action": "AssumeRoleWithWebIdentity", "Version": STS_VERSION,

@@ -146,9 +146,13 @@ class Sidecar:
 
     async def _fetch_aws_credentials(self) -> AwsCredentials:
         credentials = await fetch_aws_credentials(lambda request: self.upstream.send(request, "aws-credentials"),
-                                                  self.settings.aws, self.wallclock())
+                                                  self.settings.aws, self.wallclock(), self._hold_aws_token)
         self._hold_fetched("aws credentials", credentials.secrets())
         return credentials
+
+    def _hold_aws_token(self, token: str) -> None:
+        """The token read to ask for the pod's AWS credentials (web-identity, container authorization)."""
+        self._hold_fetched("aws token read", (token,))
 
     def _hold_fetched(self, source: str, values: tuple[str, ...]) -> None:
         """Credentials fetched from the pod's platform are scrubbed, and the ones they replace for one more

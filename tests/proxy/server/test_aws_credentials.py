@@ -148,6 +148,19 @@ def test_the_container_hosts_botocore_allows_are_asked(uri: str) -> None:
     assert [sent.url for sent in client.sent] == [uri]
 
 
+def test_each_token_read_is_handed_over_as_it_is_read(
+        tmp_path: Path, irsa: AwsEnvironment, pod_identity: AwsEnvironment) -> None:
+    read: list[str] = []
+    asyncio.run(fetch_aws_credentials(Client(200, STS_ANSWER), irsa, 0.0, read.append))
+    (tmp_path / "token").write_text("rotated-web-identity-jwt")  # the kubelet rotates the projected token
+    asyncio.run(fetch_aws_credentials(Client(200, STS_ANSWER), irsa, 0.0, read.append))
+    with pytest.raises(UpstreamError):  # handed over before it is sent: a refusal may echo it
+        asyncio.run(fetch_aws_credentials(Client(401, b"{}"), pod_identity, 0.0, read.append))
+    from_env = AwsEnvironment(container_uri="http://127.0.0.1/creds", container_token="env-authorization-token")
+    asyncio.run(fetch_aws_credentials(Client(200, container_answer()), from_env, 0.0, read.append))
+    assert read == ["web-identity-jwt", "rotated-web-identity-jwt", "projected-pod-token", "env-authorization-token"]
+
+
 def test_irsa_assumes_the_role_with_the_web_identity_token(irsa: AwsEnvironment) -> None:
     client = Client(200, STS_ANSWER)
     credentials = asyncio.run(fetch_aws_credentials(client, irsa, 1764990000.0))

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from llmroute_proxy.routing.health import HealthBook
+from llmroute_proxy.scrubbing import MARKER
 from llmroute_proxy.server.aws_credentials import AwsEnvironment
 from llmroute_proxy.sim import FaultPlan, bedrock_app, sim_state
 from llmroute_proxy.sim.aws_identity import AwsKeys, pod_identity_app, sts_app
@@ -200,3 +201,14 @@ def test_no_key_token_or_secret_reaches_a_log_record_or_status(stack: Stack, cap
     scrubbed = stack.call(lambda: stack.sidecar.scrubber.scrub(f"echo: {key.secret} and {key.token}"))
     assert key.secret not in scrubbed and (key.token or "") not in scrubbed  # held: an echo would be scrubbed
 
+
+def test_the_token_read_to_fetch_is_scrubbed_from_a_log_record(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="app-key", max_retries=0)
+    client.chat.completions.create(model="bedrock", messages=HELLO)
+    token = WEB_TOKEN if stack.sidecar.settings.aws.web_identity_token_file else POD_TOKEN
+
+    stack.call(lambda: logging.getLogger("llmroute.proxy").warning("an upstream echoed %s", token))
+
+    [echoed] = [record.getMessage() for record in caplog.records if "an upstream echoed" in record.getMessage()]
+    assert token not in echoed and MARKER in echoed
