@@ -9,8 +9,10 @@ reads the variables; `Settings.aws` holds them):
    account token, which the kubelet rotates: read at each fetch) is sent to STS `AssumeRoleWithWebIdentity`
    (unsigned, form-encoded POST; session name `AWS_ROLE_SESSION_NAME` or `llmroute-{epoch}`), at
    `AWS_ENDPOINT_URL_STS` (or `AWS_ENDPOINT_URL`) if set, else the regional endpoint of `AWS_REGION`
-   (`AWS_DEFAULT_REGION`), or the global one when `AWS_STS_REGIONAL_ENDPOINTS=legacy` or no region is set.
-   Its XML answer, or its XML error, is read with the standard library;
+   (`AWS_DEFAULT_REGION`), or the global one when no region is set (or it is `aws-global`), and, with
+   `AWS_STS_REGIONAL_ENDPOINTS=legacy`, for the regions botocore keeps on it (`LEGACY_GLOBAL_STS_REGIONS`;
+   any other region keeps its regional endpoint, as in botocore 1.44). Its XML answer, or its XML error, is
+   read with the standard library;
 3. A container credentials endpoint (EKS Pod Identity, ECS): `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS:
    asked at `http://169.254.170.2` followed by it; `AwsEnvironment.ecs_agent_host` holds the host, for
    tests) or, when that is not set, `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS Pod Identity). Either is a
@@ -64,6 +66,11 @@ FETCH_TIMEOUT_S = 5.0
 MAX_ANSWER = 64 * 1024
 ECS_AGENT_HOST = "169.254.170.2"
 CONTAINER_HOSTS = frozenset({ECS_AGENT_HOST, "169.254.170.23", "fd00:ec2::23", "localhost"})
+LEGACY_GLOBAL_STS_REGIONS = frozenset({
+    "ap-northeast-1", "ap-south-1", "ap-southeast-1", "ap-southeast-2", "aws-global", "ca-central-1", "eu-central-1",
+    "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3", "sa-east-1", "us-east-1", "us-east-2", "us-west-1",
+    "us-west-2"})
+"""The regions `AWS_STS_REGIONAL_ENDPOINTS=legacy` sends to STS's global endpoint (botocore's list)."""
 STS_VERSION = "2011-06-15"
 _STS_AUTH_CODES = frozenset({"InvalidIdentityToken", "ExpiredTokenException", "AccessDenied", "IDPRejectedClaim",
                              "InvalidParameterValue", "MalformedPolicyDocument", "RegionDisabledException"})
@@ -272,11 +279,12 @@ async def _assume_role(send: Send, environment: AwsEnvironment, now: float,
 
 
 def sts_endpoint(environment: AwsEnvironment) -> str:
-    """The STS endpoint botocore would ask: the one set, else the region's (the global one for `legacy`)."""
+    """The STS endpoint botocore would ask: the one set, else the region's (the global one for `legacy` in
+    the regions botocore keeps on it)."""
     if environment.sts_endpoint:
         return environment.sts_endpoint.rstrip("/") + "/"
     region = environment.region
-    if region is None or not environment.sts_regional:
+    if region is None or region == "aws-global" or (not environment.sts_regional and region in LEGACY_GLOBAL_STS_REGIONS):
         return "https://sts.amazonaws.com/"
     return f"https://sts.{region}.amazonaws.com{'.cn' if region.startswith('cn-') else ''}/"
 

@@ -5,12 +5,14 @@ and how long credentials are kept (botocore's advisory and mandatory refresh, on
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import botocore.session
 import orjson
 import pytest
 
@@ -113,11 +115,34 @@ def test_an_ecs_relative_uri_alone_is_a_source_asked_on_the_ecs_agent() -> None:
     (AwsEnvironment(region="eu-west-1"), "https://sts.eu-west-1.amazonaws.com/"),
     (AwsEnvironment(region="cn-north-1"), "https://sts.cn-north-1.amazonaws.com.cn/"),
     (AwsEnvironment(region="eu-west-1", sts_regional=False), "https://sts.amazonaws.com/"),
+    (AwsEnvironment(region="us-west-2", sts_regional=False), "https://sts.amazonaws.com/"),
+    # botocore keeps `legacy` on the global endpoint for its legacy regions only
+    (AwsEnvironment(region="eu-south-1", sts_regional=False), "https://sts.eu-south-1.amazonaws.com/"),
+    (AwsEnvironment(region="ap-east-1", sts_regional=False), "https://sts.ap-east-1.amazonaws.com/"),
+    (AwsEnvironment(region="cn-north-1", sts_regional=False), "https://sts.cn-north-1.amazonaws.com.cn/"),
+    (AwsEnvironment(region="aws-global"), "https://sts.amazonaws.com/"),
     (AwsEnvironment(), "https://sts.amazonaws.com/"),
     (AwsEnvironment(region="eu-west-1", sts_endpoint="http://127.0.0.1:9/"), "http://127.0.0.1:9/"),
 ])
 def test_sts_is_asked_at_the_regional_endpoint_unless_told_otherwise(environment: AwsEnvironment, url: str) -> None:
     assert sts_endpoint(environment) == url
+
+
+@pytest.mark.parametrize("mode", ["regional", "legacy"])
+def test_sts_is_asked_where_the_installed_botocore_asks_it_in_every_region(
+        mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [name for name in os.environ if name.startswith("AWS_")]:  # the shell's own endpoints, profiles
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    session = botocore.session.Session()
+    session.set_config_variable("sts_regional_endpoints", mode)
+    regions = [region for partition in ("aws", "aws-cn", "aws-us-gov")
+               for region in session.get_available_regions("sts", partition)]
+    assert len(regions) > 30
+    for region in [*regions, "aws-global", None]:
+        client = session.create_client("sts", region_name=region, aws_access_key_id="a", aws_secret_access_key="b")
+        ours = sts_endpoint(AwsEnvironment(region=region, sts_regional=mode != "legacy"))
+        assert (region, ours) == (region, client.meta.endpoint_url + "/")
 
 
 def test_pod_identity_is_asked_with_the_token_of_its_file(pod_identity: AwsEnvironment) -> None:
